@@ -1,0 +1,1 @@
+"""Activities: every call that touches the world (models, tools)."""

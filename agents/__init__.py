@@ -1,0 +1,1 @@
+"""What an agent is: prompts, output types, the tool catalogue, the stakes policy."""

@@ -1,0 +1,250 @@
+"""The data that crosses a boundary: workflow input and output, activity inputs and outputs.
+
+Every model has defaulted fields so new fields can be added without breaking runs that
+are already in history. No secret ever goes in one of these.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Route = Literal["open", "frontier"]
+Stakes = Literal["low", "high"]
+StakesOverride = Literal["auto", "low", "high"]
+Sensitivity = Literal["public", "private"]
+Risk = Literal["read_only", "side_effect", "irreversible"]
+Dialect = Literal["vllm", "llamacpp", "openai"]
+Purpose = Literal["plan", "step", "answer"]
+
+STAKES_CHOICES: tuple[str, ...] = ("auto", "low", "high")
+SENSITIVITY_CHOICES: tuple[str, ...] = ("public", "private")
+
+
+class ModelEndpoint(BaseModel):
+    """What the workflow knows about one route. Addresses and keys stay on the workers."""
+
+    route: Route = "open"
+    model: str = ""
+    provider: str = ""  # "openai-compatible" or "anthropic"
+    available: bool = True
+
+
+class RoutingConfig(BaseModel):
+    """The routing facts the policy needs, snapshotted at the edge when a run starts."""
+
+    open: ModelEndpoint = Field(default_factory=lambda: ModelEndpoint(route="open"))
+    frontier: ModelEndpoint = Field(
+        default_factory=lambda: ModelEndpoint(route="frontier", provider="anthropic", available=False)
+    )
+    escalate_on_invalid: bool = True
+    # How many times the open model may answer invalidly before the step escalates (or fails).
+    open_attempts: int = 2
+    high_risk: list[Risk] = Field(default_factory=lambda: ["side_effect", "irreversible"])
+    # Tools whose output is private data: once one runs, the rest of the run is private.
+    private_tools: list[str] = Field(default_factory=list)
+
+
+class TaskRequest(BaseModel):
+    """Input of AgentTaskWorkflow."""
+
+    goal: str = ""
+    stakes: StakesOverride = "auto"
+    sensitivity: Sensitivity = "public"
+    tools: list[str] = Field(default_factory=list)  # allowed tools; the edge fills in the default set
+    workspace: str = ""
+    max_steps: int = 6
+    budget_tokens: int | None = None  # total tokens (all calls); the run fails cleanly when exceeded
+    source: str = "cli"
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    queue_prefix: str = "stakeflow"
+
+
+# --- model outputs -------------------------------------------------------------------------
+
+
+class PlannedStep(BaseModel):
+    """One step of a plan, as the planner wrote it."""
+
+    title: str = Field(default="", description="What this step does, in one sentence.")
+    tool: str | None = Field(default=None, description="The one tool this step uses, or null for pure reasoning.")
+    stakes: Stakes = Field(default="low", description="high if a mistake here is costly or hard to undo, else low.")
+
+
+class Plan(BaseModel):
+    """The planner's output."""
+
+    steps: list[PlannedStep] = Field(default_factory=list)
+
+
+class ToolCall(BaseModel):
+    """A tool call a model asked for."""
+
+    tool: str = ""
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class StepAction(BaseModel):
+    """A model's output for one step: the tool calls to make and its own note."""
+
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    result: str = ""
+
+
+class Usage(BaseModel):
+    """Token usage as the provider reported it.
+
+    ``input_tokens`` is the uncached input (Anthropic's meaning); the cache fields are separate,
+    so the total input is the sum of the three.
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    requests: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+            requests=self.requests + other.requests,
+        )
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+
+# --- activity inputs and outputs -----------------------------------------------------------
+
+
+class ToolSpecView(BaseModel):
+    """A tool as shown to a model: name, description, argument schema."""
+
+    name: str = ""
+    description: str = ""
+    risk: Risk = "read_only"
+    args_schema: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelCallRequest(BaseModel):
+    """Input of the call_model activity."""
+
+    run_id: str = ""
+    step: int = 0  # 0 = plan, 1..n = plan steps, n+1 = answer
+    purpose: Purpose = "step"
+    endpoint: ModelEndpoint = Field(default_factory=ModelEndpoint)
+    system: str = ""
+    prompt: str = ""
+    # plan: the tools the planner may name; step: the tool(s) the step may call.
+    tools: list[ToolSpecView] = Field(default_factory=list)
+    max_steps: int = 6
+    max_output_tokens: int = 1024
+
+
+class ModelCallResult(BaseModel):
+    """Output of the call_model activity: exactly one of plan / action / text is set."""
+
+    route: Route = "open"
+    model: str = ""  # as the provider reported it
+    plan: Plan | None = None
+    action: StepAction | None = None
+    text: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    latency_ms: float = 0.0
+
+
+class ToolRequest(BaseModel):
+    """Input of the run_tool activity."""
+
+    run_id: str = ""
+    step: int = 0
+    call_index: int = 0
+    tool: str = ""
+    args: dict[str, Any] = Field(default_factory=dict)
+    workspace: str = ""
+    # Side-effecting tools act at most once per key, however often the activity is retried.
+    idempotency_key: str = ""
+
+
+class ToolResult(BaseModel):
+    """Output of the run_tool activity. A tool that refuses returns ok=False with the reason."""
+
+    tool: str = ""
+    ok: bool = True
+    output: str = ""
+    error: str | None = None
+    truncated: bool = False
+    replayed: bool = False  # the side effect had already happened under this idempotency key
+    duration_ms: float = 0.0
+
+
+# --- routing and results -------------------------------------------------------------------
+
+
+class RouteDecision(BaseModel):
+    """Where one model call goes, and why."""
+
+    route: Route = "open"
+    model: str = ""
+    task_queue: str = ""
+    stakes: Stakes = "low"
+    reason: str = ""
+    needs_approval: bool = False
+    downgraded: bool = False  # high stakes, but the frontier is not configured
+    escalated: bool = False
+
+
+StepStatus = Literal["pending", "running", "ok", "tool_error", "failed", "skipped"]
+
+
+class StepRecord(BaseModel):
+    """What happened in one step."""
+
+    index: int = 0
+    title: str = ""
+    status: StepStatus = "pending"
+    route: Route = "open"
+    model: str = ""
+    stakes: Stakes = "low"
+    reason: str = ""
+    tools: list[str] = Field(default_factory=list)
+    needs_approval: bool = False
+    downgraded: bool = False
+    escalated: bool = False
+    attempts: list[str] = Field(default_factory=list)  # one line per model attempt: "open: invalid output ..."
+    result: str = ""
+    tool_results: list[ToolResult] = Field(default_factory=list)
+    error: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+
+
+class TaskResult(BaseModel):
+    """Output of AgentTaskWorkflow."""
+
+    status: Literal["completed", "failed"] = "completed"
+    goal: str = ""
+    answer: str = ""
+    plan_route: RouteDecision | None = None
+    answer_route: RouteDecision | None = None
+    steps: list[StepRecord] = Field(default_factory=list)
+    sensitivity: Sensitivity = "public"
+    usage: Usage = Field(default_factory=Usage)
+    notices: list[str] = Field(default_factory=list)  # downgrades, taints: things the user must see
+    error: str | None = None
+
+
+class Progress(BaseModel):
+    """Answer of the ``progress`` query."""
+
+    phase: Literal["planning", "executing", "answering", "done", "failed"] = "planning"
+    current_step: int = 0
+    total_steps: int = 0
+    steps: list[StepRecord] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    notices: list[str] = Field(default_factory=list)
+    error: str | None = None

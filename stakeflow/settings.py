@@ -1,0 +1,232 @@
+"""Typed settings, read once at the edge and passed in.
+
+Sources, strongest first: environment variables, then ``$STAKEFLOW_HOME/stakeflow.toml``,
+then the defaults here. Secrets (API keys) come from the environment only.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from agents.types import Dialect, Risk
+from stakeflow.errors import ConfigError
+
+CONFIG_FILENAME = "stakeflow.toml"
+EMBEDDED_MODEL_ID = "smollm2-135m-instruct"
+DEFAULT_FRONTIER_MODEL = "claude-sonnet-4-5"
+
+
+def default_home() -> Path:
+    """A per-user data directory: ``$XDG_DATA_HOME/stakeflow`` or ``~/.local/share/stakeflow``."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "stakeflow"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PolicyConfig(_Section):
+    """``[policy]``: how steps are routed."""
+
+    escalate_on_invalid: bool = True
+    open_attempts: int = Field(default=2, ge=1, le=5)
+    high_risk: list[Risk] = Field(default_factory=lambda: ["side_effect", "irreversible"])
+    private_tools: list[str] = Field(default_factory=list)
+    max_steps: int = Field(default=6, ge=1, le=200)
+
+
+class HttpGetConfig(_Section):
+    """``[tools.http_get]``."""
+
+    allow_hosts: list[str] = Field(default_factory=list)  # exact hosts or "*.example.com"; empty = any public host
+    max_bytes: int = Field(default=1_000_000, ge=1)
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+class ReadFileConfig(_Section):
+    """``[tools.read_file]``."""
+
+    max_bytes: int = Field(default=200_000, ge=1)
+
+
+class WriteFileConfig(_Section):
+    """``[tools.write_file]``."""
+
+    max_bytes: int = Field(default=1_000_000, ge=1)
+
+
+class SqlQueryConfig(_Section):
+    """``[tools.sql_query]``."""
+
+    max_rows: int = Field(default=200, ge=1)
+    timeout_s: float = Field(default=20.0, gt=0)
+
+
+class ToolsConfig(_Section):
+    """``[tools]``: which tools exist for runs, and their limits."""
+
+    enabled: list[str] | None = None  # None = every tool in the catalogue
+    http_get: HttpGetConfig = Field(default_factory=HttpGetConfig)
+    read_file: ReadFileConfig = Field(default_factory=ReadFileConfig)
+    write_file: WriteFileConfig = Field(default_factory=WriteFileConfig)
+    sql_query: SqlQueryConfig = Field(default_factory=SqlQueryConfig)
+
+
+class Settings(BaseSettings):
+    """Everything stakeflow reads from its environment and config file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STAKEFLOW_", extra="forbid", populate_by_name=True, env_ignore_empty=True
+    )
+
+    home: Path = Field(default_factory=default_home)
+    temporal_address: str | None = None  # set = use that server, never start one
+    temporal_namespace: str = "default"
+    temporal_port: int = 7233  # the dev server `stakeflow up` starts
+    ui_port: int = 8233
+    queue_prefix: str = "stakeflow"
+
+    open_base_url: str | None = None  # unset = the embedded llama.cpp server
+    open_model: str | None = None
+    open_api_key: SecretStr | None = None
+    open_dialect: Dialect | None = None  # default: vllm for a configured URL, llamacpp for the embedded one
+    open_timeout_s: float = 300.0
+    embedded_port: int = 8765
+    embedded_ctx: int = 8192
+
+    anthropic_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "anthropic_api_key")
+    )
+    anthropic_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "anthropic_base_url")
+    )
+    frontier_model: str = DEFAULT_FRONTIER_MODEL
+    frontier_timeout_s: float = 120.0
+
+    debug: bool = False
+
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    tools: ToolsConfig = Field(default_factory=ToolsConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment overrides the file; the file arrives as init kwargs.
+        return (env_settings, init_settings)
+
+    # --- derived -----------------------------------------------------------------------
+
+    @property
+    def config_path(self) -> Path:
+        return self.home / CONFIG_FILENAME
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def default_workspace(self) -> Path:
+        return self.home / "workspace"
+
+    @property
+    def ledger_dir(self) -> Path:
+        """Where side-effecting tools record what they did, keyed by idempotency key."""
+        return self.home / "ledger"
+
+    @property
+    def embedded(self) -> bool:
+        """True when the open model is the embedded llama.cpp server stakeflow runs itself."""
+        return not self.open_base_url
+
+    @property
+    def open_url(self) -> str:
+        return self.open_base_url or f"http://127.0.0.1:{self.embedded_port}/v1"
+
+    @property
+    def open_model_id(self) -> str:
+        return self.open_model or (EMBEDDED_MODEL_ID if self.embedded else "default")
+
+    @property
+    def dialect(self) -> Dialect:
+        return self.open_dialect or ("llamacpp" if self.embedded else "vllm")
+
+    @property
+    def frontier_configured(self) -> bool:
+        return self.anthropic_api_key is not None and bool(self.anthropic_api_key.get_secret_value())
+
+    @property
+    def address(self) -> str:
+        return self.temporal_address or f"127.0.0.1:{self.temporal_port}"
+
+    @property
+    def manages_temporal(self) -> bool:
+        """True when stakeflow starts its own dev server (no STAKEFLOW_TEMPORAL_ADDRESS)."""
+        return self.temporal_address is None
+
+    def ui_url(self, workflow_id: str | None = None) -> str:
+        host = "127.0.0.1"
+        if self.temporal_address:
+            host = self.temporal_address.rsplit(":", 1)[0]
+        base = f"http://{host}:{self.ui_port}/namespaces/{self.temporal_namespace}/workflows"
+        return f"{base}/{workflow_id}" if workflow_id else base
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML ({e}): fix the file or move it aside") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+
+
+def _describe(err: ValidationError, path: Path) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        return f"unknown setting '{where}' in {path} or the environment: remove it (see README, Configuration)"
+    return f"bad setting '{where}' in {path} or the environment: {first['msg']}"
+
+
+def load_settings() -> Settings:
+    """Read settings from the environment and the TOML file in STAKEFLOW_HOME."""
+    home = Path(os.environ.get("STAKEFLOW_HOME") or default_home()).expanduser()
+    path = home / CONFIG_FILENAME
+    data = _read_toml(path)
+    data.pop("home", None)
+    try:
+        settings = Settings(home=home, **data)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, path)) from None
+    _check_tools(settings)
+    return settings
+
+
+def _check_tools(settings: Settings) -> None:
+    from agents.tools import CATALOGUE
+
+    known = sorted(CATALOGUE)
+    for name in [*(settings.tools.enabled or []), *settings.policy.private_tools]:
+        if name not in CATALOGUE:
+            raise ConfigError(
+                f"unknown tool '{name}' in {settings.config_path}: known tools are {', '.join(known)}"
+            )

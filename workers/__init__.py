@@ -1,0 +1,1 @@
+"""Worker processes that poll stakeflow's task queues."""
