@@ -39,6 +39,7 @@ class RoutingConfig(BaseModel):
         default_factory=lambda: ModelEndpoint(route="frontier", provider="anthropic", available=False)
     )
     escalate_on_invalid: bool = True
+    downgrade_when_frontier_missing: bool = True
     # How many times the open model may answer invalidly before the step escalates (or fails).
     open_attempts: int = 2
     high_risk: list[Risk] = Field(default_factory=lambda: ["side_effect", "irreversible"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -40,6 +40,9 @@ class PolicyConfig(_Section):
     high_risk: list[Risk] = Field(default_factory=lambda: ["side_effect", "irreversible"])
     private_tools: list[str] = Field(default_factory=list)
     max_steps: int = Field(default=6, ge=1, le=200)
+    # What a high-stakes step does when ANTHROPIC_API_KEY is unset: run on the open model
+    # (recorded and printed), or fail the run before it starts.
+    on_frontier_missing: Literal["downgrade", "fail"] = "downgrade"
 
 
 class HttpGetConfig(_Section):

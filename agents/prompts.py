@@ -1,0 +1,77 @@
+"""Prompts for the three model calls of a run: plan, step, answer.
+
+Plain string building, deterministic, safe to call from workflow code. Tool outputs are
+clipped so a prompt stays within a small model's context.
+"""
+
+from __future__ import annotations
+
+from agents.types import StepRecord, ToolSpecView
+
+# Per tool output, per prompt. The embedded model has an 8k context; vLLM models have more,
+# but earlier steps are context, not the thing being worked on.
+MAX_CONTEXT_CHARS = 3000
+
+PLAN_SYSTEM = (
+    "You are the planner of an agent. Break the user's goal into a short list of steps. "
+    "Each step uses at most one tool from the list, or none when it only needs thinking. "
+    "Mark a step's stakes high when a mistake would be costly or hard to undo, else low. "
+    "Use as few steps as the goal needs. Answer with JSON only."
+)
+
+STEP_SYSTEM = (
+    "You carry out one step of a plan. If the step has a tool, call it with exact arguments "
+    "taken from the goal and earlier results. Put a one-sentence note of what you did in "
+    "'result'. Answer with JSON only."
+)
+
+ANSWER_SYSTEM = (
+    "You write the final answer to the user's goal from the results of the steps below. "
+    "Be direct and specific; use the facts from the tool outputs; do not invent facts."
+)
+
+
+def _tool_lines(tools: list[ToolSpecView]) -> str:
+    if not tools:
+        return "(no tools)"
+    return "\n".join(f"- {t.name}: {t.description}" for t in tools)
+
+
+def plan_prompt(goal: str, tools: list[ToolSpecView], max_steps: int) -> str:
+    return (
+        f"Goal: {goal}\n\n"
+        f"Tools:\n{_tool_lines(tools)}\n\n"
+        f"Write a plan of 1 to {max_steps} steps."
+    )
+
+
+def _clip(text: str, limit: int = MAX_CONTEXT_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n[... {len(text) - limit} more characters not shown]"
+
+
+def _history(steps: list[StepRecord]) -> str:
+    lines: list[str] = []
+    for s in steps:
+        lines.append(f"Step {s.index}: {s.title} [{s.status}]")
+        if s.result:
+            lines.append(f"  note: {_clip(s.result, 500)}")
+        for r in s.tool_results:
+            body = r.output if r.ok else f"error: {r.error}"
+            lines.append(f"  {r.tool} output:\n{_clip(body)}")
+    return "\n".join(lines)
+
+
+def step_prompt(goal: str, index: int, total: int, title: str, tool: str | None, done: list[StepRecord]) -> str:
+    use = f"Use the tool {tool}." if tool else "No tool: think, and write the result."
+    earlier = _history(done) or "(none)"
+    return (
+        f"Goal: {goal}\n\n"
+        f"Earlier steps:\n{earlier}\n\n"
+        f"Now step {index} of {total}: {title}\n{use}"
+    )
+
+
+def answer_prompt(goal: str, steps: list[StepRecord]) -> str:
+    return f"Goal: {goal}\n\nResults of the steps:\n{_history(steps) or '(no steps)'}\n\nWrite the answer."

@@ -1,0 +1,3 @@
+from stakeflow.cli import main
+
+main()

@@ -1,0 +1,111 @@
+"""Turning runs into what the CLI prints: human lines or one JSON object."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.types import Progress, RouteDecision, StepRecord, TaskResult
+
+
+def step_dict(s: StepRecord) -> dict[str, Any]:
+    return {
+        "index": s.index,
+        "title": s.title,
+        "status": s.status,
+        "route": s.route,
+        "model": s.model,
+        "stakes": s.stakes,
+        "reason": s.reason,
+        "tools": s.tools,
+        "escalated": s.escalated,
+        "downgraded": s.downgraded,
+        "needs_approval": s.needs_approval,
+        "attempts": s.attempts,
+        "tool_results": [
+            {"tool": r.tool, "ok": r.ok, "error": r.error, "truncated": r.truncated, "replayed": r.replayed}
+            for r in s.tool_results
+        ],
+        "error": s.error,
+        "usage": s.usage.model_dump(),
+    }
+
+
+def run_dict(
+    workflow_id: str,
+    run_id: str,
+    status: str,
+    ui_url: str,
+    result: TaskResult | None = None,
+    progress: Progress | None = None,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """The JSON shape of `run --json`, `status --json` and `result --json`."""
+    steps = result.steps if result else (progress.steps if progress else [])
+    usage = result.usage if result else (progress.usage if progress else None)
+    notices = result.notices if result else (progress.notices if progress else [])
+    out: dict[str, Any] = {
+        "run_id": run_id,
+        "workflow_id": workflow_id,
+        "status": status,
+        "answer": result.answer if result else None,
+        "steps": [step_dict(s) for s in steps],
+        "ui_url": ui_url,
+        "usage": usage.model_dump() if usage else None,
+        "notices": notices,
+        "error": error or (progress.error if progress else None),
+    }
+    if result:
+        out["plan_route"] = _route(result.plan_route)
+        out["answer_route"] = _route(result.answer_route)
+        out["sensitivity"] = result.sensitivity
+    elif progress:
+        out["phase"] = progress.phase
+        out["current_step"] = progress.current_step
+    return out
+
+
+def _route(d: RouteDecision | None) -> dict[str, Any] | None:
+    return None if d is None else {"route": d.route, "model": d.model, "stakes": d.stakes, "reason": d.reason}
+
+
+def step_line(s: StepRecord, total: int) -> str:
+    tools = f" · {', '.join(s.tools)}" if s.tools else ""
+    flags = "".join(
+        f" · {name}" for name, on in (("escalated", s.escalated), ("downgraded", s.downgraded),
+                                      ("needs approval", s.needs_approval)) if on
+    )
+    line = f"  step {s.index}/{total} · {s.status} · {s.route} · {s.model}{tools}{flags} — {s.title}"
+    detail = f"\n      why: {s.reason}" if s.reason else ""
+    for r in s.tool_results:
+        if not r.ok:
+            detail += f"\n      {r.tool}: {r.error}"
+    if s.error:
+        detail += f"\n      error: {s.error}"
+    return line + detail
+
+
+def result_lines(result: TaskResult) -> list[str]:
+    lines: list[str] = []
+    if result.plan_route:
+        lines.append(f"  plan · {result.plan_route.route} · {result.plan_route.model} — {result.plan_route.reason}")
+    for s in result.steps:
+        lines.append(step_line(s, len(result.steps)))
+    for n in result.notices:
+        lines.append(f"  notice: {n}")
+    u = result.usage
+    lines.append(
+        f"  tokens: {u.input_tokens} in · {u.output_tokens} out · {u.cache_read_tokens} cache read · "
+        f"{u.cache_write_tokens} cache write · {u.requests} requests"
+    )
+    lines.append("")
+    lines.append(result.answer or "(empty answer)")
+    return lines
+
+
+def progress_lines(p: Progress) -> list[str]:
+    lines = [f"  phase: {p.phase}" + (f" · step {p.current_step}/{p.total_steps}" if p.total_steps else "")]
+    lines += [step_line(s, p.total_steps) for s in p.steps]
+    lines += [f"  notice: {n}" for n in p.notices]
+    if p.error:
+        lines.append(f"  error: {p.error}")
+    return lines

@@ -1,0 +1,267 @@
+"""Starting, watching and ending runs: the service functions behind `run`, `status`, `result`, `cancel`.
+
+Used by the CLI and (later) the webhook server, so both build requests the same way.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError, TimeoutError as TemporalTimeoutError
+from temporalio.service import RPCError
+
+from agents.tools import CATALOGUE
+from agents.types import (
+    SENSITIVITY_CHOICES,
+    STAKES_CHOICES,
+    ModelEndpoint,
+    Progress,
+    RoutingConfig,
+    TaskRequest,
+    TaskResult,
+)
+from stakeflow.errors import EndpointError, InputError
+from stakeflow.settings import Settings
+from workers.queues import queue_name
+
+WORKFLOW_NAME = "AgentTaskWorkflow"
+RUN_TIMEOUT_HINT = "see `stakeflow status RUN_ID`"
+
+
+class RunFailed(Exception):
+    """A run ended without a result; the message says which step failed and why."""
+
+    def __init__(self, message: str, status: str = "failed") -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class RunInfo:
+    workflow_id: str
+    run_id: str
+    status: str  # running | completed | failed | canceled | terminated | timed_out
+    progress: Progress | None
+    result: TaskResult | None
+    error: str | None
+
+
+def routing_config(settings: Settings) -> RoutingConfig:
+    """The routing facts the policy needs, from settings (no secrets)."""
+    return RoutingConfig(
+        open=ModelEndpoint(route="open", model=settings.open_model_id, provider="openai-compatible", available=True),
+        frontier=ModelEndpoint(
+            route="frontier", model=settings.frontier_model, provider="anthropic",
+            available=settings.frontier_configured,
+        ),
+        escalate_on_invalid=settings.policy.escalate_on_invalid,
+        downgrade_when_frontier_missing=settings.policy.on_frontier_missing == "downgrade",
+        open_attempts=settings.policy.open_attempts,
+        high_risk=settings.policy.high_risk,
+        private_tools=settings.policy.private_tools,
+    )
+
+
+def enabled_tools(settings: Settings) -> list[str]:
+    return list(settings.tools.enabled) if settings.tools.enabled is not None else sorted(CATALOGUE)
+
+
+def build_request(
+    settings: Settings,
+    goal: str,
+    *,
+    stakes: str = "auto",
+    sensitivity: str = "public",
+    tools: list[str] | None = None,
+    workspace: str | Path | None = None,
+    source: str = "cli",
+    max_steps: int | None = None,
+    budget_tokens: int | None = None,
+) -> TaskRequest:
+    """A validated TaskRequest; InputError naming the fix for anything wrong."""
+    goal = goal.strip()
+    if not goal:
+        raise InputError('the goal is empty: say what the task should achieve, e.g. stakeflow run "Summarise notes.txt"')
+    if stakes not in STAKES_CHOICES:
+        raise InputError(f"unknown stakes '{stakes}': use one of {', '.join(STAKES_CHOICES)}")
+    if sensitivity not in SENSITIVITY_CHOICES:
+        raise InputError(f"unknown sensitivity '{sensitivity}': use one of {', '.join(SENSITIVITY_CHOICES)}")
+    allowed = enabled_tools(settings)
+    chosen = allowed if tools is None else tools
+    for name in chosen:
+        if name not in CATALOGUE:
+            raise InputError(f"unknown tool '{name}': known tools are {', '.join(sorted(CATALOGUE))}")
+        if name not in allowed:
+            raise InputError(f"tool '{name}' is disabled in {settings.config_path} [tools] enabled")
+    ws = Path(workspace).expanduser() if workspace else settings.default_workspace
+    if workspace and not ws.is_dir():
+        raise InputError(f"workspace {ws} is not a folder: create it or pass another --workspace")
+    ws.mkdir(parents=True, exist_ok=True)
+    if stakes == "high" and sensitivity == "public" and not settings.frontier_configured:
+        if settings.policy.on_frontier_missing == "fail":
+            raise InputError(
+                "--stakes high needs the frontier model but ANTHROPIC_API_KEY is not set: export it, "
+                "or run with --stakes low"
+            )
+    return TaskRequest(
+        goal=goal,
+        stakes=stakes,  # type: ignore[arg-type]
+        sensitivity=sensitivity,  # type: ignore[arg-type]
+        tools=chosen,
+        workspace=str(ws.resolve()),
+        max_steps=max_steps or settings.policy.max_steps,
+        budget_tokens=budget_tokens,
+        source=source,
+        routing=routing_config(settings),
+        queue_prefix=settings.queue_prefix,
+    )
+
+
+def check_open_endpoint(settings: Settings, timeout: float = 3.0) -> str:
+    """Raise EndpointError unless the open model endpoint answers; returns its model ids."""
+    url = settings.open_url
+    headers = {}
+    if settings.open_api_key:
+        headers["Authorization"] = f"Bearer {settings.open_api_key.get_secret_value()}"
+    try:
+        r = httpx.get(f"{url}/models", timeout=timeout, headers=headers)
+    except httpx.HTTPError as e:
+        fix = (
+            "start your vLLM server (see deploy/) or fix STAKEFLOW_OPEN_BASE_URL"
+            if not settings.embedded
+            else "run `stakeflow up`"
+        )
+        raise EndpointError(f"open model endpoint {url} is unreachable ({type(e).__name__}): {fix}") from None
+    if r.status_code in (401, 403):
+        raise EndpointError(f"open model endpoint {url} refused the key ({r.status_code}): set STAKEFLOW_OPEN_API_KEY")
+    try:
+        ids = [m.get("id", "?") for m in r.json().get("data", [])]
+    except ValueError:
+        ids = []
+    return ", ".join(ids) or "(no model list)"
+
+
+def new_workflow_id() -> str:
+    return f"task-{uuid.uuid4().hex[:10]}"
+
+
+async def has_workflow_poller(client: Client, settings: Settings) -> bool:
+    """True when some worker polls the workflows queue."""
+    req = DescribeTaskQueueRequest(
+        namespace=settings.temporal_namespace,
+        task_queue=TaskQueue(name=queue_name("workflows", settings.queue_prefix)),
+        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+    )
+    resp = await client.workflow_service.describe_task_queue(req)
+    return len(resp.pollers) > 0
+
+
+async def start_run(client: Client, settings: Settings, req: TaskRequest, workflow_id: str | None = None) -> WorkflowHandle:
+    """Start AgentTaskWorkflow; a workflow id that is already running is joined, not duplicated."""
+    wf_id = workflow_id or new_workflow_id()
+    return await client.start_workflow(
+        WORKFLOW_NAME,
+        req,
+        id=wf_id,
+        task_queue=queue_name("workflows", settings.queue_prefix),
+        result_type=TaskResult,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        static_summary=_summary(req.goal),
+        static_details=_details(settings, req),
+    )
+
+
+def _summary(goal: str, limit: int = 120) -> str:
+    one_line = " ".join(goal.split())
+    return one_line if len(one_line) <= limit else one_line[: limit - 1] + "…"
+
+
+def _details(settings: Settings, req: TaskRequest) -> str:
+    r = req.routing
+    frontier = f"{r.frontier.model}" if r.frontier.available else "not configured"
+    return "\n".join([
+        f"**stakes** {req.stakes} · **sensitivity** {req.sensitivity} · **source** {req.source}",
+        f"**open** {r.open.model} ({settings.dialect}) · **frontier** {frontier}",
+        f"**tools** {', '.join(req.tools) or 'none'}",
+        f"**escalation** {'on' if r.escalate_on_invalid else 'off'} after {r.open_attempts} invalid open answers",
+    ])
+
+
+async def wait_result(handle: WorkflowHandle) -> TaskResult:
+    """The run's result, or RunFailed with the reason."""
+    try:
+        return await handle.result()
+    except WorkflowFailureError as e:
+        raise RunFailed(_failure_text(e.cause), _failure_status(e.cause)) from None
+
+
+def _failure_status(cause: BaseException | None) -> str:
+    if isinstance(cause, CancelledError):
+        return "canceled"
+    if isinstance(cause, TerminatedError):
+        return "terminated"
+    if isinstance(cause, TemporalTimeoutError):
+        return "timed_out"
+    return "failed"
+
+
+def _failure_text(cause: BaseException | None) -> str:
+    if isinstance(cause, ApplicationError):
+        return cause.message
+    if isinstance(cause, CancelledError):
+        return "canceled"
+    return str(cause) if cause else "failed"
+
+
+_STATUS = {
+    WorkflowExecutionStatus.RUNNING: "running",
+    WorkflowExecutionStatus.COMPLETED: "completed",
+    WorkflowExecutionStatus.FAILED: "failed",
+    WorkflowExecutionStatus.CANCELED: "canceled",
+    WorkflowExecutionStatus.TERMINATED: "terminated",
+    WorkflowExecutionStatus.TIMED_OUT: "timed_out",
+    WorkflowExecutionStatus.CONTINUED_AS_NEW: "running",
+}
+
+
+async def describe_run(client: Client, workflow_id: str, *, with_progress: bool = True) -> RunInfo:
+    """Status, progress and (when done) result of a run; InputError for an unknown id."""
+    handle = client.get_workflow_handle(workflow_id, result_type=TaskResult)
+    try:
+        desc = await handle.describe()
+    except RPCError:
+        raise InputError(f"no run '{workflow_id}' in namespace {client.namespace}: check the id (`stakeflow list`)") from None
+    status = _STATUS.get(desc.status, "running") if desc.status else "running"
+    progress = None
+    if with_progress:
+        try:
+            progress = await handle.query("progress", result_type=Progress, rpc_timeout=timedelta(seconds=5))
+        except Exception:  # a run with no worker to answer still has a status
+            progress = None
+    result, error = None, None
+    if status == "completed":
+        result = await handle.result()
+    elif status != "running":
+        try:
+            await handle.result()
+        except WorkflowFailureError as e:
+            error = _failure_text(e.cause)
+    return RunInfo(workflow_id, desc.run_id, status, progress, result, error)
+
+
+async def cancel_run(client: Client, workflow_id: str) -> None:
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        await handle.cancel()
+    except RPCError as e:
+        raise InputError(f"cannot cancel '{workflow_id}': {e.message}") from None

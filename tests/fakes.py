@@ -1,0 +1,460 @@
+"""Scripted model servers for tests: real HTTP, so the real openai/anthropic clients and pydantic-ai run.
+
+``FakeOpenAIServer`` speaks the OpenAI Chat Completions API (``POST /v1/chat/completions``,
+``GET /v1/models``), as vLLM and llama.cpp's server do; ``FakeAnthropicServer`` speaks the Anthropic
+Messages API (``POST /v1/messages``). Both record every request and answer from a script:
+
+    with FakeOpenAIServer() as server:
+        server.script(lambda req: {"steps": [{"title": "t", "tool": None, "stakes": "low"}]})
+        server.fail_next(429, headers={"retry-after": "7"})   # queued replies go first
+
+A responder (or a queued item) returns what the model should "say":
+
+- a ``dict`` or pydantic model: the structured output. The fake wraps it in the wire format the request
+  asked for: a call of the request's output tool (pydantic-ai's ``final_result``) when the request offers
+  tools, else JSON text content (``response_format`` json_schema / json_object, or prompted output).
+- a ``str``: plain text content (an answer).
+- a ``Reply``: full control (raw content, an explicit tool call, an error status, a delay, usage).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from pydantic import BaseModel
+
+Responder = Callable[[dict[str, Any]], Any]
+
+
+@dataclass
+class Reply:
+    """One scripted answer. Set ``status`` >= 400 for an error; otherwise the first of
+    ``content`` (raw assistant text, sent verbatim), ``tool_call`` ((name, input) sent as a tool call)
+    or ``output`` (wrapped as the module docstring says) that is set is sent."""
+
+    output: Any = None
+    content: str | None = None
+    tool_call: tuple[str, dict[str, Any]] | None = None
+    status: int = 200
+    body: Any = None  # error body; default: the provider's error shape with ``message``
+    message: str = "scripted error"
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+    usage: dict[str, int] | None = None  # this reply's usage, in the provider's own keys
+    model: str | None = None  # the model name to report; default: the one requested
+
+    @classmethod
+    def error(cls, status: int, message: str = "scripted error", *, body: Any = None,
+              headers: dict[str, str] | None = None) -> Reply:
+        return cls(status=status, message=message, body=body, headers=dict(headers or {}))
+
+    @classmethod
+    def raw(cls, content: str, **kwargs: Any) -> Reply:
+        return cls(content=content, **kwargs)
+
+    @classmethod
+    def delayed(cls, seconds: float, then: Any = None) -> Reply:
+        reply = then if isinstance(then, Reply) else Reply(output=then)
+        reply.delay_s = seconds
+        return reply
+
+
+@dataclass
+class RecordedRequest:
+    """What reached the fake: method, path, headers (lower-cased keys), parsed JSON body, raw text."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+    raw: str
+
+
+# --- helpers for responders: what is the request asking for? ---------------------------------
+
+
+def output_tool_name(tool_names: list[str]) -> str | None:
+    """The output tool among ``tool_names``: pydantic-ai's ``final_result...``, or the only tool."""
+    for name in tool_names:
+        if name.startswith("final_result"):
+            return name
+    return tool_names[0] if len(tool_names) == 1 else None
+
+
+def _tool_schemas(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    schemas: dict[str, dict[str, Any]] = {}
+    for tool in body.get("tools") or []:
+        if "function" in tool:  # OpenAI
+            schemas[tool["function"]["name"]] = tool["function"].get("parameters") or {}
+        elif "name" in tool:  # Anthropic
+            schemas[tool["name"]] = tool.get("input_schema") or {}
+    return schemas
+
+
+def output_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON schema the request wants its output to match, or None for a plain-text answer."""
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") == "json_schema":
+        return fmt["json_schema"].get("schema")
+    if fmt.get("type") == "json_object" and "schema" in fmt:
+        return fmt["schema"]
+    anthropic_fmt = (body.get("output_config") or {}).get("format") or {}
+    if anthropic_fmt.get("type") == "json_schema":
+        return anthropic_fmt.get("schema")
+    schemas = _tool_schemas(body)
+    name = output_tool_name(list(schemas))
+    return schemas[name] if name else None
+
+
+def purpose_of(body: dict[str, Any]) -> str:
+    """stakeflow's call purpose: "plan", "step" or "answer", read from the output schema."""
+    schema = output_schema(body)
+    if schema is None:
+        return "answer"
+    return "plan" if "steps" in (schema.get("properties") or {}) else "step"
+
+
+def prompt_text(body: dict[str, Any]) -> str:
+    """All message text of a request (system and user), joined by newlines."""
+    parts: list[str] = []
+    system = body.get("system")
+    for block in [system] if isinstance(system, str) else (system or []):
+        parts.append(block if isinstance(block, str) else block.get("text", ""))
+    for message in body.get("messages") or []:
+        content = message.get("content")
+        for block in [content] if isinstance(content, str) else (content or []):
+            if isinstance(block, str):
+                parts.append(block)
+            elif block.get("type") == "text":
+                parts.append(block.get("text", ""))
+    return "\n".join(parts)
+
+
+# --- the servers -------------------------------------------------------------------------------
+
+
+class _FakeServer:
+    """Shared machinery: a threaded HTTP server, a reply queue, a responder, a request log."""
+
+    name = "fake"
+
+    def __init__(self, *, responder: Responder | None = None, usage: dict[str, int] | None = None,
+                 models: list[str] | None = None, reported_model: str | None = None) -> None:
+        self.requests: list[RecordedRequest] = []
+        self.usage: dict[str, int] = dict(usage or self.default_usage())
+        # When set, a request naming another model gets the provider's "unknown model" 404.
+        self.models = models
+        self.reported_model = reported_model
+        self._responder = responder
+        self._queue: deque[Any] = deque()
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # scripting
+
+    def script(self, responder: Responder) -> None:
+        """Answer every request not covered by the queue with ``responder(request_json)``."""
+        self._responder = responder
+
+    def enqueue(self, *items: Any) -> None:
+        """Answer the next requests, in order, with these items (outputs, strings or Replies)."""
+        with self._lock:
+            self._queue.extend(items)
+
+    def fail_next(self, status: int, body: Any = None, headers: dict[str, str] | None = None,
+                  message: str = "scripted error") -> None:
+        """Answer the next request with an error status."""
+        self.enqueue(Reply.error(status, message, body=body, headers=headers))
+
+    # inspection
+
+    @property
+    def calls(self) -> list[RecordedRequest]:
+        """The model calls received (requests to the generation endpoint only)."""
+        return [r for r in self.requests if r.method == "POST"]
+
+    def sent_text(self) -> str:
+        """Every request body that reached the server, as raw text (to search for data that must not leak)."""
+        return "\n".join(r.raw for r in self.requests)
+
+    # lifecycle
+
+    @property
+    def port(self) -> int:
+        assert self._httpd is not None, "server not started"
+        return self._httpd.server_address[1]
+
+    @property
+    def root_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> _FakeServer:
+        handler = type("Handler", (_Handler,), {"fake": self})
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name=f"{self.name}-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> _FakeServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # request handling
+
+    def _next_item(self, body: dict[str, Any]) -> Any:
+        with self._lock:
+            if self._queue:
+                return self._queue.popleft()
+        if self._responder is None:
+            raise LookupError(f"{self.name}: no scripted reply left and no responder set")
+        return self._responder(body)
+
+    def handle(self, method: str, path: str, headers: dict[str, str], raw: str) -> tuple[int, dict[str, str], Any]:
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        with self._lock:
+            self.requests.append(RecordedRequest(method, path, headers, body, raw))
+        if method == "GET":
+            return self.handle_get(path)
+        if path != self.generate_path:
+            return 404, {}, self.error_body(404, f"{self.name} has no route {method} {path}")
+        if not isinstance(body, dict):
+            return 400, {}, self.error_body(400, "request body is not a JSON object")
+        if body.get("stream"):
+            return 400, {}, self.error_body(400, f"{self.name} does not stream")
+        if self.models is not None and body.get("model") not in self.models:
+            return 404, {}, self.unknown_model_body(str(body.get("model")))
+        try:
+            item = self._next_item(body)
+        except Exception as e:  # a broken responder must show up in the test, not hang it
+            return 500, {}, self.error_body(500, f"fake responder failed: {type(e).__name__}: {e}")
+        reply = item if isinstance(item, Reply) else Reply(output=item)
+        if reply.delay_s:
+            time.sleep(reply.delay_s)
+        if reply.status >= 400:
+            return reply.status, reply.headers, reply.body if reply.body is not None else self.error_body(
+                reply.status, reply.message)
+        try:
+            return reply.status, reply.headers, self.success_body(body, reply)
+        except LookupError as e:
+            return 500, {}, self.error_body(500, str(e))
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    # provider specifics
+
+    generate_path = ""
+
+    def default_usage(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    def handle_get(self, path: str) -> tuple[int, dict[str, str], Any]:
+        return 404, {}, self.error_body(404, f"no route GET {path}")
+
+    def error_body(self, status: int, message: str) -> Any:
+        raise NotImplementedError
+
+    def unknown_model_body(self, model: str) -> Any:
+        raise NotImplementedError
+
+    def success_body(self, request: dict[str, Any], reply: Reply) -> Any:
+        raise NotImplementedError
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    fake: _FakeServer
+
+    def _serve(self, method: str) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        raw = self.rfile.read(length).decode("utf-8") if length else ""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        status, extra_headers, payload = self.fake.handle(method, self.path, headers, raw)
+        data = json.dumps(payload).encode("utf-8")
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        for key, value in extra_headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        self._serve("POST")
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._serve("GET")
+
+    def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
+        pass
+
+
+def _as_data(output: Any) -> Any:
+    return output.model_dump(mode="json") if isinstance(output, BaseModel) else output
+
+
+class FakeOpenAIServer(_FakeServer):
+    """An OpenAI-compatible server (vLLM / llama.cpp shape). ``.url`` ends in ``/v1``.
+
+    Usage keys: ``prompt_tokens`` (includes cached), ``completion_tokens``, ``cached_tokens``
+    (sent as ``prompt_tokens_details.cached_tokens`` when set).
+    """
+
+    name = "fake-openai"
+    generate_path = "/v1/chat/completions"
+
+    def __init__(self, *, model: str = "fake-open-model", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model = model  # what GET /v1/models lists
+
+    @property
+    def url(self) -> str:
+        return f"{self.root_url}/v1"
+
+    def default_usage(self) -> dict[str, int]:
+        return {"prompt_tokens": 100, "completion_tokens": 20, "cached_tokens": 0}
+
+    def handle_get(self, path: str) -> tuple[int, dict[str, str], Any]:
+        if path.rstrip("/") == "/v1/models":
+            models = self.models if self.models is not None else [self.model]
+            return 200, {}, {"object": "list", "data": [
+                {"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in models]}
+        return super().handle_get(path)
+
+    def error_body(self, status: int, message: str) -> Any:
+        kind = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                404: "not_found_error", 429: "rate_limit_error"}.get(status, "server_error")
+        return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+    def unknown_model_body(self, model: str) -> Any:
+        # vLLM's wording and shape.
+        return {"error": {"message": f"The model `{model}` does not exist.", "type": "NotFoundError",
+                          "param": None, "code": 404}}
+
+    def success_body(self, request: dict[str, Any], reply: Reply) -> Any:
+        n = self.next_id()
+        message: dict[str, Any] = {"role": "assistant", "content": None}
+        finish = "stop"
+        tool_call = reply.tool_call
+        if reply.content is not None:
+            message["content"] = reply.content
+        elif tool_call is None and isinstance(reply.output, str):
+            message["content"] = reply.output
+        elif tool_call is None and self._wants_tool_call(request):
+            name = output_tool_name(list(_tool_schemas(request)))
+            if name is None:
+                raise LookupError("fake-openai: request offers tools but none looks like the output tool")
+            tool_call = (name, _as_data(reply.output))
+        elif tool_call is None:
+            message["content"] = json.dumps(_as_data(reply.output))
+        if tool_call is not None:
+            message["tool_calls"] = [{"id": f"call_fake_{n}", "type": "function", "function": {
+                "name": tool_call[0], "arguments": json.dumps(tool_call[1])}}]
+            finish = "tool_calls"
+        usage = {**self.usage, **(reply.usage or {})}
+        wire_usage: dict[str, Any] = {
+            "prompt_tokens": usage["prompt_tokens"],
+            "completion_tokens": usage["completion_tokens"],
+            "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"],
+        }
+        if usage.get("cached_tokens"):
+            wire_usage["prompt_tokens_details"] = {"cached_tokens": usage["cached_tokens"]}
+        return {
+            "id": f"chatcmpl-fake-{n}",
+            "object": "chat.completion",
+            "created": 1_700_000_000 + n,
+            "model": reply.model or self.reported_model or request.get("model"),
+            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+            "usage": wire_usage,
+        }
+
+    @staticmethod
+    def _wants_tool_call(request: dict[str, Any]) -> bool:
+        return bool(request.get("tools")) and not request.get("response_format")
+
+
+class FakeAnthropicServer(_FakeServer):
+    """An Anthropic Messages API server. Pass ``.url`` as the client's ``base_url`` (no ``/v1``).
+
+    Usage keys are the API's: ``input_tokens`` (uncached only), ``output_tokens``,
+    ``cache_creation_input_tokens``, ``cache_read_input_tokens``.
+    """
+
+    name = "fake-anthropic"
+    generate_path = "/v1/messages"
+
+    @property
+    def url(self) -> str:
+        return self.root_url
+
+    def default_usage(self) -> dict[str, int]:
+        return {"input_tokens": 100, "output_tokens": 20,
+                "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+
+    def error_body(self, status: int, message: str) -> Any:
+        kind = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
+                403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+                429: "rate_limit_error", 504: "timeout_error", 529: "overloaded_error"}.get(status, "api_error")
+        return {"type": "error", "error": {"type": kind, "message": message}}
+
+    def unknown_model_body(self, model: str) -> Any:
+        return {"type": "error", "error": {"type": "not_found_error", "message": f"model: {model}"}}
+
+    def success_body(self, request: dict[str, Any], reply: Reply) -> Any:
+        n = self.next_id()
+        tool_call = reply.tool_call
+        content: list[dict[str, Any]]
+        if reply.content is not None:
+            content = [{"type": "text", "text": reply.content}]
+        elif tool_call is None and isinstance(reply.output, str):
+            content = [{"type": "text", "text": reply.output}]
+        elif tool_call is None and request.get("tools"):
+            name = output_tool_name(list(_tool_schemas(request)))
+            if name is None:
+                raise LookupError("fake-anthropic: request offers tools but none looks like the output tool")
+            tool_call = (name, _as_data(reply.output))
+            content = []
+        elif tool_call is None:
+            content = [{"type": "text", "text": json.dumps(_as_data(reply.output))}]
+        else:
+            content = []
+        if tool_call is not None:
+            content.append({"type": "tool_use", "id": f"toolu_fake_{n}", "name": tool_call[0], "input": tool_call[1]})
+        usage = {**self.usage, **(reply.usage or {})}
+        return {
+            "id": f"msg_fake_{n}",
+            "type": "message",
+            "role": "assistant",
+            "model": reply.model or self.reported_model or request.get("model"),
+            "content": content,
+            "stop_reason": "tool_use" if tool_call is not None else "end_turn",
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": usage["input_tokens"],
+                "output_tokens": usage["output_tokens"],
+                "cache_creation_input_tokens": usage.get("cache_creation_input_tokens", 0),
+                "cache_read_input_tokens": usage.get("cache_read_input_tokens", 0),
+            },
+        }

@@ -1,0 +1,325 @@
+"""AgentTaskWorkflow: a goal becomes a plan, each step runs on the route its stakes call for.
+
+Deterministic orchestration only. Every model call and tool call is an activity; the
+StakesPolicy (a pure function) decides where each model call goes, and every decision is
+recorded with its reason in the step record, the progress query and the activity summary.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError as TemporalTimeoutError
+
+with workflow.unsafe.imports_passed_through():
+    from agents import prompts
+    from agents.policy import StepFacts, decide_route, escalate
+    from agents.tools import CATALOGUE
+    from agents.types import (
+        ModelCallRequest,
+        ModelCallResult,
+        ModelEndpoint,
+        PlannedStep,
+        Progress,
+        RouteDecision,
+        Stakes,
+        StepRecord,
+        TaskRequest,
+        TaskResult,
+        ToolRequest,
+        ToolResult,
+        Usage,
+    )
+    from stakeflow import errors
+    from workers.queues import queue_name
+
+MODEL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=60),
+    maximum_attempts=6,
+    non_retryable_error_types=errors.NON_RETRYABLE_MODEL_ERRORS,
+)
+TOOL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=5,
+    non_retryable_error_types=[errors.TOOL_FAILED],
+)
+# A call nobody picks up fails instead of waiting forever: no worker polls that queue.
+SCHEDULE_TO_START = timedelta(minutes=10)
+MODEL_TIMEOUTS = {"open": timedelta(minutes=5), "frontier": timedelta(minutes=3)}
+
+
+class StepFailure(Exception):
+    """Raised inside the workflow when a step cannot complete; becomes the run's failure."""
+
+
+@workflow.defn(name="AgentTaskWorkflow")
+class AgentTaskWorkflow:
+    """Plan, execute each step on its route, answer."""
+
+    def __init__(self) -> None:
+        self._progress = Progress()
+        self._req = TaskRequest()
+        self._sensitivity = "public"
+
+    @workflow.query
+    def progress(self) -> Progress:
+        """Current step, per-step status and route, usage so far."""
+        return self._progress
+
+    @workflow.run
+    async def run(self, req: TaskRequest) -> TaskResult:
+        self._req = req
+        self._sensitivity = req.sensitivity
+        self._validate(req)
+        result = TaskResult(goal=req.goal, sensitivity=req.sensitivity)
+        try:
+            steps = await self._plan(result)
+            self._progress.phase = "executing"
+            self._progress.total_steps = len(steps)
+            self._progress.steps = [StepRecord(index=i, title=s.title, tools=[s.tool] if s.tool else [])
+                                    for i, s in enumerate(steps, start=1)]
+            self._show_checklist()
+            for i, planned in enumerate(steps, start=1):
+                self._progress.current_step = i
+                await self._execute_step(i, planned)
+            self._progress.phase = "answering"
+            result.answer = await self._answer(result)
+        except StepFailure as e:
+            if self._progress.phase == "executing":
+                current = self._progress.steps[self._progress.current_step - 1]
+                current.status, current.error = "failed", str(e)
+            self._progress.phase = "failed"
+            self._progress.error = str(e)
+            self._show_checklist()
+            raise ApplicationError(str(e), type=errors.STEP_FAILED, non_retryable=True) from None
+        self._progress.phase = "done"
+        self._show_checklist()
+        result.steps = self._progress.steps
+        result.usage = self._progress.usage
+        result.notices = self._progress.notices
+        result.sensitivity = self._sensitivity  # type: ignore[assignment]
+        return result
+
+    # --- phases ------------------------------------------------------------------------
+
+    def _validate(self, req: TaskRequest) -> None:
+        if not req.goal.strip():
+            raise ApplicationError("the goal is empty: say what the task should achieve",
+                                   type=errors.TASK_INVALID, non_retryable=True)
+        unknown = [t for t in req.tools if t not in CATALOGUE]
+        if unknown:
+            raise ApplicationError(
+                f"unknown tool(s) {', '.join(unknown)}: known tools are {', '.join(sorted(CATALOGUE))}",
+                type=errors.TASK_INVALID, non_retryable=True,
+            )
+        if not req.workspace and any(t in ("read_file", "write_file", "sql_query") for t in req.tools):
+            raise ApplicationError("no workspace given for file tools: pass --workspace DIR",
+                                   type=errors.TASK_INVALID, non_retryable=True)
+
+    async def _plan(self, result: TaskResult) -> list[PlannedStep]:
+        req = self._req
+        decision = decide_route(self._facts(None, "low"), req.routing, req.queue_prefix)
+        result.plan_route = decision
+        call = ModelCallRequest(
+            purpose="plan",
+            system=prompts.PLAN_SYSTEM,
+            prompt=prompts.plan_prompt(req.goal, self._tool_views(req.tools), req.max_steps),
+            tools=self._tool_views(req.tools),
+            max_steps=req.max_steps,
+        )
+        record = StepRecord(index=0, title="plan")
+        reply, _ = await self._call_model(call, decision, record, label="plan")
+        if reply.plan is None or not reply.plan.steps:
+            raise StepFailure("planning failed: the model returned an empty plan")
+        return reply.plan.steps[: req.max_steps]
+
+    async def _execute_step(self, index: int, planned: PlannedStep) -> None:
+        req = self._req
+        record = self._progress.steps[index - 1]
+        spec = CATALOGUE.get(planned.tool) if planned.tool else None
+        facts = self._facts(planned.tool, planned.stakes, spec.risk if spec else None)
+        decision = decide_route(facts, req.routing, req.queue_prefix)
+        self._apply(record, decision)
+        record.status = "running"
+        self._note_decision(index, decision)
+        done = self._progress.steps[: index - 1]
+        call = ModelCallRequest(
+            purpose="step",
+            step=index,
+            system=prompts.STEP_SYSTEM,
+            prompt=prompts.step_prompt(req.goal, index, len(self._progress.steps), planned.title, planned.tool, done),
+            tools=[spec.view()] if spec else [],
+        )
+        label = f"step {index}/{len(self._progress.steps)}"
+        reply, decision = await self._call_model(call, decision, record, label=label, tool=planned.tool)
+        self._apply(record, decision)
+        action = reply.action
+        record.result = action.result if action else (reply.text or "")
+        for n, tool_call in enumerate(action.tool_calls if action else []):
+            tool_result = await self._run_tool(index, n, tool_call.tool, tool_call.args, label)
+            record.tool_results.append(tool_result)
+            if tool_result.ok and tool_call.tool in req.routing.private_tools and self._sensitivity != "private":
+                self._sensitivity = "private"
+                self._progress.notices.append(
+                    f"step {index}: {tool_call.tool} reads a private source, so the rest of the run stays on the open model"
+                )
+        record.status = "tool_error" if any(not r.ok for r in record.tool_results) else "ok"
+        self._show_checklist()
+
+    async def _answer(self, result: TaskResult) -> str:
+        req = self._req
+        highest: Stakes = "high" if any(s.stakes == "high" for s in self._progress.steps) else "low"
+        decision = decide_route(self._facts(None, highest), req.routing, req.queue_prefix)
+        result.answer_route = decision
+        index = len(self._progress.steps) + 1
+        call = ModelCallRequest(
+            purpose="answer",
+            step=index,
+            system=prompts.ANSWER_SYSTEM,
+            prompt=prompts.answer_prompt(req.goal, self._progress.steps),
+        )
+        record = StepRecord(index=index, title="answer")
+        reply, decision = await self._call_model(call, decision, record, label="answer")
+        result.answer_route = decision
+        return (reply.text or "").strip()
+
+    # --- activities --------------------------------------------------------------------
+
+    async def _call_model(
+        self, call: ModelCallRequest, decision: RouteDecision, record: StepRecord, *, label: str, tool: str | None = None
+    ) -> tuple[ModelCallResult, RouteDecision]:
+        """One model call with the policy's retry-then-escalate rule; raises StepFailure."""
+        routing = self._req.routing
+        failures = 0
+        while True:
+            try:
+                reply = await self._model_activity(call, decision, label, tool)
+            except ActivityError as e:
+                cause = _cause(e)
+                kind = _error_type(e)
+                record.attempts.append(f"{decision.route}: {cause}")
+                if kind != errors.MODEL_OUTPUT_INVALID:
+                    raise StepFailure(f"{label} '{record.title}' failed on the {decision.route} model: {cause}") from None
+                failures += 1
+                if decision.route == "open" and failures < routing.open_attempts:
+                    continue
+                escalated, why_not = escalate(decision, self._sensitivity, routing, failures, self._req.queue_prefix)  # type: ignore[arg-type]
+                if escalated is None:
+                    raise StepFailure(
+                        f"{label} '{record.title}' failed: {decision.route} model output invalid "
+                        f"{failures}x ({cause}); not escalated: {why_not}"
+                    ) from None
+                self._progress.notices.append(f"{label}: {escalated.reason.rsplit('; ', 1)[-1]}")
+                decision = escalated
+                continue
+            record.attempts.append(f"{decision.route}: ok")
+            record.usage = record.usage + reply.usage
+            self._add_usage(reply.usage, label)
+            return reply, decision
+
+    async def _model_activity(
+        self, call: ModelCallRequest, decision: RouteDecision, label: str, tool: str | None
+    ) -> ModelCallResult:
+        req = self._req
+        endpoint = req.routing.open if decision.route == "open" else req.routing.frontier
+        call = call.model_copy(update={
+            "run_id": workflow.info().workflow_id,
+            "endpoint": ModelEndpoint(route=decision.route, model=decision.model, provider=endpoint.provider),
+        })
+        parts = [label, decision.route, decision.model or "?"]
+        if tool:
+            parts.append(tool)
+        if decision.escalated:
+            parts.append("escalated")
+        return await workflow.execute_activity(
+            "call_model",
+            call,
+            result_type=ModelCallResult,
+            task_queue=decision.task_queue,
+            start_to_close_timeout=MODEL_TIMEOUTS[decision.route],
+            schedule_to_start_timeout=SCHEDULE_TO_START,
+            retry_policy=MODEL_RETRY,
+            summary=" · ".join(parts),
+        )
+
+    async def _run_tool(self, index: int, n: int, tool: str, args: dict, label: str) -> ToolResult:
+        req = self._req
+        wf_id = workflow.info().workflow_id
+        tool_req = ToolRequest(
+            run_id=wf_id, step=index, call_index=n, tool=tool, args=args, workspace=req.workspace,
+            idempotency_key=f"{wf_id}/{index}/{n}",
+        )
+        spec = CATALOGUE.get(tool)
+        summary = f"{label} · tool · {tool}"
+        try:
+            if spec is not None and spec.local:
+                return await workflow.execute_local_activity(
+                    "run_tool", tool_req, result_type=ToolResult,
+                    start_to_close_timeout=timedelta(seconds=60), retry_policy=TOOL_RETRY, summary=summary,
+                )
+            return await workflow.execute_activity(
+                "run_tool", tool_req, result_type=ToolResult,
+                task_queue=queue_name("tools", req.queue_prefix),
+                start_to_close_timeout=timedelta(seconds=120),
+                schedule_to_start_timeout=SCHEDULE_TO_START,
+                retry_policy=TOOL_RETRY, summary=summary,
+            )
+        except ActivityError as e:
+            raise StepFailure(f"{label} tool {tool} failed: {_cause(e)}") from None
+
+    # --- bookkeeping -------------------------------------------------------------------
+
+    def _facts(self, tool: str | None, planner_stakes: Stakes, risk=None) -> StepFacts:
+        return StepFacts(tool=tool, tool_risk=risk, planner_stakes=planner_stakes,
+                         override=self._req.stakes, sensitivity=self._sensitivity)  # type: ignore[arg-type]
+
+    def _tool_views(self, names: list[str]):
+        return [CATALOGUE[n].view() for n in names if n in CATALOGUE]
+
+    def _apply(self, record: StepRecord, d: RouteDecision) -> None:
+        record.route, record.model, record.stakes, record.reason = d.route, d.model, d.stakes, d.reason
+        record.needs_approval, record.downgraded = d.needs_approval, d.downgraded
+        record.escalated = record.escalated or d.escalated
+
+    def _note_decision(self, index: int, d: RouteDecision) -> None:
+        if d.downgraded:
+            self._progress.notices.append(f"step {index}: high stakes ran on the open model: frontier not configured")
+        if d.needs_approval:
+            self._progress.notices.append(f"step {index}: private + high stakes kept on the open model; flagged for approval")
+
+    def _add_usage(self, usage: Usage, label: str) -> None:
+        self._progress.usage = self._progress.usage + usage
+        budget = self._req.budget_tokens
+        if budget is not None and self._progress.usage.total_tokens > budget:
+            raise StepFailure(
+                f"token budget exceeded after {label}: {self._progress.usage.total_tokens} > {budget} tokens; "
+                "raise --budget-tokens or simplify the goal"
+            )
+
+    def _show_checklist(self) -> None:
+        marks = {"ok": "x", "tool_error": "x", "failed": "!", "skipped": "-", "running": " ", "pending": " "}
+        lines = [f"**{self._progress.phase}**"]
+        for s in self._progress.steps:
+            route = f" · {s.route}" if s.status != "pending" else ""
+            extra = " (running)" if s.status == "running" else (" (tool error)" if s.status == "tool_error" else "")
+            lines.append(f"- [{marks[s.status]}] {s.index}. {s.title}{route}{extra}")
+        if self._progress.error:
+            lines.append(f"\nfailed: {self._progress.error}")
+        workflow.set_current_details("\n".join(lines))
+
+
+def _error_type(e: ActivityError) -> str | None:
+    c = e.cause
+    return c.type if isinstance(c, ApplicationError) else None
+
+
+def _cause(e: ActivityError) -> str:
+    c = e.cause
+    if isinstance(c, TemporalTimeoutError):
+        return f"timed out ({c.type.name.lower() if c.type else 'timeout'}): is a worker polling the queue? run `stakeflow worker`"
+    return str(c.message if hasattr(c, "message") else c) if c else str(e)
