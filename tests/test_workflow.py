@@ -1,0 +1,217 @@
+"""AgentTaskWorkflow on a real dev server with real workers; only the model APIs are fakes."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+
+from stakeflow import tasks
+from tests.agent_script import agent, call, plan, think
+from tests.conftest import EXAMPLE_WORKSPACE, make_settings, running_workers
+from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply
+
+SECRET_KEY = "sk-ant-test-SECRET-9f8e7d"
+
+
+@pytest.fixture
+def open_fake():
+    with FakeOpenAIServer(model="qwen-test") as server:
+        yield server
+
+
+@pytest.fixture
+def frontier_fake():
+    with FakeAnthropicServer() as server:
+        yield server
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    for f in EXAMPLE_WORKSPACE.iterdir():
+        (ws / f.name).write_bytes(f.read_bytes())
+    return ws
+
+
+def settings_for(tmp_path, open_fake, frontier_fake=None, **kw):
+    extra = {}
+    if frontier_fake is not None:
+        extra = {"anthropic_api_key": SECRET_KEY, "anthropic_base_url": frontier_fake.url, "frontier_model": "claude-test"}
+    return make_settings(tmp_path, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm", **extra, **kw)
+
+
+async def run_task(client, settings, goal, **kw):
+    req = tasks.build_request(settings, goal, **kw)
+    async with running_workers(client, settings):
+        handle = await tasks.start_run(client, settings, req, f"test-{uuid.uuid4().hex[:8]}")
+        try:
+            return await handle.result()
+        finally:
+            pass
+
+
+async def test_low_stakes_run_stays_on_the_open_model(client, tmp_path, open_fake, frontier_fake, workspace):
+    open_fake.script(agent(
+        plan(("Read the notes", "read_file")),
+        {1: call("read_file", "read notes", path="notes.txt")},
+        answer="Revenue grew 12%; Nordic doubled enterprise deals.",
+    ))
+    settings = settings_for(tmp_path, open_fake, frontier_fake)
+    result = await run_task(client, settings, "Summarise notes.txt", workspace=workspace)
+
+    assert result.status == "completed"
+    assert result.answer == "Revenue grew 12%; Nordic doubled enterprise deals."
+    [step] = result.steps
+    assert (step.route, step.model, step.stakes, step.status) == ("open", "qwen-test", "low", "ok")
+    assert step.reason == "tool read_file is read-only; planner assessed low stakes"
+    assert step.tool_results[0].ok and "Nordic region" in step.tool_results[0].output
+    assert len(open_fake.calls) == 3  # plan, step, answer
+    assert frontier_fake.calls == []
+    # The step's tool output reached the answer prompt.
+    assert "Nordic region" in open_fake.calls[2].raw
+
+
+async def test_side_effect_step_goes_to_frontier_and_writes_once(client, tmp_path, open_fake, frontier_fake, workspace):
+    script = agent(
+        plan(("Read the notes", "read_file"), ("Write a summary file", "write_file")),
+        {1: call("read_file", path="notes.txt"), 2: call("write_file", path="summary.md", content="# Summary\nGrew 12%\n")},
+        answer="Wrote summary.md",
+    )
+    open_fake.script(script)
+    frontier_fake.script(script)
+    settings = settings_for(tmp_path, open_fake, frontier_fake)
+    result = await run_task(client, settings, "Summarise notes.txt into summary.md", workspace=workspace)
+
+    routes = [(s.index, s.route, s.stakes) for s in result.steps]
+    assert routes == [(1, "open", "low"), (2, "frontier", "high")]
+    assert result.steps[1].reason == "tool write_file has side effects"
+    assert result.steps[1].model == "claude-test"
+    assert (workspace / "summary.md").read_text() == "# Summary\nGrew 12%\n"
+    # Frontier saw step 2 and the answer (the run's highest stakes are high); the key arrived as a header.
+    assert len(frontier_fake.calls) == 2
+    assert all(c.headers.get("x-api-key") == SECRET_KEY for c in frontier_fake.calls)
+    assert result.answer_route.route == "frontier"
+    assert len(open_fake.calls) == 2  # plan, step 1
+
+
+async def test_private_data_never_reaches_the_frontier(client, tmp_path, open_fake, frontier_fake, workspace):
+    open_fake.script(agent(
+        plan(("Read the notes", "read_file"), ("Write the plan", "write_file", "high")),
+        {1: call("read_file", path="regions.csv"), 2: call("write_file", path="out.txt", content="Ingrid: hire 2")},
+        answer="done",
+    ))
+    settings = settings_for(tmp_path, open_fake, frontier_fake)
+    result = await run_task(client, settings, "Plan hires from regions.csv", sensitivity="private", workspace=workspace)
+
+    assert [s.route for s in result.steps] == ["open", "open"]
+    assert result.steps[1].needs_approval is True and result.steps[1].stakes == "high"
+    assert "private" in result.steps[1].reason
+    assert frontier_fake.calls == []
+    assert "Ingrid Solberg" in open_fake.calls[2].raw  # the private content did flow, on the open model
+
+
+async def test_private_tool_taints_the_rest_of_the_run(client, tmp_path, open_fake, frontier_fake, workspace):
+    script = agent(
+        plan(("Read regions", "read_file"), ("Decide", None, "high")),
+        {1: call("read_file", path="regions.csv"), 2: think("Nordic first")},
+        answer="Nordic first",
+    )
+    open_fake.script(script)
+    frontier_fake.script(script)
+    settings = settings_for(tmp_path, open_fake, frontier_fake)
+    settings.policy.private_tools = ["read_file"]
+    result = await run_task(client, settings, "Which region first?", workspace=workspace)
+
+    assert result.sensitivity == "private"
+    assert result.steps[1].route == "open" and result.steps[1].needs_approval
+    assert any("reads a private source" in n for n in result.notices)
+    assert frontier_fake.calls == []
+
+
+async def test_invalid_open_output_escalates_to_frontier(client, tmp_path, open_fake, frontier_fake, workspace):
+    the_plan = plan(("Compute", "calculator"))
+    open_fake.script(agent(the_plan, {1: Reply.raw("this is not json")}, answer="42"))
+    frontier_fake.script(agent(the_plan, {1: call("calculator", expression="6*7")}))
+    settings = settings_for(tmp_path, open_fake, frontier_fake)
+    result = await run_task(client, settings, "What is 6*7?", workspace=workspace)
+
+    [step] = result.steps
+    assert step.escalated and step.route == "frontier"
+    assert step.reason.endswith("escalated: open output failed validation twice")
+    assert [a.split(":")[0] for a in step.attempts] == ["open", "open", "frontier"]
+    assert step.tool_results[0].output == "42"
+    assert len(frontier_fake.calls) == 1
+    assert any("escalated" in n for n in result.notices)
+
+
+async def test_invalid_output_on_private_run_fails_clearly(client, tmp_path, open_fake, frontier_fake, workspace):
+    open_fake.script(agent(plan(("Compute", "calculator")), {1: Reply.raw("{not json")}))
+    settings = settings_for(tmp_path, open_fake, frontier_fake)
+    with pytest.raises(WorkflowFailureError) as info:
+        await run_task(client, settings, "What is 6*7?", sensitivity="private", workspace=workspace)
+    cause = info.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "StepFailed"
+    assert "step 1/1 'Compute' failed" in cause.message
+    assert "not escalated: data is private and never leaves the open model" in cause.message
+    assert frontier_fake.calls == []
+
+
+async def test_high_stakes_without_key_is_downgraded_visibly(client, tmp_path, open_fake, workspace):
+    open_fake.script(agent(plan(("Decide the budget", None, "high")), {1: think("keep it")}, answer="keep it"))
+    settings = settings_for(tmp_path, open_fake)
+    result = await run_task(client, settings, "Should we keep the budget?", workspace=workspace)
+    [step] = result.steps
+    assert (step.route, step.stakes, step.downgraded) == ("open", "high", True)
+    assert "frontier not configured (ANTHROPIC_API_KEY unset)" in step.reason
+    assert any("frontier not configured" in n for n in result.notices)
+
+
+async def test_tools_limit_rejects_a_plan_naming_another_tool(client, tmp_path, open_fake, workspace):
+    open_fake.script(agent(plan(("Read", "read_file")), {}))
+    settings = settings_for(tmp_path, open_fake)
+    with pytest.raises(WorkflowFailureError) as info:
+        await run_task(client, settings, "Summarise notes.txt", tools=["calculator"], workspace=workspace)
+    msg = info.value.cause.message
+    assert msg.startswith("plan 'plan' failed: open model output invalid 2x")
+    assert "read_file" in msg
+    # The plan request offered only the allowed tool.
+    assert "read_file" not in str(open_fake.calls[0].body.get("response_format"))
+
+
+async def test_empty_goal_fails_at_once_without_model_calls(client, tmp_path, open_fake, workspace):
+    from agents.types import TaskRequest
+
+    settings = settings_for(tmp_path, open_fake)
+    async with running_workers(client, settings):
+        handle = await tasks.start_run(client, settings, TaskRequest(goal="  ", queue_prefix=settings.queue_prefix))
+        with pytest.raises(WorkflowFailureError) as info:
+            await handle.result()
+    assert info.value.cause.type == "TaskInvalid"
+    assert open_fake.calls == []
+
+
+async def test_token_budget_stops_the_run(client, tmp_path, open_fake, workspace):
+    open_fake.script(agent(plan(("a", None), ("b", None)), {1: think("x"), 2: think("y")}))
+    settings = settings_for(tmp_path, open_fake)
+    with pytest.raises(WorkflowFailureError) as info:
+        await run_task(client, settings, "two steps", workspace=workspace, budget_tokens=1)
+    assert "token budget exceeded after plan" in info.value.cause.message
+
+
+async def test_progress_query_reports_steps(client, tmp_path, open_fake, workspace):
+    open_fake.script(agent(plan(("Compute", "calculator")), {1: call("calculator", expression="2**10")}, answer="1024"))
+    settings = settings_for(tmp_path, open_fake)
+    req = tasks.build_request(settings, "2**10?", workspace=workspace)
+    async with running_workers(client, settings):
+        handle = await tasks.start_run(client, settings, req)
+        await handle.result()
+        info = await tasks.describe_run(client, handle.id)
+    assert info.status == "completed"
+    assert info.progress.phase == "done"
+    assert [(s.index, s.status, s.route) for s in info.progress.steps] == [(1, "ok", "open")]
+    assert info.result.steps[0].tool_results[0].output == "1024"
+    assert handle.id.startswith("task-")
