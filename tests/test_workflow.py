@@ -93,7 +93,9 @@ async def test_side_effect_step_goes_to_frontier_and_writes_once(client, tmp_pat
     assert (workspace / "summary.md").read_text() == "# Summary\nGrew 12%\n"
     # Frontier saw step 2 and the answer (the run's highest stakes are high); the key arrived as a header.
     assert len(frontier_fake.calls) == 2
-    assert all(c.headers.get("x-api-key") == SECRET_KEY for c in frontier_fake.calls)
+    # (anthropic 2.x sends the key as a bearer token; 0.x as x-api-key)
+    sent = [c.headers.get("x-api-key") or c.headers.get("authorization", "").removeprefix("Bearer ") for c in frontier_fake.calls]
+    assert sent == [SECRET_KEY] * 2
     assert result.answer_route.route == "frontier"
     assert len(open_fake.calls) == 2  # plan, step 1
 
