@@ -1,20 +1,31 @@
 """Scripted model servers for tests: real HTTP, so the real openai/anthropic clients and pydantic-ai run.
 
 ``FakeOpenAIServer`` speaks the OpenAI Chat Completions API (``POST /v1/chat/completions``,
-``GET /v1/models``), as vLLM and llama.cpp's server do; ``FakeAnthropicServer`` speaks the Anthropic
-Messages API (``POST /v1/messages``). Both record every request and answer from a script:
+``GET /v1/models``), as vLLM and llama.cpp's server do; ``.url`` ends in ``/v1`` (give it as
+STAKEFLOW_OPEN_BASE_URL). ``FakeAnthropicServer`` speaks the Anthropic Messages API (``POST /v1/messages``);
+``.url`` is the root (give it as ANTHROPIC_BASE_URL). Both run on 127.0.0.1 in a thread:
 
-    with FakeOpenAIServer() as server:
-        server.script(lambda req: {"steps": [{"title": "t", "tool": None, "stakes": "low"}]})
+    with FakeOpenAIServer() as server:             # or server.start() ... server.stop()
+        server.script(lambda body: {"steps": [{"title": "t", "tool": None, "stakes": "low"}]})
         server.fail_next(429, headers={"retry-after": "7"})   # queued replies go first
+        ...
+        server.calls[0].body["response_format"]   # every request is recorded (parsed JSON, raw, headers)
 
-A responder (or a queued item) returns what the model should "say":
+A responder (called with the parsed request body) or a queued item (``enqueue``) gives what the model
+should "say":
 
 - a ``dict`` or pydantic model: the structured output. The fake wraps it in the wire format the request
   asked for: a call of the request's output tool (pydantic-ai's ``final_result``) when the request offers
   tools, else JSON text content (``response_format`` json_schema / json_object, or prompted output).
 - a ``str``: plain text content (an answer).
-- a ``Reply``: full control (raw content, an explicit tool call, an error status, a delay, usage).
+- a ``Reply``: full control: ``Reply.raw(text)`` (content sent verbatim, e.g. invalid JSON),
+  ``Reply(tool_call=(name, args))``, ``Reply.error(status, message, headers=...)``,
+  ``Reply.delayed(seconds, then)``, and per-reply ``usage``, ``model``, ``finish_reason``.
+
+``purpose_of(body)`` ("plan" / "step" / "answer"), ``output_schema(body)`` and ``prompt_text(body)`` help a
+responder decide what to answer. Usage is ``server.usage`` (provider keys; fixed defaults), reported model
+is the requested one unless ``server.reported_model`` is set, and ``models=[...]`` makes any other model
+name a 404 in the provider's own words.
 """
 
 from __future__ import annotations
@@ -50,6 +61,7 @@ class Reply:
     delay_s: float = 0.0
     usage: dict[str, int] | None = None  # this reply's usage, in the provider's own keys
     model: str | None = None  # the model name to report; default: the one requested
+    finish_reason: str | None = None  # OpenAI "length" / Anthropic "max_tokens" for a truncated answer
 
     @classmethod
     def error(cls, status: int, message: str = "scripted error", *, body: Any = None,
@@ -76,6 +88,14 @@ class RecordedRequest:
     headers: dict[str, str]
     body: Any
     raw: str
+
+    @property
+    def api_key(self) -> str | None:
+        """The API key the client sent: ``x-api-key``, or a bearer ``authorization`` (anthropic>=2 sends that)."""
+        if "x-api-key" in self.headers:
+            return self.headers["x-api-key"]
+        scheme, _, token = self.headers.get("authorization", "").partition(" ")
+        return token if scheme.lower() == "bearer" and token else None
 
 
 # --- helpers for responders: what is the request asking for? ---------------------------------
@@ -202,7 +222,9 @@ class _FakeServer:
         handler = type("Handler", (_Handler,), {"fake": self})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name=f"{self.name}-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=f"{self.name}-server", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -386,7 +408,8 @@ class FakeOpenAIServer(_FakeServer):
             "object": "chat.completion",
             "created": 1_700_000_000 + n,
             "model": reply.model or self.reported_model or request.get("model"),
-            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+            "choices": [{"index": 0, "message": message, "finish_reason": reply.finish_reason or finish,
+                         "logprobs": None}],
             "usage": wire_usage,
         }
 
@@ -449,7 +472,7 @@ class FakeAnthropicServer(_FakeServer):
             "role": "assistant",
             "model": reply.model or self.reported_model or request.get("model"),
             "content": content,
-            "stop_reason": "tool_use" if tool_call is not None else "end_turn",
+            "stop_reason": reply.finish_reason or ("tool_use" if tool_call is not None else "end_turn"),
             "stop_sequence": None,
             "usage": {
                 "input_tokens": usage["input_tokens"],

@@ -1,0 +1,120 @@
+"""Output types for one model call, built per request so the model can only name the allowed tools.
+
+The planner's ``tool`` is a ``Literal`` of the request's tool names; a step's tool calls are a union
+of one model per allowed tool, whose ``args`` follow that tool's JSON schema. Grammar-constrained
+decoding (llama.cpp, vLLM) then produces valid plans and calls, and validation rejects anything else.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from agents.types import Plan, PlannedStep, StepAction, ToolCall, ToolSpecView
+
+_STEP_FIELDS = PlannedStep.model_fields
+_SCALARS: dict[str, Any] = {"string": str, "integer": int, "number": float, "boolean": bool, "null": type(None)}
+
+
+def _union(types: list[Any]) -> Any:
+    return types[0] if len(types) == 1 else Union[tuple(types)]  # noqa: UP007 (built at runtime)
+
+
+def _json_type(schema: dict[str, Any], name: str) -> Any:
+    """A Python type for a JSON-schema fragment: the subset tool argument schemas use.
+
+    Anything it does not understand (``$ref``, ``allOf``) becomes ``Any``: still accepted, just not
+    constrained, rather than a tool that cannot be offered at all.
+    """
+    if "enum" in schema:
+        return Literal[tuple(schema["enum"])]
+    if "const" in schema:
+        return Literal[schema["const"]]
+    if "anyOf" in schema or "oneOf" in schema:
+        return _union([_json_type(s, name) for s in schema.get("anyOf") or schema["oneOf"]])
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        return _union([_json_type({**schema, "type": k}, name) for k in kind])
+    if kind in _SCALARS:
+        return _SCALARS[kind]
+    if kind == "array":
+        return list[_json_type(schema.get("items") or {}, name)]
+    if kind == "object" and schema.get("properties"):
+        return model_from_schema(schema, name)
+    if kind == "object":
+        return dict[str, Any]
+    return Any
+
+
+def model_from_schema(schema: dict[str, Any], name: str) -> type[BaseModel]:
+    """A pydantic model for an object JSON schema (a tool's ``args_schema``)."""
+    required = set(schema.get("required") or [])
+    fields: dict[str, Any] = {}
+    for prop, prop_schema in (schema.get("properties") or {}).items():
+        annotation = _json_type(prop_schema, f"{name}_{prop}")
+        if prop in required:
+            default: Any = ...
+        elif "default" in prop_schema:
+            default = prop_schema["default"]
+        else:
+            annotation, default = annotation | None, None
+        fields[prop] = (annotation, Field(default, description=prop_schema.get("description")))
+    extra = "forbid" if schema.get("additionalProperties") is False else "ignore"
+    return create_model(name, __config__=ConfigDict(extra=extra), **fields)
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.replace("-", "_").split("_") if part)
+
+
+def plan_output_model(tools: list[ToolSpecView], max_steps: int) -> type[BaseModel]:
+    """The planner's output: 1..max_steps steps, each naming one of ``tools`` or null."""
+    names = tuple(t.name for t in tools)
+    tool_type: Any = Literal[names] | None if names else None
+    step = create_model(
+        "PlannedStep",
+        __doc__="One step of the plan.",
+        title=(str, Field(description=_STEP_FIELDS["title"].description)),
+        tool=(tool_type, Field(description=_STEP_FIELDS["tool"].description)),
+        stakes=(Literal["low", "high"], Field(description=_STEP_FIELDS["stakes"].description)),
+    )
+    return create_model(
+        "Plan",
+        __doc__="The plan: the steps that reach the goal, in order.",
+        steps=(list[step], Field(min_length=1, max_length=max(1, max_steps))),  # type: ignore[valid-type]
+    )
+
+
+def step_output_model(tools: list[ToolSpecView]) -> type[BaseModel]:
+    """A step's output: tool calls (each an allowed tool with args matching its schema) and a note."""
+    result_field = (str, Field(description="Your note on this step: what you did or concluded."))
+    if not tools:
+        return create_model("StepAction", __doc__="Your answer for this step.", result=result_field)
+    calls = [
+        create_model(
+            f"{_camel(t.name)}Call",
+            __doc__=t.description or None,
+            tool=(Literal[t.name], ...),
+            args=(model_from_schema(t.args_schema, f"{_camel(t.name)}Args"), ...),
+        )
+        for t in tools
+    ]
+    return create_model(
+        "StepAction",
+        __doc__="The tool calls this step makes, and your note on it.",
+        tool_calls=(list[_union(calls)], Field(description="The tool calls to make, in order; empty if none.")),
+        result=result_field,
+    )
+
+
+def to_plan(output: BaseModel) -> Plan:
+    """The plain Plan (agents/types.py) for a validated planner output."""
+    return Plan.model_validate(output.model_dump(mode="json"))
+
+
+def to_action(output: BaseModel) -> StepAction:
+    """The plain StepAction for a validated step output."""
+    data = output.model_dump(mode="json")
+    calls = [ToolCall(tool=c["tool"], args=c["args"]) for c in data.get("tool_calls", [])]
+    return StepAction(tool_calls=calls, result=data.get("result", ""))

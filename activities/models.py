@@ -1,0 +1,236 @@
+"""The ``call_model`` activity: one model call on the open route (OpenAI-compatible) or the frontier (Anthropic).
+
+pydantic-ai builds the request and validates the output; this module picks the provider, the output
+mode for the endpoint's structured-output dialect, and converts usage and errors to stakeflow's terms.
+SDK clients retry nothing (``max_retries=0``): Temporal owns retries, so every attempt is in history.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from anthropic import AsyncAnthropic
+from openai import AsyncOpenAI
+from pydantic import BaseModel
+from pydantic_ai import Agent, NativeOutput, PromptedOutput, capture_run_messages
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
+from pydantic_ai.models import Model, ModelRequestParameters
+from pydantic_ai.models.anthropic import AnthropicModel
+from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.profiles.openai import OpenAIModelProfile
+from pydantic_ai.providers.anthropic import AnthropicProvider
+from pydantic_ai.providers.openai import OpenAIProvider
+from pydantic_ai.providers.openai_compatible import OpenAICompatibleProvider
+from pydantic_ai.providers.vllm import VLLMProvider
+from pydantic_ai.settings import ModelSettings
+from pydantic_ai.usage import RunUsage
+from temporalio import activity
+
+from activities.model_errors import CallContext, missing_frontier_key, to_application_error
+from activities.model_outputs import plan_output_model, step_output_model, to_action, to_plan
+from agents.types import ModelCallRequest, ModelCallResult, Usage
+from stakeflow.settings import Settings
+
+# llama-cpp-python's server reads `max_tokens`, not `max_completion_tokens`, and small chat templates
+# expect a single system message.
+_LLAMACPP_PROFILE = OpenAIModelProfile(
+    openai_chat_supports_max_completion_tokens=False,
+    openai_chat_supports_multiple_system_messages=False,
+)
+
+
+class LlamaCppChatModel(OpenAIChatModel):
+    r"""OpenAIChatModel for llama-cpp-python's server, whose JSON output may hold raw control characters.
+
+    Its JSON-schema grammar (0.3.x: ``char ::= [^"\] | ...``) lets the model put a raw newline or tab
+    inside a string, which strict JSON (and so pydantic) rejects; upstream llama.cpp's grammar excludes
+    them. Seen with SmolLM2 in about one step action in four. Escaping them keeps that output.
+    """
+
+    async def request(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+    ) -> ModelResponse:
+        response = await super().request(messages, model_settings, model_request_parameters)
+        if model_request_parameters.output_mode != "prompted":
+            return response  # plain text stays as the model wrote it
+        for part in response.parts:
+            if isinstance(part, TextPart):
+                part.content = escape_control_characters(part.content)
+        return response
+
+
+def escape_control_characters(text: str) -> str:
+    """``text`` re-encoded as strict JSON if it is JSON only with raw control characters in strings."""
+    try:
+        json.loads(text)
+        return text
+    except ValueError:
+        pass
+    try:
+        return json.dumps(json.loads(text, strict=False), ensure_ascii=False)
+    except ValueError:
+        return text  # not JSON at all: validation reports it
+
+
+@dataclass
+class _Target:
+    model: Model
+    context: CallContext
+
+
+class ModelActivities:
+    """Holds the SDK clients (created on first use, reused across calls) and the ``call_model`` activity."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._open_client: AsyncOpenAI | None = None
+        self._anthropic_client: AsyncAnthropic | None = None
+        self._models: dict[tuple[str, str], Model] = {}
+
+    @activity.defn(name="call_model")
+    async def call_model(self, req: ModelCallRequest) -> ModelCallResult:
+        """Run one model call for a plan, a step or the final answer.
+
+        Failures raise ApplicationError (types in stakeflow.errors; see activities/model_errors.py) whose
+        ``details[0]`` is ``{"usage": Usage as dict, "latency_ms": float}``, so a failed attempt's tokens
+        (e.g. output that failed validation) still count.
+        """
+        target = self._open_target(req) if req.endpoint.route == "open" else self._frontier_target(req)
+        output_type, model_settings = self._output_spec(req)
+        agent = Agent(target.model, output_type=output_type, system_prompt=req.system or (), retries=0)
+        started = time.monotonic()
+        with capture_run_messages() as messages:
+            try:
+                result = await agent.run(req.prompt, model_settings=model_settings)
+            except Exception as e:
+                details = {
+                    "usage": _usage_of_messages(messages).model_dump(),
+                    "latency_ms": (time.monotonic() - started) * 1000,
+                }
+                responses = [m for m in messages if isinstance(m, ModelResponse)]
+                error = to_application_error(
+                    e,
+                    target.context,
+                    details,
+                    response=responses[-1] if responses else None,
+                    max_output_tokens=req.max_output_tokens,
+                )
+                if error is None:
+                    raise
+                # No chain: the SDK error may carry request data or an echoed key into history.
+                raise error from None
+        output = result.output
+        return ModelCallResult(
+            route=req.endpoint.route,
+            model=result.response.model_name or target.model.model_name,
+            plan=to_plan(output) if req.purpose == "plan" else None,
+            action=to_action(output) if req.purpose == "step" else None,
+            text=output if req.purpose == "answer" else None,
+            usage=to_usage(result.usage),
+            latency_ms=(time.monotonic() - started) * 1000,
+        )
+
+    async def close(self) -> None:
+        """Close the SDK clients' connection pools (a worker calls this on shutdown)."""
+        for client in (self._open_client, self._anthropic_client):
+            if client is not None:
+                await client.close()
+        self._open_client = self._anthropic_client = None
+        self._models.clear()
+
+    # --- routes -------------------------------------------------------------------------
+
+    def _open_target(self, req: ModelCallRequest) -> _Target:
+        s = self._settings
+        name = req.endpoint.model or s.open_model_id
+        key = s.open_api_key.get_secret_value() if s.open_api_key else ""
+        context = CallContext("open", name, s.open_url, s.open_timeout_s, s.embedded, (key,) if key else ())
+        if ("open", name) not in self._models:
+            if self._open_client is None:
+                self._open_client = AsyncOpenAI(
+                    base_url=s.open_url, api_key=key or "none", max_retries=0, timeout=s.open_timeout_s
+                )
+            client = self._open_client
+            model: Model
+            if s.dialect == "llamacpp":
+                compatible = OpenAICompatibleProvider("llamacpp", openai_client=client, profile=_LLAMACPP_PROFILE)
+                model = LlamaCppChatModel(name, provider=compatible)
+            elif s.dialect == "vllm":
+                model = OpenAIChatModel(name, provider=VLLMProvider(openai_client=client))
+            else:
+                model = OpenAIChatModel(name, provider=OpenAIProvider(openai_client=client))
+            self._models["open", name] = model
+        return _Target(self._models["open", name], context)
+
+    def _frontier_target(self, req: ModelCallRequest) -> _Target:
+        s = self._settings
+        if not s.frontier_configured or s.anthropic_api_key is None:
+            raise missing_frontier_key()
+        name = req.endpoint.model or s.frontier_model
+        key = s.anthropic_api_key.get_secret_value()
+        url = s.anthropic_base_url or "https://api.anthropic.com"
+        context = CallContext("frontier", name, url, s.frontier_timeout_s, secrets=(key,))
+        if ("frontier", name) not in self._models:
+            if self._anthropic_client is None:
+                self._anthropic_client = AsyncAnthropic(
+                    api_key=key,
+                    base_url=s.anthropic_base_url,
+                    max_retries=0,
+                    timeout=s.frontier_timeout_s,
+                    # stakeflow's own call_model span is the record; the SDK's would count each call twice.
+                    open_telemetry=False,
+                )
+            provider = AnthropicProvider(anthropic_client=self._anthropic_client)
+            self._models["frontier", name] = AnthropicModel(name, provider=provider)
+        return _Target(self._models["frontier", name], context)
+
+    # --- output mode --------------------------------------------------------------------
+
+    def _output_spec(self, req: ModelCallRequest) -> tuple[Any, ModelSettings]:
+        """The pydantic-ai output type and model settings for this purpose, route and dialect."""
+        model_settings: ModelSettings = {"max_tokens": req.max_output_tokens}
+        if req.purpose == "answer":
+            return str, model_settings
+        output_model: type[BaseModel] = (
+            plan_output_model(req.tools, req.max_steps) if req.purpose == "plan" else step_output_model(req.tools)
+        )
+        if req.endpoint.route == "frontier":
+            return output_model, model_settings  # tool output: the model calls `final_result`
+        if self._settings.dialect == "llamacpp":
+            # llama.cpp's server refuses `json_schema` and ignores tools; its own json_object+schema form
+            # is grammar-constrained (DESIGN.md, "Model endpoints").
+            schema = output_model.model_json_schema()
+            model_settings["extra_body"] = {"response_format": {"type": "json_object", "schema": schema}}
+            return PromptedOutput(output_model), model_settings
+        return NativeOutput(output_model), model_settings
+
+
+def to_usage(usage: RunUsage) -> Usage:
+    """stakeflow's Usage from pydantic-ai's: ours counts input tokens without the cache tokens.
+
+    pydantic-ai's ``input_tokens`` includes cache reads and writes on every provider (it adds Anthropic's
+    separate cache counts back in; OpenAI's ``prompt_tokens`` already includes ``cached_tokens``).
+    """
+    return Usage(
+        input_tokens=max(0, usage.input_tokens - usage.cache_read_tokens - usage.cache_write_tokens),
+        output_tokens=usage.output_tokens,
+        cache_read_tokens=usage.cache_read_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        requests=usage.requests,
+    )
+
+
+def _usage_of_messages(messages: list[ModelMessage]) -> Usage:
+    """The usage of the responses a failed run did receive (so invalid output is still counted)."""
+    total = RunUsage()
+    for message in messages:
+        if isinstance(message, ModelResponse):
+            total.incr(message.usage)
+            total.requests += 1
+    return to_usage(total)
