@@ -37,11 +37,24 @@ def _tool_lines(tools: list[ToolSpecView]) -> str:
     return "\n".join(f"- {t.name}: {t.description}" for t in tools)
 
 
+# One worked example: small open models plan far better with one (SmolLM2-135M picks
+# random tools without it); large ones are not misled by it.
+PLAN_EXAMPLE = (
+    'Example 1. Goal: "Count the rows of orders.csv and save the count to count.txt"\n'
+    '{"steps": [{"title": "Count the rows of orders.csv", "tool": "sql_query", "stakes": "low"}, '
+    '{"title": "Save the count to count.txt", "tool": "write_file", "stakes": "high"}]}\n'
+    'Example 2. Goal: "Summarise the file report.txt"\n'
+    '{"steps": [{"title": "Read the file report.txt", "tool": "read_file", "stakes": "low"}, '
+    '{"title": "Summarise what it says", "tool": null, "stakes": "low"}]}'
+)
+
+
 def plan_prompt(goal: str, tools: list[ToolSpecView], max_steps: int) -> str:
     return (
-        f"Goal: {goal}\n\n"
         f"Tools:\n{_tool_lines(tools)}\n\n"
-        f"Write a plan of 1 to {max_steps} steps."
+        f"{PLAN_EXAMPLE}\n\n"
+        f"Now plan 1 to {max_steps} steps for this goal, using only the tools listed.\n"
+        f"Goal: \"{goal}\""
     )
 
 
