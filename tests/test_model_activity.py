@@ -277,7 +277,7 @@ async def test_invalid_output_reason_says_what_the_model_did(tmp_path: Path, ope
     open_server.enqueue(reply)
     anthropic_server.enqueue(reply)
     settings = open_settings(tmp_path, open_server, anthropic_api_key=FRONTIER_KEY,
-                             anthropic_base_url=anthropic_server.url)
+                             anthropic_base_url=anthropic_server.url, frontier_model="claude-test-1")
 
     error = await call_error(settings, request("plan", route=route))
 
