@@ -7,6 +7,8 @@ SDK clients retry nothing (``max_retries=0``): Temporal owns retries, so every a
 
 from __future__ import annotations
 
+import asyncio
+
 import json
 import time
 from dataclasses import dataclass
@@ -107,7 +109,7 @@ class ModelActivities:
         started = time.monotonic()
         with capture_run_messages() as messages:
             try:
-                result = await agent.run(req.prompt, model_settings=model_settings)
+                result = await _heartbeating(agent.run(req.prompt, model_settings=model_settings))
             except Exception as e:
                 details = {
                     "usage": _usage_of_messages(messages).model_dump(),
@@ -234,3 +236,22 @@ def _usage_of_messages(messages: list[ModelMessage]) -> Usage:
             total.incr(message.usage)
             total.requests += 1
     return to_usage(total)
+
+
+HEARTBEAT_EVERY_S = 5.0
+
+
+async def _heartbeating(coro):
+    """Await ``coro``, heartbeating meanwhile so a dead worker is noticed within the heartbeat
+    timeout instead of the (minutes-long) start-to-close timeout of a slow model call."""
+    task = asyncio.ensure_future(coro)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY_S)
+            if done:
+                return task.result()
+            if activity.in_activity():
+                activity.heartbeat()
+    finally:
+        if not task.done():
+            task.cancel()

@@ -60,6 +60,8 @@ class TaskRequest(BaseModel):
     source: str = "cli"
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     queue_prefix: str = "stakeflow"
+    # A model call whose worker stops heartbeating for this long is retried on another worker.
+    heartbeat_timeout_s: float = 30.0
 
 
 # --- model outputs -------------------------------------------------------------------------

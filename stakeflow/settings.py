@@ -19,7 +19,7 @@ from stakeflow.errors import ConfigError
 
 CONFIG_FILENAME = "stakeflow.toml"
 EMBEDDED_MODEL_ID = "smollm2-135m-instruct"
-DEFAULT_FRONTIER_MODEL = "claude-sonnet-4-5"
+DEFAULT_FRONTIER_MODEL = "claude-sonnet-4-6"
 
 
 def default_home() -> Path:

@@ -27,10 +27,11 @@ log = logging.getLogger("stakeflow.worker")
 GRACEFUL_SHUTDOWN = timedelta(seconds=20)
 
 
-def build_workers(client: Client, settings: Settings, roles: Sequence[QueueRole]) -> list[Worker]:
+def build_workers(
+    client: Client, settings: Settings, roles: Sequence[QueueRole], models: ModelActivities
+) -> list[Worker]:
     """One Temporal Worker per queue role, all sharing the same activity instances."""
     tools = ToolActivities(settings.tools, settings.ledger_dir)
-    models = ModelActivities(settings)
     prefix = settings.queue_prefix
     workers: list[Worker] = []
     for role in roles:
@@ -57,13 +58,15 @@ async def run_workers(
     client: Client, settings: Settings, roles: Sequence[QueueRole] = ROLES, stop: asyncio.Event | None = None
 ) -> None:
     """Poll the given queues until ``stop`` is set (or forever), then shut down gracefully."""
-    workers = build_workers(client, settings, roles)
+    models = ModelActivities(settings)
+    workers = build_workers(client, settings, roles, models)
     stop = stop or asyncio.Event()
     tasks = [asyncio.create_task(w.run()) for w in workers]
     log.info("worker polling %s", ", ".join(queue_name(r, settings.queue_prefix) for r in roles))
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
     await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
+    await models.close()
     stopper.cancel()
     for t in tasks:
         if t in done and t.exception() is not None:

@@ -11,7 +11,8 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError as TemporalTimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from agents import prompts
@@ -200,6 +201,8 @@ class AgentTaskWorkflow:
             try:
                 reply = await self._model_activity(call, decision, label, tool)
             except ActivityError as e:
+                if isinstance(e.cause, CancelledError):
+                    raise  # the run was cancelled: end as cancelled, not as a failed step
                 cause = _cause(e)
                 kind = _error_type(e)
                 record.attempts.append(f"{decision.route}: {cause}")
@@ -242,6 +245,7 @@ class AgentTaskWorkflow:
             result_type=ModelCallResult,
             task_queue=decision.task_queue,
             start_to_close_timeout=MODEL_TIMEOUTS[decision.route],
+            heartbeat_timeout=timedelta(seconds=req.heartbeat_timeout_s),
             schedule_to_start_timeout=SCHEDULE_TO_START,
             retry_policy=MODEL_RETRY,
             summary=" · ".join(parts),
@@ -265,11 +269,13 @@ class AgentTaskWorkflow:
             return await workflow.execute_activity(
                 "run_tool", tool_req, result_type=ToolResult,
                 task_queue=queue_name("tools", req.queue_prefix),
-                start_to_close_timeout=timedelta(seconds=120),
+                start_to_close_timeout=timedelta(seconds=60),
                 schedule_to_start_timeout=SCHEDULE_TO_START,
                 retry_policy=TOOL_RETRY, summary=summary,
             )
         except ActivityError as e:
+            if isinstance(e.cause, CancelledError):
+                raise
             raise StepFailure(f"{label} tool {tool} failed: {_cause(e)}") from None
 
     # --- bookkeeping -------------------------------------------------------------------
