@@ -199,6 +199,8 @@ class ModelActivities:
         model_settings: ModelSettings = {"max_tokens": req.max_output_tokens}
         if req.purpose == "answer":
             return str, model_settings
+        # Plans and tool calls are decisions: greedy decoding makes them repeatable.
+        model_settings["temperature"] = 0.0
         output_model: type[BaseModel] = (
             plan_output_model(req.tools, req.max_steps) if req.purpose == "plan" else step_output_model(req.tools)
         )

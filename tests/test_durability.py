@@ -1,0 +1,125 @@
+"""Durability: a worker killed with SIGKILL in the middle of a run; a new worker finishes it.
+
+The worker is a real `stakeflow worker` process; the run's write_file side effect must happen
+exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+from stakeflow import tasks
+from tests.agent_script import agent, call, plan
+from tests.conftest import make_settings
+from tests.fakes import FakeOpenAIServer, Reply
+
+
+def start_worker(env: dict[str, str]) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stakeflow", "worker"], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    return proc
+
+
+def worker_env(tmp_path, client, open_fake, prefix: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STAKEFLOW_", "ANTHROPIC_"))}
+    env.update(
+        STAKEFLOW_HOME=str(tmp_path / "home"),
+        STAKEFLOW_TEMPORAL_ADDRESS=client.service_client.config.target_host,
+        STAKEFLOW_QUEUE_PREFIX=prefix,
+        STAKEFLOW_OPEN_BASE_URL=open_fake.url,
+        STAKEFLOW_OPEN_MODEL="qwen-test",
+        STAKEFLOW_OPEN_DIALECT="vllm",
+    )
+    return env
+
+
+async def wait_for(predicate, seconds: float, what: str) -> None:
+    import asyncio
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+async def test_sigkill_mid_run_then_new_worker_finishes_with_one_side_effect(client, tmp_path):
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    step2_calls = []
+    lock = threading.Lock()
+
+    def step2(body):
+        with lock:
+            step2_calls.append(time.monotonic())
+            first = len(step2_calls) == 1
+        # The first attempt hangs: the worker dies while waiting on it.
+        return Reply.delayed(60, {"tool_calls": [], "result": "late"}) if first else {"tool_calls": [], "result": "42"}
+
+    with FakeOpenAIServer(model="qwen-test") as open_fake:
+        open_fake.script(agent(
+            plan(("Log the start", "write_file"), ("Think", None)),
+            {1: call("write_file", path="log.txt", content="entry\n", append=True), 2: step2},
+            answer="done",
+        ))
+        prefix = f"t{uuid.uuid4().hex[:8]}"
+        settings = make_settings(tmp_path, queue_prefix=prefix, open_base_url=open_fake.url, open_model="qwen-test")
+        req = tasks.build_request(settings, "Log and think", stakes="low", workspace=workspace)
+        req.heartbeat_timeout_s = 3
+        env = worker_env(tmp_path, client, open_fake, prefix)
+
+        first = start_worker(env)
+        try:
+            handle = await tasks.start_run(client, settings, req)
+            await wait_for(lambda: len(step2_calls) == 1, 60, "the step-2 model call")
+            assert (workspace / "log.txt").read_text() == "entry\n"
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+        finally:
+            if first.poll() is None:
+                first.kill()
+        assert first.returncode == -signal.SIGKILL
+
+        second = start_worker(env)
+        try:
+            result = await handle.result()
+        finally:
+            second.send_signal(signal.SIGTERM)
+            out, err = second.communicate(timeout=30)
+
+    assert result.status == "completed" and result.answer == "done"
+    assert (workspace / "log.txt").read_text() == "entry\n"  # exactly once
+    assert len(list((tmp_path / "home" / "ledger").glob("*.json"))) == 1
+    assert [s.status for s in result.steps] == ["ok", "ok"]
+    assert result.steps[1].result == "42"
+    assert len(step2_calls) == 2  # the lost attempt, then the retry on the new worker
+    # SIGTERM is a graceful shutdown.
+    assert second.returncode == 0, err
+    assert "worker stopped" in err
+
+
+async def test_write_retried_by_temporal_acts_once(client, tmp_path):
+    """The same tool request delivered twice (a retry after a lost completion) writes once."""
+    from activities.tools import ToolActivities
+    from agents.types import ToolRequest
+
+    settings = make_settings(tmp_path)
+    acts = ToolActivities(settings.tools, settings.ledger_dir)
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    req = ToolRequest(tool="write_file", args={"path": "a.txt", "content": "x\n", "append": True},
+                      workspace=str(ws), idempotency_key="task-1/1/0")
+    first, again = await acts.run_tool(req), await acts.run_tool(req)
+    assert (first.ok, first.replayed, again.ok, again.replayed) == (True, False, True, True)
+    assert (ws / "a.txt").read_text() == "x\n"

@@ -1,0 +1,56 @@
+"""One whole task on the real embedded model (llama.cpp + SmolLM2-135M), no fakes at all.
+
+This is the README's first command: no GPU, no API key, no internet. A 135M model writes weak
+prose; the test checks that the machinery is real: stakeflow started the llama.cpp server
+itself, every call went to it, and the run completed with an answer from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXAMPLE_WORKSPACE, free_port
+
+pytestmark = pytest.mark.embedded
+
+
+def test_readme_task_runs_on_the_embedded_model(tmp_path):
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STAKEFLOW_", "ANTHROPIC_"))}
+    env.update(
+        STAKEFLOW_HOME=str(home),
+        STAKEFLOW_TEMPORAL_PORT=str(free_port()),
+        STAKEFLOW_UI_PORT=str(free_port()),
+        STAKEFLOW_EMBEDDED_PORT=str(free_port()),
+    )
+    cmd = [sys.executable, "-m", "stakeflow"]
+    try:
+        ran = subprocess.run(
+            [*cmd, "run", "--json", "--workspace", str(EXAMPLE_WORKSPACE),
+             "Summarise the file notes.txt in the workspace"],
+            env=env, capture_output=True, text=True, timeout=600,
+        )
+        assert ran.returncode == 0, ran.stderr
+        out = json.loads(ran.stdout)
+        models = subprocess.run([*cmd, "models", "--json"], env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        down = subprocess.run([*cmd, "down"], env=env, capture_output=True, text=True, timeout=60)
+    assert out["status"] == "completed"
+    assert len(out["answer"].strip()) > 20
+    assert out["steps"], "the plan had no steps"
+    assert {s["route"] for s in out["steps"]} == {"open"}
+    assert {s["model"] for s in out["steps"]} == {"smollm2-135m-instruct"}
+    assert out["usage"]["requests"] >= 3 and out["usage"]["output_tokens"] > 0
+    [open_entry, frontier_entry] = json.loads(models.stdout)
+    assert open_entry["embedded"] and open_entry["reachable"]
+    assert open_entry["served_models"] == ["smollm2-135m-instruct"]
+    assert not frontier_entry["configured"]
+    assert "embedded-model" in down.stdout
+    assert list((home / "run").glob("*.pid")) == []
+    assert Path(home / "logs" / "embedded-model.log").exists()
