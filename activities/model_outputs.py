@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from agents.types import Plan, PlannedStep, StepAction, ToolCall, ToolSpecView
 
 _STEP_FIELDS = PlannedStep.model_fields
+# A step uses one tool; a few calls of it are plausible (two files), more is a model looping.
+MAX_CALLS_PER_STEP = 3
 _SCALARS: dict[str, Any] = {"string": str, "integer": int, "number": float, "boolean": bool, "null": type(None)}
 
 
@@ -103,7 +105,10 @@ def step_output_model(tools: list[ToolSpecView]) -> type[BaseModel]:
     return create_model(
         "StepAction",
         __doc__="The tool calls this step makes, and your note on it.",
-        tool_calls=(list[_union(calls)], Field(description="The tool calls to make, in order; empty if none.")),
+        tool_calls=(
+            list[_union(calls)],
+            Field(max_length=MAX_CALLS_PER_STEP, description="The tool calls to make, in order; empty if none."),
+        ),
         result=result_field,
     )
 

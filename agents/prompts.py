@@ -49,9 +49,14 @@ PLAN_EXAMPLE = (
 )
 
 
-def plan_prompt(goal: str, tools: list[ToolSpecView], max_steps: int) -> str:
+def _files(files: list[str]) -> str:
+    return f"Files in the workspace: {', '.join(files)}\n\n" if files else ""
+
+
+def plan_prompt(goal: str, tools: list[ToolSpecView], max_steps: int, files: list[str] = ()) -> str:
     return (
         f"Tools:\n{_tool_lines(tools)}\n\n"
+        f"{_files(list(files))}"
         f"{PLAN_EXAMPLE}\n\n"
         f"Now plan 1 to {max_steps} steps for this goal, using only the tools listed.\n"
         f"Goal: \"{goal}\""
@@ -76,11 +81,19 @@ def _history(steps: list[StepRecord]) -> str:
     return "\n".join(lines)
 
 
-def step_prompt(goal: str, index: int, total: int, title: str, tool: str | None, done: list[StepRecord]) -> str:
-    use = f"Use the tool {tool}." if tool else "No tool: think, and write the result."
+def step_prompt(
+    goal: str, index: int, total: int, title: str, tool: ToolSpecView | None, done: list[StepRecord],
+    files: list[str] = (),
+) -> str:
+    use = (
+        f"Use the tool {tool.name}: {tool.description} Example arguments: {tool.example}. "
+        "Paths are relative to the workspace." if tool
+        else "No tool: think, and write the result."
+    )
     earlier = _history(done) or "(none)"
     return (
         f"Goal: {goal}\n\n"
+        f"{_files(list(files))}"
         f"Earlier steps:\n{earlier}\n\n"
         f"Now step {index} of {total}: {title}\n{use}"
     )

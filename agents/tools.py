@@ -54,11 +54,14 @@ class ToolSpec:
     args_model: type[BaseModel]
     risk: Risk
     local: bool = False
+    example: str = ""  # one example call's arguments, as JSON: models copy the form
+
 
     def view(self) -> ToolSpecView:
         return ToolSpecView(
             name=self.name,
             description=self.description,
+            example=self.example,
             risk=self.risk,
             args_schema=self.args_model.model_json_schema(),
         )
@@ -72,6 +75,7 @@ CATALOGUE: dict[str, ToolSpec] = {
             "Fetch a web page or API response over HTTP(S) and return its text.",
             HttpGetArgs,
             "read_only",
+            example='{"url": "https://example.com/status.json"}',
         ),
         ToolSpec(
             "sql_query",
@@ -79,6 +83,7 @@ CATALOGUE: dict[str, ToolSpec] = {
             SqlQueryArgs,
             "read_only",
             local=True,
+            example="{\"query\": \"SELECT region, sum(units) AS units FROM 'orders.csv' GROUP BY region\"}",
         ),
         ToolSpec(
             "read_file",
@@ -86,12 +91,14 @@ CATALOGUE: dict[str, ToolSpec] = {
             ReadFileArgs,
             "read_only",
             local=True,
+            example='{"path": "report.txt"}',
         ),
         ToolSpec(
             "write_file",
             "Write (or append to) a text file in the workspace.",
             WriteFileArgs,
             "side_effect",
+            example='{"path": "summary.md", "content": "# Summary\\n..."}',
         ),
         ToolSpec(
             "calculator",
@@ -99,6 +106,7 @@ CATALOGUE: dict[str, ToolSpec] = {
             CalculatorArgs,
             "read_only",
             local=True,
+            example='{"expression": "(1200 * 3 + 49) / 2"}',
         ),
     ]
 }

@@ -55,6 +55,9 @@ class TaskRequest(BaseModel):
     sensitivity: Sensitivity = "public"
     tools: list[str] = Field(default_factory=list)  # allowed tools; the edge fills in the default set
     workspace: str = ""
+    # The workspace's files as the edge saw them at start ("notes.txt (612 bytes)"), so models
+    # name real paths; the tools re-check everything.
+    workspace_files: list[str] = Field(default_factory=list)
     max_steps: int = 6
     budget_tokens: int | None = None  # total tokens (all calls); the run fails cleanly when exceeded
     source: str = "cli"
@@ -130,6 +133,7 @@ class ToolSpecView(BaseModel):
 
     name: str = ""
     description: str = ""
+    example: str = ""  # example arguments as JSON
     risk: Risk = "read_only"
     args_schema: dict[str, Any] = Field(default_factory=dict)
 

@@ -113,6 +113,7 @@ def build_request(
                 "or run with --stakes low"
             )
     return TaskRequest(
+        workspace_files=list_workspace(ws),
         goal=goal,
         stakes=stakes,  # type: ignore[arg-type]
         sensitivity=sensitivity,  # type: ignore[arg-type]
@@ -124,6 +125,23 @@ def build_request(
         routing=routing_config(settings),
         queue_prefix=settings.queue_prefix,
     )
+
+
+MAX_LISTED_FILES = 40
+
+
+def list_workspace(folder: Path, limit: int = MAX_LISTED_FILES) -> list[str]:
+    """The workspace's files (relative paths, sizes), hidden ones skipped, at most ``limit``."""
+    found: list[str] = []
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
+            continue
+        if len(found) == limit:
+            found.append("(more files not listed)")
+            break
+        found.append(f"{rel.as_posix()} ({path.stat().st_size} bytes)")
+    return found
 
 
 def check_open_endpoint(settings: Settings, timeout: float = 3.0) -> str:

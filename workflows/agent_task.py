@@ -129,7 +129,7 @@ class AgentTaskWorkflow:
         call = ModelCallRequest(
             purpose="plan",
             system=prompts.PLAN_SYSTEM,
-            prompt=prompts.plan_prompt(req.goal, self._tool_views(req.tools), req.max_steps),
+            prompt=prompts.plan_prompt(req.goal, self._tool_views(req.tools), req.max_steps, req.workspace_files),
             tools=self._tool_views(req.tools),
             max_steps=req.max_steps,
         )
@@ -153,7 +153,10 @@ class AgentTaskWorkflow:
             purpose="step",
             step=index,
             system=prompts.STEP_SYSTEM,
-            prompt=prompts.step_prompt(req.goal, index, len(self._progress.steps), planned.title, planned.tool, done),
+            prompt=prompts.step_prompt(
+                req.goal, index, len(self._progress.steps), planned.title, spec.view() if spec else None, done,
+                req.workspace_files,
+            ),
             tools=[spec.view()] if spec else [],
         )
         label = f"step {index}/{len(self._progress.steps)}"
@@ -161,7 +164,7 @@ class AgentTaskWorkflow:
         self._apply(record, decision)
         action = reply.action
         record.result = action.result if action else (reply.text or "")
-        for n, tool_call in enumerate(action.tool_calls if action else []):
+        for n, tool_call in enumerate(_unique(action.tool_calls) if action else []):
             tool_result = await self._run_tool(index, n, tool_call.tool, tool_call.args, label)
             record.tool_results.append(tool_result)
             if tool_result.ok and tool_call.tool in req.routing.private_tools and self._sensitivity != "private":
@@ -317,6 +320,15 @@ class AgentTaskWorkflow:
         if self._progress.error:
             lines.append(f"\nfailed: {self._progress.error}")
         workflow.set_current_details("\n".join(lines))
+
+
+def _unique(calls: list) -> list:
+    """The calls without exact repeats: a model asking twice for the same thing gets it once."""
+    seen: list = []
+    for c in calls:
+        if c not in seen:
+            seen.append(c)
+    return seen
 
 
 def _error_type(e: ActivityError) -> str | None:
