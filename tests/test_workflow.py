@@ -73,6 +73,9 @@ async def test_low_stakes_run_stays_on_the_open_model(client, tmp_path, open_fak
     assert frontier_fake.calls == []
     # The step's tool output reached the answer prompt.
     assert "Nordic region" in open_fake.calls[2].raw
+    # Planner and step saw the workspace's real files.
+    size = (workspace / "notes.txt").stat().st_size
+    assert f"notes.txt ({size} bytes)" in open_fake.calls[0].raw and f"notes.txt ({size} bytes)" in open_fake.calls[1].raw
 
 
 async def test_side_effect_step_goes_to_frontier_and_writes_once(client, tmp_path, open_fake, frontier_fake, workspace):
@@ -217,3 +220,13 @@ async def test_progress_query_reports_steps(client, tmp_path, open_fake, workspa
     assert [(s.index, s.status, s.route) for s in info.progress.steps] == [(1, "ok", "open")]
     assert info.result.steps[0].tool_results[0].output == "1024"
     assert handle.id.startswith("task-")
+
+
+async def test_repeated_identical_tool_calls_run_once(client, tmp_path, open_fake, workspace):
+    twice = {"tool_calls": [{"tool": "write_file", "args": {"path": "x.txt", "content": "a\n", "append": True}}] * 2,
+             "result": "wrote"}
+    open_fake.script(agent(plan(("Write", "write_file")), {1: twice}, answer="ok"))
+    settings = settings_for(tmp_path, open_fake)
+    result = await run_task(client, settings, "append a line", workspace=workspace, stakes="low")
+    assert len(result.steps[0].tool_results) == 1
+    assert (workspace / "x.txt").read_text() == "a\n"
