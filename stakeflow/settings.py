@@ -82,6 +82,23 @@ class ToolsConfig(_Section):
     sql_query: SqlQueryConfig = Field(default_factory=SqlQueryConfig)
 
 
+class PriceConfig(_Section):
+    """``[prices."<model id>"]``: adds to or overrides the built-in price table (USD).
+
+    Either per-million-token prices, or ``gpu_hour_usd`` for a self-hosted model: a call then costs
+    gpu_hour_usd x measured call seconds / 3600 / concurrency (how many calls share the GPU).
+    """
+
+    input_per_mtok: float | None = Field(default=None, ge=0)
+    output_per_mtok: float | None = Field(default=None, ge=0)
+    cache_read_per_mtok: float | None = Field(default=None, ge=0)
+    cache_write_per_mtok: float | None = Field(default=None, ge=0)
+    gpu_hour_usd: float | None = Field(default=None, ge=0)
+    concurrency: float = Field(default=1.0, gt=0)
+    effective: str | None = None  # ISO date the price applies from
+    version: str | None = None
+
+
 class Settings(BaseSettings):
     """Everything stakeflow reads from its environment and config file."""
 
@@ -117,6 +134,10 @@ class Settings(BaseSettings):
 
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
+    prices: dict[str, PriceConfig] = Field(default_factory=dict)
+
+    traces: Path | None = None  # the DuckDB trace file; default $STAKEFLOW_HOME/traces.duckdb
+    trace_content: bool = False  # record prompts and completions in spans (STAKEFLOW_TRACE_CONTENT=1)
 
     @classmethod
     def settings_customise_sources(
@@ -147,6 +168,10 @@ class Settings(BaseSettings):
     @property
     def default_workspace(self) -> Path:
         return self.home / "workspace"
+
+    @property
+    def traces_path(self) -> Path:
+        return self.traces or self.home / "traces.duckdb"
 
     @property
     def ledger_dir(self) -> Path:
