@@ -30,10 +30,13 @@ from pydantic_ai.providers.vllm import VLLMProvider
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.usage import RunUsage
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.model_errors import CallContext, missing_frontier_key, to_application_error
 from activities.model_outputs import plan_output_model, step_output_model, to_action, to_plan
-from agents.types import ModelCallRequest, ModelCallResult, Usage
+from activities.model_trace import model_call_span, record_call
+from agents.types import CallCostRecord, ModelCallRequest, ModelCallResult, Usage
+from stakeflow.prices import PriceTable
 from stakeflow.settings import Settings
 
 # llama-cpp-python's server reads `max_tokens`, not `max_completion_tokens`, and small chat templates
@@ -94,15 +97,51 @@ class ModelActivities:
         self._open_client: AsyncOpenAI | None = None
         self._anthropic_client: AsyncAnthropic | None = None
         self._models: dict[tuple[str, str], Model] = {}
+        self._prices = PriceTable.from_settings(settings)
 
     @activity.defn(name="call_model")
     async def call_model(self, req: ModelCallRequest) -> ModelCallResult:
-        """Run one model call for a plan, a step or the final answer.
+        """Run one model call for a plan, a step or the final answer, traced and priced.
 
         Failures raise ApplicationError (types in stakeflow.errors; see activities/model_errors.py) whose
-        ``details[0]`` is ``{"usage": Usage as dict, "latency_ms": float}``, so a failed attempt's tokens
-        (e.g. output that failed validation) still count.
+        ``details[0]`` is ``{"usage": Usage as dict, "latency_ms": float, "cost": CallCost as dict}``, so a
+        failed attempt's tokens (e.g. output that failed validation) still count.
         """
+        provider = self._provider_name(req)
+        with model_call_span(req, provider, self._settings.trace_content) as span:
+            try:
+                result = await self._call(req)
+            except ApplicationError as e:
+                details = e.details[0] if e.details and isinstance(e.details[0], dict) else {}
+                usage = Usage.model_validate(details.get("usage") or {})
+                cost = self._price(req, req.endpoint.model, usage, float(details.get("latency_ms", 0.0)) / 1000)
+                if isinstance(details, dict) and e.details:
+                    details["cost"] = cost.model_dump()
+                record_call(span, req, usage, cost, None, error_type=e.type)
+                raise
+            result.cost = self._price(req, result.model, result.usage, result.latency_ms / 1000)
+            record_call(span, req, result.usage, result.cost, result, content=self._settings.trace_content)
+            return result
+
+    def _provider_name(self, req: ModelCallRequest) -> str:
+        if req.endpoint.route == "frontier":
+            return "anthropic"
+        return {"llamacpp": "llama.cpp", "vllm": "vllm", "openai": "openai"}[self._settings.dialect]
+
+    def _price(self, req: ModelCallRequest, model: str, usage: Usage, seconds: float) -> CallCostRecord:
+        cost = self._prices.price_call(model or req.endpoint.model, usage, seconds)
+        if cost.usd is None and model != req.endpoint.model:
+            cost = self._prices.price_call(req.endpoint.model, usage, seconds)  # priced by the id we asked for
+        equivalent = None
+        if req.endpoint.route == "open" and req.frontier_model:
+            equivalent = self._prices.frontier_equivalent(req.frontier_model, usage).usd
+        elif cost.usd is not None:
+            equivalent = cost.usd
+        return CallCostRecord(
+            usd=cost.usd, frontier_equivalent_usd=equivalent, price_version=cost.version, unpriced=cost.usd is None
+        )
+
+    async def _call(self, req: ModelCallRequest) -> ModelCallResult:
         target = self._open_target(req) if req.endpoint.route == "open" else self._frontier_target(req)
         output_type, model_settings = self._output_spec(req)
         agent = Agent(target.model, output_type=output_type, system_prompt=req.system or (), retries=0)

@@ -33,13 +33,18 @@ from typing import Any
 import duckdb
 import httpx
 from pydantic import BaseModel, ValidationError
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from agents.tools import CATALOGUE, CalculatorArgs, HttpGetArgs, ReadFileArgs, SqlQueryArgs, WriteFileArgs
 from agents.types import ToolRequest, ToolResult
 from stakeflow.errors import TOOL_FAILED, ToolError
+from stakeflow import semconv as sc
 from stakeflow.settings import HttpGetConfig, ToolsConfig
+
+_tracer = trace.get_tracer("stakeflow.activities")
 
 MAX_OUTPUT_CHARS = 20_000
 
@@ -53,12 +58,22 @@ class ToolActivities:
 
     @activity.defn(name="run_tool")
     async def run_tool(self, req: ToolRequest) -> ToolResult:
-        """Validate the arguments, run the tool, and report what happened."""
+        """Validate the arguments, run the tool, and report what happened (traced as ``execute_tool``)."""
         started = time.monotonic()
-        try:
-            result = await self._dispatch(req, self._validate(req))
-        except ToolError as e:
-            result = ToolResult(ok=False, error=_cut(str(e)))
+        with _tracer.start_as_current_span(
+            f"{sc.SPAN_TOOL} {req.tool}", kind=SpanKind.INTERNAL,
+            attributes={
+                sc.GEN_AI_OPERATION: sc.SPAN_TOOL, sc.GEN_AI_TOOL_NAME: req.tool, sc.RUN_ID: req.run_id,
+                sc.STEP: req.step, sc.ATTEMPT: activity.info().attempt if activity.in_activity() else 1,
+            },
+        ) as span:
+            try:
+                result = await self._dispatch(req, self._validate(req))
+            except ToolError as e:
+                result = ToolResult(ok=False, error=_cut(str(e)))
+            span.set_attributes({sc.STATUS: "ok" if result.ok else "tool_error", "stakeflow.replayed": result.replayed})
+            if not result.ok:
+                span.set_attribute(sc.ERROR_TYPE, "ToolRefused")
         return _capped(result).model_copy(
             update={"tool": req.tool, "duration_ms": round((time.monotonic() - started) * 1000, 3)}
         )

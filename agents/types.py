@@ -128,6 +128,46 @@ class Usage(BaseModel):
 # --- activity inputs and outputs -----------------------------------------------------------
 
 
+class CallCostRecord(BaseModel):
+    """What one model call cost, priced where it ran. ``usd`` is None when the model has no price."""
+
+    usd: float | None = None
+    frontier_equivalent_usd: float | None = None
+    price_version: str | None = None
+    unpriced: bool = False
+
+
+class CostSummary(BaseModel):
+    """A run's bill, summed in the workflow from its calls."""
+
+    open_usd: float = 0.0
+    frontier_usd: float = 0.0
+    frontier_equivalent_usd: float = 0.0
+    open_calls: int = 0
+    frontier_calls: int = 0
+    unpriced_calls: int = 0
+
+    @property
+    def total_usd(self) -> float:
+        return self.open_usd + self.frontier_usd
+
+    def add(self, route: str, cost: CallCostRecord) -> None:
+        if route == "open":
+            self.open_calls += 1
+        else:
+            self.frontier_calls += 1
+        if cost.usd is None:
+            self.unpriced_calls += 1
+            return
+        if route == "open":
+            self.open_usd += cost.usd
+        else:
+            self.frontier_usd += cost.usd
+        # For a frontier call the counterfactual is what it cost.
+        equivalent = cost.frontier_equivalent_usd if route == "open" else cost.usd
+        self.frontier_equivalent_usd += equivalent if equivalent is not None else 0.0
+
+
 class ToolSpecView(BaseModel):
     """A tool as shown to a model: name, description, argument schema."""
 
@@ -151,6 +191,12 @@ class ModelCallRequest(BaseModel):
     tools: list[ToolSpecView] = Field(default_factory=list)
     max_steps: int = 6
     max_output_tokens: int = 1024
+    # For the trace and the price: why this call goes where it goes.
+    stakes: Stakes = "low"
+    reason: str = ""
+    escalated: bool = False
+    source: str = ""
+    frontier_model: str = ""  # priced as the counterfactual for open calls
 
 
 class ModelCallResult(BaseModel):
@@ -163,6 +209,7 @@ class ModelCallResult(BaseModel):
     text: str | None = None
     usage: Usage = Field(default_factory=Usage)
     latency_ms: float = 0.0
+    cost: CallCostRecord = Field(default_factory=lambda: CallCostRecord())
 
 
 class ToolRequest(BaseModel):
@@ -228,6 +275,7 @@ class StepRecord(BaseModel):
     tool_results: list[ToolResult] = Field(default_factory=list)
     error: str | None = None
     usage: Usage = Field(default_factory=Usage)
+    cost_usd: float | None = 0.0  # None once any call of the step was unpriced
 
 
 class TaskResult(BaseModel):
@@ -243,6 +291,7 @@ class TaskResult(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     notices: list[str] = Field(default_factory=list)  # downgrades, taints: things the user must see
     error: str | None = None
+    cost: CostSummary = Field(default_factory=CostSummary)
 
 
 class Progress(BaseModel):
@@ -255,3 +304,4 @@ class Progress(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     notices: list[str] = Field(default_factory=list)
     error: str | None = None
+    cost: CostSummary = Field(default_factory=CostSummary)

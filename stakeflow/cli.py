@@ -8,49 +8,18 @@ import logging
 import os
 import signal
 import sys
-from functools import wraps
-from typing import Any, Callable
+from typing import Any
 
 import click
 
 from stakeflow import services, tasks
-from stakeflow.errors import StakeflowError
+from stakeflow.cli_common import Failed, current_settings, echo_json, err, friendly
+from stakeflow.cli_costs import costs, prices, sql, trace
 from stakeflow.render import progress_lines, result_lines, run_dict, step_line
-from stakeflow.settings import Settings, load_settings
+from stakeflow.settings import Settings
 from workers.queues import ROLES, queue_name
 
 POLL_SECONDS = 0.5
-
-
-class Failed(click.ClickException):
-    """A run that failed: exit code 1 and the reason, already printed as wanted."""
-
-
-def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn stakeflow errors into one-line messages; STAKEFLOW_DEBUG=1 shows the traceback."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (StakeflowError, tasks.RunFailed) as e:
-            if os.environ.get("STAKEFLOW_DEBUG") == "1":
-                raise
-            raise click.ClickException(str(e)) from None
-
-    return wrapper
-
-
-def _settings() -> Settings:
-    return load_settings()
-
-
-def _echo_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, default=str))
-
-
-def _err(text: str) -> None:
-    click.echo(text, err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -98,20 +67,20 @@ def _poller_sync(settings: Settings) -> bool:
 
 
 @cli.command()
-@_friendly
+@friendly
 def up() -> None:
     """Start the Temporal dev server, the embedded open model and a worker, in the background."""
-    settings = _settings()
+    settings = current_settings()
     for line in asyncio.run(_bring_up(settings)):
         click.echo(line)
     click.echo(f"Web UI: {settings.ui_url()}")
 
 
 @cli.command()
-@_friendly
+@friendly
 def down() -> None:
     """Stop what `stakeflow up` started."""
-    stopped = services.stop_all(_settings())
+    stopped = services.stop_all(current_settings())
     click.echo("stopped " + ", ".join(stopped) if stopped else "nothing was running")
 
 
@@ -132,12 +101,12 @@ def down() -> None:
 @click.option("--id", "workflow_id", default=None, help="Workflow id to use (default: task-<random>).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--no-wait", is_flag=True, help="Print the ids and return at once.")
-@_friendly
+@friendly
 def run(goal: str, stakes: str, sensitivity: str, tools_csv: str | None, workspace: str | None,
         max_steps: int | None, budget_tokens: int | None, workflow_id: str | None, as_json: bool,
         no_wait: bool) -> None:
     """Run GOAL as a durable agent task."""
-    settings = _settings()
+    settings = current_settings()
     tools = [t.strip() for t in tools_csv.split(",") if t.strip()] if tools_csv is not None else None
     req = tasks.build_request(settings, goal, stakes=stakes, sensitivity=sensitivity, tools=tools,
                               workspace=workspace, max_steps=max_steps, budget_tokens=budget_tokens)
@@ -149,35 +118,35 @@ async def _run(settings: Settings, req, workflow_id: str | None, as_json: bool, 
 
     for line in await _bring_up(settings):
         if not as_json and (line.startswith("warning") or "started" in line):
-            _err(line)
+            err(line)
     client = await connect(settings)
     handle = await tasks.start_run(client, settings, req, workflow_id)
     ui = settings.ui_url(handle.id)
     run_id = handle.result_run_id or handle.run_id or ""
     if no_wait:
         if as_json:
-            _echo_json({"run_id": run_id, "workflow_id": handle.id, "status": "running", "ui_url": ui})
+            echo_json({"run_id": run_id, "workflow_id": handle.id, "status": "running", "ui_url": ui})
         else:
             click.echo(f"started {handle.id} (run {run_id})\n  {ui}")
         return
     if not as_json:
         click.echo(f"run {handle.id} · {ui}")
         if not req.routing.frontier.available:
-            _err("note: ANTHROPIC_API_KEY is not set: high-stakes steps run on the open model")
+            err("note: ANTHROPIC_API_KEY is not set: high-stakes steps run on the open model")
     watcher = None if as_json else asyncio.create_task(_watch(handle))
     try:
         result = await tasks.wait_result(handle)
     except tasks.RunFailed as e:
         info = await tasks.describe_run(client, handle.id)
         if as_json:
-            _echo_json(run_dict(handle.id, run_id, e.status, ui, progress=info.progress, error=str(e)))
+            echo_json(run_dict(handle.id, run_id, e.status, ui, progress=info.progress, error=str(e)))
             raise Failed(f"run {handle.id} {e.status}: {e}") from None
         raise Failed(f"run {handle.id} {e.status}: {e}") from None
     finally:
         if watcher:
             watcher.cancel()
     if as_json:
-        _echo_json(run_dict(handle.id, run_id, "completed", ui, result=result))
+        echo_json(run_dict(handle.id, run_id, "completed", ui, result=result))
     else:
         for line in result_lines(result):
             click.echo(line)
@@ -197,7 +166,7 @@ async def _watch(handle) -> None:
         for s in p.steps:
             if s.status in ("ok", "tool_error", "failed", "skipped") and s.index not in shown:
                 shown.add(s.index)
-                _err(step_line(s, p.total_steps))
+                err(step_line(s, p.total_steps))
 
 
 def _client(settings: Settings):
@@ -209,15 +178,15 @@ def _client(settings: Settings):
 @cli.command()
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True)
-@_friendly
+@friendly
 def status(run_id: str, as_json: bool) -> None:
     """Progress of a run: which step, which route, done or failed."""
-    settings = _settings()
+    settings = current_settings()
 
     async def go() -> None:
         info = await tasks.describe_run(await _client(settings), run_id)
         if as_json:
-            _echo_json(run_dict(info.workflow_id, info.run_id, info.status, settings.ui_url(info.workflow_id),
+            echo_json(run_dict(info.workflow_id, info.run_id, info.status, settings.ui_url(info.workflow_id),
                                 result=info.result, progress=info.progress, error=info.error))
             return
         click.echo(f"{info.workflow_id}: {info.status}")
@@ -235,10 +204,10 @@ def status(run_id: str, as_json: bool) -> None:
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--wait", is_flag=True, help="Wait for a running run to finish.")
-@_friendly
+@friendly
 def result(run_id: str, as_json: bool, wait: bool) -> None:
     """The answer and step records of a finished run."""
-    settings = _settings()
+    settings = current_settings()
 
     async def go() -> None:
         client = await _client(settings)
@@ -251,7 +220,7 @@ def result(run_id: str, as_json: bool, wait: bool) -> None:
             info = await tasks.describe_run(client, run_id)
         ui = settings.ui_url(info.workflow_id)
         if as_json:
-            _echo_json(run_dict(info.workflow_id, info.run_id, info.status, ui, result=info.result,
+            echo_json(run_dict(info.workflow_id, info.run_id, info.status, ui, result=info.result,
                                 progress=info.progress, error=info.error))
         elif info.result:
             for line in result_lines(info.result):
@@ -266,10 +235,10 @@ def result(run_id: str, as_json: bool, wait: bool) -> None:
 
 @cli.command()
 @click.argument("run_id")
-@_friendly
+@friendly
 def cancel(run_id: str) -> None:
     """Cancel a run."""
-    settings = _settings()
+    settings = current_settings()
 
     async def go() -> None:
         await tasks.cancel_run(await _client(settings), run_id)
@@ -284,10 +253,10 @@ def cancel(run_id: str) -> None:
 @cli.command()
 @click.option("--queues", "queues_csv", default=",".join(ROLES), show_default=True,
               help="Comma-separated queue roles to poll: workflows, open, frontier, tools.")
-@_friendly
+@friendly
 def worker(queues_csv: str) -> None:
     """Run a worker in the foreground until SIGTERM (what production runs)."""
-    settings = _settings()
+    settings = current_settings()
     roles = [q.strip() for q in queues_csv.split(",") if q.strip()]
     unknown = [r for r in roles if r not in ROLES]
     if unknown or not roles:
@@ -298,29 +267,34 @@ def worker(queues_csv: str) -> None:
 
 async def _worker(settings: Settings, roles: list[str]) -> None:
     from stakeflow.connection import connect
+    from stakeflow.telemetry import setup_tracing, shutdown
     from workers.main import run_workers
 
+    setup_tracing(settings, "worker")
     client = await connect(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     names = ", ".join(queue_name(r, settings.queue_prefix) for r in roles)  # type: ignore[arg-type]
-    _err(f"worker polling {names} on {settings.address} (SIGTERM to stop)")
-    await run_workers(client, settings, roles, stop)  # type: ignore[arg-type]
-    _err("worker stopped")
+    err(f"worker polling {names} on {settings.address} (SIGTERM to stop)")
+    try:
+        await run_workers(client, settings, roles, stop)  # type: ignore[arg-type]
+    finally:
+        shutdown()  # flush buffered spans to the trace store
+    err("worker stopped")
 
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True)
-@_friendly
+@friendly
 def models(as_json: bool) -> None:
     """Which model endpoints are configured and reachable, with their model ids."""
     from stakeflow.endpoints import describe_endpoints
 
-    report = describe_endpoints(_settings())
+    report = describe_endpoints(current_settings())
     if as_json:
-        _echo_json(report)
+        echo_json(report)
         return
     for e in report:
         state = "reachable" if e["reachable"] else "unreachable"
@@ -329,13 +303,17 @@ def models(as_json: bool) -> None:
         click.echo(f"{e['route']:9} {state:15} {e['url'] or '-'}  model {e['model']}  {e['detail']}")
 
 
+for command in (trace, costs, sql, prices):
+    cli.add_command(command)
+
+
 def main() -> None:
     """Console entry point. Ends with os._exit: temporalio can crash at interpreter exit (sdk-python#300)."""
     code = 0
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
-        _err("aborted")
+        err("aborted")
         code = 1
     except click.ClickException as e:
         e.show()
@@ -347,7 +325,7 @@ def main() -> None:
     except Exception as e:  # the last guard: one line, unless debugging
         if os.environ.get("STAKEFLOW_DEBUG") == "1":
             raise
-        _err(f"Error: unexpected {type(e).__name__}: {e} (STAKEFLOW_DEBUG=1 shows the traceback)")
+        err(f"Error: unexpected {type(e).__name__}: {e} (STAKEFLOW_DEBUG=1 shows the traceback)")
         code = 1
     sys.stdout.flush()
     sys.stderr.flush()

@@ -6,6 +6,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from stakeflow.errors import ServiceError
+from stakeflow.telemetry import plugins
 from stakeflow.settings import Settings
 
 
@@ -13,7 +14,10 @@ async def connect(settings: Settings) -> Client:
     """A client for the configured server; ServiceError naming the fix when unreachable."""
     try:
         return await Client.connect(
-            settings.address, namespace=settings.temporal_namespace, data_converter=pydantic_data_converter
+            settings.address,
+            namespace=settings.temporal_namespace,
+            data_converter=pydantic_data_converter,
+            plugins=plugins(),
         )
     except RuntimeError as e:
         hint = (

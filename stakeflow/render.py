@@ -4,7 +4,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.types import Progress, RouteDecision, StepRecord, TaskResult
+from agents.types import CostSummary, Progress, RouteDecision, StepRecord, TaskResult
+
+
+def usd(value: float) -> str:
+    return f"${value:.4f}" if value < 100 else f"${value:,.2f}"
+
+
+def cost_line(c: CostSummary) -> str:
+    """`cost $0.0123 (open 7 calls $0.0009 · frontier 2 calls $0.0114) · all-frontier would be $0.0411 · saved 70%`"""
+    total = usd(c.total_usd)
+    line = (
+        f"cost {'≥ ' if c.unpriced_calls else ''}{total} (open {c.open_calls} calls {usd(c.open_usd)} · "
+        f"frontier {c.frontier_calls} calls {usd(c.frontier_usd)})"
+    )
+    if c.frontier_equivalent_usd > 0:
+        line += f" · all-frontier would be {usd(c.frontier_equivalent_usd)}"
+        if not c.unpriced_calls:
+            saved = 1 - c.total_usd / c.frontier_equivalent_usd
+            line += f" · saved {saved:.0%}"
+    if c.unpriced_calls:
+        line += (
+            f" · {c.unpriced_calls} calls UNPRICED: add [prices.\"<model id>\"] to stakeflow.toml "
+            "(see `stakeflow costs`)"
+        )
+    return line
 
 
 def step_dict(s: StepRecord) -> dict[str, Any]:
@@ -27,6 +51,7 @@ def step_dict(s: StepRecord) -> dict[str, Any]:
         ],
         "error": s.error,
         "usage": s.usage.model_dump(),
+        "cost_usd": s.cost_usd,
     }
 
 
@@ -52,6 +77,7 @@ def run_dict(
         "ui_url": ui_url,
         "usage": usage.model_dump() if usage else None,
         "notices": notices,
+        "cost": _cost(result.cost if result else (progress.cost if progress else None)),
         "error": error or (progress.error if progress else None),
     }
     if result:
@@ -62,6 +88,12 @@ def run_dict(
         out["phase"] = progress.phase
         out["current_step"] = progress.current_step
     return out
+
+
+def _cost(c: CostSummary | None) -> dict[str, Any] | None:
+    if c is None:
+        return None
+    return {**c.model_dump(), "total_usd": c.total_usd, "line": cost_line(c)}
 
 
 def _route(d: RouteDecision | None) -> dict[str, Any] | None:
@@ -97,6 +129,7 @@ def result_lines(result: TaskResult) -> list[str]:
         f"  tokens: {u.input_tokens} in · {u.output_tokens} out · {u.cache_read_tokens} cache read · "
         f"{u.cache_write_tokens} cache write · {u.requests} requests"
     )
+    lines.append("  " + cost_line(result.cost))
     lines.append("")
     lines.append(result.answer or "(empty answer)")
     return lines

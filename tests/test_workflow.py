@@ -41,7 +41,8 @@ def settings_for(tmp_path, open_fake, frontier_fake=None, **kw):
     extra = {}
     if frontier_fake is not None:
         extra = {"anthropic_api_key": SECRET_KEY, "anthropic_base_url": frontier_fake.url, "frontier_model": "claude-test"}
-    return make_settings(tmp_path, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm", **extra, **kw)
+    values = {"open_base_url": open_fake.url, "open_model": "qwen-test", "open_dialect": "vllm", **extra, **kw}
+    return make_settings(tmp_path, **values)
 
 
 async def run_task(client, settings, goal, **kw):
@@ -230,3 +231,51 @@ async def test_repeated_identical_tool_calls_run_once(client, tmp_path, open_fak
     result = await run_task(client, settings, "append a line", workspace=workspace, stakes="low")
     assert len(result.steps[0].tool_results) == 1
     assert (workspace / "x.txt").read_text() == "a\n"
+
+
+async def test_run_cost_from_configured_prices(client, tmp_path, open_fake, frontier_fake, workspace):
+    """Costs summed in the workflow equal a hand computation from the fakes' token counts."""
+    from stakeflow.render import cost_line
+    from stakeflow.settings import PriceConfig
+
+    script = agent(
+        plan(("Read", "read_file"), ("Write", "write_file")),
+        {1: call("read_file", path="notes.txt"), 2: call("write_file", path="o.txt", content="x")},
+        answer="ok",
+    )
+    open_fake.script(script)
+    frontier_fake.script(script)
+    open_fake.usage = {"prompt_tokens": 1000, "completion_tokens": 200, "cached_tokens": 0}
+    frontier_fake.usage = {"input_tokens": 2000, "output_tokens": 300,
+                           "cache_creation_input_tokens": 500, "cache_read_input_tokens": 4000}
+    settings = settings_for(tmp_path, open_fake, frontier_fake, frontier_model="claude-sonnet-4-6",
+                            prices={"qwen-test": PriceConfig(input_per_mtok=0.2, output_per_mtok=0.6)})
+    result = await run_task(client, settings, "read then write", workspace=workspace)
+
+    # open: plan + step 1, each 1000 in / 200 out at $0.20/$0.60 per Mtok
+    open_call = 1000 * 0.2e-6 + 200 * 0.6e-6  # 0.00032
+    # frontier (claude-sonnet-4-6: $3 in, $15 out, $3.75 cache write, $0.30 cache read): step 2 + answer
+    frontier_call = 2000 * 3e-6 + 300 * 15e-6 + 500 * 3.75e-6 + 4000 * 0.3e-6  # 0.013575
+    # what the frontier would have charged for an open call's tokens
+    open_as_frontier = 1000 * 3e-6 + 200 * 15e-6  # 0.006
+    c = result.cost
+    assert (c.open_calls, c.frontier_calls, c.unpriced_calls) == (2, 2, 0)
+    assert c.open_usd == pytest.approx(2 * open_call, abs=1e-9)
+    assert c.frontier_usd == pytest.approx(2 * frontier_call, abs=1e-9)
+    assert c.frontier_equivalent_usd == pytest.approx(2 * open_as_frontier + 2 * frontier_call, abs=1e-9)
+    assert result.steps[1].cost_usd == pytest.approx(frontier_call, abs=1e-9)
+    assert cost_line(c) == (
+        "cost $0.0278 (open 2 calls $0.0006 · frontier 2 calls $0.0272) · all-frontier would be $0.0392 · saved 29%"
+    )
+
+
+async def test_unpriced_open_model_is_loud(client, tmp_path, open_fake, workspace):
+    from stakeflow.render import cost_line
+
+    open_fake.script(agent(plan(("Think", None)), {1: think("x")}, answer="ok"))
+    settings = settings_for(tmp_path, open_fake, frontier_model="claude-sonnet-4-6")
+    result = await run_task(client, settings, "think", workspace=workspace)
+    assert result.cost.unpriced_calls == 3 and result.cost.open_usd == 0
+    assert result.steps[0].cost_usd is None
+    line = cost_line(result.cost)
+    assert "3 calls UNPRICED" in line and "saved" not in line

@@ -7,6 +7,7 @@ recorded with its reason in the step record, the progress query and the activity
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -19,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from agents.policy import StepFacts, decide_route, escalate
     from agents.tools import CATALOGUE
     from agents.types import (
+        CallCostRecord,
         ModelCallRequest,
         ModelCallResult,
         ModelEndpoint,
@@ -33,7 +35,10 @@ with workflow.unsafe.imports_passed_through():
         ToolResult,
         Usage,
     )
+    from opentelemetry import trace as otel_trace
+
     from stakeflow import errors
+    from stakeflow import semconv as sc
     from workers.queues import queue_name
 
 MODEL_RETRY = RetryPolicy(
@@ -52,6 +57,11 @@ TOOL_RETRY = RetryPolicy(
 # A call nobody picks up fails instead of waiting forever: no worker polls that queue.
 SCHEDULE_TO_START = timedelta(minutes=10)
 MODEL_TIMEOUTS = {"open": timedelta(minutes=5), "frontier": timedelta(minutes=3)}
+
+
+def _tracer():
+    # Replay-safe under Temporal's OpenTelemetryPlugin: spans are not re-exported on replay.
+    return otel_trace.get_tracer("stakeflow.workflow")
 
 
 class StepFailure(Exception):
@@ -76,6 +86,24 @@ class AgentTaskWorkflow:
     async def run(self, req: TaskRequest) -> TaskResult:
         self._req = req
         self._sensitivity = req.sensitivity
+        attributes = {
+            sc.RUN_ID: workflow.info().workflow_id, sc.SOURCE: req.source,
+            sc.SENSITIVITY: req.sensitivity, sc.STAKES: req.stakes,
+        }
+        with _tracer().start_as_current_span(sc.SPAN_RUN, attributes=attributes) as span:
+            status = "failed"
+            try:
+                result = await self._run(req)
+                status = "completed"
+                return result
+            except BaseException as e:
+                if _is_cancellation(e):
+                    status = "canceled"
+                raise
+            finally:
+                span.set_attributes({**self._run_attributes(), sc.STATUS: status})
+
+    async def _run(self, req: TaskRequest) -> TaskResult:
         self._validate(req)
         result = TaskResult(goal=req.goal, sensitivity=req.sensitivity)
         try:
@@ -87,7 +115,8 @@ class AgentTaskWorkflow:
             self._show_checklist()
             for i, planned in enumerate(steps, start=1):
                 self._progress.current_step = i
-                await self._execute_step(i, planned)
+                with self._step_span(i, "step"):
+                    await self._execute_step(i, planned)
             self._progress.phase = "answering"
             result.answer = await self._answer(result)
         except StepFailure as e:
@@ -103,8 +132,28 @@ class AgentTaskWorkflow:
         result.steps = self._progress.steps
         result.usage = self._progress.usage
         result.notices = self._progress.notices
+        result.cost = self._progress.cost
         result.sensitivity = self._sensitivity  # type: ignore[assignment]
         return result
+
+    def _step_span(self, index: int, purpose: str):
+        return _tracer().start_as_current_span(
+            sc.SPAN_STEP, attributes={sc.RUN_ID: workflow.info().workflow_id, sc.STEP: index, sc.PURPOSE: purpose}
+        )
+
+    def _run_attributes(self) -> dict:
+        p = self._progress
+        executed = [s for s in p.steps if s.status not in ("pending", "skipped")]
+        return {
+            sc.STEP_COUNT: len(p.steps),
+            sc.OPEN_STEPS: sum(1 for s in executed if s.route == "open"),
+            sc.FRONTIER_STEPS: sum(1 for s in executed if s.route == "frontier"),
+            sc.ESCALATIONS: sum(1 for s in p.steps if s.escalated),
+            sc.SENSITIVITY: self._sensitivity,
+            sc.STAKES: "high" if any(s.stakes == "high" for s in executed) else "low",
+            sc.COST_USD: p.cost.total_usd,
+            sc.FRONTIER_EQUIVALENT_USD: p.cost.frontier_equivalent_usd,
+        }
 
     # --- phases ------------------------------------------------------------------------
 
@@ -134,7 +183,8 @@ class AgentTaskWorkflow:
             max_steps=req.max_steps,
         )
         record = StepRecord(index=0, title="plan")
-        reply, _ = await self._call_model(call, decision, record, label="plan")
+        with self._step_span(0, "plan"):
+            reply, _ = await self._call_model(call, decision, record, label="plan")
         if reply.plan is None or not reply.plan.steps:
             raise StepFailure("planning failed: the model returned an empty plan")
         return reply.plan.steps[: req.max_steps]
@@ -188,7 +238,8 @@ class AgentTaskWorkflow:
             prompt=prompts.answer_prompt(req.goal, self._progress.steps),
         )
         record = StepRecord(index=index, title="answer")
-        reply, decision = await self._call_model(call, decision, record, label="answer")
+        with self._step_span(index, "answer"):
+            reply, decision = await self._call_model(call, decision, record, label="answer")
         result.answer_route = decision
         return (reply.text or "").strip()
 
@@ -209,6 +260,7 @@ class AgentTaskWorkflow:
                 cause = _cause(e)
                 kind = _error_type(e)
                 record.attempts.append(f"{decision.route}: {cause}")
+                self._count_failed_call(decision.route, e)
                 if kind != errors.MODEL_OUTPUT_INVALID:
                     raise StepFailure(f"{label} '{record.title}' failed on the {decision.route} model: {cause}") from None
                 failures += 1
@@ -225,6 +277,9 @@ class AgentTaskWorkflow:
                 continue
             record.attempts.append(f"{decision.route}: ok")
             record.usage = record.usage + reply.usage
+            self._progress.cost.add(decision.route, reply.cost)
+            if record.cost_usd is not None:
+                record.cost_usd = None if reply.cost.usd is None else record.cost_usd + reply.cost.usd
             self._add_usage(reply.usage, label)
             return reply, decision
 
@@ -236,6 +291,11 @@ class AgentTaskWorkflow:
         call = call.model_copy(update={
             "run_id": workflow.info().workflow_id,
             "endpoint": ModelEndpoint(route=decision.route, model=decision.model, provider=endpoint.provider),
+            "stakes": decision.stakes,
+            "reason": decision.reason,
+            "escalated": decision.escalated,
+            "source": req.source,
+            "frontier_model": req.routing.frontier.model,
         })
         parts = [label, decision.route, decision.model or "?"]
         if tool:
@@ -291,6 +351,10 @@ class AgentTaskWorkflow:
         return [CATALOGUE[n].view() for n in names if n in CATALOGUE]
 
     def _apply(self, record: StepRecord, d: RouteDecision) -> None:
+        otel_trace.get_current_span().set_attributes({
+            sc.ROUTE: d.route, sc.STAKES: d.stakes, sc.REASON: d.reason, sc.ESCALATED: d.escalated,
+            sc.GEN_AI_REQUEST_MODEL: d.model,
+        })
         record.route, record.model, record.stakes, record.reason = d.route, d.model, d.stakes, d.reason
         record.needs_approval, record.downgraded = d.needs_approval, d.downgraded
         record.escalated = record.escalated or d.escalated
@@ -300,6 +364,15 @@ class AgentTaskWorkflow:
             self._progress.notices.append(f"step {index}: high stakes ran on the open model: frontier not configured")
         if d.needs_approval:
             self._progress.notices.append(f"step {index}: private + high stakes kept on the open model; flagged for approval")
+
+    def _count_failed_call(self, route: str, e: ActivityError) -> None:
+        """A failed attempt's tokens were spent too: count its usage and cost."""
+        c = e.cause
+        details = c.details[0] if isinstance(c, ApplicationError) and c.details else None
+        if not isinstance(details, dict) or "cost" not in details:
+            return
+        self._progress.cost.add(route, CallCostRecord.model_validate(details["cost"]))
+        self._progress.usage = self._progress.usage + Usage.model_validate(details.get("usage") or {})
 
     def _add_usage(self, usage: Usage, label: str) -> None:
         self._progress.usage = self._progress.usage + usage
@@ -320,6 +393,12 @@ class AgentTaskWorkflow:
         if self._progress.error:
             lines.append(f"\nfailed: {self._progress.error}")
         workflow.set_current_details("\n".join(lines))
+
+
+def _is_cancellation(e: BaseException) -> bool:
+    if isinstance(e, (asyncio.CancelledError, CancelledError)):
+        return True
+    return isinstance(e, ActivityError) and isinstance(e.cause, CancelledError)
 
 
 def _unique(calls: list) -> list:

@@ -1,0 +1,132 @@
+"""Cost review commands: `trace`, `costs`, `sql`, `prices`. Each reads the DuckDB trace store."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from datetime import timedelta
+
+import click
+
+from stakeflow.cli_common import current_settings, echo_json, friendly
+from stakeflow.errors import InputError
+from stakeflow.settings import Settings
+
+SINCE_RE = re.compile(r"^(\d+)\s*([mhdw])$")
+SINCE_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(text: str | None) -> timedelta | None:
+    """'7d' -> 7 days; '36h', '30m', '2w'. None or 'all' -> no limit."""
+    if text is None or text == "all":
+        return None
+    m = SINCE_RE.match(text.strip())
+    if not m:
+        raise InputError(f"--since '{text}' is not a duration: use e.g. 30m, 24h, 7d, 2w, or all")
+    return timedelta(**{SINCE_UNITS[m.group(2)]: int(m.group(1))})
+
+
+def _store(settings: Settings):
+    from stakeflow.tracestore import TraceStore
+
+    store = TraceStore(settings.traces_path)
+    store.sync()
+    return store
+
+
+@click.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+@friendly
+def trace(run_id: str, as_json: bool) -> None:
+    """The span tree of one run: workflow, steps, model and tool calls, with tokens and cost."""
+    from stakeflow.tracestore import render_tree, trace_tree
+
+    rows = trace_tree(_store(current_settings()), run_id)
+    if as_json:
+        echo_json(rows)
+    else:
+        click.echo(render_tree(rows))
+
+
+@click.command()
+@click.option("--since", default=None, help="Only spans newer than this: 30m, 24h, 7d, 2w (default: all).")
+@click.option("--by", "by", default="model", show_default=True,
+              help="Breakdown: run, model, route, stakes, tool, day or source.")
+@click.option("--run", "run_id", default=None, help="One run's bill.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--csv", "as_csv", is_flag=True)
+@friendly
+def costs(since: str | None, by: str, run_id: str | None, as_json: bool, as_csv: bool) -> None:
+    """Totals and breakdowns, with what the frontier would have cost and what the open model saved."""
+    from stakeflow.tracestore import cost_report, format_table
+
+    settings = current_settings()
+    report = cost_report(_store(settings), parse_since(since), by, run_id, settings.frontier_model)
+    if as_json:
+        echo_json(report)
+        return
+    rows = report["rows"]
+    columns = list(rows[0]) if rows else [by]
+    if as_csv:
+        click.echo(_csv(columns, [[r[c] for c in columns] for r in rows]), nl=False)
+        return
+    click.echo(format_table(columns, [[r[c] for c in columns] for r in rows]))
+    click.echo(_summary(report))
+
+
+def _summary(r: dict) -> str:
+    line = (
+        f"total ${r['total_usd']:.4f} (open ${r['open_usd']:.4f} · frontier ${r['frontier_usd']:.4f})"
+        f" · all-frontier would be ${r['frontier_equivalent_usd']:.4f} · saved ${r['saved_usd']:.4f}"
+    )
+    if r["unpriced_calls"]:
+        line += (
+            f"\nWARNING: {r['unpriced_calls']} model calls have no price and are not in these totals: "
+            'add [prices."<model id>"] to stakeflow.toml (input_per_mtok/output_per_mtok, or gpu_hour_usd)'
+        )
+    return line
+
+
+def _csv(columns: list[str], rows: list[list]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(columns)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+@click.command()
+@click.argument("query")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--csv", "as_csv", is_flag=True)
+@friendly
+def sql(query: str, as_json: bool, as_csv: bool) -> None:
+    """Read-only SQL over the trace store (tables: spans, runs)."""
+    from stakeflow.tracestore import format_table, run_sql
+
+    columns, rows = run_sql(_store(current_settings()), query)
+    if as_json:
+        echo_json([dict(zip(columns, r)) for r in rows])
+    elif as_csv:
+        click.echo(_csv(columns, rows), nl=False)
+    else:
+        click.echo(format_table(columns, rows))
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True)
+@friendly
+def prices(as_json: bool) -> None:
+    """The price table in force: built-in entries and stakeflow.toml overrides."""
+    from stakeflow.prices import PriceTable, describe
+
+    rows = describe(PriceTable.from_settings(current_settings()))
+    if as_json:
+        echo_json(rows)
+        return
+    from stakeflow.tracestore import format_table
+
+    columns = list(rows[0]) if rows else ["model"]
+    click.echo(format_table(columns, [[r[c] for c in columns] for r in rows]))
