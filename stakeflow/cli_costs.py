@@ -41,7 +41,7 @@ def _store(settings: Settings):
 @friendly
 def trace(run_id: str, as_json: bool) -> None:
     """The span tree of one run: workflow, steps, model and tool calls, with tokens and cost."""
-    from stakeflow.tracestore import render_tree, trace_tree
+    from stakeflow.costs import render_tree, trace_tree
 
     rows = trace_tree(_store(current_settings()), run_id)
     if as_json:
@@ -60,7 +60,7 @@ def trace(run_id: str, as_json: bool) -> None:
 @friendly
 def costs(since: str | None, by: str, run_id: str | None, as_json: bool, as_csv: bool) -> None:
     """Totals and breakdowns, with what the frontier would have cost and what the open model saved."""
-    from stakeflow.tracestore import cost_report, format_table
+    from stakeflow.costs import cost_report, format_table
 
     settings = current_settings()
     report = cost_report(_store(settings), parse_since(since), by, run_id, settings.frontier_model)
@@ -104,7 +104,7 @@ def _csv(columns: list[str], rows: list[list]) -> str:
 @friendly
 def sql(query: str, as_json: bool, as_csv: bool) -> None:
     """Read-only SQL over the trace store (tables: spans, runs)."""
-    from stakeflow.tracestore import format_table, run_sql
+    from stakeflow.costs import format_table, run_sql
 
     columns, rows = run_sql(_store(current_settings()), query)
     if as_json:
@@ -126,7 +126,7 @@ def prices(as_json: bool) -> None:
     if as_json:
         echo_json(rows)
         return
-    from stakeflow.tracestore import format_table
+    from stakeflow.costs import format_table
 
     columns = list(rows[0]) if rows else ["model"]
     click.echo(format_table(columns, [[r[c] for c in columns] for r in rows]))

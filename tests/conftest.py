@@ -83,6 +83,29 @@ async def running_workers(client: Client, settings: Settings, roles=("workflows"
         await asyncio.wait_for(task, 30)
 
 
+def worker_env(home: Path, client: Client, prefix: str, **extra: str) -> dict[str, str]:
+    """Environment for a `stakeflow worker` subprocess on the session's dev server."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STAKEFLOW_", "ANTHROPIC_"))}
+    env.update(
+        STAKEFLOW_HOME=str(home),
+        STAKEFLOW_TEMPORAL_ADDRESS=client.service_client.config.target_host,
+        STAKEFLOW_QUEUE_PREFIX=prefix,
+        **extra,
+    )
+    return env
+
+
+def spawn_worker(env: dict[str, str]):
+    """A real `stakeflow worker` process (all queues)."""
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "stakeflow", "worker"], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
 def pytest_sessionfinish(session, exitstatus):
     session.config._stakeflow_exit = int(exitstatus)
 

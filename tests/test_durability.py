@@ -6,10 +6,8 @@ exactly once.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -18,29 +16,12 @@ import pytest
 
 from stakeflow import tasks
 from tests.agent_script import agent, call, plan
-from tests.conftest import make_settings
+from tests.conftest import make_settings, spawn_worker, worker_env
 from tests.fakes import FakeOpenAIServer, Reply
 
 
 def start_worker(env: dict[str, str]) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stakeflow", "worker"], env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    return proc
-
-
-def worker_env(tmp_path, client, open_fake, prefix: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STAKEFLOW_", "ANTHROPIC_"))}
-    env.update(
-        STAKEFLOW_HOME=str(tmp_path / "home"),
-        STAKEFLOW_TEMPORAL_ADDRESS=client.service_client.config.target_host,
-        STAKEFLOW_QUEUE_PREFIX=prefix,
-        STAKEFLOW_OPEN_BASE_URL=open_fake.url,
-        STAKEFLOW_OPEN_MODEL="qwen-test",
-        STAKEFLOW_OPEN_DIALECT="vllm",
-    )
-    return env
+    return spawn_worker(env)
 
 
 async def wait_for(predicate, seconds: float, what: str) -> None:
@@ -77,7 +58,8 @@ async def test_sigkill_mid_run_then_new_worker_finishes_with_one_side_effect(cli
         settings = make_settings(tmp_path, queue_prefix=prefix, open_base_url=open_fake.url, open_model="qwen-test")
         req = tasks.build_request(settings, "Log and think", stakes="low", workspace=workspace)
         req.heartbeat_timeout_s = 3
-        env = worker_env(tmp_path, client, open_fake, prefix)
+        env = worker_env(tmp_path / "home", client, prefix, STAKEFLOW_OPEN_BASE_URL=open_fake.url,
+                         STAKEFLOW_OPEN_MODEL="qwen-test", STAKEFLOW_OPEN_DIALECT="vllm")
 
         first = start_worker(env)
         try:
