@@ -303,6 +303,23 @@ def models(as_json: bool) -> None:
         click.echo(f"{e['route']:9} {state:15} {e['url'] or '-'}  model {e['model']}  {e['detail']}")
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
+@friendly
+def serve(host: str, port: int) -> None:
+    """Run the webhook server: signed POST /hooks/<name> deliveries start runs ([hooks.<name>] in stakeflow.toml)."""
+    import uvicorn
+
+    from stakeflow.webhooks import create_app
+
+    settings = current_settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not settings.hooks:
+        err(f"warning: no [hooks.<name>] tables in {settings.config_path}: every delivery will answer 404")
+    uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_config=None)
+
+
 for command in (trace, costs, sql, prices):
     cli.add_command(command)
 

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from agents.types import Dialect, Risk
 from stakeflow.errors import ConfigError
+from stakeflow.hooks_config import HookConfig
 
 CONFIG_FILENAME = "stakeflow.toml"
 EMBEDDED_MODEL_ID = "smollm2-135m-instruct"
@@ -135,6 +136,7 @@ class Settings(BaseSettings):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
     prices: dict[str, PriceConfig] = Field(default_factory=dict)
+    hooks: dict[str, HookConfig] = Field(default_factory=dict)  # [hooks.<name>]: see stakeflow/webhooks.py
 
     traces: Path | None = None  # the DuckDB trace file; default $STAKEFLOW_HOME/traces.duckdb
     trace_content: bool = False  # record prompts and completions in spans (STAKEFLOW_TRACE_CONTENT=1)
@@ -253,7 +255,8 @@ def _check_tools(settings: Settings) -> None:
     from agents.tools import CATALOGUE
 
     known = sorted(CATALOGUE)
-    for name in [*(settings.tools.enabled or []), *settings.policy.private_tools]:
+    hook_tools = [t for h in settings.hooks.values() for t in (h.tools or [])]
+    for name in [*(settings.tools.enabled or []), *settings.policy.private_tools, *hook_tools]:
         if name not in CATALOGUE:
             raise ConfigError(
                 f"unknown tool '{name}' in {settings.config_path}: known tools are {', '.join(known)}"
