@@ -47,6 +47,34 @@ class RoutingConfig(BaseModel):
     private_tools: list[str] = Field(default_factory=list)
 
 
+class ApprovalPolicy(BaseModel):
+    """When a person must approve a step before it acts."""
+
+    # A high-stakes step whose tool has one of these risks waits for approval (so does private + high).
+    risks: list[Risk] = Field(default_factory=lambda: ["side_effect", "irreversible"])
+    timeout_s: float = 3600.0  # then the step is rejected, not left hanging
+    auto_approve: bool = False  # unattended runs (--auto-approve); recorded as such
+
+
+class ApprovalRequest(BaseModel):
+    """Input of the ``approve_step`` update."""
+
+    step: int = 0
+    decision: Literal["approve", "reject"] = "approve"
+    note: str = ""
+    by: str = ""
+
+
+class ApprovalRecord(BaseModel):
+    """How a step's approval was decided."""
+
+    decision: Literal["approved", "rejected", "timed_out", "auto_approved"] = "approved"
+    note: str = ""
+    by: str = ""
+    at: str = ""  # ISO time, workflow clock
+    waiting_for: str = ""  # what was waiting: the tool calls, shown to the approver
+
+
 class TaskRequest(BaseModel):
     """Input of AgentTaskWorkflow."""
 
@@ -65,6 +93,7 @@ class TaskRequest(BaseModel):
     queue_prefix: str = "stakeflow"
     # A model call whose worker stops heartbeating for this long is retried on another worker.
     heartbeat_timeout_s: float = 30.0
+    approvals: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
 
 
 # --- model outputs -------------------------------------------------------------------------
@@ -253,7 +282,7 @@ class RouteDecision(BaseModel):
     escalated: bool = False
 
 
-StepStatus = Literal["pending", "running", "ok", "tool_error", "failed", "skipped"]
+StepStatus = Literal["pending", "running", "awaiting_approval", "ok", "tool_error", "failed", "skipped"]
 
 
 class StepRecord(BaseModel):
@@ -276,6 +305,7 @@ class StepRecord(BaseModel):
     error: str | None = None
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float | None = 0.0  # None once any call of the step was unpriced
+    approval: ApprovalRecord | None = None
 
 
 class TaskResult(BaseModel):
@@ -298,6 +328,7 @@ class Progress(BaseModel):
     """Answer of the ``progress`` query."""
 
     phase: Literal["planning", "executing", "answering", "done", "failed"] = "planning"
+    awaiting_approval: list[int] = Field(default_factory=list)
     current_step: int = 0
     total_steps: int = 0
     steps: list[StepRecord] = Field(default_factory=list)

@@ -14,6 +14,7 @@ import click
 
 from stakeflow import services, tasks
 from stakeflow.cli_common import Failed, current_settings, echo_json, err, friendly
+from stakeflow.cli_approvals import admin, approve, list_runs, reject
 from stakeflow.cli_costs import costs, prices, sql, trace
 from stakeflow.render import progress_lines, result_lines, run_dict, step_line
 from stakeflow.settings import Settings
@@ -101,15 +102,17 @@ def down() -> None:
 @click.option("--id", "workflow_id", default=None, help="Workflow id to use (default: task-<random>).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--no-wait", is_flag=True, help="Print the ids and return at once.")
+@click.option("--auto-approve", is_flag=True, help="Approve high-risk steps without waiting (recorded as such).")
 @friendly
 def run(goal: str, stakes: str, sensitivity: str, tools_csv: str | None, workspace: str | None,
         max_steps: int | None, budget_tokens: int | None, workflow_id: str | None, as_json: bool,
-        no_wait: bool) -> None:
+        no_wait: bool, auto_approve: bool) -> None:
     """Run GOAL as a durable agent task."""
     settings = current_settings()
     tools = [t.strip() for t in tools_csv.split(",") if t.strip()] if tools_csv is not None else None
     req = tasks.build_request(settings, goal, stakes=stakes, sensitivity=sensitivity, tools=tools,
-                              workspace=workspace, max_steps=max_steps, budget_tokens=budget_tokens)
+                              workspace=workspace, max_steps=max_steps, budget_tokens=budget_tokens,
+                              auto_approve=auto_approve)
     asyncio.run(_run(settings, req, workflow_id, as_json, no_wait))
 
 
@@ -272,6 +275,7 @@ async def _worker(settings: Settings, roles: list[str]) -> None:
 
     setup_tracing(settings, "worker")
     client = await connect(settings)
+    await _check_search_attributes(client, settings, roles)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -283,6 +287,28 @@ async def _worker(settings: Settings, roles: list[str]) -> None:
     finally:
         shutdown()  # flush buffered spans to the trace store
     err("worker stopped")
+
+
+async def _check_search_attributes(client, settings: Settings, roles: list[str]) -> None:
+    """A workflow worker on a namespace without stakeflow's search attributes would hang runs."""
+    from temporalio.service import RPCError
+
+    from stakeflow import search_attributes
+    from stakeflow.errors import ServiceError
+
+    if "workflows" not in roles:
+        return
+    try:
+        absent = await search_attributes.missing(client, settings.temporal_namespace)
+    except RPCError as e:  # e.g. no operator permission on a hosted namespace: say so, go on
+        err(f"warning: cannot check search attributes ({e.message}); if runs hang, run "
+            "`stakeflow admin setup-search-attributes`")
+        return
+    if absent:
+        raise ServiceError(
+            f"namespace {settings.temporal_namespace} lacks search attributes {', '.join(absent)}: "
+            "run `stakeflow admin setup-search-attributes` (or see deploy/README.md)"
+        )
 
 
 @cli.command()
@@ -320,7 +346,7 @@ def serve(host: str, port: int) -> None:
     uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_config=None)
 
 
-for command in (trace, costs, sql, prices):
+for command in (trace, costs, sql, prices, approve, reject, list_runs, admin):
     cli.add_command(command)
 
 

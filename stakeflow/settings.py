@@ -73,6 +73,13 @@ class SqlQueryConfig(_Section):
     timeout_s: float = Field(default=20.0, gt=0)
 
 
+class ApprovalsConfig(_Section):
+    """``[approvals]``: which high-stakes steps wait for a person, and for how long."""
+
+    risks: list[Risk] = Field(default_factory=lambda: ["side_effect", "irreversible"])
+    timeout_s: float = Field(default=3600.0, gt=0)
+
+
 class ToolsConfig(_Section):
     """``[tools]``: which tools exist for runs, and their limits."""
 
@@ -137,6 +144,7 @@ class Settings(BaseSettings):
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
     prices: dict[str, PriceConfig] = Field(default_factory=dict)
     hooks: dict[str, HookConfig] = Field(default_factory=dict)  # [hooks.<name>]: see stakeflow/webhooks.py
+    approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
 
     traces: Path | None = None  # the DuckDB trace file; default $STAKEFLOW_HOME/traces.duckdb
     trace_content: bool = False  # record prompts and completions in spans (STAKEFLOW_TRACE_CONTENT=1)

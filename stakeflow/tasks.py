@@ -14,13 +14,22 @@ import httpx
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError, TimeoutError as TemporalTimeoutError
 from temporalio.service import RPCError
 
 from agents.tools import CATALOGUE
 from agents.types import (
+    ApprovalPolicy,
+    ApprovalRecord,
+    ApprovalRequest,
     SENSITIVITY_CHOICES,
     STAKES_CHOICES,
     ModelEndpoint,
@@ -30,6 +39,7 @@ from agents.types import (
     TaskResult,
 )
 from stakeflow.errors import EndpointError, InputError
+from stakeflow.search_attributes import KEYS
 from stakeflow.settings import Settings
 from workers.queues import queue_name
 
@@ -86,6 +96,7 @@ def build_request(
     source: str = "cli",
     max_steps: int | None = None,
     budget_tokens: int | None = None,
+    auto_approve: bool = False,
 ) -> TaskRequest:
     """A validated TaskRequest; InputError naming the fix for anything wrong."""
     goal = goal.strip()
@@ -124,6 +135,9 @@ def build_request(
         source=source,
         routing=routing_config(settings),
         queue_prefix=settings.queue_prefix,
+        approvals=ApprovalPolicy(
+            risks=settings.approvals.risks, timeout_s=settings.approvals.timeout_s, auto_approve=auto_approve
+        ),
     )
 
 
@@ -283,3 +297,40 @@ async def cancel_run(client: Client, workflow_id: str) -> None:
         await handle.cancel()
     except RPCError as e:
         raise InputError(f"cannot cancel '{workflow_id}': {e.message}") from None
+
+
+async def decide_step(client: Client, workflow_id: str, step: int, approve: bool, note: str, by: str) -> ApprovalRecord:
+    """Approve or reject a step waiting for approval (the workflow's ``approve_step`` update)."""
+    handle = client.get_workflow_handle(workflow_id)
+    request = ApprovalRequest(step=step, decision="approve" if approve else "reject", note=note, by=by)
+    try:
+        return await handle.execute_update("approve_step", request, result_type=ApprovalRecord)
+    except WorkflowUpdateFailedError as e:
+        cause = e.cause
+        message = cause.message if isinstance(cause, ApplicationError) else str(cause or e)
+        raise InputError(f"cannot {'approve' if approve else 'reject'} step {step} of {workflow_id}: {message}") from None
+    except RPCError as e:
+        raise InputError(f"cannot reach run '{workflow_id}': {e.message} (is it still running? `stakeflow status {workflow_id}`)") from None
+
+
+async def list_runs(client: Client, query: str | None, limit: int = 20) -> list[dict]:
+    """Runs matching a visibility query (the Web UI's language), newest first."""
+    full = f"WorkflowType = '{WORKFLOW_NAME}'" + (f" AND ({query})" if query else "")
+    rows: list[dict] = []
+    try:
+        async for wf in client.list_workflows(full, limit=limit):
+            sa = wf.typed_search_attributes
+            rows.append({
+                "workflow_id": wf.id,
+                "status": _STATUS.get(wf.status, "running") if wf.status else "running",
+                "started": wf.start_time.isoformat(timespec="seconds") if wf.start_time else None,
+                "stakes": sa.get(KEYS["stakes"]),
+                "source": sa.get(KEYS["source"]),
+                "open_steps": sa.get(KEYS["open_steps"]),
+                "frontier_steps": sa.get(KEYS["frontier_steps"]),
+                "cost_usd": sa.get(KEYS["cost_usd"]),
+                "awaiting_approval": sa.get(KEYS["awaiting_approval"]),
+            })
+    except RPCError as e:
+        raise InputError(f"bad --query: {e.message}") from None
+    return rows

@@ -61,7 +61,8 @@ async def traced_run(client, tmp_path, monkeypatch):
                 tmp_path, queue_prefix=prefix, open_base_url=open_fake.url, open_model="qwen-test",
                 anthropic_api_key=SECRET, frontier_model="claude-sonnet-4-6",
             )
-            req = tasks.build_request(settings, "Summarise notes.txt into summary.txt", workspace=workspace)
+            req = tasks.build_request(settings, "Summarise notes.txt into summary.txt", workspace=workspace,
+                                      auto_approve=True)
             handle = await tasks.start_run(client, settings, req)
             result = await handle.result()
         finally:

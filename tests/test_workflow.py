@@ -88,7 +88,8 @@ async def test_side_effect_step_goes_to_frontier_and_writes_once(client, tmp_pat
     open_fake.script(script)
     frontier_fake.script(script)
     settings = settings_for(tmp_path, open_fake, frontier_fake)
-    result = await run_task(client, settings, "Summarise notes.txt into summary.md", workspace=workspace)
+    result = await run_task(client, settings, "Summarise notes.txt into summary.md", workspace=workspace,
+                            auto_approve=True)
 
     routes = [(s.index, s.route, s.stakes) for s in result.steps]
     assert routes == [(1, "open", "low"), (2, "frontier", "high")]
@@ -111,7 +112,8 @@ async def test_private_data_never_reaches_the_frontier(client, tmp_path, open_fa
         answer="done",
     ))
     settings = settings_for(tmp_path, open_fake, frontier_fake)
-    result = await run_task(client, settings, "Plan hires from regions.csv", sensitivity="private", workspace=workspace)
+    result = await run_task(client, settings, "Plan hires from regions.csv", sensitivity="private",
+                            workspace=workspace, auto_approve=True)
 
     assert [s.route for s in result.steps] == ["open", "open"]
     assert result.steps[1].needs_approval is True and result.steps[1].stakes == "high"
@@ -250,7 +252,7 @@ async def test_run_cost_from_configured_prices(client, tmp_path, open_fake, fron
                            "cache_creation_input_tokens": 500, "cache_read_input_tokens": 4000}
     settings = settings_for(tmp_path, open_fake, frontier_fake, frontier_model="claude-sonnet-4-6",
                             prices={"qwen-test": PriceConfig(input_per_mtok=0.2, output_per_mtok=0.6)})
-    result = await run_task(client, settings, "read then write", workspace=workspace)
+    result = await run_task(client, settings, "read then write", workspace=workspace, auto_approve=True)
 
     # open: plan + step 1, each 1000 in / 200 out at $0.20/$0.60 per Mtok
     open_call = 1000 * 0.2e-6 + 200 * 0.6e-6  # 0.00032

@@ -20,6 +20,8 @@ with workflow.unsafe.imports_passed_through():
     from agents.policy import StepFacts, decide_route, escalate
     from agents.tools import CATALOGUE
     from agents.types import (
+        ApprovalRecord,
+        ApprovalRequest,
         CallCostRecord,
         ModelCallRequest,
         ModelCallResult,
@@ -39,6 +41,8 @@ with workflow.unsafe.imports_passed_through():
 
     from stakeflow import errors
     from stakeflow import semconv as sc
+    from stakeflow.render import cost_line
+    from stakeflow.search_attributes import KEYS
     from workers.queues import queue_name
 
 MODEL_RETRY = RetryPolicy(
@@ -76,11 +80,35 @@ class AgentTaskWorkflow:
         self._progress = Progress()
         self._req = TaskRequest()
         self._sensitivity = "public"
+        self._awaiting: dict[int, str] = {}  # step -> what waits (tool calls), while it waits
+        self._decisions: dict[int, ApprovalRecord] = {}
 
     @workflow.query
     def progress(self) -> Progress:
         """Current step, per-step status and route, usage so far."""
         return self._progress
+
+    @workflow.update(name="approve_step")
+    async def approve_step(self, request: ApprovalRequest) -> ApprovalRecord:
+        """A person's decision on a step waiting for approval."""
+        record = ApprovalRecord(
+            decision="approved" if request.decision == "approve" else "rejected",
+            note=request.note, by=request.by or "unknown", at=workflow.now().isoformat(),
+            waiting_for=self._awaiting.get(request.step, ""),
+        )
+        self._decisions[request.step] = record
+        return record
+
+    @approve_step.validator
+    def _check_approval(self, request: ApprovalRequest) -> None:
+        if request.step in self._decisions:
+            done = self._decisions[request.step]
+            raise ValueError(f"step {request.step} was already {done.decision.replace('_', ' ')} by {done.by}")
+        if request.step not in self._awaiting:
+            waiting = ", ".join(str(i) for i in sorted(self._awaiting)) or "none"
+            raise ValueError(f"step {request.step} is not waiting for approval (steps waiting: {waiting})")
+        if request.decision == "reject" and not request.note.strip():
+            raise ValueError("a rejection needs a note saying why (--note)")
 
     @workflow.run
     async def run(self, req: TaskRequest) -> TaskResult:
@@ -105,6 +133,12 @@ class AgentTaskWorkflow:
 
     async def _run(self, req: TaskRequest) -> TaskResult:
         self._validate(req)
+        workflow.upsert_search_attributes([
+            KEYS["source"].value_set(req.source),
+            KEYS["sensitivity"].value_set(req.sensitivity),
+            KEYS["stakes"].value_set("high" if req.stakes == "high" else "low"),
+            KEYS["awaiting_approval"].value_set(False),
+        ])
         result = TaskResult(goal=req.goal, sensitivity=req.sensitivity)
         try:
             steps = await self._plan(result)
@@ -125,10 +159,12 @@ class AgentTaskWorkflow:
                 current.status, current.error = "failed", str(e)
             self._progress.phase = "failed"
             self._progress.error = str(e)
-            self._show_checklist()
+            self._publish()
+            workflow.upsert_memo({"cost": cost_line(self._progress.cost)})
             raise ApplicationError(str(e), type=errors.STEP_FAILED, non_retryable=True) from None
         self._progress.phase = "done"
-        self._show_checklist()
+        self._publish()
+        workflow.upsert_memo({"cost": cost_line(self._progress.cost)})
         result.steps = self._progress.steps
         result.usage = self._progress.usage
         result.notices = self._progress.notices
@@ -214,7 +250,18 @@ class AgentTaskWorkflow:
         self._apply(record, decision)
         action = reply.action
         record.result = action.result if action else (reply.text or "")
-        for n, tool_call in enumerate(_unique(action.tool_calls) if action else []):
+        calls = _unique(action.tool_calls) if action else []
+        if calls and self._needs_approval(decision, spec):
+            record.approval = await self._await_approval(index, record, calls)
+            otel_trace.get_current_span().set_attributes({
+                "stakeflow.approval": record.approval.decision, "stakeflow.approval.by": record.approval.by,
+            })
+            if record.approval.decision in ("rejected", "timed_out"):
+                record.status = "skipped"
+                record.error = f"{record.approval.decision}: {record.approval.note}".rstrip(": ")
+                self._publish()
+                return
+        for n, tool_call in enumerate(calls):
             tool_result = await self._run_tool(index, n, tool_call.tool, tool_call.args, label)
             record.tool_results.append(tool_result)
             if tool_result.ok and tool_call.tool in req.routing.private_tools and self._sensitivity != "private":
@@ -223,7 +270,7 @@ class AgentTaskWorkflow:
                     f"step {index}: {tool_call.tool} reads a private source, so the rest of the run stays on the open model"
                 )
         record.status = "tool_error" if any(not r.ok for r in record.tool_results) else "ok"
-        self._show_checklist()
+        self._publish()
 
     async def _answer(self, result: TaskResult) -> str:
         req = self._req
@@ -341,6 +388,53 @@ class AgentTaskWorkflow:
                 raise
             raise StepFailure(f"{label} tool {tool} failed: {_cause(e)}") from None
 
+    # --- approvals -----------------------------------------------------------------------
+
+    def _needs_approval(self, decision: RouteDecision, spec) -> bool:
+        if decision.needs_approval:
+            return True
+        return decision.stakes == "high" and spec is not None and spec.risk in self._req.approvals.risks
+
+    async def _await_approval(self, index: int, record: StepRecord, calls: list) -> ApprovalRecord:
+        """Pause until a person decides (``approve_step``), or the timeout rejects the step."""
+        policy = self._req.approvals
+        what = "; ".join(_describe_call(c) for c in calls)
+        if policy.auto_approve:
+            return ApprovalRecord(decision="auto_approved", by="--auto-approve", at=workflow.now().isoformat(),
+                                  waiting_for=what)
+        self._awaiting[index] = what
+        record.status = "awaiting_approval"
+        self._progress.awaiting_approval = sorted(self._awaiting)
+        workflow.upsert_search_attributes([KEYS["awaiting_approval"].value_set(True)])
+        self._show_checklist()
+        try:
+            await workflow.wait_condition(lambda: index in self._decisions, timeout=timedelta(seconds=policy.timeout_s))
+            decision = self._decisions[index]
+        except asyncio.TimeoutError:
+            decision = ApprovalRecord(decision="timed_out", note=f"no decision within {policy.timeout_s:g}s",
+                                      by="timeout", at=workflow.now().isoformat(), waiting_for=what)
+            self._decisions[index] = decision
+        finally:
+            self._awaiting.pop(index, None)
+            self._progress.awaiting_approval = sorted(self._awaiting)
+            workflow.upsert_search_attributes([KEYS["awaiting_approval"].value_set(bool(self._awaiting))])
+        record.status = "running"
+        return decision
+
+    def _publish(self) -> None:
+        """Search attributes and details after a step: what the Web UI and `stakeflow list` show."""
+        p = self._progress
+        executed = [s for s in p.steps if s.status not in ("pending", "skipped", "running", "awaiting_approval")]
+        workflow.upsert_search_attributes([
+            KEYS["stakes"].value_set("high" if any(s.stakes == "high" for s in executed) else "low"),
+            KEYS["sensitivity"].value_set(self._sensitivity),
+            KEYS["open_steps"].value_set(sum(1 for s in executed if s.route == "open")),
+            KEYS["frontier_steps"].value_set(sum(1 for s in executed if s.route == "frontier")),
+            KEYS["escalations"].value_set(sum(1 for s in p.steps if s.escalated)),
+            KEYS["cost_usd"].value_set(round(p.cost.total_usd, 6)),
+        ])
+        self._show_checklist()
+
     # --- bookkeeping -------------------------------------------------------------------
 
     def _facts(self, tool: str | None, planner_stakes: Stakes, risk=None) -> StepFacts:
@@ -384,15 +478,33 @@ class AgentTaskWorkflow:
             )
 
     def _show_checklist(self) -> None:
-        marks = {"ok": "x", "tool_error": "x", "failed": "!", "skipped": "-", "running": " ", "pending": " "}
+        marks = {"ok": "x", "tool_error": "x", "failed": "!", "skipped": "-", "running": " ", "pending": " ",
+                 "awaiting_approval": "?"}
         lines = [f"**{self._progress.phase}**"]
         for s in self._progress.steps:
             route = f" · {s.route}" if s.status != "pending" else ""
-            extra = " (running)" if s.status == "running" else (" (tool error)" if s.status == "tool_error" else "")
+            extra = {"running": " (running)", "tool_error": " (tool error)", "skipped": f" (skipped: {s.error})",
+                     "awaiting_approval": " (**waiting for approval**)"}.get(s.status, "")
             lines.append(f"- [{marks[s.status]}] {s.index}. {s.title}{route}{extra}")
+        for index, what in sorted(self._awaiting.items()):
+            why = self._progress.steps[index - 1].reason
+            lines.append(f"\n**Waiting for approval: step {index}** · {what}\nwhy: {why}\n"
+                         f"`stakeflow approve {workflow.info().workflow_id} {index}` or "
+                         f"`stakeflow reject {workflow.info().workflow_id} {index} --note ...`")
+        lines.append(f"\n{cost_line(self._progress.cost)}")
         if self._progress.error:
             lines.append(f"\nfailed: {self._progress.error}")
         workflow.set_current_details("\n".join(lines))
+
+
+def _describe_call(call) -> str:
+    args = ", ".join(f"{k}={_preview(v)}" for k, v in call.args.items())
+    return f"{call.tool}({args})"
+
+
+def _preview(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _is_cancellation(e: BaseException) -> bool:

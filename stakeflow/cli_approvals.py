@@ -1,0 +1,91 @@
+"""Human-in-the-loop and run listing commands: `approve`, `reject`, `list`, `admin`."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+
+import click
+
+from stakeflow import search_attributes, tasks
+from stakeflow.cli_common import current_settings, echo_json, friendly
+
+
+def _client(settings):
+    from stakeflow.connection import connect
+
+    return connect(settings)
+
+
+def _decide(run_id: str, step: int, approve: bool, note: str) -> None:
+    settings = current_settings()
+
+    async def go() -> None:
+        record = await tasks.decide_step(await _client(settings), run_id, step, approve, note, getpass.getuser())
+        click.echo(f"step {step} of {run_id} {record.decision} by {record.by}" + (f": {record.note}" if record.note else ""))
+
+    asyncio.run(go())
+
+
+@click.command()
+@click.argument("run_id")
+@click.argument("step", type=int)
+@click.option("--note", default="", help="Why (recorded in the result and the trace).")
+@friendly
+def approve(run_id: str, step: int, note: str) -> None:
+    """Let a step that waits for approval act."""
+    _decide(run_id, step, True, note)
+
+
+@click.command()
+@click.argument("run_id")
+@click.argument("step", type=int)
+@click.option("--note", required=True, help="Why (required; recorded in the result and the trace).")
+@friendly
+def reject(run_id: str, step: int, note: str) -> None:
+    """Skip a step that waits for approval; the run goes on without it."""
+    _decide(run_id, step, False, note)
+
+
+@click.command("list")
+@click.option("--query", default=None, help='Visibility query, e.g. "StakeflowCostUsd > 0.01".')
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True)
+@friendly
+def list_runs(query: str | None, limit: int, as_json: bool) -> None:
+    """List runs, newest first, through Temporal's visibility query language."""
+    settings = current_settings()
+
+    async def go() -> list[dict]:
+        return await tasks.list_runs(await _client(settings), query, limit)
+
+    rows = asyncio.run(go())
+    if as_json:
+        echo_json(rows)
+        return
+    from stakeflow.costs import format_table
+
+    columns = ["workflow_id", "status", "started", "stakes", "source", "open_steps", "frontier_steps",
+               "cost_usd", "awaiting_approval"]
+    click.echo(format_table(columns, [[r[c] for c in columns] for r in rows]))
+
+
+@click.group()
+def admin() -> None:
+    """Operator commands for a Temporal cluster stakeflow did not start."""
+
+
+@admin.command("setup-search-attributes")
+@friendly
+def setup_search_attributes() -> None:
+    """Register stakeflow's search attributes in the namespace (idempotent)."""
+    settings = current_settings()
+
+    async def go() -> list[str]:
+        return await search_attributes.register(await _client(settings), settings.temporal_namespace)
+
+    added = asyncio.run(go())
+    if added:
+        click.echo(f"added {', '.join(added)} to namespace {settings.temporal_namespace}")
+    else:
+        click.echo(f"all {len(search_attributes.SEARCH_ATTRIBUTES)} search attributes already present")
