@@ -515,3 +515,46 @@ def test_hooks_in_the_config_file(tmp_path, monkeypatch):
         with pytest.raises(ConfigError) as e:
             load_settings()
         assert word in str(e.value)
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+
+async def test_stakeflow_serve_command(tmp_path, client, http):
+    """`stakeflow serve` reads [hooks.*] from stakeflow.toml and the secret from its environment."""
+    import subprocess
+    import sys
+
+    from tests.conftest import worker_env
+
+    home = tmp_path / "serve-home"
+    home.mkdir()
+    (home / "stakeflow.toml").write_text(
+        '[hooks.github-issues]\nsecret_env = "GITHUB_WEBHOOK_SECRET"\n'
+        'goal = "Triage this issue and draft a reply: {payload.issue.title}"\nstakes = "low"\n'
+    )
+    port = free_port()
+    env = worker_env(home, client, f"t{uuid.uuid4().hex[:8]}", GITHUB_WEBHOOK_SECRET=SECRET)
+    proc = subprocess.Popen([sys.executable, "-m", "stakeflow", "serve", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                if (await http.get(f"{url}/healthz")).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, proc.communicate()
+            await asyncio.sleep(0.05)
+        delivery = new_delivery()
+        body = issue_body("Served-MARKER")
+        r = await http.post(f"{url}/hooks/github-issues", content=body, headers=signed(body, delivery, github=True))
+        assert r.status_code == 202, r.text
+        assert r.json()["workflow_id"] == f"hook-github-issues-{delivery}"
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=15)
+    await terminate(client, f"hook-github-issues-{delivery}")
+    assert f"delivery={delivery}" in stderr and " 202 " in stderr
+    assert SECRET not in stderr and "Served-MARKER" not in stderr
