@@ -84,6 +84,30 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/runs/{workflow_id}/approve": {
+            "post": {
+                "operationId": "decideStep",
+                "summary": "Approve or reject a step that waits for approval",
+                "security": [{"bearer": []}],
+                "parameters": [{"name": "workflow_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Decision"}}},
+                },
+                "responses": {
+                    "200": {
+                        "description": "The decision as the run recorded it",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Approval"}}},
+                    },
+                    "401": _err("No valid bearer token, or STAKEFLOW_API_TOKEN is not set on the server"),
+                    "404": _err("No such run"),
+                    "409": _err("That step is not waiting for approval, or was already decided"),
+                    "413": _err("Body over 64 KiB"),
+                    "422": _err("Invalid decision body; a rejection needs a note"),
+                    "503": _err("Temporal unreachable", retry_after=True),
+                },
+            }
+        },
         "/healthz": {
             "get": {
                 "operationId": "health",
@@ -121,6 +145,30 @@ OPENAPI: dict[str, Any] = {
                     "run_id": {"type": "string"},
                     "ui_url": {"type": "string"},
                     "duplicate": {"type": "boolean"},
+                },
+            },
+            "Decision": {
+                "type": "object",
+                "required": ["step"],
+                "additionalProperties": False,
+                "properties": {
+                    "step": {"type": "integer", "minimum": 1},
+                    "decision": {"type": "string", "enum": ["approve", "reject"], "default": "approve"},
+                    "note": {"type": "string", "maxLength": 2000},
+                    "by": {"type": "string", "minLength": 1, "maxLength": 200, "default": "api"},
+                },
+            },
+            "Approval": {
+                "type": "object",
+                "required": ["workflow_id", "step", "decision"],
+                "properties": {
+                    "workflow_id": {"type": "string"},
+                    "step": {"type": "integer"},
+                    "decision": {"type": "string", "enum": ["approved", "rejected", "timed_out", "auto_approved"]},
+                    "note": {"type": "string"},
+                    "by": {"type": "string"},
+                    "at": {"type": "string"},
+                    "waiting_for": {"type": "string"},
                 },
             },
             "Run": {

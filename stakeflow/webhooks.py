@@ -29,6 +29,11 @@ known, with no local table and no race between two concurrent redeliveries. The 
 covered by the signature (GitHub's is not either); the timestamp window is what bounds replays of a
 signed body under a fresh delivery id.
 
+``GET /runs/<workflow_id>`` (status and result, the shape of `stakeflow status --json`) and
+``POST /runs/<workflow_id>/approve`` (``{"step": 2, "decision": "approve"|"reject", "note": "...",
+"by": "..."}``, the workflow's approve_step update) need ``Authorization: Bearer $STAKEFLOW_API_TOKEN``;
+without that variable on the server they answer 401 saying so.
+
 Hook secrets and STAKEFLOW_API_TOKEN are read once, when the app is created; they never enter a
 workflow input, a log line or a response. Logs carry the request id and delivery id, never a body.
 """
@@ -46,7 +51,9 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -242,6 +249,7 @@ def create_app(settings: Settings, environ: Mapping[str, str] | None = None,
 
     routes = [
         Route("/hooks/{name}", _guarded(ctx, _deliver), methods=["POST"]),
+        Route("/runs/{workflow_id:path}/approve", _guarded(ctx, _approve), methods=["POST"]),
         Route("/runs/{workflow_id:path}", _guarded(ctx, _get_run), methods=["GET"]),
         Route("/healthz", _guarded(ctx, _healthz), methods=["GET"]),
         Route("/openapi.json", _guarded(ctx, _openapi), methods=["GET"]),
@@ -350,22 +358,64 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _get_run(ctx: Context, request: Request, note: dict[str, Any]) -> Response:
+def _check_token(ctx: Context, request: Request) -> None:
     if ctx.api_token is None:
-        raise Refused(401, f"run lookups are disabled: set {API_TOKEN_ENV} in the server's environment and send "
+        raise Refused(401, f"run lookups and approvals are disabled: set {API_TOKEN_ENV} in the server's environment and send "
                            f"Authorization: Bearer <that token>", {"WWW-Authenticate": "Bearer"})
     given = request.headers.get("authorization", "")
     scheme, _, token = given.partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), ctx.api_token.encode()):
         raise Refused(401, f"send Authorization: Bearer <{API_TOKEN_ENV}>", {"WWW-Authenticate": "Bearer"})
-    workflow_id = request.path_params["workflow_id"]
-    client = await ctx.temporal.client()
+
+
+async def _existing_run(ctx: Context, client: Client, workflow_id: str, with_progress: bool = False) -> tasks.RunInfo:
     try:
-        info = await tasks.describe_run(client, workflow_id, with_progress=False)
+        return await tasks.describe_run(client, workflow_id, with_progress=with_progress)
     except InputError as e:
         if not await ctx.temporal.healthy():
             raise unavailable(f"Temporal at {ctx.settings.address} did not answer: retry later") from None
         raise Refused(404, str(e)) from None
+
+
+class Decision(BaseModel):
+    """Body of POST /runs/<workflow_id>/approve."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    step: int = Field(ge=1)
+    decision: Literal["approve", "reject"] = "approve"
+    note: str = Field(default="", max_length=2000)
+    by: str = Field(default="api", min_length=1, max_length=200)
+
+
+async def _approve(ctx: Context, request: Request, note: dict[str, Any]) -> Response:
+    _check_token(ctx, request)
+    workflow_id = request.path_params["workflow_id"]
+    body = await _read_body(request, 64 * 1024)
+    try:
+        decision = Decision.model_validate_json(body)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise Refused(422, f"bad approval '{where}': {first['msg']} (send {{\"step\": N, \"decision\": "
+                           f"\"approve\"|\"reject\", \"note\": \"why\"}})") from None
+    if decision.decision == "reject" and not decision.note.strip():
+        raise Refused(422, "a rejection needs a note saying why")
+    client = await ctx.temporal.client()
+    await _existing_run(ctx, client, workflow_id)
+    try:
+        record = await tasks.decide_step(client, workflow_id, decision.step, decision.decision == "approve",
+                                         decision.note, decision.by)
+    except InputError as e:
+        raise Refused(409, str(e)) from None
+    return JSONResponse({"workflow_id": workflow_id, "step": decision.step, **record.model_dump()})
+
+
+async def _get_run(ctx: Context, request: Request, note: dict[str, Any]) -> Response:
+    _check_token(ctx, request)
+    workflow_id = request.path_params["workflow_id"]
+    client = await ctx.temporal.client()
+    info = await _existing_run(ctx, client, workflow_id)
     progress = None
     if info.status == "running":
         try:

@@ -22,7 +22,7 @@ from stakeflow.errors import ConfigError
 from stakeflow.hooks_config import HookConfig, MissingField, TemplateError, render_goal, template_fields
 from stakeflow.settings import load_settings
 from stakeflow.webhooks import create_app, sign, workflow_id_for
-from tests.agent_script import agent, plan, think
+from tests.agent_script import agent, call, plan, think
 from tests.conftest import free_port, make_settings, running_workers
 from tests.fakes import FakeOpenAIServer
 
@@ -72,6 +72,7 @@ def hook_settings(tmp_path, client: Client, **kw):
         "stamped": hook(require_timestamp=True, timestamp_tolerance_s=60),
         "small": hook(max_body_bytes=1000),
         "unset": hook(secret_env="NOT_SET_ANYWHERE"),
+        "auto": hook(stakes="auto"),
     }
     values = dict(temporal_address=client.service_client.config.target_host, hooks=hooks)
     values.update(kw)
@@ -400,13 +401,58 @@ async def test_running_run_status(client, server, http):
     await terminate(client, wf)
 
 
+async def test_approve_a_waiting_step_over_http(client, settings, server, http, open_fake):
+    open_fake.script(agent(
+        plan(("Read the notes", "read_file"), ("Write the summary", "write_file")),
+        {1: call("read_file", path="notes.txt"), 2: call("write_file", path="summary.txt", content="grew 12%\n")},
+        answer="done",
+    ))
+    ws = settings.default_workspace
+    ws.mkdir(parents=True, exist_ok=True)
+    (ws / "notes.txt").write_text("Revenue grew 12%.\n")
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with running_workers(client, settings):
+        body = issue_body("Summarise notes.txt into summary.txt")
+        r = await http.post(f"{server.url}/hooks/auto", content=body, headers=signed(body, new_delivery()))
+        wf = r.json()["workflow_id"]
+        approve = f"{server.url}/runs/{wf}/approve"
+        for _ in range(300):
+            run = (await http.get(f"{server.url}/runs/{wf}", headers=auth)).json()
+            if run["steps"] and len(run["steps"]) > 1 and run["steps"][1]["status"] == "awaiting_approval":
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail(f"step 2 never waited for approval: {run}")
+        assert not (ws / "summary.txt").exists()
+
+        assert (await http.post(approve, json={"step": 2})).status_code == 401
+        bad = await http.post(approve, json={"step": "two"}, headers=auth)
+        assert bad.status_code == 422 and "'step'" in bad.json()["error"]
+        bad = await http.post(approve, json={"step": 2, "decision": "reject"}, headers=auth)
+        assert bad.status_code == 422 and "note" in bad.json()["error"]
+        wrong = await http.post(approve, json={"step": 9, "note": "x"}, headers=auth)
+        assert wrong.status_code == 409 and "step 9 is not waiting for approval" in wrong.json()["error"]
+        missing = await http.post(f"{server.url}/runs/no-such-{uuid.uuid4().hex}/approve", json={"step": 1}, headers=auth)
+        assert missing.status_code == 404
+
+        ok = await http.post(approve, json={"step": 2, "note": "looks right", "by": "alice"}, headers=auth)
+        assert ok.status_code == 200, ok.text
+        assert (ok.json()["decision"], ok.json()["by"], ok.json()["note"]) == ("approved", "alice", "looks right")
+        again = await http.post(approve, json={"step": 2}, headers=auth)
+        assert again.status_code == 409 and "already approved" in again.json()["error"]
+        result = await client.get_workflow_handle(wf, result_type=TaskResult).result()
+    assert (ws / "summary.txt").read_text() == "grew 12%\n"
+    assert result.steps[1].approval.by == "alice"
+
+
 # --- OpenAPI and fuzzing -------------------------------------------------------------------------
 
 
 async def test_openapi_document(server, http):
     doc = (await http.get(f"{server.url}/openapi.json")).json()
     assert doc["openapi"].startswith("3.")
-    assert set(doc["paths"]) == {"/hooks/{name}", "/runs/{workflow_id}", "/healthz", "/openapi.json"}
+    assert set(doc["paths"]) == {"/hooks/{name}", "/runs/{workflow_id}", "/runs/{workflow_id}/approve", "/healthz",
+                                 "/openapi.json"}
     for path, ops in doc["paths"].items():
         for method, op in ops.items():
             assert method in ("get", "post") and op["responses"], (path, method)
