@@ -33,6 +33,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+UI_PORT = free_port()  # the session dev server's Web UI (tests/test_web_ui.py opens it in Chromium)
+
+
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch, tmp_path):
     """No test sees the developer's keys, endpoints or home."""
@@ -51,7 +54,10 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=temporal,
         data_converter=pydantic_data_converter,
         ip="127.0.0.1",
-        dev_server_extra_args=[*DEV_SERVER_TUNING, *dev_server_flags(), "--log-level", "error"],
+        ui=True,
+        ui_port=UI_PORT,
+        dev_server_extra_args=[*DEV_SERVER_TUNING, *dev_server_flags(), "--log-level", "error",
+                               "--ui-disable-news-fetch"],
     )
     yield e
     await e.shutdown()
