@@ -514,6 +514,9 @@ def test_fuzz_no_5xx(settings):
             assert r.headers["content-type"].startswith("application/json")
             if r.status_code == 202:
                 started.append(r.json()["workflow_id"])
+            a = http.post(f"{s.url}/runs/{name}/approve", content=body,
+                          headers={**headers, "Authorization": f"Bearer {TOKEN}"})
+            assert a.status_code < 500, (a.status_code, a.text)
             for path in ("/runs/" + name, "/healthz"):
                 g = http.get(f"{s.url}{path}", headers={k: v for k, v in headers.items() if k.startswith("X-")})
                 assert g.status_code < 500, (path, g.status_code, g.text)
