@@ -208,17 +208,19 @@ async def start_run(client: Client, settings: Settings, req: TaskRequest, workfl
         result_type=TaskResult,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        static_summary=_summary(req.goal),
-        static_details=_details(settings, req),
+        static_summary=run_summary(req.goal),
+        static_details=run_details(settings, req),
     )
 
 
-def _summary(goal: str, limit: int = 120) -> str:
+def run_summary(goal: str, limit: int = 120) -> str:
+    """The goal on one line, truncated: the run's static summary in the Web UI."""
     one_line = " ".join(goal.split())
     return one_line if len(one_line) <= limit else one_line[: limit - 1] + "…"
 
 
-def _details(settings: Settings, req: TaskRequest) -> str:
+def run_details(settings: Settings, req: TaskRequest) -> str:
+    """Policy and endpoints in use (no secrets): the run's static details in the Web UI."""
     r = req.routing
     frontier = f"{r.frontier.model}" if r.frontier.available else "not configured"
     return "\n".join([

@@ -211,8 +211,8 @@ async def start_delivery(client: Client, settings: Settings, req: TaskRequest, w
             result_type=TaskResult,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            static_summary=tasks._summary(req.goal),
-            static_details=tasks._details(settings, req),
+            static_summary=tasks.run_summary(req.goal),
+            static_details=tasks.run_details(settings, req),
             rpc_timeout=RPC_TIMEOUT,
         )
         return handle.result_run_id or "", False
