@@ -88,6 +88,23 @@ def escalate(
     return decision.model_copy(update={"escalated": True}), reason
 
 
+def fallback(
+    current: RouteDecision, sensitivity: Sensitivity, routing: RoutingConfig, queue_prefix: str
+) -> tuple[RouteDecision | None, str]:
+    """After the open endpoint stayed unavailable through its retries: the frontier route, or None and why not."""
+    if current.route != "open":
+        return None, "already on the frontier"
+    if not routing.fallback_on_unavailable:
+        return None, "fallback is off ([policy] fallback_on_unavailable = false)"
+    if sensitivity == "private":
+        return None, "data is private and never leaves the open model"
+    if not routing.frontier.available:
+        return None, "frontier not configured (ANTHROPIC_API_KEY unset)"
+    reason = "fallback: open model endpoint unavailable"
+    decision = _frontier(routing, queue_prefix, current.stakes, f"{current.reason}; {reason}")
+    return decision.model_copy(update={"fallback": True}), reason
+
+
 def _times(n: int) -> str:
     return {1: "once", 2: "twice"}.get(n, f"{n} times")
 

@@ -39,6 +39,10 @@ class RoutingConfig(BaseModel):
         default_factory=lambda: ModelEndpoint(route="frontier", provider="anthropic", available=False)
     )
     escalate_on_invalid: bool = True
+    fallback_on_unavailable: bool = True
+    # Temporal retries of one model call before it counts as unavailable (then fallback or failure).
+    model_max_attempts: int = 6
+    model_retry_initial_s: float = 2.0
     downgrade_when_frontier_missing: bool = True
     # How many times the open model may answer invalidly before the step escalates (or fails).
     open_attempts: int = 2
@@ -280,6 +284,7 @@ class RouteDecision(BaseModel):
     needs_approval: bool = False
     downgraded: bool = False  # high stakes, but the frontier is not configured
     escalated: bool = False
+    fallback: bool = False  # the open endpoint was unavailable, so the frontier answered
 
 
 StepStatus = Literal["pending", "running", "awaiting_approval", "ok", "tool_error", "failed", "skipped"]
@@ -299,6 +304,7 @@ class StepRecord(BaseModel):
     needs_approval: bool = False
     downgraded: bool = False
     escalated: bool = False
+    fallback: bool = False
     attempts: list[str] = Field(default_factory=list)  # one line per model attempt: "open: invalid output ..."
     result: str = ""
     tool_results: list[ToolResult] = Field(default_factory=list)

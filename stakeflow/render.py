@@ -42,6 +42,7 @@ def step_dict(s: StepRecord) -> dict[str, Any]:
         "reason": s.reason,
         "tools": s.tools,
         "escalated": s.escalated,
+        "fallback": s.fallback,
         "downgraded": s.downgraded,
         "needs_approval": s.needs_approval,
         "attempts": s.attempts,
@@ -103,7 +104,7 @@ def _route(d: RouteDecision | None) -> dict[str, Any] | None:
 def step_line(s: StepRecord, total: int) -> str:
     tools = f" · {', '.join(s.tools)}" if s.tools else ""
     flags = "".join(
-        f" · {name}" for name, on in (("escalated", s.escalated), ("downgraded", s.downgraded),
+        f" · {name}" for name, on in (("escalated", s.escalated), ("fallback", s.fallback), ("downgraded", s.downgraded),
                                       ("needs approval", s.needs_approval)) if on
     )
     line = f"  step {s.index}/{total} · {s.status} · {s.route} · {s.model}{tools}{flags} — {s.title}"

@@ -37,7 +37,10 @@ class PolicyConfig(_Section):
     """``[policy]``: how steps are routed."""
 
     escalate_on_invalid: bool = True
+    fallback_on_unavailable: bool = True
     open_attempts: int = Field(default=2, ge=1, le=5)
+    model_max_attempts: int = Field(default=6, ge=1, le=50)
+    model_retry_initial_s: float = Field(default=2.0, gt=0)
     high_risk: list[Risk] = Field(default_factory=lambda: ["side_effect", "irreversible"])
     private_tools: list[str] = Field(default_factory=list)
     max_steps: int = Field(default=6, ge=1, le=200)

@@ -95,3 +95,15 @@ def test_no_escalation_and_why(sensitivity, cfg, expected):
     current = decide_route(StepFacts(), cfg, "sf")
     d, why = escalate(current, sensitivity, cfg, 2, "sf")
     assert d is None and why == expected
+
+
+def test_fallback_when_open_endpoint_is_unavailable():
+    from agents.policy import fallback
+
+    current = decide_route(StepFacts(), routing(), "sf")
+    d, why = fallback(current, "public", routing(), "sf")
+    assert d is not None and (d.route, d.fallback, d.escalated) == ("frontier", True, False)
+    assert why == "fallback: open model endpoint unavailable"
+    assert fallback(current, "private", routing(), "sf") == (None, "data is private and never leaves the open model")
+    assert fallback(current, "public", routing(fallback_on_unavailable=False), "sf")[0] is None
+    assert fallback(current, "public", routing(frontier=False), "sf")[1] == "frontier not configured (ANTHROPIC_API_KEY unset)"

@@ -281,3 +281,39 @@ async def test_unpriced_open_model_is_loud(client, tmp_path, open_fake, workspac
     assert result.steps[0].cost_usd is None
     line = cost_line(result.cost)
     assert "3 calls UNPRICED" in line and "saved" not in line
+
+
+async def test_open_endpoint_down_falls_back_to_frontier(client, tmp_path, frontier_fake, workspace):
+    from tests.conftest import free_port
+
+    frontier_fake.script(agent(plan(("Compute", "calculator")), {1: call("calculator", expression="6*7")}, answer="42"))
+    settings = make_settings(
+        tmp_path, open_base_url=f"http://127.0.0.1:{free_port()}/v1", open_model="qwen-test", open_dialect="vllm",
+        anthropic_api_key=SECRET_KEY, anthropic_base_url=frontier_fake.url, frontier_model="claude-test",
+    )
+    settings.policy.model_max_attempts = 2
+    settings.policy.model_retry_initial_s = 0.1
+    result = await run_task(client, settings, "What is 6*7?", workspace=workspace)
+    [step] = result.steps
+    assert (step.route, step.fallback, step.status) == ("frontier", True, "ok")
+    assert step.reason.endswith("fallback: open model endpoint unavailable")
+    assert result.plan_route is not None and result.answer == "42"
+    assert any("fallback" in n for n in result.notices)
+    assert len(frontier_fake.calls) == 3  # plan, step, answer: all fell back
+
+
+async def test_open_endpoint_down_on_private_run_fails_clearly(client, tmp_path, frontier_fake, workspace):
+    from tests.conftest import free_port
+
+    settings = make_settings(
+        tmp_path, open_base_url=f"http://127.0.0.1:{free_port()}/v1", open_model="qwen-test", open_dialect="vllm",
+        anthropic_api_key=SECRET_KEY, anthropic_base_url=frontier_fake.url,
+    )
+    settings.policy.model_max_attempts = 2
+    settings.policy.model_retry_initial_s = 0.1
+    with pytest.raises(WorkflowFailureError) as info:
+        await run_task(client, settings, "What is 6*7?", sensitivity="private", workspace=workspace)
+    msg = info.value.cause.message
+    assert "plan 'plan' failed: open model unavailable" in msg and "STAKEFLOW_OPEN_BASE_URL" in msg
+    assert "no fallback: data is private" in msg
+    assert frontier_fake.calls == []

@@ -17,7 +17,7 @@ from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from agents import prompts
-    from agents.policy import StepFacts, decide_route, escalate
+    from agents.policy import StepFacts, decide_route, escalate, fallback
     from agents.tools import CATALOGUE
     from agents.types import (
         ApprovalRecord,
@@ -45,13 +45,14 @@ with workflow.unsafe.imports_passed_through():
     from stakeflow.search_attributes import KEYS
     from workers.queues import queue_name
 
-MODEL_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=60),
-    maximum_attempts=6,
-    non_retryable_error_types=errors.NON_RETRYABLE_MODEL_ERRORS,
-)
+def _model_retry(routing) -> RetryPolicy:
+    return RetryPolicy(
+        initial_interval=timedelta(seconds=routing.model_retry_initial_s),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=60),
+        maximum_attempts=routing.model_max_attempts,
+        non_retryable_error_types=errors.NON_RETRYABLE_MODEL_ERRORS,
+    )
 TOOL_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=30),
@@ -308,6 +309,15 @@ class AgentTaskWorkflow:
                 kind = _error_type(e)
                 record.attempts.append(f"{decision.route}: {cause}")
                 self._count_failed_call(decision.route, e)
+                if _unavailable(e, kind) and decision.route == "open":
+                    moved, why_not = fallback(decision, self._sensitivity, routing, self._req.queue_prefix)  # type: ignore[arg-type]
+                    if moved is None:
+                        raise StepFailure(
+                            f"{label} '{record.title}' failed: open model unavailable ({cause}); no fallback: {why_not}"
+                        ) from None
+                    self._progress.notices.append(f"{label}: {moved.reason.rsplit('; ', 1)[-1]}")
+                    decision = moved
+                    continue
                 if kind != errors.MODEL_OUTPUT_INVALID:
                     raise StepFailure(f"{label} '{record.title}' failed on the {decision.route} model: {cause}") from None
                 failures += 1
@@ -349,6 +359,8 @@ class AgentTaskWorkflow:
             parts.append(tool)
         if decision.escalated:
             parts.append("escalated")
+        if decision.fallback:
+            parts.append("fallback")
         return await workflow.execute_activity(
             "call_model",
             call,
@@ -357,7 +369,7 @@ class AgentTaskWorkflow:
             start_to_close_timeout=MODEL_TIMEOUTS[decision.route],
             heartbeat_timeout=timedelta(seconds=req.heartbeat_timeout_s),
             schedule_to_start_timeout=SCHEDULE_TO_START,
-            retry_policy=MODEL_RETRY,
+            retry_policy=_model_retry(req.routing),
             summary=" · ".join(parts),
         )
 
@@ -452,6 +464,7 @@ class AgentTaskWorkflow:
         record.route, record.model, record.stakes, record.reason = d.route, d.model, d.stakes, d.reason
         record.needs_approval, record.downgraded = d.needs_approval, d.downgraded
         record.escalated = record.escalated or d.escalated
+        record.fallback = record.fallback or d.fallback
 
     def _note_decision(self, index: int, d: RouteDecision) -> None:
         if d.downgraded:
@@ -505,6 +518,13 @@ def _describe_call(call) -> str:
 def _preview(value, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _unavailable(e: ActivityError, kind: str | None) -> bool:
+    """The endpoint could not answer through all retries (or no worker took the call)."""
+    if kind == errors.MODEL_UNAVAILABLE:
+        return True
+    return isinstance(e.cause, TemporalTimeoutError)
 
 
 def _is_cancellation(e: BaseException) -> bool:
