@@ -317,3 +317,40 @@ async def test_open_endpoint_down_on_private_run_fails_clearly(client, tmp_path,
     assert "plan 'plan' failed: open model unavailable" in msg and "STAKEFLOW_OPEN_BASE_URL" in msg
     assert "no fallback: data is private" in msg
     assert frontier_fake.calls == []
+
+
+async def test_frontier_429_retry_after_is_honoured_in_history(client, tmp_path, open_fake, frontier_fake, workspace):
+    from temporalio.api.enums.v1 import EventType
+
+    open_fake.script(agent(plan(("Decide", None, "high")), {}, answer="ok"))
+    frontier_fake.script(agent(None, {1: think("go")}, answer="ok"))
+    frontier_fake.fail_next(429, headers={"retry-after": "3"})
+    settings = settings_for(tmp_path, open_fake, frontier_fake)
+    settings.policy.model_retry_initial_s = 0.1  # without retry-after, the retry would come after 0.1 s
+    req = tasks.build_request(settings, "decide", workspace=workspace)
+    async with running_workers(client, settings):
+        handle = await tasks.start_run(client, settings, req)
+        result = await handle.result()
+        history = await handle.fetch_history()
+    assert result.steps[0].route == "frontier" and result.steps[0].status == "ok"
+    # The step's call_model ran twice: attempt 2 started at least retry-after after attempt 1 was scheduled.
+    started = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+               and e.activity_task_started_event_attributes.attempt == 2]
+    assert len(started) == 1
+    scheduled_id = started[0].activity_task_started_event_attributes.scheduled_event_id
+    scheduled = next(e for e in history.events if e.event_id == scheduled_id)
+    waited = started[0].event_time.ToDatetime() - scheduled.event_time.ToDatetime()
+    assert waited.total_seconds() >= 3.0
+    assert "429" in started[0].activity_task_started_event_attributes.last_failure.message or \
+        started[0].activity_task_started_event_attributes.last_failure.application_failure_info.type == "ModelUnavailable"
+
+
+async def test_frontier_401_fails_at_once_naming_the_key(client, tmp_path, open_fake, frontier_fake, workspace):
+    open_fake.script(agent(plan(("Decide", None, "high")), {}, answer="ok"))
+    frontier_fake.script(lambda body: Reply.error(401, "invalid x-api-key"))
+    settings = settings_for(tmp_path, open_fake, frontier_fake)
+    with pytest.raises(WorkflowFailureError) as info:
+        await run_task(client, settings, "decide", workspace=workspace)
+    msg = info.value.cause.message
+    assert "ANTHROPIC_API_KEY" in msg and SECRET_KEY not in msg
+    assert len(frontier_fake.calls) == 1  # non-retryable: asked once
