@@ -69,7 +69,19 @@ def _clip(text: str, limit: int = MAX_CONTEXT_CHARS) -> str:
     return text[:limit] + f"\n[... {len(text) - limit} more characters not shown]"
 
 
-def _history(steps: list[StepRecord]) -> str:
+# A step sees the last few steps in full and the rest as one line each, so a long plan's prompts
+# (and workflow payloads) do not grow with the square of its length.
+RECENT_STEPS = 5
+MAX_OLDER_LINES = 40
+# The answer sees every step, clipped so the whole stays near this many characters.
+ANSWER_BUDGET_CHARS = 24_000
+
+
+def _one_line(s: StepRecord) -> str:
+    return f"Step {s.index}: {s.title} [{s.status}]"
+
+
+def _history(steps: list[StepRecord], clip: int = MAX_CONTEXT_CHARS) -> str:
     lines: list[str] = []
     for s in steps:
         lines.append(f"Step {s.index}: {s.title} [{s.status}]")
@@ -77,8 +89,17 @@ def _history(steps: list[StepRecord]) -> str:
             lines.append(f"  note: {_clip(s.result, 500)}")
         for r in s.tool_results:
             body = r.output if r.ok else f"error: {r.error}"
-            lines.append(f"  {r.tool} output:\n{_clip(body)}")
+            lines.append(f"  {r.tool} output:\n{_clip(body, clip)}")
     return "\n".join(lines)
+
+
+def _windowed(steps: list[StepRecord]) -> str:
+    older, recent = steps[:-RECENT_STEPS] if len(steps) > RECENT_STEPS else [], steps[-RECENT_STEPS:]
+    lines = [_one_line(s) for s in older[-MAX_OLDER_LINES:]]
+    if len(older) > MAX_OLDER_LINES:
+        lines.insert(0, f"({len(older) - MAX_OLDER_LINES} earlier steps not shown)")
+    full = _history(recent)
+    return "\n".join([*lines, full] if lines else [full])
 
 
 def step_prompt(
@@ -90,7 +111,7 @@ def step_prompt(
         "Paths are relative to the workspace." if tool
         else "No tool: think, and write the result."
     )
-    earlier = _history(done) or "(none)"
+    earlier = _windowed(done) or "(none)"
     return (
         f"Goal: {goal}\n\n"
         f"{_files(list(files))}"
@@ -100,4 +121,5 @@ def step_prompt(
 
 
 def answer_prompt(goal: str, steps: list[StepRecord]) -> str:
-    return f"Goal: {goal}\n\nResults of the steps:\n{_history(steps) or '(no steps)'}\n\nWrite the answer."
+    clip = max(200, min(MAX_CONTEXT_CHARS, ANSWER_BUDGET_CHARS // max(1, len(steps))))
+    return f"Goal: {goal}\n\nResults of the steps:\n{_history(steps, clip) or '(no steps)'}\n\nWrite the answer."

@@ -79,6 +79,16 @@ class ApprovalRecord(BaseModel):
     waiting_for: str = ""  # what was waiting: the tool calls, shown to the approver
 
 
+class ResumeState(BaseModel):
+    """What a run carries across continue-as-new: its plan and everything done so far."""
+
+    plan: list[PlannedStep] = Field(default_factory=list)
+    progress: Progress | None = None
+    sensitivity: Sensitivity = "public"
+    plan_route: RouteDecision | None = None
+    generation: int = 1  # how many times the run has continued as new
+
+
 class TaskRequest(BaseModel):
     """Input of AgentTaskWorkflow."""
 
@@ -98,6 +108,10 @@ class TaskRequest(BaseModel):
     # A model call whose worker stops heartbeating for this long is retried on another worker.
     heartbeat_timeout_s: float = 30.0
     approvals: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
+    # Long plans continue as new after this many steps (or sooner when Temporal suggests it),
+    # so a run's history stays small whatever the plan's length.
+    steps_per_history: int = 100
+    resume: ResumeState | None = None
 
 
 # --- model outputs -------------------------------------------------------------------------
@@ -342,3 +356,7 @@ class Progress(BaseModel):
     notices: list[str] = Field(default_factory=list)
     error: str | None = None
     cost: CostSummary = Field(default_factory=CostSummary)
+
+
+ResumeState.model_rebuild()
+TaskRequest.model_rebuild()

@@ -354,3 +354,33 @@ async def test_frontier_401_fails_at_once_naming_the_key(client, tmp_path, open_
     msg = info.value.cause.message
     assert "ANTHROPIC_API_KEY" in msg and SECRET_KEY not in msg
     assert len(frontier_fake.calls) == 1  # non-retryable: asked once
+
+
+async def test_200_step_plan_continues_as_new_and_keeps_history_small(client, tmp_path, open_fake, workspace):
+    (workspace / "big.txt").write_text("x" * 10_000_000)  # a 10 MB file: only a clipped part may reach history
+    steps = [("Read the big file", "read_file")] + [(f"Compute {i}", "calculator") for i in range(2, 201)]
+
+    def step_action(body):
+        from tests.agent_script import step_index
+
+        i = step_index(body)
+        return call("read_file", path="big.txt") if i == 1 else call("calculator", expression=f"{i}*2")
+
+    open_fake.script(agent(plan(*steps), {i: step_action for i in range(1, 201)}, answer="done"))
+    settings = settings_for(tmp_path, open_fake)
+    req = tasks.build_request(settings, "a long plan", workspace=workspace, max_steps=200)
+    req.steps_per_history = 60
+    async with running_workers(client, settings):
+        handle = await tasks.start_run(client, settings, req)
+        result = await handle.result()
+        runs = [wf async for wf in client.list_workflows(f"WorkflowId = '{handle.id}'")]
+        last = await client.get_workflow_handle(handle.id).fetch_history()
+    assert result.status == "completed" and len(result.steps) == 200
+    assert [s.index for s in result.steps] == list(range(1, 201))
+    assert all(s.status == "ok" for s in result.steps)
+    assert result.steps[199].tool_results[0].output == "400"
+    assert result.steps[0].tool_results[0].truncated and len(result.steps[0].tool_results[0].output) < 3200
+    assert len(runs) == 4  # 200 steps, a fresh history every 60
+    assert len(last.events) < 1000
+    assert len(last.to_json()) < 2_000_000
+    assert result.usage.requests == 202  # plan + 200 steps + answer, across all runs

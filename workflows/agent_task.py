@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         ModelEndpoint,
         PlannedStep,
         Progress,
+        ResumeState,
         RouteDecision,
         Stakes,
         StepRecord,
@@ -126,7 +127,9 @@ class AgentTaskWorkflow:
                 status = "completed"
                 return result
             except BaseException as e:
-                if _is_cancellation(e):
+                if isinstance(e, workflow.ContinueAsNewError):
+                    status = "continued_as_new"
+                elif _is_cancellation(e):
                     status = "canceled"
                 raise
             finally:
@@ -134,24 +137,29 @@ class AgentTaskWorkflow:
 
     async def _run(self, req: TaskRequest) -> TaskResult:
         self._validate(req)
-        workflow.upsert_search_attributes([
-            KEYS["source"].value_set(req.source),
-            KEYS["sensitivity"].value_set(req.sensitivity),
-            KEYS["stakes"].value_set("high" if req.stakes == "high" else "low"),
-            KEYS["awaiting_approval"].value_set(False),
-        ])
         result = TaskResult(goal=req.goal, sensitivity=req.sensitivity)
         try:
-            steps = await self._plan(result)
-            self._progress.phase = "executing"
-            self._progress.total_steps = len(steps)
-            self._progress.steps = [StepRecord(index=i, title=s.title, tools=[s.tool] if s.tool else [])
-                                    for i, s in enumerate(steps, start=1)]
-            self._show_checklist()
-            for i, planned in enumerate(steps, start=1):
+            if req.resume is not None:
+                steps, first = self._resume(req.resume, result), (req.resume.progress or Progress()).current_step + 1
+            else:
+                workflow.upsert_search_attributes([
+                    KEYS["source"].value_set(req.source),
+                    KEYS["sensitivity"].value_set(req.sensitivity),
+                    KEYS["stakes"].value_set("high" if req.stakes == "high" else "low"),
+                    KEYS["awaiting_approval"].value_set(False),
+                ])
+                steps, first = await self._plan(result), 1
+                self._progress.phase = "executing"
+                self._progress.total_steps = len(steps)
+                self._progress.steps = [StepRecord(index=i, title=s.title, tools=[s.tool] if s.tool else [])
+                                        for i, s in enumerate(steps, start=1)]
+                self._show_checklist()
+            for i in range(first, len(steps) + 1):
+                if i > first and (i - first >= req.steps_per_history or workflow.info().is_continue_as_new_suggested()):
+                    await self._continue_as_new(steps, result)
                 self._progress.current_step = i
                 with self._step_span(i, "step"):
-                    await self._execute_step(i, planned)
+                    await self._execute_step(i, steps[i - 1])
             self._progress.phase = "answering"
             result.answer = await self._answer(result)
         except StepFailure as e:
@@ -172,6 +180,21 @@ class AgentTaskWorkflow:
         result.cost = self._progress.cost
         result.sensitivity = self._sensitivity  # type: ignore[assignment]
         return result
+
+    def _resume(self, state: ResumeState, result: TaskResult) -> list[PlannedStep]:
+        """Pick up a run that continued as new: its plan and what it has done."""
+        self._progress = state.progress or Progress()
+        self._sensitivity = state.sensitivity
+        result.plan_route = state.plan_route
+        return state.plan
+
+    async def _continue_as_new(self, steps: list[PlannedStep], result: TaskResult) -> None:
+        """Start a fresh history for the rest of the plan (the run keeps its workflow id)."""
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        generation = self._req.resume.generation + 1 if self._req.resume else 2
+        state = ResumeState(plan=steps, progress=self._progress, sensitivity=self._sensitivity,  # type: ignore[arg-type]
+                            plan_route=result.plan_route, generation=generation)
+        workflow.continue_as_new(self._req.model_copy(update={"resume": state}))
 
     def _step_span(self, index: int, purpose: str):
         return _tracer().start_as_current_span(
@@ -264,7 +287,7 @@ class AgentTaskWorkflow:
                 return
         for n, tool_call in enumerate(calls):
             tool_result = await self._run_tool(index, n, tool_call.tool, tool_call.args, label)
-            record.tool_results.append(tool_result)
+            record.tool_results.append(_kept(tool_result))
             if tool_result.ok and tool_call.tool in req.routing.private_tools and self._sensitivity != "private":
                 self._sensitivity = "private"
                 self._progress.notices.append(
@@ -508,6 +531,15 @@ class AgentTaskWorkflow:
         if self._progress.error:
             lines.append(f"\nfailed: {self._progress.error}")
         workflow.set_current_details("\n".join(lines))
+
+
+def _kept(result: ToolResult) -> ToolResult:
+    """The part of a tool's output the run keeps (in history, prompts and the result); see README."""
+    if len(result.output) <= prompts.MAX_CONTEXT_CHARS:
+        return result
+    cut = len(result.output) - prompts.MAX_CONTEXT_CHARS
+    text = result.output[: prompts.MAX_CONTEXT_CHARS] + f"\n[... {cut} more characters not kept]"
+    return result.model_copy(update={"output": text, "truncated": True})
 
 
 def _describe_call(call) -> str:
