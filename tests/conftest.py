@@ -102,14 +102,23 @@ def worker_env(home: Path, client: Client, prefix: str, **extra: str) -> dict[st
 
 
 def spawn_worker(env: dict[str, str]):
-    """A real `stakeflow worker` process (all queues)."""
+    """A real `stakeflow worker` process (all queues), logging to $STAKEFLOW_HOME/logs/test-worker.log.
+
+    Not to a pipe: a busy worker would fill it and block on its own logging.
+    """
     import subprocess
     import sys
 
-    return subprocess.Popen(
-        [sys.executable, "-m", "stakeflow", "worker"], env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    log_dir = Path(env["STAKEFLOW_HOME"]) / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / "test-worker.log", "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "stakeflow", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+
+
+def worker_log(env: dict[str, str]) -> str:
+    return (Path(env["STAKEFLOW_HOME"]) / "logs" / "test-worker.log").read_text(errors="replace")
 
 
 def pytest_sessionfinish(session, exitstatus):

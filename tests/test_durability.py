@@ -16,7 +16,7 @@ import pytest
 
 from stakeflow import tasks
 from tests.agent_script import agent, call, plan
-from tests.conftest import make_settings, spawn_worker, worker_env
+from tests.conftest import make_settings, spawn_worker, worker_env, worker_log
 from tests.fakes import FakeOpenAIServer, Reply
 
 
@@ -78,7 +78,8 @@ async def test_sigkill_mid_run_then_new_worker_finishes_with_one_side_effect(cli
             result = await handle.result()
         finally:
             second.send_signal(signal.SIGTERM)
-            out, err = second.communicate(timeout=30)
+            second.wait(30)
+            err = worker_log(env)
 
     assert result.status == "completed" and result.answer == "done"
     assert (workspace / "log.txt").read_text() == "entry\n"  # exactly once

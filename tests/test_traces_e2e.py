@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from stakeflow import tasks
 from stakeflow.cli import cli
 from tests.agent_script import agent, call, plan
-from tests.conftest import EXAMPLE_WORKSPACE, make_settings, spawn_worker, worker_env
+from tests.conftest import EXAMPLE_WORKSPACE, make_settings, spawn_worker, worker_env, worker_log
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer
 
 SECRET = "sk-ant-trace-SECRET-5d4c3b"
@@ -67,8 +67,8 @@ async def traced_run(client, tmp_path, monkeypatch):
             result = await handle.result()
         finally:
             worker.send_signal(signal.SIGTERM)  # graceful: flushes buffered spans
-            _, err = worker.communicate(timeout=60)
-        assert worker.returncode == 0, err
+            worker.wait(60)
+        assert worker.returncode == 0, worker_log(env)
     monkeypatch.setenv("STAKEFLOW_HOME", str(home))
     history = await handle.fetch_history()
     return handle.id, result, home, history
