@@ -1,0 +1,39 @@
+"""A namespace without stakeflow's search attributes: workers refuse to start (instead of runs hanging),
+and `stakeflow admin setup-search-attributes` fixes it, idempotently."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+from click.testing import CliRunner
+from temporalio.testing import WorkflowEnvironment
+
+from stakeflow.cli import cli
+from stakeflow.search_attributes import SEARCH_ATTRIBUTES
+
+
+async def test_worker_refuses_then_admin_registers(tmp_path, monkeypatch):
+    bare = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=shutil.which("temporal"), ip="127.0.0.1",
+        dev_server_extra_args=["--log-level", "error"],
+    )
+    try:
+        monkeypatch.setenv("STAKEFLOW_TEMPORAL_ADDRESS", bare.client.service_client.config.target_host)
+        runner = CliRunner()
+
+        def invoke(*args):  # in a thread: the CLI runs its own event loop
+            return runner.invoke(cli, list(args), catch_exceptions=False)
+
+        refused = await asyncio.to_thread(invoke, "worker")
+        assert refused.exit_code == 1
+        assert "lacks search attributes StakeflowStakes" in refused.output
+        assert "stakeflow admin setup-search-attributes" in refused.output
+
+        added = await asyncio.to_thread(invoke, "admin", "setup-search-attributes")
+        assert added.exit_code == 0, added.output
+        assert added.output.startswith("added ") and all(name in added.output for name in SEARCH_ATTRIBUTES)
+        again = await asyncio.to_thread(invoke, "admin", "setup-search-attributes")
+        assert again.exit_code == 0 and "already present" in again.output
+    finally:
+        await bare.shutdown()
