@@ -68,7 +68,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
 
 from stakeflow import semconv as sc
 from stakeflow.costs import cost_report, format_table, render_tree, run_sql, to_csv, trace_tree
@@ -444,6 +444,29 @@ class _RedactingExporter(SpanExporter):
         return self._inner.force_flush(timeout_millis)
 
 
+WORKFLOW_SPANS = frozenset({sc.SPAN_RUN, sc.SPAN_STEP})
+
+
+class _Only(SpanProcessor):
+    """Pass ended spans whose name is (or, with ``exclude``, is not) in ``names`` to ``inner``."""
+
+    def __init__(self, inner: SpanProcessor, names: frozenset[str], exclude: bool = False) -> None:
+        self._inner, self._names, self._exclude = inner, names, exclude
+
+    def on_start(self, span, parent_context=None) -> None:
+        pass
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if (span.name in self._names) != self._exclude:
+            self._inner.on_end(span)
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
 def build_span_processors(settings: Settings) -> list[SpanProcessor]:
     """The span processors of a stakeflow process: the DuckDB trace store, plus OTLP when configured.
 
@@ -455,8 +478,13 @@ def build_span_processors(settings: Settings) -> list[SpanProcessor]:
     # Half a second, not the SDK's 5 s: a killed worker loses at most that much, and `stakeflow trace`
     # sees a finished run sooner. Segments are cheap; readers compact them.
     delay = int(env.get("OTEL_BSP_SCHEDULE_DELAY", "500"))
+    # Run and step spans end inside workflow tasks: exported synchronously, before the task completes,
+    # so a worker killed afterwards cannot lose them (a task that did not complete runs again live and
+    # re-exports the same span id, which the store ignores). Everything else is batched.
     processors: list[SpanProcessor] = [
-        BatchSpanProcessor(DuckDBSpanExporter(settings.traces_path), schedule_delay_millis=delay)
+        _Only(SimpleSpanProcessor(DuckDBSpanExporter(settings.traces_path)), WORKFLOW_SPANS),
+        _Only(BatchSpanProcessor(DuckDBSpanExporter(settings.traces_path), schedule_delay_millis=delay),
+              WORKFLOW_SPANS, exclude=True),
     ]
     if not (env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")):
         return processors

@@ -82,7 +82,8 @@ async def test_sigkill_chaos_every_run_completes_and_writes_once(client, tmp_pat
     for i in range(RUNS):
         assert (workspace / f"chaos-run-{i}.log").read_text() == "start\nend\n", f"run {i}"
 
-    # Spans: never twice; a killed worker may lose what it had not exported yet (at most 0.5 s).
+    # Spans: run and step spans are exported before their workflow task completes, so every step is
+    # there exactly once; batched call spans of a killed attempt may be lost (its retry has its own).
     store = TraceStore(home / "traces.duckdb")
     store.sync(budget_s=None)
     with store.reader() as con:
@@ -92,4 +93,4 @@ async def test_sigkill_chaos_every_run_completes_and_writes_once(client, tmp_pat
         ).fetchone()[0]
     assert dupes == 0
     print(f"\nchaos: {RUNS} runs, {kills} kills, {steps}/{RUNS * 3} step spans stored")
-    assert steps <= RUNS * 3
+    assert steps == RUNS * 3
