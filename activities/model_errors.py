@@ -10,7 +10,7 @@ contain an API key.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -47,6 +47,8 @@ class CallContext:
     timeout_s: float
     embedded: bool = False
     secrets: tuple[str, ...] = ()  # redacted from every message
+    # For the embedded model: how it ended, if the service stakeflow started has crashed (else None).
+    crash_report: Callable[[], str | None] | None = None
 
     @property
     def who(self) -> str:
@@ -139,8 +141,11 @@ def _connection_message(exc: ModelConnectionError, ctx: CallContext) -> str:
     if ctx.route == "frontier":
         return f"cannot reach the Anthropic API ({what}): check the network, or ANTHROPIC_BASE_URL if set"
     if ctx.embedded:
+        crashed = ctx.crash_report() if ctx.crash_report else None
+        if crashed:
+            return f"the embedded open model at {ctx.url} is down ({what}): {crashed}"
         return (
-            f"the embedded open model is not running at {ctx.url} ({what}): start it with `stakeflow up`, "
+            f"the embedded open model is not running at {ctx.url} ({what}): `stakeflow up` starts it, "
             "or set STAKEFLOW_OPEN_BASE_URL to your vLLM server"
         )
     return (

@@ -7,6 +7,7 @@ decoding (llama.cpp, vLLM) then produces valid plans and calls, and validation r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -70,21 +71,45 @@ def _camel(name: str) -> str:
     return "".join(part.capitalize() for part in name.replace("-", "_").split("_") if part)
 
 
-def plan_output_model(tools: list[ToolSpecView], max_steps: int) -> type[BaseModel]:
-    """The planner's output: 1..max_steps steps, each naming one of ``tools`` or null."""
-    names = tuple(t.name for t in tools)
+def _plan_step(names: tuple[str, ...], name: str = "PlannedStep", doc: str = "One step of the plan.") -> Any:
     tool_type: Any = Literal[names] | None if names else None
-    step = create_model(
-        "PlannedStep",
-        __doc__="One step of the plan.",
+    return create_model(
+        name,
+        __doc__=doc,
         title=(str, Field(description=_STEP_FIELDS["title"].description)),
         tool=(tool_type, Field(description=_STEP_FIELDS["tool"].description)),
         stakes=(Literal["low", "high"], Field(description=_STEP_FIELDS["stakes"].description)),
     )
+
+
+def plan_output_model(tools: list[ToolSpecView], max_steps: int, first_tools: Sequence[str] = ()) -> type[BaseModel]:
+    """The planner's output: 1..max_steps steps, each naming one of ``tools`` or null.
+
+    With ``first_tools``, the first step must use one of them (e.g. the tools that read a file the goal
+    names): the plan is then ``{"first": step, "then": [steps]}``, a shape every structured-output decoder
+    enforces (no ``prefixItems``). ``to_plan`` turns either shape into a Plan.
+    """
+    names = tuple(t.name for t in tools)
+    step = _plan_step(names)
+    first_names = tuple(n for n in first_tools if n in names)
+    if not first_names:
+        return create_model(
+            "Plan",
+            __doc__="The plan: the steps that reach the goal, in order.",
+            steps=(list[step], Field(min_length=1, max_length=max(1, max_steps))),  # type: ignore[valid-type]
+        )
+    first = create_model(
+        "FirstStep",
+        __doc__="The first step of the plan.",
+        title=(str, Field(description=_STEP_FIELDS["title"].description)),
+        tool=(Literal[first_names], Field(description="The tool this first step uses.")),
+        stakes=(Literal["low", "high"], Field(description=_STEP_FIELDS["stakes"].description)),
+    )
     return create_model(
         "Plan",
-        __doc__="The plan: the steps that reach the goal, in order.",
-        steps=(list[step], Field(min_length=1, max_length=max(1, max_steps))),  # type: ignore[valid-type]
+        __doc__="The plan: its first step, then the steps that follow it, in order.",
+        first=(first, ...),
+        then=(list[step], Field(max_length=max(0, max_steps - 1))),  # type: ignore[valid-type]
     )
 
 
@@ -114,8 +139,11 @@ def step_output_model(tools: list[ToolSpecView]) -> type[BaseModel]:
 
 
 def to_plan(output: BaseModel) -> Plan:
-    """The plain Plan (agents/types.py) for a validated planner output."""
-    return Plan.model_validate(output.model_dump(mode="json"))
+    """The plain Plan (agents/types.py) for a validated planner output (either shape)."""
+    data = output.model_dump(mode="json")
+    if "first" in data:
+        data = {"steps": [data["first"], *data.get("then", [])]}
+    return Plan.model_validate(data)
 
 
 def to_action(output: BaseModel) -> StepAction:

@@ -18,7 +18,7 @@ from anthropic import AsyncAnthropic
 from openai import AsyncOpenAI
 from pydantic import BaseModel
 from pydantic_ai import Agent, NativeOutput, PromptedOutput, capture_run_messages
-from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
+from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, SystemPromptPart, TextPart, UserPromptPart
 from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.models.anthropic import AnthropicModel
 from pydantic_ai.models.openai import OpenAIChatModel
@@ -138,20 +138,23 @@ class ModelActivities:
         elif cost.usd is not None:
             equivalent = cost.usd
         return CallCostRecord(
-            usd=cost.usd, frontier_equivalent_usd=equivalent, price_version=cost.version, unpriced=cost.usd is None
+            usd=cost.usd, frontier_equivalent_usd=equivalent, price_version=cost.version, unpriced=cost.usd is None,
+            local=cost.source == "local",
         )
 
     async def _call(self, req: ModelCallRequest) -> ModelCallResult:
         target = self._open_target(req) if req.endpoint.route == "open" else self._frontier_target(req)
         output_type, model_settings = self._output_spec(req)
         agent = Agent(target.model, output_type=output_type, system_prompt=req.system or (), retries=0)
+        history = _example_history(req) if req.endpoint.route == "open" else []
         started = time.monotonic()
         with capture_run_messages() as messages:
             try:
-                result = await _heartbeating(agent.run(req.prompt, model_settings=model_settings))
+                run = agent.run(req.prompt, model_settings=model_settings, message_history=history or None)
+                result = await _heartbeating(run)
             except Exception as e:
                 details = {
-                    "usage": _usage_of_messages(messages).model_dump(),
+                    "usage": _usage_of_messages([m for m in messages if not any(m is h for h in history)]).model_dump(),
                     "latency_ms": (time.monotonic() - started) * 1000,
                 }
                 responses = [m for m in messages if isinstance(m, ModelResponse)]
@@ -191,7 +194,10 @@ class ModelActivities:
         s = self._settings
         name = req.endpoint.model or s.open_model_id
         key = s.open_api_key.get_secret_value() if s.open_api_key else ""
-        context = CallContext("open", name, s.open_url, s.open_timeout_s, s.embedded, (key,) if key else ())
+        context = CallContext(
+            "open", name, s.open_url, s.open_timeout_s, s.embedded, (key,) if key else (),
+            crash_report=(lambda: _embedded_crash(s)) if s.embedded else None,
+        )
         if ("open", name) not in self._models:
             if self._open_client is None:
                 self._open_client = AsyncOpenAI(
@@ -235,13 +241,15 @@ class ModelActivities:
 
     def _output_spec(self, req: ModelCallRequest) -> tuple[Any, ModelSettings]:
         """The pydantic-ai output type and model settings for this purpose, route and dialect."""
-        model_settings: ModelSettings = {"max_tokens": req.max_output_tokens}
+        # Greedy decoding: plans and tool calls are decisions, and a run (its answer too) should be
+        # repeatable; it also makes the embedded model's end-to-end test deterministic.
+        model_settings: ModelSettings = {"max_tokens": req.max_output_tokens, "temperature": 0.0}
         if req.purpose == "answer":
             return str, model_settings
-        # Plans and tool calls are decisions: greedy decoding makes them repeatable.
-        model_settings["temperature"] = 0.0
         output_model: type[BaseModel] = (
-            plan_output_model(req.tools, req.max_steps) if req.purpose == "plan" else step_output_model(req.tools)
+            plan_output_model(req.tools, req.max_steps, req.first_step_tools)
+            if req.purpose == "plan"
+            else step_output_model(req.tools)
         )
         if req.endpoint.route == "frontier":
             return output_model, model_settings  # tool output: the model calls `final_result`
@@ -252,6 +260,30 @@ class ModelActivities:
             model_settings["extra_body"] = {"response_format": {"type": "json_object", "schema": schema}}
             return PromptedOutput(output_model), model_settings
         return NativeOutput(output_model), model_settings
+
+
+def _example_history(req: ModelCallRequest) -> list[ModelMessage]:
+    """The request's worked examples as earlier turns, the system prompt leading the first.
+
+    pydantic-ai sends the agent's system prompt only when there is no history, so it goes in here.
+    """
+    history: list[ModelMessage] = []
+    for n, turn in enumerate(req.examples):
+        parts: list[Any] = [SystemPromptPart(req.system)] if n == 0 and req.system else []
+        history.append(ModelRequest(parts=[*parts, UserPromptPart(turn.prompt)]))
+        history.append(ModelResponse(parts=[TextPart(turn.answer)]))
+    return history
+
+
+def _embedded_crash(settings: Settings) -> str | None:
+    """How the embedded model stakeflow started ended, if it crashed (read from its supervisor's record)."""
+    from stakeflow.local import processes
+    from stakeflow.local.services import EMBEDDED, crash_fix
+
+    state = processes.state(settings, EMBEDDED)
+    if state.state != "crashed":
+        return None
+    return f"{state.describe()}; last log line: {state.log_tail[-1] if state.log_tail else '(none)'}; fix: {crash_fix(state)}"
 
 
 def to_usage(usage: RunUsage) -> Usage:

@@ -6,7 +6,9 @@ clipped so a prompt stays within a small model's context.
 
 from __future__ import annotations
 
-from agents.types import StepRecord, ToolSpecView
+from collections.abc import Sequence
+
+from agents.types import ExampleTurn, Plan, PlannedStep, StepRecord, ToolSpecView
 
 # Per tool output, per prompt. The embedded model has an 8k context; vLLM models have more,
 # but earlier steps are context, not the thing being worked on.
@@ -37,30 +39,84 @@ def _tool_lines(tools: list[ToolSpecView]) -> str:
     return "\n".join(f"- {t.name}: {t.description}" for t in tools)
 
 
-# One worked example: small open models plan far better with one (SmolLM2-135M picks
-# random tools without it); large ones are not misled by it.
-PLAN_EXAMPLE = (
-    'Example 1. Goal: "Count the rows of orders.csv and save the count to count.txt"\n'
-    '{"steps": [{"title": "Count the rows of orders.csv", "tool": "sql_query", "stakes": "low"}, '
-    '{"title": "Save the count to count.txt", "tool": "write_file", "stakes": "high"}]}\n'
-    'Example 2. Goal: "Summarise the file report.txt"\n'
-    '{"steps": [{"title": "Read the file report.txt", "tool": "read_file", "stakes": "low"}, '
-    '{"title": "Summarise what it says", "tool": null, "stakes": "low"}]}'
+# Worked examples, shown to the model as earlier exchanges (a user turn laid out like the real prompt,
+# then the plan as the assistant's answer). Small open models need them: SmolLM2-135M picks tools at random
+# without examples, copies inline examples' titles and file names, and as turns it copies the form of the
+# *last* example it saw. So the examples most like the goal are chosen (word overlap, deterministic), the
+# closest shown last. Large models are not misled by them. Files are named sample-* so that a copied name is
+# never mistaken for a real workspace file.
+_PLAN_EXAMPLES: tuple[tuple[str, tuple[str, ...], Plan], ...] = (
+    (
+        "Summarise the file sample-minutes.md",
+        ("sample-minutes.md (1200 bytes)", "sample-budget.csv (300 bytes)"),
+        Plan(steps=[
+            PlannedStep(title="Read the file sample-minutes.md", tool="read_file", stakes="low"),
+            PlannedStep(title="Summarise what it says", tool=None, stakes="low"),
+        ]),
+    ),
+    (
+        "What are the total units by region in sample-orders.csv? Save the totals to sample-totals.md",
+        ("sample-orders.csv (900 bytes)",),
+        Plan(steps=[
+            PlannedStep(title="Sum the units of sample-orders.csv by region", tool="sql_query", stakes="low"),
+            PlannedStep(title="Save the totals to sample-totals.md", tool="write_file", stakes="high"),
+        ]),
+    ),
+    (
+        "What is 1234 * 5678 minus 90?",
+        (),
+        Plan(steps=[
+            PlannedStep(title="Compute 1234 * 5678 - 90", tool="calculator", stakes="low"),
+            PlannedStep(title="Give the result", tool=None, stakes="low"),
+        ]),
+    ),
+    (
+        "Fetch https://sample.example/status.json and say whether the service is up",
+        (),
+        Plan(steps=[
+            PlannedStep(title="Fetch https://sample.example/status.json", tool="http_get", stakes="low"),
+            PlannedStep(title="Say whether the service is up", tool=None, stakes="low"),
+        ]),
+    ),
 )
+PLAN_EXAMPLES_SHOWN = 2
+_STOPWORDS = frozenset("a an and are be by do does for from how in is it of on or say the to what which with".split())
+
+
+def _words(text: str) -> set[str]:
+    cleaned = "".join(c.lower() if c.isalnum() else " " for c in text)
+    return {w for w in cleaned.split() if w not in _STOPWORDS}
 
 
 def _files(files: list[str]) -> str:
     return f"Files in the workspace: {', '.join(files)}\n\n" if files else ""
 
 
-def plan_prompt(goal: str, tools: list[ToolSpecView], max_steps: int, files: list[str] = ()) -> str:
+def plan_prompt(goal: str, tools: list[ToolSpecView], max_steps: int, files: Sequence[str] = ()) -> str:
     return (
         f"Tools:\n{_tool_lines(tools)}\n\n"
         f"{_files(list(files))}"
-        f"{PLAN_EXAMPLE}\n\n"
-        f"Now plan 1 to {max_steps} steps for this goal, using only the tools listed.\n"
+        f"Plan 1 to {max_steps} steps for this goal, using only the tools listed.\n"
         f"Goal: \"{goal}\""
     )
+
+
+def plan_examples(goal: str, tools: list[ToolSpecView], max_steps: int) -> list[ExampleTurn]:
+    """The worked examples most like ``goal`` whose tools this run offers, the closest last."""
+    offered = {t.name for t in tools}
+    usable = [
+        (n, example) for n, example in enumerate(_PLAN_EXAMPLES)
+        if all(step.tool is None or step.tool in offered for step in example[2].steps)
+    ]
+    words = _words(goal)
+    # Most overlap first; ties keep the library's order. Then reversed, so the closest comes last.
+    ranked = sorted(usable, key=lambda item: (-len(words & _words(item[1][0])), item[0]))[:PLAN_EXAMPLES_SHOWN]
+    # An example that shares no word with the goal only teaches the model a wrong plan to copy.
+    ranked = ranked[:1] + [item for item in ranked[1:] if words & _words(item[1][0])]
+    return [
+        ExampleTurn(prompt=plan_prompt(example_goal, tools, max_steps, files), answer=plan.model_dump_json())
+        for _, (example_goal, files, plan) in reversed(ranked)
+    ]
 
 
 def _clip(text: str, limit: int = MAX_CONTEXT_CHARS) -> str:
@@ -104,7 +160,7 @@ def _windowed(steps: list[StepRecord]) -> str:
 
 def step_prompt(
     goal: str, index: int, total: int, title: str, tool: ToolSpecView | None, done: list[StepRecord],
-    files: list[str] = (),
+    files: Sequence[str] = (),
 ) -> str:
     use = (
         f"Use the tool {tool.name}: {tool.description} Example arguments: {tool.example}. "

@@ -5,6 +5,8 @@ Pure data, importable from workflow code. Execution lives in ``activities/tools.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -55,15 +57,30 @@ class ToolSpec:
     risk: Risk
     local: bool = False
     example: str = ""  # one example call's arguments, as JSON: models copy the form
+    # Arguments that must name an existing workspace file: offered to the model as an enum of them.
+    file_args: tuple[str, ...] = ()
+    # The workspace files this tool reads, by suffix ("*" = any file): a goal that names such a file
+    # may start with this tool (see agents/prompts.py, first_step_tools).
+    reads: tuple[str, ...] = ()
 
+    def view(self, workspace_paths: Sequence[str] = ()) -> ToolSpecView:
+        """The tool as a model sees it. With ``workspace_paths``, each of ``file_args`` may only be one of them.
 
-    def view(self) -> ToolSpecView:
+        The enum is what a grammar-constrained decoder (llama.cpp, vLLM structured output) enforces: a small
+        model then cannot ask for a file that does not exist (SmolLM2 asked for "/report.txt" without it).
+        """
+        schema = self.args_model.model_json_schema()
+        if workspace_paths and self.file_args:
+            for arg in self.file_args:
+                prop = schema.get("properties", {}).get(arg)
+                if prop is not None:
+                    prop["enum"] = list(workspace_paths)
         return ToolSpecView(
             name=self.name,
             description=self.description,
             example=self.example,
             risk=self.risk,
-            args_schema=self.args_model.model_json_schema(),
+            args_schema=schema,
         )
 
 
@@ -83,7 +100,8 @@ CATALOGUE: dict[str, ToolSpec] = {
             SqlQueryArgs,
             "read_only",
             local=True,
-            example="{\"query\": \"SELECT region, sum(units) AS units FROM 'orders.csv' GROUP BY region\"}",
+            example="{\"query\": \"SELECT region, sum(units) AS units FROM 'sample-orders.csv' GROUP BY region\"}",
+            reads=(".csv", ".tsv", ".parquet", ".json", ".jsonl", ".ndjson"),
         ),
         ToolSpec(
             "read_file",
@@ -91,14 +109,16 @@ CATALOGUE: dict[str, ToolSpec] = {
             ReadFileArgs,
             "read_only",
             local=True,
-            example='{"path": "report.txt"}',
+            example='{"path": "<one of the workspace files>"}',
+            file_args=("path",),
+            reads=("*",),
         ),
         ToolSpec(
             "write_file",
             "Write (or append to) a text file in the workspace.",
             WriteFileArgs,
             "side_effect",
-            example='{"path": "summary.md", "content": "# Summary\\n..."}',
+            example='{"path": "sample-summary.md", "content": "# Summary\\n..."}',
         ),
         ToolSpec(
             "calculator",
@@ -110,3 +130,33 @@ CATALOGUE: dict[str, ToolSpec] = {
         ),
     ]
 }
+
+
+def named_files(goal: str, workspace_paths: Sequence[str]) -> list[str]:
+    """The workspace files the goal names, by path or (for files in folders) by file name."""
+    found: list[str] = []
+    for path in workspace_paths:
+        for name in {path, path.rsplit("/", 1)[-1]}:
+            if re.search(rf"(?<![\w./-]){re.escape(name)}(?![\w/-])", goal, flags=re.IGNORECASE):
+                found.append(path)
+                break
+    return found
+
+
+def first_step_tools(goal: str, workspace_paths: Sequence[str], allowed: Sequence[str]) -> list[str]:
+    """The tools a plan must start with: those (of ``allowed``) that read a workspace file the goal names.
+
+    A goal that names an existing file is about that file, so its plan starts by reading it. This is a
+    constraint of the plan's JSON schema, which grammar-constrained decoding enforces: a small open model
+    (SmolLM2-135M) otherwise plans a summary of notes.txt without ever reading it. Empty when the goal
+    names no file, or no allowed tool reads the ones it names: then the plan is unconstrained.
+    """
+    files = named_files(goal, workspace_paths)
+    readers: list[str] = []
+    for name in allowed:
+        spec = CATALOGUE.get(name)
+        if spec is None or not spec.reads:
+            continue
+        if any("*" in spec.reads or f.lower().endswith(spec.reads) for f in files):
+            readers.append(name)
+    return readers

@@ -100,6 +100,9 @@ class TaskRequest(BaseModel):
     # The workspace's files as the edge saw them at start ("notes.txt (612 bytes)"), so models
     # name real paths; the tools re-check everything.
     workspace_files: list[str] = Field(default_factory=list)
+    # Every workspace file's path, when the edge could list them all (else empty): a tool argument that
+    # must name an existing file is offered as an enum of these.
+    workspace_paths: list[str] = Field(default_factory=list)
     max_steps: int = 6
     budget_tokens: int | None = None  # total tokens (all calls); the run fails cleanly when exceeded
     source: str = "cli"
@@ -182,6 +185,7 @@ class CallCostRecord(BaseModel):
     frontier_equivalent_usd: float | None = None
     price_version: str | None = None
     unpriced: bool = False
+    local: bool = False  # a model running on this machine (the embedded default): $0 unless configured
 
 
 class CostSummary(BaseModel):
@@ -193,6 +197,7 @@ class CostSummary(BaseModel):
     open_calls: int = 0
     frontier_calls: int = 0
     unpriced_calls: int = 0
+    open_local_calls: int = 0  # open calls priced as a local model
 
     @property
     def total_usd(self) -> float:
@@ -201,6 +206,7 @@ class CostSummary(BaseModel):
     def add(self, route: str, cost: CallCostRecord) -> None:
         if route == "open":
             self.open_calls += 1
+            self.open_local_calls += int(cost.local)
         else:
             self.frontier_calls += 1
         if cost.usd is None:
@@ -225,6 +231,13 @@ class ToolSpecView(BaseModel):
     args_schema: dict[str, Any] = Field(default_factory=dict)
 
 
+class ExampleTurn(BaseModel):
+    """A worked example shown to the model as an earlier exchange: a prompt, and the answer to copy the form of."""
+
+    prompt: str = ""
+    answer: str = ""  # the output as JSON text
+
+
 class ModelCallRequest(BaseModel):
     """Input of the call_model activity."""
 
@@ -234,9 +247,14 @@ class ModelCallRequest(BaseModel):
     endpoint: ModelEndpoint = Field(default_factory=ModelEndpoint)
     system: str = ""
     prompt: str = ""
+    # Earlier turns of worked examples (open route only: small models need them, tool-calling frontier
+    # models would only pay for them).
+    examples: list[ExampleTurn] = Field(default_factory=list)
     # plan: the tools the planner may name; step: the tool(s) the step may call.
     tools: list[ToolSpecView] = Field(default_factory=list)
     max_steps: int = 6
+    # plan: the first step must use one of these (the tools that read a file the goal names), if any.
+    first_step_tools: list[str] = Field(default_factory=list)
     max_output_tokens: int = 1024
     # For the trace and the price: why this call goes where it goes.
     stakes: Stakes = "low"

@@ -395,7 +395,7 @@ async def http_round_trip_ms(url: str, n: int = 50) -> float:
 def dev_server_args(poll_flags: bool) -> list[str]:
     """DEV_SERVER_TUNING (optionally without the poll-rate flags) and stakeflow's search attributes."""
     from stakeflow.search_attributes import dev_server_flags
-    from stakeflow.services import DEV_SERVER_TUNING
+    from stakeflow.local.services import DEV_SERVER_TUNING
 
     tuning: list[str] = []
     for flag, value in zip(DEV_SERVER_TUNING[::2], DEV_SERVER_TUNING[1::2]):
@@ -425,7 +425,7 @@ def make_variants(steps: int) -> dict[str, Variant]:
 
 
 async def bench(args: argparse.Namespace) -> tuple[dict[str, Variant], float]:
-    from stakeflow.services import temporal_binary
+    from stakeflow.local.services import temporal_binary
     from stakeflow.settings import Settings
     from workers.main import run_workers
 

@@ -12,7 +12,9 @@ from typing import Any
 
 import click
 
-from stakeflow import services, tasks
+from stakeflow import tasks
+from stakeflow.errors import EndpointError, ServiceError
+from stakeflow.local import services
 from stakeflow.cli_common import Failed, current_settings, echo_json, err, friendly
 from stakeflow.cli_approvals import admin, approve, list_runs, reject
 from stakeflow.cli_costs import costs, prices, sql, trace
@@ -33,23 +35,30 @@ def cli() -> None:
 
 
 async def _bring_up(settings: Settings, *, start_worker: bool = True) -> list[str]:
-    """Start what is missing: dev server, embedded model, worker. Returns what happened."""
-    lines = [services.ensure_temporal(settings)]
-    model_line = services.ensure_embedded_model(settings)
-    if model_line:
-        lines.append(model_line)
-    else:
-        ids = tasks.check_open_endpoint(settings)
-        lines.append(f"open model: {settings.open_url} ({settings.dialect}) serving {ids}")
-    from stakeflow.connection import connect
+    """Start what is missing: dev server, embedded model, worker. Returns what happened.
 
+    A service that crashed since it was started is reported (how it ended, its log, the fix) and
+    started again; one that crashes while starting fails with that report.
+    """
+    from stakeflow.connection import connect
+    from stakeflow.endpoints import probe_models
+
+    lines = services.ensure_temporal(settings)
+    if settings.embedded:
+        lines += services.ensure_embedded_model(settings)
+    else:
+        probe = probe_models(settings)
+        if not probe.ok:
+            raise EndpointError(f"open model endpoint {probe.detail}: {probe.fix}")
+        lines.append(f"open model: {settings.open_url} ({settings.dialect}) {probe.detail}")
     client = await connect(settings)
     if start_worker and settings.manages_temporal:
-        has = await tasks.has_workflow_poller(client, settings)
-        if has:
+        # The server lists a dead worker's poller for a while: a crash recorded by its supervisor wins.
+        crashed = services.worker_crashed(settings)
+        if not crashed and await tasks.has_workflow_poller(client, settings):
             lines.append("worker: polling")
         else:
-            lines.append(await asyncio.to_thread(services.ensure_worker, settings, lambda: _poller_sync(settings)))
+            lines += await _start_worker(client, settings)
     elif not await tasks.has_workflow_poller(client, settings):
         lines.append(
             f"warning: no worker polls {queue_name('workflows', settings.queue_prefix)} on {settings.address}: "
@@ -58,13 +67,16 @@ async def _bring_up(settings: Settings, *, start_worker: bool = True) -> list[st
     return lines
 
 
-def _poller_sync(settings: Settings) -> bool:
-    async def check() -> bool:
-        from stakeflow.connection import connect
-
-        return await tasks.has_workflow_poller(await connect(settings), settings)
-
-    return asyncio.run(check())
+async def _start_worker(client, settings: Settings, wait_s: float = 30.0) -> list[str]:
+    pid, lines = services.start_worker(settings)
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while not await tasks.has_workflow_poller(client, settings):
+        services.worker_alive(settings, pid)
+        if asyncio.get_running_loop().time() > deadline:
+            raise ServiceError(f"the worker (pid {pid}) did not poll within {wait_s:g}s: see {settings.log_dir / 'worker.log'}")
+        await asyncio.sleep(0.1)
+    lines.append(f"worker: started (pid {pid}), log {settings.log_dir / 'worker.log'}")
+    return lines
 
 
 @cli.command()
@@ -120,7 +132,7 @@ async def _run(settings: Settings, req, workflow_id: str | None, as_json: bool, 
     from stakeflow.connection import connect
 
     for line in await _bring_up(settings):
-        if not as_json and (line.startswith("warning") or "started" in line):
+        if not as_json and (line.startswith("warning") or "started" in line or "crashed" in line):
             err(line)
     client = await connect(settings)
     handle = await tasks.start_run(client, settings, req, workflow_id)
@@ -136,40 +148,97 @@ async def _run(settings: Settings, req, workflow_id: str | None, as_json: bool, 
         click.echo(f"run {handle.id} · {ui}")
         if not req.routing.frontier.available:
             err("note: ANTHROPIC_API_KEY is not set: high-stakes steps run on the open model")
-    watcher = None if as_json else asyncio.create_task(_watch(handle))
+    steps = _StepPrinter(quiet=as_json)
+    watchers = [asyncio.create_task(steps.watch(handle))]
+    if settings.manages_temporal:
+        watchers.append(asyncio.create_task(_watch_services(settings, handle.id)))
     try:
-        result = await tasks.wait_result(handle)
+        result = await _first(tasks.wait_result(handle), watchers)
     except tasks.RunFailed as e:
         info = await tasks.describe_run(client, handle.id)
         if as_json:
             echo_json(run_dict(handle.id, run_id, e.status, ui, progress=info.progress, error=str(e)))
-            raise Failed(f"run {handle.id} {e.status}: {e}") from None
+        elif info.progress:
+            steps.rest(info.progress.steps, info.progress.total_steps)
         raise Failed(f"run {handle.id} {e.status}: {e}") from None
     finally:
-        if watcher:
-            watcher.cancel()
+        for w in watchers:
+            w.cancel()
     if as_json:
         echo_json(run_dict(handle.id, run_id, "completed", ui, result=result))
-    else:
-        for line in result_lines(result):
-            click.echo(line)
+        return
+    steps.rest(result.steps, len(result.steps))
+    for line in result_lines(result, steps=False):
+        click.echo(line)
 
 
-async def _watch(handle) -> None:
-    """Print each step as it finishes, while the run goes on."""
-    from agents.types import Progress
+async def _first(awaitable, watchers: list[asyncio.Task]):
+    """``awaitable``'s result, unless a watcher raises first (a crashed service the run cannot do without)."""
+    main = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait([main, *watchers], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not main and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        return await main
+    finally:
+        if not main.done():
+            main.cancel()
 
-    shown: set[int] = set()
+
+class _StepPrinter:
+    """Prints each step once: as it finishes while the run goes on, or at the end if it finished between looks."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.shown: set[int] = set()
+
+    def rest(self, steps, total: int) -> None:
+        for s in steps:
+            if s.status in ("ok", "tool_error", "failed", "skipped") and s.index not in self.shown:
+                self.shown.add(s.index)
+                if not self.quiet:
+                    err(step_line(s, total))
+
+    async def watch(self, handle) -> None:
+        from agents.types import Progress
+
+        while True:
+            await asyncio.sleep(POLL_SECONDS)
+            try:
+                p = await handle.query("progress", result_type=Progress)
+            except Exception:
+                continue
+            self.rest(p.steps, p.total_steps)
+
+
+SERVICE_CHECK_SECONDS = 2.0
+
+
+async def _watch_services(settings: Settings, workflow_id: str) -> None:
+    """While a run waits: a local service that crashes is reported, and started again once.
+
+    A second crash ends the wait (exit 1) with the report; the run itself is durable and goes on
+    when its services are back.
+    """
+    restarted: set[str] = set()
     while True:
-        await asyncio.sleep(POLL_SECONDS)
-        try:
-            p = await handle.query("progress", result_type=Progress)
-        except Exception:
+        await asyncio.sleep(SERVICE_CHECK_SECONDS)
+        crashed = await asyncio.to_thread(services.crashed_services, settings)
+        if not crashed:
             continue
-        for s in p.steps:
-            if s.status in ("ok", "tool_error", "failed", "skipped") and s.index not in shown:
-                shown.add(s.index)
-                err(step_line(s, p.total_steps))
+        for c in crashed:
+            err(services.crash_report(c))
+        again = [c.name for c in crashed if c.name in restarted]
+        if again:
+            raise ServiceError(
+                f"{', '.join(again)} crashed again; run {workflow_id} waits, durable, until it is back: "
+                f"fix it (see above, or `stakeflow doctor`), then `stakeflow up` and `stakeflow result {workflow_id} --wait`"
+            )
+        restarted.update(c.name for c in crashed)
+        for line in await _bring_up(settings):
+            if "started" in line:
+                err(line)
 
 
 def _client(settings: Settings):
@@ -193,6 +262,8 @@ def status(run_id: str, as_json: bool) -> None:
                                 result=info.result, progress=info.progress, error=info.error))
             return
         click.echo(f"{info.workflow_id}: {info.status}")
+        for crashed in services.crashed_services(settings):
+            click.echo(services.crash_report(crashed))
         if info.progress:
             for line in progress_lines(info.progress):
                 click.echo(line)
@@ -290,25 +361,45 @@ async def _worker(settings: Settings, roles: list[str]) -> None:
 
 
 async def _check_search_attributes(client, settings: Settings, roles: list[str]) -> None:
-    """A workflow worker on a namespace without stakeflow's search attributes would hang runs."""
+    """A workflow worker on a namespace without stakeflow's search attributes (or with mistyped ones) would hang runs."""
     from temporalio.service import RPCError
 
     from stakeflow import search_attributes
-    from stakeflow.errors import ServiceError
 
-    if "workflows" not in roles:
+    if "workflows" not in roles or not settings.check_search_attributes:
         return
+    ns = settings.temporal_namespace
     try:
-        absent = await search_attributes.missing(client, settings.temporal_namespace)
-    except RPCError as e:  # e.g. no operator permission on a hosted namespace: say so, go on
-        err(f"warning: cannot check search attributes ({e.message}); if runs hang, run "
-            "`stakeflow admin setup-search-attributes`")
-        return
-    if absent:
+        wrong = await search_attributes.problems(client, ns)
+    except RPCError as e:
         raise ServiceError(
-            f"namespace {settings.temporal_namespace} lacks search attributes {', '.join(absent)}: "
+            f"cannot check stakeflow's search attributes on namespace {ns} ({e.message}): a missing one makes runs "
+            "hang. Register them (`stakeflow admin setup-search-attributes`, or deploy/README.md for a cluster "
+            "where you lack operator rights), then set STAKEFLOW_CHECK_SEARCH_ATTRIBUTES=false to skip this check"
+        ) from None
+    if wrong:
+        raise ServiceError(
+            f"namespace {ns} has wrong search attributes ({'; '.join(wrong)}): "
             "run `stakeflow admin setup-search-attributes` (or see deploy/README.md)"
         )
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@friendly
+def doctor(as_json: bool) -> None:
+    """Check every part a run needs; one line each, with the fix. Exit 1 when something is broken."""
+    from stakeflow.doctor import run_checks
+
+    checks = run_checks(current_settings())
+    if as_json:
+        echo_json([c.as_dict() for c in checks])
+    else:
+        for c in checks:
+            click.echo(c.line())
+    broken = [c.name for c in checks if c.status == "fail"]
+    if broken:
+        raise Failed(f"{len(broken)} of {len(checks)} checks failed: {', '.join(broken)}")
 
 
 @cli.command()

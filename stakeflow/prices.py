@@ -54,9 +54,9 @@ from pydantic import BaseModel
 
 from agents.types import Usage
 from stakeflow.errors import ConfigError
-from stakeflow.settings import PriceConfig, Settings
+from stakeflow.settings import EMBEDDED_MODEL_ID, PriceConfig, Settings
 
-Source = Literal["builtin", "config"]
+Source = Literal["builtin", "config", "local"]
 
 BUILTIN_VERSION = "builtin-2026-11-28"
 BUILTIN_SOURCE = (
@@ -211,6 +211,24 @@ def builtin_entries() -> tuple[PriceEntry, ...]:
     return tuple(entries)
 
 
+LOCAL_VERSION = "builtin-local"
+
+
+def local_entries() -> tuple[PriceEntry, ...]:
+    """The model stakeflow runs on this machine itself (the embedded default): $0, labelled local.
+
+    It runs on the CPU the user already has, so there is no bill to show; a ``[prices."<id>"]`` table
+    (e.g. to charge the machine's time) replaces this entry like any other.
+    """
+    zero = Decimal(0)
+    return (
+        PriceEntry(
+            model=EMBEDDED_MODEL_ID, input_per_mtok=zero, output_per_mtok=zero, cache_write_per_mtok=zero,
+            cache_read_per_mtok=zero, version=LOCAL_VERSION, source="local",
+        ),
+    )
+
+
 def config_entry(model: str, config: PriceConfig, where: str = "stakeflow.toml") -> PriceEntry:
     """A config table as an entry; raises ConfigError when it sets both kinds of price, or neither."""
     head = f'[prices."{model}"] in {where}'
@@ -264,7 +282,8 @@ class PriceTable:
     @classmethod
     def from_config(cls, prices: Mapping[str, PriceConfig], where: str = "stakeflow.toml") -> PriceTable:
         """The built-in table, then each config entry replacing the built-in one for its model."""
-        return cls([*builtin_entries(), *(config_entry(model, cfg, where) for model, cfg in prices.items())])
+        configured = (config_entry(model, cfg, where) for model, cfg in prices.items())
+        return cls([*builtin_entries(), *local_entries(), *configured])
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PriceTable:

@@ -12,10 +12,16 @@ def usd(value: float) -> str:
 
 
 def cost_line(c: CostSummary) -> str:
-    """`cost $0.0123 (open 7 calls $0.0009 · frontier 2 calls $0.0114) · all-frontier would be $0.0411 · saved 70%`"""
+    """`cost $0.0123 (open 7 calls $0.0009 · frontier 2 calls $0.0114) · all-frontier would be $0.0411 · saved 70%`
+
+    Open calls to a model that runs on this machine (the embedded default) say so: `open 4 calls $0.0000, local`.
+    """
     total = usd(c.total_usd)
+    local = ""
+    if c.open_local_calls:
+        local = ", local" if c.open_local_calls == c.open_calls else f", {c.open_local_calls} local"
     line = (
-        f"cost {'≥ ' if c.unpriced_calls else ''}{total} (open {c.open_calls} calls {usd(c.open_usd)} · "
+        f"cost {'≥ ' if c.unpriced_calls else ''}{total} (open {c.open_calls} calls {usd(c.open_usd)}{local} · "
         f"frontier {c.frontier_calls} calls {usd(c.frontier_usd)})"
     )
     if c.frontier_equivalent_usd > 0:
@@ -117,11 +123,12 @@ def step_line(s: StepRecord, total: int) -> str:
     return line + detail
 
 
-def result_lines(result: TaskResult) -> list[str]:
+def result_lines(result: TaskResult, *, steps: bool = True) -> list[str]:
+    """A finished run: plan route, its steps (unless already shown as they finished), notices, bill, answer."""
     lines: list[str] = []
     if result.plan_route:
         lines.append(f"  plan · {result.plan_route.route} · {result.plan_route.model} — {result.plan_route.reason}")
-    for s in result.steps:
+    for s in result.steps if steps else []:
         lines.append(step_line(s, len(result.steps)))
     for n in result.notices:
         lines.append(f"  notice: {n}")

@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     temporal_port: int = 7233  # the dev server `stakeflow up` starts
     ui_port: int = 8233
     queue_prefix: str = "stakeflow"
+    # Workers refuse a namespace whose search attributes are missing or mistyped (runs would hang);
+    # false skips the check where the worker may not list them (register them another way first).
+    check_search_attributes: bool = True
 
     open_base_url: str | None = None  # unset = the embedded llama.cpp server
     open_model: str | None = None
@@ -131,6 +134,11 @@ class Settings(BaseSettings):
     open_timeout_s: float = 300.0
     embedded_port: int = 8765
     embedded_ctx: int = 8192
+    embedded_threads: int | None = Field(default=None, ge=1)  # llama.cpp threads; default: half the cores
+    # The command that serves the embedded model, if not stakeflow's own llama.cpp launcher, e.g. llama.cpp's
+    # native server: ["llama-server", "-m", "{model}", "--host", "{host}", "--port", "{port}", "-c", "{ctx}",
+    # "--alias", "{alias}"]. It must answer the OpenAI API at http://{host}:{port}/v1.
+    embedded_command: list[str] | None = None
 
     anthropic_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "anthropic_api_key")

@@ -5,12 +5,12 @@ Used by the CLI and (later) the webhook server, so both build requests the same 
 
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import timedelta
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -38,10 +38,10 @@ from agents.types import (
     TaskRequest,
     TaskResult,
 )
-from stakeflow.errors import EndpointError, InputError
+from stakeflow.errors import InputError
 from stakeflow.search_attributes import KEYS
 from stakeflow.settings import Settings
-from workers.queues import queue_name
+from workers.queues import QueueRole, queue_name
 
 WORKFLOW_NAME = "AgentTaskWorkflow"
 RUN_TIMEOUT_HINT = "see `stakeflow status RUN_ID`"
@@ -128,6 +128,7 @@ def build_request(
             )
     return TaskRequest(
         workspace_files=list_workspace(ws),
+        workspace_paths=workspace_paths(ws),
         goal=goal,
         stakes=stakes,  # type: ignore[arg-type]
         sensitivity=sensitivity,  # type: ignore[arg-type]
@@ -145,59 +146,67 @@ def build_request(
 
 
 MAX_LISTED_FILES = 40
+MAX_ENUM_FILES = 200
+
+
+def _workspace_files(folder: Path):
+    """(relative path, size) of each non-hidden file, sorted; symlinked folders are not followed."""
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            path = Path(root) / name
+            if name.startswith(".") or not path.is_file():  # is_file: False for a symlink loop
+                continue
+            try:
+                size = path.stat().st_size
+            except OSError:
+                continue
+            yield path.relative_to(folder).as_posix(), size
 
 
 def list_workspace(folder: Path, limit: int = MAX_LISTED_FILES) -> list[str]:
-    """The workspace's files (relative paths, sizes), hidden ones skipped, at most ``limit``."""
+    """The workspace's files as prompts show them ("notes.txt (582 bytes)"), at most ``limit``."""
     found: list[str] = []
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
-            continue
+    for rel, size in _workspace_files(folder):
         if len(found) == limit:
             found.append("(more files not listed)")
             break
-        found.append(f"{rel.as_posix()} ({path.stat().st_size} bytes)")
+        found.append(f"{rel} ({size} bytes)")
     return found
 
 
-def check_open_endpoint(settings: Settings, timeout: float = 3.0) -> str:
-    """Raise EndpointError unless the open model endpoint answers; returns its model ids."""
-    url = settings.open_url
-    headers = {}
-    if settings.open_api_key:
-        headers["Authorization"] = f"Bearer {settings.open_api_key.get_secret_value()}"
-    try:
-        r = httpx.get(f"{url}/models", timeout=timeout, headers=headers)
-    except httpx.HTTPError as e:
-        fix = (
-            "start your vLLM server (see deploy/) or fix STAKEFLOW_OPEN_BASE_URL"
-            if not settings.embedded
-            else "run `stakeflow up`"
-        )
-        raise EndpointError(f"open model endpoint {url} is unreachable ({type(e).__name__}): {fix}") from None
-    if r.status_code in (401, 403):
-        raise EndpointError(f"open model endpoint {url} refused the key ({r.status_code}): set STAKEFLOW_OPEN_API_KEY")
-    try:
-        ids = [m.get("id", "?") for m in r.json().get("data", [])]
-    except ValueError:
-        ids = []
-    return ", ".join(ids) or "(no model list)"
+def workspace_paths(folder: Path, limit: int = MAX_ENUM_FILES) -> list[str]:
+    """Every file's workspace-relative path, or [] when there are more than ``limit``.
+
+    A partial list is useless as a constraint (the file the goal names might be cut): all or none.
+    """
+    found: list[str] = []
+    for rel, _ in _workspace_files(folder):
+        if len(found) == limit:
+            return []
+        found.append(rel)
+    return found
 
 
 def new_workflow_id() -> str:
     return f"task-{uuid.uuid4().hex[:10]}"
 
 
-async def has_workflow_poller(client: Client, settings: Settings) -> bool:
-    """True when some worker polls the workflows queue."""
+async def has_poller(client: Client, settings: Settings, role: QueueRole) -> bool:
+    """True when some worker polls the queue of ``role`` (workflow tasks for "workflows", else activities)."""
+    kind = TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW if role == "workflows" else TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY
     req = DescribeTaskQueueRequest(
         namespace=settings.temporal_namespace,
-        task_queue=TaskQueue(name=queue_name("workflows", settings.queue_prefix)),
-        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        task_queue=TaskQueue(name=queue_name(role, settings.queue_prefix)),
+        task_queue_type=kind,
     )
     resp = await client.workflow_service.describe_task_queue(req)
     return len(resp.pollers) > 0
+
+
+async def has_workflow_poller(client: Client, settings: Settings) -> bool:
+    """True when some worker polls the workflows queue."""
+    return await has_poller(client, settings, "workflows")
 
 
 async def start_run(client: Client, settings: Settings, req: TaskRequest, workflow_id: str | None = None) -> WorkflowHandle:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
-from tests.fakes import Reply, prompt_text, purpose_of
+from tests.fakes import Reply, output_schema, prompt_text, purpose_of
 
 STEP_RE = re.compile(r"Now step (\d+) of (\d+)")
 
@@ -23,6 +23,19 @@ def plan(*steps: tuple[str, str | None] | tuple[str, str | None, str]) -> dict[s
         stakes = s[2] if len(s) > 2 else "low"
         out.append({"title": title, "tool": tool, "stakes": stakes})
     return {"steps": out}
+
+
+def shaped(the_plan: Any, body: dict[str, Any]) -> Any:
+    """A scripted ``{"steps": [...]}`` plan in the shape the request's schema asks for.
+
+    When the goal names a workspace file, the plan schema is ``{"first": step, "then": [steps]}`` (the
+    first step must read it); a model follows the schema it is given, so the fake does too.
+    """
+    schema = output_schema(body) or {}
+    if isinstance(the_plan, dict) and "steps" in the_plan and "first" in (schema.get("properties") or {}):
+        steps = the_plan["steps"]
+        return {"first": steps[0], "then": steps[1:]} if steps else the_plan
+    return the_plan
 
 
 def call(tool: str, note: str = "done", **args: Any) -> dict[str, Any]:
@@ -45,7 +58,7 @@ def agent(
     def respond(body: dict[str, Any]) -> Any:
         purpose = purpose_of(body)
         if purpose == "plan":
-            return the_plan if the_plan is not None else Reply.error(500, "this server should not plan")
+            return shaped(the_plan, body) if the_plan is not None else Reply.error(500, "this server should not plan")
         if purpose == "step":
             item = steps.get(step_index(body))
             if item is None:

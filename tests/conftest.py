@@ -21,7 +21,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from stakeflow.search_attributes import dev_server_flags
-from stakeflow.services import DEV_SERVER_TUNING
+from stakeflow.local.services import DEV_SERVER_TUNING
 from stakeflow.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent

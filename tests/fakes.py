@@ -139,7 +139,9 @@ def purpose_of(body: dict[str, Any]) -> str:
     schema = output_schema(body)
     if schema is None:
         return "answer"
-    return "plan" if "steps" in (schema.get("properties") or {}) else "step"
+    properties = schema.get("properties") or {}
+    # A plan is {"steps": [...]}, or {"first": ..., "then": [...]} when the goal names a workspace file.
+    return "plan" if "steps" in properties or "first" in properties else "step"
 
 
 def prompt_text(body: dict[str, Any]) -> str:
@@ -353,6 +355,7 @@ class FakeOpenAIServer(_FakeServer):
     def __init__(self, *, model: str = "fake-open-model", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.model = model  # what GET /v1/models lists
+        self.fail_models_with: int | None = None  # an HTTP status GET /v1/models answers instead
 
     @property
     def url(self) -> str:
@@ -363,6 +366,8 @@ class FakeOpenAIServer(_FakeServer):
 
     def handle_get(self, path: str) -> tuple[int, dict[str, str], Any]:
         if path.rstrip("/") == "/v1/models":
+            if self.fail_models_with is not None:
+                return self.fail_models_with, {}, self.error_body(self.fail_models_with, "scripted /models failure")
             models = self.models if self.models is not None else [self.model]
             return 200, {}, {"object": "list", "data": [
                 {"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in models]}
@@ -438,6 +443,13 @@ class FakeAnthropicServer(_FakeServer):
     def default_usage(self) -> dict[str, int]:
         return {"input_tokens": 100, "output_tokens": 20,
                 "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+
+    def handle_get(self, path: str) -> tuple[int, dict[str, str], Any]:
+        if path.rstrip("/") == "/v1/models":  # what `stakeflow models` / `doctor` ask
+            ids = self.models if self.models is not None else ["claude-sonnet-4-6"]
+            return 200, {}, {"data": [{"type": "model", "id": m, "display_name": m} for m in ids],
+                             "has_more": False, "first_id": ids[0], "last_id": ids[-1]}
+        return super().handle_get(path)
 
     def error_body(self, status: int, message: str) -> Any:
         kind = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",

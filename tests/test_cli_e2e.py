@@ -54,7 +54,7 @@ def cli_env(tmp_path, open_fake):
 
 
 def pids(home: Path) -> dict[str, int]:
-    return {p.stem: int(p.read_text()) for p in (home / "run").glob("*.pid")}
+    return {p.stem: json.loads(p.read_text())["pid"] for p in (home / "run").glob("*.pid")}
 
 
 def alive(pid: int) -> bool:
@@ -145,3 +145,47 @@ def test_failed_run_reports_the_step_and_exits_1(cli_env, open_fake):
     assert "Traceback" not in ran.stderr
     assert "step 1/1 'Compute' failed" in ran.stderr
     assert "not escalated: data is private" in ran.stderr
+
+
+def test_run_prints_each_step_once_then_the_bill_and_the_answer(cli_env, open_fake, tmp_path):
+    workspace = tmp_path / "ws"
+    shutil.copytree(EXAMPLE_WORKSPACE, workspace)
+    open_fake.script(agent(
+        plan(("Read the notes", "read_file"), ("Add the growth figures", "calculator")),
+        {1: call("read_file", path="notes.txt"), 2: call("calculator", expression="12 + 8")},
+        answer="Revenue grew 12%.",
+    ))
+    ran = stakeflow(cli_env, "run", "--workspace", str(workspace), "Summarise notes.txt")
+    assert ran.returncode == 0, ran.stderr
+    both = ran.stderr + ran.stdout
+    assert both.count("step 1/2 ·") == 1 and both.count("step 2/2 ·") == 1
+    lines = ran.stdout.rstrip().splitlines()
+    assert lines[-1] == "Revenue grew 12%."
+    bill = next(line for line in lines if line.strip().startswith("cost "))
+    assert lines.index(bill) < len(lines) - 1  # the bill comes before the answer
+
+
+def test_a_worker_killed_mid_run_is_reported_restarted_and_the_run_completes(cli_env, open_fake):
+    home = Path(cli_env["STAKEFLOW_HOME"])
+    assert stakeflow(cli_env, "up").returncode == 0
+    worker_pid = pids(home)["worker"]
+
+    def slow_step(body):
+        return Reply.delayed(6, {"tool_calls": [], "result": "thought it through"})
+
+    open_fake.script(agent(plan(("Think", None)), {1: slow_step}, answer="done thinking"))
+    proc = subprocess.Popen([*STAKEFLOW, "run", "Think hard"], env=cli_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not any(c.body and "Now step 1" in json.dumps(c.body) for c in open_fake.calls):
+        assert time.monotonic() < deadline, "the step never reached the model"
+        time.sleep(0.1)
+    # The supervisor's child is the worker itself: kill that, as the OOM killer would.
+    child = int(subprocess.run(["pgrep", "-P", str(worker_pid)], capture_output=True, text=True).stdout.split()[0])
+    os.kill(child, 9)
+    out, errs = proc.communicate(timeout=180)
+    assert proc.returncode == 0, errs
+    assert f"worker (pid {worker_pid}), started by stakeflow, crashed: killed by SIGKILL" in errs
+    assert "fix: `stakeflow up` starts a new worker" in errs
+    assert "worker: started" in errs
+    assert out.rstrip().endswith("done thinking")

@@ -245,3 +245,28 @@ def test_prices_from_the_config_file(tmp_path, monkeypatch):
     del settings.prices["claude-haiku-4-5"]
     cost = PriceTable.from_settings(settings).price_call("qwen3-8b", Usage(), seconds=3.0)
     assert (cost.usd, cost.version) == (0.0005, "gpu-2026-11")
+
+
+def test_the_embedded_model_is_local_and_free_unless_configured():
+    from stakeflow.prices import LOCAL_VERSION
+    from stakeflow.settings import PriceConfig
+
+    table = PriceTable.from_config({})
+    cost = table.price_call("smollm2-135m-instruct", SHAPE, 3.0)
+    assert (cost.usd, cost.unpriced, cost.source, cost.version) == (0.0, False, "local", LOCAL_VERSION)
+    configured = PriceTable.from_config({"smollm2-135m-instruct": PriceConfig(gpu_hour_usd=3.6)})
+    cost = configured.price_call("smollm2-135m-instruct", SHAPE, 3.0)
+    assert cost.source == "config" and cost.usd == 0.003
+
+
+def test_the_bill_labels_local_open_calls():
+    from agents.types import CallCostRecord, CostSummary
+    from stakeflow.render import cost_line
+
+    bill = CostSummary()
+    for _ in range(3):
+        bill.add("open", CallCostRecord(usd=0.0, frontier_equivalent_usd=0.002, local=True))
+    assert cost_line(bill).startswith("cost $0.0000 (open 3 calls $0.0000, local · frontier 0 calls $0.0000)")
+    assert "UNPRICED" not in cost_line(bill)
+    bill.add("open", CallCostRecord(usd=0.001, frontier_equivalent_usd=0.002))
+    assert "(open 4 calls $0.0010, 3 local ·" in cost_line(bill)

@@ -27,7 +27,7 @@ async def test_worker_refuses_then_admin_registers(tmp_path, monkeypatch):
 
         refused = await asyncio.to_thread(invoke, "worker")
         assert refused.exit_code == 1
-        assert "lacks search attributes StakeflowStakes" in refused.output
+        assert "has wrong search attributes (StakeflowStakes is missing;" in refused.output
         assert "stakeflow admin setup-search-attributes" in refused.output
 
         added = await asyncio.to_thread(invoke, "admin", "setup-search-attributes")
@@ -35,5 +35,22 @@ async def test_worker_refuses_then_admin_registers(tmp_path, monkeypatch):
         assert added.output.startswith("added ") and all(name in added.output for name in SEARCH_ATTRIBUTES)
         again = await asyncio.to_thread(invoke, "admin", "setup-search-attributes")
         assert again.exit_code == 0 and "already present" in again.output
+    finally:
+        await bare.shutdown()
+
+
+async def test_a_mistyped_search_attribute_is_refused_by_type(tmp_path, monkeypatch):
+    """Registered under the right name but the wrong type, it would still fail every workflow task."""
+    flags = [f for name, kind in SEARCH_ATTRIBUTES.items()
+             for f in ("--search-attribute", f"{name}={'Keyword' if name == 'StakeflowCostUsd' else kind}")]
+    bare = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=shutil.which("temporal"), ip="127.0.0.1",
+        dev_server_extra_args=["--log-level", "error", *flags],
+    )
+    try:
+        monkeypatch.setenv("STAKEFLOW_TEMPORAL_ADDRESS", bare.client.service_client.config.target_host)
+        refused = await asyncio.to_thread(CliRunner().invoke, cli, ["worker"], catch_exceptions=False)
+        assert refused.exit_code == 1
+        assert "StakeflowCostUsd is Keyword, not Double" in refused.output
     finally:
         await bare.shutdown()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -384,3 +385,43 @@ async def test_200_step_plan_continues_as_new_and_keeps_history_small(client, tm
     assert len(last.events) < 1000
     assert len(last.to_json()) < 2_000_000
     assert result.usage.requests == 202  # plan + 200 steps + answer, across all runs
+
+
+async def test_the_schemas_a_small_model_decodes_under_name_only_real_tools_and_files(
+    client, tmp_path, open_fake, workspace
+):
+    """What grammar-constrained decoding enforces: the plan names only allowed tools and starts by reading the
+    file the goal names; a read_file path can only be a workspace file."""
+    from tests.fakes import output_schema
+
+    open_fake.script(agent(
+        plan(("Read the notes", "read_file")),
+        {1: call("read_file", "read notes", path="notes.txt")},
+        answer="Revenue grew 12%.",
+    ))
+    settings = settings_for(tmp_path, open_fake)
+    result = await run_task(client, settings, "Summarise the file notes.txt", workspace=workspace,
+                            tools=["read_file", "calculator", "write_file"])
+    assert result.status == "completed"
+    plan_schema, step_schema = (output_schema(c.body) for c in open_fake.calls[:2])
+    # pydantic-ai inlines $defs for the vLLM dialect's strict json_schema.
+    first = plan_schema["properties"]["first"]["properties"]["tool"]
+    assert first["const"] == "read_file"
+    later = plan_schema["properties"]["then"]["items"]["properties"]["tool"]["anyOf"][0]["enum"]
+    assert sorted(later) == ["calculator", "read_file", "write_file"]
+    args = json.dumps(step_schema)
+    assert '"enum": ["notes.txt", "regions.csv", "sales.csv"]' in args
+    # The worked examples went first, as earlier turns, and name only sample-* files.
+    messages = open_fake.calls[0].body["messages"]
+    assert [m["role"] for m in messages[-3:]] == ["user", "assistant", "user"]
+    assert "sample-minutes.md" in messages[-3]["content"] and "notes.txt" in messages[-1]["content"]
+
+
+async def test_a_goal_that_names_no_file_leaves_the_plan_unconstrained(client, tmp_path, open_fake, workspace):
+    from tests.fakes import output_schema
+
+    open_fake.script(agent(plan(("Add", "calculator")), {1: call("calculator", expression="2+2")}, answer="4"))
+    settings = settings_for(tmp_path, open_fake)
+    result = await run_task(client, settings, "What is 2+2?", workspace=workspace)
+    assert result.answer == "4"
+    assert "steps" in output_schema(open_fake.calls[0].body)["properties"]

@@ -18,7 +18,7 @@ from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 with workflow.unsafe.imports_passed_through():
     from agents import prompts
     from agents.policy import StepFacts, decide_route, escalate, fallback
-    from agents.tools import CATALOGUE
+    from agents.tools import CATALOGUE, first_step_tools
     from agents.types import (
         ApprovalRecord,
         ApprovalRequest,
@@ -239,8 +239,10 @@ class AgentTaskWorkflow:
             purpose="plan",
             system=prompts.PLAN_SYSTEM,
             prompt=prompts.plan_prompt(req.goal, self._tool_views(req.tools), req.max_steps, req.workspace_files),
+            examples=prompts.plan_examples(req.goal, self._tool_views(req.tools), req.max_steps),
             tools=self._tool_views(req.tools),
             max_steps=req.max_steps,
+            first_step_tools=first_step_tools(req.goal, req.workspace_paths, req.tools),
         )
         record = StepRecord(index=0, title="plan")
         with self._step_span(0, "plan"):
@@ -267,7 +269,7 @@ class AgentTaskWorkflow:
                 req.goal, index, len(self._progress.steps), planned.title, spec.view() if spec else None, done,
                 req.workspace_files,
             ),
-            tools=[spec.view()] if spec else [],
+            tools=[spec.view(req.workspace_paths)] if spec else [],
         )
         label = f"step {index}/{len(self._progress.steps)}"
         reply, decision = await self._call_model(call, decision, record, label=label, tool=planned.tool)
