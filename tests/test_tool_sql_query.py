@@ -60,7 +60,7 @@ async def test_sql_query_refuses_anything_but_a_read(ws: Path, query: str, kind:
     error = refused(await run("sql_query", {"query": query}, workspace=ws))
     assert error == (
         "only read-only queries are allowed (SELECT, WITH, FROM, DESCRIBE, SUMMARIZE, SHOW); "
-        f"this is a {kind} statement"
+        f"this one is {kind}"
     )
     assert sorted(p.name for p in ws.iterdir()) == ["sales.csv"]
 
@@ -115,3 +115,25 @@ async def test_sql_query_stops_at_the_timeout(ws: Path) -> None:
         "or raise [tools.sql_query] timeout_s in stakeflow.toml"
     )
 
+
+async def test_sql_query_runs_under_the_resource_caps_and_a_locked_configuration(ws: Path) -> None:
+    query = (
+        "SELECT current_setting('memory_limit') AS memory, current_setting('threads') AS threads, "
+        "current_setting('temp_directory') AS spill, current_setting('enable_external_access') AS external, "
+        "current_setting('lock_configuration') AS locked"
+    )
+    result = await run("sql_query", {"query": query}, workspace=ws)
+    # 512MB is DuckDB's 488.2 MiB; an empty temp_directory means nothing spills to disk.
+    assert result.output == "memory | threads | spill | external | locked\n488.2 MiB | 1 |  | False | True\n(1 row)"
+
+
+async def test_sql_query_reads_json_lines_and_names_the_files_it_could_not_read(ws: Path) -> None:
+    (ws / "events.jsonl").write_text('{"a": 1}\n{"a": 2}\n')
+    (ws / "broken.parquet").write_bytes(b"not parquet")
+    assert (await run("sql_query", {"query": "SELECT sum(a) AS s FROM events"}, workspace=ws)).output == "s\n3\n(1 row)"
+    error = refused(await run("sql_query", {"query": "SELECT * FROM broken"}, workspace=ws))
+    assert error.startswith("the query failed: Catalog Error: Table with name broken does not exist!")
+    assert error.endswith(
+        "Tables: events.jsonl, events. Files DuckDB could not read: broken.parquet (Invalid Input Error: "
+        f"File '{(ws / 'broken.parquet').resolve()}' too small to be a Parquet file)"
+    )

@@ -1,7 +1,8 @@
 """The sql_query tool: one read-only DuckDB query over the workspace's data files.
 
-Each call gets its own in-memory DuckDB, shut off from every file but the workspace's data
-files, from extensions and from the network. The query runs in a thread and is interrupted at
+Each call gets its own in-memory DuckDB, shut off (by ``stakeflow.readonly_sql``, the project's
+one lock-down) from every file but the workspace's data files, from extensions and from the
+network, and capped in memory and threads. The query runs in a thread and is interrupted at
 ``[tools.sql_query] timeout_s``: a model's runaway join must not hold the worker.
 """
 
@@ -20,6 +21,15 @@ from activities.tools.workspace import resolve_workspace
 from agents.tools import SqlQueryArgs
 from agents.types import ToolResult
 from stakeflow.errors import ToolError
+from stakeflow.readonly_sql import (
+    SQLLimits,
+    SQLRefused,
+    first_paragraph,
+    lock_down,
+    quote_ident,
+    quote_literal,
+    read_statement,
+)
 
 _SQL_READERS = {
     ".csv": "read_csv",
@@ -59,10 +69,13 @@ async def execute(args: SqlQueryArgs, ctx: ToolContext) -> ToolResult:
 
 def _run_sql(con: duckdb.DuckDBPyConnection, ws: Path, query: str, max_rows: int) -> ToolResult:
     """Check, sandbox and run one query on ``con`` (blocking; runs in a thread)."""
-    _check_read_only(con, query)
+    try:
+        statement = read_statement(query)
+    except SQLRefused as e:
+        raise ToolError(str(e)) from None
     tables, skipped = _expose_workspace(con, ws)
     try:
-        relation = con.sql(query)
+        relation = con.sql(statement)
         rows = relation.limit(max_rows + 1).fetchall()
         total = relation.aggregate("count(*)").fetchall()[0][0] if len(rows) > max_rows else len(rows)
     except duckdb.InterruptException:
@@ -79,55 +92,34 @@ def _run_sql(con: duckdb.DuckDBPyConnection, ws: Path, query: str, max_rows: int
     return ToolResult(output=f"{text}\n{note}", truncated=True)
 
 
-def _check_read_only(con: duckdb.DuckDBPyConnection, query: str) -> None:
-    try:
-        statements = con.extract_statements(query)
-    except duckdb.Error as e:
-        raise ToolError(f"the query does not parse: {_first_paragraph(e)}") from None
-    if len(statements) != 1:
-        raise ToolError(f"send exactly one SQL statement (this has {len(statements)})")
-    kind = statements[0].type
-    # DuckDB classifies WITH, FROM-first, DESCRIBE, SUMMARIZE and SHOW as SELECT too.
-    if kind != duckdb.StatementType.SELECT:
-        raise ToolError(
-            f"only read-only queries are allowed (SELECT, WITH, FROM, DESCRIBE, SUMMARIZE, SHOW); "
-            f"this is a {kind.name} statement"
-        )
-
-
 def _expose_workspace(con: duckdb.DuckDBPyConnection, ws: Path) -> tuple[list[str], list[str]]:
-    """Make each data file a view, then shut DuckDB off from every other file and the network.
+    """Shut DuckDB off from everything but the workspace's data files, then make each file a view.
 
-    A view is named after the file's workspace path ("sales.csv", which is also what
-    ``FROM 'sales.csv'`` looks up) and, when unambiguous, its stem ("sales"). Views read the
-    files' real paths, the only paths left in ``allowed_paths``.
+    Locked down first, so the caps and the ban on loading extensions hold while DuckDB reads the
+    files to create the views. A view is named after the file's workspace path ("sales.csv", which
+    is also what ``FROM 'sales.csv'`` looks up) and, when unambiguous, its stem ("sales"). Views
+    read the files' real paths, and ``allowed_paths`` lists those and nothing else.
     """
-    con.execute("SET autoinstall_known_extensions=false")
-    con.execute("SET autoload_known_extensions=false")
     files = _data_files(ws)
+    lock_down(con, allowed_paths=[str(real) for _, real in files], limits=SQLLimits())
     stems = Counter(Path(name).stem for name, _ in files)
     names = {name for name, _ in files}
     tables: list[str] = []
     skipped: list[str] = []
-    allowed: list[str] = []
     for name, real in files:
         reader = _SQL_READERS[real.suffix.lower()]
         try:
-            con.execute(f"CREATE VIEW {_ident(name)} AS SELECT * FROM {reader}({_literal(str(real))})")
+            con.execute(f"CREATE VIEW {quote_ident(name)} AS SELECT * FROM {reader}({quote_literal(str(real))})")
         except duckdb.InterruptException:
             raise
         except duckdb.Error as e:
-            skipped.append(f"{name} ({_first_paragraph(e)})")
+            skipped.append(f"{name} ({first_paragraph(e)})")
             continue
         tables.append(name)
-        allowed.append(str(real))
         stem = Path(name).stem
         if stems[stem] == 1 and stem not in names:
-            con.execute(f"CREATE VIEW {_ident(stem)} AS SELECT * FROM {_ident(name)}")
+            con.execute(f"CREATE VIEW {quote_ident(stem)} AS SELECT * FROM {quote_ident(name)}")
             tables.append(stem)
-    con.execute(f"SET allowed_paths=[{', '.join(_literal(p) for p in allowed)}]")
-    con.execute("SET enable_external_access=false")
-    con.execute("SET lock_configuration=true")  # so the query cannot SET any of this back
     return tables, skipped
 
 
@@ -151,7 +143,7 @@ def _data_files(ws: Path) -> list[tuple[str, Path]]:
 
 
 def _sql_error(err: duckdb.Error, tables: list[str], skipped: list[str]) -> str:
-    message = f"the query failed: {_first_paragraph(err)}"
+    message = f"the query failed: {first_paragraph(err)}"
     if isinstance(err, duckdb.CatalogException | duckdb.PermissionException):
         listed = ", ".join(tables[:40]) or "none"
         message += (
@@ -175,14 +167,3 @@ def _cell(value: Any) -> str:
     text = repr(value) if isinstance(value, float) else str(value)
     return text.replace("\n", "\\n")  # one row, one line
 
-
-def _first_paragraph(err: Exception) -> str:
-    return str(err).split("\n\n")[0].strip()
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _ident(text: str) -> str:
-    return '"' + text.replace('"', '""') + '"'
