@@ -1,0 +1,127 @@
+"""The calculator tool: exact arithmetic without ``eval``.
+
+Models are poor at arithmetic and ``eval`` is a shell, so the expression's syntax tree is walked
+here, numbers as exact fractions, with every size bounded before it is computed: one request must
+not eat the worker's memory or CPU.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+from decimal import Decimal, localcontext
+from fractions import Fraction
+
+from activities.tools.context import ToolContext
+from agents.tools import CalculatorArgs
+from agents.types import ToolResult
+from stakeflow.errors import ToolError
+
+MAX_EXPRESSION_CHARS = 2_000
+MAX_EXPONENT = 10_000
+# Numerators and denominators stay under ~3,600 digits, below Python's 4,300-digit
+# int-to-str limit, so every result can be printed exactly.
+MAX_RESULT_BITS = 12_000
+MAX_DECIMAL_PLACES = 60
+
+Number = Fraction | float
+
+
+async def execute(args: CalculatorArgs, ctx: ToolContext) -> ToolResult:
+    """Run ``calculator`` (pure CPU and bounded, so on the event loop)."""
+    return ToolResult(output=calculate(args.expression))
+
+
+def calculate(expression: str) -> str:
+    """Evaluate arithmetic exactly by walking its syntax tree; nothing is ever eval'd."""
+    if len(expression) > MAX_EXPRESSION_CHARS:
+        raise ToolError(f"the expression is longer than {MAX_EXPRESSION_CHARS} characters: split it into steps")
+    try:
+        value = _evaluate(ast.parse(expression.strip(), mode="eval").body, expression.strip())
+    except SyntaxError as e:
+        raise ToolError(f"'{expression}' is not an arithmetic expression ({e.msg}): e.g. (3+4)*2") from None
+    except ZeroDivisionError:
+        raise ToolError(f"division by zero in '{expression}'") from None
+    except OverflowError:
+        raise ToolError(f"the result of '{expression}' is too large") from None
+    except (RecursionError, MemoryError):
+        raise ToolError("the expression is nested too deeply: split it into steps") from None
+    return _format_number(value)
+
+
+def _power(base: Number, exponent: Number) -> Number:
+    if abs(exponent) > MAX_EXPONENT:
+        raise ToolError(f"the exponent {_format_number(exponent)} is over the limit of {MAX_EXPONENT}")
+    if isinstance(base, Fraction) and isinstance(exponent, Fraction) and exponent.denominator == 1:
+        # Estimate the size before computing it, so 10**10000**... never eats the worker's memory.
+        if abs(exponent.numerator) * math.log2(max(abs(base.numerator), base.denominator)) > MAX_RESULT_BITS:
+            raise ToolError("the power is too large to compute exactly: rescale the numbers")
+        return base**exponent.numerator
+    result = float(base) ** float(exponent)
+    if isinstance(result, complex):
+        raise ToolError("a negative number to a fractional power has no real value")
+    return result
+
+
+_BINARY = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: _power,
+}
+_UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+
+
+def _evaluate(node: ast.expr, source: str) -> Number:
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        # A float literal is taken as the decimal it was written as: 0.1 is exactly 1/10.
+        return _checked(Fraction(repr(node.value)) if isinstance(node.value, float) else Fraction(node.value))
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+        return _checked(_UNARY[type(node.op)](_evaluate(node.operand, source)))
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        return _checked(_BINARY[type(node.op)](_evaluate(node.left, source), _evaluate(node.right, source)))
+    text = ast.get_source_segment(source, node) or ast.unparse(node)
+    raise ToolError(f"'{text[:80]}' is not allowed: the calculator takes numbers, + - * / // % ** and parentheses only")
+
+
+def _checked(value: Number) -> Number:
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ToolError("the result is too large for a floating-point number")
+        return value
+    if max(value.numerator.bit_length(), value.denominator.bit_length()) > MAX_RESULT_BITS:
+        raise ToolError("a number in the expression grows too large to compute exactly: rescale the numbers")
+    return value
+
+
+def _format_number(value: Number) -> str:
+    """Integers as integers, terminating fractions as exact decimals, others as p/q with an approximation."""
+    if isinstance(value, float):
+        return repr(value)
+    if value.denominator == 1:
+        return str(value.numerator)
+    exact = _exact_decimal(value)
+    if exact is not None:
+        return exact
+    with localcontext() as ctx:
+        ctx.prec = 17
+        approx = Decimal(value.numerator) / Decimal(value.denominator)
+    return f"{value.numerator}/{value.denominator} (≈ {approx})"
+
+
+def _exact_decimal(value: Fraction) -> str | None:
+    rest, twos, fives = value.denominator, 0, 0
+    while rest % 2 == 0:
+        rest, twos = rest // 2, twos + 1
+    while rest % 5 == 0:
+        rest, fives = rest // 5, fives + 1
+    places = max(twos, fives)
+    if rest != 1 or places > MAX_DECIMAL_PLACES:
+        return None
+    digits = str(abs(value.numerator) * 10**places // value.denominator).rjust(places + 1, "0")
+    sign = "-" if value < 0 else ""
+    return f"{sign}{digits[:-places]}.{digits[-places:]}"

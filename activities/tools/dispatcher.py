@@ -1,0 +1,131 @@
+"""The run_tool activity: looks up one tool call's executor by name and runs it, inside its limits.
+
+A tool that refuses (bad arguments, a path outside the workspace, a host that is not
+allowed, a write statement, a division by zero) returns ``ToolResult(ok=False, error=...)``:
+the model chose that input, so it must see why it failed and try something else.
+Exceptions are left for the worker's own trouble: an OSError in the ledger propagates so
+Temporal retries it, and what no retry can fix raises a non-retryable ``ApplicationError``
+of type ``TOOL_FAILED``.
+
+Every output is cut to ``MAX_OUTPUT_CHARS`` so a big page or table never lands in
+workflow history whole. The tools themselves live one per module next to this one; this
+module owns what is the same for all of them: validation, the span, timing and the cap.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.tools.context import ToolContext, ToolExecutor
+from activities.tools.registry import EXECUTORS
+from agents.tools import CATALOGUE
+from agents.types import ToolRequest, ToolResult
+from stakeflow.errors import TOOL_FAILED, ToolError
+from stakeflow import semconv as sc
+from stakeflow.settings import ToolsConfig
+
+_tracer = trace.get_tracer("stakeflow.activities")
+
+MAX_OUTPUT_CHARS = 20_000
+
+
+class ToolActivities:
+    """The ``run_tool`` activity, bound to the worker's tool limits and ledger folder.
+
+    ``executors`` maps a tool's name to the coroutine that runs it; the built-in tools'
+    (``activities/tools/registry.py``) unless a worker brings its own.
+    """
+
+    def __init__(
+        self, tools: ToolsConfig, ledger_dir: Path, executors: Mapping[str, ToolExecutor] = EXECUTORS
+    ) -> None:
+        self._tools = tools
+        self._ledger_dir = ledger_dir
+        self._executors = executors
+
+    @activity.defn(name="run_tool")
+    async def run_tool(self, req: ToolRequest) -> ToolResult:
+        """Validate the arguments, run the tool, and report what happened (traced as ``execute_tool``)."""
+        started = time.monotonic()
+        with _tracer.start_as_current_span(
+            f"{sc.SPAN_TOOL} {req.tool}", kind=SpanKind.INTERNAL,
+            attributes={
+                sc.GEN_AI_OPERATION: sc.SPAN_TOOL, sc.GEN_AI_TOOL_NAME: req.tool, sc.RUN_ID: req.run_id,
+                sc.STEP: req.step, sc.ATTEMPT: activity.info().attempt if activity.in_activity() else 1,
+            },
+        ) as span:
+            try:
+                result = await self._dispatch(req, self._validate(req))
+            except ToolError as e:
+                result = ToolResult(ok=False, error=_cut(str(e)))
+            span.set_attributes({sc.STATUS: "ok" if result.ok else "tool_error", "stakeflow.replayed": result.replayed})
+            if not result.ok:
+                span.set_attribute(sc.ERROR_TYPE, "ToolRefused")
+        return _capped(result).model_copy(
+            update={"tool": req.tool, "duration_ms": round((time.monotonic() - started) * 1000, 3)}
+        )
+
+    def _validate(self, req: ToolRequest) -> BaseModel:
+        spec = CATALOGUE.get(req.tool)
+        if spec is None:
+            raise ToolError(f"unknown tool '{req.tool}': the tools are {', '.join(sorted(CATALOGUE))}")
+        enabled = self._tools.enabled
+        if enabled is not None and req.tool not in enabled:
+            raise ToolError(
+                f"tool '{req.tool}' is not enabled on this worker: add it to [tools] enabled in stakeflow.toml"
+            )
+        try:
+            return spec.args_model.model_validate(req.args)
+        except ValidationError as e:
+            raise ToolError(_describe_invalid(req.tool, spec.args_model, e)) from None
+
+    async def _dispatch(self, req: ToolRequest, args: BaseModel) -> ToolResult:
+        execute = self._executors.get(req.tool)
+        if execute is None:
+            raise ApplicationError(
+                f"tool '{req.tool}' is in the catalogue but no executor is registered for it: "
+                "add its module to EXECUTORS in activities/tools/registry.py",
+                type=TOOL_FAILED,
+                non_retryable=True,
+            )
+        ctx = ToolContext(req.workspace, self._tools, self._ledger_dir, idempotency_key=req.idempotency_key)
+        return await execute(args, ctx)
+
+
+def _capped(result: ToolResult) -> ToolResult:
+    if len(result.output) <= MAX_OUTPUT_CHARS:
+        return result
+    note = f"\n[output truncated: showing the first {MAX_OUTPUT_CHARS} of {len(result.output)} characters]"
+    return result.model_copy(update={"output": result.output[:MAX_OUTPUT_CHARS] + note, "truncated": True})
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_OUTPUT_CHARS else text[:MAX_OUTPUT_CHARS] + " [...]"
+
+
+def _describe_invalid(tool: str, model: type[BaseModel], err: ValidationError) -> str:
+    problems = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "arguments"
+        if e["type"] == "missing":
+            problems.append(f"'{where}' is missing")
+        elif e["type"] == "extra_forbidden":
+            problems.append(f"'{where}' is not an argument of {tool}")
+        else:
+            problems.append(f"'{where}': {e['msg']}")
+    schema = model.model_json_schema()
+    required = set(schema.get("required", []))
+    takes = ", ".join(
+        f"{name} ({prop.get('type', 'any')}{'' if name in required else ', optional'})"
+        for name, prop in schema.get("properties", {}).items()
+    )
+    return f"invalid arguments for {tool}: {'; '.join(problems)}. {tool} takes: {takes}"
+

@@ -1,0 +1,53 @@
+"""The read_file tool: one text file from the workspace, at most ``[tools.read_file] max_bytes`` of it.
+
+Only that many bytes are ever read, so a 10 GB log costs the worker no more than a small file; a
+refusal lists the folder, so the model's next try can name a file that exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from activities.tools.context import ToolContext
+from activities.tools.workspace import confine, resolve_workspace
+from agents.tools import ReadFileArgs
+from agents.types import ToolResult
+from stakeflow.errors import ToolError
+
+
+async def execute(args: ReadFileArgs, ctx: ToolContext) -> ToolResult:
+    """Run ``read_file``; file work blocks, so in a thread: the worker's event loop stays free."""
+    return await asyncio.to_thread(_read_file, ctx.workspace, args, ctx.config.read_file.max_bytes)
+
+
+def _read_file(workspace: str, args: ReadFileArgs, limit: int) -> ToolResult:
+    target = confine(resolve_workspace(workspace), args.path)
+    if target.is_dir():
+        raise ToolError(f"'{args.path}' is a folder, not a file{_listing(target)}")
+    if not target.is_file():
+        raise ToolError(f"there is no file '{args.path}' in the workspace{_listing(target.parent)}")
+    try:
+        with target.open("rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise ToolError(f"cannot read '{args.path}': {e.strerror}") from None
+    text = data[:limit].decode("utf-8", errors="replace")
+    if len(data) <= limit:
+        return ToolResult(output=text)
+    note = (
+        f"\n[truncated: showing the first {limit} of {target.stat().st_size} bytes; "
+        "raise [tools.read_file] max_bytes in stakeflow.toml to read more]"
+    )
+    return ToolResult(output=text + note, truncated=True)
+
+
+def _listing(folder: Path, limit: int = 20) -> str:
+    try:
+        names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir() if not p.name.startswith("."))
+    except OSError:
+        return ""
+    if not names:
+        return " (that folder is empty)"
+    more = f", and {len(names) - limit} more" if len(names) > limit else ""
+    return f" (that folder holds: {', '.join(names[:limit])}{more})"

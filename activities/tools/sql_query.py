@@ -1,0 +1,169 @@
+"""The sql_query tool: one read-only DuckDB query over the workspace's data files.
+
+Each call gets its own in-memory DuckDB, shut off (by ``stakeflow.readonly_sql``, the project's
+one lock-down) from every file but the workspace's data files, from extensions and from the
+network, and capped in memory and threads. The query runs in a thread and is interrupted at
+``[tools.sql_query] timeout_s``: a model's runaway join must not hold the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from activities.tools.context import ToolContext
+from activities.tools.workspace import resolve_workspace
+from agents.tools import SqlQueryArgs
+from agents.types import ToolResult
+from stakeflow.errors import ToolError
+from stakeflow.readonly_sql import (
+    SQLLimits,
+    SQLRefused,
+    first_paragraph,
+    lock_down,
+    quote_ident,
+    quote_literal,
+    read_statement,
+)
+
+_SQL_READERS = {
+    ".csv": "read_csv",
+    ".tsv": "read_csv",
+    ".parquet": "read_parquet",
+    ".json": "read_json",
+    ".jsonl": "read_json",
+    ".ndjson": "read_json",
+}
+MAX_SQL_FILES = 200
+_GLOB_CHARS = set("*?[]{}")
+
+
+async def execute(args: SqlQueryArgs, ctx: ToolContext) -> ToolResult:
+    """Run ``sql_query``, stopping the query at the configured timeout."""
+    cfg = ctx.config.sql_query
+    ws = await asyncio.to_thread(resolve_workspace, ctx.workspace)
+    con = duckdb.connect(":memory:")
+    task = asyncio.ensure_future(asyncio.to_thread(_run_sql, con, ws, args.query, cfg.max_rows))
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), cfg.timeout_s)
+    except TimeoutError:
+        raise ToolError(
+            f"the query ran longer than {cfg.timeout_s:g}s and was stopped: narrow it "
+            "(WHERE, GROUP BY, LIMIT) or raise [tools.sql_query] timeout_s in stakeflow.toml"
+        ) from None
+    finally:
+        # The query thread outlives a timeout or a cancellation until DuckDB sees an
+        # interrupt; one sent between two statements is lost, so keep sending.
+        while not task.done():
+            con.interrupt()
+            await asyncio.wait({task}, timeout=0.05)
+        if not task.cancelled():
+            task.exception()  # reported above already; read it so asyncio does not log it
+        con.close()
+
+
+def _run_sql(con: duckdb.DuckDBPyConnection, ws: Path, query: str, max_rows: int) -> ToolResult:
+    """Check, sandbox and run one query on ``con`` (blocking; runs in a thread)."""
+    try:
+        statement = read_statement(query)
+    except SQLRefused as e:
+        raise ToolError(str(e)) from None
+    tables, skipped = _expose_workspace(con, ws)
+    try:
+        relation = con.sql(statement)
+        rows = relation.limit(max_rows + 1).fetchall()
+        total = relation.aggregate("count(*)").fetchall()[0][0] if len(rows) > max_rows else len(rows)
+    except duckdb.InterruptException:
+        raise
+    except duckdb.Error as e:
+        raise ToolError(_sql_error(e, tables, skipped)) from None
+    text = _format_table(relation.columns, rows[:max_rows])
+    if total <= max_rows:
+        return ToolResult(output=f"{text}\n({total} row{'' if total == 1 else 's'})")
+    note = (
+        f"({max_rows} of {total} rows shown, {total - max_rows} cut: add WHERE, GROUP BY or LIMIT, "
+        "or raise [tools.sql_query] max_rows in stakeflow.toml)"
+    )
+    return ToolResult(output=f"{text}\n{note}", truncated=True)
+
+
+def _expose_workspace(con: duckdb.DuckDBPyConnection, ws: Path) -> tuple[list[str], list[str]]:
+    """Shut DuckDB off from everything but the workspace's data files, then make each file a view.
+
+    Locked down first, so the caps and the ban on loading extensions hold while DuckDB reads the
+    files to create the views. A view is named after the file's workspace path ("sales.csv", which
+    is also what ``FROM 'sales.csv'`` looks up) and, when unambiguous, its stem ("sales"). Views
+    read the files' real paths, and ``allowed_paths`` lists those and nothing else.
+    """
+    files = _data_files(ws)
+    lock_down(con, allowed_paths=[str(real) for _, real in files], limits=SQLLimits())
+    stems = Counter(Path(name).stem for name, _ in files)
+    names = {name for name, _ in files}
+    tables: list[str] = []
+    skipped: list[str] = []
+    for name, real in files:
+        reader = _SQL_READERS[real.suffix.lower()]
+        try:
+            con.execute(f"CREATE VIEW {quote_ident(name)} AS SELECT * FROM {reader}({quote_literal(str(real))})")
+        except duckdb.InterruptException:
+            raise
+        except duckdb.Error as e:
+            skipped.append(f"{name} ({first_paragraph(e)})")
+            continue
+        tables.append(name)
+        stem = Path(name).stem
+        if stems[stem] == 1 and stem not in names:
+            con.execute(f"CREATE VIEW {quote_ident(stem)} AS SELECT * FROM {quote_ident(name)}")
+            tables.append(stem)
+    return tables, skipped
+
+
+def _data_files(ws: Path) -> list[tuple[str, Path]]:
+    """(workspace-relative name, real path) of each data file whose real path stays inside."""
+    found: list[tuple[str, Path]] = []
+    for root, dirs, names in os.walk(ws):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            path = Path(root) / name
+            if path.suffix.lower() not in _SQL_READERS or name.startswith("."):
+                continue
+            real = path.resolve()
+            # DuckDB would expand glob characters in a path, reaching other files.
+            if not real.is_relative_to(ws) or not real.is_file() or _GLOB_CHARS & set(str(real)):
+                continue
+            found.append((path.relative_to(ws).as_posix(), real))
+            if len(found) >= MAX_SQL_FILES:
+                return found
+    return found
+
+
+def _sql_error(err: duckdb.Error, tables: list[str], skipped: list[str]) -> str:
+    message = f"the query failed: {first_paragraph(err)}"
+    if isinstance(err, duckdb.CatalogException | duckdb.PermissionException):
+        listed = ", ".join(tables[:40]) or "none"
+        message += (
+            f". Only the workspace's data files can be queried, by name (FROM sales or FROM 'sales.csv'); "
+            f"file functions such as read_csv cannot reach anything else. Tables: {listed}"
+        )
+    if skipped:
+        message += f". Files DuckDB could not read: {'; '.join(skipped[:10])}"
+    return message
+
+
+def _format_table(columns: list[str], rows: list[tuple[Any, ...]]) -> str:
+    lines = [" | ".join(columns)]
+    lines += [" | ".join(_cell(value) for value in row) for row in rows]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    text = repr(value) if isinstance(value, float) else str(value)
+    return text.replace("\n", "\\n")  # one row, one line
+

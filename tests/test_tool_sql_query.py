@@ -1,0 +1,139 @@
+"""The sql_query tool through run_tool: read-only DuckDB over the workspace's files, and nothing else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.tool_cases import refused, run, tools_config, ws  # noqa: F401 (ws is a fixture)
+
+SALES_CSV = "region,amount\neast,10\nwest,5.5\neast,7.25\nnorth,3\n"
+
+
+async def test_sql_query_aggregates_a_csv(ws: Path) -> None:
+    (ws / "sales.csv").write_text(SALES_CSV)
+    query = "SELECT region, sum(amount) AS total, count(*) AS n FROM 'sales.csv' GROUP BY region ORDER BY region"
+    result = await run("sql_query", {"query": query}, workspace=ws)
+    assert (result.ok, result.truncated, result.error) == (True, False, None)
+    assert result.output == "region | total | n\neast | 17.25 | 2\nnorth | 3.0 | 1\nwest | 5.5 | 1\n(3 rows)"
+    by_stem = await run("sql_query", {"query": "SELECT max(amount) AS top FROM sales"}, workspace=ws)
+    assert by_stem.output == "top\n10.0\n(1 row)"
+
+
+async def test_sql_query_reads_parquet_in_a_subfolder(ws: Path) -> None:
+    (ws / "data").mkdir()
+    target = ws / "data" / "nums.parquet"
+    with duckdb.connect() as con:
+        con.execute(f"COPY (SELECT range AS id, range * 2 AS doubled FROM range(5)) TO '{target}' (FORMAT parquet)")
+    result = await run("sql_query", {"query": "SELECT sum(doubled) AS s, max(id) AS m FROM nums"}, workspace=ws)
+    assert result.output == "s | m\n20 | 4\n(1 row)"
+    result = await run("sql_query", {"query": "FROM 'data/nums.parquet' WHERE id = 3"}, workspace=ws)
+    assert result.output == "id | doubled\n3 | 6\n(1 row)"
+
+
+async def test_sql_query_describe_and_show(ws: Path) -> None:
+    (ws / "sales.csv").write_text(SALES_CSV)
+    result = await run("sql_query", {"query": "SELECT column_name, column_type FROM (DESCRIBE sales)"}, workspace=ws)
+    assert result.output == "column_name | column_type\nregion | VARCHAR\namount | DOUBLE\n(2 rows)"
+    result = await run("sql_query", {"query": "SHOW TABLES"}, workspace=ws)
+    assert result.output == "name\nsales\nsales.csv\n(2 rows)"
+
+
+@pytest.mark.parametrize(
+    ("query", "kind"),
+    [
+        ("CREATE TABLE t AS SELECT 1", "CREATE"),
+        ("INSERT INTO sales VALUES ('x', 1)", "INSERT"),
+        ("COPY (SELECT * FROM sales) TO 'copy.csv'", "COPY"),
+        ("ATTACH 'other.duckdb'", "ATTACH"),
+        ("INSTALL httpfs", "LOAD"),
+        ("LOAD httpfs", "LOAD"),
+        ("PRAGMA version", "PRAGMA"),
+        ("SET enable_external_access = true", "SET"),
+        ("CALL pragma_version()", "CALL"),
+    ],
+)
+async def test_sql_query_refuses_anything_but_a_read(ws: Path, query: str, kind: str) -> None:
+    (ws / "sales.csv").write_text(SALES_CSV)
+    error = refused(await run("sql_query", {"query": query}, workspace=ws))
+    assert error == (
+        "only read-only queries are allowed (SELECT, WITH, FROM, DESCRIBE, SUMMARIZE, SHOW); "
+        f"this one is {kind}"
+    )
+    assert sorted(p.name for p in ws.iterdir()) == ["sales.csv"]
+
+
+async def test_sql_query_refuses_several_statements(ws: Path) -> None:
+    error = refused(await run("sql_query", {"query": "SELECT 1; SELECT 2"}, workspace=ws))
+    assert error == "send exactly one SQL statement (this has 2)"
+
+
+async def test_sql_query_cuts_rows_and_says_how_many(ws: Path) -> None:
+    result = await run(
+        "sql_query", {"query": "SELECT range AS i FROM range(10)"}, workspace=ws, config=tools_config(sql_rows=3)
+    )
+    assert result.ok and result.truncated
+    assert result.output == (
+        "i\n0\n1\n2\n(3 of 10 rows shown, 7 cut: add WHERE, GROUP BY or LIMIT, "
+        "or raise [tools.sql_query] max_rows in stakeflow.toml)"
+    )
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT * FROM '/etc/passwd'",
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "SELECT * FROM read_text('/etc/passwd')",
+        "SELECT * FROM read_csv('../outside.csv')",
+        "SELECT * FROM 'leak.csv'",
+        "SELECT * FROM leak",
+        "SELECT * FROM glob('/etc/*')",
+        "SELECT * FROM 'https://example.com/data.csv'",
+    ],
+)
+async def test_sql_query_cannot_reach_files_outside_the_workspace(tmp_path: Path, ws: Path, query: str) -> None:
+    (tmp_path / "outside.csv").write_text("secret\nTOPSECRET\n")
+    (ws / "leak.csv").symlink_to(tmp_path / "outside.csv")
+    (ws / "sales.csv").write_text(SALES_CSV)
+    error = refused(await run("sql_query", {"query": query}, workspace=ws))
+    assert error.startswith("the query failed: ")
+    assert error.endswith(
+        ". Only the workspace's data files can be queried, by name (FROM sales or FROM 'sales.csv'); "
+        "file functions such as read_csv cannot reach anything else. Tables: sales.csv, sales"
+    )
+    assert "TOPSECRET" not in error and "root:" not in error
+
+
+async def test_sql_query_stops_at_the_timeout(ws: Path) -> None:
+    query = "SELECT sum(a.range * b.range) FROM range(1000000) a, range(1000000) b"
+    error = refused(await run("sql_query", {"query": query}, workspace=ws, config=tools_config(sql_timeout=0.3)))
+    assert error == (
+        "the query ran longer than 0.3s and was stopped: narrow it (WHERE, GROUP BY, LIMIT) "
+        "or raise [tools.sql_query] timeout_s in stakeflow.toml"
+    )
+
+
+async def test_sql_query_runs_under_the_resource_caps_and_a_locked_configuration(ws: Path) -> None:
+    query = (
+        "SELECT current_setting('memory_limit') AS memory, current_setting('threads') AS threads, "
+        "current_setting('temp_directory') AS spill, current_setting('enable_external_access') AS external, "
+        "current_setting('lock_configuration') AS locked"
+    )
+    result = await run("sql_query", {"query": query}, workspace=ws)
+    # 512MB is DuckDB's 488.2 MiB; an empty temp_directory means nothing spills to disk.
+    assert result.output == "memory | threads | spill | external | locked\n488.2 MiB | 1 |  | False | True\n(1 row)"
+
+
+async def test_sql_query_reads_json_lines_and_names_the_files_it_could_not_read(ws: Path) -> None:
+    (ws / "events.jsonl").write_text('{"a": 1}\n{"a": 2}\n')
+    (ws / "broken.parquet").write_bytes(b"not parquet")
+    assert (await run("sql_query", {"query": "SELECT sum(a) AS s FROM events"}, workspace=ws)).output == "s\n3\n(1 row)"
+    error = refused(await run("sql_query", {"query": "SELECT * FROM broken"}, workspace=ws))
+    assert error.startswith("the query failed: Catalog Error: Table with name broken does not exist!")
+    assert error.endswith(
+        "Tables: events.jsonl, events. Files DuckDB could not read: broken.parquet (Invalid Input Error: "
+        f"File '{(ws / 'broken.parquet').resolve()}' too small to be a Parquet file)"
+    )
