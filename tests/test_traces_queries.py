@@ -23,10 +23,16 @@ def priced_store(path) -> TraceStore:
     return export_priced_runs(path)
 
 
+# --- span tree -------------------------------------------------------------------------------
+
+
 def test_unknown_run_id_is_an_input_error(path):
     run_tree(provider(path))
     with pytest.raises(InputError, match="no spans for run 'nope'.*stakeflow costs --by run"):
         trace_tree(TraceStore(path), "nope")
+
+
+# --- cost report -----------------------------------------------------------------------------
 
 
 def test_cost_report_totals_in_exact_dollars(priced_store):
@@ -140,6 +146,9 @@ def test_read_sql_runs_and_cannot_reach_other_files(priced_store):
         run_sql(priced_store, "SELECT * FROM read_csv('/etc/passwd')")
     with pytest.raises(InputError, match="does not parse"):
         run_sql(priced_store, "SELEKT 1")
+
+
+# --- tables ----------------------------------------------------------------------------------
 
 
 def test_format_table_and_csv():
