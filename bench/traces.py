@@ -43,7 +43,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from stakeflow import semconv as sc
-from stakeflow.tracestore import (
+from stakeflow.traces import (
     DuckDBSpanExporter,
     TraceStore,
     cost_report,

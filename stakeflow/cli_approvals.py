@@ -63,7 +63,7 @@ def list_runs(query: str | None, limit: int, as_json: bool) -> None:
     if as_json:
         echo_json(rows)
         return
-    from stakeflow.costs import format_table
+    from stakeflow.traces import format_table
 
     columns = ["workflow_id", "status", "started", "stakes", "source", "open_steps", "frontier_steps",
                "cost_usd", "awaiting_approval"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from datetime import timedelta
 
@@ -28,7 +26,7 @@ def parse_since(text: str | None) -> timedelta | None:
 
 
 def _store(settings: Settings):
-    from stakeflow.tracestore import TraceStore
+    from stakeflow.traces import TraceStore
 
     store = TraceStore(settings.traces_path)
     store.sync()
@@ -41,7 +39,7 @@ def _store(settings: Settings):
 @friendly
 def trace(run_id: str, as_json: bool) -> None:
     """The span tree of one run: workflow, steps, model and tool calls, with tokens and cost."""
-    from stakeflow.costs import render_tree, trace_tree
+    from stakeflow.traces import render_tree, trace_tree
 
     rows = trace_tree(_store(current_settings()), run_id)
     if as_json:
@@ -60,7 +58,7 @@ def trace(run_id: str, as_json: bool) -> None:
 @friendly
 def costs(since: str | None, by: str, run_id: str | None, as_json: bool, as_csv: bool) -> None:
     """Totals and breakdowns, with what the frontier would have cost and what the open model saved."""
-    from stakeflow.costs import cost_report, format_table
+    from stakeflow.traces import cost_report, format_table, to_csv
 
     settings = current_settings()
     report = cost_report(_store(settings), parse_since(since), by, run_id, settings.frontier_model)
@@ -70,7 +68,7 @@ def costs(since: str | None, by: str, run_id: str | None, as_json: bool, as_csv:
     rows = report["rows"]
     columns = list(rows[0]) if rows else [by]
     if as_csv:
-        click.echo(_csv(columns, [[r[c] for c in columns] for r in rows]), nl=False)
+        click.echo(to_csv(columns, [[r[c] for c in columns] for r in rows]), nl=False)
         return
     click.echo(format_table(columns, [[r[c] for c in columns] for r in rows]))
     click.echo(_summary(report))
@@ -89,14 +87,6 @@ def _summary(r: dict) -> str:
     return line
 
 
-def _csv(columns: list[str], rows: list[list]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(columns)
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
 @click.command()
 @click.argument("query")
 @click.option("--json", "as_json", is_flag=True)
@@ -104,13 +94,13 @@ def _csv(columns: list[str], rows: list[list]) -> str:
 @friendly
 def sql(query: str, as_json: bool, as_csv: bool) -> None:
     """Read-only SQL over the trace store (tables: spans, runs)."""
-    from stakeflow.costs import format_table, run_sql
+    from stakeflow.traces import format_table, run_sql, to_csv
 
     columns, rows = run_sql(_store(current_settings()), query)
     if as_json:
         echo_json([dict(zip(columns, r)) for r in rows])
     elif as_csv:
-        click.echo(_csv(columns, rows), nl=False)
+        click.echo(to_csv(columns, rows), nl=False)
     else:
         click.echo(format_table(columns, rows))
 
@@ -126,7 +116,7 @@ def prices(as_json: bool) -> None:
     if as_json:
         echo_json(rows)
         return
-    from stakeflow.costs import format_table
+    from stakeflow.traces import format_table
 
     columns = list(rows[0]) if rows else ["model"]
     click.echo(format_table(columns, [[r[c] for c in columns] for r in rows]))

@@ -32,7 +32,7 @@ def setup_tracing(settings: Settings, service: str, extra: list[SpanProcessor] |
     global _provider
     if _provider is not None:
         return _provider
-    from stakeflow.tracestore import build_span_processors
+    from stakeflow.traces import build_span_processors
 
     resource = Resource.create({
         "service.name": "stakeflow",

@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from stakeflow import tasks
-from stakeflow.tracestore import TraceStore
+from stakeflow.traces import TraceStore
 from tests.agent_script import agent, call, plan
 from tests.conftest import make_settings, spawn_worker, worker_env
 from tests.fakes import FakeOpenAIServer, Reply, prompt_text

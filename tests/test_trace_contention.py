@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from stakeflow import tasks
 from stakeflow.cli import cli
-from stakeflow.tracestore import TraceStore
+from stakeflow.traces import TraceStore
 from tests.agent_script import agent, call, plan
 from tests.conftest import make_settings, spawn_worker, worker_env
 from tests.fakes import FakeOpenAIServer, Reply

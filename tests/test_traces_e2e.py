@@ -15,6 +15,7 @@ from stakeflow.cli import cli
 from tests.agent_script import agent, call, plan
 from tests.conftest import EXAMPLE_WORKSPACE, make_settings, spawn_worker, worker_env, worker_log
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer
+from tests.trace_spans import export_priced_runs
 
 SECRET = "sk-ant-trace-SECRET-5d4c3b"
 PRICES = """
@@ -150,3 +151,40 @@ def test_costs_and_sql_bad_input(tmp_path, monkeypatch):
     (tmp_path / "traces.duckdb").write_text("this is not a database")
     out = runner.invoke(cli, ["costs"])
     assert out.exit_code == 1 and "Traceback" not in out.output and "STAKEFLOW_TRACES" in out.output
+
+
+def test_costs_and_sql_csv_have_lf_line_endings_and_iso_dates(tmp_path):
+    export_priced_runs(tmp_path / "home" / "traces.duckdb")  # the test's STAKEFLOW_HOME
+    runner = CliRunner()
+    # stdout_bytes: click's Result.output turns CRLF into LF, which would hide the line endings.
+    out = runner.invoke(cli, ["costs", "--by", "day", "--csv"])
+    assert out.exit_code == 0, out.output
+    assert out.stdout_bytes == (
+        b"day,calls,unpriced_calls,input_tokens,output_tokens,cache_read_tokens,cache_write_tokens,cost_usd,"
+        b"frontier_equivalent_usd,saved_usd\n"
+        b"2026-11-18,3,1,50,0,0,0,0.101,0.1,0.0\n"
+        b"2026-11-20,2,0,4000,300,1500,500,0.052,0.08,0.028\n"
+    )
+    out = runner.invoke(cli, ["sql", "SELECT run_id, min(start_time) AS started, CAST(min(start_time) AS DATE) AS day "
+                                     "FROM spans WHERE run_id IS NOT NULL GROUP BY run_id ORDER BY run_id", "--csv"])
+    assert out.exit_code == 0, out.output
+    assert out.stdout_bytes == b"run_id,started,day\nA,2026-11-20T12:00:00,2026-11-20\nB,2026-11-18T12:00:00,2026-11-18\n"
+
+
+def test_sql_runs_in_the_read_only_sandbox(tmp_path):
+    export_priced_runs(tmp_path / "home" / "traces.duckdb")
+    runner = CliRunner()
+    [settings] = cli_json("sql", "SELECT current_setting('autoload_known_extensions') AS autoload, "
+                                 "current_setting('autoinstall_known_extensions') AS autoinstall, "
+                                 "current_setting('enable_external_access') AS external, "
+                                 "(SELECT count(*) FROM spans) AS spans")
+    assert settings == {"autoload": False, "autoinstall": False, "external": False, "spans": 11}
+    refused = {
+        "SELECT * FROM read_csv('/etc/passwd')": "SQL failed",
+        "SET autoload_known_extensions = true": "only read-only queries",
+        "SELECT 1; SELECT 2": "send exactly one SQL statement (this has 2)",
+    }
+    for query, reason in refused.items():
+        out = runner.invoke(cli, ["sql", query])
+        assert (out.exit_code, reason in out.output, "Traceback" in out.output) == (1, True, False), out.output
+        assert "root:" not in out.output

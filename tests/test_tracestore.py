@@ -8,34 +8,25 @@ import sys
 import textwrap
 import threading
 import time
-from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import ClassVar
 
 import duckdb
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from stakeflow import semconv as sc
-from stakeflow.errors import ConfigError, InputError
-from stakeflow.settings import Settings
-from stakeflow.tracestore import (
+from stakeflow.errors import ConfigError
+from stakeflow.traces import (
+    MIGRATIONS,
     DuckDBSpanExporter,
     TraceStore,
-    build_span_processors,
     cost_report,
-    format_table,
     render_tree,
     run_sql,
-    to_csv,
     trace_tree,
 )
+from tests.trace_spans import count, provider, run_tree
 
 REPO = Path(__file__).resolve().parent.parent
 FIX = "move it aside or set STAKEFLOW_TRACES"
@@ -44,59 +35,6 @@ FIX = "move it aside or set STAKEFLOW_TRACES"
 @pytest.fixture
 def path(tmp_path) -> Path:
     return tmp_path / "traces.duckdb"
-
-
-def provider(path: Path, *, resource: dict | None = None) -> TracerProvider:
-    tp = TracerProvider(resource=Resource.create({"service.name": "stakeflow", **(resource or {})}))
-    tp.add_span_processor(SimpleSpanProcessor(DuckDBSpanExporter(path)))
-    return tp
-
-
-def chat_attributes(run_id: str, step: int, route: str, model: str, **extra) -> dict:
-    return {
-        sc.GEN_AI_OPERATION: "chat", sc.GEN_AI_PROVIDER: "anthropic" if route == "frontier" else "vllm",
-        sc.GEN_AI_REQUEST_MODEL: model, sc.RUN_ID: run_id, sc.STEP: step, sc.PURPOSE: "step",
-        sc.ROUTE: route, sc.STAKES: "high" if route == "frontier" else "low", sc.SOURCE: "cli",
-        sc.ATTEMPT: 1, sc.ESCALATED: False, **extra,
-    }
-
-
-def count(store: TraceStore, sql: str = "SELECT count(*) FROM spans"):
-    with store.reader() as con:
-        return con.execute(sql).fetchone()[0]
-
-
-def run_tree(tp: TracerProvider, run_id: str = "run-1") -> None:
-    """A run as the workflow and activities trace it, with a Temporal span in between."""
-    span = tp.get_tracer("test").start_as_current_span
-    plan_call = chat_attributes(run_id, 0, "open", "qwen3-8b", **{
-        sc.GEN_AI_INPUT_TOKENS: 1200, sc.GEN_AI_OUTPUT_TOKENS: 80, sc.GEN_AI_CACHE_READ: 0,
-        sc.GEN_AI_CACHE_WRITE: 0, sc.RAW_INPUT_TOKENS: 1200, sc.COST_USD: 0.0004,
-        sc.FRONTIER_EQUIVALENT_USD: 0.0048, sc.PRICE_VERSION: "config", sc.UNPRICED: False,
-        sc.STATUS: "ok", sc.GEN_AI_RESPONSE_MODEL: "qwen3-8b"})
-    step_call = chat_attributes(run_id, 1, "frontier", "claude-sonnet-4-6", **{
-        # Anthropic: 300 uncached + 2000 cache read + 500 cache write = 2800 input
-        sc.GEN_AI_INPUT_TOKENS: 2800, sc.GEN_AI_OUTPUT_TOKENS: 150, sc.GEN_AI_CACHE_READ: 2000,
-        sc.GEN_AI_CACHE_WRITE: 500, sc.RAW_INPUT_TOKENS: 300, sc.COST_USD: 0.0054,
-        sc.FRONTIER_EQUIVALENT_USD: 0.0054, sc.PRICE_VERSION: "builtin-2026-11-28",
-        sc.UNPRICED: False, sc.STATUS: "ok", sc.GEN_AI_RESPONSE_MODEL: "claude-sonnet-4-6"})
-    tool_call = {sc.GEN_AI_OPERATION: "execute_tool", sc.GEN_AI_TOOL_NAME: "read_file", sc.RUN_ID: run_id,
-                 sc.STEP: 1, sc.ATTEMPT: 1, sc.STATUS: "ok"}
-    with span(sc.SPAN_RUN, attributes={sc.RUN_ID: run_id, sc.SOURCE: "cli"}) as run:
-        with (
-            span(sc.SPAN_STEP, attributes={sc.RUN_ID: run_id, sc.STEP: 0, sc.PURPOSE: "plan"}),
-            span("RunActivity:call_model"),  # Temporal's own span: no run id
-            span("chat qwen3-8b", kind=SpanKind.CLIENT, attributes=plan_call),
-        ):
-            pass
-        with span(sc.SPAN_STEP, attributes={sc.RUN_ID: run_id, sc.STEP: 1, sc.PURPOSE: "step"}):
-            with span("chat claude-sonnet-4-6", kind=SpanKind.CLIENT, attributes=step_call):
-                pass
-            with span("execute_tool read_file", attributes=tool_call):
-                pass
-        run.set_attributes({sc.STATUS: "ok", sc.STEP_COUNT: 1, sc.OPEN_STEPS: 0, sc.FRONTIER_STEPS: 1,
-                            sc.ESCALATIONS: 0, sc.SENSITIVITY: "internal", sc.STAKES: "high",
-                            sc.COST_USD: 0.0058})  # the run's own total: never summed again
 
 
 # --- round trip ------------------------------------------------------------------------------
@@ -142,13 +80,7 @@ def test_round_trip_of_a_span_tree(path):
                       1, "step", True, True, "TIMESTAMP")
     assert [r[:9] for r in run] == [("run-1", "ok", "cli", "high", "internal", 1, 1, 2, 0)]
     assert float(run[0][9]) == 0.0058  # the calls' sum, not the run span's own attribute
-    assert migrations == [(1, "spans table and runs view")]
-
-
-def test_unknown_run_id_is_an_input_error(path):
-    run_tree(provider(path))
-    with pytest.raises(InputError, match="no spans for run 'nope'.*stakeflow costs --by run"):
-        trace_tree(TraceStore(path), "nope")
+    assert migrations == [(1, "spans table and runs view"), (2, "runs view reads the stored frontier equivalent")]
 
 
 def test_readers_see_pending_segments_before_any_sync(path):
@@ -212,7 +144,7 @@ import sys, time
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from stakeflow import semconv as sc
-from stakeflow.tracestore import DuckDBSpanExporter
+from stakeflow.traces import DuckDBSpanExporter
 
 path, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 tp = TracerProvider()
@@ -231,7 +163,7 @@ tp.shutdown()
 
 _READER = """
 import os, sys
-from stakeflow.tracestore import TraceStore, cost_report
+from stakeflow.traces import TraceStore, cost_report
 store = TraceStore(sys.argv[1])
 locked = loops = 0
 while not os.path.exists(sys.argv[2]):
@@ -341,164 +273,6 @@ def test_a_writer_that_never_finishes_is_a_clear_error(path):
         holder.communicate("\n")
 
 
-# --- cost report -----------------------------------------------------------------------------
-
-NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
-_ids = iter(range(1, 10_000))
-
-
-def make_span(name: str, attributes: dict, *, days_ago: float = 0, trace: int = 1, span_id: int | None = None,
-              parent: int | None = None) -> ReadableSpan:
-    start = int((NOW - timedelta(days=days_ago)).timestamp() * 1e9)
-    sid = span_id or next(_ids)
-    return ReadableSpan(
-        name=name, context=SpanContext(trace, sid, is_remote=False, trace_flags=TraceFlags(1)),
-        parent=SpanContext(trace, parent, is_remote=False) if parent else None,
-        attributes=attributes, start_time=start, end_time=start + 1_500_000_000,
-        resource=Resource.create({"service.name": "stakeflow"}), status=Status(StatusCode.UNSET),
-    )
-
-
-def tool_span(run_id: str, step: int, tool: str) -> ReadableSpan:
-    return make_span(f"execute_tool {tool}", {sc.GEN_AI_OPERATION: "execute_tool", sc.GEN_AI_TOOL_NAME: tool,
-                                             sc.RUN_ID: run_id, sc.STEP: step})
-
-
-@pytest.fixture
-def priced_store(path) -> TraceStore:
-    replayed = make_span("chat qwen", chat_attributes("A", 1, "open", "qwen", **{
-        sc.COST_USD: 0.002, sc.FRONTIER_EQUIVALENT_USD: 0.03, sc.GEN_AI_INPUT_TOKENS: 1000,
-        sc.GEN_AI_OUTPUT_TOKENS: 100}))
-    spans = [
-        make_span(sc.SPAN_RUN, {sc.RUN_ID: "A", sc.STATUS: "failed", sc.SOURCE: "cli", sc.COST_USD: 5.0}),
-        replayed, replayed,
-        tool_span("A", 1, "read_file"),
-        make_span("chat claude-sonnet-4-6", chat_attributes("A", 2, "frontier", "claude-sonnet-4-6", **{
-            sc.COST_USD: 0.05, sc.FRONTIER_EQUIVALENT_USD: 0.05, sc.GEN_AI_INPUT_TOKENS: 3000,
-            sc.RAW_INPUT_TOKENS: 1000, sc.GEN_AI_CACHE_READ: 1500, sc.GEN_AI_CACHE_WRITE: 500,
-            sc.GEN_AI_OUTPUT_TOKENS: 200})),
-        tool_span("A", 2, "http_get"), tool_span("A", 2, "write_file"), tool_span("A", 2, "write_file"),
-        make_span(sc.SPAN_RUN, {sc.RUN_ID: "B", sc.STATUS: "ok", sc.SOURCE: "github"}, days_ago=2),
-        make_span("chat qwen", chat_attributes("B", 1, "open", "qwen", **{
-            sc.UNPRICED: True, sc.SOURCE: "github", sc.GEN_AI_INPUT_TOKENS: 50}), days_ago=2),
-        make_span("chat llama", chat_attributes("B", 2, "open", "llama", **{
-            sc.COST_USD: 0.001, sc.SOURCE: "github"}), days_ago=2),  # no frontier equivalent
-        make_span("chat claude-sonnet-4-6", chat_attributes("B", 3, "frontier", "claude-sonnet-4-6", **{
-            sc.COST_USD: 0.1, sc.SOURCE: "github"}), days_ago=2),
-    ]
-    exporter = DuckDBSpanExporter(path)
-    exporter.export(spans[:6])
-    exporter.export(spans[6:])
-    store = TraceStore(path)
-    store.sync()
-    return store
-
-
-def test_cost_report_totals_in_exact_dollars(priced_store):
-    r = cost_report(priced_store, None, "model", None, "claude-sonnet-4-6")
-    assert r["calls"] == 5
-    assert r["total_usd"] == 0.153
-    assert (r["open_usd"], r["frontier_usd"]) == (0.003, 0.15)
-    assert r["frontier_equivalent_usd"] == 0.18  # 0.03 (qwen's equivalent) + 0.05 + 0.1 (their own cost)
-    assert r["saved_usd"] == 0.028  # only qwen saved; llama has no equivalent, so it is not in saved
-    assert (r["unpriced_calls"], r["no_equivalent_calls"]) == (1, 1)
-    assert (r["input_tokens"], r["cache_read_tokens"], r["cache_write_tokens"]) == (4050, 1500, 500)
-    assert r["frontier_model"] == "claude-sonnet-4-6"
-    assert [(x["model"], x["calls"], x["unpriced_calls"], x["cost_usd"], x["saved_usd"]) for x in r["rows"]] == [
-        ("claude-sonnet-4-6", 2, 0, 0.15, 0.0),
-        ("qwen", 2, 1, 0.002, 0.028),  # the unpriced call is counted, not priced at $0
-        ("llama", 1, 0, 0.001, None),
-    ]
-
-
-@pytest.mark.parametrize(("by", "expected"), [
-    ("run", [("B", 0.101, 3), ("A", 0.052, 2)]),
-    ("route", [("frontier", 0.15, 2), ("open", 0.003, 3)]),
-    ("stakes", [("high", 0.15, 2), ("low", 0.003, 3)]),
-    ("source", [("github", 0.101, 3), ("cli", 0.052, 2)]),
-    ("day", [("2026-11-18", 0.101, 3), ("2026-11-20", 0.052, 2)]),
-    ("tool", [("(no tool)", 0.101, 3), ("http_get", 0.05, 1), ("write_file", 0.05, 1), ("read_file", 0.002, 1)]),
-])
-def test_cost_report_breakdowns(priced_store, by, expected):
-    rows = cost_report(priced_store, None, by)["rows"]
-    assert [(r[by], r["cost_usd"], r["calls"]) for r in rows] == expected
-
-
-def test_cost_of_failed_runs(priced_store):
-    rows = cost_report(priced_store, by="run")["rows"]
-    assert [(r["run"], r["status"]) for r in rows] == [("B", "ok"), ("A", "failed")]
-    _, result = run_sql(priced_store, "SELECT sum(cost_usd) FROM runs WHERE status = 'failed'")
-    assert float(result[0][0]) == 0.052
-
-
-def test_a_run_in_flight_is_in_runs_without_a_status(path):
-    DuckDBSpanExporter(path).export([
-        make_span("chat qwen", chat_attributes("C", 1, "open", "qwen", **{sc.COST_USD: 0.25})),
-    ])
-    _, rows = run_sql(TraceStore(path), "SELECT run_id, status, ended_at, model_calls, cost_usd FROM runs")
-    assert [(r[0], r[1], r[2], r[3], float(r[4])) for r in rows] == [("C", None, None, 1, 0.25)]
-
-
-def test_cost_report_since_and_run(priced_store):
-    recent = cost_report(priced_store, timedelta(days=1), "model", now=NOW)
-    assert (recent["calls"], recent["total_usd"]) == (2, 0.052)
-    one = cost_report(priced_store, None, "model", "B")
-    assert (one["calls"], one["total_usd"], one["unpriced_calls"]) == (3, 0.101, 1)
-
-
-def test_unknown_breakdown_lists_the_valid_ones(priced_store):
-    with pytest.raises(InputError) as e:
-        cost_report(priced_store, None, "colour")
-    assert str(e.value) == "unknown breakdown 'colour': use one of run, model, route, stakes, tool, day, source"
-
-
-def test_an_empty_store_reports_zero_and_creates_nothing(path):
-    report = cost_report(TraceStore(path))
-    assert (report["calls"], report["total_usd"], report["rows"]) == (0, 0.0, [])
-    assert not path.exists()
-
-
-# --- SQL ---------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("sql", [
-    "INSERT INTO spans (span_id, trace_id, name, start_time) VALUES ('x', 'y', 'z', now())",
-    "COPY spans TO '/tmp/stolen.csv'",
-    "ATTACH '/tmp/other.duckdb' AS other",
-    "DROP TABLE spans",
-    "DELETE FROM spans",
-    "SET enable_external_access = true",
-    "SELECT 1; DROP TABLE spans",
-    "CREATE TABLE t AS SELECT 1",
-])
-def test_write_sql_is_refused(priced_store, sql):
-    with pytest.raises(InputError, match="only read queries|exactly one SQL statement"):
-        run_sql(priced_store, sql)
-    assert count(priced_store) == 11
-
-
-def test_read_sql_runs_and_cannot_reach_other_files(priced_store):
-    columns, rows = run_sql(priced_store, "SELECT request_model, count(*) AS n FROM spans "
-                                          "WHERE operation = 'chat' GROUP BY ALL ORDER BY n DESC, 1")
-    assert columns == ["request_model", "n"]
-    assert rows == [("claude-sonnet-4-6", 2), ("qwen", 2), ("llama", 1)]
-    with pytest.raises(InputError, match="SQL failed"):
-        run_sql(priced_store, "SELECT * FROM read_csv('/etc/passwd')")
-    with pytest.raises(InputError, match="SQL does not parse"):
-        run_sql(priced_store, "SELEKT 1")
-
-
-def test_format_table_and_csv():
-    columns, rows = ["model", "calls", "cost_usd"], [["qwen", 2, 0.002], ["a-long-model-name", 10, None]]
-    assert format_table(columns, rows) == (
-        "model              calls  cost_usd\n"
-        "-----------------  -----  --------\n"
-        "qwen                   2  0.002000\n"
-        "a-long-model-name     10      NULL"
-    )
-    assert to_csv(columns, rows) == "model,calls,cost_usd\nqwen,2,0.002\na-long-model-name,10,\n"
-
-
 # --- bad files -------------------------------------------------------------------------------
 
 
@@ -532,84 +306,43 @@ def test_a_store_from_a_newer_stakeflow_is_refused(path):
         cost_report(TraceStore(path))
 
 
-# --- secrets -----------------------------------------------------------------------------------
+def _version_1_store(path: Path) -> None:
+    """The file a stakeflow of schema version 1 left: its migration, its record, rows its ingest wrote."""
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, description VARCHAR NOT NULL, "
+                "applied_at TIMESTAMP NOT NULL)")
+    MIGRATIONS[0].apply(con)
+    con.execute("INSERT INTO schema_migrations VALUES (1, 'spans table and runs view', now()::TIMESTAMP)")
+    row = ("INSERT INTO spans (span_id, trace_id, name, start_time, end_time, run_id, step, route, operation, "
+           "request_model, cost_usd, frontier_equivalent_usd, unpriced) VALUES (?, 't', ?, TIMESTAMP '2026-11-20', "
+           "TIMESTAMP '2026-11-20', 'old', ?, ?, ?, ?, ?, ?, ?)")
+    con.executemany(row, [
+        ("a", "stakeflow.run", None, None, None, None, None, None, False),
+        ("b", "chat qwen", 1, "open", "chat", "qwen", 0.002, 0.03, False),
+        ("c", "chat claude-sonnet-4-6", 2, "frontier", "chat", "claude-sonnet-4-6", 0.05, 0.05, False),
+        # A frontier call stored without the attribute (a span from another producer): version 1's
+        # queries took its cost as its equivalent.
+        ("d", "chat claude-sonnet-4-6", 3, "frontier", "chat", "claude-sonnet-4-6", 0.1, None, False),
+        ("e", "chat qwen", 4, "open", "chat", "qwen", None, 0.01, True),
+    ])
+    con.close()
 
-SECRET = "sk-ant-do-not-store-me"
 
-
-def test_secret_attributes_are_dropped(path):
-    tp = provider(path, resource={"deployment.api_key": SECRET})
-    with tp.get_tracer("t").start_as_current_span("chat m", attributes={
-        **chat_attributes("r", 1, "frontier", "m"),
-        "anthropic.api_key": SECRET, "http.request.header.authorization": SECRET, "oauth.client_secret": SECRET,
-        "session.token": SECRET, "http.request.header.x-api-key": SECRET, "db.password": SECRET,
-        sc.GEN_AI_INPUT_TOKENS: 10, sc.GEN_AI_CACHE_READ: 3, sc.GEN_AI_CACHE_WRITE: 2,
-        sc.RAW_INPUT_TOKENS: 5, sc.GEN_AI_OUTPUT_TOKENS: 7,
-    }):
-        pass
+def test_a_version_1_store_opens_migrated_with_its_rows_and_figures(path):
+    _version_1_store(path)
     store = TraceStore(path)
-    store.compact()
+    report = cost_report(store)  # a reader: upgrades the file once, then reads it
+    assert (report["calls"], report["total_usd"], report["unpriced_calls"]) == (4, 0.152, 1)
+    assert report["frontier_equivalent_usd"] == 0.18  # 0.03 + 0.05 + 0.1; the unpriced call is left out
+    assert report["saved_usd"] == 0.028
     with store.reader() as con:
-        keys = [k for (k,) in con.execute("SELECT unnest(json_keys(attributes)) FROM spans").fetchall()]
-        resource = con.execute("SELECT resource FROM spans").fetchone()[0]
-        leaked = con.execute(f"SELECT count(*) FROM spans WHERE spans::VARCHAR LIKE '%{SECRET}%'").fetchone()[0]
-    assert leaked == 0 and SECRET not in resource and "deployment.api_key" not in resource
-    assert not [k for k in keys if any(p in k for p in ("api_key", "authorization", "secret", "password"))]
-    assert "session.token" not in keys and "http.request.header.x-api-key" not in keys
-    assert {sc.GEN_AI_INPUT_TOKENS, sc.GEN_AI_CACHE_READ, sc.GEN_AI_CACHE_WRITE, sc.RAW_INPUT_TOKENS,
-            sc.GEN_AI_OUTPUT_TOKENS} <= set(keys)
-
-
-# --- OTLP ------------------------------------------------------------------------------------
-
-
-class _Collector(BaseHTTPRequestHandler):
-    received: ClassVar[list[tuple[str, bytes]]] = []
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.received.append((self.path, body))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-def test_otlp_variables_also_send_spans_to_an_otlp_backend(path, monkeypatch):
-    settings = Settings(home=path.parent, traces=path)
-    assert len(build_span_processors(settings)) == 2  # no OTLP variables: the trace store only (sync + batch)
-
-    server = HTTPServer(("127.0.0.1", 0), _Collector)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    _Collector.received = []
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
-    try:
-        processors = build_span_processors(settings)
-        assert [type(p).__name__ for p in processors] == ["_Only", "_Only", "BatchSpanProcessor"]
-        tp = TracerProvider(resource=Resource.create({"service.name": "stakeflow"}))
-        for p in processors:
-            tp.add_span_processor(p)
-        with tp.get_tracer("t").start_as_current_span(
-            "chat m", attributes={**chat_attributes("otlp-run", 1, "open", "m"), "anthropic.api_key": SECRET}
-        ):
-            pass
-        tp.shutdown()
-    finally:
-        server.shutdown()
-    assert [p for p, _ in _Collector.received] == ["/v1/traces"]
-    request = ExportTraceServiceRequest.FromString(_Collector.received[0][1])
-    spans = [s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
-    assert [s.name for s in spans] == ["chat m"]
-    keys = {a.key for a in spans[0].attributes}
-    assert sc.RUN_ID in keys and "anthropic.api_key" not in keys
-    assert SECRET.encode() not in _Collector.received[0][1]
-    assert count(TraceStore(path)) == 1  # and the trace store got it too
-
-
-def test_otlp_over_grpc_is_a_clear_error(path, monkeypatch):
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-    with pytest.raises(ConfigError, match="OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"):
-        build_span_processors(Settings(home=path.parent, traces=path))
+        assert con.execute("SELECT version, description FROM schema_migrations ORDER BY version").fetchall() == [
+            (1, "spans table and runs view"), (2, "runs view reads the stored frontier equivalent")]
+        assert con.execute("SELECT span_id, frontier_equivalent_usd::DOUBLE FROM spans WHERE route = 'frontier' "
+                           "ORDER BY span_id").fetchall() == [("c", 0.05), ("d", 0.1)]
+        run = con.execute("SELECT run_id, model_calls, unpriced_calls, cost_usd::DOUBLE, "
+                          "frontier_equivalent_usd::DOUBLE FROM runs").fetchall()
+    assert run == [("old", 4, 1, 0.152, 0.18)]
+    run_tree(provider(path), "new")  # and it takes new spans as before
+    assert store.sync().spans_inserted == 7
+    assert count(store) == 12

@@ -1,0 +1,29 @@
+"""The DuckDB trace store: spans from every stakeflow process, read back as run trees, bills and SQL.
+
+Workers export spans as Parquet segments into a spool beside the DuckDB file and never open the
+file; readers ingest the segments (span ids are primary keys: nothing lost, nothing counted twice)
+and see those still pending. One job per module:
+
+* ``_migrations``: the schema, as numbered migrations (append only).
+* ``_segments``: the spool's file format, and how a segment row becomes a ``spans`` row.
+* ``_exporter``: ``DuckDBSpanExporter``, the secrets filter, the span processors of a process.
+* ``_store``: ``TraceStore``: ingest, compaction, the read-only connection that includes the spool.
+* ``_tree``, ``_costs``, ``_sql``: the readers (a run's span tree, the cost report, ``stakeflow sql``).
+  They import the store; the store imports none of them.
+* ``_tables``: results as text tables and CSV.
+"""
+
+from stakeflow.traces._costs import BREAKDOWNS, cost_report
+from stakeflow.traces._exporter import DuckDBSpanExporter, build_span_processors, keep_attribute
+from stakeflow.traces._migrations import MIGRATIONS
+from stakeflow.traces._segments import spool_dir_for
+from stakeflow.traces._sql import run_sql
+from stakeflow.traces._store import SCHEMA_VERSION, SyncResult, TraceStore
+from stakeflow.traces._tables import format_table, to_csv
+from stakeflow.traces._tree import render_tree, trace_tree
+
+__all__ = [
+    "BREAKDOWNS", "MIGRATIONS", "SCHEMA_VERSION", "DuckDBSpanExporter", "SyncResult", "TraceStore",
+    "build_span_processors", "cost_report", "format_table", "keep_attribute", "render_tree", "run_sql",
+    "spool_dir_for", "to_csv", "trace_tree",
+]

@@ -1,0 +1,126 @@
+"""The cost report: totals and breakdowns over model-call spans, from one read-only connection.
+
+Money comes back as float USD, summed exactly as DECIMAL in DuckDB; a sum over calls that have no
+price is None, never 0. Each call's frontier equivalent is the one the activity stored
+(``spans.frontier_equivalent_usd``); the report never prices a call again.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import duckdb
+
+from stakeflow import semconv as sc
+from stakeflow.errors import InputError
+from stakeflow.traces._store import TraceStore
+from stakeflow.traces._tables import money
+
+BREAKDOWNS = ("run", "model", "route", "stakes", "tool", "day", "source")
+_KEYS = {
+    "run": "run_id", "model": "request_model", "route": "route", "stakes": "stakes",
+    "day": "CAST(start_time AS DATE)", "source": "source",
+}
+_AGGREGATES = """
+    count(*) AS calls,
+    count(*) FILTER (WHERE unpriced) AS unpriced_calls,
+    sum(input_tokens) AS input_tokens,
+    sum(output_tokens) AS output_tokens,
+    sum(cache_read_tokens) AS cache_read_tokens,
+    sum(cache_write_tokens) AS cache_write_tokens,
+    sum(cost_usd) AS cost_usd,
+    sum(cost_usd) FILTER (WHERE route IS DISTINCT FROM 'frontier') AS open_usd,
+    sum(cost_usd) FILTER (WHERE route = 'frontier') AS frontier_usd,
+    sum(frontier_equivalent_usd) FILTER (WHERE unpriced IS NOT TRUE) AS frontier_equivalent_usd,
+    sum(frontier_equivalent_usd - cost_usd) AS saved_usd,
+    count(*) FILTER (WHERE NOT unpriced AND frontier_equivalent_usd IS NULL) AS no_equivalent_calls"""
+_ROW_COLUMNS = (
+    "calls", "unpriced_calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+    "cost_usd", "frontier_equivalent_usd", "saved_usd",
+)
+_MONEY = ("cost_usd", "open_usd", "frontier_usd", "frontier_equivalent_usd", "saved_usd")
+
+
+def cost_report(
+    store: TraceStore, since: timedelta | None = None, by: str = "model", run_id: str | None = None,
+    frontier_model: str | None = None, *, limit: int | None = None, now: datetime | None = None,
+) -> dict[str, Any]:
+    """Totals and a breakdown ``by`` run|model|route|stakes|tool|day|source, from model-call spans only.
+
+    ``total_usd`` sums priced calls (``open_usd`` + ``frontier_usd``); ``unpriced_calls`` are counted
+    and left out of every sum, never taken as $0. ``frontier_equivalent_usd`` is what the calls would
+    have cost on the frontier, as each call stored it (a frontier call's is its own cost).
+    ``saved_usd`` = equivalent - cost over priced calls that have an equivalent (``no_equivalent_calls``
+    counts those that lack one). ``by="tool"`` gives each tool the model calls of the steps that used
+    it, so a step using two tools counts under both. ``frontier_model`` names the model the stored
+    equivalents were priced against (each call was priced when it ran); it does not reprice.
+    Days are UTC; ``since`` is measured back from ``now`` (default: the current time).
+    """
+    if by not in BREAKDOWNS:
+        raise InputError(f"unknown breakdown '{by}': use one of {', '.join(BREAKDOWNS)}")
+    filters, params = ["operation = 'chat'"], []
+    if since is not None:
+        now = now or datetime.now(UTC)
+        cutoff = (now.astimezone(UTC) if now.tzinfo else now).replace(tzinfo=None) - since
+        filters.append("start_time >= ?")
+        params.append(cutoff)
+    if run_id is not None:
+        filters.append("run_id = ?")
+        params.append(run_id)
+    calls = f"calls AS (SELECT * FROM spans WHERE {' AND '.join(filters)})"
+    with store.reader() as con:
+        total = _fetch_dicts(con, f"WITH {calls} SELECT {_AGGREGATES} FROM calls", params)[0]
+        rows = _fetch_dicts(con, _breakdown_sql(calls, by, limit), params)
+    report: dict[str, Any] = {
+        "by": by, "since": since.total_seconds() if since is not None else None, "run_id": run_id,
+        "frontier_model": frontier_model, "calls": total["calls"],
+        "total_usd": money(total["cost_usd"]) or 0.0,
+        **{k: money(total[k]) or 0.0 for k in ("open_usd", "frontier_usd", "frontier_equivalent_usd", "saved_usd")},
+        "unpriced_calls": total["unpriced_calls"], "no_equivalent_calls": total["no_equivalent_calls"],
+        **{k: total[k] or 0 for k in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")},
+    }
+    report["rows"] = [_report_row(by, row) for row in rows]
+    return report
+
+
+def _breakdown_sql(calls: str, by: str, limit: int | None) -> str:
+    order = "key" if by == "day" else "cost_usd DESC NULLS LAST, calls DESC, key"
+    tail = f" ORDER BY {order}" + (f" LIMIT {int(limit)}" if limit is not None else "")
+    if by == "tool":
+        return f"""WITH {calls}, tools AS (
+                SELECT DISTINCT run_id, step, tool_name FROM spans
+                WHERE operation = 'execute_tool' AND run_id IS NOT NULL)
+            SELECT t.tool_name AS key, {_AGGREGATES}
+            FROM calls c LEFT JOIN tools t ON c.run_id = t.run_id AND c.step = t.step
+            GROUP BY t.tool_name{tail}"""
+    if by == "run":
+        return f"""WITH {calls}, run_status AS (
+                SELECT run_id, arg_max(status, end_time) AS status FROM spans
+                WHERE name = '{sc.SPAN_RUN}' AND run_id IS NOT NULL GROUP BY run_id),
+            per_run AS (SELECT run_id AS key, {_AGGREGATES} FROM calls GROUP BY run_id)
+            SELECT per_run.*, run_status.status FROM per_run LEFT JOIN run_status ON per_run.key = run_status.run_id
+            {tail}"""
+    return f"WITH {calls} SELECT {_KEYS[by]} AS key, {_AGGREGATES} FROM calls GROUP BY ALL{tail}"
+
+
+def _report_row(by: str, row: dict[str, Any]) -> dict[str, Any]:
+    key = row["key"]
+    if isinstance(key, date):
+        key = key.isoformat()
+    elif key is None:
+        key = "(no tool)" if by == "tool" else "(none)"
+    out: dict[str, Any] = {by: key}
+    if by == "run":
+        out["status"] = row["status"]
+    for column in _ROW_COLUMNS:
+        value = row[column]
+        out[column] = money(value) if column in _MONEY else (value or 0)
+    return out
+
+
+
+def _fetch_dicts(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+    result = con.execute(sql, params)
+    names = [d[0] for d in result.description]
+    return [dict(zip(names, row)) for row in result.fetchall()]
