@@ -32,7 +32,7 @@ from pydantic_ai.exceptions import (
 from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart
 from temporalio.exceptions import ApplicationError
 
-from stakeflow.errors import MODEL_AUTH, MODEL_OUTPUT_INVALID, MODEL_REQUEST_REJECTED, MODEL_UNAVAILABLE
+from stakeflow.core.errors import MODEL_AUTH, MODEL_OUTPUT_INVALID, MODEL_REQUEST_REJECTED, MODEL_UNAVAILABLE
 
 _RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 529}
 

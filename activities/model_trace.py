@@ -15,7 +15,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from temporalio import activity
 
 from agents.types import CallCostRecord, ModelCallRequest, ModelCallResult, Usage
-from stakeflow import semconv as sc
+from stakeflow.core import semconv as sc
 
 _tracer = trace.get_tracer("stakeflow.activities")
 

@@ -36,6 +36,7 @@ from activities.model_errors import CallContext, missing_frontier_key, to_applic
 from activities.model_outputs import plan_output_model, step_output_model, to_action, to_plan
 from activities.model_trace import model_call_span, record_call
 from agents.types import CallCostRecord, ModelCallRequest, ModelCallResult, Usage
+from stakeflow.core.contracts import CALL_MODEL
 from stakeflow.prices import PriceTable
 from stakeflow.settings import Settings
 
@@ -99,7 +100,7 @@ class ModelActivities:
         self._models: dict[tuple[str, str], Model] = {}
         self._prices = PriceTable.from_settings(settings)
 
-    @activity.defn(name="call_model")
+    @activity.defn(name=CALL_MODEL)
     async def call_model(self, req: ModelCallRequest) -> ModelCallResult:
         """Run one model call for a plan, a step or the final answer, traced and priced.
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agents.types import Risk, RouteDecision, RoutingConfig, Sensitivity, Stakes, StakesOverride
-from workers.queues import queue_name
+from stakeflow.core.contracts import queue_name
 
 
 @dataclass(frozen=True)

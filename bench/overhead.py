@@ -394,7 +394,7 @@ async def http_round_trip_ms(url: str, n: int = 50) -> float:
 
 def dev_server_args(poll_flags: bool) -> list[str]:
     """DEV_SERVER_TUNING (optionally without the poll-rate flags) and stakeflow's search attributes."""
-    from stakeflow.search_attributes import dev_server_flags
+    from stakeflow.core.contracts import dev_server_flags
     from stakeflow.local.services import DEV_SERVER_TUNING
 
     tuning: list[str] = []

@@ -42,7 +42,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from stakeflow import semconv as sc
+from stakeflow.core import semconv as sc
 from stakeflow.traces import (
     DuckDBSpanExporter,
     TraceStore,

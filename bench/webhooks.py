@@ -46,7 +46,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from stakeflow import tasks  # noqa: E402
-from stakeflow.search_attributes import dev_server_flags  # noqa: E402
+from stakeflow.core.contracts import dev_server_flags  # noqa: E402
 from stakeflow.local.services import DEV_SERVER_TUNING  # noqa: E402
 from stakeflow.settings import Settings  # noqa: E402
 from stakeflow.hooks_config import HookConfig  # noqa: E402

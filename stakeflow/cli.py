@@ -13,14 +13,14 @@ from typing import Any
 import click
 
 from stakeflow import tasks
-from stakeflow.errors import EndpointError, ServiceError
+from stakeflow.core.errors import EndpointError, ServiceError
 from stakeflow.local import services
 from stakeflow.cli_common import Failed, current_settings, echo_json, err, friendly
 from stakeflow.cli_approvals import admin, approve, list_runs, reject
 from stakeflow.cli_costs import costs, prices, sql, trace
 from stakeflow.render import progress_lines, result_lines, run_dict, step_line
 from stakeflow.settings import Settings
-from workers.queues import ROLES, queue_name
+from stakeflow.core.contracts import PROGRESS_QUERY, ROLES, queue_name
 
 POLL_SECONDS = 0.5
 
@@ -206,7 +206,7 @@ class _StepPrinter:
         while True:
             await asyncio.sleep(POLL_SECONDS)
             try:
-                p = await handle.query("progress", result_type=Progress)
+                p = await handle.query(PROGRESS_QUERY, result_type=Progress)
             except Exception:
                 continue
             self.rest(p.steps, p.total_steps)
@@ -364,13 +364,13 @@ async def _check_search_attributes(client, settings: Settings, roles: list[str])
     """A workflow worker on a namespace without stakeflow's search attributes (or with mistyped ones) would hang runs."""
     from temporalio.service import RPCError
 
-    from stakeflow import search_attributes
+    from stakeflow import namespace
 
     if "workflows" not in roles or not settings.check_search_attributes:
         return
     ns = settings.temporal_namespace
     try:
-        wrong = await search_attributes.problems(client, ns)
+        wrong = await namespace.problems(client, ns)
     except RPCError as e:
         raise ServiceError(
             f"cannot check stakeflow's search attributes on namespace {ns} ({e.message}): a missing one makes runs "

@@ -7,7 +7,8 @@ import getpass
 
 import click
 
-from stakeflow import search_attributes, tasks
+from stakeflow import namespace, tasks
+from stakeflow.core.contracts import SEARCH_ATTRIBUTES
 from stakeflow.cli_common import current_settings, echo_json, friendly
 
 
@@ -82,10 +83,10 @@ def setup_search_attributes() -> None:
     settings = current_settings()
 
     async def go() -> list[str]:
-        return await search_attributes.register(await _client(settings), settings.temporal_namespace)
+        return await namespace.register(await _client(settings), settings.temporal_namespace)
 
     added = asyncio.run(go())
     if added:
         click.echo(f"added {', '.join(added)} to namespace {settings.temporal_namespace}")
     else:
-        click.echo(f"all {len(search_attributes.SEARCH_ATTRIBUTES)} search attributes already present")
+        click.echo(f"all {len(SEARCH_ATTRIBUTES)} search attributes already present")

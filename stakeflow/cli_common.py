@@ -10,7 +10,7 @@ from typing import Any, Callable
 import click
 
 from stakeflow import tasks
-from stakeflow.errors import StakeflowError
+from stakeflow.core.errors import StakeflowError
 from stakeflow.settings import Settings, load_settings
 
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 import click
 
 from stakeflow.cli_common import current_settings, echo_json, friendly
-from stakeflow.errors import InputError
+from stakeflow.core.errors import InputError
 from stakeflow.settings import Settings
 
 SINCE_RE = re.compile(r"^(\d+)\s*([mhdw])$")

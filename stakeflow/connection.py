@@ -5,7 +5,7 @@ from __future__ import annotations
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from stakeflow.errors import ServiceError
+from stakeflow.core.errors import ServiceError
 from stakeflow.telemetry import plugins
 from stakeflow.settings import Settings
 

@@ -70,10 +70,11 @@ def local_services(settings: Settings) -> list[Check]:
 async def temporal_checks(settings: Settings) -> list[Check]:
     from temporalio.service import RPCError
 
-    from stakeflow import search_attributes, tasks
+    from stakeflow import namespace, tasks
+    from stakeflow.core.contracts import ATTRIBUTES
     from stakeflow.connection import connect
-    from stakeflow.errors import ServiceError
-    from workers.queues import ROLES, queue_name
+    from stakeflow.core.errors import ServiceError
+    from stakeflow.core.contracts import ROLES, queue_name
 
     where = (
         "STAKEFLOW_TEMPORAL_ADDRESS" if settings.temporal_address else "stakeflow's local dev server"
@@ -84,10 +85,10 @@ async def temporal_checks(settings: Settings) -> list[Check]:
         return [Check("temporal", "fail", f"{settings.address} ({where}) is unreachable", str(e).split(": ", 1)[-1])]
     found = [Check("temporal", "ok", f"{settings.address}, namespace {settings.temporal_namespace} ({where})")]
     try:
-        wrong = await search_attributes.problems(client, settings.temporal_namespace)
+        wrong = await namespace.problems(client, settings.temporal_namespace)
         found.append(
             Check("search attributes", "fail", "; ".join(wrong), "run `stakeflow admin setup-search-attributes`")
-            if wrong else Check("search attributes", "ok", f"all {len(search_attributes.ATTRIBUTES)} registered")
+            if wrong else Check("search attributes", "ok", f"all {len(ATTRIBUTES)} registered")
         )
     except RPCError as e:
         found.append(Check("search attributes", "warn", f"cannot list them ({e.message})",
@@ -121,7 +122,7 @@ def embedded_build(settings: Settings) -> Check:
     """Load the embedded model in a child process and generate one token: proves the build runs here."""
     import importlib.util
 
-    from stakeflow.errors import ServiceError
+    from stakeflow.core.errors import ServiceError
     from stakeflow.local.embedded import REINSTALL
     from stakeflow.local.services import embedded_model_file
 

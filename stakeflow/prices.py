@@ -53,7 +53,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from agents.types import Usage
-from stakeflow.errors import ConfigError
+from stakeflow.core.errors import ConfigError
 from stakeflow.settings import EMBEDDED_MODEL_ID, PriceConfig, Settings
 
 Source = Literal["builtin", "config", "local"]

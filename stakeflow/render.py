@@ -5,36 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from agents.types import CostSummary, Progress, RouteDecision, StepRecord, TaskResult
-
-
-def usd(value: float) -> str:
-    return f"${value:.4f}" if value < 100 else f"${value:,.2f}"
-
-
-def cost_line(c: CostSummary) -> str:
-    """`cost $0.0123 (open 7 calls $0.0009 · frontier 2 calls $0.0114) · all-frontier would be $0.0411 · saved 70%`
-
-    Open calls to a model that runs on this machine (the embedded default) say so: `open 4 calls $0.0000, local`.
-    """
-    total = usd(c.total_usd)
-    local = ""
-    if c.open_local_calls:
-        local = ", local" if c.open_local_calls == c.open_calls else f", {c.open_local_calls} local"
-    line = (
-        f"cost {'≥ ' if c.unpriced_calls else ''}{total} (open {c.open_calls} calls {usd(c.open_usd)}{local} · "
-        f"frontier {c.frontier_calls} calls {usd(c.frontier_usd)})"
-    )
-    if c.frontier_equivalent_usd > 0:
-        line += f" · all-frontier would be {usd(c.frontier_equivalent_usd)}"
-        if not c.unpriced_calls:
-            saved = 1 - c.total_usd / c.frontier_equivalent_usd
-            line += f" · saved {saved:.0%}"
-    if c.unpriced_calls:
-        line += (
-            f" · {c.unpriced_calls} calls UNPRICED: add [prices.\"<model id>\"] to stakeflow.toml "
-            "(see `stakeflow costs`)"
-        )
-    return line
+from stakeflow.core.billing import cost_line
 
 
 def step_dict(s: StepRecord) -> dict[str, Any]:

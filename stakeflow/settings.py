@@ -15,7 +15,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, Vali
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from agents.types import Dialect, Risk
-from stakeflow.errors import ConfigError
+from stakeflow.core.errors import ConfigError
 from stakeflow.hooks_config import HookConfig
 
 CONFIG_FILENAME = "stakeflow.toml"

@@ -38,12 +38,10 @@ from agents.types import (
     TaskRequest,
     TaskResult,
 )
-from stakeflow.errors import InputError
-from stakeflow.search_attributes import KEYS
+from stakeflow.core.errors import InputError
 from stakeflow.settings import Settings
-from workers.queues import QueueRole, queue_name
+from stakeflow.core.contracts import AGENT_WORKFLOW, APPROVE_UPDATE, KEYS, PROGRESS_QUERY, QueueRole, queue_name
 
-WORKFLOW_NAME = "AgentTaskWorkflow"
 RUN_TIMEOUT_HINT = "see `stakeflow status RUN_ID`"
 
 
@@ -213,7 +211,7 @@ async def start_run(client: Client, settings: Settings, req: TaskRequest, workfl
     """Start AgentTaskWorkflow; a workflow id that is already running is joined, not duplicated."""
     wf_id = workflow_id or new_workflow_id()
     return await client.start_workflow(
-        WORKFLOW_NAME,
+        AGENT_WORKFLOW,
         req,
         id=wf_id,
         task_queue=queue_name("workflows", settings.queue_prefix),
@@ -291,7 +289,7 @@ async def describe_run(client: Client, workflow_id: str, *, with_progress: bool 
     progress = None
     if with_progress:
         try:
-            progress = await handle.query("progress", result_type=Progress, rpc_timeout=timedelta(seconds=5))
+            progress = await handle.query(PROGRESS_QUERY, result_type=Progress, rpc_timeout=timedelta(seconds=5))
         except Exception:  # a run with no worker to answer still has a status
             progress = None
     result, error = None, None
@@ -318,7 +316,7 @@ async def decide_step(client: Client, workflow_id: str, step: int, approve: bool
     handle = client.get_workflow_handle(workflow_id)
     request = ApprovalRequest(step=step, decision="approve" if approve else "reject", note=note, by=by)
     try:
-        return await handle.execute_update("approve_step", request, result_type=ApprovalRecord)
+        return await handle.execute_update(APPROVE_UPDATE, request, result_type=ApprovalRecord)
     except WorkflowUpdateFailedError as e:
         cause = e.cause
         message = cause.message if isinstance(cause, ApplicationError) else str(cause or e)
@@ -329,7 +327,7 @@ async def decide_step(client: Client, workflow_id: str, step: int, approve: bool
 
 async def list_runs(client: Client, query: str | None, limit: int = 20) -> list[dict]:
     """Runs matching a visibility query (the Web UI's language), newest first."""
-    full = f"WorkflowType = '{WORKFLOW_NAME}'" + (f" AND ({query})" if query else "")
+    full = f"WorkflowType = '{AGENT_WORKFLOW}'" + (f" AND ({query})" if query else "")
     rows: list[dict] = []
     try:
         async for wf in client.list_workflows(full, limit=limit):

@@ -67,12 +67,12 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from agents.types import Progress, TaskRequest, TaskResult
 from stakeflow import tasks
-from stakeflow.errors import InputError, ServiceError
+from stakeflow.core.errors import InputError, ServiceError
 from stakeflow.hooks_config import HookConfig, MissingField, render_goal
 from stakeflow.render import run_dict
 from stakeflow.settings import Settings
 from stakeflow.webhook_openapi import OPENAPI
-from workers.queues import queue_name
+from stakeflow.core.contracts import AGENT_WORKFLOW, PROGRESS_QUERY, queue_name
 
 log = logging.getLogger("stakeflow.webhooks")
 
@@ -204,7 +204,7 @@ async def start_delivery(client: Client, settings: Settings, req: TaskRequest, w
     """Start the run for a delivery; (run id, duplicate). Temporal's refusal marks a duplicate."""
     try:
         handle = await client.start_workflow(
-            tasks.WORKFLOW_NAME,
+            AGENT_WORKFLOW,
             req,
             id=workflow_id,
             task_queue=queue_name("workflows", settings.queue_prefix),
@@ -420,7 +420,7 @@ async def _get_run(ctx: Context, request: Request, note: dict[str, Any]) -> Resp
     if info.status == "running":
         try:
             progress = await client.get_workflow_handle(workflow_id).query(
-                "progress", result_type=Progress, rpc_timeout=timedelta(seconds=2))
+                PROGRESS_QUERY, result_type=Progress, rpc_timeout=timedelta(seconds=2))
         except Exception:  # no worker to answer: the status alone still says something
             progress = None
     body = run_dict(info.workflow_id, info.run_id, info.status, ctx.settings.ui_url(info.workflow_id),

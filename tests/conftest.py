@@ -20,7 +20,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from stakeflow.search_attributes import dev_server_flags
+from stakeflow.core.contracts import dev_server_flags
 from stakeflow.local.services import DEV_SERVER_TUNING
 from stakeflow.settings import Settings
 

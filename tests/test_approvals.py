@@ -14,6 +14,7 @@ from temporalio.client import WorkflowFailureError
 
 from agents.types import Progress
 from stakeflow import tasks
+from stakeflow.core.contracts import PROGRESS_QUERY
 from stakeflow.cli import cli
 from tests.agent_script import agent, call, plan
 from tests.conftest import make_settings, running_workers
@@ -45,7 +46,7 @@ def setup(tmp_path, open_fake, client, monkeypatch):
 
 async def wait_for_approval(handle, step: int) -> Progress:
     for _ in range(300):
-        p = await handle.query("progress", result_type=Progress)
+        p = await handle.query(PROGRESS_QUERY, result_type=Progress)
         if step in p.awaiting_approval:
             return p
         await asyncio.sleep(0.1)

@@ -96,7 +96,7 @@ def test_unknown_queue_role(home):
 
 def test_debug_shows_the_traceback(home, monkeypatch):
     monkeypatch.setenv("STAKEFLOW_DEBUG", "1")
-    from stakeflow.errors import InputError
+    from stakeflow.core.errors import InputError
 
     with pytest.raises(InputError):
         CliRunner().invoke(cli, ["run", " "], catch_exceptions=False)

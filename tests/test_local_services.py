@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from activities.model_errors import CallContext, _connection_message  # noqa: PLC2701 (message under test)
-from stakeflow.errors import ServiceError
+from stakeflow.core.errors import ServiceError
 from stakeflow.local import processes, services
 from tests.conftest import free_port, make_settings
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from temporalio.testing import WorkflowEnvironment
 
 from stakeflow.cli import cli
-from stakeflow.search_attributes import SEARCH_ATTRIBUTES
+from stakeflow.core.contracts import SEARCH_ATTRIBUTES
 
 
 async def test_worker_refuses_then_admin_registers(tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from stakeflow import tasks
 from stakeflow.cli import cli
-from stakeflow.search_attributes import dev_server_flags
+from stakeflow.core.contracts import dev_server_flags
 from stakeflow.local.services import DEV_SERVER_TUNING, port_open, temporal_binary
 from tests.agent_script import agent, call, plan
 from tests.conftest import free_port, make_settings, spawn_worker

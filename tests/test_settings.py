@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stakeflow.errors import ConfigError
+from stakeflow.core.errors import ConfigError
 from stakeflow.settings import load_settings
 
 

@@ -19,7 +19,7 @@ from activities.tools import EXECUTORS, MAX_OUTPUT_CHARS, ToolActivities, ToolCo
 from activities.tools import dispatcher
 from agents.tools import CATALOGUE, CalculatorArgs
 from agents.types import ToolRequest, ToolResult
-from stakeflow.errors import TOOL_FAILED
+from stakeflow.core.errors import TOOL_FAILED
 from stakeflow.settings import ToolsConfig
 from tests.tool_cases import refused, run, tools_config, ws  # noqa: F401 (ws is a fixture)
 

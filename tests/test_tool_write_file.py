@@ -14,7 +14,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from activities.tools.ledger import Ledger
-from stakeflow.errors import TOOL_FAILED
+from stakeflow.core.errors import TOOL_FAILED
 from tests.tool_cases import ledger_dir, refused, run, tools_config, ws  # noqa: F401 (fixtures)
 
 

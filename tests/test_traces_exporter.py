@@ -12,8 +12,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
-from stakeflow import semconv as sc
-from stakeflow.errors import ConfigError
+from stakeflow.core import semconv as sc
+from stakeflow.core.errors import ConfigError
 from stakeflow.settings import Settings
 from stakeflow.traces import TraceStore, build_span_processors
 from tests.trace_spans import chat_attributes, count, provider

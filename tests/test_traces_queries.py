@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from stakeflow import semconv as sc
-from stakeflow.errors import InputError
+from stakeflow.core import semconv as sc
+from stakeflow.core.errors import InputError
 from stakeflow.traces import DuckDBSpanExporter, TraceStore, cost_report, format_table, run_sql, to_csv, trace_tree
 from tests.trace_spans import NOW, chat_attributes, count, export_priced_runs, make_span, provider, run_tree
 

@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from stakeflow.errors import ConfigError
+from stakeflow.core.errors import ConfigError
 from stakeflow.traces import (
     MIGRATIONS,
     DuckDBSpanExporter,
@@ -143,7 +143,7 @@ _WORKER = """
 import sys, time
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from stakeflow import semconv as sc
+from stakeflow.core import semconv as sc
 from stakeflow.traces import DuckDBSpanExporter
 
 path, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -261,7 +261,7 @@ def test_a_reader_waits_out_a_short_write(path):
 
 
 def test_a_writer_that_never_finishes_is_a_clear_error(path):
-    from stakeflow.errors import ServiceError
+    from stakeflow.core.errors import ServiceError
 
     run_tree(provider(path))
     TraceStore(path).sync()

@@ -238,7 +238,7 @@ async def test_repeated_identical_tool_calls_run_once(client, tmp_path, open_fak
 
 async def test_run_cost_from_configured_prices(client, tmp_path, open_fake, frontier_fake, workspace):
     """Costs summed in the workflow equal a hand computation from the fakes' token counts."""
-    from stakeflow.render import cost_line
+    from stakeflow.core.billing import cost_line
     from stakeflow.settings import PriceConfig
 
     script = agent(
@@ -273,7 +273,7 @@ async def test_run_cost_from_configured_prices(client, tmp_path, open_fake, fron
 
 
 async def test_unpriced_open_model_is_loud(client, tmp_path, open_fake, workspace):
-    from stakeflow.render import cost_line
+    from stakeflow.core.billing import cost_line
 
     open_fake.script(agent(plan(("Think", None)), {1: think("x")}, answer="ok"))
     settings = settings_for(tmp_path, open_fake, frontier_model="claude-sonnet-4-6")

@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from stakeflow import semconv as sc
+from stakeflow.core import semconv as sc
 from stakeflow.traces import DuckDBSpanExporter, TraceStore
 
 

@@ -19,7 +19,7 @@ from temporalio.worker import Worker
 from activities.models import ModelActivities
 from activities.tools import ToolActivities
 from stakeflow.settings import Settings
-from workers.queues import ROLES, QueueRole, queue_name
+from stakeflow.core.contracts import ROLES, QueueRole, queue_name
 from workflows.agent_task import AgentTaskWorkflow
 
 log = logging.getLogger("stakeflow.worker")

@@ -40,11 +40,12 @@ with workflow.unsafe.imports_passed_through():
     )
     from opentelemetry import trace as otel_trace
 
-    from stakeflow import errors
-    from stakeflow import semconv as sc
-    from stakeflow.render import cost_line
-    from stakeflow.search_attributes import KEYS
-    from workers.queues import queue_name
+    from stakeflow.core import errors
+    from stakeflow.core import semconv as sc
+    from stakeflow.core.billing import cost_line
+    from stakeflow.core.contracts import (
+        AGENT_WORKFLOW, APPROVE_UPDATE, CALL_MODEL, KEYS, PROGRESS_QUERY, RUN_TOOL, queue_name,
+    )
 
 def _model_retry(routing) -> RetryPolicy:
     return RetryPolicy(
@@ -74,7 +75,7 @@ class StepFailure(Exception):
     """Raised inside the workflow when a step cannot complete; becomes the run's failure."""
 
 
-@workflow.defn(name="AgentTaskWorkflow")
+@workflow.defn(name=AGENT_WORKFLOW)
 class AgentTaskWorkflow:
     """Plan, execute each step on its route, answer."""
 
@@ -85,12 +86,12 @@ class AgentTaskWorkflow:
         self._awaiting: dict[int, str] = {}  # step -> what waits (tool calls), while it waits
         self._decisions: dict[int, ApprovalRecord] = {}
 
-    @workflow.query
+    @workflow.query(name=PROGRESS_QUERY)
     def progress(self) -> Progress:
         """Current step, per-step status and route, usage so far."""
         return self._progress
 
-    @workflow.update(name="approve_step")
+    @workflow.update(name=APPROVE_UPDATE)
     async def approve_step(self, request: ApprovalRequest) -> ApprovalRecord:
         """A person's decision on a step waiting for approval."""
         record = ApprovalRecord(
@@ -387,7 +388,7 @@ class AgentTaskWorkflow:
         if decision.fallback:
             parts.append("fallback")
         return await workflow.execute_activity(
-            "call_model",
+            CALL_MODEL,
             call,
             result_type=ModelCallResult,
             task_queue=decision.task_queue,
@@ -410,11 +411,11 @@ class AgentTaskWorkflow:
         try:
             if spec is not None and spec.local:
                 return await workflow.execute_local_activity(
-                    "run_tool", tool_req, result_type=ToolResult,
+                    RUN_TOOL, tool_req, result_type=ToolResult,
                     start_to_close_timeout=timedelta(seconds=60), retry_policy=TOOL_RETRY, summary=summary,
                 )
             return await workflow.execute_activity(
-                "run_tool", tool_req, result_type=ToolResult,
+                RUN_TOOL, tool_req, result_type=ToolResult,
                 task_queue=queue_name("tools", req.queue_prefix),
                 start_to_close_timeout=timedelta(seconds=60),
                 schedule_to_start_timeout=SCHEDULE_TO_START,

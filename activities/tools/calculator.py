@@ -16,7 +16,7 @@ from fractions import Fraction
 from activities.tools.context import ToolContext
 from agents.tools import CalculatorArgs
 from agents.types import ToolResult
-from stakeflow.errors import ToolError
+from stakeflow.core.errors import ToolError
 
 MAX_EXPRESSION_CHARS = 2_000
 MAX_EXPONENT = 10_000

@@ -28,8 +28,9 @@ from activities.tools.context import ToolContext, ToolExecutor
 from activities.tools.registry import EXECUTORS
 from agents.tools import CATALOGUE
 from agents.types import ToolRequest, ToolResult
-from stakeflow.errors import TOOL_FAILED, ToolError
-from stakeflow import semconv as sc
+from stakeflow.core.errors import TOOL_FAILED, ToolError
+from stakeflow.core import semconv as sc
+from stakeflow.core.contracts import RUN_TOOL
 from stakeflow.settings import ToolsConfig
 
 _tracer = trace.get_tracer("stakeflow.activities")
@@ -51,7 +52,7 @@ class ToolActivities:
         self._ledger_dir = ledger_dir
         self._executors = executors
 
-    @activity.defn(name="run_tool")
+    @activity.defn(name=RUN_TOOL)
     async def run_tool(self, req: ToolRequest) -> ToolResult:
         """Validate the arguments, run the tool, and report what happened (traced as ``execute_tool``)."""
         started = time.monotonic()

@@ -17,7 +17,7 @@ import httpx
 from activities.tools.context import ToolContext
 from agents.tools import HttpGetArgs
 from agents.types import ToolResult
-from stakeflow.errors import ToolError
+from stakeflow.core.errors import ToolError
 from stakeflow.settings import HttpGetConfig
 
 MAX_REDIRECTS = 5

@@ -19,7 +19,7 @@ from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
-from stakeflow.errors import TOOL_FAILED
+from stakeflow.core.errors import TOOL_FAILED
 
 # A ledger folder that is not a writable folder is set-up, and no retry will change it.
 _LEDGER_SETUP_ERRORS = (PermissionError, NotADirectoryError, FileExistsError)

@@ -13,7 +13,7 @@ from activities.tools.context import ToolContext
 from activities.tools.workspace import confine, resolve_workspace
 from agents.tools import ReadFileArgs
 from agents.types import ToolResult
-from stakeflow.errors import ToolError
+from stakeflow.core.errors import ToolError
 
 
 async def execute(args: ReadFileArgs, ctx: ToolContext) -> ToolResult:

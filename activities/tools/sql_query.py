@@ -20,7 +20,7 @@ from activities.tools.context import ToolContext
 from activities.tools.workspace import resolve_workspace
 from agents.tools import SqlQueryArgs
 from agents.types import ToolResult
-from stakeflow.errors import ToolError
+from stakeflow.core.errors import ToolError
 from stakeflow.readonly_sql import (
     SQLLimits,
     SQLRefused,

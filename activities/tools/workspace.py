@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stakeflow.errors import ToolError
+from stakeflow.core.errors import ToolError
 
 
 def resolve_workspace(workspace: str) -> Path:

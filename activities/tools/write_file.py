@@ -17,7 +17,7 @@ from activities.tools.ledger import Ledger, write_atomically
 from activities.tools.workspace import confine, resolve_workspace
 from agents.tools import WriteFileArgs
 from agents.types import ToolResult
-from stakeflow.errors import ToolError
+from stakeflow.core.errors import ToolError
 
 
 async def execute(args: WriteFileArgs, ctx: ToolContext) -> ToolResult:

@@ -17,10 +17,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from stakeflow.errors import ServiceError
+from stakeflow.core.errors import ServiceError
 from stakeflow.local import processes
 from stakeflow.local.processes import ServiceState
-from stakeflow.search_attributes import dev_server_flags
+from stakeflow.core.contracts import dev_server_flags
 from stakeflow.settings import EMBEDDED_MODEL_ID, Settings
 
 TEMPORAL = "temporal"

@@ -12,8 +12,8 @@ from typing import Any
 
 import duckdb
 
-from stakeflow import semconv as sc
-from stakeflow.errors import InputError
+from stakeflow.core import semconv as sc
+from stakeflow.core.errors import InputError
 from stakeflow.traces._store import TraceStore
 from stakeflow.traces._tables import money
 

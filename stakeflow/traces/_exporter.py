@@ -36,8 +36,8 @@ import duckdb
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
 
-from stakeflow import semconv as sc
-from stakeflow.errors import ConfigError
+from stakeflow.core import semconv as sc
+from stakeflow.core.errors import ConfigError
 from stakeflow.readonly_sql import quote_literal
 from stakeflow.traces._segments import SEGMENT_COLUMNS, spool_dir_for
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import duckdb
 
-from stakeflow.errors import ConfigError
+from stakeflow.core.errors import ConfigError
 
 _SCHEMA_MIGRATIONS = """
 CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -14,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-from stakeflow import semconv as sc
+from stakeflow.core import semconv as sc
 from stakeflow.readonly_sql import quote_ident, quote_literal
 
 

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import duckdb
 
-from stakeflow.errors import ConfigError, ServiceError
+from stakeflow.core.errors import ConfigError, ServiceError
 from stakeflow.readonly_sql import quote_ident, quote_literal
 from stakeflow.traces._migrations import applied_version, migrate, schema_version
 from stakeflow.traces._segments import spans_select, spool_dir_for

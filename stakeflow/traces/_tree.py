@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from stakeflow import semconv as sc
-from stakeflow.errors import InputError
+from stakeflow.core import semconv as sc
+from stakeflow.core.errors import InputError
 from stakeflow.traces._store import TraceStore
 from stakeflow.traces._tables import format_table, money
 

@@ -1,0 +1,78 @@
+"""The names other processes and people rely on, defined once: workflow, query, update, activities,
+task queues, search attributes.
+
+A worker, the CLI, the webhook server, the Web UI's queries and a cluster's operator all meet on these
+names; renaming one in a single place breaks the others only at run time (a query nobody answers, an
+activity no worker polls for). So code refers to the constants here, never to a string typed again.
+Pure data: the workflow sandbox imports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from temporalio.common import SearchAttributeKey
+
+# --- workflow, query, update, activities -----------------------------------------------------
+
+AGENT_WORKFLOW = "AgentTaskWorkflow"
+PROGRESS_QUERY = "progress"
+APPROVE_UPDATE = "approve_step"
+CALL_MODEL = "call_model"
+RUN_TOOL = "run_tool"
+
+# --- task queues ------------------------------------------------------------------------------
+# Four queues, so the parts scale separately: open-model calls run near the GPU, frontier calls
+# wherever the API key lives, tools next to the data, workflows anywhere. A prefix other than
+# ``stakeflow`` gives an isolated set (tests, staging).
+
+DEFAULT_PREFIX = "stakeflow"
+QueueRole = Literal["workflows", "open", "frontier", "tools"]
+ROLES: tuple[QueueRole, ...] = ("workflows", "open", "frontier", "tools")
+
+
+def queue_name(role: QueueRole, prefix: str = DEFAULT_PREFIX) -> str:
+    """The task queue for one role under a prefix: ``queue_name("open") == "stakeflow-open"``."""
+    return f"{prefix}-{role}"
+
+
+# --- search attributes ------------------------------------------------------------------------
+# A workflow that upserts an unregistered attribute (or one registered with another type) fails its
+# workflow task again and again, so the run hangs: workers check these before they poll
+# (stakeflow/namespace.py), and `stakeflow up` registers them on the dev server it starts.
+
+
+@dataclass(frozen=True)
+class Attribute:
+    key: str  # what the code calls it: KEYS["stakes"]
+    name: str  # what Temporal calls it
+    kind: str  # Temporal's type, as `temporal server start-dev --search-attribute Name=Type` spells it
+
+
+ATTRIBUTES: tuple[Attribute, ...] = (
+    Attribute("stakes", "StakeflowStakes", "Keyword"),
+    Attribute("sensitivity", "StakeflowSensitivity", "Keyword"),
+    Attribute("source", "StakeflowSource", "Keyword"),
+    Attribute("open_steps", "StakeflowOpenSteps", "Int"),
+    Attribute("frontier_steps", "StakeflowFrontierSteps", "Int"),
+    Attribute("escalations", "StakeflowEscalations", "Int"),
+    Attribute("cost_usd", "StakeflowCostUsd", "Double"),
+    Attribute("awaiting_approval", "StakeflowAwaitingApproval", "Bool"),
+)
+SEARCH_ATTRIBUTES: dict[str, str] = {a.name: a.kind for a in ATTRIBUTES}  # name -> type
+_KEY_FACTORIES = {
+    "Keyword": SearchAttributeKey.for_keyword,
+    "Int": SearchAttributeKey.for_int,
+    "Double": SearchAttributeKey.for_float,
+    "Bool": SearchAttributeKey.for_bool,
+}
+KEYS: dict[str, Any] = {a.key: _KEY_FACTORIES[a.kind](a.name) for a in ATTRIBUTES}
+
+
+def dev_server_flags() -> list[str]:
+    """``--search-attribute Name=Type`` for each, as `temporal server start-dev` takes them."""
+    flags: list[str] = []
+    for name, kind in SEARCH_ATTRIBUTES.items():
+        flags += ["--search-attribute", f"{name}={kind}"]
+    return flags
