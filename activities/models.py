@@ -35,7 +35,7 @@ from temporalio.exceptions import ApplicationError
 from activities.model_errors import CallContext, missing_frontier_key, to_application_error
 from activities.model_outputs import plan_output_model, step_output_model, to_action, to_plan
 from activities.model_trace import model_call_span, record_call
-from agents.types import CallCostRecord, ModelCallRequest, ModelCallResult, Usage
+from agents.types import CallCostRecord, CallFailure, ModelCallRequest, ModelCallResult, Usage
 from stakeflow.core.contracts import CALL_MODEL
 from stakeflow.prices import PriceTable
 from stakeflow.settings import Settings
@@ -104,22 +104,22 @@ class ModelActivities:
     async def call_model(self, req: ModelCallRequest) -> ModelCallResult:
         """Run one model call for a plan, a step or the final answer, traced and priced.
 
-        Failures raise ApplicationError (types in stakeflow.errors; see activities/model_errors.py) whose
-        ``details[0]`` is ``{"usage": Usage as dict, "latency_ms": float, "cost": CallCost as dict}``, so a
-        failed attempt's tokens (e.g. output that failed validation) still count.
+        Failures raise ApplicationError (types in stakeflow.core.errors; see activities/model_errors.py) whose
+        details carry a ``CallFailure`` (usage, latency, cost), so a failed attempt's tokens (e.g. output
+        that failed validation) still count.
         """
         provider = self._provider_name(req)
         with model_call_span(req, provider, self._settings.trace_content) as span:
             try:
                 result = await self._call(req)
             except ApplicationError as e:
-                details = e.details[0] if e.details and isinstance(e.details[0], dict) else {}
-                usage = Usage.model_validate(details.get("usage") or {})
-                cost = self._price(req, req.endpoint.model, usage, float(details.get("latency_ms", 0.0)) / 1000)
-                if isinstance(details, dict) and e.details:
-                    details["cost"] = cost.model_dump()
-                record_call(span, req, usage, cost, None, error_type=e.type)
-                raise
+                failure = CallFailure.from_details(e.details) or CallFailure()
+                failure.cost = self._price(req, req.endpoint.model, failure.usage, failure.latency_ms / 1000)
+                record_call(span, req, failure.usage, failure.cost, None, error_type=e.type)
+                raise ApplicationError(
+                    e.message, failure.as_details(), type=e.type, non_retryable=e.non_retryable,
+                    next_retry_delay=e.next_retry_delay,
+                ) from None
             result.cost = self._price(req, result.model, result.usage, result.latency_ms / 1000)
             record_call(span, req, result.usage, result.cost, result, content=self._settings.trace_content)
             return result
@@ -154,15 +154,15 @@ class ModelActivities:
                 run = agent.run(req.prompt, model_settings=model_settings, message_history=history or None)
                 result = await _heartbeating(run)
             except Exception as e:
-                details = {
-                    "usage": _usage_of_messages([m for m in messages if not any(m is h for h in history)]).model_dump(),
-                    "latency_ms": (time.monotonic() - started) * 1000,
-                }
+                spent = CallFailure(
+                    usage=_usage_of_messages([m for m in messages if not any(m is h for h in history)]),
+                    latency_ms=(time.monotonic() - started) * 1000,
+                )
                 responses = [m for m in messages if isinstance(m, ModelResponse)]
                 error = to_application_error(
                     e,
                     target.context,
-                    details,
+                    spent.as_details(),
                     response=responses[-1] if responses else None,
                     max_output_tokens=req.max_output_tokens,
                 )

@@ -188,6 +188,29 @@ class CallCostRecord(BaseModel):
     local: bool = False  # a model running on this machine (the embedded default): $0 unless configured
 
 
+class CallFailure(BaseModel):
+    """What a failed model call still spent (e.g. output that failed validation), carried across the activity
+    boundary in its ApplicationError's details under ``CALL_FAILURE_KEY`` and rebuilt with ``from_details``."""
+
+    usage: Usage = Field(default_factory=Usage)
+    latency_ms: float = 0.0
+    cost: CallCostRecord | None = None  # priced on the worker, where the price table is
+
+    def as_details(self) -> dict[str, Any]:
+        return {CALL_FAILURE_KEY: self.model_dump(mode="json")}
+
+    @classmethod
+    def from_details(cls, details: Any) -> CallFailure | None:
+        """The failure in an ApplicationError's ``details`` tuple, or None when it carries none."""
+        for item in details or ():
+            if isinstance(item, dict) and CALL_FAILURE_KEY in item:
+                return cls.model_validate(item[CALL_FAILURE_KEY])
+        return None
+
+
+CALL_FAILURE_KEY = "stakeflow.call_failure"
+
+
 class CostSummary(BaseModel):
     """A run's bill, summed in the workflow from its calls."""
 

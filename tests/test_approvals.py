@@ -155,3 +155,39 @@ async def test_cancel_while_waiting_ends_cleanly(client, setup):
         info = await tasks.describe_run(client, handle.id, with_progress=False)
     assert info.status == "canceled"
     assert not (ws / "summary.txt").exists()
+
+
+async def test_a_step_cancelled_while_waiting_counts_nowhere(client, tmp_path, open_fake):
+    """One count for every view: the run span (and so the `runs` view) and the search attributes agree that
+    a high-stakes step cancelled while it waited for approval never ran (they used to disagree)."""
+    from stakeflow.core.contracts import KEYS
+    from stakeflow.traces import TraceStore
+    from tests.conftest import spawn_worker, worker_env
+    import signal as signals
+    import uuid
+
+    home = tmp_path / "home"
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "notes.txt").write_text("Revenue grew 12%.\n")
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    env = worker_env(home, client, prefix, STAKEFLOW_OPEN_BASE_URL=open_fake.url, STAKEFLOW_OPEN_MODEL="qwen-test",
+                     STAKEFLOW_OPEN_DIALECT="vllm")
+    worker = spawn_worker(env)
+    try:
+        settings = make_settings(tmp_path, queue_prefix=prefix, open_base_url=open_fake.url, open_model="qwen-test")
+        handle = await start(client, settings, ws, stakes="high")
+        await wait_for_approval(handle, 2)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    finally:
+        worker.send_signal(signals.SIGTERM)
+        worker.wait(60)
+    attrs = (await handle.describe()).typed_search_attributes
+    with TraceStore(home / "traces.duckdb").reader() as con:
+        row = con.execute("SELECT status, stakes, open_steps, frontier_steps FROM runs WHERE run_id = ?",
+                          [handle.id]).fetchone()
+    # Step 1 (read_file) ran on the open model (high by --stakes, frontier not configured); step 2 never acted.
+    assert row == ("canceled", attrs.get(KEYS["stakes"]), attrs.get(KEYS["open_steps"]), attrs.get(KEYS["frontier_steps"]))
+    assert (row[2], row[3]) == (1, 0)

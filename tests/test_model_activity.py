@@ -19,7 +19,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.models import ModelActivities
 from agents.tools import CATALOGUE
-from agents.types import ModelCallRequest, ModelEndpoint, Plan, PlannedStep, StepAction, ToolCall, Usage
+from agents.types import CallFailure, ModelCallRequest, ModelEndpoint, Plan, PlannedStep, StepAction, ToolCall, Usage
 from stakeflow.core.errors import MODEL_AUTH, MODEL_OUTPUT_INVALID, MODEL_REQUEST_REJECTED, MODEL_UNAVAILABLE
 from stakeflow.settings import Settings
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply, output_schema, purpose_of
@@ -242,7 +242,8 @@ async def test_invalid_plan_is_non_retryable_output_invalid(tmp_path: Path, open
     assert (error.type, error.non_retryable) == (MODEL_OUTPUT_INVALID, True)
     assert error.message.startswith("open model output failed validation: ")
     assert reason in error.message
-    assert error.details[0]["usage"] == Usage(input_tokens=90, output_tokens=12, requests=1).model_dump()
+    failure = CallFailure.from_details(error.details)
+    assert failure is not None and failure.usage == Usage(input_tokens=90, output_tokens=12, requests=1)
     assert len(open_server.calls) == 1  # no hidden output retry
 
 

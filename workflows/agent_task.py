@@ -7,25 +7,18 @@ recorded with its reason in the step record, the progress query and the activity
 
 from __future__ import annotations
 
-import asyncio
-from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
-from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from agents import prompts
     from agents.policy import StepFacts, decide_route, escalate, fallback
     from agents.tools import CATALOGUE, first_step_tools
     from agents.types import (
-        ApprovalRecord,
-        ApprovalRequest,
-        CallCostRecord,
+        CallFailure,
         ModelCallRequest,
         ModelCallResult,
-        ModelEndpoint,
         PlannedStep,
         Progress,
         ResumeState,
@@ -34,7 +27,6 @@ with workflow.unsafe.imports_passed_through():
         StepRecord,
         TaskRequest,
         TaskResult,
-        ToolRequest,
         ToolResult,
         Usage,
     )
@@ -43,75 +35,34 @@ with workflow.unsafe.imports_passed_through():
     from stakeflow.core import errors
     from stakeflow.core import semconv as sc
     from stakeflow.core.billing import cost_line
+    from workflows.approvals import ApprovalGate
+    from workflows.calls import call_model, run_tool
+    from workflows.display import checklist
+    from workflows.failures import StepFailure, cause_text, error_type, is_cancellation, unavailable
+    from workflows.tally import tally
     from stakeflow.core.contracts import (
-        AGENT_WORKFLOW, APPROVE_UPDATE, CALL_MODEL, KEYS, PROGRESS_QUERY, RUN_TOOL, queue_name,
+        AGENT_WORKFLOW, KEYS, PROGRESS_QUERY,
     )
-
-def _model_retry(routing) -> RetryPolicy:
-    return RetryPolicy(
-        initial_interval=timedelta(seconds=routing.model_retry_initial_s),
-        backoff_coefficient=2.0,
-        maximum_interval=timedelta(seconds=60),
-        maximum_attempts=routing.model_max_attempts,
-        non_retryable_error_types=errors.NON_RETRYABLE_MODEL_ERRORS,
-    )
-TOOL_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=5,
-    non_retryable_error_types=[errors.TOOL_FAILED],
-)
-# A call nobody picks up fails instead of waiting forever: no worker polls that queue.
-SCHEDULE_TO_START = timedelta(minutes=10)
-MODEL_TIMEOUTS = {"open": timedelta(minutes=5), "frontier": timedelta(minutes=3)}
-
 
 def _tracer():
     # Replay-safe under Temporal's OpenTelemetryPlugin: spans are not re-exported on replay.
     return otel_trace.get_tracer("stakeflow.workflow")
 
 
-class StepFailure(Exception):
-    """Raised inside the workflow when a step cannot complete; becomes the run's failure."""
-
-
 @workflow.defn(name=AGENT_WORKFLOW)
-class AgentTaskWorkflow:
+class AgentTaskWorkflow(ApprovalGate):
     """Plan, execute each step on its route, answer."""
 
     def __init__(self) -> None:
         self._progress = Progress()
         self._req = TaskRequest()
         self._sensitivity = "public"
-        self._awaiting: dict[int, str] = {}  # step -> what waits (tool calls), while it waits
-        self._decisions: dict[int, ApprovalRecord] = {}
+        ApprovalGate.__init__(self)
 
     @workflow.query(name=PROGRESS_QUERY)
     def progress(self) -> Progress:
         """Current step, per-step status and route, usage so far."""
         return self._progress
-
-    @workflow.update(name=APPROVE_UPDATE)
-    async def approve_step(self, request: ApprovalRequest) -> ApprovalRecord:
-        """A person's decision on a step waiting for approval."""
-        record = ApprovalRecord(
-            decision="approved" if request.decision == "approve" else "rejected",
-            note=request.note, by=request.by or "unknown", at=workflow.now().isoformat(),
-            waiting_for=self._awaiting.get(request.step, ""),
-        )
-        self._decisions[request.step] = record
-        return record
-
-    @approve_step.validator
-    def _check_approval(self, request: ApprovalRequest) -> None:
-        if request.step in self._decisions:
-            done = self._decisions[request.step]
-            raise ValueError(f"step {request.step} was already {done.decision.replace('_', ' ')} by {done.by}")
-        if request.step not in self._awaiting:
-            waiting = ", ".join(str(i) for i in sorted(self._awaiting)) or "none"
-            raise ValueError(f"step {request.step} is not waiting for approval (steps waiting: {waiting})")
-        if request.decision == "reject" and not request.note.strip():
-            raise ValueError("a rejection needs a note saying why (--note)")
 
     @workflow.run
     async def run(self, req: TaskRequest) -> TaskResult:
@@ -130,7 +81,7 @@ class AgentTaskWorkflow:
             except BaseException as e:
                 if isinstance(e, workflow.ContinueAsNewError):
                     status = "continued_as_new"
-                elif _is_cancellation(e):
+                elif is_cancellation(e):
                     status = "canceled"
                 raise
             finally:
@@ -203,17 +154,12 @@ class AgentTaskWorkflow:
         )
 
     def _run_attributes(self) -> dict:
-        p = self._progress
-        executed = [s for s in p.steps if s.status not in ("pending", "skipped")]
+        t = tally(self._progress.steps)
         return {
-            sc.STEP_COUNT: len(p.steps),
-            sc.OPEN_STEPS: sum(1 for s in executed if s.route == "open"),
-            sc.FRONTIER_STEPS: sum(1 for s in executed if s.route == "frontier"),
-            sc.ESCALATIONS: sum(1 for s in p.steps if s.escalated),
-            sc.SENSITIVITY: self._sensitivity,
-            sc.STAKES: "high" if any(s.stakes == "high" for s in executed) else "low",
-            sc.COST_USD: p.cost.total_usd,
-            sc.FRONTIER_EQUIVALENT_USD: p.cost.frontier_equivalent_usd,
+            sc.STEP_COUNT: t.step_count, sc.OPEN_STEPS: t.open_steps, sc.FRONTIER_STEPS: t.frontier_steps,
+            sc.ESCALATIONS: t.escalations, sc.SENSITIVITY: self._sensitivity, sc.STAKES: t.stakes,
+            sc.COST_USD: self._progress.cost.total_usd, sc.UNPRICED_CALLS: self._progress.cost.unpriced_calls,
+            sc.FRONTIER_EQUIVALENT_USD: self._progress.cost.frontier_equivalent_usd,
         }
 
     # --- phases ------------------------------------------------------------------------
@@ -301,8 +247,7 @@ class AgentTaskWorkflow:
 
     async def _answer(self, result: TaskResult) -> str:
         req = self._req
-        highest: Stakes = "high" if any(s.stakes == "high" for s in self._progress.steps) else "low"
-        decision = decide_route(self._facts(None, highest), req.routing, req.queue_prefix)
+        decision = decide_route(self._facts(None, tally(self._progress.steps).stakes), req.routing, req.queue_prefix)
         result.answer_route = decision
         index = len(self._progress.steps) + 1
         call = ModelCallRequest(
@@ -331,11 +276,11 @@ class AgentTaskWorkflow:
             except ActivityError as e:
                 if isinstance(e.cause, CancelledError):
                     raise  # the run was cancelled: end as cancelled, not as a failed step
-                cause = _cause(e)
-                kind = _error_type(e)
+                cause = cause_text(e)
+                kind = error_type(e)
                 record.attempts.append(f"{decision.route}: {cause}")
                 self._count_failed_call(decision.route, e)
-                if _unavailable(e, kind) and decision.route == "open":
+                if unavailable(e, kind) and decision.route == "open":
                     moved, why_not = fallback(decision, self._sensitivity, routing, self._req.queue_prefix)  # type: ignore[arg-type]
                     if moved is None:
                         raise StepFailure(
@@ -369,107 +314,26 @@ class AgentTaskWorkflow:
     async def _model_activity(
         self, call: ModelCallRequest, decision: RouteDecision, label: str, tool: str | None
     ) -> ModelCallResult:
-        req = self._req
-        endpoint = req.routing.open if decision.route == "open" else req.routing.frontier
-        call = call.model_copy(update={
-            "run_id": workflow.info().workflow_id,
-            "endpoint": ModelEndpoint(route=decision.route, model=decision.model, provider=endpoint.provider),
-            "stakes": decision.stakes,
-            "reason": decision.reason,
-            "escalated": decision.escalated,
-            "source": req.source,
-            "frontier_model": req.routing.frontier.model,
-        })
-        parts = [label, decision.route, decision.model or "?"]
-        if tool:
-            parts.append(tool)
-        if decision.escalated:
-            parts.append("escalated")
-        if decision.fallback:
-            parts.append("fallback")
-        return await workflow.execute_activity(
-            CALL_MODEL,
-            call,
-            result_type=ModelCallResult,
-            task_queue=decision.task_queue,
-            start_to_close_timeout=MODEL_TIMEOUTS[decision.route],
-            heartbeat_timeout=timedelta(seconds=req.heartbeat_timeout_s),
-            schedule_to_start_timeout=SCHEDULE_TO_START,
-            retry_policy=_model_retry(req.routing),
-            summary=" · ".join(parts),
-        )
+        return await call_model(self._req, call, decision, label, tool)
 
     async def _run_tool(self, index: int, n: int, tool: str, args: dict, label: str) -> ToolResult:
-        req = self._req
-        wf_id = workflow.info().workflow_id
-        tool_req = ToolRequest(
-            run_id=wf_id, step=index, call_index=n, tool=tool, args=args, workspace=req.workspace,
-            idempotency_key=f"{wf_id}/{index}/{n}",
-        )
-        spec = CATALOGUE.get(tool)
-        summary = f"{label} · tool · {tool}"
         try:
-            if spec is not None and spec.local:
-                return await workflow.execute_local_activity(
-                    RUN_TOOL, tool_req, result_type=ToolResult,
-                    start_to_close_timeout=timedelta(seconds=60), retry_policy=TOOL_RETRY, summary=summary,
-                )
-            return await workflow.execute_activity(
-                RUN_TOOL, tool_req, result_type=ToolResult,
-                task_queue=queue_name("tools", req.queue_prefix),
-                start_to_close_timeout=timedelta(seconds=60),
-                schedule_to_start_timeout=SCHEDULE_TO_START,
-                retry_policy=TOOL_RETRY, summary=summary,
-            )
+            return await run_tool(self._req, index, n, tool, args, label)
         except ActivityError as e:
             if isinstance(e.cause, CancelledError):
                 raise
-            raise StepFailure(f"{label} tool {tool} failed: {_cause(e)}") from None
-
-    # --- approvals -----------------------------------------------------------------------
-
-    def _needs_approval(self, decision: RouteDecision, spec) -> bool:
-        if decision.needs_approval:
-            return True
-        return decision.stakes == "high" and spec is not None and spec.risk in self._req.approvals.risks
-
-    async def _await_approval(self, index: int, record: StepRecord, calls: list) -> ApprovalRecord:
-        """Pause until a person decides (``approve_step``), or the timeout rejects the step."""
-        policy = self._req.approvals
-        what = "; ".join(_describe_call(c) for c in calls)
-        if policy.auto_approve:
-            return ApprovalRecord(decision="auto_approved", by="--auto-approve", at=workflow.now().isoformat(),
-                                  waiting_for=what)
-        self._awaiting[index] = what
-        record.status = "awaiting_approval"
-        self._progress.awaiting_approval = sorted(self._awaiting)
-        workflow.upsert_search_attributes([KEYS["awaiting_approval"].value_set(True)])
-        self._show_checklist()
-        try:
-            await workflow.wait_condition(lambda: index in self._decisions, timeout=timedelta(seconds=policy.timeout_s))
-            decision = self._decisions[index]
-        except asyncio.TimeoutError:
-            decision = ApprovalRecord(decision="timed_out", note=f"no decision within {policy.timeout_s:g}s",
-                                      by="timeout", at=workflow.now().isoformat(), waiting_for=what)
-            self._decisions[index] = decision
-        finally:
-            self._awaiting.pop(index, None)
-            self._progress.awaiting_approval = sorted(self._awaiting)
-            workflow.upsert_search_attributes([KEYS["awaiting_approval"].value_set(bool(self._awaiting))])
-        record.status = "running"
-        return decision
+            raise StepFailure(f"{label} tool {tool} failed: {cause_text(e)}") from None
 
     def _publish(self) -> None:
         """Search attributes and details after a step: what the Web UI and `stakeflow list` show."""
-        p = self._progress
-        executed = [s for s in p.steps if s.status not in ("pending", "skipped", "running", "awaiting_approval")]
+        t = tally(self._progress.steps)
         workflow.upsert_search_attributes([
-            KEYS["stakes"].value_set("high" if any(s.stakes == "high" for s in executed) else "low"),
+            KEYS["stakes"].value_set(t.stakes),
             KEYS["sensitivity"].value_set(self._sensitivity),
-            KEYS["open_steps"].value_set(sum(1 for s in executed if s.route == "open")),
-            KEYS["frontier_steps"].value_set(sum(1 for s in executed if s.route == "frontier")),
-            KEYS["escalations"].value_set(sum(1 for s in p.steps if s.escalated)),
-            KEYS["cost_usd"].value_set(round(p.cost.total_usd, 6)),
+            KEYS["open_steps"].value_set(t.open_steps),
+            KEYS["frontier_steps"].value_set(t.frontier_steps),
+            KEYS["escalations"].value_set(t.escalations),
+            KEYS["cost_usd"].value_set(round(self._progress.cost.total_usd, 6)),
         ])
         self._show_checklist()
 
@@ -485,7 +349,7 @@ class AgentTaskWorkflow:
     def _apply(self, record: StepRecord, d: RouteDecision) -> None:
         otel_trace.get_current_span().set_attributes({
             sc.ROUTE: d.route, sc.STAKES: d.stakes, sc.REASON: d.reason, sc.ESCALATED: d.escalated,
-            sc.GEN_AI_REQUEST_MODEL: d.model,
+            sc.MODEL: d.model,
         })
         record.route, record.model, record.stakes, record.reason = d.route, d.model, d.stakes, d.reason
         record.needs_approval, record.downgraded = d.needs_approval, d.downgraded
@@ -501,11 +365,11 @@ class AgentTaskWorkflow:
     def _count_failed_call(self, route: str, e: ActivityError) -> None:
         """A failed attempt's tokens were spent too: count its usage and cost."""
         c = e.cause
-        details = c.details[0] if isinstance(c, ApplicationError) and c.details else None
-        if not isinstance(details, dict) or "cost" not in details:
+        failure = CallFailure.from_details(c.details) if isinstance(c, ApplicationError) else None
+        if failure is None or failure.cost is None:
             return
-        self._progress.cost.add(route, CallCostRecord.model_validate(details["cost"]))
-        self._progress.usage = self._progress.usage + Usage.model_validate(details.get("usage") or {})
+        self._progress.cost.add(route, failure.cost)
+        self._progress.usage = self._progress.usage + failure.usage
 
     def _add_usage(self, usage: Usage, label: str) -> None:
         self._progress.usage = self._progress.usage + usage
@@ -517,23 +381,7 @@ class AgentTaskWorkflow:
             )
 
     def _show_checklist(self) -> None:
-        marks = {"ok": "x", "tool_error": "x", "failed": "!", "skipped": "-", "running": " ", "pending": " ",
-                 "awaiting_approval": "?"}
-        lines = [f"**{self._progress.phase}**"]
-        for s in self._progress.steps:
-            route = f" · {s.route}" if s.status != "pending" else ""
-            extra = {"running": " (running)", "tool_error": " (tool error)", "skipped": f" (skipped: {s.error})",
-                     "awaiting_approval": " (**waiting for approval**)"}.get(s.status, "")
-            lines.append(f"- [{marks[s.status]}] {s.index}. {s.title}{route}{extra}")
-        for index, what in sorted(self._awaiting.items()):
-            why = self._progress.steps[index - 1].reason
-            lines.append(f"\n**Waiting for approval: step {index}** · {what}\nwhy: {why}\n"
-                         f"`stakeflow approve {workflow.info().workflow_id} {index}` or "
-                         f"`stakeflow reject {workflow.info().workflow_id} {index} --note ...`")
-        lines.append(f"\n{cost_line(self._progress.cost)}")
-        if self._progress.error:
-            lines.append(f"\nfailed: {self._progress.error}")
-        workflow.set_current_details("\n".join(lines))
+        workflow.set_current_details(checklist(self._progress, self._awaiting, workflow.info().workflow_id))
 
 
 def _kept(result: ToolResult) -> ToolResult:
@@ -545,29 +393,6 @@ def _kept(result: ToolResult) -> ToolResult:
     return result.model_copy(update={"output": text, "truncated": True})
 
 
-def _describe_call(call) -> str:
-    args = ", ".join(f"{k}={_preview(v)}" for k, v in call.args.items())
-    return f"{call.tool}({args})"
-
-
-def _preview(value, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _unavailable(e: ActivityError, kind: str | None) -> bool:
-    """The endpoint could not answer through all retries (or no worker took the call)."""
-    if kind == errors.MODEL_UNAVAILABLE:
-        return True
-    return isinstance(e.cause, TemporalTimeoutError)
-
-
-def _is_cancellation(e: BaseException) -> bool:
-    if isinstance(e, (asyncio.CancelledError, CancelledError)):
-        return True
-    return isinstance(e, ActivityError) and isinstance(e.cause, CancelledError)
-
-
 def _unique(calls: list) -> list:
     """The calls without exact repeats: a model asking twice for the same thing gets it once."""
     seen: list = []
@@ -575,15 +400,3 @@ def _unique(calls: list) -> list:
         if c not in seen:
             seen.append(c)
     return seen
-
-
-def _error_type(e: ActivityError) -> str | None:
-    c = e.cause
-    return c.type if isinstance(c, ApplicationError) else None
-
-
-def _cause(e: ActivityError) -> str:
-    c = e.cause
-    if isinstance(c, TemporalTimeoutError):
-        return f"timed out ({c.type.name.lower() if c.type else 'timeout'}): is a worker polling the queue? run `stakeflow worker`"
-    return str(c.message if hasattr(c, "message") else c) if c else str(e)

@@ -40,9 +40,13 @@ PRICE_VERSION = "stakeflow.price_version"
 UNPRICED = "stakeflow.unpriced"  # true when no price is configured for the model
 DURATION_S = "stakeflow.call_seconds"  # measured model-call seconds (GPU-hour pricing)
 STATUS = "stakeflow.status"  # run / step / call outcome: ok | failed | ...
+# Step spans name the routed model here, not in gen_ai.request.model: only model-call spans carry gen_ai.*
+# request attributes, so an OTLP backend counts each model call once (a step is not an LLM call).
+MODEL = "stakeflow.model"
 ERROR_TYPE = "error.type"
 # run span only
 OPEN_STEPS = "stakeflow.open_steps"
 FRONTIER_STEPS = "stakeflow.frontier_steps"
 ESCALATIONS = "stakeflow.escalations"
 STEP_COUNT = "stakeflow.steps"
+UNPRICED_CALLS = "stakeflow.unpriced_calls"  # calls without a price: the run's cost is a lower bound, never "$0"

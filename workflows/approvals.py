@@ -1,0 +1,92 @@
+"""Human approval of a step: the ``approve_step`` update, its validator, and the wait.
+
+A mixin of AgentTaskWorkflow (Temporal collects the handlers of base classes too). It uses the workflow's
+``_req``, ``_progress`` and ``_show_checklist``. The rule for the race between a decision and the approval
+timeout: the first decision wins — an approval accepted in the same activation as the timer stands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from agents.types import ApprovalRecord, ApprovalRequest, RouteDecision, StepRecord, ToolCall
+    from stakeflow.core.contracts import APPROVE_UPDATE, KEYS
+    from workflows.display import describe_call
+
+if TYPE_CHECKING:
+    from agents.types import Progress, TaskRequest
+
+
+class ApprovalGate:
+    """Which steps wait for a person, what each waits with, and the decisions made."""
+
+    _req: TaskRequest
+    _progress: Progress
+
+    def __init__(self) -> None:
+        self._awaiting: dict[int, str] = {}  # step -> what waits (its tool calls), while it waits
+        self._decisions: dict[int, ApprovalRecord] = {}
+
+    def _show_checklist(self) -> None:  # the workflow's
+        raise NotImplementedError
+
+    @workflow.update(name=APPROVE_UPDATE)
+    async def approve_step(self, request: ApprovalRequest) -> ApprovalRecord:
+        """A person's decision on a step waiting for approval."""
+        record = ApprovalRecord(
+            decision="approved" if request.decision == "approve" else "rejected",
+            note=request.note, by=request.by or "unknown", at=workflow.now().isoformat(),
+            waiting_for=self._awaiting.get(request.step, ""),
+        )
+        self._decisions[request.step] = record
+        return record
+
+    @approve_step.validator
+    def _check_approval(self, request: ApprovalRequest) -> None:
+        if request.step in self._decisions:
+            done = self._decisions[request.step]
+            raise ValueError(f"step {request.step} was already {done.decision.replace('_', ' ')} by {done.by}")
+        if request.step not in self._awaiting:
+            waiting = ", ".join(str(i) for i in sorted(self._awaiting)) or "none"
+            raise ValueError(f"step {request.step} is not waiting for approval (steps waiting: {waiting})")
+        if request.decision == "reject" and not request.note.strip():
+            raise ValueError("a rejection needs a note saying why (--note)")
+
+    def _needs_approval(self, decision: RouteDecision, spec: Any) -> bool:
+        if decision.needs_approval:
+            return True
+        return decision.stakes == "high" and spec is not None and spec.risk in self._req.approvals.risks
+
+    async def _await_approval(self, index: int, record: StepRecord, calls: list[ToolCall]) -> ApprovalRecord:
+        """Pause until a person decides (``approve_step``), or the timeout rejects the step."""
+        policy = self._req.approvals
+        what = "; ".join(describe_call(c) for c in calls)
+        if policy.auto_approve:
+            return ApprovalRecord(decision="auto_approved", by="--auto-approve", at=workflow.now().isoformat(),
+                                  waiting_for=what)
+        self._awaiting[index] = what
+        record.status = "awaiting_approval"
+        self._progress.awaiting_approval = sorted(self._awaiting)
+        workflow.upsert_search_attributes([KEYS["awaiting_approval"].value_set(True)])
+        self._show_checklist()
+        try:
+            await workflow.wait_condition(lambda: index in self._decisions, timeout=timedelta(seconds=policy.timeout_s))
+            decision = self._decisions[index]
+        except asyncio.TimeoutError:
+            # An approval accepted in the same activation as the timer wins: the approver was told so.
+            decision = self._decisions.get(index) or ApprovalRecord(
+                decision="timed_out", note=f"no decision within {policy.timeout_s:g}s",
+                by="timeout", at=workflow.now().isoformat(), waiting_for=what,
+            )
+            self._decisions[index] = decision
+        finally:
+            self._awaiting.pop(index, None)
+            self._progress.awaiting_approval = sorted(self._awaiting)
+            workflow.upsert_search_attributes([KEYS["awaiting_approval"].value_set(bool(self._awaiting))])
+        record.status = "running"
+        return decision

@@ -1,0 +1,100 @@
+"""The activity calls a run makes, with their queues, timeouts and retry policies.
+
+Temporal owns retries (SDK clients retry nothing), so every policy is here, in one place: model calls
+retry what may pass (429, 529, a dropped connection) and fail at once on what cannot (invalid output, a
+rejected key); a call nobody picks up fails after ``SCHEDULE_TO_START`` instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from agents.tools import CATALOGUE
+    from agents.types import (
+        ModelCallRequest, ModelCallResult, ModelEndpoint, RouteDecision, RoutingConfig, TaskRequest, ToolRequest,
+        ToolResult,
+    )
+    from stakeflow.core import errors
+    from stakeflow.core.contracts import CALL_MODEL, RUN_TOOL, queue_name
+
+
+def model_retry(routing: RoutingConfig) -> RetryPolicy:
+    return RetryPolicy(
+        initial_interval=timedelta(seconds=routing.model_retry_initial_s),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=60),
+        maximum_attempts=routing.model_max_attempts,
+        non_retryable_error_types=errors.NON_RETRYABLE_MODEL_ERRORS,
+    )
+TOOL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=5,
+    non_retryable_error_types=[errors.TOOL_FAILED],
+)
+# A call nobody picks up fails instead of waiting forever: no worker polls that queue.
+SCHEDULE_TO_START = timedelta(minutes=10)
+MODEL_TIMEOUTS = {"open": timedelta(minutes=5), "frontier": timedelta(minutes=3)}
+
+
+
+
+async def call_model(
+    req: TaskRequest, call: ModelCallRequest, decision: RouteDecision, label: str, tool: str | None
+) -> ModelCallResult:
+    """One ``call_model`` activity on the route's queue, summarised for the Web UI's timeline."""
+    endpoint = req.routing.open if decision.route == "open" else req.routing.frontier
+    call = call.model_copy(update={
+        "run_id": workflow.info().workflow_id,
+        "endpoint": ModelEndpoint(route=decision.route, model=decision.model, provider=endpoint.provider),
+        "stakes": decision.stakes,
+        "reason": decision.reason,
+        "escalated": decision.escalated,
+        "source": req.source,
+        "frontier_model": req.routing.frontier.model,
+    })
+    parts = [label, decision.route, decision.model or "?"]
+    if tool:
+        parts.append(tool)
+    if decision.escalated:
+        parts.append("escalated")
+    if decision.fallback:
+        parts.append("fallback")
+    return await workflow.execute_activity(
+        CALL_MODEL,
+        call,
+        result_type=ModelCallResult,
+        task_queue=decision.task_queue,
+        start_to_close_timeout=MODEL_TIMEOUTS[decision.route],
+        heartbeat_timeout=timedelta(seconds=req.heartbeat_timeout_s),
+        schedule_to_start_timeout=SCHEDULE_TO_START,
+        retry_policy=model_retry(req.routing),
+        summary=" · ".join(parts),
+    )
+
+
+async def run_tool(req: TaskRequest, index: int, n: int, tool: str, args: dict, label: str) -> ToolResult:
+    """One ``run_tool`` call: a local activity for fast read-only tools, else on the tools queue."""
+    wf_id = workflow.info().workflow_id
+    tool_req = ToolRequest(
+        run_id=wf_id, step=index, call_index=n, tool=tool, args=args, workspace=req.workspace,
+        idempotency_key=f"{wf_id}/{index}/{n}",
+    )
+    spec = CATALOGUE.get(tool)
+    summary = f"{label} · tool · {tool}"
+    if spec is not None and spec.local:
+        return await workflow.execute_local_activity(
+            RUN_TOOL, tool_req, result_type=ToolResult,
+            start_to_close_timeout=timedelta(seconds=60), retry_policy=TOOL_RETRY, summary=summary,
+        )
+    return await workflow.execute_activity(
+        RUN_TOOL, tool_req, result_type=ToolResult,
+        task_queue=queue_name("tools", req.queue_prefix),
+        start_to_close_timeout=timedelta(seconds=60),
+        schedule_to_start_timeout=SCHEDULE_TO_START,
+        retry_policy=TOOL_RETRY, summary=summary,
+    )

@@ -1,0 +1,40 @@
+"""How the workflow reads an activity's failure: which kind it was, what to tell the user, whether it was a cancel."""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
+
+from stakeflow.core import errors
+
+
+class StepFailure(Exception):
+    """Raised inside the workflow when a step cannot complete; becomes the run's failure (never retried)."""
+
+
+def unavailable(e: ActivityError, kind: str | None) -> bool:
+    """The endpoint could not answer through all retries (or no worker took the call)."""
+    if kind == errors.MODEL_UNAVAILABLE:
+        return True
+    return isinstance(e.cause, TemporalTimeoutError)
+
+
+def is_cancellation(e: BaseException) -> bool:
+    if isinstance(e, (asyncio.CancelledError, CancelledError)):
+        return True
+    return isinstance(e, ActivityError) and isinstance(e.cause, CancelledError)
+
+
+def error_type(e: ActivityError) -> str | None:
+    c = e.cause
+    return c.type if isinstance(c, ApplicationError) else None
+
+
+def cause_text(e: ActivityError) -> str:
+    c = e.cause
+    if isinstance(c, TemporalTimeoutError):
+        kind = c.type.name.lower() if c.type else "timeout"
+        return f"timed out ({kind}): is a worker polling the queue? run `stakeflow worker`"
+    return str(c.message if hasattr(c, "message") else c) if c else str(e)
