@@ -176,6 +176,29 @@ def step_prompt(
     )
 
 
+def answer_clip(total_steps: int) -> int:
+    """How much of each tool output the answer prompt shows: the answer's budget shared by all steps."""
+    return max(200, min(MAX_CONTEXT_CHARS, ANSWER_BUDGET_CHARS // max(1, total_steps)))
+
+
 def answer_prompt(goal: str, steps: list[StepRecord]) -> str:
-    clip = max(200, min(MAX_CONTEXT_CHARS, ANSWER_BUDGET_CHARS // max(1, len(steps))))
+    clip = answer_clip(len(steps))
     return f"Goal: {goal}\n\nResults of the steps:\n{_history(steps, clip) or '(no steps)'}\n\nWrite the answer."
+
+
+def compacted(step: StepRecord, total_steps: int) -> StepRecord:
+    """A step that left the recent window, kept only as far as any later prompt will read it.
+
+    Step prompts show older steps as one line, and the answer clips every output to ``answer_clip``: more
+    than that is never read again, yet it would ride along in the progress query, every continue-as-new
+    state and the result. So a 200-step plan's largest payload stays far below Temporal's 2 MB limit
+    (tests/test_workflow.py measures it) and no prompt changes.
+    """
+    limit = answer_clip(total_steps)
+    results = [
+        r if len(r.output) <= limit else r.model_copy(update={
+            "output": r.output[:limit] + f"\n[... {len(r.output) - limit} more characters not kept]", "truncated": True,
+        })
+        for r in step.tool_results
+    ]
+    return step.model_copy(update={"tool_results": results, "result": step.result[:500]})

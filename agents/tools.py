@@ -5,6 +5,7 @@ Pure data, importable from workflow code. Execution lives in ``activities/tools.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -63,24 +64,17 @@ class ToolSpec:
     # may start with this tool (see agents/prompts.py, first_step_tools).
     reads: tuple[str, ...] = ()
 
-    def view(self, workspace_paths: Sequence[str] = ()) -> ToolSpecView:
-        """The tool as a model sees it. With ``workspace_paths``, each of ``file_args`` may only be one of them.
-
-        The enum is what a grammar-constrained decoder (llama.cpp, vLLM structured output) enforces: a small
-        model then cannot ask for a file that does not exist (SmolLM2 asked for "/report.txt" without it).
-        """
-        schema = self.args_model.model_json_schema()
-        if workspace_paths and self.file_args:
-            for arg in self.file_args:
-                prop = schema.get("properties", {}).get(arg)
-                if prop is not None:
-                    prop["enum"] = list(workspace_paths)
+    def view(self) -> ToolSpecView:
+        """The tool as a run records it (see ToolSpecView)."""
         return ToolSpecView(
             name=self.name,
             description=self.description,
             example=self.example,
             risk=self.risk,
-            args_schema=schema,
+            args_schema=self.args_model.model_json_schema(),
+            local=self.local,
+            file_args=list(self.file_args),
+            reads=list(self.reads),
         )
 
 
@@ -132,6 +126,22 @@ CATALOGUE: dict[str, ToolSpec] = {
 }
 
 
+def constrained(view: ToolSpecView, workspace_paths: Sequence[str]) -> ToolSpecView:
+    """``view`` with each of its ``file_args`` limited to an enum of ``workspace_paths`` (when known).
+
+    The enum is what a grammar-constrained decoder (llama.cpp, vLLM structured output) enforces: a small model
+    then cannot ask for a file that does not exist (SmolLM2 asked for "/report.txt" without it).
+    """
+    if not workspace_paths or not view.file_args:
+        return view
+    schema = copy.deepcopy(view.args_schema)
+    for arg in view.file_args:
+        prop = schema.get("properties", {}).get(arg)
+        if prop is not None:
+            prop["enum"] = list(workspace_paths)
+    return view.model_copy(update={"args_schema": schema})
+
+
 def named_files(goal: str, workspace_paths: Sequence[str]) -> list[str]:
     """The workspace files the goal names, by path or (for files in folders) by file name."""
     found: list[str] = []
@@ -143,20 +153,16 @@ def named_files(goal: str, workspace_paths: Sequence[str]) -> list[str]:
     return found
 
 
-def first_step_tools(goal: str, workspace_paths: Sequence[str], allowed: Sequence[str]) -> list[str]:
-    """The tools a plan must start with: those (of ``allowed``) that read a workspace file the goal names.
+def first_step_tools(goal: str, workspace_paths: Sequence[str], tools: Sequence[ToolSpecView]) -> list[str]:
+    """The tools a plan must start with: those (of ``tools``) that read a workspace file the goal names.
 
     A goal that names an existing file is about that file, so its plan starts by reading it. This is a
     constraint of the plan's JSON schema, which grammar-constrained decoding enforces: a small open model
     (SmolLM2-135M) otherwise plans a summary of notes.txt without ever reading it. Empty when the goal
-    names no file, or no allowed tool reads the ones it names: then the plan is unconstrained.
+    names no file, or no tool reads the ones it names: then the plan is unconstrained.
     """
     files = named_files(goal, workspace_paths)
-    readers: list[str] = []
-    for name in allowed:
-        spec = CATALOGUE.get(name)
-        if spec is None or not spec.reads:
-            continue
-        if any("*" in spec.reads or f.lower().endswith(spec.reads) for f in files):
-            readers.append(name)
-    return readers
+    return [
+        t.name for t in tools
+        if t.reads and any("*" in t.reads or f.lower().endswith(tuple(t.reads)) for f in files)
+    ]

@@ -103,6 +103,8 @@ class TaskRequest(BaseModel):
     # Every workspace file's path, when the edge could list them all (else empty): a tool argument that
     # must name an existing file is offered as an enum of these.
     workspace_paths: list[str] = Field(default_factory=list)
+    # The allowed tools as the edge saw them (empty in runs started before this field: then the catalogue).
+    tool_specs: list[ToolSpecView] = Field(default_factory=list)
     max_steps: int = 6
     budget_tokens: int | None = None  # total tokens (all calls); the run fails cleanly when exceeded
     source: str = "cli"
@@ -245,13 +247,21 @@ class CostSummary(BaseModel):
 
 
 class ToolSpecView(BaseModel):
-    """A tool as shown to a model: name, description, argument schema."""
+    """A tool as a run knows it: what a model is shown (name, description, argument schema) and the flags
+    the workflow routes by (risk, local).
+
+    The edge snapshots these into the run's input, so a run in flight keeps routing its tools the way it
+    started even after an upgrade changes the catalogue (replay reads history, never today's code).
+    """
 
     name: str = ""
     description: str = ""
     example: str = ""  # example arguments as JSON
     risk: Risk = "read_only"
     args_schema: dict[str, Any] = Field(default_factory=dict)
+    local: bool = False  # fast, side-effect free, this machine only: may run as a local activity
+    file_args: list[str] = Field(default_factory=list)  # arguments that name an existing workspace file
+    reads: list[str] = Field(default_factory=list)  # file suffixes it reads ("*" = any)
 
 
 class ExampleTurn(BaseModel):

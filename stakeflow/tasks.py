@@ -127,6 +127,7 @@ def build_request(
     return TaskRequest(
         workspace_files=list_workspace(ws),
         workspace_paths=workspace_paths(ws),
+        tool_specs=[CATALOGUE[name].view() for name in chosen],
         goal=goal,
         stakes=stakes,  # type: ignore[arg-type]
         sensitivity=sensitivity,  # type: ignore[arg-type]

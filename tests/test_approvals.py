@@ -91,9 +91,13 @@ async def test_high_risk_step_waits_then_approve_via_cli(client, setup):
     assert result.steps[1].status == "ok"
 
     # Search attributes and summaries, as the Web UI and `temporal workflow describe` see them.
-    code, out = await asyncio.to_thread(cli_run, "list", "--json", "--query",
-                                        f"StakeflowStakes = 'high' AND StakeflowCostUsd >= 0 AND WorkflowId = '{handle.id}'")
-    [row] = json.loads(out)
+    query = f"StakeflowStakes = 'high' AND StakeflowCostUsd >= 0 AND WorkflowId = '{handle.id}'"
+    for _ in range(50):  # visibility is eventually consistent: the close lands a moment after the result
+        code, out = await asyncio.to_thread(cli_run, "list", "--json", "--query", query)
+        [row] = json.loads(out)
+        if row["status"] == "completed":
+            break
+        await asyncio.sleep(0.1)
     assert (row["stakes"], row["open_steps"], row["awaiting_approval"], row["status"]) == ("high", 2, False, "completed")
     described = subprocess.run(
         [shutil.which("temporal"), "workflow", "describe", "--address", client.service_client.config.target_host,
@@ -191,3 +195,42 @@ async def test_a_step_cancelled_while_waiting_counts_nowhere(client, tmp_path, o
     # Step 1 (read_file) ran on the open model (high by --stakes, frontier not configured); step 2 never acted.
     assert row == ("canceled", attrs.get(KEYS["stakes"]), attrs.get(KEYS["open_steps"]), attrs.get(KEYS["frontier_steps"]))
     assert (row[2], row[3]) == (1, 0)
+
+
+async def test_an_approval_that_arrives_with_the_timeout_wins(client, setup):
+    """The approver was told "approved", so the step acts: the first decision wins over the timer.
+
+    Deterministic: with no worker running, the approval timer fires and the approval is sent; the next
+    worker gets both in one workflow task, the race the review described. (temporalio 1.35 applies updates
+    before timers within an activation, so the old code survived this ordering too; the rule is now explicit
+    in workflows/approvals.py rather than an accident of job order.)"""
+    from agents.types import ApprovalRecord, ApprovalRequest
+    from stakeflow.core.contracts import APPROVE_UPDATE
+    from temporalio.client import WorkflowUpdateStage
+
+    settings, ws = setup
+    settings.approvals.timeout_s = 2
+    async with running_workers(client, settings):
+        handle = await start(client, settings, ws)
+        await wait_for_approval(handle, 2)
+    await asyncio.sleep(3)  # the approval timer fires while no worker runs
+    request = ApprovalRequest(step=2, decision="approve", note="just in time", by="tester")
+    update = asyncio.create_task(handle.start_update(APPROVE_UPDATE, request, result_type=ApprovalRecord,
+                                                     wait_for_stage=WorkflowUpdateStage.ACCEPTED))
+    await asyncio.sleep(0.5)
+    async with running_workers(client, settings):
+        record = await (await update).result()
+        result = await handle.result()
+    assert record.decision == "approved"
+    # Both in one workflow task: the timer fired, then the update was accepted, before anything else ran.
+    from temporalio.api.enums.v1 import EventType
+
+    kinds = [e.event_type for e in (await handle.fetch_history()).events]
+    fired = kinds.index(EventType.EVENT_TYPE_TIMER_FIRED)
+    assert kinds[fired + 1: fired + 5] == [
+        EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED, EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
+        EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED,
+    ]
+    step = result.steps[1]
+    assert (step.approval.decision, step.approval.note, step.status) == ("approved", "just in time", "ok")
+    assert (ws / "summary.txt").read_text() == "grew 12%\n"

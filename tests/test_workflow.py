@@ -425,3 +425,54 @@ async def test_a_goal_that_names_no_file_leaves_the_plan_unconstrained(client, t
     result = await run_task(client, settings, "What is 2+2?", workspace=workspace)
     assert result.answer == "4"
     assert "steps" in output_schema(open_fake.calls[0].body)["properties"]
+
+
+def _largest_payload(history) -> int:
+    """The largest payload (bytes) any event of ``history`` carries: Temporal refuses one over 2 MB."""
+    from google.protobuf.message import Message
+
+    largest = 0
+
+    def walk(msg: Message) -> None:
+        nonlocal largest
+        for field, value in msg.ListFields():
+            if field.message_type is None:
+                continue
+            items = list(value) if not isinstance(value, Message) else [value]  # repeated or single
+            for item in items:
+                if not isinstance(item, Message):
+                    continue  # a map's scalar values
+                if field.message_type.name == "Payload":
+                    largest = max(largest, item.ByteSize())
+                else:
+                    walk(item)
+
+    for event in history.events:
+        walk(event)
+    return largest
+
+
+async def test_a_200_step_run_keeps_every_payload_bounded(client, tmp_path, open_fake, workspace):
+    """Every step keeps three 3,000-character outputs; the run's payloads (progress, continue-as-new state,
+    result) must not grow with all of them: steps that left the recent window are compacted."""
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (workspace / name).write_text(name[0] * 5000)
+    steps = [(f"Read the three files again ({i})", "read_file") for i in range(1, 201)]
+    reads = {"tool_calls": [{"tool": "read_file", "args": {"path": p}} for p in ("a.txt", "b.txt", "c.txt")],
+             "result": "read them"}
+    open_fake.script(agent(plan(*steps), {i: reads for i in range(1, 201)}, answer="done"))
+    settings = settings_for(tmp_path, open_fake)
+    req = tasks.build_request(settings, "a long plan", workspace=workspace, max_steps=200)
+    req.steps_per_history = 70
+    async with running_workers(client, settings):
+        handle = await tasks.start_run(client, settings, req)
+        result = await handle.result()
+        runs = [wf async for wf in client.list_workflows(f"WorkflowId = '{handle.id}'")]
+        largest = 0
+        for wf in runs:
+            largest = max(largest, _largest_payload(await client.get_workflow_handle(handle.id, run_id=wf.run_id).fetch_history()))
+    assert result.status == "completed" and len(result.steps) == 200
+    assert all(len(r.output) >= 3000 for s in result.steps[-5:] for r in s.tool_results)  # recent: whole
+    assert all(len(r.output) < 300 and r.truncated for r in result.steps[0].tool_results)  # older: compacted
+    print(f"largest payload of a 200-step run: {largest} bytes")
+    assert largest < 400_000, largest  # 351 kB measured; without compaction 1.99 MB, at the 2 MB limit

@@ -7,6 +7,8 @@ recorded with its reason in the step record, the progress query and the activity
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
@@ -14,7 +16,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     from agents import prompts
     from agents.policy import StepFacts, decide_route, escalate, fallback
-    from agents.tools import CATALOGUE, first_step_tools
+    from agents.tools import CATALOGUE, constrained, first_step_tools
     from agents.types import (
         CallFailure,
         ModelCallRequest,
@@ -28,9 +30,11 @@ with workflow.unsafe.imports_passed_through():
         TaskRequest,
         TaskResult,
         ToolResult,
+        ToolSpecView,
         Usage,
     )
     from opentelemetry import trace as otel_trace
+    from opentelemetry.trace import Status, StatusCode
 
     from stakeflow.core import errors
     from stakeflow.core import semconv as sc
@@ -67,25 +71,31 @@ class AgentTaskWorkflow(ApprovalGate):
     @workflow.run
     async def run(self, req: TaskRequest) -> TaskResult:
         self._req = req
+        # The tools as the run started with them; runs from before the snapshot read the catalogue.
+        self._specs = {v.name: v for v in req.tool_specs} or {n: CATALOGUE[n].view() for n in CATALOGUE}
         self._sensitivity = req.sensitivity
         attributes = {
             sc.RUN_ID: workflow.info().workflow_id, sc.SOURCE: req.source,
             sc.SENSITIVITY: req.sensitivity, sc.STAKES: req.stakes,
         }
+        continued: workflow.ContinueAsNewError | None = None
         with _tracer().start_as_current_span(sc.SPAN_RUN, attributes=attributes) as span:
             status = "failed"
             try:
                 result = await self._run(req)
                 status = "completed"
-                return result
+            except workflow.ContinueAsNewError as e:
+                # Not a failure of the workflow, so the replay-safe span would never end: raise it after.
+                status, continued = "continued_as_new", e
             except BaseException as e:
-                if isinstance(e, workflow.ContinueAsNewError):
-                    status = "continued_as_new"
-                elif is_cancellation(e):
+                if is_cancellation(e):
                     status = "canceled"
                 raise
             finally:
                 span.set_attributes({**self._run_attributes(), sc.STATUS: status})
+        if continued is not None:
+            raise continued
+        return result
 
     async def _run(self, req: TaskRequest) -> TaskResult:
         self._validate(req)
@@ -110,7 +120,7 @@ class AgentTaskWorkflow(ApprovalGate):
                 if i > first and (i - first >= req.steps_per_history or workflow.info().is_continue_as_new_suggested()):
                     await self._continue_as_new(steps, result)
                 self._progress.current_step = i
-                with self._step_span(i, "step"):
+                async with self._step_span(i, "step"):
                     await self._execute_step(i, steps[i - 1])
             self._progress.phase = "answering"
             result.answer = await self._answer(result)
@@ -148,10 +158,33 @@ class AgentTaskWorkflow(ApprovalGate):
                             plan_route=result.plan_route, generation=generation)
         workflow.continue_as_new(self._req.model_copy(update={"resume": state}))
 
-    def _step_span(self, index: int, purpose: str):
-        return _tracer().start_as_current_span(
-            sc.SPAN_STEP, attributes={sc.RUN_ID: workflow.info().workflow_id, sc.STEP: index, sc.PURPOSE: purpose}
-        )
+    @contextlib.asynccontextmanager
+    async def _step_span(self, index: int, purpose: str) -> AsyncIterator[None]:
+        """The step's span, ended with its outcome also when the step fails, is cancelled or continues as new.
+
+        Temporal's replay-safe span never ends a span an exception escaped unless that exception fails the
+        workflow (it would be a workflow-task failure, retried): a StepFailure or a cancellation passing
+        through would leave the step out of the trace store, its model calls without a parent. So those
+        are caught inside the span, recorded on it, and raised again once it has ended.
+        """
+        attributes = {sc.RUN_ID: workflow.info().workflow_id, sc.STEP: index, sc.PURPOSE: purpose}
+        escaped: BaseException | None = None
+        with _tracer().start_as_current_span(sc.SPAN_STEP, attributes=attributes) as span:
+            try:
+                yield
+            except (StepFailure, workflow.ContinueAsNewError) as e:
+                escaped = e
+            except BaseException as e:
+                if not is_cancellation(e):
+                    raise  # a bug: the workflow task fails and is retried; no span for that attempt
+                escaped = e
+            if isinstance(escaped, StepFailure):
+                span.set_status(Status(StatusCode.ERROR, str(escaped)))
+                span.set_attributes({sc.STATUS: "failed", sc.ERROR_TYPE: errors.STEP_FAILED})
+            elif escaped is not None and is_cancellation(escaped):
+                span.set_attribute(sc.STATUS, "canceled")
+        if escaped is not None:
+            raise escaped
 
     def _run_attributes(self) -> dict:
         t = tally(self._progress.steps)
@@ -168,10 +201,10 @@ class AgentTaskWorkflow(ApprovalGate):
         if not req.goal.strip():
             raise ApplicationError("the goal is empty: say what the task should achieve",
                                    type=errors.TASK_INVALID, non_retryable=True)
-        unknown = [t for t in req.tools if t not in CATALOGUE]
+        unknown = [t for t in req.tools if t not in self._specs]
         if unknown:
             raise ApplicationError(
-                f"unknown tool(s) {', '.join(unknown)}: known tools are {', '.join(sorted(CATALOGUE))}",
+                f"unknown tool(s) {', '.join(unknown)}: known tools are {', '.join(sorted(self._specs))}",
                 type=errors.TASK_INVALID, non_retryable=True,
             )
         if not req.workspace and any(t in ("read_file", "write_file", "sql_query") for t in req.tools):
@@ -189,10 +222,10 @@ class AgentTaskWorkflow(ApprovalGate):
             examples=prompts.plan_examples(req.goal, self._tool_views(req.tools), req.max_steps),
             tools=self._tool_views(req.tools),
             max_steps=req.max_steps,
-            first_step_tools=first_step_tools(req.goal, req.workspace_paths, req.tools),
+            first_step_tools=first_step_tools(req.goal, req.workspace_paths, self._tool_views(req.tools)),
         )
         record = StepRecord(index=0, title="plan")
-        with self._step_span(0, "plan"):
+        async with self._step_span(0, "plan"):
             reply, _ = await self._call_model(call, decision, record, label="plan")
         if reply.plan is None or not reply.plan.steps:
             raise StepFailure("planning failed: the model returned an empty plan")
@@ -201,7 +234,7 @@ class AgentTaskWorkflow(ApprovalGate):
     async def _execute_step(self, index: int, planned: PlannedStep) -> None:
         req = self._req
         record = self._progress.steps[index - 1]
-        spec = CATALOGUE.get(planned.tool) if planned.tool else None
+        spec = self._specs.get(planned.tool) if planned.tool else None
         facts = self._facts(planned.tool, planned.stakes, spec.risk if spec else None)
         decision = decide_route(facts, req.routing, req.queue_prefix)
         self._apply(record, decision)
@@ -213,10 +246,10 @@ class AgentTaskWorkflow(ApprovalGate):
             step=index,
             system=prompts.STEP_SYSTEM,
             prompt=prompts.step_prompt(
-                req.goal, index, len(self._progress.steps), planned.title, spec.view() if spec else None, done,
+                req.goal, index, len(self._progress.steps), planned.title, spec, done,
                 req.workspace_files,
             ),
-            tools=[spec.view(req.workspace_paths)] if spec else [],
+            tools=[constrained(spec, req.workspace_paths)] if spec else [],
         )
         label = f"step {index}/{len(self._progress.steps)}"
         reply, decision = await self._call_model(call, decision, record, label=label, tool=planned.tool)
@@ -243,6 +276,9 @@ class AgentTaskWorkflow(ApprovalGate):
                     f"step {index}: {tool_call.tool} reads a private source, so the rest of the run stays on the open model"
                 )
         record.status = "tool_error" if any(not r.ok for r in record.tool_results) else "ok"
+        older = index - 1 - prompts.RECENT_STEPS  # the step that just left the prompts' recent window
+        if older >= 0:
+            self._progress.steps[older] = prompts.compacted(self._progress.steps[older], len(self._progress.steps))
         self._publish()
 
     async def _answer(self, result: TaskResult) -> str:
@@ -257,7 +293,7 @@ class AgentTaskWorkflow(ApprovalGate):
             prompt=prompts.answer_prompt(req.goal, self._progress.steps),
         )
         record = StepRecord(index=index, title="answer")
-        with self._step_span(index, "answer"):
+        async with self._step_span(index, "answer"):
             reply, decision = await self._call_model(call, decision, record, label="answer")
         result.answer_route = decision
         return (reply.text or "").strip()
@@ -318,7 +354,7 @@ class AgentTaskWorkflow(ApprovalGate):
 
     async def _run_tool(self, index: int, n: int, tool: str, args: dict, label: str) -> ToolResult:
         try:
-            return await run_tool(self._req, index, n, tool, args, label)
+            return await run_tool(self._req, index, n, self._specs.get(tool), tool, args, label)
         except ActivityError as e:
             if isinstance(e.cause, CancelledError):
                 raise
@@ -343,8 +379,8 @@ class AgentTaskWorkflow(ApprovalGate):
         return StepFacts(tool=tool, tool_risk=risk, planner_stakes=planner_stakes,
                          override=self._req.stakes, sensitivity=self._sensitivity)  # type: ignore[arg-type]
 
-    def _tool_views(self, names: list[str]):
-        return [CATALOGUE[n].view() for n in names if n in CATALOGUE]
+    def _tool_views(self, names: list[str]) -> list[ToolSpecView]:
+        return [self._specs[n] for n in names if n in self._specs]
 
     def _apply(self, record: StepRecord, d: RouteDecision) -> None:
         otel_trace.get_current_span().set_attributes({

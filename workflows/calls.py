@@ -13,10 +13,9 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from agents.tools import CATALOGUE
     from agents.types import (
         ModelCallRequest, ModelCallResult, ModelEndpoint, RouteDecision, RoutingConfig, TaskRequest, ToolRequest,
-        ToolResult,
+        ToolResult, ToolSpecView,
     )
     from stakeflow.core import errors
     from stakeflow.core.contracts import CALL_MODEL, RUN_TOOL, queue_name
@@ -77,14 +76,15 @@ async def call_model(
     )
 
 
-async def run_tool(req: TaskRequest, index: int, n: int, tool: str, args: dict, label: str) -> ToolResult:
+async def run_tool(
+    req: TaskRequest, index: int, n: int, spec: ToolSpecView | None, tool: str, args: dict, label: str
+) -> ToolResult:
     """One ``run_tool`` call: a local activity for fast read-only tools, else on the tools queue."""
     wf_id = workflow.info().workflow_id
     tool_req = ToolRequest(
         run_id=wf_id, step=index, call_index=n, tool=tool, args=args, workspace=req.workspace,
         idempotency_key=f"{wf_id}/{index}/{n}",
     )
-    spec = CATALOGUE.get(tool)
     summary = f"{label} · tool · {tool}"
     if spec is not None and spec.local:
         return await workflow.execute_local_activity(

@@ -1,0 +1,214 @@
+"""Record real AgentTaskWorkflow histories of one release, as fixtures every later change must replay.
+
+    python tests/histories/record.py LABEL        # writes tests/histories/LABEL/<scenario>.json
+
+Run it from the checkout of the release to record (it uses that checkout's workflow, workers and test
+fakes), before a change to the workflow lands; commit the folder. tests/test_history_fixtures.py replays
+every recorded history against the current code, so a change that would break runs in flight after an
+upgrade (a new command order without `workflow.patched`) fails CI instead of a user's run. See
+docs/versioning.md.
+
+Each scenario is a real run on a dev server this script starts, with real workers and the scripted model
+servers of tests/fakes.py; its history is saved as Temporal's JSON (``WorkflowHistory.to_json``), every
+generation of a run that continued as new as its own file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+ROOT = Path.cwd()
+sys.path.insert(0, str(ROOT))
+
+from temporalio.client import Client, WorkflowFailureError  # noqa: E402
+from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
+from temporalio.testing import WorkflowEnvironment  # noqa: E402
+
+from agents.types import ApprovalRequest, Progress  # noqa: E402
+from stakeflow import tasks  # noqa: E402
+from tests.agent_script import agent, call, plan, think  # noqa: E402
+from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply  # noqa: E402
+
+try:  # the helpers moved out of conftest in this release
+    from tests.support import make_settings, running_workers  # type: ignore[import-not-found]
+except ImportError:
+    from tests.conftest import make_settings, running_workers  # type: ignore[no-redef]
+try:
+    from stakeflow.local.services import DEV_SERVER_TUNING  # type: ignore[import-not-found]
+except ImportError:
+    from stakeflow.services import DEV_SERVER_TUNING  # type: ignore[no-redef]
+try:
+    from stakeflow.core.contracts import dev_server_flags  # type: ignore[import-not-found]
+except ImportError:
+    from stakeflow.search_attributes import dev_server_flags  # type: ignore[no-redef]
+
+NOTES = "Revenue grew 12% over Q2, driven by the Nordic region.\n"
+WRITE_PLAN = plan(("Read the notes", "read_file"), ("Write the summary", "write_file", "high"))
+WRITE_STEPS = {1: call("read_file", path="notes.txt"), 2: call("write_file", path="summary.txt", content="12%\n")}
+
+Scenario = Callable[[Client, Path, FakeOpenAIServer, FakeAnthropicServer], Awaitable[str]]
+
+
+async def _start(client, settings, goal, ws, **kw):
+    req = tasks.build_request(settings, goal, workspace=ws, **kw)
+    return await tasks.start_run(client, settings, req, f"fixture-{uuid.uuid4().hex[:8]}")
+
+
+async def _waiting(handle, step: int) -> None:
+    for _ in range(300):
+        p = await handle.query("progress", result_type=Progress)
+        if step in p.awaiting_approval:
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"step {step} never waited for approval")
+
+
+def _settings(tmp: Path, open_fake, frontier_fake=None, **kw):
+    extra = {}
+    if frontier_fake is not None:
+        extra = dict(anthropic_api_key="sk-ant-fixture", anthropic_base_url=frontier_fake.url,
+                     frontier_model="claude-sonnet-4-6")
+    return make_settings(tmp, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm",
+                         **extra, **kw)
+
+
+async def read_and_answer(client, tmp, open_fake, frontier_fake):
+    open_fake.script(agent(plan(("Read the notes", "read_file")), {1: call("read_file", path="notes.txt")},
+                           answer="Revenue grew 12%."))
+    settings = _settings(tmp, open_fake)
+    async with running_workers(client, settings):
+        handle = await _start(client, settings, "Summarise notes.txt", tmp / "ws")
+        await handle.result()
+    return handle.id
+
+
+async def escalation(client, tmp, open_fake, frontier_fake):
+    script = agent(plan(("Compute", "calculator")), {1: call("calculator", expression="6*7")}, answer="42")
+    open_fake.script(agent(plan(("Compute", "calculator")), {1: Reply.raw("not json")}, answer="42"))
+    frontier_fake.script(script)
+    settings = _settings(tmp, open_fake, frontier_fake)
+    async with running_workers(client, settings):
+        handle = await _start(client, settings, "What is 6*7?", tmp / "ws")
+        await handle.result()
+    return handle.id
+
+
+async def approved_write(client, tmp, open_fake, frontier_fake):
+    open_fake.script(agent(WRITE_PLAN, WRITE_STEPS, answer="done"))
+    settings = _settings(tmp, open_fake)
+    async with running_workers(client, settings):
+        handle = await _start(client, settings, "Summarise notes.txt into summary.txt", tmp / "ws")
+        await _waiting(handle, 2)
+        await handle.execute_update("approve_step", ApprovalRequest(step=2, decision="approve", by="fixture"))
+        await handle.result()
+    return handle.id
+
+
+async def rejected_write(client, tmp, open_fake, frontier_fake):
+    open_fake.script(agent(WRITE_PLAN, WRITE_STEPS, answer="done"))
+    settings = _settings(tmp, open_fake)
+    async with running_workers(client, settings):
+        handle = await _start(client, settings, "Summarise notes.txt into summary.txt", tmp / "ws")
+        await _waiting(handle, 2)
+        await handle.execute_update("approve_step", ApprovalRequest(step=2, decision="reject", note="no", by="fixture"))
+        await handle.result()
+    return handle.id
+
+
+async def cancelled_while_waiting(client, tmp, open_fake, frontier_fake):
+    open_fake.script(agent(WRITE_PLAN, WRITE_STEPS, answer="done"))
+    settings = _settings(tmp, open_fake)
+    async with running_workers(client, settings):
+        handle = await _start(client, settings, "Summarise notes.txt into summary.txt", tmp / "ws")
+        await _waiting(handle, 2)
+        await handle.cancel()
+        try:
+            await handle.result()
+        except WorkflowFailureError:
+            pass
+    return handle.id
+
+
+async def failed_step(client, tmp, open_fake, frontier_fake):
+    open_fake.script(agent(plan(("Compute", "calculator")), {1: Reply.raw("not json")}))
+    settings = _settings(tmp, open_fake)
+    async with running_workers(client, settings):
+        handle = await _start(client, settings, "What is 2+2?", tmp / "ws", sensitivity="private")
+        try:
+            await handle.result()
+        except WorkflowFailureError:
+            pass
+    return handle.id
+
+
+async def fallback(client, tmp, open_fake, frontier_fake):
+    open_fake.script(lambda body: Reply.error(503, "overloaded"))
+    frontier_fake.script(agent(plan(("Think", None)), {1: think("thought")}, answer="ok"))
+    settings = _settings(tmp, open_fake, frontier_fake)
+    settings.policy.model_max_attempts = 2
+    settings.policy.model_retry_initial_s = 0.1
+    async with running_workers(client, settings):
+        handle = await _start(client, settings, "Think about it", tmp / "ws")
+        await handle.result()
+    return handle.id
+
+
+async def continued_as_new(client, tmp, open_fake, frontier_fake):
+    steps = [(f"Compute {i}", "calculator") for i in range(1, 8)]
+    open_fake.script(agent(plan(*steps), {i: call("calculator", expression=f"{i}*2") for i in range(1, 8)},
+                           answer="done"))
+    settings = _settings(tmp, open_fake)
+    req = tasks.build_request(settings, "Seven sums", workspace=tmp / "ws", max_steps=7)
+    req.steps_per_history = 3
+    async with running_workers(client, settings):
+        handle = await tasks.start_run(client, settings, req, f"fixture-{uuid.uuid4().hex[:8]}")
+        await handle.result()
+    return handle.id
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "read_and_answer": read_and_answer,
+    "escalation": escalation,
+    "approved_write": approved_write,
+    "rejected_write": rejected_write,
+    "cancelled_while_waiting": cancelled_while_waiting,
+    "failed_step": failed_step,
+    "fallback": fallback,
+    "continued_as_new": continued_as_new,
+}
+
+
+async def main(label: str) -> None:
+    out = Path(__file__).resolve().parent / label
+    out.mkdir(parents=True, exist_ok=True)
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=shutil.which("temporal"), data_converter=pydantic_data_converter, ip="127.0.0.1",
+        dev_server_extra_args=[*DEV_SERVER_TUNING, *dev_server_flags(), "--log-level", "error"],
+    )
+    try:
+        for name, scenario in SCENARIOS.items():
+            tmp = Path(f"/tmp/stakeflow-fixture-{uuid.uuid4().hex[:8]}")
+            (tmp / "ws").mkdir(parents=True)
+            (tmp / "ws" / "notes.txt").write_text(NOTES)
+            with FakeOpenAIServer(model="qwen-test") as open_fake, FakeAnthropicServer() as frontier_fake:
+                wf_id = await scenario(env.client, tmp, open_fake, frontier_fake)
+            runs = [wf async for wf in env.client.list_workflows(f"WorkflowId = '{wf_id}'")]
+            for n, wf in enumerate(sorted(runs, key=lambda w: w.start_time), start=1):
+                history = await env.client.get_workflow_handle(wf_id, run_id=wf.run_id).fetch_history()
+                suffix = f"-{n}" if len(runs) > 1 else ""
+                (out / f"{name}{suffix}.json").write_text(history.to_json())
+            print(f"{name}: {len(runs)} histor{'y' if len(runs) == 1 else 'ies'}")
+            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        await env.shutdown()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python tests/histories/record.py LABEL")
+    asyncio.run(main(sys.argv[1]))
