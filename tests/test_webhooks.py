@@ -19,7 +19,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from agents.types import TaskResult
 from stakeflow.core.errors import ConfigError
-from stakeflow.hooks_config import HookConfig, MissingField, TemplateError, render_goal, template_fields
+from stakeflow.webhooks.config import HookConfig, MissingField, TemplateError, render_goal, template_fields
 from stakeflow.settings import load_settings
 from stakeflow.webhooks import create_app, sign, workflow_id_for
 from tests.agent_script import agent, call, plan, think
