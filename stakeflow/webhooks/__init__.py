@@ -29,10 +29,11 @@ known, with no local table and no race between two concurrent redeliveries. The 
 covered by the signature (GitHub's is not either); the timestamp window is what bounds replays of a
 signed body under a fresh delivery id.
 
-``GET /runs/<workflow_id>`` (status and result, the shape of `stakeflow status --json`) and
-``POST /runs/<workflow_id>/approve`` (``{"step": 2, "decision": "approve"|"reject", "note": "...",
+``GET /runs/<id>`` (status and result, the shape of `stakeflow status --json`) and
+``POST /runs/<id>/approve`` (``{"step": 2, "decision": "approve"|"reject", "note": "...",
 "by": "..."}``, the workflow's approve_step update) need ``Authorization: Bearer $STAKEFLOW_API_TOKEN``;
-without that variable on the server they answer 401 saying so.
+without that variable on the server they answer 401 saying so. ``<id>`` is the run's workflow id or
+its Temporal run id, found as the CLI finds it (``tasks.resolve_run``); one that names no run is 404.
 
 Hook secrets and STAKEFLOW_API_TOKEN are read once, when the app is created; they never enter a
 workflow input, a log line or a response. Logs carry the request id and delivery id, never a body.

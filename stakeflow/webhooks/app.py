@@ -27,7 +27,7 @@ from temporalio.service import RPCError
 from agents.types import Progress
 from stakeflow import tasks
 from stakeflow.core.contracts import PROGRESS_QUERY
-from stakeflow.core.errors import InputError
+from stakeflow.core.errors import InputError, ServiceError
 from stakeflow.render import run_dict
 from stakeflow.settings import Settings
 from stakeflow.webhooks.config import MissingField, render_goal
@@ -176,9 +176,14 @@ def _check_token(ctx: Context, request: Request) -> None:
         raise Refused(401, f"send Authorization: Bearer <{API_TOKEN_ENV}>", {"WWW-Authenticate": "Bearer"})
 
 
-async def _existing_run(ctx: Context, client: Client, workflow_id: str, with_progress: bool = False) -> tasks.RunInfo:
+async def _existing_run(ctx: Context, client: Client, ident: str) -> tasks.RunInfo:
+    """The run a path names, by its workflow id or its Temporal run id (``tasks.resolve_run``); 404 when none."""
     try:
-        return await tasks.describe_run(client, workflow_id, with_progress=with_progress)
+        found = await tasks.resolve_run(client, ident)
+        return await tasks.describe_run(client, found.workflow_id, with_progress=False)
+    except ServiceError:
+        ctx.temporal.drop()
+        raise unavailable(f"Temporal at {ctx.settings.address} did not answer: retry later") from None
     except InputError as e:
         if not await ctx.temporal.healthy():
             raise unavailable(f"Temporal at {ctx.settings.address} did not answer: retry later") from None
@@ -186,7 +191,7 @@ async def _existing_run(ctx: Context, client: Client, workflow_id: str, with_pro
 
 
 class Decision(BaseModel):
-    """Body of POST /runs/<workflow_id>/approve."""
+    """Body of POST /runs/<id>/approve."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -198,7 +203,6 @@ class Decision(BaseModel):
 
 async def _approve(ctx: Context, request: Request, note: dict[str, Any]) -> Response:
     _check_token(ctx, request)
-    workflow_id = request.path_params["workflow_id"]
     body = await _read_body(request, 64 * 1024)
     try:
         decision = Decision.model_validate_json(body)
@@ -210,7 +214,7 @@ async def _approve(ctx: Context, request: Request, note: dict[str, Any]) -> Resp
     if decision.decision == "reject" and not decision.note.strip():
         raise Refused(422, "a rejection needs a note saying why")
     client = await ctx.temporal.client()
-    await _existing_run(ctx, client, workflow_id)
+    workflow_id = (await _existing_run(ctx, client, request.path_params["workflow_id"])).workflow_id
     try:
         record = await tasks.decide_step(client, workflow_id, decision.step, decision.decision == "approve",
                                          decision.note, decision.by)
@@ -221,13 +225,12 @@ async def _approve(ctx: Context, request: Request, note: dict[str, Any]) -> Resp
 
 async def _get_run(ctx: Context, request: Request, note: dict[str, Any]) -> Response:
     _check_token(ctx, request)
-    workflow_id = request.path_params["workflow_id"]
     client = await ctx.temporal.client()
-    info = await _existing_run(ctx, client, workflow_id)
+    info = await _existing_run(ctx, client, request.path_params["workflow_id"])
     progress = None
     if info.status == "running":
         try:
-            progress = await client.get_workflow_handle(workflow_id).query(
+            progress = await client.get_workflow_handle(info.workflow_id).query(
                 PROGRESS_QUERY, result_type=Progress, rpc_timeout=timedelta(seconds=2))
         except Exception:  # no worker to answer: the status alone still says something
             progress = None
