@@ -51,7 +51,7 @@ async def traced_workflow_id(settings: Settings, store, ident: str) -> str:
         reason = str(e) or f"no answer within {TEMPORAL_LOOKUP_S:g} s"
         raise InputError(
             f"no spans under workflow id '{ident}' in the trace store {store.path}, and it could not be looked up "
-            f"as a Temporal run id: {reason}. Pass the workflow id, or make Temporal reachable"
+            f"as a Temporal run id either: {reason}"
         ) from None
     if found is None:
         raise InputError(
