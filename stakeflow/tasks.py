@@ -218,8 +218,16 @@ async def has_workflow_poller(client: Client, settings: Settings) -> bool:
     return await has_poller(client, settings, "workflows")
 
 
-async def start_run(client: Client, settings: Settings, req: TaskRequest, workflow_id: str | None = None) -> WorkflowHandle:
-    """Start AgentTaskWorkflow; a workflow id that is already running is joined, not duplicated."""
+async def start_run(
+    client: Client, settings: Settings, req: TaskRequest, workflow_id: str | None = None, *,
+    join_running: bool = True, rpc_timeout: timedelta | None = None,
+) -> WorkflowHandle:
+    """Start AgentTaskWorkflow under ``workflow_id`` (default: a new one); a workflow id is never reused.
+
+    A workflow id that is already running is joined, not duplicated; with ``join_running=False`` the
+    start is refused instead (WorkflowAlreadyStartedError), which is how the webhook server knows a
+    redelivery.
+    """
     wf_id = workflow_id or new_workflow_id()
     return await client.start_workflow(
         AGENT_WORKFLOW,
@@ -227,10 +235,11 @@ async def start_run(client: Client, settings: Settings, req: TaskRequest, workfl
         id=wf_id,
         task_queue=queue_name("workflows", settings.queue_prefix),
         result_type=TaskResult,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING if join_running else WorkflowIDConflictPolicy.FAIL,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         static_summary=run_summary(req.goal),
         static_details=run_details(settings, req),
+        rpc_timeout=rpc_timeout,
     )
 
 

@@ -1,10 +1,10 @@
 """The webhook server's Temporal side: one client, connected on first use, and the start of a
 delivery's run.
 
-A delivery's run is started with id conflict policy FAIL and reuse policy REJECT_DUPLICATE, unlike
-`tasks.start_run` (which joins a running id): Temporal's refusal of a second start is how a
-redelivery is known (``duplicate: true``), with no local table and no race between two concurrent
-redeliveries.
+A delivery's run is started by `tasks.start_run` like any other, but with ``join_running=False``
+(id conflict policy FAIL; the reuse policy is REJECT_DUPLICATE for every run): Temporal's refusal of
+a second start is how a redelivery is known (``duplicate: true``), with no local table and no race
+between two concurrent redeliveries.
 """
 
 from __future__ import annotations
@@ -14,19 +14,18 @@ from datetime import timedelta
 from typing import Awaitable, Callable
 
 from temporalio.client import Client
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from agents.types import TaskRequest, TaskResult
+from agents.types import TaskRequest
 from stakeflow import tasks
-from stakeflow.core.contracts import AGENT_WORKFLOW, queue_name
 from stakeflow.core.errors import ServiceError
 from stakeflow.settings import Settings
 from stakeflow.webhooks.refused import Refused, unavailable
 
 CONNECT_TIMEOUT_S = 5.0
 RPC_TIMEOUT = timedelta(seconds=10)
+
 
 class TemporalLink:
     """The server's one Temporal client: connected on first use, dropped after a failure."""
@@ -72,18 +71,7 @@ def is_unavailable(e: RPCError) -> bool:
 async def start_delivery(client: Client, settings: Settings, req: TaskRequest, workflow_id: str) -> tuple[str, bool]:
     """Start the run for a delivery; (run id, duplicate). Temporal's refusal marks a duplicate."""
     try:
-        handle = await client.start_workflow(
-            AGENT_WORKFLOW,
-            req,
-            id=workflow_id,
-            task_queue=queue_name("workflows", settings.queue_prefix),
-            result_type=TaskResult,
-            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            static_summary=tasks.run_summary(req.goal),
-            static_details=tasks.run_details(settings, req),
-            rpc_timeout=RPC_TIMEOUT,
-        )
+        handle = await tasks.start_run(client, settings, req, workflow_id, join_running=False, rpc_timeout=RPC_TIMEOUT)
         return handle.result_run_id or "", False
     except WorkflowAlreadyStartedError as e:
         run_id = e.run_id
