@@ -7,13 +7,16 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import wraps
-from typing import Any, Callable, Coroutine, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, TypeVar
 
 import click
 
 from stakeflow import tasks
 from stakeflow.core.errors import StakeflowError
 from stakeflow.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
 
 T = TypeVar("T")
 
@@ -41,14 +44,14 @@ def current_settings() -> Settings:
     return load_settings()
 
 
-async def temporal_client(settings: Settings):
+async def temporal_client(settings: Settings) -> Client:
     """A Temporal client for the configured server (ServiceError naming the fix when unreachable)."""
     from stakeflow.connection import connect
 
     return await connect(settings)
 
 
-async def open_run(settings: Settings, ident: str) -> tuple[Any, tasks.ResolvedRun]:
+async def open_run(settings: Settings, ident: str) -> tuple[Client, tasks.ResolvedRun]:
     """A client and the run ``ident`` names (workflow id or Temporal run id); InputError when none."""
     client = await temporal_client(settings)
     return client, await tasks.resolve_run(client, ident)
