@@ -49,7 +49,7 @@ from stakeflow import tasks  # noqa: E402
 from stakeflow.core.contracts import dev_server_flags  # noqa: E402
 from stakeflow.local.services import DEV_SERVER_TUNING  # noqa: E402
 from stakeflow.settings import Settings  # noqa: E402
-from stakeflow.hooks_config import HookConfig  # noqa: E402
+from stakeflow.webhooks.config import HookConfig  # noqa: E402
 from stakeflow.webhooks import sign, start_delivery  # noqa: E402
 
 SECRET = b"bench-secret-not-real"

@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from agents.types import Dialect, Risk
 from stakeflow.core.errors import ConfigError
-from stakeflow.hooks_config import HookConfig
+from stakeflow.webhooks.config import HookConfig
 
 CONFIG_FILENAME = "stakeflow.toml"
 EMBEDDED_MODEL_ID = "smollm2-135m-instruct"

@@ -1,11 +1,13 @@
-"""Starting, watching and ending runs: the service functions behind `run`, `status`, `result`, `cancel`.
+"""Starting, finding, watching and ending runs: the service functions behind `run`, `status`, `result`,
+`cancel`, `approve`, `reject` and `list`.
 
-Used by the CLI and (later) the webhook server, so both build requests the same way.
+Used by the CLI and the webhook server, so both build requests and find runs the same way.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from datetime import timedelta
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from temporalio.client import (
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError, TimeoutError as TemporalTimeoutError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from agents.tools import CATALOGUE
 from agents.types import (
@@ -38,7 +40,7 @@ from agents.types import (
     TaskRequest,
     TaskResult,
 )
-from stakeflow.core.errors import InputError
+from stakeflow.core.errors import InputError, ServiceError
 from stakeflow.settings import Settings
 from stakeflow.core.contracts import AGENT_WORKFLOW, APPROVE_UPDATE, KEYS, PROGRESS_QUERY, QueueRole, queue_name
 
@@ -61,6 +63,15 @@ class RunInfo:
     progress: Progress | None
     result: TaskResult | None
     error: str | None
+
+
+@dataclass(frozen=True)
+class ResolvedRun:
+    """A run as Temporal knows it: the workflow id (what stakeflow, its traces and the Web UI key runs
+    by) and the Temporal run id of the execution the lookup found."""
+
+    workflow_id: str
+    run_id: str
 
 
 def routing_config(settings: Settings) -> RoutingConfig:
@@ -208,8 +219,16 @@ async def has_workflow_poller(client: Client, settings: Settings) -> bool:
     return await has_poller(client, settings, "workflows")
 
 
-async def start_run(client: Client, settings: Settings, req: TaskRequest, workflow_id: str | None = None) -> WorkflowHandle:
-    """Start AgentTaskWorkflow; a workflow id that is already running is joined, not duplicated."""
+async def start_run(
+    client: Client, settings: Settings, req: TaskRequest, workflow_id: str | None = None, *,
+    join_running: bool = True, rpc_timeout: timedelta | None = None,
+) -> WorkflowHandle:
+    """Start AgentTaskWorkflow under ``workflow_id`` (default: a new one); a workflow id is never reused.
+
+    A workflow id that is already running is joined, not duplicated; with ``join_running=False`` the
+    start is refused instead (WorkflowAlreadyStartedError), which is how the webhook server knows a
+    redelivery.
+    """
     wf_id = workflow_id or new_workflow_id()
     return await client.start_workflow(
         AGENT_WORKFLOW,
@@ -217,10 +236,11 @@ async def start_run(client: Client, settings: Settings, req: TaskRequest, workfl
         id=wf_id,
         task_queue=queue_name("workflows", settings.queue_prefix),
         result_type=TaskResult,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING if join_running else WorkflowIDConflictPolicy.FAIL,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         static_summary=run_summary(req.goal),
         static_details=run_details(settings, req),
+        rpc_timeout=rpc_timeout,
     )
 
 
@@ -277,6 +297,60 @@ _STATUS = {
     WorkflowExecutionStatus.TIMED_OUT: "timed_out",
     WorkflowExecutionStatus.CONTINUED_AS_NEW: "running",
 }
+
+
+# Temporal makes every run id (a UUID); anything else cannot be one, and is never put in a query.
+_RUN_ID_SHAPE = re.compile(r"[0-9A-Za-z-]{1,64}")
+_NOT_A_WORKFLOW_ID = (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT)
+
+
+async def resolve_run(client: Client, ident: str) -> ResolvedRun:
+    """The run ``ident`` names: a workflow id, or a Temporal run id (what `run --json` prints as ``run_id``).
+
+    1. A workflow id that exists wins (its latest execution's run id is returned);
+    2. else a run id, found through visibility: ``RunId = '<ident>'``, restricted to
+       ``WorkflowType = AGENT_WORKFLOW``; it maps to its workflow id. stakeflow never reuses a workflow
+       id (REJECT_DUPLICATE), so that id names the same run, continued-as-new histories included;
+    3. else InputError naming what was searched.
+
+    A workflow of another type is not a run: InputError saying so. Temporal failing to answer is a
+    ServiceError, never "no run".
+    """
+    found = await find_run(client, ident)
+    if found is None:
+        raise InputError(f"no run '{ident}' in namespace {client.namespace}: searched workflow ids and run ids "
+                         "(stakeflow list shows recent runs)")
+    return found
+
+
+async def find_run(client: Client, ident: str) -> ResolvedRun | None:
+    """``resolve_run`` for callers that search elsewhere too: None where it would say "no run"."""
+    try:
+        desc = await client.get_workflow_handle(ident).describe()
+    except RPCError as e:
+        if e.status not in _NOT_A_WORKFLOW_ID:
+            raise _lookup_failed(client, ident, e) from None
+    else:
+        if desc.workflow_type != AGENT_WORKFLOW:
+            raise InputError(f"'{ident}' in namespace {client.namespace} is a {desc.workflow_type} workflow, "
+                             "not a stakeflow run (stakeflow list shows recent runs)")
+        return ResolvedRun(desc.id, desc.run_id)
+    if not _RUN_ID_SHAPE.fullmatch(ident):
+        return None
+    query = f"WorkflowType = '{AGENT_WORKFLOW}' AND RunId = '{ident}'"
+    try:
+        async for wf in client.list_workflows(query, limit=1):
+            return ResolvedRun(wf.id, wf.run_id)
+    except RPCError as e:
+        raise _lookup_failed(client, ident, e) from None
+    return None
+
+
+def _lookup_failed(client: Client, ident: str, e: RPCError) -> ServiceError:
+    return ServiceError(
+        f"cannot look up run '{ident}': Temporal at {client.service_client.config.target_host} answered "
+        f"{e.status.name} ({e.message}): check it with `stakeflow doctor`"
+    )
 
 
 async def describe_run(client: Client, workflow_id: str, *, with_progress: bool = True) -> RunInfo:

@@ -19,7 +19,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from agents.types import TaskResult
 from stakeflow.core.errors import ConfigError
-from stakeflow.hooks_config import HookConfig, MissingField, TemplateError, render_goal, template_fields
+from stakeflow.webhooks.config import HookConfig, MissingField, TemplateError, render_goal, template_fields
 from stakeflow.settings import load_settings
 from stakeflow.webhooks import create_app, sign, workflow_id_for
 from tests.agent_script import agent, call, plan, think
@@ -174,6 +174,10 @@ async def test_signed_delivery_starts_a_run_that_completes(client, settings, ser
     run = r.json()
     assert (run["status"], run["answer"], run["run_id"]) == ("completed", "Reply drafted.", out["run_id"])
     assert [s["title"] for s in run["steps"]] == ["Think about it"]
+    # ... and by its Temporal run id, which names the same run.
+    r = await http.get(f"{server.url}/runs/{out['run_id']}", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 200, r.text
+    assert r.json() == run
 
     assert SECRET not in caplog.text
     # The server's own lines (uvicorn's too) name the delivery, never the body. (Workers log payloads at DEBUG.)
@@ -385,6 +389,7 @@ async def test_runs_need_the_api_token(tmp_path, client, server, http):
     assert r.status_code == 401
     r = await http.get(f"{server.url}/runs/no-such-run-{uuid.uuid4().hex}", headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 404 and "no run" in r.json()["error"]
+    assert "searched workflow ids and run ids" in r.json()["error"]
     # Without STAKEFLOW_API_TOKEN on the server, lookups are off and the answer says how to enable them.
     s2 = hook_settings(tmp_path, client)
     with ServerThread(create_app(s2, environ={"HOOK_SECRET": SECRET})) as s:

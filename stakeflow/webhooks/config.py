@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agents.types import Sensitivity
+from agents.types import Sensitivity, StakesOverride
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_TIMESTAMP_TOLERANCE_S = 300.0
@@ -104,7 +104,7 @@ class HookConfig(BaseModel):
 
     secret_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")  # the NAME of the variable holding the secret
     goal: str = Field(min_length=1)
-    stakes: Literal["auto", "low", "high"] = "auto"
+    stakes: StakesOverride = "auto"
     sensitivity: Sensitivity = "public"
     tools: list[str] | None = None  # None = every enabled tool
     # Which signature header to accept; None accepts either.

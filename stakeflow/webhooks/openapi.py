@@ -22,6 +22,9 @@ def _header(name: str, description: str, pattern: str | None = None) -> dict[str
     return {"name": name, "in": "header", "required": False, "description": description, "schema": schema}
 
 
+_RUN_PARAMETER = {"name": "workflow_id", "in": "path", "required": True, "schema": {"type": "string"},
+                  "description": "The run's workflow id, or its Temporal run id"}
+
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
@@ -72,7 +75,7 @@ OPENAPI: dict[str, Any] = {
                 "operationId": "getRun",
                 "summary": "Status and result of a run",
                 "security": [{"bearer": []}],
-                "parameters": [{"name": "workflow_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "parameters": [_RUN_PARAMETER],
                 "responses": {
                     "200": {
                         "description": "The run, in the shape of `stakeflow status --json`",
@@ -89,7 +92,7 @@ OPENAPI: dict[str, Any] = {
                 "operationId": "decideStep",
                 "summary": "Approve or reject a step that waits for approval",
                 "security": [{"bearer": []}],
-                "parameters": [{"name": "workflow_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "parameters": [_RUN_PARAMETER],
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Decision"}}},

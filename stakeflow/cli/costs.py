@@ -1,4 +1,8 @@
-"""Cost review commands: `trace`, `costs`, `sql`, `prices`. Each reads the DuckDB trace store."""
+"""Cost review commands: `trace`, `costs`, `sql`, `prices`. Each reads the DuckDB trace store.
+
+`trace` and `costs --run` take a run's workflow id or its Temporal run id; how an id is found, and
+what happens when Temporal is unreachable, is in `stakeflow.reports`.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,9 @@ from datetime import timedelta
 
 import click
 
-from stakeflow.cli_common import current_settings, echo_json, friendly
+from stakeflow.cli.common import current_settings, echo_json, friendly, run_async
 from stakeflow.core.errors import InputError
-from stakeflow.settings import Settings
+from stakeflow.reports import open_store, traced_workflow_id
 
 SINCE_RE = re.compile(r"^(\d+)\s*([mhdw])$")
 SINCE_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -25,14 +29,6 @@ def parse_since(text: str | None) -> timedelta | None:
     return timedelta(**{SINCE_UNITS[m.group(2)]: int(m.group(1))})
 
 
-def _store(settings: Settings):
-    from stakeflow.traces import TraceStore
-
-    store = TraceStore(settings.traces_path)
-    store.sync()
-    return store
-
-
 @click.command()
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True)
@@ -41,7 +37,9 @@ def trace(run_id: str, as_json: bool) -> None:
     """The span tree of one run: workflow, steps, model and tool calls, with tokens and cost."""
     from stakeflow.traces import render_tree, trace_tree
 
-    rows = trace_tree(_store(current_settings()), run_id)
+    settings = current_settings()
+    store = open_store(settings)
+    rows = trace_tree(store, run_async(traced_workflow_id(settings, store, run_id)))
     if as_json:
         echo_json(rows)
     else:
@@ -52,7 +50,7 @@ def trace(run_id: str, as_json: bool) -> None:
 @click.option("--since", default=None, help="Only spans newer than this: 30m, 24h, 7d, 2w (default: all).")
 @click.option("--by", "by", default="model", show_default=True,
               help="Breakdown: run, model, route, stakes, tool, day or source.")
-@click.option("--run", "run_id", default=None, help="One run's bill.")
+@click.option("--run", "run_id", default=None, help="One run's bill (its workflow id or Temporal run id).")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--csv", "as_csv", is_flag=True)
 @friendly
@@ -61,7 +59,11 @@ def costs(since: str | None, by: str, run_id: str | None, as_json: bool, as_csv:
     from stakeflow.traces import cost_report, format_table, to_csv
 
     settings = current_settings()
-    report = cost_report(_store(settings), parse_since(since), by, run_id, settings.frontier_model)
+    window = parse_since(since)
+    store = open_store(settings)
+    if run_id is not None:
+        run_id = run_async(traced_workflow_id(settings, store, run_id))
+    report = cost_report(store, window, by, run_id, settings.frontier_model)
     if as_json:
         echo_json(report)
         return
@@ -96,7 +98,7 @@ def sql(query: str, as_json: bool, as_csv: bool) -> None:
     """Read-only SQL over the trace store (tables: spans, runs)."""
     from stakeflow.traces import format_table, run_sql, to_csv
 
-    columns, rows = run_sql(_store(current_settings()), query)
+    columns, rows = run_sql(open_store(current_settings()), query)
     if as_json:
         echo_json([dict(zip(columns, r)) for r in rows])
     elif as_csv:

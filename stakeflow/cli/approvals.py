@@ -1,31 +1,29 @@
-"""Human-in-the-loop and run listing commands: `approve`, `reject`, `list`, `admin`."""
+"""Human-in-the-loop and run listing commands: `approve`, `reject`, `list`, `admin`.
+
+`approve` and `reject` take a run's workflow id or its Temporal run id (`tasks.resolve_run`).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 
 import click
 
 from stakeflow import namespace, tasks
 from stakeflow.core.contracts import SEARCH_ATTRIBUTES
-from stakeflow.cli_common import current_settings, echo_json, friendly
-
-
-def _client(settings):
-    from stakeflow.connection import connect
-
-    return connect(settings)
+from stakeflow.cli.common import current_settings, echo_json, friendly, open_run, run_async, temporal_client
 
 
 def _decide(run_id: str, step: int, approve: bool, note: str) -> None:
     settings = current_settings()
 
     async def go() -> None:
-        record = await tasks.decide_step(await _client(settings), run_id, step, approve, note, getpass.getuser())
-        click.echo(f"step {step} of {run_id} {record.decision} by {record.by}" + (f": {record.note}" if record.note else ""))
+        client, found = await open_run(settings, run_id)
+        wf_id = found.workflow_id
+        record = await tasks.decide_step(client, wf_id, step, approve, note, getpass.getuser())
+        click.echo(f"step {step} of {wf_id} {record.decision} by {record.by}" + (f": {record.note}" if record.note else ""))
 
-    asyncio.run(go())
+    run_async(go())
 
 
 @click.command()
@@ -58,9 +56,9 @@ def list_runs(query: str | None, limit: int, as_json: bool) -> None:
     settings = current_settings()
 
     async def go() -> list[dict]:
-        return await tasks.list_runs(await _client(settings), query, limit)
+        return await tasks.list_runs(await temporal_client(settings), query, limit)
 
-    rows = asyncio.run(go())
+    rows = run_async(go())
     if as_json:
         echo_json(rows)
         return
@@ -83,9 +81,9 @@ def setup_search_attributes() -> None:
     settings = current_settings()
 
     async def go() -> list[str]:
-        return await namespace.register(await _client(settings), settings.temporal_namespace)
+        return await namespace.register(await temporal_client(settings), settings.temporal_namespace)
 
-    added = asyncio.run(go())
+    added = run_async(go())
     if added:
         click.echo(f"added {', '.join(added)} to namespace {settings.temporal_namespace}")
     else:

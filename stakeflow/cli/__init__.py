@@ -1,0 +1,61 @@
+"""The `stakeflow` command. Commands parse, call a service function, print.
+
+One module per responsibility:
+
+* ``common``: settings, the Temporal client and run lookup, friendly errors, output helpers;
+* ``stack``: the local stack and long-running processes (`up`, `down`, `doctor`, `worker`, `models`, `serve`);
+* ``runs``: `run`, `status`, `result`, `cancel`;
+* ``approvals``: `approve`, `reject`, `list`, `admin`;
+* ``costs``: the trace store's readers (`trace`, `costs`, `sql`, `prices`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from stakeflow.cli.approvals import admin, approve, list_runs, reject
+from stakeflow.cli.common import err
+from stakeflow.cli.costs import costs, prices, sql, trace
+from stakeflow.cli.runs import cancel, result, run, status
+from stakeflow.cli.stack import doctor, down, models, serve, up, worker
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="stakeflow")
+def cli() -> None:
+    """Durable hybrid agents: each step on the open model or the frontier, by its stakes."""
+
+
+for command in (up, down, run, status, result, cancel, worker, doctor, models, serve,
+                trace, costs, sql, prices, approve, reject, list_runs, admin):
+    cli.add_command(command)
+
+
+def main() -> None:
+    """Console entry point. Ends with os._exit: temporalio can crash at interpreter exit (sdk-python#300)."""
+    code = 0
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        err("aborted")
+        code = 1
+    except click.ClickException as e:
+        e.show()
+        code = e.exit_code
+    except click.exceptions.Exit as e:
+        code = e.exit_code
+    except KeyboardInterrupt:
+        code = 130
+    except Exception as e:  # the last guard: one line, unless debugging
+        if os.environ.get("STAKEFLOW_DEBUG") == "1":
+            raise
+        err(f"Error: unexpected {type(e).__name__}: {e} (STAKEFLOW_DEBUG=1 shows the traceback)")
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

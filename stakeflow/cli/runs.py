@@ -1,0 +1,239 @@
+"""Runs: `run`, `status`, `result`, `cancel`, with the step printer and the service watcher of `run`.
+
+Every command that takes a run accepts its workflow id or its Temporal run id
+(`tasks.resolve_run`); an id that names no run is an error, exit code 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+
+from agents.types import SENSITIVITY_CHOICES, STAKES_CHOICES, Progress
+from stakeflow import tasks
+from stakeflow.cli.common import (
+    Failed, current_settings, echo_json, err, friendly, open_run, run_async, temporal_client,
+)
+from stakeflow.cli.stack import bring_up
+from stakeflow.core.contracts import PROGRESS_QUERY
+from stakeflow.core.errors import ServiceError
+from stakeflow.local import services
+from stakeflow.render import progress_lines, result_lines, run_dict, step_line
+from stakeflow.settings import Settings
+
+POLL_SECONDS = 0.5
+SERVICE_CHECK_SECONDS = 2.0
+
+
+@click.command()
+@click.argument("goal")
+@click.option("--stakes", default="auto", show_default=True, type=click.Choice(STAKES_CHOICES),
+              help="Override the policy's stakes for every step.")
+@click.option("--sensitivity", default="public", show_default=True, type=click.Choice(SENSITIVITY_CHOICES),
+              help="private: no data of this run ever goes to the frontier API.")
+@click.option("--tools", "tools_csv", default=None, help="Comma-separated tools the run may use (default: all enabled).")
+@click.option("--workspace", type=click.Path(file_okay=False), default=None,
+              help="Folder the file and SQL tools work in (default: $STAKEFLOW_HOME/workspace).")
+@click.option("--max-steps", type=click.IntRange(1, 200), default=None, help="Most steps the plan may have.")
+@click.option("--budget-tokens", type=click.IntRange(1), default=None, help="Fail the run past this many tokens.")
+@click.option("--id", "workflow_id", default=None, help="Workflow id to use (default: task-<random>).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--no-wait", is_flag=True, help="Print the ids and return at once.")
+@click.option("--auto-approve", is_flag=True, help="Approve high-risk steps without waiting (recorded as such).")
+@friendly
+def run(goal: str, stakes: str, sensitivity: str, tools_csv: str | None, workspace: str | None,
+        max_steps: int | None, budget_tokens: int | None, workflow_id: str | None, as_json: bool,
+        no_wait: bool, auto_approve: bool) -> None:
+    """Run GOAL as a durable agent task."""
+    settings = current_settings()
+    tools = [t.strip() for t in tools_csv.split(",") if t.strip()] if tools_csv is not None else None
+    req = tasks.build_request(settings, goal, stakes=stakes, sensitivity=sensitivity, tools=tools,
+                              workspace=workspace, max_steps=max_steps, budget_tokens=budget_tokens,
+                              auto_approve=auto_approve)
+    run_async(_run(settings, req, workflow_id, as_json, no_wait))
+
+
+async def _run(settings: Settings, req, workflow_id: str | None, as_json: bool, no_wait: bool) -> None:
+    for line in await bring_up(settings):
+        if not as_json and (line.startswith("warning") or "started" in line or "crashed" in line):
+            err(line)
+    client = await temporal_client(settings)
+    handle = await tasks.start_run(client, settings, req, workflow_id)
+    ui = settings.ui_url(handle.id)
+    run_id = handle.result_run_id or handle.run_id or ""
+    if no_wait:
+        if as_json:
+            echo_json({"run_id": run_id, "workflow_id": handle.id, "status": "running", "ui_url": ui})
+        else:
+            click.echo(f"started {handle.id} (run {run_id})\n  {ui}")
+        return
+    if not as_json:
+        click.echo(f"run {handle.id} · {ui}")
+        if not req.routing.frontier.available:
+            err("note: ANTHROPIC_API_KEY is not set: high-stakes steps run on the open model")
+    steps = _StepPrinter(quiet=as_json)
+    watchers = [asyncio.create_task(steps.watch(handle))]
+    if settings.manages_temporal:
+        watchers.append(asyncio.create_task(_watch_services(settings, handle.id)))
+    try:
+        result = await _first(tasks.wait_result(handle), watchers)
+    except tasks.RunFailed as e:
+        info = await tasks.describe_run(client, handle.id)
+        if as_json:
+            echo_json(run_dict(handle.id, run_id, e.status, ui, progress=info.progress, error=str(e)))
+        elif info.progress:
+            steps.rest(info.progress.steps, info.progress.total_steps)
+        raise Failed(f"run {handle.id} {e.status}: {e}") from None
+    finally:
+        for w in watchers:
+            w.cancel()
+    if as_json:
+        echo_json(run_dict(handle.id, run_id, "completed", ui, result=result))
+        return
+    steps.rest(result.steps, len(result.steps))
+    for line in result_lines(result, steps=False):
+        click.echo(line)
+
+
+async def _first(awaitable, watchers: list[asyncio.Task]):
+    """``awaitable``'s result, unless a watcher raises first (a crashed service the run cannot do without)."""
+    main = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait([main, *watchers], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not main and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        return await main
+    finally:
+        if not main.done():
+            main.cancel()
+
+
+class _StepPrinter:
+    """Prints each step once: as it finishes while the run goes on, or at the end if it finished between looks."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.shown: set[int] = set()
+
+    def rest(self, steps, total: int) -> None:
+        for s in steps:
+            if s.status in ("ok", "tool_error", "failed", "skipped") and s.index not in self.shown:
+                self.shown.add(s.index)
+                if not self.quiet:
+                    err(step_line(s, total))
+
+    async def watch(self, handle) -> None:
+        while True:
+            await asyncio.sleep(POLL_SECONDS)
+            try:
+                p = await handle.query(PROGRESS_QUERY, result_type=Progress)
+            except Exception:
+                continue
+            self.rest(p.steps, p.total_steps)
+
+
+async def _watch_services(settings: Settings, workflow_id: str) -> None:
+    """While a run waits: a local service that crashes is reported, and started again once.
+
+    A second crash ends the wait (exit 1) with the report; the run itself is durable and goes on
+    when its services are back.
+    """
+    restarted: set[str] = set()
+    while True:
+        await asyncio.sleep(SERVICE_CHECK_SECONDS)
+        crashed = await asyncio.to_thread(services.crashed_services, settings)
+        if not crashed:
+            continue
+        for c in crashed:
+            err(services.crash_report(c))
+        again = [c.name for c in crashed if c.name in restarted]
+        if again:
+            raise ServiceError(
+                f"{', '.join(again)} crashed again; run {workflow_id} waits, durable, until it is back: "
+                f"fix it (see above, or `stakeflow doctor`), then `stakeflow up` and `stakeflow result {workflow_id} --wait`"
+            )
+        restarted.update(c.name for c in crashed)
+        for line in await bring_up(settings):
+            if "started" in line:
+                err(line)
+
+
+def _echo_run(settings: Settings, info: tasks.RunInfo) -> None:
+    echo_json(run_dict(info.workflow_id, info.run_id, info.status, settings.ui_url(info.workflow_id),
+                       result=info.result, progress=info.progress, error=info.error))
+
+
+@click.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+@friendly
+def status(run_id: str, as_json: bool) -> None:
+    """Progress of a run: which step, which route, done or failed."""
+    settings = current_settings()
+
+    async def go() -> None:
+        client, found = await open_run(settings, run_id)
+        info = await tasks.describe_run(client, found.workflow_id)
+        if as_json:
+            _echo_run(settings, info)
+            return
+        click.echo(f"{info.workflow_id}: {info.status}")
+        for crashed in services.crashed_services(settings):
+            click.echo(services.crash_report(crashed))
+        if info.progress:
+            for line in progress_lines(info.progress):
+                click.echo(line)
+        if info.error:
+            click.echo(f"  error: {info.error}")
+        click.echo(f"  {settings.ui_url(info.workflow_id)}")
+
+    run_async(go())
+
+
+@click.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--wait", is_flag=True, help="Wait for a running run to finish.")
+@friendly
+def result(run_id: str, as_json: bool, wait: bool) -> None:
+    """The answer and step records of a finished run."""
+    settings = current_settings()
+
+    async def go() -> None:
+        client, found = await open_run(settings, run_id)
+        wf_id = found.workflow_id
+        info = await tasks.describe_run(client, wf_id)
+        if info.status == "running" and wait:
+            try:
+                await tasks.wait_result(client.get_workflow_handle(wf_id, result_type=tasks.TaskResult))
+            except tasks.RunFailed:
+                pass
+            info = await tasks.describe_run(client, wf_id)
+        if as_json:
+            _echo_run(settings, info)
+        elif info.result:
+            for line in result_lines(info.result):
+                click.echo(line)
+        if info.status == "running":
+            raise click.ClickException(f"run {wf_id} is still running: `stakeflow status {wf_id}`, or add --wait")
+        if info.status != "completed":
+            raise Failed(f"run {wf_id} {info.status}: {info.error or ''}".rstrip(": "))
+
+    run_async(go())
+
+
+@click.command()
+@click.argument("run_id")
+@friendly
+def cancel(run_id: str) -> None:
+    """Cancel a run."""
+    settings = current_settings()
+
+    async def go() -> None:
+        client, found = await open_run(settings, run_id)
+        await tasks.cancel_run(client, found.workflow_id)
+        click.echo(f"cancel requested for {found.workflow_id}")
+
+    run_async(go())

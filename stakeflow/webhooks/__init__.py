@@ -1,0 +1,74 @@
+"""The webhook server behind `stakeflow serve`: signed deliveries start runs, once each.
+
+``POST /hooks/<name>`` checks, in this order, answering with the first failure:
+
+1. the hook exists (404) and its secret is in the server's environment (503 naming the variable);
+2. the body fits ``max_body_bytes`` (413): Content-Length is checked before reading, and a chunked
+   body is counted while it streams, so an oversized body is never read whole;
+3. the signature (401, and nothing is started). Two schemes, both HMAC-SHA256 with the hook's
+   secret, hex digest, compared in constant time:
+
+   - ``X-Stakeflow-Signature-256: sha256=<hex>``. Without ``X-Stakeflow-Timestamp`` the MAC covers
+     the raw body bytes. With ``X-Stakeflow-Timestamp: <unix seconds, decimal digits>`` it covers
+     the ASCII timestamp, one ``.``, then the raw body (``b"1767225600." + body``), and the
+     timestamp must be within ``timestamp_tolerance_s`` of the server's clock (default 300 s);
+     ``require_timestamp = true`` refuses deliveries without one.
+   - ``X-Hub-Signature-256: sha256=<hex>`` (GitHub): the MAC covers the raw body.
+
+   ``signature = "stakeflow"`` or ``"github"`` in the hook's table accepts only that header;
+4. the body is JSON (400) and every template field is in it (422 naming the field);
+5. Temporal is reachable (503 with Retry-After).
+
+The workflow id is ``hook-<name>-<delivery>``, where <delivery> is ``X-Stakeflow-Delivery`` or
+``X-GitHub-Delivery`` when it is at most 80 characters of ``[A-Za-z0-9._-]``, else
+``sha256-<first 40 hex of its SHA-256>``; a delivery without either header gets
+``body-<first 40 hex of the body's SHA-256>``, so the same bytes sent twice are one delivery. The
+start uses id conflict policy FAIL and reuse policy REJECT_DUPLICATE: Temporal itself refuses a
+second start of the same id, running or closed, and that refusal is how ``duplicate: true`` is
+known, with no local table and no race between two concurrent redeliveries. The delivery id is not
+covered by the signature (GitHub's is not either); the timestamp window is what bounds replays of a
+signed body under a fresh delivery id.
+
+``GET /runs/<id>`` (status and result, the shape of `stakeflow status --json`) and
+``POST /runs/<id>/approve`` (``{"step": 2, "decision": "approve"|"reject", "note": "...",
+"by": "..."}``, the workflow's approve_step update) need ``Authorization: Bearer $STAKEFLOW_API_TOKEN``;
+without that variable on the server they answer 401 saying so. ``<id>`` is the run's workflow id or
+its Temporal run id, found as the CLI finds it (``tasks.resolve_run``); one that names no run is 404.
+
+Hook secrets and STAKEFLOW_API_TOKEN are read once, when the app is created; they never enter a
+workflow input, a log line or a response. Logs carry the request id and delivery id, never a body.
+
+One module per job: ``config`` (the ``[hooks.<name>]`` table and its goal template), ``signatures``
+(HMAC verification, timestamps, delivery ids: pure functions), ``refused`` (answers other than 202),
+``temporal`` (the server's Temporal client, the start of a delivery's run), ``app`` (the Starlette
+app and its routes), ``openapi`` (the document at ``/openapi.json``).
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+# Public name -> the module defining it. Imported on first use (PEP 562), not here: settings imports
+# ``webhooks.config`` for HookConfig while ``webhooks.app`` imports settings, so an eager import would
+# be circular, and it would load Starlette into every command that reads its settings.
+_EXPORTS = {
+    "create_app": "app",
+    "HookConfig": "config", "MissingField": "config", "TemplateError": "config", "render_goal": "config",
+    "template_fields": "config",
+    "Refused": "refused",
+    "sign": "signatures", "verify_signature": "signatures", "workflow_id_for": "signatures",
+    "TemporalLink": "temporal", "start_delivery": "temporal",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

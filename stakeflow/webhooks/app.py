@@ -1,0 +1,249 @@
+"""The webhook server's Starlette app: its routes, each behind one guard (request id, one log line,
+JSON errors, never a traceback). What each route checks, in order, is in the package docstring,
+``stakeflow.webhooks``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Awaitable, Callable, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from agents.types import Progress
+from stakeflow import tasks
+from stakeflow.core.contracts import PROGRESS_QUERY
+from stakeflow.core.errors import InputError, ServiceError
+from stakeflow.render import run_dict
+from stakeflow.settings import Settings
+from stakeflow.webhooks.config import MissingField, render_goal
+from stakeflow.webhooks.openapi import OPENAPI
+from stakeflow.webhooks.refused import Refused, unavailable
+from stakeflow.webhooks.signatures import delivery_id, verify_signature, workflow_id_for
+from stakeflow.webhooks.temporal import TemporalLink, is_unavailable, start_delivery
+
+log = logging.getLogger("stakeflow.webhooks")
+
+API_TOKEN_ENV = "STAKEFLOW_API_TOKEN"
+
+
+@dataclass
+class Context:
+    settings: Settings
+    secrets: dict[str, bytes]  # hook name -> secret, for hooks whose variable is set
+    api_token: str | None
+    temporal: TemporalLink
+
+
+def create_app(settings: Settings, environ: Mapping[str, str] | None = None,
+               temporal: TemporalLink | None = None) -> Starlette:
+    """The ASGI app. Secrets are read from ``environ`` (default os.environ) once, here."""
+    environ = os.environ if environ is None else environ
+    secrets: dict[str, bytes] = {}
+    for name, hook in settings.hooks.items():
+        value = environ.get(hook.secret_env, "")
+        if value:
+            secrets[name] = value.encode()
+        else:
+            log.warning("hook %s: %s is not set; its deliveries are refused until it is", name, hook.secret_env)
+    ctx = Context(settings, secrets, environ.get(API_TOKEN_ENV) or None, temporal or TemporalLink(settings))
+
+    routes = [
+        Route("/hooks/{name}", _guarded(ctx, _deliver), methods=["POST"]),
+        Route("/runs/{workflow_id:path}/approve", _guarded(ctx, _approve), methods=["POST"]),
+        Route("/runs/{workflow_id:path}", _guarded(ctx, _get_run), methods=["GET"]),
+        Route("/healthz", _guarded(ctx, _healthz), methods=["GET"]),
+        Route("/openapi.json", _guarded(ctx, _openapi), methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app.state.ctx = ctx
+    return app
+
+
+Handler = Callable[[Context, Request, dict[str, Any]], Awaitable[Response]]
+
+
+def _guarded(ctx: Context, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """Request id, one log line, JSON errors; no exception ever escapes as a traceback."""
+
+    async def endpoint(request: Request) -> Response:
+        started = time.perf_counter()
+        note: dict[str, Any] = {"request_id": uuid.uuid4().hex[:16], "delivery": delivery_id(request.headers)}
+        try:
+            response = await handler(ctx, request, note)
+        except Refused as e:
+            response = JSONResponse({"error": e.message, "request_id": note["request_id"]}, e.status, e.headers)
+        except ClientDisconnect:
+            response = Response(status_code=400)
+        except Exception as e:  # the last guard: logged by type with the request id, answered as JSON
+            log.error("request %s failed: %s", note["request_id"], type(e).__name__,
+                      exc_info=ctx.settings.debug)
+            response = JSONResponse({"error": f"internal error ({type(e).__name__}): quote request id "
+                                              f"{note['request_id']} when reporting it",
+                                     "request_id": note["request_id"]}, 500)
+        response.headers["X-Request-Id"] = note["request_id"]
+        extra = "".join(f" {k}={note[k]}" for k in ("workflow_id", "duplicate") if k in note)
+        log.info("%s %s %d delivery=%s request=%s%s %.1fms", request.method, request.url.path,
+                 response.status_code, note["delivery"] or "-", note["request_id"], extra,
+                 (time.perf_counter() - started) * 1000)
+        return response
+
+    return endpoint
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = getattr(exc, "status_code", 400)
+    return JSONResponse({"error": getattr(exc, "detail", "bad request")}, status, getattr(exc, "headers", None))
+
+
+async def _deliver(ctx: Context, request: Request, note: dict[str, Any]) -> Response:
+    name = request.path_params["name"]
+    hook = ctx.settings.hooks.get(name)
+    if hook is None:
+        raise Refused(404, f"no hook '{name}': add [hooks.{name}] to {ctx.settings.config_path}")
+    secret = ctx.secrets.get(name)
+    if secret is None:
+        raise unavailable(f"hook '{name}' has no secret: {hook.secret_env} is not set in the server's "
+                          "environment; export it and restart `stakeflow serve`")
+    body = await _read_body(request, hook.max_body_bytes)
+    verify_signature(hook, secret, request.headers, body, time.time())
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise Refused(400, "the body is not valid JSON") from None
+    try:
+        goal = render_goal(hook.goal, payload)
+    except MissingField as e:
+        raise Refused(422, f"payload field '{e.path}' is missing (the goal template of hook '{name}' uses it)") from None
+    try:
+        req = tasks.build_request(ctx.settings, goal, stakes=hook.stakes, sensitivity=hook.sensitivity,
+                                  tools=hook.tools, source=name)
+    except InputError as e:
+        raise Refused(422, str(e)) from None
+    workflow_id = workflow_id_for(name, note["delivery"], body)
+    note["workflow_id"] = workflow_id
+    client = await ctx.temporal.client()
+    try:
+        run_id, duplicate = await start_delivery(client, ctx.settings, req, workflow_id)
+    except RPCError as e:
+        if is_unavailable(e):
+            ctx.temporal.drop()
+            raise unavailable(f"Temporal at {ctx.settings.address} did not answer: retry later") from None
+        raise Refused(502, f"Temporal refused the start: {e.message}") from None
+    note["duplicate"] = duplicate
+    return JSONResponse({"workflow_id": workflow_id, "run_id": run_id, "ui_url": ctx.settings.ui_url(workflow_id),
+                         "duplicate": duplicate}, 202)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    too_big = Refused(413, f"the body is over this hook's limit of {limit} bytes (max_body_bytes)")
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise Refused(400, "Content-Length is not a number")
+        if int(length) > limit:
+            raise too_big
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _check_token(ctx: Context, request: Request) -> None:
+    if ctx.api_token is None:
+        raise Refused(401, f"run lookups and approvals are disabled: set {API_TOKEN_ENV} in the server's environment and send "
+                           f"Authorization: Bearer <that token>", {"WWW-Authenticate": "Bearer"})
+    given = request.headers.get("authorization", "")
+    scheme, _, token = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), ctx.api_token.encode()):
+        raise Refused(401, f"send Authorization: Bearer <{API_TOKEN_ENV}>", {"WWW-Authenticate": "Bearer"})
+
+
+async def _existing_run(ctx: Context, client: Client, ident: str) -> tasks.RunInfo:
+    """The run a path names, by its workflow id or its Temporal run id (``tasks.resolve_run``); 404 when none."""
+    try:
+        found = await tasks.resolve_run(client, ident)
+        return await tasks.describe_run(client, found.workflow_id, with_progress=False)
+    except ServiceError:
+        ctx.temporal.drop()
+        raise unavailable(f"Temporal at {ctx.settings.address} did not answer: retry later") from None
+    except InputError as e:
+        if not await ctx.temporal.healthy():
+            raise unavailable(f"Temporal at {ctx.settings.address} did not answer: retry later") from None
+        raise Refused(404, str(e)) from None
+
+
+class Decision(BaseModel):
+    """Body of POST /runs/<id>/approve."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    step: int = Field(ge=1)
+    decision: Literal["approve", "reject"] = "approve"
+    note: str = Field(default="", max_length=2000)
+    by: str = Field(default="api", min_length=1, max_length=200)
+
+
+async def _approve(ctx: Context, request: Request, note: dict[str, Any]) -> Response:
+    _check_token(ctx, request)
+    body = await _read_body(request, 64 * 1024)
+    try:
+        decision = Decision.model_validate_json(body)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise Refused(422, f"bad approval '{where}': {first['msg']} (send {{\"step\": N, \"decision\": "
+                           f"\"approve\"|\"reject\", \"note\": \"why\"}})") from None
+    if decision.decision == "reject" and not decision.note.strip():
+        raise Refused(422, "a rejection needs a note saying why")
+    client = await ctx.temporal.client()
+    workflow_id = (await _existing_run(ctx, client, request.path_params["workflow_id"])).workflow_id
+    try:
+        record = await tasks.decide_step(client, workflow_id, decision.step, decision.decision == "approve",
+                                         decision.note, decision.by)
+    except InputError as e:
+        raise Refused(409, str(e)) from None
+    return JSONResponse({"workflow_id": workflow_id, "step": decision.step, **record.model_dump()})
+
+
+async def _get_run(ctx: Context, request: Request, note: dict[str, Any]) -> Response:
+    _check_token(ctx, request)
+    client = await ctx.temporal.client()
+    info = await _existing_run(ctx, client, request.path_params["workflow_id"])
+    progress = None
+    if info.status == "running":
+        try:
+            progress = await client.get_workflow_handle(info.workflow_id).query(
+                PROGRESS_QUERY, result_type=Progress, rpc_timeout=timedelta(seconds=2))
+        except Exception:  # no worker to answer: the status alone still says something
+            progress = None
+    body = run_dict(info.workflow_id, info.run_id, info.status, ctx.settings.ui_url(info.workflow_id),
+                    result=info.result, progress=progress, error=info.error)
+    return JSONResponse(json.loads(json.dumps(body, default=str)))
+
+
+async def _healthz(ctx: Context, request: Request, note: dict[str, Any]) -> Response:
+    if await ctx.temporal.healthy():
+        return JSONResponse({"status": "ok", "temporal": ctx.settings.address})
+    raise unavailable(f"Temporal at {ctx.settings.address} is unreachable")
+
+
+async def _openapi(ctx: Context, request: Request, note: dict[str, Any]) -> Response:
+    return JSONResponse(OPENAPI)
