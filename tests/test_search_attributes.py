@@ -54,3 +54,13 @@ async def test_a_mistyped_search_attribute_is_refused_by_type(tmp_path, monkeypa
         assert "StakeflowCostUsd is Keyword, not Double" in refused.output
     finally:
         await bare.shutdown()
+
+
+async def test_a_worker_that_cannot_check_the_attributes_refuses_clearly(client, monkeypatch):
+    """When the server will not say (here: the namespace does not exist), the worker does not guess."""
+    monkeypatch.setenv("STAKEFLOW_TEMPORAL_ADDRESS", client.service_client.config.target_host)
+    monkeypatch.setenv("STAKEFLOW_TEMPORAL_NAMESPACE", "no-such-namespace")
+    refused = await asyncio.to_thread(CliRunner().invoke, cli, ["worker"], catch_exceptions=False)
+    assert refused.exit_code == 1
+    assert "cannot check stakeflow's search attributes on namespace no-such-namespace" in refused.output
+    assert "STAKEFLOW_CHECK_SEARCH_ATTRIBUTES=false" in refused.output
