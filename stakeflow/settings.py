@@ -154,7 +154,7 @@ class Settings(BaseSettings):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
     prices: dict[str, PriceConfig] = Field(default_factory=dict)
-    hooks: dict[str, HookConfig] = Field(default_factory=dict)  # [hooks.<name>]: see stakeflow/webhooks.py
+    hooks: dict[str, HookConfig] = Field(default_factory=dict)  # [hooks.<name>]: see stakeflow/webhooks/__init__.py
     approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
 
     traces: Path | None = None  # the DuckDB trace file; default $STAKEFLOW_HOME/traces.duckdb
