@@ -68,7 +68,9 @@ def model_from_schema(schema: dict[str, Any], name: str) -> type[BaseModel]:
 
 
 def _camel(name: str) -> str:
-    return "".join(part.capitalize() for part in name.replace("-", "_").split("_") if part)
+    """A class-name form of a tool name: "git.git_status" -> "GitGitStatus" (MCP names carry a dot)."""
+    cleaned = "".join(c if c.isalnum() else "_" for c in name)
+    return "".join(part.capitalize() for part in cleaned.split("_") if part) or "Tool"
 
 
 def _plan_step(names: tuple[str, ...], name: str = "PlannedStep", doc: str = "One step of the plan.") -> Any:

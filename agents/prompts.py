@@ -33,6 +33,11 @@ ANSWER_SYSTEM = (
 )
 
 
+def with_role(instructions: str, system: str) -> str:
+    """A named agent's instructions (its role) before the system prompt of a call."""
+    return f"{instructions.strip()}\n\n{system}" if instructions.strip() else system
+
+
 def _tool_lines(tools: list[ToolSpecView]) -> str:
     if not tools:
         return "(no tools)"

@@ -63,6 +63,7 @@ class ToolSpec:
     # The workspace files this tool reads, by suffix ("*" = any file): a goal that names such a file
     # may start with this tool (see agents/prompts.py, first_step_tools).
     reads: tuple[str, ...] = ()
+    open_world: bool = False  # reaches outside controlled infrastructure (private data must not go there)
 
     def view(self) -> ToolSpecView:
         """The tool as a run records it (see ToolSpecView)."""
@@ -75,6 +76,8 @@ class ToolSpec:
             local=self.local,
             file_args=list(self.file_args),
             reads=list(self.reads),
+            open_world=self.open_world,
+            risk_from="built-in",
         )
 
 
@@ -87,6 +90,7 @@ CATALOGUE: dict[str, ToolSpec] = {
             HttpGetArgs,
             "read_only",
             example='{"url": "https://example.com/status.json"}',
+            open_world=True,
         ),
         ToolSpec(
             "sql_query",

@@ -17,6 +17,8 @@ Sensitivity = Literal["public", "private"]
 Risk = Literal["read_only", "side_effect", "irreversible"]
 Dialect = Literal["vllm", "llamacpp", "openai"]
 Purpose = Literal["plan", "step", "answer"]
+ToolSource = Literal["builtin", "mcp", "python"]
+EgressRule = Literal["approve", "deny", "allow"]
 
 STAKES_CHOICES: tuple[str, ...] = ("auto", "low", "high")
 SENSITIVITY_CHOICES: tuple[str, ...] = ("public", "private")
@@ -49,6 +51,8 @@ class RoutingConfig(BaseModel):
     high_risk: list[Risk] = Field(default_factory=lambda: ["side_effect", "irreversible"])
     # Tools whose output is private data: once one runs, the rest of the run is private.
     private_tools: list[str] = Field(default_factory=list)
+    # A private run calling an open-world tool: wait for approval, refuse, or allow ([policy] private_egress).
+    private_egress: EgressRule = "approve"
 
 
 class ApprovalPolicy(BaseModel):
@@ -87,6 +91,8 @@ class ResumeState(BaseModel):
     sensitivity: Sensitivity = "public"
     plan_route: RouteDecision | None = None
     generation: int = 1  # how many times the run has continued as new
+    # The tools as described when the run planned (MCP, Python): a new generation does not describe again.
+    tool_specs: list[ToolSpecView] = Field(default_factory=list)
 
 
 class TaskRequest(BaseModel):
@@ -105,6 +111,10 @@ class TaskRequest(BaseModel):
     workspace_paths: list[str] = Field(default_factory=list)
     # The allowed tools as the edge saw them (empty in runs started before this field: then the catalogue).
     tool_specs: list[ToolSpecView] = Field(default_factory=list)
+    # Tools described where they run, when the run plans (MCP servers, Python tools).
+    toolsets: list[ToolsetRef] = Field(default_factory=list)
+    agent: str = ""  # the named agent ([agents.<name>]), if any
+    instructions: str = ""  # the agent's role, put before each system prompt
     max_steps: int = 6
     budget_tokens: int | None = None  # total tokens (all calls); the run fails cleanly when exceeded
     source: str = "cli"
@@ -117,6 +127,31 @@ class TaskRequest(BaseModel):
     # so a run's history stays small whatever the plan's length.
     steps_per_history: int = 100
     resume: ResumeState | None = None
+
+
+class ToolsetRef(BaseModel):
+    """Tools a run may use that are described where they run, when the run plans: an MCP server's, or the
+    team's Python tools. The description comes back as an activity result, so it is in history: replays and
+    retries see the catalogue the run started with."""
+
+    kind: Literal["mcp", "python"] = "mcp"
+    name: str = ""  # the MCP server ("" for Python tools)
+    task_queue: str = ""  # where to describe (and later call) them; "" = the tools queue
+    patterns: list[str] = Field(default_factory=lambda: ["*"])  # tool names or globs, without the server prefix
+    required: bool = True  # a toolset that cannot be described fails the run (else the run goes on without it)
+
+
+class ToolsetRequest(BaseModel):
+    """Input of the describe_tools activity."""
+
+    toolset: ToolsetRef = Field(default_factory=ToolsetRef)
+
+
+class ToolsetResult(BaseModel):
+    """Output of the describe_tools activity: the tools, or why there are none."""
+
+    tools: list[ToolSpecView] = Field(default_factory=list)
+    error: str | None = None
 
 
 # --- model outputs -------------------------------------------------------------------------
@@ -262,6 +297,14 @@ class ToolSpecView(BaseModel):
     local: bool = False  # fast, side-effect free, this machine only: may run as a local activity
     file_args: list[str] = Field(default_factory=list)  # arguments that name an existing workspace file
     reads: list[str] = Field(default_factory=list)  # file suffixes it reads ("*" = any)
+    source: ToolSource = "builtin"
+    server: str = ""  # the MCP server (source "mcp")
+    open_world: bool = False  # reaches outside controlled infrastructure: private data must not go there
+    idempotent: bool = True  # false: never retried once the call may have acted
+    private: bool = False  # its output is private data: the rest of the run stays on the open model
+    risk_from: str = ""  # where the risk came from ("readOnlyHint", "no annotations: MCP defaults", ...)
+    task_queue: str = ""  # where its calls run; "" = the tools queue
+    timeout_s: float = 60.0
 
 
 class ExampleTurn(BaseModel):
@@ -294,6 +337,7 @@ class ModelCallRequest(BaseModel):
     reason: str = ""
     escalated: bool = False
     source: str = ""
+    agent: str = ""  # the named agent of the run, for the trace and `costs --by agent`
     frontier_model: str = ""  # priced as the counterfactual for open calls
 
 
@@ -321,6 +365,7 @@ class ToolRequest(BaseModel):
     workspace: str = ""
     # Side-effecting tools act at most once per key, however often the activity is retried.
     idempotency_key: str = ""
+    idempotent: bool = True  # false: a call that may have acted is reported, never repeated
 
 
 class ToolResult(BaseModel):
@@ -411,3 +456,4 @@ class Progress(BaseModel):
 
 ResumeState.model_rebuild()
 TaskRequest.model_rebuild()
+ToolsetResult.model_rebuild()

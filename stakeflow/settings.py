@@ -15,6 +15,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, Vali
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from agents.types import Dialect, Risk
+from stakeflow.catalog_config import SERVER_NAME, AgentConfig, McpServerConfig
 from stakeflow.core.errors import ConfigError
 from stakeflow.webhooks.config import HookConfig
 
@@ -47,6 +48,9 @@ class PolicyConfig(_Section):
     # What a high-stakes step does when ANTHROPIC_API_KEY is unset: run on the open model
     # (recorded and printed), or fail the run before it starts.
     on_frontier_missing: Literal["downgrade", "fail"] = "downgrade"
+    # A private run calling an open-world tool (http_get, most MCP tools) could carry private data out in
+    # its arguments: wait for a person's approval showing what would be sent, refuse it, or allow it.
+    private_egress: Literal["approve", "deny", "allow"] = "approve"
 
 
 class HttpGetConfig(_Section):
@@ -86,7 +90,9 @@ class ApprovalsConfig(_Section):
 class ToolsConfig(_Section):
     """``[tools]``: which tools exist for runs, and their limits."""
 
-    enabled: list[str] | None = None  # None = every tool in the catalogue
+    enabled: list[str] | None = None  # None = every built-in tool, MCP server tool and Python tool
+    # A team's own functions as tools: "package.module:function" (decorated with stakeflow.tool.tool).
+    python: list[str] = Field(default_factory=list)
     http_get: HttpGetConfig = Field(default_factory=HttpGetConfig)
     read_file: ReadFileConfig = Field(default_factory=ReadFileConfig)
     write_file: WriteFileConfig = Field(default_factory=WriteFileConfig)
@@ -156,6 +162,8 @@ class Settings(BaseSettings):
     prices: dict[str, PriceConfig] = Field(default_factory=dict)
     hooks: dict[str, HookConfig] = Field(default_factory=dict)  # [hooks.<name>]: see stakeflow/webhooks/__init__.py
     approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
+    mcp: dict[str, McpServerConfig] = Field(default_factory=dict)  # [mcp.<name>]
+    agents: dict[str, AgentConfig] = Field(default_factory=dict)  # [agents.<name>]
 
     traces: Path | None = None  # the DuckDB trace file; default $STAKEFLOW_HOME/traces.duckdb
     trace_content: bool = False  # record prompts and completions in spans (STAKEFLOW_TRACE_CONTENT=1)
@@ -271,12 +279,24 @@ def load_settings() -> Settings:
 
 
 def _check_tools(settings: Settings) -> None:
-    from agents.tools import CATALOGUE
+    """Every tool name or glob the file uses names something that exists (or can, once described)."""
+    from stakeflow.core.errors import InputError
+    from stakeflow.toolsets import resolve
 
-    known = sorted(CATALOGUE)
-    hook_tools = [t for h in settings.hooks.values() for t in (h.tools or [])]
-    for name in [*(settings.tools.enabled or []), *settings.policy.private_tools, *hook_tools]:
-        if name not in CATALOGUE:
+    for name in settings.mcp:
+        if not SERVER_NAME.match(name):
             raise ConfigError(
-                f"unknown tool '{name}' in {settings.config_path}: known tools are {', '.join(known)}"
+                f"[mcp.{name}] in {settings.config_path}: a server name is lower-case letters, digits, - and _ "
+                "(it prefixes its tools: <server>.<tool>)"
             )
+    uses = [("[tools] enabled", settings.tools.enabled), ("[policy] private_tools", settings.policy.private_tools)]
+    uses += [(f"[hooks.{name}] tools", hook.tools) for name, hook in settings.hooks.items()]
+    uses += [(f"[agents.{name}] tools", agent.tools) for name, agent in settings.agents.items()]
+    for where, patterns in uses:
+        if patterns is None:
+            continue
+        try:
+            resolve(settings.model_copy(update={"tools": settings.tools.model_copy(update={"enabled": None})}),
+                    list(patterns), where=where)
+        except InputError as e:
+            raise ConfigError(str(e)) from None

@@ -39,7 +39,10 @@ from agents.types import (
     RoutingConfig,
     TaskRequest,
     TaskResult,
+    ToolSpecView,
 )
+from stakeflow.catalog_config import AgentConfig
+from stakeflow.toolsets import resolve as resolve_tools
 from stakeflow.core.errors import InputError, ServiceError
 from stakeflow.settings import Settings
 from stakeflow.core.contracts import AGENT_WORKFLOW, APPROVE_UPDATE, KEYS, PROGRESS_QUERY, QueueRole, queue_name
@@ -90,27 +93,48 @@ def routing_config(settings: Settings) -> RoutingConfig:
         open_attempts=settings.policy.open_attempts,
         high_risk=settings.policy.high_risk,
         private_tools=settings.policy.private_tools,
+        private_egress=settings.policy.private_egress,
     )
 
 
-def enabled_tools(settings: Settings) -> list[str]:
-    return list(settings.tools.enabled) if settings.tools.enabled is not None else sorted(CATALOGUE)
+def agent_config(settings: Settings, agent: str | None) -> AgentConfig | None:
+    """The named agent's configuration; InputError listing the agents when there is no such one."""
+    if agent is None:
+        return None
+    if agent not in settings.agents:
+        known = ", ".join(sorted(settings.agents)) or "none configured"
+        raise InputError(f"unknown agent '{agent}': add [agents.{agent}] to {settings.config_path} (agents: {known})")
+    return settings.agents[agent]
 
 
 def build_request(
     settings: Settings,
     goal: str,
     *,
-    stakes: str = "auto",
-    sensitivity: str = "public",
+    stakes: str | None = None,
+    sensitivity: str | None = None,
     tools: list[str] | None = None,
     workspace: str | Path | None = None,
     source: str = "cli",
     max_steps: int | None = None,
     budget_tokens: int | None = None,
     auto_approve: bool = False,
+    agent: str | None = None,
 ) -> TaskRequest:
-    """A validated TaskRequest; InputError naming the fix for anything wrong."""
+    """A validated TaskRequest; InputError naming the fix for anything wrong.
+
+    With ``agent``, its configuration fills in what the caller did not say (stakes, sensitivity, tools,
+    max steps, budget, open model); what the caller says wins.
+    """
+    named = agent_config(settings, agent)
+    if named is not None:
+        stakes = stakes or named.stakes
+        sensitivity = sensitivity or named.sensitivity
+        tools = tools if tools is not None else named.tools
+        max_steps = max_steps or named.max_steps
+        budget_tokens = budget_tokens or named.budget_tokens
+    stakes = stakes or "auto"
+    sensitivity = sensitivity or "public"
     goal = goal.strip()
     if not goal:
         raise InputError('the goal is empty: say what the task should achieve, e.g. stakeflow run "Summarise notes.txt"')
@@ -118,13 +142,7 @@ def build_request(
         raise InputError(f"unknown stakes '{stakes}': use one of {', '.join(STAKES_CHOICES)}")
     if sensitivity not in SENSITIVITY_CHOICES:
         raise InputError(f"unknown sensitivity '{sensitivity}': use one of {', '.join(SENSITIVITY_CHOICES)}")
-    allowed = enabled_tools(settings)
-    chosen = allowed if tools is None else tools
-    for name in chosen:
-        if name not in CATALOGUE:
-            raise InputError(f"unknown tool '{name}': known tools are {', '.join(sorted(CATALOGUE))}")
-        if name not in allowed:
-            raise InputError(f"tool '{name}' is disabled in {settings.config_path} [tools] enabled")
+    chosen = resolve_tools(settings, tools, where=f"agent {agent}" if named and tools is named.tools else "--tools")
     ws = Path(workspace).expanduser() if workspace else settings.default_workspace
     if workspace and not ws.is_dir():
         raise InputError(f"workspace {ws} is not a folder: create it or pass another --workspace")
@@ -138,21 +156,36 @@ def build_request(
     return TaskRequest(
         workspace_files=list_workspace(ws),
         workspace_paths=workspace_paths(ws),
-        tool_specs=[CATALOGUE[name].view() for name in chosen],
+        tool_specs=[_private(CATALOGUE[name].view(), settings) for name in chosen.builtins],
+        toolsets=chosen.toolsets,
+        agent=agent or "",
+        instructions=named.instructions if named else "",
         goal=goal,
         stakes=stakes,  # type: ignore[arg-type]
         sensitivity=sensitivity,  # type: ignore[arg-type]
-        tools=chosen,
+        tools=chosen.builtins,
         workspace=str(ws.resolve()),
         max_steps=max_steps or settings.policy.max_steps,
         budget_tokens=budget_tokens,
         source=source,
-        routing=routing_config(settings),
+        routing=_agent_routing(routing_config(settings), named),
         queue_prefix=settings.queue_prefix,
         approvals=ApprovalPolicy(
             risks=settings.approvals.risks, timeout_s=settings.approvals.timeout_s, auto_approve=auto_approve
         ),
     )
+
+
+def _private(view: ToolSpecView, settings: Settings) -> ToolSpecView:
+    """A built-in tool listed in ``[policy] private_tools`` reads private data."""
+    return view.model_copy(update={"private": True}) if view.name in settings.policy.private_tools else view
+
+
+def _agent_routing(routing: RoutingConfig, named: AgentConfig | None) -> RoutingConfig:
+    """The agent's own open model (e.g. a fine-tuned adapter served by vLLM), if it has one."""
+    if named is None or not named.open_model:
+        return routing
+    return routing.model_copy(update={"open": routing.open.model_copy(update={"model": named.open_model})})
 
 
 MAX_LISTED_FILES = 40

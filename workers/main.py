@@ -16,7 +16,11 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.catalogue import CatalogueActivities
+from activities.mcp.toolbox import McpToolbox
 from activities.models import ModelActivities
+from activities.python_tools import PythonToolbox
+from activities.python_tools import load as load_python_tools
 from activities.tools import ToolActivities
 from stakeflow.settings import Settings
 from stakeflow.core.contracts import ROLES, QueueRole, queue_name
@@ -27,14 +31,42 @@ log = logging.getLogger("stakeflow.worker")
 GRACEFUL_SHUTDOWN = timedelta(seconds=20)
 
 
+class Toolboxes:
+    """What the tools role brings beyond the built-ins: MCP sessions and the team's Python tools.
+
+    Python tools are loaded (and refused with the fix) when the worker starts, not when a run needs one.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.mcp = McpToolbox(settings.mcp) if settings.mcp else None
+        self.python = PythonToolbox(load_python_tools(settings.tools.python)) if settings.tools.python else None
+        self.tools = ToolActivities(settings.tools, settings.ledger_dir, mcp=self.mcp, python=self.python)
+        self.catalogue = CatalogueActivities(self.mcp, self.python)
+
+    def tool_queues(self, settings: Settings) -> list[str]:
+        """The tools queue, and the queue of each MCP server configured on this worker."""
+        queues = [queue_name("tools", settings.queue_prefix)]
+        for cfg in settings.mcp.values():
+            if cfg.task_queue and cfg.task_queue not in queues:
+                queues.append(cfg.task_queue)
+        return queues
+
+    async def close(self) -> None:
+        if self.mcp is not None:
+            await self.mcp.close()
+
+
 def build_workers(
-    client: Client, settings: Settings, roles: Sequence[QueueRole], models: ModelActivities
+    client: Client, settings: Settings, roles: Sequence[QueueRole], models: ModelActivities,
+    toolboxes: Toolboxes | None = None,
 ) -> list[Worker]:
-    """One Temporal Worker per queue role, all sharing the same activity instances."""
-    tools = ToolActivities(settings.tools, settings.ledger_dir)
+    """One Temporal Worker per queue (a role's, plus each MCP server's own), sharing the activity instances."""
+    boxes = toolboxes or Toolboxes(settings)
+    tools = boxes.tools
     prefix = settings.queue_prefix
     workers: list[Worker] = []
     for role in roles:
+        queues = [queue_name(role, prefix)]
         kwargs: dict = {}
         if role == "workflows":
             # run_tool is registered here too: fast read-only tools run as local activities.
@@ -42,15 +74,12 @@ def build_workers(
         elif role in ("open", "frontier"):
             kwargs = {"activities": [models.call_model]}
         elif role == "tools":
-            kwargs = {"activities": [tools.run_tool]}
-        workers.append(
-            Worker(
-                client,
-                task_queue=queue_name(role, prefix),
-                graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
-                **kwargs,
+            kwargs = {"activities": [tools.run_tool, boxes.catalogue.describe_tools]}
+            queues = boxes.tool_queues(settings)
+        for queue in queues:
+            workers.append(
+                Worker(client, task_queue=queue, graceful_shutdown_timeout=GRACEFUL_SHUTDOWN, **kwargs)
             )
-        )
     return workers
 
 
@@ -59,14 +88,16 @@ async def run_workers(
 ) -> None:
     """Poll the given queues until ``stop`` is set (or forever), then shut down gracefully."""
     models = ModelActivities(settings)
-    workers = build_workers(client, settings, roles, models)
+    toolboxes = Toolboxes(settings)
+    workers = build_workers(client, settings, roles, models, toolboxes)
     stop = stop or asyncio.Event()
     tasks = [asyncio.create_task(w.run()) for w in workers]
-    log.info("worker polling %s", ", ".join(queue_name(r, settings.queue_prefix) for r in roles))
+    log.info("worker polling %s", ", ".join(sorted({w.task_queue for w in workers})))
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
     await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
     await models.close()
+    await toolboxes.close()
     stopper.cancel()
     for t in tasks:
         if t in done and t.exception() is not None:

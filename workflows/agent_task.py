@@ -40,7 +40,7 @@ with workflow.unsafe.imports_passed_through():
     from stakeflow.core import semconv as sc
     from stakeflow.core.billing import cost_line
     from workflows.approvals import ApprovalGate
-    from workflows.calls import call_model, run_tool
+    from workflows.calls import ToolMayHaveActed, call_model, describe_tools, run_tool
     from workflows.display import checklist
     from workflows.failures import StepFailure, cause_text, error_type, is_cancellation, unavailable
     from workflows.tally import tally
@@ -73,6 +73,8 @@ class AgentTaskWorkflow(ApprovalGate):
         self._req = req
         # The tools as the run started with them; runs from before the snapshot read the catalogue.
         self._specs = {v.name: v for v in req.tool_specs} or {n: CATALOGUE[n].view() for n in CATALOGUE}
+        self._allowed = list(req.tools)  # the run's tools: built-ins, then those described when it plans
+        self._described: list[ToolSpecView] = []
         self._sensitivity = req.sensitivity
         attributes = {
             sc.RUN_ID: workflow.info().workflow_id, sc.SOURCE: req.source,
@@ -109,7 +111,9 @@ class AgentTaskWorkflow(ApprovalGate):
                     KEYS["sensitivity"].value_set(req.sensitivity),
                     KEYS["stakes"].value_set("high" if req.stakes == "high" else "low"),
                     KEYS["awaiting_approval"].value_set(False),
+                    *([KEYS["agent"].value_set(req.agent)] if req.agent else []),
                 ])
+                await self._describe_toolsets()
                 steps, first = await self._plan(result), 1
                 self._progress.phase = "executing"
                 self._progress.total_steps = len(steps)
@@ -147,6 +151,7 @@ class AgentTaskWorkflow(ApprovalGate):
         """Pick up a run that continued as new: its plan and what it has done."""
         self._progress = state.progress or Progress()
         self._sensitivity = state.sensitivity
+        self._add_tools(state.tool_specs)
         result.plan_route = state.plan_route
         return state.plan
 
@@ -155,7 +160,7 @@ class AgentTaskWorkflow(ApprovalGate):
         await workflow.wait_condition(workflow.all_handlers_finished)
         generation = self._req.resume.generation + 1 if self._req.resume else 2
         state = ResumeState(plan=steps, progress=self._progress, sensitivity=self._sensitivity,  # type: ignore[arg-type]
-                            plan_route=result.plan_route, generation=generation)
+                            plan_route=result.plan_route, generation=generation, tool_specs=self._described)
         workflow.continue_as_new(self._req.model_copy(update={"resume": state}))
 
     @contextlib.asynccontextmanager
@@ -211,18 +216,44 @@ class AgentTaskWorkflow(ApprovalGate):
             raise ApplicationError("no workspace given for file tools: pass --workspace DIR",
                                    type=errors.TASK_INVALID, non_retryable=True)
 
+    async def _describe_toolsets(self) -> None:
+        """The tools of each MCP server and of the team's Python tools, described where they run (recorded)."""
+        for ref in self._req.toolsets:
+            what = f"MCP server '{ref.name}'" if ref.kind == "mcp" else "the Python tools"
+            found = await describe_tools(self._req, ref)
+            if found.error is None and not found.tools:
+                found.error = f"no tool matches {', '.join(ref.patterns)}"
+            if found.error is not None:
+                if ref.required:
+                    raise StepFailure(f"{what} is unavailable: {found.error}")
+                self._progress.notices.append(f"went on without {what}'s tools: {found.error}")
+                continue
+            self._add_tools(found.tools)
+
+    def _add_tools(self, views: list[ToolSpecView]) -> None:
+        for view in views:
+            self._specs[view.name] = view
+            if view.name not in self._allowed:
+                self._allowed.append(view.name)
+            if view not in self._described:
+                self._described.append(view)
+
+    def _private_egress(self, spec: ToolSpecView | None) -> bool:
+        """Calling ``spec`` now could carry private data out: the run is private and the tool open-world."""
+        return self._sensitivity == "private" and spec is not None and spec.open_world
+
     async def _plan(self, result: TaskResult) -> list[PlannedStep]:
         req = self._req
         decision = decide_route(self._facts(None, "low"), req.routing, req.queue_prefix)
         result.plan_route = decision
         call = ModelCallRequest(
             purpose="plan",
-            system=prompts.PLAN_SYSTEM,
-            prompt=prompts.plan_prompt(req.goal, self._tool_views(req.tools), req.max_steps, req.workspace_files),
-            examples=prompts.plan_examples(req.goal, self._tool_views(req.tools), req.max_steps),
-            tools=self._tool_views(req.tools),
+            system=prompts.with_role(req.instructions, prompts.PLAN_SYSTEM),
+            prompt=prompts.plan_prompt(req.goal, self._tool_views(self._allowed), req.max_steps, req.workspace_files),
+            examples=prompts.plan_examples(req.goal, self._tool_views(self._allowed), req.max_steps),
+            tools=self._tool_views(self._allowed),
             max_steps=req.max_steps,
-            first_step_tools=first_step_tools(req.goal, req.workspace_paths, self._tool_views(req.tools)),
+            first_step_tools=first_step_tools(req.goal, req.workspace_paths, self._tool_views(self._allowed)),
         )
         record = StepRecord(index=0, title="plan")
         async with self._step_span(0, "plan"):
@@ -244,7 +275,7 @@ class AgentTaskWorkflow(ApprovalGate):
         call = ModelCallRequest(
             purpose="step",
             step=index,
-            system=prompts.STEP_SYSTEM,
+            system=prompts.with_role(req.instructions, prompts.STEP_SYSTEM),
             prompt=prompts.step_prompt(
                 req.goal, index, len(self._progress.steps), planned.title, spec, done,
                 req.workspace_files,
@@ -257,8 +288,19 @@ class AgentTaskWorkflow(ApprovalGate):
         action = reply.action
         record.result = action.result if action else (reply.text or "")
         calls = _unique(action.tool_calls) if action else []
-        if calls and self._needs_approval(decision, spec):
-            record.approval = await self._await_approval(index, record, calls)
+        egress = bool(calls) and self._private_egress(spec)
+        if egress and req.routing.private_egress == "deny":
+            why = f"{spec.name if spec else '?'} is open-world and the run's data is private ([policy] private_egress = deny)"
+            record.tool_results = [ToolResult(tool=c.tool, ok=False, error=f"refused: {why}") for c in calls]
+            record.reason += f"; egress refused: {why}"
+            self._progress.notices.append(f"step {index}: refused to send private data to {spec.name if spec else '?'}")
+            record.status = "tool_error"
+            self._publish()
+            return
+        if egress and req.routing.private_egress == "approve":
+            record.reason += f"; private data to open-world tool {spec.name if spec else '?'}: needs approval"
+        if calls and (self._needs_approval(decision, spec) or (egress and req.routing.private_egress == "approve")):
+            record.approval = await self._await_approval(index, record, calls, exact=egress)
             otel_trace.get_current_span().set_attributes({
                 "stakeflow.approval": record.approval.decision, "stakeflow.approval.by": record.approval.by,
             })
@@ -270,7 +312,8 @@ class AgentTaskWorkflow(ApprovalGate):
         for n, tool_call in enumerate(calls):
             tool_result = await self._run_tool(index, n, tool_call.tool, tool_call.args, label)
             record.tool_results.append(_kept(tool_result))
-            if tool_result.ok and tool_call.tool in req.routing.private_tools and self._sensitivity != "private":
+            private_source = tool_call.tool in req.routing.private_tools or bool(spec and spec.private)
+            if tool_result.ok and private_source and self._sensitivity != "private":
                 self._sensitivity = "private"
                 self._progress.notices.append(
                     f"step {index}: {tool_call.tool} reads a private source, so the rest of the run stays on the open model"
@@ -289,7 +332,7 @@ class AgentTaskWorkflow(ApprovalGate):
         call = ModelCallRequest(
             purpose="answer",
             step=index,
-            system=prompts.ANSWER_SYSTEM,
+            system=prompts.with_role(req.instructions, prompts.ANSWER_SYSTEM),
             prompt=prompts.answer_prompt(req.goal, self._progress.steps),
         )
         record = StepRecord(index=index, title="answer")
@@ -355,6 +398,8 @@ class AgentTaskWorkflow(ApprovalGate):
     async def _run_tool(self, index: int, n: int, tool: str, args: dict, label: str) -> ToolResult:
         try:
             return await run_tool(self._req, index, n, self._specs.get(tool), tool, args, label)
+        except ToolMayHaveActed as e:
+            return ToolResult(tool=tool, ok=False, error=str(e))
         except ActivityError as e:
             if isinstance(e.cause, CancelledError):
                 raise

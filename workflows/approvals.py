@@ -62,10 +62,15 @@ class ApprovalGate:
             return True
         return decision.stakes == "high" and spec is not None and spec.risk in self._req.approvals.risks
 
-    async def _await_approval(self, index: int, record: StepRecord, calls: list[ToolCall]) -> ApprovalRecord:
-        """Pause until a person decides (``approve_step``), or the timeout rejects the step."""
+    async def _await_approval(
+        self, index: int, record: StepRecord, calls: list[ToolCall], *, exact: bool = False
+    ) -> ApprovalRecord:
+        """Pause until a person decides (``approve_step``), or the timeout rejects the step.
+
+        ``exact``: the approver sees every argument whole, as it would be sent (private data about to leave).
+        """
         policy = self._req.approvals
-        what = "; ".join(describe_call(c) for c in calls)
+        what = "; ".join(describe_call(c, exact=exact) for c in calls)
         if policy.auto_approve:
             return ApprovalRecord(decision="auto_approved", by="--auto-approve", at=workflow.now().isoformat(),
                                   waiting_for=what)

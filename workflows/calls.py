@@ -11,14 +11,16 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, CancelledError
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from agents.types import (
         ModelCallRequest, ModelCallResult, ModelEndpoint, RouteDecision, RoutingConfig, TaskRequest, ToolRequest,
-        ToolResult, ToolSpecView,
+        ToolResult, ToolsetRef, ToolsetRequest, ToolsetResult, ToolSpecView,
     )
     from stakeflow.core import errors
-    from stakeflow.core.contracts import CALL_MODEL, RUN_TOOL, queue_name
+    from stakeflow.core.contracts import CALL_MODEL, DESCRIBE_TOOLS, RUN_TOOL, queue_name
 
 
 def model_retry(routing: RoutingConfig) -> RetryPolicy:
@@ -35,6 +37,7 @@ TOOL_RETRY = RetryPolicy(
     maximum_attempts=5,
     non_retryable_error_types=[errors.TOOL_FAILED],
 )
+ONCE = RetryPolicy(maximum_attempts=1)
 # A call nobody picks up fails instead of waiting forever: no worker polls that queue.
 SCHEDULE_TO_START = timedelta(minutes=10)
 MODEL_TIMEOUTS = {"open": timedelta(minutes=5), "frontier": timedelta(minutes=3)}
@@ -54,6 +57,7 @@ async def call_model(
         "reason": decision.reason,
         "escalated": decision.escalated,
         "source": req.source,
+        "agent": req.agent,
         "frontier_model": req.routing.frontier.model,
     })
     parts = [label, decision.route, decision.model or "?"]
@@ -76,6 +80,37 @@ async def call_model(
     )
 
 
+class ToolMayHaveActed(Exception):
+    """A non-idempotent tool's call failed after it may have acted: reported to the model, not retried."""
+
+
+DESCRIBE_TIMEOUT = timedelta(seconds=60)
+DESCRIBE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
+
+
+async def describe_tools(req: TaskRequest, ref: ToolsetRef) -> ToolsetResult:
+    """The ``describe_tools`` activity on the toolset's queue; a failure to get an answer becomes its error.
+
+    A worker must poll that queue within a minute: a server whose worker is not running is a named
+    failure at the run's start, never a run that waits forever.
+    """
+    queue = ref.task_queue or queue_name("tools", req.queue_prefix)
+    what = f"MCP server '{ref.name}'" if ref.kind == "mcp" else "the Python tools"
+    try:
+        return await workflow.execute_activity(
+            DESCRIBE_TOOLS, ToolsetRequest(toolset=ref), result_type=ToolsetResult, task_queue=queue,
+            start_to_close_timeout=DESCRIBE_TIMEOUT, schedule_to_start_timeout=DESCRIBE_TIMEOUT,
+            retry_policy=DESCRIBE_RETRY, summary=f"tools of {what}",
+        )
+    except ActivityError as e:
+        if isinstance(e.cause, CancelledError):
+            raise
+        if isinstance(e.cause, TemporalTimeoutError):
+            return ToolsetResult(error=f"no worker polls {queue} for {what}: run `stakeflow worker --queues tools` "
+                                       "where that server is configured")
+        return ToolsetResult(error=str(getattr(e.cause, "message", e.cause) or e))
+
+
 async def run_tool(
     req: TaskRequest, index: int, n: int, spec: ToolSpecView | None, tool: str, args: dict, label: str
 ) -> ToolResult:
@@ -86,15 +121,26 @@ async def run_tool(
         idempotency_key=f"{wf_id}/{index}/{n}",
     )
     summary = f"{label} · tool · {tool}"
+    tool_req.idempotent = spec.idempotent if spec else True
     if spec is not None and spec.local:
         return await workflow.execute_local_activity(
             RUN_TOOL, tool_req, result_type=ToolResult,
             start_to_close_timeout=timedelta(seconds=60), retry_policy=TOOL_RETRY, summary=summary,
         )
-    return await workflow.execute_activity(
-        RUN_TOOL, tool_req, result_type=ToolResult,
-        task_queue=queue_name("tools", req.queue_prefix),
-        start_to_close_timeout=timedelta(seconds=60),
-        schedule_to_start_timeout=SCHEDULE_TO_START,
-        retry_policy=TOOL_RETRY, summary=summary,
-    )
+    repeatable = spec is None or spec.idempotent
+    try:
+        return await workflow.execute_activity(
+            RUN_TOOL, tool_req, result_type=ToolResult,
+            task_queue=(spec.task_queue if spec else "") or queue_name("tools", req.queue_prefix),
+            start_to_close_timeout=timedelta(seconds=(spec.timeout_s if spec else 60) + 5),
+            schedule_to_start_timeout=SCHEDULE_TO_START,
+            # A tool that is not idempotent is never retried: a second attempt could act twice.
+            retry_policy=TOOL_RETRY if repeatable else ONCE, summary=summary,
+        )
+    except ActivityError as e:
+        if repeatable or isinstance(e.cause, CancelledError):
+            raise
+        raise ToolMayHaveActed(
+            f"{tool} failed ({getattr(e.cause, 'message', e.cause)}) and is not idempotent, so it was not retried: "
+            "it may have acted; check before asking for it again"
+        ) from None

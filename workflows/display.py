@@ -3,6 +3,8 @@ and the one-line form of a tool call an approver sees. Pure rendering, called fr
 
 from __future__ import annotations
 
+import json
+
 from agents.types import Progress, ToolCall
 from stakeflow.core.billing import cost_line
 
@@ -29,8 +31,13 @@ def checklist(progress: Progress, awaiting: dict[int, str], workflow_id: str) ->
     return "\n".join(lines)
 
 
-def describe_call(call: ToolCall) -> str:
-    """``write_file(path='out.md', content='# Summary…')``: what an approver is asked to let happen."""
+def describe_call(call: ToolCall, *, exact: bool = False) -> str:
+    """``write_file(path='out.md', content='# Summary…')``: what an approver is asked to let happen.
+
+    ``exact``: the arguments as JSON, whole — what would leave if the approver says yes.
+    """
+    if exact:
+        return f"{call.tool} {json.dumps(call.args, ensure_ascii=False, sort_keys=True)}"
     args = ", ".join(f"{k}={_preview(v)}" for k, v in call.args.items())
     return f"{call.tool}({args})"
 

@@ -24,11 +24,14 @@ from opentelemetry.trace import SpanKind
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.mcp.sessions import ServerUnavailable
+from activities.mcp.toolbox import CallMayHaveActed, McpToolbox
+from activities.python_tools import PythonToolbox
 from activities.tools.context import ToolContext, ToolExecutor
 from activities.tools.registry import EXECUTORS
 from agents.tools import CATALOGUE
 from agents.types import ToolRequest, ToolResult
-from stakeflow.core.errors import TOOL_FAILED, ToolError
+from stakeflow.core.errors import TOOL_FAILED, TOOL_SERVER_UNAVAILABLE, ToolError
 from stakeflow.core import semconv as sc
 from stakeflow.core.contracts import RUN_TOOL
 from stakeflow.settings import ToolsConfig
@@ -46,11 +49,14 @@ class ToolActivities:
     """
 
     def __init__(
-        self, tools: ToolsConfig, ledger_dir: Path, executors: Mapping[str, ToolExecutor] = EXECUTORS
+        self, tools: ToolsConfig, ledger_dir: Path, executors: Mapping[str, ToolExecutor] = EXECUTORS,
+        *, mcp: McpToolbox | None = None, python: PythonToolbox | None = None,
     ) -> None:
         self._tools = tools
         self._ledger_dir = ledger_dir
         self._executors = executors
+        self._mcp = mcp  # MCP servers' tools: "<server>.<tool>"
+        self._python = python  # the team's Python tools
 
     @activity.defn(name=RUN_TOOL)
     async def run_tool(self, req: ToolRequest) -> ToolResult:
@@ -64,7 +70,12 @@ class ToolActivities:
             },
         ) as span:
             try:
-                result = await self._dispatch(req, self._validate(req))
+                if self._mcp is not None and self._mcp.serves(req.tool):
+                    result = await self._call_mcp(req)
+                elif self._python is not None and self._python.serves(req.tool):
+                    result = await self._python.call(req)
+                else:
+                    result = await self._dispatch(req, self._validate(req))
             except ToolError as e:
                 result = ToolResult(ok=False, error=_cut(str(e)))
             span.set_attributes({sc.STATUS: "ok" if result.ok else "tool_error", "stakeflow.replayed": result.replayed})
@@ -87,6 +98,15 @@ class ToolActivities:
             return spec.args_model.model_validate(req.args)
         except ValidationError as e:
             raise ToolError(_describe_invalid(req.tool, spec.args_model, e)) from None
+
+    async def _call_mcp(self, req: ToolRequest) -> ToolResult:
+        assert self._mcp is not None
+        try:
+            return await self._mcp.call(req, idempotent=req.idempotent)
+        except CallMayHaveActed as e:
+            return ToolResult(ok=False, error=str(e))
+        except (ServerUnavailable, ConnectionError) as e:
+            raise ApplicationError(str(e), type=TOOL_SERVER_UNAVAILABLE) from None  # Temporal retries it
 
     async def _dispatch(self, req: ToolRequest, args: BaseModel) -> ToolResult:
         execute = self._executors.get(req.tool)

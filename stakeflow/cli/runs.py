@@ -28,11 +28,13 @@ SERVICE_CHECK_SECONDS = 2.0
 
 @click.command()
 @click.argument("goal")
-@click.option("--stakes", default="auto", show_default=True, type=click.Choice(STAKES_CHOICES),
-              help="Override the policy's stakes for every step.")
-@click.option("--sensitivity", default="public", show_default=True, type=click.Choice(SENSITIVITY_CHOICES),
-              help="private: no data of this run ever goes to the frontier API.")
-@click.option("--tools", "tools_csv", default=None, help="Comma-separated tools the run may use (default: all enabled).")
+@click.option("--agent", default=None, help="A named agent ([agents.<name>]): its role, tools and defaults.")
+@click.option("--stakes", default=None, type=click.Choice(STAKES_CHOICES),
+              help="Override the policy's stakes for every step (default: the agent's, else auto).")
+@click.option("--sensitivity", default=None, type=click.Choice(SENSITIVITY_CHOICES),
+              help="private: no data of this run ever goes to the frontier API (default: the agent's, else public).")
+@click.option("--tools", "tools_csv", default=None,
+              help="Comma-separated tools or globs the run may use, e.g. read_file,git.* (default: the agent's, else all enabled).")
 @click.option("--workspace", type=click.Path(file_okay=False), default=None,
               help="Folder the file and SQL tools work in (default: $STAKEFLOW_HOME/workspace).")
 @click.option("--max-steps", type=click.IntRange(1, 200), default=None, help="Most steps the plan may have.")
@@ -42,7 +44,8 @@ SERVICE_CHECK_SECONDS = 2.0
 @click.option("--no-wait", is_flag=True, help="Print the ids and return at once.")
 @click.option("--auto-approve", is_flag=True, help="Approve high-risk steps without waiting (recorded as such).")
 @friendly
-def run(goal: str, stakes: str, sensitivity: str, tools_csv: str | None, workspace: str | None,
+def run(goal: str, agent: str | None, stakes: str | None, sensitivity: str | None, tools_csv: str | None,
+        workspace: str | None,
         max_steps: int | None, budget_tokens: int | None, workflow_id: str | None, as_json: bool,
         no_wait: bool, auto_approve: bool) -> None:
     """Run GOAL as a durable agent task."""
@@ -50,7 +53,7 @@ def run(goal: str, stakes: str, sensitivity: str, tools_csv: str | None, workspa
     tools = [t.strip() for t in tools_csv.split(",") if t.strip()] if tools_csv is not None else None
     req = tasks.build_request(settings, goal, stakes=stakes, sensitivity=sensitivity, tools=tools,
                               workspace=workspace, max_steps=max_steps, budget_tokens=budget_tokens,
-                              auto_approve=auto_approve)
+                              auto_approve=auto_approve, agent=agent)
     run_async(_run(settings, req, workflow_id, as_json, no_wait))
 
 

@@ -21,6 +21,7 @@ PROGRESS_QUERY = "progress"
 APPROVE_UPDATE = "approve_step"
 CALL_MODEL = "call_model"
 RUN_TOOL = "run_tool"
+DESCRIBE_TOOLS = "describe_tools"  # an MCP server's or the Python tools' catalogue, when a run plans
 
 # --- task queues ------------------------------------------------------------------------------
 # Four queues, so the parts scale separately: open-model calls run near the GPU, frontier calls
@@ -59,6 +60,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
     Attribute("escalations", "StakeflowEscalations", "Int"),
     Attribute("cost_usd", "StakeflowCostUsd", "Double"),
     Attribute("awaiting_approval", "StakeflowAwaitingApproval", "Bool"),
+    Attribute("agent", "StakeflowAgent", "Keyword"),
 )
 SEARCH_ATTRIBUTES: dict[str, str] = {a.name: a.kind for a in ATTRIBUTES}  # name -> type
 _KEY_FACTORIES = {

@@ -35,6 +35,7 @@ MODEL_AUTH = "ModelAuthError"
 MODEL_REQUEST_REJECTED = "ModelRequestRejected"
 MODEL_UNAVAILABLE = "ModelUnavailable"
 TOOL_FAILED = "ToolFailed"
+TOOL_SERVER_UNAVAILABLE = "ToolServerUnavailable"  # an MCP server could not be reached: retried
 TASK_INVALID = "TaskInvalid"
 STEP_FAILED = "StepFailed"
 BUDGET_EXCEEDED = "BudgetExceeded"

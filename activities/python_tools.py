@@ -1,0 +1,148 @@
+"""A team's own Python functions as tools: loaded, checked and described at start-up, called by run_tool.
+
+A function that cannot be imported, lacks type hints, or declares no risk is refused when the worker (or
+`stakeflow tools`) starts, with the fix, rather than when a run first needs it. Side-effecting calls follow
+the same exactly-once rule as write_file: the idempotency ledger records a call before it runs and its
+output after, so a retry replays the output instead of acting again, and a retry that finds the call
+started but not finished reports that it may have acted instead of guessing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.metadata
+import inspect
+import json
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from agents.types import ToolRequest, ToolResult, ToolsetRef, ToolsetResult, ToolSpecView
+from stakeflow.core.errors import ConfigError
+from stakeflow.tool import WORKSPACE_MARK, ToolDeclaration
+
+ENTRY_POINT_GROUP = "stakeflow.tools"
+
+
+@dataclass(frozen=True)
+class PythonTool:
+    name: str
+    fn: Callable[..., Any]
+    args_model: type[BaseModel]
+    declaration: ToolDeclaration
+    workspace_param: str | None
+    description: str
+    origin: str  # "package.module:function"
+
+    def view(self) -> ToolSpecView:
+        d = self.declaration
+        return ToolSpecView(
+            name=self.name, description=self.description, risk=d.risk,
+            args_schema=self.args_model.model_json_schema(), source="python", open_world=d.open_world,
+            idempotent=d.idempotent, private=d.private, risk_from=f"declared in {self.origin}", timeout_s=d.timeout_s,
+        )
+
+
+def _import(spec: str) -> Callable[..., Any]:
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"python tool '{spec}': write it as \"package.module:function\" in [tools] python")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ConfigError(
+            f"python tool '{spec}' cannot be imported ({e}): install its package in the worker's environment "
+            "or fix the module path in [tools] python"
+        ) from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ConfigError(f"python tool '{spec}': {module_name} has no function {attr}")
+    return fn
+
+
+def build(spec: str, fn: Callable[..., Any]) -> PythonTool:
+    """Check ``fn`` and describe it as a tool; ConfigError naming the fix when it cannot be one."""
+    declaration = getattr(fn, "__stakeflow_tool__", None)
+    if not isinstance(declaration, ToolDeclaration):
+        raise ConfigError(
+            f"python tool '{spec}' declares no risk: decorate it with @stakeflow.tool.tool(risk=\"read_only\" | "
+            "\"side_effect\" | \"irreversible\")"
+        )
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception as e:  # noqa: BLE001 (an unresolvable annotation is the user's to fix)
+        raise ConfigError(f"python tool '{spec}': its type hints do not resolve ({e})") from None
+    fields: dict[str, Any] = {}
+    workspace_param = None
+    for param in inspect.signature(fn).parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise ConfigError(f"python tool '{spec}': *{param.name} cannot be a tool argument: name each argument")
+        hint = hints.get(param.name)
+        if hint is None:
+            raise ConfigError(f"python tool '{spec}' lacks a type hint for '{param.name}': annotate every argument")
+        if WORKSPACE_MARK in getattr(hint, "__metadata__", ()):
+            workspace_param = param.name
+            continue
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields[param.name] = (hint, default)
+    name = declaration.name or fn.__name__
+    args_model = create_model(f"{name}_args", __config__=ConfigDict(extra="forbid"), **fields)
+    description = inspect.getdoc(fn) or f"Call {name}."
+    return PythonTool(name, fn, args_model, declaration, workspace_param, description, spec)
+
+
+def load(specs: list[str]) -> dict[str, PythonTool]:
+    """The configured functions plus those registered under the ``stakeflow.tools`` entry point group."""
+    tools: dict[str, PythonTool] = {}
+    found = [(spec, _import(spec)) for spec in specs]
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            found.append((ep.value, ep.load()))
+        except Exception as e:  # noqa: BLE001 (a broken plug-in is named, not a traceback)
+            raise ConfigError(f"entry point {ep.name} = {ep.value} ({ENTRY_POINT_GROUP}) cannot be loaded: {e}") from None
+    for spec, fn in found:
+        tool = build(spec, fn)
+        if tool.name in tools and tools[tool.name].origin != spec:
+            raise ConfigError(f"python tools {tools[tool.name].origin} and {spec} are both named '{tool.name}'")
+        tools[tool.name] = tool
+    return tools
+
+
+class PythonToolbox:
+    """The worker's Python tools: described for a run, called by run_tool."""
+
+    def __init__(self, tools: dict[str, PythonTool]) -> None:
+        self.tools = tools
+
+    def serves(self, name: str) -> bool:
+        return name in self.tools
+
+    def describe(self, ref: ToolsetRef) -> ToolsetResult:
+        from fnmatch import fnmatchcase
+
+        return ToolsetResult(tools=[
+            t.view() for t in self.tools.values() if any(fnmatchcase(t.name, p) for p in ref.patterns)
+        ])
+
+    async def call(self, req: ToolRequest) -> ToolResult:
+        tool = self.tools[req.tool]
+        try:
+            args = tool.args_model.model_validate(req.args).model_dump()
+        except ValidationError as e:
+            problems = "; ".join(f"'{'.'.join(map(str, x['loc'])) or 'arguments'}': {x['msg']}" for x in e.errors())
+            return ToolResult(ok=False, error=f"invalid arguments for {tool.name}: {problems}")
+        if tool.workspace_param:
+            args[tool.workspace_param] = Path(req.workspace)
+        try:
+            if inspect.iscoroutinefunction(tool.fn):
+                value = await tool.fn(**args)
+            else:
+                value = await asyncio.to_thread(tool.fn, **args)
+        except Exception as e:  # noqa: BLE001 (the function's failure is the model's to see)
+            return ToolResult(ok=False, error=f"{tool.name} failed: {type(e).__name__}: {e}")
+        return ToolResult(output=value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False))

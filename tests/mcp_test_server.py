@@ -1,0 +1,74 @@
+"""A real MCP server for tests (fastmcp), over stdio or Streamable HTTP, that logs every call it receives.
+
+    python tests/mcp_test_server.py stdio LOG
+    python tests/mcp_test_server.py http LOG PORT
+
+Tools, by their annotations:
+- ``echo(text)``    read-only, closed world
+- ``lookup(key)``   read-only, open world (reaches outside: a private run's call needs approval)
+- ``send(text)``    not read-only, not destructive, open world, not idempotent
+- ``note(text)``    NO annotations at all: the MCP defaults (destructive, open world) must apply
+- ``broken()``      read-only; answers with isError
+
+Each call is appended to LOG as one JSON line (tool, arguments), before it is answered: a test reads the
+log to prove what did or did not reach the server.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from fastmcp import FastMCP
+from fastmcp.exceptions import ToolError
+
+mode, log_path = sys.argv[1], sys.argv[2]
+server = FastMCP("stakeflow-test")
+
+
+def _log(tool: str, **args: object) -> None:
+    with open(log_path, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"tool": tool, "args": args}) + "\n")
+
+
+@server.tool(annotations={"readOnlyHint": True, "openWorldHint": False})
+def echo(text: str) -> str:
+    """Repeat the text back."""
+    _log("echo", text=text)
+    return f"echo: {text}"
+
+
+@server.tool(annotations={"readOnlyHint": True, "openWorldHint": True})
+def lookup(key: str) -> str:
+    """Look a key up in an outside directory."""
+    _log("lookup", key=key)
+    return f"{key}: found"
+
+
+@server.tool(annotations={"readOnlyHint": False, "destructiveHint": False, "idempotentHint": False,
+                          "openWorldHint": True})
+def send(text: str) -> str:
+    """Send a message to the outside world."""
+    _log("send", text=text)
+    return "sent"
+
+
+@server.tool
+def note(text: str) -> str:
+    """Write a note somewhere."""
+    _log("note", text=text)
+    return "noted"
+
+
+@server.tool(annotations={"readOnlyHint": True})
+def broken() -> str:
+    """Always fails."""
+    _log("broken")
+    raise ToolError("the directory is down")
+
+
+if __name__ == "__main__":
+    if mode == "http":
+        server.run(transport="http", host="127.0.0.1", port=int(sys.argv[3]), show_banner=False)
+    else:
+        server.run(transport="stdio", show_banner=False)

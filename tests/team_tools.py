@@ -1,0 +1,29 @@
+"""A team's own Python tools, as a user would write them (used by tests/test_python_tools.py)."""
+
+from __future__ import annotations
+
+from stakeflow.tool import Workspace, tool
+
+
+@tool(risk="read_only")
+def word_count(path: str, workspace: Workspace, min_length: int = 1) -> str:
+    """Count the words of a text file in the workspace (words of at least min_length characters)."""
+    words = (workspace / path).read_text(encoding="utf-8").split()
+    return str(sum(1 for w in words if len(w) >= min_length))
+
+
+@tool(risk="side_effect", open_world=True, idempotent=False)
+async def post_update(message: str) -> dict:
+    """Post a status update to the team's chat."""
+    return {"posted": message}
+
+
+def undeclared(text: str) -> str:
+    """A function nobody marked as a tool."""
+    return text
+
+
+@tool(risk="read_only")
+def untyped(text) -> str:  # noqa: ANN001 (the missing hint is the point)
+    """A tool whose argument has no type hint."""
+    return str(text)
