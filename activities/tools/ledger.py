@@ -31,6 +31,7 @@ from stakeflow.core.errors import TOOL_FAILED
 
 # A ledger folder that is not a writable folder is set-up, and no retry will change it.
 _LEDGER_SETUP_ERRORS = (PermissionError, NotADirectoryError, FileExistsError)
+_WRITABLE = "make it a folder the worker can write (it is in the workspace)"
 
 
 def workspace_ledger(ws: Path) -> Path:
@@ -48,7 +49,7 @@ class Ledger:
 
     def read(self) -> dict[str, Any] | None:
         """This key's record in the workspace, or None."""
-        return self._read(self.path, "make it a folder the worker can write (it is in the workspace)")
+        return self._read(self.path, _WRITABLE)
 
     def read_legacy(self) -> dict[str, Any] | None:
         """This key's record as the previous release left it in ``$STAKEFLOW_HOME/ledger``, or None."""
@@ -60,7 +61,7 @@ class Ledger:
         try:
             write_atomically(self.path, json.dumps(entry, sort_keys=True).encode("utf-8"))
         except _LEDGER_SETUP_ERRORS as e:
-            raise _unusable(self.path.parent, e, "make it a folder the worker can write (it is in the workspace)") from None
+            raise _unusable(self.path.parent, e, _WRITABLE) from None
 
     @staticmethod
     def _read(path: Path, fix: str) -> dict[str, Any] | None:

@@ -91,11 +91,14 @@ def _write_file(ctx: ToolContext, args: WriteFileArgs, cancelled: threading.Even
                 f"({entry.get('path')}): every write needs its own key"
             )
         if entry is not None and entry.get("status") == "done":
-            log.info("write_file %s: already done (by an earlier attempt, maybe on another host); not writing again", key)
+            log.info("write_file %s: already done (by an earlier attempt, maybe on another host); "
+                     "not writing again", key)
             return ToolResult.model_validate(entry["result"]).model_copy(update={"replayed": True})
-        if entry is not None and "original_size" in entry and _appended_at(target, int(entry["original_size"]), facts):
-            # The previous release's "pending" append: it landed where that release recorded.
-            return _done(ledger, facts, _appended(args.path, len(data), int(entry["original_size"]) + len(data)))
+        if entry is not None and "original_size" in entry:
+            # The previous release's "pending" append: done if it landed where that release recorded.
+            original = int(entry["original_size"])
+            if _appended_at(target, original, facts):
+                return _done(ledger, facts, _appended(args.path, len(data), original + len(data)))
         return _write(ledger, facts, intent, target, args, data)
 
 
