@@ -7,11 +7,12 @@ then the defaults here. Secrets (API keys) come from the environment only.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from agents.types import Dialect, Risk
@@ -73,11 +74,38 @@ class WriteFileConfig(_Section):
     max_bytes: int = Field(default=1_000_000, ge=1)
 
 
+# A DuckDB size ("512MB", "1.5GiB"); checked here, so a typo fails at start, not in every query.
+_DUCKDB_SIZE = re.compile(r"\d+(\.\d+)?\s*(b|kb|mb|gb|tb|kib|mib|gib|tib)", re.IGNORECASE)
+
+
 class SqlQueryConfig(_Section):
-    """``[tools.sql_query]``."""
+    """``[tools.sql_query]``: each query's limits (its own in-memory DuckDB)."""
 
     max_rows: int = Field(default=200, ge=1)
     timeout_s: float = Field(default=20.0, gt=0)
+    memory_limit: str = "512MB"
+    threads: int = Field(default=1, ge=1, le=256)
+    # Where a query may spill what does not fit in memory_limit (an absolute path, e.g. a folder under
+    # the worker's STAKEFLOW_HOME); each query gets its own subfolder, removed after it. Unset: nothing
+    # spills, and a query that needs more than memory_limit fails.
+    temp_directory: Path | None = None
+    max_temp_size: str = "1GB"  # what one query may spill to temp_directory
+
+    @field_validator("memory_limit", "max_temp_size")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        if not _DUCKDB_SIZE.fullmatch(value.strip()):
+            raise ValueError(f"'{value}' is not a size: write it like 512MB or 2GB")
+        return value.strip()
+
+    @field_validator("temp_directory")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.expanduser().is_absolute():
+            raise ValueError(
+                f"temp_directory '{value}' is relative: give an absolute path, e.g. ~/.local/share/stakeflow/sql-spill"
+            )
+        return value.expanduser() if value is not None else None
 
 
 class ApprovalsConfig(_Section):
@@ -204,7 +232,11 @@ class Settings(BaseSettings):
 
     @property
     def ledger_dir(self) -> Path:
-        """Where side-effecting tools record what they did, keyed by idempotency key."""
+        """Where the previous release's tools recorded their side effects, on each host.
+
+        Read only, for calls of runs in flight across the upgrade: the ledger now lives in each
+        workspace (``.stakeflow/ledger``), where every host that writes the files sees it.
+        """
         return self.home / "ledger"
 
     @property

@@ -83,7 +83,7 @@ async def test_sigkill_mid_run_then_new_worker_finishes_with_one_side_effect(cli
 
     assert result.status == "completed" and result.answer == "done"
     assert (workspace / "log.txt").read_text() == "entry\n"  # exactly once
-    assert len(list((tmp_path / "home" / "ledger").glob("*.json"))) == 1
+    assert len(list((workspace / ".stakeflow" / "ledger").glob("*.json"))) == 1
     assert [s.status for s in result.steps] == ["ok", "ok"]
     assert result.steps[1].result == "42"
     assert len(step2_calls) == 2  # the lost attempt, then the retry on the new worker

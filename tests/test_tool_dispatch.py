@@ -6,6 +6,10 @@ the output cap, and the ``execute_tool`` span every call leaves.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -72,6 +76,38 @@ async def test_output_is_cut_to_the_history_limit(ws: Path) -> None:
 
 
 
+async def test_a_tool_call_heartbeats_while_it_runs() -> None:
+    # A worker that dies (or stalls) mid-call is noticed within the activity's heartbeat timeout
+    # instead of its 60 s start-to-close timeout: the call's retry goes elsewhere sooner.
+    async def slow(args: CalculatorArgs, ctx: ToolContext) -> ToolResult:
+        await asyncio.sleep(1.0)
+        return ToolResult(output="slow")
+
+    acts = ToolActivities(ToolsConfig(), Path("/nonexistent-ledger"), executors={"calculator": slow})
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, heartbeat_timeout=timedelta(seconds=0.3))
+    beats: list[float] = []
+    env.on_heartbeat = lambda *details: beats.append(time.monotonic())
+    result = await env.run(acts.run_tool, ToolRequest(tool="calculator", args={"expression": "1"}))
+    assert result.output == "slow"
+    assert len(beats) >= 5  # every 0.1 s (a third of the timeout) over 1 s
+
+
+async def test_a_local_tool_call_does_not_heartbeat() -> None:
+    # Local activities cannot heartbeat; their timeout is the workflow task's business.
+    async def slow(args: CalculatorArgs, ctx: ToolContext) -> ToolResult:
+        await asyncio.sleep(0.5)
+        return ToolResult(output="slow")
+
+    acts = ToolActivities(ToolsConfig(), Path("/nonexistent-ledger"), executors={"calculator": slow})
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, heartbeat_timeout=timedelta(seconds=0.3), is_local=True)
+    beats: list[object] = []
+    env.on_heartbeat = lambda *details: beats.append(details)
+    result = await env.run(acts.run_tool, ToolRequest(tool="calculator", args={"expression": "1"}))
+    assert (result.output, beats) == ("slow", [])
+
+
 # --- registration ---------------------------------------------------------------------------
 
 
@@ -94,7 +130,9 @@ async def test_executor_is_looked_up_by_name_and_given_the_validated_args_and_co
     assert seen == [
         (
             CalculatorArgs(expression="1+1"),
-            ToolContext(workspace="/some/ws", config=config, ledger_dir=tmp_path / "ledger", idempotency_key="w/1/0"),
+            ToolContext(
+                workspace="/some/ws", config=config, legacy_ledger_dir=tmp_path / "ledger", idempotency_key="w/1/0"
+            ),
         )
     ]
 

@@ -7,6 +7,7 @@ resolve somewhere chosen, it swaps the event loop's resolver, the one the tool u
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import shutil
 import socket
 import ssl
@@ -19,6 +20,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from activities.tools.http_get import _internal_kind
 from stakeflow.settings import HttpGetConfig, ToolsConfig
 from tests.tool_cases import refused, run, tools_config
 
@@ -99,6 +101,46 @@ async def test_http_get_refuses_loopback_by_default(port: int) -> None:
 async def test_http_get_refuses_ipv4_mapped_loopback(port: int) -> None:
     error = refused(await run("http_get", {"url": f"http://[::ffff:127.0.0.1]:{port}/hello"}, config=_http()))
     assert error.startswith("host '::ffff:127.0.0.1' resolves to ::ffff:7f00:1, a loopback address")
+
+
+@pytest.mark.parametrize(
+    ("host", "kind", "embedded"),
+    [
+        ("2002:7f00:1::1", "loopback", "127.0.0.1 inside a 6to4 address"),
+        ("2002:a00:1::1", "private", "10.0.0.1 inside a 6to4 address"),
+        # Teredo: the client's IPv4 is the last 32 bits, inverted (0x80fffffe ^ 0xffffffff = 127.0.0.1).
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", "loopback", "127.0.0.1 inside a Teredo address"),
+        ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "private", "10.0.0.1 inside a Teredo address"),
+        ("64:ff9b::7f00:1", "loopback", "127.0.0.1 inside a NAT64 address"),
+        ("64:ff9b::a9fe:a9fe", "link-local", "169.254.169.254 inside a NAT64 address"),
+        ("::7f00:1", "loopback", "127.0.0.1 inside an IPv4-compatible address"),
+        ("::ffff:a00:1", "private", "10.0.0.1 inside an IPv4-mapped address"),
+    ],
+)
+async def test_http_get_refuses_internal_ipv4_embedded_in_ipv6(host: str, kind: str, embedded: str) -> None:
+    # Literal addresses: no resolver involved, so exactly what a model could put in a URL.
+    error = refused(await run("http_get", {"url": f"http://[{host}]:8080/"}, config=_http()))
+    address = ipaddress.ip_address(host)
+    assert error == (
+        f"host '{host}' resolves to {address}, a {kind} address ({embedded}), and internal addresses are "
+        f"refused: if you trust it, list '{host}' exactly in {ALLOW_HOSTS}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("address", "kind"),
+    [
+        ("2002:808:808::1", None),  # 6to4 of a public address: a tunnel endpoint on the internet
+        ("64:ff9b::808:808", None),  # NAT64 of a public address: how an IPv6-only network reaches it
+        ("::ffff:808:808", None),
+        ("2001:0:4136:e378:8000:63bf:f7f7:f7f7", "private"),  # Teredo of 8.8.8.8: 2001::/32 itself is not global
+        ("64:ff9b:1::a00:1", "private"),  # local-use NAT64 (RFC 8215): where the IPv4 sits is the network's choice
+        ("2606:4700::1111", None),
+    ],
+)
+def test_http_get_classifies_the_ipv6_address_after_its_embedded_ipv4(address: str, kind: str | None) -> None:
+    found = _internal_kind(ipaddress.ip_address(address))
+    assert (found[0] if found else None) == kind
 
 
 async def test_http_get_fetches_an_allowlisted_host(port: int) -> None:

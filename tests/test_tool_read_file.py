@@ -72,3 +72,18 @@ async def test_file_tools_need_a_workspace(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
     error = refused(await run("sql_query", {"query": "SELECT 1"}, workspace=missing))
     assert error == f"the workspace {missing} is not a folder: create it (mkdir -p {missing}) or use another workspace"
+
+
+async def test_read_file_refuses_a_symlink_loop_and_lists_the_folder(ws: Path) -> None:
+    # a -> b -> a: resolving it raises (RuntimeError on 3.11, OSError ELOOP later); the model must
+    # see a refusal naming the file, not a run failed after five retries.
+    (ws / "a").symlink_to(ws / "b")
+    (ws / "b").symlink_to(ws / "a")
+    (ws / "notes.txt").write_text("notes")
+    for path in ["a", "a/inside.txt"]:
+        error = refused(await run("read_file", {"path": path}, workspace=ws))
+        assert error == (
+            f"'{path}' goes through a symbolic link that loops (a link that leads back to itself): "
+            "remove or fix the link, or give another path"
+        )
+    assert (await run("read_file", {"path": "notes.txt"}, workspace=ws)).output == "notes"

@@ -7,6 +7,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from stakeflow.settings import SqlQueryConfig, ToolsConfig
 from tests.tool_cases import refused, run, tools_config, ws  # noqa: F401 (ws is a fixture)
 
 SALES_CSV = "region,amount\neast,10\nwest,5.5\neast,7.25\nnorth,3\n"
@@ -137,3 +138,52 @@ async def test_sql_query_reads_json_lines_and_names_the_files_it_could_not_read(
         "Tables: events.jsonl, events. Files DuckDB could not read: broken.parquet (Invalid Input Error: "
         f"File '{(ws / 'broken.parquet').resolve()}' too small to be a Parquet file)"
     )
+
+
+async def test_sql_query_skips_a_symlink_loop_in_the_workspace(ws: Path) -> None:
+    (ws / "a.csv").symlink_to(ws / "b.csv")
+    (ws / "b.csv").symlink_to(ws / "a.csv")
+    (ws / "sales.csv").write_text(SALES_CSV)
+    result = await run("sql_query", {"query": "SELECT count(*) AS n FROM sales"}, workspace=ws)
+    assert result.output == "n\n4\n(1 row)"
+    error = refused(await run("sql_query", {"query": "SELECT * FROM 'a.csv'"}, workspace=ws))
+    assert error.endswith("Tables: sales.csv, sales")
+
+
+async def test_sql_query_over_the_memory_limit_names_the_cap(ws: Path) -> None:
+    config = ToolsConfig(sql_query=SqlQueryConfig(memory_limit="16MB"))
+    query = "SELECT count(*) FROM (SELECT DISTINCT range::VARCHAR || repeat('x', 50) FROM range(3000000))"
+    error = refused(await run("sql_query", {"query": query}, workspace=ws, config=config))
+    assert error.startswith(
+        "the query needs more memory than [tools.sql_query] memory_limit (16MB) allows: narrow it "
+        "(WHERE, fewer columns, GROUP BY, LIMIT), or raise memory_limit in [tools.sql_query] in stakeflow.toml"
+    )
+    assert "could not allocate" in error or "failed to" in error  # DuckDB's own words follow
+
+
+async def test_sql_query_runs_under_the_configured_caps(ws: Path) -> None:
+    config = ToolsConfig(sql_query=SqlQueryConfig(memory_limit="64MB", threads=2))
+    query = "SELECT current_setting('memory_limit') AS memory, current_setting('threads') AS threads"
+    result = await run("sql_query", {"query": query}, workspace=ws, config=config)
+    assert result.output == "memory | threads\n61.0 MiB | 2\n(1 row)"
+
+
+async def test_sql_query_over_the_spill_limit_names_that_cap_and_cleans_up(tmp_path: Path, ws: Path) -> None:
+    spill = tmp_path / "spill"
+    config = ToolsConfig(sql_query=SqlQueryConfig(memory_limit="16MB", temp_directory=spill, max_temp_size="1MB"))
+    query = "SELECT count(*) FROM (SELECT DISTINCT range::VARCHAR || repeat('x', 50) FROM range(3000000))"
+    error = refused(await run("sql_query", {"query": query}, workspace=ws, config=config))
+    assert error.startswith(
+        "the query spilled more than [tools.sql_query] max_temp_size (1MB) to disk: narrow it "
+        "(WHERE, fewer columns, GROUP BY, LIMIT), or raise max_temp_size in [tools.sql_query] in stakeflow.toml ("
+    )
+    assert list(spill.iterdir()) == []  # the query's own spill folder is gone
+
+
+async def test_sql_query_spills_to_the_temp_directory_when_one_is_set(tmp_path: Path, ws: Path) -> None:
+    config = ToolsConfig(sql_query=SqlQueryConfig(temp_directory=tmp_path / "spill"))
+    result = await run("sql_query", {"query": "SELECT current_setting('temp_directory') AS t"}, workspace=ws,
+                       config=config)
+    spill = result.output.splitlines()[1]
+    assert Path(spill).parent == tmp_path / "spill" and Path(spill).name.startswith("sql-")
+    assert not Path(spill).exists()

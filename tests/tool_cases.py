@@ -1,4 +1,4 @@
-"""What the tool tests share: a workspace, a ledger folder, one direct run_tool call, a refusal, limits.
+"""What the tool tests share: a workspace, a home ledger folder, one direct run_tool call, a refusal, limits.
 
 Imported by name into the test modules that use them (fixtures included), not put in conftest.py:
 a reader of a test sees where each of these comes from.
@@ -24,9 +24,9 @@ def ws(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def ledger_dir(tmp_path: Path) -> Path:
-    """A ledger folder that does not exist yet (write_file creates it)."""
-    return tmp_path / "ledger"
+def home_ledger(tmp_path: Path) -> Path:
+    """The previous release's per-host ledger folder ($STAKEFLOW_HOME/ledger); not there until a test makes it."""
+    return tmp_path / "home" / "ledger"
 
 
 async def run(
@@ -36,10 +36,10 @@ async def run(
     workspace: Path | str = "",
     key: str = "",
     config: ToolsConfig | None = None,
-    ledger_dir: Path | None = None,
+    home_ledger: Path | None = None,
 ) -> ToolResult:
     """One run_tool call, made directly on a fresh ToolActivities with the built-in tools."""
-    acts = ToolActivities(config or ToolsConfig(), ledger_dir or Path("/nonexistent-ledger"))
+    acts = ToolActivities(config or ToolsConfig(), home_ledger or Path("/nonexistent-ledger"))
     req = ToolRequest(run_id="run-1", tool=tool, args=args, workspace=str(workspace), idempotency_key=key)
     return await acts.run_tool(req)
 

@@ -111,14 +111,37 @@ async def describe_tools(req: TaskRequest, ref: ToolsetRef) -> ToolsetResult:
         return ToolsetResult(error=str(getattr(e.cause, "message", e.cause) or e))
 
 
+def idempotency_key(info: workflow.Info, index: int, n: int) -> str:
+    """``<workflow id>/<run id>/<step>/<call>``: the same for every attempt of one call, and only for it.
+
+    Every attempt of an activity belongs to one run, so the run id keeps a call apart from its
+    look-alikes: a later run that reuses the workflow id (after retention, or from a client that allows
+    duplicates) starts from step 1 again, and a run made by a reset re-runs the steps after its reset
+    point; both make new calls, which must write. The first execution run id would not do for the
+    second: Temporal documents it as "the very first runId along the chain of ContinueAsNew, Retry,
+    Cron and Reset" (WorkflowExecutionStartedEventAttributes), and the dev server here (CLI 1.9.1,
+    server 1.32) shows a reset run with the chain's first run id, so a reset run's writes would replay
+    (or, with other content, be refused as) the old run's. Continue-as-new changes the run id, which
+    costs nothing: a run continues as new only between steps, never with a call in flight, and step
+    numbers carry on across it. Keys of the previous release (``<workflow id>/<step>/<call>``), in
+    calls already in history, are still honoured by the tools.
+    """
+    return f"{info.workflow_id}/{info.run_id}/{index}/{n}"
+
+
 async def run_tool(
     req: TaskRequest, index: int, n: int, spec: ToolSpecView | None, tool: str, args: dict, label: str
 ) -> ToolResult:
-    """One ``run_tool`` call: a local activity for fast read-only tools, else on the tools queue."""
-    wf_id = workflow.info().workflow_id
+    """One ``run_tool`` call: a local activity for fast read-only tools, else on the tool's queue.
+
+    On a queue the call heartbeats (``activities/tools/dispatcher.py``), so a worker that dies or stalls
+    mid-call is noticed after the run's ``heartbeat_timeout_s``, not the call's timeout.
+    """
+    info = workflow.info()
+    wf_id = info.workflow_id
     tool_req = ToolRequest(
         run_id=wf_id, step=index, call_index=n, tool=tool, args=args, workspace=req.workspace,
-        idempotency_key=f"{wf_id}/{index}/{n}",
+        idempotency_key=idempotency_key(info, index, n),
     )
     summary = f"{label} · tool · {tool}"
     tool_req.idempotent = spec.idempotent if spec else True
@@ -133,6 +156,7 @@ async def run_tool(
             RUN_TOOL, tool_req, result_type=ToolResult,
             task_queue=(spec.task_queue if spec else "") or queue_name("tools", req.queue_prefix),
             start_to_close_timeout=timedelta(seconds=(spec.timeout_s if spec else 60) + 5),
+            heartbeat_timeout=timedelta(seconds=req.heartbeat_timeout_s),
             schedule_to_start_timeout=SCHEDULE_TO_START,
             # A tool that is not idempotent is never retried: a second attempt could act twice.
             retry_policy=TOOL_RETRY if repeatable else ONCE, summary=summary,

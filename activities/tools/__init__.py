@@ -5,8 +5,9 @@
 - ``registry``: tool name -> executor, where a new tool is registered;
 - ``context``: what an executor is given (``ToolContext``) and its shape (``ToolExecutor``);
 - one module per tool: ``calculator``, ``http_get``, ``read_file``, ``sql_query``, ``write_file``;
-- what several tools share: ``workspace`` (confinement to the run's folder) and ``ledger``
-  (the idempotency ledger, atomic writes).
+- what several tools share: ``workspace`` (confinement to the run's folder), ``ledger`` (the
+  idempotency ledger, kept in the workspace; atomic writes) and ``file_lock`` (one writer at a time
+  per workspace file, across processes and hosts).
 """
 
 from activities.tools.calculator import calculate

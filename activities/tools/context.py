@@ -22,8 +22,10 @@ class ToolContext:
 
     workspace: str  # the run's workspace folder as the request names it; "" = the run has none
     config: ToolsConfig  # the worker's [tools] settings; each tool reads its own section
-    ledger_dir: Path  # where side-effecting tools record what they did, by idempotency key
-    idempotency_key: str = ""  # "<workflow id>/<step>/<call>": the same for every retry of this call
+    # The previous release's per-host ledger ($STAKEFLOW_HOME/ledger), read for calls of runs in flight
+    # across the upgrade; records are now written with the data (see activities/tools/ledger.py).
+    legacy_ledger_dir: Path
+    idempotency_key: str = ""  # "<workflow id>/<run id>/<step>/<call>": the same for every retry of this call
 
 
 # An executor takes the validated arguments (the tool's args_model from the catalogue) and the

@@ -7,6 +7,10 @@ Exceptions are left for the worker's own trouble: an OSError in the ledger propa
 Temporal retries it, and what no retry can fix raises a non-retryable ``ApplicationError``
 of type ``TOOL_FAILED``.
 
+A call on the tools queue heartbeats while its tool runs: a worker that dies or stalls mid-call is
+noticed within the activity's heartbeat timeout, not its 60 s start-to-close timeout, and the
+retry (maybe on another host) starts that much sooner. Local activities cannot heartbeat.
+
 Every output is cut to ``MAX_OUTPUT_CHARS`` so a big page or table never lands in
 workflow history whole. The tools themselves live one per module next to this one; this
 module owns what is the same for all of them: validation, the span, timing and the cap.
@@ -14,8 +18,9 @@ module owns what is the same for all of them: validation, the span, timing and t
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
@@ -42,18 +47,20 @@ MAX_OUTPUT_CHARS = 20_000
 
 
 class ToolActivities:
-    """The ``run_tool`` activity, bound to the worker's tool limits and ledger folder.
+    """The ``run_tool`` activity, bound to the worker's tool limits.
 
-    ``executors`` maps a tool's name to the coroutine that runs it; the built-in tools'
-    (``activities/tools/registry.py``) unless a worker brings its own.
+    ``legacy_ledger_dir`` is the per-host ledger of the previous release (``$STAKEFLOW_HOME/ledger``),
+    only read: records are kept in each workspace now. ``executors`` maps a tool's name to the
+    coroutine that runs it; the built-in tools' (``activities/tools/registry.py``) unless a worker
+    brings its own.
     """
 
     def __init__(
-        self, tools: ToolsConfig, ledger_dir: Path, executors: Mapping[str, ToolExecutor] = EXECUTORS,
+        self, tools: ToolsConfig, legacy_ledger_dir: Path, executors: Mapping[str, ToolExecutor] = EXECUTORS,
         *, mcp: McpToolbox | None = None, python: PythonToolbox | None = None,
     ) -> None:
         self._tools = tools
-        self._ledger_dir = ledger_dir
+        self._legacy_ledger_dir = legacy_ledger_dir
         self._executors = executors
         self._mcp = mcp  # MCP servers' tools: "<server>.<tool>"
         self._python = python  # the team's Python tools
@@ -117,8 +124,26 @@ class ToolActivities:
                 type=TOOL_FAILED,
                 non_retryable=True,
             )
-        ctx = ToolContext(req.workspace, self._tools, self._ledger_dir, idempotency_key=req.idempotency_key)
-        return await execute(args, ctx)
+        ctx = ToolContext(req.workspace, self._tools, self._legacy_ledger_dir, idempotency_key=req.idempotency_key)
+        return await _heartbeating(execute(args, ctx))
+
+
+async def _heartbeating(call: Awaitable[ToolResult]) -> ToolResult:
+    """Await the tool, heartbeating three times per heartbeat timeout (the SDK throttles what it sends)."""
+    info = activity.info() if activity.in_activity() else None
+    if info is None or info.is_local or not info.heartbeat_timeout:
+        return await call
+    every = info.heartbeat_timeout.total_seconds() / 3
+    task = asyncio.ensure_future(call)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=every)
+            if done:
+                return task.result()
+            activity.heartbeat()
+    finally:
+        if not task.done():
+            task.cancel()  # the attempt was cancelled: so is the tool (write_file then stops waiting for its lock)
 
 
 def _capped(result: ToolResult) -> ToolResult:

@@ -99,10 +99,12 @@ async def _vet_host(url: httpx.URL, allow_hosts: list[str]) -> str:
     if listed != "exact":
         # Wildcards do not vouch for internal addresses: *.example.com may resolve to 10.0.0.5.
         for address in addresses:
-            kind = _internal_kind(address)
-            if kind:
+            internal = _internal_kind(address)
+            if internal:
+                kind, embedded = internal
+                inside = f" ({embedded})" if embedded else ""
                 raise ToolError(
-                    f"host '{host}' resolves to {address}, a {kind} address, and internal addresses are "
+                    f"host '{host}' resolves to {address}, a {kind} address{inside}, and internal addresses are "
                     f"refused: if you trust it, list '{host}' exactly in {_ALLOW_HOSTS}"
                 )
     return str(addresses[0])
@@ -128,10 +130,59 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _internal_kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    for kind in ("loopback", "private", "link_local", "multicast", "reserved", "unspecified"):
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052: the IPv4 address is the last 32 bits
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215: where the IPv4 sits is the network's choice
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated (RFC 4291), still routed by some stacks
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _internal_kind(address: Address) -> tuple[str, str] | None:
+    """(kind, what it embeds) when ``address`` is internal, or an IPv4 address inside it is; else None.
+
+    An IPv6 address can carry an IPv4 one that the network delivers to: 6to4 (2002::/16),
+    Teredo (2001::/32, the client's address inverted in the last 32 bits; its server's in bits 32-63),
+    NAT64 (64:ff9b::/96), IPv4-mapped and IPv4-compatible forms. Python classifies 2002:7f00:1::1 as
+    global, yet it reaches 127.0.0.1 through a 6to4 relay: so every embedded IPv4 is classified first.
+    The translated forms (mapped, NAT64) are that IPv4 address and nothing else; the tunnelled ones
+    (6to4, Teredo, compatible) must pass as IPv6 addresses too.
+    """
+    if isinstance(address, ipaddress.IPv6Address):
+        translated, tunnelled = _embedded_ipv4(address)
+        for inner, form in translated + tunnelled:
+            kind = _kind_of(inner)
+            if kind:
+                return kind, f"{inner} inside {form} address"
+        if translated:
+            return None
+        if address in _NAT64_LOCAL:
+            return "private", ""
+    kind = _kind_of(address)
+    return (kind, "") if kind else None
+
+
+_Embedded = list[tuple[ipaddress.IPv4Address, str]]
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> tuple[_Embedded, _Embedded]:
+    """(translated, tunnelled): the IPv4 addresses ``address`` carries, each with the form's name."""
+    low32 = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address.ipv4_mapped is not None:
+        return [(address.ipv4_mapped, "an IPv4-mapped")], []
+    if address in _NAT64:
+        return [(low32, "a NAT64")], []
+    if address.sixtofour is not None:
+        return [], [(address.sixtofour, "a 6to4")]
+    if address.teredo is not None:
+        server, client = address.teredo
+        return [], [(client, "a Teredo"), (server, "a Teredo")]
+    if address in _IPV4_COMPATIBLE and int(address) > 1:  # not :: or ::1, which are themselves
+        return [], [(low32, "an IPv4-compatible")]
+    return [], []
+
+
+def _kind_of(address: Address) -> str | None:
+    # The specific kinds first: 169.254.169.254 is private too, but link-local says what it is.
+    for kind in ("loopback", "link_local", "unspecified", "multicast", "private", "reserved"):
         if getattr(address, f"is_{kind}"):
             return kind.replace("_", "-")
     return None if address.is_global else "non-public"

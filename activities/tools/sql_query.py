@@ -2,14 +2,18 @@
 
 Each call gets its own in-memory DuckDB, shut off (by ``stakeflow.readonly_sql``, the project's
 one lock-down) from every file but the workspace's data files, from extensions and from the
-network, and capped in memory and threads. The query runs in a thread and is interrupted at
-``[tools.sql_query] timeout_s``: a model's runaway join must not hold the worker.
+network, and capped in memory, threads and spill space (``[tools.sql_query] memory_limit``,
+``threads``, ``temp_directory``, ``max_temp_size``): one query must not take the worker's memory
+or disk. A query that hits a cap is told which one, and how to raise it. The query runs in a thread
+and is interrupted at ``[tools.sql_query] timeout_s``: a model's runaway join must not hold the worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,7 @@ from typing import Any
 import duckdb
 
 from activities.tools.context import ToolContext
-from activities.tools.workspace import resolve_workspace
+from activities.tools.workspace import is_records, real_path, resolve_workspace
 from agents.tools import SqlQueryArgs
 from agents.types import ToolResult
 from stakeflow.core.errors import ToolError
@@ -25,11 +29,13 @@ from stakeflow.readonly_sql import (
     SQLLimits,
     SQLRefused,
     first_paragraph,
+    is_resource_error,
     lock_down,
     quote_ident,
     quote_literal,
     read_statement,
 )
+from stakeflow.settings import SqlQueryConfig
 
 _SQL_READERS = {
     ".csv": "read_csv",
@@ -47,8 +53,11 @@ async def execute(args: SqlQueryArgs, ctx: ToolContext) -> ToolResult:
     """Run ``sql_query``, stopping the query at the configured timeout."""
     cfg = ctx.config.sql_query
     ws = await asyncio.to_thread(resolve_workspace, ctx.workspace)
+    # Its own spill folder: concurrent queries never share one, and what a killed query left is
+    # easy to tell apart (and remove).
+    spill = cfg.temp_directory / f"sql-{uuid.uuid4().hex}" if cfg.temp_directory is not None else None
     con = duckdb.connect(":memory:")
-    task = asyncio.ensure_future(asyncio.to_thread(_run_sql, con, ws, args.query, cfg.max_rows))
+    task = asyncio.ensure_future(asyncio.to_thread(_run_sql, con, ws, args.query, cfg, spill))
     try:
         return await asyncio.wait_for(asyncio.shield(task), cfg.timeout_s)
     except TimeoutError:
@@ -65,15 +74,28 @@ async def execute(args: SqlQueryArgs, ctx: ToolContext) -> ToolResult:
         if not task.cancelled():
             task.exception()  # reported above already; read it so asyncio does not log it
         con.close()
+        if spill is not None:
+            shutil.rmtree(spill, ignore_errors=True)
 
 
-def _run_sql(con: duckdb.DuckDBPyConnection, ws: Path, query: str, max_rows: int) -> ToolResult:
+def _run_sql(
+    con: duckdb.DuckDBPyConnection, ws: Path, query: str, cfg: SqlQueryConfig, spill: Path | None
+) -> ToolResult:
     """Check, sandbox and run one query on ``con`` (blocking; runs in a thread)."""
+    max_rows = cfg.max_rows
     try:
         statement = read_statement(query)
     except SQLRefused as e:
         raise ToolError(str(e)) from None
-    tables, skipped = _expose_workspace(con, ws)
+    if spill is not None:
+        spill.mkdir(parents=True, exist_ok=True)
+    limits = SQLLimits(
+        memory_limit=cfg.memory_limit,
+        threads=cfg.threads,
+        temp_directory=str(spill) if spill is not None else None,
+        max_temp_directory_size=cfg.max_temp_size,
+    )
+    tables, skipped = _expose_workspace(con, ws, limits)
     try:
         relation = con.sql(statement)
         rows = relation.limit(max_rows + 1).fetchall()
@@ -81,6 +103,8 @@ def _run_sql(con: duckdb.DuckDBPyConnection, ws: Path, query: str, max_rows: int
     except duckdb.InterruptException:
         raise
     except duckdb.Error as e:
+        if is_resource_error(e):
+            raise ToolError(_cap_error(e, cfg)) from None
         raise ToolError(_sql_error(e, tables, skipped)) from None
     text = _format_table(relation.columns, rows[:max_rows])
     if total <= max_rows:
@@ -92,7 +116,7 @@ def _run_sql(con: duckdb.DuckDBPyConnection, ws: Path, query: str, max_rows: int
     return ToolResult(output=f"{text}\n{note}", truncated=True)
 
 
-def _expose_workspace(con: duckdb.DuckDBPyConnection, ws: Path) -> tuple[list[str], list[str]]:
+def _expose_workspace(con: duckdb.DuckDBPyConnection, ws: Path, limits: SQLLimits) -> tuple[list[str], list[str]]:
     """Shut DuckDB off from everything but the workspace's data files, then make each file a view.
 
     Locked down first, so the caps and the ban on loading extensions hold while DuckDB reads the
@@ -101,7 +125,7 @@ def _expose_workspace(con: duckdb.DuckDBPyConnection, ws: Path) -> tuple[list[st
     read the files' real paths, and ``allowed_paths`` lists those and nothing else.
     """
     files = _data_files(ws)
-    lock_down(con, allowed_paths=[str(real) for _, real in files], limits=SQLLimits())
+    lock_down(con, allowed_paths=[str(real) for _, real in files], limits=limits)
     stems = Counter(Path(name).stem for name, _ in files)
     names = {name for name, _ in files}
     tables: list[str] = []
@@ -124,7 +148,11 @@ def _expose_workspace(con: duckdb.DuckDBPyConnection, ws: Path) -> tuple[list[st
 
 
 def _data_files(ws: Path) -> list[tuple[str, Path]]:
-    """(workspace-relative name, real path) of each data file whose real path stays inside."""
+    """(workspace-relative name, real path) of each data file whose real path stays inside.
+
+    Hidden files and folders are skipped (stakeflow's own records in ``.stakeflow/`` among them), and so
+    is a symbolic link that loops: one bad link must not fail every query.
+    """
     found: list[tuple[str, Path]] = []
     for root, dirs, names in os.walk(ws):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -132,14 +160,36 @@ def _data_files(ws: Path) -> list[tuple[str, Path]]:
             path = Path(root) / name
             if path.suffix.lower() not in _SQL_READERS or name.startswith("."):
                 continue
-            real = path.resolve()
+            real = real_path(path)
             # DuckDB would expand glob characters in a path, reaching other files.
-            if not real.is_relative_to(ws) or not real.is_file() or _GLOB_CHARS & set(str(real)):
+            if real is None or not real.is_relative_to(ws) or is_records(ws, real):
+                continue
+            if not real.is_file() or _GLOB_CHARS & set(str(real)):
                 continue
             found.append((path.relative_to(ws).as_posix(), real))
             if len(found) >= MAX_SQL_FILES:
                 return found
     return found
+
+
+def _cap_error(err: duckdb.Error, cfg: SqlQueryConfig) -> str:
+    """Which cap the query hit, and how to raise it; DuckDB's own first line after that."""
+    detail = first_paragraph(err).splitlines()[0]
+    if "max_temp_directory_size" in str(err):
+        return (
+            f"the query spilled more than [tools.sql_query] max_temp_size ({cfg.max_temp_size}) to disk: narrow it "
+            "(WHERE, fewer columns, GROUP BY, LIMIT), or raise max_temp_size in [tools.sql_query] in stakeflow.toml "
+            f"({detail})"
+        )
+    spill = (
+        "" if cfg.temp_directory is not None
+        else "; setting temp_directory there lets DuckDB spill to disk instead"
+    )
+    return (
+        f"the query needs more memory than [tools.sql_query] memory_limit ({cfg.memory_limit}) allows: narrow it "
+        "(WHERE, fewer columns, GROUP BY, LIMIT), or raise memory_limit in [tools.sql_query] in stakeflow.toml"
+        f"{spill} ({detail})"
+    )
 
 
 def _sql_error(err: duckdb.Error, tables: list[str], skipped: list[str]) -> str:
