@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from activities.tools.ledger import Ledger, workspace_ledger
 from agents.types import ToolRequest, ToolResult, ToolsetRef, ToolsetResult, ToolSpecView
 from stakeflow.core.errors import ConfigError
 from stakeflow.tool import WORKSPACE_MARK, ToolDeclaration
@@ -138,6 +139,18 @@ class PythonToolbox:
             return ToolResult(ok=False, error=f"invalid arguments for {tool.name}: {problems}")
         if tool.workspace_param:
             args[tool.workspace_param] = Path(req.workspace)
+        ledger = None
+        if tool.declaration.risk != "read_only" and req.idempotency_key and req.workspace:
+            ledger = Ledger(workspace_ledger(Path(req.workspace).resolve()), req.idempotency_key)
+            entry = await asyncio.to_thread(ledger.read)
+            if entry is not None and entry.get("status") == "done":
+                return ToolResult(output=entry.get("output", ""), replayed=True)
+            if entry is not None and not tool.declaration.idempotent:
+                return ToolResult(ok=False, error=(
+                    f"{tool.name} was started before under this call's key and did not finish; it is not "
+                    "idempotent, so it may have acted and is not run again: check before asking for it again"
+                ))
+            await asyncio.to_thread(ledger.record, {"key": req.idempotency_key, "tool": tool.name, "status": "started"})
         try:
             if inspect.iscoroutinefunction(tool.fn):
                 value = await tool.fn(**args)
@@ -145,4 +158,9 @@ class PythonToolbox:
                 value = await asyncio.to_thread(tool.fn, **args)
         except Exception as e:  # noqa: BLE001 (the function's failure is the model's to see)
             return ToolResult(ok=False, error=f"{tool.name} failed: {type(e).__name__}: {e}")
-        return ToolResult(output=value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False))
+        output = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+        if ledger is not None:
+            await asyncio.to_thread(ledger.record, {
+                "key": req.idempotency_key, "tool": tool.name, "status": "done", "output": output,
+            })
+        return ToolResult(output=output)

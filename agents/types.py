@@ -53,6 +53,8 @@ class RoutingConfig(BaseModel):
     private_tools: list[str] = Field(default_factory=list)
     # A private run calling an open-world tool: wait for approval, refuse, or allow ([policy] private_egress).
     private_egress: EgressRule = "approve"
+    # The plan must start by reading a workspace file the goal names ([policy] first_step_reads).
+    first_step_reads: bool = False
 
 
 class ApprovalPolicy(BaseModel):

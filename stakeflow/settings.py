@@ -52,6 +52,9 @@ class PolicyConfig(_Section):
     # A private run calling an open-world tool (http_get, most MCP tools) could carry private data out in
     # its arguments: wait for a person's approval showing what would be sent, refuse it, or allow it.
     private_egress: Literal["approve", "deny", "allow"] = "approve"
+    # When the goal names a workspace file, make the plan start by reading it (a JSON-schema constraint):
+    # "auto" does so for the embedded model, which cannot plan without it; large models plan well unaided.
+    first_step_reads: Literal["auto", "always", "never"] = "auto"
 
 
 class HttpGetConfig(_Section):

@@ -94,6 +94,8 @@ def routing_config(settings: Settings) -> RoutingConfig:
         high_risk=settings.policy.high_risk,
         private_tools=settings.policy.private_tools,
         private_egress=settings.policy.private_egress,
+        first_step_reads=settings.policy.first_step_reads == "always"
+        or (settings.policy.first_step_reads == "auto" and settings.embedded),
     )
 
 

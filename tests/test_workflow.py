@@ -400,6 +400,7 @@ async def test_the_schemas_a_small_model_decodes_under_name_only_real_tools_and_
         answer="Revenue grew 12%.",
     ))
     settings = settings_for(tmp_path, open_fake)
+    settings.policy.first_step_reads = "always"  # the default, "auto", constrains the embedded model only
     result = await run_task(client, settings, "Summarise the file notes.txt", workspace=workspace,
                             tools=["read_file", "calculator", "write_file"])
     assert result.status == "completed"

@@ -84,11 +84,12 @@ def build_workers(
 
 
 async def run_workers(
-    client: Client, settings: Settings, roles: Sequence[QueueRole] = ROLES, stop: asyncio.Event | None = None
+    client: Client, settings: Settings, roles: Sequence[QueueRole] = ROLES, stop: asyncio.Event | None = None,
+    toolboxes: Toolboxes | None = None,
 ) -> None:
     """Poll the given queues until ``stop`` is set (or forever), then shut down gracefully."""
     models = ModelActivities(settings)
-    toolboxes = Toolboxes(settings)
+    toolboxes = toolboxes or Toolboxes(settings)
     workers = build_workers(client, settings, roles, models, toolboxes)
     stop = stop or asyncio.Event()
     tasks = [asyncio.create_task(w.run()) for w in workers]

@@ -253,7 +253,8 @@ class AgentTaskWorkflow(ApprovalGate):
             examples=prompts.plan_examples(req.goal, self._tool_views(self._allowed), req.max_steps),
             tools=self._tool_views(self._allowed),
             max_steps=req.max_steps,
-            first_step_tools=first_step_tools(req.goal, req.workspace_paths, self._tool_views(self._allowed)),
+            first_step_tools=first_step_tools(req.goal, req.workspace_paths, self._tool_views(self._allowed))
+            if req.routing.first_step_reads else [],
         )
         record = StepRecord(index=0, title="plan")
         async with self._step_span(0, "plan"):

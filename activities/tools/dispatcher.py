@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Mapping
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
@@ -31,7 +32,6 @@ from temporalio.exceptions import ApplicationError
 
 from activities.mcp.sessions import ServerUnavailable
 from activities.mcp.toolbox import CallMayHaveActed, McpToolbox
-from activities.python_tools import PythonToolbox
 from activities.tools.context import ToolContext, ToolExecutor
 from activities.tools.registry import EXECUTORS
 from agents.tools import CATALOGUE
@@ -40,6 +40,9 @@ from stakeflow.core.errors import TOOL_FAILED, TOOL_SERVER_UNAVAILABLE, ToolErro
 from stakeflow.core import semconv as sc
 from stakeflow.core.contracts import RUN_TOOL
 from stakeflow.settings import ToolsConfig
+
+if TYPE_CHECKING:  # python_tools uses this package's ledger: imported for types only
+    from activities.python_tools import PythonToolbox
 
 _tracer = trace.get_tracer("stakeflow.activities")
 

@@ -99,6 +99,9 @@ async def _worker(settings: Settings, roles: list[str]) -> None:
     from stakeflow.telemetry import setup_tracing, shutdown
     from workers.main import run_workers
 
+    from workers.main import Toolboxes
+
+    toolboxes = Toolboxes(settings)  # a Python tool that cannot be one is refused before anything connects
     setup_tracing(settings, "worker")
     client = await temporal_client(settings)
     await _check_search_attributes(client, settings, roles)
@@ -109,7 +112,7 @@ async def _worker(settings: Settings, roles: list[str]) -> None:
     names = ", ".join(queue_name(r, settings.queue_prefix) for r in roles)  # type: ignore[arg-type]
     err(f"worker polling {names} on {settings.address} (SIGTERM to stop)")
     try:
-        await run_workers(client, settings, roles, stop)  # type: ignore[arg-type]
+        await run_workers(client, settings, roles, stop, toolboxes)  # type: ignore[arg-type]
     finally:
         shutdown()  # flush buffered spans to the trace store
     err("worker stopped")
