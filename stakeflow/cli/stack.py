@@ -27,6 +27,15 @@ async def bring_up(settings: Settings, *, start_worker: bool = True) -> list[str
     from stakeflow.endpoints import probe_models
 
     lines = services.ensure_temporal(settings)
+    client = await temporal_client(settings)
+    if settings.manages_temporal:
+        # A dev server database from an earlier release lacks attributes added since (start-dev only
+        # registers them when it creates the database); workers would refuse it.
+        from stakeflow import namespace
+
+        added = await namespace.register(client, settings.temporal_namespace)
+        if added:
+            lines.append(f"temporal: registered search attributes {', '.join(added)}")
     if settings.embedded:
         lines += services.ensure_embedded_model(settings)
     else:
@@ -34,7 +43,6 @@ async def bring_up(settings: Settings, *, start_worker: bool = True) -> list[str
         if not probe.ok:
             raise EndpointError(f"open model endpoint {probe.detail}: {probe.fix}")
         lines.append(f"open model: {settings.open_url} ({settings.dialect}) {probe.detail}")
-    client = await temporal_client(settings)
     if start_worker and settings.manages_temporal:
         # The server lists a dead worker's poller for a while: a crash recorded by its supervisor wins.
         crashed = services.worker_crashed(settings)
