@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from activities.tools.ledger import Ledger, workspace_ledger
 from agents.types import ToolRequest, ToolResult, ToolsetRef, ToolsetResult, ToolSpecView
 from stakeflow.core.errors import ConfigError
-from stakeflow.tool import WORKSPACE_MARK, ToolDeclaration
+from stakeflow.tool import WORKSPACE_FILE_MARK, WORKSPACE_MARK, ToolDeclaration
 
 ENTRY_POINT_GROUP = "stakeflow.tools"
 
@@ -39,6 +39,7 @@ class PythonTool:
     workspace_param: str | None
     description: str
     origin: str  # "package.module:function"
+    file_args: tuple[str, ...] = ()  # parameters typed WorkspaceFile
 
     def view(self) -> ToolSpecView:
         d = self.declaration
@@ -46,6 +47,7 @@ class PythonTool:
             name=self.name, description=self.description, risk=d.risk,
             args_schema=self.args_model.model_json_schema(), source="python", open_world=d.open_world,
             idempotent=d.idempotent, private=d.private, risk_from=f"declared in {self.origin}", timeout_s=d.timeout_s,
+            file_args=list(self.file_args), reads=["*"] if self.file_args else [],
         )
 
 
@@ -80,6 +82,7 @@ def build(spec: str, fn: Callable[..., Any]) -> PythonTool:
         raise ConfigError(f"python tool '{spec}': its type hints do not resolve ({e})") from None
     fields: dict[str, Any] = {}
     workspace_param = None
+    file_args: list[str] = []
     for param in inspect.signature(fn).parameters.values():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise ConfigError(f"python tool '{spec}': *{param.name} cannot be a tool argument: name each argument")
@@ -89,12 +92,14 @@ def build(spec: str, fn: Callable[..., Any]) -> PythonTool:
         if WORKSPACE_MARK in getattr(hint, "__metadata__", ()):
             workspace_param = param.name
             continue
+        if WORKSPACE_FILE_MARK in getattr(hint, "__metadata__", ()):
+            file_args.append(param.name)
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[param.name] = (hint, default)
     name = declaration.name or fn.__name__
     args_model = create_model(f"{name}_args", __config__=ConfigDict(extra="forbid"), **fields)
     description = inspect.getdoc(fn) or f"Call {name}."
-    return PythonTool(name, fn, args_model, declaration, workspace_param, description, spec)
+    return PythonTool(name, fn, args_model, declaration, workspace_param, description, spec, tuple(file_args))
 
 
 def load(specs: list[str]) -> dict[str, PythonTool]:

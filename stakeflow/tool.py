@@ -1,15 +1,16 @@
 """Declare a team's own Python function as a stakeflow tool.
 
-    from stakeflow.tool import Workspace, tool
+    from stakeflow.tool import Workspace, WorkspaceFile, tool
 
     @tool(risk="read_only")
-    def word_count(path: str, workspace: Workspace) -> str:
+    def word_count(path: WorkspaceFile, workspace: Workspace) -> str:
         '''Count the words of a text file in the workspace.'''
         return str(len((workspace / path).read_text().split()))
 
 and list it in stakeflow.toml: ``[tools] python = ["team_tools:word_count"]`` (or as an entry point in the
 ``stakeflow.tools`` group). Its typed parameters become the tool's arguments (a parameter typed
-``Workspace`` receives the run's workspace folder instead), its docstring is what the model reads, and
+``Workspace`` receives the run's workspace folder instead; one typed ``WorkspaceFile`` can only name an
+existing workspace file), its docstring is what the model reads, and
 its declared risk routes it like any built-in tool: ``read_only``, ``side_effect`` (high stakes, waits for
 approval), ``irreversible``. ``open_world=True`` marks a function that reaches outside (a private run's
 call then needs approval); ``idempotent=False`` one that must never be retried once it may have acted.
@@ -26,7 +27,11 @@ from typing import Annotated, Literal, TypeVar
 Risk = Literal["read_only", "side_effect", "irreversible"]
 RISKS: tuple[str, ...] = ("read_only", "side_effect", "irreversible")
 WORKSPACE_MARK = "stakeflow:workspace"
+WORKSPACE_FILE_MARK = "stakeflow:workspace-file"
 Workspace = Annotated[Path, WORKSPACE_MARK]  # a parameter typed so receives the run's workspace folder
+# A parameter typed so is the path of an existing workspace file (relative): the model is offered the
+# workspace's files as an enum, so even a small model names a real one.
+WorkspaceFile = Annotated[str, WORKSPACE_FILE_MARK]
 
 F = TypeVar("F", bound=Callable[..., object])
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from stakeflow.tool import Workspace, tool
+from stakeflow.tool import Workspace, WorkspaceFile, tool
 
 
 @tool(risk="read_only")
-def word_count(path: str, workspace: Workspace, min_length: int = 1) -> str:
+def word_count(path: WorkspaceFile, workspace: Workspace, min_length: int = 1) -> str:
     """Count the words of a text file in the workspace (words of at least min_length characters)."""
     words = (workspace / path).read_text(encoding="utf-8").split()
     return str(sum(1 for w in words if len(w) >= min_length))
