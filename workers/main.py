@@ -18,6 +18,7 @@ from temporalio.worker import Worker
 
 from activities.models import ModelActivities
 from activities.tools import ToolActivities
+from stakeflow import telemetry
 from stakeflow.settings import Settings
 from stakeflow.core.contracts import ROLES, QueueRole, queue_name
 from workflows.agent_task import AgentTaskWorkflow
@@ -65,7 +66,12 @@ async def run_workers(
     log.info("worker polling %s", ", ".join(queue_name(r, settings.queue_prefix) for r in roles))
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    # Export the spans of the work already done now, while in-flight activities get their graceful
+    # shutdown: an OTLP backend would otherwise wait for the end of it (up to GRACEFUL_SHUTDOWN), and a
+    # SIGKILL that comes first (`stakeflow down` after 15 s, a pod's grace period) would lose them all.
+    flushed = asyncio.create_task(asyncio.to_thread(telemetry.flush))
     await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
+    await flushed
     await models.close()
     stopper.cancel()
     for t in tasks:
