@@ -52,13 +52,14 @@ def record_call(
     span: Span, req: ModelCallRequest, usage: Usage, cost: CallCostRecord, result: ModelCallResult | None,
     error_type: str | None = None, content: bool = False,
 ) -> None:
-    """Usage, cost and outcome onto the span. OTel's input_tokens includes the cache tokens."""
+    """Usage, cost and outcome onto the span, in the token definitions of ``Usage`` (input includes the cache;
+    raw is the figure the route's API sent)."""
     span.set_attributes({
-        sc.GEN_AI_INPUT_TOKENS: usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens,
+        sc.GEN_AI_INPUT_TOKENS: usage.total_input_tokens,
         sc.GEN_AI_OUTPUT_TOKENS: usage.output_tokens,
         sc.GEN_AI_CACHE_READ: usage.cache_read_tokens,
         sc.GEN_AI_CACHE_WRITE: usage.cache_write_tokens,
-        sc.RAW_INPUT_TOKENS: usage.input_tokens,
+        sc.RAW_INPUT_TOKENS: usage.raw_input_tokens(req.endpoint.route),
         sc.UNPRICED: cost.usd is None,
         sc.STATUS: "ok" if error_type is None else "failed",
     })

@@ -288,10 +288,11 @@ def _embedded_crash(settings: Settings) -> str | None:
 
 
 def to_usage(usage: RunUsage) -> Usage:
-    """stakeflow's Usage from pydantic-ai's: ours counts input tokens without the cache tokens.
+    """stakeflow's Usage from pydantic-ai's (definitions in ``agents.types.Usage``).
 
-    pydantic-ai's ``input_tokens`` includes cache reads and writes on every provider (it adds Anthropic's
-    separate cache counts back in; OpenAI's ``prompt_tokens`` already includes ``cached_tokens``).
+    pydantic-ai's ``input_tokens`` is the total input on every provider (it adds Anthropic's separate
+    cache counts back in; OpenAI's ``prompt_tokens`` already includes ``cached_tokens``); Usage keeps the
+    uncached part and the cache counts, from which the total and each route's raw figure follow.
     """
     return Usage(
         input_tokens=max(0, usage.input_tokens - usage.cache_read_tokens - usage.cache_write_tokens),

@@ -188,13 +188,26 @@ class StepAction(BaseModel):
 
 
 class Usage(BaseModel):
-    """Token usage as the provider reported it.
+    """Token usage of one model call, or the sum of several. Each input figure has ONE definition,
+    the same in `run --json`, on the spans (and over OTLP), in the trace store's ``runs`` view and in
+    `stakeflow costs`:
 
-    ``input_tokens`` is the uncached input (Anthropic's meaning); the cache fields are separate,
-    so the total input is the sum of the three.
+    * **input tokens** = uncached + cache read + cache write: ``total_input_tokens`` here; the
+      ``input_tokens`` of `run --json`, of spans (OTel's ``gen_ai.usage.input_tokens``), of the
+      ``spans`` and ``runs`` tables and of `costs`. Every total of input tokens includes the cache.
+    * **raw input tokens** = the provider's own input figure, exactly as it sent it:
+      ``raw_input_tokens(route)``; ``stakeflow.usage.raw_input_tokens`` on a model-call span. An
+      OpenAI-compatible endpoint's ``prompt_tokens`` *includes* its cached tokens (so raw = input
+      tokens on the open route); Anthropic's ``input_tokens`` *excludes* cache reads and writes (raw =
+      uncached). Raw figures belong to one call: a sum over both routes would mix the two meanings,
+      so no result or view sums them.
+    * **uncached input tokens**: this model's ``input_tokens`` field. It keeps that name (and
+      Anthropic's meaning) so results already in Temporal histories deserialize, and because prices
+      apply to uncached and cached tokens separately; `run --json` shows it as
+      ``uncached_input_tokens``.
     """
 
-    input_tokens: int = 0
+    input_tokens: int = 0  # uncached only: see the docstring before reading it as "input tokens"
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
@@ -210,8 +223,17 @@ class Usage(BaseModel):
         )
 
     @property
+    def total_input_tokens(self) -> int:
+        """Input tokens as every report counts them: uncached + cache read + cache write."""
+        return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+    def raw_input_tokens(self, route: Route) -> int:
+        """The input figure the route's API reported for this call (see the class docstring)."""
+        return self.total_input_tokens if route == "open" else self.input_tokens
+
+    @property
     def total_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+        return self.total_input_tokens + self.output_tokens
 
 
 # --- activity inputs and outputs -----------------------------------------------------------

@@ -4,8 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.types import CostSummary, Progress, RouteDecision, StepRecord, TaskResult
+from agents.types import CostSummary, Progress, RouteDecision, StepRecord, TaskResult, Usage
 from stakeflow.core.billing import cost_line
+
+
+def usage_dict(u: Usage) -> dict[str, int]:
+    """Usage as every JSON output shows it: ``input_tokens`` includes the cache, as on spans and in the
+    trace store (definitions in ``agents.types.Usage``); the uncached part is named as such."""
+    return {
+        "input_tokens": u.total_input_tokens,
+        "uncached_input_tokens": u.input_tokens,
+        "cache_read_tokens": u.cache_read_tokens,
+        "cache_write_tokens": u.cache_write_tokens,
+        "output_tokens": u.output_tokens,
+        "requests": u.requests,
+    }
 
 
 def step_dict(s: StepRecord) -> dict[str, Any]:
@@ -28,7 +41,7 @@ def step_dict(s: StepRecord) -> dict[str, Any]:
             for r in s.tool_results
         ],
         "error": s.error,
-        "usage": s.usage.model_dump(),
+        "usage": usage_dict(s.usage),
         "cost_usd": s.cost_usd,
     }
 
@@ -53,7 +66,7 @@ def run_dict(
         "answer": result.answer if result else None,
         "steps": [step_dict(s) for s in steps],
         "ui_url": ui_url,
-        "usage": usage.model_dump() if usage else None,
+        "usage": usage_dict(usage) if usage else None,
         "notices": notices,
         "cost": _cost(result.cost if result else (progress.cost if progress else None)),
         "error": error or (progress.error if progress else None),
@@ -105,8 +118,8 @@ def result_lines(result: TaskResult, *, steps: bool = True) -> list[str]:
         lines.append(f"  notice: {n}")
     u = result.usage
     lines.append(
-        f"  tokens: {u.input_tokens} in · {u.output_tokens} out · {u.cache_read_tokens} cache read · "
-        f"{u.cache_write_tokens} cache write · {u.requests} requests"
+        f"  tokens: {u.total_input_tokens} in ({u.cache_read_tokens} cache read · {u.cache_write_tokens} cache write)"
+        f" · {u.output_tokens} out · {u.requests} requests"
     )
     lines.append("  " + cost_line(result.cost))
     lines.append("")

@@ -105,3 +105,21 @@ def test_otlp_over_grpc_is_a_clear_error(path, monkeypatch):
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
     with pytest.raises(ConfigError, match="OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"):
         build_span_processors(Settings(home=path.parent, traces=path))
+
+
+# --- resource ----------------------------------------------------------------------------------
+
+
+def test_the_process_resource_follows_the_standard_variables(monkeypatch):
+    from stakeflow.telemetry import process_resource
+
+    default = process_resource("worker").attributes
+    assert (default["service.name"], default["stakeflow.process"]) == ("stakeflow", "worker")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-attributes,deployment.environment=prod,"
+                                                   "stakeflow.process=gpu-worker")
+    named = process_resource("worker").attributes
+    assert (named["service.name"], named["deployment.environment"], named["stakeflow.process"]) == (
+        "from-attributes", "prod", "gpu-worker")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "from-service-name")  # the spec: it wins over the attributes
+    assert process_resource("worker").attributes["service.name"] == "from-service-name"
+    assert process_resource("worker").attributes["service.instance.id"] == default["service.instance.id"]

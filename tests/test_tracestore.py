@@ -80,7 +80,7 @@ def test_round_trip_of_a_span_tree(path):
                       1, "step", True, True, "TIMESTAMP")
     assert [r[:9] for r in run] == [("run-1", "ok", "cli", "high", "internal", 1, 1, 2, 0)]
     assert float(run[0][9]) == 0.0058  # the calls' sum, not the run span's own attribute
-    assert migrations == [(1, "spans table and runs view"), (2, "runs view reads the stored frontier equivalent")]
+    assert migrations == [(m.version, m.description) for m in MIGRATIONS]
 
 
 def test_readers_see_pending_segments_before_any_sync(path):
@@ -337,7 +337,8 @@ def test_a_version_1_store_opens_migrated_with_its_rows_and_figures(path):
     assert report["saved_usd"] == 0.028
     with store.reader() as con:
         assert con.execute("SELECT version, description FROM schema_migrations ORDER BY version").fetchall() == [
-            (1, "spans table and runs view"), (2, "runs view reads the stored frontier equivalent")]
+            (1, "spans table and runs view"), (2, "runs view reads the stored frontier equivalent"),
+            (3, "step models, unpriced runs, token totals in the runs view")]
         assert con.execute("SELECT span_id, frontier_equivalent_usd::DOUBLE FROM spans WHERE route = 'frontier' "
                            "ORDER BY span_id").fetchall() == [("c", 0.05), ("d", 0.1)]
         run = con.execute("SELECT run_id, model_calls, unpriced_calls, cost_usd::DOUBLE, "
@@ -346,3 +347,75 @@ def test_a_version_1_store_opens_migrated_with_its_rows_and_figures(path):
     run_tree(provider(path), "new")  # and it takes new spans as before
     assert store.sync().spans_inserted == 7
     assert count(store) == 12
+
+
+def _version_2_store(path: Path) -> None:
+    """A version-2 file: a step stored with gen_ai.request.model (as steps were traced before), one stored
+    with only stakeflow.model (traced since, ingested by a version-2 stakeflow: no request_model), and an
+    all-unpriced run's span as version 2 ingested it (cost $0, not unpriced)."""
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, description VARCHAR NOT NULL, "
+                "applied_at TIMESTAMP NOT NULL)")
+    for m in MIGRATIONS[:2]:
+        m.apply(con)
+        con.execute("INSERT INTO schema_migrations VALUES (?, ?, now()::TIMESTAMP)", [m.version, m.description])
+    row = ("INSERT INTO spans (span_id, trace_id, parent_span_id, name, start_time, end_time, run_id, step, "
+           "purpose, operation, request_model, cost_usd, frontier_equivalent_usd, unpriced, input_tokens, "
+           "attributes) VALUES (?, 't', ?, ?, TIMESTAMP '2026-11-20', TIMESTAMP '2026-11-20', 'old', ?, ?, ?, ?, ?, "
+           "?, ?, ?, ?)")
+    con.executemany(row, [
+        ("run", None, "stakeflow.run", None, None, None, None, 0.0, 0.0, False, None,
+         '{"stakeflow.unpriced_calls": 2, "stakeflow.cost_usd": 0.0}'),
+        ("s1", "run", "stakeflow.step", 1, "step", None, "qwen", None, None, False, None,
+         '{"gen_ai.request.model": "qwen"}'),
+        ("s2", "run", "stakeflow.step", 2, "step", None, None, None, None, False, None,
+         '{"stakeflow.model": "claude-sonnet-4-6"}'),
+        ("c1", "s1", "chat qwen", 1, "step", "chat", "qwen", None, None, True, 700, "{}"),
+        ("c2", "s2", "chat claude-sonnet-4-6", 2, "step", "chat", "claude-sonnet-4-6", None, None, True, 900, "{}"),
+    ])
+    con.close()
+
+
+def test_a_version_2_store_gets_step_models_and_unpriced_runs(path):
+    _version_2_store(path)
+    store = TraceStore(path)
+    tree = trace_tree(store, "old")  # a reader: migrates the file, then reads it
+    assert [(r["name"], r["model"], r["cost_usd"], r["unpriced"]) for r in tree] == [
+        ("stakeflow.run", None, None, True),
+        ("stakeflow.step", "qwen", None, False),
+        ("chat qwen", "qwen", None, True),
+        ("stakeflow.step", "claude-sonnet-4-6", None, False),
+        ("chat claude-sonnet-4-6", "claude-sonnet-4-6", None, True),
+    ]
+    assert render_tree(tree).splitlines()[-1] == '2 model calls, UNPRICED: add [prices."<model id>"] to stakeflow.toml'
+    with store.reader() as con:
+        assert con.execute("SELECT model_calls, unpriced_calls, cost_usd, frontier_equivalent_usd, input_tokens "
+                           "FROM runs").fetchall() == [(2, 2, None, None, 1600)]
+
+
+def test_ingest_reads_a_step_model_from_either_attribute_and_flags_unpriced_runs(path):
+    tp = provider(path)
+    span = tp.get_tracer("t").start_as_current_span
+    with span("stakeflow.run", attributes={"stakeflow.run_id": "r"}) as run:
+        with span("stakeflow.step", attributes={"stakeflow.run_id": "r", "stakeflow.step": 1,
+                                                "stakeflow.model": "qwen"}):
+            pass
+        with span("stakeflow.step", attributes={"stakeflow.run_id": "r", "stakeflow.step": 2,
+                                                "gen_ai.request.model": "llama"}):  # as a step was traced before
+            pass
+        run.set_attributes({"stakeflow.cost_usd": 0.0, "stakeflow.frontier_equivalent_usd": 0.0,
+                            "stakeflow.unpriced_calls": 1})
+    with span("stakeflow.run", attributes={"stakeflow.run_id": "p", "stakeflow.cost_usd": 0.25,
+                                           "stakeflow.unpriced_calls": 1}):
+        pass  # some calls priced: the cost is a lower bound, kept, and flagged
+    store = TraceStore(path)
+    for _ in range(2):  # from the spool, then from the table
+        with store.reader() as con:
+            assert con.execute("SELECT step, request_model FROM spans WHERE name = 'stakeflow.step' "
+                               "ORDER BY step").fetchall() == [(1, "qwen"), (2, "llama")]
+            assert con.execute("SELECT run_id, cost_usd::DOUBLE, frontier_equivalent_usd, unpriced FROM spans "
+                               "WHERE name = 'stakeflow.run' ORDER BY run_id").fetchall() == [
+                ("p", 0.25, None, True), ("r", None, None, True)]
+            assert con.execute("SELECT run_id, unpriced_calls FROM runs ORDER BY run_id").fetchall() == [
+                ("p", 1), ("r", 1)]
+        store.sync()

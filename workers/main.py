@@ -22,6 +22,7 @@ from activities.models import ModelActivities
 from activities.python_tools import PythonToolbox
 from activities.python_tools import load as load_python_tools
 from activities.tools import ToolActivities
+from stakeflow import telemetry
 from stakeflow.settings import Settings
 from stakeflow.core.contracts import ROLES, QueueRole, queue_name
 from workflows.agent_task import AgentTaskWorkflow
@@ -96,7 +97,12 @@ async def run_workers(
     log.info("worker polling %s", ", ".join(sorted({w.task_queue for w in workers})))
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    # Export the spans of the work already done now, while in-flight activities get their graceful
+    # shutdown: an OTLP backend would otherwise wait for the end of it (up to GRACEFUL_SHUTDOWN), and a
+    # SIGKILL that comes first (`stakeflow down` after 15 s, a pod's grace period) would lose them all.
+    flushed = asyncio.create_task(asyncio.to_thread(telemetry.flush))
     await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
+    await flushed
     await models.close()
     await toolboxes.close()
     stopper.cancel()

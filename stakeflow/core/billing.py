@@ -16,15 +16,22 @@ def cost_line(c: CostSummary) -> str:
     """`cost $0.0123 (open 7 calls $0.0009 · frontier 2 calls $0.0114) · all-frontier would be $0.0411 · saved 70%`
 
     Open calls to a model that runs on this machine (the embedded default) say so: `open 4 calls $0.0000, local`.
+    Unpriced calls make the total a lower bound (`cost ≥ $0.0114`); when no call has a price there is no
+    amount at all, never $0: `cost unpriced (open 3 calls unpriced · frontier 0 calls) · 3 calls UNPRICED: ...`.
     """
-    total = usd(c.total_usd)
     local = ""
     if c.open_local_calls:
         local = ", local" if c.open_local_calls == c.open_calls else f", {c.open_local_calls} local"
-    line = (
-        f"cost {'≥ ' if c.unpriced_calls else ''}{total} (open {c.open_calls} calls {usd(c.open_usd)}{local} · "
-        f"frontier {c.frontier_calls} calls {usd(c.frontier_usd)})"
-    )
+    if c.unpriced_calls and c.unpriced_calls >= c.open_calls + c.frontier_calls:
+        line = (
+            f"cost unpriced (open {c.open_calls} calls{_unpriced_if(c.open_calls)} · "
+            f"frontier {c.frontier_calls} calls{_unpriced_if(c.frontier_calls)})"
+        )
+    else:
+        line = (
+            f"cost {'≥ ' if c.unpriced_calls else ''}{usd(c.total_usd)} (open {c.open_calls} calls "
+            f"{usd(c.open_usd)}{local} · frontier {c.frontier_calls} calls {usd(c.frontier_usd)})"
+        )
     if c.frontier_equivalent_usd > 0:
         line += f" · all-frontier would be {usd(c.frontier_equivalent_usd)}"
         if not c.unpriced_calls:
@@ -36,3 +43,7 @@ def cost_line(c: CostSummary) -> str:
             "(see `stakeflow costs`)"
         )
     return line
+
+
+def _unpriced_if(calls: int) -> str:
+    return " unpriced" if calls else ""

@@ -33,7 +33,7 @@ SOURCE = "stakeflow.source"  # cli | webhook name
 SENSITIVITY = "stakeflow.sensitivity"
 ESCALATED = "stakeflow.escalated"
 ATTEMPT = "stakeflow.attempt"  # Temporal activity attempt (1 = first)
-RAW_INPUT_TOKENS = "stakeflow.usage.raw_input_tokens"  # the provider's own input figure (Anthropic: uncached only)
+RAW_INPUT_TOKENS = "stakeflow.usage.raw_input_tokens"  # as sent: OpenAI-compatible with cached, Anthropic without
 COST_USD = "stakeflow.cost_usd"  # absent when unpriced
 FRONTIER_EQUIVALENT_USD = "stakeflow.frontier_equivalent_usd"  # what the frontier model would have charged
 PRICE_VERSION = "stakeflow.price_version"

@@ -13,7 +13,7 @@ and see those still pending. One job per module:
 * ``_tables``: results as text tables and CSV.
 """
 
-from stakeflow.traces._costs import BREAKDOWNS, cost_report
+from stakeflow.traces._costs import BREAKDOWNS, cost_report, summary_line
 from stakeflow.traces._exporter import DuckDBSpanExporter, build_span_processors, keep_attribute
 from stakeflow.traces._migrations import MIGRATIONS
 from stakeflow.traces._segments import spool_dir_for
@@ -25,5 +25,5 @@ from stakeflow.traces._tree import render_tree, trace_tree
 __all__ = [
     "BREAKDOWNS", "MIGRATIONS", "SCHEMA_VERSION", "DuckDBSpanExporter", "SyncResult", "TraceStore",
     "build_span_processors", "cost_report", "format_table", "keep_attribute", "render_tree", "run_sql",
-    "spool_dir_for", "to_csv", "trace_tree",
+    "spool_dir_for", "summary_line", "to_csv", "trace_tree",
 ]

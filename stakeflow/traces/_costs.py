@@ -49,8 +49,11 @@ def cost_report(
     """Totals and a breakdown ``by`` run|model|route|stakes|tool|day|source, from model-call spans only.
 
     ``total_usd`` sums priced calls (``open_usd`` + ``frontier_usd``); ``unpriced_calls`` are counted
-    and left out of every sum, never taken as $0. ``frontier_equivalent_usd`` is what the calls would
-    have cost on the frontier, as each call stored it (a frontier call's is its own cost).
+    and left out of every sum, never taken as $0. When there are calls and none is priced
+    (``priced_calls`` = 0), the totals are 0.0 only as sums over nothing: ``summary_line`` prints
+    "unpriced" instead, and a row's ``cost_usd`` is None, as in the ``runs`` view.
+    ``frontier_equivalent_usd`` is what the calls would have cost on the frontier, as each call stored
+    it (a frontier call's is its own cost).
     ``saved_usd`` = equivalent - cost over priced calls that have an equivalent (``no_equivalent_calls``
     counts those that lack one). ``by="tool"`` gives each tool the model calls of the steps that used
     it, so a step using two tools counts under both. ``frontier_model`` names the model the stored
@@ -75,6 +78,7 @@ def cost_report(
     report: dict[str, Any] = {
         "by": by, "since": since.total_seconds() if since is not None else None, "run_id": run_id,
         "frontier_model": frontier_model, "calls": total["calls"],
+        "priced_calls": total["calls"] - total["unpriced_calls"],
         "total_usd": money(total["cost_usd"]) or 0.0,
         **{k: money(total[k]) or 0.0 for k in ("open_usd", "frontier_usd", "frontier_equivalent_usd", "saved_usd")},
         "unpriced_calls": total["unpriced_calls"], "no_equivalent_calls": total["no_equivalent_calls"],
@@ -82,6 +86,22 @@ def cost_report(
     }
     report["rows"] = [_report_row(by, row) for row in rows]
     return report
+
+
+def summary_line(report: dict[str, Any]) -> str:
+    """The report's totals as one line (what `stakeflow costs` prints under its table), never "$0" for
+    calls that have no price: when none has one, the line says so instead of an amount."""
+    warning = (
+        f"\nWARNING: {report['unpriced_calls']} model calls have no price and are not in these totals: "
+        'add [prices."<model id>"] to stakeflow.toml (input_per_mtok/output_per_mtok, or gpu_hour_usd)'
+    )
+    if report["calls"] and not report["priced_calls"]:
+        return f"total unpriced ({report['calls']} model calls, none with a price)" + warning
+    line = (
+        f"total ${report['total_usd']:.4f} (open ${report['open_usd']:.4f} · frontier ${report['frontier_usd']:.4f})"
+        f" · all-frontier would be ${report['frontier_equivalent_usd']:.4f} · saved ${report['saved_usd']:.4f}"
+    )
+    return line + (warning if report["unpriced_calls"] else "")
 
 
 def _breakdown_sql(calls: str, by: str, limit: int | None) -> str:

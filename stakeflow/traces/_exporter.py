@@ -269,8 +269,9 @@ def build_span_processors(settings: Settings) -> list[SpanProcessor]:
     batching follows ``OTEL_BSP_*``.
     """
     env = os.environ  # process set-up is the edge: the OTel variables are the standard interface
-    # Half a second, not the SDK's 5 s: a killed worker loses at most that much, and `stakeflow trace`
-    # sees a finished run sooner. Segments are cheap; readers compact them.
+    # Half a second, not the SDK's 5 s, for both paths: a killed worker loses at most that much, and
+    # `stakeflow trace` (or the OTLP backend) sees a finished run sooner. Segments are cheap; readers
+    # compact them; an OTLP backend takes one small request per half second per worker.
     delay = int(env.get("OTEL_BSP_SCHEDULE_DELAY", "500"))
     # Run and step spans end inside workflow tasks: exported synchronously, before the task completes,
     # so a worker killed afterwards cannot lose them (a task that did not complete runs again live and
@@ -295,5 +296,8 @@ def build_span_processors(settings: Settings) -> list[SpanProcessor]:
             "OTEL_EXPORTER_OTLP_ENDPOINT is set but the OTLP exporter is not installed: "
             "pip install opentelemetry-exporter-otlp-proto-http, or unset the variable"
         ) from None
-    processors.append(BatchSpanProcessor(_RedactingExporter(OTLPSpanExporter())))
+    # Every span batched, run and step spans too: a synchronous HTTP export inside a workflow task would
+    # stall the task on a slow backend. So a SIGKILL can lose up to `delay` of every kind of span here
+    # (docs/reliability.md); a SIGTERM loses none (workers.main flushes when it stops polling).
+    processors.append(BatchSpanProcessor(_RedactingExporter(OTLPSpanExporter()), schedule_delay_millis=delay))
     return processors

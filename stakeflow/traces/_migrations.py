@@ -8,7 +8,8 @@ record, so a crash leaves the file at the previous version, never half-way.
 
 Migration 1 creates ``spans`` (one row per span: the raw span plus the attributes the cost queries
 use, promoted to columns by ``_segments.spans_select``) and the ``runs`` view; migration 2 makes that
-view read the stored frontier equivalent.
+view read the stored frontier equivalent; migration 3 gives step spans their model from
+``stakeflow.model``, marks runs with unpriced calls, and adds token totals to the view.
 """
 
 from __future__ import annotations
@@ -215,3 +216,80 @@ def _stored_frontier_equivalent(con: duckdb.DuckDBPyConnection) -> None:
         "WHERE route = 'frontier' AND frontier_equivalent_usd IS NULL AND cost_usd IS NOT NULL"
     )
     con.execute(_RUNS_VIEW_1.replace("CREATE VIEW", "CREATE OR REPLACE VIEW", 1).replace(_EQUIVALENT_1, _EQUIVALENT_2))
+
+
+_RUNS_VIEW_3 = """
+CREATE OR REPLACE VIEW runs AS
+WITH run_spans AS (
+    SELECT run_id,
+        arg_max(status, end_time) AS status,
+        arg_max(source, end_time) AS source,
+        arg_max(stakes, end_time) AS stakes,
+        arg_max(json_extract_string(attributes, '$."stakeflow.sensitivity"'), end_time) AS sensitivity,
+        min(start_time) AS started_at,
+        max(end_time) AS ended_at,
+        arg_max(TRY_CAST(json_extract_string(attributes, '$."stakeflow.steps"') AS INTEGER), end_time) AS steps,
+        arg_max(TRY_CAST(json_extract_string(attributes, '$."stakeflow.open_steps"') AS INTEGER), end_time)
+            AS open_steps,
+        arg_max(TRY_CAST(json_extract_string(attributes, '$."stakeflow.frontier_steps"') AS INTEGER), end_time)
+            AS frontier_steps,
+        arg_max(TRY_CAST(json_extract_string(attributes, '$."stakeflow.escalations"') AS INTEGER), end_time)
+            AS escalations,
+        arg_max(TRY_CAST(json_extract_string(attributes, '$."stakeflow.unpriced_calls"') AS INTEGER), end_time)
+            AS unpriced_calls
+    FROM spans
+    WHERE name = 'stakeflow.run' AND run_id IS NOT NULL
+    GROUP BY run_id
+), calls AS (
+    SELECT run_id,
+        count(*) AS model_calls,
+        count(*) FILTER (WHERE unpriced) AS unpriced_calls,
+        sum(cost_usd) AS cost_usd,
+        sum(frontier_equivalent_usd) FILTER (WHERE unpriced IS NOT TRUE) AS frontier_equivalent_usd,
+        sum(input_tokens) AS input_tokens,
+        sum(output_tokens) AS output_tokens,
+        sum(cache_read_tokens) AS cache_read_tokens,
+        sum(cache_write_tokens) AS cache_write_tokens
+    FROM spans
+    WHERE operation = 'chat' AND run_id IS NOT NULL
+    GROUP BY run_id
+)
+SELECT run_id, r.status, r.source, r.stakes, r.sensitivity, r.started_at, r.ended_at,
+    (epoch_us(r.ended_at) - epoch_us(r.started_at)) / 1000.0 AS duration_ms,
+    r.steps, r.open_steps, r.frontier_steps, r.escalations,
+    coalesce(c.model_calls, 0) AS model_calls,
+    greatest(coalesce(c.unpriced_calls, 0), coalesce(r.unpriced_calls, 0)) AS unpriced_calls,
+    c.cost_usd, c.frontier_equivalent_usd,
+    coalesce(c.input_tokens, 0) AS input_tokens, coalesce(c.output_tokens, 0) AS output_tokens,
+    coalesce(c.cache_read_tokens, 0) AS cache_read_tokens, coalesce(c.cache_write_tokens, 0) AS cache_write_tokens
+FROM run_spans r FULL OUTER JOIN calls c USING (run_id);
+"""
+
+
+@migration(3, "step models, unpriced runs, token totals in the runs view")
+def _step_models_unpriced_runs_and_tokens(con: duckdb.DuckDBPyConnection) -> None:
+    """Three things an OTLP-minded reader of the store needs, in the definitions ``_segments`` now ingests.
+
+    * A step span names its model in ``stakeflow.model`` (not ``gen_ai.request.model``, which backends
+      count as an LLM call): steps stored since then get it in ``request_model``, like older steps.
+    * A run span carries ``stakeflow.unpriced_calls``: such a run is ``unpriced``, and its $0 cost (or
+      frontier equivalent) is NULL, as a model call without a price is; the ``runs`` view's
+      ``unpriced_calls`` is the larger of the run span's count and the call spans' (call spans are
+      exported in batches, so a killed worker may have lost some; the run span is exported at once).
+      ``cost_usd`` stays the sum over priced calls, NULL when none was priced, as in `stakeflow costs`.
+    * The view sums each run's tokens from its call spans, ``input_tokens`` including the cache (one
+      definition everywhere: ``agents.types.Usage``). Raw input figures are not summed: they mean
+      different things on the two routes.
+    """
+    con.execute(
+        "UPDATE spans SET request_model = json_extract_string(attributes, '$.\"stakeflow.model\"') "
+        "WHERE name = 'stakeflow.step' AND request_model IS NULL"
+    )
+    unpriced_calls = "TRY_CAST(json_extract_string(attributes, '$.\"stakeflow.unpriced_calls\"') AS INTEGER)"
+    con.execute(
+        "UPDATE spans SET unpriced = true, "
+        "cost_usd = CASE WHEN cost_usd = 0 THEN NULL ELSE cost_usd END, "
+        "frontier_equivalent_usd = CASE WHEN frontier_equivalent_usd = 0 THEN NULL ELSE frontier_equivalent_usd END "
+        f"WHERE name = 'stakeflow.run' AND {unpriced_calls} > 0"
+    )
+    con.execute(_RUNS_VIEW_3)

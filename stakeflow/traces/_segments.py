@@ -57,7 +57,11 @@ PROMOTED: tuple[tuple[str, str, str], ...] = (
     ("escalated", sc.ESCALATED, "BOOLEAN"),
     ("status", sc.STATUS, "VARCHAR"),
     ("error_type", sc.ERROR_TYPE, "VARCHAR"),
+    # Read at ingest only, not columns of their own (see spans_select); so are _cost_usd and _unpriced.
+    ("_model", sc.MODEL, "VARCHAR"),
+    ("_unpriced_calls", sc.UNPRICED_CALLS, "INTEGER"),
 )
+_PRIVATE = ", ".join(column for column, _, _ in PROMOTED if column.startswith("_"))
 
 
 def spans_select(source: str) -> str:
@@ -65,16 +69,27 @@ def spans_select(source: str) -> str:
 
     Unpriced: a model call is priced only when it carries a cost and is not flagged unpriced; a chat
     span with no cost is unpriced even if the flag is missing, so it is counted, never taken as $0.
+    A run span is unpriced when its ``stakeflow.unpriced_calls`` is above 0, and then an amount of $0
+    on it (cost or frontier equivalent: what a run whose calls were all unpriced carries) is NULL:
+    no price is not a price of $0.
     Frontier equivalent: the value the activity stored; a priced frontier call that lacks it (a span
     from another producer) is its own equivalent, as the activity would have stored it.
+    Model: a step span names its routed model in ``stakeflow.model`` (``gen_ai.request.model`` is for
+    model calls only, so OTLP backends count each LLM call once); it fills ``request_model``, as the
+    attribute did on step spans written before, so the column reads the same for old and new steps.
     """
     struct = json.dumps({key: ("DOUBLE" if kind.startswith("DECIMAL") else kind) for _, key, kind in PROMOTED})
     promoted = ",\n        ".join(f"a.{quote_ident(key)} AS {column}" for column, key, _ in PROMOTED)
+    run_unpriced = f"(name = {quote_literal(sc.SPAN_RUN)} AND unpriced)"
     return f"""
-SELECT * EXCLUDE (_cost_usd, _unpriced) REPLACE (
-        CASE WHEN unpriced THEN NULL ELSE TRY_CAST(_cost_usd AS DECIMAL(18, 9)) END AS cost_usd,
-        TRY_CAST(coalesce(frontier_equivalent_usd, CASE WHEN route = 'frontier' AND NOT unpriced THEN _cost_usd END)
-            AS DECIMAL(18, 9)) AS frontier_equivalent_usd)
+SELECT * EXCLUDE ({_PRIVATE}) REPLACE (
+        CASE WHEN unpriced AND (NOT {run_unpriced} OR _cost_usd = 0) THEN NULL
+            ELSE TRY_CAST(_cost_usd AS DECIMAL(18, 9)) END AS cost_usd,
+        CASE WHEN {run_unpriced} AND frontier_equivalent_usd = 0 THEN NULL
+            ELSE TRY_CAST(coalesce(frontier_equivalent_usd,
+                                   CASE WHEN route = 'frontier' AND NOT unpriced THEN _cost_usd END)
+                          AS DECIMAL(18, 9)) END AS frontier_equivalent_usd,
+        coalesce(request_model, CASE WHEN name = {quote_literal(sc.SPAN_STEP)} THEN _model END) AS request_model)
 FROM (
     SELECT span_id, trace_id, parent_span_id, name, kind,
         make_timestamp(start_ns // 1000) AS start_time,
@@ -84,6 +99,7 @@ FROM (
         {promoted},
         coalesce(a.{quote_ident(sc.UNPRICED)}, false)
             OR coalesce(a.{quote_ident(sc.GEN_AI_OPERATION)} = 'chat' AND a.{quote_ident(sc.COST_USD)} IS NULL, false)
+            OR coalesce(name = {quote_literal(sc.SPAN_RUN)} AND a.{quote_ident(sc.UNPRICED_CALLS)} > 0, false)
             AS unpriced,
         NULL AS cost_usd
     FROM (SELECT *, json_transform(attributes, {quote_literal(struct)}) AS a FROM {source})

@@ -102,8 +102,11 @@ def render_tree(rows: list[dict[str, Any]]) -> str:
     calls = [r for r in rows if r["operation"] == sc.SPAN_CHAT]
     priced = [r["cost_usd"] for r in calls if not r["unpriced"] and r["cost_usd"] is not None]
     unpriced = len(calls) - len(priced)
-    total = f"{len(calls)} model calls, ${sum(priced):.6f}"
-    if unpriced:
-        total += f" (+ {unpriced} UNPRICED, not in the total)"
+    if calls and not priced:  # no price at all is no amount, never $0
+        total = f"{len(calls)} model calls, UNPRICED: add [prices.\"<model id>\"] to stakeflow.toml"
+    else:
+        total = f"{len(calls)} model calls, ${sum(priced):.6f}"
+        if unpriced:
+            total += f" (+ {unpriced} UNPRICED, not in the total)"
     return format_table(columns, table, null="", align_left={0, 2, 3, 9}) + "\n" + total
 
