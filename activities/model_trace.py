@@ -35,6 +35,7 @@ def model_call_span(req: ModelCallRequest, provider: str, content: bool) -> Iter
         sc.REASON: req.reason,
         sc.ESCALATED: req.escalated,
         sc.SOURCE: req.source,
+        **({sc.AGENT: req.agent} if req.agent else {}),
         sc.ATTEMPT: activity.info().attempt if activity.in_activity() else 1,
     }
     if content:

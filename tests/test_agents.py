@@ -78,3 +78,40 @@ def test_stakeflow_agents_and_tools_list_them(tmp_path, monkeypatch):
     assert sorted(t["name"] for t in json.loads(tools.output)["tools"]) == ["calculator", "sql_query"]
     missing = CliRunner().invoke(cli, ["run", "--agent", "nope", "hello"], catch_exceptions=False)
     assert missing.exit_code == 1 and "unknown agent 'nope'" in missing.output
+
+
+async def test_costs_by_agent_groups_a_named_agents_calls(client, tmp_path, open_fake):
+    """The agent's name rides on the run and model-call spans into the store: `costs --by agent` works."""
+    import signal
+    import uuid
+
+    from stakeflow.traces import TraceStore, cost_report
+    from tests.conftest import EXAMPLE_WORKSPACE, spawn_worker, worker_env, worker_log
+
+    open_fake.script(agent(plan(("Total the units", "sql_query")),
+                           {1: call("sql_query", query="SELECT sum(units) FROM 'sales.csv'")}, answer="77 units"))
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "stakeflow.toml").write_text('[prices."qwen-sales-lora"]\ninput_per_mtok = 1\noutput_per_mtok = 2\n')
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    env = worker_env(home, client, prefix, STAKEFLOW_OPEN_BASE_URL=open_fake.url, STAKEFLOW_OPEN_MODEL="qwen-test",
+                     STAKEFLOW_OPEN_DIALECT="vllm")
+    worker = spawn_worker(env)
+    try:
+        settings = make_settings(tmp_path, queue_prefix=prefix, open_base_url=open_fake.url, open_model="qwen-test",
+                                 agents={"analyst": ANALYST})
+        req = tasks.build_request(settings, "Units?", workspace=EXAMPLE_WORKSPACE, agent="analyst")
+        await (await tasks.start_run(client, settings, req)).result()
+        plain = tasks.build_request(settings, "What is 2+2?", workspace=EXAMPLE_WORKSPACE, tools=["calculator"])
+        open_fake.script(agent(plan(("Add", "calculator")), {1: call("calculator", expression="2+2")}, answer="4"))
+        await (await tasks.start_run(client, settings, plain)).result()
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(60)
+    assert worker.returncode == 0, worker_log(env)
+    report = cost_report(TraceStore(home / "traces.duckdb"), None, "agent")
+    by_agent = {r["agent"]: r for r in report["rows"]}
+    assert set(by_agent) == {"analyst", "(none)"}
+    assert by_agent["analyst"]["calls"] == 3 and by_agent["analyst"]["cost_usd"] > 0
+    with TraceStore(home / "traces.duckdb").reader() as con:
+        assert con.execute("SELECT count(*) FROM runs WHERE agent = 'analyst'").fetchone() == (1,)

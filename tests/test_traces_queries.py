@@ -109,7 +109,7 @@ def test_cost_report_since_and_run(priced_store):
 def test_unknown_breakdown_lists_the_valid_ones(priced_store):
     with pytest.raises(InputError) as e:
         cost_report(priced_store, None, "colour")
-    assert str(e.value) == "unknown breakdown 'colour': use one of run, model, route, stakes, tool, day, source"
+    assert str(e.value) == "unknown breakdown 'colour': use one of run, model, route, stakes, tool, day, source, agent"
 
 
 def test_an_empty_store_reports_zero_and_creates_nothing(path):

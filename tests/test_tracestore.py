@@ -338,7 +338,8 @@ def test_a_version_1_store_opens_migrated_with_its_rows_and_figures(path):
     with store.reader() as con:
         assert con.execute("SELECT version, description FROM schema_migrations ORDER BY version").fetchall() == [
             (1, "spans table and runs view"), (2, "runs view reads the stored frontier equivalent"),
-            (3, "step models, unpriced runs, token totals in the runs view")]
+            (3, "step models, unpriced runs, token totals in the runs view"),
+            (4, "agent column on spans and in the runs view")]
         assert con.execute("SELECT span_id, frontier_equivalent_usd::DOUBLE FROM spans WHERE route = 'frontier' "
                            "ORDER BY span_id").fetchall() == [("c", 0.05), ("d", 0.1)]
         run = con.execute("SELECT run_id, model_calls, unpriced_calls, cost_usd::DOUBLE, "

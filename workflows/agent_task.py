@@ -77,7 +77,7 @@ class AgentTaskWorkflow(ApprovalGate):
         self._described: list[ToolSpecView] = []
         self._sensitivity = req.sensitivity
         attributes = {
-            sc.RUN_ID: workflow.info().workflow_id, sc.SOURCE: req.source,
+            sc.RUN_ID: workflow.info().workflow_id, sc.SOURCE: req.source, **({sc.AGENT: req.agent} if req.agent else {}),
             sc.SENSITIVITY: req.sensitivity, sc.STAKES: req.stakes,
         }
         continued: workflow.ContinueAsNewError | None = None
@@ -193,12 +193,17 @@ class AgentTaskWorkflow(ApprovalGate):
 
     def _run_attributes(self) -> dict:
         t = tally(self._progress.steps)
-        return {
+        cost = self._progress.cost
+        calls = cost.open_calls + cost.frontier_calls
+        attributes = {
             sc.STEP_COUNT: t.step_count, sc.OPEN_STEPS: t.open_steps, sc.FRONTIER_STEPS: t.frontier_steps,
             sc.ESCALATIONS: t.escalations, sc.SENSITIVITY: self._sensitivity, sc.STAKES: t.stakes,
-            sc.COST_USD: self._progress.cost.total_usd, sc.UNPRICED_CALLS: self._progress.cost.unpriced_calls,
-            sc.FRONTIER_EQUIVALENT_USD: self._progress.cost.frontier_equivalent_usd,
+            sc.UNPRICED_CALLS: cost.unpriced_calls, sc.MODEL_CALLS: calls,
         }
+        if not calls or cost.unpriced_calls < calls:  # no price at all is no amount, never "$0"
+            attributes[sc.COST_USD] = cost.total_usd
+            attributes[sc.FRONTIER_EQUIVALENT_USD] = cost.frontier_equivalent_usd
+        return attributes
 
     # --- phases ------------------------------------------------------------------------
 
@@ -258,7 +263,9 @@ class AgentTaskWorkflow(ApprovalGate):
         )
         record = StepRecord(index=0, title="plan")
         async with self._step_span(0, "plan"):
-            reply, _ = await self._call_model(call, decision, record, label="plan")
+            reply, decision = await self._call_model(call, decision, record, label="plan")
+            self._mark(decision)
+        result.plan_route = decision  # as it ended: escalated or fallen back, if it was
         if reply.plan is None or not reply.plan.steps:
             raise StepFailure("planning failed: the model returned an empty plan")
         return reply.plan.steps[: req.max_steps]
@@ -339,6 +346,7 @@ class AgentTaskWorkflow(ApprovalGate):
         record = StepRecord(index=index, title="answer")
         async with self._step_span(index, "answer"):
             reply, decision = await self._call_model(call, decision, record, label="answer")
+            self._mark(decision)
         result.answer_route = decision
         return (reply.text or "").strip()
 
@@ -428,11 +436,16 @@ class AgentTaskWorkflow(ApprovalGate):
     def _tool_views(self, names: list[str]) -> list[ToolSpecView]:
         return [self._specs[n] for n in names if n in self._specs]
 
-    def _apply(self, record: StepRecord, d: RouteDecision) -> None:
+    @staticmethod
+    def _mark(d: RouteDecision) -> None:
+        """The routing decision on the current step span (plan, step or answer)."""
         otel_trace.get_current_span().set_attributes({
             sc.ROUTE: d.route, sc.STAKES: d.stakes, sc.REASON: d.reason, sc.ESCALATED: d.escalated,
             sc.MODEL: d.model,
         })
+
+    def _apply(self, record: StepRecord, d: RouteDecision) -> None:
+        self._mark(d)
         record.route, record.model, record.stakes, record.reason = d.route, d.model, d.stakes, d.reason
         record.needs_approval, record.downgraded = d.needs_approval, d.downgraded
         record.escalated = record.escalated or d.escalated

@@ -58,6 +58,9 @@ def main() -> None:
             raise
         err(f"Error: unexpected {type(e).__name__}: {e} (STAKEFLOW_DEBUG=1 shows the traceback)")
         code = 1
+    from stakeflow.telemetry import flush
+
+    flush()  # spans a command made (none today but the worker's, which shuts down itself) reach their exporters
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -49,7 +49,7 @@ def trace(run_id: str, as_json: bool) -> None:
 @click.command()
 @click.option("--since", default=None, help="Only spans newer than this: 30m, 24h, 7d, 2w (default: all).")
 @click.option("--by", "by", default="model", show_default=True,
-              help="Breakdown: run, model, route, stakes, tool, day or source.")
+              help="Breakdown: run, model, route, stakes, tool, day, source or agent.")
 @click.option("--run", "run_id", default=None, help="One run's bill (its workflow id or Temporal run id).")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--csv", "as_csv", is_flag=True)
@@ -73,20 +73,9 @@ def costs(since: str | None, by: str, run_id: str | None, as_json: bool, as_csv:
         click.echo(to_csv(columns, [[r[c] for c in columns] for r in rows]), nl=False)
         return
     click.echo(format_table(columns, [[r[c] for c in columns] for r in rows]))
-    click.echo(_summary(report))
+    from stakeflow.traces import summary_line
 
-
-def _summary(r: dict) -> str:
-    line = (
-        f"total ${r['total_usd']:.4f} (open ${r['open_usd']:.4f} · frontier ${r['frontier_usd']:.4f})"
-        f" · all-frontier would be ${r['frontier_equivalent_usd']:.4f} · saved ${r['saved_usd']:.4f}"
-    )
-    if r["unpriced_calls"]:
-        line += (
-            f"\nWARNING: {r['unpriced_calls']} model calls have no price and are not in these totals: "
-            'add [prices."<model id>"] to stakeflow.toml (input_per_mtok/output_per_mtok, or gpu_hour_usd)'
-        )
-    return line
+    click.echo(summary_line(report))
 
 
 @click.command()

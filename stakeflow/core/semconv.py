@@ -30,6 +30,7 @@ ROUTE = "stakeflow.route"  # open | frontier
 STAKES = "stakeflow.stakes"  # low | high
 REASON = "stakeflow.reason"
 SOURCE = "stakeflow.source"  # cli | webhook name
+AGENT = "stakeflow.agent"  # the named agent of the run ([agents.<name>]), on run and model-call spans
 SENSITIVITY = "stakeflow.sensitivity"
 ESCALATED = "stakeflow.escalated"
 ATTEMPT = "stakeflow.attempt"  # Temporal activity attempt (1 = first)
@@ -49,4 +50,5 @@ OPEN_STEPS = "stakeflow.open_steps"
 FRONTIER_STEPS = "stakeflow.frontier_steps"
 ESCALATIONS = "stakeflow.escalations"
 STEP_COUNT = "stakeflow.steps"
+MODEL_CALLS = "stakeflow.model_calls"  # run span: every model call of the run (failed attempts included)
 UNPRICED_CALLS = "stakeflow.unpriced_calls"  # calls without a price: the run's cost is a lower bound, never "$0"

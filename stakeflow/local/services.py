@@ -247,11 +247,15 @@ def status(settings: Settings) -> list[ServiceState]:
     return [processes.state(settings, name) for name in reversed(SERVICES)]
 
 
+# The worker's graceful shutdown lets activities in flight finish for 20 s (workers/main.py): give it that.
+WORKER_STOP_S = 25.0
+
+
 def stop_all(settings: Settings, timeout: float = 15.0) -> list[str]:
     """Stop what `up` started; returns what stopped (and any pid that was no longer ours)."""
     stopped: list[str] = []
     for name in SERVICES:
-        done = processes.stop(settings, name, timeout)
+        done = processes.stop(settings, name, max(timeout, WORKER_STOP_S) if name == WORKER else timeout)
         if done:
             stopped.append(done)
     return stopped

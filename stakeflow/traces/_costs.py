@@ -17,10 +17,10 @@ from stakeflow.core.errors import InputError
 from stakeflow.traces._store import TraceStore
 from stakeflow.traces._tables import money
 
-BREAKDOWNS = ("run", "model", "route", "stakes", "tool", "day", "source")
+BREAKDOWNS = ("run", "model", "route", "stakes", "tool", "day", "source", "agent")
 _KEYS = {
     "run": "run_id", "model": "request_model", "route": "route", "stakes": "stakes",
-    "day": "CAST(start_time AS DATE)", "source": "source",
+    "day": "CAST(start_time AS DATE)", "source": "source", "agent": "agent",
 }
 _AGGREGATES = """
     count(*) AS calls,

@@ -293,3 +293,17 @@ def _step_models_unpriced_runs_and_tokens(con: duckdb.DuckDBPyConnection) -> Non
         f"WHERE name = 'stakeflow.run' AND {unpriced_calls} > 0"
     )
     con.execute(_RUNS_VIEW_3)
+
+
+_RUNS_VIEW_4 = _RUNS_VIEW_3.replace(
+    "        arg_max(source, end_time) AS source,\n",
+    "        arg_max(source, end_time) AS source,\n        arg_max(agent, end_time) AS agent,\n", 1,
+).replace("SELECT run_id, r.status, r.source,", "SELECT run_id, r.status, r.source, r.agent,", 1)
+
+
+@migration(4, "agent column on spans and in the runs view")
+def _agent_column(con: duckdb.DuckDBPyConnection) -> None:
+    """Named agents: `stakeflow.agent` on run and model-call spans, promoted so `costs --by agent` groups by it."""
+    con.execute("ALTER TABLE spans ADD COLUMN agent VARCHAR")
+    con.execute("UPDATE spans SET agent = json_extract_string(attributes, '$.\"stakeflow.agent\"')")
+    con.execute(_RUNS_VIEW_4)

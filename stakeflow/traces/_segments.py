@@ -39,6 +39,7 @@ PROMOTED: tuple[tuple[str, str, str], ...] = (
     ("stakes", sc.STAKES, "VARCHAR"),
     ("reason", sc.REASON, "VARCHAR"),
     ("source", sc.SOURCE, "VARCHAR"),
+    ("agent", sc.AGENT, "VARCHAR"),
     ("operation", sc.GEN_AI_OPERATION, "VARCHAR"),
     ("provider", sc.GEN_AI_PROVIDER, "VARCHAR"),
     ("request_model", sc.GEN_AI_REQUEST_MODEL, "VARCHAR"),
