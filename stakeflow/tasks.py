@@ -109,8 +109,12 @@ def build_request(
     max_steps: int | None = None,
     budget_tokens: int | None = None,
     auto_approve: bool = False,
+    agent: str | None = None,
 ) -> TaskRequest:
     """A validated TaskRequest; InputError naming the fix for anything wrong."""
+    if agent is not None:
+        raise InputError(f"unknown agent '{agent}': this stakeflow has only its default agent; remove agent "
+                         "from the hook's table (or the request) to use it")
     goal = goal.strip()
     if not goal:
         raise InputError('the goal is empty: say what the task should achieve, e.g. stakeflow run "Summarise notes.txt"')
