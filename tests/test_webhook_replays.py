@@ -9,9 +9,12 @@ import json
 import time
 
 import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowExecutionStatus
 
-from stakeflow.core.errors import ConfigError
 from stakeflow.settings import load_settings
+from stakeflow.webhooks.signatures import seal_id_for
+from stakeflow.webhooks.temporal import SEAL_WORKFLOW
 from tests.webhook_support import (  # noqa: F401  (fixtures are used by name)
     SECRET, assert_not_started, hook, http, issue_body, new_delivery, open_fake, serve_process, server, settings,
     signed, terminate,
@@ -73,6 +76,41 @@ async def test_concurrent_replays_under_different_delivery_ids_start_one_run(cli
     await terminate(client, winner["workflow_id"])
 
 
+async def test_a_seal_is_a_workflow_no_worker_ever_runs(client, server, http):
+    body = issue_body()
+    headers = signed(body, new_delivery())
+    r = await http.post(f"{server.url}/hooks/gh", content=body, headers=headers)
+    assert r.status_code == 202, r.text
+    seal = client.get_workflow_handle(seal_id_for("gh", headers["X-Stakeflow-Signature-256"].removeprefix("sha256=")))
+    desc = await seal.describe()
+    assert desc.workflow_type == SEAL_WORKFLOW and desc.status == WorkflowExecutionStatus.RUNNING
+    assert await desc.memo_value("run") == r.json()["workflow_id"]
+    # Open for twice the tolerance (300 s by default), and never a workflow task: nothing can run it.
+    assert desc.raw_description.execution_config.workflow_execution_timeout.ToSeconds() == 600
+    assert [e.event_type for e in (await seal.fetch_history()).events] == [EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED]
+    await terminate(client, r.json()["workflow_id"])
+
+
+async def test_a_closed_seal_still_refuses_the_replay(client, server, http):
+    body = issue_body()
+    captured = signed(body, new_delivery(), github=True)
+    first = await http.post(f"{server.url}/hooks/brief", content=body, headers=captured)
+    assert first.status_code == 202, first.text
+    seal = client.get_workflow_handle(seal_id_for("brief", captured["X-Hub-Signature-256"].removeprefix("sha256=")))
+    for _ in range(100):  # open for 2 s (twice the 1 s tolerance)
+        if (await seal.describe()).status == WorkflowExecutionStatus.TIMED_OUT:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail("the seal never closed")
+    replay = new_delivery()
+    again = await http.post(f"{server.url}/hooks/brief", content=body,
+                            headers=with_delivery(captured, "X-GitHub-Delivery", replay))
+    assert again.status_code == 202 and again.json() == {**first.json(), "duplicate": True}, again.text
+    await assert_not_started(client, f"hook-brief-{replay}")
+    await terminate(client, first.json()["workflow_id"])
+
+
 async def test_a_replayed_timestamped_body_within_the_tolerance_starts_nothing(client, server, http):
     original, replay = new_delivery(), new_delivery()
     body = issue_body()
@@ -127,11 +165,6 @@ def test_timestamp_config(tmp_path, monkeypatch):
     assert load_settings().hooks["x"].require_timestamp is False
     (home / "stakeflow.toml").write_text(base)
     assert load_settings().hooks["x"].require_timestamp is True
-    # A window longer than Temporal's shortest retention (1 day) could outlive the record of a body.
-    (home / "stakeflow.toml").write_text(base + "timestamp_tolerance_s = 172800\n")
-    with pytest.raises(ConfigError) as e:
-        load_settings()
-    assert "hooks.x.timestamp_tolerance_s" in str(e.value) and "86400" in str(e.value)
 
 
 # --- item 10: nesting ----------------------------------------------------------------------------

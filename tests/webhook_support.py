@@ -79,6 +79,7 @@ def hook_settings(tmp_path, client: Client, **kw):
         "auto": hook(stakes="auto"),
         "issues": hook(events=["issues"], actions=["opened", "reopened"]),
         "triage-agent": hook(agent="triage"),
+        "brief": hook(timestamp_tolerance_s=1),
     }
     values = dict(temporal_address=client.service_client.config.target_host, hooks=hooks)
     values.update(kw)

@@ -143,7 +143,9 @@ async def _deliver(ctx: Context, request: Request, note: dict[str, Any]) -> Resp
         raise Refused(422, str(e)) from None
     workflow_id = workflow_id_for(name, note["delivery"], body)
     note["workflow_id"] = workflow_id
-    seal = Seal(seal_id_for(name, mac), timedelta(seconds=hook.timestamp_tolerance_s),
+    # A timestamp is accepted from tolerance before to tolerance after the server's clock: a body signed
+    # ahead of it can be replayed for up to twice the tolerance after it first arrives.
+    seal = Seal(seal_id_for(name, mac), timedelta(seconds=2 * hook.timestamp_tolerance_s),
                 f"Replay seal of hook {name}: these signed bytes started {workflow_id}")
     client = await ctx.temporal.client()
     try:

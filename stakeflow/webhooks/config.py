@@ -18,7 +18,6 @@ from agents.types import Sensitivity, StakesOverride
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_TIMESTAMP_TOLERANCE_S = 300.0
-MAX_TIMESTAMP_TOLERANCE_S = 86400
 
 # An event or action name in a hook's filters: GitHub's are like "issues", "issue_comment", "opened".
 Name = Annotated[str, StringConstraints(min_length=1, max_length=100)]
@@ -139,16 +138,7 @@ class HookConfig(BaseModel):
     def _filter_not_empty(cls, names: list[str] | None, info: ValidationInfo) -> list[str] | None:
         # An empty list would answer every delivery with "ignored", which no one means to configure.
         if names is not None and not names:
+            example = '["issues"]' if info.field_name == "events" else '["opened"]'
             raise ValueError(f"{info.field_name} = [] would ignore every delivery: remove the key to accept all, "
-                             f"or name some (e.g. {info.field_name} = [\"{'issues' if info.field_name == 'events' else 'opened'}\"])")
+                             f"or name some, e.g. {info.field_name} = {example}")
         return names
-
-    @field_validator("timestamp_tolerance_s")
-    @classmethod
-    def _tolerance_within_a_day(cls, seconds: float) -> float:
-        # A replayed body is recognised by a record Temporal keeps for at least this window (see
-        # webhooks.temporal); past a day it would depend on the namespace's retention, whose minimum is a day.
-        if seconds > MAX_TIMESTAMP_TOLERANCE_S:
-            raise ValueError(f"{seconds:g} s is longer than {MAX_TIMESTAMP_TOLERANCE_S} s (a day): use at most "
-                             f"{MAX_TIMESTAMP_TOLERANCE_S}, so a replayed body is recognised for its whole window")
-        return seconds

@@ -19,11 +19,12 @@ SQLite table would be one per host, and a shared database a new dependency):
   the run's start goes ahead and Temporal deduplicates it as before.
 
 A seal never runs code: it is started with a start delay longer than its execution timeout, so no
-workflow task is ever scheduled and no worker is needed; it times out after the hook's
-``timestamp_tolerance_s`` and, closed, still refuses its id for the namespace's retention. A replay is
-therefore recognised for at least the tolerance window whatever the retention (after it, a timestamped
-body is refused as stale), and GitHub-style bodies, which carry no timestamp, for the tolerance plus
-the retention.
+workflow task is ever scheduled and no worker is needed. It stays open for twice the hook's
+``timestamp_tolerance_s`` (a timestamp is accepted that far on either side of the server's clock, so a
+body signed ahead of it stays fresh that long after it first arrives), then times out and, closed, still
+refuses its id for the namespace's retention. A timestamped body is therefore recognised for as long as
+it is fresh, whatever the retention; a GitHub-style body, which carries no timestamp, for that plus the
+retention (at least a day; `temporal operator namespace update --retention` sets it).
 """
 
 from __future__ import annotations
