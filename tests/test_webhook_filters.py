@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from stakeflow import tasks
 from stakeflow.core.errors import ConfigError, InputError
 from stakeflow.settings import load_settings
+from stakeflow.webhooks.openapi import OPENAPI
 from tests.conftest import make_settings
 from tests.webhook_support import (  # noqa: F401  (fixtures are used by name)
     assert_not_started, hook, http, new_delivery, open_fake, server, settings, signed, terminate,
@@ -51,6 +52,7 @@ async def test_github_ping_is_200_and_starts_nothing(client, server, http, name)
                         headers=signed(body, delivery, github=True, event="ping"))
     assert r.status_code == 200, r.text
     assert r.json()["hook"] == name and r.json()["ping"] == "ok"
+    assert set(r.json()) == set(OPENAPI["components"]["schemas"]["Pong"]["properties"])
     if name == "issues":
         assert (r.json()["events"], r.json()["actions"]) == (["issues"], ["opened", "reopened"])
     await assert_not_started(client, f"hook-{name}-{delivery}")

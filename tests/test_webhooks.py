@@ -354,9 +354,25 @@ async def test_openapi_document(server, http):
                     assert p["required"] is True and "{" + p["name"] + "}" in path
             for resp in op["responses"].values():
                 for media in resp.get("content", {}).values():
-                    ref = media["schema"].get("$ref")
-                    if ref:
-                        assert ref.removeprefix("#/components/schemas/") in doc["components"]["schemas"]
+                    for ref in _refs(media["schema"]):
+                        assert ref.removeprefix("#/components/schemas/") in doc["components"]["schemas"], ref
+    # The deliver operation documents the headers the server reads and every answer it gives.
+    deliver = doc["paths"]["/hooks/{name}"]["post"]
+    assert {"X-Stakeflow-Event", "X-GitHub-Event", "X-Stakeflow-Timestamp"} <= {p["name"] for p in deliver["parameters"]}
+    assert {"200", "202", "400", "401", "404", "413", "422", "502", "503"} == set(deliver["responses"])
+    assert [*_refs(deliver["responses"]["202"])] == ["#/components/schemas/Accepted", "#/components/schemas/Ignored"]
+
+
+def _refs(node):
+    """Every $ref under a schema node, in order."""
+    if isinstance(node, dict):
+        if "$ref" in node:
+            yield node["$ref"]
+        for value in node.values():
+            yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
 
 
 _text = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=40)
