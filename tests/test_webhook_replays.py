@@ -13,7 +13,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus
 
 from stakeflow.settings import load_settings
-from stakeflow.webhooks.signatures import seal_id_for
+from stakeflow.webhooks.signatures import seal_id_for, workflow_id_for
 from stakeflow.webhooks.temporal import SEAL_WORKFLOW
 from tests.webhook_support import (  # noqa: F401  (fixtures are used by name)
     SECRET, assert_not_started, hook, http, issue_body, new_delivery, open_fake, serve_process, server, settings,
@@ -56,6 +56,23 @@ async def test_a_replayed_github_body_with_a_fresh_delivery_id_starts_nothing(tm
     assert (other.json()["workflow_id"], other.json()["run_id"], other.json()["duplicate"]) == (
         run["workflow_id"], run["run_id"], True)
     await assert_not_started(client, f"hook-gh-{later}")
+
+
+@pytest.mark.parametrize("first_id, replay_id", [(True, False), (False, True)])
+async def test_a_replay_with_or_without_a_delivery_id_is_the_first_run(client, server, http, first_id, replay_id):
+    # Without a delivery id the workflow id derives from the body: that must not be a way around the seal.
+    body = issue_body()
+    captured = signed(body, new_delivery() if first_id else None, github=True)
+    first = await http.post(f"{server.url}/hooks/gh", content=body, headers=captured)
+    assert first.status_code == 202 and first.json()["duplicate"] is False, first.text
+    replay_headers = {k: v for k, v in captured.items() if k != "X-GitHub-Delivery"}
+    if replay_id:
+        replay_headers["X-GitHub-Delivery"] = new_delivery()
+    again = await http.post(f"{server.url}/hooks/gh", content=body, headers=replay_headers)
+    assert again.status_code == 202 and again.json() == {**first.json(), "duplicate": True}, again.text
+    other = workflow_id_for("gh", replay_headers.get("X-GitHub-Delivery"), body)
+    await assert_not_started(client, other)
+    await terminate(client, first.json()["workflow_id"])
 
 
 async def test_concurrent_replays_under_different_delivery_ids_start_one_run(client, server, http):
