@@ -11,8 +11,11 @@ workers (so only the start is measured: runs stay queued), and two ways to start
   (d) direct: the Temporal client in this process calls start_workflow with the same TaskRequest and
       the same concurrency; the latency is one start_workflow call.
 
-Both use the same id policies (conflict FAIL, reuse REJECT_DUPLICATE). (r) sends every (w) delivery a
-second time: the redelivery path, which Temporal refuses and the server answers duplicate=true.
+Both use the same id policies (conflict FAIL, reuse REJECT_DUPLICATE); (w) also claims each delivery's
+seal (the replay guard: one more start per delivery). (r) sends every (w) delivery a second time,
+re-signed now: the redelivery path, which Temporal refuses and the server answers duplicate=true. (p)
+re-sends every (w) delivery's captured signed headers under a fresh delivery id: a replay, answered as a
+duplicate of the (w) run.
 
     python bench/webhooks.py                       # 3 rounds x 600 deliveries, 8 concurrent clients
     python bench/webhooks.py --rounds 5 --n 1000 --concurrency 32
@@ -34,7 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,6 +67,8 @@ class Round:
     p99: float
     n: int
     cpu: dict[str, float] | None = None  # process -> CPU ms per start
+    # (w) rounds: each delivery's headers, for the replay round
+    signed: list[dict[str, str]] | None = field(default=None, repr=False)
 
 
 def cpu_ms(pid: int) -> float:
@@ -117,10 +122,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def payload(i: int) -> bytes:
+def payload(i: int, delivery: str) -> bytes:
+    """An issue body; unique per delivery, as real events are (the same signed bytes twice are a replay)."""
     import json
 
-    return json.dumps({"action": "opened", "issue": {"title": f"Crash #{i} on start", "body": "x" * 400}}).encode()
+    return json.dumps({"action": "opened", "issue": {"id": delivery, "title": f"Crash #{i} on start",
+                                                     "body": "x" * 400}}).encode()
 
 
 async def run_pool(n: int, concurrency: int, one) -> tuple[list[float], float]:
@@ -168,8 +175,11 @@ class Connection:
             self.writer.close()
 
 
-async def bench_webhook(port: int, path: str, bodies: list[bytes], ids: list[str],
-                        concurrency: int, duplicate: bool) -> Round:
+async def bench_webhook(port: int, path: str, bodies: list[bytes], ids: list[str], concurrency: int,
+                        duplicate: bool, signed: list[dict[str, str]] | None = None) -> Round:
+    """POST every body under its delivery id, signed now; with ``signed``, re-send those captured
+    headers (timestamp and signature) instead: a replay. Each delivery's headers are kept in the
+    result's ``signed``, so a later round can replay them."""
     import json
 
     pool = [Connection(port) for _ in range(concurrency)]
@@ -178,21 +188,31 @@ async def bench_webhook(port: int, path: str, bodies: list[bytes], ids: list[str
     async def one(i: int) -> None:
         conn = free.pop()
         try:
-            ts = str(int(time.time()))
-            headers = {"Content-Type": "application/json", "X-Stakeflow-Delivery": ids[i],
-                       "X-Stakeflow-Timestamp": ts, "X-Stakeflow-Signature-256": sign(SECRET, bodies[i], ts)}
+            if signed is None:
+                ts = str(int(time.time()))
+                headers = {"Content-Type": "application/json", "X-Stakeflow-Timestamp": ts,
+                           "X-Stakeflow-Signature-256": sign(SECRET, bodies[i], ts)}
+            else:
+                headers = dict(signed[i])
+            headers["X-Stakeflow-Delivery"] = ids[i]
+            captured[i] = headers
             status, body = await conn.post(path, headers, bodies[i])
         finally:
             free.append(conn)
         if status != 202 or json.loads(body)["duplicate"] is not duplicate:
             raise SystemExit(f"webhook answered {status} {body!r}")
+        if signed is not None and json.loads(body)["workflow_id"] != f"hook-bench-{signed[i]['X-Stakeflow-Delivery']}":
+            raise SystemExit(f"a replay answered for another run: {body!r}")
 
+    captured: list[dict[str, str]] = [{} for _ in ids]
     try:
         lat, secs = await run_pool(len(ids), concurrency, one)
     finally:
         for c in pool:
             c.close()
-    return summarise(lat, secs)
+    result = summarise(lat, secs)
+    result.signed = captured
+    return result
 
 
 async def bench_direct(client: Client, settings: Settings, n: int, concurrency: int, tag: str) -> Round:
@@ -200,8 +220,8 @@ async def bench_direct(client: Client, settings: Settings, n: int, concurrency: 
                               stakes="low", source="bench")
 
     async def one(i: int) -> None:
-        _, dup = await start_delivery(client, settings, req, f"direct-{tag}-{i}")
-        if dup:
+        started = await start_delivery(client, settings, req, f"direct-{tag}-{i}")
+        if started.duplicate:
             raise SystemExit("direct start reported a duplicate")
 
     lat, secs = await run_pool(n, concurrency, one)
@@ -254,7 +274,7 @@ async def main(args: argparse.Namespace) -> None:
     proc = start_server(home, address, prefix, port, log)
     base = f"http://127.0.0.1:{port}"
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
-    rows: dict[str, list[Round]] = {"w": [], "d": [], "r": []}
+    rows: dict[str, list[Round]] = {"w": [], "d": [], "r": [], "p": []}
     meter = CpuMeter({"bench client": os.getpid(), "dev server": child_pids("temporal")[0], "stakeflow serve": proc.pid})
     try:
         async with httpx.AsyncClient(timeout=30, limits=limits) as http:
@@ -262,11 +282,11 @@ async def main(args: argparse.Namespace) -> None:
             path = "/hooks/bench"
             # Warm-up: connections, the server's Temporal client, the dev server's caches.
             warm = [f"warm-{uuid.uuid4().hex[:8]}-{i}" for i in range(50)]
-            await bench_webhook(port, path, [payload(i) for i in range(50)], warm, args.concurrency, False)
+            await bench_webhook(port, path, [payload(i, d) for i, d in enumerate(warm)], warm, args.concurrency, False)
             await bench_direct(env.client, settings, 50, args.concurrency, "warm")
             for r in range(args.rounds):
                 ids = [f"r{r}-{uuid.uuid4().hex[:10]}" for _ in range(args.n)]
-                bodies = [payload(i) for i in range(args.n)]
+                bodies = [payload(i, d) for i, d in enumerate(ids)]
                 order = ("w", "d") if r % 2 == 0 else ("d", "w")
                 for which in order:
                     before = meter.snapshot()
@@ -279,6 +299,11 @@ async def main(args: argparse.Namespace) -> None:
                 before = meter.snapshot()
                 rows["r"].append(await bench_webhook(port, path, bodies, ids, args.concurrency, True))
                 rows["r"][-1].cpu = meter.per_start(before, args.n)
+                fresh = [f"p{r}-{uuid.uuid4().hex[:10]}" for _ in range(args.n)]
+                before = meter.snapshot()
+                rows["p"].append(await bench_webhook(port, path, bodies, fresh, args.concurrency, True,
+                                                     signed=rows["w"][-1].signed))
+                rows["p"][-1].cpu = meter.per_start(before, args.n)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -299,7 +324,7 @@ def report(rows: dict[str, list[Round]], args: argparse.Namespace) -> None:
     def median(rs: list[Round]) -> Round:
         return sorted(rs, key=lambda x: x.rate)[len(rs) // 2]
 
-    w, d, r = median(rows["w"]), median(rows["d"]), median(rows["r"])
+    w, d, r, p = median(rows["w"]), median(rows["d"]), median(rows["r"]), median(rows["p"])
     print(f"\nstakeflow webhook start cost · {platform.python_implementation()} {platform.python_version()} · "
           f"{os.cpu_count()} CPUs · {args.rounds} rounds x {args.n} deliveries · {args.concurrency} concurrent clients"
           f" · median round · server http={_have('httptools')} loop={_have('uvloop')}")
@@ -308,7 +333,8 @@ def report(rows: dict[str, list[Round]], args: argparse.Namespace) -> None:
     print("|---|---|---:|---:|---:|" + "---:|" * len(names))
     for tag, name, x in (("w", "webhook: signed POST -> 202 (new run)", w),
                          ("d", "direct: Temporal client start_workflow", d),
-                         ("r", "webhook redelivery -> 202 duplicate", r)):
+                         ("r", "webhook redelivery -> 202 duplicate", r),
+                         ("p", "webhook replay, fresh delivery id -> 202 duplicate", p)):
         cpu = " | ".join(f"{(x.cpu or {}).get(n, 0):.2f}" for n in names)
         print(f"| ({tag}) | {name} | {x.rate:.0f} | {x.p50:.1f} | {x.p99:.1f} | {cpu} |")
     share = w.rate / d.rate

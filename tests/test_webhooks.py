@@ -6,137 +6,24 @@ import asyncio
 import json
 import logging
 import socket
-import threading
 import time
 import uuid
 
 import httpx
 import pytest
-import uvicorn
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
-from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
 
 from agents.types import TaskResult
 from stakeflow.core.errors import ConfigError
-from stakeflow.webhooks.config import HookConfig, MissingField, TemplateError, render_goal, template_fields
+from stakeflow.webhooks.config import MissingField, TemplateError, render_goal, template_fields
 from stakeflow.settings import load_settings
 from stakeflow.webhooks import create_app, sign, workflow_id_for
 from tests.agent_script import agent, call, plan, think
 from tests.conftest import free_port, make_settings, running_workers
-from tests.fakes import FakeOpenAIServer
-
-SECRET = "whsec-test-SECRET-5c4b3a"
-TOKEN = "api-token-test-7d6e5f"
-GOAL = "Triage this issue: {payload.issue.title}\n\n{payload.issue.body}"
-
-
-class ServerThread:
-    """uvicorn serving an app on 127.0.0.1 in its own thread (and event loop)."""
-
-    def __init__(self, app) -> None:
-        self.port = free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None,
-                                access_log=False, lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> ServerThread:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-
-def hook(**kw) -> HookConfig:
-    values = dict(secret_env="HOOK_SECRET", goal=GOAL, stakes="low")
-    values.update(kw)
-    return HookConfig(**values)
-
-
-def hook_settings(tmp_path, client: Client, **kw):
-    hooks = kw.pop("hooks", None) or {
-        "gh": hook(),
-        "gh-only": hook(signature="github"),
-        "stamped": hook(require_timestamp=True, timestamp_tolerance_s=60),
-        "small": hook(max_body_bytes=1000),
-        "unset": hook(secret_env="NOT_SET_ANYWHERE"),
-        "auto": hook(stakes="auto"),
-    }
-    values = dict(temporal_address=client.service_client.config.target_host, hooks=hooks)
-    values.update(kw)
-    return make_settings(tmp_path, **values)
-
-
-ENVIRON = {"HOOK_SECRET": SECRET, "STAKEFLOW_API_TOKEN": TOKEN}
-
-
-@pytest.fixture
-def open_fake():
-    with FakeOpenAIServer(model="qwen-test") as server:
-        yield server
-
-
-@pytest.fixture
-def settings(tmp_path, client, open_fake):
-    return hook_settings(tmp_path, client, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm")
-
-
-@pytest.fixture
-def server(settings):
-    with ServerThread(create_app(settings, environ=ENVIRON)) as s:
-        yield s
-
-
-@pytest.fixture
-async def http():
-    async with httpx.AsyncClient(timeout=30) as c:
-        yield c
-
-
-def issue_body(title="Crash on start", body="It crashes.", **extra) -> bytes:
-    return json.dumps({"action": "opened", "issue": {"title": title, "body": body, **extra}}).encode()
-
-
-def signed(body: bytes, delivery: str | None = None, *, github=False, timestamp: str | None = None,
-           secret: str = SECRET) -> dict[str, str]:
-    headers = {"Content-Type": "application/json"}
-    if github:
-        headers["X-Hub-Signature-256"] = sign(secret.encode(), body)
-    else:
-        headers["X-Stakeflow-Signature-256"] = sign(secret.encode(), body, timestamp)
-    if timestamp is not None:
-        headers["X-Stakeflow-Timestamp"] = timestamp
-    if delivery:
-        headers["X-GitHub-Delivery" if github else "X-Stakeflow-Delivery"] = delivery
-    return headers
-
-
-def new_delivery() -> str:
-    return f"d-{uuid.uuid4().hex[:12]}"
-
-
-async def assert_not_started(client: Client, workflow_id: str) -> None:
-    with pytest.raises(RPCError) as e:
-        await client.get_workflow_handle(workflow_id).describe()
-    assert e.value.status == RPCStatusCode.NOT_FOUND
-    found = [w async for w in client.list_workflows(f'WorkflowId = "{workflow_id}"')]
-    assert found == []
-
-
-async def terminate(client: Client, workflow_id: str) -> None:
-    await client.get_workflow_handle(workflow_id).terminate("test cleanup")
+from tests.webhook_support import (  # noqa: F401  (fixtures are used by name)
+    ENVIRON, GOAL, SECRET, TOKEN, ServerThread, assert_not_started, hook, hook_settings, http, issue_body,
+    new_delivery, open_fake, serve_process, server, settings, signed, terminate,
+)
 
 
 # --- the happy path ------------------------------------------------------------------------------
@@ -268,7 +155,7 @@ async def test_timestamped_signature(client, server, http):
     moved = await http.post(f"{server.url}/hooks/stamped", content=body, headers=headers)
     assert moved.status_code == 401 and "does not match" in moved.json()["error"]
 
-    missing = await http.post(f"{server.url}/hooks/stamped", content=body, headers=signed(body, d4 := new_delivery()))
+    missing = await http.post(f"{server.url}/hooks/stamped", content=body, headers=signed(body, d4 := new_delivery(), stamp=False))
     assert missing.status_code == 401 and "requires X-Stakeflow-Timestamp" in missing.json()["error"]
     for d in (d2, d3, d4):
         await assert_not_started(client, f"hook-stamped-{d}")
@@ -467,9 +354,25 @@ async def test_openapi_document(server, http):
                     assert p["required"] is True and "{" + p["name"] + "}" in path
             for resp in op["responses"].values():
                 for media in resp.get("content", {}).values():
-                    ref = media["schema"].get("$ref")
-                    if ref:
-                        assert ref.removeprefix("#/components/schemas/") in doc["components"]["schemas"]
+                    for ref in _refs(media["schema"]):
+                        assert ref.removeprefix("#/components/schemas/") in doc["components"]["schemas"], ref
+    # The deliver operation documents the headers the server reads and every answer it gives.
+    deliver = doc["paths"]["/hooks/{name}"]["post"]
+    assert {"X-Stakeflow-Event", "X-GitHub-Event", "X-Stakeflow-Timestamp"} <= {p["name"] for p in deliver["parameters"]}
+    assert {"200", "202", "400", "401", "404", "413", "422", "502", "503"} == set(deliver["responses"])
+    assert [*_refs(deliver["responses"]["202"])] == ["#/components/schemas/Accepted", "#/components/schemas/Ignored"]
+
+
+def _refs(node):
+    """Every $ref under a schema node, in order."""
+    if isinstance(node, dict):
+        if "$ref" in node:
+            yield node["$ref"]
+        for value in node.values():
+            yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
 
 
 _text = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=40)
@@ -477,8 +380,9 @@ _text = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), 
 
 @st.composite
 def deliveries(draw):
-    name = draw(st.sampled_from(["gh", "gh-only", "stamped", "small", "nope", "%2e%2e", "gh%00"]))
-    kind = draw(st.sampled_from(["json", "bytes", "issue"]))
+    name = draw(st.sampled_from(["gh", "gh-only", "stamped", "unstamped", "small", "issues", "brief", "nope",
+                                 "%2e%2e", "gh%00"]))
+    kind = draw(st.sampled_from(["json", "bytes", "issue", "deep"]))
     if kind == "bytes":
         body = draw(st.binary(max_size=1500))
     elif kind == "json":
@@ -486,13 +390,20 @@ def deliveries(draw):
             st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
             lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
             max_leaves=10))).encode()
+    elif kind == "deep":
+        depth = draw(st.integers(min_value=90, max_value=5000))
+        body = draw(st.sampled_from([b"[" * depth + b"]" * depth, b'{"a":' * depth + b"1" + b"}" * depth,
+                                     b"[" * depth]))
     else:
         issue = draw(st.dictionaries(st.sampled_from(["title", "body", "x"]),
                                      st.none() | st.text(max_size=30) | st.integers(), max_size=3))
-        body = json.dumps({"issue": issue}).encode()
+        action = draw(st.none() | st.sampled_from(["opened", "reopened", "labeled"]) | st.integers())
+        body = json.dumps({"issue": issue, **({} if action is None else {"action": action})}).encode()
     headers: dict[str, str] = {}
-    sig = draw(st.sampled_from(["valid", "github", "random", "none"]))
+    sig = draw(st.sampled_from(["valid", "fresh", "github", "random", "none"]))
     timestamp = draw(st.none() | st.sampled_from([str(int(time.time())), "0", "-5", "99999999999999"]) | _text)
+    if sig == "fresh":  # what a correct sender sends: a valid signature over the current time
+        sig, timestamp = "valid", str(int(time.time()))
     if sig == "valid":
         headers["X-Stakeflow-Signature-256"] = sign(SECRET.encode(), body, timestamp)
     elif sig == "github":
@@ -503,22 +414,28 @@ def deliveries(draw):
         headers["X-Stakeflow-Timestamp"] = timestamp
     if draw(st.booleans()):
         headers[draw(st.sampled_from(["X-Stakeflow-Delivery", "X-GitHub-Delivery"]))] = draw(_text) or "x"
+    event = draw(st.none() | st.sampled_from(["ping", "issues", "issue_comment"]) | _text)
+    if event:
+        headers[draw(st.sampled_from(["X-Stakeflow-Event", "X-GitHub-Event"]))] = event
     return name, body, headers
 
 
 def test_fuzz_no_5xx(settings):
     with ServerThread(create_app(settings, environ=ENVIRON)) as s, httpx.Client(timeout=30) as http:
         started: list[str] = []
+        answered: set[str] = set()  # which kinds of 2xx answer the fuzz reached
 
-        @hsettings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+        @hsettings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
         @given(deliveries())
         def check(case):
             name, body, headers = case
             r = http.post(f"{s.url}/hooks/{name}", content=body, headers=headers)
             assert r.status_code < 500, (r.status_code, r.text)
             assert r.headers["content-type"].startswith("application/json")
-            if r.status_code == 202:
+            if r.status_code == 202 and "workflow_id" in r.json():
                 started.append(r.json()["workflow_id"])
+            elif r.status_code < 300:
+                answered.add("ping" if r.status_code == 200 else "ignored")
             a = http.post(f"{s.url}/runs/{name}/approve", content=body,
                           headers={**headers, "Authorization": f"Bearer {TOKEN}"})
             assert a.status_code < 500, (a.status_code, a.text)
@@ -528,6 +445,7 @@ def test_fuzz_no_5xx(settings):
 
         check()
         assert started, "the fuzz never produced an accepted delivery: the generator is too weak"
+        assert answered == {"ping", "ignored"}, f"the fuzz reached only {answered}: the generator is too weak"
 
 
 # --- templates and config ------------------------------------------------------------------------
@@ -576,39 +494,15 @@ def test_hooks_in_the_config_file(tmp_path, monkeypatch):
 
 async def test_stakeflow_serve_command(tmp_path, client, http):
     """`stakeflow serve` reads [hooks.*] from stakeflow.toml and the secret from its environment."""
-    import subprocess
-    import sys
-
-    from tests.conftest import worker_env
-
-    home = tmp_path / "serve-home"
-    home.mkdir()
-    (home / "stakeflow.toml").write_text(
-        '[hooks.github-issues]\nsecret_env = "GITHUB_WEBHOOK_SECRET"\n'
-        'goal = "Triage this issue and draft a reply: {payload.issue.title}"\nstakes = "low"\n'
-    )
-    port = free_port()
-    env = worker_env(home, client, f"t{uuid.uuid4().hex[:8]}", GITHUB_WEBHOOK_SECRET=SECRET)
-    proc = subprocess.Popen([sys.executable, "-m", "stakeflow", "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                if (await http.get(f"{url}/healthz")).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, proc.communicate()
-            await asyncio.sleep(0.05)
-        delivery = new_delivery()
+    toml = ('[hooks.github-issues]\nsecret_env = "GITHUB_WEBHOOK_SECRET"\n'
+            'goal = "Triage this issue and draft a reply: {payload.issue.title}"\nstakes = "low"\n')
+    delivery = new_delivery()
+    async with serve_process(tmp_path / "serve-home", client, http, toml, GITHUB_WEBHOOK_SECRET=SECRET) as (url, proc):
         body = issue_body("Served-MARKER")
         r = await http.post(f"{url}/hooks/github-issues", content=body, headers=signed(body, delivery, github=True))
         assert r.status_code == 202, r.text
         assert r.json()["workflow_id"] == f"hook-github-issues-{delivery}"
-    finally:
-        proc.terminate()
-        _, stderr = proc.communicate(timeout=15)
     await terminate(client, f"hook-github-issues-{delivery}")
+    stderr = proc.stderr_text
     assert f"delivery={delivery}" in stderr and " 202 " in stderr
     assert SECRET not in stderr and "Served-MARKER" not in stderr

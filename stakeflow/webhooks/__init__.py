@@ -1,4 +1,5 @@
-"""The webhook server behind `stakeflow serve`: signed deliveries start runs, once each.
+"""The webhook server behind `stakeflow serve`: signed deliveries start runs, once each, for the events
+their hook is meant for.
 
 ``POST /hooks/<name>`` checks, in this order, answering with the first failure:
 
@@ -8,16 +9,24 @@
 3. the signature (401, and nothing is started). Two schemes, both HMAC-SHA256 with the hook's
    secret, hex digest, compared in constant time:
 
-   - ``X-Stakeflow-Signature-256: sha256=<hex>``. Without ``X-Stakeflow-Timestamp`` the MAC covers
-     the raw body bytes. With ``X-Stakeflow-Timestamp: <unix seconds, decimal digits>`` it covers
-     the ASCII timestamp, one ``.``, then the raw body (``b"1767225600." + body``), and the
-     timestamp must be within ``timestamp_tolerance_s`` of the server's clock (default 300 s);
-     ``require_timestamp = true`` refuses deliveries without one.
-   - ``X-Hub-Signature-256: sha256=<hex>`` (GitHub): the MAC covers the raw body.
+   - ``X-Stakeflow-Signature-256: sha256=<hex>`` with ``X-Stakeflow-Timestamp: <unix seconds, decimal
+     digits>``: the MAC covers the ASCII timestamp, one ``.``, then the raw body
+     (``b"1767225600." + body``), and the timestamp must be within ``timestamp_tolerance_s`` of the
+     server's clock (default 300 s). ``require_timestamp`` (default true) refuses this header without a
+     timestamp; a hook that sets it to false also accepts a MAC of the raw body alone.
+   - ``X-Hub-Signature-256: sha256=<hex>`` (GitHub): the MAC covers the raw body. It has no timestamp,
+     so require_timestamp does not apply to it.
 
    ``signature = "stakeflow"`` or ``"github"`` in the hook's table accepts only that header;
-4. the body is JSON (400) and every template field is in it (422 naming the field);
-5. Temporal is reachable (503 with Retry-After).
+4. the event: ``X-Stakeflow-Event``, else ``X-GitHub-Event``. ``ping`` (GitHub sends it when a hook is
+   created) answers 200 ``{"ping": "ok", "hook", "events", "actions"}`` and starts nothing;
+5. the body is JSON nested at most 100 levels (400);
+6. the hook's filters: the event must be in ``events`` and the payload's ``action`` in ``actions``
+   (either unset = any). A delivery they do not match answers 202 ``{"ignored": "<why>"}`` and starts
+   nothing: a 2xx, so the sender neither retries it nor marks the hook as failing;
+7. every template field is in the payload (422 naming the field), and the request is valid (422: an
+   unknown tool, or an ``agent`` `tasks.build_request` does not know);
+8. Temporal is reachable (503 with Retry-After).
 
 The workflow id is ``hook-<name>-<delivery>``, where <delivery> is ``X-Stakeflow-Delivery`` or
 ``X-GitHub-Delivery`` when it is at most 80 characters of ``[A-Za-z0-9._-]``, else
@@ -25,9 +34,16 @@ The workflow id is ``hook-<name>-<delivery>``, where <delivery> is ``X-Stakeflow
 ``body-<first 40 hex of the body's SHA-256>``, so the same bytes sent twice are one delivery. The
 start uses id conflict policy FAIL and reuse policy REJECT_DUPLICATE: Temporal itself refuses a
 second start of the same id, running or closed, and that refusal is how ``duplicate: true`` is
-known, with no local table and no race between two concurrent redeliveries. The delivery id is not
-covered by the signature (GitHub's is not either); the timestamp window is what bounds replays of a
-signed body under a fresh delivery id.
+known, with no local table and no race between two concurrent redeliveries.
+
+The delivery id is not covered by the signature (GitHub's is not either), so it cannot stop a replay:
+whoever holds one signed body could send it again under a fresh id. Each delivery therefore first
+claims a *seal*, ``hookseal-<name>-<first 40 hex of the SHA-256 of the verified MAC>``: a workflow
+that never runs, whose memo names the run. The same signed bytes under another delivery id find the
+seal taken and answer ``duplicate: true`` with the first run's ids. So two deliveries of the same signed
+bytes are one delivery (GitHub's scheme: the same body; stakeflow's: the same body and timestamp): a
+sender of identical bodies should put an id in them. How seals work and how long they hold:
+``stakeflow.webhooks.temporal``.
 
 ``GET /runs/<id>`` (status and result, the shape of `stakeflow status --json`) and
 ``POST /runs/<id>/approve`` (``{"step": 2, "decision": "approve"|"reject", "note": "...",
@@ -39,9 +55,10 @@ Hook secrets and STAKEFLOW_API_TOKEN are read once, when the app is created; the
 workflow input, a log line or a response. Logs carry the request id and delivery id, never a body.
 
 One module per job: ``config`` (the ``[hooks.<name>]`` table and its goal template), ``signatures``
-(HMAC verification, timestamps, delivery ids: pure functions), ``refused`` (answers other than 202),
-``temporal`` (the server's Temporal client, the start of a delivery's run), ``app`` (the Starlette
-app and its routes), ``openapi`` (the document at ``/openapi.json``).
+(HMAC verification, timestamps, delivery ids, seal ids: pure functions), ``filters`` (ping, events and
+actions: pure functions), ``payload`` (JSON parsing with a nesting limit), ``refused`` (error answers),
+``temporal`` (the server's Temporal client, seals, the start of a delivery's run), ``app`` (the
+Starlette app and its routes), ``openapi`` (the document at ``/openapi.json``).
 """
 
 from __future__ import annotations
@@ -56,9 +73,12 @@ _EXPORTS = {
     "create_app": "app",
     "HookConfig": "config", "MissingField": "config", "TemplateError": "config", "render_goal": "config",
     "template_fields": "config",
+    "event_of": "filters", "ignored_because": "filters", "is_ping": "filters",
+    "parse_payload": "payload",
     "Refused": "refused",
-    "sign": "signatures", "verify_signature": "signatures", "workflow_id_for": "signatures",
-    "TemporalLink": "temporal", "start_delivery": "temporal",
+    "seal_id_for": "signatures", "sign": "signatures", "verify_signature": "signatures",
+    "workflow_id_for": "signatures",
+    "Seal": "temporal", "Started": "temporal", "TemporalLink": "temporal", "start_delivery": "temporal",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -31,10 +31,12 @@ from stakeflow.core.errors import InputError, ServiceError
 from stakeflow.render import run_dict
 from stakeflow.settings import Settings
 from stakeflow.webhooks.config import MissingField, render_goal
+from stakeflow.webhooks.filters import event_of, ignored_because, is_ping
 from stakeflow.webhooks.openapi import OPENAPI
+from stakeflow.webhooks.payload import parse_payload
 from stakeflow.webhooks.refused import Refused, unavailable
-from stakeflow.webhooks.signatures import delivery_id, verify_signature, workflow_id_for
-from stakeflow.webhooks.temporal import TemporalLink, is_unavailable, start_delivery
+from stakeflow.webhooks.signatures import delivery_id, seal_id_for, verify_signature, workflow_id_for
+from stakeflow.webhooks.temporal import Seal, TemporalLink, is_unavailable, start_delivery
 
 log = logging.getLogger("stakeflow.webhooks")
 
@@ -96,7 +98,8 @@ def _guarded(ctx: Context, handler: Handler) -> Callable[[Request], Awaitable[Re
                                               f"{note['request_id']} when reporting it",
                                      "request_id": note["request_id"]}, 500)
         response.headers["X-Request-Id"] = note["request_id"]
-        extra = "".join(f" {k}={note[k]}" for k in ("workflow_id", "duplicate") if k in note)
+        extra = "".join(f" {k}={note[k]}" for k in ("workflow_id", "duplicate", "replay_of", "ping", "ignored")
+                        if k in note)
         log.info("%s %s %d delivery=%s request=%s%s %.1fms", request.method, request.url.path,
                  response.status_code, note["delivery"] or "-", note["request_id"], extra,
                  (time.perf_counter() - started) * 1000)
@@ -120,33 +123,43 @@ async def _deliver(ctx: Context, request: Request, note: dict[str, Any]) -> Resp
         raise unavailable(f"hook '{name}' has no secret: {hook.secret_env} is not set in the server's "
                           "environment; export it and restart `stakeflow serve`")
     body = await _read_body(request, hook.max_body_bytes)
-    verify_signature(hook, secret, request.headers, body, time.time())
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise Refused(400, "the body is not valid JSON") from None
+    mac = verify_signature(hook, secret, request.headers, body, time.time())
+    if is_ping(request.headers):
+        note["ping"] = True
+        return JSONResponse({"ping": "ok", "hook": name, "events": hook.events, "actions": hook.actions})
+    payload = parse_payload(body)
+    why = ignored_because(hook, event_of(request.headers), payload)
+    if why is not None:
+        note["ignored"] = True  # the reason quotes the payload's action: it stays out of the log
+        return JSONResponse({"ignored": why}, 202)
     try:
         goal = render_goal(hook.goal, payload)
     except MissingField as e:
         raise Refused(422, f"payload field '{e.path}' is missing (the goal template of hook '{name}' uses it)") from None
     try:
         req = tasks.build_request(ctx.settings, goal, stakes=hook.stakes, sensitivity=hook.sensitivity,
-                                  tools=hook.tools, source=name)
+                                  tools=hook.tools, source=name, agent=hook.agent)
     except InputError as e:
         raise Refused(422, str(e)) from None
     workflow_id = workflow_id_for(name, note["delivery"], body)
     note["workflow_id"] = workflow_id
+    # A timestamp is accepted from tolerance before to tolerance after the server's clock: a body signed
+    # ahead of it can be replayed for up to twice the tolerance after it first arrives.
+    seal = Seal(seal_id_for(name, mac), timedelta(seconds=2 * hook.timestamp_tolerance_s),
+                f"Replay seal of hook {name}: these signed bytes started {workflow_id}")
     client = await ctx.temporal.client()
     try:
-        run_id, duplicate = await start_delivery(client, ctx.settings, req, workflow_id)
+        started = await start_delivery(client, ctx.settings, req, workflow_id, seal)
     except RPCError as e:
         if is_unavailable(e):
             ctx.temporal.drop()
             raise unavailable(f"Temporal at {ctx.settings.address} did not answer: retry later") from None
         raise Refused(502, f"Temporal refused the start: {e.message}") from None
-    note["duplicate"] = duplicate
-    return JSONResponse({"workflow_id": workflow_id, "run_id": run_id, "ui_url": ctx.settings.ui_url(workflow_id),
-                         "duplicate": duplicate}, 202)
+    note["duplicate"] = started.duplicate
+    if started.workflow_id != workflow_id:
+        note["replay_of"] = started.workflow_id
+    return JSONResponse({"workflow_id": started.workflow_id, "run_id": started.run_id,
+                         "ui_url": ctx.settings.ui_url(started.workflow_id), "duplicate": started.duplicate}, 202)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

@@ -1,4 +1,4 @@
-"""``[hooks.<name>]``: what a webhook may start, and the goal template it renders.
+"""``[hooks.<name>]``: what a webhook may start, for which events, and the goal template it renders.
 
 A goal template is plain text with ``{payload.a.b}`` placeholders: dotted paths into the JSON
 body (a number selects a list item, ``{payload.commits.0.id}``). ``{{`` and ``}}`` are literal
@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
 
 from agents.types import Sensitivity, StakesOverride
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_TIMESTAMP_TOLERANCE_S = 300.0
+
+# An event or action name in a hook's filters: GitHub's are like "issues", "issue_comment", "opened".
+Name = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
@@ -107,11 +110,18 @@ class HookConfig(BaseModel):
     stakes: StakesOverride = "auto"
     sensitivity: Sensitivity = "public"
     tools: list[str] | None = None  # None = every enabled tool
+    # The named agent that runs the hook's deliveries; None = the default agent.
+    agent: str | None = Field(default=None, min_length=1)
+    # Which deliveries start runs: the event header (X-Stakeflow-Event, else X-GitHub-Event) must be in
+    # ``events`` and the payload's "action" in ``actions``; None = any. Others answer 202 {"ignored": why}.
+    events: list[Name] | None = None
+    actions: list[Name] | None = None
     # Which signature header to accept; None accepts either.
     signature: Literal["stakeflow", "github"] | None = None
-    # Deliveries carrying X-Stakeflow-Timestamp must be this fresh; require_timestamp refuses those without.
+    # X-Stakeflow-Timestamp must be this fresh; require_timestamp refuses X-Stakeflow-Signature-256
+    # deliveries without one (GitHub's header cannot carry one: signature = "stakeflow" refuses those).
     timestamp_tolerance_s: float = Field(default=DEFAULT_TIMESTAMP_TOLERANCE_S, gt=0)
-    require_timestamp: bool = False
+    require_timestamp: bool = True
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1)
 
     @field_validator("goal")
@@ -122,3 +132,13 @@ class HookConfig(BaseModel):
         except TemplateError as e:
             raise ValueError(str(e)) from None
         return goal
+
+    @field_validator("events", "actions")
+    @classmethod
+    def _filter_not_empty(cls, names: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        # An empty list would answer every delivery with "ignored", which no one means to configure.
+        if names is not None and not names:
+            example = '["issues"]' if info.field_name == "events" else '["opened"]'
+            raise ValueError(f"{info.field_name} = [] would ignore every delivery: remove the key to accept all, "
+                             f"or name some, e.g. {info.field_name} = {example}")
+        return names

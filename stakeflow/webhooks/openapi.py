@@ -30,7 +30,7 @@ OPENAPI: dict[str, Any] = {
     "info": {
         "title": "stakeflow webhooks",
         "version": "1",
-        "description": "Signed deliveries start durable agent runs, once per delivery id.",
+        "description": "Signed deliveries start durable agent runs, once per delivery id and per signed body.",
     },
     "paths": {
         "/hooks/{name}": {
@@ -38,33 +38,52 @@ OPENAPI: dict[str, Any] = {
                 "operationId": "deliver",
                 "summary": "Start a run from a signed delivery",
                 "description": (
-                    "X-Stakeflow-Signature-256 is sha256=<hex HMAC-SHA256 of the raw body>, or of "
-                    "'<X-Stakeflow-Timestamp>.' followed by the body when that header is sent. "
-                    "X-Hub-Signature-256 (GitHub) covers the raw body. The workflow id is "
-                    "hook-<name>-<delivery id>; a redelivery answers duplicate=true and starts nothing."
+                    "X-Stakeflow-Signature-256 is sha256=<hex HMAC-SHA256 of '<X-Stakeflow-Timestamp>.' followed "
+                    "by the raw body>; without that header (allowed only where the hook sets require_timestamp = "
+                    "false) it covers the raw body alone. X-Hub-Signature-256 (GitHub) covers the raw body. The "
+                    "signature is checked first. Then an event 'ping' (X-Stakeflow-Event, else X-GitHub-Event) "
+                    "answers 200 and starts nothing; a delivery the hook's events/actions filters do not match "
+                    "answers 202 with 'ignored' and starts nothing. The workflow id is hook-<name>-<delivery id>; "
+                    "a redelivery, or the same signed bytes under another delivery id (a replay), answers "
+                    "duplicate=true with the first run's ids and starts nothing."
                 ),
                 "parameters": [
                     {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
                     _header("X-Stakeflow-Signature-256", "sha256=<64 hex>"),
                     _header("X-Hub-Signature-256", "sha256=<64 hex> (GitHub)"),
-                    _header("X-Stakeflow-Timestamp", "Unix seconds, covered by the signature", r"^[0-9]+$"),
+                    _header("X-Stakeflow-Timestamp", "Unix seconds, covered by the signature; required unless the "
+                                                     "hook sets require_timestamp = false", r"^[0-9]+$"),
                     _header("X-Stakeflow-Delivery", "Delivery id; the workflow id derives from it"),
                     _header("X-GitHub-Delivery", "Delivery id sent by GitHub"),
+                    _header("X-Stakeflow-Event", "Event name, matched against the hook's events; 'ping' tests the "
+                                                 "hook and starts nothing"),
+                    _header("X-GitHub-Event", "Event name sent by GitHub (issues, issue_comment, ping, ...); "
+                                              "X-Stakeflow-Event wins when both are sent"),
                 ],
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": {}}},
                 },
                 "responses": {
-                    "202": {
-                        "description": "Run started, or the delivery's run already existed (duplicate)",
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}},
+                    "200": {
+                        "description": "A ping (X-Stakeflow-Event or X-GitHub-Event: ping): the hook exists and the "
+                                       "signature is valid; nothing was started",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Pong"}}},
                     },
-                    "400": _err("The body is not JSON"),
-                    "401": _err("Missing, wrong or stale signature; nothing was started"),
+                    "202": {
+                        "description": "Run started, or the delivery's run already existed (duplicate); or the "
+                                       "hook's filters ignored the delivery and nothing was started",
+                        "content": {"application/json": {"schema": {"oneOf": [
+                            {"$ref": "#/components/schemas/Accepted"}, {"$ref": "#/components/schemas/Ignored"},
+                        ]}}},
+                    },
+                    "400": _err("The body is not JSON, or nests deeper than 100 levels"),
+                    "401": _err("Missing, wrong or stale signature, or a required timestamp is missing; nothing "
+                                "was started"),
                     "404": _err("No such hook"),
                     "413": _err("Body over the hook's max_body_bytes"),
-                    "422": _err("A goal template field is missing from the payload, or the request is invalid"),
+                    "422": _err("A goal template field is missing from the payload, or the request is invalid "
+                                "(an unknown tool or agent)"),
                     "502": _err("Temporal refused the start"),
                     "503": _err("Temporal unreachable, or the hook's secret is not configured", retry_after=True),
                 },
@@ -144,10 +163,34 @@ OPENAPI: dict[str, Any] = {
                 "type": "object",
                 "required": ["workflow_id", "run_id", "ui_url", "duplicate"],
                 "properties": {
-                    "workflow_id": {"type": "string"},
-                    "run_id": {"type": "string"},
+                    "workflow_id": {"type": "string",
+                                    "description": "The delivery's run; for a replay, the run its first delivery started"},
+                    "run_id": {"type": "string",
+                               "description": "Empty when a replay names a run its first delivery has not started yet"},
                     "ui_url": {"type": "string"},
                     "duplicate": {"type": "boolean"},
+                },
+            },
+            "Ignored": {
+                "type": "object",
+                "required": ["ignored"],
+                "additionalProperties": False,
+                "properties": {"ignored": {
+                    "type": "string",
+                    "description": "Why the hook's filters start no run, e.g. \"action 'labeled' is not in "
+                                   "actions [opened, reopened]\"",
+                }},
+            },
+            "Pong": {
+                "type": "object",
+                "required": ["ping", "hook"],
+                "properties": {
+                    "ping": {"type": "string", "const": "ok"},
+                    "hook": {"type": "string"},
+                    "events": {"type": ["array", "null"], "items": {"type": "string"},
+                               "description": "The hook's events filter; null = every event"},
+                    "actions": {"type": ["array", "null"], "items": {"type": "string"},
+                                "description": "The hook's actions filter; null = every action"},
                 },
             },
             "Decision": {

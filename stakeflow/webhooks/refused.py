@@ -1,4 +1,4 @@
-"""Answers other than 202, raised wherever the check that refuses a request stands."""
+"""Error answers (4xx, 5xx), raised wherever the check that refuses a request stands."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ RETRY_AFTER_S = 5
 
 
 class Refused(Exception):
-    """An answer other than 202: status, message, extra headers."""
+    """An error answer: status, message, extra headers."""
 
     def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)

@@ -1,7 +1,7 @@
-"""Signatures, timestamps and delivery ids: pure functions of a delivery's headers and body.
+"""Signatures, timestamps, delivery ids and seals: pure functions of a delivery's headers and body.
 
 The rules (which header, what the MAC covers, the timestamp window, how a delivery id becomes a
-workflow id) are in the package docstring, ``stakeflow.webhooks``.
+workflow id and signed bytes a seal) are in the package docstring, ``stakeflow.webhooks``.
 """
 
 from __future__ import annotations
@@ -28,39 +28,44 @@ def sign(secret: bytes, body: bytes, timestamp: str | None = None) -> str:
     return "sha256=" + hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
-def verify_signature(hook: HookConfig, secret: bytes, headers: Mapping[str, str], body: bytes, now: float) -> None:
-    """Raise Refused(401) unless the delivery carries a valid, fresh signature."""
+def verify_signature(hook: HookConfig, secret: bytes, headers: Mapping[str, str], body: bytes, now: float) -> str:
+    """The verified MAC (hex) of a delivery carrying a valid, fresh signature; Refused(401) otherwise.
+
+    The MAC stands for exactly the bytes the signature covers, so ``seal_id_for`` derives from it the
+    key a replay of those bytes is recognised by, whatever delivery id it comes with.
+    """
     ours, github = headers.get(STAKEFLOW_SIGNATURE), headers.get(GITHUB_SIGNATURE)
     if ours is not None and hook.signature in (None, "stakeflow"):
         timestamp = headers.get(STAKEFLOW_TIMESTAMP)
-        _check_mac(secret, ours, f"{timestamp}.".encode() + body if timestamp is not None else body)
+        mac = _check_mac(secret, ours, f"{timestamp}.".encode() + body if timestamp is not None else body)
         if timestamp is None:
             if hook.require_timestamp:
-                raise Refused(401, "this hook requires X-Stakeflow-Timestamp (unix seconds), signed with the body")
-            return
+                raise Refused(401, "this hook requires X-Stakeflow-Timestamp (unix seconds), signed with the body as "
+                                   "'<timestamp>.<body>': send it, or set require_timestamp = false in the hook's table")
+            return mac
         if not timestamp.isdigit() or len(timestamp) > 12:
             raise Refused(401, "X-Stakeflow-Timestamp must be unix seconds (decimal digits)")
         if abs(now - int(timestamp)) > hook.timestamp_tolerance_s:
             raise Refused(401, f"X-Stakeflow-Timestamp is more than {hook.timestamp_tolerance_s:g} s from the "
                                "server's clock: re-sign the delivery with the current time")
-        return
+        return mac
     if github is not None and hook.signature in (None, "github"):
-        if hook.require_timestamp:
-            raise Refused(401, "this hook requires X-Stakeflow-Timestamp, which X-Hub-Signature-256 cannot carry")
-        _check_mac(secret, github, body)
-        return
+        # GitHub's scheme has no timestamp, so require_timestamp cannot apply; replays of its bodies are
+        # recognised by their seal (seal_id_for). signature = "stakeflow" refuses this header.
+        return _check_mac(secret, github, body)
     wanted = {"stakeflow": "X-Stakeflow-Signature-256", "github": "X-Hub-Signature-256"}.get(
         hook.signature or "", "X-Stakeflow-Signature-256 or X-Hub-Signature-256")
     raise Refused(401, f"missing signature: send {wanted}: sha256=<hex HMAC-SHA256 of the body with the hook's secret>")
 
 
-def _check_mac(secret: bytes, value: str, message: bytes) -> None:
+def _check_mac(secret: bytes, value: str, message: bytes) -> str:
     m = _SIGNATURE_VALUE.fullmatch(value.strip())
     expected = hmac.new(secret, message, hashlib.sha256).hexdigest()
     # Compare even a malformed value, so timing says nothing about which check failed.
     given = m.group(1).lower() if m else "0" * 64
     if not hmac.compare_digest(expected, given) or m is None:
         raise Refused(401, "signature does not match: sign the raw body with HMAC-SHA256 and the hook's secret")
+    return expected
 
 
 def workflow_id_for(hook_name: str, delivery: str | None, body: bytes) -> str:
@@ -80,3 +85,13 @@ def delivery_id(headers: Mapping[str, str]) -> str | None:
         if value := headers.get(h):
             return value
     return None
+
+
+def seal_id_for(hook_name: str, mac: str) -> str:
+    """``hookseal-<name>-<hex>``: the same signed bytes always map to the same seal, whatever the delivery id.
+
+    A hash of the verified MAC, not of the body: the MAC is keyed with the hook's secret, so the id says
+    nothing about a guessable body, and it is never the MAC itself (which would let anyone reading
+    workflow ids sign that body). Run ids start ``hook-``, so no delivery id can name a seal.
+    """
+    return f"hookseal-{hook_name}-" + hashlib.sha256(mac.encode()).hexdigest()[:40]
