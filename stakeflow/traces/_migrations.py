@@ -307,3 +307,59 @@ def _agent_column(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE spans ADD COLUMN agent VARCHAR")
     con.execute("UPDATE spans SET agent = json_extract_string(attributes, '$.\"stakeflow.agent\"')")
     con.execute(_RUNS_VIEW_4)
+
+
+_RECORD_TABLES_5 = (
+    """CREATE TABLE IF NOT EXISTS "evals" (
+    "eval_id" VARCHAR PRIMARY KEY,
+    "recorded_at" TIMESTAMP,
+    "run_id" VARCHAR,
+    "shadow_run_id" VARCHAR,
+    "step" INTEGER,
+    "kind" VARCHAR,
+    "tool" VARCHAR,
+    "agent" VARCHAR,
+    "open_model" VARCHAR,
+    "frontier_model" VARCHAR,
+    "verdict" VARCHAR,
+    "method" VARCHAR,
+    "reason" VARCHAR,
+    "open_cost_usd" DOUBLE,
+    "frontier_cost_usd" DOUBLE,
+    "judge_cost_usd" DOUBLE,
+    "open_latency_ms" DOUBLE,
+    "frontier_latency_ms" DOUBLE,
+    "judge_prompt_version" VARCHAR,
+    "source" VARCHAR,
+    "prompt" VARCHAR,
+    "open_output" VARCHAR,
+    "frontier_output" VARCHAR
+)""",
+    """CREATE TABLE IF NOT EXISTS "captures" (
+    "capture_id" VARCHAR PRIMARY KEY,
+    "recorded_at" TIMESTAMP,
+    "run_id" VARCHAR,
+    "step" INTEGER,
+    "purpose" VARCHAR,
+    "tool" VARCHAR,
+    "agent" VARCHAR,
+    "route" VARCHAR,
+    "model" VARCHAR,
+    "source" VARCHAR,
+    "sensitivity" VARCHAR,
+    "include_private" BOOLEAN,
+    "price_version" VARCHAR,
+    "ok" BOOLEAN,
+    "request" JSON,
+    "response" JSON,
+    "approval" VARCHAR,
+    "approved_action" JSON
+)""",
+)
+
+
+@migration(5, "evals and captures tables")
+def _evals_and_captures(con: duckdb.DuckDBPyConnection) -> None:
+    """Shadow evaluations and captured model calls, written by workers as record files (``_records``)."""
+    for statement in _RECORD_TABLES_5:
+        con.execute(statement)

@@ -43,6 +43,7 @@ import duckdb
 from stakeflow.core.errors import ConfigError, ServiceError
 from stakeflow.readonly_sql import quote_ident, quote_literal
 from stakeflow.traces._migrations import applied_version, migrate, schema_version
+from stakeflow.traces import _records
 from stakeflow.traces._segments import spans_select, spool_dir_for
 
 _log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class SyncResult:
     pending: int = 0  # segments still waiting (budget spent, or the write lock was busy)
     quarantined: int = 0  # unreadable segments moved to <spool>/quarantine/
     locked: bool = False  # True: another process held the file; nothing was ingested
+    records: int = 0  # evals and captures rows read from record files
 
     @property
     def duplicates(self) -> int:
@@ -117,7 +119,7 @@ class TraceStore:
         A busy lock is not an error: readers see pending segments anyway.
         """
         with self._lock:
-            if self.path.exists() and not self.pending_segments():
+            if self.path.exists() and not self.pending_segments() and not self._pending_records():
                 self._check_header()  # nothing to ingest: do not take the write lock
                 return SyncResult()
             try:
@@ -191,8 +193,11 @@ class TraceStore:
             raise
         return con
 
+    def _pending_records(self) -> bool:
+        return any(_records.pending(self.spool_dir, table) for table in _records.RECORD_TABLES)
+
     def _open_reader(self) -> duckdb.DuckDBPyConnection:
-        if not self.path.exists() and not self.pending_segments():
+        if not self.path.exists() and not self.pending_segments() and not self._pending_records():
             con = duckdb.connect(":memory:")  # no store and nothing spooled: an empty schema
             migrate(con, 0)
             return con
@@ -270,6 +275,7 @@ class TraceStore:
             self._ingest_chunk(con, chunk, result)
             if deadline is not None and time.monotonic() >= deadline:
                 break
+        result.records = _records.ingest(con, self.spool_dir)
         result.pending = len(self.pending_segments())
         return result
 
@@ -328,6 +334,8 @@ class TraceStore:
     # -- reading --
 
     def _attach_spool(self, con: duckdb.DuckDBPyConnection) -> None:
+        database = quote_ident(con.execute("SELECT current_database()").fetchone()[0])
+        _records.attach(con, self.spool_dir, database)
         files = [str(p) for p in self.pending_segments()]
         if not files:
             return
@@ -337,7 +345,6 @@ class TraceStore:
             files = [f for f in files if self._readable(con, Path(f))]
             if not files:
                 return
-        database = quote_ident(con.execute("SELECT current_database()").fetchone()[0])
         listed = "[" + ", ".join(quote_literal(f) for f in files) + "]"
         spooled = spans_select(f"read_parquet({listed}, union_by_name = true)")
         # A temporary view shadows main.spans, and the stored `runs` view then reads it too.
