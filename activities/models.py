@@ -35,7 +35,7 @@ from temporalio.exceptions import ApplicationError
 from activities.model_errors import CallContext, missing_frontier_key, to_application_error
 from activities.model_outputs import plan_output_model, step_output_model, to_action, to_plan
 from activities.model_trace import model_call_span, record_call
-from agents.types import CallCostRecord, CallFailure, ModelCallRequest, ModelCallResult, Usage
+from agents.types import CallCostRecord, CallFailure, JudgeVerdict, ModelCallRequest, ModelCallResult, Usage
 from stakeflow.core.contracts import CALL_MODEL
 from stakeflow.prices import PriceTable
 from stakeflow.settings import Settings
@@ -177,6 +177,7 @@ class ModelActivities:
             plan=to_plan(output) if req.purpose == "plan" else None,
             action=to_action(output) if req.purpose == "step" else None,
             text=output if req.purpose == "answer" else None,
+            verdict=JudgeVerdict.model_validate(output.model_dump()) if req.purpose == "judge" else None,
             usage=to_usage(result.usage),
             latency_ms=(time.monotonic() - started) * 1000,
         )
@@ -247,11 +248,13 @@ class ModelActivities:
         model_settings: ModelSettings = {"max_tokens": req.max_output_tokens, "temperature": 0.0}
         if req.purpose == "answer":
             return str, model_settings
-        output_model: type[BaseModel] = (
-            plan_output_model(req.tools, req.max_steps, req.first_step_tools)
-            if req.purpose == "plan"
-            else step_output_model(req.tools)
-        )
+        output_model: type[BaseModel]
+        if req.purpose == "plan":
+            output_model = plan_output_model(req.tools, req.max_steps, req.first_step_tools)
+        elif req.purpose == "judge":
+            output_model = JudgeVerdict
+        else:
+            output_model = step_output_model(req.tools)
         if req.endpoint.route == "frontier":
             return output_model, model_settings  # tool output: the model calls `final_result`
         if self._settings.dialect == "llamacpp":
@@ -320,9 +323,13 @@ async def _heartbeating(coro):
     """Await ``coro``, heartbeating meanwhile so a dead worker is noticed within the heartbeat
     timeout instead of the (minutes-long) start-to-close timeout of a slow model call."""
     task = asyncio.ensure_future(coro)
+    every = HEARTBEAT_EVERY_S
+    if activity.in_activity() and activity.info().heartbeat_timeout:
+        # Three beats per timeout, so one late beat never times a live call out.
+        every = min(every, activity.info().heartbeat_timeout.total_seconds() / 3)
     try:
         while True:
-            done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY_S)
+            done, _ = await asyncio.wait({task}, timeout=every)
             if done:
                 return task.result()
             if activity.in_activity():

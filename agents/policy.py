@@ -11,7 +11,8 @@ The rules, in order:
    flagged for human approval.
 3. High stakes go to the frontier when it is configured; when it is not, the step runs on the
    open model and the downgrade is recorded (and printed), never silent.
-4. Low stakes go to the open model.
+4. Low stakes go to the open model — unless the measured agreement of the open path for this kind of
+   step is too low (shadow evaluation, ``[policy] min_agreement``): then the frontier, the figure cited.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ class StepFacts:
     planner_stakes: Stakes = "low"
     override: StakesOverride = "auto"
     sensitivity: Sensitivity = "public"
+    # Measured agreement of the open path for this kind of step (agents/evals.routing_by_agreement):
+    # whether it calls for the frontier, and the figure that says so.
+    agreement_low: bool = False
+    agreement: str = ""
 
 
 def assess_stakes(facts: StepFacts, routing: RoutingConfig) -> tuple[Stakes, str]:
@@ -51,7 +56,15 @@ def decide_route(facts: StepFacts, routing: RoutingConfig, queue_prefix: str = "
     """StakesPolicy: route one model call to the open model or the frontier."""
     stakes, why = assess_stakes(facts, routing)
     if stakes == "low":
-        return _open(routing, queue_prefix, stakes, why)
+        if not facts.agreement:
+            return _open(routing, queue_prefix, stakes, why)
+        if not facts.agreement_low:
+            return _open(routing, queue_prefix, stakes, f"{why}; {facts.agreement}")
+        if facts.sensitivity == "private":  # sensitivity wins over any figure
+            return _open(routing, queue_prefix, stakes, f"{why}; {facts.agreement}, but the data is private")
+        if not routing.frontier.available:
+            return _open(routing, queue_prefix, stakes, f"{why}; {facts.agreement}, but the frontier is not configured")
+        return _frontier(routing, queue_prefix, stakes, f"{why}; {facts.agreement}")
     if facts.sensitivity == "private":
         return _open(
             routing,

@@ -16,7 +16,7 @@ StakesOverride = Literal["auto", "low", "high"]
 Sensitivity = Literal["public", "private"]
 Risk = Literal["read_only", "side_effect", "irreversible"]
 Dialect = Literal["vllm", "llamacpp", "openai"]
-Purpose = Literal["plan", "step", "answer"]
+Purpose = Literal["plan", "step", "answer", "judge"]  # judge: a shadow evaluation's comparison
 ToolSource = Literal["builtin", "mcp", "python"]
 EgressRule = Literal["approve", "deny", "allow"]
 
@@ -55,6 +55,25 @@ class RoutingConfig(BaseModel):
     private_egress: EgressRule = "approve"
     # The plan must start by reading a workspace file the goal names ([policy] first_step_reads).
     first_step_reads: bool = False
+    # Route a step kind to the frontier when the lower bound of its measured agreement is below this.
+    min_agreement: float | None = None
+    min_samples: int = 30
+
+
+class EvalPolicy(BaseModel):
+    """``[evals]`` as a run carries it (no secrets)."""
+
+    shadow_rate: float = 0.0  # share of public, open-routed calls re-run on the frontier (0 = off)
+    max_usd_per_day: float | None = None  # shadow spend (frontier + judge) stops when this is spent
+    judge_model: str = ""  # "" = the frontier model
+    capture: bool = False  # keep prompts and outputs in the local evals table (never in spans)
+
+
+class JudgeVerdict(BaseModel):
+    """The judge's answer for one ordering of the two candidates."""
+
+    winner: Literal["A", "B", "tie"] = Field(description="A or B if one answer is clearly better, else tie.")
+    reason: str = Field(description="One sentence: why.")
 
 
 class ApprovalPolicy(BaseModel):
@@ -95,6 +114,7 @@ class ResumeState(BaseModel):
     generation: int = 1  # how many times the run has continued as new
     # The tools as described when the run planned (MCP, Python): a new generation does not describe again.
     tool_specs: list[ToolSpecView] = Field(default_factory=list)
+    agreement: Any = None  # the AgreementTable the run read (agents/evals.py), carried as data
 
 
 class TaskRequest(BaseModel):
@@ -117,6 +137,7 @@ class TaskRequest(BaseModel):
     toolsets: list[ToolsetRef] = Field(default_factory=list)
     agent: str = ""  # the named agent ([agents.<name>]), if any
     instructions: str = ""  # the agent's role, put before each system prompt
+    evals: EvalPolicy = Field(default_factory=EvalPolicy)
     max_steps: int = 6
     budget_tokens: int | None = None  # total tokens (all calls); the run fails cleanly when exceeded
     source: str = "cli"
@@ -282,6 +303,7 @@ class CostSummary(BaseModel):
     frontier_calls: int = 0
     unpriced_calls: int = 0
     open_local_calls: int = 0  # open calls priced as a local model
+    agreement: str = ""  # the open path's measured agreement, as the run read it ("" = not measured)
 
     @property
     def total_usd(self) -> float:
@@ -373,6 +395,7 @@ class ModelCallResult(BaseModel):
     plan: Plan | None = None
     action: StepAction | None = None
     text: str | None = None
+    verdict: JudgeVerdict | None = None  # purpose "judge"
     usage: Usage = Field(default_factory=Usage)
     latency_ms: float = 0.0
     cost: CallCostRecord = Field(default_factory=lambda: CallCostRecord())

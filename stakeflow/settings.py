@@ -55,6 +55,10 @@ class PolicyConfig(_Section):
     # When the goal names a workspace file, make the plan start by reading it (a JSON-schema constraint):
     # "auto" does so for the embedded model, which cannot plan without it; large models plan well unaided.
     first_step_reads: Literal["auto", "always", "never"] = "auto"
+    # Routing that follows measured agreement (shadow evaluation): a step kind whose agreement's lower
+    # bound is below min_agreement, measured on at least min_samples comparisons, goes to the frontier.
+    min_agreement: float | None = Field(default=None, gt=0, le=1)
+    min_samples: int = Field(default=30, ge=1)
 
 
 class HttpGetConfig(_Section):
@@ -109,6 +113,15 @@ class SqlQueryConfig(_Section):
                 f"temp_directory '{value}' is relative: give an absolute path, e.g. ~/.local/share/stakeflow/sql-spill"
             )
         return value.expanduser() if value is not None else None
+
+
+class EvalsConfig(_Section):
+    """``[evals]``: shadow evaluation of the open path against the frontier (see agents/evals.py)."""
+
+    shadow_rate: float = Field(default=0.0, ge=0, le=1)  # 0 = off
+    max_usd_per_day: float | None = Field(default=None, ge=0)  # shadow spend per UTC day, then no sampling
+    judge_model: str | None = None  # default: the frontier model
+    capture: bool = False  # keep prompts and outputs in the local evals table (never in spans, never private)
 
 
 class ApprovalsConfig(_Section):
@@ -194,6 +207,7 @@ class Settings(BaseSettings):
     hooks: dict[str, HookConfig] = Field(default_factory=dict)  # [hooks.<name>]: see stakeflow/webhooks/__init__.py
     approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
     mcp: dict[str, McpServerConfig] = Field(default_factory=dict)  # [mcp.<name>]
+    evals: EvalsConfig = Field(default_factory=EvalsConfig)
     agents: dict[str, AgentConfig] = Field(default_factory=dict)  # [agents.<name>]
 
     traces: Path | None = None  # the DuckDB trace file; default $STAKEFLOW_HOME/traces.duckdb

@@ -32,6 +32,7 @@ from agents.types import (
     ApprovalPolicy,
     ApprovalRecord,
     ApprovalRequest,
+    EvalPolicy,
     SENSITIVITY_CHOICES,
     STAKES_CHOICES,
     ModelEndpoint,
@@ -96,6 +97,8 @@ def routing_config(settings: Settings) -> RoutingConfig:
         private_egress=settings.policy.private_egress,
         first_step_reads=settings.policy.first_step_reads == "always"
         or (settings.policy.first_step_reads == "auto" and settings.embedded),
+        min_agreement=settings.policy.min_agreement,
+        min_samples=settings.policy.min_samples,
     )
 
 
@@ -162,6 +165,11 @@ def build_request(
         toolsets=chosen.toolsets,
         agent=agent or "",
         instructions=named.instructions if named else "",
+        evals=EvalPolicy(
+            shadow_rate=settings.evals.shadow_rate if settings.frontier_configured else 0.0,
+            max_usd_per_day=settings.evals.max_usd_per_day, judge_model=settings.evals.judge_model or "",
+            capture=settings.evals.capture,
+        ),
         goal=goal,
         stakes=stakes,  # type: ignore[arg-type]
         sensitivity=sensitivity,  # type: ignore[arg-type]

@@ -269,6 +269,7 @@ async def test_run_cost_from_configured_prices(client, tmp_path, open_fake, fron
     assert result.steps[1].cost_usd == pytest.approx(frontier_call, abs=1e-9)
     assert cost_line(c) == (
         "cost $0.0278 (open 2 calls $0.0006 · frontier 2 calls $0.0272) · all-frontier would be $0.0392 · saved 29%"
+        " · agreement not measured"  # a saving never stands alone: no shadow evaluation ran
     )
 
 

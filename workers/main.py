@@ -17,6 +17,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.catalogue import CatalogueActivities
+from activities.evals import EvalActivities
 from activities.mcp.toolbox import McpToolbox
 from activities.models import ModelActivities
 from activities.python_tools import PythonToolbox
@@ -26,6 +27,7 @@ from stakeflow import telemetry
 from stakeflow.settings import Settings
 from stakeflow.core.contracts import ROLES, QueueRole, queue_name
 from workflows.agent_task import AgentTaskWorkflow
+from workflows.shadow import ShadowBudgetWorkflow, ShadowEvalWorkflow
 
 log = logging.getLogger("stakeflow.worker")
 
@@ -71,7 +73,12 @@ def build_workers(
         kwargs: dict = {}
         if role == "workflows":
             # run_tool is registered here too: fast read-only tools run as local activities.
-            kwargs = {"workflows": [AgentTaskWorkflow], "activities": [tools.run_tool]}
+            evals = EvalActivities(client, settings)
+            kwargs = {
+                "workflows": [AgentTaskWorkflow, ShadowEvalWorkflow, ShadowBudgetWorkflow],
+                "activities": [tools.run_tool, evals.reserve_shadow_budget, evals.settle_shadow_budget,
+                               evals.record_eval, evals.read_agreement],
+            }
         elif role in ("open", "frontier"):
             kwargs = {"activities": [models.call_model]}
         elif role == "tools":

@@ -7,7 +7,9 @@ recorded with its reason in the step record, the progress query and the activity
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 
 from temporalio import workflow
@@ -40,7 +42,8 @@ with workflow.unsafe.imports_passed_through():
     from stakeflow.core import semconv as sc
     from stakeflow.core.billing import cost_line
     from workflows.approvals import ApprovalGate
-    from workflows.calls import ToolMayHaveActed, call_model, describe_tools, run_tool
+    from workflows.calls import ToolMayHaveActed, call_model, describe_tools, read_agreement, run_tool, start_shadow
+    from agents.evals import AgreementTable, agreement_text, routing_by_agreement, sampled
     from workflows.display import checklist
     from workflows.failures import StepFailure, cause_text, error_type, is_cancellation, unavailable
     from workflows.tally import tally
@@ -75,6 +78,9 @@ class AgentTaskWorkflow(ApprovalGate):
         self._specs = {v.name: v for v in req.tool_specs} or {n: CATALOGUE[n].view() for n in CATALOGUE}
         self._allowed = list(req.tools)  # the run's tools: built-ins, then those described when it plans
         self._described: list[ToolSpecView] = []
+        self._agreement: AgreementTable | None = None  # as read when the run started (recorded)
+        self._shadowed: set[tuple[int, str]] = set()
+        self._shadow_starts: list[asyncio.Future] = []
         self._sensitivity = req.sensitivity
         attributes = {
             sc.RUN_ID: workflow.info().workflow_id, sc.SOURCE: req.source, **({sc.AGENT: req.agent} if req.agent else {}),
@@ -114,6 +120,7 @@ class AgentTaskWorkflow(ApprovalGate):
                     *([KEYS["agent"].value_set(req.agent)] if req.agent else []),
                 ])
                 await self._describe_toolsets()
+                await self._read_agreement()
                 steps, first = await self._plan(result), 1
                 self._progress.phase = "executing"
                 self._progress.total_steps = len(steps)
@@ -136,6 +143,7 @@ class AgentTaskWorkflow(ApprovalGate):
             self._progress.error = str(e)
             self._publish()
             workflow.upsert_memo({"cost": cost_line(self._progress.cost)})
+            await self._started_shadows()
             raise ApplicationError(str(e), type=errors.STEP_FAILED, non_retryable=True) from None
         self._progress.phase = "done"
         self._publish()
@@ -145,6 +153,7 @@ class AgentTaskWorkflow(ApprovalGate):
         result.notices = self._progress.notices
         result.cost = self._progress.cost
         result.sensitivity = self._sensitivity  # type: ignore[assignment]
+        await self._started_shadows()
         return result
 
     def _resume(self, state: ResumeState, result: TaskResult) -> list[PlannedStep]:
@@ -152,6 +161,7 @@ class AgentTaskWorkflow(ApprovalGate):
         self._progress = state.progress or Progress()
         self._sensitivity = state.sensitivity
         self._add_tools(state.tool_specs)
+        self._agreement = AgreementTable.model_validate(state.agreement) if state.agreement else None
         result.plan_route = state.plan_route
         return state.plan
 
@@ -160,7 +170,9 @@ class AgentTaskWorkflow(ApprovalGate):
         await workflow.wait_condition(workflow.all_handlers_finished)
         generation = self._req.resume.generation + 1 if self._req.resume else 2
         state = ResumeState(plan=steps, progress=self._progress, sensitivity=self._sensitivity,  # type: ignore[arg-type]
-                            plan_route=result.plan_route, generation=generation, tool_specs=self._described)
+                            plan_route=result.plan_route, generation=generation, tool_specs=self._described,
+                            agreement=self._agreement)
+        await self._started_shadows()
         workflow.continue_as_new(self._req.model_copy(update={"resume": state}))
 
     @contextlib.asynccontextmanager
@@ -235,6 +247,39 @@ class AgentTaskWorkflow(ApprovalGate):
                 continue
             self._add_tools(found.tools)
 
+    async def _read_agreement(self) -> None:
+        """The measured agreement of the open path, once per run, when routing or the bill will use it."""
+        req = self._req
+        if req.routing.min_agreement is None and req.evals.shadow_rate <= 0:
+            return
+        self._agreement = await read_agreement(req)
+        if self._agreement is not None:
+            self._progress.cost.agreement = agreement_text(self._agreement.overall, self._agreement.since_days)
+
+    def _shadow(self, call: ModelCallRequest, decision: RouteDecision, reply: ModelCallResult, tool: str | None) -> None:
+        """Start a shadow evaluation of this open call if it is sampled — and never for private data."""
+        req = self._req
+        key = (call.step, call.purpose)
+        if (decision.route != "open" or self._sensitivity != "public" or not req.routing.frontier.available
+                or key in self._shadowed or call.purpose == "judge"):
+            return
+        if not sampled(workflow.info().workflow_id, call.step, call.purpose, req.evals.shadow_rate):
+            return
+        if not workflow.patched("shadow-evaluation"):  # runs started before shadowing existed never start one
+            return
+        self._shadowed.add(key)
+        self._shadow_starts.append(asyncio.ensure_future(start_shadow(req, call, reply, tool)))
+
+    async def _started_shadows(self) -> None:
+        """Wait until every shadow started (not finished): a run must not end with a start still pending."""
+        if not self._shadow_starts:
+            return
+        results = await asyncio.gather(*self._shadow_starts, return_exceptions=True)
+        self._shadow_starts.clear()
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            self._progress.notices.append(f"{len(failed)} shadow evaluation(s) could not start: {failed[0]}")
+
     def _add_tools(self, views: list[ToolSpecView]) -> None:
         for view in views:
             self._specs[view.name] = view
@@ -275,6 +320,9 @@ class AgentTaskWorkflow(ApprovalGate):
         record = self._progress.steps[index - 1]
         spec = self._specs.get(planned.tool) if planned.tool else None
         facts = self._facts(planned.tool, planned.stakes, spec.risk if spec else None)
+        low, figure = routing_by_agreement(self._agreement, req.agent, "step", planned.tool,
+                                           req.routing.min_agreement, req.routing.min_samples)
+        facts = dataclasses.replace(facts, agreement_low=low, agreement=figure)
         decision = decide_route(facts, req.routing, req.queue_prefix)
         self._apply(record, decision)
         record.status = "running"
@@ -392,6 +440,7 @@ class AgentTaskWorkflow(ApprovalGate):
                 decision = escalated
                 continue
             record.attempts.append(f"{decision.route}: ok")
+            self._shadow(call, decision, reply, tool)
             record.usage = record.usage + reply.usage
             self._progress.cost.add(decision.route, reply.cost)
             if record.cost_usd is not None:

@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.workflow import ParentClosePolicy
 from temporalio.exceptions import ActivityError, CancelledError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
@@ -20,7 +21,8 @@ with workflow.unsafe.imports_passed_through():
         ToolResult, ToolsetRef, ToolsetRequest, ToolsetResult, ToolSpecView,
     )
     from stakeflow.core import errors
-    from stakeflow.core.contracts import CALL_MODEL, DESCRIBE_TOOLS, RUN_TOOL, queue_name
+    from agents.evals import AgreementTable, ShadowRequest
+    from stakeflow.core.contracts import CALL_MODEL, DESCRIBE_TOOLS, READ_AGREEMENT, RUN_TOOL, SHADOW_WORKFLOW, queue_name
 
 
 def model_retry(routing: RoutingConfig) -> RetryPolicy:
@@ -38,6 +40,7 @@ TOOL_RETRY = RetryPolicy(
     non_retryable_error_types=[errors.TOOL_FAILED],
 )
 ONCE = RetryPolicy(maximum_attempts=1)
+AGREEMENT_DAYS = 7  # the window the agreement table (and the bill's figure) covers
 # A call nobody picks up fails instead of waiting forever: no worker polls that queue.
 SCHEDULE_TO_START = timedelta(minutes=10)
 MODEL_TIMEOUTS = {"open": timedelta(minutes=5), "frontier": timedelta(minutes=3)}
@@ -168,3 +171,40 @@ async def run_tool(
             f"{tool} failed ({getattr(e.cause, 'message', e.cause)}) and is not idempotent, so it was not retried: "
             "it may have acted; check before asking for it again"
         ) from None
+
+
+AGREEMENT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
+
+
+async def read_agreement(req: TaskRequest) -> AgreementTable | None:
+    """The agreement table, read once (recorded in history); None, and the run goes on, if the store cannot say."""
+    try:
+        return await workflow.execute_activity(
+            READ_AGREEMENT, AGREEMENT_DAYS, result_type=AgreementTable,
+            task_queue=queue_name("workflows", req.queue_prefix), start_to_close_timeout=timedelta(seconds=60),
+            schedule_to_start_timeout=timedelta(seconds=60), retry_policy=AGREEMENT_RETRY,
+            summary="measured agreement of the open path",
+        )
+    except ActivityError as e:
+        if isinstance(e.cause, CancelledError):
+            raise
+        return None
+
+
+async def start_shadow(req: TaskRequest, call: ModelCallRequest, reply: ModelCallResult, tool: str | None) -> None:
+    """Start the ShadowEvalWorkflow of one open call: a child the run neither waits for nor cancels."""
+    info = workflow.info()
+    eval_id = f"{info.workflow_id}/{call.step}/{call.purpose}"
+    shadow = ShadowRequest(
+        eval_id=eval_id, parent_workflow_id=info.workflow_id, step=call.step, kind=call.purpose, tool=tool or "",
+        agent=req.agent, goal=req.goal, call=call, open_result=reply,
+        frontier=ModelEndpoint(route="frontier", model=req.routing.frontier.model, provider="anthropic"),
+        frontier_queue=queue_name("frontier", req.queue_prefix), policy=req.evals,
+        heartbeat_timeout_s=req.heartbeat_timeout_s,
+    )
+    await workflow.start_child_workflow(
+        SHADOW_WORKFLOW, shadow, id=f"{info.workflow_id}-shadow-{call.step}-{call.purpose}",
+        task_queue=queue_name("workflows", req.queue_prefix),
+        parent_close_policy=ParentClosePolicy.ABANDON,
+        static_summary=f"shadow of {info.workflow_id} · {call.purpose} {call.step}" + (f" · {tool}" if tool else ""),
+    )

@@ -6,7 +6,7 @@ One module per responsibility:
 * ``stack``: the local stack and long-running processes (`up`, `down`, `doctor`, `worker`, `models`, `serve`);
 * ``runs``: `run`, `status`, `result`, `cancel`;
 * ``approvals``: `approve`, `reject`, `list`, `admin`;
-* ``catalog``: `tools`, `agents`;
+* ``catalog``: `tools`, `agents`, `evals`;
 * ``costs``: the trace store's readers (`trace`, `costs`, `sql`, `prices`).
 """
 
@@ -18,7 +18,7 @@ import sys
 import click
 
 from stakeflow.cli.approvals import admin, approve, list_runs, reject
-from stakeflow.cli.catalog import agents, tools
+from stakeflow.cli.catalog import agents, evals, tools
 from stakeflow.cli.common import err
 from stakeflow.cli.costs import costs, prices, sql, trace
 from stakeflow.cli.runs import cancel, result, run, status
@@ -34,7 +34,7 @@ def cli() -> None:
 
 
 for command in (up, down, run, status, result, cancel, worker, doctor, models, serve,
-                tools, agents, trace, costs, sql, prices, approve, reject, list_runs, admin):
+                tools, agents, evals, trace, costs, sql, prices, approve, reject, list_runs, admin):
     cli.add_command(command)
 
 

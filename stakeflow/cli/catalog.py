@@ -48,3 +48,44 @@ def agents(as_json: bool) -> None:
         about = r["description"] or (r["instructions"].splitlines()[0][:60] if r["instructions"] else "")
         click.echo(f"{r['name']:<20} {about}\n{'':<20} tools: {tools_text} · stakes {r['stakes']} · "
                    f"sensitivity {r['sensitivity']}" + (f" · open model {r['open_model']}" if r["open_model"] else ""))
+
+
+@click.command()
+@click.option("--by", "by", default="kind", show_default=True, help="Breakdown: tool, kind, agent, model or day.")
+@click.option("--since", default="7d", show_default=True, help="Window: 7d, 24h, 30m or an ISO date.")
+@click.option("--routing", "show_routing", is_flag=True, help="The routing table the next run would use.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--csv", "as_csv", is_flag=True)
+@friendly
+def evals(by: str, since: str, show_routing: bool, as_json: bool, as_csv: bool) -> None:
+    """Shadow evaluation: how often the open path agreed with the frontier, beside what each cost."""
+    from stakeflow.evals_report import report, routing
+    from stakeflow.traces import format_table, to_csv
+
+    settings = current_settings()
+    if show_routing:
+        rows = routing(settings)
+        if as_json:
+            echo_json(rows)
+            return
+        columns = ["agent", "kind", "tool", "n", "agreement", "agreement_low", "route", "reason"]
+        click.echo(format_table(columns, [[r[c] for c in columns] for r in rows]) if rows
+                   else "no shadow evaluations yet: set [evals] shadow_rate (README, Quality next to cost)")
+        return
+    result = report(settings, by, since)
+    if as_json:
+        echo_json(result)
+        return
+    columns = [by, "n", "agreement", "agreement_low", "agreement_high", "judged", "open_cost_usd",
+               "frontier_cost_usd", "judge_cost_usd", "open_p50_ms", "frontier_p50_ms"]
+    table = [[r[c] for c in columns] for r in result["rows"]]
+    if as_csv:
+        click.echo(to_csv(columns, table), nl=False)
+        return
+    if not table:
+        click.echo(f"agreement not measured since {result['since']}: set [evals] shadow_rate "
+                   "(README, Quality next to cost)")
+        return
+    click.echo(format_table(columns, table))
+    t = result["total"]
+    click.echo(f"total: {t['agreeing']} of {t['n']} agreed (agree, tie or open better) since {result['since']}")

@@ -13,7 +13,8 @@ def usd(value: float) -> str:
 
 
 def cost_line(c: CostSummary) -> str:
-    """`cost $0.0123 (open 7 calls $0.0009 · frontier 2 calls $0.0114) · all-frontier would be $0.0411 · saved 70%`
+    """`cost $0.0123 (open 7 calls $0.0009 · frontier 2 calls $0.0114) · all-frontier would be $0.0411 · saved 70%
+    · open path agreement 94% (89–97%, n=240, last 7d)` (or `· agreement not measured`: see agents/evals.py)
 
     Open calls to a model that runs on this machine (the embedded default) say so: `open 4 calls $0.0000, local`.
     Unpriced calls make the total a lower bound (`cost ≥ $0.0114`); when no call has a price there is no
@@ -36,7 +37,8 @@ def cost_line(c: CostSummary) -> str:
         line += f" · all-frontier would be {usd(c.frontier_equivalent_usd)}"
         if not c.unpriced_calls:
             saved = 1 - c.total_usd / c.frontier_equivalent_usd
-            line += f" · saved {saved:.0%}"
+            # A saving is never shown without the measured quality of the open path that earned it.
+            line += f" · saved {saved:.0%} · {c.agreement or 'agreement not measured'}"
     if c.unpriced_calls:
         line += (
             f" · {c.unpriced_calls} calls UNPRICED: add [prices.\"<model id>\"] to stakeflow.toml "

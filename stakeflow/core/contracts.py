@@ -22,6 +22,15 @@ APPROVE_UPDATE = "approve_step"
 CALL_MODEL = "call_model"
 RUN_TOOL = "run_tool"
 DESCRIBE_TOOLS = "describe_tools"  # an MCP server's or the Python tools' catalogue, when a run plans
+# Shadow evaluation (agents/evals.py): a run starts one ShadowEvalWorkflow per sampled open call.
+SHADOW_WORKFLOW = "ShadowEvalWorkflow"
+BUDGET_WORKFLOW = "ShadowBudgetWorkflow"  # one per day: the shadow spend against [evals] max_usd_per_day
+RESERVE_UPDATE = "reserve"
+SETTLE_UPDATE = "settle"
+RESERVE_SHADOW_BUDGET = "reserve_shadow_budget"
+SETTLE_SHADOW_BUDGET = "settle_shadow_budget"
+RECORD_EVAL = "record_eval"
+READ_AGREEMENT = "read_agreement"
 
 # --- task queues ------------------------------------------------------------------------------
 # Four queues, so the parts scale separately: open-model calls run near the GPU, frontier calls

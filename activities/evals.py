@@ -1,0 +1,90 @@
+"""The activities of shadow evaluation: the daily budget, the evals row, and the agreement table a run routes by.
+
+- The budget is a workflow per UTC day (``ShadowBudgetWorkflow``), reached by update-with-start, so any number
+  of workers and shadows share one exact, durable count, with no database of their own.
+- The row goes to the trace store as a record file (``stakeflow.traces._records``), keyed by the eval's id: a
+  retry after a crash writes a row that is ignored, so each comparison is stored once.
+- The agreement table is read from the trace store once per run and returned into the run's history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+from temporalio import activity
+from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.common import WorkflowIDConflictPolicy
+
+from agents.evals import AGREEING, AgreementRow, AgreementTable, BudgetAsk, BudgetGrant, EvalRecord
+from stakeflow.core.contracts import READ_AGREEMENT, RECORD_EVAL, RESERVE_SHADOW_BUDGET, SETTLE_SHADOW_BUDGET
+from stakeflow.core.contracts import queue_name
+from stakeflow.settings import Settings
+
+AGREEMENT_DAYS = 7
+
+
+class EvalActivities:
+    def __init__(self, client: Client, settings: Settings) -> None:
+        self._client = client
+        self._settings = settings
+        self._writer = None
+
+    def _budget_start(self, day: str) -> WithStartWorkflowOperation:
+        from workflows.shadow import ShadowBudgetWorkflow
+
+        return WithStartWorkflowOperation(
+            ShadowBudgetWorkflow.run, day, id=f"{self._settings.queue_prefix}-shadow-budget-{day}",
+            task_queue=queue_name("workflows", self._settings.queue_prefix),
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            static_summary=f"shadow evaluation budget for {day} (UTC)",
+        )
+
+    @activity.defn(name=RESERVE_SHADOW_BUDGET)
+    async def reserve_shadow_budget(self, ask: BudgetAsk) -> BudgetGrant:
+        from workflows.shadow import ShadowBudgetWorkflow
+
+        return await self._client.execute_update_with_start_workflow(
+            ShadowBudgetWorkflow.reserve, ask, start_workflow_operation=self._budget_start(ask.day),
+        )
+
+    @activity.defn(name=SETTLE_SHADOW_BUDGET)
+    async def settle_shadow_budget(self, ask: BudgetAsk) -> BudgetGrant:
+        from workflows.shadow import ShadowBudgetWorkflow
+
+        return await self._client.execute_update_with_start_workflow(
+            ShadowBudgetWorkflow.settle, ask, start_workflow_operation=self._budget_start(ask.day),
+        )
+
+    @activity.defn(name=RECORD_EVAL)
+    async def record_eval(self, record: EvalRecord) -> None:
+        from stakeflow.traces import spool_dir_for
+        from stakeflow.traces._records import RecordWriter
+
+        if self._writer is None:
+            self._writer = RecordWriter(spool_dir_for(self._settings.traces_path), "evals")
+        row = record.model_dump()
+        await asyncio.to_thread(self._writer.write, [row])
+
+    @activity.defn(name=READ_AGREEMENT)
+    async def read_agreement(self, since_days: int = AGREEMENT_DAYS) -> AgreementTable:
+        return await asyncio.to_thread(agreement_table, self._settings, since_days)
+
+
+def agreement_table(settings: Settings, since_days: int = AGREEMENT_DAYS) -> AgreementTable:
+    """Agreement per (agent, kind, tool) over the last ``since_days``, and overall."""
+    from stakeflow.traces import TraceStore
+
+    since = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(days=since_days)
+    agreeing = ", ".join(f"'{v}'" for v in AGREEING)
+    with TraceStore(settings.traces_path).reader() as con:
+        rows = con.execute(
+            f"SELECT coalesce(agent, ''), kind, coalesce(tool, ''), count(*), count(*) FILTER (WHERE verdict IN ({agreeing})) "
+            "FROM evals WHERE recorded_at >= ? GROUP BY ALL ORDER BY ALL", [since],
+        ).fetchall()
+    table = AgreementTable(since_days=since_days, rows=[
+        AgreementRow(agent=a, kind=k, tool=t, n=n, agreeing=g) for a, k, t, n, g in rows
+    ])
+    if rows:
+        table.overall = AgreementRow(n=sum(r[3] for r in rows), agreeing=sum(r[4] for r in rows))
+    return table
