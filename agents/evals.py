@@ -49,6 +49,13 @@ class ShadowRequest(BaseModel):
     heartbeat_timeout_s: float = 30.0  # the run's: a shadow whose worker died is retried this soon
 
 
+class ShadowBatch(BaseModel):
+    """Input of ShadowEvalWorkflow: the sampled calls of one run (or of one continue-as-new generation)."""
+
+    parent_workflow_id: str = ""
+    calls: list[ShadowRequest] = Field(default_factory=list)
+
+
 class EvalRecord(BaseModel):
     """One comparison: a row of the trace store's ``evals`` table."""
 

@@ -7,6 +7,7 @@ rejected key); a call nobody picks up fails after ``SCHEDULE_TO_START`` instead 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -21,7 +22,7 @@ with workflow.unsafe.imports_passed_through():
         ToolResult, ToolsetRef, ToolsetRequest, ToolsetResult, ToolSpecView,
     )
     from stakeflow.core import errors
-    from agents.evals import AgreementTable, ShadowRequest
+    from agents.evals import AgreementTable, ShadowBatch, ShadowRequest
     from stakeflow.core.contracts import CALL_MODEL, DESCRIBE_TOOLS, READ_AGREEMENT, RUN_TOOL, SHADOW_WORKFLOW, queue_name
 
 
@@ -191,20 +192,32 @@ async def read_agreement(req: TaskRequest) -> AgreementTable | None:
         return None
 
 
-async def start_shadow(req: TaskRequest, call: ModelCallRequest, reply: ModelCallResult, tool: str | None) -> None:
-    """Start the ShadowEvalWorkflow of one open call: a child the run neither waits for nor cancels."""
+SHADOWS_PER_BATCH = 20  # one child per 20 sampled calls: its input stays far below the payload limit
+
+
+def shadow_request(req: TaskRequest, call: ModelCallRequest, reply: ModelCallResult, tool: str | None) -> ShadowRequest:
     info = workflow.info()
-    eval_id = f"{info.workflow_id}/{call.step}/{call.purpose}"
-    shadow = ShadowRequest(
-        eval_id=eval_id, parent_workflow_id=info.workflow_id, step=call.step, kind=call.purpose, tool=tool or "",
-        agent=req.agent, goal=req.goal, call=call, open_result=reply,
+    return ShadowRequest(
+        eval_id=f"{info.workflow_id}/{call.step}/{call.purpose}", parent_workflow_id=info.workflow_id,
+        step=call.step, kind=call.purpose, tool=tool or "", agent=req.agent, goal=req.goal, call=call,
+        open_result=reply,
         frontier=ModelEndpoint(route="frontier", model=req.routing.frontier.model, provider="anthropic"),
         frontier_queue=queue_name("frontier", req.queue_prefix), policy=req.evals,
         heartbeat_timeout_s=req.heartbeat_timeout_s,
     )
-    await workflow.start_child_workflow(
-        SHADOW_WORKFLOW, shadow, id=f"{info.workflow_id}-shadow-{call.step}-{call.purpose}",
-        task_queue=queue_name("workflows", req.queue_prefix),
-        parent_close_policy=ParentClosePolicy.ABANDON,
-        static_summary=f"shadow of {info.workflow_id} · {call.purpose} {call.step}" + (f" · {tool}" if tool else ""),
-    )
+
+
+async def start_shadows(req: TaskRequest, calls: list[ShadowRequest]) -> None:
+    """Start ShadowEvalWorkflows for the run's sampled calls: children it neither waits for nor cancels."""
+    info = workflow.info()
+    batches = [calls[i:i + SHADOWS_PER_BATCH] for i in range(0, len(calls), SHADOWS_PER_BATCH)]
+    await asyncio.gather(*(
+        workflow.start_child_workflow(
+            SHADOW_WORKFLOW, ShadowBatch(parent_workflow_id=info.workflow_id, calls=batch),
+            id=f"{info.workflow_id}-shadow-{batch[0].step}-{batch[0].kind}",
+            task_queue=queue_name("workflows", req.queue_prefix),
+            parent_close_policy=ParentClosePolicy.ABANDON,
+            static_summary=f"shadow evaluation of {info.workflow_id} · {len(batch)} call(s)",
+        )
+        for batch in batches
+    ))

@@ -1,6 +1,6 @@
 """Shadow evaluation workflows: re-run one open-routed call on the frontier, compare, record; and the daily budget.
 
-A run starts a ShadowEvalWorkflow as a child it neither waits for nor cancels (parent close policy
+A run starts one ShadowEvalWorkflow, with all its sampled calls, as a child it neither waits for nor cancels (parent close policy
 ABANDON), so the shadow never delays, fails or changes the run: it has its own retries, on the frontier
 queue, and its spend is its own (source ``shadow``, never in the run's bill). Its spans carry its own
 workflow id as the run id, and its memo names the run it shadows (the Web UI also shows the parent).
@@ -8,6 +8,7 @@ workflow id as the run id, and its memo names the run it shadows (the Web UI als
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -16,7 +17,8 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from agents.evals import (
-        JUDGE_SYSTEM, BudgetAsk, BudgetGrant, EvalRecord, JudgeVerdict, ShadowRequest, combine, compare_actions,
+        JUDGE_SYSTEM, BudgetAsk, BudgetGrant, EvalRecord, JudgeVerdict, ShadowBatch, ShadowRequest, combine,
+        compare_actions,
         judge_prompt, rendered,
     )
     from agents.types import ModelCallRequest, ModelCallResult
@@ -36,11 +38,23 @@ JUDGE_COST_FACTOR = 3.0
 
 @workflow.defn(name=SHADOW_WORKFLOW)
 class ShadowEvalWorkflow:
-    """One shadowed call: budget, frontier reference, comparison (exact, else a two-order judge), one row."""
+    """The sampled calls of one run, each: budget, frontier reference, comparison (exact, else a two-order
+    judge), one row. Calls are evaluated side by side; the memo shows each one's verdict."""
+
+    def __init__(self) -> None:
+        self._verdicts: dict[str, str] = {}
 
     @workflow.run
-    async def run(self, req: ShadowRequest) -> EvalRecord | None:
-        workflow.upsert_memo({"shadow_of": req.parent_workflow_id, "step": req.step, "kind": req.kind})
+    async def run(self, batch: ShadowBatch) -> list[EvalRecord | None]:
+        workflow.upsert_memo({"shadow_of": batch.parent_workflow_id})
+        return list(await asyncio.gather(*(self._one(req) for req in batch.calls)))
+
+    def _verdict(self, req: ShadowRequest, verdict: str) -> None:
+        label = req.kind if req.kind != "step" else f"step {req.step}" + (f" ({req.tool})" if req.tool else "")
+        self._verdicts[label] = verdict
+        workflow.upsert_memo({"verdicts": dict(self._verdicts)})
+
+    async def _one(self, req: ShadowRequest) -> EvalRecord | None:
         open_cost = req.open_result.cost
         estimate = (open_cost.frontier_equivalent_usd or 0.0) * (1 + JUDGE_COST_FACTOR)
         day = workflow.now().date().isoformat()
@@ -51,13 +65,13 @@ class ShadowEvalWorkflow:
                 result_type=BudgetGrant, **BOOKKEEPING,  # type: ignore[arg-type]
             )
             if not grant.granted:
-                workflow.upsert_memo({"verdict": "skipped: daily shadow budget spent"})
+                self._verdict(req, "skipped: daily shadow budget spent")
                 return None
         try:
             reference = await self._frontier(req, req.call.model_copy(update={"escalated": False}))
         except ActivityError:
             await self._settle(req, day, 0.0)
-            workflow.upsert_memo({"verdict": "skipped: the frontier call failed"})
+            self._verdict(req, "skipped: the frontier call failed")
             return None
         verdict, method, reason, judge_cost = await self._compare(req, reference)
         record = EvalRecord(
@@ -74,7 +88,7 @@ class ShadowEvalWorkflow:
             )
         await workflow.execute_activity(RECORD_EVAL, record, **BOOKKEEPING)  # type: ignore[arg-type]
         await self._settle(req, day, (reference.cost.usd or 0.0) + (judge_cost or 0.0))
-        workflow.upsert_memo({"verdict": verdict, "method": method})
+        self._verdict(req, verdict)
         return record
 
     async def _frontier(self, req: ShadowRequest, call: ModelCallRequest) -> ModelCallResult:

@@ -73,7 +73,13 @@ def cost_report(
         params.append(run_id)
     calls = f"calls AS (SELECT * FROM spans WHERE {' AND '.join(filters)})"
     with store.reader() as con:
-        total = _fetch_dicts(con, f"WITH {calls} SELECT {_AGGREGATES} FROM calls", params)[0]
+        # Shadow evaluation spends on its own (source "shadow"): its own line, never in the totals of runs.
+        total = _fetch_dicts(
+            con, f"WITH {calls} SELECT {_AGGREGATES} FROM calls WHERE source IS DISTINCT FROM 'shadow'", params
+        )[0]
+        shadow = con.execute(
+            f"WITH {calls} SELECT count(*), sum(cost_usd) FROM calls WHERE source = 'shadow'", params
+        ).fetchone()
         rows = _fetch_dicts(con, _breakdown_sql(calls, by, limit), params)
     report: dict[str, Any] = {
         "by": by, "since": since.total_seconds() if since is not None else None, "run_id": run_id,
@@ -83,6 +89,7 @@ def cost_report(
         **{k: money(total[k]) or 0.0 for k in ("open_usd", "frontier_usd", "frontier_equivalent_usd", "saved_usd")},
         "unpriced_calls": total["unpriced_calls"], "no_equivalent_calls": total["no_equivalent_calls"],
         **{k: total[k] or 0 for k in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")},
+        "shadow_calls": shadow[0], "shadow_usd": money(shadow[1]) or 0.0,
     }
     report["rows"] = [_report_row(by, row) for row in rows]
     return report
@@ -100,7 +107,10 @@ def summary_line(report: dict[str, Any]) -> str:
     line = (
         f"total ${report['total_usd']:.4f} (open ${report['open_usd']:.4f} · frontier ${report['frontier_usd']:.4f})"
         f" · all-frontier would be ${report['frontier_equivalent_usd']:.4f} · saved ${report['saved_usd']:.4f}"
+        f" · {report.get('agreement') or 'agreement not measured'}"
     )
+    if report.get("shadow_calls"):
+        line += f"\nshadow evaluation ${report['shadow_usd']:.4f} ({report['shadow_calls']} calls, not in the total above)"
     return line + (warning if report["unpriced_calls"] else "")
 
 
