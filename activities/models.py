@@ -17,7 +17,7 @@ from typing import Any
 from anthropic import AsyncAnthropic
 from openai import AsyncOpenAI
 from pydantic import BaseModel
-from pydantic_ai import Agent, NativeOutput, PromptedOutput, capture_run_messages
+from pydantic_ai import NativeOutput, PromptedOutput, capture_run_messages
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, SystemPromptPart, TextPart, UserPromptPart
 from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.models.anthropic import AnthropicModel
@@ -32,6 +32,7 @@ from pydantic_ai.usage import RunUsage
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.model_agents import AgentCache
 from activities.model_errors import CallContext, missing_frontier_key, to_application_error
 from activities.model_outputs import plan_output_model, step_output_model, to_action, to_plan
 from activities.model_trace import model_call_span, record_call
@@ -99,6 +100,7 @@ class ModelActivities:
         self._anthropic_client: AsyncAnthropic | None = None
         self._models: dict[tuple[str, str], Model] = {}
         self._prices = PriceTable.from_settings(settings)
+        self._agents = AgentCache(self._output_spec)
 
     @activity.defn(name=CALL_MODEL)
     async def call_model(self, req: ModelCallRequest) -> ModelCallResult:
@@ -145,8 +147,7 @@ class ModelActivities:
 
     async def _call(self, req: ModelCallRequest) -> ModelCallResult:
         target = self._open_target(req) if req.endpoint.route == "open" else self._frontier_target(req)
-        output_type, model_settings = self._output_spec(req)
-        agent = Agent(target.model, output_type=output_type, system_prompt=req.system or (), retries=0)
+        agent, model_settings = self._agents.get(req, target.model)  # built once per key (model_agents.py)
         history = _example_history(req) if req.endpoint.route == "open" else []
         started = time.monotonic()
         with capture_run_messages() as messages:
@@ -189,6 +190,7 @@ class ModelActivities:
                 await client.close()
         self._open_client = self._anthropic_client = None
         self._models.clear()
+        self._agents.clear()
 
     # --- routes -------------------------------------------------------------------------
 

@@ -276,6 +276,7 @@ class Round:
     rss_before_mb: float
     rss_peak_mb: float
     breakdown: Any = None  # bench/overhead.py's Breakdown, summed over the round's runs
+    segments: int = 0  # trace-store segments the worker wrote (stakeflow variants)
 
     @property
     def calls_per_s(self) -> float:
@@ -325,10 +326,11 @@ class Bench:
 
     # -- processes --
 
-    def spawn(self, argv: list[str], name: str, env: dict[str, str] | None = None, ready: str = "") -> subprocess.Popen:
+    def spawn(self, argv: list[str], name: str, env: dict[str, str] | None = None, ready: str = "",
+              cwd: Path = REPO) -> subprocess.Popen:
         log = open(self.tmp / f"{name}.log", "wb")
         proc = subprocess.Popen(argv, env=env or self.env, stdout=subprocess.PIPE if ready else log,
-                                stderr=log, cwd=REPO)
+                                stderr=log, cwd=cwd)
         self.procs.append(proc)
         return proc
 
@@ -378,11 +380,14 @@ class Bench:
             "STAKEFLOW_OPEN_MODEL": MODEL_NAME, "STAKEFLOW_OPEN_DIALECT": "vllm",
         }
         argv = [sys.executable, "-m", "stakeflow", "worker"]
+        if key == "sf0":
+            # Another checkout's code (PYTHONPATH comes before the editable install's finder).
+            env["PYTHONPATH"] = str(Path(self.args.baseline).resolve())
         if key == "sf2":
             argv += ["--processes", "2"]
         if key == "sfl":
             env["STAKEFLOW_WORKERS__LOCAL_MODEL_CALLS"] = "true"
-        return self.spawn(argv, f"worker-{key}", env=env)
+        return self.spawn(argv, f"worker-{key}", env=env, cwd=Path(self.args.baseline) if key == "sf0" else REPO)
 
     def stop_all(self) -> None:
         for proc in reversed(self.procs):
@@ -415,7 +420,7 @@ def start_profile(args: argparse.Namespace, w: Variant, n: int, tmp: Path) -> su
     pids = tree(w.pid)
     target = pids[-1] if len(pids) > 1 else w.pid  # --processes N: the first child
     proc = subprocess.Popen([str(spy), "record", "--pid", str(target), "--format", "raw", "--nonblocking",
-                             "--rate", "200", "-o", str(Path(args.profile).resolve())],
+                             "--rate", "200", "--gil", "-o", str(Path(args.profile).resolve())],
                             stdout=subprocess.DEVNULL, stderr=open(tmp / "py-spy.log", "wb"))
     time.sleep(1.0)  # py-spy attaches
     return proc
@@ -448,6 +453,7 @@ def top_of_profile(path: Path, k: int = 25) -> str:
 
 
 LABELS = {
+    "sf0": "stakeflow before (--baseline checkout)",
     "sf": "stakeflow, 1 worker process",
     "sf2": "stakeflow, worker --processes 2",
     "sfl": "stakeflow, model calls as local activities",
@@ -503,6 +509,8 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[int, Result]],
                 before = (cpu_seconds(pids), cpu_seconds([server_pid]), cpu_seconds([model_pid]),
                           cpu_seconds([bench_pid]))
                 rss_before = rss_mb(pids)
+                spool = tmp / f"home-{key}" / "traces.duckdb.spool"
+                segments_before = len(list(spool.glob("*.parquet")))
                 with Sampler(w.pid) as sampler:
                     # Histories are fetched after every run closed, so that reading them is not measured.
                     handles = await asyncio.gather(*(start_and_wait(key) for _ in range(n)))
@@ -516,7 +524,8 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[int, Result]],
 
                 summed = sum((breakdown_of(h, 0.0) for h in histories), Breakdown())
                 return Round(n, overheads, n * calls, window, after[0] - before[0], after[1] - before[1],
-                             after[2] - before[2], after[3] - before[3], rss_before, sampler.peak, summed)
+                             after[2] - before[2], after[3] - before[3], rss_before, sampler.peak, summed,
+                             len(list(spool.glob("*.parquet"))) - segments_before)
 
             async def start_and_wait(key: str):
                 if key.startswith("sf"):
@@ -556,7 +565,7 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[int, Result]],
                             stop_profile(args, spy, tmp)
                         results[key][n].rounds.append(rd)
                         line.append(f"{key} p50 {pct(rd.overheads_ms, .5):6.0f} p95 {pct(rd.overheads_ms, .95):6.0f} ms"
-                                    f" {rd.calls_per_s:5.1f}/s cpu {rd.worker_cpu_s / rd.calls * 1000:5.1f} ms")
+                                    f" {rd.calls_per_s:5.1f}/s cpu {rd.worker_cpu_s / rd.calls * 1000:5.1f} ms seg {rd.segments}")
                     print(f"  N={n:<4} round {r + 1}: " + " | ".join(line), file=sys.stderr, flush=True)
             load = dict(zip(("1 min", "5 min", "15 min"), os.getloadavg()))
         finally:
@@ -637,7 +646,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds per N and variant (default 3)")
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured warm-up rounds (default 1)")
     parser.add_argument("--variants", default="sf,pai,floor",
-                        help="comma-separated of sf, sf2, sfl, pai, floor (default sf,pai,floor)")
+                        help="comma-separated of sf0, sf, sf2, sfl, pai, floor (default sf,pai,floor)")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="a stakeflow checkout whose worker runs as (sf0), for a before/after in one invocation "
+                             "(e.g. git archive e255853 | tar -x -C /tmp/sf-base)")
     parser.add_argument("--profile", metavar="FILE",
                         help="py-spy the worker (raw stacks to FILE) during the first round of the largest N")
     parser.add_argument("--profile-variant", default="sf", help="the variant --profile samples (default sf)")
@@ -656,6 +668,8 @@ def main() -> None:
     args.n = [int(x) for x in args.n.split(",") if x.strip()]
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in args.variants if v not in LABELS]
+    if "sf0" in args.variants and not args.baseline:
+        parser.error("(sf0) needs --baseline DIR")
     if unknown or args.calls < 3 or args.rounds < 1 or not args.n or min(args.n) < 1:
         parser.error(f"bad arguments {unknown or ''}: variants from {', '.join(LABELS)}, --calls >= 3, --rounds >= 1")
     for key in list(os.environ):

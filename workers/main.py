@@ -26,6 +26,7 @@ from activities.tools import ToolActivities
 from stakeflow import telemetry
 from stakeflow.settings import Settings
 from stakeflow.core.contracts import ROLES, QueueRole, queue_name
+from workers.sandbox import workflow_runner
 from workflows.agent_task import AgentTaskWorkflow
 from workflows.shadow import ShadowBudgetWorkflow, ShadowEvalWorkflow
 
@@ -76,6 +77,7 @@ def build_workers(
             evals = EvalActivities(client, settings)
             kwargs = {
                 "workflows": [AgentTaskWorkflow, ShadowEvalWorkflow, ShadowBudgetWorkflow],
+                "workflow_runner": workflow_runner(),
                 "activities": [tools.run_tool, evals.reserve_shadow_budget, evals.settle_shadow_budget,
                                evals.record_eval, evals.read_agreement],
             }

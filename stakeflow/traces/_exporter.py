@@ -28,13 +28,14 @@ import re
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from stakeflow.core import semconv as sc
 from stakeflow.core.errors import ConfigError
@@ -238,6 +239,100 @@ class _RedactingExporter(SpanExporter):
         return self._inner.force_flush(timeout_millis)
 
 
+class GroupCommitSpanProcessor(SpanProcessor):
+    """Exports each span before ``on_end`` returns, like SimpleSpanProcessor, but one segment per group.
+
+    Run and step spans end inside workflow tasks and must be on disk before the task completes (see
+    build_span_processors). Written one segment each, under the exporter's lock, 100 runs in flight made
+    every workflow task queue behind every other one's segment write (~2 ms each, far more under load:
+    20% of the worker's samples, bench/README.md). Here one writer thread takes every span ended while it
+    was writing the previous group and writes them as one segment; each caller waits for the group that
+    holds its span. So the guarantee is the same (``on_end`` returns once the segment with the span is in
+    the spool, or once its export failed and was logged, as before), and under load many workflow tasks
+    share one write. Alone, a span waits for just its own write, as before.
+    """
+
+    def __init__(self, exporter: SpanExporter) -> None:
+        self._exporter = exporter
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)  # the writer waits for spans
+        self._done = threading.Condition(self._lock)  # callers wait for their group
+        self._pending: list[ReadableSpan] = []
+        self._queued = 0  # spans queued so far (a span's number is its position)
+        self._written = 0  # spans whose group was exported (or failed and was logged)
+        self._writer: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._shutdown = False
+
+    def on_start(self, span, parent_context=None) -> None:
+        pass
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if not (span.context and span.context.trace_flags.sampled):
+            return
+        with self._lock:
+            if self._shutdown:
+                return
+            self._ensure_writer()
+            self._pending.append(span)
+            self._queued += 1
+            mine = self._queued
+            self._work.notify()
+            while self._written < mine:
+                if not self._done.wait(1.0) and not self._writer_alive():
+                    self._ensure_writer()  # a writer that died (it never should) is replaced, never waited for
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        deadline = time.monotonic() + timeout_millis / 1000
+        with self._lock:
+            target = self._queued
+            while self._written < target:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._done.wait(min(left, 1.0))
+        return self._exporter.force_flush(max(0, int((deadline - time.monotonic()) * 1000)))
+
+    def shutdown(self) -> None:
+        self.force_flush()
+        with self._lock:
+            self._shutdown = True
+            self._work.notify_all()
+            writer = self._writer
+        if writer is not None and writer is not threading.current_thread():
+            writer.join(10)
+        self._exporter.shutdown()
+
+    def _writer_alive(self) -> bool:
+        return self._writer is not None and self._writer.is_alive() and self._pid == os.getpid()
+
+    def _ensure_writer(self) -> None:
+        # Called with the lock held. A forked child has the lock and the lists, but not the thread.
+        if self._writer_alive():
+            return
+        self._pid = os.getpid()
+        self._writer = threading.Thread(target=self._write_groups, name="stakeflow-span-writer", daemon=True)
+        self._writer.start()
+
+    def _write_groups(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pending and not self._shutdown:
+                    self._work.wait()
+                if not self._pending:
+                    return
+                group, self._pending = self._pending, []
+                upto = self._queued
+            try:
+                self._exporter.export(group)  # logs and reports its own failures; outside the lock
+            except Exception:  # noqa: BLE001 - a span processor never raises into the traced code
+                _log.exception("could not export %d spans", len(group))
+            finally:
+                with self._lock:
+                    self._written = upto
+                    self._done.notify_all()
+
+
 WORKFLOW_SPANS = frozenset({sc.SPAN_RUN, sc.SPAN_STEP})
 
 
@@ -275,9 +370,10 @@ def build_span_processors(settings: Settings) -> list[SpanProcessor]:
     delay = int(env.get("OTEL_BSP_SCHEDULE_DELAY", "500"))
     # Run and step spans end inside workflow tasks: exported synchronously, before the task completes,
     # so a worker killed afterwards cannot lose them (a task that did not complete runs again live and
-    # re-exports the same span id, which the store ignores). Everything else is batched.
+    # re-exports the same span id, which the store ignores); the spans that concurrent workflow tasks end
+    # meanwhile share one segment (GroupCommitSpanProcessor). Everything else is batched.
     processors: list[SpanProcessor] = [
-        _Only(SimpleSpanProcessor(DuckDBSpanExporter(settings.traces_path)), WORKFLOW_SPANS),
+        _Only(GroupCommitSpanProcessor(DuckDBSpanExporter(settings.traces_path)), WORKFLOW_SPANS),
         _Only(BatchSpanProcessor(DuckDBSpanExporter(settings.traces_path), schedule_delay_millis=delay),
               WORKFLOW_SPANS, exclude=True),
     ]

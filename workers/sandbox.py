@@ -1,0 +1,30 @@
+"""The workflow sandbox of stakeflow's workers: Temporal's, with stakeflow's own deterministic modules passed through.
+
+Temporal's sandbox re-imports, for every new run, each module the workflow imports that is not passed
+through. For AgentTaskWorkflow that was ``workflows/agent_task.py`` itself, compiled from source and
+executed once per run in a fresh sandbox: 14% of a worker's samples with 100 runs in flight
+(bench/README.md, "concurrency.py"). Its imports already went through ``imports_passed_through()``.
+
+Passed through here, so imported once per process:
+
+- ``workflows``: decides only, never does I/O (no clock, random, network or files: STYLE.md); no module
+  keeps state a run could change (constants, pure functions, the workflow classes).
+- ``agents`` and ``stakeflow.core``: prompts, types, the stakes policy, contracts, errors, billing, semantic
+  conventions: pure data and pure functions, already passed through by every import in ``workflows/``.
+
+What passing through gives up is the sandbox's run-time check that this code calls nothing
+nondeterministic. The check still runs in the test suite: ``Replayer`` uses Temporal's default, strict
+sandbox, and tests/test_zz_replay.py and tests/test_history_fixtures.py replay every history the suite
+produces and every recorded history of earlier releases under it.
+"""
+
+from __future__ import annotations
+
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+PASSED_THROUGH = ("workflows", "agents", "stakeflow.core")
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """Temporal's default sandbox with ``PASSED_THROUGH`` imported once per process instead of once per run."""
+    return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSED_THROUGH))
