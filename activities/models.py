@@ -334,7 +334,7 @@ async def _heartbeating(coro):
             done, _ = await asyncio.wait({task}, timeout=every)
             if done:
                 return task.result()
-            if activity.in_activity():
+            if activity.in_activity() and not activity.info().is_local:  # local activities cannot heartbeat
                 activity.heartbeat()
     finally:
         if not task.done():

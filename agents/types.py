@@ -58,6 +58,8 @@ class RoutingConfig(BaseModel):
     # Route a step kind to the frontier when the lower bound of its measured agreement is below this.
     min_agreement: float | None = None
     min_samples: int = 30
+    # Open-model calls run as local activities on the worker that runs the workflow ([workers] local_model_calls).
+    open_local: bool = False
 
 
 class EvalPolicy(BaseModel):

@@ -84,6 +84,8 @@ class SleepFloorParams:
 
     steps: int = 1
     latency_s: float = 1.0
+    local: bool = False  # the model calls as local activities too (the shape of [workers] local_model_calls)
+    activity_queue: str = ""
 
 
 @workflow.defn(name="BenchSleepFloorWorkflow")
@@ -92,12 +94,15 @@ class SleepFloorWorkflow:
 
     @workflow.run
     async def run(self, p: SleepFloorParams) -> int:
-        regular = {"start_to_close_timeout": timedelta(seconds=60), "task_queue": FLOOR_ACTIVITY_QUEUE}
-        await workflow.execute_activity(sleep_activity, p.latency_s, **regular)
-        for i in range(p.steps):
-            await workflow.execute_activity(sleep_activity, p.latency_s, **regular)
-            await workflow.execute_local_activity(noop_activity, i, start_to_close_timeout=timedelta(seconds=30))
-        await workflow.execute_activity(sleep_activity, p.latency_s, **regular)
+        for i in range(p.steps + 2):  # plan, steps, answer
+            if p.local:
+                await workflow.execute_local_activity(sleep_activity, p.latency_s,
+                                                      start_to_close_timeout=timedelta(seconds=60))
+            else:
+                await workflow.execute_activity(sleep_activity, p.latency_s, task_queue=p.activity_queue,
+                                                start_to_close_timeout=timedelta(seconds=60))
+            if 0 < i <= p.steps:  # a step's tool, after its model call
+                await workflow.execute_local_activity(noop_activity, i, start_to_close_timeout=timedelta(seconds=30))
         return p.steps
 
 
@@ -135,13 +140,16 @@ def serve_model(latency: float, sf_steps: int, pai_steps: int) -> None:
     server.stop()
 
 
-async def _serve_workers(kind: str, address: str, model_url: str, pollers: int) -> None:
+async def _serve_workers(kind: str, address: str, model_url: str, pollers: int, slots: int, key: str) -> None:
     from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 
     limits: dict[str, Any] = {}
+    if slots:
+        limits = {"max_concurrent_activities": slots, "max_concurrent_workflow_tasks": slots,
+                  "max_concurrent_local_activities": slots}
     if pollers:
-        limits = {"workflow_task_poller_behavior": PollerBehaviorSimpleMaximum(pollers),
-                  "activity_task_poller_behavior": PollerBehaviorSimpleMaximum(pollers)}
+        limits.update(workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(pollers),
+                      activity_task_poller_behavior=PollerBehaviorSimpleMaximum(pollers))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -161,9 +169,9 @@ async def _serve_workers(kind: str, address: str, model_url: str, pollers: int) 
 
         client = await Client.connect(address, data_converter=pydantic_data_converter)
         workers = [
-            Worker(client, task_queue=FLOOR_QUEUE, workflows=[SleepFloorWorkflow], activities=[noop_activity],
-                   workflow_runner=bench_runner(), **limits),
-            Worker(client, task_queue=FLOOR_ACTIVITY_QUEUE, activities=[sleep_activity], **limits),
+            Worker(client, task_queue=f"{FLOOR_QUEUE}-{key}", workflows=[SleepFloorWorkflow],
+                   activities=[noop_activity, sleep_activity], workflow_runner=bench_runner(), **limits),
+            Worker(client, task_queue=f"{FLOOR_ACTIVITY_QUEUE}-{key}", activities=[sleep_activity], **limits),
         ]
     tasks = [asyncio.create_task(w.run()) for w in workers]
     print("polling", flush=True)
@@ -368,9 +376,11 @@ class Bench:
         return self.read_line(proc), proc.pid
 
     def start_worker(self, key: str, address: str, model_url: str, prefix: str) -> subprocess.Popen:
-        if key in ("pai", "floor"):
-            proc = self.spawn([sys.executable, __file__, "--role", f"{key}-worker", "--address", address,
-                               "--model-url", model_url, "--pollers", str(self.args.pollers)],
+        if key in ("pai", "floor", "floorl"):
+            role = "pai" if key == "pai" else "floor"
+            proc = self.spawn([sys.executable, __file__, "--role", f"{role}-worker", "--address", address,
+                               "--model-url", model_url, "--pollers", str(self.args.pollers),
+                               "--slots", str(self.args.slots), "--key", key],
                               f"worker-{key}", ready="polling")
             self.read_line(proc)
             return proc
@@ -385,8 +395,10 @@ class Bench:
             env["PYTHONPATH"] = str(Path(self.args.baseline).resolve())
         if key == "sf2":
             argv += ["--processes", "2"]
-        if key == "sfl":
-            env["STAKEFLOW_WORKERS__LOCAL_MODEL_CALLS"] = "true"
+        if key != "sf0":  # the baseline's settings have no [workers] section: it runs as it was
+            home = self.tmp / f"home-{key}"
+            home.mkdir(parents=True, exist_ok=True)
+            (home / "stakeflow.toml").write_text(worker_toml(self.args, key))
         return self.spawn(argv, f"worker-{key}", env=env, cwd=Path(self.args.baseline) if key == "sf0" else REPO)
 
     def stop_all(self) -> None:
@@ -398,6 +410,19 @@ class Bench:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def worker_toml(args: argparse.Namespace, key: str) -> str:
+    """The stakeflow worker's ``[workers]`` for variant ``key``: ``--slots`` and ``--pollers`` on every queue."""
+    lines = ["[workers]", f"local_model_calls = {'true' if key == 'sfl' else 'false'}"]
+    for role in ("workflows", "open"):
+        lines.append(f"[workers.{role}]")
+        if args.slots:
+            lines += [f"max_concurrent_activities = {args.slots}", f"max_concurrent_workflow_tasks = {args.slots}",
+                      f"max_concurrent_local_activities = {args.slots}"]
+        if args.pollers:
+            lines += [f"workflow_pollers = {args.pollers}", f"activity_pollers = {args.pollers}"]
+    return "\n".join(lines) + "\n"
 
 
 def _free_port() -> int:
@@ -456,16 +481,17 @@ LABELS = {
     "sf0": "stakeflow before (--baseline checkout)",
     "sf": "stakeflow, 1 worker process",
     "sf2": "stakeflow, worker --processes 2",
-    "sfl": "stakeflow, model calls as local activities",
+    "sfl": "stakeflow, local model calls",
     "pai": "pydantic-ai TemporalDurability",
     "floor": "Temporal floor, stakeflow's shape",
+    "floorl": "Temporal floor, local model calls",
 }
 
 
 async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[int, Result]], dict[str, float]]:
     from stakeflow import tasks
     from stakeflow.connection import connect
-    from stakeflow.settings import Settings
+    from stakeflow.settings import Settings, WorkersConfig
 
     from bench.overhead import BenchParams, BenchPydanticAIWorkflow, task_prompt
 
@@ -529,7 +555,8 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[int, Result]],
 
             async def start_and_wait(key: str):
                 if key.startswith("sf"):
-                    s = settings.model_copy(update={"queue_prefix": f"{prefix}{key}"})
+                    s = settings.model_copy(update={
+                        "queue_prefix": f"{prefix}{key}", "workers": WorkersConfig(local_model_calls=key == "sfl")})
                     req = tasks.build_request(s, task_prompt(sf_steps), tools=["calculator"], workspace=workspace,
                                               max_steps=sf_steps, source="bench")
                     handle = await tasks.start_run(sf_client, s, req, f"cc-{key}-{uuid.uuid4().hex[:10]}")
@@ -545,8 +572,9 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[int, Result]],
                         raise RuntimeError("pydantic-ai run went wrong")
                 else:
                     handle = await sf_client.start_workflow(
-                        SleepFloorWorkflow.run, SleepFloorParams(sf_steps, args.latency),
-                        id=f"cc-floor-{uuid.uuid4().hex[:10]}", task_queue=FLOOR_QUEUE,
+                        SleepFloorWorkflow.run,
+                        SleepFloorParams(sf_steps, args.latency, key == "floorl", f"{FLOOR_ACTIVITY_QUEUE}-{key}"),
+                        id=f"cc-{key}-{uuid.uuid4().hex[:10]}", task_queue=f"{FLOOR_QUEUE}-{key}",
                         execution_timeout=timedelta(minutes=10))
                     await handle.result()
                 return handle
@@ -646,7 +674,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds per N and variant (default 3)")
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured warm-up rounds (default 1)")
     parser.add_argument("--variants", default="sf,pai,floor",
-                        help="comma-separated of sf0, sf, sf2, sfl, pai, floor (default sf,pai,floor)")
+                        help="comma-separated of sf0, sf, sf2, sfl, pai, floor, floorl (default sf,pai,floor)")
     parser.add_argument("--baseline", metavar="DIR",
                         help="a stakeflow checkout whose worker runs as (sf0), for a before/after in one invocation "
                              "(e.g. git archive e255853 | tar -x -C /tmp/sf-base)")
@@ -654,8 +682,12 @@ def main() -> None:
                         help="py-spy the worker (raw stacks to FILE) during the first round of the largest N")
     parser.add_argument("--profile-variant", default="sf", help="the variant --profile samples (default sf)")
     parser.add_argument("--pollers", type=int, default=0,
-                        help="workflow and activity task pollers per queue of the pai/floor workers (default: SDK's 5)")
+                        help="workflow and activity task pollers per queue, every worker (default 0: Temporal's 5)")
+    parser.add_argument("--slots", type=int, default=None,
+                        help="task slots per queue (activities, workflow tasks, local activities), every worker "
+                             "but (sf0); default: the largest N if above Temporal's 100, 0 = Temporal's defaults")
     parser.add_argument("--role", help=argparse.SUPPRESS)
+    parser.add_argument("--key", default="", help=argparse.SUPPRESS)
     parser.add_argument("--address", help=argparse.SUPPRESS)
     parser.add_argument("--model-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -663,9 +695,12 @@ def main() -> None:
         serve_model(args.latency, args.calls - 2, args.calls - 1)
         return
     if args.role in ("pai-worker", "floor-worker"):
-        asyncio.run(_serve_workers(args.role.split("-")[0], args.address, args.model_url, args.pollers))
+        asyncio.run(_serve_workers(args.role.split("-")[0], args.address, args.model_url, args.pollers, args.slots,
+                                   args.key))
         os._exit(0)
     args.n = [int(x) for x in args.n.split(",") if x.strip()]
+    if args.slots is None:
+        args.slots = max(args.n) if max(args.n) > 100 else 0
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in args.variants if v not in LABELS]
     if "sf0" in args.variants and not args.baseline:

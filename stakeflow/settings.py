@@ -160,6 +160,39 @@ class PriceConfig(_Section):
     version: str | None = None
 
 
+class QueueLimits(_Section):
+    """``[workers.<role>]``: what one worker process takes from that role's queue at once. Unset: Temporal's default.
+
+    Size the open queue like the GPU: ``max_concurrent_activities`` near vLLM's ``--max-num-seqs`` (each
+    slot is one model call in flight; Temporal's default is 100, so a bigger batch needs a bigger number
+    here), times the processes a host runs. Pollers are the requests each worker keeps open to the server
+    for new tasks (Temporal's default: 5 of each).
+    """
+
+    max_concurrent_activities: int | None = Field(default=None, ge=1)
+    max_concurrent_workflow_tasks: int | None = Field(default=None, ge=2)
+    max_concurrent_local_activities: int | None = Field(default=None, ge=1)  # workflows: tools (and local model calls)
+    max_cached_workflows: int | None = Field(default=None, ge=0)
+    workflow_pollers: int | None = Field(default=None, ge=2)  # Temporal needs 2 (sticky + normal queue)
+    activity_pollers: int | None = Field(default=None, ge=1)
+
+
+class WorkersConfig(_Section):
+    """``[workers]``: the worker processes of a host and what each takes from its queues."""
+
+    # `stakeflow worker` runs this many worker processes (one Python interpreter each, so one core each);
+    # `--processes` overrides it.
+    processes: int = Field(default=1, ge=1, le=64)
+    # Open-model calls as local activities, on the worker that runs the workflow: a round trip through the
+    # server less per call. Only where every worker polling the workflows queue has this set and reaches the
+    # open endpoint (one host: the embedded model, a vLLM beside the workers). A run records it when it starts.
+    local_model_calls: bool = False
+    workflows: QueueLimits = Field(default_factory=QueueLimits)
+    open: QueueLimits = Field(default_factory=QueueLimits)
+    frontier: QueueLimits = Field(default_factory=QueueLimits)
+    tools: QueueLimits = Field(default_factory=QueueLimits)
+
+
 class Settings(BaseSettings):
     """Everything stakeflow reads from its environment and config file."""
 
@@ -209,6 +242,7 @@ class Settings(BaseSettings):
     mcp: dict[str, McpServerConfig] = Field(default_factory=dict)  # [mcp.<name>]
     evals: EvalsConfig = Field(default_factory=EvalsConfig)
     agents: dict[str, AgentConfig] = Field(default_factory=dict)  # [agents.<name>]
+    workers: WorkersConfig = Field(default_factory=WorkersConfig)  # [workers], [workers.<role>]
 
     traces: Path | None = None  # the DuckDB trace file; default $STAKEFLOW_HOME/traces.duckdb
     trace_content: bool = False  # record prompts and completions in spans (STAKEFLOW_TRACE_CONTENT=1)

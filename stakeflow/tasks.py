@@ -99,6 +99,7 @@ def routing_config(settings: Settings) -> RoutingConfig:
         or (settings.policy.first_step_reads == "auto" and settings.embedded),
         min_agreement=settings.policy.min_agreement,
         min_samples=settings.policy.min_samples,
+        open_local=settings.workers.local_model_calls,
     )
 
 

@@ -26,6 +26,7 @@ from activities.tools import ToolActivities
 from stakeflow import telemetry
 from stakeflow.settings import Settings
 from stakeflow.core.contracts import ROLES, QueueRole, queue_name
+from workers.limits import limits_of, worker_kwargs
 from workers.sandbox import workflow_runner
 from workflows.agent_task import AgentTaskWorkflow
 from workflows.shadow import ShadowBudgetWorkflow, ShadowEvalWorkflow
@@ -86,6 +87,9 @@ def build_workers(
         elif role == "tools":
             kwargs = {"activities": [tools.run_tool, boxes.catalogue.describe_tools]}
             queues = boxes.tool_queues(settings)
+        if role == "workflows" and settings.workers.local_model_calls:
+            kwargs["activities"] = [*kwargs["activities"], models.call_model]  # open calls as local activities
+        kwargs.update(worker_kwargs(limits_of(settings, role)))  # [workers.<role>]
         for queue in queues:
             workers.append(
                 Worker(client, task_queue=queue, graceful_shutdown_timeout=GRACEFUL_SHUTDOWN, **kwargs)

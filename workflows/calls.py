@@ -13,7 +13,7 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.workflow import ParentClosePolicy
-from temporalio.exceptions import ActivityError, CancelledError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
@@ -71,6 +71,8 @@ async def call_model(
         parts.append("escalated")
     if decision.fallback:
         parts.append("fallback")
+    if decision.route == "open" and req.routing.open_local:
+        return await local_model_call(req, call, " · ".join([*parts, "local"]))
     return await workflow.execute_activity(
         CALL_MODEL,
         call,
@@ -82,6 +84,36 @@ async def call_model(
         retry_policy=model_retry(req.routing),
         summary=" · ".join(parts),
     )
+
+
+async def local_model_call(req: TaskRequest, call: ModelCallRequest, summary: str) -> ModelCallResult:
+    """An open-model call as a local activity, on the worker running the workflow ([workers] local_model_calls).
+
+    No task queue and no server round trip between the workflow and the call: the worker runs it while it
+    holds the workflow task open (heartbeating it past the workflow task timeout), and retries it itself with
+    the same policy. A local activity cannot heartbeat: a worker that dies mid-call is noticed when the
+    workflow task times out (10 s), and the call starts again on another worker, from the beginning.
+    The run records the choice at its start (``RoutingConfig.open_local``), so its replays issue the same
+    commands; runs started without it keep regular activities.
+
+    A local activity that fails for good raises its cause bare (an ApplicationError, a TimeoutError), where a
+    regular one raises ActivityError with that cause: wrapped here, the run handles both alike (retry on
+    invalid output, fallback when unavailable, the failed attempt's usage counted).
+    """
+    try:
+        return await workflow.execute_local_activity(
+            CALL_MODEL,
+            call,
+            result_type=ModelCallResult,
+            start_to_close_timeout=MODEL_TIMEOUTS["open"],
+            retry_policy=model_retry(req.routing),
+            summary=summary,
+        )
+    except (ApplicationError, TemporalTimeoutError) as e:
+        raise ActivityError(
+            f"local activity {CALL_MODEL} failed", scheduled_event_id=0, started_event_id=0, identity="",
+            activity_type=CALL_MODEL, activity_id="", retry_state=None,
+        ) from e
 
 
 class ToolMayHaveActed(Exception):

@@ -91,8 +91,10 @@ def down() -> None:
 @click.command()
 @click.option("--queues", "queues_csv", default=",".join(ROLES), show_default=True,
               help="Comma-separated queue roles to poll: workflows, open, frontier, tools.")
+@click.option("--processes", type=click.IntRange(1, 64), default=None,
+              help="Worker processes to run, one core each (default: [workers] processes, 1).")
 @friendly
-def worker(queues_csv: str) -> None:
+def worker(queues_csv: str, processes: int | None) -> None:
     """Run a worker in the foreground until SIGTERM (what production runs)."""
     settings = current_settings()
     roles = [q.strip() for q in queues_csv.split(",") if q.strip()]
@@ -100,6 +102,16 @@ def worker(queues_csv: str) -> None:
     if unknown or not roles:
         raise click.ClickException(f"unknown queue role(s) {', '.join(unknown) or '(none)'}: use {', '.join(ROLES)}")
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    count = processes or settings.workers.processes
+    if count > 1:
+        from workers.processes import run_processes
+
+        err(f"starting {count} worker processes (SIGTERM stops them all)")
+        code = run_processes(roles, count)
+        if code:
+            raise Failed(f"a worker process ended with exit code {code}, so the others were stopped: see its log above")
+        err("worker processes stopped")
+        return
     run_async(_worker(settings, roles))
 
 

@@ -1,0 +1,76 @@
+"""[workers] reaches the Temporal Workers: per-queue slots and pollers, the sandbox passthrough, local model calls."""
+
+from __future__ import annotations
+
+import pytest
+from temporalio.worker import PollerBehaviorSimpleMaximum
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+
+from activities.models import ModelActivities
+from stakeflow.core.contracts import CALL_MODEL, queue_name
+from stakeflow.core.errors import ConfigError
+from stakeflow.settings import load_settings
+from tests.conftest import make_settings
+from workers.main import Toolboxes, build_workers
+from workers.sandbox import PASSED_THROUGH
+
+
+def _by_queue(client, settings):
+    workers = build_workers(client, settings, ("workflows", "open", "frontier", "tools"), ModelActivities(settings),
+                            Toolboxes(settings))
+    return {w.task_queue: w.config() for w in workers}
+
+
+def _activity_names(config) -> set[str]:
+    return {getattr(fn, "__temporal_activity_definition").name for fn in config.get("activities", [])}
+
+
+async def test_queue_limits_reach_each_worker_and_unset_ones_keep_temporals_defaults(client, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "stakeflow.toml").write_text(
+        "[workers.open]\nmax_concurrent_activities = 256\nactivity_pollers = 12\n"
+        "[workers.workflows]\nmax_concurrent_workflow_tasks = 300\nmax_concurrent_local_activities = 400\n"
+        "workflow_pollers = 8\nmax_cached_workflows = 2000\n"
+    )
+    monkeypatch.setenv("STAKEFLOW_HOME", str(home))
+    settings = load_settings().model_copy(update={"queue_prefix": make_settings(tmp_path).queue_prefix})
+    configs = _by_queue(client, settings)
+    prefix = settings.queue_prefix
+
+    open_cfg = configs[queue_name("open", prefix)]
+    assert open_cfg["max_concurrent_activities"] == 256
+    assert open_cfg["activity_task_poller_behavior"] == PollerBehaviorSimpleMaximum(maximum=12)
+    wf = configs[queue_name("workflows", prefix)]
+    assert (wf["max_concurrent_workflow_tasks"], wf["max_concurrent_local_activities"], wf["max_cached_workflows"]) == (
+        300, 400, 2000)
+    assert wf["workflow_task_poller_behavior"] == PollerBehaviorSimpleMaximum(maximum=8)
+    frontier = configs[queue_name("frontier", prefix)]
+    assert frontier.get("max_concurrent_activities") is None  # Temporal's default
+    assert frontier["activity_task_poller_behavior"] == PollerBehaviorSimpleMaximum(maximum=5)
+
+
+async def test_the_workflows_worker_passes_stakeflows_pure_modules_through_its_sandbox(client, tmp_path):
+    settings = make_settings(tmp_path)
+    wf = _by_queue(client, settings)[queue_name("workflows", settings.queue_prefix)]
+    runner = wf["workflow_runner"]
+    assert isinstance(runner, SandboxedWorkflowRunner)
+    assert set(PASSED_THROUGH) <= set(runner.restrictions.passthrough_modules)
+
+
+async def test_local_model_calls_register_call_model_on_the_workflows_worker_only_when_set(client, tmp_path):
+    off = make_settings(tmp_path)
+    assert CALL_MODEL not in _activity_names(_by_queue(client, off)[queue_name("workflows", off.queue_prefix)])
+    on = make_settings(tmp_path, workers={"local_model_calls": True})
+    configs = _by_queue(client, on)
+    assert CALL_MODEL in _activity_names(configs[queue_name("workflows", on.queue_prefix)])
+    assert CALL_MODEL in _activity_names(configs[queue_name("open", on.queue_prefix)])  # the open queue still serves
+
+
+def test_a_bad_limit_names_the_setting(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "stakeflow.toml").write_text("[workers.workflows]\nworkflow_pollers = 1\n")
+    monkeypatch.setenv("STAKEFLOW_HOME", str(home))
+    with pytest.raises(ConfigError, match="workers.workflows.workflow_pollers"):
+        load_settings()
