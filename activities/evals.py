@@ -16,8 +16,10 @@ from temporalio import activity
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 
-from agents.evals import AGREEING, AgreementRow, AgreementTable, BudgetAsk, BudgetGrant, EvalRecord
-from stakeflow.core.contracts import READ_AGREEMENT, RECORD_EVAL, RESERVE_SHADOW_BUDGET, SETTLE_SHADOW_BUDGET
+from agents.evals import AGREEING, AgreementRow, AgreementTable, BudgetAsk, BudgetGrant, EvalRecord, StepLabel
+from stakeflow.core.contracts import (
+    READ_AGREEMENT, RECORD_EVAL, RECORD_LABEL, RESERVE_SHADOW_BUDGET, SETTLE_SHADOW_BUDGET,
+)
 from stakeflow.core.contracts import queue_name
 from stakeflow.settings import Settings
 
@@ -29,6 +31,7 @@ class EvalActivities:
         self._client = client
         self._settings = settings
         self._writer = None
+        self._labels = None
 
     def _budget_start(self, day: str) -> WithStartWorkflowOperation:
         from workflows.shadow import ShadowBudgetWorkflow
@@ -65,6 +68,19 @@ class EvalActivities:
             self._writer = RecordWriter(spool_dir_for(self._settings.traces_path), "evals")
         row = record.model_dump()
         await asyncio.to_thread(self._writer.write, [row])
+
+    @activity.defn(name=RECORD_LABEL)
+    async def record_label(self, label: StepLabel) -> None:
+        from stakeflow.traces import spool_dir_for
+        from stakeflow.traces._records import RecordWriter
+
+        if self._labels is None:
+            self._labels = RecordWriter(spool_dir_for(self._settings.traces_path), "labels")
+        a = label.approval
+        row = {"label_id": f"{label.run_id}/{label.step}", "recorded_at": a.at or None, "run_id": label.run_id,
+               "step": label.step, "decision": a.decision, "by": a.by, "note": a.note,
+               "edited_calls": [c.model_dump() for c in a.edited_calls] if a.edited_calls else None}
+        await asyncio.to_thread(self._labels.write, [row])
 
     @activity.defn(name=READ_AGREEMENT)
     async def read_agreement(self, since_days: int = AGREEMENT_DAYS) -> AgreementTable:

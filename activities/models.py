@@ -32,6 +32,7 @@ from pydantic_ai.usage import RunUsage
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.capture import Capturer
 from activities.model_errors import CallContext, missing_frontier_key, to_application_error
 from activities.model_outputs import plan_output_model, step_output_model, to_action, to_plan
 from activities.model_trace import model_call_span, record_call
@@ -99,6 +100,7 @@ class ModelActivities:
         self._anthropic_client: AsyncAnthropic | None = None
         self._models: dict[tuple[str, str], Model] = {}
         self._prices = PriceTable.from_settings(settings)
+        self._capture = Capturer(settings)
 
     @activity.defn(name=CALL_MODEL)
     async def call_model(self, req: ModelCallRequest) -> ModelCallResult:
@@ -122,6 +124,7 @@ class ModelActivities:
                 ) from None
             result.cost = self._price(req, result.model, result.usage, result.latency_ms / 1000)
             record_call(span, req, result.usage, result.cost, result, content=self._settings.trace_content)
+            await self._capture.record(req, result, activity.info().attempt if activity.in_activity() else 1)
             return result
 
     def _provider_name(self, req: ModelCallRequest) -> str:

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from agents.types import (  # noqa: F401 (JudgeVerdict, EvalPolicy: part of this module's surface)
-    EvalPolicy, JudgeVerdict, ModelCallRequest, ModelCallResult, ModelEndpoint, Purpose, StepAction,
+    ApprovalRecord, EvalPolicy, JudgeVerdict, ModelCallRequest, ModelCallResult, ModelEndpoint, Purpose, StepAction,
 )
 
 Verdict = Literal["agree", "disagree", "open_better", "tie", "frontier_better"]
@@ -82,6 +82,14 @@ class EvalRecord(BaseModel):
     prompt: str | None = None  # only with [evals] capture = true
     open_output: str | None = None
     frontier_output: str | None = None
+
+
+class StepLabel(BaseModel):
+    """Input of record_label: a person's decision on a captured step."""
+
+    run_id: str = ""
+    step: int = 0
+    approval: ApprovalRecord = Field(default_factory=ApprovalRecord)
 
 
 class BudgetAsk(BaseModel):

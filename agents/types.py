@@ -66,7 +66,8 @@ class EvalPolicy(BaseModel):
     shadow_rate: float = 0.0  # share of public, open-routed calls re-run on the frontier (0 = off)
     max_usd_per_day: float | None = None  # shadow spend (frontier + judge) stops when this is spent
     judge_model: str = ""  # "" = the frontier model
-    capture: bool = False  # keep prompts and outputs in the local evals table (never in spans)
+    capture: bool = False  # keep each call's request and response in the local trace store (never in spans)
+    include_private: bool = False  # capture private runs too ([dataset] include_private)
 
 
 class JudgeVerdict(BaseModel):
@@ -92,6 +93,8 @@ class ApprovalRequest(BaseModel):
     decision: Literal["approve", "reject"] = "approve"
     note: str = ""
     by: str = ""
+    # Approve these calls instead of the ones that wait (same tools, the approver's arguments).
+    tool_calls: list[ToolCall] | None = None
 
 
 class ApprovalRecord(BaseModel):
@@ -102,6 +105,7 @@ class ApprovalRecord(BaseModel):
     by: str = ""
     at: str = ""  # ISO time, workflow clock
     waiting_for: str = ""  # what was waiting: the tool calls, shown to the approver
+    edited_calls: list[ToolCall] | None = None  # what the approver approved instead, if they changed it
 
 
 class ResumeState(BaseModel):
@@ -385,6 +389,9 @@ class ModelCallRequest(BaseModel):
     source: str = ""
     agent: str = ""  # the named agent of the run, for the trace and `costs --by agent`
     frontier_model: str = ""  # priced as the counterfactual for open calls
+    tool: str = ""  # the step's planned tool (for captures and evaluations)
+    capture: bool = False  # keep the whole request and response in the local captures table
+    private: bool = False  # the run's data is private at this call (recorded on a capture)
 
 
 class ModelCallResult(BaseModel):
@@ -504,3 +511,5 @@ class Progress(BaseModel):
 ResumeState.model_rebuild()
 TaskRequest.model_rebuild()
 ToolsetResult.model_rebuild()
+ApprovalRequest.model_rebuild()
+ApprovalRecord.model_rebuild()

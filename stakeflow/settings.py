@@ -124,6 +124,27 @@ class EvalsConfig(_Section):
     capture: bool = False  # keep prompts and outputs in the local evals table (never in spans, never private)
 
 
+class DatasetConfig(_Section):
+    """``[dataset]``: keep model calls as training data (stakeflow dataset export)."""
+
+    capture: bool = False  # every model call's request and response in the local captures table
+    include_private: bool = False  # private runs too (they never leave the premises; flagged on every row)
+
+
+class LearnConfig(_Section):
+    """``[learn]``: the learn loop (stakeflow learn): train an adapter, judge it, promote it if it is better."""
+
+    # The trainer, run on a `stakeflow worker --queues train` (where the GPU is): {train}, {test}, {output},
+    # {base_model} and {agent} are filled in. deploy/finetune/train.py is a TRL SFT + LoRA recipe.
+    trainer: list[str] = Field(default_factory=lambda: [
+        "python", "deploy/finetune/train.py", "--train", "{train}", "--out", "{output}", "--base", "{base_model}",
+    ])
+    base_model: str | None = None  # what the adapter is trained on; default: the open model
+    margin: float = Field(default=0.02, ge=0, le=1)  # the candidate must agree this much more often to be promoted
+    timeout_s: float = Field(default=6 * 3600, gt=0)
+    min_examples: int = Field(default=20, ge=1)
+
+
 class ApprovalsConfig(_Section):
     """``[approvals]``: which high-stakes steps wait for a person, and for how long."""
 
@@ -208,6 +229,8 @@ class Settings(BaseSettings):
     approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
     mcp: dict[str, McpServerConfig] = Field(default_factory=dict)  # [mcp.<name>]
     evals: EvalsConfig = Field(default_factory=EvalsConfig)
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    learn: LearnConfig = Field(default_factory=LearnConfig)
     agents: dict[str, AgentConfig] = Field(default_factory=dict)  # [agents.<name>]
 
     traces: Path | None = None  # the DuckDB trace file; default $STAKEFLOW_HOME/traces.duckdb

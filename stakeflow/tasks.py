@@ -40,6 +40,7 @@ from agents.types import (
     RoutingConfig,
     TaskRequest,
     TaskResult,
+    ToolCall,
     ToolSpecView,
 )
 from stakeflow.catalog_config import AgentConfig
@@ -168,7 +169,8 @@ def build_request(
         evals=EvalPolicy(
             shadow_rate=settings.evals.shadow_rate if settings.frontier_configured else 0.0,
             max_usd_per_day=settings.evals.max_usd_per_day, judge_model=settings.evals.judge_model or "",
-            capture=settings.evals.capture,
+            capture=settings.evals.capture or settings.dataset.capture,
+            include_private=settings.dataset.include_private,
         ),
         goal=goal,
         stakes=stakes,  # type: ignore[arg-type]
@@ -429,10 +431,17 @@ async def cancel_run(client: Client, workflow_id: str) -> None:
         raise InputError(f"cannot cancel '{workflow_id}': {e.message}") from None
 
 
-async def decide_step(client: Client, workflow_id: str, step: int, approve: bool, note: str, by: str) -> ApprovalRecord:
-    """Approve or reject a step waiting for approval (the workflow's ``approve_step`` update)."""
+async def decide_step(
+    client: Client, workflow_id: str, step: int, approve: bool, note: str, by: str,
+    tool_calls: list[ToolCall] | None = None,
+) -> ApprovalRecord:
+    """Approve or reject a step waiting for approval (the workflow's ``approve_step`` update).
+
+    ``tool_calls``: approve these instead (the same tools with the approver's arguments).
+    """
     handle = client.get_workflow_handle(workflow_id)
-    request = ApprovalRequest(step=step, decision="approve" if approve else "reject", note=note, by=by)
+    request = ApprovalRequest(step=step, decision="approve" if approve else "reject", note=note, by=by,
+                              tool_calls=tool_calls)
     try:
         return await handle.execute_update(APPROVE_UPDATE, request, result_type=ApprovalRecord)
     except WorkflowUpdateFailedError as e:

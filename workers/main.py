@@ -77,7 +77,7 @@ def build_workers(
             kwargs = {
                 "workflows": [AgentTaskWorkflow, ShadowEvalWorkflow, ShadowBudgetWorkflow],
                 "activities": [tools.run_tool, evals.reserve_shadow_budget, evals.settle_shadow_budget,
-                               evals.record_eval, evals.read_agreement],
+                               evals.record_eval, evals.read_agreement, evals.record_label],
             }
         elif role in ("open", "frontier"):
             kwargs = {"activities": [models.call_model]}

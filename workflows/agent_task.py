@@ -20,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from agents.policy import StepFacts, decide_route, escalate, fallback
     from agents.tools import CATALOGUE, constrained, first_step_tools
     from agents.types import (
+        ApprovalRecord,
         CallFailure,
         ModelCallRequest,
         ModelCallResult,
@@ -43,7 +44,8 @@ with workflow.unsafe.imports_passed_through():
     from stakeflow.core.billing import cost_line
     from workflows.approvals import ApprovalGate
     from workflows.calls import (
-        ToolMayHaveActed, call_model, describe_tools, read_agreement, run_tool, shadow_request, start_shadows,
+        ToolMayHaveActed, call_model, describe_tools, read_agreement, record_label, run_tool, shadow_request,
+        start_shadows,
     )
     from agents.evals import AgreementTable, ShadowRequest, agreement_text, routing_by_agreement, sampled
     from workflows.display import checklist
@@ -251,6 +253,12 @@ class AgentTaskWorkflow(ApprovalGate):
                 continue
             self._add_tools(found.tools)
 
+    async def _label(self, index: int, approval: ApprovalRecord) -> None:
+        """A person's decision on a step, for the dataset (captured runs only): approved, rejected, or edited."""
+        if not self._req.evals.capture or (self._sensitivity == "private" and not self._req.evals.include_private):
+            return
+        await record_label(self._req, index, approval)
+
     def _read_agreement(self) -> None:
         """Start reading the measured agreement of the open path, once per run, when routing or the bill uses it.
 
@@ -379,11 +387,14 @@ class AgentTaskWorkflow(ApprovalGate):
             otel_trace.get_current_span().set_attributes({
                 "stakeflow.approval": record.approval.decision, "stakeflow.approval.by": record.approval.by,
             })
+            await self._label(index, record.approval)
             if record.approval.decision in ("rejected", "timed_out"):
                 record.status = "skipped"
                 record.error = f"{record.approval.decision}: {record.approval.note}".rstrip(": ")
                 self._publish()
                 return
+            if record.approval.edited_calls is not None:  # the approver's arguments are what acts
+                calls = list(record.approval.edited_calls)
         for n, tool_call in enumerate(calls):
             tool_result = await self._run_tool(index, n, tool_call.tool, tool_call.args, label)
             record.tool_results.append(_kept(tool_result))
@@ -470,7 +481,7 @@ class AgentTaskWorkflow(ApprovalGate):
     async def _model_activity(
         self, call: ModelCallRequest, decision: RouteDecision, label: str, tool: str | None
     ) -> ModelCallResult:
-        return await call_model(self._req, call, decision, label, tool)
+        return await call_model(self._req, call, decision, label, tool, private=self._sensitivity == "private")
 
     async def _run_tool(self, index: int, n: int, tool: str, args: dict, label: str) -> ToolResult:
         try:

@@ -94,6 +94,8 @@ class ShadowEvalWorkflow:
     async def _frontier(self, req: ShadowRequest, call: ModelCallRequest) -> ModelCallResult:
         call = call.model_copy(update={
             "run_id": workflow.info().workflow_id, "endpoint": req.frontier, "source": "shadow",
+            "capture": req.policy.capture and call.purpose != "judge", "private": False, "agent": req.agent,
+            "tool": req.tool,
             "reason": f"shadow of {req.parent_workflow_id} step {req.step}",
         })
         return await workflow.execute_activity(

@@ -7,6 +7,7 @@ One module per responsibility:
 * ``runs``: `run`, `status`, `result`, `cancel`;
 * ``approvals``: `approve`, `reject`, `list`, `admin`;
 * ``catalog``: `tools`, `agents`, `evals`;
+* ``learning``: `dataset export`, `evals replay`, `models lora`, `learn`;
 * ``costs``: the trace store's readers (`trace`, `costs`, `sql`, `prices`).
 """
 
@@ -19,6 +20,7 @@ import click
 
 from stakeflow.cli.approvals import admin, approve, list_runs, reject
 from stakeflow.cli.catalog import agents, evals, tools
+from stakeflow.cli.learning import dataset
 from stakeflow.cli.common import err
 from stakeflow.cli.costs import costs, prices, sql, trace
 from stakeflow.cli.runs import cancel, result, run, status
@@ -34,7 +36,7 @@ def cli() -> None:
 
 
 for command in (up, down, run, status, result, cancel, worker, doctor, models, serve,
-                tools, agents, evals, trace, costs, sql, prices, approve, reject, list_runs, admin):
+                tools, agents, evals, dataset, trace, costs, sql, prices, approve, reject, list_runs, admin):
     cli.add_command(command)
 
 

@@ -31,6 +31,7 @@ RESERVE_SHADOW_BUDGET = "reserve_shadow_budget"
 SETTLE_SHADOW_BUDGET = "settle_shadow_budget"
 RECORD_EVAL = "record_eval"
 READ_AGREEMENT = "read_agreement"
+RECORD_LABEL = "record_label"  # a person's decision on a captured step, for datasets
 
 # --- task queues ------------------------------------------------------------------------------
 # Four queues, so the parts scale separately: open-model calls run near the GPU, frontier calls

@@ -24,7 +24,7 @@ from starlette.routing import Route
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from agents.types import Progress
+from agents.types import Progress, ToolCall
 from stakeflow import tasks
 from stakeflow.core.contracts import PROGRESS_QUERY
 from stakeflow.core.errors import InputError, ServiceError
@@ -212,6 +212,7 @@ class Decision(BaseModel):
     decision: Literal["approve", "reject"] = "approve"
     note: str = Field(default="", max_length=2000)
     by: str = Field(default="api", min_length=1, max_length=200)
+    tool_calls: list[ToolCall] | None = None  # approve these instead: the same tools, the approver's arguments
 
 
 async def _approve(ctx: Context, request: Request, note: dict[str, Any]) -> Response:
@@ -230,7 +231,7 @@ async def _approve(ctx: Context, request: Request, note: dict[str, Any]) -> Resp
     workflow_id = (await _existing_run(ctx, client, request.path_params["workflow_id"])).workflow_id
     try:
         record = await tasks.decide_step(client, workflow_id, decision.step, decision.decision == "approve",
-                                         decision.note, decision.by)
+                                         decision.note, decision.by, decision.tool_calls)
     except InputError as e:
         raise Refused(409, str(e)) from None
     return JSONResponse({"workflow_id": workflow_id, "step": decision.step, **record.model_dump()})
