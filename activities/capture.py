@@ -35,6 +35,9 @@ def request_record(req: ModelCallRequest) -> dict[str, Any]:
         "purpose": req.purpose, "system": req.system, "prompt": req.prompt,
         "examples": [e.model_dump() for e in req.examples], "output_schema": output_schema(req),
         "tools": [t.name for t in req.tools],
+        # Enough to ask another model the same question (stakeflow evals replay).
+        "tool_specs": [t.model_dump() for t in req.tools], "max_steps": req.max_steps,
+        "first_step_tools": req.first_step_tools, "max_output_tokens": req.max_output_tokens,
     }
 
 

@@ -16,9 +16,12 @@ from temporalio import activity
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 
-from agents.evals import AGREEING, AgreementRow, AgreementTable, BudgetAsk, BudgetGrant, EvalRecord, StepLabel
+from agents.evals import (
+    AGREEING, AgreementRow, AgreementTable, BudgetAsk, BudgetGrant, EvalRecord, ReplayExample, ReplayPage,
+    ReplayPageRequest, StepLabel,
+)
 from stakeflow.core.contracts import (
-    READ_AGREEMENT, RECORD_EVAL, RECORD_LABEL, RESERVE_SHADOW_BUDGET, SETTLE_SHADOW_BUDGET,
+    LOAD_REPLAY_EXAMPLES, READ_AGREEMENT, RECORD_EVAL, RECORD_LABEL, RESERVE_SHADOW_BUDGET, SETTLE_SHADOW_BUDGET,
 )
 from stakeflow.core.contracts import queue_name
 from stakeflow.settings import Settings
@@ -82,6 +85,10 @@ class EvalActivities:
                "edited_calls": [c.model_dump() for c in a.edited_calls] if a.edited_calls else None}
         await asyncio.to_thread(self._labels.write, [row])
 
+    @activity.defn(name=LOAD_REPLAY_EXAMPLES)
+    async def load_replay_examples(self, req: ReplayPageRequest) -> ReplayPage:
+        return await asyncio.to_thread(replay_page, self._settings, req)
+
     @activity.defn(name=READ_AGREEMENT)
     async def read_agreement(self, since_days: int = AGREEMENT_DAYS) -> AgreementTable:
         return await asyncio.to_thread(agreement_table, self._settings, since_days)
@@ -104,3 +111,35 @@ def agreement_table(settings: Settings, since_days: int = AGREEMENT_DAYS) -> Agr
     if rows:
         table.overall = AgreementRow(n=sum(r[3] for r in rows), agreeing=sum(r[4] for r in rows))
     return table
+
+
+def replay_page(settings: Settings, req: ReplayPageRequest) -> ReplayPage:
+    """One page of held-out examples, as ModelCallRequests with their reference answers."""
+    from agents.types import ExampleTurn, ModelCallRequest, ModelCallResult, Plan, StepAction, ToolSpecView
+    from stakeflow.datasets import collect
+
+    f = req.filters
+    exported = collect(settings, since=datetime.fromisoformat(f.since) if f.since else None, agent=f.agent,
+                       tool=f.tool, sources=tuple(f.sources), split=f.split, with_requests=True)
+    part = exported.test if f.part == "test" else exported.train
+    page = part[req.offset:req.offset + req.limit]
+    examples = []
+    for e in page:
+        r = e.request or {}
+        call = ModelCallRequest(
+            run_id=e.run_id, step=e.step, purpose=e.purpose, system=r.get("system", ""), prompt=r.get("prompt", ""),  # type: ignore[arg-type]
+            examples=[ExampleTurn.model_validate(x) for x in r.get("examples") or []],
+            tools=[ToolSpecView.model_validate(t) for t in r.get("tool_specs") or []],
+            max_steps=r.get("max_steps", 6), first_step_tools=r.get("first_step_tools") or [],
+            max_output_tokens=r.get("max_output_tokens", 1024),
+        )
+        answer = e.messages[-1]["content"]
+        reference = ModelCallResult(route="frontier")
+        if e.purpose == "plan":
+            reference.plan = Plan.model_validate_json(answer)
+        elif e.purpose == "step":
+            reference.action = StepAction.model_validate_json(answer)
+        else:
+            reference.text = answer
+        examples.append(ReplayExample(example_id=e.digest[:16], goal=r.get("goal", ""), call=call, reference=reference))
+    return ReplayPage(examples=examples, more=req.offset + req.limit < len(part))

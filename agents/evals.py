@@ -92,6 +92,71 @@ class StepLabel(BaseModel):
     approval: ApprovalRecord = Field(default_factory=ApprovalRecord)
 
 
+class ReplayFilters(BaseModel):
+    """Which held-out examples a replay evaluation asks again (the dataset's filters)."""
+
+    split: float = 0.8  # the dataset split whose test part is replayed
+    part: Literal["test", "train"] = "test"
+    since: str | None = None  # ISO time
+    agent: str | None = None
+    tool: str | None = None
+    sources: list[str] = Field(default_factory=lambda: ["frontier", "shadow", "approved"])
+
+
+class ReplayExample(BaseModel):
+    example_id: str = ""
+    goal: str = ""
+    call: ModelCallRequest = Field(default_factory=ModelCallRequest)
+    reference: ModelCallResult = Field(default_factory=ModelCallResult)
+
+
+class ReplayPageRequest(BaseModel):
+    filters: ReplayFilters = Field(default_factory=ReplayFilters)
+    offset: int = 0
+    limit: int = 20
+
+
+class ReplayPage(BaseModel):
+    examples: list[ReplayExample] = Field(default_factory=list)
+    more: bool = False
+
+
+class ReplayRequest(BaseModel):
+    """Input of ReplayEvalWorkflow."""
+
+    filters: ReplayFilters = Field(default_factory=ReplayFilters)
+    models: list[ModelEndpoint] = Field(default_factory=list)  # the candidate first, then the current open model
+    judge: ModelEndpoint = Field(default_factory=lambda: ModelEndpoint(route="frontier", provider="anthropic"))
+    limit: int = 200
+    concurrency: int = 4
+    open_queue: str = ""
+    frontier_queue: str = ""
+    workflows_queue: str = ""
+
+
+class ReplayModelReport(BaseModel):
+    model: str = ""
+    base_url: str = ""
+    n: int = 0
+    agreeing: int = 0
+    errors: int = 0
+    last_error: str = ""
+    cost_usd: float = 0.0
+    judge_cost_usd: float = 0.0
+    latencies_ms: list[float] = Field(default_factory=list)
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return wilson(self.agreeing, self.n)
+
+
+class ReplayProgress(BaseModel):
+    done: int = 0
+    total: int = 0
+    finished: bool = False
+    models: list[ReplayModelReport] = Field(default_factory=list)
+
+
 class BudgetAsk(BaseModel):
     day: str = ""  # ISO date (UTC)
     eval_id: str = ""

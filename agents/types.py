@@ -31,6 +31,8 @@ class ModelEndpoint(BaseModel):
     model: str = ""
     provider: str = ""  # "openai-compatible" or "anthropic"
     available: bool = True
+    # Another OpenAI-compatible server than the configured one (a candidate model in `stakeflow evals replay`).
+    base_url: str = ""
 
 
 class RoutingConfig(BaseModel):

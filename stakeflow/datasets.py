@@ -40,6 +40,7 @@ class Example:
     purpose: str
     recorded_at: str
     private: bool
+    request: dict[str, Any] | None = None  # the captured request (for replay), when collected with_requests
 
     @property
     def digest(self) -> str:
@@ -86,6 +87,7 @@ def _messages(request: dict[str, Any], answer: str) -> list[dict[str, str]]:
 def collect(
     settings: Settings, *, since: datetime | None = None, agent: str | None = None, tool: str | None = None,
     sources: tuple[str, ...] = SOURCES, include_private: bool = False, split: float = 0.8,
+    with_requests: bool = False,
 ) -> Export:
     """The examples the filters select, deduplicated and split."""
     from stakeflow.traces import TraceStore
@@ -132,8 +134,9 @@ def collect(
         if kind is None or kind not in sources:
             continue
         answer = _answer(purpose, json.loads(response), json.loads(edited) if edited else None)
-        example = Example(_messages(json.loads(request), answer), kind, run_id, step, purpose, str(recorded_at),
-                          sensitivity == "private")
+        asked = json.loads(request)
+        example = Example(_messages(asked, answer), kind, run_id, step, purpose, str(recorded_at),
+                          sensitivity == "private", asked if with_requests else None)
         if example.digest in seen:
             export.duplicates += 1
             continue

@@ -27,6 +27,7 @@ from stakeflow import telemetry
 from stakeflow.settings import Settings
 from stakeflow.core.contracts import ROLES, QueueRole, queue_name
 from workflows.agent_task import AgentTaskWorkflow
+from workflows.replay_eval import ReplayEvalWorkflow
 from workflows.shadow import ShadowBudgetWorkflow, ShadowEvalWorkflow
 
 log = logging.getLogger("stakeflow.worker")
@@ -75,9 +76,10 @@ def build_workers(
             # run_tool is registered here too: fast read-only tools run as local activities.
             evals = EvalActivities(client, settings)
             kwargs = {
-                "workflows": [AgentTaskWorkflow, ShadowEvalWorkflow, ShadowBudgetWorkflow],
+                "workflows": [AgentTaskWorkflow, ShadowEvalWorkflow, ShadowBudgetWorkflow, ReplayEvalWorkflow],
                 "activities": [tools.run_tool, evals.reserve_shadow_budget, evals.settle_shadow_budget,
-                               evals.record_eval, evals.read_agreement, evals.record_label],
+                               evals.record_eval, evals.read_agreement, evals.record_label,
+                               evals.load_replay_examples],
             }
         elif role in ("open", "frontier"):
             kwargs = {"activities": [models.call_model]}

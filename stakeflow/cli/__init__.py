@@ -35,6 +35,11 @@ def cli() -> None:
     """Durable hybrid agents: each step on the open model or the frontier, by its stakes."""
 
 
+from stakeflow.cli.learning import lora_group, replay_command  # noqa: E402 (after the groups it extends)
+
+evals.add_command(replay_command())
+models.add_command(lora_group)
+
 for command in (up, down, run, status, result, cancel, worker, doctor, models, serve,
                 tools, agents, evals, dataset, trace, costs, sql, prices, approve, reject, list_runs, admin):
     cli.add_command(command)

@@ -50,15 +50,21 @@ def agents(as_json: bool) -> None:
                    f"sensitivity {r['sensitivity']}" + (f" · open model {r['open_model']}" if r["open_model"] else ""))
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option("--by", "by", default="kind", show_default=True, help="Breakdown: tool, kind, agent, model or day.")
 @click.option("--since", default="7d", show_default=True, help="Window: 7d, 24h, 30m or an ISO date.")
 @click.option("--routing", "show_routing", is_flag=True, help="The routing table the next run would use.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--csv", "as_csv", is_flag=True)
+@click.pass_context
 @friendly
-def evals(by: str, since: str, show_routing: bool, as_json: bool, as_csv: bool) -> None:
-    """Shadow evaluation: how often the open path agreed with the frontier, beside what each cost."""
+def evals(ctx: click.Context, by: str, since: str, show_routing: bool, as_json: bool, as_csv: bool) -> None:
+    """Shadow evaluation: how often the open path agreed with the frontier, beside what each cost.
+
+    `stakeflow evals replay` judges a candidate model on the held-out examples instead.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     from stakeflow.evals_report import report, routing
     from stakeflow.traces import format_table, to_csv
 

@@ -49,3 +49,72 @@ def export(out: str, since: str | None, agent: str | None, tool: str | None, sou
                f"excluded {c['excluded'] or 'none'}")
     for name, f in manifest["files"].items():
         click.echo(f"  {name}: {f['lines']} lines, sha256 {f['sha256'][:16]}…")
+
+
+def replay_command():
+    """`stakeflow evals replay`, attached to the `evals` group in stakeflow.cli."""
+
+    @click.command("replay")
+    @click.option("--model", required=True, help="The candidate: a model, or a LoRA adapter by its served name.")
+    @click.option("--base-url", default=None, help="Its OpenAI-compatible server (default: the open endpoint).")
+    @click.option("--split", "part", default="test", show_default=True, type=click.Choice(["test", "train"]))
+    @click.option("--limit", default=200, show_default=True, type=click.IntRange(1, 5000))
+    @click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 64))
+    @click.option("--agent", default=None, help="Only this agent's examples.")
+    @click.option("--tool", default=None, help="Only steps that used this tool.")
+    @click.option("--no-wait", is_flag=True, help="Print the workflow id and return (watch it in the Web UI).")
+    @click.option("--json", "as_json", is_flag=True)
+    @friendly
+    def replay(model: str, base_url: str | None, part: str, limit: int, concurrency: int, agent: str | None,
+               tool: str | None, no_wait: bool, as_json: bool) -> None:
+        """Re-ask the held-out examples of a candidate model and the current one; judge both against the reference."""
+        from stakeflow.cli.common import run_async
+        from stakeflow.learning import replay_rows, start_replay
+
+        settings = current_settings()
+
+        async def go() -> None:
+            handle, req = await start_replay(settings, model, base_url, part, limit, concurrency, agent, tool)
+            if no_wait:
+                click.echo(f"started {handle.id}: {settings.ui_url(handle.id)}")
+                return
+            reports = await handle.result()
+            rows = replay_rows(reports)
+            if as_json:
+                echo_json({"workflow_id": handle.id, "models": rows})
+                return
+            for r in rows:
+                click.echo(f"{r['model']:<32} agreement {r['agreement_text']:<22} n={r['n']:<4} "
+                           f"cost ${r['cost_usd']:.4f} · p50 {r['p50_ms']:.0f} ms" +
+                           (f" · {r['errors']} errors (last: {r['last_error']})" if r["errors"] else ""))
+            click.echo(f"workflow {handle.id} · {settings.ui_url(handle.id)}")
+
+        run_async(go())
+
+    return replay
+
+
+@click.group("lora")
+def lora_group() -> None:
+    """LoRA adapters on the vLLM server (its runtime LoRA API)."""
+
+
+@lora_group.command("load")
+@click.argument("name")
+@click.argument("path")
+@friendly
+def lora_load(name: str, path: str) -> None:
+    """Load the adapter at PATH (on the vLLM host) under NAME; an agent then uses it by that name."""
+    from stakeflow.learning import lora
+
+    click.echo(lora(current_settings(), "load", name, path))
+
+
+@lora_group.command("unload")
+@click.argument("name")
+@friendly
+def lora_unload(name: str) -> None:
+    """Unload the adapter NAME."""
+    from stakeflow.learning import lora
+
+    click.echo(lora(current_settings(), "unload", name))

@@ -168,11 +168,17 @@ def doctor(as_json: bool) -> None:
         raise Failed(f"{len(broken)} of {len(checks)} checks failed: {', '.join(broken)}")
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True)
+@click.pass_context
 @friendly
-def models(as_json: bool) -> None:
-    """Which model endpoints are configured and reachable, with their model ids."""
+def models(ctx: click.Context, as_json: bool) -> None:
+    """Which model endpoints are configured and reachable, with their model ids (and LoRA adapters).
+
+    `stakeflow models lora load|unload` manages adapters on a vLLM server.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     from stakeflow.endpoints import describe_endpoints
 
     report = describe_endpoints(current_settings())
@@ -184,6 +190,8 @@ def models(as_json: bool) -> None:
         if not e["configured"]:
             state = "not configured"
         click.echo(f"{e['route']:9} {state:15} {e['url'] or '-'}  model {e['model']}  {e['detail']}")
+        for adapter in e.get("adapters") or []:
+            click.echo(f"{'':9} adapter {adapter['id']} (LoRA on {adapter['parent']})")
 
 
 @click.command()

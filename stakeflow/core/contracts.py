@@ -32,6 +32,8 @@ SETTLE_SHADOW_BUDGET = "settle_shadow_budget"
 RECORD_EVAL = "record_eval"
 READ_AGREEMENT = "read_agreement"
 RECORD_LABEL = "record_label"  # a person's decision on a captured step, for datasets
+REPLAY_WORKFLOW = "ReplayEvalWorkflow"  # held-out examples re-asked of a candidate model (stakeflow evals replay)
+LOAD_REPLAY_EXAMPLES = "load_replay_examples"
 
 # --- task queues ------------------------------------------------------------------------------
 # Four queues, so the parts scale separately: open-model calls run near the GPU, frontier calls
