@@ -157,6 +157,65 @@ class ReplayProgress(BaseModel):
     models: list[ReplayModelReport] = Field(default_factory=list)
 
 
+class LearnRequest(BaseModel):
+    """Input of LearnWorkflow (paths are on shared storage: the train worker reads what the export wrote)."""
+
+    agent: str = ""
+    adapter_name: str = ""
+    base_model: str = ""
+    current_model: str = ""  # what the agent's runs use now (a previous promotion, or the configured model)
+    configured_model: str = ""  # the configured open model ([agents.<name>] open_model, else the open model)
+    judge_model: str = ""
+    workdir: str = ""  # where the dataset and the adapter go
+    margin: float = 0.02
+    min_examples: int = 20
+    split: float = 0.8
+    timeout_s: float = 6 * 3600
+    replay_limit: int = 200
+    concurrency: int = 4
+    queue_prefix: str = "stakeflow"
+
+
+class DatasetFiles(BaseModel):
+    train: str = ""
+    test: str = ""
+    manifest: str = ""
+    train_examples: int = 0
+    test_examples: int = 0
+
+
+class TrainRequest(BaseModel):
+    learn: LearnRequest = Field(default_factory=LearnRequest)
+    files: DatasetFiles = Field(default_factory=DatasetFiles)
+
+
+class AdapterRequest(BaseModel):
+    name: str = ""
+    path: str = ""
+
+
+class Promotion(BaseModel):
+    """A promotion record: the agent's open model from now on, and why."""
+
+    agent: str = ""
+    open_model: str = ""
+    previous: str = ""  # the model it beat
+    configured: str = ""  # the configured open model it stands in for (the config wins once that changes)
+    evidence: str = ""
+    at: str = ""
+
+
+class LearnResult(BaseModel):
+    adapter: str = ""
+    adapter_path: str = ""
+    promoted: bool = False
+    reason: str = ""
+    train_examples: int = 0
+    test_examples: int = 0
+    candidate: ReplayModelReport = Field(default_factory=ReplayModelReport)
+    current: ReplayModelReport = Field(default_factory=ReplayModelReport)
+
+
 class BudgetAsk(BaseModel):
     day: str = ""  # ISO date (UTC)
     eval_id: str = ""

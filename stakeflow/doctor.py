@@ -102,6 +102,8 @@ async def temporal_checks(settings: Settings) -> list[Check]:
             continue
         found.append(
             Check(f"worker {role}", "ok", f"a worker polls {queue}") if polled
+            else Check(f"worker {role}", "warn", f"no worker polls {queue} (only `stakeflow learn` needs one)",
+                       f"`stakeflow worker --queues train` where the GPU is") if role == "train"
             else Check(f"worker {role}", "fail", f"no worker polls {queue}",
                        "`stakeflow up` (local) or `stakeflow worker --queues " + role + "` where that queue belongs")
         )

@@ -82,3 +82,40 @@ def lora(settings: Settings, action: str, name: str, path: str | None = None) ->
             pass
         raise InputError(f"vLLM refused to {action} adapter '{name}' (HTTP {r.status_code}): {text}")
     return text
+
+
+
+async def start_learn(settings: Settings, agent: str | None, *, margin: float | None = None,
+                      min_examples: int | None = None):
+    """Start a LearnWorkflow for the agent; (handle, request). InputError when the loop cannot work here."""
+    from datetime import datetime, timezone
+
+    from agents.evals import LearnRequest, LearnResult
+    from stakeflow.connection import connect
+    from stakeflow.core.contracts import LEARN_WORKFLOW
+    from stakeflow.core.errors import InputError
+    from stakeflow.tasks import open_models
+
+    if not settings.frontier_configured:
+        raise InputError("stakeflow learn judges the adapter against the frontier's answers: set ANTHROPIC_API_KEY "
+                         "(the judge, [evals] judge_model) on the frontier worker and here")
+    current, configured = open_models(settings, agent)  # InputError for an unknown agent
+    cfg = settings.learn
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    learn_id = f"learn-{agent or 'open'}-{stamp}-{uuid.uuid4().hex[:4]}"
+    workdir = (cfg.workdir or settings.home / "learn") / learn_id
+    req = LearnRequest(
+        agent=agent or "", adapter_name=f"{agent or 'open'}-lora-{stamp}", base_model=cfg.base_model or configured,
+        current_model=current, configured_model=configured,
+        judge_model=settings.evals.judge_model or settings.frontier_model,
+        workdir=str(workdir), margin=cfg.margin if margin is None else margin,
+        min_examples=cfg.min_examples if min_examples is None else min_examples, split=cfg.split,
+        timeout_s=cfg.timeout_s, replay_limit=cfg.replay_limit, queue_prefix=settings.queue_prefix,
+    )
+    client = await connect(settings)
+    handle = await client.start_workflow(
+        LEARN_WORKFLOW, req, id=learn_id, result_type=LearnResult,
+        task_queue=queue_name("workflows", settings.queue_prefix),
+        static_summary=f"learn: train an adapter for {agent or 'the open route'}, judge it against {current}",
+    )
+    return handle, req

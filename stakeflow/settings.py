@@ -134,15 +134,21 @@ class DatasetConfig(_Section):
 class LearnConfig(_Section):
     """``[learn]``: the learn loop (stakeflow learn): train an adapter, judge it, promote it if it is better."""
 
-    # The trainer, run on a `stakeflow worker --queues train` (where the GPU is): {train}, {test}, {output},
-    # {base_model} and {agent} are filled in. deploy/finetune/train.py is a TRL SFT + LoRA recipe.
+    # The trainer, as the `stakeflow worker --queues train` (where the GPU is) runs it, from that worker's own
+    # config: {train}, {test}, {output}, {base_model}, {agent}, {python} (the worker's interpreter) and {recipe}
+    # (deploy/finetune/train.py, a TRL SFT + LoRA recipe) are filled in.
     trainer: list[str] = Field(default_factory=lambda: [
-        "python", "deploy/finetune/train.py", "--train", "{train}", "--out", "{output}", "--base", "{base_model}",
-    ])
+        "{python}", "{recipe}", "--train", "{train}", "--test", "{test}", "--out", "{output}", "--base", "{base_model}",
+    ], min_length=1)
     base_model: str | None = None  # what the adapter is trained on; default: the open model
     margin: float = Field(default=0.02, ge=0, le=1)  # the candidate must agree this much more often to be promoted
     timeout_s: float = Field(default=6 * 3600, gt=0)
     min_examples: int = Field(default=20, ge=1)
+    split: float = Field(default=0.8, gt=0, lt=1)  # share of examples trained on; the rest judges the adapter
+    replay_limit: int = Field(default=200, ge=1)  # held-out examples the adapter and the current model answer
+    # Where each learn run's dataset and adapter go: a folder the workflows worker, the train worker and the
+    # vLLM server all see at the same path (a shared volume in a cluster). Default: $STAKEFLOW_HOME/learn.
+    workdir: Path | None = None
 
 
 class ApprovalsConfig(_Section):

@@ -46,6 +46,7 @@ from agents.types import (
 from stakeflow.catalog_config import AgentConfig
 from stakeflow.toolsets import resolve as resolve_tools
 from stakeflow.core.errors import InputError, ServiceError
+from stakeflow.promotions import promoted_model
 from stakeflow.settings import Settings
 from stakeflow.core.contracts import AGENT_WORKFLOW, APPROVE_UPDATE, KEYS, PROGRESS_QUERY, QueueRole, queue_name
 
@@ -180,7 +181,7 @@ def build_request(
         max_steps=max_steps or settings.policy.max_steps,
         budget_tokens=budget_tokens,
         source=source,
-        routing=_agent_routing(routing_config(settings), named),
+        routing=_agent_routing(settings, routing_config(settings), agent),
         queue_prefix=settings.queue_prefix,
         approvals=ApprovalPolicy(
             risks=settings.approvals.risks, timeout_s=settings.approvals.timeout_s, auto_approve=auto_approve
@@ -193,11 +194,21 @@ def _private(view: ToolSpecView, settings: Settings) -> ToolSpecView:
     return view.model_copy(update={"private": True}) if view.name in settings.policy.private_tools else view
 
 
-def _agent_routing(routing: RoutingConfig, named: AgentConfig | None) -> RoutingConfig:
-    """The agent's own open model (e.g. a fine-tuned adapter served by vLLM), if it has one."""
-    if named is None or not named.open_model:
+def open_models(settings: Settings, agent: str | None) -> tuple[str, str]:
+    """(the open model the agent's runs use, the configured one): a learn-loop promotion stands in for the
+    configured model ([agents.<name>] open_model, else the open endpoint's model) until the configuration changes."""
+    named = agent_config(settings, agent)
+    configured = named.open_model if named is not None and named.open_model else settings.open_model_id
+    promoted = promoted_model(settings, agent, configured)
+    return (promoted.open_model if promoted is not None else configured), configured
+
+
+def _agent_routing(settings: Settings, routing: RoutingConfig, agent: str | None) -> RoutingConfig:
+    """The run's open model: the agent's own (e.g. a fine-tuned adapter served by vLLM), or a promoted one."""
+    model, _ = open_models(settings, agent)
+    if model == routing.open.model:
         return routing
-    return routing.model_copy(update={"open": routing.open.model_copy(update={"model": named.open_model})})
+    return routing.model_copy(update={"open": routing.open.model_copy(update={"model": model})})
 
 
 MAX_LISTED_FILES = 40

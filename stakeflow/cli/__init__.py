@@ -20,7 +20,7 @@ import click
 
 from stakeflow.cli.approvals import admin, approve, list_runs, reject
 from stakeflow.cli.catalog import agents, evals, tools
-from stakeflow.cli.learning import dataset
+from stakeflow.cli.learning import dataset, learn
 from stakeflow.cli.common import err
 from stakeflow.cli.costs import costs, prices, sql, trace
 from stakeflow.cli.runs import cancel, result, run, status
@@ -41,7 +41,7 @@ evals.add_command(replay_command())
 models.add_command(lora_group)
 
 for command in (up, down, run, status, result, cancel, worker, doctor, models, serve,
-                tools, agents, evals, dataset, trace, costs, sql, prices, approve, reject, list_runs, admin):
+                tools, agents, evals, dataset, learn, trace, costs, sql, prices, approve, reject, list_runs, admin):
     cli.add_command(command)
 
 

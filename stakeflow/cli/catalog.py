@@ -36,8 +36,14 @@ def tools(agent: str | None, as_json: bool) -> None:
 @friendly
 def agents(as_json: bool) -> None:
     """The named agents ([agents.<name>] in stakeflow.toml)."""
+    from stakeflow.tasks import open_models
+
     settings = current_settings()
-    rows = [{"name": name, **cfg.model_dump()} for name, cfg in sorted(settings.agents.items())]
+    rows = []
+    for name, cfg in sorted(settings.agents.items()):
+        used, configured = open_models(settings, name)
+        rows.append({"name": name, **cfg.model_dump(), "open_model_in_use": used,
+                     "promoted": used != configured})
     if as_json:
         echo_json(rows)
         return
@@ -47,7 +53,8 @@ def agents(as_json: bool) -> None:
         tools_text = ", ".join(r["tools"]) if r["tools"] is not None else "all enabled tools"
         about = r["description"] or (r["instructions"].splitlines()[0][:60] if r["instructions"] else "")
         click.echo(f"{r['name']:<20} {about}\n{'':<20} tools: {tools_text} · stakes {r['stakes']} · "
-                   f"sensitivity {r['sensitivity']}" + (f" · open model {r['open_model']}" if r["open_model"] else ""))
+                   f"sensitivity {r['sensitivity']}" + (f" · open model {r['open_model_in_use']}" if r["open_model"] or r["promoted"]
+                                                  else "") + (" (promoted by stakeflow learn)" if r["promoted"] else ""))
 
 
 @click.group(invoke_without_command=True)

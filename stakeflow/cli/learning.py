@@ -118,3 +118,57 @@ def lora_unload(name: str) -> None:
     from stakeflow.learning import lora
 
     click.echo(lora(current_settings(), "unload", name))
+
+
+@click.command()
+@click.option("--agent", default=None, help="The named agent to learn for (default: runs without a named agent).")
+@click.option("--margin", default=None, type=click.FloatRange(0, 1),
+              help="Promote only if the adapter agrees this much more often ([learn] margin, 0.02).")
+@click.option("--min-examples", default=None, type=click.IntRange(1),
+              help="Fewest training examples to train on ([learn] min_examples, 20).")
+@click.option("--revert", is_flag=True, help="Forget the agent's promotion: its configured open model is used again.")
+@click.option("--no-wait", is_flag=True, help="Print the workflow id and return (watch it in the Web UI).")
+@click.option("--json", "as_json", is_flag=True)
+@friendly
+def learn(agent: str | None, margin: float | None, min_examples: int | None, revert: bool, no_wait: bool,
+          as_json: bool) -> None:
+    """Train a LoRA adapter on the frontier's answers, judge it, promote it only if it is better.
+
+    A LearnWorkflow: export the agent's dataset, run [learn] trainer on a `stakeflow worker --queues train`
+    (where the GPU is), load the adapter into vLLM, replay the held-out examples against it and the current
+    open model, and promote it (the agent's runs use it from then on) only if it beats the current model's
+    agreement by the margin; otherwise unload it and say why.
+    """
+    from temporalio.client import WorkflowFailureError
+
+    from stakeflow.cli.common import run_async
+    from stakeflow.learning import start_learn
+    from stakeflow.promotions import revoke
+
+    settings = current_settings()
+    if revert:
+        removed = revoke(settings, agent)
+        click.echo(f"{agent or 'runs without an agent'}: {removed.open_model} no longer promoted" if removed
+                   else f"{agent or 'runs without an agent'}: nothing was promoted")
+        return
+
+    async def go() -> None:
+        handle, req = await start_learn(settings, agent, margin=margin, min_examples=min_examples)
+        if no_wait:
+            click.echo(f"started {handle.id}: {settings.ui_url(handle.id)}")
+            return
+        click.echo(f"{handle.id}: training {req.adapter_name} for {agent or 'the open route'} "
+                   f"(watch: {settings.ui_url(handle.id)})", err=True)
+        try:
+            result = await handle.result()
+        except WorkflowFailureError as e:
+            cause = e.cause
+            raise click.ClickException(f"{handle.id} failed at {getattr(cause, 'message', cause)}") from None
+        if as_json:
+            echo_json({"workflow_id": handle.id, **result.model_dump()})
+            return
+        click.echo(result.reason)
+        click.echo(f"adapter {result.adapter} at {result.adapter_path} · {result.train_examples} trained on, "
+                   f"{result.test_examples} held out")
+
+    run_async(go())

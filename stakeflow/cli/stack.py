@@ -90,7 +90,7 @@ def down() -> None:
 
 @click.command()
 @click.option("--queues", "queues_csv", default=",".join(ROLES), show_default=True,
-              help="Comma-separated queue roles to poll: workflows, open, frontier, tools.")
+              help="Comma-separated queue roles to poll: workflows, open, frontier, tools, train.")
 @friendly
 def worker(queues_csv: str) -> None:
     """Run a worker in the foreground until SIGTERM (what production runs)."""
