@@ -75,10 +75,12 @@ class LearnActivities:
             except OSError as e:
                 raise ApplicationError(f"the trainer {argv[0]!r} cannot start ({e.strerror}): fix [learn] trainer",
                                        type="TrainerFailed", non_retryable=True) from None
+            timeout = activity.info().heartbeat_timeout
+            beat = timeout.total_seconds() / 4 if timeout else 20.0
             try:
                 while True:
                     try:
-                        code = await asyncio.wait_for(proc.wait(), timeout=20)
+                        code = await asyncio.wait_for(proc.wait(), timeout=beat)
                         break
                     except asyncio.TimeoutError:
                         activity.heartbeat()
@@ -119,6 +121,6 @@ class LearnActivities:
 
     @activity.defn(name=PROMOTE_ADAPTER)
     async def promote_adapter(self, promotion: Promotion) -> None:
-        from stakeflow.learning import promote
+        from stakeflow.promotions import promote
 
         await asyncio.to_thread(promote, self._settings, promotion)

@@ -171,6 +171,7 @@ class LearnRequest(BaseModel):
     min_examples: int = 20
     split: float = 0.8
     timeout_s: float = 6 * 3600
+    heartbeat_s: float = 120.0  # a train worker silent this long is dead: the trainer runs again elsewhere
     replay_limit: int = 200
     concurrency: int = 4
     queue_prefix: str = "stakeflow"

@@ -16,11 +16,13 @@ async def start_replay(settings: Settings, model: str, base_url: str | None, par
                        concurrency: int, agent: str | None, tool: str | None):
     from stakeflow.connection import connect
 
+    from stakeflow.tasks import open_models
+
+    current = ModelEndpoint(route="open", model=open_models(settings, agent)[0], provider="openai-compatible")
     client = await connect(settings)
-    current = ModelEndpoint(route="open", model=settings.open_model_id, provider="openai-compatible")
     candidate = ModelEndpoint(route="open", model=model, provider="openai-compatible", base_url=base_url or "")
     req = ReplayRequest(
-        filters=ReplayFilters(part=part, agent=agent, tool=tool),  # type: ignore[arg-type]
+        filters=ReplayFilters(part=part, agent=agent, tool=tool, split=settings.learn.split),  # type: ignore[arg-type]
         models=[candidate, current],
         judge=ModelEndpoint(route="frontier", model=settings.evals.judge_model or settings.frontier_model,
                             provider="anthropic"),
@@ -110,7 +112,7 @@ async def start_learn(settings: Settings, agent: str | None, *, margin: float | 
         judge_model=settings.evals.judge_model or settings.frontier_model,
         workdir=str(workdir), margin=cfg.margin if margin is None else margin,
         min_examples=cfg.min_examples if min_examples is None else min_examples, split=cfg.split,
-        timeout_s=cfg.timeout_s, replay_limit=cfg.replay_limit, queue_prefix=settings.queue_prefix,
+        timeout_s=cfg.timeout_s, heartbeat_s=cfg.heartbeat_s, replay_limit=cfg.replay_limit, queue_prefix=settings.queue_prefix,
     )
     client = await connect(settings)
     handle = await client.start_workflow(

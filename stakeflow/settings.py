@@ -143,6 +143,7 @@ class LearnConfig(_Section):
     base_model: str | None = None  # what the adapter is trained on; default: the open model
     margin: float = Field(default=0.02, ge=0, le=1)  # the candidate must agree this much more often to be promoted
     timeout_s: float = Field(default=6 * 3600, gt=0)
+    heartbeat_s: float = Field(default=120.0, gt=0)  # a train worker silent this long is dead; train elsewhere
     min_examples: int = Field(default=20, ge=1)
     split: float = Field(default=0.8, gt=0, lt=1)  # share of examples trained on; the rest judges the adapter
     replay_limit: int = Field(default=200, ge=1)  # held-out examples the adapter and the current model answer

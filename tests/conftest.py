@@ -101,8 +101,8 @@ def worker_env(home: Path, client: Client, prefix: str, **extra: str) -> dict[st
     return env
 
 
-def spawn_worker(env: dict[str, str]):
-    """A real `stakeflow worker` process (all queues), logging to $STAKEFLOW_HOME/logs/test-worker.log.
+def spawn_worker(env: dict[str, str], queues: str | None = None):
+    """A real `stakeflow worker` process (all queues, or the comma-separated roles ``queues``), logging to $STAKEFLOW_HOME/logs/test-worker.log.
 
     Not to a pipe: a busy worker would fill it and block on its own logging.
     """
@@ -113,7 +113,7 @@ def spawn_worker(env: dict[str, str]):
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / "test-worker.log", "ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "stakeflow", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "stakeflow", "worker", *(["--queues", queues] if queues else [])], env=env, stdout=log, stderr=subprocess.STDOUT,
         )
 
 

@@ -4,7 +4,8 @@ Built on tests/fakes.py's FakeOpenAIServer (chat completions, scripted), plus wh
 ``GET /v1/models`` lists the base model and each loaded adapter (``parent`` = the base), and
 ``POST /v1/load_lora_adapter`` / ``POST /v1/unload_lora_adapter`` exist only when runtime updating is on
 (``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``); otherwise they are 404, as in vLLM, where the routes are not
-registered. Loading checks that the adapter folder exists and holds ``adapter_config.json``.
+registered. Loading checks that the adapter folder exists and holds ``adapter_config.json``; a chat completion
+for a model that is neither the base nor a loaded adapter is vLLM's 404.
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ class FakeVLLMServer(FakeOpenAIServer):
         self.base_model = base_model
         self.runtime_lora = runtime_lora
         self.adapters: dict[str, str] = {}  # name -> path
+
+    @property  # type: ignore[override]  # vLLM serves the base model and the loaded adapters, nothing else
+    def models(self) -> list[str]:
+        return [self.base_model, *self.adapters]
+
+    @models.setter
+    def models(self, value: list[str] | None) -> None:
+        pass
 
     def handle_get(self, path: str) -> tuple[int, dict[str, str], Any]:
         if path.rstrip("/") == "/v1/models":

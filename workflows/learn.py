@@ -16,7 +16,9 @@ from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, FailureError
+from temporalio.exceptions import (
+    ActivityError, ApplicationError, ChildWorkflowError, FailureError, TimeoutError, TimeoutType,
+)
 
 with workflow.unsafe.imports_passed_through():
     from agents.evals import (
@@ -66,7 +68,7 @@ class LearnWorkflow:
         trained = await self._stage(workflow.execute_activity(
             TRAIN_ADAPTER, TrainRequest(learn=req, files=files), result_type=AdapterRequest,
             task_queue=queue_name("train", prefix), start_to_close_timeout=timedelta(seconds=req.timeout_s),
-            heartbeat_timeout=timedelta(minutes=2), schedule_to_start_timeout=timedelta(hours=1),
+            heartbeat_timeout=timedelta(seconds=req.heartbeat_s), schedule_to_start_timeout=timedelta(hours=1),
             retry_policy=RetryPolicy(maximum_attempts=2, non_retryable_error_types=["TrainerFailed"]),
             summary=f"train {req.adapter_name}",
         ))
@@ -119,6 +121,9 @@ class LearnWorkflow:
         except (ActivityError, ChildWorkflowError) as e:
             cause = e.cause
             message = cause.message if isinstance(cause, FailureError) else str(cause or e)
+            if isinstance(cause, TimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_START:
+                message = (f"no worker took the {self._stage_name} step in time: start `stakeflow worker --queues "
+                           f"{'train' if self._stage_name == 'train' else 'open'}` where it belongs, then run it again")
             kind = cause.type if isinstance(cause, ApplicationError) else type(cause).__name__
             raise ApplicationError(f"{self._stage_name}: {message}", type=kind or "LearnFailed",
                                    non_retryable=True) from None

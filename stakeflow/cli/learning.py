@@ -57,7 +57,8 @@ def replay_command():
     @click.command("replay")
     @click.option("--model", required=True, help="The candidate: a model, or a LoRA adapter by its served name.")
     @click.option("--base-url", default=None, help="Its OpenAI-compatible server (default: the open endpoint).")
-    @click.option("--split", "part", default="test", show_default=True, type=click.Choice(["test", "train"]))
+    @click.option("--split", "part", default="test", show_default=True, type=click.Choice(["test", "train"]),
+                  help="Which part of the dataset ([learn] split of it is train) to re-ask.")
     @click.option("--limit", default=200, show_default=True, type=click.IntRange(1, 5000))
     @click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 64))
     @click.option("--agent", default=None, help="Only this agent's examples.")
@@ -153,7 +154,15 @@ def learn(agent: str | None, margin: float | None, min_examples: int | None, rev
         return
 
     async def go() -> None:
+        from stakeflow.connection import connect
+        from stakeflow.core.contracts import queue_name
+        from stakeflow.tasks import has_poller
+
         handle, req = await start_learn(settings, agent, margin=margin, min_examples=min_examples)
+        if not await has_poller(await connect(settings), settings, "train"):
+            click.echo(f"warning: no worker polls {queue_name('train', settings.queue_prefix)}: start "
+                       "`stakeflow worker --queues train` where the GPU is (the run waits up to an hour for one)",
+                       err=True)
         if no_wait:
             click.echo(f"started {handle.id}: {settings.ui_url(handle.id)}")
             return
