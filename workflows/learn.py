@@ -16,9 +16,8 @@ from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import (
-    ActivityError, ApplicationError, ChildWorkflowError, FailureError, TimeoutError, TimeoutType,
-)
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, FailureError, TimeoutType
+from temporalio.exceptions import TimeoutError as TemporalTimeout  # not the builtin
 
 with workflow.unsafe.imports_passed_through():
     from agents.evals import (
@@ -121,7 +120,7 @@ class LearnWorkflow:
         except (ActivityError, ChildWorkflowError) as e:
             cause = e.cause
             message = cause.message if isinstance(cause, FailureError) else str(cause or e)
-            if isinstance(cause, TimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_START:
+            if isinstance(cause, TemporalTimeout) and cause.type == TimeoutType.SCHEDULE_TO_START:
                 message = (f"no worker took the {self._stage_name} step in time: start `stakeflow worker --queues "
                            f"{'train' if self._stage_name == 'train' else 'open'}` where it belongs, then run it again")
             kind = cause.type if isinstance(cause, ApplicationError) else type(cause).__name__
