@@ -1,6 +1,6 @@
 """Human-in-the-loop and run listing commands: `approve`, `reject`, `list`, `admin`.
 
-`approve` and `reject` take a run's workflow id or its Temporal run id (`tasks.resolve_run`).
+`approve` and `reject` take a run's workflow id or its Temporal run id (`runs.resolve_run`).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import getpass
 
 import click
 
-from stakeflow import namespace, tasks
+from stakeflow import namespace, runs
 from stakeflow.core.contracts import SEARCH_ATTRIBUTES
 from stakeflow.cli.common import current_settings, echo_json, friendly, open_run, run_async, temporal_client
 
@@ -21,7 +21,7 @@ def _decide(run_id: str, step: int, approve: bool, note: str, calls_json: str | 
     async def go() -> None:
         client, found = await open_run(settings, run_id)
         wf_id = found.workflow_id
-        record = await tasks.decide_step(client, wf_id, step, approve, note, getpass.getuser(), tool_calls)
+        record = await runs.decide_step(client, wf_id, step, approve, note, getpass.getuser(), tool_calls)
         click.echo(f"step {step} of {wf_id} {record.decision} by {record.by}" + (f": {record.note}" if record.note else ""))
 
     run_async(go())
@@ -72,7 +72,7 @@ def list_runs(query: str | None, limit: int, as_json: bool) -> None:
     settings = current_settings()
 
     async def go() -> list[dict]:
-        return await tasks.list_runs(await temporal_client(settings), query, limit)
+        return await runs.list_runs(await temporal_client(settings), query, limit)
 
     rows = run_async(go())
     if as_json:
