@@ -121,6 +121,15 @@ def worker_log(env: dict[str, str]) -> str:
     return (Path(env["STAKEFLOW_HOME"]) / "logs" / "test-worker.log").read_text(errors="replace")
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "after_all: runs after every other collected test (history scans)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``after_all`` go last, in their own order: they read what the others left behind."""
+    items.sort(key=lambda item: item.get_closest_marker("after_all") is not None)
+
+
 def pytest_sessionfinish(session, exitstatus):
     session.config._stakeflow_exit = int(exitstatus)
 
