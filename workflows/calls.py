@@ -12,19 +12,36 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.workflow import ParentClosePolicy
 from temporalio.exceptions import ActivityError, CancelledError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    from agents.evals import AgreementTable, ShadowBatch, ShadowRequest, StepLabel
     from agents.types import (
-        ApprovalRecord, ModelCallRequest, ModelCallResult, ModelEndpoint, RouteDecision, RoutingConfig, TaskRequest, ToolRequest,
-        ToolResult, ToolsetRef, ToolsetRequest, ToolsetResult, ToolSpecView,
+        ApprovalRecord,
+        ModelCallRequest,
+        ModelCallResult,
+        ModelEndpoint,
+        RouteDecision,
+        RoutingConfig,
+        TaskRequest,
+        ToolRequest,
+        ToolResult,
+        ToolsetRef,
+        ToolsetRequest,
+        ToolsetResult,
+        ToolSpecView,
     )
     from stakeflow.core import errors
-    from agents.evals import AgreementTable, ShadowBatch, ShadowRequest, StepLabel
     from stakeflow.core.contracts import (
-        CALL_MODEL, DESCRIBE_TOOLS, READ_AGREEMENT, RECORD_LABEL, RUN_TOOL, SHADOW_WORKFLOW, queue_name,
+        CALL_MODEL,
+        DESCRIBE_TOOLS,
+        READ_AGREEMENT,
+        RECORD_LABEL,
+        RUN_TOOL,
+        SHADOW_WORKFLOW,
+        queue_name,
     )
 
 

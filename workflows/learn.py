@@ -21,13 +21,27 @@ from temporalio.exceptions import TimeoutError as TemporalTimeout  # not the bui
 
 with workflow.unsafe.imports_passed_through():
     from agents.evals import (
-        AdapterRequest, DatasetFiles, LearnRequest, LearnResult, Promotion, ReplayFilters, ReplayModelReport,
-        ReplayRequest, TrainRequest,
+        AdapterRequest,
+        DatasetFiles,
+        LearnRequest,
+        LearnResult,
+        Promotion,
+        ReplayFilters,
+        ReplayModelReport,
+        ReplayRequest,
+        TrainRequest,
     )
     from agents.types import ModelEndpoint
     from stakeflow.core.contracts import (
-        EXPORT_DATASET, LEARN_WORKFLOW, LOAD_ADAPTER, PROGRESS_QUERY, PROMOTE_ADAPTER, REPLAY_WORKFLOW, TRAIN_ADAPTER,
-        UNLOAD_ADAPTER, queue_name,
+        EXPORT_DATASET,
+        LEARN_WORKFLOW,
+        LOAD_ADAPTER,
+        PROGRESS_QUERY,
+        PROMOTE_ADAPTER,
+        REPLAY_WORKFLOW,
+        TRAIN_ADAPTER,
+        UNLOAD_ADAPTER,
+        queue_name,
     )
     from workflows.replay_eval import ReplayEvalWorkflow
 

@@ -19,8 +19,15 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from agents.evals import (
-        AGREEING, EvalPolicy, ReplayExample, ReplayModelReport, ReplayPage, ReplayPageRequest, ReplayProgress,
-        ReplayRequest, ShadowRequest,
+        AGREEING,
+        EvalPolicy,
+        ReplayExample,
+        ReplayModelReport,
+        ReplayPage,
+        ReplayPageRequest,
+        ReplayProgress,
+        ReplayRequest,
+        ShadowRequest,
     )
     from agents.types import ModelCallResult, ModelEndpoint
     from stakeflow.core.contracts import CALL_MODEL, LOAD_REPLAY_EXAMPLES, PROGRESS_QUERY, REPLAY_WORKFLOW

@@ -17,14 +17,28 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from agents.evals import (
-        JUDGE_SYSTEM, BudgetAsk, BudgetGrant, EvalRecord, JudgeVerdict, ShadowBatch, ShadowRequest, combine,
+        JUDGE_SYSTEM,
+        BudgetAsk,
+        BudgetGrant,
+        EvalRecord,
+        JudgeVerdict,
+        ShadowBatch,
+        ShadowRequest,
+        combine,
         compare_actions,
-        judge_prompt, rendered,
+        judge_prompt,
+        rendered,
     )
     from agents.types import ModelCallRequest, ModelCallResult
     from stakeflow.core.contracts import (
-        BUDGET_WORKFLOW, CALL_MODEL, RECORD_EVAL, RESERVE_SHADOW_BUDGET, RESERVE_UPDATE, SETTLE_SHADOW_BUDGET,
-        SETTLE_UPDATE, SHADOW_WORKFLOW,
+        BUDGET_WORKFLOW,
+        CALL_MODEL,
+        RECORD_EVAL,
+        RESERVE_SHADOW_BUDGET,
+        RESERVE_UPDATE,
+        SETTLE_SHADOW_BUDGET,
+        SETTLE_UPDATE,
+        SHADOW_WORKFLOW,
     )
 
 SHADOW_MODEL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=60),
