@@ -115,7 +115,12 @@ def explain_failure(target: Target, e: Exception) -> str:
     if "notvalidforname" in low or "not valid for name" in low:
         return (f"{where} presented a certificate for another name ({_short(text)}): set TEMPORAL_TLS_SERVER_NAME "
                 "(or STAKEFLOW_TEMPORAL_TLS_SERVER_NAME) to the name on it")
-    handshake = any(w in low for w in ("tls", "handshake", "certificate", "alert", "connection reset", "broken pipe"))
+    # Under TLS 1.3 a server checks the client certificate after the client's side of the handshake is
+    # done, so its refusal surfaces as whatever the first call then meets: an alert, a reset, a broken
+    # pipe, a closed connection.
+    handshake = "connection refused" not in low and any(w in low for w in (
+        "tls", "handshake", "certificate", "alert", "connection reset", "broken pipe", "connection closed",
+        "transport error"))
     if target.tls and target.client_cert is not None and handshake:
         return (f"{where} refused the TLS handshake ({_short(text)}): the server did not accept the client certificate "
                 f"{target.client_cert.label} (from {target.client_cert.origin}); configure one signed by the CA the "

@@ -153,3 +153,12 @@ class TlsTerminator:
 
     def lines(self) -> list[str]:
         return self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
+
+    def wait_for(self, needle: str, timeout: float = 10) -> list[str]:
+        """The access-log lines containing ``needle``, once there is one (nghttpx writes them a little later)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [line for line in self.lines() if needle in line]
+            if found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
