@@ -171,6 +171,9 @@ def embedded_build(settings: Settings) -> Check:
 def frontier(settings: Settings) -> Check:
     from stakeflow.endpoints import probe_frontier
 
+    if settings.frontier_configured and not settings.has_frontier_key:
+        return Check("frontier", "ok", f"{settings.frontier_model}: runs route high stakes to the frontier worker "
+                                       "(STAKEFLOW_FRONTIER_AVAILABLE=true); the key is not needed here")
     if not settings.frontier_configured:
         status: Status = "fail" if settings.policy.on_frontier_missing == "fail" else "warn"
         return Check("frontier", status, "ANTHROPIC_API_KEY is not set: high-stakes steps run on the open model",

@@ -207,6 +207,10 @@ class Settings(BaseSettings):
     )
     frontier_model: str = DEFAULT_FRONTIER_MODEL
     frontier_timeout_s: float = 120.0
+    # May runs started here route to the frontier? Unset: when this process holds ANTHROPIC_API_KEY. In a
+    # cluster the processes that start runs (webhook server, CLI) do not hold the key, the frontier worker
+    # does: set true there (false: every high-stakes step is downgraded to the open model, and recorded).
+    frontier_available: bool | None = None
 
     debug: bool = False
 
@@ -284,8 +288,14 @@ class Settings(BaseSettings):
         return self.open_dialect or ("llamacpp" if self.embedded else "vllm")
 
     @property
-    def frontier_configured(self) -> bool:
+    def has_frontier_key(self) -> bool:
         return self.anthropic_api_key is not None and bool(self.anthropic_api_key.get_secret_value())
+
+    @property
+    def frontier_configured(self) -> bool:
+        """True when runs started here may route to the frontier: this process holds the key, or
+        STAKEFLOW_FRONTIER_AVAILABLE says a frontier worker elsewhere does."""
+        return self.has_frontier_key if self.frontier_available is None else self.frontier_available
 
     @property
     def address(self) -> str:

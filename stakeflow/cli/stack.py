@@ -10,6 +10,7 @@ import click
 
 from stakeflow import tasks
 from stakeflow.cli.common import Failed, current_settings, echo_json, err, friendly, run_async, temporal_client
+from stakeflow.cluster import CODEC_PORT, WEBHOOK_PORT
 from stakeflow.core.contracts import ROLES, queue_name
 from stakeflow.core.errors import EndpointError, ServiceError
 from stakeflow.local import services
@@ -195,7 +196,7 @@ def models(as_json: bool) -> None:
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
+@click.option("--port", default=WEBHOOK_PORT, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
 @friendly
 def serve(host: str, port: int) -> None:
     """Run the webhook server: signed POST /hooks/<name> deliveries start runs ([hooks.<name>] in stakeflow.toml)."""
@@ -212,7 +213,7 @@ def serve(host: str, port: int) -> None:
 
 @click.command("codec-server")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8081, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
+@click.option("--port", default=CODEC_PORT, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
 @friendly
 def codec_server(host: str, port: int) -> None:
     """Serve Temporal's remote codec endpoint (/encode, /decode) so the Web UI and CLI can show decrypted payloads."""
