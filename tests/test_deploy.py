@@ -344,3 +344,12 @@ def test_the_setup_job_registers_the_search_attributes():
     pdbs = {p["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] for p in kind("PodDisruptionBudget")}
     components = {d["metadata"]["labels"]["app.kubernetes.io/component"] for d in kind("Deployment")}
     assert components - {"vllm"} <= pdbs
+
+
+def test_the_readme_s_search_attribute_command_registers_every_attribute():
+    from stakeflow.core.contracts import ATTRIBUTES
+
+    readme = (DEPLOY / "README.md").read_text()
+    block = readme.split("temporal operator search-attribute create", 1)[1].split("```", 1)[0]
+    pairs = re.findall(r"--name (\w+) --type (\w+)", block)
+    assert sorted(pairs) == sorted((a.name, a.kind) for a in ATTRIBUTES)
