@@ -319,6 +319,13 @@ class Settings(BaseSettings):
             self._target = resolve_target(self, environ={}, config_file=None)
         return self._target
 
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Settings:
+        """A copy; one whose Temporal fields changed resolves its target again (from its own fields)."""
+        copy = super().model_copy(update=update, deep=deep)
+        if update and any(k.startswith("temporal_") for k in update):
+            copy._target = None
+        return copy
+
     @property
     def codec_on(self) -> bool:
         return self.codec_keys_file is not None or self.codec_keys is not None

@@ -30,6 +30,7 @@ retention (at least a day; `temporal operator namespace update --retention` sets
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Awaitable, Callable
@@ -41,10 +42,11 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from agents.types import TaskRequest
 from stakeflow import tasks
-from stakeflow.core.errors import ServiceError
+from stakeflow.core.errors import ConfigError, ServiceError
 from stakeflow.settings import Settings
 from stakeflow.webhooks.refused import Refused, unavailable
 
+log = logging.getLogger("stakeflow.webhooks")
 CONNECT_TIMEOUT_S = 5.0
 RPC_TIMEOUT = timedelta(seconds=10)
 # A seal is a workflow of this type that no worker implements, on a queue no worker polls: it is only
@@ -90,7 +92,9 @@ class TemporalLink:
             if self._client is None:
                 try:
                     self._client = await asyncio.wait_for(self._connect(self._settings), CONNECT_TIMEOUT_S)
-                except (ServiceError, asyncio.TimeoutError, OSError, RuntimeError):
+                except (ServiceError, ConfigError, asyncio.TimeoutError, OSError, RuntimeError) as e:
+                    # The reason (a TLS file, a refused certificate) is for the operator's log, not the sender.
+                    log.warning("cannot connect to Temporal: %s", e or type(e).__name__)
                     raise unavailable(f"Temporal at {self._settings.address} is unreachable: retry later") from None
             return self._client
 
