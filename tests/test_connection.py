@@ -189,6 +189,10 @@ async def test_a_run_over_mutual_tls_with_workers_and_doctor(tmp_path, pki, mtls
             worker.terminate()
             worker.wait(30)
     assert result.answer == "over mTLS"
+    # The private key's contents reach no log and no history; only its path is ever named.
+    key_body = pki.client_key.read_text().splitlines()[1]
+    history = (await tls_client.get_workflow_handle(handle.id).fetch_history()).to_json()
+    assert key_body not in worker_log(env) + doctor.stdout + doctor.stderr + history
     assert f"polling {prefix}-workflows" in worker_log(env) and f"client certificate {pki.client_cert}" in worker_log(env)
     checks = {c["name"]: c for c in json.loads(doctor.stdout)}
     line = checks["temporal"]["detail"]
