@@ -170,6 +170,8 @@ class Settings(BaseSettings):
     temporal_port: int = 7233  # the dev server `stakeflow up` starts
     ui_port: int = 8233
     ui_base_url: str | None = None  # the Web UI of a server stakeflow did not start, e.g. https://cloud.temporal.io
+    # The dev server `stakeflow up` starts tells its Web UI to decode payloads here (`stakeflow codec-server`).
+    ui_codec_endpoint: str | None = None
     # Payload encryption (stakeflow/codec.py): the keys come from a file or the environment, never from
     # stakeflow.toml. Unset = payloads are stored as they are.
     codec_keys_file: Path | None = None  # one "<key id> <base64 of 32 bytes>" per line; the last one encrypts

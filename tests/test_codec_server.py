@@ -242,3 +242,20 @@ async def test_the_web_ui_shows_the_decoded_goal_to_those_allowed(tmp_path, ui_s
     decodes = [m for m in caplog.messages if "/decode" in m]
     assert any(" 200 " in m and f"origin=http://127.0.0.1:{ui_port}" in m for m in decodes)
     assert any(" 401 " in m for m in decodes)  # the visit without a token was refused
+
+
+def test_stakeflow_up_s_dev_server_tells_its_web_ui_the_codec_endpoint(tmp_path, monkeypatch):
+    """STAKEFLOW_UI_CODEC_ENDPOINT: the local Web UI decodes through `stakeflow codec-server` (its own settings say so)."""
+    from stakeflow.local import services
+    from stakeflow.settings import load_settings
+
+    monkeypatch.setenv("STAKEFLOW_TEMPORAL_PORT", str(free_port()))
+    monkeypatch.setenv("STAKEFLOW_UI_PORT", str(free_port()))
+    monkeypatch.setenv("STAKEFLOW_UI_CODEC_ENDPOINT", "http://127.0.0.1:8081")
+    settings = load_settings()
+    try:
+        services.ensure_temporal(settings)
+        ui = httpx.get(f"http://127.0.0.1:{settings.ui_port}/api/v1/settings", timeout=10).json()
+    finally:
+        services.stop_all(settings)
+    assert ui["Codec"]["Endpoint"] == "http://127.0.0.1:8081"
