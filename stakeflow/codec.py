@@ -26,6 +26,12 @@ Cloud) only ever holds ciphertext.
 
 Not encrypted (Temporal reads them itself): search attributes, workflow and activity ids and types,
 task queue names, timestamps, failure *types*. See docs/reliability.md, "Encrypted payloads".
+
+**Public values.** The SDK sends memo values through the codec like every payload, so a memo would only
+be readable through the codec server. A value wrapped in ``Public`` (a ``str``) is marked by the payload
+converter and left in clear, for what the Web UI should show without keys and that is no secret: a
+webhook seal's run id (already its workflow id, which is never encrypted), a run's cost line. Nothing a
+run reads or writes may be wrapped.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from temporalio.api.common.v1 import Payload
+from temporalio.contrib.pydantic import PydanticPayloadConverter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes, PayloadCodec
 
 from stakeflow.core.errors import ConfigError, StakeflowError
@@ -46,9 +53,25 @@ if TYPE_CHECKING:
     from stakeflow.settings import Settings
 
 ENCODING = b"binary/encrypted"
+PUBLIC_KEY = "stakeflow-public"  # payload metadata: a Public value, left in clear
 KEY_ID = "encryption-key-id"
 NONCE_BYTES = 12
 KEY_BYTES = 32
+
+
+class Public(str):
+    """A string the codec leaves readable (module docstring): memo values that are no secret."""
+
+
+class PublicAwarePayloadConverter(PydanticPayloadConverter):
+    """The pydantic payload converter, marking ``Public`` values so that ``EncryptionCodec`` leaves them in clear."""
+
+    def to_payloads(self, values: Sequence[object]) -> list[Payload]:
+        payloads = super().to_payloads(values)
+        for value, payload in zip(values, payloads):
+            if isinstance(value, Public):
+                payload.metadata[PUBLIC_KEY] = b"true"
+        return payloads
 
 
 class CodecKeyError(StakeflowError):
@@ -151,6 +174,8 @@ class EncryptionCodec(PayloadCodec):
         return [self.decrypt(p) for p in payloads]
 
     def encrypt(self, payload: Payload) -> Payload:
+        if payload.metadata.get(PUBLIC_KEY) == b"true":
+            return payload
         key_id, _ = self._keyring.current
         nonce = os.urandom(NONCE_BYTES)
         sealed = self._ciphers[key_id].encrypt(nonce, payload.SerializeToString(), key_id.encode())
@@ -191,6 +216,7 @@ def data_converter(settings: Settings) -> DataConverter:
         return pydantic_data_converter
     return dataclasses.replace(
         pydantic_data_converter,
+        payload_converter_class=PublicAwarePayloadConverter,
         payload_codec=EncryptionCodec(keyring),
         failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
     )

@@ -220,3 +220,24 @@ async def test_a_client_without_the_keys_cannot_read_a_sealed_result(client, tmp
     assert "key id '2026-12', which is not configured here (configured: 2025-06" in str(e.value)
     history = json.dumps((await handle.fetch_history()).to_json_dict())
     assert ANSWER_MARK not in history
+
+
+async def test_public_memo_values_stay_readable_without_keys(client, tmp_path):
+    """A webhook seal's memo (its run's workflow id) is a Public value: in clear on the server; everything
+    else of the seal, its static summary included, is encrypted."""
+    from datetime import timedelta
+
+    from stakeflow.webhooks.temporal import Seal, _claim
+
+    sealed = await sealed_client(codec_settings(tmp_path, client))
+    seal = Seal(f"seal-test-{tmp_path.name}", timedelta(minutes=2), summary="delivery of " + GOAL_MARK)
+    assert await _claim(sealed, seal, "hook-gh-d-public") == "hook-gh-d-public"
+    raw = await client.get_workflow_handle(seal.workflow_id).describe()  # no keys
+    memo = raw.raw_description.workflow_execution_info.memo.fields["run"]
+    assert memo.metadata["encoding"] == b"json/plain" and json.loads(memo.data) == "hook-gh-d-public"
+    assert await raw.memo_value("run") == "hook-gh-d-public"
+    history = (await client.get_workflow_handle(seal.workflow_id).fetch_history()).to_json()
+    assert GOAL_MARK not in history  # the summary was encrypted
+    # The same claim again reads the owner back through the codec (a Public value decodes as it is).
+    assert await _claim(sealed, seal, "hook-gh-d-other") == "hook-gh-d-public"
+    await client.get_workflow_handle(seal.workflow_id).terminate("test")

@@ -42,6 +42,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from agents.types import TaskRequest
 from stakeflow import tasks
+from stakeflow.codec import Public
 from stakeflow.core.errors import ConfigError, ServiceError
 from stakeflow.settings import Settings
 from stakeflow.webhooks.refused import Refused, unavailable
@@ -142,7 +143,8 @@ async def _claim(client: Client, seal: Seal, workflow_id: str) -> str | None:
             await client.start_workflow(
                 SEAL_WORKFLOW, id=seal.workflow_id, task_queue=SEAL_TASK_QUEUE,
                 execution_timeout=seal.hold, start_delay=seal.hold + timedelta(minutes=1),
-                memo={SEAL_MEMO_KEY: workflow_id}, static_summary=seal.summary or None,
+                # Public: readable in the Web UI without the codec server; it is a workflow id, never encrypted anyway.
+                memo={SEAL_MEMO_KEY: Public(workflow_id)}, static_summary=seal.summary or None,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL, id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 rpc_timeout=RPC_TIMEOUT,
             )
