@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from stakeflow import tasks
-from stakeflow.codec import data_converter, parse_keys, EncryptionCodec
+from stakeflow.codec import EncryptionCodec, data_converter, parse_keys
 from stakeflow.codec_server import create_app
 from stakeflow.core.errors import ConfigError
 from tests.agent_script import agent, plan, think
@@ -230,8 +230,7 @@ async def test_the_web_ui_shows_the_decoded_goal_to_those_allowed(tmp_path, ui_s
     url = f"http://127.0.0.1:{ui_port}/namespaces/default/workflows/{wf_id}"
 
     server = ServerThread(create_app(settings))
-    server.port = codec_port
-    server.server.config.port = codec_port
+    server.port = server.server.config.port = codec_port  # the port the dev server's UI was told
     with server:
         allowed = await page_text(url, codec_url, TOKEN)
         refused = await page_text(url, codec_url, None)
