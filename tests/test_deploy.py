@@ -274,7 +274,8 @@ def test_variables_are_ones_the_code_reads():
         unknown = {n for n in names if n.startswith("STAKEFLOW_") and n not in known}
         assert not unknown, f"{where} sets {unknown}, which no setting reads"
         assert {n for n in names if n.startswith("TEMPORAL_")} <= TEMPORAL_VARIABLES, where
-        others = names - known - TEMPORAL_VARIABLES - hooks - {"ANTHROPIC_API_KEY"}
+        otel = {n for n in names if n.startswith("OTEL_")}  # the standard OpenTelemetry variables (README, Traces)
+        others = names - known - TEMPORAL_VARIABLES - hooks - otel - {"ANTHROPIC_API_KEY"}
         assert not others, f"{where} sets {others}"
         if "worker-frontier" not in where:
             assert "ANTHROPIC_API_KEY" not in names, f"{where} holds the frontier key"
