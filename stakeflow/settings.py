@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from agents.types import Dialect, Risk
@@ -196,10 +196,34 @@ class Settings(BaseSettings):
     )
 
     home: Path = Field(default_factory=default_home)
-    temporal_address: str | None = None  # set = use that server, never start one
+    # Temporal: stakeflow's own layer of the connection. `load_settings` merges it with Temporal's standard
+    # configuration (TEMPORAL_* variables, a profile of Temporal's config file) into ``target``; see
+    # stakeflow/temporal_config.py for the precedence.
+    temporal_address: str | None = None  # set (here or by Temporal's config) = use that server, never start one
     temporal_namespace: str = "default"
+    temporal_profile: str | None = None  # a profile of Temporal's config file (TEMPORAL_PROFILE wins)
+    temporal_api_key: SecretStr | None = None  # environment only (STAKEFLOW_TEMPORAL_API_KEY)
+    temporal_tls: bool | None = None  # None: TLS when a certificate, a CA or an API key says so
+    temporal_tls_ca_file: Path | None = None  # the server's CA (PEM)
+    temporal_tls_cert_file: Path | None = None  # client certificate for mutual TLS (PEM)
+    temporal_tls_key_file: Path | None = None  # its private key (PEM); the file, never its contents, is configured
+    temporal_tls_server_name: str | None = None  # SNI and the name the server certificate must carry
     temporal_port: int = 7233  # the dev server `stakeflow up` starts
     ui_port: int = 8233
+    ui_base_url: str | None = None  # the Web UI of a server stakeflow did not start, e.g. https://cloud.temporal.io
+    # The dev server `stakeflow up` starts tells its Web UI to decode payloads here (`stakeflow codec-server`).
+    ui_codec_endpoint: str | None = None
+    # Payload encryption (stakeflow/codec.py): the keys come from a file or the environment, never from
+    # stakeflow.toml. Unset = payloads are stored as they are.
+    codec_keys_file: Path | None = None  # one "<key id> <base64 of 32 bytes>" per line; the last one encrypts
+    codec_keys: SecretStr | None = None  # environment only: "<id>:<base64>,<id>:<base64>" (the last one encrypts)
+    # `stakeflow codec-server`: who may call it (environment only: comma-separated bearer tokens) and which
+    # Web UI origins may call it from a browser (default: the local dev server's UI).
+    codec_auth_tokens: SecretStr | None = None
+    codec_cors_origins: list[str] | None = None
+    # Workers serve Prometheus metrics (the Temporal SDK's and stakeflow's own) here; unset = no endpoint.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
     queue_prefix: str = "stakeflow"
     # Workers refuse a namespace whose search attributes are missing or mistyped (runs would hang);
     # false skips the check where the worker may not list them (register them another way first).
@@ -226,6 +250,10 @@ class Settings(BaseSettings):
     )
     frontier_model: str = DEFAULT_FRONTIER_MODEL
     frontier_timeout_s: float = 120.0
+    # May runs started here route to the frontier? Unset: when this process holds ANTHROPIC_API_KEY. In a
+    # cluster the processes that start runs (webhook server, CLI) do not hold the key, the frontier worker
+    # does: set true there (false: every high-stakes step is downgraded to the open model, and recorded).
+    frontier_available: bool | None = None
 
     debug: bool = False
 
@@ -242,6 +270,8 @@ class Settings(BaseSettings):
 
     traces: Path | None = None  # the DuckDB trace file; default $STAKEFLOW_HOME/traces.duckdb
     trace_content: bool = False  # record prompts and completions in spans (STAKEFLOW_TRACE_CONTENT=1)
+
+    _target: Any = PrivateAttr(default=None)  # the resolved Temporal target (stakeflow.temporal_config.Target)
 
     @classmethod
     def settings_customise_sources(
@@ -304,8 +334,14 @@ class Settings(BaseSettings):
         return self.open_dialect or ("llamacpp" if self.embedded else "vllm")
 
     @property
-    def frontier_configured(self) -> bool:
+    def has_frontier_key(self) -> bool:
         return self.anthropic_api_key is not None and bool(self.anthropic_api_key.get_secret_value())
+
+    @property
+    def frontier_configured(self) -> bool:
+        """True when runs started here may route to the frontier: this process holds the key, or
+        STAKEFLOW_FRONTIER_AVAILABLE says a frontier worker elsewhere does."""
+        return self.has_frontier_key if self.frontier_available is None else self.frontier_available
 
     @property
     def address(self) -> str:
@@ -313,14 +349,42 @@ class Settings(BaseSettings):
 
     @property
     def manages_temporal(self) -> bool:
-        """True when stakeflow starts its own dev server (no STAKEFLOW_TEMPORAL_ADDRESS)."""
+        """True when stakeflow starts its own dev server (no address from stakeflow's or Temporal's config)."""
         return self.temporal_address is None
 
+    @property
+    def target(self):
+        """The Temporal server, namespace and credentials to connect with, and where each came from.
+
+        ``load_settings`` resolves it from every source; settings built in code (tests, benchmarks)
+        resolve it from their own fields only, so no variable or file of the machine leaks in.
+        """
+        from stakeflow.temporal_config import resolve_target
+
+        if self._target is None:
+            self._target = resolve_target(self, environ={}, config_file=None)
+        return self._target
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Settings:
+        """A copy; one whose Temporal fields changed resolves its target again (from its own fields)."""
+        copy = super().model_copy(update=update, deep=deep)
+        if update and any(k.startswith("temporal_") for k in update):
+            copy._target = None
+        return copy
+
+    @property
+    def codec_on(self) -> bool:
+        return self.codec_keys_file is not None or self.codec_keys is not None
+
     def ui_url(self, workflow_id: str | None = None) -> str:
-        host = "127.0.0.1"
-        if self.temporal_address:
-            host = self.temporal_address.rsplit(":", 1)[0]
-        base = f"http://{host}:{self.ui_port}/namespaces/{self.temporal_namespace}/workflows"
+        if self.ui_base_url:
+            root = self.ui_base_url.rstrip("/")
+        else:
+            host = "127.0.0.1"
+            if self.temporal_address:
+                host = self.temporal_address.rsplit(":", 1)[0]
+            root = f"http://{host}:{self.ui_port}"
+        base = f"{root}/namespaces/{self.temporal_namespace}/workflows"
         return f"{base}/{workflow_id}" if workflow_id else base
 
 
@@ -343,18 +407,38 @@ def _describe(err: ValidationError, path: Path) -> str:
     return f"bad setting '{where}' in {path} or the environment: {first['msg']}"
 
 
+# Secrets that must never be written into stakeflow.toml (the file is shared, copied, committed).
+ENV_ONLY = {
+    "temporal_api_key": "STAKEFLOW_TEMPORAL_API_KEY (or TEMPORAL_API_KEY)",
+    "codec_keys": "STAKEFLOW_CODEC_KEYS, or a key file named by codec_keys_file",
+    "codec_auth_tokens": "STAKEFLOW_CODEC_AUTH_TOKENS",
+}
+
+
 def load_settings() -> Settings:
-    """Read settings from the environment and the TOML file in STAKEFLOW_HOME."""
+    """Read settings from the environment and the TOML file in STAKEFLOW_HOME, then resolve the Temporal
+    target from them, Temporal's own variables and Temporal's config file (stakeflow/temporal_config.py)."""
+    from stakeflow.temporal_config import resolve_target
+
     home = Path(os.environ.get("STAKEFLOW_HOME") or default_home()).expanduser()
     path = home / CONFIG_FILENAME
     data = _read_toml(path)
     data.pop("home", None)
+    for key, where in ENV_ONLY.items():
+        if key in data:
+            raise ConfigError(f"'{key}' is a secret and may not be in {path}: remove it and set {where} instead")
     try:
         settings = Settings(home=home, **data)
     except ValidationError as e:
         raise ConfigError(_describe(e, path)) from None
     _check_tools(settings)
-    return settings
+    target = resolve_target(settings, environ=os.environ)
+    # The rest of stakeflow reads the address and namespace from these two fields.
+    resolved = settings.model_copy(update={
+        "temporal_address": None if target.local else target.address, "temporal_namespace": target.namespace,
+    })
+    resolved._target = target
+    return resolved
 
 
 def _check_tools(settings: Settings) -> None:

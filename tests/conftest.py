@@ -38,11 +38,12 @@ UI_PORT = free_port()  # the session dev server's Web UI (tests/test_web_ui.py o
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch, tmp_path):
-    """No test sees the developer's keys, endpoints or home."""
+    """No test sees the developer's keys, endpoints, home, or Temporal profile (their config file included)."""
     for key in list(os.environ):
-        if key.startswith(("STAKEFLOW_", "ANTHROPIC_", "OPENAI_", "OTEL_")):
+        if key.startswith(("STAKEFLOW_", "ANTHROPIC_", "OPENAI_", "OTEL_", "TEMPORAL_")):
             monkeypatch.delenv(key)
     monkeypatch.setenv("STAKEFLOW_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TEMPORAL_CONFIG_FILE", str(tmp_path / "no-temporal-config.toml"))
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,8 @@
 One module per responsibility:
 
 * ``common``: settings, the Temporal client and run lookup, friendly errors, output helpers;
-* ``stack``: the local stack and long-running processes (`up`, `down`, `doctor`, `worker`, `models`, `serve`);
+* ``stack``: the local stack and long-running processes (`up`, `down`, `doctor`, `worker`, `models`, `serve`,
+  `codec-server`, `codec-key`);
 * ``runs``: `run`, `status`, `result`, `cancel`;
 * ``approvals``: `approve`, `reject`, `list`, `admin`;
 * ``catalog``: `tools`, `agents`, `evals`;
@@ -24,7 +25,7 @@ from stakeflow.cli.learning import dataset, learn
 from stakeflow.cli.common import err
 from stakeflow.cli.costs import costs, prices, sql, trace
 from stakeflow.cli.runs import cancel, result, run, status
-from stakeflow.cli.stack import doctor, down, models, serve, up, worker
+from stakeflow.cli.stack import codec_key, codec_server, doctor, down, models, serve, up, worker
 
 __all__ = ["cli", "main"]
 
@@ -41,7 +42,8 @@ evals.add_command(replay_command())
 models.add_command(lora_group)
 
 for command in (up, down, run, status, result, cancel, worker, doctor, models, serve,
-                tools, agents, evals, dataset, learn, trace, costs, sql, prices, approve, reject, list_runs, admin):
+                tools, agents, evals, dataset, learn, trace, costs, sql, prices, approve, reject, list_runs, admin,
+                codec_server, codec_key):
     cli.add_command(command)
 
 
