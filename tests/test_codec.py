@@ -16,7 +16,7 @@ import pytest
 from temporalio.api.common.v1 import Payload
 
 from agents.types import TaskResult
-from stakeflow import tasks
+from stakeflow import runs, tasks
 from stakeflow.codec import ENCODING, CodecKeyError, EncryptionCodec, data_converter, parse_keys
 from stakeflow.core.errors import ConfigError
 from tests.agent_script import agent, call, plan
@@ -143,7 +143,7 @@ async def test_no_history_event_holds_a_goal_prompt_tool_output_or_file_in_clear
             from tests.test_approvals import wait_for_approval
 
             await wait_for_approval(handle, 2)
-            record = await tasks.decide_step(sealed, handle.id, 2, True, "fine", "tester")
+            record = await runs.decide_step(sealed, handle.id, 2, True, "fine", "tester")
             result = await handle.result()
     assert record.decision == "approved"
     assert result.status == "completed" and result.answer == ANSWER_MARK
@@ -165,8 +165,9 @@ async def test_no_history_event_holds_a_goal_prompt_tool_output_or_file_in_clear
     assert desc.typed_search_attributes  # decoded with no codec at all
     stakes = [p.value for p in desc.typed_search_attributes if p.key.name == "StakeflowStakes"]
     assert stakes == ["high"]
-    # The memo is a payload: encrypted, and readable with the keys.
-    assert desc.raw_description.workflow_execution_info.memo.fields["cost"].metadata["encoding"] == ENCODING
+    # The cost line is a Public memo value: in clear (the Web UI shows it without keys), and the same with them.
+    assert desc.raw_description.workflow_execution_info.memo.fields["cost"].metadata["encoding"] == b"json/plain"
+    assert (await desc.memo_value("cost")).startswith("cost ")
     keyed = await sealed.get_workflow_handle(handle.id).describe()
     assert (await keyed.memo_value("cost")).startswith("cost ")
 

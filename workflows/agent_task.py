@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from stakeflow.core import errors
     from stakeflow.core import semconv as sc
+    from stakeflow.codec import Public  # the cost line stays readable in the Web UI with codec keys on
     from stakeflow.core.billing import cost_line
     from stakeflow.core.contracts import (
         AGENT_WORKFLOW,
@@ -143,12 +144,12 @@ class AgentTaskWorkflow(Bookkeeping, RunTools, QualityLoop, ApprovalGate):
             self._progress.phase = "failed"
             self._progress.error = str(e)
             self._publish()
-            workflow.upsert_memo({"cost": cost_line(self._progress.cost)})
+            workflow.upsert_memo({"cost": Public(cost_line(self._progress.cost))})
             await self._started_shadows()
             raise ApplicationError(str(e), type=errors.STEP_FAILED, non_retryable=True) from None
         self._progress.phase = "done"
         self._publish()
-        workflow.upsert_memo({"cost": cost_line(self._progress.cost)})
+        workflow.upsert_memo({"cost": Public(cost_line(self._progress.cost))})
         result.steps = self._progress.steps
         result.usage = self._progress.usage
         result.notices = self._progress.notices

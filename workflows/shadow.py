@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         rendered,
     )
     from agents.types import ModelCallRequest, ModelCallResult
+    from stakeflow.codec import Public  # a workflow id: readable with codec keys on
     from stakeflow.core.contracts import (
         BUDGET_WORKFLOW,
         CALL_MODEL,
@@ -102,7 +103,7 @@ class ShadowEvalWorkflow(Judging):
 
     @workflow.run
     async def run(self, batch: ShadowBatch) -> list[EvalRecord | None]:
-        workflow.upsert_memo({"shadow_of": batch.parent_workflow_id})
+        workflow.upsert_memo({"shadow_of": Public(batch.parent_workflow_id)})
         return list(await asyncio.gather(*(self._one(req) for req in batch.calls)))
 
     def _verdict(self, req: ShadowRequest, verdict: str) -> None:
