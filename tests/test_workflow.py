@@ -239,7 +239,7 @@ async def test_repeated_identical_tool_calls_run_once(client, tmp_path, open_fak
 async def test_run_cost_from_configured_prices(client, tmp_path, open_fake, frontier_fake, workspace):
     """Costs summed in the workflow equal a hand computation from the fakes' token counts."""
     from stakeflow.core.billing import cost_line
-    from stakeflow.settings import PriceConfig
+    from stakeflow.config_sections import PriceConfig
 
     script = agent(
         plan(("Read", "read_file"), ("Write", "write_file")),

@@ -71,7 +71,8 @@ from stakeflow.prices.cost import (
     token_cost,
     unpriced,
 )
-from stakeflow.settings import EMBEDDED_MODEL_ID, PriceConfig, Settings
+from stakeflow.config_sections import PriceConfig
+from stakeflow.settings import EMBEDDED_MODEL_ID, Settings
 
 PRICE_RULES = (
     "Token prices are USD per million tokens; gpu_hour is USD per hour of GPU time.\n"
