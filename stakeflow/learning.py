@@ -100,7 +100,8 @@ async def start_learn(settings: Settings, agent: str | None, *, margin: float | 
 
     if not settings.frontier_configured:
         raise InputError("stakeflow learn judges the adapter against the frontier's answers: set ANTHROPIC_API_KEY "
-                         "(the judge, [evals] judge_model) on the frontier worker and here")
+                         "on the frontier worker (the judge, [evals] judge_model) and here, or "
+                         "STAKEFLOW_FRONTIER_AVAILABLE=true here when only the frontier worker holds it")
     current, configured = open_models(settings, agent)  # InputError for an unknown agent
     cfg = settings.learn
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
