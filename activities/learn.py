@@ -3,7 +3,7 @@
 The trainer is the team's command (``[learn] trainer``, e.g. deploy/finetune/train.py, TRL SFT + LoRA) run as a
 child process on a ``stakeflow-train`` worker; it heartbeats while it runs, its output goes to a log beside the
 adapter, and a trainer that fails is a non-retryable failure carrying the last lines of that log.
-Promotions are records in ``$STAKEFLOW_HOME/promotions.json`` that ``run --agent`` reads (stakeflow/learning.py).
+Promotions are records in the learn folder that every run reads (stakeflow/promotions.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,14 @@ from stakeflow.core.contracts import EXPORT_DATASET, LOAD_ADAPTER, PROMOTE_ADAPT
 from stakeflow.settings import Settings
 
 TAIL_LINES = 20
-RECIPE = Path(__file__).resolve().parents[1] / "deploy" / "finetune" / "train.py"
+# deploy/finetune/train.py in a checkout; in an image, where deploy/finetune/Dockerfile puts it.
+RECIPES = (Path(__file__).resolve().parents[1] / "deploy" / "finetune" / "train.py",
+           Path(sys.prefix) / "share" / "stakeflow" / "finetune" / "train.py")
+
+
+def _recipe() -> Path:
+    """Where the fine-tuning recipe is on this worker (the first of RECIPES that exists)."""
+    return next((p for p in RECIPES if p.is_file()), RECIPES[-1])
 
 
 def _die_with_parent() -> None:
@@ -58,7 +65,7 @@ class LearnActivities:
         output = Path(learn.workdir) / "adapter"
         output.mkdir(parents=True, exist_ok=True)
         fields = {"train": req.files.train, "test": req.files.test, "output": str(output),
-                  "base_model": learn.base_model, "agent": learn.agent, "python": sys.executable, "recipe": str(RECIPE)}
+                  "base_model": learn.base_model, "agent": learn.agent, "python": sys.executable, "recipe": str(_recipe())}
         try:
             argv = [part.format(**fields) for part in self._settings.learn.trainer]
         except (KeyError, IndexError, ValueError) as e:

@@ -96,6 +96,7 @@ async def start_learn(settings: Settings, agent: str | None, *, margin: float | 
     from stakeflow.connection import connect
     from stakeflow.core.contracts import LEARN_WORKFLOW
     from stakeflow.core.errors import InputError
+    from stakeflow.promotions import learn_dir
     from stakeflow.tasks import open_models
 
     if not settings.frontier_configured:
@@ -106,7 +107,7 @@ async def start_learn(settings: Settings, agent: str | None, *, margin: float | 
     cfg = settings.learn
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     learn_id = f"learn-{agent or 'open'}-{stamp}-{uuid.uuid4().hex[:4]}"
-    workdir = (cfg.workdir or settings.home / "learn") / learn_id
+    workdir = learn_dir(settings) / learn_id
     req = LearnRequest(
         agent=agent or "", adapter_name=f"{agent or 'open'}-lora-{stamp}", base_model=cfg.base_model or configured,
         current_model=current, configured_model=configured,

@@ -1,8 +1,9 @@
 """Promotions: the learn loop's decisions (stakeflow learn), read by every run.
 
-``$STAKEFLOW_HOME/promotions.json`` maps an agent ("" = runs without a named agent) to the open model that
-replaced its configured one, with the evidence. On a cluster, the home of the workflows worker that promotes
-and of the clients that start runs must be the same volume (or set [agents.<name>] open_model by hand).
+``promotions.json`` in the learn folder (``[learn] workdir``, default ``$STAKEFLOW_HOME/learn``) maps an agent
+("" = runs without a named agent) to the open model that replaced its configured one, with the evidence. The
+workflows worker writes it (the promote step); whatever starts runs (the CLI, the webhook server) reads it:
+on a cluster they mount the same learn volume, as the train worker and vLLM do for datasets and adapters.
 """
 
 from __future__ import annotations
@@ -17,8 +18,13 @@ from stakeflow.settings import Settings
 
 
 
+def learn_dir(settings: Settings) -> Path:
+    """The learn folder: each learn run's dataset and adapter, and the promotions."""
+    return settings.learn.workdir or settings.home / "learn"
+
+
 def promotions_path(settings: Settings) -> Path:
-    return settings.home / "promotions.json"
+    return learn_dir(settings) / "promotions.json"
 
 
 def promotions(settings: Settings) -> dict[str, Promotion]:
