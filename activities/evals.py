@@ -16,8 +16,13 @@ from temporalio import activity
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 
-from agents.evals import AGREEING, AgreementRow, AgreementTable, BudgetAsk, BudgetGrant, EvalRecord
-from stakeflow.core.contracts import READ_AGREEMENT, RECORD_EVAL, RESERVE_SHADOW_BUDGET, SETTLE_SHADOW_BUDGET
+from agents.evals import (
+    AGREEING, AgreementRow, AgreementTable, BudgetAsk, BudgetGrant, EvalRecord, ReplayExample, ReplayPage,
+    ReplayPageRequest, StepLabel,
+)
+from stakeflow.core.contracts import (
+    LOAD_REPLAY_EXAMPLES, READ_AGREEMENT, RECORD_EVAL, RECORD_LABEL, RESERVE_SHADOW_BUDGET, SETTLE_SHADOW_BUDGET,
+)
 from stakeflow.core.contracts import queue_name
 from stakeflow.settings import Settings
 
@@ -29,6 +34,7 @@ class EvalActivities:
         self._client = client
         self._settings = settings
         self._writer = None
+        self._labels = None
 
     def _budget_start(self, day: str) -> WithStartWorkflowOperation:
         from workflows.shadow import ShadowBudgetWorkflow
@@ -66,6 +72,23 @@ class EvalActivities:
         row = record.model_dump()
         await asyncio.to_thread(self._writer.write, [row])
 
+    @activity.defn(name=RECORD_LABEL)
+    async def record_label(self, label: StepLabel) -> None:
+        from stakeflow.traces import spool_dir_for
+        from stakeflow.traces._records import RecordWriter
+
+        if self._labels is None:
+            self._labels = RecordWriter(spool_dir_for(self._settings.traces_path), "labels")
+        a = label.approval
+        row = {"label_id": f"{label.run_id}/{label.step}", "recorded_at": a.at or None, "run_id": label.run_id,
+               "step": label.step, "decision": a.decision, "by": a.by, "note": a.note,
+               "edited_calls": [c.model_dump() for c in a.edited_calls] if a.edited_calls else None}
+        await asyncio.to_thread(self._labels.write, [row])
+
+    @activity.defn(name=LOAD_REPLAY_EXAMPLES)
+    async def load_replay_examples(self, req: ReplayPageRequest) -> ReplayPage:
+        return await asyncio.to_thread(replay_page, self._settings, req)
+
     @activity.defn(name=READ_AGREEMENT)
     async def read_agreement(self, since_days: int = AGREEMENT_DAYS) -> AgreementTable:
         return await asyncio.to_thread(agreement_table, self._settings, since_days)
@@ -88,3 +111,35 @@ def agreement_table(settings: Settings, since_days: int = AGREEMENT_DAYS) -> Agr
     if rows:
         table.overall = AgreementRow(n=sum(r[3] for r in rows), agreeing=sum(r[4] for r in rows))
     return table
+
+
+def replay_page(settings: Settings, req: ReplayPageRequest) -> ReplayPage:
+    """One page of held-out examples, as ModelCallRequests with their reference answers."""
+    from agents.types import ExampleTurn, ModelCallRequest, ModelCallResult, Plan, StepAction, ToolSpecView
+    from stakeflow.datasets import collect
+
+    f = req.filters
+    exported = collect(settings, since=datetime.fromisoformat(f.since) if f.since else None, agent=f.agent,
+                       tool=f.tool, sources=tuple(f.sources), split=f.split, with_requests=True)
+    part = exported.test if f.part == "test" else exported.train
+    page = part[req.offset:req.offset + req.limit]
+    examples = []
+    for e in page:
+        r = e.request or {}
+        call = ModelCallRequest(
+            run_id=e.run_id, step=e.step, purpose=e.purpose, system=r.get("system", ""), prompt=r.get("prompt", ""),  # type: ignore[arg-type]
+            examples=[ExampleTurn.model_validate(x) for x in r.get("examples") or []],
+            tools=[ToolSpecView.model_validate(t) for t in r.get("tool_specs") or []],
+            max_steps=r.get("max_steps", 6), first_step_tools=r.get("first_step_tools") or [],
+            max_output_tokens=r.get("max_output_tokens", 1024),
+        )
+        answer = e.messages[-1]["content"]
+        reference = ModelCallResult(route="frontier")
+        if e.purpose == "plan":
+            reference.plan = Plan.model_validate_json(answer)
+        elif e.purpose == "step":
+            reference.action = StepAction.model_validate_json(answer)
+        else:
+            reference.text = answer
+        examples.append(ReplayExample(example_id=e.digest[:16], goal=r.get("goal", ""), call=call, reference=reference))
+    return ReplayPage(examples=examples, more=req.offset + req.limit < len(part))

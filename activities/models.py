@@ -32,6 +32,7 @@ from pydantic_ai.usage import RunUsage
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.capture import Capturer
 from activities.model_agents import AgentCache
 from activities.model_errors import CallContext, missing_frontier_key, to_application_error
 from activities.model_outputs import plan_output_model, step_output_model, to_action, to_plan
@@ -99,7 +100,9 @@ class ModelActivities:
         self._open_client: AsyncOpenAI | None = None
         self._anthropic_client: AsyncAnthropic | None = None
         self._models: dict[tuple[str, str], Model] = {}
+        self._other_clients: dict[str, AsyncOpenAI] = {}
         self._prices = PriceTable.from_settings(settings)
+        self._capture = Capturer(settings)
         self._agents = AgentCache(self._output_spec)
 
     @activity.defn(name=CALL_MODEL)
@@ -124,6 +127,7 @@ class ModelActivities:
                 ) from None
             result.cost = self._price(req, result.model, result.usage, result.latency_ms / 1000)
             record_call(span, req, result.usage, result.cost, result, content=self._settings.trace_content)
+            await self._capture.record(req, result, activity.info().attempt if activity.in_activity() else 1)
             return result
 
     def _provider_name(self, req: ModelCallRequest) -> str:
@@ -185,10 +189,11 @@ class ModelActivities:
 
     async def close(self) -> None:
         """Close the SDK clients' connection pools (a worker calls this on shutdown)."""
-        for client in (self._open_client, self._anthropic_client):
+        for client in (self._open_client, self._anthropic_client, *self._other_clients.values()):
             if client is not None:
                 await client.close()
         self._open_client = self._anthropic_client = None
+        self._other_clients.clear()
         self._models.clear()
         self._agents.clear()
 
@@ -198,16 +203,23 @@ class ModelActivities:
         s = self._settings
         name = req.endpoint.model or s.open_model_id
         key = s.open_api_key.get_secret_value() if s.open_api_key else ""
+        url = req.endpoint.base_url or s.open_url  # a candidate on another server (evals replay)
         context = CallContext(
-            "open", name, s.open_url, s.open_timeout_s, s.embedded, (key,) if key else (),
-            crash_report=(lambda: _embedded_crash(s)) if s.embedded else None,
+            "open", name, url, s.open_timeout_s, s.embedded and url == s.open_url, (key,) if key else (),
+            crash_report=(lambda: _embedded_crash(s)) if s.embedded and url == s.open_url else None,
         )
-        if ("open", name) not in self._models:
-            if self._open_client is None:
+        cache_key = ("open", name) if url == s.open_url else (f"open:{url}", name)
+        if cache_key not in self._models:
+            if url != s.open_url:
+                client = self._other_clients.get(url) or AsyncOpenAI(
+                    base_url=url, api_key=key or "none", max_retries=0, timeout=s.open_timeout_s
+                )
+                self._other_clients[url] = client
+            elif self._open_client is None:
                 self._open_client = AsyncOpenAI(
                     base_url=s.open_url, api_key=key or "none", max_retries=0, timeout=s.open_timeout_s
                 )
-            client = self._open_client
+            client = self._open_client if url == s.open_url else self._other_clients[url]
             model: Model
             if s.dialect == "llamacpp":
                 compatible = OpenAICompatibleProvider("llamacpp", openai_client=client, profile=_LLAMACPP_PROFILE)
@@ -216,8 +228,8 @@ class ModelActivities:
                 model = OpenAIChatModel(name, provider=VLLMProvider(openai_client=client))
             else:
                 model = OpenAIChatModel(name, provider=OpenAIProvider(openai_client=client))
-            self._models["open", name] = model
-        return _Target(self._models["open", name], context)
+            self._models[cache_key] = model
+        return _Target(self._models[cache_key], context)
 
     def _frontier_target(self, req: ModelCallRequest) -> _Target:
         s = self._settings

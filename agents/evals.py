@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from agents.types import (  # noqa: F401 (JudgeVerdict, EvalPolicy: part of this module's surface)
-    EvalPolicy, JudgeVerdict, ModelCallRequest, ModelCallResult, ModelEndpoint, Purpose, StepAction,
+    ApprovalRecord, EvalPolicy, JudgeVerdict, ModelCallRequest, ModelCallResult, ModelEndpoint, Purpose, StepAction,
 )
 
 Verdict = Literal["agree", "disagree", "open_better", "tie", "frontier_better"]
@@ -82,6 +82,139 @@ class EvalRecord(BaseModel):
     prompt: str | None = None  # only with [evals] capture = true
     open_output: str | None = None
     frontier_output: str | None = None
+
+
+class StepLabel(BaseModel):
+    """Input of record_label: a person's decision on a captured step."""
+
+    run_id: str = ""
+    step: int = 0
+    approval: ApprovalRecord = Field(default_factory=ApprovalRecord)
+
+
+class ReplayFilters(BaseModel):
+    """Which held-out examples a replay evaluation asks again (the dataset's filters)."""
+
+    split: float = 0.8  # the dataset split whose test part is replayed
+    part: Literal["test", "train"] = "test"
+    since: str | None = None  # ISO time
+    agent: str | None = None
+    tool: str | None = None
+    sources: list[str] = Field(default_factory=lambda: ["frontier", "shadow", "approved"])
+
+
+class ReplayExample(BaseModel):
+    example_id: str = ""
+    goal: str = ""
+    call: ModelCallRequest = Field(default_factory=ModelCallRequest)
+    reference: ModelCallResult = Field(default_factory=ModelCallResult)
+
+
+class ReplayPageRequest(BaseModel):
+    filters: ReplayFilters = Field(default_factory=ReplayFilters)
+    offset: int = 0
+    limit: int = 20
+
+
+class ReplayPage(BaseModel):
+    examples: list[ReplayExample] = Field(default_factory=list)
+    more: bool = False
+
+
+class ReplayRequest(BaseModel):
+    """Input of ReplayEvalWorkflow."""
+
+    filters: ReplayFilters = Field(default_factory=ReplayFilters)
+    models: list[ModelEndpoint] = Field(default_factory=list)  # the candidate first, then the current open model
+    judge: ModelEndpoint = Field(default_factory=lambda: ModelEndpoint(route="frontier", provider="anthropic"))
+    limit: int = 200
+    concurrency: int = 4
+    open_queue: str = ""
+    frontier_queue: str = ""
+    workflows_queue: str = ""
+
+
+class ReplayModelReport(BaseModel):
+    model: str = ""
+    base_url: str = ""
+    n: int = 0
+    agreeing: int = 0
+    errors: int = 0
+    last_error: str = ""
+    cost_usd: float = 0.0
+    judge_cost_usd: float = 0.0
+    latencies_ms: list[float] = Field(default_factory=list)
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return wilson(self.agreeing, self.n)
+
+
+class ReplayProgress(BaseModel):
+    done: int = 0
+    total: int = 0
+    finished: bool = False
+    models: list[ReplayModelReport] = Field(default_factory=list)
+
+
+class LearnRequest(BaseModel):
+    """Input of LearnWorkflow (paths are on shared storage: the train worker reads what the export wrote)."""
+
+    agent: str = ""
+    adapter_name: str = ""
+    base_model: str = ""
+    current_model: str = ""  # what the agent's runs use now (a previous promotion, or the configured model)
+    configured_model: str = ""  # the configured open model ([agents.<name>] open_model, else the open model)
+    judge_model: str = ""
+    workdir: str = ""  # where the dataset and the adapter go
+    margin: float = 0.02
+    min_examples: int = 20
+    split: float = 0.8
+    timeout_s: float = 6 * 3600
+    heartbeat_s: float = 120.0  # a train worker silent this long is dead: the trainer runs again elsewhere
+    replay_limit: int = 200
+    concurrency: int = 4
+    queue_prefix: str = "stakeflow"
+
+
+class DatasetFiles(BaseModel):
+    train: str = ""
+    test: str = ""
+    manifest: str = ""
+    train_examples: int = 0
+    test_examples: int = 0
+
+
+class TrainRequest(BaseModel):
+    learn: LearnRequest = Field(default_factory=LearnRequest)
+    files: DatasetFiles = Field(default_factory=DatasetFiles)
+
+
+class AdapterRequest(BaseModel):
+    name: str = ""
+    path: str = ""
+
+
+class Promotion(BaseModel):
+    """A promotion record: the agent's open model from now on, and why."""
+
+    agent: str = ""
+    open_model: str = ""
+    previous: str = ""  # the model it beat
+    configured: str = ""  # the configured open model it stands in for (the config wins once that changes)
+    evidence: str = ""
+    at: str = ""
+
+
+class LearnResult(BaseModel):
+    adapter: str = ""
+    adapter_path: str = ""
+    promoted: bool = False
+    reason: str = ""
+    train_examples: int = 0
+    test_examples: int = 0
+    candidate: ReplayModelReport = Field(default_factory=ReplayModelReport)
+    current: ReplayModelReport = Field(default_factory=ReplayModelReport)
 
 
 class BudgetAsk(BaseModel):

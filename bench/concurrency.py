@@ -491,7 +491,8 @@ LABELS = {
 async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[int, Result]], dict[str, float]]:
     from stakeflow import tasks
     from stakeflow.connection import connect
-    from stakeflow.settings import Settings, WorkersConfig
+    from stakeflow.config_sections import WorkersConfig
+    from stakeflow.settings import Settings
 
     from bench.overhead import BenchParams, BenchPydanticAIWorkflow, task_prompt
 

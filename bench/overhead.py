@@ -443,7 +443,8 @@ def make_variants(steps: int) -> dict[str, Variant]:
 
 async def bench(args: argparse.Namespace) -> tuple[dict[str, Variant], float]:
     from stakeflow.local.services import temporal_binary
-    from stakeflow.settings import Settings, WorkersConfig
+    from stakeflow.config_sections import WorkersConfig
+    from stakeflow.settings import Settings
     from workers.main import run_workers
 
     steps = args.steps

@@ -1,31 +1,143 @@
-"""Connecting to Temporal, with the pydantic data converter and a clear error."""
+"""Connecting to Temporal: the resolved target (stakeflow/temporal_config.py), TLS read from its files,
+the pydantic data converter (with payload encryption when keys are configured), and errors that name
+the fix.
+
+Every Temporal client stakeflow makes (CLI, workers, webhook server, codec server checks, doctor) comes
+from ``connect``, so all of them reach the same server the same way and encrypt the same way: a client
+that skipped the codec would write payloads in clear, or fail to read the ones the others wrote.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import TLSConfig
 
-from stakeflow.core.errors import ServiceError
-from stakeflow.telemetry import plugins
+from stakeflow.core.errors import ConfigError, ServiceError
 from stakeflow.settings import Settings
+from stakeflow.telemetry import plugins
+from stakeflow.temporal_config import Pem, Target
+
+if TYPE_CHECKING:
+    from temporalio.runtime import Runtime
 
 
-async def connect(settings: Settings) -> Client:
-    """A client for the configured server; ServiceError naming the fix when unreachable."""
+async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Client:
+    """A client for the configured server; ConfigError for unusable TLS files, ServiceError naming the
+    fix when the server cannot be reached or refuses the connection."""
+    from stakeflow.codec import data_converter
+
+    target = settings.target
+    tls = tls_config(target)
     try:
         return await Client.connect(
-            settings.address,
-            namespace=settings.temporal_namespace,
-            data_converter=pydantic_data_converter,
+            target.address,
+            namespace=target.namespace,
+            api_key=target.api_key.get_secret_value() if target.api_key else None,
+            tls=tls,
+            rpc_metadata=dict(target.grpc_meta),
+            data_converter=data_converter(settings),
             plugins=plugins(),
+            runtime=runtime,
         )
     except RuntimeError as e:
-        hint = (
-            "check STAKEFLOW_TEMPORAL_ADDRESS" if settings.temporal_address else "run `stakeflow up` to start it"
+        raise ServiceError(explain_failure(target, e)) from None
+
+
+def tls_config(target: Target) -> TLSConfig | bool:
+    """The SDK's TLS settings, each PEM read and checked here, so a bad file is named before any handshake."""
+    if not target.tls:
+        return False
+    ca = _read(target.server_ca, "server CA certificate", "CERTIFICATE")
+    cert = _read(target.client_cert, "client certificate", "CERTIFICATE")
+    key = _read(target.client_key, "client private key", "PRIVATE KEY")
+    if (cert is None) != (key is None):
+        have, missing = ("certificate", "key") if cert is not None else ("key", "certificate")
+        given = target.client_cert if cert is not None else target.client_key
+        raise ConfigError(
+            f"a client {have} is configured ({given.label}, from {given.origin}) without its {missing}: set both "
+            "(STAKEFLOW_TEMPORAL_TLS_CERT_FILE and _KEY_FILE, or TEMPORAL_TLS_CLIENT_CERT_PATH and _KEY_PATH)"
         )
-        raise ServiceError(f"cannot reach Temporal at {settings.address} ({_short(e)}): {hint}") from None
+    if cert is not None and key is not None:
+        _check_pair(cert, key, target.client_cert, target.client_key)  # type: ignore[arg-type]
+    return TLSConfig(server_root_ca_cert=ca, domain=target.server_name, client_cert=cert, client_private_key=key)
 
 
-def _short(e: Exception) -> str:
-    text = str(e).splitlines()[0] if str(e) else type(e).__name__
-    return text[:160]
+def _read(pem: Pem | None, what: str, marker: str) -> bytes | None:
+    if pem is None:
+        return None
+    if pem.path is not None:
+        try:
+            data = pem.path.read_bytes()
+        except OSError as e:
+            raise ConfigError(f"cannot read the {what} {pem.path} (from {pem.origin}): {e.strerror}") from None
+    else:
+        data = pem.data.get_secret_value().encode()  # type: ignore[union-attr]
+    if b"-----BEGIN" not in data or marker.encode() not in data:
+        raise ConfigError(f"the {what} {pem.label} (from {pem.origin}) is not a PEM {marker.lower()}: "
+                          "give the PEM file (-----BEGIN ...-----)")
+    return data
+
+
+def _check_pair(cert: bytes, key: bytes, cert_pem: Pem, key_pem: Pem) -> None:
+    """A certificate and a key that do not belong together fail every handshake with an opaque error."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        certificate = x509.load_pem_x509_certificate(cert)
+    except ValueError as e:
+        raise ConfigError(f"the client certificate {cert_pem.label} (from {cert_pem.origin}) does not parse: {e}") from None
+    try:
+        private = serialization.load_pem_private_key(key, password=None)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"the client private key {key_pem.label} (from {key_pem.origin}) does not load "
+                          f"({e}): give an unencrypted PEM key") from None
+    fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if certificate.public_key().public_bytes(*fmt) != private.public_key().public_bytes(*fmt):
+        raise ConfigError(f"the client private key {key_pem.label} does not belong to the client certificate "
+                          f"{cert_pem.label}: configure the key that was issued with that certificate")
+
+
+def explain_failure(target: Target, e: Exception) -> str:
+    """What a failed connect means and what to change, from the SDK's message (one line, no secrets)."""
+    text = " ".join(str(e).split())
+    low = text.lower()
+    where = f"Temporal at {target.address} (address from {target.origins.get('address', 'stakeflow defaults')})"
+    if target.local:
+        return f"cannot reach {where} ({_short(text)}): run `stakeflow up` to start it"
+    if "unknownissuer" in low or "invalid peer certificate" in low or "certificate verify failed" in low:
+        ca = f"the server CA {target.server_ca.label} (from {target.server_ca.origin})" if target.server_ca else "the system CAs"
+        return (f"{where} presented a certificate that {ca} does not trust ({_short(text)}): configure the CA that "
+                "signed the server's certificate (STAKEFLOW_TEMPORAL_TLS_CA_FILE or TEMPORAL_TLS_SERVER_CA_CERT_PATH), "
+                "or the name it carries (TEMPORAL_TLS_SERVER_NAME)")
+    if "notvalidforname" in low or "not valid for name" in low:
+        return (f"{where} presented a certificate for another name ({_short(text)}): set TEMPORAL_TLS_SERVER_NAME "
+                "(or STAKEFLOW_TEMPORAL_TLS_SERVER_NAME) to the name on it")
+    # Under TLS 1.3 a server checks the client certificate after the client's side of the handshake is
+    # done, so its refusal surfaces as whatever the first call then meets: an alert, a reset, a broken
+    # pipe, a closed connection.
+    handshake = "connection refused" not in low and any(w in low for w in (
+        "tls", "handshake", "certificate", "alert", "connection reset", "broken pipe", "connection closed",
+        "transport error"))
+    if target.tls and target.client_cert is not None and handshake:
+        return (f"{where} refused the TLS handshake ({_short(text)}): the server did not accept the client certificate "
+                f"{target.client_cert.label} (from {target.client_cert.origin}); configure one signed by the CA the "
+                "server requires")
+    if target.tls and handshake:
+        return (f"{where} refused the TLS handshake ({_short(text)}): if the server requires a client certificate, "
+                "set TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH; if it speaks plaintext, "
+                "set TEMPORAL_TLS=false")
+    if not target.tls and ("broken pipe" in low or "connection reset" in low):
+        return (f"{where} closed the connection ({_short(text)}): if it speaks TLS (Temporal Cloud does), set "
+                "TEMPORAL_TLS=true, and its CA when it is not a public one (TEMPORAL_TLS_SERVER_CA_CERT_PATH)")
+    if "unauthenticated" in low or "permission" in low or "401" in low or "403" in low:
+        key = f"the API key from {target.origins['api_key']}" if target.api_key else "no API key"
+        return f"{where} refused the credentials ({_short(text)}): {key} was sent; check it (TEMPORAL_API_KEY)"
+    return (f"cannot reach {where} ({_short(text)}): check the address, or that the server is up "
+            "(`stakeflow doctor` shows where each setting came from)")
+
+
+def _short(text: str) -> str:
+    return text[:220]

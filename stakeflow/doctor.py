@@ -76,14 +76,16 @@ async def temporal_checks(settings: Settings) -> list[Check]:
     from stakeflow.core.errors import ServiceError
     from stakeflow.core.contracts import ROLES, queue_name
 
-    where = (
-        "STAKEFLOW_TEMPORAL_ADDRESS" if settings.temporal_address else "stakeflow's local dev server"
-    )
+    from stakeflow.core.errors import ConfigError
+
+    target = settings.target
+    what = target.describe() + (" (stakeflow's local dev server)" if target.local else "")
     try:
         client = await connect(settings)
-    except ServiceError as e:
-        return [Check("temporal", "fail", f"{settings.address} ({where}) is unreachable", str(e).split(": ", 1)[-1])]
-    found = [Check("temporal", "ok", f"{settings.address}, namespace {settings.temporal_namespace} ({where})")]
+    except (ServiceError, ConfigError) as e:
+        return [Check("temporal", "fail", f"{what}: unusable", str(e))]
+    found = [Check("temporal", "ok", what)]
+    found.append(codec_check(settings))
     try:
         wrong = await namespace.problems(client, settings.temporal_namespace)
         found.append(
@@ -102,10 +104,24 @@ async def temporal_checks(settings: Settings) -> list[Check]:
             continue
         found.append(
             Check(f"worker {role}", "ok", f"a worker polls {queue}") if polled
+            else Check(f"worker {role}", "warn", f"no worker polls {queue} (only `stakeflow learn` needs one)",
+                       f"`stakeflow worker --queues train` where the GPU is") if role == "train"
             else Check(f"worker {role}", "fail", f"no worker polls {queue}",
                        "`stakeflow up` (local) or `stakeflow worker --queues " + role + "` where that queue belongs")
         )
     return found
+
+
+def codec_check(settings: Settings) -> Check:
+    """Payload encryption: on (which key encrypts, which decrypt; never the keys) or off."""
+    from stakeflow.codec import load_keyring
+
+    keyring = load_keyring(settings)  # a bad key source already failed connect, with its fix
+    if keyring is None:
+        return Check("payload codec", "ok", "off: payloads are stored in clear (set STAKEFLOW_CODEC_KEYS_FILE to encrypt)")
+    current, _ = keyring.current
+    return Check("payload codec", "ok", f"AES-256-GCM, encrypting with key '{current}', decrypting with "
+                                        f"{', '.join(keyring.ids)} (from {keyring.source}; keys not shown)")
 
 
 def open_model(settings: Settings) -> Check:
@@ -157,6 +173,9 @@ def embedded_build(settings: Settings) -> Check:
 def frontier(settings: Settings) -> Check:
     from stakeflow.endpoints import probe_frontier
 
+    if settings.frontier_configured and not settings.has_frontier_key:
+        return Check("frontier", "ok", f"{settings.frontier_model}: runs route high stakes to the frontier worker "
+                                       "(STAKEFLOW_FRONTIER_AVAILABLE=true); the key is not needed here")
     if not settings.frontier_configured:
         status: Status = "fail" if settings.policy.on_frontier_missing == "fail" else "warn"
         return Check("frontier", status, "ANTHROPIC_API_KEY is not set: high-stakes steps run on the open model",

@@ -38,6 +38,7 @@ class Probe:
     fix: str = ""
     served_models: list[str] = field(default_factory=list)
     status: int | None = None
+    adapters: list[dict[str, str]] = field(default_factory=list)  # vLLM LoRA adapters: id and parent (base)
 
 
 def _open_headers(settings: Settings) -> dict[str, str]:
@@ -82,10 +83,13 @@ def probe_models(settings: Settings, timeout: float = 3.0) -> Probe:
     if failed:
         return failed
     try:
-        ids = [str(m.get("id", "?")) for m in r.json().get("data", [])]
+        listed = r.json().get("data", [])
+        ids = [str(m.get("id", "?")) for m in listed]
     except (ValueError, AttributeError):
         return Probe(False, f"{url}/models did not answer a model list", "is this an OpenAI-compatible server?", status=200)
-    return Probe(True, "serves " + (", ".join(ids) or "(no models listed)"), served_models=ids, status=200)
+    adapters = [{"id": str(m["id"]), "parent": str(m["parent"])} for m in listed if m.get("parent")]
+    return Probe(True, "serves " + (", ".join(ids) or "(no models listed)"), served_models=ids, status=200,
+                 adapters=adapters)
 
 
 def completion_request(settings: Settings, max_tokens: int = 12) -> dict[str, Any]:
@@ -153,7 +157,7 @@ def describe_endpoints(settings: Settings) -> list[dict[str, Any]]:
         {
             "route": "open", "configured": True, "url": settings.open_url, "model": settings.open_model_id,
             "dialect": settings.dialect, "embedded": settings.embedded, "reachable": opened.ok,
-            "served_models": opened.served_models,
+            "served_models": opened.served_models, "adapters": opened.adapters,
             "detail": opened.detail if opened.ok else f"{opened.detail}: {opened.fix}",
         },
         {

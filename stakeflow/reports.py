@@ -5,7 +5,7 @@ The store keys a run's spans by its workflow id (``stakeflow.run_id``); people a
 run id (`run --json` prints both). An id is looked up in this order, the first match wins:
 
 1. a workflow id with spans in the store: answered by the store alone, Temporal is not asked;
-2. else Temporal resolves it (``tasks.find_run``: a workflow id, or a Temporal run id through
+2. else Temporal resolves it (``runs.find_run``: a workflow id, or a Temporal run id through
    visibility) and the store is read under the workflow id it names. A run Temporal knows whose
    spans are not in the store is an error saying so, never an empty tree or a $0 bill;
 3. else an InputError naming what was searched.
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 
-from stakeflow import tasks
+from stakeflow import runs
 from stakeflow.core.errors import InputError, ServiceError
 from stakeflow.settings import Settings
 
@@ -67,7 +67,7 @@ async def traced_workflow_id(settings: Settings, store, ident: str) -> str:
     )
 
 
-async def _find(settings: Settings, ident: str) -> tasks.ResolvedRun | None:
+async def _find(settings: Settings, ident: str) -> runs.ResolvedRun | None:
     from stakeflow.connection import connect
 
-    return await tasks.find_run(await connect(settings), ident)
+    return await runs.find_run(await connect(settings), ident)

@@ -7,16 +7,31 @@ then the defaults here. Secrets (API keys) come from the environment only.
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from agents.types import Dialect, Risk
+from agents.types import Dialect
 from stakeflow.catalog_config import SERVER_NAME, AgentConfig, McpServerConfig
+from stakeflow.config_sections import (
+    ApprovalsConfig,
+    DatasetConfig,
+    EvalsConfig,
+    LearnConfig,
+    PolicyConfig,
+    PriceConfig,
+    ToolsConfig,
+    WorkersConfig,
+)
 from stakeflow.core.errors import ConfigError
 from stakeflow.webhooks.config import HookConfig
 
@@ -31,168 +46,6 @@ def default_home() -> Path:
     return Path(base) / "stakeflow"
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class PolicyConfig(_Section):
-    """``[policy]``: how steps are routed."""
-
-    escalate_on_invalid: bool = True
-    fallback_on_unavailable: bool = True
-    open_attempts: int = Field(default=2, ge=1, le=5)
-    model_max_attempts: int = Field(default=6, ge=1, le=50)
-    model_retry_initial_s: float = Field(default=2.0, gt=0)
-    high_risk: list[Risk] = Field(default_factory=lambda: ["side_effect", "irreversible"])
-    private_tools: list[str] = Field(default_factory=list)
-    max_steps: int = Field(default=6, ge=1, le=200)
-    # What a high-stakes step does when ANTHROPIC_API_KEY is unset: run on the open model
-    # (recorded and printed), or fail the run before it starts.
-    on_frontier_missing: Literal["downgrade", "fail"] = "downgrade"
-    # A private run calling an open-world tool (http_get, most MCP tools) could carry private data out in
-    # its arguments: wait for a person's approval showing what would be sent, refuse it, or allow it.
-    private_egress: Literal["approve", "deny", "allow"] = "approve"
-    # When the goal names a workspace file, make the plan start by reading it (a JSON-schema constraint):
-    # "auto" does so for the embedded model, which cannot plan without it; large models plan well unaided.
-    first_step_reads: Literal["auto", "always", "never"] = "auto"
-    # Routing that follows measured agreement (shadow evaluation): a step kind whose agreement's lower
-    # bound is below min_agreement, measured on at least min_samples comparisons, goes to the frontier.
-    min_agreement: float | None = Field(default=None, gt=0, le=1)
-    min_samples: int = Field(default=30, ge=1)
-
-
-class HttpGetConfig(_Section):
-    """``[tools.http_get]``."""
-
-    allow_hosts: list[str] = Field(default_factory=list)  # exact hosts or "*.example.com"; empty = any public host
-    max_bytes: int = Field(default=1_000_000, ge=1)
-    timeout_s: float = Field(default=10.0, gt=0)
-
-
-class ReadFileConfig(_Section):
-    """``[tools.read_file]``."""
-
-    max_bytes: int = Field(default=200_000, ge=1)
-
-
-class WriteFileConfig(_Section):
-    """``[tools.write_file]``."""
-
-    max_bytes: int = Field(default=1_000_000, ge=1)
-
-
-# A DuckDB size ("512MB", "1.5GiB"); checked here, so a typo fails at start, not in every query.
-_DUCKDB_SIZE = re.compile(r"\d+(\.\d+)?\s*(b|kb|mb|gb|tb|kib|mib|gib|tib)", re.IGNORECASE)
-
-
-class SqlQueryConfig(_Section):
-    """``[tools.sql_query]``: each query's limits (its own in-memory DuckDB)."""
-
-    max_rows: int = Field(default=200, ge=1)
-    timeout_s: float = Field(default=20.0, gt=0)
-    memory_limit: str = "512MB"
-    threads: int = Field(default=1, ge=1, le=256)
-    # Where a query may spill what does not fit in memory_limit (an absolute path, e.g. a folder under
-    # the worker's STAKEFLOW_HOME); each query gets its own subfolder, removed after it. Unset: nothing
-    # spills, and a query that needs more than memory_limit fails.
-    temp_directory: Path | None = None
-    max_temp_size: str = "1GB"  # what one query may spill to temp_directory
-
-    @field_validator("memory_limit", "max_temp_size")
-    @classmethod
-    def _size(cls, value: str) -> str:
-        if not _DUCKDB_SIZE.fullmatch(value.strip()):
-            raise ValueError(f"'{value}' is not a size: write it like 512MB or 2GB")
-        return value.strip()
-
-    @field_validator("temp_directory")
-    @classmethod
-    def _absolute(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.expanduser().is_absolute():
-            raise ValueError(
-                f"temp_directory '{value}' is relative: give an absolute path, e.g. ~/.local/share/stakeflow/sql-spill"
-            )
-        return value.expanduser() if value is not None else None
-
-
-class EvalsConfig(_Section):
-    """``[evals]``: shadow evaluation of the open path against the frontier (see agents/evals.py)."""
-
-    shadow_rate: float = Field(default=0.0, ge=0, le=1)  # 0 = off
-    max_usd_per_day: float | None = Field(default=None, ge=0)  # shadow spend per UTC day, then no sampling
-    judge_model: str | None = None  # default: the frontier model
-    capture: bool = False  # keep prompts and outputs in the local evals table (never in spans, never private)
-
-
-class ApprovalsConfig(_Section):
-    """``[approvals]``: which high-stakes steps wait for a person, and for how long."""
-
-    risks: list[Risk] = Field(default_factory=lambda: ["side_effect", "irreversible"])
-    timeout_s: float = Field(default=3600.0, gt=0)
-
-
-class ToolsConfig(_Section):
-    """``[tools]``: which tools exist for runs, and their limits."""
-
-    enabled: list[str] | None = None  # None = every built-in tool, MCP server tool and Python tool
-    # A team's own functions as tools: "package.module:function" (decorated with stakeflow.tool.tool).
-    python: list[str] = Field(default_factory=list)
-    http_get: HttpGetConfig = Field(default_factory=HttpGetConfig)
-    read_file: ReadFileConfig = Field(default_factory=ReadFileConfig)
-    write_file: WriteFileConfig = Field(default_factory=WriteFileConfig)
-    sql_query: SqlQueryConfig = Field(default_factory=SqlQueryConfig)
-
-
-class PriceConfig(_Section):
-    """``[prices."<model id>"]``: adds to or overrides the built-in price table (USD).
-
-    Either per-million-token prices, or ``gpu_hour_usd`` for a self-hosted model: a call then costs
-    gpu_hour_usd x measured call seconds / 3600 / concurrency (how many calls share the GPU).
-    """
-
-    input_per_mtok: float | None = Field(default=None, ge=0)
-    output_per_mtok: float | None = Field(default=None, ge=0)
-    cache_read_per_mtok: float | None = Field(default=None, ge=0)
-    cache_write_per_mtok: float | None = Field(default=None, ge=0)
-    gpu_hour_usd: float | None = Field(default=None, ge=0)
-    concurrency: float = Field(default=1.0, gt=0)
-    effective: str | None = None  # ISO date the price applies from
-    version: str | None = None
-
-
-class QueueLimits(_Section):
-    """``[workers.<role>]``: what one worker process takes from that role's queue at once. Unset: Temporal's default.
-
-    Size the open queue like the GPU: ``max_concurrent_activities`` near vLLM's ``--max-num-seqs`` (each
-    slot is one model call in flight; Temporal's default is 100, so a bigger batch needs a bigger number
-    here), times the processes a host runs. Pollers are the requests each worker keeps open to the server
-    for new tasks (Temporal's default: 5 of each).
-    """
-
-    max_concurrent_activities: int | None = Field(default=None, ge=1)
-    max_concurrent_workflow_tasks: int | None = Field(default=None, ge=2)
-    max_concurrent_local_activities: int | None = Field(default=None, ge=1)  # workflows: tools (and local model calls)
-    max_cached_workflows: int | None = Field(default=None, ge=0)
-    workflow_pollers: int | None = Field(default=None, ge=2)  # Temporal needs 2 (sticky + normal queue)
-    activity_pollers: int | None = Field(default=None, ge=1)
-
-
-class WorkersConfig(_Section):
-    """``[workers]``: the worker processes of a host and what each takes from its queues."""
-
-    # `stakeflow worker` runs this many worker processes (one Python interpreter each, so one core each);
-    # `--processes` overrides it.
-    processes: int = Field(default=1, ge=1, le=64)
-    # Open-model calls as local activities, on the worker that runs the workflow: a round trip through the
-    # server less per call. Only where every worker polling the workflows queue has this set and reaches the
-    # open endpoint (one host: the embedded model, a vLLM beside the workers). A run records it when it starts.
-    local_model_calls: bool = False
-    workflows: QueueLimits = Field(default_factory=QueueLimits)
-    open: QueueLimits = Field(default_factory=QueueLimits)
-    frontier: QueueLimits = Field(default_factory=QueueLimits)
-    tools: QueueLimits = Field(default_factory=QueueLimits)
-
-
 class Settings(BaseSettings):
     """Everything stakeflow reads from its environment and config file."""
 
@@ -201,10 +54,34 @@ class Settings(BaseSettings):
     )
 
     home: Path = Field(default_factory=default_home)
-    temporal_address: str | None = None  # set = use that server, never start one
+    # Temporal: stakeflow's own layer of the connection. `load_settings` merges it with Temporal's standard
+    # configuration (TEMPORAL_* variables, a profile of Temporal's config file) into ``target``; see
+    # stakeflow/temporal_config.py for the precedence.
+    temporal_address: str | None = None  # set (here or by Temporal's config) = use that server, never start one
     temporal_namespace: str = "default"
+    temporal_profile: str | None = None  # a profile of Temporal's config file (TEMPORAL_PROFILE wins)
+    temporal_api_key: SecretStr | None = None  # environment only (STAKEFLOW_TEMPORAL_API_KEY)
+    temporal_tls: bool | None = None  # None: TLS when a certificate, a CA or an API key says so
+    temporal_tls_ca_file: Path | None = None  # the server's CA (PEM)
+    temporal_tls_cert_file: Path | None = None  # client certificate for mutual TLS (PEM)
+    temporal_tls_key_file: Path | None = None  # its private key (PEM); the file, never its contents, is configured
+    temporal_tls_server_name: str | None = None  # SNI and the name the server certificate must carry
     temporal_port: int = 7233  # the dev server `stakeflow up` starts
     ui_port: int = 8233
+    ui_base_url: str | None = None  # the Web UI of a server stakeflow did not start, e.g. https://cloud.temporal.io
+    # The dev server `stakeflow up` starts tells its Web UI to decode payloads here (`stakeflow codec-server`).
+    ui_codec_endpoint: str | None = None
+    # Payload encryption (stakeflow/codec.py): the keys come from a file or the environment, never from
+    # stakeflow.toml. Unset = payloads are stored as they are.
+    codec_keys_file: Path | None = None  # one "<key id> <base64 of 32 bytes>" per line; the last one encrypts
+    codec_keys: SecretStr | None = None  # environment only: "<id>:<base64>,<id>:<base64>" (the last one encrypts)
+    # `stakeflow codec-server`: who may call it (environment only: comma-separated bearer tokens) and which
+    # Web UI origins may call it from a browser (default: the local dev server's UI).
+    codec_auth_tokens: SecretStr | None = None
+    codec_cors_origins: list[str] | None = None
+    # Workers serve Prometheus metrics (the Temporal SDK's and stakeflow's own) here; unset = no endpoint.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
     queue_prefix: str = "stakeflow"
     # Workers refuse a namespace whose search attributes are missing or mistyped (runs would hang);
     # false skips the check where the worker may not list them (register them another way first).
@@ -231,6 +108,10 @@ class Settings(BaseSettings):
     )
     frontier_model: str = DEFAULT_FRONTIER_MODEL
     frontier_timeout_s: float = 120.0
+    # May runs started here route to the frontier? Unset: when this process holds ANTHROPIC_API_KEY. In a
+    # cluster the processes that start runs (webhook server, CLI) do not hold the key, the frontier worker
+    # does: set true there (false: every high-stakes step is downgraded to the open model, and recorded).
+    frontier_available: bool | None = None
 
     debug: bool = False
 
@@ -241,11 +122,15 @@ class Settings(BaseSettings):
     approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
     mcp: dict[str, McpServerConfig] = Field(default_factory=dict)  # [mcp.<name>]
     evals: EvalsConfig = Field(default_factory=EvalsConfig)
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    learn: LearnConfig = Field(default_factory=LearnConfig)
     agents: dict[str, AgentConfig] = Field(default_factory=dict)  # [agents.<name>]
     workers: WorkersConfig = Field(default_factory=WorkersConfig)  # [workers], [workers.<role>]
 
     traces: Path | None = None  # the DuckDB trace file; default $STAKEFLOW_HOME/traces.duckdb
     trace_content: bool = False  # record prompts and completions in spans (STAKEFLOW_TRACE_CONTENT=1)
+
+    _target: Any = PrivateAttr(default=None)  # the resolved Temporal target (stakeflow.temporal_config.Target)
 
     @classmethod
     def settings_customise_sources(
@@ -308,8 +193,14 @@ class Settings(BaseSettings):
         return self.open_dialect or ("llamacpp" if self.embedded else "vllm")
 
     @property
-    def frontier_configured(self) -> bool:
+    def has_frontier_key(self) -> bool:
         return self.anthropic_api_key is not None and bool(self.anthropic_api_key.get_secret_value())
+
+    @property
+    def frontier_configured(self) -> bool:
+        """True when runs started here may route to the frontier: this process holds the key, or
+        STAKEFLOW_FRONTIER_AVAILABLE says a frontier worker elsewhere does."""
+        return self.has_frontier_key if self.frontier_available is None else self.frontier_available
 
     @property
     def address(self) -> str:
@@ -317,14 +208,42 @@ class Settings(BaseSettings):
 
     @property
     def manages_temporal(self) -> bool:
-        """True when stakeflow starts its own dev server (no STAKEFLOW_TEMPORAL_ADDRESS)."""
+        """True when stakeflow starts its own dev server (no address from stakeflow's or Temporal's config)."""
         return self.temporal_address is None
 
+    @property
+    def target(self):
+        """The Temporal server, namespace and credentials to connect with, and where each came from.
+
+        ``load_settings`` resolves it from every source; settings built in code (tests, benchmarks)
+        resolve it from their own fields only, so no variable or file of the machine leaks in.
+        """
+        from stakeflow.temporal_config import resolve_target
+
+        if self._target is None:
+            self._target = resolve_target(self, environ={}, config_file=None)
+        return self._target
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Settings:
+        """A copy; one whose Temporal fields changed resolves its target again (from its own fields)."""
+        copy = super().model_copy(update=update, deep=deep)
+        if update and any(k.startswith("temporal_") for k in update):
+            copy._target = None
+        return copy
+
+    @property
+    def codec_on(self) -> bool:
+        return self.codec_keys_file is not None or self.codec_keys is not None
+
     def ui_url(self, workflow_id: str | None = None) -> str:
-        host = "127.0.0.1"
-        if self.temporal_address:
-            host = self.temporal_address.rsplit(":", 1)[0]
-        base = f"http://{host}:{self.ui_port}/namespaces/{self.temporal_namespace}/workflows"
+        if self.ui_base_url:
+            root = self.ui_base_url.rstrip("/")
+        else:
+            host = "127.0.0.1"
+            if self.temporal_address:
+                host = self.temporal_address.rsplit(":", 1)[0]
+            root = f"http://{host}:{self.ui_port}"
+        base = f"{root}/namespaces/{self.temporal_namespace}/workflows"
         return f"{base}/{workflow_id}" if workflow_id else base
 
 
@@ -347,18 +266,38 @@ def _describe(err: ValidationError, path: Path) -> str:
     return f"bad setting '{where}' in {path} or the environment: {first['msg']}"
 
 
+# Secrets that must never be written into stakeflow.toml (the file is shared, copied, committed).
+ENV_ONLY = {
+    "temporal_api_key": "STAKEFLOW_TEMPORAL_API_KEY (or TEMPORAL_API_KEY)",
+    "codec_keys": "STAKEFLOW_CODEC_KEYS, or a key file named by codec_keys_file",
+    "codec_auth_tokens": "STAKEFLOW_CODEC_AUTH_TOKENS",
+}
+
+
 def load_settings() -> Settings:
-    """Read settings from the environment and the TOML file in STAKEFLOW_HOME."""
+    """Read settings from the environment and the TOML file in STAKEFLOW_HOME, then resolve the Temporal
+    target from them, Temporal's own variables and Temporal's config file (stakeflow/temporal_config.py)."""
+    from stakeflow.temporal_config import resolve_target
+
     home = Path(os.environ.get("STAKEFLOW_HOME") or default_home()).expanduser()
     path = home / CONFIG_FILENAME
     data = _read_toml(path)
     data.pop("home", None)
+    for key, where in ENV_ONLY.items():
+        if key in data:
+            raise ConfigError(f"'{key}' is a secret and may not be in {path}: remove it and set {where} instead")
     try:
         settings = Settings(home=home, **data)
     except ValidationError as e:
         raise ConfigError(_describe(e, path)) from None
     _check_tools(settings)
-    return settings
+    target = resolve_target(settings, environ=os.environ)
+    # The rest of stakeflow reads the address and namespace from these two fields.
+    resolved = settings.model_copy(update={
+        "temporal_address": None if target.local else target.address, "temporal_namespace": target.namespace,
+    })
+    resolved._target = target
+    return resolved
 
 
 def _check_tools(settings: Settings) -> None:

@@ -1,16 +1,14 @@
-"""Starting, finding, watching and ending runs: the service functions behind `run`, `status`, `result`,
-`cancel`, `approve`, `reject` and `list`.
+"""Starting runs: the request (validated, with the agent's defaults and the routing facts), the start, the wait.
 
-Used by the CLI and the webhook server, so both build requests and find runs the same way.
+Used by the CLI and the webhook server, so both build requests the same way; stakeflow/runs.py finds, watches
+and ends the runs that exist.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import uuid
 from datetime import timedelta
-from dataclasses import dataclass
 from pathlib import Path
 
 from temporalio.api.enums.v1 import TaskQueueType
@@ -18,35 +16,34 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import (
     Client,
-    WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
-    WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError, TimeoutError as TemporalTimeoutError
-from temporalio.service import RPCError, RPCStatusCode
 
 from agents.tools import CATALOGUE
 from agents.types import (
-    ApprovalPolicy,
-    ApprovalRecord,
-    ApprovalRequest,
-    EvalPolicy,
     SENSITIVITY_CHOICES,
     STAKES_CHOICES,
+    ApprovalPolicy,
+    EvalPolicy,
     ModelEndpoint,
-    Progress,
     RoutingConfig,
     TaskRequest,
     TaskResult,
     ToolSpecView,
 )
 from stakeflow.catalog_config import AgentConfig
-from stakeflow.toolsets import resolve as resolve_tools
-from stakeflow.core.errors import InputError, ServiceError
+from stakeflow.core.contracts import (
+    AGENT_WORKFLOW,
+    QueueRole,
+    queue_name,
+)
+from stakeflow.core.errors import InputError
+from stakeflow.promotions import promoted_model
+from stakeflow.runs import failure_status, failure_text
 from stakeflow.settings import Settings
-from stakeflow.core.contracts import AGENT_WORKFLOW, APPROVE_UPDATE, KEYS, PROGRESS_QUERY, QueueRole, queue_name
+from stakeflow.toolsets import resolve as resolve_tools
 
 RUN_TIMEOUT_HINT = "see `stakeflow status RUN_ID`"
 
@@ -57,25 +54,6 @@ class RunFailed(Exception):
     def __init__(self, message: str, status: str = "failed") -> None:
         super().__init__(message)
         self.status = status
-
-
-@dataclass
-class RunInfo:
-    workflow_id: str
-    run_id: str
-    status: str  # running | completed | failed | canceled | terminated | timed_out
-    progress: Progress | None
-    result: TaskResult | None
-    error: str | None
-
-
-@dataclass(frozen=True)
-class ResolvedRun:
-    """A run as Temporal knows it: the workflow id (what stakeflow, its traces and the Web UI key runs
-    by) and the Temporal run id of the execution the lookup found."""
-
-    workflow_id: str
-    run_id: str
 
 
 def routing_config(settings: Settings) -> RoutingConfig:
@@ -169,7 +147,8 @@ def build_request(
         evals=EvalPolicy(
             shadow_rate=settings.evals.shadow_rate if settings.frontier_configured else 0.0,
             max_usd_per_day=settings.evals.max_usd_per_day, judge_model=settings.evals.judge_model or "",
-            capture=settings.evals.capture,
+            capture=settings.evals.capture or settings.dataset.capture,
+            include_private=settings.dataset.include_private,
         ),
         goal=goal,
         stakes=stakes,  # type: ignore[arg-type]
@@ -179,7 +158,7 @@ def build_request(
         max_steps=max_steps or settings.policy.max_steps,
         budget_tokens=budget_tokens,
         source=source,
-        routing=_agent_routing(routing_config(settings), named),
+        routing=_agent_routing(settings, routing_config(settings), agent),
         queue_prefix=settings.queue_prefix,
         approvals=ApprovalPolicy(
             risks=settings.approvals.risks, timeout_s=settings.approvals.timeout_s, auto_approve=auto_approve
@@ -192,11 +171,21 @@ def _private(view: ToolSpecView, settings: Settings) -> ToolSpecView:
     return view.model_copy(update={"private": True}) if view.name in settings.policy.private_tools else view
 
 
-def _agent_routing(routing: RoutingConfig, named: AgentConfig | None) -> RoutingConfig:
-    """The agent's own open model (e.g. a fine-tuned adapter served by vLLM), if it has one."""
-    if named is None or not named.open_model:
+def open_models(settings: Settings, agent: str | None) -> tuple[str, str]:
+    """(the open model the agent's runs use, the configured one): a learn-loop promotion stands in for the
+    configured model ([agents.<name>] open_model, else the open endpoint's model) until the configuration changes."""
+    named = agent_config(settings, agent)
+    configured = named.open_model if named is not None and named.open_model else settings.open_model_id
+    promoted = promoted_model(settings, agent, configured)
+    return (promoted.open_model if promoted is not None else configured), configured
+
+
+def _agent_routing(settings: Settings, routing: RoutingConfig, agent: str | None) -> RoutingConfig:
+    """The run's open model: the agent's own (e.g. a fine-tuned adapter served by vLLM), or a promoted one."""
+    model, _ = open_models(settings, agent)
+    if model == routing.open.model:
         return routing
-    return routing.model_copy(update={"open": routing.open.model_copy(update={"model": named.open_model})})
+    return routing.model_copy(update={"open": routing.open.model_copy(update={"model": model})})
 
 
 MAX_LISTED_FILES = 40
@@ -311,157 +300,6 @@ async def wait_result(handle: WorkflowHandle) -> TaskResult:
     try:
         return await handle.result()
     except WorkflowFailureError as e:
-        raise RunFailed(_failure_text(e.cause), _failure_status(e.cause)) from None
+        raise RunFailed(failure_text(e.cause), failure_status(e.cause)) from None
 
 
-def _failure_status(cause: BaseException | None) -> str:
-    if isinstance(cause, CancelledError):
-        return "canceled"
-    if isinstance(cause, TerminatedError):
-        return "terminated"
-    if isinstance(cause, TemporalTimeoutError):
-        return "timed_out"
-    return "failed"
-
-
-def _failure_text(cause: BaseException | None) -> str:
-    if isinstance(cause, ApplicationError):
-        return cause.message
-    if isinstance(cause, CancelledError):
-        return "canceled"
-    return str(cause) if cause else "failed"
-
-
-_STATUS = {
-    WorkflowExecutionStatus.RUNNING: "running",
-    WorkflowExecutionStatus.COMPLETED: "completed",
-    WorkflowExecutionStatus.FAILED: "failed",
-    WorkflowExecutionStatus.CANCELED: "canceled",
-    WorkflowExecutionStatus.TERMINATED: "terminated",
-    WorkflowExecutionStatus.TIMED_OUT: "timed_out",
-    WorkflowExecutionStatus.CONTINUED_AS_NEW: "running",
-}
-
-
-# Temporal makes every run id (a UUID); anything else cannot be one, and is never put in a query.
-_RUN_ID_SHAPE = re.compile(r"[0-9A-Za-z-]{1,64}")
-_NOT_A_WORKFLOW_ID = (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT)
-
-
-async def resolve_run(client: Client, ident: str) -> ResolvedRun:
-    """The run ``ident`` names: a workflow id, or a Temporal run id (what `run --json` prints as ``run_id``).
-
-    1. A workflow id that exists wins (its latest execution's run id is returned);
-    2. else a run id, found through visibility: ``RunId = '<ident>'``, restricted to
-       ``WorkflowType = AGENT_WORKFLOW``; it maps to its workflow id. stakeflow never reuses a workflow
-       id (REJECT_DUPLICATE), so that id names the same run, continued-as-new histories included;
-    3. else InputError naming what was searched.
-
-    A workflow of another type is not a run: InputError saying so. Temporal failing to answer is a
-    ServiceError, never "no run".
-    """
-    found = await find_run(client, ident)
-    if found is None:
-        raise InputError(f"no run '{ident}' in namespace {client.namespace}: searched workflow ids and run ids "
-                         "(stakeflow list shows recent runs)")
-    return found
-
-
-async def find_run(client: Client, ident: str) -> ResolvedRun | None:
-    """``resolve_run`` for callers that search elsewhere too: None where it would say "no run"."""
-    try:
-        desc = await client.get_workflow_handle(ident).describe()
-    except RPCError as e:
-        if e.status not in _NOT_A_WORKFLOW_ID:
-            raise _lookup_failed(client, ident, e) from None
-    else:
-        if desc.workflow_type != AGENT_WORKFLOW:
-            raise InputError(f"'{ident}' in namespace {client.namespace} is a {desc.workflow_type} workflow, "
-                             "not a stakeflow run (stakeflow list shows recent runs)")
-        return ResolvedRun(desc.id, desc.run_id)
-    if not _RUN_ID_SHAPE.fullmatch(ident):
-        return None
-    query = f"WorkflowType = '{AGENT_WORKFLOW}' AND RunId = '{ident}'"
-    try:
-        async for wf in client.list_workflows(query, limit=1):
-            return ResolvedRun(wf.id, wf.run_id)
-    except RPCError as e:
-        raise _lookup_failed(client, ident, e) from None
-    return None
-
-
-def _lookup_failed(client: Client, ident: str, e: RPCError) -> ServiceError:
-    return ServiceError(
-        f"cannot look up run '{ident}': Temporal at {client.service_client.config.target_host} answered "
-        f"{e.status.name} ({e.message}): check it with `stakeflow doctor`"
-    )
-
-
-async def describe_run(client: Client, workflow_id: str, *, with_progress: bool = True) -> RunInfo:
-    """Status, progress and (when done) result of a run; InputError for an unknown id."""
-    handle = client.get_workflow_handle(workflow_id, result_type=TaskResult)
-    try:
-        desc = await handle.describe()
-    except RPCError:
-        raise InputError(f"no run '{workflow_id}' in namespace {client.namespace}: check the id (`stakeflow list`)") from None
-    status = _STATUS.get(desc.status, "running") if desc.status else "running"
-    progress = None
-    if with_progress:
-        try:
-            progress = await handle.query(PROGRESS_QUERY, result_type=Progress, rpc_timeout=timedelta(seconds=5))
-        except Exception:  # a run with no worker to answer still has a status
-            progress = None
-    result, error = None, None
-    if status == "completed":
-        result = await handle.result()
-    elif status != "running":
-        try:
-            await handle.result()
-        except WorkflowFailureError as e:
-            error = _failure_text(e.cause)
-    return RunInfo(workflow_id, desc.run_id, status, progress, result, error)
-
-
-async def cancel_run(client: Client, workflow_id: str) -> None:
-    handle = client.get_workflow_handle(workflow_id)
-    try:
-        await handle.cancel()
-    except RPCError as e:
-        raise InputError(f"cannot cancel '{workflow_id}': {e.message}") from None
-
-
-async def decide_step(client: Client, workflow_id: str, step: int, approve: bool, note: str, by: str) -> ApprovalRecord:
-    """Approve or reject a step waiting for approval (the workflow's ``approve_step`` update)."""
-    handle = client.get_workflow_handle(workflow_id)
-    request = ApprovalRequest(step=step, decision="approve" if approve else "reject", note=note, by=by)
-    try:
-        return await handle.execute_update(APPROVE_UPDATE, request, result_type=ApprovalRecord)
-    except WorkflowUpdateFailedError as e:
-        cause = e.cause
-        message = cause.message if isinstance(cause, ApplicationError) else str(cause or e)
-        raise InputError(f"cannot {'approve' if approve else 'reject'} step {step} of {workflow_id}: {message}") from None
-    except RPCError as e:
-        raise InputError(f"cannot reach run '{workflow_id}': {e.message} (is it still running? `stakeflow status {workflow_id}`)") from None
-
-
-async def list_runs(client: Client, query: str | None, limit: int = 20) -> list[dict]:
-    """Runs matching a visibility query (the Web UI's language), newest first."""
-    full = f"WorkflowType = '{AGENT_WORKFLOW}'" + (f" AND ({query})" if query else "")
-    rows: list[dict] = []
-    try:
-        async for wf in client.list_workflows(full, limit=limit):
-            sa = wf.typed_search_attributes
-            rows.append({
-                "workflow_id": wf.id,
-                "status": _STATUS.get(wf.status, "running") if wf.status else "running",
-                "started": wf.start_time.isoformat(timespec="seconds") if wf.start_time else None,
-                "stakes": sa.get(KEYS["stakes"]),
-                "source": sa.get(KEYS["source"]),
-                "open_steps": sa.get(KEYS["open_steps"]),
-                "frontier_steps": sa.get(KEYS["frontier_steps"]),
-                "cost_usd": sa.get(KEYS["cost_usd"]),
-                "awaiting_approval": sa.get(KEYS["awaiting_approval"]),
-            })
-    except RPCError as e:
-        raise InputError(f"bad --query: {e.message}") from None
-    return rows

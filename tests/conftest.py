@@ -38,11 +38,12 @@ UI_PORT = free_port()  # the session dev server's Web UI (tests/test_web_ui.py o
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch, tmp_path):
-    """No test sees the developer's keys, endpoints or home."""
+    """No test sees the developer's keys, endpoints, home, or Temporal profile (their config file included)."""
     for key in list(os.environ):
-        if key.startswith(("STAKEFLOW_", "ANTHROPIC_", "OPENAI_", "OTEL_")):
+        if key.startswith(("STAKEFLOW_", "ANTHROPIC_", "OPENAI_", "OTEL_", "TEMPORAL_")):
             monkeypatch.delenv(key)
     monkeypatch.setenv("STAKEFLOW_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TEMPORAL_CONFIG_FILE", str(tmp_path / "no-temporal-config.toml"))
 
 
 @pytest.fixture(scope="session")
@@ -101,8 +102,8 @@ def worker_env(home: Path, client: Client, prefix: str, **extra: str) -> dict[st
     return env
 
 
-def spawn_worker(env: dict[str, str]):
-    """A real `stakeflow worker` process (all queues), logging to $STAKEFLOW_HOME/logs/test-worker.log.
+def spawn_worker(env: dict[str, str], queues: str | None = None):
+    """A real `stakeflow worker` process (all queues, or the comma-separated roles ``queues``), logging to $STAKEFLOW_HOME/logs/test-worker.log.
 
     Not to a pipe: a busy worker would fill it and block on its own logging.
     """
@@ -113,12 +114,21 @@ def spawn_worker(env: dict[str, str]):
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / "test-worker.log", "ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "stakeflow", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "stakeflow", "worker", *(["--queues", queues] if queues else [])], env=env, stdout=log, stderr=subprocess.STDOUT,
         )
 
 
 def worker_log(env: dict[str, str]) -> str:
     return (Path(env["STAKEFLOW_HOME"]) / "logs" / "test-worker.log").read_text(errors="replace")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "after_all: runs after every other collected test (history scans)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``after_all`` go last, in their own order: they read what the others left behind."""
+    items.sort(key=lambda item: item.get_closest_marker("after_all") is not None)
 
 
 def pytest_sessionfinish(session, exitstatus):

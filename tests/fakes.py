@@ -261,6 +261,9 @@ class _FakeServer:
             self.requests.append(RecordedRequest(method, path, headers, body, raw))
         if method == "GET":
             return self.handle_get(path)
+        other = self.handle_post(path, body)
+        if other is not None:
+            return other
         if path != self.generate_path:
             return 404, {}, self.error_body(404, f"{self.name} has no route {method} {path}")
         if not isinstance(body, dict):
@@ -296,6 +299,10 @@ class _FakeServer:
 
     def handle_get(self, path: str) -> tuple[int, dict[str, str], Any]:
         return 404, {}, self.error_body(404, f"no route GET {path}")
+
+    def handle_post(self, path: str, body: Any) -> tuple[int, dict[str, str], Any] | None:
+        """Another POST route than the generate path (a subclass's); None: not one."""
+        return None
 
     def error_body(self, status: int, message: str) -> Any:
         raise NotImplementedError

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from temporalio.client import WorkflowFailureError
 
 from agents.types import Progress
-from stakeflow import tasks
+from stakeflow import runs, tasks
 from stakeflow.core.contracts import PROGRESS_QUERY
 from stakeflow.cli import cli
 from tests.agent_script import agent, call, plan
@@ -156,7 +156,7 @@ async def test_cancel_while_waiting_ends_cleanly(client, setup):
         assert code == 0
         with pytest.raises(WorkflowFailureError):
             await handle.result()
-        info = await tasks.describe_run(client, handle.id, with_progress=False)
+        info = await runs.describe_run(client, handle.id, with_progress=False)
     assert info.status == "canceled"
     assert not (ws / "summary.txt").exists()
 

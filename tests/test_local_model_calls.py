@@ -9,7 +9,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from stakeflow import tasks
-from stakeflow.settings import WorkersConfig
+from stakeflow.config_sections import WorkersConfig
 from tests.agent_script import agent, call, plan
 from tests.conftest import free_port, make_settings, running_workers
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer

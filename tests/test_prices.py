@@ -14,7 +14,8 @@ import pytest
 from agents.types import Usage
 from stakeflow.core.errors import ConfigError
 from stakeflow.prices import BUILTIN_VERSION, PriceTable, describe
-from stakeflow.settings import PriceConfig, Settings
+from stakeflow.config_sections import PriceConfig
+from stakeflow.settings import Settings
 
 # A real-shaped Anthropic call: a cached system prompt and tool list being read, a new turn written.
 SHAPE = Usage(input_tokens=2_137, cache_write_tokens=15_000, cache_read_tokens=48_211, output_tokens=1_024, requests=1)
@@ -249,7 +250,7 @@ def test_prices_from_the_config_file(tmp_path, monkeypatch):
 
 def test_the_embedded_model_is_local_and_free_unless_configured():
     from stakeflow.prices import LOCAL_VERSION
-    from stakeflow.settings import PriceConfig
+    from stakeflow.config_sections import PriceConfig
 
     table = PriceTable.from_config({})
     cost = table.price_call("smollm2-135m-instruct", SHAPE, 3.0)

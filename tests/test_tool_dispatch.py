@@ -24,7 +24,7 @@ from activities.tools import dispatcher
 from agents.tools import CATALOGUE, CalculatorArgs
 from agents.types import ToolRequest, ToolResult
 from stakeflow.core.errors import TOOL_FAILED
-from stakeflow.settings import ToolsConfig
+from stakeflow.config_sections import ToolsConfig
 from tests.tool_cases import refused, run, tools_config, ws  # noqa: F401 (ws is a fixture)
 
 

@@ -9,7 +9,7 @@ import pytest
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from stakeflow import tasks
+from stakeflow import runs, tasks
 from tests.agent_script import agent, call, plan, think
 from tests.conftest import EXAMPLE_WORKSPACE, make_settings, running_workers
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply
@@ -218,7 +218,7 @@ async def test_progress_query_reports_steps(client, tmp_path, open_fake, workspa
     async with running_workers(client, settings):
         handle = await tasks.start_run(client, settings, req)
         await handle.result()
-        info = await tasks.describe_run(client, handle.id)
+        info = await runs.describe_run(client, handle.id)
     assert info.status == "completed"
     assert info.progress.phase == "done"
     assert [(s.index, s.status, s.route) for s in info.progress.steps] == [(1, "ok", "open")]
@@ -239,7 +239,7 @@ async def test_repeated_identical_tool_calls_run_once(client, tmp_path, open_fak
 async def test_run_cost_from_configured_prices(client, tmp_path, open_fake, frontier_fake, workspace):
     """Costs summed in the workflow equal a hand computation from the fakes' token counts."""
     from stakeflow.core.billing import cost_line
-    from stakeflow.settings import PriceConfig
+    from stakeflow.config_sections import PriceConfig
 
     script = agent(
         plan(("Read", "read_file"), ("Write", "write_file")),

@@ -12,7 +12,7 @@ import pytest
 
 from activities.tools import ToolActivities
 from agents.types import ToolRequest, ToolResult
-from stakeflow.settings import HttpGetConfig, ReadFileConfig, SqlQueryConfig, ToolsConfig, WriteFileConfig
+from stakeflow.config_sections import HttpGetConfig, ReadFileConfig, SqlQueryConfig, ToolsConfig, WriteFileConfig
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The worker process: polls stakeflow's task queues until SIGTERM.
 
-One process can serve all four queues (development, `stakeflow up`); production runs
+One process can serve all five queues (development, `stakeflow up`); production runs
 ``stakeflow worker --queues open`` near the GPU, ``--queues frontier`` where the API key
 lives, and so on. Shutdown is graceful: activities in flight get time to finish, and
 whatever does not finish is retried by Temporal on another worker.
@@ -18,6 +18,7 @@ from temporalio.worker import Worker
 
 from activities.catalogue import CatalogueActivities
 from activities.evals import EvalActivities
+from activities.learn import LearnActivities
 from activities.mcp.toolbox import McpToolbox
 from activities.models import ModelActivities
 from activities.python_tools import PythonToolbox
@@ -29,6 +30,8 @@ from stakeflow.core.contracts import ROLES, QueueRole, queue_name
 from workers.limits import limits_of, worker_kwargs
 from workers.sandbox import workflow_runner
 from workflows.agent_task import AgentTaskWorkflow
+from workflows.learn import LearnWorkflow
+from workflows.replay_eval import ReplayEvalWorkflow
 from workflows.shadow import ShadowBudgetWorkflow, ShadowEvalWorkflow
 
 log = logging.getLogger("stakeflow.worker")
@@ -69,6 +72,7 @@ def build_workers(
     boxes = toolboxes or Toolboxes(settings)
     tools = boxes.tools
     prefix = settings.queue_prefix
+    learn = LearnActivities(settings)
     workers: list[Worker] = []
     for role in roles:
         queues = [queue_name(role, prefix)]
@@ -77,13 +81,19 @@ def build_workers(
             # run_tool is registered here too: fast read-only tools run as local activities.
             evals = EvalActivities(client, settings)
             kwargs = {
-                "workflows": [AgentTaskWorkflow, ShadowEvalWorkflow, ShadowBudgetWorkflow],
+                "workflows": [AgentTaskWorkflow, ShadowEvalWorkflow, ShadowBudgetWorkflow, ReplayEvalWorkflow,
+                              LearnWorkflow],
                 "workflow_runner": workflow_runner(),
                 "activities": [tools.run_tool, evals.reserve_shadow_budget, evals.settle_shadow_budget,
-                               evals.record_eval, evals.read_agreement],
+                               evals.record_eval, evals.read_agreement, evals.record_label,
+                               evals.load_replay_examples, learn.export_dataset, learn.promote_adapter],
             }
-        elif role in ("open", "frontier"):
+        elif role == "open":  # next to vLLM: its adapters are loaded from here
+            kwargs = {"activities": [models.call_model, learn.load_adapter, learn.unload_adapter]}
+        elif role == "frontier":
             kwargs = {"activities": [models.call_model]}
+        elif role == "train":  # where the GPU is: the trainer runs as a child process
+            kwargs = {"activities": [learn.train_adapter]}
         elif role == "tools":
             kwargs = {"activities": [tools.run_tool, boxes.catalogue.describe_tools]}
             queues = boxes.tool_queues(settings)

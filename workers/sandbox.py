@@ -14,7 +14,7 @@ Passed through here, so imported once per process:
 
 What passing through gives up is the sandbox's run-time check that this code calls nothing
 nondeterministic. The check still runs in the test suite: ``Replayer`` uses Temporal's default, strict
-sandbox, and tests/test_zz_replay.py and tests/test_history_fixtures.py replay every history the suite
+sandbox, and tests/test_histories_replay.py and tests/test_history_fixtures.py replay every history the suite
 produces and every recorded history of earlier releases under it.
 """
 

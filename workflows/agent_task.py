@@ -7,7 +7,6 @@ recorded with its reason in the step record, the progress query and the activity
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
@@ -16,11 +15,14 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
+    from opentelemetry import trace as otel_trace
+    from opentelemetry.trace import Status, StatusCode
+
     from agents import prompts
+    from agents.evals import AgreementTable, routing_by_agreement
     from agents.policy import StepFacts, decide_route, escalate, fallback
     from agents.tools import CATALOGUE, constrained, first_step_tools
     from agents.types import (
-        CallFailure,
         ModelCallRequest,
         ModelCallResult,
         PlannedStep,
@@ -32,26 +34,25 @@ with workflow.unsafe.imports_passed_through():
         TaskRequest,
         TaskResult,
         ToolResult,
-        ToolSpecView,
-        Usage,
     )
-    from opentelemetry import trace as otel_trace
-    from opentelemetry.trace import Status, StatusCode
-
     from stakeflow.core import errors
     from stakeflow.core import semconv as sc
+    from stakeflow.codec import Public  # the cost line stays readable in the Web UI with codec keys on
     from stakeflow.core.billing import cost_line
-    from workflows.approvals import ApprovalGate
-    from workflows.calls import (
-        ToolMayHaveActed, call_model, describe_tools, read_agreement, run_tool, shadow_request, start_shadows,
-    )
-    from agents.evals import AgreementTable, ShadowRequest, agreement_text, routing_by_agreement, sampled
-    from workflows.display import checklist
-    from workflows.failures import StepFailure, cause_text, error_type, is_cancellation, unavailable
-    from workflows.tally import tally
     from stakeflow.core.contracts import (
-        AGENT_WORKFLOW, KEYS, PROGRESS_QUERY,
+        AGENT_WORKFLOW,
+        KEYS,
+        PROGRESS_QUERY,
     )
+    from workflows.approvals import ApprovalGate
+    from workflows.bookkeeping import Bookkeeping
+    from workflows.calls import (
+        call_model,
+    )
+    from workflows.failures import StepFailure, cause_text, error_type, is_cancellation, unavailable
+    from workflows.quality import QualityLoop
+    from workflows.run_tools import RunTools
+    from workflows.tally import tally
 
 def _tracer():
     # Replay-safe under Temporal's OpenTelemetryPlugin: spans are not re-exported on replay.
@@ -59,7 +60,7 @@ def _tracer():
 
 
 @workflow.defn(name=AGENT_WORKFLOW)
-class AgentTaskWorkflow(ApprovalGate):
+class AgentTaskWorkflow(Bookkeeping, RunTools, QualityLoop, ApprovalGate):
     """Plan, execute each step on its route, answer."""
 
     def __init__(self) -> None:
@@ -67,6 +68,8 @@ class AgentTaskWorkflow(ApprovalGate):
         self._req = TaskRequest()
         self._sensitivity = "public"
         ApprovalGate.__init__(self)
+        RunTools.__init__(self)
+        QualityLoop.__init__(self)
 
     @workflow.query(name=PROGRESS_QUERY)
     def progress(self) -> Progress:
@@ -78,12 +81,7 @@ class AgentTaskWorkflow(ApprovalGate):
         self._req = req
         # The tools as the run started with them; runs from before the snapshot read the catalogue.
         self._specs = {v.name: v for v in req.tool_specs} or {n: CATALOGUE[n].view() for n in CATALOGUE}
-        self._allowed = list(req.tools)  # the run's tools: built-ins, then those described when it plans
-        self._described: list[ToolSpecView] = []
-        self._agreement: AgreementTable | None = None  # as read when the run started (recorded)
-        self._shadowed: set[tuple[int, str]] = set()
-        self._shadow_queue: list[ShadowRequest] = []
-        self._agreement_read: asyncio.Future | None = None
+        self._allowed = list(req.tools)
         self._sensitivity = req.sensitivity
         attributes = {
             sc.RUN_ID: workflow.info().workflow_id, sc.SOURCE: req.source, **({sc.AGENT: req.agent} if req.agent else {}),
@@ -146,12 +144,12 @@ class AgentTaskWorkflow(ApprovalGate):
             self._progress.phase = "failed"
             self._progress.error = str(e)
             self._publish()
-            workflow.upsert_memo({"cost": cost_line(self._progress.cost)})
+            workflow.upsert_memo({"cost": Public(cost_line(self._progress.cost))})
             await self._started_shadows()
             raise ApplicationError(str(e), type=errors.STEP_FAILED, non_retryable=True) from None
         self._progress.phase = "done"
         self._publish()
-        workflow.upsert_memo({"cost": cost_line(self._progress.cost)})
+        workflow.upsert_memo({"cost": Public(cost_line(self._progress.cost))})
         result.steps = self._progress.steps
         result.usage = self._progress.usage
         result.notices = self._progress.notices
@@ -207,20 +205,6 @@ class AgentTaskWorkflow(ApprovalGate):
         if escaped is not None:
             raise escaped
 
-    def _run_attributes(self) -> dict:
-        t = tally(self._progress.steps)
-        cost = self._progress.cost
-        calls = cost.open_calls + cost.frontier_calls
-        attributes = {
-            sc.STEP_COUNT: t.step_count, sc.OPEN_STEPS: t.open_steps, sc.FRONTIER_STEPS: t.frontier_steps,
-            sc.ESCALATIONS: t.escalations, sc.SENSITIVITY: self._sensitivity, sc.STAKES: t.stakes,
-            sc.UNPRICED_CALLS: cost.unpriced_calls, sc.MODEL_CALLS: calls,
-        }
-        if not calls or cost.unpriced_calls < calls:  # no price at all is no amount, never "$0"
-            attributes[sc.COST_USD] = cost.total_usd
-            attributes[sc.FRONTIER_EQUIVALENT_USD] = cost.frontier_equivalent_usd
-        return attributes
-
     # --- phases ------------------------------------------------------------------------
 
     def _validate(self, req: TaskRequest) -> None:
@@ -236,80 +220,6 @@ class AgentTaskWorkflow(ApprovalGate):
         if not req.workspace and any(t in ("read_file", "write_file", "sql_query") for t in req.tools):
             raise ApplicationError("no workspace given for file tools: pass --workspace DIR",
                                    type=errors.TASK_INVALID, non_retryable=True)
-
-    async def _describe_toolsets(self) -> None:
-        """The tools of each MCP server and of the team's Python tools, described where they run (recorded)."""
-        for ref in self._req.toolsets:
-            what = f"MCP server '{ref.name}'" if ref.kind == "mcp" else "the Python tools"
-            found = await describe_tools(self._req, ref)
-            if found.error is None and not found.tools:
-                found.error = f"no tool matches {', '.join(ref.patterns)}"
-            if found.error is not None:
-                if ref.required:
-                    raise StepFailure(f"{what} is unavailable: {found.error}")
-                self._progress.notices.append(f"went on without {what}'s tools: {found.error}")
-                continue
-            self._add_tools(found.tools)
-
-    def _read_agreement(self) -> None:
-        """Start reading the measured agreement of the open path, once per run, when routing or the bill uses it.
-
-        It is read while the run plans (off its critical path) and awaited before the first step routes.
-        """
-        req = self._req
-        if req.routing.min_agreement is None and req.evals.shadow_rate <= 0:
-            return
-        self._agreement_read = asyncio.ensure_future(read_agreement(req))
-
-    async def _agreement_known(self) -> None:
-        if self._agreement_read is None:
-            return
-        read, self._agreement_read = self._agreement_read, None
-        self._agreement = await read
-        if self._agreement is not None:
-            self._progress.cost.agreement = agreement_text(self._agreement.overall, self._agreement.since_days)
-
-    def _shadow(self, call: ModelCallRequest, decision: RouteDecision, reply: ModelCallResult, tool: str | None) -> None:
-        """Start a shadow evaluation of this open call if it is sampled — and never for private data."""
-        req = self._req
-        key = (call.step, call.purpose)
-        if (decision.route != "open" or self._sensitivity != "public" or not req.routing.frontier.available
-                or key in self._shadowed or call.purpose == "judge"):
-            return
-        if not sampled(workflow.info().workflow_id, call.step, call.purpose, req.evals.shadow_rate):
-            return
-        if not workflow.patched("shadow-evaluation"):  # runs started before shadowing existed never start one
-            return
-        self._shadowed.add(key)
-        self._shadow_queue.append(shadow_request(req, call, reply, tool))
-
-    async def _started_shadows(self) -> None:
-        """Start the sampled shadows, all at once, as the run (or this generation of it) ends.
-
-        Started during the run, each shadow's completion would reach the run as an event, and a workflow
-        task, while it works (measured: +117 ms on a 5 s run, bench/shadow.py); started at its end they
-        cost it one round trip, and they finish after it. Awaited: a start still pending when the run
-        ends would be lost.
-        """
-        if not self._shadow_queue:
-            return
-        queued, self._shadow_queue = self._shadow_queue, []
-        try:
-            await start_shadows(self._req, queued)
-        except Exception as e:  # noqa: BLE001 (a shadow must never fail the run)
-            self._progress.notices.append(f"{len(queued)} shadow evaluation(s) could not start: {e}")
-
-    def _add_tools(self, views: list[ToolSpecView]) -> None:
-        for view in views:
-            self._specs[view.name] = view
-            if view.name not in self._allowed:
-                self._allowed.append(view.name)
-            if view not in self._described:
-                self._described.append(view)
-
-    def _private_egress(self, spec: ToolSpecView | None) -> bool:
-        """Calling ``spec`` now could carry private data out: the run is private and the tool open-world."""
-        return self._sensitivity == "private" and spec is not None and spec.open_world
 
     async def _plan(self, result: TaskResult) -> list[PlannedStep]:
         req = self._req
@@ -379,11 +289,14 @@ class AgentTaskWorkflow(ApprovalGate):
             otel_trace.get_current_span().set_attributes({
                 "stakeflow.approval": record.approval.decision, "stakeflow.approval.by": record.approval.by,
             })
+            await self._label(index, record.approval)
             if record.approval.decision in ("rejected", "timed_out"):
                 record.status = "skipped"
                 record.error = f"{record.approval.decision}: {record.approval.note}".rstrip(": ")
                 self._publish()
                 return
+            if record.approval.edited_calls is not None:  # the approver's arguments are what acts
+                calls = list(record.approval.edited_calls)
         for n, tool_call in enumerate(calls):
             tool_result = await self._run_tool(index, n, tool_call.tool, tool_call.args, label)
             record.tool_results.append(_kept(tool_result))
@@ -470,81 +383,13 @@ class AgentTaskWorkflow(ApprovalGate):
     async def _model_activity(
         self, call: ModelCallRequest, decision: RouteDecision, label: str, tool: str | None
     ) -> ModelCallResult:
-        return await call_model(self._req, call, decision, label, tool)
-
-    async def _run_tool(self, index: int, n: int, tool: str, args: dict, label: str) -> ToolResult:
-        try:
-            return await run_tool(self._req, index, n, self._specs.get(tool), tool, args, label)
-        except ToolMayHaveActed as e:
-            return ToolResult(tool=tool, ok=False, error=str(e))
-        except ActivityError as e:
-            if isinstance(e.cause, CancelledError):
-                raise
-            raise StepFailure(f"{label} tool {tool} failed: {cause_text(e)}") from None
-
-    def _publish(self) -> None:
-        """Search attributes and details after a step: what the Web UI and `stakeflow list` show."""
-        t = tally(self._progress.steps)
-        workflow.upsert_search_attributes([
-            KEYS["stakes"].value_set(t.stakes),
-            KEYS["sensitivity"].value_set(self._sensitivity),
-            KEYS["open_steps"].value_set(t.open_steps),
-            KEYS["frontier_steps"].value_set(t.frontier_steps),
-            KEYS["escalations"].value_set(t.escalations),
-            KEYS["cost_usd"].value_set(round(self._progress.cost.total_usd, 6)),
-        ])
-        self._show_checklist()
+        return await call_model(self._req, call, decision, label, tool, private=self._sensitivity == "private")
 
     # --- bookkeeping -------------------------------------------------------------------
 
     def _facts(self, tool: str | None, planner_stakes: Stakes, risk=None) -> StepFacts:
         return StepFacts(tool=tool, tool_risk=risk, planner_stakes=planner_stakes,
                          override=self._req.stakes, sensitivity=self._sensitivity)  # type: ignore[arg-type]
-
-    def _tool_views(self, names: list[str]) -> list[ToolSpecView]:
-        return [self._specs[n] for n in names if n in self._specs]
-
-    @staticmethod
-    def _mark(d: RouteDecision) -> None:
-        """The routing decision on the current step span (plan, step or answer)."""
-        otel_trace.get_current_span().set_attributes({
-            sc.ROUTE: d.route, sc.STAKES: d.stakes, sc.REASON: d.reason, sc.ESCALATED: d.escalated,
-            sc.MODEL: d.model,
-        })
-
-    def _apply(self, record: StepRecord, d: RouteDecision) -> None:
-        self._mark(d)
-        record.route, record.model, record.stakes, record.reason = d.route, d.model, d.stakes, d.reason
-        record.needs_approval, record.downgraded = d.needs_approval, d.downgraded
-        record.escalated = record.escalated or d.escalated
-        record.fallback = record.fallback or d.fallback
-
-    def _note_decision(self, index: int, d: RouteDecision) -> None:
-        if d.downgraded:
-            self._progress.notices.append(f"step {index}: high stakes ran on the open model: frontier not configured")
-        if d.needs_approval:
-            self._progress.notices.append(f"step {index}: private + high stakes kept on the open model; flagged for approval")
-
-    def _count_failed_call(self, route: str, e: ActivityError) -> None:
-        """A failed attempt's tokens were spent too: count its usage and cost."""
-        c = e.cause
-        failure = CallFailure.from_details(c.details) if isinstance(c, ApplicationError) else None
-        if failure is None or failure.cost is None:
-            return
-        self._progress.cost.add(route, failure.cost)
-        self._progress.usage = self._progress.usage + failure.usage
-
-    def _add_usage(self, usage: Usage, label: str) -> None:
-        self._progress.usage = self._progress.usage + usage
-        budget = self._req.budget_tokens
-        if budget is not None and self._progress.usage.total_tokens > budget:
-            raise StepFailure(
-                f"token budget exceeded after {label}: {self._progress.usage.total_tokens} > {budget} tokens; "
-                "raise --budget-tokens or simplify the goal"
-            )
-
-    def _show_checklist(self) -> None:
-        workflow.set_current_details(checklist(self._progress, self._awaiting, workflow.info().workflow_id))
 
 
 def _kept(result: ToolResult) -> ToolResult:

@@ -30,6 +30,7 @@ class ApprovalGate:
 
     def __init__(self) -> None:
         self._awaiting: dict[int, str] = {}  # step -> what waits (its tool calls), while it waits
+        self._waiting_calls: dict[int, list[ToolCall]] = {}
         self._decisions: dict[int, ApprovalRecord] = {}
 
     def _show_checklist(self) -> None:  # the workflow's
@@ -42,6 +43,7 @@ class ApprovalGate:
             decision="approved" if request.decision == "approve" else "rejected",
             note=request.note, by=request.by or "unknown", at=workflow.now().isoformat(),
             waiting_for=self._awaiting.get(request.step, ""),
+            edited_calls=request.tool_calls if request.decision == "approve" else None,
         )
         self._decisions[request.step] = record
         return record
@@ -56,6 +58,12 @@ class ApprovalGate:
             raise ValueError(f"step {request.step} is not waiting for approval (steps waiting: {waiting})")
         if request.decision == "reject" and not request.note.strip():
             raise ValueError("a rejection needs a note saying why (--note)")
+        if request.tool_calls is not None:
+            waiting = sorted(c.tool for c in self._waiting_calls.get(request.step, []))
+            changed = sorted(c.tool for c in request.tool_calls)
+            if changed != waiting:
+                raise ValueError(f"an approval may change the arguments, not the tools: step {request.step} "
+                                 f"waits with {', '.join(waiting) or 'no calls'}, not {', '.join(changed) or 'none'}")
 
     def _needs_approval(self, decision: RouteDecision, spec: Any) -> bool:
         if decision.needs_approval:
@@ -75,6 +83,7 @@ class ApprovalGate:
             return ApprovalRecord(decision="auto_approved", by="--auto-approve", at=workflow.now().isoformat(),
                                   waiting_for=what)
         self._awaiting[index] = what
+        self._waiting_calls[index] = list(calls)
         record.status = "awaiting_approval"
         self._progress.awaiting_approval = sorted(self._awaiting)
         workflow.upsert_search_attributes([KEYS["awaiting_approval"].value_set(True)])
@@ -91,6 +100,7 @@ class ApprovalGate:
             self._decisions[index] = decision
         finally:
             self._awaiting.pop(index, None)
+            self._waiting_calls.pop(index, None)
             self._progress.awaiting_approval = sorted(self._awaiting)
             workflow.upsert_search_attributes([KEYS["awaiting_approval"].value_set(bool(self._awaiting))])
         record.status = "running"

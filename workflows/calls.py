@@ -12,18 +12,37 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.workflow import ParentClosePolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    from agents.evals import AgreementTable, ShadowBatch, ShadowRequest, StepLabel
     from agents.types import (
-        ModelCallRequest, ModelCallResult, ModelEndpoint, RouteDecision, RoutingConfig, TaskRequest, ToolRequest,
-        ToolResult, ToolsetRef, ToolsetRequest, ToolsetResult, ToolSpecView,
+        ApprovalRecord,
+        ModelCallRequest,
+        ModelCallResult,
+        ModelEndpoint,
+        RouteDecision,
+        RoutingConfig,
+        TaskRequest,
+        ToolRequest,
+        ToolResult,
+        ToolsetRef,
+        ToolsetRequest,
+        ToolsetResult,
+        ToolSpecView,
     )
     from stakeflow.core import errors
-    from agents.evals import AgreementTable, ShadowBatch, ShadowRequest
-    from stakeflow.core.contracts import CALL_MODEL, DESCRIBE_TOOLS, READ_AGREEMENT, RUN_TOOL, SHADOW_WORKFLOW, queue_name
+    from stakeflow.core.contracts import (
+        CALL_MODEL,
+        DESCRIBE_TOOLS,
+        READ_AGREEMENT,
+        RECORD_LABEL,
+        RUN_TOOL,
+        SHADOW_WORKFLOW,
+        queue_name,
+    )
 
 
 def model_retry(routing: RoutingConfig) -> RetryPolicy:
@@ -50,9 +69,13 @@ MODEL_TIMEOUTS = {"open": timedelta(minutes=5), "frontier": timedelta(minutes=3)
 
 
 async def call_model(
-    req: TaskRequest, call: ModelCallRequest, decision: RouteDecision, label: str, tool: str | None
+    req: TaskRequest, call: ModelCallRequest, decision: RouteDecision, label: str, tool: str | None,
+    private: bool = False,
 ) -> ModelCallResult:
-    """One ``call_model`` activity on the route's queue, summarised for the Web UI's timeline."""
+    """One ``call_model`` activity on the route's queue, summarised for the Web UI's timeline.
+
+    ``private``: the run's data is private at this call, so it is captured only with include_private.
+    """
     endpoint = req.routing.open if decision.route == "open" else req.routing.frontier
     call = call.model_copy(update={
         "run_id": workflow.info().workflow_id,
@@ -63,6 +86,9 @@ async def call_model(
         "source": req.source,
         "agent": req.agent,
         "frontier_model": req.routing.frontier.model,
+        "tool": tool or "",
+        "capture": req.evals.capture and (not private or req.evals.include_private),
+        "private": private,
     })
     parts = [label, decision.route, decision.model or "?"]
     if tool:
@@ -253,3 +279,14 @@ async def start_shadows(req: TaskRequest, calls: list[ShadowRequest]) -> None:
         )
         for batch in batches
     ))
+
+
+async def record_label(req: TaskRequest, index: int, approval: ApprovalRecord) -> None:
+    """The approval of step ``index``, as a dataset label (only for runs whose calls are captured)."""
+    info = workflow.info()
+    await workflow.execute_activity(
+        RECORD_LABEL, StepLabel(run_id=info.workflow_id, step=index, approval=approval),
+        task_queue=queue_name("workflows", req.queue_prefix), start_to_close_timeout=timedelta(seconds=30),
+        retry_policy=RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30)),
+        summary=f"label step {index}: {approval.decision}",
+    )

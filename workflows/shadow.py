@@ -17,14 +17,29 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from agents.evals import (
-        JUDGE_SYSTEM, BudgetAsk, BudgetGrant, EvalRecord, JudgeVerdict, ShadowBatch, ShadowRequest, combine,
+        JUDGE_SYSTEM,
+        BudgetAsk,
+        BudgetGrant,
+        EvalRecord,
+        JudgeVerdict,
+        ShadowBatch,
+        ShadowRequest,
+        combine,
         compare_actions,
-        judge_prompt, rendered,
+        judge_prompt,
+        rendered,
     )
     from agents.types import ModelCallRequest, ModelCallResult
+    from stakeflow.codec import Public  # a workflow id: readable with codec keys on
     from stakeflow.core.contracts import (
-        BUDGET_WORKFLOW, CALL_MODEL, RECORD_EVAL, RESERVE_SHADOW_BUDGET, RESERVE_UPDATE, SETTLE_SHADOW_BUDGET,
-        SETTLE_UPDATE, SHADOW_WORKFLOW,
+        BUDGET_WORKFLOW,
+        CALL_MODEL,
+        RECORD_EVAL,
+        RESERVE_SHADOW_BUDGET,
+        RESERVE_UPDATE,
+        SETTLE_SHADOW_BUDGET,
+        SETTLE_UPDATE,
+        SHADOW_WORKFLOW,
     )
 
 SHADOW_MODEL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=60),
@@ -36,8 +51,50 @@ BOOKKEEPING = dict(start_to_close_timeout=timedelta(seconds=30),
 JUDGE_COST_FACTOR = 3.0
 
 
+class Judging:
+    """The comparison a shadow evaluation and a replay evaluation share: exact for step actions, else a judge
+    in both orders. ``req`` carries where the frontier (and the judge) is, and what was asked."""
+
+    async def _frontier(self, req: ShadowRequest, call: ModelCallRequest) -> ModelCallResult:
+        """One frontier call (a reference or a judgement) on the frontier queue, with its own retries."""
+        call = call.model_copy(update={
+            "run_id": workflow.info().workflow_id, "endpoint": req.frontier, "source": "shadow",
+            "capture": req.policy.capture and call.purpose != "judge", "private": False, "agent": req.agent,
+            "tool": req.tool,
+            "reason": f"shadow of {req.parent_workflow_id} step {req.step}",
+        })
+        return await workflow.execute_activity(
+            CALL_MODEL, call, result_type=ModelCallResult, task_queue=req.frontier_queue,
+            start_to_close_timeout=timedelta(minutes=3), retry_policy=SHADOW_MODEL_RETRY,
+            heartbeat_timeout=timedelta(seconds=req.heartbeat_timeout_s),
+            summary=f"shadow · {req.kind} · frontier · {req.frontier.model}",
+        )
+
+    async def _compare(self, req: ShadowRequest, reference: ModelCallResult) -> tuple[str, str, str, float | None]:
+        if req.kind == "step" and req.open_result.action is not None and reference.action is not None:
+            verdict, why = compare_actions(req.open_result.action, reference.action)
+            if verdict is not None:
+                return verdict, "exact", why, None
+        judge = req.frontier.model_copy(update={"model": req.policy.judge_model or req.frontier.model})
+        a, b = rendered(req.open_result), rendered(reference)
+        cost = 0.0
+        verdicts: list[JudgeVerdict] = []
+        for first, second in ((a, b), (b, a)):  # both orders: judges favour the first position
+            call = ModelCallRequest(purpose="judge", system=JUDGE_SYSTEM, stakes="low",
+                                    prompt=judge_prompt(req.goal, req.call.prompt, first, second), max_output_tokens=300)
+            try:
+                result = await self._frontier(req.model_copy(update={"frontier": judge}), call)
+            except ActivityError:
+                return "tie", "judge", "the judge could not answer; counted as a tie", cost or None
+            cost += result.cost.usd or 0.0
+            verdicts.append(result.verdict or JudgeVerdict(winner="tie", reason="no verdict"))
+        verdict, reason = combine(verdicts[0], verdicts[1])
+        return verdict, "judge", reason, cost
+
+
+
 @workflow.defn(name=SHADOW_WORKFLOW)
-class ShadowEvalWorkflow:
+class ShadowEvalWorkflow(Judging):
     """The sampled calls of one run, each: budget, frontier reference, comparison (exact, else a two-order
     judge), one row. Calls are evaluated side by side; the memo shows each one's verdict."""
 
@@ -46,7 +103,7 @@ class ShadowEvalWorkflow:
 
     @workflow.run
     async def run(self, batch: ShadowBatch) -> list[EvalRecord | None]:
-        workflow.upsert_memo({"shadow_of": batch.parent_workflow_id})
+        workflow.upsert_memo({"shadow_of": Public(batch.parent_workflow_id)})
         return list(await asyncio.gather(*(self._one(req) for req in batch.calls)))
 
     def _verdict(self, req: ShadowRequest, verdict: str) -> None:
@@ -90,39 +147,6 @@ class ShadowEvalWorkflow:
         await self._settle(req, day, (reference.cost.usd or 0.0) + (judge_cost or 0.0))
         self._verdict(req, verdict)
         return record
-
-    async def _frontier(self, req: ShadowRequest, call: ModelCallRequest) -> ModelCallResult:
-        call = call.model_copy(update={
-            "run_id": workflow.info().workflow_id, "endpoint": req.frontier, "source": "shadow",
-            "reason": f"shadow of {req.parent_workflow_id} step {req.step}",
-        })
-        return await workflow.execute_activity(
-            CALL_MODEL, call, result_type=ModelCallResult, task_queue=req.frontier_queue,
-            start_to_close_timeout=timedelta(minutes=3), retry_policy=SHADOW_MODEL_RETRY,
-            heartbeat_timeout=timedelta(seconds=req.heartbeat_timeout_s),
-            summary=f"shadow · {req.kind} · frontier · {req.frontier.model}",
-        )
-
-    async def _compare(self, req: ShadowRequest, reference: ModelCallResult) -> tuple[str, str, str, float | None]:
-        if req.kind == "step" and req.open_result.action is not None and reference.action is not None:
-            verdict, why = compare_actions(req.open_result.action, reference.action)
-            if verdict is not None:
-                return verdict, "exact", why, None
-        judge = req.frontier.model_copy(update={"model": req.policy.judge_model or req.frontier.model})
-        a, b = rendered(req.open_result), rendered(reference)
-        cost = 0.0
-        verdicts: list[JudgeVerdict] = []
-        for first, second in ((a, b), (b, a)):  # both orders: judges favour the first position
-            call = ModelCallRequest(purpose="judge", system=JUDGE_SYSTEM, stakes="low",
-                                    prompt=judge_prompt(req.goal, req.call.prompt, first, second), max_output_tokens=300)
-            try:
-                result = await self._frontier(req.model_copy(update={"frontier": judge}), call)
-            except ActivityError:
-                return "tie", "judge", "the judge could not answer; counted as a tie", cost or None
-            cost += result.cost.usd or 0.0
-            verdicts.append(result.verdict or JudgeVerdict(winner="tie", reason="no verdict"))
-        verdict, reason = combine(verdicts[0], verdicts[1])
-        return verdict, "judge", reason, cost
 
     async def _settle(self, req: ShadowRequest, day: str, usd: float) -> None:
         if req.policy.max_usd_per_day is None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.types import ToolResult
-from stakeflow.settings import ToolsConfig
+from stakeflow.config_sections import ToolsConfig
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from agents.types import ToolRequest, ToolResult
 from stakeflow.core.errors import TOOL_FAILED, TOOL_SERVER_UNAVAILABLE, ToolError
 from stakeflow.core import semconv as sc
 from stakeflow.core.contracts import RUN_TOOL
-from stakeflow.settings import ToolsConfig
+from stakeflow.config_sections import ToolsConfig
 
 if TYPE_CHECKING:  # python_tools uses this package's ledger: imported for types only
     from activities.python_tools import PythonToolbox

@@ -18,7 +18,7 @@ from activities.tools.context import ToolContext
 from agents.tools import HttpGetArgs
 from agents.types import ToolResult
 from stakeflow.core.errors import ToolError
-from stakeflow.settings import HttpGetConfig
+from stakeflow.config_sections import HttpGetConfig
 
 MAX_REDIRECTS = 5
 _REDIRECTS = {301, 302, 303, 307, 308}

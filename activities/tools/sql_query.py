@@ -35,7 +35,7 @@ from stakeflow.readonly_sql import (
     quote_literal,
     read_statement,
 )
-from stakeflow.settings import SqlQueryConfig
+from stakeflow.config_sections import SqlQueryConfig
 
 _SQL_READERS = {
     ".csv": "read_csv",

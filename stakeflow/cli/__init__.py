@@ -3,10 +3,12 @@
 One module per responsibility:
 
 * ``common``: settings, the Temporal client and run lookup, friendly errors, output helpers;
-* ``stack``: the local stack and long-running processes (`up`, `down`, `doctor`, `worker`, `models`, `serve`);
+* ``stack``: the local stack and long-running processes (`up`, `down`, `doctor`, `worker`, `models`, `serve`,
+  `codec-server`, `codec-key`);
 * ``runs``: `run`, `status`, `result`, `cancel`;
 * ``approvals``: `approve`, `reject`, `list`, `admin`;
 * ``catalog``: `tools`, `agents`, `evals`;
+* ``learning``: `dataset export`, `evals replay`, `models lora`, `learn`;
 * ``costs``: the trace store's readers (`trace`, `costs`, `sql`, `prices`).
 """
 
@@ -19,10 +21,11 @@ import click
 
 from stakeflow.cli.approvals import admin, approve, list_runs, reject
 from stakeflow.cli.catalog import agents, evals, tools
+from stakeflow.cli.learning import dataset, learn
 from stakeflow.cli.common import err
 from stakeflow.cli.costs import costs, prices, sql, trace
 from stakeflow.cli.runs import cancel, result, run, status
-from stakeflow.cli.stack import doctor, down, models, serve, up, worker
+from stakeflow.cli.stack import codec_key, codec_server, doctor, down, models, serve, up, worker
 
 __all__ = ["cli", "main"]
 
@@ -33,8 +36,14 @@ def cli() -> None:
     """Durable hybrid agents: each step on the open model or the frontier, by its stakes."""
 
 
+from stakeflow.cli.learning import lora_group, replay_command  # noqa: E402 (after the groups it extends)
+
+evals.add_command(replay_command())
+models.add_command(lora_group)
+
 for command in (up, down, run, status, result, cancel, worker, doctor, models, serve,
-                tools, agents, evals, trace, costs, sql, prices, approve, reject, list_runs, admin):
+                tools, agents, evals, dataset, learn, trace, costs, sql, prices, approve, reject, list_runs, admin,
+                codec_server, codec_key):
     cli.add_command(command)
 
 

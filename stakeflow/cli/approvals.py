@@ -1,6 +1,6 @@
 """Human-in-the-loop and run listing commands: `approve`, `reject`, `list`, `admin`.
 
-`approve` and `reject` take a run's workflow id or its Temporal run id (`tasks.resolve_run`).
+`approve` and `reject` take a run's workflow id or its Temporal run id (`runs.resolve_run`).
 """
 
 from __future__ import annotations
@@ -9,18 +9,19 @@ import getpass
 
 import click
 
-from stakeflow import namespace, tasks
+from stakeflow import namespace, runs
 from stakeflow.core.contracts import SEARCH_ATTRIBUTES
 from stakeflow.cli.common import current_settings, echo_json, friendly, open_run, run_async, temporal_client
 
 
-def _decide(run_id: str, step: int, approve: bool, note: str) -> None:
+def _decide(run_id: str, step: int, approve: bool, note: str, calls_json: str | None = None) -> None:
     settings = current_settings()
+    tool_calls = _parse_calls(calls_json) if calls_json else None
 
     async def go() -> None:
         client, found = await open_run(settings, run_id)
         wf_id = found.workflow_id
-        record = await tasks.decide_step(client, wf_id, step, approve, note, getpass.getuser())
+        record = await runs.decide_step(client, wf_id, step, approve, note, getpass.getuser(), tool_calls)
         click.echo(f"step {step} of {wf_id} {record.decision} by {record.by}" + (f": {record.note}" if record.note else ""))
 
     run_async(go())
@@ -30,10 +31,25 @@ def _decide(run_id: str, step: int, approve: bool, note: str) -> None:
 @click.argument("run_id")
 @click.argument("step", type=int)
 @click.option("--note", default="", help="Why (recorded in the result and the trace).")
+@click.option("--calls", "calls_json", default=None,
+              help='Approve these calls instead, as JSON: [{"tool": "write_file", "args": {...}}] (same tools).')
 @friendly
-def approve(run_id: str, step: int, note: str) -> None:
-    """Let a step that waits for approval act."""
-    _decide(run_id, step, True, note)
+def approve(run_id: str, step: int, note: str, calls_json: str | None) -> None:
+    """Let a step that waits for approval act (as it is, or with the arguments you give)."""
+    _decide(run_id, step, True, note, calls_json)
+
+
+def _parse_calls(text: str) -> list:
+    from pydantic import TypeAdapter, ValidationError
+
+    from agents.types import ToolCall
+    from stakeflow.core.errors import InputError
+
+    try:
+        return TypeAdapter(list[ToolCall]).validate_json(text)
+    except ValidationError as e:
+        raise InputError(f'--calls is not a JSON list of calls ({e.errors()[0]["msg"]}): write it like '
+                         '\'[{"tool": "write_file", "args": {"path": "a.txt", "content": "x"}}]\'') from None
 
 
 @click.command()
@@ -56,7 +72,7 @@ def list_runs(query: str | None, limit: int, as_json: bool) -> None:
     settings = current_settings()
 
     async def go() -> list[dict]:
-        return await tasks.list_runs(await temporal_client(settings), query, limit)
+        return await runs.list_runs(await temporal_client(settings), query, limit)
 
     rows = run_async(go())
     if as_json:

@@ -36,8 +36,14 @@ def tools(agent: str | None, as_json: bool) -> None:
 @friendly
 def agents(as_json: bool) -> None:
     """The named agents ([agents.<name>] in stakeflow.toml)."""
+    from stakeflow.tasks import open_models
+
     settings = current_settings()
-    rows = [{"name": name, **cfg.model_dump()} for name, cfg in sorted(settings.agents.items())]
+    rows = []
+    for name, cfg in sorted(settings.agents.items()):
+        used, configured = open_models(settings, name)
+        rows.append({"name": name, **cfg.model_dump(), "open_model_in_use": used,
+                     "promoted": used != configured})
     if as_json:
         echo_json(rows)
         return
@@ -47,18 +53,25 @@ def agents(as_json: bool) -> None:
         tools_text = ", ".join(r["tools"]) if r["tools"] is not None else "all enabled tools"
         about = r["description"] or (r["instructions"].splitlines()[0][:60] if r["instructions"] else "")
         click.echo(f"{r['name']:<20} {about}\n{'':<20} tools: {tools_text} · stakes {r['stakes']} · "
-                   f"sensitivity {r['sensitivity']}" + (f" · open model {r['open_model']}" if r["open_model"] else ""))
+                   f"sensitivity {r['sensitivity']}" + (f" · open model {r['open_model_in_use']}" if r["open_model"] or r["promoted"]
+                                                  else "") + (" (promoted by stakeflow learn)" if r["promoted"] else ""))
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option("--by", "by", default="kind", show_default=True, help="Breakdown: tool, kind, agent, model or day.")
 @click.option("--since", default="7d", show_default=True, help="Window: 7d, 24h, 30m or an ISO date.")
 @click.option("--routing", "show_routing", is_flag=True, help="The routing table the next run would use.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--csv", "as_csv", is_flag=True)
+@click.pass_context
 @friendly
-def evals(by: str, since: str, show_routing: bool, as_json: bool, as_csv: bool) -> None:
-    """Shadow evaluation: how often the open path agreed with the frontier, beside what each cost."""
+def evals(ctx: click.Context, by: str, since: str, show_routing: bool, as_json: bool, as_csv: bool) -> None:
+    """Shadow evaluation: how often the open path agreed with the frontier, beside what each cost.
+
+    `stakeflow evals replay` judges a candidate model on the held-out examples instead.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     from stakeflow.evals_report import report, routing
     from stakeflow.traces import format_table, to_csv
 

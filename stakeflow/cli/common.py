@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Coroutine, TypeVar
 
 import click
 
-from stakeflow import tasks
+from stakeflow import runs, tasks
 from stakeflow.core.errors import StakeflowError
 from stakeflow.settings import Settings, load_settings
 
@@ -51,10 +51,10 @@ async def temporal_client(settings: Settings) -> Client:
     return await connect(settings)
 
 
-async def open_run(settings: Settings, ident: str) -> tuple[Client, tasks.ResolvedRun]:
+async def open_run(settings: Settings, ident: str) -> tuple[Client, runs.ResolvedRun]:
     """A client and the run ``ident`` names (workflow id or Temporal run id); InputError when none."""
     client = await temporal_client(settings)
-    return client, await tasks.resolve_run(client, ident)
+    return client, await runs.resolve_run(client, ident)
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:

@@ -1,7 +1,7 @@
 """Runs: `run`, `status`, `result`, `cancel`, with the step printer and the service watcher of `run`.
 
 Every command that takes a run accepts its workflow id or its Temporal run id
-(`tasks.resolve_run`); an id that names no run is an error, exit code 1.
+(`runs.resolve_run`); an id that names no run is an error, exit code 1.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import asyncio
 import click
 
 from agents.types import SENSITIVITY_CHOICES, STAKES_CHOICES, Progress
-from stakeflow import tasks
+from stakeflow import runs, tasks
 from stakeflow.cli.common import (
     Failed, current_settings, echo_json, err, friendly, open_run, run_async, temporal_client,
 )
@@ -82,7 +82,7 @@ async def _run(settings: Settings, req, workflow_id: str | None, as_json: bool, 
     try:
         result = await _first(tasks.wait_result(handle), watchers)
     except tasks.RunFailed as e:
-        info = await tasks.describe_run(client, handle.id)
+        info = await runs.describe_run(client, handle.id)
         if as_json:
             echo_json(run_dict(handle.id, run_id, e.status, ui, progress=info.progress, error=str(e)))
         elif info.progress:
@@ -163,7 +163,7 @@ async def _watch_services(settings: Settings, workflow_id: str) -> None:
                 err(line)
 
 
-def _echo_run(settings: Settings, info: tasks.RunInfo) -> None:
+def _echo_run(settings: Settings, info: runs.RunInfo) -> None:
     echo_json(run_dict(info.workflow_id, info.run_id, info.status, settings.ui_url(info.workflow_id),
                        result=info.result, progress=info.progress, error=info.error))
 
@@ -178,7 +178,7 @@ def status(run_id: str, as_json: bool) -> None:
 
     async def go() -> None:
         client, found = await open_run(settings, run_id)
-        info = await tasks.describe_run(client, found.workflow_id)
+        info = await runs.describe_run(client, found.workflow_id)
         if as_json:
             _echo_run(settings, info)
             return
@@ -207,13 +207,13 @@ def result(run_id: str, as_json: bool, wait: bool) -> None:
     async def go() -> None:
         client, found = await open_run(settings, run_id)
         wf_id = found.workflow_id
-        info = await tasks.describe_run(client, wf_id)
+        info = await runs.describe_run(client, wf_id)
         if info.status == "running" and wait:
             try:
                 await tasks.wait_result(client.get_workflow_handle(wf_id, result_type=tasks.TaskResult))
             except tasks.RunFailed:
                 pass
-            info = await tasks.describe_run(client, wf_id)
+            info = await runs.describe_run(client, wf_id)
         if as_json:
             _echo_run(settings, info)
         elif info.result:
@@ -236,7 +236,7 @@ def cancel(run_id: str) -> None:
 
     async def go() -> None:
         client, found = await open_run(settings, run_id)
-        await tasks.cancel_run(client, found.workflow_id)
+        await runs.cancel_run(client, found.workflow_id)
         click.echo(f"cancel requested for {found.workflow_id}")
 
     run_async(go())

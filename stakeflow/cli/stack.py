@@ -10,6 +10,7 @@ import click
 
 from stakeflow import tasks
 from stakeflow.cli.common import Failed, current_settings, echo_json, err, friendly, run_async, temporal_client
+from stakeflow.cluster import CODEC_PORT, WEBHOOK_PORT
 from stakeflow.core.contracts import ROLES, queue_name
 from stakeflow.core.errors import EndpointError, ServiceError
 from stakeflow.local import services
@@ -28,6 +29,7 @@ async def bring_up(settings: Settings, *, start_worker: bool = True) -> list[str
 
     lines = services.ensure_temporal(settings)
     client = await temporal_client(settings)
+    lines.append(f"temporal: {settings.target.describe()}")
     if settings.manages_temporal:
         # A dev server database from an earlier release lacks attributes added since (start-dev only
         # registers them when it creates the database); workers would refuse it.
@@ -90,7 +92,7 @@ def down() -> None:
 
 @click.command()
 @click.option("--queues", "queues_csv", default=",".join(ROLES), show_default=True,
-              help="Comma-separated queue roles to poll: workflows, open, frontier, tools.")
+              help="Comma-separated queue roles to poll: workflows, open, frontier, tools, train.")
 @click.option("--processes", type=click.IntRange(1, 64), default=None,
               help="Worker processes to run, one core each (default: [workers] processes, 1).")
 @friendly
@@ -121,16 +123,22 @@ async def _worker(settings: Settings, roles: list[str]) -> None:
 
     from workers.main import Toolboxes
 
+    from stakeflow import metrics
+    from stakeflow.connection import connect
+
     toolboxes = Toolboxes(settings)  # a Python tool that cannot be one is refused before anything connects
-    setup_tracing(settings, "worker")
-    client = await temporal_client(settings)
+    runtime = metrics.start(settings)  # before the client: the SDK's metrics come from the client's runtime
+    setup_tracing(settings, "worker", extra=[metrics.SpanMetrics(runtime)] if runtime else None)
+    client = await connect(settings, runtime=runtime)
+    if runtime is not None:
+        err(f"metrics on http://{settings.metrics_host}:{settings.metrics_port}/metrics")
     await _check_search_attributes(client, settings, roles)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     names = ", ".join(queue_name(r, settings.queue_prefix) for r in roles)  # type: ignore[arg-type]
-    err(f"worker polling {names} on {settings.address} (SIGTERM to stop)")
+    err(f"worker polling {names} on {settings.target.describe()} (SIGTERM to stop)")
     try:
         await run_workers(client, settings, roles, stop, toolboxes)  # type: ignore[arg-type]
     finally:
@@ -180,11 +188,17 @@ def doctor(as_json: bool) -> None:
         raise Failed(f"{len(broken)} of {len(checks)} checks failed: {', '.join(broken)}")
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True)
+@click.pass_context
 @friendly
-def models(as_json: bool) -> None:
-    """Which model endpoints are configured and reachable, with their model ids."""
+def models(ctx: click.Context, as_json: bool) -> None:
+    """Which model endpoints are configured and reachable, with their model ids (and LoRA adapters).
+
+    `stakeflow models lora load|unload` manages adapters on a vLLM server.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     from stakeflow.endpoints import describe_endpoints
 
     report = describe_endpoints(current_settings())
@@ -196,11 +210,13 @@ def models(as_json: bool) -> None:
         if not e["configured"]:
             state = "not configured"
         click.echo(f"{e['route']:9} {state:15} {e['url'] or '-'}  model {e['model']}  {e['detail']}")
+        for adapter in e.get("adapters") or []:
+            click.echo(f"{'':9} adapter {adapter['id']} (LoRA on {adapter['parent']})")
 
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
+@click.option("--port", default=WEBHOOK_PORT, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
 @friendly
 def serve(host: str, port: int) -> None:
     """Run the webhook server: signed POST /hooks/<name> deliveries start runs ([hooks.<name>] in stakeflow.toml)."""
@@ -213,3 +229,32 @@ def serve(host: str, port: int) -> None:
     if not settings.hooks:
         err(f"warning: no [hooks.<name>] tables in {settings.config_path}: every delivery will answer 404")
     uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_config=None)
+
+
+@click.command("codec-server")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=CODEC_PORT, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
+@friendly
+def codec_server(host: str, port: int) -> None:
+    """Serve Temporal's remote codec endpoint (/encode, /decode) so the Web UI and CLI can show decrypted payloads."""
+    import uvicorn
+
+    from stakeflow.codec_server import create_app, describe
+
+    settings = current_settings()
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    app = create_app(settings)
+    for line in describe(settings, host, port):
+        err(line)
+    uvicorn.run(app, host=host, port=port, access_log=False, log_config=None)
+
+
+@click.command("codec-key")
+@click.option("--id", "key_id", default=None, help="The key's id (default: today's date, e.g. 2026-12-02).")
+def codec_key(key_id: str | None) -> None:
+    """Print a new AES-256 key as a key-file line: append it to STAKEFLOW_CODEC_KEYS_FILE to rotate to it."""
+    import datetime
+
+    from stakeflow.codec import new_key_line
+
+    click.echo(new_key_line(key_id or datetime.date.today().isoformat()))

@@ -31,6 +31,15 @@ RESERVE_SHADOW_BUDGET = "reserve_shadow_budget"
 SETTLE_SHADOW_BUDGET = "settle_shadow_budget"
 RECORD_EVAL = "record_eval"
 READ_AGREEMENT = "read_agreement"
+RECORD_LABEL = "record_label"  # a person's decision on a captured step, for datasets
+REPLAY_WORKFLOW = "ReplayEvalWorkflow"  # held-out examples re-asked of a candidate model (stakeflow evals replay)
+LOAD_REPLAY_EXAMPLES = "load_replay_examples"
+LEARN_WORKFLOW = "LearnWorkflow"  # export -> train -> load -> judge -> promote (stakeflow learn)
+EXPORT_DATASET = "export_dataset"
+TRAIN_ADAPTER = "train_adapter"  # on the train queue, where the GPU is
+LOAD_ADAPTER = "load_adapter"  # on the open queue, next to vLLM
+UNLOAD_ADAPTER = "unload_adapter"
+PROMOTE_ADAPTER = "promote_adapter"
 
 # --- task queues ------------------------------------------------------------------------------
 # Four queues, so the parts scale separately: open-model calls run near the GPU, frontier calls
@@ -38,8 +47,8 @@ READ_AGREEMENT = "read_agreement"
 # ``stakeflow`` gives an isolated set (tests, staging).
 
 DEFAULT_PREFIX = "stakeflow"
-QueueRole = Literal["workflows", "open", "frontier", "tools"]
-ROLES: tuple[QueueRole, ...] = ("workflows", "open", "frontier", "tools")
+QueueRole = Literal["workflows", "open", "frontier", "tools", "train"]
+ROLES: tuple[QueueRole, ...] = ("workflows", "open", "frontier", "tools", "train")
 
 
 def queue_name(role: QueueRole, prefix: str = DEFAULT_PREFIX) -> str:

@@ -145,9 +145,10 @@ def ensure_temporal(settings: Settings) -> list[str]:
     if port_open(host, port):
         return [f"temporal: reachable at {settings.address}"]
     if not settings.manages_temporal:
+        origin = settings.target.origins.get("address", "STAKEFLOW_TEMPORAL_ADDRESS")
         raise ServiceError(
-            f"cannot reach Temporal at {settings.address} (STAKEFLOW_TEMPORAL_ADDRESS): start that server, "
-            "or unset the variable to let stakeflow run a local one"
+            f"cannot reach Temporal at {settings.address} (address from {origin}): start that server, "
+            "or unset it to let stakeflow run a local one"
         )
     lines = [note for note in [_restart_note(settings, TEMPORAL)] if note]
     if port_open("127.0.0.1", settings.ui_port):
@@ -163,6 +164,8 @@ def ensure_temporal(settings: Settings) -> list[str]:
         "--ui-disable-news-fetch", "--log-level", "warn",
         *DEV_SERVER_TUNING, *dev_server_flags(),
     ]
+    if settings.ui_codec_endpoint:  # encrypted payloads shown decoded, through `stakeflow codec-server`
+        argv += ["--ui-codec-endpoint", settings.ui_codec_endpoint]
     pid = processes.spawn(settings, TEMPORAL, argv)
     _wait(lambda: port_open(host, port) and port_open("127.0.0.1", settings.ui_port), 30, TEMPORAL, settings, pid)
     lines.append(f"temporal: started dev server at {settings.address} (pid {pid}), Web UI {settings.ui_url()}")

@@ -363,3 +363,21 @@ def _evals_and_captures(con: duckdb.DuckDBPyConnection) -> None:
     """Shadow evaluations and captured model calls, written by workers as record files (``_records``)."""
     for statement in _RECORD_TABLES_5:
         con.execute(statement)
+
+
+_LABELS_TABLE_6 = """CREATE TABLE IF NOT EXISTS "labels" (
+    "label_id" VARCHAR PRIMARY KEY,
+    "recorded_at" TIMESTAMP,
+    "run_id" VARCHAR,
+    "step" INTEGER,
+    "decision" VARCHAR,
+    "by" VARCHAR,
+    "note" VARCHAR,
+    "edited_calls" JSON
+)"""
+
+
+@migration(6, "labels table")
+def _labels(con: duckdb.DuckDBPyConnection) -> None:
+    """A person's decision on a captured step (approved, rejected, edited): what a dataset labels it with."""
+    con.execute(_LABELS_TABLE_6)

@@ -24,6 +24,7 @@ import duckdb
 
 from stakeflow.readonly_sql import quote_ident, quote_literal
 
+INTEGER_T = "INTEGER"
 # table -> (key column, {column: SQL type}); the format only ever gains columns.
 RECORD_TABLES: dict[str, tuple[str, dict[str, str]]] = {
     "evals": ("eval_id", {
@@ -33,6 +34,10 @@ RECORD_TABLES: dict[str, tuple[str, dict[str, str]]] = {
         "reason": "VARCHAR", "open_cost_usd": "DOUBLE", "frontier_cost_usd": "DOUBLE", "judge_cost_usd": "DOUBLE",
         "open_latency_ms": "DOUBLE", "frontier_latency_ms": "DOUBLE", "judge_prompt_version": "VARCHAR",
         "source": "VARCHAR", "prompt": "VARCHAR", "open_output": "VARCHAR", "frontier_output": "VARCHAR",
+    }),
+    "labels": ("label_id", {
+        "label_id": "VARCHAR", "recorded_at": "TIMESTAMP", "run_id": "VARCHAR", "step": INTEGER_T,
+        "decision": "VARCHAR", "by": "VARCHAR", "note": "VARCHAR", "edited_calls": "JSON",
     }),
     "captures": ("capture_id", {
         "capture_id": "VARCHAR", "recorded_at": "TIMESTAMP", "run_id": "VARCHAR", "step": "INTEGER",

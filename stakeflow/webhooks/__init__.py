@@ -49,7 +49,7 @@ sender of identical bodies should put an id in them. How seals work and how long
 ``POST /runs/<id>/approve`` (``{"step": 2, "decision": "approve"|"reject", "note": "...",
 "by": "..."}``, the workflow's approve_step update) need ``Authorization: Bearer $STAKEFLOW_API_TOKEN``;
 without that variable on the server they answer 401 saying so. ``<id>`` is the run's workflow id or
-its Temporal run id, found as the CLI finds it (``tasks.resolve_run``); one that names no run is 404.
+its Temporal run id, found as the CLI finds it (``runs.resolve_run``); one that names no run is 404.
 
 Hook secrets and STAKEFLOW_API_TOKEN are read once, when the app is created; they never enter a
 workflow input, a log line or a response. Logs carry the request id and delivery id, never a body.

@@ -24,8 +24,8 @@ from starlette.routing import Route
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from agents.types import Progress
-from stakeflow import tasks
+from agents.types import Progress, ToolCall
+from stakeflow import runs, tasks
 from stakeflow.core.contracts import PROGRESS_QUERY
 from stakeflow.core.errors import InputError, ServiceError
 from stakeflow.render import run_dict
@@ -189,11 +189,11 @@ def _check_token(ctx: Context, request: Request) -> None:
         raise Refused(401, f"send Authorization: Bearer <{API_TOKEN_ENV}>", {"WWW-Authenticate": "Bearer"})
 
 
-async def _existing_run(ctx: Context, client: Client, ident: str) -> tasks.RunInfo:
-    """The run a path names, by its workflow id or its Temporal run id (``tasks.resolve_run``); 404 when none."""
+async def _existing_run(ctx: Context, client: Client, ident: str) -> runs.RunInfo:
+    """The run a path names, by its workflow id or its Temporal run id (``runs.resolve_run``); 404 when none."""
     try:
-        found = await tasks.resolve_run(client, ident)
-        return await tasks.describe_run(client, found.workflow_id, with_progress=False)
+        found = await runs.resolve_run(client, ident)
+        return await runs.describe_run(client, found.workflow_id, with_progress=False)
     except ServiceError:
         ctx.temporal.drop()
         raise unavailable(f"Temporal at {ctx.settings.address} did not answer: retry later") from None
@@ -212,6 +212,7 @@ class Decision(BaseModel):
     decision: Literal["approve", "reject"] = "approve"
     note: str = Field(default="", max_length=2000)
     by: str = Field(default="api", min_length=1, max_length=200)
+    tool_calls: list[ToolCall] | None = None  # approve these instead: the same tools, the approver's arguments
 
 
 async def _approve(ctx: Context, request: Request, note: dict[str, Any]) -> Response:
@@ -229,8 +230,8 @@ async def _approve(ctx: Context, request: Request, note: dict[str, Any]) -> Resp
     client = await ctx.temporal.client()
     workflow_id = (await _existing_run(ctx, client, request.path_params["workflow_id"])).workflow_id
     try:
-        record = await tasks.decide_step(client, workflow_id, decision.step, decision.decision == "approve",
-                                         decision.note, decision.by)
+        record = await runs.decide_step(client, workflow_id, decision.step, decision.decision == "approve",
+                                         decision.note, decision.by, decision.tool_calls)
     except InputError as e:
         raise Refused(409, str(e)) from None
     return JSONResponse({"workflow_id": workflow_id, "step": decision.step, **record.model_dump()})

@@ -30,6 +30,7 @@ retention (at least a day; `temporal operator namespace update --retention` sets
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Awaitable, Callable
@@ -41,10 +42,12 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from agents.types import TaskRequest
 from stakeflow import tasks
-from stakeflow.core.errors import ServiceError
+from stakeflow.codec import Public
+from stakeflow.core.errors import ConfigError, ServiceError
 from stakeflow.settings import Settings
 from stakeflow.webhooks.refused import Refused, unavailable
 
+log = logging.getLogger("stakeflow.webhooks")
 CONNECT_TIMEOUT_S = 5.0
 RPC_TIMEOUT = timedelta(seconds=10)
 # A seal is a workflow of this type that no worker implements, on a queue no worker polls: it is only
@@ -90,7 +93,9 @@ class TemporalLink:
             if self._client is None:
                 try:
                     self._client = await asyncio.wait_for(self._connect(self._settings), CONNECT_TIMEOUT_S)
-                except (ServiceError, asyncio.TimeoutError, OSError, RuntimeError):
+                except (ServiceError, ConfigError, asyncio.TimeoutError, OSError, RuntimeError) as e:
+                    # The reason (a TLS file, a refused certificate) is for the operator's log, not the sender.
+                    log.warning("cannot connect to Temporal: %s", e or type(e).__name__)
                     raise unavailable(f"Temporal at {self._settings.address} is unreachable: retry later") from None
             return self._client
 
@@ -138,7 +143,8 @@ async def _claim(client: Client, seal: Seal, workflow_id: str) -> str | None:
             await client.start_workflow(
                 SEAL_WORKFLOW, id=seal.workflow_id, task_queue=SEAL_TASK_QUEUE,
                 execution_timeout=seal.hold, start_delay=seal.hold + timedelta(minutes=1),
-                memo={SEAL_MEMO_KEY: workflow_id}, static_summary=seal.summary or None,
+                # Public: readable in the Web UI without the codec server; it is a workflow id, never encrypted anyway.
+                memo={SEAL_MEMO_KEY: Public(workflow_id)}, static_summary=seal.summary or None,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL, id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 rpc_timeout=RPC_TIMEOUT,
             )

@@ -1,14 +1,26 @@
-"""Determinism: every AgentTaskWorkflow history the suite produced replays without errors.
+"""Determinism and secrecy over every history the suite produced: each AgentTaskWorkflow history replays
+without errors, and no history holds a key or secret the tests used.
 
-Named to run last, so the session's dev server holds the histories of all earlier tests.
+Marked ``after_all``: conftest.py runs these after every other collected test, whatever the file names or
+the order pytest was given, so the session's dev server holds the histories of all earlier tests.
+Some of them are encrypted (tests/test_codec.py, tests/test_topology.py): the replayer decodes with the suite's
+test keys, as a worker of that deployment would; histories in clear pass through the codec unchanged.
 """
 
 from __future__ import annotations
 
-from temporalio.contrib.pydantic import pydantic_data_converter
+import re
+
+import pytest
 from temporalio.worker import Replayer
 
 from workflows.agent_task import AgentTaskWorkflow
+
+
+pytestmark = pytest.mark.after_all
+
+# Every Anthropic-style key the tests hand stakeflow has this shape; none may reach a history.
+API_KEY = re.compile(r"sk-ant-[A-Za-z0-9_-]+")
 
 
 async def test_all_recorded_histories_replay(client):
@@ -17,10 +29,12 @@ async def test_all_recorded_histories_replay(client):
         histories.append(await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history())
     # Run alone, this file has no histories; in the suite, the workflow tests leave a dozen or more.
     if not histories:
-        import pytest
-
         pytest.skip("no histories on this server: run the whole suite")
-    replayer = Replayer(workflows=[AgentTaskWorkflow], data_converter=pydantic_data_converter)
+    from stakeflow.codec import data_converter
+    from stakeflow.settings import Settings
+    from tests.test_codec import KEYS_ENV
+
+    replayer = Replayer(workflows=[AgentTaskWorkflow], data_converter=data_converter(Settings(codec_keys=KEYS_ENV)))
 
     async def each():
         for h in histories:
@@ -37,17 +51,20 @@ async def test_no_secret_in_any_history(client):
     from tests.test_traces_e2e import SECRET as TRACE_KEY
     from tests.test_webhooks import SECRET as HOOK_SECRET
     from tests.test_workflow import SECRET_KEY
+    from tests.test_codec import KEY_SECRETS
+    from tests.test_codec_server import TOKEN as CODEC_TOKEN
+    from tests.test_connection import API_KEY as TEMPORAL_API_KEY
 
-    secrets = [SECRET_KEY, TRACE_KEY, HOOK_SECRET]
+    from tests.test_doctor import HOOK_SECRET as DOCTOR_HOOK_SECRET
+
+    secrets = [SECRET_KEY, TRACE_KEY, HOOK_SECRET, DOCTOR_HOOK_SECRET, *KEY_SECRETS, CODEC_TOKEN, TEMPORAL_API_KEY]
     scanned = 0
     async for wf in client.list_workflows():
         history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
         text = history.to_json()
         scanned += 1
-        leaked = [s for s in secrets if s in text]
+        leaked = [s for s in secrets if s in text] + API_KEY.findall(text)
         assert leaked == [], f"{wf.id} history contains a secret"
     if scanned == 0:
-        import pytest
-
         pytest.skip("no histories on this server: run the whole suite")
     assert scanned >= 10

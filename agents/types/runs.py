@@ -1,0 +1,255 @@
+"""What crosses the workflow boundary: a run's request (routing facts, policies, tools), its steps, result and
+progress.
+
+Every model has defaulted fields so new fields can be added without breaking runs that are already in
+history. No secret ever goes in one of these.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from agents.types.calls import (
+    CostSummary,
+    EgressRule,
+    ModelEndpoint,
+    PlannedStep,
+    Risk,
+    Route,
+    Sensitivity,
+    Stakes,
+    StakesOverride,
+    ToolCall,
+    ToolResult,
+    ToolSpecView,
+    Usage,
+)
+
+
+class RoutingConfig(BaseModel):
+    """The routing facts the policy needs, snapshotted at the edge when a run starts."""
+
+    open: ModelEndpoint = Field(default_factory=lambda: ModelEndpoint(route="open"))
+    frontier: ModelEndpoint = Field(
+        default_factory=lambda: ModelEndpoint(route="frontier", provider="anthropic", available=False)
+    )
+    escalate_on_invalid: bool = True
+    fallback_on_unavailable: bool = True
+    # Temporal retries of one model call before it counts as unavailable (then fallback or failure).
+    model_max_attempts: int = 6
+    model_retry_initial_s: float = 2.0
+    downgrade_when_frontier_missing: bool = True
+    # How many times the open model may answer invalidly before the step escalates (or fails).
+    open_attempts: int = 2
+    high_risk: list[Risk] = Field(default_factory=lambda: ["side_effect", "irreversible"])
+    # Tools whose output is private data: once one runs, the rest of the run is private.
+    private_tools: list[str] = Field(default_factory=list)
+    # A private run calling an open-world tool: wait for approval, refuse, or allow ([policy] private_egress).
+    private_egress: EgressRule = "approve"
+    # The plan must start by reading a workspace file the goal names ([policy] first_step_reads).
+    first_step_reads: bool = False
+    # Route a step kind to the frontier when the lower bound of its measured agreement is below this.
+    min_agreement: float | None = None
+    min_samples: int = 30
+    # Open-model calls run as local activities on the worker that runs the workflow ([workers] local_model_calls).
+    open_local: bool = False
+
+
+class EvalPolicy(BaseModel):
+    """``[evals]`` as a run carries it (no secrets)."""
+
+    shadow_rate: float = 0.0  # share of public, open-routed calls re-run on the frontier (0 = off)
+    max_usd_per_day: float | None = None  # shadow spend (frontier + judge) stops when this is spent
+    judge_model: str = ""  # "" = the frontier model
+    capture: bool = False  # keep each call's request and response in the local trace store (never in spans)
+    include_private: bool = False  # capture private runs too ([dataset] include_private)
+
+
+
+class ApprovalPolicy(BaseModel):
+    """When a person must approve a step before it acts."""
+
+    # A high-stakes step whose tool has one of these risks waits for approval (so does private + high).
+    risks: list[Risk] = Field(default_factory=lambda: ["side_effect", "irreversible"])
+    timeout_s: float = 3600.0  # then the step is rejected, not left hanging
+    auto_approve: bool = False  # unattended runs (--auto-approve); recorded as such
+
+
+class ApprovalRequest(BaseModel):
+    """Input of the ``approve_step`` update."""
+
+    step: int = 0
+    decision: Literal["approve", "reject"] = "approve"
+    note: str = ""
+    by: str = ""
+    # Approve these calls instead of the ones that wait (same tools, the approver's arguments).
+    tool_calls: list[ToolCall] | None = None
+
+
+class ApprovalRecord(BaseModel):
+    """How a step's approval was decided."""
+
+    decision: Literal["approved", "rejected", "timed_out", "auto_approved"] = "approved"
+    note: str = ""
+    by: str = ""
+    at: str = ""  # ISO time, workflow clock
+    waiting_for: str = ""  # what was waiting: the tool calls, shown to the approver
+    edited_calls: list[ToolCall] | None = None  # what the approver approved instead, if they changed it
+
+
+class ResumeState(BaseModel):
+    """What a run carries across continue-as-new: its plan and everything done so far."""
+
+    plan: list[PlannedStep] = Field(default_factory=list)
+    progress: Progress | None = None
+    sensitivity: Sensitivity = "public"
+    plan_route: RouteDecision | None = None
+    generation: int = 1  # how many times the run has continued as new
+    # The tools as described when the run planned (MCP, Python): a new generation does not describe again.
+    tool_specs: list[ToolSpecView] = Field(default_factory=list)
+    agreement: Any = None  # the AgreementTable the run read (agents/evals.py), carried as data
+
+
+class TaskRequest(BaseModel):
+    """Input of AgentTaskWorkflow."""
+
+    goal: str = ""
+    stakes: StakesOverride = "auto"
+    sensitivity: Sensitivity = "public"
+    tools: list[str] = Field(default_factory=list)  # allowed tools; the edge fills in the default set
+    workspace: str = ""
+    # The workspace's files as the edge saw them at start ("notes.txt (612 bytes)"), so models
+    # name real paths; the tools re-check everything.
+    workspace_files: list[str] = Field(default_factory=list)
+    # Every workspace file's path, when the edge could list them all (else empty): a tool argument that
+    # must name an existing file is offered as an enum of these.
+    workspace_paths: list[str] = Field(default_factory=list)
+    # The allowed tools as the edge saw them (empty in runs started before this field: then the catalogue).
+    tool_specs: list[ToolSpecView] = Field(default_factory=list)
+    # Tools described where they run, when the run plans (MCP servers, Python tools).
+    toolsets: list[ToolsetRef] = Field(default_factory=list)
+    agent: str = ""  # the named agent ([agents.<name>]), if any
+    instructions: str = ""  # the agent's role, put before each system prompt
+    evals: EvalPolicy = Field(default_factory=EvalPolicy)
+    max_steps: int = 6
+    budget_tokens: int | None = None  # total tokens (all calls); the run fails cleanly when exceeded
+    source: str = "cli"
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    queue_prefix: str = "stakeflow"
+    # A model call whose worker stops heartbeating for this long is retried on another worker.
+    heartbeat_timeout_s: float = 30.0
+    approvals: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
+    # Long plans continue as new after this many steps (or sooner when Temporal suggests it),
+    # so a run's history stays small whatever the plan's length.
+    steps_per_history: int = 100
+    resume: ResumeState | None = None
+
+
+class ToolsetRef(BaseModel):
+    """Tools a run may use that are described where they run, when the run plans: an MCP server's, or the
+    team's Python tools. The description comes back as an activity result, so it is in history: replays and
+    retries see the catalogue the run started with."""
+
+    kind: Literal["mcp", "python"] = "mcp"
+    name: str = ""  # the MCP server ("" for Python tools)
+    task_queue: str = ""  # where to describe (and later call) them; "" = the tools queue
+    patterns: list[str] = Field(default_factory=lambda: ["*"])  # tool names or globs, without the server prefix
+    required: bool = True  # a toolset that cannot be described fails the run (else the run goes on without it)
+
+
+class ToolsetRequest(BaseModel):
+    """Input of the describe_tools activity."""
+
+    toolset: ToolsetRef = Field(default_factory=ToolsetRef)
+
+
+class ToolsetResult(BaseModel):
+    """Output of the describe_tools activity: the tools, or why there are none."""
+
+    tools: list[ToolSpecView] = Field(default_factory=list)
+    error: str | None = None
+
+
+
+# --- routing and results -------------------------------------------------------------------
+
+
+class RouteDecision(BaseModel):
+    """Where one model call goes, and why."""
+
+    route: Route = "open"
+    model: str = ""
+    task_queue: str = ""
+    stakes: Stakes = "low"
+    reason: str = ""
+    needs_approval: bool = False
+    downgraded: bool = False  # high stakes, but the frontier is not configured
+    escalated: bool = False
+    fallback: bool = False  # the open endpoint was unavailable, so the frontier answered
+
+
+StepStatus = Literal["pending", "running", "awaiting_approval", "ok", "tool_error", "failed", "skipped"]
+
+
+class StepRecord(BaseModel):
+    """What happened in one step."""
+
+    index: int = 0
+    title: str = ""
+    status: StepStatus = "pending"
+    route: Route = "open"
+    model: str = ""
+    stakes: Stakes = "low"
+    reason: str = ""
+    tools: list[str] = Field(default_factory=list)
+    needs_approval: bool = False
+    downgraded: bool = False
+    escalated: bool = False
+    fallback: bool = False
+    attempts: list[str] = Field(default_factory=list)  # one line per model attempt: "open: invalid output ..."
+    result: str = ""
+    tool_results: list[ToolResult] = Field(default_factory=list)
+    error: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float | None = 0.0  # None once any call of the step was unpriced
+    approval: ApprovalRecord | None = None
+
+
+class TaskResult(BaseModel):
+    """Output of AgentTaskWorkflow."""
+
+    status: Literal["completed", "failed"] = "completed"
+    goal: str = ""
+    answer: str = ""
+    plan_route: RouteDecision | None = None
+    answer_route: RouteDecision | None = None
+    steps: list[StepRecord] = Field(default_factory=list)
+    sensitivity: Sensitivity = "public"
+    usage: Usage = Field(default_factory=Usage)
+    notices: list[str] = Field(default_factory=list)  # downgrades, taints: things the user must see
+    error: str | None = None
+    cost: CostSummary = Field(default_factory=CostSummary)
+
+
+class Progress(BaseModel):
+    """Answer of the ``progress`` query."""
+
+    phase: Literal["planning", "executing", "answering", "done", "failed"] = "planning"
+    awaiting_approval: list[int] = Field(default_factory=list)
+    current_step: int = 0
+    total_steps: int = 0
+    steps: list[StepRecord] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    notices: list[str] = Field(default_factory=list)
+    error: str | None = None
+    cost: CostSummary = Field(default_factory=CostSummary)
+
+
+ResumeState.model_rebuild()
+TaskRequest.model_rebuild()
+ToolsetResult.model_rebuild()
+ApprovalRequest.model_rebuild()
+ApprovalRecord.model_rebuild()
+

@@ -1,0 +1,104 @@
+"""What a run shows about itself as it goes: search attributes and details (the Web UI, `stakeflow list`), the
+routing decision on each span and step record, usage against the token budget, the cost of failed calls.
+
+A mixin of AgentTaskWorkflow; it uses the workflow's ``_req``, ``_progress``, ``_sensitivity`` and the approval
+gate's ``_awaiting``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from opentelemetry import trace as otel_trace
+
+    from agents.types import CallFailure, RouteDecision, StepRecord, Usage
+    from stakeflow.core import semconv as sc
+    from stakeflow.core.contracts import KEYS
+    from workflows.display import checklist
+    from workflows.failures import StepFailure
+    from workflows.tally import tally
+
+if TYPE_CHECKING:
+    from agents.types import Progress, TaskRequest
+
+
+class Bookkeeping:
+    """Counts, costs and what the Web UI shows, kept current step by step."""
+
+    _req: TaskRequest
+    _progress: Progress
+    _sensitivity: str
+    _awaiting: dict[int, str]
+
+    def _run_attributes(self) -> dict:
+        t = tally(self._progress.steps)
+        cost = self._progress.cost
+        calls = cost.open_calls + cost.frontier_calls
+        attributes = {
+            sc.STEP_COUNT: t.step_count, sc.OPEN_STEPS: t.open_steps, sc.FRONTIER_STEPS: t.frontier_steps,
+            sc.ESCALATIONS: t.escalations, sc.SENSITIVITY: self._sensitivity, sc.STAKES: t.stakes,
+            sc.UNPRICED_CALLS: cost.unpriced_calls, sc.MODEL_CALLS: calls,
+        }
+        if not calls or cost.unpriced_calls < calls:  # no price at all is no amount, never "$0"
+            attributes[sc.COST_USD] = cost.total_usd
+            attributes[sc.FRONTIER_EQUIVALENT_USD] = cost.frontier_equivalent_usd
+        return attributes
+
+    def _publish(self) -> None:
+        """Search attributes and details after a step: what the Web UI and `stakeflow list` show."""
+        t = tally(self._progress.steps)
+        workflow.upsert_search_attributes([
+            KEYS["stakes"].value_set(t.stakes),
+            KEYS["sensitivity"].value_set(self._sensitivity),
+            KEYS["open_steps"].value_set(t.open_steps),
+            KEYS["frontier_steps"].value_set(t.frontier_steps),
+            KEYS["escalations"].value_set(t.escalations),
+            KEYS["cost_usd"].value_set(round(self._progress.cost.total_usd, 6)),
+        ])
+        self._show_checklist()
+
+    @staticmethod
+    def _mark(d: RouteDecision) -> None:
+        """The routing decision on the current step span (plan, step or answer)."""
+        otel_trace.get_current_span().set_attributes({
+            sc.ROUTE: d.route, sc.STAKES: d.stakes, sc.REASON: d.reason, sc.ESCALATED: d.escalated,
+            sc.MODEL: d.model,
+        })
+
+    def _apply(self, record: StepRecord, d: RouteDecision) -> None:
+        self._mark(d)
+        record.route, record.model, record.stakes, record.reason = d.route, d.model, d.stakes, d.reason
+        record.needs_approval, record.downgraded = d.needs_approval, d.downgraded
+        record.escalated = record.escalated or d.escalated
+        record.fallback = record.fallback or d.fallback
+
+    def _note_decision(self, index: int, d: RouteDecision) -> None:
+        if d.downgraded:
+            self._progress.notices.append(f"step {index}: high stakes ran on the open model: frontier not configured")
+        if d.needs_approval:
+            self._progress.notices.append(f"step {index}: private + high stakes kept on the open model; flagged for approval")
+
+    def _count_failed_call(self, route: str, e: ActivityError) -> None:
+        """A failed attempt's tokens were spent too: count its usage and cost."""
+        c = e.cause
+        failure = CallFailure.from_details(c.details) if isinstance(c, ApplicationError) else None
+        if failure is None or failure.cost is None:
+            return
+        self._progress.cost.add(route, failure.cost)
+        self._progress.usage = self._progress.usage + failure.usage
+
+    def _add_usage(self, usage: Usage, label: str) -> None:
+        self._progress.usage = self._progress.usage + usage
+        budget = self._req.budget_tokens
+        if budget is not None and self._progress.usage.total_tokens > budget:
+            raise StepFailure(
+                f"token budget exceeded after {label}: {self._progress.usage.total_tokens} > {budget} tokens; "
+                "raise --budget-tokens or simplify the goal"
+            )
+
+    def _show_checklist(self) -> None:
+        workflow.set_current_details(checklist(self._progress, self._awaiting, workflow.info().workflow_id))
