@@ -11,7 +11,7 @@ and every row says whether it was private.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from activities.model_outputs import plan_output_model, step_output_model
@@ -32,12 +32,17 @@ def output_schema(req: ModelCallRequest) -> dict[str, Any] | None:
 
 def request_record(req: ModelCallRequest) -> dict[str, Any]:
     return {
-        "purpose": req.purpose, "system": req.system, "prompt": req.prompt,
-        "examples": [e.model_dump() for e in req.examples], "output_schema": output_schema(req),
+        "purpose": req.purpose,
+        "system": req.system,
+        "prompt": req.prompt,
+        "examples": [e.model_dump() for e in req.examples],
+        "output_schema": output_schema(req),
         "tools": [t.name for t in req.tools],
         # Enough to ask another model the same question (stakeflow evals replay).
-        "tool_specs": [t.model_dump() for t in req.tools], "max_steps": req.max_steps,
-        "first_step_tools": req.first_step_tools, "max_output_tokens": req.max_output_tokens,
+        "tool_specs": [t.model_dump() for t in req.tools],
+        "max_steps": req.max_steps,
+        "first_step_tools": req.first_step_tools,
+        "max_output_tokens": req.max_output_tokens,
     }
 
 
@@ -69,12 +74,19 @@ class Capturer:
         row = {
             # One row per call: a retry that succeeds after a failed attempt is a separate (later) row.
             "capture_id": f"{req.run_id}/{req.step}/{req.purpose}/{req.endpoint.route}/{attempt}",
-            "recorded_at": datetime.now(timezone.utc).replace(tzinfo=None).isoformat(),
-            "run_id": req.run_id, "step": req.step, "purpose": req.purpose, "tool": req.tool or None,
-            "agent": req.agent or None, "route": req.endpoint.route,
-            "model": (result.model if result else "") or req.endpoint.model, "source": req.source,
-            "sensitivity": "private" if req.private else "public", "include_private": req.private,
-            "price_version": result.cost.price_version if result else None, "ok": result is not None,
+            "recorded_at": datetime.now(UTC).replace(tzinfo=None).isoformat(),
+            "run_id": req.run_id,
+            "step": req.step,
+            "purpose": req.purpose,
+            "tool": req.tool or None,
+            "agent": req.agent or None,
+            "route": req.endpoint.route,
+            "model": (result.model if result else "") or req.endpoint.model,
+            "source": req.source,
+            "sensitivity": "private" if req.private else "public",
+            "include_private": req.private,
+            "price_version": result.cost.price_version if result else None,
+            "ok": result is not None,
             "request": request_record(req),  # JSON columns take the objects themselves
             "response": response_record(result) if result else None,
         }

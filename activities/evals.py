@@ -10,20 +10,33 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from temporalio import activity
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 
 from agents.evals import (
-    AGREEING, AgreementRow, AgreementTable, BudgetAsk, BudgetGrant, EvalRecord, ReplayExample, ReplayPage,
-    ReplayPageRequest, StepLabel,
+    AGREEING,
+    AgreementRow,
+    AgreementTable,
+    BudgetAsk,
+    BudgetGrant,
+    EvalRecord,
+    ReplayExample,
+    ReplayPage,
+    ReplayPageRequest,
+    StepLabel,
 )
 from stakeflow.core.contracts import (
-    LOAD_REPLAY_EXAMPLES, READ_AGREEMENT, RECORD_EVAL, RECORD_LABEL, RESERVE_SHADOW_BUDGET, SETTLE_SHADOW_BUDGET,
+    LOAD_REPLAY_EXAMPLES,
+    READ_AGREEMENT,
+    RECORD_EVAL,
+    RECORD_LABEL,
+    RESERVE_SHADOW_BUDGET,
+    SETTLE_SHADOW_BUDGET,
+    queue_name,
 )
-from stakeflow.core.contracts import queue_name
 from stakeflow.settings import Settings
 
 AGREEMENT_DAYS = 7
@@ -40,7 +53,9 @@ class EvalActivities:
         from workflows.shadow import ShadowBudgetWorkflow
 
         return WithStartWorkflowOperation(
-            ShadowBudgetWorkflow.run, day, id=f"{self._settings.queue_prefix}-shadow-budget-{day}",
+            ShadowBudgetWorkflow.run,
+            day,
+            id=f"{self._settings.queue_prefix}-shadow-budget-{day}",
             task_queue=queue_name("workflows", self._settings.queue_prefix),
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             static_summary=f"shadow evaluation budget for {day} (UTC)",
@@ -51,7 +66,9 @@ class EvalActivities:
         from workflows.shadow import ShadowBudgetWorkflow
 
         return await self._client.execute_update_with_start_workflow(
-            ShadowBudgetWorkflow.reserve, ask, start_workflow_operation=self._budget_start(ask.day),
+            ShadowBudgetWorkflow.reserve,
+            ask,
+            start_workflow_operation=self._budget_start(ask.day),
         )
 
     @activity.defn(name=SETTLE_SHADOW_BUDGET)
@@ -59,7 +76,9 @@ class EvalActivities:
         from workflows.shadow import ShadowBudgetWorkflow
 
         return await self._client.execute_update_with_start_workflow(
-            ShadowBudgetWorkflow.settle, ask, start_workflow_operation=self._budget_start(ask.day),
+            ShadowBudgetWorkflow.settle,
+            ask,
+            start_workflow_operation=self._budget_start(ask.day),
         )
 
     @activity.defn(name=RECORD_EVAL)
@@ -80,9 +99,16 @@ class EvalActivities:
         if self._labels is None:
             self._labels = RecordWriter(spool_dir_for(self._settings.traces_path), "labels")
         a = label.approval
-        row = {"label_id": f"{label.run_id}/{label.step}", "recorded_at": a.at or None, "run_id": label.run_id,
-               "step": label.step, "decision": a.decision, "by": a.by, "note": a.note,
-               "edited_calls": [c.model_dump() for c in a.edited_calls] if a.edited_calls else None}
+        row = {
+            "label_id": f"{label.run_id}/{label.step}",
+            "recorded_at": a.at or None,
+            "run_id": label.run_id,
+            "step": label.step,
+            "decision": a.decision,
+            "by": a.by,
+            "note": a.note,
+            "edited_calls": [c.model_dump() for c in a.edited_calls] if a.edited_calls else None,
+        }
         await asyncio.to_thread(self._labels.write, [row])
 
     @activity.defn(name=LOAD_REPLAY_EXAMPLES)
@@ -98,16 +124,17 @@ def agreement_table(settings: Settings, since_days: int = AGREEMENT_DAYS) -> Agr
     """Agreement per (agent, kind, tool) over the last ``since_days``, and overall."""
     from stakeflow.traces import TraceStore
 
-    since = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(days=since_days)
+    since = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=since_days)
     agreeing = ", ".join(f"'{v}'" for v in AGREEING)
     with TraceStore(settings.traces_path).reader() as con:
         rows = con.execute(
             f"SELECT coalesce(agent, ''), kind, coalesce(tool, ''), count(*), count(*) FILTER (WHERE verdict IN ({agreeing})) "
-            "FROM evals WHERE recorded_at >= ? GROUP BY ALL ORDER BY ALL", [since],
+            "FROM evals WHERE recorded_at >= ? GROUP BY ALL ORDER BY ALL",
+            [since],
         ).fetchall()
-    table = AgreementTable(since_days=since_days, rows=[
-        AgreementRow(agent=a, kind=k, tool=t, n=n, agreeing=g) for a, k, t, n, g in rows
-    ])
+    table = AgreementTable(
+        since_days=since_days, rows=[AgreementRow(agent=a, kind=k, tool=t, n=n, agreeing=g) for a, k, t, n, g in rows]
+    )
     if rows:
         table.overall = AgreementRow(n=sum(r[3] for r in rows), agreeing=sum(r[4] for r in rows))
     return table
@@ -119,18 +146,30 @@ def replay_page(settings: Settings, req: ReplayPageRequest) -> ReplayPage:
     from stakeflow.datasets import collect
 
     f = req.filters
-    exported = collect(settings, since=datetime.fromisoformat(f.since) if f.since else None, agent=f.agent,
-                       tool=f.tool, sources=tuple(f.sources), split=f.split, with_requests=True)
+    exported = collect(
+        settings,
+        since=datetime.fromisoformat(f.since) if f.since else None,
+        agent=f.agent,
+        tool=f.tool,
+        sources=tuple(f.sources),
+        split=f.split,
+        with_requests=True,
+    )
     part = exported.test if f.part == "test" else exported.train
-    page = part[req.offset:req.offset + req.limit]
+    page = part[req.offset : req.offset + req.limit]
     examples = []
     for e in page:
         r = e.request or {}
         call = ModelCallRequest(
-            run_id=e.run_id, step=e.step, purpose=e.purpose, system=r.get("system", ""), prompt=r.get("prompt", ""),  # type: ignore[arg-type]
+            run_id=e.run_id,
+            step=e.step,
+            purpose=e.purpose,
+            system=r.get("system", ""),
+            prompt=r.get("prompt", ""),  # type: ignore[arg-type]
             examples=[ExampleTurn.model_validate(x) for x in r.get("examples") or []],
             tools=[ToolSpecView.model_validate(t) for t in r.get("tool_specs") or []],
-            max_steps=r.get("max_steps", 6), first_step_tools=r.get("first_step_tools") or [],
+            max_steps=r.get("max_steps", 6),
+            first_step_tools=r.get("first_step_tools") or [],
             max_output_tokens=r.get("max_output_tokens", 1024),
         )
         answer = e.messages[-1]["content"]

@@ -22,8 +22,10 @@ from stakeflow.settings import Settings
 
 TAIL_LINES = 20
 # deploy/finetune/train.py in a checkout; in an image, where deploy/finetune/Dockerfile puts it.
-RECIPES = (Path(__file__).resolve().parents[1] / "deploy" / "finetune" / "train.py",
-           Path(sys.prefix) / "share" / "stakeflow" / "finetune" / "train.py")
+RECIPES = (
+    Path(__file__).resolve().parents[1] / "deploy" / "finetune" / "train.py",
+    Path(sys.prefix) / "share" / "stakeflow" / "finetune" / "train.py",
+)
 
 
 def _recipe() -> Path:
@@ -53,9 +55,13 @@ class LearnActivities:
             exported = collect(self._settings, agent=req.agent or None, split=req.split)
             out = Path(req.workdir) / "dataset.jsonl"
             write(exported, out, "openai", {"agent": req.agent, "split": req.split})
-            return DatasetFiles(train=str(out.parent / "dataset.train.jsonl"), test=str(out.parent / "dataset.test.jsonl"),
-                                manifest=str(out.parent / "dataset.manifest.json"),
-                                train_examples=len(exported.train), test_examples=len(exported.test))
+            return DatasetFiles(
+                train=str(out.parent / "dataset.train.jsonl"),
+                test=str(out.parent / "dataset.test.jsonl"),
+                manifest=str(out.parent / "dataset.manifest.json"),
+                train_examples=len(exported.train),
+                test_examples=len(exported.test),
+            )
 
         return await asyncio.to_thread(run)
 
@@ -64,24 +70,41 @@ class LearnActivities:
         learn = req.learn
         output = Path(learn.workdir) / "adapter"
         output.mkdir(parents=True, exist_ok=True)
-        fields = {"train": req.files.train, "test": req.files.test, "output": str(output),
-                  "base_model": learn.base_model, "agent": learn.agent, "python": sys.executable, "recipe": str(_recipe())}
+        fields = {
+            "train": req.files.train,
+            "test": req.files.test,
+            "output": str(output),
+            "base_model": learn.base_model,
+            "agent": learn.agent,
+            "python": sys.executable,
+            "recipe": str(_recipe()),
+        }
         try:
             argv = [part.format(**fields) for part in self._settings.learn.trainer]
         except (KeyError, IndexError, ValueError) as e:
-            raise ApplicationError(f"[learn] trainer has an unknown placeholder ({e}): use {{{'}, {'.join(fields)}}}",
-                                   type="TrainerFailed", non_retryable=True) from None
+            raise ApplicationError(
+                f"[learn] trainer has an unknown placeholder ({e}): use {{{'}, {'.join(fields)}}}",
+                type="TrainerFailed",
+                non_retryable=True,
+            ) from None
         log = Path(learn.workdir) / "trainer.log"
         with open(log, "ab") as out:
             out.write(f"$ {shlex.join(argv)}\n".encode())
             out.flush()
             try:
-                proc = await asyncio.create_subprocess_exec(*argv, stdout=out, stderr=asyncio.subprocess.STDOUT,
-                                                            stdin=asyncio.subprocess.DEVNULL,
-                                                            preexec_fn=_die_with_parent)
+                proc = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdout=out,
+                    stderr=asyncio.subprocess.STDOUT,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    preexec_fn=_die_with_parent,
+                )
             except OSError as e:
-                raise ApplicationError(f"the trainer {argv[0]!r} cannot start ({e.strerror}): fix [learn] trainer",
-                                       type="TrainerFailed", non_retryable=True) from None
+                raise ApplicationError(
+                    f"the trainer {argv[0]!r} cannot start ({e.strerror}): fix [learn] trainer",
+                    type="TrainerFailed",
+                    non_retryable=True,
+                ) from None
             timeout = activity.info().heartbeat_timeout
             beat = timeout.total_seconds() / 4 if timeout else 20.0
             try:
@@ -89,7 +112,7 @@ class LearnActivities:
                     try:
                         code = await asyncio.wait_for(proc.wait(), timeout=beat)
                         break
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         activity.heartbeat()
             except asyncio.CancelledError:  # cancelled, or the worker shuts down: the retry trains again
                 proc.kill()
@@ -98,8 +121,9 @@ class LearnActivities:
         if code != 0 or not (output / "adapter_config.json").is_file():
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-TAIL_LINES:])
             why = f"exited with code {code}" if code != 0 else "wrote no adapter_config.json"
-            raise ApplicationError(f"the trainer {why}; last lines of {log}:\n{tail}", type="TrainerFailed",
-                                   non_retryable=True)
+            raise ApplicationError(
+                f"the trainer {why}; last lines of {log}:\n{tail}", type="TrainerFailed", non_retryable=True
+            )
         return AdapterRequest(name=learn.adapter_name, path=str(output))
 
     @activity.defn(name=LOAD_ADAPTER)

@@ -128,9 +128,7 @@ def _describe(exc: ModelAPIError, ctx: CallContext) -> tuple[str, str]:
 def _auth_message(status: int | None, said: str, ctx: CallContext) -> str:
     if ctx.route == "frontier":
         return f"ANTHROPIC_API_KEY was rejected ({status}: {said}): set a valid key, or run with --stakes low"
-    return (
-        f"{ctx.who} rejected the API key ({status}: {said}): set STAKEFLOW_OPEN_API_KEY to the key it expects"
-    )
+    return f"{ctx.who} rejected the API key ({status}: {said}): set STAKEFLOW_OPEN_API_KEY to the key it expects"
 
 
 def _connection_message(exc: ModelConnectionError, ctx: CallContext) -> str:

@@ -43,27 +43,37 @@ def model_call_span(req: ModelCallRequest, provider: str, content: bool) -> Iter
             [{"role": "system", "content": req.system}, {"role": "user", "content": req.prompt}]
         )
     with _tracer.start_as_current_span(
-        f"{sc.SPAN_CHAT} {req.endpoint.model}", kind=SpanKind.CLIENT, attributes=attributes,
-        record_exception=False, set_status_on_exception=False,
+        f"{sc.SPAN_CHAT} {req.endpoint.model}",
+        kind=SpanKind.CLIENT,
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
     ) as span:
         yield span
 
 
 def record_call(
-    span: Span, req: ModelCallRequest, usage: Usage, cost: CallCostRecord, result: ModelCallResult | None,
-    error_type: str | None = None, content: bool = False,
+    span: Span,
+    req: ModelCallRequest,
+    usage: Usage,
+    cost: CallCostRecord,
+    result: ModelCallResult | None,
+    error_type: str | None = None,
+    content: bool = False,
 ) -> None:
     """Usage, cost and outcome onto the span, in the token definitions of ``Usage`` (input includes the cache;
     raw is the figure the route's API sent)."""
-    span.set_attributes({
-        sc.GEN_AI_INPUT_TOKENS: usage.total_input_tokens,
-        sc.GEN_AI_OUTPUT_TOKENS: usage.output_tokens,
-        sc.GEN_AI_CACHE_READ: usage.cache_read_tokens,
-        sc.GEN_AI_CACHE_WRITE: usage.cache_write_tokens,
-        sc.RAW_INPUT_TOKENS: usage.raw_input_tokens(req.endpoint.route),
-        sc.UNPRICED: cost.usd is None,
-        sc.STATUS: "ok" if error_type is None else "failed",
-    })
+    span.set_attributes(
+        {
+            sc.GEN_AI_INPUT_TOKENS: usage.total_input_tokens,
+            sc.GEN_AI_OUTPUT_TOKENS: usage.output_tokens,
+            sc.GEN_AI_CACHE_READ: usage.cache_read_tokens,
+            sc.GEN_AI_CACHE_WRITE: usage.cache_write_tokens,
+            sc.RAW_INPUT_TOKENS: usage.raw_input_tokens(req.endpoint.route),
+            sc.UNPRICED: cost.usd is None,
+            sc.STATUS: "ok" if error_type is None else "failed",
+        }
+    )
     if cost.usd is not None:
         span.set_attribute(sc.COST_USD, cost.usd)
     if cost.frontier_equivalent_usd is not None:

@@ -8,7 +8,6 @@ SDK clients retry nothing (``max_retries=0``): Temporal owns retries, so every a
 from __future__ import annotations
 
 import asyncio
-
 import json
 import time
 from dataclasses import dataclass
@@ -122,7 +121,10 @@ class ModelActivities:
                 failure.cost = self._price(req, req.endpoint.model, failure.usage, failure.latency_ms / 1000)
                 record_call(span, req, failure.usage, failure.cost, None, error_type=e.type)
                 raise ApplicationError(
-                    e.message, failure.as_details(), type=e.type, non_retryable=e.non_retryable,
+                    e.message,
+                    failure.as_details(),
+                    type=e.type,
+                    non_retryable=e.non_retryable,
                     next_retry_delay=e.next_retry_delay,
                 ) from None
             result.cost = self._price(req, result.model, result.usage, result.latency_ms / 1000)
@@ -145,7 +147,10 @@ class ModelActivities:
         elif cost.usd is not None:
             equivalent = cost.usd
         return CallCostRecord(
-            usd=cost.usd, frontier_equivalent_usd=equivalent, price_version=cost.version, unpriced=cost.usd is None,
+            usd=cost.usd,
+            frontier_equivalent_usd=equivalent,
+            price_version=cost.version,
+            unpriced=cost.usd is None,
             local=cost.source == "local",
         )
 
@@ -205,7 +210,12 @@ class ModelActivities:
         key = s.open_api_key.get_secret_value() if s.open_api_key else ""
         url = req.endpoint.base_url or s.open_url  # a candidate on another server (evals replay)
         context = CallContext(
-            "open", name, url, s.open_timeout_s, s.embedded and url == s.open_url, (key,) if key else (),
+            "open",
+            name,
+            url,
+            s.open_timeout_s,
+            s.embedded and url == s.open_url,
+            (key,) if key else (),
             crash_report=(lambda: _embedded_crash(s)) if s.embedded and url == s.open_url else None,
         )
         cache_key = ("open", name) if url == s.open_url else (f"open:{url}", name)

@@ -44,10 +44,18 @@ class PythonTool:
     def view(self) -> ToolSpecView:
         d = self.declaration
         return ToolSpecView(
-            name=self.name, description=self.description, risk=d.risk,
-            args_schema=self.args_model.model_json_schema(), source="python", open_world=d.open_world,
-            idempotent=d.idempotent, private=d.private, risk_from=f"declared in {self.origin}", timeout_s=d.timeout_s,
-            file_args=list(self.file_args), reads=["*"] if self.file_args else [],
+            name=self.name,
+            description=self.description,
+            risk=d.risk,
+            args_schema=self.args_model.model_json_schema(),
+            source="python",
+            open_world=d.open_world,
+            idempotent=d.idempotent,
+            private=d.private,
+            risk_from=f"declared in {self.origin}",
+            timeout_s=d.timeout_s,
+            file_args=list(self.file_args),
+            reads=["*"] if self.file_args else [],
         )
 
 
@@ -74,11 +82,11 @@ def build(spec: str, fn: Callable[..., Any]) -> PythonTool:
     if not isinstance(declaration, ToolDeclaration):
         raise ConfigError(
             f"python tool '{spec}' declares no risk: decorate it with @stakeflow.tool.tool(risk=\"read_only\" | "
-            "\"side_effect\" | \"irreversible\")"
+            '"side_effect" | "irreversible")'
         )
     try:
         hints = typing.get_type_hints(fn, include_extras=True)
-    except Exception as e:  # noqa: BLE001 (an unresolvable annotation is the user's to fix)
+    except Exception as e:
         raise ConfigError(f"python tool '{spec}': its type hints do not resolve ({e})") from None
     fields: dict[str, Any] = {}
     workspace_param = None
@@ -109,8 +117,10 @@ def load(specs: list[str]) -> dict[str, PythonTool]:
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
             found.append((ep.value, ep.load()))
-        except Exception as e:  # noqa: BLE001 (a broken plug-in is named, not a traceback)
-            raise ConfigError(f"entry point {ep.name} = {ep.value} ({ENTRY_POINT_GROUP}) cannot be loaded: {e}") from None
+        except Exception as e:
+            raise ConfigError(
+                f"entry point {ep.name} = {ep.value} ({ENTRY_POINT_GROUP}) cannot be loaded: {e}"
+            ) from None
     for spec, fn in found:
         tool = build(spec, fn)
         if tool.name in tools and tools[tool.name].origin != spec:
@@ -131,9 +141,9 @@ class PythonToolbox:
     def describe(self, ref: ToolsetRef) -> ToolsetResult:
         from fnmatch import fnmatchcase
 
-        return ToolsetResult(tools=[
-            t.view() for t in self.tools.values() if any(fnmatchcase(t.name, p) for p in ref.patterns)
-        ])
+        return ToolsetResult(
+            tools=[t.view() for t in self.tools.values() if any(fnmatchcase(t.name, p) for p in ref.patterns)]
+        )
 
     async def call(self, req: ToolRequest) -> ToolResult:
         tool = self.tools[req.tool]
@@ -151,21 +161,30 @@ class PythonToolbox:
             if entry is not None and entry.get("status") == "done":
                 return ToolResult(output=entry.get("output", ""), replayed=True)
             if entry is not None and not tool.declaration.idempotent:
-                return ToolResult(ok=False, error=(
-                    f"{tool.name} was started before under this call's key and did not finish; it is not "
-                    "idempotent, so it may have acted and is not run again: check before asking for it again"
-                ))
+                return ToolResult(
+                    ok=False,
+                    error=(
+                        f"{tool.name} was started before under this call's key and did not finish; it is not "
+                        "idempotent, so it may have acted and is not run again: check before asking for it again"
+                    ),
+                )
             await asyncio.to_thread(ledger.record, {"key": req.idempotency_key, "tool": tool.name, "status": "started"})
         try:
             if inspect.iscoroutinefunction(tool.fn):
                 value = await tool.fn(**args)
             else:
                 value = await asyncio.to_thread(tool.fn, **args)
-        except Exception as e:  # noqa: BLE001 (the function's failure is the model's to see)
+        except Exception as e:
             return ToolResult(ok=False, error=f"{tool.name} failed: {type(e).__name__}: {e}")
         output = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
         if ledger is not None:
-            await asyncio.to_thread(ledger.record, {
-                "key": req.idempotency_key, "tool": tool.name, "status": "done", "output": output,
-            })
+            await asyncio.to_thread(
+                ledger.record,
+                {
+                    "key": req.idempotency_key,
+                    "tool": tool.name,
+                    "status": "done",
+                    "output": output,
+                },
+            )
         return ToolResult(output=output)

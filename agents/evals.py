@@ -21,8 +21,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from agents.types import (  # noqa: F401 (JudgeVerdict, EvalPolicy: part of this module's surface)
-    ApprovalRecord, EvalPolicy, JudgeVerdict, ModelCallRequest, ModelCallResult, ModelEndpoint, Purpose, StepAction,
+from agents.types import (
+    ApprovalRecord,
+    EvalPolicy,
+    JudgeVerdict,
+    ModelCallRequest,
+    ModelCallResult,
+    ModelEndpoint,
+    Purpose,
+    StepAction,
 )
 
 Verdict = Literal["agree", "disagree", "open_better", "tie", "frontier_better"]
@@ -291,7 +298,7 @@ def compare_actions(open_action: StepAction, frontier_action: StepAction) -> tup
     frontier_tools = sorted(c.tool for c in frontier_action.tool_calls)
     if open_tools != frontier_tools:
         return "disagree", f"different tools: open {open_tools or 'none'}, frontier {frontier_tools or 'none'}"
-    canon = lambda a: sorted(json.dumps([c.tool, _normalised(c.args)], sort_keys=True) for c in a.tool_calls)  # noqa: E731
+    canon = lambda a: sorted(json.dumps([c.tool, _normalised(c.args)], sort_keys=True) for c in a.tool_calls)
     if canon(open_action) == canon(frontier_action):
         return "agree", "same tool calls with the same arguments" if open_tools else "neither called a tool"
     return None, "same tools, different arguments"
@@ -355,7 +362,11 @@ def _span(row: AgreementRow) -> str:
 
 
 def routing_by_agreement(
-    table: AgreementTable | None, agent: str, kind: str, tool: str | None, min_agreement: float | None,
+    table: AgreementTable | None,
+    agent: str,
+    kind: str,
+    tool: str | None,
+    min_agreement: float | None,
     min_samples: int,
 ) -> tuple[bool, str]:
     """(send to the frontier, why) for one step, by the measured agreement of its kind."""

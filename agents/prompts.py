@@ -54,38 +54,72 @@ _PLAN_EXAMPLES: tuple[tuple[str, tuple[str, ...], Plan], ...] = (
     (
         "Summarise the file sample-minutes.md",
         ("sample-minutes.md (1200 bytes)", "sample-budget.csv (300 bytes)"),
-        Plan(steps=[
-            PlannedStep(title="Read the file sample-minutes.md", tool="read_file", stakes="low"),
-            PlannedStep(title="Summarise what it says", tool=None, stakes="low"),
-        ]),
+        Plan(
+            steps=[
+                PlannedStep(title="Read the file sample-minutes.md", tool="read_file", stakes="low"),
+                PlannedStep(title="Summarise what it says", tool=None, stakes="low"),
+            ]
+        ),
     ),
     (
         "What are the total units by region in sample-orders.csv? Save the totals to sample-totals.md",
         ("sample-orders.csv (900 bytes)",),
-        Plan(steps=[
-            PlannedStep(title="Sum the units of sample-orders.csv by region", tool="sql_query", stakes="low"),
-            PlannedStep(title="Save the totals to sample-totals.md", tool="write_file", stakes="high"),
-        ]),
+        Plan(
+            steps=[
+                PlannedStep(title="Sum the units of sample-orders.csv by region", tool="sql_query", stakes="low"),
+                PlannedStep(title="Save the totals to sample-totals.md", tool="write_file", stakes="high"),
+            ]
+        ),
     ),
     (
         "What is 1234 * 5678 minus 90?",
         (),
-        Plan(steps=[
-            PlannedStep(title="Compute 1234 * 5678 - 90", tool="calculator", stakes="low"),
-            PlannedStep(title="Give the result", tool=None, stakes="low"),
-        ]),
+        Plan(
+            steps=[
+                PlannedStep(title="Compute 1234 * 5678 - 90", tool="calculator", stakes="low"),
+                PlannedStep(title="Give the result", tool=None, stakes="low"),
+            ]
+        ),
     ),
     (
         "Fetch https://sample.example/status.json and say whether the service is up",
         (),
-        Plan(steps=[
-            PlannedStep(title="Fetch https://sample.example/status.json", tool="http_get", stakes="low"),
-            PlannedStep(title="Say whether the service is up", tool=None, stakes="low"),
-        ]),
+        Plan(
+            steps=[
+                PlannedStep(title="Fetch https://sample.example/status.json", tool="http_get", stakes="low"),
+                PlannedStep(title="Say whether the service is up", tool=None, stakes="low"),
+            ]
+        ),
     ),
 )
 PLAN_EXAMPLES_SHOWN = 2
-_STOPWORDS = frozenset("a an and are be by do does for from how in is it of on or say the to what which with".split())
+_STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "be",
+        "by",
+        "do",
+        "does",
+        "for",
+        "from",
+        "how",
+        "in",
+        "is",
+        "it",
+        "of",
+        "on",
+        "or",
+        "say",
+        "the",
+        "to",
+        "what",
+        "which",
+        "with",
+    ]
+)
 
 
 def _words(text: str) -> set[str]:
@@ -102,7 +136,7 @@ def plan_prompt(goal: str, tools: list[ToolSpecView], max_steps: int, files: Seq
         f"Tools:\n{_tool_lines(tools)}\n\n"
         f"{_files(list(files))}"
         f"Plan 1 to {max_steps} steps for this goal, using only the tools listed.\n"
-        f"Goal: \"{goal}\""
+        f'Goal: "{goal}"'
     )
 
 
@@ -110,7 +144,8 @@ def plan_examples(goal: str, tools: list[ToolSpecView], max_steps: int) -> list[
     """The worked examples most like ``goal`` whose tools this run offers, the closest last."""
     offered = {t.name for t in tools}
     usable = [
-        (n, example) for n, example in enumerate(_PLAN_EXAMPLES)
+        (n, example)
+        for n, example in enumerate(_PLAN_EXAMPLES)
         if all(step.tool is None or step.tool in offered for step in example[2].steps)
     ]
     words = _words(goal)
@@ -164,20 +199,23 @@ def _windowed(steps: list[StepRecord]) -> str:
 
 
 def step_prompt(
-    goal: str, index: int, total: int, title: str, tool: ToolSpecView | None, done: list[StepRecord],
+    goal: str,
+    index: int,
+    total: int,
+    title: str,
+    tool: ToolSpecView | None,
+    done: list[StepRecord],
     files: Sequence[str] = (),
 ) -> str:
     use = (
         f"Use the tool {tool.name}: {tool.description} Example arguments: {tool.example}. "
-        "Paths are relative to the workspace." if tool
+        "Paths are relative to the workspace."
+        if tool
         else "No tool: think, and write the result."
     )
     earlier = _windowed(done) or "(none)"
     return (
-        f"Goal: {goal}\n\n"
-        f"{_files(list(files))}"
-        f"Earlier steps:\n{earlier}\n\n"
-        f"Now step {index} of {total}: {title}\n{use}"
+        f"Goal: {goal}\n\n{_files(list(files))}Earlier steps:\n{earlier}\n\nNow step {index} of {total}: {title}\n{use}"
     )
 
 
@@ -201,9 +239,14 @@ def compacted(step: StepRecord, total_steps: int) -> StepRecord:
     """
     limit = answer_clip(total_steps)
     results = [
-        r if len(r.output) <= limit else r.model_copy(update={
-            "output": r.output[:limit] + f"\n[... {len(r.output) - limit} more characters not kept]", "truncated": True,
-        })
+        r
+        if len(r.output) <= limit
+        else r.model_copy(
+            update={
+                "output": r.output[:limit] + f"\n[... {len(r.output) - limit} more characters not kept]",
+                "truncated": True,
+            }
+        )
         for r in step.tool_results
     ]
     return step.model_copy(update={"tool_results": results, "result": step.result[:500]})

@@ -98,7 +98,7 @@ CATALOGUE: dict[str, ToolSpec] = {
             SqlQueryArgs,
             "read_only",
             local=True,
-            example="{\"query\": \"SELECT region, sum(units) AS units FROM 'sample-orders.csv' GROUP BY region\"}",
+            example='{"query": "SELECT region, sum(units) AS units FROM \'sample-orders.csv\' GROUP BY region"}',
             reads=(".csv", ".tsv", ".parquet", ".json", ".jsonl", ".ndjson"),
         ),
         ToolSpec(
@@ -167,6 +167,5 @@ def first_step_tools(goal: str, workspace_paths: Sequence[str], tools: Sequence[
     """
     files = named_files(goal, workspace_paths)
     return [
-        t.name for t in tools
-        if t.reads and any("*" in t.reads or f.lower().endswith(tuple(t.reads)) for f in files)
+        t.name for t in tools if t.reads and any("*" in t.reads or f.lower().endswith(tuple(t.reads)) for f in files)
     ]

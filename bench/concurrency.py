@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import signal
@@ -53,9 +52,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from temporalio import activity, workflow  # noqa: E402
-from temporalio.api.enums.v1 import EventType  # noqa: E402
-from temporalio.client import Client  # noqa: E402
+from temporalio import activity, workflow
+from temporalio.client import Client
 
 MODEL_NAME = "fake-open-model"
 FLOOR_QUEUE = "bench-cc-floor"
@@ -96,11 +94,16 @@ class SleepFloorWorkflow:
     async def run(self, p: SleepFloorParams) -> int:
         for i in range(p.steps + 2):  # plan, steps, answer
             if p.local:
-                await workflow.execute_local_activity(sleep_activity, p.latency_s,
-                                                      start_to_close_timeout=timedelta(seconds=60))
+                await workflow.execute_local_activity(
+                    sleep_activity, p.latency_s, start_to_close_timeout=timedelta(seconds=60)
+                )
             else:
-                await workflow.execute_activity(sleep_activity, p.latency_s, task_queue=p.activity_queue,
-                                                start_to_close_timeout=timedelta(seconds=60))
+                await workflow.execute_activity(
+                    sleep_activity,
+                    p.latency_s,
+                    task_queue=p.activity_queue,
+                    start_to_close_timeout=timedelta(seconds=60),
+                )
             if 0 < i <= p.steps:  # a step's tool, after its model call
                 await workflow.execute_local_activity(noop_activity, i, start_to_close_timeout=timedelta(seconds=30))
         return p.steps
@@ -145,11 +148,16 @@ async def _serve_workers(kind: str, address: str, model_url: str, pollers: int, 
 
     limits: dict[str, Any] = {}
     if slots:
-        limits = {"max_concurrent_activities": slots, "max_concurrent_workflow_tasks": slots,
-                  "max_concurrent_local_activities": slots}
+        limits = {
+            "max_concurrent_activities": slots,
+            "max_concurrent_workflow_tasks": slots,
+            "max_concurrent_local_activities": slots,
+        }
     if pollers:
-        limits.update(workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(pollers),
-                      activity_task_poller_behavior=PollerBehaviorSimpleMaximum(pollers))
+        limits.update(
+            workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(pollers),
+            activity_task_poller_behavior=PollerBehaviorSimpleMaximum(pollers),
+        )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -162,15 +170,28 @@ async def _serve_workers(kind: str, address: str, model_url: str, pollers: int, 
 
         overhead._OPENAI.base_url = model_url
         client = await Client.connect(address, plugins=[PydanticAIPlugin()])
-        workers = [Worker(client, task_queue=PAI_QUEUE, workflows=[overhead.BenchPydanticAIWorkflow],
-                          workflow_runner=bench_runner(), **limits)]
+        workers = [
+            Worker(
+                client,
+                task_queue=PAI_QUEUE,
+                workflows=[overhead.BenchPydanticAIWorkflow],
+                workflow_runner=bench_runner(),
+                **limits,
+            )
+        ]
     else:
         from temporalio.contrib.pydantic import pydantic_data_converter
 
         client = await Client.connect(address, data_converter=pydantic_data_converter)
         workers = [
-            Worker(client, task_queue=f"{FLOOR_QUEUE}-{key}", workflows=[SleepFloorWorkflow],
-                   activities=[noop_activity, sleep_activity], workflow_runner=bench_runner(), **limits),
+            Worker(
+                client,
+                task_queue=f"{FLOOR_QUEUE}-{key}",
+                workflows=[SleepFloorWorkflow],
+                activities=[noop_activity, sleep_activity],
+                workflow_runner=bench_runner(),
+                **limits,
+            ),
             Worker(client, task_queue=f"{FLOOR_ACTIVITY_QUEUE}-{key}", activities=[sleep_activity], **limits),
         ]
     tasks = [asyncio.create_task(w.run()) for w in workers]
@@ -328,17 +349,20 @@ class Bench:
     def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
         self.args, self.tmp = args, tmp
         self.procs: list[subprocess.Popen] = []
-        self.env = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("STAKEFLOW_", "ANTHROPIC_", "OPENAI_", "OTEL_"))}
+        self.env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("STAKEFLOW_", "ANTHROPIC_", "OPENAI_", "OTEL_"))
+        }
         self.env["PYTHONPATH"] = str(REPO)
 
     # -- processes --
 
-    def spawn(self, argv: list[str], name: str, env: dict[str, str] | None = None, ready: str = "",
-              cwd: Path = REPO) -> subprocess.Popen:
-        log = open(self.tmp / f"{name}.log", "wb")
-        proc = subprocess.Popen(argv, env=env or self.env, stdout=subprocess.PIPE if ready else log,
-                                stderr=log, cwd=cwd)
+    def spawn(
+        self, argv: list[str], name: str, env: dict[str, str] | None = None, ready: str = "", cwd: Path = REPO
+    ) -> subprocess.Popen:
+        log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 (the child writes it for as long as it runs)
+        proc = subprocess.Popen(
+            argv, env=env or self.env, stdout=subprocess.PIPE if ready else log, stderr=log, cwd=cwd
+        )
         self.procs.append(proc)
         return proc
 
@@ -354,13 +378,21 @@ class Bench:
         raise RuntimeError("child process did not report ready")
 
     def start_server(self) -> tuple[str, int]:
+        from bench.overhead import dev_server_args
         from stakeflow.local.services import temporal_binary
 
-        from bench.overhead import dev_server_args
-
         port = _free_port()
-        argv = [temporal_binary(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port), "--headless",
-                *dev_server_args(True)]
+        argv = [
+            temporal_binary(),
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--headless",
+            *dev_server_args(True),
+        ]
         proc = self.spawn(argv, "temporal")
         deadline = time.monotonic() + 30
         while not _port_open(port):
@@ -371,23 +403,46 @@ class Bench:
 
     def start_model_server(self) -> tuple[str, int]:
         a = self.args
-        proc = self.spawn([sys.executable, __file__, "--role", "model-server", "--latency", str(a.latency),
-                           "--calls", str(a.calls)], "model", ready="url")
+        proc = self.spawn(
+            [sys.executable, __file__, "--role", "model-server", "--latency", str(a.latency), "--calls", str(a.calls)],
+            "model",
+            ready="url",
+        )
         return self.read_line(proc), proc.pid
 
     def start_worker(self, key: str, address: str, model_url: str, prefix: str) -> subprocess.Popen:
         if key in ("pai", "floor", "floorl"):
             role = "pai" if key == "pai" else "floor"
-            proc = self.spawn([sys.executable, __file__, "--role", f"{role}-worker", "--address", address,
-                               "--model-url", model_url, "--pollers", str(self.args.pollers),
-                               "--slots", str(self.args.slots), "--key", key],
-                              f"worker-{key}", ready="polling")
+            proc = self.spawn(
+                [
+                    sys.executable,
+                    __file__,
+                    "--role",
+                    f"{role}-worker",
+                    "--address",
+                    address,
+                    "--model-url",
+                    model_url,
+                    "--pollers",
+                    str(self.args.pollers),
+                    "--slots",
+                    str(self.args.slots),
+                    "--key",
+                    key,
+                ],
+                f"worker-{key}",
+                ready="polling",
+            )
             self.read_line(proc)
             return proc
         env = {
-            **self.env, "STAKEFLOW_HOME": str(self.tmp / f"home-{key}"), "STAKEFLOW_TEMPORAL_ADDRESS": address,
-            "STAKEFLOW_QUEUE_PREFIX": prefix, "STAKEFLOW_OPEN_BASE_URL": model_url,
-            "STAKEFLOW_OPEN_MODEL": MODEL_NAME, "STAKEFLOW_OPEN_DIALECT": "vllm",
+            **self.env,
+            "STAKEFLOW_HOME": str(self.tmp / f"home-{key}"),
+            "STAKEFLOW_TEMPORAL_ADDRESS": address,
+            "STAKEFLOW_QUEUE_PREFIX": prefix,
+            "STAKEFLOW_OPEN_BASE_URL": model_url,
+            "STAKEFLOW_OPEN_MODEL": MODEL_NAME,
+            "STAKEFLOW_OPEN_DIALECT": "vllm",
         }
         argv = [sys.executable, "-m", "stakeflow", "worker"]
         if key == "sf0":
@@ -418,8 +473,11 @@ def worker_toml(args: argparse.Namespace, key: str) -> str:
     for role in ("workflows", "open"):
         lines.append(f"[workers.{role}]")
         if args.slots:
-            lines += [f"max_concurrent_activities = {args.slots}", f"max_concurrent_workflow_tasks = {args.slots}",
-                      f"max_concurrent_local_activities = {args.slots}"]
+            lines += [
+                f"max_concurrent_activities = {args.slots}",
+                f"max_concurrent_workflow_tasks = {args.slots}",
+                f"max_concurrent_local_activities = {args.slots}",
+            ]
         if args.pollers:
             lines += [f"workflow_pollers = {args.pollers}", f"activity_pollers = {args.pollers}"]
     return "\n".join(lines) + "\n"
@@ -444,9 +502,24 @@ def start_profile(args: argparse.Namespace, w: Variant, n: int, tmp: Path) -> su
     spy = Path(sys.executable).with_name("py-spy")
     pids = tree(w.pid)
     target = pids[-1] if len(pids) > 1 else w.pid  # --processes N: the first child
-    proc = subprocess.Popen([str(spy), "record", "--pid", str(target), "--format", "raw", "--nonblocking",
-                             "--rate", "200", "--gil", "-o", str(Path(args.profile).resolve())],
-                            stdout=subprocess.DEVNULL, stderr=open(tmp / "py-spy.log", "wb"))
+    proc = subprocess.Popen(
+        [
+            str(spy),
+            "record",
+            "--pid",
+            str(target),
+            "--format",
+            "raw",
+            "--nonblocking",
+            "--rate",
+            "200",
+            "--gil",
+            "-o",
+            str(Path(args.profile).resolve()),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp / "py-spy.log", "wb"),  # noqa: SIM115
+    )
     time.sleep(1.0)  # py-spy attaches
     return proc
 
@@ -469,7 +542,11 @@ def top_of_profile(path: Path, k: int = 25) -> str:
         total += n
         seen = set()
         for frame in stack.split(";"):
-            name = frame.rsplit(" (", 1)[0] + " (" + frame.rsplit(" (", 1)[1].split(":")[0] + ")" if " (" in frame else frame
+            name = (
+                frame.rsplit(" (", 1)[0] + " (" + frame.rsplit(" (", 1)[1].split(":")[0] + ")"
+                if " (" in frame
+                else frame
+            )
             if name not in seen:
                 seen.add(name)
                 inclusive[name] = inclusive.get(name, 0) + n
@@ -489,12 +566,11 @@ LABELS = {
 
 
 async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[int, Result]], dict[str, float]]:
-    from stakeflow import tasks
-    from stakeflow.connection import connect
-    from stakeflow.config_sections import WorkersConfig
-    from stakeflow.settings import Settings
-
     from bench.overhead import BenchParams, BenchPydanticAIWorkflow, task_prompt
+    from stakeflow import tasks
+    from stakeflow.config_sections import WorkersConfig
+    from stakeflow.connection import connect
+    from stakeflow.settings import Settings
 
     variants = args.variants
     calls = args.calls
@@ -507,8 +583,14 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[int, Result]],
             address, server_pid = b.start_server()
             model_url, model_pid = b.start_model_server()
             prefix = f"cc{uuid.uuid4().hex[:6]}"
-            settings = Settings(home=tmp / "home", queue_prefix=prefix, temporal_address=address,
-                                open_base_url=model_url, open_model=MODEL_NAME, open_dialect="vllm")
+            settings = Settings(
+                home=tmp / "home",
+                queue_prefix=prefix,
+                temporal_address=address,
+                open_base_url=model_url,
+                open_model=MODEL_NAME,
+                open_dialect="vllm",
+            )
             sf_client = await connect(settings)
             from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
 
@@ -526,23 +608,33 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[int, Result]],
                     deadline = time.monotonic() + 60
                     while not await tasks.has_workflow_poller(sf_client, s):
                         if workers[key].proc.poll() is not None or time.monotonic() > deadline:
-                            raise RuntimeError(f"worker {key} did not poll: {(tmp / f'worker-{key}.log').read_text()[-3000:]}")
+                            raise RuntimeError(
+                                f"worker {key} did not poll: {(tmp / f'worker-{key}.log').read_text()[-3000:]}"
+                            )
                         await asyncio.sleep(0.1)
 
             async def one_round(key: str, n: int) -> Round:
                 w = workers[key]
                 pids = tree(w.pid)
                 bench_pid = os.getpid()
-                before = (cpu_seconds(pids), cpu_seconds([server_pid]), cpu_seconds([model_pid]),
-                          cpu_seconds([bench_pid]))
+                before = (
+                    cpu_seconds(pids),
+                    cpu_seconds([server_pid]),
+                    cpu_seconds([model_pid]),
+                    cpu_seconds([bench_pid]),
+                )
                 rss_before = rss_mb(pids)
                 spool = tmp / f"home-{key}" / "traces.duckdb.spool"
                 segments_before = len(list(spool.glob("*.parquet")))
                 with Sampler(w.pid) as sampler:
                     # Histories are fetched after every run closed, so that reading them is not measured.
                     handles = await asyncio.gather(*(start_and_wait(key) for _ in range(n)))
-                after = (cpu_seconds(tree(w.pid)), cpu_seconds([server_pid]), cpu_seconds([model_pid]),
-                         cpu_seconds([bench_pid]))
+                after = (
+                    cpu_seconds(tree(w.pid)),
+                    cpu_seconds([server_pid]),
+                    cpu_seconds([model_pid]),
+                    cpu_seconds([bench_pid]),
+                )
                 histories = await asyncio.gather(*(h.fetch_history() for h in handles))
                 starts_ends = [server_span(h) for h in histories]
                 overheads = [((e - s) - calls * args.latency * 1000) / calls for s, e in starts_ends]
@@ -550,33 +642,59 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[int, Result]],
                 from bench.overhead import Breakdown, breakdown_of
 
                 summed = sum((breakdown_of(h, 0.0) for h in histories), Breakdown())
-                return Round(n, overheads, n * calls, window, after[0] - before[0], after[1] - before[1],
-                             after[2] - before[2], after[3] - before[3], rss_before, sampler.peak, summed,
-                             len(list(spool.glob("*.parquet"))) - segments_before)
+                return Round(
+                    n,
+                    overheads,
+                    n * calls,
+                    window,
+                    after[0] - before[0],
+                    after[1] - before[1],
+                    after[2] - before[2],
+                    after[3] - before[3],
+                    rss_before,
+                    sampler.peak,
+                    summed,
+                    len(list(spool.glob("*.parquet"))) - segments_before,
+                )
 
             async def start_and_wait(key: str):
                 if key.startswith("sf"):
-                    s = settings.model_copy(update={
-                        "queue_prefix": f"{prefix}{key}", "workers": WorkersConfig(local_model_calls=key == "sfl")})
-                    req = tasks.build_request(s, task_prompt(sf_steps), tools=["calculator"], workspace=workspace,
-                                              max_steps=sf_steps, source="bench")
+                    s = settings.model_copy(
+                        update={
+                            "queue_prefix": f"{prefix}{key}",
+                            "workers": WorkersConfig(local_model_calls=key == "sfl"),
+                        }
+                    )
+                    req = tasks.build_request(
+                        s,
+                        task_prompt(sf_steps),
+                        tools=["calculator"],
+                        workspace=workspace,
+                        max_steps=sf_steps,
+                        source="bench",
+                    )
                     handle = await tasks.start_run(sf_client, s, req, f"cc-{key}-{uuid.uuid4().hex[:10]}")
                     result = await handle.result()
                     if result.status != "completed" or result.answer != "the answer" or len(result.steps) != sf_steps:
                         raise RuntimeError(f"stakeflow run went wrong: {result.status} {result.error}")
                 elif key == "pai":
                     handle = await pai_client.start_workflow(
-                        BenchPydanticAIWorkflow.run, BenchParams(task_prompt(pai_steps), False),
-                        id=f"cc-pai-{uuid.uuid4().hex[:10]}", task_queue=PAI_QUEUE,
-                        execution_timeout=timedelta(minutes=10))
+                        BenchPydanticAIWorkflow.run,
+                        BenchParams(task_prompt(pai_steps), False),
+                        id=f"cc-pai-{uuid.uuid4().hex[:10]}",
+                        task_queue=PAI_QUEUE,
+                        execution_timeout=timedelta(minutes=10),
+                    )
                     if await handle.result() != "the answer":
                         raise RuntimeError("pydantic-ai run went wrong")
                 else:
                     handle = await sf_client.start_workflow(
                         SleepFloorWorkflow.run,
                         SleepFloorParams(sf_steps, args.latency, key == "floorl", f"{FLOOR_ACTIVITY_QUEUE}-{key}"),
-                        id=f"cc-{key}-{uuid.uuid4().hex[:10]}", task_queue=f"{FLOOR_QUEUE}-{key}",
-                        execution_timeout=timedelta(minutes=10))
+                        id=f"cc-{key}-{uuid.uuid4().hex[:10]}",
+                        task_queue=f"{FLOOR_QUEUE}-{key}",
+                        execution_timeout=timedelta(minutes=10),
+                    )
                     await handle.result()
                 return handle
 
@@ -593,29 +711,41 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[int, Result]],
                         if spy is not None:
                             stop_profile(args, spy, tmp)
                         results[key][n].rounds.append(rd)
-                        line.append(f"{key} p50 {pct(rd.overheads_ms, .5):6.0f} p95 {pct(rd.overheads_ms, .95):6.0f} ms"
-                                    f" {rd.calls_per_s:5.1f}/s cpu {rd.worker_cpu_s / rd.calls * 1000:5.1f} ms seg {rd.segments}")
+                        line.append(
+                            f"{key} p50 {pct(rd.overheads_ms, 0.5):6.0f} p95 {pct(rd.overheads_ms, 0.95):6.0f} ms"
+                            f" {rd.calls_per_s:5.1f}/s cpu {rd.worker_cpu_s / rd.calls * 1000:5.1f} ms seg {rd.segments}"
+                        )
                     print(f"  N={n:<4} round {r + 1}: " + " | ".join(line), file=sys.stderr, flush=True)
-            load = dict(zip(("1 min", "5 min", "15 min"), os.getloadavg()))
+            load = dict(zip(("1 min", "5 min", "15 min"), os.getloadavg(), strict=True))
         finally:
             b.stop_all()
     return results, load
 
 
-def report(args: argparse.Namespace, results: dict[str, dict[int, Result]], load_after: dict[str, float],
-           load_before: tuple[float, ...]) -> str:
+def report(
+    args: argparse.Namespace,
+    results: dict[str, dict[int, Result]],
+    load_after: dict[str, float],
+    load_before: tuple[float, ...],
+) -> str:
     calls, lat = args.calls, args.latency
     lines = [
-        (f"stakeflow concurrency benchmark, {time.strftime('%Y-%m-%d %H:%M')}: N runs started at once, {calls} model "
-         f"calls each, scripted model answering after {lat:g} s; {args.rounds} rounds per N after {args.warmup} "
-         "warm-up round(s)"),
-        (f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; load average "
-         f"before {load_before[0]:.2f}, after {load_after['1 min']:.2f} (1 min)"),
+        (
+            f"stakeflow concurrency benchmark, {time.strftime('%Y-%m-%d %H:%M')}: N runs started at once, {calls} model "
+            f"calls each, scripted model answering after {lat:g} s; {args.rounds} rounds per N after {args.warmup} "
+            "warm-up round(s)"
+        ),
+        (
+            f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; load average "
+            f"before {load_before[0]:.2f}, after {load_after['1 min']:.2f} (1 min)"
+        ),
         "overhead/call = (run wall time - calls x latency) / calls, runs of all rounds pooled; the other columns are",
         "medians of the rounds [min-max]; CPU ms/call = worker process tree; RSS/run = (peak - before) / N",
         "",
-        (f"{'variant':<44} {'N':>4} {'p50 ms':>7} {'p95 ms':>7} {'calls/s':>15} {'CPU ms/call':>16} "
-         f"{'RSS MB/run':>10} {'server CPU':>10} {'model CPU':>9} {'bench CPU':>9}"),
+        (
+            f"{'variant':<44} {'N':>4} {'p50 ms':>7} {'p95 ms':>7} {'calls/s':>15} {'CPU ms/call':>16} "
+            f"{'RSS MB/run':>10} {'server CPU':>10} {'model CPU':>9} {'bench CPU':>9}"
+        ),
     ]
     for n in args.n:
         for key in args.variants:
@@ -624,7 +754,7 @@ def report(args: argparse.Namespace, results: dict[str, dict[int, Result]], load
             lo, hi = res.spread(lambda r: r.calls_per_s)
             clo, chi = res.spread(lambda r: r.worker_cpu_s / r.calls * 1000)
             lines.append(
-                f"({key}) {LABELS[key]:<{41 - len(key)}} {n:4d} {pct(pooled, .5):7.1f} {pct(pooled, .95):7.1f} "
+                f"({key}) {LABELS[key]:<{41 - len(key)}} {n:4d} {pct(pooled, 0.5):7.1f} {pct(pooled, 0.95):7.1f} "
                 f"{res.median(lambda r: r.calls_per_s):5.1f} [{lo:4.1f}-{hi:4.1f}] "
                 f"{res.median(lambda r: r.worker_cpu_s / r.calls * 1000):5.1f} [{clo:4.1f}-{chi:4.1f}] "
                 f"{res.median(lambda r: (r.rss_peak_mb - r.rss_before_mb) / r.n):10.2f} "
@@ -653,11 +783,11 @@ def report(args: argparse.Namespace, results: dict[str, dict[int, Result]], load
     if 1 in args.n:
         lines.append("against the same run alone (N=1, p50 overhead/call):")
         for key in args.variants:
-            idle = pct(results[key][1].pooled(), .5)
+            idle = pct(results[key][1].pooled(), 0.5)
             for n in args.n:
                 if n == 1:
                     continue
-                p95 = pct(results[key][n].pooled(), .95)
+                p95 = pct(results[key][n].pooled(), 0.95)
                 lines.append(f"  ({key}) N={n}: p95 {p95:.1f} ms = {p95 / idle:.1f}x the idle {idle:.1f} ms")
     lines += [
         "",
@@ -674,19 +804,36 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=3, help="model calls per run, >= 3 (default 3)")
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds per N and variant (default 3)")
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured warm-up rounds (default 1)")
-    parser.add_argument("--variants", default="sf,pai,floor",
-                        help="comma-separated of sf0, sf, sf2, sfl, pai, floor, floorl (default sf,pai,floor)")
-    parser.add_argument("--baseline", metavar="DIR",
-                        help="a stakeflow checkout whose worker runs as (sf0), for a before/after in one invocation "
-                             "(e.g. git archive e255853 | tar -x -C /tmp/sf-base)")
-    parser.add_argument("--profile", metavar="FILE",
-                        help="py-spy the worker (raw stacks to FILE) during the first round of the largest N")
+    parser.add_argument(
+        "--variants",
+        default="sf,pai,floor",
+        help="comma-separated of sf0, sf, sf2, sfl, pai, floor, floorl (default sf,pai,floor)",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="a stakeflow checkout whose worker runs as (sf0), for a before/after in one invocation "
+        "(e.g. git archive e255853 | tar -x -C /tmp/sf-base)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="py-spy the worker (raw stacks to FILE) during the first round of the largest N",
+    )
     parser.add_argument("--profile-variant", default="sf", help="the variant --profile samples (default sf)")
-    parser.add_argument("--pollers", type=int, default=0,
-                        help="workflow and activity task pollers per queue, every worker (default 0: Temporal's 5)")
-    parser.add_argument("--slots", type=int, default=None,
-                        help="task slots per queue (activities, workflow tasks, local activities), every worker "
-                             "but (sf0); default: the largest N if above Temporal's 100, 0 = Temporal's defaults")
+    parser.add_argument(
+        "--pollers",
+        type=int,
+        default=0,
+        help="workflow and activity task pollers per queue, every worker (default 0: Temporal's 5)",
+    )
+    parser.add_argument(
+        "--slots",
+        type=int,
+        default=None,
+        help="task slots per queue (activities, workflow tasks, local activities), every worker "
+        "but (sf0); default: the largest N if above Temporal's 100, 0 = Temporal's defaults",
+    )
     parser.add_argument("--role", help=argparse.SUPPRESS)
     parser.add_argument("--key", default="", help=argparse.SUPPRESS)
     parser.add_argument("--address", help=argparse.SUPPRESS)
@@ -696,8 +843,9 @@ def main() -> None:
         serve_model(args.latency, args.calls - 2, args.calls - 1)
         return
     if args.role in ("pai-worker", "floor-worker"):
-        asyncio.run(_serve_workers(args.role.split("-")[0], args.address, args.model_url, args.pollers, args.slots,
-                                   args.key))
+        asyncio.run(
+            _serve_workers(args.role.split("-")[0], args.address, args.model_url, args.pollers, args.slots, args.key)
+        )
         os._exit(0)
     args.n = [int(x) for x in args.n.split(",") if x.strip()]
     if args.slots is None:
@@ -716,7 +864,7 @@ def main() -> None:
     try:
         results, load_after = asyncio.run(bench(args))
         print(report(args, results, load_after, load_before))
-    except Exception as e:  # noqa: BLE001 - report, then leave without the interpreter-exit crash
+    except Exception as e:
         import traceback
 
         traceback.print_exc()

@@ -57,8 +57,13 @@ def _measure(lib: str | None, guard: bool, threads: int, runs: int, model: Path,
     env = {**os.environ, "STAKEFLOW_ROOT": str(ROOT), "GUARD": "1" if guard else "0"}
     if lib:
         env["PYTHONPATH"] = lib
-    ran = subprocess.run([sys.executable, "-c", CHILD, str(model), str(threads), str(prompt), str(runs)],
-                         env=env, capture_output=True, text=True, timeout=600)
+    ran = subprocess.run(
+        [sys.executable, "-c", CHILD, str(model), str(threads), str(prompt), str(runs)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if ran.returncode < 0:
         return {"crashed": signal.Signals(-ran.returncode).name}
     if ran.returncode != 0:
@@ -78,8 +83,13 @@ def main() -> None:
     from stakeflow.local.services import embedded_model_file
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--build", action="append", default=[], metavar="NAME=DIR",
-                        help="another llama-cpp-python build, installed into DIR (repeatable)")
+    parser.add_argument(
+        "--build",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="another llama-cpp-python build, installed into DIR (repeatable)",
+    )
     parser.add_argument("--threads", default="1,2", help="thread counts to try (default 1,2)")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()

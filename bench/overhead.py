@@ -92,9 +92,7 @@ async def calculator(expression: str) -> str:
     return calculate(expression)  # stakeflow's own calculator, so the tool costs the same everywhere
 
 
-durable_agent = Agent(
-    _HTTP_MODEL, name="bench_agent", tools=[calculator], capabilities=[TemporalDurability()]
-)
+durable_agent = Agent(_HTTP_MODEL, name="bench_agent", tools=[calculator], capabilities=[TemporalDurability()])
 plain_agent = Agent(_HTTP_MODEL, name="bench_plain", tools=[calculator])
 
 
@@ -292,8 +290,10 @@ def breakdown_of(history, client_ms: float) -> Breakdown:
         elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
             b.act_count += 1
             b.act_run += t - started[e.activity_task_completed_event_attributes.started_event_id]
-        elif (kind == EventType.EVENT_TYPE_MARKER_RECORDED
-              and e.marker_recorded_event_attributes.marker_name == "core_local_activity"):
+        elif (
+            kind == EventType.EVENT_TYPE_MARKER_RECORDED
+            and e.marker_recorded_event_attributes.marker_name == "core_local_activity"
+        ):
             b.markers += 1
     b.server_total = (last or 0.0) - (first or 0.0)
     return b
@@ -338,8 +338,10 @@ async def run_plain(agent: Agent, steps: int) -> float:
 async def run_durable_pydantic_ai(client: Client, steps: int, *, function_model: bool) -> tuple[float, Breakdown]:
     started = time.perf_counter()
     handle = await client.start_workflow(
-        BenchPydanticAIWorkflow.run, BenchParams(task_prompt(steps), function_model),
-        id=f"bench-pai-{uuid.uuid4().hex[:8]}", task_queue=PYDANTIC_AI_QUEUE,
+        BenchPydanticAIWorkflow.run,
+        BenchParams(task_prompt(steps), function_model),
+        id=f"bench-pai-{uuid.uuid4().hex[:8]}",
+        task_queue=PYDANTIC_AI_QUEUE,
         execution_timeout=timedelta(minutes=2),
     )
     output = await handle.result()
@@ -353,8 +355,11 @@ async def run_durable_pydantic_ai(client: Client, steps: int, *, function_model:
 async def run_floor(client: Client, steps: int, shape: str) -> tuple[float, Breakdown]:
     started = time.perf_counter()
     handle = await client.start_workflow(
-        BenchFloorWorkflow.run, FloorParams(steps, shape), id=f"bench-floor-{uuid.uuid4().hex[:8]}",
-        task_queue=FLOOR_QUEUE, execution_timeout=timedelta(minutes=2),
+        BenchFloorWorkflow.run,
+        FloorParams(steps, shape),
+        id=f"bench-floor-{uuid.uuid4().hex[:8]}",
+        task_queue=FLOOR_QUEUE,
+        execution_timeout=timedelta(minutes=2),
     )
     await handle.result()
     elapsed = (time.perf_counter() - started) * 1000
@@ -365,16 +370,20 @@ async def run_stakeflow(client: Client, settings, steps: int, workspace: Path) -
     """(c), or (cl) when ``settings`` has ``[workers] local_model_calls``."""
     from stakeflow import tasks
 
-    req = tasks.build_request(settings, task_prompt(steps), tools=["calculator"],
-                              workspace=workspace, max_steps=steps, source="bench")
+    req = tasks.build_request(
+        settings, task_prompt(steps), tools=["calculator"], workspace=workspace, max_steps=steps, source="bench"
+    )
     started = time.perf_counter()
     handle = await tasks.start_run(client, settings, req, f"bench-sf-{uuid.uuid4().hex[:8]}")
     result = await handle.result()
     elapsed = (time.perf_counter() - started) * 1000
-    _check(result.status == "completed" and result.answer == "the answer",
-           f"stakeflow run: {result.status} {result.error}")
-    _check(len(result.steps) == steps and all(s.status == "ok" and s.tool_results for s in result.steps),
-           "stakeflow run did not run every step's tool")
+    _check(
+        result.status == "completed" and result.answer == "the answer", f"stakeflow run: {result.status} {result.error}"
+    )
+    _check(
+        len(result.steps) == steps and all(s.status == "ok" and s.tool_results for s in result.steps),
+        "stakeflow run did not run every step's tool",
+    )
     b = breakdown_of(await handle.fetch_history(), elapsed)
     local = steps + (steps + 2 if settings.workers.local_model_calls else 0)
     _check(b.markers == local, f"stakeflow ran {b.markers} local activities, not {local}")
@@ -411,7 +420,7 @@ def dev_server_args(poll_flags: bool) -> list[str]:
     from stakeflow.local.services import DEV_SERVER_TUNING
 
     tuning: list[str] = []
-    for flag, value in zip(DEV_SERVER_TUNING[::2], DEV_SERVER_TUNING[1::2]):
+    for flag, value in zip(DEV_SERVER_TUNING[::2], DEV_SERVER_TUNING[1::2], strict=True):
         if poll_flags or "MaxPollRPS" not in value:
             tuning += [flag, value]
     return [*tuning, *dev_server_flags(), "--log-level", "error"]
@@ -420,37 +429,51 @@ def dev_server_args(poll_flags: bool) -> list[str]:
 def make_variants(steps: int) -> dict[str, Variant]:
     return {
         "a0": Variant("a0", "plain pydantic-ai, FunctionModel", "in process, no HTTP, no Temporal"),
-        "a": Variant("a", "plain pydantic-ai",
-                     f"in process: {steps + 1} model calls over HTTP + {steps} tool calls"),
-        "b0": Variant("b0", "TemporalDurability, FunctionModel",
-                      "as (b), model in process (no HTTP)"),
-        "b": Variant("b", "pydantic-ai TemporalDurability",
-                     f"{steps + 1} model-request activities (HTTP) + {steps} tool activities, all regular, "
-                     "on the workflow's queue (eager dispatch)"),
-        "c": Variant("c", "stakeflow AgentTaskWorkflow",
-                     f"{steps + 2} call_model activities (plan, {steps} steps, answer; HTTP; on the open queue) "
-                     f"+ {steps} local run_tool activities"),
-        "cl": Variant("cl", "stakeflow, local_model_calls",
-                      f"as (c), the {steps + 2} call_model as local activities ([workers] local_model_calls): "
-                      f"{2 * steps + 2} local activities"),
-        "fb": Variant("fb", "Temporal floor, shape of (b)",
-                      f"{2 * steps + 1} no-op regular activities, workflow's queue"),
-        "fc": Variant("fc", "Temporal floor, shape of (c)",
-                      f"{steps + 2} no-op regular activities on another queue + {steps} no-op local ones"),
+        "a": Variant("a", "plain pydantic-ai", f"in process: {steps + 1} model calls over HTTP + {steps} tool calls"),
+        "b0": Variant("b0", "TemporalDurability, FunctionModel", "as (b), model in process (no HTTP)"),
+        "b": Variant(
+            "b",
+            "pydantic-ai TemporalDurability",
+            f"{steps + 1} model-request activities (HTTP) + {steps} tool activities, all regular, "
+            "on the workflow's queue (eager dispatch)",
+        ),
+        "c": Variant(
+            "c",
+            "stakeflow AgentTaskWorkflow",
+            f"{steps + 2} call_model activities (plan, {steps} steps, answer; HTTP; on the open queue) "
+            f"+ {steps} local run_tool activities",
+        ),
+        "cl": Variant(
+            "cl",
+            "stakeflow, local_model_calls",
+            f"as (c), the {steps + 2} call_model as local activities ([workers] local_model_calls): "
+            f"{2 * steps + 2} local activities",
+        ),
+        "fb": Variant(
+            "fb", "Temporal floor, shape of (b)", f"{2 * steps + 1} no-op regular activities, workflow's queue"
+        ),
+        "fc": Variant(
+            "fc",
+            "Temporal floor, shape of (c)",
+            f"{steps + 2} no-op regular activities on another queue + {steps} no-op local ones",
+        ),
         "fcl": Variant("fcl", "Temporal floor, shape of (cl)", f"{2 * steps + 2} no-op local activities"),
     }
 
 
 async def bench(args: argparse.Namespace) -> tuple[dict[str, Variant], float]:
-    from stakeflow.local.services import temporal_binary
     from stakeflow.config_sections import WorkersConfig
+    from stakeflow.local.services import temporal_binary
     from stakeflow.settings import Settings
     from workers.main import run_workers
 
     steps = args.steps
     variants = make_variants(steps)
-    with tempfile.TemporaryDirectory(prefix="stakeflow-bench-") as tmp, \
-            ZeroLatencyOpenAIServer(model=MODEL_NAME) as pai_fake, ZeroLatencyOpenAIServer(model=MODEL_NAME) as sf_fake:
+    with (
+        tempfile.TemporaryDirectory(prefix="stakeflow-bench-") as tmp,
+        ZeroLatencyOpenAIServer(model=MODEL_NAME) as pai_fake,
+        ZeroLatencyOpenAIServer(model=MODEL_NAME) as sf_fake,
+    ):
         pai_fake.script(pydantic_ai_responder(steps))
         sf_fake.script(stakeflow_responder(steps))
         _OPENAI.base_url = pai_fake.url
@@ -463,23 +486,40 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Variant], float]:
         )
         try:
             sf_client = env.client
-            pai_client = await Client.connect(sf_client.service_client.config.target_host,
-                                              namespace=sf_client.namespace, plugins=[PydanticAIPlugin()])
-            settings = Settings(home=Path(tmp) / "home", queue_prefix=f"bench{uuid.uuid4().hex[:6]}",
-                                open_base_url=sf_fake.url, open_model=MODEL_NAME, open_dialect="vllm")
+            pai_client = await Client.connect(
+                sf_client.service_client.config.target_host, namespace=sf_client.namespace, plugins=[PydanticAIPlugin()]
+            )
+            settings = Settings(
+                home=Path(tmp) / "home",
+                queue_prefix=f"bench{uuid.uuid4().hex[:6]}",
+                open_base_url=sf_fake.url,
+                open_model=MODEL_NAME,
+                open_dialect="vllm",
+            )
             workspace = Path(tmp) / "workspace"
             workspace.mkdir()
-            local_settings = settings.model_copy(update={
-                "queue_prefix": f"{settings.queue_prefix}l", "workers": WorkersConfig(local_model_calls=True)})
+            local_settings = settings.model_copy(
+                update={"queue_prefix": f"{settings.queue_prefix}l", "workers": WorkersConfig(local_model_calls=True)}
+            )
             stop = asyncio.Event()
-            sf_workers = asyncio.gather(run_workers(sf_client, settings, stop=stop),
-                                        run_workers(sf_client, local_settings, stop=stop))
-            pai_worker = Worker(pai_client, task_queue=PYDANTIC_AI_QUEUE, workflows=[BenchPydanticAIWorkflow],
-                                workflow_runner=bench_runner())
+            sf_workers = asyncio.gather(
+                run_workers(sf_client, settings, stop=stop), run_workers(sf_client, local_settings, stop=stop)
+            )
+            pai_worker = Worker(
+                pai_client,
+                task_queue=PYDANTIC_AI_QUEUE,
+                workflows=[BenchPydanticAIWorkflow],
+                workflow_runner=bench_runner(),
+            )
             pai_task = asyncio.create_task(pai_worker.run())
             floor_workers = [
-                Worker(sf_client, task_queue=FLOOR_QUEUE, workflows=[BenchFloorWorkflow], activities=[noop_activity],
-                       workflow_runner=bench_runner()),
+                Worker(
+                    sf_client,
+                    task_queue=FLOOR_QUEUE,
+                    workflows=[BenchFloorWorkflow],
+                    activities=[noop_activity],
+                    workflow_runner=bench_runner(),
+                ),
                 Worker(sf_client, task_queue=FLOOR_ACTIVITY_QUEUE, activities=[noop_activity]),
             ]
             floor_tasks = [asyncio.create_task(w.run()) for w in floor_workers]
@@ -497,18 +537,29 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Variant], float]:
                     times["fb"], fb_hist = await run_floor(sf_client, steps, "b")
                     times["fc"], fc_hist = await run_floor(sf_client, steps, "c")
                     times["fcl"], fcl_hist = await run_floor(sf_client, steps, "cl")
-                    _check(len(pai_fake.calls) - pai_before == 2 * (steps + 1),
-                           "(a) and (b) made the wrong number of model calls")
-                    _check(len(sf_fake.calls) - sf_before == 2 * (steps + 2),
-                           "(c) and (cl) made the wrong number of model calls")
+                    _check(
+                        len(pai_fake.calls) - pai_before == 2 * (steps + 1),
+                        "(a) and (b) made the wrong number of model calls",
+                    )
+                    _check(
+                        len(sf_fake.calls) - sf_before == 2 * (steps + 2),
+                        "(c) and (cl) made the wrong number of model calls",
+                    )
                     name = f"run {round_no - args.warmup + 1}" if measured else f"warm-up {round_no + 1}"
                     line = "  ".join(f"{k} {t:6.0f}" for k, t in times.items())
                     print(f"  {name:<10}{line}  (ms)", file=sys.stderr)
                     if measured:
                         for key, total in times.items():
                             variants[key].totals_ms.append(total)
-                        for key, hist in (("b0", b0_hist), ("b", b_hist), ("c", c_hist), ("cl", cl_hist),
-                                          ("fb", fb_hist), ("fc", fc_hist), ("fcl", fcl_hist)):
+                        for key, hist in (
+                            ("b0", b0_hist),
+                            ("b", b_hist),
+                            ("c", c_hist),
+                            ("cl", cl_hist),
+                            ("fb", fb_hist),
+                            ("fc", fc_hist),
+                            ("fcl", fcl_hist),
+                        ):
                             variants[key].breakdowns.append(hist)
             finally:
                 stop.set()
@@ -528,15 +579,24 @@ def report(args: argparse.Namespace, variants: dict[str, Variant], http_ms: floa
         ratio = per[key] / per["b"]
         half = "meets" if ratio <= 0.5 else "MISSES"
         third = "meets" if ratio <= 1 / 3 else "misses"
-        return (f"({key})/(b) per step: {ratio:.2f}  -> {half} the target <= 0.5 of (b) ({per['b'] / 2:.1f} ms/step); "
-                f"{third} the longer-term 1/3 ({per['b'] / 3:.1f})")
+        return (
+            f"({key})/(b) per step: {ratio:.2f}  -> {half} the target <= 0.5 of (b) ({per['b'] / 2:.1f} ms/step); "
+            f"{third} the longer-term 1/3 ({per['b'] / 3:.1f})"
+        )
+
     lines = [
-        (f"stakeflow overhead benchmark, {time.strftime('%Y-%m-%d')}: {steps} steps (each: 1 model call asking for "
-         f"`calculator` + 1 tool call), then the answer; median of {args.runs} runs after {args.warmup} warm-up"),
-        (f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; one Temporal "
-         f"dev server (in-memory) {'with' if not args.no_poll_flags else 'WITHOUT'} the history poll-rate flags"),
-        ("model: scripted, zero latency: FakeOpenAIServer (tests/fakes.py, TCP_NODELAY) on 127.0.0.1 through the "
-         f"openai client + pydantic-ai OpenAIChatModel in (a), (b), (c); a bare HTTP round trip is {http_ms:.1f} ms"),
+        (
+            f"stakeflow overhead benchmark, {time.strftime('%Y-%m-%d')}: {steps} steps (each: 1 model call asking for "
+            f"`calculator` + 1 tool call), then the answer; median of {args.runs} runs after {args.warmup} warm-up"
+        ),
+        (
+            f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; one Temporal "
+            f"dev server (in-memory) {'with' if not args.no_poll_flags else 'WITHOUT'} the history poll-rate flags"
+        ),
+        (
+            "model: scripted, zero latency: FakeOpenAIServer (tests/fakes.py, TCP_NODELAY) on 127.0.0.1 through the "
+            f"openai client + pydantic-ai OpenAIChatModel in (a), (b), (c); a bare HTTP round trip is {http_ms:.1f} ms"
+        ),
         "",
         f"{'variant':<38} {'total ms':>9} {'ms/step':>8} {'over (a)':>9}  includes",
     ]
@@ -552,13 +612,17 @@ def report(args: argparse.Namespace, variants: dict[str, Variant], http_ms: floa
         verdict("c"),
         verdict("cl"),
         f"(c)/(b) on the overhead above plain pydantic-ai (a): {(per['c'] - per['a']) / (per['b'] - per['a']):.2f}",
-        (f"above its Temporal floor: (b) - (fb) = {per['b'] - per['fb']:.1f} ms/step, (c) - (fc) = "
-         f"{per['c'] - per['fc']:.1f}, (cl) - (fcl) = {per['cl'] - per['fcl']:.1f} ms/step (the frameworks' own work: "
-         "conversion, workflow code, model client)"),
+        (
+            f"above its Temporal floor: (b) - (fb) = {per['b'] - per['fb']:.1f} ms/step, (c) - (fc) = "
+            f"{per['c'] - per['fc']:.1f}, (cl) - (fcl) = {per['cl'] - per['fcl']:.1f} ms/step (the frameworks' own work: "
+            "conversion, workflow code, model client)"
+        ),
         "",
         "where the durable runs spend their time, from the event histories (mean ms per run; 'each' = per task):",
-        (f"{'':<38} {'WFTs':>5} {'WFT wait':>9} {'WFT run':>8} {'acts':>5} {'act wait':>9} {'act run':>8} "
-         f"{'LAs':>4} {'server':>7} {'client':>7}"),
+        (
+            f"{'':<38} {'WFTs':>5} {'WFT wait':>9} {'WFT run':>8} {'acts':>5} {'act wait':>9} {'act run':>8} "
+            f"{'LAs':>4} {'server':>7} {'client':>7}"
+        ),
     ]
     for key in ("b", "fb", "c", "fc", "cl", "fcl"):
         v = variants[key]
@@ -586,11 +650,15 @@ def report(args: argparse.Namespace, variants: dict[str, Variant], http_ms: floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="measured runs per variant (default 5)")
-    parser.add_argument("--steps", type=int, default=10,
-                        help="plan steps, each a model call + a tool call (default 10)")
+    parser.add_argument(
+        "--steps", type=int, default=10, help="plan steps, each a model call + a tool call (default 10)"
+    )
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured warm-up runs first (default 1)")
-    parser.add_argument("--no-poll-flags", action="store_true",
-                        help="start the dev server without the history poll-rate dynamic-config flags")
+    parser.add_argument(
+        "--no-poll-flags",
+        action="store_true",
+        help="start the dev server without the history poll-rate dynamic-config flags",
+    )
     args = parser.parse_args()
     if args.runs < 1 or args.steps < 1 or args.warmup < 0:
         parser.error("--runs and --steps must be >= 1, --warmup >= 0")
@@ -601,7 +669,7 @@ def main() -> None:
     code = 0
     try:
         print(report(args, *asyncio.run(bench(args))))
-    except Exception as e:  # noqa: BLE001 - report, then leave without the interpreter-exit crash
+    except Exception as e:
         import traceback
 
         traceback.print_exc()

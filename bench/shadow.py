@@ -25,23 +25,26 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
 
-from stakeflow import tasks  # noqa: E402
-from stakeflow.core.contracts import dev_server_flags  # noqa: E402
-from stakeflow.local.services import DEV_SERVER_TUNING  # noqa: E402
-from stakeflow.settings import Settings  # noqa: E402
-from tests.agent_script import agent, call, plan  # noqa: E402
-from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply, output_schema  # noqa: E402
-from workers.main import run_workers  # noqa: E402
+from stakeflow import tasks
+from stakeflow.core.contracts import dev_server_flags
+from stakeflow.local.services import DEV_SERVER_TUNING
+from stakeflow.settings import Settings
+from tests.agent_script import agent, call, plan
+from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply, output_schema
+from workers.main import run_workers
 
 WORKSPACE = REPO / "examples" / "workspace"
 
 
 def scripted(latency: float):
-    inner = agent(plan(("Compute", "calculator"), ("Compute again", "calculator"), ("And once more", "calculator")),
-                  {i: call("calculator", expression=f"{i}*7") for i in (1, 2, 3)}, answer="done")
+    inner = agent(
+        plan(("Compute", "calculator"), ("Compute again", "calculator"), ("And once more", "calculator")),
+        {i: call("calculator", expression=f"{i}*7") for i in (1, 2, 3)},
+        answer="done",
+    )
 
     def respond(body):
         schema = output_schema(body) or {}
@@ -64,22 +67,31 @@ async def one(client, settings: Settings, rate: float) -> tuple[float, str]:
 async def main(args) -> None:
     home = Path(tempfile.mkdtemp(prefix="stakeflow-bench-shadow-"))
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=shutil.which("temporal"), data_converter=pydantic_data_converter, ip="127.0.0.1",
+        dev_server_existing_path=shutil.which("temporal"),
+        data_converter=pydantic_data_converter,
+        ip="127.0.0.1",
         dev_server_extra_args=[*DEV_SERVER_TUNING, *dev_server_flags(), "--log-level", "error"],
     )
     try:
         with FakeOpenAIServer(model="qwen-bench") as open_fake, FakeAnthropicServer() as frontier_fake:
             open_fake.script(scripted(args.latency))
             frontier_fake.script(scripted(args.latency))
-            settings = Settings(home=home, queue_prefix=f"b{uuid.uuid4().hex[:6]}", open_base_url=open_fake.url,
-                                open_model="qwen-bench", open_dialect="vllm", anthropic_api_key="sk-ant-bench",
-                                anthropic_base_url=frontier_fake.url, frontier_model="claude-sonnet-4-6")
+            settings = Settings(
+                home=home,
+                queue_prefix=f"b{uuid.uuid4().hex[:6]}",
+                open_base_url=open_fake.url,
+                open_model="qwen-bench",
+                open_dialect="vllm",
+                anthropic_api_key="sk-ant-bench",
+                anthropic_base_url=frontier_fake.url,
+                frontier_model="claude-sonnet-4-6",
+            )
             stop = asyncio.Event()
             workers = asyncio.create_task(run_workers(env.client, settings, stop=stop))
             times: dict[float, list[float]] = {0.0: [], 1.0: []}
             await one(env.client, settings, 0.0)  # warm-up
             for n in range(args.rounds):
-                for rate in ((0.0, 1.0) if n % 2 == 0 else (1.0, 0.0)):
+                for rate in (0.0, 1.0) if n % 2 == 0 else (1.0, 0.0):
                     seconds, wf_id = await one(env.client, settings, rate)
                     times[rate].append(seconds)
                     async for wf in env.client.list_workflows(f"ParentWorkflowId = '{wf_id}'"):

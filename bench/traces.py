@@ -57,9 +57,13 @@ FRONTIER_MODELS = ("claude-sonnet-4-6", "claude-haiku-4-5", "claude-opus-4-7")
 TOOLS = ("read_file", "write_file", "http_get", "sql_query", "calculator")
 SOURCES = ("cli", "github", "slack")
 DAY_NS = 86_400 * 10**9
-RESOURCE = Resource.create({
-    "service.name": "stakeflow", "service.instance.id": "bench-host-4242", "stakeflow.process": "worker",
-})
+RESOURCE = Resource.create(
+    {
+        "service.name": "stakeflow",
+        "service.instance.id": "bench-host-4242",
+        "stakeflow.process": "worker",
+    }
+)
 STEPS = 3  # plan + 3 steps + answer: 14 spans per run
 
 
@@ -92,47 +96,118 @@ def synthetic_runs(total: int, seed: int = 7) -> Iterator[ReadableSpan]:
             unpriced = not frontier and rng.random() < 0.02
             cost = (raw_in * 3 + written * 3.75 + cached * 0.3 + out * 15) / 1e6 if frontier else out * 2e-7
             attrs = {
-                sc.GEN_AI_OPERATION: "chat", sc.GEN_AI_PROVIDER: "anthropic" if frontier else "vllm",
-                sc.GEN_AI_REQUEST_MODEL: model, sc.GEN_AI_RESPONSE_MODEL: model,
-                sc.GEN_AI_INPUT_TOKENS: raw_in + cached + written, sc.GEN_AI_OUTPUT_TOKENS: out,
-                sc.GEN_AI_CACHE_READ: cached, sc.GEN_AI_CACHE_WRITE: written, sc.RAW_INPUT_TOKENS: raw_in,
-                sc.RUN_ID: run_id, sc.STEP: step, sc.PURPOSE: purpose, sc.ROUTE: route,
-                sc.STAKES: "high" if frontier else "low", sc.SOURCE: source, sc.ESCALATED: False,
+                sc.GEN_AI_OPERATION: "chat",
+                sc.GEN_AI_PROVIDER: "anthropic" if frontier else "vllm",
+                sc.GEN_AI_REQUEST_MODEL: model,
+                sc.GEN_AI_RESPONSE_MODEL: model,
+                sc.GEN_AI_INPUT_TOKENS: raw_in + cached + written,
+                sc.GEN_AI_OUTPUT_TOKENS: out,
+                sc.GEN_AI_CACHE_READ: cached,
+                sc.GEN_AI_CACHE_WRITE: written,
+                sc.RAW_INPUT_TOKENS: raw_in,
+                sc.RUN_ID: run_id,
+                sc.STEP: step,
+                sc.PURPOSE: purpose,
+                sc.ROUTE: route,
+                sc.STAKES: "high" if frontier else "low",
+                sc.SOURCE: source,
+                sc.ESCALATED: False,
                 sc.REASON: "write_file has side effects: high stakes" if frontier else "read-only step: low stakes",
-                sc.ATTEMPT: 1, sc.UNPRICED: unpriced, sc.STATUS: "ok", sc.DURATION_S: 2.5,
+                sc.ATTEMPT: 1,
+                sc.UNPRICED: unpriced,
+                sc.STATUS: "ok",
+                sc.DURATION_S: 2.5,
             }
             if not unpriced:
                 attrs[sc.COST_USD] = round(cost, 9)
                 attrs[sc.FRONTIER_EQUIVALENT_USD] = round(cost if frontier else cost * 12, 9)
                 attrs[sc.PRICE_VERSION] = "builtin-2026-11-28" if frontier else "config"
-            spans.append(_span(f"chat {model}", trace_id, rng.getrandbits(64) | 1, step_span, step_start + 10**7,
-                               2 * 10**9, attrs, SpanKind.CLIENT))
+            spans.append(
+                _span(
+                    f"chat {model}",
+                    trace_id,
+                    rng.getrandbits(64) | 1,
+                    step_span,
+                    step_start + 10**7,
+                    2 * 10**9,
+                    attrs,
+                    SpanKind.CLIENT,
+                )
+            )
             if purpose == "step":
                 tool = rng.choice(TOOLS)
-                spans.append(_span(f"execute_tool {tool}", trace_id, rng.getrandbits(64) | 1, step_span,
-                                   step_start + 21 * 10**8, 3 * 10**8, {
-                                       sc.GEN_AI_OPERATION: "execute_tool", sc.GEN_AI_TOOL_NAME: tool,
-                                       sc.RUN_ID: run_id, sc.STEP: step, sc.ATTEMPT: 1, sc.STATUS: "ok",
-                                   }))
-            spans.append(_span(sc.SPAN_STEP, trace_id, step_span, run_span, step_start, int(2.5 * 10**9), {
-                sc.RUN_ID: run_id, sc.STEP: step, sc.PURPOSE: purpose, sc.ROUTE: route, sc.GEN_AI_REQUEST_MODEL: model,
-            }))
+                spans.append(
+                    _span(
+                        f"execute_tool {tool}",
+                        trace_id,
+                        rng.getrandbits(64) | 1,
+                        step_span,
+                        step_start + 21 * 10**8,
+                        3 * 10**8,
+                        {
+                            sc.GEN_AI_OPERATION: "execute_tool",
+                            sc.GEN_AI_TOOL_NAME: tool,
+                            sc.RUN_ID: run_id,
+                            sc.STEP: step,
+                            sc.ATTEMPT: 1,
+                            sc.STATUS: "ok",
+                        },
+                    )
+                )
+            spans.append(
+                _span(
+                    sc.SPAN_STEP,
+                    trace_id,
+                    step_span,
+                    run_span,
+                    step_start,
+                    int(2.5 * 10**9),
+                    {
+                        sc.RUN_ID: run_id,
+                        sc.STEP: step,
+                        sc.PURPOSE: purpose,
+                        sc.ROUTE: route,
+                        sc.GEN_AI_REQUEST_MODEL: model,
+                    },
+                )
+            )
         status = "failed" if rng.random() < 0.05 else "ok"
-        spans.append(_span(sc.SPAN_RUN, trace_id, run_span, None, t, (STEPS + 2) * 3 * 10**9, {
-            sc.RUN_ID: run_id, sc.SOURCE: source, sc.SENSITIVITY: "internal", sc.STATUS: status,
-            sc.STEP_COUNT: STEPS, sc.OPEN_STEPS: STEPS - frontier_steps, sc.FRONTIER_STEPS: frontier_steps,
-            sc.ESCALATIONS: 0, sc.STAKES: "high" if frontier_steps else "low",
-        }))
+        spans.append(
+            _span(
+                sc.SPAN_RUN,
+                trace_id,
+                run_span,
+                None,
+                t,
+                (STEPS + 2) * 3 * 10**9,
+                {
+                    sc.RUN_ID: run_id,
+                    sc.SOURCE: source,
+                    sc.SENSITIVITY: "internal",
+                    sc.STATUS: status,
+                    sc.STEP_COUNT: STEPS,
+                    sc.OPEN_STEPS: STEPS - frontier_steps,
+                    sc.FRONTIER_STEPS: frontier_steps,
+                    sc.ESCALATIONS: 0,
+                    sc.STAKES: "high" if frontier_steps else "low",
+                },
+            )
+        )
         yield from spans[: total - made]
         made += len(spans)
 
 
 def _span(name, trace_id, span_id, parent, start, duration, attributes, kind=SpanKind.INTERNAL) -> ReadableSpan:
     return ReadableSpan(
-        name=name, context=SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(1)),
-        parent=SpanContext(trace_id, parent, is_remote=False) if parent else None, resource=RESOURCE,
+        name=name,
+        context=SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(1)),
+        parent=SpanContext(trace_id, parent, is_remote=False) if parent else None,
+        resource=RESOURCE,
         # as the SDK hands them to exporters: immutable BoundedAttributes behind a mappingproxy
-        attributes=BoundedAttributes(attributes=attributes, immutable=True), kind=kind, status=Status(StatusCode.UNSET), start_time=start,
+        attributes=BoundedAttributes(attributes=attributes, immutable=True),
+        kind=kind,
+        status=Status(StatusCode.UNSET),
+        start_time=start,
         end_time=start + duration,
     )
 
@@ -144,7 +219,7 @@ def export_all(path: Path, total: int, batch: int) -> dict[str, float]:
     count = 0
     while True:
         t0 = time.perf_counter()
-        chunk = [s for _, s in zip(range(batch), spans)]
+        chunk = [s for _, s in zip(range(batch), spans, strict=False)]
         t1 = time.perf_counter()
         if not chunk:
             break
@@ -176,7 +251,8 @@ def generate_big(path: Path, total: int) -> float:
         TIMESTAMP '2026-11-28' - to_microseconds(hr % (30 * 86400000000))
             + to_seconds(step * 3) AS start_time,
         ['cli', 'github', 'slack'][1 + hr % 3] AS source, 'stakeflow' AS service_name, 'UNSET' AS status_code"""
-    con.execute(f"""
+    con.execute(
+        f"""
         INSERT INTO spans BY NAME
         SELECT printf('%016x', h) AS span_id, printf('%016x', hash(run, step, 'step')) AS parent_span_id,
             'chat ' || model AS name, 'CLIENT' AS kind, start_time + to_milliseconds(10) AS start_time,
@@ -206,16 +282,22 @@ def generate_big(path: Path, total: int) -> float:
                     raw_input_tokens + cache_read_tokens + cache_write_tokens AS input_tokens,
                     NOT frontier AND h % 50 = 0 AS unpriced
                 FROM ({step_rows})))
-    """, [runs])
-    con.execute(f"""
+    """,
+        [runs],
+    )
+    con.execute(
+        f"""
         INSERT INTO spans BY NAME
         SELECT printf('%016x', hash(run, step, 'step')) AS span_id, printf('%016x', hash(run, 'run')) AS parent_span_id,
             'stakeflow.step' AS name, 'INTERNAL' AS kind, start_time, start_time + to_milliseconds(2500) AS end_time,
             2500.0 AS duration_ms, run_id, trace_id, source, service_name, status_code, step, purpose,
             json_object('stakeflow.run_id', run_id, 'stakeflow.step', step) AS attributes
         FROM (SELECT *, {common} FROM ({step_rows}))
-    """, [runs])
-    con.execute(f"""
+    """,
+        [runs],
+    )
+    con.execute(
+        f"""
         INSERT INTO spans BY NAME
         SELECT printf('%016x', hash(run, step, 'tool')) AS span_id, printf('%016x', hash(run, step, 'step')) AS parent_span_id,
             'execute_tool ' || tool AS name, 'INTERNAL' AS kind, start_time + to_milliseconds(2100) AS start_time,
@@ -224,15 +306,20 @@ def generate_big(path: Path, total: int) -> float:
             json_object('gen_ai.operation.name', 'execute_tool', 'gen_ai.tool.name', tool) AS attributes
         FROM (SELECT *, {common}, ['read_file', 'write_file', 'http_get', 'sql_query', 'calculator'][1 + h % 5] AS tool
               FROM ({step_rows}) WHERE purpose = 'step')
-    """, [runs])
-    con.execute(f"""
+    """,
+        [runs],
+    )
+    con.execute(
+        f"""
         INSERT INTO spans BY NAME
         SELECT printf('%016x', hash(run, 'run')) AS span_id, 'stakeflow.run' AS name, 'INTERNAL' AS kind,
             start_time, start_time + to_seconds(15) AS end_time, 15000.0 AS duration_ms, run_id, trace_id, source,
             service_name, status_code, CASE WHEN hr % 20 = 0 THEN 'failed' ELSE 'ok' END AS status,
             json_object('stakeflow.run_id', run_id, 'stakeflow.steps', 3) AS attributes
         FROM (SELECT *, {common} FROM (SELECT r AS run, 0 AS step, (hash(r) >> 1)::BIGINT AS hr FROM range(?) t(r)))
-    """, [runs])
+    """,
+        [runs],
+    )
     con.close()
     return time.perf_counter() - start
 
@@ -250,14 +337,19 @@ def timed(fn: Callable[[], object], repeat: int) -> float:
 def query_rows(label: str, store: TraceStore, repeat: int, full: bool) -> list[list[str]]:
     spans = run_sql(store, "SELECT count(*) FROM spans")[1][0][0]
     run_id = run_sql(store, "SELECT run_id FROM spans WHERE run_id IS NOT NULL LIMIT 1")[1][0][0]
-    cases = [("cost_report --by model", lambda: cost_report(store, None, "model")),
-             ("cost_report --by day", lambda: cost_report(store, None, "day"))]
+    cases = [
+        ("cost_report --by model", lambda: cost_report(store, None, "model")),
+        ("cost_report --by day", lambda: cost_report(store, None, "day")),
+    ]
     if full:
         cases += [
             ("cost_report --by tool", lambda: cost_report(store, None, "tool")),
             ("cost_report --by run (top 20)", lambda: cost_report(store, None, "run", limit=20)),
             ("trace_tree (one run)", lambda: trace_tree(store, run_id)),
-            ("sql: failed runs' cost", lambda: run_sql(store, "SELECT sum(cost_usd) FROM runs WHERE status = 'failed'")),
+            (
+                "sql: failed runs' cost",
+                lambda: run_sql(store, "SELECT sum(cost_usd) FROM runs WHERE status = 'failed'"),
+            ),
         ]
     return [[f"{label}: {name}", f"{spans:,}", f"{timed(fn, repeat) * 1000:.0f} ms", ""] for name, fn in cases]
 
@@ -279,25 +371,45 @@ def main() -> None:
         path = work / "traces.duckdb"
         e = export_all(path, args.spans, args.batch)
         n = e["spans"]
-        table.append(["create ReadableSpans (SDK, not exporter)", f"{n:,}", f"{e['create_s']:.1f} s",
-                      f"{n / e['create_s']:,.0f} spans/s"])
-        table.append([f"export (batches of {args.batch}, Parquet segments)", f"{n:,}", f"{e['export_s']:.1f} s",
-                      f"{n / e['export_s']:,.0f} spans/s, {e['segment_bytes'] / n:.0f} B/span"])
+        table.append(
+            [
+                "create ReadableSpans (SDK, not exporter)",
+                f"{n:,}",
+                f"{e['create_s']:.1f} s",
+                f"{n / e['create_s']:,.0f} spans/s",
+            ]
+        )
+        table.append(
+            [
+                f"export (batches of {args.batch}, Parquet segments)",
+                f"{n:,}",
+                f"{e['export_s']:.1f} s",
+                f"{n / e['export_s']:,.0f} spans/s, {e['segment_bytes'] / n:.0f} B/span",
+            ]
+        )
         store = TraceStore(path)
         t = time.perf_counter()
         result = store.sync(budget_s=None, wait_s=10)
         ingest = time.perf_counter() - t
         assert result.spans_inserted == n and result.pending == 0, result
         size = path.stat().st_size
-        table.append(["ingest: sync() into DuckDB", f"{n:,}", f"{ingest:.1f} s",
-                      f"{n / ingest:,.0f} spans/s, {size / n:.0f} B/span on disk"])
+        table.append(
+            [
+                "ingest: sync() into DuckDB",
+                f"{n:,}",
+                f"{ingest:.1f} s",
+                f"{n / ingest:,.0f} spans/s, {size / n:.0f} B/span on disk",
+            ]
+        )
         table += query_rows("1M" if n == 1_000_000 else f"{n:,}", store, args.repeat, full=True)
         if args.big:
             big = work / "big.duckdb"
             gen = generate_big(big, args.big)
             big_store = TraceStore(big)
             total = run_sql(big_store, "SELECT count(*) FROM spans")[1][0][0]
-            table.append(["generate in SQL (not the exporter)", f"{total:,}", f"{gen:.1f} s", f"{total / gen:,.0f} spans/s"])
+            table.append(
+                ["generate in SQL (not the exporter)", f"{total:,}", f"{gen:.1f} s", f"{total / gen:,.0f} spans/s"]
+            )
             table += query_rows("10M" if args.big == 10_000_000 else f"{args.big:,}", big_store, args.repeat, full=True)
     finally:
         if args.dir is None:

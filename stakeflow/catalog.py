@@ -31,11 +31,19 @@ async def list_tools(settings: Settings, agent: str | None = None) -> Listing:
 
     named = agent_config(settings, agent)
     resolved = resolve(settings, named.tools if named else None, where=f"agent {agent}" if agent else "[tools]")
-    listing = Listing(tools=[
-        CATALOGUE[n].view().model_copy(update={
-            "risk_from": "built-in", "private": n in settings.policy.private_tools,
-        }) for n in resolved.builtins
-    ])
+    listing = Listing(
+        tools=[
+            CATALOGUE[n]
+            .view()
+            .model_copy(
+                update={
+                    "risk_from": "built-in",
+                    "private": n in settings.policy.private_tools,
+                }
+            )
+            for n in resolved.builtins
+        ]
+    )
     mcp = McpToolbox(settings.mcp) if any(t.kind == "mcp" for t in resolved.toolsets) else None
     python = None
     try:
@@ -47,7 +55,9 @@ async def list_tools(settings: Settings, agent: str | None = None) -> Listing:
                 assert mcp is not None
                 found = await mcp.describe(ref)
             if found.error:
-                listing.problems.append(f"{'MCP server ' + ref.name if ref.kind == 'mcp' else 'Python tools'}: {found.error}")
+                listing.problems.append(
+                    f"{'MCP server ' + ref.name if ref.kind == 'mcp' else 'Python tools'}: {found.error}"
+                )
             listing.tools += found.tools
     finally:
         if mcp is not None:
@@ -61,8 +71,13 @@ def tools_report(settings: Settings, agent: str | None = None) -> Listing:
 
 def tool_row(view: ToolSpecView) -> dict[str, object]:
     return {
-        "name": view.name, "risk": view.risk, "risk_from": view.risk_from or "built-in",
-        "open_world": view.open_world, "idempotent": view.idempotent, "private": view.private,
+        "name": view.name,
+        "risk": view.risk,
+        "risk_from": view.risk_from or "built-in",
+        "open_world": view.open_world,
+        "idempotent": view.idempotent,
+        "private": view.private,
         "source": view.source if view.source != "mcp" else f"mcp:{view.server}",
-        "task_queue": view.task_queue or "(tools queue)", "description": view.description,
+        "task_queue": view.task_queue or "(tools queue)",
+        "description": view.description,
     }

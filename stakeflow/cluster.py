@@ -34,8 +34,13 @@ WORKER_SERVICES: dict[str, tuple[QueueRole, ...]] = {
 }
 
 # Which of a queue's task types its backlog is in (KEDA's temporal scaler, `queueTypes`).
-QUEUE_TYPES: dict[QueueRole, str] = {"workflows": "workflow", "open": "activity", "frontier": "activity",
-                                     "tools": "activity", "train": "activity"}
+QUEUE_TYPES: dict[QueueRole, str] = {
+    "workflows": "workflow",
+    "open": "activity",
+    "frontier": "activity",
+    "tools": "activity",
+    "train": "activity",
+}
 
 # Kubernetes' terminationGracePeriodSeconds / compose's stop_grace_period for workers: longer than the
 # worker's graceful shutdown (workers.main.GRACEFUL_SHUTDOWN, 20 s) plus the span flush, so SIGKILL never

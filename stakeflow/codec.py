@@ -68,7 +68,7 @@ class PublicAwarePayloadConverter(PydanticPayloadConverter):
 
     def to_payloads(self, values: Sequence[object]) -> list[Payload]:
         payloads = super().to_payloads(values)
-        for value, payload in zip(values, payloads):
+        for value, payload in zip(values, payloads, strict=True):
             if isinstance(value, Public):
                 payload.metadata[PUBLIC_KEY] = b"true"
         return payloads
@@ -87,8 +87,10 @@ class Keyring:
 
     def __post_init__(self) -> None:
         if not self.keys:
-            raise ConfigError(f"no codec keys in {self.source}: add a line '<key id> <base64 of 32 bytes>' "
-                              "(`stakeflow codec-key` prints one)")
+            raise ConfigError(
+                f"no codec keys in {self.source}: add a line '<key id> <base64 of 32 bytes>' "
+                "(`stakeflow codec-key` prints one)"
+            )
 
     @property
     def current(self) -> tuple[str, bytes]:
@@ -127,8 +129,10 @@ def parse_keys(text: str, source: str, *, separator: str | None = None) -> Keyri
         except (binascii.Error, ValueError):
             raise ConfigError(f"{where} (key id '{key_id}'): the key is not base64") from None
         if len(key) != KEY_BYTES:
-            raise ConfigError(f"{where} (key id '{key_id}'): a key is {KEY_BYTES} bytes (AES-256), this one is "
-                              f"{len(key)}: make one with `stakeflow codec-key`")
+            raise ConfigError(
+                f"{where} (key id '{key_id}'): a key is {KEY_BYTES} bytes (AES-256), this one is "
+                f"{len(key)}: make one with `stakeflow codec-key`"
+            )
         if any(key_id == k for k, _ in entries):
             raise ConfigError(f"{where}: key id '{key_id}' is listed twice: give each key its own id")
         entries.append((key_id, key))
@@ -144,7 +148,9 @@ def load_keyring(settings: Settings) -> Keyring | None:
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as e:
-            raise ConfigError(f"cannot read the codec key file {path} (STAKEFLOW_CODEC_KEYS_FILE): {e.strerror}") from None
+            raise ConfigError(
+                f"cannot read the codec key file {path} (STAKEFLOW_CODEC_KEYS_FILE): {e.strerror}"
+            ) from None
         return parse_keys(text, str(path))
     return None
 

@@ -59,21 +59,30 @@ def create_app(settings: Settings) -> Starlette:
     """The codec server's ASGI app; ConfigError naming the fix when keys or tokens are missing."""
     keyring = load_keyring(settings)
     if keyring is None:
-        raise ConfigError("the codec server has no keys: set STAKEFLOW_CODEC_KEYS_FILE (or STAKEFLOW_CODEC_KEYS), "
-                          "the same keys as the workers")
+        raise ConfigError(
+            "the codec server has no keys: set STAKEFLOW_CODEC_KEYS_FILE (or STAKEFLOW_CODEC_KEYS), "
+            "the same keys as the workers"
+        )
     allowed = tokens(settings)
     if not allowed:
-        raise ConfigError("the codec server needs bearer tokens: set STAKEFLOW_CODEC_AUTH_TOKENS "
-                          "(comma-separated) in its environment; it will not decode for anyone who asks")
+        raise ConfigError(
+            "the codec server needs bearer tokens: set STAKEFLOW_CODEC_AUTH_TOKENS "
+            "(comma-separated) in its environment; it will not decode for anyone who asks"
+        )
     codec = EncryptionCodec(keyring)
     origins = cors_origins(settings)
 
     def cors(request: Request) -> dict[str, str]:
         origin = request.headers.get("origin", "").rstrip("/")
         if origin and origin in origins:
-            return {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true",
-                    "Access-Control-Allow-Methods": "POST, OPTIONS", "Access-Control-Allow-Headers": ALLOWED_HEADERS,
-                    "Access-Control-Max-Age": "600", "Vary": "Origin"}
+            return {
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Credentials": "true",
+                "Access-Control-Allow-Methods": "POST, OPTIONS",
+                "Access-Control-Allow-Headers": ALLOWED_HEADERS,
+                "Access-Control-Max-Age": "600",
+                "Vary": "Origin",
+            }
         return {"Vary": "Origin"}
 
     def authorized(request: Request) -> bool:
@@ -93,8 +102,12 @@ def create_app(settings: Settings) -> Starlette:
         if op not in ("encode", "decode"):
             return _answer(request, 404, {"error": "POST .../encode or .../decode"}, headers)
         if not authorized(request):
-            return _answer(request, 401, {"error": "send Authorization: Bearer <token> (STAKEFLOW_CODEC_AUTH_TOKENS)"},
-                           {**headers, "WWW-Authenticate": 'Bearer realm="stakeflow codec"'})
+            return _answer(
+                request,
+                401,
+                {"error": "send Authorization: Bearer <token> (STAKEFLOW_CODEC_AUTH_TOKENS)"},
+                {**headers, "WWW-Authenticate": 'Bearer realm="stakeflow codec"'},
+            )
         if int(request.headers.get("content-length") or 0) > MAX_BODY:
             return _answer(request, 413, {"error": f"at most {MAX_BODY} bytes per request"}, headers)
         body = await request.body()
@@ -113,10 +126,12 @@ def create_app(settings: Settings) -> Starlette:
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok", "keys": keyring.ids, "encrypts_with": keyring.current[0]})
 
-    return Starlette(routes=[
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/{path:path}", convert, methods=["POST", "OPTIONS"]),
-    ])
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/{path:path}", convert, methods=["POST", "OPTIONS"]),
+        ]
+    )
 
 
 def _answer(request: Request, status: int, body: dict, headers: dict[str, str]) -> Response:
@@ -125,13 +140,22 @@ def _answer(request: Request, status: int, body: dict, headers: dict[str, str]) 
 
 
 def _log(request: Request, status: int, count: int) -> None:
-    log.info("%s %s %d origin=%s namespace=%s payloads=%d", request.method, request.url.path, status,
-             request.headers.get("origin", "-"), request.headers.get("x-namespace", "-"), count)
+    log.info(
+        "%s %s %d origin=%s namespace=%s payloads=%d",
+        request.method,
+        request.url.path,
+        status,
+        request.headers.get("origin", "-"),
+        request.headers.get("x-namespace", "-"),
+        count,
+    )
 
 
 def describe(settings: Settings, host: str, port: int) -> Sequence[str]:
     """What `stakeflow codec-server` prints when it starts (no keys, no tokens)."""
     keyring = load_keyring(settings)
     ids = ", ".join(keyring.ids) if keyring else "none"
-    return [f"codec server on http://{host}:{port} (POST /encode, /decode; keys {ids}; "
-            f"{len(tokens(settings))} bearer token(s); browser origins {', '.join(cors_origins(settings))})"]
+    return [
+        f"codec server on http://{host}:{port} (POST /encode, /decode; keys {ids}; "
+        f"{len(tokens(settings))} bearer token(s); browser origins {', '.join(cors_origins(settings))})"
+    ]

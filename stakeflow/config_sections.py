@@ -120,9 +120,21 @@ class LearnConfig(_Section):
     # The trainer, as the `stakeflow worker --queues train` (where the GPU is) runs it, from that worker's own
     # config: {train}, {test}, {output}, {base_model}, {agent}, {python} (the worker's interpreter) and {recipe}
     # (deploy/finetune/train.py, a TRL SFT + LoRA recipe) are filled in.
-    trainer: list[str] = Field(default_factory=lambda: [
-        "{python}", "{recipe}", "--train", "{train}", "--test", "{test}", "--out", "{output}", "--base", "{base_model}",
-    ], min_length=1)
+    trainer: list[str] = Field(
+        default_factory=lambda: [
+            "{python}",
+            "{recipe}",
+            "--train",
+            "{train}",
+            "--test",
+            "{test}",
+            "--out",
+            "{output}",
+            "--base",
+            "{base_model}",
+        ],
+        min_length=1,
+    )
     base_model: str | None = None  # what the adapter is trained on; default: the open model
     margin: float = Field(default=0.02, ge=0, le=1)  # the candidate must agree this much more often to be promoted
     timeout_s: float = Field(default=6 * 3600, gt=0)

@@ -75,8 +75,10 @@ def _read(pem: Pem | None, what: str, marker: str) -> bytes | None:
     else:
         data = pem.data.get_secret_value().encode()  # type: ignore[union-attr]
     if b"-----BEGIN" not in data or marker.encode() not in data:
-        raise ConfigError(f"the {what} {pem.label} (from {pem.origin}) is not a PEM {marker.lower()}: "
-                          "give the PEM file (-----BEGIN ...-----)")
+        raise ConfigError(
+            f"the {what} {pem.label} (from {pem.origin}) is not a PEM {marker.lower()}: "
+            "give the PEM file (-----BEGIN ...-----)"
+        )
     return data
 
 
@@ -88,16 +90,22 @@ def _check_pair(cert: bytes, key: bytes, cert_pem: Pem, key_pem: Pem) -> None:
     try:
         certificate = x509.load_pem_x509_certificate(cert)
     except ValueError as e:
-        raise ConfigError(f"the client certificate {cert_pem.label} (from {cert_pem.origin}) does not parse: {e}") from None
+        raise ConfigError(
+            f"the client certificate {cert_pem.label} (from {cert_pem.origin}) does not parse: {e}"
+        ) from None
     try:
         private = serialization.load_pem_private_key(key, password=None)
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"the client private key {key_pem.label} (from {key_pem.origin}) does not load "
-                          f"({e}): give an unencrypted PEM key") from None
+        raise ConfigError(
+            f"the client private key {key_pem.label} (from {key_pem.origin}) does not load "
+            f"({e}): give an unencrypted PEM key"
+        ) from None
     fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     if certificate.public_key().public_bytes(*fmt) != private.public_key().public_bytes(*fmt):
-        raise ConfigError(f"the client private key {key_pem.label} does not belong to the client certificate "
-                          f"{cert_pem.label}: configure the key that was issued with that certificate")
+        raise ConfigError(
+            f"the client private key {key_pem.label} does not belong to the client certificate "
+            f"{cert_pem.label}: configure the key that was issued with that certificate"
+        )
 
 
 def explain_failure(target: Target, e: Exception) -> str:
@@ -108,35 +116,61 @@ def explain_failure(target: Target, e: Exception) -> str:
     if target.local:
         return f"cannot reach {where} ({_short(text)}): run `stakeflow up` to start it"
     if "unknownissuer" in low or "invalid peer certificate" in low or "certificate verify failed" in low:
-        ca = f"the server CA {target.server_ca.label} (from {target.server_ca.origin})" if target.server_ca else "the system CAs"
-        return (f"{where} presented a certificate that {ca} does not trust ({_short(text)}): configure the CA that "
-                "signed the server's certificate (STAKEFLOW_TEMPORAL_TLS_CA_FILE or TEMPORAL_TLS_SERVER_CA_CERT_PATH), "
-                "or the name it carries (TEMPORAL_TLS_SERVER_NAME)")
+        ca = (
+            f"the server CA {target.server_ca.label} (from {target.server_ca.origin})"
+            if target.server_ca
+            else "the system CAs"
+        )
+        return (
+            f"{where} presented a certificate that {ca} does not trust ({_short(text)}): configure the CA that "
+            "signed the server's certificate (STAKEFLOW_TEMPORAL_TLS_CA_FILE or TEMPORAL_TLS_SERVER_CA_CERT_PATH), "
+            "or the name it carries (TEMPORAL_TLS_SERVER_NAME)"
+        )
     if "notvalidforname" in low or "not valid for name" in low:
-        return (f"{where} presented a certificate for another name ({_short(text)}): set TEMPORAL_TLS_SERVER_NAME "
-                "(or STAKEFLOW_TEMPORAL_TLS_SERVER_NAME) to the name on it")
+        return (
+            f"{where} presented a certificate for another name ({_short(text)}): set TEMPORAL_TLS_SERVER_NAME "
+            "(or STAKEFLOW_TEMPORAL_TLS_SERVER_NAME) to the name on it"
+        )
     # Under TLS 1.3 a server checks the client certificate after the client's side of the handshake is
     # done, so its refusal surfaces as whatever the first call then meets: an alert, a reset, a broken
     # pipe, a closed connection.
-    handshake = "connection refused" not in low and any(w in low for w in (
-        "tls", "handshake", "certificate", "alert", "connection reset", "broken pipe", "connection closed",
-        "transport error"))
+    handshake = "connection refused" not in low and any(
+        w in low
+        for w in (
+            "tls",
+            "handshake",
+            "certificate",
+            "alert",
+            "connection reset",
+            "broken pipe",
+            "connection closed",
+            "transport error",
+        )
+    )
     if target.tls and target.client_cert is not None and handshake:
-        return (f"{where} refused the TLS handshake ({_short(text)}): the server did not accept the client certificate "
-                f"{target.client_cert.label} (from {target.client_cert.origin}); configure one signed by the CA the "
-                "server requires")
+        return (
+            f"{where} refused the TLS handshake ({_short(text)}): the server did not accept the client certificate "
+            f"{target.client_cert.label} (from {target.client_cert.origin}); configure one signed by the CA the "
+            "server requires"
+        )
     if target.tls and handshake:
-        return (f"{where} refused the TLS handshake ({_short(text)}): if the server requires a client certificate, "
-                "set TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH; if it speaks plaintext, "
-                "set TEMPORAL_TLS=false")
+        return (
+            f"{where} refused the TLS handshake ({_short(text)}): if the server requires a client certificate, "
+            "set TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH; if it speaks plaintext, "
+            "set TEMPORAL_TLS=false"
+        )
     if not target.tls and ("broken pipe" in low or "connection reset" in low):
-        return (f"{where} closed the connection ({_short(text)}): if it speaks TLS (Temporal Cloud does), set "
-                "TEMPORAL_TLS=true, and its CA when it is not a public one (TEMPORAL_TLS_SERVER_CA_CERT_PATH)")
+        return (
+            f"{where} closed the connection ({_short(text)}): if it speaks TLS (Temporal Cloud does), set "
+            "TEMPORAL_TLS=true, and its CA when it is not a public one (TEMPORAL_TLS_SERVER_CA_CERT_PATH)"
+        )
     if "unauthenticated" in low or "permission" in low or "401" in low or "403" in low:
         key = f"the API key from {target.origins['api_key']}" if target.api_key else "no API key"
         return f"{where} refused the credentials ({_short(text)}): {key} was sent; check it (TEMPORAL_API_KEY)"
-    return (f"cannot reach {where} ({_short(text)}): check the address, or that the server is up "
-            "(`stakeflow doctor` shows where each setting came from)")
+    return (
+        f"cannot reach {where} ({_short(text)}): check the address, or that the server is up "
+        "(`stakeflow doctor` shows where each setting came from)"
+    )
 
 
 def _short(text: str) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -85,8 +85,14 @@ def _messages(request: dict[str, Any], answer: str) -> list[dict[str, str]]:
 
 
 def collect(
-    settings: Settings, *, since: datetime | None = None, agent: str | None = None, tool: str | None = None,
-    sources: tuple[str, ...] = SOURCES, include_private: bool = False, split: float = 0.8,
+    settings: Settings,
+    *,
+    since: datetime | None = None,
+    agent: str | None = None,
+    tool: str | None = None,
+    sources: tuple[str, ...] = SOURCES,
+    include_private: bool = False,
+    split: float = 0.8,
     with_requests: bool = False,
 ) -> Export:
     """The examples the filters select, deduplicated and split."""
@@ -98,7 +104,8 @@ def collect(
     if not 0 < split <= 1:
         raise InputError(f"--split {split}: give the share of examples for training, above 0 and at most 1")
     with TraceStore(settings.traces_path).reader() as con:
-        rows = con.execute("""
+        rows = con.execute(
+            """
             SELECT c.run_id, c.step, c.purpose, c.tool, c.agent, c.route, c.source, c.sensitivity, c.ok,
                    c.recorded_at, c.request, c.response, l.decision, l.edited_calls,
                    EXISTS (SELECT 1 FROM spans s WHERE s.run_id = c.run_id AND s.step = c.step
@@ -106,15 +113,32 @@ def collect(
             FROM captures c LEFT JOIN labels l ON l.run_id = c.run_id AND l.step = c.step
             WHERE (? IS NULL OR c.recorded_at >= ?) AND (? IS NULL OR c.agent = ?) AND (? IS NULL OR c.tool = ?)
             ORDER BY c.recorded_at, c.capture_id
-        """, [since, since, agent, agent, tool, tool]).fetchall()
+        """,
+            [since, since, agent, agent, tool, tool],
+        ).fetchall()
     export = Export()
     seen: set[str] = set()
 
     def excluded(why: str) -> None:
         export.excluded[why] = export.excluded.get(why, 0) + 1
 
-    for (run_id, step, purpose, _tool, _agent, route, source, sensitivity, ok, recorded_at, request, response,
-         decision, edited, failed) in rows:
+    for (
+        run_id,
+        step,
+        purpose,
+        _tool,
+        _agent,
+        route,
+        source,
+        sensitivity,
+        ok,
+        recorded_at,
+        request,
+        response,
+        decision,
+        edited,
+        failed,
+    ) in rows:
         if not ok or response is None:
             excluded("failed call")
             continue
@@ -129,14 +153,27 @@ def collect(
             continue
         if purpose == "judge":
             continue
-        kind = "shadow" if source == "shadow" else "frontier" if route == "frontier" else (
-            "approved" if decision in ("approved", "auto_approved") else None)
+        kind = (
+            "shadow"
+            if source == "shadow"
+            else "frontier"
+            if route == "frontier"
+            else ("approved" if decision in ("approved", "auto_approved") else None)
+        )
         if kind is None or kind not in sources:
             continue
         answer = _answer(purpose, json.loads(response), json.loads(edited) if edited else None)
         asked = json.loads(request)
-        example = Example(_messages(asked, answer), kind, run_id, step, purpose, str(recorded_at),
-                          sensitivity == "private", asked if with_requests else None)
+        example = Example(
+            _messages(asked, answer),
+            kind,
+            run_id,
+            step,
+            purpose,
+            str(recorded_at),
+            sensitivity == "private",
+            asked if with_requests else None,
+        )
         if example.digest in seen:
             export.duplicates += 1
             continue
@@ -158,9 +195,15 @@ def write(export: Export, out: Path, fmt: Format, filters: dict[str, Any]) -> di
     everything = export.train + export.test
     times = sorted(e.recorded_at for e in everything)
     manifest = {
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "format": fmt, "filters": filters,
-        "counts": {"train": len(export.train), "test": len(export.test), "duplicates_dropped": export.duplicates,
-                   "excluded": export.excluded},
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "format": fmt,
+        "filters": filters,
+        "counts": {
+            "train": len(export.train),
+            "test": len(export.test),
+            "duplicates_dropped": export.duplicates,
+            "excluded": export.excluded,
+        },
         "sources": {s: sum(1 for e in everything if e.source == s) for s in SOURCES},
         "private_examples": sum(1 for e in everything if e.private),
         "time_range": [times[0], times[-1]] if times else None,

@@ -60,8 +60,11 @@ def local_services(settings: Settings) -> list[Check]:
     found: list[Check] = []
     for s in services.status(settings):
         if s.state == "crashed":
-            found.append(Check(f"service {s.name}", "fail", services.crash_report(s).split("\n  fix: ")[0],
-                               services.crash_fix(s)))
+            found.append(
+                Check(
+                    f"service {s.name}", "fail", services.crash_report(s).split("\n  fix: ")[0], services.crash_fix(s)
+                )
+            )
         elif s.state == "running":
             found.append(Check(f"service {s.name}", "ok", f"running (pid {s.pid})"))
     return found
@@ -71,12 +74,9 @@ async def temporal_checks(settings: Settings) -> list[Check]:
     from temporalio.service import RPCError
 
     from stakeflow import namespace, tasks
-    from stakeflow.core.contracts import ATTRIBUTES
     from stakeflow.connection import connect
-    from stakeflow.core.errors import ServiceError
-    from stakeflow.core.contracts import ROLES, queue_name
-
-    from stakeflow.core.errors import ConfigError
+    from stakeflow.core.contracts import ATTRIBUTES, ROLES, queue_name
+    from stakeflow.core.errors import ConfigError, ServiceError
 
     target = settings.target
     what = target.describe() + (" (stakeflow's local dev server)" if target.local else "")
@@ -90,11 +90,18 @@ async def temporal_checks(settings: Settings) -> list[Check]:
         wrong = await namespace.problems(client, settings.temporal_namespace)
         found.append(
             Check("search attributes", "fail", "; ".join(wrong), "run `stakeflow admin setup-search-attributes`")
-            if wrong else Check("search attributes", "ok", f"all {len(ATTRIBUTES)} registered")
+            if wrong
+            else Check("search attributes", "ok", f"all {len(ATTRIBUTES)} registered")
         )
     except RPCError as e:
-        found.append(Check("search attributes", "warn", f"cannot list them ({e.message})",
-                           "check them with your Temporal operator (deploy/README.md)"))
+        found.append(
+            Check(
+                "search attributes",
+                "warn",
+                f"cannot list them ({e.message})",
+                "check them with your Temporal operator (deploy/README.md)",
+            )
+        )
     for role in ROLES:
         queue = queue_name(role, settings.queue_prefix)
         try:
@@ -103,11 +110,21 @@ async def temporal_checks(settings: Settings) -> list[Check]:
             found.append(Check(f"worker {role}", "fail", f"cannot describe {queue}: {e.message}", "check the server"))
             continue
         found.append(
-            Check(f"worker {role}", "ok", f"a worker polls {queue}") if polled
-            else Check(f"worker {role}", "warn", f"no worker polls {queue} (only `stakeflow learn` needs one)",
-                       f"`stakeflow worker --queues train` where the GPU is") if role == "train"
-            else Check(f"worker {role}", "fail", f"no worker polls {queue}",
-                       "`stakeflow up` (local) or `stakeflow worker --queues " + role + "` where that queue belongs")
+            Check(f"worker {role}", "ok", f"a worker polls {queue}")
+            if polled
+            else Check(
+                f"worker {role}",
+                "warn",
+                f"no worker polls {queue} (only `stakeflow learn` needs one)",
+                "`stakeflow worker --queues train` where the GPU is",
+            )
+            if role == "train"
+            else Check(
+                f"worker {role}",
+                "fail",
+                f"no worker polls {queue}",
+                "`stakeflow up` (local) or `stakeflow worker --queues " + role + "` where that queue belongs",
+            )
         )
     return found
 
@@ -118,10 +135,16 @@ def codec_check(settings: Settings) -> Check:
 
     keyring = load_keyring(settings)  # a bad key source already failed connect, with its fix
     if keyring is None:
-        return Check("payload codec", "ok", "off: payloads are stored in clear (set STAKEFLOW_CODEC_KEYS_FILE to encrypt)")
+        return Check(
+            "payload codec", "ok", "off: payloads are stored in clear (set STAKEFLOW_CODEC_KEYS_FILE to encrypt)"
+        )
     current, _ = keyring.current
-    return Check("payload codec", "ok", f"AES-256-GCM, encrypting with key '{current}', decrypting with "
-                                        f"{', '.join(keyring.ids)} (from {keyring.source}; keys not shown)")
+    return Check(
+        "payload codec",
+        "ok",
+        f"AES-256-GCM, encrypting with key '{current}', decrypting with "
+        f"{', '.join(keyring.ids)} (from {keyring.source}; keys not shown)",
+    )
 
 
 def open_model(settings: Settings) -> Check:
@@ -149,24 +172,36 @@ def embedded_build(settings: Settings) -> Check:
     except ServiceError as e:
         return Check("embedded build", "fail", str(e).split(":")[0], str(e).split(": ", 1)[-1])
     try:
-        ran = subprocess.run([sys.executable, "-m", "stakeflow.local.embedded", "check", str(model)],
-                             capture_output=True, text=True, timeout=120)
+        ran = subprocess.run(
+            [sys.executable, "-m", "stakeflow.local.embedded", "check", str(model)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     except subprocess.TimeoutExpired:
         return Check("embedded build", "fail", "a one-token completion took over 120 s", "see `stakeflow models`")
     if ran.returncode < 0:
         import signal
 
         name = signal.Signals(-ran.returncode).name
-        return Check("embedded build", "fail", f"a one-token completion killed the process ({name})",
-                     f"reinstall the portable build: {REINSTALL}")
+        return Check(
+            "embedded build",
+            "fail",
+            f"a one-token completion killed the process ({name})",
+            f"reinstall the portable build: {REINSTALL}",
+        )
     if ran.returncode != 0:
         last = (ran.stderr.strip().splitlines() or ["no output"])[-1][:200]
         return Check("embedded build", "fail", f"the check failed: {last}", "pip install 'stakeflow[embedded]'")
     facts = json.loads(ran.stdout.strip().splitlines()[-1])
     detail = f"{facts['build']}; one token in {facts['completion_s']:.2f} s"
     if facts["amx_kept_off"]:
-        return Check("embedded build", "warn", detail + "; AMX kernels compiled in and kept off",
-                     f"for the portable build: {REINSTALL}")
+        return Check(
+            "embedded build",
+            "warn",
+            detail + "; AMX kernels compiled in and kept off",
+            f"for the portable build: {REINSTALL}",
+        )
     return Check("embedded build", "ok", detail)
 
 
@@ -174,12 +209,20 @@ def frontier(settings: Settings) -> Check:
     from stakeflow.endpoints import probe_frontier
 
     if settings.frontier_configured and not settings.has_frontier_key:
-        return Check("frontier", "ok", f"{settings.frontier_model}: runs route high stakes to the frontier worker "
-                                       "(STAKEFLOW_FRONTIER_AVAILABLE=true); the key is not needed here")
+        return Check(
+            "frontier",
+            "ok",
+            f"{settings.frontier_model}: runs route high stakes to the frontier worker "
+            "(STAKEFLOW_FRONTIER_AVAILABLE=true); the key is not needed here",
+        )
     if not settings.frontier_configured:
         status: Status = "fail" if settings.policy.on_frontier_missing == "fail" else "warn"
-        return Check("frontier", status, "ANTHROPIC_API_KEY is not set: high-stakes steps run on the open model",
-                     "export ANTHROPIC_API_KEY (never put it in stakeflow.toml)")
+        return Check(
+            "frontier",
+            status,
+            "ANTHROPIC_API_KEY is not set: high-stakes steps run on the open model",
+            "export ANTHROPIC_API_KEY (never put it in stakeflow.toml)",
+        )
     probe = probe_frontier(settings)
     detail = f"{settings.frontier_model}: key present (not shown); {probe.detail}"
     if probe.ok:
@@ -196,8 +239,12 @@ def trace_store(settings: Settings) -> Check:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".doctor-"):
             pass
     except OSError as e:
-        return Check("trace store", "fail", f"cannot write in {folder}: {e.strerror}",
-                     "fix the folder's permissions, or set STAKEFLOW_TRACES to a writable file")
+        return Check(
+            "trace store",
+            "fail",
+            f"cannot write in {folder}: {e.strerror}",
+            "fix the folder's permissions, or set STAKEFLOW_TRACES to a writable file",
+        )
     if path.exists() and not os.access(path, os.R_OK | os.W_OK):
         return Check("trace store", "fail", f"{path} is not readable and writable", "fix its permissions")
     return Check("trace store", "ok", f"{path} writable")
@@ -209,6 +256,12 @@ def hooks(settings: Settings) -> list[Check]:
         if os.environ.get(hook.secret_env):
             found.append(Check(f"hook {name}", "ok", f"secret in ${hook.secret_env} (not shown)"))
         else:
-            found.append(Check(f"hook {name}", "fail", f"${hook.secret_env} is not set: every delivery gets 503",
-                               f"export {hook.secret_env} in the webhook server's environment"))
+            found.append(
+                Check(
+                    f"hook {name}",
+                    "fail",
+                    f"${hook.secret_env} is not set: every delivery gets 503",
+                    f"export {hook.secret_env} in the webhook server's environment",
+                )
+            )
     return found

@@ -62,13 +62,23 @@ def _http_verdict(settings: Settings, r: httpx.Response, what: str) -> Probe | N
     """A failed Probe for a non-200 answer, or None when the answer is 200."""
     url = settings.open_url
     if r.status_code in (401, 403):
-        return Probe(False, f"{url} refused the key (HTTP {r.status_code})", "set STAKEFLOW_OPEN_API_KEY", status=r.status_code)
+        return Probe(
+            False, f"{url} refused the key (HTTP {r.status_code})", "set STAKEFLOW_OPEN_API_KEY", status=r.status_code
+        )
     if r.status_code == 404 and what == "completion":
-        return Probe(False, f"{url} has no model '{settings.open_model_id}' (HTTP 404)",
-                     "set STAKEFLOW_OPEN_MODEL to a model the server serves (`stakeflow models`)", status=404)
+        return Probe(
+            False,
+            f"{url} has no model '{settings.open_model_id}' (HTTP 404)",
+            "set STAKEFLOW_OPEN_MODEL to a model the server serves (`stakeflow models`)",
+            status=404,
+        )
     if r.status_code != 200:
-        return Probe(False, f"{url} answers {what} with HTTP {r.status_code}",
-                     "check the model server's log (for vLLM: its pod or process output)", status=r.status_code)
+        return Probe(
+            False,
+            f"{url} answers {what} with HTTP {r.status_code}",
+            "check the model server's log (for vLLM: its pod or process output)",
+            status=r.status_code,
+        )
     return None
 
 
@@ -86,10 +96,13 @@ def probe_models(settings: Settings, timeout: float = 3.0) -> Probe:
         listed = r.json().get("data", [])
         ids = [str(m.get("id", "?")) for m in listed]
     except (ValueError, AttributeError):
-        return Probe(False, f"{url}/models did not answer a model list", "is this an OpenAI-compatible server?", status=200)
+        return Probe(
+            False, f"{url}/models did not answer a model list", "is this an OpenAI-compatible server?", status=200
+        )
     adapters = [{"id": str(m["id"]), "parent": str(m["parent"])} for m in listed if m.get("parent")]
-    return Probe(True, "serves " + (", ".join(ids) or "(no models listed)"), served_models=ids, status=200,
-                 adapters=adapters)
+    return Probe(
+        True, "serves " + (", ".join(ids) or "(no models listed)"), served_models=ids, status=200, adapters=adapters
+    )
 
 
 def completion_request(settings: Settings, max_tokens: int = 12) -> dict[str, Any]:
@@ -111,8 +124,12 @@ def probe_completion(settings: Settings, timeout: float = 60.0) -> Probe:
     """One structured-output completion: the model runs, and answers JSON in the configured dialect."""
     url = settings.open_url
     try:
-        r = httpx.post(f"{url}/chat/completions", json=completion_request(settings), headers=_open_headers(settings),
-                       timeout=timeout)
+        r = httpx.post(
+            f"{url}/chat/completions",
+            json=completion_request(settings),
+            headers=_open_headers(settings),
+            timeout=timeout,
+        )
     except httpx.HTTPError as e:
         return Probe(False, f"{url} did not complete a request ({type(e).__name__})", _unreachable_fix(settings))
     failed = _http_verdict(settings, r, "completion")
@@ -122,16 +139,23 @@ def probe_completion(settings: Settings, timeout: float = 60.0) -> Probe:
         content = r.json()["choices"][0]["message"]["content"]
         json.loads(content)
     except (ValueError, KeyError, IndexError, TypeError):
-        return Probe(False, f"{url} answered a structured-output request without JSON ({settings.dialect} dialect)",
-                     "set STAKEFLOW_OPEN_DIALECT to the server's dialect (vllm, llamacpp, openai)", status=200)
+        return Probe(
+            False,
+            f"{url} answered a structured-output request without JSON ({settings.dialect} dialect)",
+            "set STAKEFLOW_OPEN_DIALECT to the server's dialect (vllm, llamacpp, openai)",
+            status=200,
+        )
     return Probe(True, f"answers structured output ({settings.dialect} dialect)", status=200)
 
 
 def probe_frontier(settings: Settings, timeout: float = 5.0) -> Probe:
     """The frontier route: key present, and (when reachable) accepted. The key itself is never shown."""
     if not settings.frontier_configured or settings.anthropic_api_key is None:
-        return Probe(False, "ANTHROPIC_API_KEY is not set: high-stakes steps run on the open model",
-                     "export ANTHROPIC_API_KEY (or keep running open-only)")
+        return Probe(
+            False,
+            "ANTHROPIC_API_KEY is not set: high-stakes steps run on the open model",
+            "export ANTHROPIC_API_KEY (or keep running open-only)",
+        )
     url = settings.anthropic_base_url or ANTHROPIC_DEFAULT_URL
     headers = {"x-api-key": settings.anthropic_api_key.get_secret_value(), "anthropic-version": "2023-06-01"}
     try:
@@ -155,16 +179,26 @@ def describe_endpoints(settings: Settings) -> list[dict[str, Any]]:
     frontier = probe_frontier(settings)
     return [
         {
-            "route": "open", "configured": True, "url": settings.open_url, "model": settings.open_model_id,
-            "dialect": settings.dialect, "embedded": settings.embedded, "reachable": opened.ok,
-            "served_models": opened.served_models, "adapters": opened.adapters,
+            "route": "open",
+            "configured": True,
+            "url": settings.open_url,
+            "model": settings.open_model_id,
+            "dialect": settings.dialect,
+            "embedded": settings.embedded,
+            "reachable": opened.ok,
+            "served_models": opened.served_models,
+            "adapters": opened.adapters,
             "detail": opened.detail if opened.ok else f"{opened.detail}: {opened.fix}",
         },
         {
-            "route": "frontier", "configured": settings.frontier_configured,
-            "url": settings.anthropic_base_url or ANTHROPIC_DEFAULT_URL, "model": settings.frontier_model,
-            "reachable": frontier.ok, "served_models": frontier.served_models,
-            "detail": frontier.detail if frontier.ok or not settings.frontier_configured
+            "route": "frontier",
+            "configured": settings.frontier_configured,
+            "url": settings.anthropic_base_url or ANTHROPIC_DEFAULT_URL,
+            "model": settings.frontier_model,
+            "reachable": frontier.ok,
+            "served_models": frontier.served_models,
+            "detail": frontier.detail
+            if frontier.ok or not settings.frontier_configured
             else f"{frontier.detail}: {frontier.fix}",
         },
     ]

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from agents.evals import AGREEING, AgreementRow, routing_by_agreement
 from activities.evals import agreement_table
+from agents.evals import AGREEING, AgreementRow, routing_by_agreement
 from stakeflow.core.errors import InputError
 from stakeflow.settings import Settings
 
-BREAKDOWNS = {"tool": "coalesce(tool, '')", "kind": "kind", "agent": "coalesce(agent, '')",
-              "model": "open_model", "day": "CAST(recorded_at AS DATE)"}
+BREAKDOWNS = {
+    "tool": "coalesce(tool, '')",
+    "kind": "kind",
+    "agent": "coalesce(agent, '')",
+    "model": "open_model",
+    "day": "CAST(recorded_at AS DATE)",
+}
 
 
 def parse_since(since: str) -> datetime:
     """``7d``, ``24h``, ``30m`` or an ISO date: the start of the window (UTC)."""
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     units = {"d": "days", "h": "hours", "m": "minutes"}
     if since[:-1].isdigit() and since[-1:] in units:
         return now - timedelta(**{units[since[-1]]: int(since[:-1])})
@@ -35,26 +40,43 @@ def report(settings: Settings, by: str = "kind", since: str = "7d") -> dict[str,
     start = parse_since(since)
     agreeing = ", ".join(f"'{v}'" for v in AGREEING)
     with TraceStore(settings.traces_path).reader() as con:
-        rows = con.execute(f"""
+        rows = con.execute(
+            f"""
             SELECT {BREAKDOWNS[by]} AS key, count(*), count(*) FILTER (WHERE verdict IN ({agreeing})),
                 sum(open_cost_usd), sum(frontier_cost_usd), sum(judge_cost_usd),
                 median(open_latency_ms), median(frontier_latency_ms),
                 count(*) FILTER (WHERE method = 'judge')
             FROM evals WHERE recorded_at >= ? GROUP BY 1 ORDER BY 1
-        """, [start]).fetchall()
+        """,
+            [start],
+        ).fetchall()
     out = []
     for key, n, agree, open_usd, frontier_usd, judge_usd, open_p50, frontier_p50, judged in rows:
         row = AgreementRow(n=n, agreeing=agree)
         low, high = row.interval
-        out.append({
-            by: str(key), "n": n, "agreeing": agree, "agreement": round(row.rate, 4),
-            "agreement_low": round(low, 4), "agreement_high": round(high, 4), "judged": judged,
-            "open_cost_usd": open_usd, "frontier_cost_usd": frontier_usd, "judge_cost_usd": judge_usd,
-            "open_p50_ms": open_p50, "frontier_p50_ms": frontier_p50,
-        })
+        out.append(
+            {
+                by: str(key),
+                "n": n,
+                "agreeing": agree,
+                "agreement": round(row.rate, 4),
+                "agreement_low": round(low, 4),
+                "agreement_high": round(high, 4),
+                "judged": judged,
+                "open_cost_usd": open_usd,
+                "frontier_cost_usd": frontier_usd,
+                "judge_cost_usd": judge_usd,
+                "open_p50_ms": open_p50,
+                "frontier_p50_ms": frontier_p50,
+            }
+        )
     total = AgreementRow(n=sum(r["n"] for r in out), agreeing=sum(r["agreeing"] for r in out))
-    return {"by": by, "since": start.isoformat(timespec="seconds"), "rows": out,
-            "total": {"n": total.n, "agreeing": total.agreeing, "agreement": round(total.rate, 4) if total.n else None}}
+    return {
+        "by": by,
+        "since": start.isoformat(timespec="seconds"),
+        "rows": out,
+        "total": {"n": total.n, "agreeing": total.agreeing, "agreement": round(total.rate, 4) if total.n else None},
+    }
 
 
 def routing(settings: Settings) -> list[dict[str, Any]]:
@@ -62,13 +84,24 @@ def routing(settings: Settings) -> list[dict[str, Any]]:
     table = agreement_table(settings)
     rows = []
     for r in table.rows:
-        frontier, why = routing_by_agreement(table, r.agent, r.kind, r.tool, settings.policy.min_agreement,
-                                             settings.policy.min_samples)
+        frontier, why = routing_by_agreement(
+            table, r.agent, r.kind, r.tool, settings.policy.min_agreement, settings.policy.min_samples
+        )
         if settings.policy.min_agreement is None:
             why = "no [policy] min_agreement: routing does not follow the measurement"
         elif not why:
             why = f"fewer than {settings.policy.min_samples} comparisons ([policy] min_samples)"
         low, high = r.interval
-        rows.append({"agent": r.agent, "kind": r.kind, "tool": r.tool, "n": r.n, "agreement": round(r.rate, 4),
-                     "agreement_low": round(low, 4), "route": "frontier" if frontier else "open", "reason": why})
+        rows.append(
+            {
+                "agent": r.agent,
+                "kind": r.kind,
+                "tool": r.tool,
+                "n": r.n,
+                "agreement": round(r.rate, 4),
+                "agreement_low": round(low, 4),
+                "route": "frontier" if frontier else "open",
+                "reason": why,
+            }
+        )
     return rows

@@ -49,7 +49,9 @@ def start(settings: Settings) -> Runtime | None:
     try:
         return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=bind)))
     except Exception as e:  # the bridge raises a plain exception when the port is taken
-        raise ServiceError(f"cannot serve metrics on {bind} ({e}): free the port or set another STAKEFLOW_METRICS_PORT") from None
+        raise ServiceError(
+            f"cannot serve metrics on {bind} ({e}): free the port or set another STAKEFLOW_METRICS_PORT"
+        ) from None
 
 
 class SpanMetrics(SpanProcessor):

@@ -17,7 +17,6 @@ from stakeflow.core.errors import InputError
 from stakeflow.settings import Settings
 
 
-
 def learn_dir(settings: Settings) -> Path:
     """The learn folder: each learn run's dataset and adapter, and the promotions."""
     return settings.learn.workdir or settings.home / "learn"
@@ -38,8 +37,10 @@ def promotions(settings: Settings) -> dict[str, Promotion]:
         records = json.loads(text)
         return {agent: Promotion.model_validate(found) for agent, found in records.items()}
     except (ValueError, AttributeError) as e:
-        raise InputError(f"{path} is not a promotions file ({type(e).__name__}: {str(e)[:200]}): fix it, or "
-                         "delete it to use the configured open models again") from None
+        raise InputError(
+            f"{path} is not a promotions file ({type(e).__name__}: {str(e)[:200]}): fix it, or "
+            "delete it to use the configured open models again"
+        ) from None
 
 
 def promote(settings: Settings, promotion: Promotion) -> None:

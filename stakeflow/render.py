@@ -94,8 +94,14 @@ def _route(d: RouteDecision | None) -> dict[str, Any] | None:
 def step_line(s: StepRecord, total: int) -> str:
     tools = f" · {', '.join(s.tools)}" if s.tools else ""
     flags = "".join(
-        f" · {name}" for name, on in (("escalated", s.escalated), ("fallback", s.fallback), ("downgraded", s.downgraded),
-                                      ("needs approval", s.needs_approval)) if on
+        f" · {name}"
+        for name, on in (
+            ("escalated", s.escalated),
+            ("fallback", s.fallback),
+            ("downgraded", s.downgraded),
+            ("needs approval", s.needs_approval),
+        )
+        if on
     )
     line = f"  step {s.index}/{total} · {s.status} · {s.route} · {s.model}{tools}{flags} — {s.title}"
     detail = f"\n      why: {s.reason}" if s.reason else ""

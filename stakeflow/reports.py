@@ -47,7 +47,7 @@ async def traced_workflow_id(settings: Settings, store, ident: str) -> str:
         return ident
     try:
         found = await asyncio.wait_for(_find(settings, ident), TEMPORAL_LOOKUP_S)
-    except (ServiceError, asyncio.TimeoutError) as e:
+    except (TimeoutError, ServiceError) as e:
         reason = str(e) or f"no answer within {TEMPORAL_LOOKUP_S:g} s"
         raise InputError(
             f"no spans under workflow id '{ident}' in the trace store {store.path}, and it could not be looked up "

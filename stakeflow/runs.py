@@ -94,8 +94,10 @@ async def resolve_run(client: Client, ident: str) -> ResolvedRun:
     """
     found = await find_run(client, ident)
     if found is None:
-        raise InputError(f"no run '{ident}' in namespace {client.namespace}: searched workflow ids and run ids "
-                         "(stakeflow list shows recent runs)")
+        raise InputError(
+            f"no run '{ident}' in namespace {client.namespace}: searched workflow ids and run ids "
+            "(stakeflow list shows recent runs)"
+        )
     return found
 
 
@@ -108,8 +110,10 @@ async def find_run(client: Client, ident: str) -> ResolvedRun | None:
             raise _lookup_failed(client, ident, e) from None
     else:
         if desc.workflow_type != AGENT_WORKFLOW:
-            raise InputError(f"'{ident}' in namespace {client.namespace} is a {desc.workflow_type} workflow, "
-                             "not a stakeflow run (stakeflow list shows recent runs)")
+            raise InputError(
+                f"'{ident}' in namespace {client.namespace} is a {desc.workflow_type} workflow, "
+                "not a stakeflow run (stakeflow list shows recent runs)"
+            )
         return ResolvedRun(desc.id, desc.run_id)
     if not _RUN_ID_SHAPE.fullmatch(ident):
         return None
@@ -135,7 +139,9 @@ async def describe_run(client: Client, workflow_id: str, *, with_progress: bool 
     try:
         desc = await handle.describe()
     except RPCError:
-        raise InputError(f"no run '{workflow_id}' in namespace {client.namespace}: check the id (`stakeflow list`)") from None
+        raise InputError(
+            f"no run '{workflow_id}' in namespace {client.namespace}: check the id (`stakeflow list`)"
+        ) from None
     status = _STATUS.get(desc.status, "running") if desc.status else "running"
     progress = None
     if with_progress:
@@ -163,7 +169,12 @@ async def cancel_run(client: Client, workflow_id: str) -> None:
 
 
 async def decide_step(
-    client: Client, workflow_id: str, step: int, approve: bool, note: str, by: str,
+    client: Client,
+    workflow_id: str,
+    step: int,
+    approve: bool,
+    note: str,
+    by: str,
     tool_calls: list[ToolCall] | None = None,
 ) -> ApprovalRecord:
     """Approve or reject a step waiting for approval (the workflow's ``approve_step`` update).
@@ -171,16 +182,21 @@ async def decide_step(
     ``tool_calls``: approve these instead (the same tools with the approver's arguments).
     """
     handle = client.get_workflow_handle(workflow_id)
-    request = ApprovalRequest(step=step, decision="approve" if approve else "reject", note=note, by=by,
-                              tool_calls=tool_calls)
+    request = ApprovalRequest(
+        step=step, decision="approve" if approve else "reject", note=note, by=by, tool_calls=tool_calls
+    )
     try:
         return await handle.execute_update(APPROVE_UPDATE, request, result_type=ApprovalRecord)
     except WorkflowUpdateFailedError as e:
         cause = e.cause
         message = cause.message if isinstance(cause, ApplicationError) else str(cause or e)
-        raise InputError(f"cannot {'approve' if approve else 'reject'} step {step} of {workflow_id}: {message}") from None
+        raise InputError(
+            f"cannot {'approve' if approve else 'reject'} step {step} of {workflow_id}: {message}"
+        ) from None
     except RPCError as e:
-        raise InputError(f"cannot reach run '{workflow_id}': {e.message} (is it still running? `stakeflow status {workflow_id}`)") from None
+        raise InputError(
+            f"cannot reach run '{workflow_id}': {e.message} (is it still running? `stakeflow status {workflow_id}`)"
+        ) from None
 
 
 async def list_runs(client: Client, query: str | None, limit: int = 20) -> list[dict]:
@@ -190,17 +206,19 @@ async def list_runs(client: Client, query: str | None, limit: int = 20) -> list[
     try:
         async for wf in client.list_workflows(full, limit=limit):
             sa = wf.typed_search_attributes
-            rows.append({
-                "workflow_id": wf.id,
-                "status": _STATUS.get(wf.status, "running") if wf.status else "running",
-                "started": wf.start_time.isoformat(timespec="seconds") if wf.start_time else None,
-                "stakes": sa.get(KEYS["stakes"]),
-                "source": sa.get(KEYS["source"]),
-                "open_steps": sa.get(KEYS["open_steps"]),
-                "frontier_steps": sa.get(KEYS["frontier_steps"]),
-                "cost_usd": sa.get(KEYS["cost_usd"]),
-                "awaiting_approval": sa.get(KEYS["awaiting_approval"]),
-            })
+            rows.append(
+                {
+                    "workflow_id": wf.id,
+                    "status": _STATUS.get(wf.status, "running") if wf.status else "running",
+                    "started": wf.start_time.isoformat(timespec="seconds") if wf.start_time else None,
+                    "stakes": sa.get(KEYS["stakes"]),
+                    "source": sa.get(KEYS["source"]),
+                    "open_steps": sa.get(KEYS["open_steps"]),
+                    "frontier_steps": sa.get(KEYS["frontier_steps"]),
+                    "cost_usd": sa.get(KEYS["cost_usd"]),
+                    "awaiting_approval": sa.get(KEYS["awaiting_approval"]),
+                }
+            )
     except RPCError as e:
         raise InputError(f"bad --query: {e.message}") from None
     return rows

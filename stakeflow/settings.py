@@ -293,9 +293,12 @@ def load_settings() -> Settings:
     _check_tools(settings)
     target = resolve_target(settings, environ=os.environ)
     # The rest of stakeflow reads the address and namespace from these two fields.
-    resolved = settings.model_copy(update={
-        "temporal_address": None if target.local else target.address, "temporal_namespace": target.namespace,
-    })
+    resolved = settings.model_copy(
+        update={
+            "temporal_address": None if target.local else target.address,
+            "temporal_namespace": target.namespace,
+        }
+    )
     resolved._target = target
     return resolved
 
@@ -318,7 +321,10 @@ def _check_tools(settings: Settings) -> None:
         if patterns is None:
             continue
         try:
-            resolve(settings.model_copy(update={"tools": settings.tools.model_copy(update={"enabled": None})}),
-                    list(patterns), where=where)
+            resolve(
+                settings.model_copy(update={"tools": settings.tools.model_copy(update={"enabled": None})}),
+                list(patterns),
+                where=where,
+            )
         except InputError as e:
             raise ConfigError(str(e)) from None

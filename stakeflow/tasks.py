@@ -61,7 +61,9 @@ def routing_config(settings: Settings) -> RoutingConfig:
     return RoutingConfig(
         open=ModelEndpoint(route="open", model=settings.open_model_id, provider="openai-compatible", available=True),
         frontier=ModelEndpoint(
-            route="frontier", model=settings.frontier_model, provider="anthropic",
+            route="frontier",
+            model=settings.frontier_model,
+            provider="anthropic",
             available=settings.frontier_configured,
         ),
         escalate_on_invalid=settings.policy.escalate_on_invalid,
@@ -121,7 +123,9 @@ def build_request(
     sensitivity = sensitivity or "public"
     goal = goal.strip()
     if not goal:
-        raise InputError('the goal is empty: say what the task should achieve, e.g. stakeflow run "Summarise notes.txt"')
+        raise InputError(
+            'the goal is empty: say what the task should achieve, e.g. stakeflow run "Summarise notes.txt"'
+        )
     if stakes not in STAKES_CHOICES:
         raise InputError(f"unknown stakes '{stakes}': use one of {', '.join(STAKES_CHOICES)}")
     if sensitivity not in SENSITIVITY_CHOICES:
@@ -131,12 +135,12 @@ def build_request(
     if workspace and not ws.is_dir():
         raise InputError(f"workspace {ws} is not a folder: create it or pass another --workspace")
     ws.mkdir(parents=True, exist_ok=True)
-    if stakes == "high" and sensitivity == "public" and not settings.frontier_configured:
-        if settings.policy.on_frontier_missing == "fail":
-            raise InputError(
-                "--stakes high needs the frontier model but ANTHROPIC_API_KEY is not set: export it, "
-                "or run with --stakes low"
-            )
+    frontier_missing = stakes == "high" and sensitivity == "public" and not settings.frontier_configured
+    if frontier_missing and settings.policy.on_frontier_missing == "fail":
+        raise InputError(
+            "--stakes high needs the frontier model but ANTHROPIC_API_KEY is not set: export it, "
+            "or run with --stakes low"
+        )
     return TaskRequest(
         workspace_files=list_workspace(ws),
         workspace_paths=workspace_paths(ws),
@@ -146,7 +150,8 @@ def build_request(
         instructions=named.instructions if named else "",
         evals=EvalPolicy(
             shadow_rate=settings.evals.shadow_rate if settings.frontier_configured else 0.0,
-            max_usd_per_day=settings.evals.max_usd_per_day, judge_model=settings.evals.judge_model or "",
+            max_usd_per_day=settings.evals.max_usd_per_day,
+            judge_model=settings.evals.judge_model or "",
             capture=settings.evals.capture or settings.dataset.capture,
             include_private=settings.dataset.include_private,
         ),
@@ -253,8 +258,13 @@ async def has_workflow_poller(client: Client, settings: Settings) -> bool:
 
 
 async def start_run(
-    client: Client, settings: Settings, req: TaskRequest, workflow_id: str | None = None, *,
-    join_running: bool = True, rpc_timeout: timedelta | None = None,
+    client: Client,
+    settings: Settings,
+    req: TaskRequest,
+    workflow_id: str | None = None,
+    *,
+    join_running: bool = True,
+    rpc_timeout: timedelta | None = None,
 ) -> WorkflowHandle:
     """Start AgentTaskWorkflow under ``workflow_id`` (default: a new one); a workflow id is never reused.
 
@@ -287,12 +297,14 @@ def run_details(settings: Settings, req: TaskRequest) -> str:
     """Policy and endpoints in use (no secrets): the run's static details in the Web UI."""
     r = req.routing
     frontier = f"{r.frontier.model}" if r.frontier.available else "not configured"
-    return "\n".join([
-        f"**stakes** {req.stakes} · **sensitivity** {req.sensitivity} · **source** {req.source}",
-        f"**open** {r.open.model} ({settings.dialect}) · **frontier** {frontier}",
-        f"**tools** {', '.join(req.tools) or 'none'}",
-        f"**escalation** {'on' if r.escalate_on_invalid else 'off'} after {r.open_attempts} invalid open answers",
-    ])
+    return "\n".join(
+        [
+            f"**stakes** {req.stakes} · **sensitivity** {req.sensitivity} · **source** {req.source}",
+            f"**open** {r.open.model} ({settings.dialect}) · **frontier** {frontier}",
+            f"**tools** {', '.join(req.tools) or 'none'}",
+            f"**escalation** {'on' if r.escalate_on_invalid else 'off'} after {r.open_attempts} invalid open answers",
+        ]
+    )
 
 
 async def wait_result(handle: WorkflowHandle) -> TaskResult:
@@ -301,5 +313,3 @@ async def wait_result(handle: WorkflowHandle) -> TaskResult:
         return await handle.result()
     except WorkflowFailureError as e:
         raise RunFailed(failure_text(e.cause), failure_status(e.cause)) from None
-
-

@@ -124,10 +124,15 @@ _OWN = {
     "server_name": ("temporal_tls_server_name", "STAKEFLOW_TEMPORAL_TLS_SERVER_NAME"),
 }
 _TEMPORAL_VARS = {
-    "address": "TEMPORAL_ADDRESS", "namespace": "TEMPORAL_NAMESPACE", "api_key": "TEMPORAL_API_KEY",
-    "tls": "TEMPORAL_TLS", "server_ca": "TEMPORAL_TLS_SERVER_CA_CERT_PATH/_DATA",
-    "client_cert": "TEMPORAL_TLS_CLIENT_CERT_PATH/_DATA", "client_key": "TEMPORAL_TLS_CLIENT_KEY_PATH/_DATA",
-    "server_name": "TEMPORAL_TLS_SERVER_NAME", "grpc_meta": "TEMPORAL_GRPC_META_*",
+    "address": "TEMPORAL_ADDRESS",
+    "namespace": "TEMPORAL_NAMESPACE",
+    "api_key": "TEMPORAL_API_KEY",
+    "tls": "TEMPORAL_TLS",
+    "server_ca": "TEMPORAL_TLS_SERVER_CA_CERT_PATH/_DATA",
+    "client_cert": "TEMPORAL_TLS_CLIENT_CERT_PATH/_DATA",
+    "client_key": "TEMPORAL_TLS_CLIENT_KEY_PATH/_DATA",
+    "server_name": "TEMPORAL_TLS_SERVER_NAME",
+    "grpc_meta": "TEMPORAL_GRPC_META_*",
 }
 
 
@@ -201,9 +206,7 @@ def _file_profile(settings: Settings, environ: Mapping[str, str], config_file: P
     """(profile name, file, the profile) -- the profile None when no file is read."""
     from temporalio.envconfig import ClientConfig, ClientConfigProfile
 
-    explicit = (
-        environ.get("STAKEFLOW_TEMPORAL_PROFILE") or environ.get("TEMPORAL_PROFILE") or settings.temporal_profile
-    )
+    explicit = environ.get("STAKEFLOW_TEMPORAL_PROFILE") or environ.get("TEMPORAL_PROFILE") or settings.temporal_profile
     name = explicit or "default"
     if config_file is None:
         if settings.temporal_profile:
@@ -226,8 +229,10 @@ def _file_profile(settings: Settings, environ: Mapping[str, str], config_file: P
     if name not in names:
         if explicit:
             known = ", ".join(sorted(names)) or "none"
-            raise ConfigError(f"Temporal profile '{name}' is not in {path} (profiles there: {known}): "
-                              "fix TEMPORAL_PROFILE / STAKEFLOW_TEMPORAL_PROFILE / temporal_profile")
+            raise ConfigError(
+                f"Temporal profile '{name}' is not in {path} (profiles there: {known}): "
+                "fix TEMPORAL_PROFILE / STAKEFLOW_TEMPORAL_PROFILE / temporal_profile"
+            )
         return name, path, None
     return name, path, ClientConfigProfile.load(profile=name, config_source=path, disable_env=True)
 
@@ -249,8 +254,11 @@ def _profile_values(profile, origin_of: Mapping[str, str]) -> dict[str, tuple[An
     if tls is not None:
         put("tls", None if tls.disabled is None else not tls.disabled)
         put("server_name", tls.server_name)
-        for key, source in (("server_ca", tls.server_root_ca_cert), ("client_cert", tls.client_cert),
-                            ("client_key", tls.client_private_key)):
+        for key, source in (
+            ("server_ca", tls.server_root_ca_cert),
+            ("client_cert", tls.client_cert),
+            ("client_key", tls.client_private_key),
+        ):
             put(key, _pem(source, origin_of[key]))
     return values
 

@@ -77,10 +77,15 @@ def resolve(settings: Settings, patterns: list[str] | None, *, where: str = "--t
     _check_enabled(settings, chosen, allowed, patterns is not None)
     for server, tools in mcp.items():
         cfg = settings.mcp[server]
-        resolved.toolsets.append(ToolsetRef(
-            kind="mcp", name=server, task_queue=cfg.task_queue or "", patterns=sorted(set(tools)),
-            required=cfg.on_unavailable == "fail",
-        ))
+        resolved.toolsets.append(
+            ToolsetRef(
+                kind="mcp",
+                name=server,
+                task_queue=cfg.task_queue or "",
+                patterns=sorted(set(tools)),
+                required=cfg.on_unavailable == "fail",
+            )
+        )
     if python:
         resolved.toolsets.append(ToolsetRef(kind="python", patterns=sorted(set(python))))
     return resolved

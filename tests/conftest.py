@@ -12,8 +12,8 @@ import os
 import shutil
 import socket
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 from temporalio.client import Client
@@ -26,6 +26,7 @@ from stakeflow.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_WORKSPACE = REPO / "examples" / "workspace"
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -57,8 +58,13 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
         ip="127.0.0.1",
         ui=True,
         ui_port=UI_PORT,
-        dev_server_extra_args=[*DEV_SERVER_TUNING, *dev_server_flags(), "--log-level", "error",
-                               "--ui-disable-news-fetch"],
+        dev_server_extra_args=[
+            *DEV_SERVER_TUNING,
+            *dev_server_flags(),
+            "--log-level",
+            "error",
+            "--ui-disable-news-fetch",
+        ],
     )
     yield e
     await e.shutdown()
@@ -114,7 +120,10 @@ def spawn_worker(env: dict[str, str], queues: str | None = None):
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / "test-worker.log", "ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "stakeflow", "worker", *(["--queues", queues] if queues else [])], env=env, stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "stakeflow", "worker", *(["--queues", queues] if queues else [])],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
 
 

@@ -26,7 +26,7 @@ def main() -> int:
     assert all(line["messages"][-1]["role"] == "assistant" for line in lines), "not an exported chat dataset"
     print(f"loading {args.base}; {len(lines)} training examples", flush=True)
     if args.fail:
-        print("Traceback (most recent call last):\n  File \"train.py\", line 80, in main", flush=True)
+        print('Traceback (most recent call last):\n  File "train.py", line 80, in main', flush=True)
         print("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", flush=True)
         return 1
     deadline = time.monotonic() + args.seconds
@@ -36,8 +36,9 @@ def main() -> int:
         print(f"step {step} loss {1 / step:.3f}", flush=True)
         time.sleep(0.2)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": args.base, "r": 8,
-                                                              "peft_type": "LORA"}))
+    (args.out / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": args.base, "r": 8, "peft_type": "LORA"})
+    )
     (args.out / "adapter_model.safetensors").write_bytes(b"\0" * 16)
     print(f"adapter written to {args.out}", flush=True)
     return 0

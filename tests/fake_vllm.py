@@ -36,10 +36,13 @@ class FakeVLLMServer(FakeOpenAIServer):
 
     def handle_get(self, path: str) -> tuple[int, dict[str, str], Any]:
         if path.rstrip("/") == "/v1/models":
-            data = [{"id": self.base_model, "object": "model", "owned_by": "vllm", "root": self.base_model,
-                     "parent": None}]
-            data += [{"id": name, "object": "model", "owned_by": "vllm", "root": where, "parent": self.base_model}
-                     for name, where in self.adapters.items()]
+            data = [
+                {"id": self.base_model, "object": "model", "owned_by": "vllm", "root": self.base_model, "parent": None}
+            ]
+            data += [
+                {"id": name, "object": "model", "owned_by": "vllm", "root": where, "parent": self.base_model}
+                for name, where in self.adapters.items()
+            ]
             return 200, {}, {"object": "list", "data": data}
         return super().handle_get(path)
 
@@ -53,17 +56,36 @@ class FakeVLLMServer(FakeOpenAIServer):
         name = (body or {}).get("lora_name", "")
         if route == "/v1/unload_lora_adapter":
             if name not in self.adapters:
-                return 404, {}, {"object": "error", "message": f"The lora adapter '{name}' cannot be found.",
-                                 "type": "NotFoundError", "code": 404}
+                return (
+                    404,
+                    {},
+                    {
+                        "object": "error",
+                        "message": f"The lora adapter '{name}' cannot be found.",
+                        "type": "NotFoundError",
+                        "code": 404,
+                    },
+                )
             del self.adapters[name]
             return 200, {}, f"Success: LoRA adapter '{name}' removed successfully."
         where = (body or {}).get("lora_path", "")
         if name in self.adapters:
-            return 400, {}, {"object": "error", "message": f"The lora adapter '{name}' has already been loaded.",
-                             "type": "InvalidUserInput", "code": 400}
+            return (
+                400,
+                {},
+                {
+                    "object": "error",
+                    "message": f"The lora adapter '{name}' has already been loaded.",
+                    "type": "InvalidUserInput",
+                    "code": 400,
+                },
+            )
         if not (Path(where) / "adapter_config.json").is_file():
-            return 400, {}, {"object": "error", "message": f"No adapter found for {where}", "type": "BadRequestError",
-                             "code": 400}
+            return (
+                400,
+                {},
+                {"object": "error", "message": f"No adapter found for {where}", "type": "BadRequestError", "code": 400},
+            )
         self.adapters[name] = where
         return 200, {}, f"Success: LoRA adapter '{name}' added successfully."
 

@@ -64,8 +64,9 @@ class Reply:
     finish_reason: str | None = None  # OpenAI "length" / Anthropic "max_tokens" for a truncated answer
 
     @classmethod
-    def error(cls, status: int, message: str = "scripted error", *, body: Any = None,
-              headers: dict[str, str] | None = None) -> Reply:
+    def error(
+        cls, status: int, message: str = "scripted error", *, body: Any = None, headers: dict[str, str] | None = None
+    ) -> Reply:
         return cls(status=status, message=message, body=body, headers=dict(headers or {}))
 
     @classmethod
@@ -168,8 +169,14 @@ class _FakeServer:
 
     name = "fake"
 
-    def __init__(self, *, responder: Responder | None = None, usage: dict[str, int] | None = None,
-                 models: list[str] | None = None, reported_model: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        responder: Responder | None = None,
+        usage: dict[str, int] | None = None,
+        models: list[str] | None = None,
+        reported_model: str | None = None,
+    ) -> None:
         self.requests: list[RecordedRequest] = []
         self.usage: dict[str, int] = dict(usage or self.default_usage())
         # When set, a request naming another model gets the provider's "unknown model" 404.
@@ -193,8 +200,9 @@ class _FakeServer:
         with self._lock:
             self._queue.extend(items)
 
-    def fail_next(self, status: int, body: Any = None, headers: dict[str, str] | None = None,
-                  message: str = "scripted error") -> None:
+    def fail_next(
+        self, status: int, body: Any = None, headers: dict[str, str] | None = None, message: str = "scripted error"
+    ) -> None:
         """Answer the next request with an error status."""
         self.enqueue(Reply.error(status, message, body=body, headers=headers))
 
@@ -280,8 +288,11 @@ class _FakeServer:
         if reply.delay_s:
             time.sleep(reply.delay_s)
         if reply.status >= 400:
-            return reply.status, reply.headers, reply.body if reply.body is not None else self.error_body(
-                reply.status, reply.message)
+            return (
+                reply.status,
+                reply.headers,
+                reply.body if reply.body is not None else self.error_body(reply.status, reply.message),
+            )
         try:
             return reply.status, reply.headers, self.success_body(body, reply)
         except LookupError as e:
@@ -335,10 +346,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         self._serve("POST")
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._serve("GET")
 
     def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
@@ -376,19 +387,36 @@ class FakeOpenAIServer(_FakeServer):
             if self.fail_models_with is not None:
                 return self.fail_models_with, {}, self.error_body(self.fail_models_with, "scripted /models failure")
             models = self.models if self.models is not None else [self.model]
-            return 200, {}, {"object": "list", "data": [
-                {"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in models]}
+            return (
+                200,
+                {},
+                {
+                    "object": "list",
+                    "data": [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in models],
+                },
+            )
         return super().handle_get(path)
 
     def error_body(self, status: int, message: str) -> Any:
-        kind = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "not_found_error", 429: "rate_limit_error"}.get(status, "server_error")
+        kind = {
+            400: "invalid_request_error",
+            401: "authentication_error",
+            403: "permission_error",
+            404: "not_found_error",
+            429: "rate_limit_error",
+        }.get(status, "server_error")
         return {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
     def unknown_model_body(self, model: str) -> Any:
         # vLLM's wording and shape.
-        return {"error": {"message": f"The model `{model}` does not exist.", "type": "NotFoundError",
-                          "param": None, "code": 404}}
+        return {
+            "error": {
+                "message": f"The model `{model}` does not exist.",
+                "type": "NotFoundError",
+                "param": None,
+                "code": 404,
+            }
+        }
 
     def success_body(self, request: dict[str, Any], reply: Reply) -> Any:
         n = self.next_id()
@@ -407,8 +435,13 @@ class FakeOpenAIServer(_FakeServer):
         elif tool_call is None:
             message["content"] = json.dumps(_as_data(reply.output))
         if tool_call is not None:
-            message["tool_calls"] = [{"id": f"call_fake_{n}", "type": "function", "function": {
-                "name": tool_call[0], "arguments": json.dumps(tool_call[1])}}]
+            message["tool_calls"] = [
+                {
+                    "id": f"call_fake_{n}",
+                    "type": "function",
+                    "function": {"name": tool_call[0], "arguments": json.dumps(tool_call[1])},
+                }
+            ]
             finish = "tool_calls"
         usage = {**self.usage, **(reply.usage or {})}
         wire_usage: dict[str, Any] = {
@@ -423,8 +456,9 @@ class FakeOpenAIServer(_FakeServer):
             "object": "chat.completion",
             "created": 1_700_000_000 + n,
             "model": reply.model or self.reported_model or request.get("model"),
-            "choices": [{"index": 0, "message": message, "finish_reason": reply.finish_reason or finish,
-                         "logprobs": None}],
+            "choices": [
+                {"index": 0, "message": message, "finish_reason": reply.finish_reason or finish, "logprobs": None}
+            ],
             "usage": wire_usage,
         }
 
@@ -448,20 +482,40 @@ class FakeAnthropicServer(_FakeServer):
         return self.root_url
 
     def default_usage(self) -> dict[str, int]:
-        return {"input_tokens": 100, "output_tokens": 20,
-                "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+        return {
+            "input_tokens": 100,
+            "output_tokens": 20,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        }
 
     def handle_get(self, path: str) -> tuple[int, dict[str, str], Any]:
         if path.rstrip("/") == "/v1/models":  # what `stakeflow models` / `doctor` ask
             ids = self.models if self.models is not None else ["claude-sonnet-4-6"]
-            return 200, {}, {"data": [{"type": "model", "id": m, "display_name": m} for m in ids],
-                             "has_more": False, "first_id": ids[0], "last_id": ids[-1]}
+            return (
+                200,
+                {},
+                {
+                    "data": [{"type": "model", "id": m, "display_name": m} for m in ids],
+                    "has_more": False,
+                    "first_id": ids[0],
+                    "last_id": ids[-1],
+                },
+            )
         return super().handle_get(path)
 
     def error_body(self, status: int, message: str) -> Any:
-        kind = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
-                403: "permission_error", 404: "not_found_error", 413: "request_too_large",
-                429: "rate_limit_error", 504: "timeout_error", 529: "overloaded_error"}.get(status, "api_error")
+        kind = {
+            400: "invalid_request_error",
+            401: "authentication_error",
+            402: "billing_error",
+            403: "permission_error",
+            404: "not_found_error",
+            413: "request_too_large",
+            429: "rate_limit_error",
+            504: "timeout_error",
+            529: "overloaded_error",
+        }.get(status, "api_error")
         return {"type": "error", "error": {"type": kind, "message": message}}
 
     def unknown_model_body(self, model: str) -> Any:

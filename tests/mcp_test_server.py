@@ -45,8 +45,9 @@ def lookup(key: str) -> str:
     return f"{key}: found"
 
 
-@server.tool(annotations={"readOnlyHint": False, "destructiveHint": False, "idempotentHint": False,
-                          "openWorldHint": True})
+@server.tool(
+    annotations={"readOnlyHint": False, "destructiveHint": False, "idempotentHint": False, "openWorldHint": True}
+)
 def send(text: str) -> str:
     """Send a message to the outside world."""
     _log("send", text=text)

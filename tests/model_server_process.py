@@ -21,7 +21,7 @@ def main() -> None:
     mode = sys.argv[2] if len(sys.argv) > 2 else "segv"
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_GET(self) -> None:
             body = json.dumps({"object": "list", "data": [{"id": "smollm2-135m-instruct", "object": "model"}]})
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -29,12 +29,22 @@ def main() -> None:
             self.end_headers()
             self.wfile.write(body.encode())
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
             if mode == "ok":
-                reply = {"id": "c1", "object": "chat.completion", "model": "smollm2-135m-instruct", "choices": [
-                    {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": '{"ok": true}'}}],
-                    "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}}
+                reply = {
+                    "id": "c1",
+                    "object": "chat.completion",
+                    "model": "smollm2-135m-instruct",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": '{"ok": true}'},
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9},
+                }
                 body = json.dumps(reply).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

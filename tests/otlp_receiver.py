@@ -89,11 +89,17 @@ class OTLPReceiver:
             resource = _attributes(rs.resource.attributes)
             for ss in rs.scope_spans:
                 for s in ss.spans:
-                    spans.append(ReceivedSpan(
-                        name=s.name, span_id=s.span_id.hex(), trace_id=s.trace_id.hex(),
-                        parent_span_id=s.parent_span_id.hex() or None,
-                        attributes=_attributes(s.attributes), resource=resource, end_ns=s.end_time_unix_nano,
-                    ))
+                    spans.append(
+                        ReceivedSpan(
+                            name=s.name,
+                            span_id=s.span_id.hex(),
+                            trace_id=s.trace_id.hex(),
+                            parent_span_id=s.parent_span_id.hex() or None,
+                            attributes=_attributes(s.attributes),
+                            resource=resource,
+                            end_ns=s.end_time_unix_nano,
+                        )
+                    )
         with self._lock:
             self.requests += 1
             self.spans.extend(spans)

@@ -24,6 +24,6 @@ def undeclared(text: str) -> str:
 
 
 @tool(risk="read_only")
-def untyped(text) -> str:  # noqa: ANN001 (the missing hint is the point)
+def untyped(text) -> str:
     """A tool whose argument has no type hint."""
     return str(text)

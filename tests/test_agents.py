@@ -18,7 +18,10 @@ from tests.fakes import FakeOpenAIServer
 
 ANALYST = AgentConfig(
     instructions="You are the sales analyst of the team. Answer in one sentence.",
-    tools=["sql_query", "calc*"], stakes="low", max_steps=3, open_model="qwen-sales-lora",
+    tools=["sql_query", "calc*"],
+    stakes="low",
+    max_steps=3,
+    open_model="qwen-sales-lora",
     description="Answers questions about the sales data",
 )
 
@@ -32,10 +35,16 @@ def open_fake():
 async def test_a_run_of_an_agent_has_its_role_tools_defaults_and_model(client, tmp_path, open_fake):
     from tests.conftest import EXAMPLE_WORKSPACE
 
-    open_fake.script(agent(plan(("Total the units", "sql_query")),
-                           {1: call("sql_query", query="SELECT sum(units) FROM 'sales.csv'")}, answer="77 units"))
-    settings = make_settings(tmp_path, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm",
-                             agents={"analyst": ANALYST})
+    open_fake.script(
+        agent(
+            plan(("Total the units", "sql_query")),
+            {1: call("sql_query", query="SELECT sum(units) FROM 'sales.csv'")},
+            answer="77 units",
+        )
+    )
+    settings = make_settings(
+        tmp_path, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm", agents={"analyst": ANALYST}
+    )
     req = tasks.build_request(settings, "How many units did we sell?", workspace=EXAMPLE_WORKSPACE, agent="analyst")
     assert sorted(req.tools) == ["calculator", "sql_query"] and req.max_steps == 3 and req.stakes == "low"
     async with running_workers(client, settings):
@@ -88,18 +97,34 @@ async def test_costs_by_agent_groups_a_named_agents_calls(client, tmp_path, open
     from stakeflow.traces import TraceStore, cost_report
     from tests.conftest import EXAMPLE_WORKSPACE, spawn_worker, worker_env, worker_log
 
-    open_fake.script(agent(plan(("Total the units", "sql_query")),
-                           {1: call("sql_query", query="SELECT sum(units) FROM 'sales.csv'")}, answer="77 units"))
+    open_fake.script(
+        agent(
+            plan(("Total the units", "sql_query")),
+            {1: call("sql_query", query="SELECT sum(units) FROM 'sales.csv'")},
+            answer="77 units",
+        )
+    )
     home = tmp_path / "home"
     home.mkdir()
     (home / "stakeflow.toml").write_text('[prices."qwen-sales-lora"]\ninput_per_mtok = 1\noutput_per_mtok = 2\n')
     prefix = f"t{uuid.uuid4().hex[:8]}"
-    env = worker_env(home, client, prefix, STAKEFLOW_OPEN_BASE_URL=open_fake.url, STAKEFLOW_OPEN_MODEL="qwen-test",
-                     STAKEFLOW_OPEN_DIALECT="vllm")
+    env = worker_env(
+        home,
+        client,
+        prefix,
+        STAKEFLOW_OPEN_BASE_URL=open_fake.url,
+        STAKEFLOW_OPEN_MODEL="qwen-test",
+        STAKEFLOW_OPEN_DIALECT="vllm",
+    )
     worker = spawn_worker(env)
     try:
-        settings = make_settings(tmp_path, queue_prefix=prefix, open_base_url=open_fake.url, open_model="qwen-test",
-                                 agents={"analyst": ANALYST})
+        settings = make_settings(
+            tmp_path,
+            queue_prefix=prefix,
+            open_base_url=open_fake.url,
+            open_model="qwen-test",
+            agents={"analyst": ANALYST},
+        )
         req = tasks.build_request(settings, "Units?", workspace=EXAMPLE_WORKSPACE, agent="analyst")
         await (await tasks.start_run(client, settings, req)).result()
         plain = tasks.build_request(settings, "What is 2+2?", workspace=EXAMPLE_WORKSPACE, tools=["calculator"])

@@ -14,8 +14,8 @@ from temporalio.client import WorkflowFailureError
 
 from agents.types import Progress
 from stakeflow import runs, tasks
-from stakeflow.core.contracts import PROGRESS_QUERY
 from stakeflow.cli import cli
+from stakeflow.core.contracts import PROGRESS_QUERY
 from tests.agent_script import agent, call, plan
 from tests.conftest import make_settings, running_workers
 from tests.fakes import FakeOpenAIServer
@@ -26,11 +26,16 @@ WRITE_PLAN = plan(("Read the notes", "read_file"), ("Write the summary", "write_
 @pytest.fixture
 def open_fake():
     with FakeOpenAIServer(model="qwen-test") as server:
-        server.script(agent(
-            WRITE_PLAN,
-            {1: call("read_file", path="notes.txt"), 2: call("write_file", path="summary.txt", content="grew 12%\n")},
-            answer="done",
-        ))
+        server.script(
+            agent(
+                WRITE_PLAN,
+                {
+                    1: call("read_file", path="notes.txt"),
+                    2: call("write_file", path="summary.txt", content="grew 12%\n"),
+                },
+                answer="done",
+            )
+        )
         yield server
 
 
@@ -70,8 +75,9 @@ async def test_high_risk_step_waits_then_approve_via_cli(client, setup):
         p = await wait_for_approval(handle, 2)
         assert p.steps[1].status == "awaiting_approval"
         assert not (ws / "summary.txt").exists()  # nothing acted yet
-        code, out = await asyncio.to_thread(cli_run, "list", "--json", "--query",
-                                            f"StakeflowAwaitingApproval = true AND WorkflowId = '{handle.id}'")
+        code, out = await asyncio.to_thread(
+            cli_run, "list", "--json", "--query", f"StakeflowAwaitingApproval = true AND WorkflowId = '{handle.id}'"
+        )
         assert code == 0 and [r["workflow_id"] for r in json.loads(out)] == [handle.id]
 
         # Wrong step, then a valid approval, then a second one.
@@ -98,11 +104,27 @@ async def test_high_risk_step_waits_then_approve_via_cli(client, setup):
         if row["status"] == "completed":
             break
         await asyncio.sleep(0.1)
-    assert (row["stakes"], row["open_steps"], row["awaiting_approval"], row["status"]) == ("high", 2, False, "completed")
+    assert (row["stakes"], row["open_steps"], row["awaiting_approval"], row["status"]) == (
+        "high",
+        2,
+        False,
+        "completed",
+    )
     described = subprocess.run(
-        [shutil.which("temporal"), "workflow", "describe", "--address", client.service_client.config.target_host,
-         "--workflow-id", handle.id, "-o", "json"],
-        capture_output=True, text=True, timeout=30,
+        [
+            shutil.which("temporal"),
+            "workflow",
+            "describe",
+            "--address",
+            client.service_client.config.target_host,
+            "--workflow-id",
+            handle.id,
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert described.returncode == 0, described.stderr
     text = described.stdout
@@ -164,19 +186,26 @@ async def test_cancel_while_waiting_ends_cleanly(client, setup):
 async def test_a_step_cancelled_while_waiting_counts_nowhere(client, tmp_path, open_fake):
     """One count for every view: the run span (and so the `runs` view) and the search attributes agree that
     a high-stakes step cancelled while it waited for approval never ran (they used to disagree)."""
+    import signal as signals
+    import uuid
+
     from stakeflow.core.contracts import KEYS
     from stakeflow.traces import TraceStore
     from tests.conftest import spawn_worker, worker_env
-    import signal as signals
-    import uuid
 
     home = tmp_path / "home"
     ws = tmp_path / "ws"
     ws.mkdir()
     (ws / "notes.txt").write_text("Revenue grew 12%.\n")
     prefix = f"t{uuid.uuid4().hex[:8]}"
-    env = worker_env(home, client, prefix, STAKEFLOW_OPEN_BASE_URL=open_fake.url, STAKEFLOW_OPEN_MODEL="qwen-test",
-                     STAKEFLOW_OPEN_DIALECT="vllm")
+    env = worker_env(
+        home,
+        client,
+        prefix,
+        STAKEFLOW_OPEN_BASE_URL=open_fake.url,
+        STAKEFLOW_OPEN_MODEL="qwen-test",
+        STAKEFLOW_OPEN_DIALECT="vllm",
+    )
     worker = spawn_worker(env)
     try:
         settings = make_settings(tmp_path, queue_prefix=prefix, open_base_url=open_fake.url, open_model="qwen-test")
@@ -190,10 +219,16 @@ async def test_a_step_cancelled_while_waiting_counts_nowhere(client, tmp_path, o
         worker.wait(60)
     attrs = (await handle.describe()).typed_search_attributes
     with TraceStore(home / "traces.duckdb").reader() as con:
-        row = con.execute("SELECT status, stakes, open_steps, frontier_steps FROM runs WHERE run_id = ?",
-                          [handle.id]).fetchone()
+        row = con.execute(
+            "SELECT status, stakes, open_steps, frontier_steps FROM runs WHERE run_id = ?", [handle.id]
+        ).fetchone()
     # Step 1 (read_file) ran on the open model (high by --stakes, frontier not configured); step 2 never acted.
-    assert row == ("canceled", attrs.get(KEYS["stakes"]), attrs.get(KEYS["open_steps"]), attrs.get(KEYS["frontier_steps"]))
+    assert row == (
+        "canceled",
+        attrs.get(KEYS["stakes"]),
+        attrs.get(KEYS["open_steps"]),
+        attrs.get(KEYS["frontier_steps"]),
+    )
     assert (row[2], row[3]) == (1, 0)
 
 
@@ -204,9 +239,10 @@ async def test_an_approval_that_arrives_with_the_timeout_wins(client, setup):
     worker gets both in one workflow task, the race the review described. (temporalio 1.35 applies updates
     before timers within an activation, so the old code survived this ordering too; the rule is now explicit
     in workflows/approvals.py rather than an accident of job order.)"""
+    from temporalio.client import WorkflowUpdateStage
+
     from agents.types import ApprovalRecord, ApprovalRequest
     from stakeflow.core.contracts import APPROVE_UPDATE
-    from temporalio.client import WorkflowUpdateStage
 
     settings, ws = setup
     settings.approvals.timeout_s = 2
@@ -215,8 +251,11 @@ async def test_an_approval_that_arrives_with_the_timeout_wins(client, setup):
         await wait_for_approval(handle, 2)
     await asyncio.sleep(3)  # the approval timer fires while no worker runs
     request = ApprovalRequest(step=2, decision="approve", note="just in time", by="tester")
-    update = asyncio.create_task(handle.start_update(APPROVE_UPDATE, request, result_type=ApprovalRecord,
-                                                     wait_for_stage=WorkflowUpdateStage.ACCEPTED))
+    update = asyncio.create_task(
+        handle.start_update(
+            APPROVE_UPDATE, request, result_type=ApprovalRecord, wait_for_stage=WorkflowUpdateStage.ACCEPTED
+        )
+    )
     await asyncio.sleep(0.5)
     async with running_workers(client, settings):
         record = await (await update).result()
@@ -227,9 +266,11 @@ async def test_an_approval_that_arrives_with_the_timeout_wins(client, setup):
 
     kinds = [e.event_type for e in (await handle.fetch_history()).events]
     fired = kinds.index(EventType.EVENT_TYPE_TIMER_FIRED)
-    assert kinds[fired + 1: fired + 5] == [
-        EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED, EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
-        EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED,
+    assert kinds[fired + 1 : fired + 5] == [
+        EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED,
+        EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
+        EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED,
     ]
     step = result.steps[1]
     assert (step.approval.decision, step.approval.note, step.status) == ("approved", "just in time", "ok")

@@ -9,7 +9,6 @@ import asyncio
 import random
 import re
 import signal
-import time
 import uuid
 
 import pytest
@@ -51,8 +50,14 @@ async def test_sigkill_chaos_every_run_completes_and_writes_once(client, tmp_pat
     prefix = f"t{uuid.uuid4().hex[:8]}"
     with FakeOpenAIServer(model="qwen-test") as open_fake:
         open_fake.script(responder())
-        env = worker_env(home, client, prefix, STAKEFLOW_OPEN_BASE_URL=open_fake.url,
-                         STAKEFLOW_OPEN_MODEL="qwen-test", STAKEFLOW_OPEN_DIALECT="vllm")
+        env = worker_env(
+            home,
+            client,
+            prefix,
+            STAKEFLOW_OPEN_BASE_URL=open_fake.url,
+            STAKEFLOW_OPEN_MODEL="qwen-test",
+            STAKEFLOW_OPEN_DIALECT="vllm",
+        )
         settings = make_settings(tmp_path, queue_prefix=prefix, open_base_url=open_fake.url, open_model="qwen-test")
         handles = []
         for i in range(RUNS):
@@ -88,9 +93,9 @@ async def test_sigkill_chaos_every_run_completes_and_writes_once(client, tmp_pat
     store.sync(budget_s=None)
     with store.reader() as con:
         dupes = con.execute("SELECT count(*) - count(DISTINCT span_id) FROM spans").fetchone()[0]
-        steps = con.execute(
-            "SELECT count(*) FROM spans WHERE name = 'stakeflow.step' AND purpose = 'step'"
-        ).fetchone()[0]
+        steps = con.execute("SELECT count(*) FROM spans WHERE name = 'stakeflow.step' AND purpose = 'step'").fetchone()[
+            0
+        ]
     assert dupes == 0
     print(f"\nchaos: {RUNS} runs, {kills} kills, {steps}/{RUNS * 3} step spans stored")
     assert steps == RUNS * 3

@@ -80,11 +80,18 @@ def test_up_run_status_result_cancel_down(cli_env, open_fake, tmp_path):
     assert set(started) == {"temporal", "worker"}  # an open URL is set: no embedded model
     assert stakeflow(cli_env, "up").stdout.count("started") == 0  # idempotent
 
-    open_fake.script(agent(
-        plan(("Total units per region", "sql_query")),
-        {1: call("sql_query", query="SELECT region, sum(units) AS units FROM 'sales.csv' GROUP BY region ORDER BY region")},
-        answer="Nordic 26, South 15, West 36",
-    ))
+    open_fake.script(
+        agent(
+            plan(("Total units per region", "sql_query")),
+            {
+                1: call(
+                    "sql_query",
+                    query="SELECT region, sum(units) AS units FROM 'sales.csv' GROUP BY region ORDER BY region",
+                )
+            },
+            answer="Nordic 26, South 15, West 36",
+        )
+    )
     ran = stakeflow(cli_env, "run", "--json", "--workspace", str(workspace), "Units per region in sales.csv?")
     assert ran.returncode == 0, ran.stderr
     out = json.loads(ran.stdout)
@@ -96,7 +103,11 @@ def test_up_run_status_result_cancel_down(cli_env, open_fake, tmp_path):
     assert out["ui_url"] == f"http://127.0.0.1:{ui_port}/namespaces/default/workflows/{wf_id}"
     [step] = out["steps"]
     assert {k: step[k] for k in ("index", "route", "model", "stakes", "tools")} == {
-        "index": 1, "route": "open", "model": "qwen-test", "stakes": "low", "tools": ["sql_query"],
+        "index": 1,
+        "route": "open",
+        "model": "qwen-test",
+        "stakes": "low",
+        "tools": ["sql_query"],
     }
     assert step["reason"] == "tool sql_query is read-only; planner assessed low stakes"
 
@@ -150,11 +161,13 @@ def test_failed_run_reports_the_step_and_exits_1(cli_env, open_fake):
 def test_run_prints_each_step_once_then_the_bill_and_the_answer(cli_env, open_fake, tmp_path):
     workspace = tmp_path / "ws"
     shutil.copytree(EXAMPLE_WORKSPACE, workspace)
-    open_fake.script(agent(
-        plan(("Read the notes", "read_file"), ("Add the growth figures", "calculator")),
-        {1: call("read_file", path="notes.txt"), 2: call("calculator", expression="12 + 8")},
-        answer="Revenue grew 12%.",
-    ))
+    open_fake.script(
+        agent(
+            plan(("Read the notes", "read_file"), ("Add the growth figures", "calculator")),
+            {1: call("read_file", path="notes.txt"), 2: call("calculator", expression="12 + 8")},
+            answer="Revenue grew 12%.",
+        )
+    )
     ran = stakeflow(cli_env, "run", "--workspace", str(workspace), "Summarise notes.txt")
     assert ran.returncode == 0, ran.stderr
     both = ran.stderr + ran.stdout
@@ -174,8 +187,9 @@ def test_a_worker_killed_mid_run_is_reported_restarted_and_the_run_completes(cli
         return Reply.delayed(6, {"tool_calls": [], "result": "thought it through"})
 
     open_fake.script(agent(plan(("Think", None)), {1: slow_step}, answer="done thinking"))
-    proc = subprocess.Popen([*STAKEFLOW, "run", "Think hard"], env=cli_env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*STAKEFLOW, "run", "Think hard"], env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 30
     while not any(c.body and "Now step 1" in json.dumps(c.body) for c in open_fake.calls):
         assert time.monotonic() < deadline, "the step never reached the model"

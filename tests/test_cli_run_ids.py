@@ -44,10 +44,21 @@ async def finished(env, tmp_path_factory) -> Run:
     tmp = tmp_path_factory.mktemp("run-ids")
     prefix = f"t{uuid.uuid4().hex[:8]}"
     with FakeOpenAIServer(model="qwen-test") as open_fake:
-        open_fake.script(agent(plan(("Think", None), ("Think again", None)),
-                               {1: think("one"), 2: think("two")}, answer="Thought twice."))
-        wenv = worker_env(tmp / "home", client, prefix, STAKEFLOW_OPEN_BASE_URL=open_fake.url,
-                          STAKEFLOW_OPEN_MODEL="qwen-test", STAKEFLOW_OPEN_DIALECT="vllm")
+        open_fake.script(
+            agent(
+                plan(("Think", None), ("Think again", None)),
+                {1: think("one"), 2: think("two")},
+                answer="Thought twice.",
+            )
+        )
+        wenv = worker_env(
+            tmp / "home",
+            client,
+            prefix,
+            STAKEFLOW_OPEN_BASE_URL=open_fake.url,
+            STAKEFLOW_OPEN_MODEL="qwen-test",
+            STAKEFLOW_OPEN_DIALECT="vllm",
+        )
         worker = spawn_worker(wenv)
         try:
             settings = make_settings(tmp, queue_prefix=prefix, open_base_url=open_fake.url, open_model="qwen-test")
@@ -91,8 +102,9 @@ def stakeflow(run: Run, *args: str) -> subprocess.CompletedProcess:
     """The real console entry point (main(), its exit code), in a subprocess."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STAKEFLOW_", "ANTHROPIC_"))}
     env.update(STAKEFLOW_HOME=str(run.home), STAKEFLOW_TEMPORAL_ADDRESS=run.address)
-    return subprocess.run([sys.executable, "-m", "stakeflow", *args], env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "stakeflow", *args], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 async def test_status_and_result_find_the_run_by_either_id(env, finished, at, tmp_path):
@@ -102,7 +114,10 @@ async def test_status_and_result_find_the_run_by_either_id(env, finished, at, tm
         for ident in (finished.workflow_id, finished.first_run_id, finished.latest_run_id):
             status = await cli_json("status", ident)
             assert (status["workflow_id"], status["run_id"], status["status"]) == (
-                finished.workflow_id, finished.latest_run_id, "completed"), ident
+                finished.workflow_id,
+                finished.latest_run_id,
+                "completed",
+            ), ident
             result = await cli_json("result", ident)
             assert (result["workflow_id"], result["answer"]) == (finished.workflow_id, "Thought twice."), ident
         code, out = await cli_run("status", finished.first_run_id)

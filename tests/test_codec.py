@@ -45,13 +45,13 @@ async def sealed_client(settings):
     (the worker processes of tests/test_topology.py use ``connect`` itself)."""
     from temporalio.client import Client
 
-    return await Client.connect(settings.address, namespace=settings.temporal_namespace,
-                                data_converter=data_converter(settings))
+    return await Client.connect(
+        settings.address, namespace=settings.temporal_namespace, data_converter=data_converter(settings)
+    )
 
 
 def codec_settings(tmp_path, client, **kw):
-    return make_settings(tmp_path, temporal_address=client.service_client.config.target_host,
-                         codec_keys=KEYS_ENV, **kw)
+    return make_settings(tmp_path, temporal_address=client.service_client.config.target_host, codec_keys=KEYS_ENV, **kw)
 
 
 # --- the codec itself ----------------------------------------------------------------------------
@@ -92,13 +92,16 @@ def make_settings_stub():
     return Settings(codec_keys=KEYS_ENV)
 
 
-@pytest.mark.parametrize("text,needle", [
-    ("k1 notbase64!!", "the key is not base64"),
-    (f"k1 {base64.b64encode(b'short').decode()}", "a key is 32 bytes (AES-256), this one is 5"),
-    (f"k1 {_key('a')}\nk1 {_key('b')}", "key id 'k1' is listed twice"),
-    ("# only a comment\n", "no codec keys in"),
-    ("justonefield", "is not '<key id> <base64>'"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("k1 notbase64!!", "the key is not base64"),
+        (f"k1 {base64.b64encode(b'short').decode()}", "a key is 32 bytes (AES-256), this one is 5"),
+        (f"k1 {_key('a')}\nk1 {_key('b')}", "key id 'k1' is listed twice"),
+        ("# only a comment\n", "no codec keys in"),
+        ("justonefield", "is not '<key id> <base64>'"),
+    ],
+)
 def test_bad_key_files_name_the_entry_and_the_fix(tmp_path, text, needle):
     path = tmp_path / "keys"
     path.write_text(text)
@@ -129,13 +132,19 @@ def workspace(tmp_path):
 async def test_no_history_event_holds_a_goal_prompt_tool_output_or_file_in_clear(client, tmp_path, workspace):
     """A run that reads a file, waits for approval of a write, and answers; then its raw history."""
     with FakeOpenAIServer(model="qwen-test") as open_fake:
-        open_fake.script(agent(
-            plan(("Read the notes", "read_file"), ("Write the summary", "write_file", "high")),
-            {1: call("read_file", path="notes.txt"), 2: call("write_file", path="summary.txt", content=ANSWER_MARK)},
-            answer=ANSWER_MARK,
-        ))
-        settings = codec_settings(tmp_path, client, open_base_url=open_fake.url, open_model="qwen-test",
-                                  open_dialect="vllm")
+        open_fake.script(
+            agent(
+                plan(("Read the notes", "read_file"), ("Write the summary", "write_file", "high")),
+                {
+                    1: call("read_file", path="notes.txt"),
+                    2: call("write_file", path="summary.txt", content=ANSWER_MARK),
+                },
+                answer=ANSWER_MARK,
+            )
+        )
+        settings = codec_settings(
+            tmp_path, client, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm"
+        )
         sealed = await sealed_client(settings)
         req = tasks.build_request(settings, GOAL_MARK, workspace=workspace)
         async with running_workers(sealed, settings):
@@ -178,8 +187,9 @@ async def test_a_failed_step_keeps_its_message_out_of_the_history(client, tmp_pa
 
     with FakeOpenAIServer(model="qwen-test") as open_fake:
         open_fake.script(agent(plan(("Compute", "calculator")), {1: Reply.raw("not json at all FAIL-MARK-19c2")}))
-        settings = codec_settings(tmp_path, client, open_base_url=open_fake.url, open_model="qwen-test",
-                                  open_dialect="vllm")
+        settings = codec_settings(
+            tmp_path, client, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm"
+        )
         sealed = await sealed_client(settings)
         req = tasks.build_request(settings, "What is 2+2? " + GOAL_MARK, sensitivity="private")
         async with running_workers(sealed, settings):
@@ -195,8 +205,13 @@ async def test_a_failed_step_keeps_its_message_out_of_the_history(client, tmp_pa
 async def test_a_history_written_in_clear_is_still_read_after_keys_are_configured(client, tmp_path):
     with FakeOpenAIServer(model="qwen-test") as open_fake:
         open_fake.script(agent(plan(("Think", None)), {1: {"tool_calls": [], "result": "ok"}}, answer="in clear"))
-        plain = make_settings(tmp_path, temporal_address=client.service_client.config.target_host,
-                              open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm")
+        plain = make_settings(
+            tmp_path,
+            temporal_address=client.service_client.config.target_host,
+            open_base_url=open_fake.url,
+            open_model="qwen-test",
+            open_dialect="vllm",
+        )
         async with running_workers(client, plain):
             handle = await tasks.start_run(client, plain, tasks.build_request(plain, "Think in clear"))
             await handle.result()
@@ -208,14 +223,20 @@ async def test_a_history_written_in_clear_is_still_read_after_keys_are_configure
 async def test_a_client_without_the_keys_cannot_read_a_sealed_result(client, tmp_path):
     with FakeOpenAIServer(model="qwen-test") as open_fake:
         open_fake.script(agent(plan(("Think", None)), {1: {"tool_calls": [], "result": "ok"}}, answer=ANSWER_MARK))
-        settings = codec_settings(tmp_path, client, open_base_url=open_fake.url, open_model="qwen-test",
-                                  open_dialect="vllm")
+        settings = codec_settings(
+            tmp_path, client, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm"
+        )
         sealed = await sealed_client(settings)
         async with running_workers(sealed, settings):
             handle = await tasks.start_run(sealed, settings, tasks.build_request(settings, GOAL_MARK))
             await handle.result()
-    other = await sealed_client(make_settings(tmp_path, temporal_address=client.service_client.config.target_host,
-                                        codec_keys=f"2025-06:{_key('another deployment')}"))
+    other = await sealed_client(
+        make_settings(
+            tmp_path,
+            temporal_address=client.service_client.config.target_host,
+            codec_keys=f"2025-06:{_key('another deployment')}",
+        )
+    )
     with pytest.raises(CodecKeyError) as e:
         await other.get_workflow_handle(handle.id, result_type=TaskResult).result()
     assert "key id '2026-12', which is not configured here (configured: 2025-06" in str(e.value)

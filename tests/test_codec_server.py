@@ -22,7 +22,7 @@ from stakeflow.core.errors import ConfigError
 from tests.agent_script import agent, plan, think
 from tests.conftest import free_port, make_settings, running_workers
 from tests.fakes import FakeOpenAIServer
-from tests.test_codec import KEYS_ENV, GOAL_MARK, _key, codec_settings, sealed_client
+from tests.test_codec import GOAL_MARK, KEYS_ENV, _key, codec_settings, sealed_client
 from tests.webhook_support import ServerThread
 
 TOKEN = "codec-token-test-3e2d1c"  # scanned for in every history (tests/test_histories_replay.py)
@@ -43,8 +43,15 @@ def codec_server(tmp_path):
 
 
 def payloads_json(payloads) -> dict:
-    return {"payloads": [{"metadata": {k: base64.b64encode(v).decode() for k, v in p.metadata.items()},
-                          "data": base64.b64encode(p.data).decode()} for p in payloads]}
+    return {
+        "payloads": [
+            {
+                "metadata": {k: base64.b64encode(v).decode() for k, v in p.metadata.items()},
+                "data": base64.b64encode(p.data).decode(),
+            }
+            for p in payloads
+        ]
+    }
 
 
 async def test_decode_and_encode_with_a_bearer_token(codec_server, caplog):
@@ -72,8 +79,11 @@ async def test_decode_and_encode_with_a_bearer_token(codec_server, caplog):
         assert r.status_code == 400
         # Encrypted with a key this server does not hold: 400 with the reason, not a 500.
         stranger = EncryptionCodec(parse_keys(f"2025-06 {_key('gone')}", "elsewhere"))
-        r = await http.post("/decode", json=payloads_json([stranger.encrypt(converter.payload_converter.to_payloads(["x"])[0])]),
-                            headers=auth)
+        r = await http.post(
+            "/decode",
+            json=payloads_json([stranger.encrypt(converter.payload_converter.to_payloads(["x"])[0])]),
+            headers=auth,
+        )
         assert r.status_code == 400 and "key id '2025-06', which is not configured here" in r.json()["error"]
     assert GOAL_MARK not in caplog.text and TOKEN not in caplog.text  # payloads and tokens are never logged
     assert any("POST /decode 200" in m and "payloads=1" in m for m in caplog.messages)
@@ -88,12 +98,16 @@ def make_settings_keys():
 def _payload(obj: dict):
     from temporalio.api.common.v1 import Payload
 
-    return Payload(metadata={k: base64.b64decode(v) for k, v in obj["metadata"].items()}, data=base64.b64decode(obj["data"]))
+    return Payload(
+        metadata={k: base64.b64decode(v) for k, v in obj["metadata"].items()}, data=base64.b64decode(obj["data"])
+    )
 
 
 async def test_cors_answers_only_the_web_ui_origin(codec_server):
-    preflight = {"Access-Control-Request-Method": "POST",
-                 "Access-Control-Request-Headers": "authorization,content-type,x-namespace"}
+    preflight = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type,x-namespace",
+    }
     async with httpx.AsyncClient(base_url=codec_server.url, timeout=10) as http:
         ok = await http.options("/decode", headers={"Origin": UI_ORIGIN, **preflight})
         assert ok.status_code == 204
@@ -106,15 +120,19 @@ async def test_cors_answers_only_the_web_ui_origin(codec_server):
         body = payloads_json([])
         r = await http.post("/decode", json=body, headers={"Origin": UI_ORIGIN, "Authorization": f"Bearer {TOKEN}"})
         assert r.headers["access-control-allow-origin"] == UI_ORIGIN
-        r = await http.post("/decode", json=body, headers={"Origin": "http://evil.example",
-                                                           "Authorization": f"Bearer {TOKEN}"})
+        r = await http.post(
+            "/decode", json=body, headers={"Origin": "http://evil.example", "Authorization": f"Bearer {TOKEN}"}
+        )
         assert "access-control-allow-origin" not in r.headers
 
 
-@pytest.mark.parametrize("kw,needle", [
-    ({"codec_auth_tokens": None}, "needs bearer tokens: set STAKEFLOW_CODEC_AUTH_TOKENS"),
-    ({"codec_keys": None}, "has no keys: set STAKEFLOW_CODEC_KEYS_FILE"),
-])
+@pytest.mark.parametrize(
+    "kw,needle",
+    [
+        ({"codec_auth_tokens": None}, "needs bearer tokens: set STAKEFLOW_CODEC_AUTH_TOKENS"),
+        ({"codec_keys": None}, "has no keys: set STAKEFLOW_CODEC_KEYS_FILE"),
+    ],
+)
 def test_it_refuses_to_start_without_tokens_or_keys(tmp_path, kw, needle):
     with pytest.raises(ConfigError) as e:
         create_app(server_settings(tmp_path, **kw))
@@ -125,8 +143,9 @@ async def sealed_run(client, tmp_path, goal: str) -> str:
     """A completed run whose history is encrypted; its workflow id."""
     with FakeOpenAIServer(model="qwen-test") as open_fake:
         open_fake.script(agent(plan(("Think", None)), {1: think("thought")}, answer="decoded answer"))
-        settings = codec_settings(tmp_path, client, open_base_url=open_fake.url, open_model="qwen-test",
-                                  open_dialect="vllm")
+        settings = codec_settings(
+            tmp_path, client, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm"
+        )
         sealed = await sealed_client(settings)
         async with running_workers(sealed, settings):
             handle = await tasks.start_run(sealed, settings, tasks.build_request(settings, goal))
@@ -137,15 +156,30 @@ async def sealed_run(client, tmp_path, goal: str) -> str:
 async def test_temporal_cli_reads_a_sealed_history_through_the_codec_server(client, tmp_path, codec_server):
     goal = f"{GOAL_MARK} {uuid.uuid4().hex[:6]}"
     wf_id = await sealed_run(client, tmp_path, goal)
-    show = ["temporal", "workflow", "show", "--workflow-id", wf_id, "--address",
-            client.service_client.config.target_host, "--output", "json"]
+    show = [
+        "temporal",
+        "workflow",
+        "show",
+        "--workflow-id",
+        wf_id,
+        "--address",
+        client.service_client.config.target_host,
+        "--output",
+        "json",
+    ]
     plain = subprocess.run(show, capture_output=True, text=True, timeout=60)
     assert plain.returncode == 0, plain.stderr
     assert goal not in plain.stdout
-    decoded = subprocess.run([*show, "--codec-endpoint", codec_server.url, "--codec-auth", f"Bearer {TOKEN}"],
-                             capture_output=True, text=True, timeout=60)
+    decoded = subprocess.run(
+        [*show, "--codec-endpoint", codec_server.url, "--codec-auth", f"Bearer {TOKEN}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert decoded.returncode == 0, decoded.stderr
-    assert not any(goal in t for t in payload_texts(plain.stdout))  # without the codec server: ciphertext (search attributes aside)
+    assert not any(
+        goal in t for t in payload_texts(plain.stdout)
+    )  # without the codec server: ciphertext (search attributes aside)
     texts = payload_texts(decoded.stdout)
     assert any(goal in t for t in texts) and any("decoded answer" in t for t in texts)
 
@@ -157,9 +191,9 @@ def payload_texts(history_json: str) -> list[str]:
     def walk(node):
         if isinstance(node, dict):
             metadata = node.get("metadata")
-            if isinstance(metadata, dict) and "data" in node and isinstance(metadata.get("encoding"), str):
-                if base64.b64decode(metadata["encoding"]) == b"json/plain":
-                    found.append(base64.b64decode(node["data"]).decode(errors="replace"))
+            encoding = metadata.get("encoding") if isinstance(metadata, dict) else None
+            if "data" in node and isinstance(encoding, str) and base64.b64decode(encoding) == b"json/plain":
+                found.append(base64.b64decode(node["data"]).decode(errors="replace"))
             for v in node.values():
                 walk(v)
         elif isinstance(node, list):
@@ -183,9 +217,19 @@ async def ui_server():
 
     codec_port, ui_port = free_port(), free_port()
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=shutil.which("temporal"), ip="127.0.0.1", ui=True, ui_port=ui_port,
-        dev_server_extra_args=[*DEV_SERVER_TUNING, *dev_server_flags(), "--log-level", "error",
-                               "--ui-disable-news-fetch", "--ui-codec-endpoint", f"http://127.0.0.1:{codec_port}"],
+        dev_server_existing_path=shutil.which("temporal"),
+        ip="127.0.0.1",
+        ui=True,
+        ui_port=ui_port,
+        dev_server_extra_args=[
+            *DEV_SERVER_TUNING,
+            *dev_server_flags(),
+            "--log-level",
+            "error",
+            "--ui-disable-news-fetch",
+            "--ui-codec-endpoint",
+            f"http://127.0.0.1:{codec_port}",
+        ],
     )
     try:
         yield env, codec_port, ui_port
@@ -206,6 +250,7 @@ async def page_text(url: str, codec_url: str, token: str | None) -> str:
         try:
             page = await browser.new_page()
             if token:
+
                 async def add_token(route):
                     headers = {**route.request.headers, "authorization": f"Bearer {token}"}
                     await route.continue_(headers=headers)

@@ -39,7 +39,9 @@ def profile_file(tmp_path, text: str):
 
 
 def test_precedence_field_by_field(tmp_path, monkeypatch):
-    config = profile_file(tmp_path, """
+    config = profile_file(
+        tmp_path,
+        """
 [profile.default]
 address = "profile-default:7233"
 [profile.prod]
@@ -47,7 +49,8 @@ address = "profile-prod:7233"
 namespace = "prod-ns"
 [profile.prod.tls]
 server_name = "prod.example"
-""")
+""",
+    )
     home = tmp_path / "home"
     home.mkdir()
     (home / "stakeflow.toml").write_text('temporal_profile = "prod"\ntemporal_namespace = "from-toml"\n')
@@ -92,11 +95,14 @@ def test_an_api_key_turns_tls_on_and_is_never_shown(monkeypatch):
     assert load_settings().target.tls is False
 
 
-@pytest.mark.parametrize("toml,needle", [
-    ('temporal_api_key = "x"\n', "'temporal_api_key' is a secret"),
-    ('codec_keys = "a:b"\n', "'codec_keys' is a secret"),
-    ('codec_auth_tokens = "t"\n', "'codec_auth_tokens' is a secret"),
-])
+@pytest.mark.parametrize(
+    "toml,needle",
+    [
+        ('temporal_api_key = "x"\n', "'temporal_api_key' is a secret"),
+        ('codec_keys = "a:b"\n', "'codec_keys' is a secret"),
+        ('codec_auth_tokens = "t"\n', "'codec_auth_tokens' is a secret"),
+    ],
+)
 def test_secrets_are_refused_in_stakeflow_toml(tmp_path, toml, needle):
     home = tmp_path / "home"
     home.mkdir()
@@ -128,16 +134,23 @@ def test_unusable_tls_files_are_named_before_any_handshake(tmp_path, monkeypatch
 
     with pytest.raises(ConfigError) as e:
         tls_config(load_settings().target)
-    assert f"cannot read the client certificate {tmp_path / 'missing.pem'} (from TEMPORAL_TLS_CLIENT_CERT_PATH" in str(e.value)
+    assert f"cannot read the client certificate {tmp_path / 'missing.pem'} (from TEMPORAL_TLS_CLIENT_CERT_PATH" in str(
+        e.value
+    )
     monkeypatch.setenv("TEMPORAL_TLS_CLIENT_CERT_PATH", str(pki.client_key))  # a key where the certificate goes
     with pytest.raises(ConfigError) as e:
         tls_config(load_settings().target)
-    assert f"the client certificate {pki.client_key} (from TEMPORAL_TLS_CLIENT_CERT_PATH/_DATA) is not a PEM" in str(e.value)
+    assert f"the client certificate {pki.client_key} (from TEMPORAL_TLS_CLIENT_CERT_PATH/_DATA) is not a PEM" in str(
+        e.value
+    )
     monkeypatch.setenv("TEMPORAL_TLS_CLIENT_CERT_PATH", str(pki.client_cert))
     monkeypatch.setenv("TEMPORAL_TLS_CLIENT_KEY_PATH", str(pki.stranger_key))
     with pytest.raises(ConfigError) as e:
         tls_config(load_settings().target)
-    assert f"the client private key {pki.stranger_key} does not belong to the client certificate {pki.client_cert}" in str(e.value)
+    assert (
+        f"the client private key {pki.stranger_key} does not belong to the client certificate {pki.client_cert}"
+        in str(e.value)
+    )
 
 
 # --- against real TLS ----------------------------------------------------------------------------
@@ -155,8 +168,11 @@ def mtls(tmp_path, pki, client):
 
 
 def tls_env(pki, address: str, cert=None, key=None, ca=None) -> dict[str, str]:
-    env = {"TEMPORAL_ADDRESS": address, "TEMPORAL_TLS_SERVER_CA_CERT_PATH": str(ca or pki.ca),
-           "TEMPORAL_TLS_SERVER_NAME": SERVER_NAME}
+    env = {
+        "TEMPORAL_ADDRESS": address,
+        "TEMPORAL_TLS_SERVER_CA_CERT_PATH": str(ca or pki.ca),
+        "TEMPORAL_TLS_SERVER_NAME": SERVER_NAME,
+    }
     if cert:
         env.update(TEMPORAL_TLS_CLIENT_CERT_PATH=str(cert), TEMPORAL_TLS_CLIENT_KEY_PATH=str(key))
     return env
@@ -176,15 +192,27 @@ async def test_a_run_over_mutual_tls_with_workers_and_doctor(tmp_path, pki, mtls
         monkeypatch.setenv("STAKEFLOW_OPEN_MODEL", "qwen-test")
         settings = load_settings()
         tls_client = await connect(settings)
-        env = worker_env(tmp_path / "home", client, prefix, **variables, STAKEFLOW_OPEN_BASE_URL=open_fake.url,
-                         STAKEFLOW_OPEN_MODEL="qwen-test", STAKEFLOW_OPEN_DIALECT="vllm")
+        env = worker_env(
+            tmp_path / "home",
+            client,
+            prefix,
+            **variables,
+            STAKEFLOW_OPEN_BASE_URL=open_fake.url,
+            STAKEFLOW_OPEN_MODEL="qwen-test",
+            STAKEFLOW_OPEN_DIALECT="vllm",
+        )
         del env["STAKEFLOW_TEMPORAL_ADDRESS"]  # only Temporal's variables say where to go
         worker = spawn_worker(env)
         try:
             handle = await tasks.start_run(tls_client, settings, tasks.build_request(settings, "Think over mTLS"))
             result = await handle.result()
-            doctor = subprocess.run([sys.executable, "-m", "stakeflow", "doctor", "--json"], env=env,
-                                    capture_output=True, text=True, timeout=120)
+            doctor = subprocess.run(
+                [sys.executable, "-m", "stakeflow", "doctor", "--json"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
         finally:
             worker.terminate()
             worker.wait(30)
@@ -193,13 +221,20 @@ async def test_a_run_over_mutual_tls_with_workers_and_doctor(tmp_path, pki, mtls
     key_body = pki.client_key.read_text().splitlines()[1]
     history = (await tls_client.get_workflow_handle(handle.id).fetch_history()).to_json()
     assert key_body not in worker_log(env) + doctor.stdout + doctor.stderr + history
-    assert f"polling {prefix}-workflows" in worker_log(env) and f"client certificate {pki.client_cert}" in worker_log(env)
+    assert f"polling {prefix}-workflows" in worker_log(env) and f"client certificate {pki.client_cert}" in worker_log(
+        env
+    )
     checks = {c["name"]: c for c in json.loads(doctor.stdout)}
     line = checks["temporal"]["detail"]
     assert checks["temporal"]["status"] == "ok", checks["temporal"]
-    assert line.startswith(f"{mtls.address}, namespace default, TLS (CA {pki.ca}, client certificate {pki.client_cert}, "
-                           f"server name {SERVER_NAME})")
-    assert "address from TEMPORAL_ADDRESS" in line and "client certificate from TEMPORAL_TLS_CLIENT_CERT_PATH/_DATA" in line
+    assert line.startswith(
+        f"{mtls.address}, namespace default, TLS (CA {pki.ca}, client certificate {pki.client_cert}, "
+        f"server name {SERVER_NAME})"
+    )
+    assert (
+        "address from TEMPORAL_ADDRESS" in line
+        and "client certificate from TEMPORAL_TLS_CLIENT_CERT_PATH/_DATA" in line
+    )
     assert checks["worker workflows"]["status"] == "ok"  # doctor saw the worker's poller through TLS too
     # The requests reached the server through the terminator.
     assert mtls.wait_for("StartWorkflowExecution") and mtls.wait_for("PollWorkflowTaskQueue")
@@ -216,12 +251,20 @@ async def test_a_client_certificate_the_server_refuses_is_named(tmp_path, pki, m
     text = str(e.value)
     assert f"Temporal at {mtls.address} (address from TEMPORAL_ADDRESS) refused the TLS handshake" in text
     if case == "stranger":
-        assert f"the server did not accept the client certificate {pki.stranger_cert} (from TEMPORAL_TLS_CLIENT_CERT_PATH/_DATA)" in text
+        assert (
+            f"the server did not accept the client certificate {pki.stranger_cert} (from TEMPORAL_TLS_CLIENT_CERT_PATH/_DATA)"
+            in text
+        )
     else:
         assert "set TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH" in text
     # The CLI says the same in one line, exit 1, no traceback.
-    out = subprocess.run([sys.executable, "-m", "stakeflow", "status", "task-x"], env=dict(os.environ),
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "stakeflow", "status", "task-x"],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 1 and "refused the TLS handshake" in out.stderr and "Traceback" not in out.stderr
 
 
@@ -249,9 +292,17 @@ async def test_the_api_key_reaches_the_server_as_a_bearer_authorization_header(t
         keyed = await connect(settings)
         handle = await tasks.start_run(keyed, settings, tasks.build_request(settings, "A run started with an API key"))
         await handle.terminate("test")
-        doctor = subprocess.run([sys.executable, "-m", "stakeflow", "doctor"], env=dict(os.environ),
-                                capture_output=True, text=True, timeout=120)
+        doctor = subprocess.run(
+            [sys.executable, "-m", "stakeflow", "doctor"],
+            env=dict(os.environ),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         starts = proxy.wait_for("WorkflowService/StartWorkflowExecution")
     assert starts and all(f"authorization=[Bearer {API_KEY}]" in line for line in starts)
-    assert f"{proxy.address}, namespace default, TLS (CA {pki.ca}, server name {SERVER_NAME}), API key (not shown)" in doctor.stdout
+    assert (
+        f"{proxy.address}, namespace default, TLS (CA {pki.ca}, server name {SERVER_NAME}), API key (not shown)"
+        in doctor.stdout
+    )
     assert API_KEY not in doctor.stdout + doctor.stderr

@@ -39,9 +39,15 @@ def setup(tmp_path, fakes, monkeypatch):
     ws = tmp_path / "ws"
     ws.mkdir()
     (ws / "notes.txt").write_text("Revenue grew 12%.\n")
-    settings = make_settings(tmp_path, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm",
-                             anthropic_api_key="sk-ant-dataset", anthropic_base_url=frontier_fake.url,
-                             frontier_model="claude-sonnet-4-6")
+    settings = make_settings(
+        tmp_path,
+        open_base_url=open_fake.url,
+        open_model="qwen-test",
+        open_dialect="vllm",
+        anthropic_api_key="sk-ant-dataset",
+        anthropic_base_url=frontier_fake.url,
+        frontier_model="claude-sonnet-4-6",
+    )
     settings.dataset.capture = True
     settings.dataset.include_private = True
     monkeypatch.setenv("STAKEFLOW_HOME", str(settings.home))
@@ -61,8 +67,10 @@ def export(tmp_path, name: str, *args: str) -> tuple[dict, list[dict], list[dict
     ran = CliRunner().invoke(cli, ["dataset", "export", "--out", str(out), "--json", *args], catch_exceptions=False)
     assert ran.exit_code == 0, ran.output
     manifest = json.loads(ran.output)
-    lines = [[json.loads(line) for line in (out.parent / f"{name}.{part}.jsonl").read_text().splitlines()]
-             for part in ("train", "test")]
+    lines = [
+        [json.loads(line) for line in (out.parent / f"{name}.{part}.jsonl").read_text().splitlines()]
+        for part in ("train", "test")
+    ]
     return manifest, lines[0], lines[1]
 
 
@@ -85,8 +93,9 @@ async def test_captured_runs_export_as_fine_tuning_data(client, tmp_path, setup)
     settings, ws = setup
     edited = [ToolCall(tool="write_file", args={"path": "summary.txt", "content": "Revenue grew 12%."})]
     async with running_workers(client, settings):
-        approved = await one_run(client, settings, ws, ApprovalRequest(step=2, decision="approve", by="ed",
-                                                                        tool_calls=edited))
+        approved = await one_run(
+            client, settings, ws, ApprovalRequest(step=2, decision="approve", by="ed", tool_calls=edited)
+        )
         assert (ws / "summary.txt").read_text() == "Revenue grew 12%."  # the approver's version is what acted
         await one_run(client, settings, ws, ApprovalRequest(step=2, decision="reject", note="wrong", by="ed"))
         await one_run(client, settings, ws, ApprovalRequest(step=2, decision="approve", by="ed"), sensitivity="private")
@@ -123,7 +132,7 @@ async def test_the_split_is_stable_as_data_grows(client, tmp_path, setup):
             edited = [ToolCall(tool="write_file", args={"path": "summary.txt", "content": f"version {n}"})]
             await one_run(client, settings, ws, ApprovalRequest(step=2, decision="approve", by="ed", tool_calls=edited))
     _, train_after, test_after = export(tmp_path, "after", "--split", "0.5")
-    key = lambda line: json.dumps(line, sort_keys=True)  # noqa: E731
+    key = lambda line: json.dumps(line, sort_keys=True)
     assert {key(x) for x in test_before} <= {key(x) for x in test_after}
     assert {key(x) for x in train_before} <= {key(x) for x in train_after}
     assert len(train_after) + len(test_after) > len(train_before) + len(test_before)

@@ -70,15 +70,20 @@ def env_of(c: dict) -> dict[str, object]:
 
 
 def test_compose_file_matches_the_compose_specification():
-    out = subprocess.run([str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec",
-                          str(DEPLOY / "compose.yaml")], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(DEPLOY / "compose.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_kubernetes_manifests_match_kubernetes_schemas_strictly():
     files = [str(p) for p in sorted(K8S.glob("*.yaml")) if p.name not in ("kustomization.yaml", "keda.yaml")]
-    out = subprocess.run([str(BIN / "kubernetes-validate"), "--strict", *files], capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run(
+        [str(BIN / "kubernetes-validate"), "--strict", *files], capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Couldn't find schema" not in out.stdout + out.stderr
     # Every manifest file is listed in the kustomization, so `kubectl apply -k` deploys what is validated.
@@ -90,8 +95,12 @@ def strict(schema):
     """A CRD schema as kubernetes-validate --strict reads one: an object's unknown properties are errors."""
     if isinstance(schema, dict):
         schema = {k: strict(v) for k, v in schema.items()}
-        if schema.get("type") == "object" and "properties" in schema and "additionalProperties" not in schema \
-                and not schema.get("x-kubernetes-preserve-unknown-fields"):
+        if (
+            schema.get("type") == "object"
+            and "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
             schema["additionalProperties"] = False
         return schema
     if isinstance(schema, list):
@@ -101,9 +110,22 @@ def strict(schema):
 
 # The keys KEDA's temporal scaler reads from a trigger's metadata (pkg/scalers/temporal_scaler.go).
 TEMPORAL_SCALER_KEYS = {
-    "endpoint", "namespace", "activationTargetQueueSize", "targetQueueSize", "taskQueue", "queueTypes",
-    "buildId", "workerDeploymentName", "workerDeploymentBuildId", "selectAllActive", "selectUnversioned",
-    "includeRunningWorkflowCount", "workflowTaskQueueForCount", "minConnectTimeout", "enableTLS", "unsafeSsl",
+    "endpoint",
+    "namespace",
+    "activationTargetQueueSize",
+    "targetQueueSize",
+    "taskQueue",
+    "queueTypes",
+    "buildId",
+    "workerDeploymentName",
+    "workerDeploymentBuildId",
+    "selectAllActive",
+    "selectUnversioned",
+    "includeRunningWorkflowCount",
+    "workflowTaskQueueForCount",
+    "minConnectTimeout",
+    "enableTLS",
+    "unsafeSsl",
     "tlsServerName",
 }
 
@@ -163,7 +185,9 @@ def test_dockerfile_rules():
         assert tool not in final_text, f"{tool} in the final image"
     assert "COPY --from=build /opt/stakeflow /opt/stakeflow" in final_text
     user = [line for line in final if line.startswith("USER ")]
-    assert user and user[-1] != "USER root" and re.match(r"USER \d+", user[-1]), "the image runs as a numeric non-root user"
+    assert user and user[-1] != "USER root" and re.match(r"USER \d+", user[-1]), (
+        "the image runs as a numeric non-root user"
+    )
     assert "embedded" not in text.replace("The embedded llama.cpp model is not in it", ""), "no embedded model"
     assert 'ENTRYPOINT ["stakeflow"]' in final_text
     exposed = {int(p) for line in final if line.startswith("EXPOSE ") for p in line.split()[1:]}
@@ -197,7 +221,9 @@ def test_train_dockerfile_rules():
     # The recipe's dependencies go into the image's venv, the one the worker runs (so {python} has them).
     main = (DEPLOY / "Dockerfile").read_text()
     assert "python -m venv /opt/stakeflow" in main and "PATH=/opt/stakeflow/bin:$PATH" in main
-    assert re.search(r"^RUN /opt/stakeflow/bin/pip install --no-cache-dir -r \S*requirements\.txt", "\n".join(final), re.M)
+    assert re.search(
+        r"^RUN /opt/stakeflow/bin/pip install --no-cache-dir -r \S*requirements\.txt", "\n".join(final), re.M
+    )
     # The recipe where activities/learn.py looks for it in an image: sys.prefix (/opt/stakeflow)/share/...
     copies = dict(re.findall(r"^COPY (deploy/\S+) (\S+)$", "\n".join(final), re.M))
     assert copies["deploy/finetune/train.py"] == f"/opt/stakeflow/{learn.RECIPES[-1].relative_to(sys.prefix)}"
@@ -257,7 +283,9 @@ def test_the_train_worker_is_on_a_gpu_and_scales_to_zero():
     deployments = by_name("Deployment")
     train = deployments["stakeflow-worker-train"]
     c = container(train)
-    assert c["image"].split(":")[0] == container(deployments["stakeflow-worker-tools"])["image"].split(":")[0] + "-train"
+    assert (
+        c["image"].split(":")[0] == container(deployments["stakeflow-worker-tools"])["image"].split(":")[0] + "-train"
+    )
     images = {i["name"] for i in yaml.safe_load((K8S / "kustomization.yaml").read_text())["images"]}
     assert c["image"].split(":")[0] in images
     assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
@@ -295,7 +323,8 @@ def test_the_learn_folder_is_one_volume_at_the_code_s_path(tmp_path, monkeypatch
                 mounted[name] = (target, mode == ["ro"])
     assert "learn" in compose()["volumes"]
     assert {n: m for n, m in mounted.items() if n != "setup-learn"} == {
-        n: (cluster.LEARN_DIR, ro) for n, ro in LEARN_MOUNTS.items()}
+        n: (cluster.LEARN_DIR, ro) for n, ro in LEARN_MOUNTS.items()
+    }
     assert mounted["setup-learn"][0] == cluster.LEARN_DIR  # makes the fresh volume the stakeflow user's
     assert services["setup-learn"]["command"] == ["10001:10001", cluster.LEARN_DIR]
     for name in ("worker-tools", "worker-train"):
@@ -313,13 +342,17 @@ def test_the_learn_folder_is_one_volume_at_the_code_s_path(tmp_path, monkeypatch
                 if claims.get(m["name"], {}).get("claimName") == "stakeflow-learn":
                     found[name] = (m["mountPath"], m.get("readOnly", False))
                     assert claims[m["name"]].get("readOnly", False) == m.get("readOnly", False)
-    k8s_names = {"worker-tools": "stakeflow-worker-tools", "worker-train": "stakeflow-worker-train",
-                 "vllm": "stakeflow-vllm", "webhooks": "stakeflow-webhooks"}
+    k8s_names = {
+        "worker-tools": "stakeflow-worker-tools",
+        "worker-train": "stakeflow-worker-train",
+        "vllm": "stakeflow-vllm",
+        "webhooks": "stakeflow-webhooks",
+    }
     assert found == {k8s_names[n]: (cluster.LEARN_DIR, ro) for n, ro in LEARN_MOUNTS.items()}
 
 
 def test_grace_periods_outlast_the_worker_s_graceful_shutdown():
-    assert cluster.WORKER_GRACE_S > GRACEFUL_SHUTDOWN.total_seconds()
+    assert GRACEFUL_SHUTDOWN.total_seconds() < cluster.WORKER_GRACE_S
     for name, d in by_name("Deployment").items():
         if name.startswith("stakeflow-worker-"):
             assert d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == cluster.WORKER_GRACE_S
@@ -362,9 +395,17 @@ def stakeflow_variables() -> set[str]:
     return names | {API_TOKEN_ENV, "STAKEFLOW_DEBUG", "STAKEFLOW_TEMPORAL_PROFILE"}
 
 
-TEMPORAL_VARIABLES = {"TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TEMPORAL_API_KEY", "TEMPORAL_TLS",
-                      "TEMPORAL_TLS_SERVER_CA_CERT_PATH", "TEMPORAL_TLS_CLIENT_CERT_PATH",
-                      "TEMPORAL_TLS_CLIENT_KEY_PATH", "TEMPORAL_TLS_SERVER_NAME", "TEMPORAL_PROFILE"}
+TEMPORAL_VARIABLES = {
+    "TEMPORAL_ADDRESS",
+    "TEMPORAL_NAMESPACE",
+    "TEMPORAL_API_KEY",
+    "TEMPORAL_TLS",
+    "TEMPORAL_TLS_SERVER_CA_CERT_PATH",
+    "TEMPORAL_TLS_CLIENT_CERT_PATH",
+    "TEMPORAL_TLS_CLIENT_KEY_PATH",
+    "TEMPORAL_TLS_SERVER_NAME",
+    "TEMPORAL_PROFILE",
+}
 
 
 def all_variables() -> dict[str, set[str]]:
@@ -408,7 +449,9 @@ def test_variables_are_ones_the_code_reads():
     assert {"k8s stakeflow-worker-train", "compose worker-train"} <= set(everywhere)
     for where, names in everywhere.items():
         if "setup" not in where:
-            assert names & {"STAKEFLOW_CODEC_KEYS", "STAKEFLOW_CODEC_KEYS_FILE"}, f"{where} would write payloads in clear"
+            assert names & {"STAKEFLOW_CODEC_KEYS", "STAKEFLOW_CODEC_KEYS_FILE"}, (
+                f"{where} would write payloads in clear"
+            )
 
 
 def _toml() -> dict:

@@ -68,13 +68,29 @@ def test_a_healthy_stack_is_all_ok_and_exit_0(doctor_env):
     assert ran.returncode == 0, ran.stdout + ran.stderr
     lines = ran.stdout.strip().splitlines()
     assert lines and all(line.startswith("ok") for line in lines), ran.stdout
-    for name in ("temporal", "search attributes", "worker workflows", "worker open", "worker frontier",
-                 "worker tools", "open model", "embedded build", "frontier", "trace store", "hook tickets",
-                 "service embedded-model", "service temporal", "service worker"):
+    for name in (
+        "temporal",
+        "search attributes",
+        "worker workflows",
+        "worker open",
+        "worker frontier",
+        "worker tools",
+        "open model",
+        "embedded build",
+        "frontier",
+        "trace store",
+        "hook tickets",
+        "service embedded-model",
+        "service temporal",
+        "service worker",
+    ):
         assert any(line[6:].startswith(name) for line in lines), f"no {name!r} line in:\n{ran.stdout}"
     assert SECRET not in ran.stdout and HOOK_SECRET not in ran.stdout
     report = checks(stakeflow(doctor_env, "doctor", "--json"))
-    assert report["open model"]["status"] == "ok" and "structured output (llamacpp dialect)" in report["open model"]["detail"]
+    assert (
+        report["open model"]["status"] == "ok"
+        and "structured output (llamacpp dialect)" in report["open model"]["detail"]
+    )
     assert "stakeflow's local dev server" in report["temporal"]["detail"]
 
 

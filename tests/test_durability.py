@@ -49,17 +49,25 @@ async def test_sigkill_mid_run_then_new_worker_finishes_with_one_side_effect(cli
         return Reply.delayed(60, {"tool_calls": [], "result": "late"}) if first else {"tool_calls": [], "result": "42"}
 
     with FakeOpenAIServer(model="qwen-test") as open_fake:
-        open_fake.script(agent(
-            plan(("Log the start", "write_file"), ("Think", None)),
-            {1: call("write_file", path="log.txt", content="entry\n", append=True), 2: step2},
-            answer="done",
-        ))
+        open_fake.script(
+            agent(
+                plan(("Log the start", "write_file"), ("Think", None)),
+                {1: call("write_file", path="log.txt", content="entry\n", append=True), 2: step2},
+                answer="done",
+            )
+        )
         prefix = f"t{uuid.uuid4().hex[:8]}"
         settings = make_settings(tmp_path, queue_prefix=prefix, open_base_url=open_fake.url, open_model="qwen-test")
         req = tasks.build_request(settings, "Log and think", stakes="low", workspace=workspace)
         req.heartbeat_timeout_s = 3
-        env = worker_env(tmp_path / "home", client, prefix, STAKEFLOW_OPEN_BASE_URL=open_fake.url,
-                         STAKEFLOW_OPEN_MODEL="qwen-test", STAKEFLOW_OPEN_DIALECT="vllm")
+        env = worker_env(
+            tmp_path / "home",
+            client,
+            prefix,
+            STAKEFLOW_OPEN_BASE_URL=open_fake.url,
+            STAKEFLOW_OPEN_MODEL="qwen-test",
+            STAKEFLOW_OPEN_DIALECT="vllm",
+        )
 
         first = start_worker(env)
         try:
@@ -101,8 +109,12 @@ async def test_write_retried_by_temporal_acts_once(client, tmp_path):
     acts = ToolActivities(settings.tools, settings.ledger_dir)
     ws = tmp_path / "ws"
     ws.mkdir()
-    req = ToolRequest(tool="write_file", args={"path": "a.txt", "content": "x\n", "append": True},
-                      workspace=str(ws), idempotency_key="task-1/1/0")
+    req = ToolRequest(
+        tool="write_file",
+        args={"path": "a.txt", "content": "x\n", "append": True},
+        workspace=str(ws),
+        idempotency_key="task-1/1/0",
+    )
     first, again = await acts.run_tool(req), await acts.run_tool(req)
     assert (first.ok, first.replayed, again.ok, again.replayed) == (True, False, True, True)
     assert (ws / "a.txt").read_text() == "x\n"

@@ -33,9 +33,18 @@ def test_readme_task_runs_on_the_embedded_model(tmp_path):
     cmd = [sys.executable, "-m", "stakeflow"]
     try:
         ran = subprocess.run(
-            [*cmd, "run", "--json", "--workspace", str(EXAMPLE_WORKSPACE),
-             "Summarise the file notes.txt in the workspace"],
-            env=env, capture_output=True, text=True, timeout=600,
+            [
+                *cmd,
+                "run",
+                "--json",
+                "--workspace",
+                str(EXAMPLE_WORKSPACE),
+                "Summarise the file notes.txt in the workspace",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         assert ran.returncode == 0, ran.stderr
         out = json.loads(ran.stdout)

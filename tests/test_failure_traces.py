@@ -34,10 +34,17 @@ class TracedWorker:
     def __init__(self, client, tmp_path, open_fake):
         self.home = tmp_path / "home"
         self.prefix = f"t{uuid.uuid4().hex[:8]}"
-        self.env = worker_env(self.home, client, self.prefix, STAKEFLOW_OPEN_BASE_URL=open_fake.url,
-                              STAKEFLOW_OPEN_MODEL="qwen-test", STAKEFLOW_OPEN_DIALECT="vllm")
-        self.settings = make_settings(tmp_path, queue_prefix=self.prefix, open_base_url=open_fake.url,
-                                      open_model="qwen-test")
+        self.env = worker_env(
+            self.home,
+            client,
+            self.prefix,
+            STAKEFLOW_OPEN_BASE_URL=open_fake.url,
+            STAKEFLOW_OPEN_MODEL="qwen-test",
+            STAKEFLOW_OPEN_DIALECT="vllm",
+        )
+        self.settings = make_settings(
+            tmp_path, queue_prefix=self.prefix, open_base_url=open_fake.url, open_model="qwen-test"
+        )
         self.ws = tmp_path / "ws"
         self.ws.mkdir()
         (self.ws / "notes.txt").write_text("Revenue grew 12%.\n")
@@ -57,21 +64,24 @@ class TracedWorker:
 
 
 async def test_the_step_that_fails_a_run_is_in_the_store_once_with_its_error(client, tmp_path, open_fake):
-    open_fake.script(agent(plan(("Compute", "calculator")),
-                           {1: Reply.error(400, "this request is not allowed")}))
+    open_fake.script(agent(plan(("Compute", "calculator")), {1: Reply.error(400, "this request is not allowed")}))
     with TracedWorker(client, tmp_path, open_fake) as w:
         req = tasks.build_request(w.settings, "What is 2+2?", workspace=w.ws)
         handle = await tasks.start_run(client, w.settings, req)
         with pytest.raises(WorkflowFailureError):
             await handle.result()
-    steps = w.rows("SELECT span_id, step, purpose, status, status_code, status_message FROM spans "
-                   "WHERE run_id = ? AND name = 'stakeflow.step' ORDER BY step", [handle.id])
+    steps = w.rows(
+        "SELECT span_id, step, purpose, status, status_code, status_message FROM spans "
+        "WHERE run_id = ? AND name = 'stakeflow.step' ORDER BY step",
+        [handle.id],
+    )
     assert [(s[1], s[2]) for s in steps] == [(0, "plan"), (1, "step")]
     failing = steps[1]
     assert failing[3] == "failed" and failing[4] == "ERROR"
     assert "failed on the open model" in failing[5] and "not allowed" in failing[5]
-    [chat] = w.rows("SELECT parent_span_id FROM spans WHERE run_id = ? AND operation = 'chat' AND step = 1",
-                    [handle.id])
+    [chat] = w.rows(
+        "SELECT parent_span_id FROM spans WHERE run_id = ? AND operation = 'chat' AND step = 1", [handle.id]
+    )
     assert chat[0] == failing[0], "the failing step's model call hangs under its step span"
     [run] = w.rows("SELECT status FROM runs WHERE run_id = ?", [handle.id])
     assert run == ("failed",)
@@ -79,24 +89,28 @@ async def test_the_step_that_fails_a_run_is_in_the_store_once_with_its_error(cli
 
 async def test_a_run_that_continues_as_new_has_a_run_span_per_generation(client, tmp_path, open_fake):
     steps = [(f"Compute {i}", "calculator") for i in range(1, 6)]
-    open_fake.script(agent(plan(*steps), {i: call("calculator", expression=f"{i}+1") for i in range(1, 6)},
-                           answer="done"))
+    open_fake.script(
+        agent(plan(*steps), {i: call("calculator", expression=f"{i}+1") for i in range(1, 6)}, answer="done")
+    )
     with TracedWorker(client, tmp_path, open_fake) as w:
         req = tasks.build_request(w.settings, "Five sums", workspace=w.ws, max_steps=5)
         req.steps_per_history = 2
         handle = await tasks.start_run(client, w.settings, req)
         await handle.result()
-    runs = w.rows("SELECT status FROM spans WHERE run_id = ? AND name = 'stakeflow.run' ORDER BY start_time",
-                  [handle.id])
+    runs = w.rows(
+        "SELECT status FROM spans WHERE run_id = ? AND name = 'stakeflow.run' ORDER BY start_time", [handle.id]
+    )
     assert runs == [("continued_as_new",), ("continued_as_new",), ("completed",)]
-    step_spans = w.rows("SELECT step FROM spans WHERE run_id = ? AND name = 'stakeflow.step' ORDER BY step",
-                        [handle.id])
+    step_spans = w.rows(
+        "SELECT step FROM spans WHERE run_id = ? AND name = 'stakeflow.step' ORDER BY step", [handle.id]
+    )
     assert [s[0] for s in step_spans] == [0, 1, 2, 3, 4, 5, 6]  # plan, five steps, answer: each once
 
 
 async def test_a_step_cancelled_while_waiting_is_in_the_store_as_canceled(client, tmp_path, open_fake):
-    open_fake.script(agent(plan(("Write it down", "write_file", "high")),
-                           {1: call("write_file", path="out.txt", content="x")}))
+    open_fake.script(
+        agent(plan(("Write it down", "write_file", "high")), {1: call("write_file", path="out.txt", content="x")})
+    )
     with TracedWorker(client, tmp_path, open_fake) as w:
         req = tasks.build_request(w.settings, "Write x to out.txt", workspace=w.ws)
         handle = await tasks.start_run(client, w.settings, req)
@@ -106,6 +120,7 @@ async def test_a_step_cancelled_while_waiting_is_in_the_store_as_canceled(client
         await handle.cancel()
         with pytest.raises(WorkflowFailureError):
             await handle.result()
-    rows = w.rows("SELECT step, status FROM spans WHERE run_id = ? AND name = 'stakeflow.step' ORDER BY step",
-                  [handle.id])
+    rows = w.rows(
+        "SELECT step, status FROM spans WHERE run_id = ? AND name = 'stakeflow.step' ORDER BY step", [handle.id]
+    )
     assert rows == [(0, None), (1, "canceled")]

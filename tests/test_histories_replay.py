@@ -16,7 +16,6 @@ from temporalio.worker import Replayer
 
 from workflows.agent_task import AgentTaskWorkflow
 
-
 pytestmark = pytest.mark.after_all
 
 # Every Anthropic-style key the tests hand stakeflow has this shape; none may reach a history.
@@ -48,14 +47,13 @@ async def test_all_recorded_histories_replay(client):
 
 async def test_no_secret_in_any_history(client):
     """Every history the suite left on the dev server, scanned for the keys and webhook secrets it used."""
-    from tests.test_traces_e2e import SECRET as TRACE_KEY
-    from tests.test_webhooks import SECRET as HOOK_SECRET
-    from tests.test_workflow import SECRET_KEY
     from tests.test_codec import KEY_SECRETS
     from tests.test_codec_server import TOKEN as CODEC_TOKEN
     from tests.test_connection import API_KEY as TEMPORAL_API_KEY
-
     from tests.test_doctor import HOOK_SECRET as DOCTOR_HOOK_SECRET
+    from tests.test_traces_e2e import SECRET as TRACE_KEY
+    from tests.test_webhooks import SECRET as HOOK_SECRET
+    from tests.test_workflow import SECRET_KEY
 
     secrets = [SECRET_KEY, TRACE_KEY, HOOK_SECRET, DOCTOR_HOOK_SECRET, *KEY_SECRETS, CODEC_TOKEN, TEMPORAL_API_KEY]
     scanned = 0

@@ -30,8 +30,11 @@ from tests.fakes import FakeAnthropicServer, output_schema, prompt_text
 
 BASE = "qwen-test"
 ROLES = ("workflows", "open", "frontier", "tools", "train")
-GOLD = agent(plan(("GOLD: read the notes", "read_file")), {1: call("read_file", path="notes.txt")},
-             answer="GOLD summary of the notes")
+GOLD = agent(
+    plan(("GOLD: read the notes", "read_file")),
+    {1: call("read_file", path="notes.txt")},
+    answer="GOLD summary of the notes",
+)
 WEAK = agent(plan(("look around", None)), {1: think("nothing to do")}, answer="no idea")
 ANSWERS = re.compile(r"Answer A:\n(.*)\n\nAnswer B:\n(.*)\n\nWhich is better\?", re.S)
 
@@ -72,8 +75,17 @@ class Models:
 
 
 def trainer_argv(*extra: str) -> list[str]:
-    return [sys.executable, str(REPO / "tests" / "fake_trainer.py"), "--train", "{train}", "--out", "{output}",
-            "--base", "{base_model}", *extra]
+    return [
+        sys.executable,
+        str(REPO / "tests" / "fake_trainer.py"),
+        "--train",
+        "{train}",
+        "--out",
+        "{output}",
+        "--base",
+        "{base_model}",
+        *extra,
+    ]
 
 
 @pytest.fixture
@@ -89,9 +101,13 @@ def team(tmp_path, client, models, monkeypatch):
     home.mkdir(exist_ok=True)
     prefix = f"t{tmp_path.name[-8:].replace('-', '').replace('_', '')}"
     for key, value in {
-        "STAKEFLOW_HOME": str(home), "STAKEFLOW_TEMPORAL_ADDRESS": client.service_client.config.target_host,
-        "STAKEFLOW_QUEUE_PREFIX": prefix, "STAKEFLOW_OPEN_BASE_URL": models.vllm.url, "STAKEFLOW_OPEN_MODEL": BASE,
-        "ANTHROPIC_API_KEY": "sk-ant-learn-test", "ANTHROPIC_BASE_URL": models.frontier.url,
+        "STAKEFLOW_HOME": str(home),
+        "STAKEFLOW_TEMPORAL_ADDRESS": client.service_client.config.target_host,
+        "STAKEFLOW_QUEUE_PREFIX": prefix,
+        "STAKEFLOW_OPEN_BASE_URL": models.vllm.url,
+        "STAKEFLOW_OPEN_MODEL": BASE,
+        "ANTHROPIC_API_KEY": "sk-ant-learn-test",
+        "ANTHROPIC_BASE_URL": models.frontier.url,
     }.items():
         monkeypatch.setenv(key, value)
     write_config(home, trainer_argv())
@@ -117,8 +133,9 @@ async def capture_runs(client, settings, workspace: Path, n: int = 8) -> None:
     workspace.mkdir(exist_ok=True)
     (workspace / "notes.txt").write_text("Revenue grew 12%.\n")
     for i in range(n):
-        req = tasks.build_request(settings, f"Summarise notes.txt for team {i}", workspace=workspace,
-                                  agent="notes", stakes="high")
+        req = tasks.build_request(
+            settings, f"Summarise notes.txt for team {i}", workspace=workspace, agent="notes", stakes="high"
+        )
         result = await (await tasks.start_run(client, settings, req)).result()
         assert result.answer == "GOLD summary of the notes"
 
@@ -159,8 +176,18 @@ async def test_learn_promotes_a_better_adapter_and_the_agents_runs_use_it(client
         # A replay against another server (--base-url): the same held-out examples, side by side.
         with FakeVLLMServer(base_model="other-model") as other:
             other.script(GOLD)
-            code, out = await asyncio.to_thread(stakeflow, "evals", "replay", "--model", "other-model",
-                                                "--base-url", other.url, "--agent", "notes", "--json")
+            code, out = await asyncio.to_thread(
+                stakeflow,
+                "evals",
+                "replay",
+                "--model",
+                "other-model",
+                "--base-url",
+                other.url,
+                "--agent",
+                "notes",
+                "--json",
+            )
         assert code == 0, out
         rows = {r["model"].split(" @ ")[0]: r for r in json.loads(out)["models"]}
         assert rows["other-model"]["agreement"] == 1.0 and rows["other-model"]["n"] == learned["test_examples"]
@@ -208,9 +235,15 @@ async def test_the_learn_run_survives_its_train_worker_being_killed(client, tmp_
     async with running_workers(client, settings, ("workflows", "open", "frontier", "tools")):
         await capture_runs(client, settings, tmp_path / "ws", n=6)
         handle, _ = await tasks_start_learn(settings)
-        env = worker_env(team, client, settings.queue_prefix, STAKEFLOW_OPEN_BASE_URL=models.vllm.url,
-                         STAKEFLOW_OPEN_MODEL=BASE, ANTHROPIC_API_KEY="sk-ant-learn-test",
-                         ANTHROPIC_BASE_URL=models.frontier.url)
+        env = worker_env(
+            team,
+            client,
+            settings.queue_prefix,
+            STAKEFLOW_OPEN_BASE_URL=models.vllm.url,
+            STAKEFLOW_OPEN_MODEL=BASE,
+            ANTHROPIC_API_KEY="sk-ant-learn-test",
+            ANTHROPIC_BASE_URL=models.frontier.url,
+        )
         train = spawn_worker(env, "train")
         try:
             await _wait_for(lambda: "step 3" in _trainer_log(team))
@@ -277,8 +310,13 @@ def test_the_recipe_reads_exported_lines_as_prompt_completion_pairs():
         from train import to_prompt_completion
     finally:
         sys.path.pop(0)
-    line = {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
-                         {"role": "assistant", "content": "a"}]}
+    line = {
+        "messages": [
+            {"role": "system", "content": "s"},
+            {"role": "user", "content": "u"},
+            {"role": "assistant", "content": "a"},
+        ]
+    }
     assert to_prompt_completion(line) == {"prompt": line["messages"][:2], "completion": line["messages"][2:]}
     with pytest.raises(ValueError, match="ending with an assistant turn"):
         to_prompt_completion({"messages": line["messages"][:2]})

@@ -20,14 +20,16 @@ LOCAL = WorkersConfig(local_model_calls=True)
 
 
 def _kinds(history) -> list[str]:
-    names = {EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED: "activity",
-             EventType.EVENT_TYPE_MARKER_RECORDED: "marker"}
+    names = {EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED: "activity", EventType.EVENT_TYPE_MARKER_RECORDED: "marker"}
     return [names[e.event_type] for e in history.events if e.event_type in names]
 
 
 def _calls(history) -> list[str]:
-    return [e.activity_task_scheduled_event_attributes.activity_type.name for e in history.events
-            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
+    return [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
 
 
 @pytest.fixture
@@ -40,8 +42,9 @@ def workspace(tmp_path):
 async def test_open_calls_run_as_local_activities_and_the_history_replays(client, tmp_path, workspace):
     with FakeOpenAIServer(model="qwen-test") as fake:
         fake.script(agent(plan(("Compute", "calculator")), {1: call("calculator", expression="6*7")}, answer="42"))
-        settings = make_settings(tmp_path, open_base_url=fake.url, open_model="qwen-test", open_dialect="vllm",
-                                 workers=LOCAL)
+        settings = make_settings(
+            tmp_path, open_base_url=fake.url, open_model="qwen-test", open_dialect="vllm", workers=LOCAL
+        )
         req = tasks.build_request(settings, "What is 6*7?", workspace=workspace)
         assert req.routing.open_local is True
         async with running_workers(client, settings):
@@ -54,7 +57,8 @@ async def test_open_calls_run_as_local_activities_and_the_history_replays(client
     assert _kinds(history).count("marker") == 4  # plan, step, the calculator, answer
     assert len(fake.calls) == 3
     replayed = await Replayer(workflows=[AgentTaskWorkflow], data_converter=pydantic_data_converter).replay_workflow(
-        history, raise_on_replay_failure=False)
+        history, raise_on_replay_failure=False
+    )
     assert replayed.replay_failure is None
 
 
@@ -62,12 +66,14 @@ async def test_without_the_setting_a_run_keeps_regular_activities_on_the_open_qu
     with FakeOpenAIServer(model="qwen-test") as fake:
         fake.script(agent(plan(("Compute", "calculator")), {1: call("calculator", expression="6*7")}, answer="42"))
         # The worker could run them locally; the run did not ask (it started without the setting).
-        worker_settings = make_settings(tmp_path, open_base_url=fake.url, open_model="qwen-test", open_dialect="vllm",
-                                        workers=LOCAL)
+        worker_settings = make_settings(
+            tmp_path, open_base_url=fake.url, open_model="qwen-test", open_dialect="vllm", workers=LOCAL
+        )
         starter = worker_settings.model_copy(update={"workers": WorkersConfig()})
         async with running_workers(client, worker_settings):
-            handle = await tasks.start_run(client, starter, tasks.build_request(starter, "What is 6*7?",
-                                                                              workspace=workspace))
+            handle = await tasks.start_run(
+                client, starter, tasks.build_request(starter, "What is 6*7?", workspace=workspace)
+            )
             assert (await handle.result()).answer == "42"
             history = await handle.fetch_history()
     assert _calls(history) == ["call_model"] * 3
@@ -77,14 +83,21 @@ async def test_a_local_open_call_that_keeps_failing_falls_back_to_the_frontier(c
     with FakeAnthropicServer() as frontier:
         frontier.script(agent(plan(("Compute", "calculator")), {1: call("calculator", expression="6*7")}, answer="42"))
         settings = make_settings(
-            tmp_path, open_base_url=f"http://127.0.0.1:{free_port()}/v1", open_model="qwen-test", open_dialect="vllm",
-            anthropic_api_key=SECRET_KEY, anthropic_base_url=frontier.url, frontier_model="claude-test", workers=LOCAL,
+            tmp_path,
+            open_base_url=f"http://127.0.0.1:{free_port()}/v1",
+            open_model="qwen-test",
+            open_dialect="vllm",
+            anthropic_api_key=SECRET_KEY,
+            anthropic_base_url=frontier.url,
+            frontier_model="claude-test",
+            workers=LOCAL,
         )
         settings.policy.model_max_attempts = 2
         settings.policy.model_retry_initial_s = 0.1
         async with running_workers(client, settings):
-            handle = await tasks.start_run(client, settings, tasks.build_request(settings, "What is 6*7?",
-                                                                               workspace=workspace))
+            handle = await tasks.start_run(
+                client, settings, tasks.build_request(settings, "What is 6*7?", workspace=workspace)
+            )
             result = await handle.result()
             history = await handle.fetch_history()
     [step] = result.steps
@@ -96,13 +109,19 @@ async def test_a_local_open_call_that_keeps_failing_falls_back_to_the_frontier(c
 
 
 async def test_a_private_run_whose_local_open_calls_fail_fails_clearly(client, tmp_path, workspace):
-    settings = make_settings(tmp_path, open_base_url=f"http://127.0.0.1:{free_port()}/v1", open_model="qwen-test",
-                             open_dialect="vllm", workers=LOCAL)
+    settings = make_settings(
+        tmp_path,
+        open_base_url=f"http://127.0.0.1:{free_port()}/v1",
+        open_model="qwen-test",
+        open_dialect="vllm",
+        workers=LOCAL,
+    )
     settings.policy.model_max_attempts = 2
     settings.policy.model_retry_initial_s = 0.1
     async with running_workers(client, settings):
-        handle = await tasks.start_run(client, settings, tasks.build_request(
-            settings, "What is 6*7?", sensitivity="private", workspace=workspace))
+        handle = await tasks.start_run(
+            client, settings, tasks.build_request(settings, "What is 6*7?", sensitivity="private", workspace=workspace)
+        )
         with pytest.raises(WorkflowFailureError) as info:
             await handle.result()
     assert "open model unavailable" in info.value.cause.message
@@ -115,12 +134,20 @@ async def test_invalid_local_open_output_is_retried_then_escalated_and_its_usage
     with FakeOpenAIServer(model="qwen-test") as fake, FakeAnthropicServer() as frontier:
         fake.script(agent(the_plan, {1: Reply.raw("this is not json")}, answer="42"))
         frontier.script(agent(the_plan, {1: call("calculator", expression="6*7")}))
-        settings = make_settings(tmp_path, open_base_url=fake.url, open_model="qwen-test", open_dialect="vllm",
-                                 anthropic_api_key=SECRET_KEY, anthropic_base_url=frontier.url,
-                                 frontier_model="claude-test", workers=LOCAL)
+        settings = make_settings(
+            tmp_path,
+            open_base_url=fake.url,
+            open_model="qwen-test",
+            open_dialect="vllm",
+            anthropic_api_key=SECRET_KEY,
+            anthropic_base_url=frontier.url,
+            frontier_model="claude-test",
+            workers=LOCAL,
+        )
         async with running_workers(client, settings):
-            handle = await tasks.start_run(client, settings, tasks.build_request(settings, "What is 6*7?",
-                                                                               workspace=workspace))
+            handle = await tasks.start_run(
+                client, settings, tasks.build_request(settings, "What is 6*7?", workspace=workspace)
+            )
             result = await handle.result()
     [step] = result.steps
     assert step.escalated and step.route == "frontier"

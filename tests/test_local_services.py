@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from activities.model_errors import CallContext, _connection_message  # noqa: PLC2701 (message under test)
+from activities.model_errors import CallContext, _connection_message
 from stakeflow.core.errors import ServiceError
 from stakeflow.local import processes, services
 from tests.conftest import free_port, make_settings
@@ -26,7 +26,8 @@ MODEL_SERVER = str(Path(__file__).with_name("model_server_process.py"))
 
 def embedded_settings(tmp_path, mode: str = "segv"):
     return make_settings(
-        tmp_path, embedded_port=free_port(),
+        tmp_path,
+        embedded_port=free_port(),
         embedded_command=[sys.executable, MODEL_SERVER, "{port}", mode],
     )
 
@@ -114,11 +115,18 @@ def test_a_call_to_a_crashed_embedded_model_says_crashed_and_the_fix(tmp_path):
     settings = embedded_settings(tmp_path)
     with pytest.raises(ServiceError):
         services.ensure_embedded_model(settings)
-    from activities.models import _embedded_crash
     from pydantic_ai.exceptions import ModelConnectionError
 
-    ctx = CallContext("open", "smollm2-135m-instruct", settings.open_url, 30.0, embedded=True,
-                      crash_report=lambda: _embedded_crash(settings))
+    from activities.models import _embedded_crash
+
+    ctx = CallContext(
+        "open",
+        "smollm2-135m-instruct",
+        settings.open_url,
+        30.0,
+        embedded=True,
+        crash_report=lambda: _embedded_crash(settings),
+    )
     error = ModelConnectionError("smollm2-135m-instruct", "connection refused", phase="connect")
     error.__cause__ = ConnectionRefusedError(111, "Connection refused")
     message = _connection_message(error, ctx)
@@ -129,9 +137,20 @@ def test_a_call_to_a_crashed_embedded_model_says_crashed_and_the_fix(tmp_path):
 
 def test_the_supervisor_forwards_a_stop_and_records_it(tmp_path):
     exit_file = tmp_path / "svc.exit"
-    proc = subprocess.Popen([sys.executable, "-m", "stakeflow.local.supervise", str(exit_file), "--",
-                             sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stakeflow.local.supervise",
+            str(exit_file),
+            "--",
+            sys.executable,
+            "-c",
+            "import time; print('up', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "up"
     os.kill(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=10) == 1

@@ -57,11 +57,13 @@ def frontier_fake():
 def settings_with(tmp_path, open_fake, frontier_fake=None, **mcp):
     extra = {}
     if frontier_fake is not None:
-        extra = dict(anthropic_api_key="sk-ant-test-mcp", anthropic_base_url=frontier_fake.url,
-                     frontier_model="claude-test")
+        extra = dict(
+            anthropic_api_key="sk-ant-test-mcp", anthropic_base_url=frontier_fake.url, frontier_model="claude-test"
+        )
     servers = {name: McpServerConfig(**cfg) for name, cfg in mcp.items()}
-    return make_settings(tmp_path, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm",
-                         mcp=servers, **extra)
+    return make_settings(
+        tmp_path, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm", mcp=servers, **extra
+    )
 
 
 def git_server(repo: Path) -> dict:
@@ -82,8 +84,9 @@ def test_stakeflow_tools_lists_git_tools_with_risks_from_their_annotations(tmp_p
     home.mkdir()
     (home / "stakeflow.toml").write_text(f'[mcp.git]\ncommand = "{GIT}"\nargs = ["--repository", "{repo}"]\n')
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("STAKEFLOW_")}, "STAKEFLOW_HOME": str(home)}
-    ran = subprocess.run([sys.executable, "-m", "stakeflow", "tools", "--json"], env=env, capture_output=True,
-                         text=True, timeout=120)
+    ran = subprocess.run(
+        [sys.executable, "-m", "stakeflow", "tools", "--json"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert ran.returncode == 0, ran.stderr
     tools = {t["name"]: t for t in json.loads(ran.stdout)["tools"]}
     assert (tools["git.git_status"]["risk"], tools["git.git_status"]["risk_from"]) == ("read_only", "readOnlyHint")
@@ -95,11 +98,13 @@ def test_stakeflow_tools_lists_git_tools_with_risks_from_their_annotations(tmp_p
 
 
 async def test_a_read_only_git_run_stays_on_the_open_model(client, tmp_path, repo, open_fake, frontier_fake):
-    open_fake.script(agent(
-        plan(("Check the status", "git.git_status"), ("Show the log", "git.git_log")),
-        {1: call("git.git_status", repo_path=str(repo)), 2: call("git.git_log", repo_path=str(repo))},
-        answer="clean, one commit",
-    ))
+    open_fake.script(
+        agent(
+            plan(("Check the status", "git.git_status"), ("Show the log", "git.git_log")),
+            {1: call("git.git_status", repo_path=str(repo)), 2: call("git.git_log", repo_path=str(repo))},
+            answer="clean, one commit",
+        )
+    )
     settings = settings_with(tmp_path, open_fake, frontier_fake, git=git_server(repo))
     req = tasks.build_request(settings, "Is the repository clean?", workspace=tmp_path, tools=["git.*"])
     async with running_workers(client, settings):
@@ -117,8 +122,11 @@ async def test_git_reset_is_high_stakes_on_the_frontier_and_waits_before_it_acts
 ):
     (repo / "new.txt").write_text("staged\n")
     git(repo, "add", "new.txt")
-    script = agent(plan(("Unstage everything", "git.git_reset")), {1: call("git.git_reset", repo_path=str(repo))},
-                   answer="unstaged")
+    script = agent(
+        plan(("Unstage everything", "git.git_reset")),
+        {1: call("git.git_reset", repo_path=str(repo))},
+        answer="unstaged",
+    )
     open_fake.script(script)
     frontier_fake.script(script)
     settings = settings_with(tmp_path, open_fake, frontier_fake, git=git_server(repo))
@@ -137,8 +145,9 @@ async def test_git_reset_is_high_stakes_on_the_frontier_and_waits_before_it_acts
 
 async def test_killing_the_mcp_server_mid_run_does_not_fail_the_run(client, tmp_path, repo, open_fake):
     steps = {i: call("git.git_status", repo_path=str(repo)) for i in (1, 2)}
-    open_fake.script(agent(plan(("Status", "git.git_status"), ("Status again", "git.git_status")), steps,
-                           answer="still clean"))
+    open_fake.script(
+        agent(plan(("Status", "git.git_status"), ("Status again", "git.git_status")), steps, answer="still clean")
+    )
     settings = settings_with(tmp_path, open_fake, git=git_server(repo))
     req = tasks.build_request(settings, "Check the repository twice", workspace=tmp_path, tools=["git.*"])
     async with running_workers(client, settings):
@@ -166,8 +175,9 @@ def http_server(tmp_path):
     log = tmp_path / "http-calls.log"
     log.touch()
     port = free_port()
-    proc = subprocess.Popen([sys.executable, SERVER, "http", str(log), str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, SERVER, "http", str(log), str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 30
     while not _port_open(port):
         assert time.monotonic() < deadline and proc.poll() is None, "the MCP HTTP server did not start"
@@ -183,11 +193,13 @@ def calls_in(log: Path) -> list[dict]:
 
 async def test_an_http_server_works_the_same_and_unannotated_means_riskiest(client, tmp_path, open_fake, http_server):
     url, log = http_server
-    open_fake.script(agent(
-        plan(("Echo it", "web.echo"), ("Try the broken one", "web.broken")),
-        {1: call("web.echo", text="hi"), 2: call("web.broken")},
-        answer="echoed",
-    ))
+    open_fake.script(
+        agent(
+            plan(("Echo it", "web.echo"), ("Try the broken one", "web.broken")),
+            {1: call("web.echo", text="hi"), 2: call("web.broken")},
+            answer="echoed",
+        )
+    )
     settings = settings_with(tmp_path, open_fake, web={"url": url})
     req = tasks.build_request(settings, "Echo hi", workspace=tmp_path, tools=["web.*"])
     async with running_workers(client, settings):

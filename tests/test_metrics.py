@@ -64,17 +64,34 @@ async def test_a_worker_serves_sdk_and_stakeflow_metrics(client, tmp_path):
         the_plan = plan(("Compute", "calculator"), ("Think", None))
         open_fake.script(agent(the_plan, {1: slow_then_invalid, 2: think("thought")}, answer="42"))
         frontier_fake.script(agent(the_plan, {1: call("calculator", expression="6*7")}))
-        settings = make_settings(tmp_path, queue_prefix=prefix, open_base_url=open_fake.url, open_model="qwen-test",
-                                 open_dialect="vllm", anthropic_api_key=SECRET_KEY,
-                                 anthropic_base_url=frontier_fake.url, frontier_model="claude-test")
-        env = worker_env(home, client, prefix, STAKEFLOW_OPEN_BASE_URL=open_fake.url, STAKEFLOW_OPEN_MODEL="qwen-test",
-                         STAKEFLOW_OPEN_DIALECT="vllm", ANTHROPIC_API_KEY=SECRET_KEY,
-                         ANTHROPIC_BASE_URL=frontier_fake.url, STAKEFLOW_FRONTIER_MODEL="claude-test",
-                         STAKEFLOW_METRICS_PORT=str(port))
+        settings = make_settings(
+            tmp_path,
+            queue_prefix=prefix,
+            open_base_url=open_fake.url,
+            open_model="qwen-test",
+            open_dialect="vllm",
+            anthropic_api_key=SECRET_KEY,
+            anthropic_base_url=frontier_fake.url,
+            frontier_model="claude-test",
+        )
+        env = worker_env(
+            home,
+            client,
+            prefix,
+            STAKEFLOW_OPEN_BASE_URL=open_fake.url,
+            STAKEFLOW_OPEN_MODEL="qwen-test",
+            STAKEFLOW_OPEN_DIALECT="vllm",
+            ANTHROPIC_API_KEY=SECRET_KEY,
+            ANTHROPIC_BASE_URL=frontier_fake.url,
+            STAKEFLOW_FRONTIER_MODEL="claude-test",
+            STAKEFLOW_METRICS_PORT=str(port),
+        )
         worker = spawn_worker(env)
         try:
             url = f"http://127.0.0.1:{port}/metrics"
-            handle = await tasks.start_run(client, settings, tasks.build_request(settings, "What is 6*7?", workspace=ws))
+            handle = await tasks.start_run(
+                client, settings, tasks.build_request(settings, "What is 6*7?", workspace=ws)
+            )
             for _ in range(200):  # until the run waits on its first step and the worker has reported its pollers
                 during = await scrape(url)
                 if any("Now step 1" in c.raw for c in open_fake.calls) and samples(during, "temporal_num_pollers"):

@@ -26,11 +26,13 @@ from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply, output_sch
 
 FRONTIER_KEY = "sk-ant-test-0123456789abcdef"
 OPEN_KEY = "open-key-0123456789"
-PLAN = {"steps": [
-    {"title": "Read the notes", "tool": "read_file", "stakes": "low"},
-    {"title": "Add the totals", "tool": "calculator", "stakes": "low"},
-    {"title": "Summarise", "tool": None, "stakes": "low"},
-]}
+PLAN = {
+    "steps": [
+        {"title": "Read the notes", "tool": "read_file", "stakes": "low"},
+        {"title": "Add the totals", "tool": "calculator", "stakes": "low"},
+        {"title": "Summarise", "tool": None, "stakes": "low"},
+    ]
+}
 
 
 @pytest.fixture(autouse=True)
@@ -59,8 +61,11 @@ def open_settings(tmp_path: Path, server: FakeOpenAIServer, **overrides: Any) ->
 
 
 def frontier_settings(tmp_path: Path, server: FakeAnthropicServer, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"anthropic_api_key": FRONTIER_KEY, "anthropic_base_url": server.url,
-                              "frontier_model": "claude-test-1"}
+    values: dict[str, Any] = {
+        "anthropic_api_key": FRONTIER_KEY,
+        "anthropic_base_url": server.url,
+        "frontier_model": "claude-test-1",
+    }
     return Settings(home=tmp_path, **{**values, **overrides})
 
 
@@ -131,8 +136,9 @@ async def test_llamacpp_plan_sends_json_object_with_schema(tmp_path: Path, open_
 
 
 @pytest.mark.parametrize("dialect", [None, "openai"])  # None: vllm, the default for a configured URL
-async def test_vllm_and_openai_plan_send_json_schema(tmp_path: Path, open_server: FakeOpenAIServer,
-                                                     dialect: str | None) -> None:
+async def test_vllm_and_openai_plan_send_json_schema(
+    tmp_path: Path, open_server: FakeOpenAIServer, dialect: str | None
+) -> None:
     open_server.script(lambda body: PLAN)
     open_server.reported_model = "Qwen/Qwen3-8B-AWQ"  # what the server says it ran
     settings = open_settings(tmp_path, open_server, open_api_key=OPEN_KEY, open_dialect=dialect)
@@ -154,10 +160,11 @@ async def test_vllm_and_openai_plan_send_json_schema(tmp_path: Path, open_server
 
 
 @pytest.mark.parametrize("dialect", ["llamacpp", "vllm"])
-async def test_step_action_parsed_with_schema_args(tmp_path: Path, open_server: FakeOpenAIServer,
-                                                   dialect: str) -> None:
-    action = {"tool_calls": [{"tool": "write_file", "args": {"path": "out.txt", "content": "42"}}],
-              "result": "Writing the total."}
+async def test_step_action_parsed_with_schema_args(tmp_path: Path, open_server: FakeOpenAIServer, dialect: str) -> None:
+    action = {
+        "tool_calls": [{"tool": "write_file", "args": {"path": "out.txt", "content": "42"}}],
+        "result": "Writing the total.",
+    }
     open_server.script(lambda body: action)
     settings = open_settings(tmp_path, open_server, open_dialect=dialect)
 
@@ -173,8 +180,9 @@ async def test_step_action_parsed_with_schema_args(tmp_path: Path, open_server: 
     assert set(args["required"]) >= {"path", "content"} and args["additionalProperties"] is False
 
 
-async def test_llamacpp_raw_control_characters_in_strings_are_accepted(tmp_path: Path,
-                                                                       open_server: FakeOpenAIServer) -> None:
+async def test_llamacpp_raw_control_characters_in_strings_are_accepted(
+    tmp_path: Path, open_server: FakeOpenAIServer
+) -> None:
     # llama-cpp-python's grammar lets a raw newline into a JSON string; strict JSON would reject it.
     raw = '{"tool_calls": [{"tool": "write_file", "args": {"path": "a.txt", "content": "1\n2\t3"}}], "result": "ok"}'
     open_server.enqueue(Reply.raw(raw))
@@ -225,15 +233,19 @@ async def test_clients_are_reused_and_never_retry(tmp_path: Path, open_server: F
 
 
 @pytest.mark.parametrize("dialect", ["llamacpp", "vllm"])
-@pytest.mark.parametrize(("reply", "reason"), [
-    (Reply.raw("{not json"), "not valid JSON"),
-    (Reply.raw("Sure! Here is a plan: read the file."), "not valid JSON"),
-    ({"steps": [{"title": "Fetch", "tool": "http_get", "stakes": "low"}]}, "steps.0.tool"),
-    ({"steps": [PLAN["steps"][0]] * 4}, "steps: List should have at most 3 items"),
-    ({"steps": []}, "steps: List should have at least 1 item"),
-])
-async def test_invalid_plan_is_non_retryable_output_invalid(tmp_path: Path, open_server: FakeOpenAIServer,
-                                                            dialect: str, reply: Any, reason: str) -> None:
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        (Reply.raw("{not json"), "not valid JSON"),
+        (Reply.raw("Sure! Here is a plan: read the file."), "not valid JSON"),
+        ({"steps": [{"title": "Fetch", "tool": "http_get", "stakes": "low"}]}, "steps.0.tool"),
+        ({"steps": [PLAN["steps"][0]] * 4}, "steps: List should have at most 3 items"),
+        ({"steps": []}, "steps: List should have at least 1 item"),
+    ],
+)
+async def test_invalid_plan_is_non_retryable_output_invalid(
+    tmp_path: Path, open_server: FakeOpenAIServer, dialect: str, reply: Any, reason: str
+) -> None:
     open_server.enqueue(reply)
     open_server.usage = {"prompt_tokens": 90, "completion_tokens": 12, "cached_tokens": 0}
 
@@ -247,14 +259,20 @@ async def test_invalid_plan_is_non_retryable_output_invalid(tmp_path: Path, open
     assert len(open_server.calls) == 1  # no hidden output retry
 
 
-@pytest.mark.parametrize(("action", "reason"), [
-    ({"tool_calls": [{"tool": "read_file", "args": {"path": "a"}}], "result": ""}, "tool_calls.0"),
-    ({"tool_calls": [{"tool": "write_file", "args": {"path": "a"}}], "result": ""}, "content: Field required"),
-    ({"tool_calls": [{"tool": "write_file", "args": {"path": "a", "content": "b", "mode": "x"}}], "result": ""},
-     "mode: Extra inputs are not permitted"),
-])
-async def test_invalid_step_action_is_output_invalid(tmp_path: Path, open_server: FakeOpenAIServer,
-                                                     action: dict, reason: str) -> None:
+@pytest.mark.parametrize(
+    ("action", "reason"),
+    [
+        ({"tool_calls": [{"tool": "read_file", "args": {"path": "a"}}], "result": ""}, "tool_calls.0"),
+        ({"tool_calls": [{"tool": "write_file", "args": {"path": "a"}}], "result": ""}, "content: Field required"),
+        (
+            {"tool_calls": [{"tool": "write_file", "args": {"path": "a", "content": "b", "mode": "x"}}], "result": ""},
+            "mode: Extra inputs are not permitted",
+        ),
+    ],
+)
+async def test_invalid_step_action_is_output_invalid(
+    tmp_path: Path, open_server: FakeOpenAIServer, action: dict, reason: str
+) -> None:
     open_server.enqueue(action)
 
     error = await call_error(open_settings(tmp_path, open_server), request("step"))
@@ -263,22 +281,44 @@ async def test_invalid_step_action_is_output_invalid(tmp_path: Path, open_server
     assert reason in error.message
 
 
-@pytest.mark.parametrize(("route", "reply", "reason"), [
-    ("open", Reply.raw('{"steps": [{"title": "Rea', finish_reason="length"),
-     "cut off at max_output_tokens=256 (not valid JSON"),
-    ("open", Reply.raw(""), "empty response"),
-    ("frontier", Reply(tool_call=("final_result", {"steps": [{"title": "Read"}]}), finish_reason="max_tokens"),
-     "cut off at max_output_tokens=256 (steps.0.tool: Field required"),
-    ("frontier", Reply(tool_call=("http_get", {"url": "https://example.com"})),
-     "called http_get instead of answering"),
-])
-async def test_invalid_output_reason_says_what_the_model_did(tmp_path: Path, open_server: FakeOpenAIServer,
-                                                              anthropic_server: FakeAnthropicServer, route: str,
-                                                              reply: Reply, reason: str) -> None:
+@pytest.mark.parametrize(
+    ("route", "reply", "reason"),
+    [
+        (
+            "open",
+            Reply.raw('{"steps": [{"title": "Rea', finish_reason="length"),
+            "cut off at max_output_tokens=256 (not valid JSON",
+        ),
+        ("open", Reply.raw(""), "empty response"),
+        (
+            "frontier",
+            Reply(tool_call=("final_result", {"steps": [{"title": "Read"}]}), finish_reason="max_tokens"),
+            "cut off at max_output_tokens=256 (steps.0.tool: Field required",
+        ),
+        (
+            "frontier",
+            Reply(tool_call=("http_get", {"url": "https://example.com"})),
+            "called http_get instead of answering",
+        ),
+    ],
+)
+async def test_invalid_output_reason_says_what_the_model_did(
+    tmp_path: Path,
+    open_server: FakeOpenAIServer,
+    anthropic_server: FakeAnthropicServer,
+    route: str,
+    reply: Reply,
+    reason: str,
+) -> None:
     open_server.enqueue(reply)
     anthropic_server.enqueue(reply)
-    settings = open_settings(tmp_path, open_server, anthropic_api_key=FRONTIER_KEY,
-                             anthropic_base_url=anthropic_server.url, frontier_model="claude-test-1")
+    settings = open_settings(
+        tmp_path,
+        open_server,
+        anthropic_api_key=FRONTIER_KEY,
+        anthropic_base_url=anthropic_server.url,
+        frontier_model="claude-test-1",
+    )
 
     error = await call_error(settings, request("plan", route=route))
 
@@ -291,15 +331,20 @@ async def test_invalid_output_reason_says_what_the_model_did(tmp_path: Path, ope
 
 async def test_frontier_plan_uses_output_tool_and_key(tmp_path: Path, anthropic_server: FakeAnthropicServer) -> None:
     anthropic_server.script(lambda body: PLAN)
-    anthropic_server.usage = {"input_tokens": 100, "output_tokens": 20,
-                              "cache_creation_input_tokens": 7, "cache_read_input_tokens": 50}
+    anthropic_server.usage = {
+        "input_tokens": 100,
+        "output_tokens": 20,
+        "cache_creation_input_tokens": 7,
+        "cache_read_input_tokens": 50,
+    }
 
     result = await call(frontier_settings(tmp_path, anthropic_server), request("plan", route="frontier"))
 
     assert result.plan == Plan(steps=[PlannedStep(**s) for s in PLAN["steps"]])
     assert (result.route, result.model) == ("frontier", "claude-test-1")
-    assert result.usage == Usage(input_tokens=100, output_tokens=20, cache_read_tokens=50, cache_write_tokens=7,
-                                 requests=1)
+    assert result.usage == Usage(
+        input_tokens=100, output_tokens=20, cache_read_tokens=50, cache_write_tokens=7, requests=1
+    )
     [sent] = anthropic_server.calls
     assert sent.path == "/v1/messages"
     assert sent.api_key == FRONTIER_KEY
@@ -314,8 +359,10 @@ async def test_frontier_plan_uses_output_tool_and_key(tmp_path: Path, anthropic_
 
 async def test_frontier_step_and_answer(tmp_path: Path, anthropic_server: FakeAnthropicServer) -> None:
     anthropic_server.enqueue(
-        {"tool_calls": [{"tool": "write_file", "args": {"path": "a.txt", "content": "x", "append": True}}],
-         "result": "done"},
+        {
+            "tool_calls": [{"tool": "write_file", "args": {"path": "a.txt", "content": "x", "append": True}}],
+            "result": "done",
+        },
         "All done.",
     )
     settings = frontier_settings(tmp_path, anthropic_server)
@@ -324,8 +371,11 @@ async def test_frontier_step_and_answer(tmp_path: Path, anthropic_server: FakeAn
     step = await call(settings, req)
     answer = await call(settings, request("answer", route="frontier", tools=[]))
 
-    assert step.action is not None and step.action.tool_calls[0].args == {"path": "a.txt", "content": "x",
-                                                                          "append": True}
+    assert step.action is not None and step.action.tool_calls[0].args == {
+        "path": "a.txt",
+        "content": "x",
+        "append": True,
+    }
     assert step.model == "claude-other" and anthropic_server.calls[0].body["model"] == "claude-other"
     assert answer.text == "All done."
     assert "tools" not in anthropic_server.calls[1].body
@@ -345,8 +395,9 @@ async def test_frontier_without_key_is_auth_error(tmp_path: Path, anthropic_serv
 
 
 @pytest.mark.parametrize("status", [429, 529])
-async def test_frontier_overload_retries_after_header(tmp_path: Path, anthropic_server: FakeAnthropicServer,
-                                                      status: int) -> None:
+async def test_frontier_overload_retries_after_header(
+    tmp_path: Path, anthropic_server: FakeAnthropicServer, status: int
+) -> None:
     anthropic_server.fail_next(status, headers={"retry-after": "7"})
 
     error = await call_error(frontier_settings(tmp_path, anthropic_server), request("plan", route="frontier"))
@@ -376,8 +427,7 @@ async def test_server_errors_are_plain_retryable(tmp_path: Path, open_server: Fa
     assert (error.type, error.non_retryable, error.next_retry_delay) == (MODEL_UNAVAILABLE, False, None)
 
 
-async def test_frontier_401_names_variable_and_hides_key(tmp_path: Path,
-                                                         anthropic_server: FakeAnthropicServer) -> None:
+async def test_frontier_401_names_variable_and_hides_key(tmp_path: Path, anthropic_server: FakeAnthropicServer) -> None:
     anthropic_server.fail_next(401, message=f"invalid x-api-key {FRONTIER_KEY}")  # a provider echoing the key
 
     error = await call_error(frontier_settings(tmp_path, anthropic_server), request("plan", route="frontier"))
@@ -418,8 +468,9 @@ async def test_unknown_frontier_model_names_variable(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("status", [400, 422])
-async def test_rejected_request_carries_provider_message(tmp_path: Path, open_server: FakeOpenAIServer,
-                                                         status: int) -> None:
+async def test_rejected_request_carries_provider_message(
+    tmp_path: Path, open_server: FakeOpenAIServer, status: int
+) -> None:
     open_server.fail_next(status, message="max_tokens is too large: 999999")
 
     error = await call_error(open_settings(tmp_path, open_server), request("plan"))
@@ -476,9 +527,23 @@ def embedded_server(tmp_path: Path):
     port = unused_port()
     log = (tmp_path / "llama.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
-         "--port", str(port), "--model_alias", "smollm2-135m-instruct", "--n_ctx", "4096"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(gguf),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--model_alias",
+            "smollm2-135m-instruct",
+            "--n_ctx",
+            "4096",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 120

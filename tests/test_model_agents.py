@@ -23,9 +23,14 @@ def server():
 
 def _step(paths: list[str], max_tokens: int = 256) -> ModelCallRequest:
     return ModelCallRequest(
-        run_id="run-1", step=1, purpose="step", endpoint=ModelEndpoint(route="open", model="served-model"),
-        system="You run one step.", prompt="Now step 1 of 1: read the notes.",
-        tools=[constrained(CATALOGUE["read_file"].view(), paths)], max_output_tokens=max_tokens,
+        run_id="run-1",
+        step=1,
+        purpose="step",
+        endpoint=ModelEndpoint(route="open", model="served-model"),
+        system="You run one step.",
+        prompt="Now step 1 of 1: read the notes.",
+        tools=[constrained(CATALOGUE["read_file"].view(), paths)],
+        max_output_tokens=max_tokens,
     )
 
 
@@ -59,10 +64,19 @@ async def test_another_workspace_enum_is_another_agent_and_its_schema_holds(tmp_
 async def test_plan_step_and_answer_are_three_agents(tmp_path: Path, server):
     models = ModelActivities(Settings(home=tmp_path, open_base_url=server.url, open_model="served-model"))
     server.enqueue(PLAN, _action("a.txt"), "the answer")
-    plan = ModelCallRequest(purpose="plan", endpoint=ModelEndpoint(route="open", model="served-model"),
-                            system="Plan.", prompt="Read the notes.", tools=[CATALOGUE["read_file"].view()])
-    answer = ModelCallRequest(purpose="answer", endpoint=ModelEndpoint(route="open", model="served-model"),
-                              system="Answer.", prompt="What did the notes say?")
+    plan = ModelCallRequest(
+        purpose="plan",
+        endpoint=ModelEndpoint(route="open", model="served-model"),
+        system="Plan.",
+        prompt="Read the notes.",
+        tools=[CATALOGUE["read_file"].view()],
+    )
+    answer = ModelCallRequest(
+        purpose="answer",
+        endpoint=ModelEndpoint(route="open", model="served-model"),
+        system="Answer.",
+        prompt="What did the notes say?",
+    )
     assert (await models.call_model(plan)).plan.steps[0].tool == "read_file"
     await models.call_model(_step(["a.txt"]))
     assert (await models.call_model(answer)).text == "the answer"

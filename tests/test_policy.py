@@ -65,7 +65,9 @@ def test_frontier_missing_downgrades_visibly():
 
 def test_frontier_missing_with_downgrade_off_still_routes_to_frontier():
     # The frontier worker then fails the step, naming ANTHROPIC_API_KEY.
-    d = decide_route(StepFacts(planner_stakes="high"), routing(frontier=False, downgrade_when_frontier_missing=False), "sf")
+    d = decide_route(
+        StepFacts(planner_stakes="high"), routing(frontier=False, downgrade_when_frontier_missing=False), "sf"
+    )
     assert d.route == "frontier"
 
 
@@ -106,4 +108,7 @@ def test_fallback_when_open_endpoint_is_unavailable():
     assert why == "fallback: open model endpoint unavailable"
     assert fallback(current, "private", routing(), "sf") == (None, "data is private and never leaves the open model")
     assert fallback(current, "public", routing(fallback_on_unavailable=False), "sf")[0] is None
-    assert fallback(current, "public", routing(frontier=False), "sf")[1] == "frontier not configured (ANTHROPIC_API_KEY unset)"
+    assert (
+        fallback(current, "public", routing(frontier=False), "sf")[1]
+        == "frontier not configured (ANTHROPIC_API_KEY unset)"
+    )

@@ -12,9 +12,9 @@ from types import SimpleNamespace
 import pytest
 
 from agents.types import Usage
+from stakeflow.config_sections import PriceConfig
 from stakeflow.core.errors import ConfigError
 from stakeflow.prices import BUILTIN_VERSION, PriceTable, describe
-from stakeflow.config_sections import PriceConfig
 from stakeflow.settings import Settings
 
 # A real-shaped Anthropic call: a cached system prompt and tool list being read, a new turn written.
@@ -249,8 +249,8 @@ def test_prices_from_the_config_file(tmp_path, monkeypatch):
 
 
 def test_the_embedded_model_is_local_and_free_unless_configured():
-    from stakeflow.prices import LOCAL_VERSION
     from stakeflow.config_sections import PriceConfig
+    from stakeflow.prices import LOCAL_VERSION
 
     table = PriceTable.from_config({})
     cost = table.price_call("smollm2-135m-instruct", SHAPE, 3.0)

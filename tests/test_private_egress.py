@@ -10,12 +10,12 @@ import pytest
 
 from agents.types import ApprovalRequest
 from stakeflow import tasks
+from stakeflow.catalog_config import McpServerConfig
 from stakeflow.core.contracts import APPROVE_UPDATE
 from tests.agent_script import agent, call, plan
 from tests.conftest import make_settings, running_workers
 from tests.fakes import FakeOpenAIServer
 from tests.test_mcp_tools import calls_in, http_server, wait_for_approval  # noqa: F401 (fixture)
-from stakeflow.catalog_config import McpServerConfig
 
 SECRET_FACT = "Q3 margin 41.7% (board only)"
 
@@ -23,17 +23,24 @@ SECRET_FACT = "Q3 margin 41.7% (board only)"
 @pytest.fixture
 def open_fake():
     with FakeOpenAIServer(model="qwen-test") as server:
-        server.script(agent(
-            plan(("Look the figure up outside", "web.lookup")),
-            {1: call("web.lookup", key=SECRET_FACT)},
-            answer="looked up",
-        ))
+        server.script(
+            agent(
+                plan(("Look the figure up outside", "web.lookup")),
+                {1: call("web.lookup", key=SECRET_FACT)},
+                answer="looked up",
+            )
+        )
         yield server
 
 
 def settings_for(tmp_path, open_fake, url, rule):
-    settings = make_settings(tmp_path, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm",
-                             mcp={"web": McpServerConfig(url=url)})
+    settings = make_settings(
+        tmp_path,
+        open_base_url=open_fake.url,
+        open_model="qwen-test",
+        open_dialect="vllm",
+        mcp={"web": McpServerConfig(url=url)},
+    )
     settings.policy.private_egress = rule
     return settings
 
@@ -43,8 +50,9 @@ async def test_a_private_run_waits_for_approval_before_anything_reaches_an_open_
 ):
     url, log = http_server
     settings = settings_for(tmp_path, open_fake, url, "approve")
-    req = tasks.build_request(settings, "Check the figure", workspace=tmp_path, tools=["web.lookup"],
-                              sensitivity="private")
+    req = tasks.build_request(
+        settings, "Check the figure", workspace=tmp_path, tools=["web.lookup"], sensitivity="private"
+    )
     async with running_workers(client, settings):
         handle = await tasks.start_run(client, settings, req)
         waiting = await wait_for_approval(handle, 1)
@@ -61,8 +69,9 @@ async def test_a_private_run_waits_for_approval_before_anything_reaches_an_open_
 async def test_deny_refuses_the_call_and_nothing_reaches_the_server(client, tmp_path, open_fake, http_server):
     url, log = http_server
     settings = settings_for(tmp_path, open_fake, url, "deny")
-    req = tasks.build_request(settings, "Check the figure", workspace=tmp_path, tools=["web.lookup"],
-                              sensitivity="private")
+    req = tasks.build_request(
+        settings, "Check the figure", workspace=tmp_path, tools=["web.lookup"], sensitivity="private"
+    )
     async with running_workers(client, settings):
         result = await (await tasks.start_run(client, settings, req)).result()
     step = result.steps[0]

@@ -3,7 +3,6 @@ approved and made exactly-once like built-in tools when they can. Real dev serve
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -25,12 +24,15 @@ from tests.test_mcp_tools import wait_for_approval
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("tests.team_tools:undeclared", "declares no risk: decorate it with @stakeflow.tool.tool"),
-    ("tests.team_tools:untyped", "lacks a type hint for 'text': annotate every argument"),
-    ("tests.no_such_module:f", "cannot be imported"),
-    ("tests.team_tools", 'write it as "package.module:function"'),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("tests.team_tools:undeclared", "declares no risk: decorate it with @stakeflow.tool.tool"),
+        ("tests.team_tools:untyped", "lacks a type hint for 'text': annotate every argument"),
+        ("tests.no_such_module:f", "cannot be imported"),
+        ("tests.team_tools", 'write it as "package.module:function"'),
+    ],
+)
 def test_a_function_that_cannot_be_a_tool_is_refused_with_the_fix(spec, message):
     with pytest.raises(ConfigError) as refused:
         load([spec])
@@ -41,10 +43,15 @@ def test_the_worker_refuses_to_start_with_such_a_function(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     (home / "stakeflow.toml").write_text('[tools]\npython = ["tests.team_tools:untyped"]\n')
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("STAKEFLOW_")}, "STAKEFLOW_HOME": str(home),
-           "STAKEFLOW_TEMPORAL_ADDRESS": "127.0.0.1:1", "PYTHONPATH": str(REPO)}
-    ran = subprocess.run([sys.executable, "-m", "stakeflow", "worker"], env=env, capture_output=True, text=True,
-                         timeout=60, cwd=tmp_path)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("STAKEFLOW_")},
+        "STAKEFLOW_HOME": str(home),
+        "STAKEFLOW_TEMPORAL_ADDRESS": "127.0.0.1:1",
+        "PYTHONPATH": str(REPO),
+    }
+    ran = subprocess.run(
+        [sys.executable, "-m", "stakeflow", "worker"], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
     assert ran.returncode == 1
     assert "lacks a type hint for 'text'" in ran.stderr and "Traceback" not in ran.stderr
 
@@ -69,11 +76,13 @@ async def test_python_tools_run_routed_and_approved_like_built_ins(client, tmp_p
     ws = tmp_path / "ws"
     ws.mkdir()
     (ws / "notes.txt").write_text("one two three four\n")
-    open_fake.script(agent(
-        plan(("Count the words", "word_count"), ("Post the count", "post_update")),
-        {1: call("word_count", path="notes.txt"), 2: call("post_update", message="4 words")},
-        answer="4 words, posted",
-    ))
+    open_fake.script(
+        agent(
+            plan(("Count the words", "word_count"), ("Post the count", "post_update")),
+            {1: call("word_count", path="notes.txt"), 2: call("post_update", message="4 words")},
+            answer="4 words, posted",
+        )
+    )
     settings = make_settings(tmp_path, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm")
     settings.tools.python = ["tests.team_tools:word_count", "tests.team_tools:post_update"]
     req = tasks.build_request(settings, "Count the words of notes.txt and post it", workspace=ws)

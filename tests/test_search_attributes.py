@@ -15,7 +15,8 @@ from stakeflow.core.contracts import SEARCH_ATTRIBUTES
 
 async def test_worker_refuses_then_admin_registers(tmp_path, monkeypatch):
     bare = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=shutil.which("temporal"), ip="127.0.0.1",
+        dev_server_existing_path=shutil.which("temporal"),
+        ip="127.0.0.1",
         dev_server_extra_args=["--log-level", "error"],
     )
     try:
@@ -41,10 +42,14 @@ async def test_worker_refuses_then_admin_registers(tmp_path, monkeypatch):
 
 async def test_a_mistyped_search_attribute_is_refused_by_type(tmp_path, monkeypatch):
     """Registered under the right name but the wrong type, it would still fail every workflow task."""
-    flags = [f for name, kind in SEARCH_ATTRIBUTES.items()
-             for f in ("--search-attribute", f"{name}={'Keyword' if name == 'StakeflowCostUsd' else kind}")]
+    flags = [
+        f
+        for name, kind in SEARCH_ATTRIBUTES.items()
+        for f in ("--search-attribute", f"{name}={'Keyword' if name == 'StakeflowCostUsd' else kind}")
+    ]
     bare = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=shutil.which("temporal"), ip="127.0.0.1",
+        dev_server_existing_path=shutil.which("temporal"),
+        ip="127.0.0.1",
         dev_server_extra_args=["--log-level", "error", *flags],
     )
     try:
@@ -79,23 +84,52 @@ def test_up_registers_attributes_an_older_dev_server_database_lacks(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     port, ui = free_port(), free_port()
-    older = [f for name, kind in SEARCH_ATTRIBUTES.items() if name != "StakeflowAgent"
-             for f in ("--search-attribute", f"{name}={kind}")]
-    server = subprocess.Popen([shutil.which("temporal"), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
-                               "--ui-port", str(ui), "--db-filename", str(home / "temporal.db"), "--log-level", "error",
-                               *older], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    older = [
+        f
+        for name, kind in SEARCH_ATTRIBUTES.items()
+        if name != "StakeflowAgent"
+        for f in ("--search-attribute", f"{name}={kind}")
+    ]
+    server = subprocess.Popen(
+        [
+            shutil.which("temporal"),
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--ui-port",
+            str(ui),
+            "--db-filename",
+            str(home / "temporal.db"),
+            "--log-level",
+            "error",
+            *older,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(3)
     server.terminate()
     server.wait(30)
     env = {k: v for k, v in os.environ.items() if not k.startswith("STAKEFLOW_")}
-    env.update(STAKEFLOW_HOME=str(home), STAKEFLOW_TEMPORAL_PORT=str(port), STAKEFLOW_UI_PORT=str(ui),
-               STAKEFLOW_OPEN_BASE_URL="http://127.0.0.1:9/v1")
+    env.update(
+        STAKEFLOW_HOME=str(home),
+        STAKEFLOW_TEMPORAL_PORT=str(port),
+        STAKEFLOW_UI_PORT=str(ui),
+        STAKEFLOW_OPEN_BASE_URL="http://127.0.0.1:9/v1",
+    )
     cmd = [sys.executable, "-m", "stakeflow"]
     try:
         # The open endpoint is unreachable, so `up` fails after Temporal: enough to see the registration.
         subprocess.run([*cmd, "up"], env=env, capture_output=True, text=True, timeout=120)
-        listed = subprocess.run([shutil.which("temporal"), "operator", "search-attribute", "list", "--address",
-                                 f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=30)
+        listed = subprocess.run(
+            [shutil.which("temporal"), "operator", "search-attribute", "list", "--address", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     finally:
         subprocess.run([*cmd, "down"], env=env, capture_output=True, text=True, timeout=60)
     assert "StakeflowAgent" in listed.stdout, listed.stdout + listed.stderr

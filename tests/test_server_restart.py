@@ -24,9 +24,24 @@ from tests.fakes import FakeOpenAIServer, Reply
 
 def start_server(db, port: int) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [temporal_binary(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port), "--headless",
-         "--db-filename", str(db), "--log-level", "error", *DEV_SERVER_TUNING, *dev_server_flags()],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            temporal_binary(),
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--headless",
+            "--db-filename",
+            str(db),
+            "--log-level",
+            "error",
+            *DEV_SERVER_TUNING,
+            *dev_server_flags(),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30
     while not port_open("127.0.0.1", port):
@@ -42,20 +57,35 @@ async def test_runs_survive_a_server_restart(tmp_path, monkeypatch):
     worker = None
     try:
         with FakeOpenAIServer(model="qwen-test") as open_fake:
-            open_fake.script(agent(
-                plan(("Log", "write_file"), ("Think", None)),
-                {1: lambda b: call("write_file", path=f"{uuid.uuid4().hex}.log", content="x", append=True),
-                 2: lambda b: Reply.delayed(2.0, {"tool_calls": [], "result": "ok"})},
-                answer="done",
-            ))
+            open_fake.script(
+                agent(
+                    plan(("Log", "write_file"), ("Think", None)),
+                    {
+                        1: lambda b: call("write_file", path=f"{uuid.uuid4().hex}.log", content="x", append=True),
+                        2: lambda b: Reply.delayed(2.0, {"tool_calls": [], "result": "ok"}),
+                    },
+                    answer="done",
+                )
+            )
             address = f"127.0.0.1:{port}"
             prefix = f"t{uuid.uuid4().hex[:8]}"
-            settings = make_settings(tmp_path, temporal_address=address, queue_prefix=prefix,
-                                     open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm")
+            settings = make_settings(
+                tmp_path,
+                temporal_address=address,
+                queue_prefix=prefix,
+                open_base_url=open_fake.url,
+                open_model="qwen-test",
+                open_dialect="vllm",
+            )
             env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("STAKEFLOW_")}
-            env.update(STAKEFLOW_HOME=str(tmp_path / "home"), STAKEFLOW_TEMPORAL_ADDRESS=address,
-                       STAKEFLOW_QUEUE_PREFIX=prefix, STAKEFLOW_OPEN_BASE_URL=open_fake.url,
-                       STAKEFLOW_OPEN_MODEL="qwen-test", STAKEFLOW_OPEN_DIALECT="vllm")
+            env.update(
+                STAKEFLOW_HOME=str(tmp_path / "home"),
+                STAKEFLOW_TEMPORAL_ADDRESS=address,
+                STAKEFLOW_QUEUE_PREFIX=prefix,
+                STAKEFLOW_OPEN_BASE_URL=open_fake.url,
+                STAKEFLOW_OPEN_MODEL="qwen-test",
+                STAKEFLOW_OPEN_DIALECT="vllm",
+            )
             worker = spawn_worker(env)
             client = await Client.connect(address, data_converter=pydantic_data_converter)
             ws = tmp_path / "ws"

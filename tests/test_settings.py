@@ -26,8 +26,11 @@ def test_defaults(tmp_path, monkeypatch):
 
 def test_file_then_environment(tmp_path, monkeypatch):
     home = tmp_path / "h"
-    write_config(home, 'open_base_url = "http://gpu:8000/v1"\nopen_model = "qwen"\nfrontier_model = "claude-a"\n'
-                       '[policy]\nmax_steps = 9\nprivate_tools = ["sql_query"]\n[tools.http_get]\nallow_hosts = ["x.org"]\n')
+    write_config(
+        home,
+        'open_base_url = "http://gpu:8000/v1"\nopen_model = "qwen"\nfrontier_model = "claude-a"\n'
+        '[policy]\nmax_steps = 9\nprivate_tools = ["sql_query"]\n[tools.http_get]\nallow_hosts = ["x.org"]\n',
+    )
     monkeypatch.setenv("STAKEFLOW_HOME", str(home))
     monkeypatch.setenv("STAKEFLOW_OPEN_MODEL", "llama-70b")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-1")
@@ -49,12 +52,15 @@ def test_temporal_address_means_no_local_server(tmp_path, monkeypatch):
     assert s.ui_url() == "http://temporal.internal:8233/namespaces/default/workflows"
 
 
-@pytest.mark.parametrize("text,needle", [
-    ("[policy\n", "is not valid TOML"),
-    ('[tools]\nenabled = ["nope"]\n', "unknown tool 'nope'"),
-    ("[policy]\nopen_attempts = 0\n", "bad setting 'policy.open_attempts'"),
-    ("colour = 1\n", "unknown setting 'colour'"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("[policy\n", "is not valid TOML"),
+        ('[tools]\nenabled = ["nope"]\n', "unknown tool 'nope'"),
+        ("[policy]\nopen_attempts = 0\n", "bad setting 'policy.open_attempts'"),
+        ("colour = 1\n", "unknown setting 'colour'"),
+    ],
+)
 def test_bad_files(tmp_path, monkeypatch, text, needle):
     home = tmp_path / "h"
     write_config(home, text)

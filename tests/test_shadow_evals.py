@@ -23,8 +23,11 @@ STEPS = [("Total the units", "sql_query")] * 4 + [("Add the margin", "calculator
 def script_for(route: str):
     """Both models run the same plan and the same SQL; on calculator steps the frontier calls no tool."""
     actions = {i: call("sql_query", query=SQL) for i in range(1, 5)}
-    actions.update({5: call("calculator", expression="2+2"), 6: call("calculator", expression="2+2")}
-                   if route == "open" else {5: think("no tool needed"), 6: think("no tool needed")})
+    actions.update(
+        {5: call("calculator", expression="2+2"), 6: call("calculator", expression="2+2")}
+        if route == "open"
+        else {5: think("no tool needed"), 6: think("no tool needed")}
+    )
     inner = agent(plan(*STEPS), actions, answer=f"answer from {route}")
     order = {"n": 0}
 
@@ -51,9 +54,15 @@ def fakes():
 
 
 def settings_for(tmp_path, open_fake, frontier_fake, **policy):
-    settings = make_settings(tmp_path, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm",
-                             anthropic_api_key="sk-ant-shadow-test", anthropic_base_url=frontier_fake.url,
-                             frontier_model="claude-sonnet-4-6")
+    settings = make_settings(
+        tmp_path,
+        open_base_url=open_fake.url,
+        open_model="qwen-test",
+        open_dialect="vllm",
+        anthropic_api_key="sk-ant-shadow-test",
+        anthropic_base_url=frontier_fake.url,
+        frontier_model="claude-sonnet-4-6",
+    )
     settings.evals.shadow_rate = 1.0
     for key, value in policy.items():
         setattr(settings.policy, key, value)
@@ -85,7 +94,8 @@ async def test_shadowing_records_each_comparison_and_routing_follows_the_figures
     assert evals_rows(settings) == [
         (0, "plan", "", "tie", "judge"),
         *[(i, "step", "sql_query", "agree", "exact") for i in range(1, 5)],
-        (5, "step", "calculator", "disagree", "exact"), (6, "step", "calculator", "disagree", "exact"),
+        (5, "step", "calculator", "disagree", "exact"),
+        (6, "step", "calculator", "disagree", "exact"),
         (7, "answer", "", "frontier_better", "judge"),
     ]
     monkeypatch.setenv("STAKEFLOW_HOME", str(settings.home))
@@ -105,7 +115,9 @@ async def test_shadowing_records_each_comparison_and_routing_follows_the_figures
     async with running_workers(client, routed):
         result = await (await tasks.start_run(client, routed, req)).result()
     sql_step, calc_step = result.steps[0], result.steps[4]
-    assert sql_step.route == "open" and "open path agreed on 100% of 4 sql_query steps (51–100%) >= 50%" in sql_step.reason
+    assert (
+        sql_step.route == "open" and "open path agreed on 100% of 4 sql_query steps (51–100%) >= 50%" in sql_step.reason
+    )
     assert calc_step.route == "frontier"
     assert "open path agreed on 0% of 2 calculator steps (0–66%) < 50%" in calc_step.reason
     # The bill says what the saving cost in quality.
@@ -117,8 +129,9 @@ async def test_shadowing_records_each_comparison_and_routing_follows_the_figures
 async def test_private_data_is_never_shadowed(client, tmp_path, fakes):
     open_fake, frontier_fake = fakes
     settings = settings_for(tmp_path, open_fake, frontier_fake)
-    req = tasks.build_request(settings, "Units and margin", workspace=EXAMPLE_WORKSPACE, max_steps=6,
-                              sensitivity="private")
+    req = tasks.build_request(
+        settings, "Units and margin", workspace=EXAMPLE_WORKSPACE, max_steps=6, sensitivity="private"
+    )
     async with running_workers(client, settings):
         handle = await tasks.start_run(client, settings, req)
         await handle.result()
@@ -156,9 +169,16 @@ async def test_a_worker_killed_during_a_shadow_leaves_one_completed_shadow_and_o
     home.mkdir()
     (home / "stakeflow.toml").write_text("[evals]\nshadow_rate = 1.0\n")
     prefix = f"t{uuid.uuid4().hex[:8]}"
-    env = worker_env(home, client, prefix, STAKEFLOW_OPEN_BASE_URL=open_fake.url, STAKEFLOW_OPEN_MODEL="qwen-test",
-                     STAKEFLOW_OPEN_DIALECT="vllm", ANTHROPIC_API_KEY="sk-ant-shadow-test",
-                     ANTHROPIC_BASE_URL=frontier_fake.url)
+    env = worker_env(
+        home,
+        client,
+        prefix,
+        STAKEFLOW_OPEN_BASE_URL=open_fake.url,
+        STAKEFLOW_OPEN_MODEL="qwen-test",
+        STAKEFLOW_OPEN_DIALECT="vllm",
+        ANTHROPIC_API_KEY="sk-ant-shadow-test",
+        ANTHROPIC_BASE_URL=frontier_fake.url,
+    )
     settings = settings_for(tmp_path, open_fake, frontier_fake)
     settings.queue_prefix = prefix
     open_fake.script(agent(plan(("Total the units", "sql_query")), {1: call("sql_query", query=SQL)}, answer="done"))

@@ -19,12 +19,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.tools import EXECUTORS, MAX_OUTPUT_CHARS, ToolActivities, ToolContext
-from activities.tools import dispatcher
+from activities.tools import EXECUTORS, MAX_OUTPUT_CHARS, ToolActivities, ToolContext, dispatcher
 from agents.tools import CATALOGUE, CalculatorArgs
 from agents.types import ToolRequest, ToolResult
-from stakeflow.core.errors import TOOL_FAILED
 from stakeflow.config_sections import ToolsConfig
+from stakeflow.core.errors import TOOL_FAILED
 from tests.tool_cases import refused, run, tools_config, ws  # noqa: F401 (ws is a fixture)
 
 
@@ -73,7 +72,6 @@ async def test_output_is_cut_to_the_history_limit(ws: Path) -> None:
         "ab" * (MAX_OUTPUT_CHARS // 2)
         + f"\n[output truncated: showing the first {MAX_OUTPUT_CHARS} of {2 * MAX_OUTPUT_CHARS} characters]"
     )
-
 
 
 async def test_a_tool_call_heartbeats_while_it_runs() -> None:

@@ -33,7 +33,6 @@ from tests.agent_script import agent, call, plan, think
 from tests.conftest import make_settings, running_workers, worker_env, worker_log
 from tests.fakes import FakeOpenAIServer
 
-
 STARTED = PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
 
 
@@ -44,7 +43,9 @@ def spawn_tools_worker(env: dict[str, str]) -> subprocess.Popen:
     with open(log_dir / "test-worker.log", "ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "stakeflow", "worker", "--queues", "tools"],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
 
 
@@ -84,10 +85,15 @@ class DeliverToEachQueue:
     async def run(self, d: Deliveries) -> list[ToolResult]:
         results = []
         for queue in d.queues:
-            results.append(await workflow.execute_activity(
-                RUN_TOOL, d.request, result_type=ToolResult, task_queue=queue,
-                start_to_close_timeout=timedelta(seconds=60),
-            ))
+            results.append(
+                await workflow.execute_activity(
+                    RUN_TOOL,
+                    d.request,
+                    result_type=ToolResult,
+                    task_queue=queue,
+                    start_to_close_timeout=timedelta(seconds=60),
+                )
+            )
         return results
 
 
@@ -96,19 +102,24 @@ async def test_a_write_done_on_one_host_is_not_redone_on_another(client: Client,
     ws.mkdir()
     (ws / "log.txt").write_text("start\n")
     prefixes = [f"a{uuid.uuid4().hex[:8]}", f"b{uuid.uuid4().hex[:8]}"]
-    hosts = [
-        spawn_tools_worker(worker_env(tmp_path / f"home-{p[0]}", client, p)) for p in prefixes
-    ]
+    hosts = [spawn_tools_worker(worker_env(tmp_path / f"home-{p[0]}", client, p)) for p in prefixes]
     request = ToolRequest(
-        run_id="wf-1", step=1, tool="write_file", workspace=str(ws), idempotency_key="wf-1/run-1/1/0",
+        run_id="wf-1",
+        step=1,
+        tool="write_file",
+        workspace=str(ws),
+        idempotency_key="wf-1/run-1/1/0",
         args={"path": "log.txt", "content": "entry\n", "append": True},
     )
     queue = f"t{uuid.uuid4().hex[:8]}"
     try:
         async with Worker(client, task_queue=queue, workflows=[DeliverToEachQueue]):
             first, second = await client.execute_workflow(
-                DeliverToEachQueue.run, Deliveries(request=request, queues=[queue_name("tools", p) for p in prefixes]),
-                id=f"deliver-{queue}", task_queue=queue, result_type=list[ToolResult],
+                DeliverToEachQueue.run,
+                Deliveries(request=request, queues=[queue_name("tools", p) for p in prefixes]),
+                id=f"deliver-{queue}",
+                task_queue=queue,
+                result_type=list[ToolResult],
             )
     finally:
         for host in hosts:
@@ -130,11 +141,13 @@ async def test_a_reused_workflow_id_writes_again(client: Client, tmp_path: Path)
     ws = tmp_path / "ws"
     ws.mkdir()
     with FakeOpenAIServer(model="qwen-test") as open_fake:
-        open_fake.script(agent(
-            plan(("Log it", "write_file"), ("Think", None)),
-            {1: call("write_file", path="log.txt", content="entry\n", append=True), 2: think("ok")},
-            answer="done",
-        ))
+        open_fake.script(
+            agent(
+                plan(("Log it", "write_file"), ("Think", None)),
+                {1: call("write_file", path="log.txt", content="entry\n", append=True), 2: think("ok")},
+                answer="done",
+            )
+        )
         settings = make_settings(tmp_path, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm")
         req = tasks.build_request(settings, "Log it", stakes="low", workspace=ws)
         wf_id = f"reused-{uuid.uuid4().hex[:8]}"
@@ -142,8 +155,12 @@ async def test_a_reused_workflow_id_writes_again(client: Client, tmp_path: Path)
         async with running_workers(client, settings):
             for _ in range(2):
                 handle = await client.start_workflow(
-                    AGENT_WORKFLOW, req, id=wf_id, task_queue=queue_name("workflows", settings.queue_prefix),
-                    result_type=TaskResult, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                    AGENT_WORKFLOW,
+                    req,
+                    id=wf_id,
+                    task_queue=queue_name("workflows", settings.queue_prefix),
+                    result_type=TaskResult,
+                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
                 )
                 results.append((handle.result_run_id, await handle.result()))
     assert [r.status for _, r in results] == ["completed", "completed"]
@@ -153,7 +170,8 @@ async def test_a_reused_workflow_id_writes_again(client: Client, tmp_path: Path)
     # The tools-queue call heartbeats: a stalled or dead attempt is retried after the run's heartbeat timeout.
     history = [e async for e in client.get_workflow_handle(wf_id, run_id=results[1][0]).fetch_history_events()]
     [scheduled] = [
-        e.activity_task_scheduled_event_attributes for e in history
+        e.activity_task_scheduled_event_attributes
+        for e in history
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
         and e.activity_task_scheduled_event_attributes.activity_type.name == RUN_TOOL
     ]
@@ -244,6 +262,7 @@ def attempt_running(handle, attempt: int):
     async def check() -> bool:
         pending = await pending_tool_call(handle)
         return pending is not None and pending.attempt == attempt and pending.state == STARTED
+
     return check
 
 
@@ -267,11 +286,13 @@ async def test_an_attempt_that_stalls_past_its_retry_on_another_host_writes_noth
     host_b: subprocess.Popen | None = None
     try:
         with FakeOpenAIServer(model="qwen-test") as open_fake:
-            open_fake.script(agent(
-                plan(("Log it", "write_file"), ("Think", None)),
-                {1: call("write_file", path="log.txt", content="entry\n", append=True), 2: think("ok")},
-                answer="done",
-            ))
+            open_fake.script(
+                agent(
+                    plan(("Log it", "write_file"), ("Think", None)),
+                    {1: call("write_file", path="log.txt", content="entry\n", append=True), 2: think("ok")},
+                    answer="done",
+                )
+            )
             settings = make_settings(
                 tmp_path, queue_prefix=prefix, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm"
             )
@@ -291,9 +312,7 @@ async def test_an_attempt_that_stalls_past_its_retry_on_another_host_writes_noth
                     # B waits for the lock for longer than its heartbeat timeout, and is not retried.
                     await asyncio.sleep(2 * req.heartbeat_timeout_s)
                     assert (await pending_tool_call(handle)).attempt == 2
-                await wait_for(
-                    lambda: asyncio.sleep(0, "entry" in (ws / "log.txt").read_text()), 30, "host B's write"
-                )
+                await wait_for(lambda: asyncio.sleep(0, "entry" in (ws / "log.txt").read_text()), 30, "host B's write")
                 host_a.send_signal(signal.SIGCONT)
                 await wait_for(
                     lambda: asyncio.sleep(0, "not writing again" in worker_log(env_a)), 30, "host A's late attempt"
@@ -310,12 +329,14 @@ async def test_an_attempt_that_stalls_past_its_retry_on_another_host_writes_noth
     assert (ws / "log.txt").read_text() == "start\nother\nentry\n"
     history = [e async for e in handle.fetch_history_events()]
     [tool_call] = [
-        e.event_id for e in history
+        e.event_id
+        for e in history
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
         and e.activity_task_scheduled_event_attributes.activity_type.name == RUN_TOOL
     ]
     [started] = [
-        e.activity_task_started_event_attributes for e in history
+        e.activity_task_started_event_attributes
+        for e in history
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
         and e.activity_task_started_event_attributes.scheduled_event_id == tool_call
     ]

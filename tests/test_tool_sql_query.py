@@ -60,8 +60,7 @@ async def test_sql_query_refuses_anything_but_a_read(ws: Path, query: str, kind:
     (ws / "sales.csv").write_text(SALES_CSV)
     error = refused(await run("sql_query", {"query": query}, workspace=ws))
     assert error == (
-        "only read-only queries are allowed (SELECT, WITH, FROM, DESCRIBE, SUMMARIZE, SHOW); "
-        f"this one is {kind}"
+        f"only read-only queries are allowed (SELECT, WITH, FROM, DESCRIBE, SUMMARIZE, SHOW); this one is {kind}"
     )
     assert sorted(p.name for p in ws.iterdir()) == ["sales.csv"]
 
@@ -182,8 +181,9 @@ async def test_sql_query_over_the_spill_limit_names_that_cap_and_cleans_up(tmp_p
 
 async def test_sql_query_spills_to_the_temp_directory_when_one_is_set(tmp_path: Path, ws: Path) -> None:
     config = ToolsConfig(sql_query=SqlQueryConfig(temp_directory=tmp_path / "spill"))
-    result = await run("sql_query", {"query": "SELECT current_setting('temp_directory') AS t"}, workspace=ws,
-                       config=config)
+    result = await run(
+        "sql_query", {"query": "SELECT current_setting('temp_directory') AS t"}, workspace=ws, config=config
+    )
     spill = result.output.splitlines()[1]
     assert Path(spill).parent == tmp_path / "spill" and Path(spill).name.startswith("sql-")
     assert not Path(spill).exists()

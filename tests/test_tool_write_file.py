@@ -42,7 +42,10 @@ def _append(content: str) -> dict:
 
 async def test_write_file_creates_parents_and_records_the_ledger_in_the_workspace(ws: Path, home_ledger: Path) -> None:
     result = await run(
-        "write_file", {"path": "out/report.md", "content": "# Report\n"}, workspace=ws, key="wf/run/2/0",
+        "write_file",
+        {"path": "out/report.md", "content": "# Report\n"},
+        workspace=ws,
+        key="wf/run/2/0",
         home_ledger=home_ledger,
     )
     assert (result.ok, result.output, result.replayed) == (True, "wrote 9 bytes to out/report.md", False)
@@ -50,7 +53,11 @@ async def test_write_file_creates_parents_and_records_the_ledger_in_the_workspac
     entry = _ledger_entry(ws, "wf/run/2/0")
     # The path is relative to the workspace: another host may mount it elsewhere.
     assert {k: entry[k] for k in ("key", "tool", "path", "append", "bytes", "status")} == {
-        "key": "wf/run/2/0", "tool": "write_file", "path": "out/report.md", "append": False, "bytes": 9,
+        "key": "wf/run/2/0",
+        "tool": "write_file",
+        "path": "out/report.md",
+        "append": False,
+        "bytes": 9,
         "status": "done",
     }
     assert entry["sha256"] == hashlib.sha256(b"# Report\n").hexdigest()
@@ -88,8 +95,10 @@ async def test_write_file_append_is_exactly_once_across_a_crash(
     (ws / "log.txt").write_text("start\n")
     with monkeypatch.context() as patch:
         if crash == "before the append":
+
             def dies(target: Path, data: bytes) -> int:
                 raise Crash()
+
             patch.setattr(write_file, "_append", dies)
         else:
             real_record = Ledger.record
@@ -98,6 +107,7 @@ async def test_write_file_append_is_exactly_once_across_a_crash(
                 if entry["status"] == "done":
                     raise Crash()
                 real_record(self, entry)
+
             patch.setattr(Ledger, "record", dies_on_done)
         with pytest.raises(Crash):
             await run("write_file", _append("line\n"), workspace=ws, key="a1")
@@ -148,8 +158,10 @@ async def test_append_that_never_landed_is_appended_even_when_another_run_append
     # retry must still append: a search for "those bytes at or after the offset" would say it landed.
     (ws / "log.txt").write_text("start\n")
     with monkeypatch.context() as patch:
+
         def dies(target: Path, data: bytes) -> int:
             raise Crash()
+
         patch.setattr(write_file, "_append", dies)
         with pytest.raises(Crash):
             await run("write_file", _append("done\n"), workspace=ws, key="run-a/1/0")
@@ -202,11 +214,18 @@ async def test_a_write_waits_for_the_file_lock_and_then_checks_the_ledger(ws: Pa
         assert not late.done()  # waiting for the lock
         # The call's other attempt (another host, say) writes it in the meantime.
         (ws / "log.txt").write_text("x\n")
-        Ledger(ws / ".stakeflow" / "ledger", "k").record({
-            "key": "k", "tool": "write_file", "path": "log.txt", "append": True, "bytes": 2,
-            "sha256": hashlib.sha256(b"x\n").hexdigest(), "status": "done",
-            "result": {"output": "appended 2 bytes to log.txt (now 2 bytes)"},
-        })
+        Ledger(ws / ".stakeflow" / "ledger", "k").record(
+            {
+                "key": "k",
+                "tool": "write_file",
+                "path": "log.txt",
+                "append": True,
+                "bytes": 2,
+                "sha256": hashlib.sha256(b"x\n").hexdigest(),
+                "status": "done",
+                "result": {"output": "appended 2 bytes to log.txt (now 2 bytes)"},
+            }
+        )
     finally:
         release.set()
         holder.join()
@@ -222,16 +241,27 @@ def _legacy_entry(home_ledger: Path, key: str, target: Path, content: str, **ext
     # Exactly as the previous release wrote it: the host's absolute path, "original_size" for a pending append.
     home_ledger.mkdir(parents=True, exist_ok=True)
     entry = {
-        "key": key, "tool": "write_file", "path": str(target.resolve()), "bytes": len(content.encode()),
-        "sha256": hashlib.sha256(content.encode()).hexdigest(), **extra,
+        "key": key,
+        "tool": "write_file",
+        "path": str(target.resolve()),
+        "bytes": len(content.encode()),
+        "sha256": hashlib.sha256(content.encode()).hexdigest(),
+        **extra,
     }
     (home_ledger / _name(key)).write_text(json.dumps(entry))
 
 
 async def test_a_call_the_previous_release_finished_is_replayed(ws: Path, home_ledger: Path) -> None:
     (ws / "log.txt").write_text("start\nline\n")
-    _legacy_entry(home_ledger, "wf/1/0", ws / "log.txt", "line\n", append=True, status="done",
-                  result={"output": "appended 5 bytes to log.txt (now 11 bytes)"})
+    _legacy_entry(
+        home_ledger,
+        "wf/1/0",
+        ws / "log.txt",
+        "line\n",
+        append=True,
+        status="done",
+        result={"output": "appended 5 bytes to log.txt (now 11 bytes)"},
+    )
     result = await run("write_file", _append("line\n"), workspace=ws, key="wf/1/0", home_ledger=home_ledger)
     assert (result.replayed, result.output) == (True, "appended 5 bytes to log.txt (now 11 bytes)")
     assert (ws / "log.txt").read_text() == "start\nline\n"

@@ -39,7 +39,7 @@ import yaml
 
 from agents.types import TaskResult
 from stakeflow.webhooks import sign
-from tests.agent_script import agent, call, plan, think
+from tests.agent_script import agent, call, plan
 from tests.conftest import free_port
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply, prompt_text
 from tests.test_codec import KEYS_ENV, sealed_client
@@ -131,10 +131,16 @@ class Cluster:
 
     def variables(self) -> dict[str, str]:
         """deploy/.env as an operator would fill it in."""
-        return {"STAKEFLOW_CODEC_KEYS": KEYS_ENV, "STAKEFLOW_CODEC_AUTH_TOKENS": CODEC_TOKEN,
-                "STAKEFLOW_API_TOKEN": API_TOKEN, "GITHUB_WEBHOOK_SECRET": HOOK_SECRET,
-                "ANTHROPIC_API_KEY": FRONTIER_KEY, "POSTGRES_PASSWORD": "unused", "OPEN_MODEL": "qwen-test",
-                "FRONTIER_MODEL": "claude-test"}
+        return {
+            "STAKEFLOW_CODEC_KEYS": KEYS_ENV,
+            "STAKEFLOW_CODEC_AUTH_TOKENS": CODEC_TOKEN,
+            "STAKEFLOW_API_TOKEN": API_TOKEN,
+            "GITHUB_WEBHOOK_SECRET": HOOK_SECRET,
+            "ANTHROPIC_API_KEY": FRONTIER_KEY,
+            "POSTGRES_PASSWORD": "unused",
+            "OPEN_MODEL": "qwen-test",
+            "FRONTIER_MODEL": "claude-test",
+        }
 
     def environment(self, service: str) -> dict[str, str]:
         raw = dict(COMPOSE["services"][service].get("environment", {}))
@@ -181,10 +187,22 @@ class Cluster:
 
 
 def issue_delivery(n: int, tag: str) -> tuple[bytes, dict[str, str]]:
-    body = json.dumps({"action": "opened", "issue": {"id": n, "title": f"ISSUE-{tag}-{n} crashes on start",
-                                                     "body": f"GOAL-SECRET-{tag}-{n} steps to reproduce"}}).encode()
-    headers = {"Content-Type": "application/json", "X-GitHub-Event": "issues",
-               "X-GitHub-Delivery": f"{tag}-{n}", "X-Hub-Signature-256": sign(HOOK_SECRET.encode(), body)}
+    body = json.dumps(
+        {
+            "action": "opened",
+            "issue": {
+                "id": n,
+                "title": f"ISSUE-{tag}-{n} crashes on start",
+                "body": f"GOAL-SECRET-{tag}-{n} steps to reproduce",
+            },
+        }
+    ).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": "issues",
+        "X-GitHub-Delivery": f"{tag}-{n}",
+        "X-Hub-Signature-256": sign(HOOK_SECRET.encode(), body),
+    }
     return body, headers
 
 
@@ -212,7 +230,8 @@ async def bare_server():
     from stakeflow.local.services import DEV_SERVER_TUNING
 
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=shutil.which("temporal"), ip="127.0.0.1",
+        dev_server_existing_path=shutil.which("temporal"),
+        ip="127.0.0.1",
         dev_server_extra_args=[*DEV_SERVER_TUNING, "--log-level", "error"],
     )
     try:
@@ -241,16 +260,24 @@ async def test_the_cluster_s_processes_survive_being_killed_in_turn(bare_server,
         m = re.search(r"ISSUE-\w+-(\d+)", prompt_text(body))
         return call("write_file", path="triage.log", content=f"issue {m.group(1)}\n", append=True)
 
-    script = agent(plan(("Think about the issue", None, "low"), ("Log the triage", "write_file", "high")),
-                   {1: think_slowly, 2: write_line}, answer="Triaged.")
+    script = agent(
+        plan(("Think about the issue", None, "low"), ("Log the triage", "write_file", "high")),
+        {1: think_slowly, 2: write_line},
+        answer="Triaged.",
+    )
     with FakeOpenAIServer(model="qwen-test") as open_fake, FakeAnthropicServer() as frontier_fake:
         open_fake.script(script)
         frontier_fake.script(script)
         c = Cluster(address, open_fake.url, frontier_fake.url, tmp_path / "cluster", workspace)
         c.root.mkdir()
         # compose's `setup` service, then every stakeflow service.
-        setup = subprocess.run([sys.executable, "-m", "stakeflow", *COMPOSE["services"]["setup"]["command"]],
-                               env={**c.environment("setup")}, capture_output=True, text=True, timeout=120)
+        setup = subprocess.run(
+            [sys.executable, "-m", "stakeflow", *COMPOSE["services"]["setup"]["command"]],
+            env={**c.environment("setup")},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert setup.returncode == 0, setup.stderr
         assert "added StakeflowStakes" in setup.stdout
         for service in SERVICES:
@@ -274,8 +301,14 @@ async def test_the_cluster_s_processes_survive_being_killed_in_turn(bare_server,
             for service in SERVICES:
                 await asyncio.sleep(1.5)
                 p = c.procs[service]
-                in_flight[service] = len([w async for w in bare_server.client.list_workflows(
-                    "WorkflowType = 'AgentTaskWorkflow' AND ExecutionStatus = 'Running'")])
+                in_flight[service] = len(
+                    [
+                        w
+                        async for w in bare_server.client.list_workflows(
+                            "WorkflowType = 'AgentTaskWorkflow' AND ExecutionStatus = 'Running'"
+                        )
+                    ]
+                )
                 p.kill()
                 await asyncio.sleep(0.5)
                 p.start()
@@ -299,7 +332,7 @@ async def test_the_cluster_s_processes_survive_being_killed_in_turn(bare_server,
     assert all(n > 0 for n in in_flight.values()), f"a kill found no run in flight: {in_flight}"
     assert [a["duplicate"] for a in accepted] == [False] * RUNS
     assert len({a["workflow_id"] for a in accepted}) == RUNS
-    assert all(b["duplicate"] and b["workflow_id"] == a["workflow_id"] for a, b in zip(accepted, again))
+    assert all(b["duplicate"] and b["workflow_id"] == a["workflow_id"] for a, b in zip(accepted, again, strict=True))
     assert [r.status for r in results] == ["completed"] * RUNS
     assert all(r.answer == "Triaged." for r in results)
     assert all(r.steps[1].route == "frontier" for r in results)  # the write went through the frontier worker
@@ -324,8 +357,14 @@ def _codec_settings(address: str):
 async def _decode_first_input(client, workflow_id: str, codec_url: str) -> str:
     history = await client.get_workflow_handle(workflow_id).fetch_history()
     payload = history.events[0].workflow_execution_started_event_attributes.input.payloads[0]
-    body = {"payloads": [{"metadata": {k: base64.b64encode(v).decode() for k, v in payload.metadata.items()},
-                          "data": base64.b64encode(payload.data).decode()}]}
+    body = {
+        "payloads": [
+            {
+                "metadata": {k: base64.b64encode(v).decode() for k, v in payload.metadata.items()},
+                "data": base64.b64encode(payload.data).decode(),
+            }
+        ]
+    }
     async with httpx.AsyncClient(timeout=10) as http:
         r = await http.post(f"{codec_url}/decode", json=body, headers={"Authorization": f"Bearer {CODEC_TOKEN}"})
     assert r.status_code == 200, r.text

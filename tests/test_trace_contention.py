@@ -33,22 +33,35 @@ async def test_three_workers_and_a_reader_for_a_minute(client, tmp_path, monkeyp
     prefix = f"t{uuid.uuid4().hex[:8]}"
     with FakeOpenAIServer(model="qwen-test") as open_fake:
         # Slow model calls spread the runs over the whole minute.
-        open_fake.script(agent(
-            plan(("Compute", "calculator"), ("Compute again", "calculator")),
-            {1: lambda b: Reply.delayed(1.0, call("calculator", expression="1+1")),
-             2: lambda b: Reply.delayed(1.0, call("calculator", expression="2+2"))},
-            answer=lambda b: Reply.delayed(0.5, "4"),
-        ))
-        env = worker_env(home, client, prefix, STAKEFLOW_OPEN_BASE_URL=open_fake.url,
-                         STAKEFLOW_OPEN_MODEL="qwen-test", STAKEFLOW_OPEN_DIALECT="vllm")
+        open_fake.script(
+            agent(
+                plan(("Compute", "calculator"), ("Compute again", "calculator")),
+                {
+                    1: lambda b: Reply.delayed(1.0, call("calculator", expression="1+1")),
+                    2: lambda b: Reply.delayed(1.0, call("calculator", expression="2+2")),
+                },
+                answer=lambda b: Reply.delayed(0.5, "4"),
+            )
+        )
+        env = worker_env(
+            home,
+            client,
+            prefix,
+            STAKEFLOW_OPEN_BASE_URL=open_fake.url,
+            STAKEFLOW_OPEN_MODEL="qwen-test",
+            STAKEFLOW_OPEN_DIALECT="vllm",
+        )
         workers = [spawn_worker(env) for _ in range(3)]
         monkeypatch.setenv("STAKEFLOW_HOME", str(home))
         settings = make_settings(tmp_path, queue_prefix=prefix, open_base_url=open_fake.url, open_model="qwen-test")
         try:
             handles = []
             for i in range(RUNS):
-                handles.append(await tasks.start_run(client, settings, tasks.build_request(
-                    settings, f"contention {i}", workspace=ws)))
+                handles.append(
+                    await tasks.start_run(
+                        client, settings, tasks.build_request(settings, f"contention {i}", workspace=ws)
+                    )
+                )
                 await asyncio.sleep(READ_FOR_S / RUNS / 2)  # keep starting runs through the first half
             results = asyncio.gather(*(h.result() for h in handles))
             reads, totals, deadline = 0, [], time.monotonic() + READ_FOR_S

@@ -27,8 +27,12 @@ output_per_mtok = 0.6
 """
 
 OPEN_USAGE = {"prompt_tokens": 1000, "completion_tokens": 200, "cached_tokens": 400}
-FRONTIER_USAGE = {"input_tokens": 2000, "output_tokens": 300,
-                  "cache_creation_input_tokens": 500, "cache_read_input_tokens": 4000}
+FRONTIER_USAGE = {
+    "input_tokens": 2000,
+    "output_tokens": 300,
+    "cache_creation_input_tokens": 500,
+    "cache_read_input_tokens": 4000,
+}
 
 
 @pytest.fixture
@@ -52,18 +56,28 @@ async def traced_run(client, tmp_path, monkeypatch):
         frontier_fake.usage = FRONTIER_USAGE
         prefix = f"t{uuid.uuid4().hex[:8]}"
         env = worker_env(
-            home, client, prefix,
-            STAKEFLOW_OPEN_BASE_URL=open_fake.url, STAKEFLOW_OPEN_MODEL="qwen-test", STAKEFLOW_OPEN_DIALECT="vllm",
-            ANTHROPIC_API_KEY=SECRET, ANTHROPIC_BASE_URL=frontier_fake.url,
+            home,
+            client,
+            prefix,
+            STAKEFLOW_OPEN_BASE_URL=open_fake.url,
+            STAKEFLOW_OPEN_MODEL="qwen-test",
+            STAKEFLOW_OPEN_DIALECT="vllm",
+            ANTHROPIC_API_KEY=SECRET,
+            ANTHROPIC_BASE_URL=frontier_fake.url,
         )
         worker = spawn_worker(env)
         try:
             settings = make_settings(
-                tmp_path, queue_prefix=prefix, open_base_url=open_fake.url, open_model="qwen-test",
-                anthropic_api_key=SECRET, frontier_model="claude-sonnet-4-6",
+                tmp_path,
+                queue_prefix=prefix,
+                open_base_url=open_fake.url,
+                open_model="qwen-test",
+                anthropic_api_key=SECRET,
+                frontier_model="claude-sonnet-4-6",
             )
-            req = tasks.build_request(settings, "Summarise notes.txt into summary.txt", workspace=workspace,
-                                      auto_approve=True)
+            req = tasks.build_request(
+                settings, "Summarise notes.txt into summary.txt", workspace=workspace, auto_approve=True
+            )
             handle = await tasks.start_run(client, settings, req)
             result = await handle.result()
         finally:
@@ -107,10 +121,19 @@ async def test_span_tree_tokens_costs_and_no_secrets(traced_run):
     open_rows, frontier_rows = chats[:2], chats[2:]
     for r in open_rows:
         assert (r["input_tokens"], r["raw_input_tokens"], r["cache_read_tokens"], r["output_tokens"]) == (
-            1000, 1000, 400, 200)
+            1000,
+            1000,
+            400,
+            200,
+        )
     for r in frontier_rows:
-        assert (r["input_tokens"], r["raw_input_tokens"], r["cache_read_tokens"], r["cache_write_tokens"],
-                r["output_tokens"]) == (6500, 2000, 4000, 500, 300)
+        assert (
+            r["input_tokens"],
+            r["raw_input_tokens"],
+            r["cache_read_tokens"],
+            r["cache_write_tokens"],
+            r["output_tokens"],
+        ) == (6500, 2000, 4000, 500, 300)
 
     # Costs by hand. qwen-test has no cache price: its cache reads are charged at the input price.
     open_call = 600 * 0.2e-6 + 400 * 0.2e-6 + 200 * 0.6e-6  # 0.00032
@@ -128,7 +151,9 @@ async def test_span_tree_tokens_costs_and_no_secrets(traced_run):
     assert one["total_usd"] == pytest.approx(report["total_usd"], abs=1e-9)
 
     # The run's outcome is in the store.
-    [run] = cli_json("sql", f"SELECT status, open_steps, frontier_steps, escalations FROM runs WHERE run_id = '{run_id}'")
+    [run] = cli_json(
+        "sql", f"SELECT status, open_steps, frontier_steps, escalations FROM runs WHERE run_id = '{run_id}'"
+    )
     assert run == {"status": "completed", "open_steps": 1, "frontier_steps": 1, "escalations": 0}
 
     # The key is in no span and no history event.
@@ -166,19 +191,31 @@ def test_costs_and_sql_csv_have_lf_line_endings_and_iso_dates(tmp_path):
         b"2026-11-18,3,1,50,0,0,0,0.101,0.1,0.0\n"
         b"2026-11-20,2,0,4000,300,1500,500,0.052,0.08,0.028\n"
     )
-    out = runner.invoke(cli, ["sql", "SELECT run_id, min(start_time) AS started, CAST(min(start_time) AS DATE) AS day "
-                                     "FROM spans WHERE run_id IS NOT NULL GROUP BY run_id ORDER BY run_id", "--csv"])
+    out = runner.invoke(
+        cli,
+        [
+            "sql",
+            "SELECT run_id, min(start_time) AS started, CAST(min(start_time) AS DATE) AS day "
+            "FROM spans WHERE run_id IS NOT NULL GROUP BY run_id ORDER BY run_id",
+            "--csv",
+        ],
+    )
     assert out.exit_code == 0, out.output
-    assert out.stdout_bytes == b"run_id,started,day\nA,2026-11-20T12:00:00,2026-11-20\nB,2026-11-18T12:00:00,2026-11-18\n"
+    assert (
+        out.stdout_bytes == b"run_id,started,day\nA,2026-11-20T12:00:00,2026-11-20\nB,2026-11-18T12:00:00,2026-11-18\n"
+    )
 
 
 def test_sql_runs_in_the_read_only_sandbox(tmp_path):
     export_priced_runs(tmp_path / "home" / "traces.duckdb")
     runner = CliRunner()
-    [settings] = cli_json("sql", "SELECT current_setting('autoload_known_extensions') AS autoload, "
-                                 "current_setting('autoinstall_known_extensions') AS autoinstall, "
-                                 "current_setting('enable_external_access') AS external, "
-                                 "(SELECT count(*) FROM spans) AS spans")
+    [settings] = cli_json(
+        "sql",
+        "SELECT current_setting('autoload_known_extensions') AS autoload, "
+        "current_setting('autoinstall_known_extensions') AS autoinstall, "
+        "current_setting('enable_external_access') AS external, "
+        "(SELECT count(*) FROM spans) AS spans",
+    )
     assert settings == {"autoload": False, "autoinstall": False, "external": False, "spans": 11}
     refused = {
         "SELECT * FROM read_csv('/etc/passwd')": "SQL failed",

@@ -31,13 +31,23 @@ SECRET = "sk-ant-do-not-store-me"
 
 def test_secret_attributes_are_dropped(path):
     tp = provider(path, resource={"deployment.api_key": SECRET})
-    with tp.get_tracer("t").start_as_current_span("chat m", attributes={
-        **chat_attributes("r", 1, "frontier", "m"),
-        "anthropic.api_key": SECRET, "http.request.header.authorization": SECRET, "oauth.client_secret": SECRET,
-        "session.token": SECRET, "http.request.header.x-api-key": SECRET, "db.password": SECRET,
-        sc.GEN_AI_INPUT_TOKENS: 10, sc.GEN_AI_CACHE_READ: 3, sc.GEN_AI_CACHE_WRITE: 2,
-        sc.RAW_INPUT_TOKENS: 5, sc.GEN_AI_OUTPUT_TOKENS: 7,
-    }):
+    with tp.get_tracer("t").start_as_current_span(
+        "chat m",
+        attributes={
+            **chat_attributes("r", 1, "frontier", "m"),
+            "anthropic.api_key": SECRET,
+            "http.request.header.authorization": SECRET,
+            "oauth.client_secret": SECRET,
+            "session.token": SECRET,
+            "http.request.header.x-api-key": SECRET,
+            "db.password": SECRET,
+            sc.GEN_AI_INPUT_TOKENS: 10,
+            sc.GEN_AI_CACHE_READ: 3,
+            sc.GEN_AI_CACHE_WRITE: 2,
+            sc.RAW_INPUT_TOKENS: 5,
+            sc.GEN_AI_OUTPUT_TOKENS: 7,
+        },
+    ):
         pass
     store = TraceStore(path)
     store.compact()
@@ -48,8 +58,13 @@ def test_secret_attributes_are_dropped(path):
     assert leaked == 0 and SECRET not in resource and "deployment.api_key" not in resource
     assert not [k for k in keys if any(p in k for p in ("api_key", "authorization", "secret", "password"))]
     assert "session.token" not in keys and "http.request.header.x-api-key" not in keys
-    assert {sc.GEN_AI_INPUT_TOKENS, sc.GEN_AI_CACHE_READ, sc.GEN_AI_CACHE_WRITE, sc.RAW_INPUT_TOKENS,
-            sc.GEN_AI_OUTPUT_TOKENS} <= set(keys)
+    assert {
+        sc.GEN_AI_INPUT_TOKENS,
+        sc.GEN_AI_CACHE_READ,
+        sc.GEN_AI_CACHE_WRITE,
+        sc.RAW_INPUT_TOKENS,
+        sc.GEN_AI_OUTPUT_TOKENS,
+    } <= set(keys)
 
 
 # --- OTLP ------------------------------------------------------------------------------------
@@ -115,11 +130,16 @@ def test_the_process_resource_follows_the_standard_variables(monkeypatch):
 
     default = process_resource("worker").attributes
     assert (default["service.name"], default["stakeflow.process"]) == ("stakeflow", "worker")
-    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-attributes,deployment.environment=prod,"
-                                                   "stakeflow.process=gpu-worker")
+    monkeypatch.setenv(
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "service.name=from-attributes,deployment.environment=prod,stakeflow.process=gpu-worker",
+    )
     named = process_resource("worker").attributes
     assert (named["service.name"], named["deployment.environment"], named["stakeflow.process"]) == (
-        "from-attributes", "prod", "gpu-worker")
+        "from-attributes",
+        "prod",
+        "gpu-worker",
+    )
     monkeypatch.setenv("OTEL_SERVICE_NAME", "from-service-name")  # the spec: it wins over the attributes
     assert process_resource("worker").attributes["service.name"] == "from-service-name"
     assert process_resource("worker").attributes["service.instance.id"] == default["service.instance.id"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -38,8 +37,12 @@ output_per_mtok = 0.6
 """
 # OpenAI-compatible: prompt_tokens includes the cached ones. Anthropic: input_tokens excludes cache reads and writes.
 OPEN_USAGE = {"prompt_tokens": 975, "completion_tokens": 120, "cached_tokens": 243}
-FRONTIER_USAGE = {"input_tokens": 1800, "output_tokens": 250,
-                  "cache_creation_input_tokens": 300, "cache_read_input_tokens": 3200}
+FRONTIER_USAGE = {
+    "input_tokens": 1800,
+    "output_tokens": 250,
+    "cache_creation_input_tokens": 300,
+    "cache_read_input_tokens": 3200,
+}
 GOAL = "Summarise notes.txt into summary.txt"
 
 
@@ -83,7 +86,10 @@ def run_on_worker(env: dict[str, str], workspace: Path, goal: str = GOAL) -> dic
     try:
         out = subprocess.run(
             [sys.executable, "-m", "stakeflow", "run", "--workspace", str(workspace), "--auto-approve", "--json", goal],
-            env=env, capture_output=True, text=True, timeout=180,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
         )
     finally:
         worker.send_signal(signal.SIGTERM)
@@ -97,7 +103,7 @@ def rows(store: TraceStore, sql: str, params: list | None = None) -> list[dict[s
     with store.reader() as con:
         result = con.execute(sql, params or [])
         names = [d[0] for d in result.description]
-        return [dict(zip(names, row)) for row in result.fetchall()]
+        return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
 
 
 @pytest.fixture(scope="module")
@@ -113,10 +119,16 @@ async def priced_run(env, tmp_path_factory) -> WorkerRun:
         frontier_fake.script(script())
         open_fake.usage, frontier_fake.usage = OPEN_USAGE, FRONTIER_USAGE
         process = process_env(
-            home, env.client, otlp,
-            STAKEFLOW_OPEN_BASE_URL=open_fake.url, STAKEFLOW_OPEN_MODEL="qwen-test", STAKEFLOW_OPEN_DIALECT="vllm",
-            ANTHROPIC_API_KEY="sk-ant-test", ANTHROPIC_BASE_URL=frontier_fake.url,
-            OTEL_SERVICE_NAME="stakeflow-eu", OTEL_RESOURCE_ATTRIBUTES="deployment.environment=staging,team=ops",
+            home,
+            env.client,
+            otlp,
+            STAKEFLOW_OPEN_BASE_URL=open_fake.url,
+            STAKEFLOW_OPEN_MODEL="qwen-test",
+            STAKEFLOW_OPEN_DIALECT="vllm",
+            ANTHROPIC_API_KEY="sk-ant-test",
+            ANTHROPIC_BASE_URL=frontier_fake.url,
+            OTEL_SERVICE_NAME="stakeflow-eu",
+            OTEL_RESOURCE_ATTRIBUTES="deployment.environment=staging,team=ops",
         )
         run = run_on_worker(process, workspace)
         received = list(otlp.spans)
@@ -132,8 +144,14 @@ async def unpriced_run(env, tmp_path_factory) -> WorkerRun:
     with OTLPReceiver() as otlp, FakeOpenAIServer(model="qwen-unpriced") as open_fake:
         open_fake.script(agent(plan(("Think it over", None)), {1: think("thought")}, answer="done"))
         open_fake.usage = OPEN_USAGE
-        process = process_env(home, env.client, otlp, STAKEFLOW_OPEN_BASE_URL=open_fake.url,
-                              STAKEFLOW_OPEN_MODEL="qwen-unpriced", STAKEFLOW_OPEN_DIALECT="vllm")
+        process = process_env(
+            home,
+            env.client,
+            otlp,
+            STAKEFLOW_OPEN_BASE_URL=open_fake.url,
+            STAKEFLOW_OPEN_MODEL="qwen-unpriced",
+            STAKEFLOW_OPEN_DIALECT="vllm",
+        )
         run = run_on_worker(process, workspace, "Think the plan over")
         received = list(otlp.spans)
     store = TraceStore(home / "traces.duckdb")
@@ -152,14 +170,19 @@ async def test_only_model_call_spans_carry_gen_ai_request_attributes(priced_run)
     assert len(chats) == 4 == priced_run.run["usage"]["requests"]
     with_request = [s for s in spans if any(k.startswith("gen_ai.request.") for k in s.attributes)]
     as_chat = [s for s in spans if s.attributes.get(sc.GEN_AI_OPERATION) == "chat"]
-    assert sorted(s.span_id for s in with_request) == sorted(s.span_id for s in as_chat) == sorted(
-        s.span_id for s in chats)
+    assert (
+        sorted(s.span_id for s in with_request)
+        == sorted(s.span_id for s in as_chat)
+        == sorted(s.span_id for s in chats)
+    )
     steps = [s for s in spans if s.name == sc.SPAN_STEP and s.attributes.get(sc.PURPOSE) == "step"]
     assert sorted(s.attributes[sc.MODEL] for s in steps) == ["claude-sonnet-4-6", "qwen-test"]
 
     tree = trace_tree(priced_run.store, priced_run.run["workflow_id"])
     assert [(r["step"], r["model"]) for r in tree if r["name"] == sc.SPAN_STEP and r["purpose"] == "step"] == [
-        (1, "qwen-test"), (2, "claude-sonnet-4-6")]
+        (1, "qwen-test"),
+        (2, "claude-sonnet-4-6"),
+    ]
     assert [s["model"] for s in priced_run.run["steps"]] == ["qwen-test", "claude-sonnet-4-6"]
 
 
@@ -171,12 +194,17 @@ async def test_worker_resource_follows_otel_service_name_and_resource_attributes
     assert named == {"stakeflow-eu"}
     resource = priced_run.received[0].resource
     assert (resource["deployment.environment"], resource["team"], resource["stakeflow.process"]) == (
-        "staging", "ops", "worker")
+        "staging",
+        "ops",
+        "worker",
+    )
     assert {r["service_name"] for r in rows(priced_run.store, "SELECT DISTINCT service_name FROM spans")} == {
-        "stakeflow-eu"}
+        "stakeflow-eu"
+    }
     # Unset: stakeflow's default name, the role beside it.
     assert {(s.resource["service.name"], s.resource["stakeflow.process"]) for s in unpriced_run.received} == {
-        ("stakeflow", "worker")}
+        ("stakeflow", "worker")
+    }
 
 
 # --- 16: unpriced, never $0 ----------------------------------------------------------------------
@@ -188,11 +216,17 @@ async def test_a_run_whose_calls_are_all_unpriced_shows_no_amount(unpriced_run):
     assert unpriced_run.run["cost"]["line"].startswith("cost unpriced (open 3 calls unpriced · frontier 0 calls)")
     assert "$0.0000" not in unpriced_run.run["cost"]["line"]
 
-    [run] = rows(unpriced_run.store, "SELECT model_calls, unpriced_calls, cost_usd, frontier_equivalent_usd "
-                                     "FROM runs WHERE run_id = ?", [run_id])
+    [run] = rows(
+        unpriced_run.store,
+        "SELECT model_calls, unpriced_calls, cost_usd, frontier_equivalent_usd FROM runs WHERE run_id = ?",
+        [run_id],
+    )
     assert run == {"model_calls": 3, "unpriced_calls": 3, "cost_usd": None, "frontier_equivalent_usd": None}
-    [run_span] = rows(unpriced_run.store, "SELECT cost_usd, frontier_equivalent_usd, unpriced FROM spans "
-                                          "WHERE name = ? AND run_id = ?", [sc.SPAN_RUN, run_id])
+    [run_span] = rows(
+        unpriced_run.store,
+        "SELECT cost_usd, frontier_equivalent_usd, unpriced FROM spans WHERE name = ? AND run_id = ?",
+        [sc.SPAN_RUN, run_id],
+    )
     assert run_span == {"cost_usd": None, "frontier_equivalent_usd": None, "unpriced": True}
     [otlp_run_span] = [s for s in unpriced_run.received if s.name == sc.SPAN_RUN]
     assert otlp_run_span.attributes[sc.UNPRICED_CALLS] == 3
@@ -214,8 +248,9 @@ async def test_input_tokens_agree_in_the_result_the_spans_the_runs_view_and_the_
     run_id = priced_run.run["workflow_id"]
     usage = priced_run.run["usage"]
     open_total = OPEN_USAGE["prompt_tokens"]  # includes the cached tokens
-    frontier_total = sum(FRONTIER_USAGE[k] for k in ("input_tokens", "cache_creation_input_tokens",
-                                                     "cache_read_input_tokens"))
+    frontier_total = sum(
+        FRONTIER_USAGE[k] for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    )
     assert usage == {
         "input_tokens": 2 * open_total + 2 * frontier_total,
         "uncached_input_tokens": 2 * (open_total - OPEN_USAGE["cached_tokens"]) + 2 * FRONTIER_USAGE["input_tokens"],
@@ -226,11 +261,12 @@ async def test_input_tokens_agree_in_the_result_the_spans_the_runs_view_and_the_
     }
 
     # Each span: input includes the cache; raw is what the provider sent.
-    chats = sorted((s for s in priced_run.received if s.name.startswith("chat ")),
-                   key=lambda s: s.attributes[sc.STEP])
-    assert [(s.attributes[sc.ROUTE], s.attributes[sc.GEN_AI_INPUT_TOKENS], s.attributes[sc.RAW_INPUT_TOKENS])
-            for s in chats] == [("open", open_total, OPEN_USAGE["prompt_tokens"])] * 2 + [
-        ("frontier", frontier_total, FRONTIER_USAGE["input_tokens"])] * 2
+    chats = sorted((s for s in priced_run.received if s.name.startswith("chat ")), key=lambda s: s.attributes[sc.STEP])
+    assert [
+        (s.attributes[sc.ROUTE], s.attributes[sc.GEN_AI_INPUT_TOKENS], s.attributes[sc.RAW_INPUT_TOKENS]) for s in chats
+    ] == [("open", open_total, OPEN_USAGE["prompt_tokens"])] * 2 + [
+        ("frontier", frontier_total, FRONTIER_USAGE["input_tokens"])
+    ] * 2
     span_sums = {
         "input_tokens": sum(s.attributes[sc.GEN_AI_INPUT_TOKENS] for s in chats),
         "cache_read_tokens": sum(s.attributes[sc.GEN_AI_CACHE_READ] for s in chats),
@@ -239,15 +275,22 @@ async def test_input_tokens_agree_in_the_result_the_spans_the_runs_view_and_the_
     }
     assert span_sums == {k: usage[k] for k in span_sums}
 
-    [run] = rows(priced_run.store, "SELECT input_tokens, cache_read_tokens, cache_write_tokens, output_tokens "
-                                   "FROM runs WHERE run_id = ?", [run_id])
+    [run] = rows(
+        priced_run.store,
+        "SELECT input_tokens, cache_read_tokens, cache_write_tokens, output_tokens FROM runs WHERE run_id = ?",
+        [run_id],
+    )
     assert run == span_sums
     bill = cost_report(priced_run.store, run_id=run_id)
     assert {k: bill[k] for k in span_sums} == span_sums
-    stored_raw = rows(priced_run.store, "SELECT route, raw_input_tokens FROM spans WHERE operation = 'chat' "
-                                        "AND run_id = ? ORDER BY step", [run_id])
+    stored_raw = rows(
+        priced_run.store,
+        "SELECT route, raw_input_tokens FROM spans WHERE operation = 'chat' AND run_id = ? ORDER BY step",
+        [run_id],
+    )
     assert [(r["route"], r["raw_input_tokens"]) for r in stored_raw] == [
-        (s.attributes[sc.ROUTE], s.attributes[sc.RAW_INPUT_TOKENS]) for s in chats]
+        (s.attributes[sc.ROUTE], s.attributes[sc.RAW_INPUT_TOKENS]) for s in chats
+    ]
 
 
 # --- 18: a SIGTERM'd worker flushes OTLP at once -------------------------------------------------
@@ -269,14 +312,33 @@ async def test_sigterm_sends_the_finished_work_to_otlp_before_the_graceful_shutd
         open_fake.script(script())
         frontier_fake.script(script(lambda body: blocked))
         process = process_env(
-            home, client, otlp,
-            STAKEFLOW_OPEN_BASE_URL=open_fake.url, STAKEFLOW_OPEN_MODEL="qwen-test", STAKEFLOW_OPEN_DIALECT="vllm",
-            ANTHROPIC_API_KEY="sk-ant-test", ANTHROPIC_BASE_URL=frontier_fake.url, OTEL_BSP_SCHEDULE_DELAY="600000",
+            home,
+            client,
+            otlp,
+            STAKEFLOW_OPEN_BASE_URL=open_fake.url,
+            STAKEFLOW_OPEN_MODEL="qwen-test",
+            STAKEFLOW_OPEN_DIALECT="vllm",
+            ANTHROPIC_API_KEY="sk-ant-test",
+            ANTHROPIC_BASE_URL=frontier_fake.url,
+            OTEL_BSP_SCHEDULE_DELAY="600000",
         )
         worker = spawn_worker(process)
         cli = subprocess.Popen(
-            [sys.executable, "-m", "stakeflow", "run", "--workspace", str(workspace), "--auto-approve", "--json",
-             "--no-wait", GOAL], env=process, stdout=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "stakeflow",
+                "run",
+                "--workspace",
+                str(workspace),
+                "--auto-approve",
+                "--json",
+                "--no-wait",
+                GOAL,
+            ],
+            env=process,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         workflow_id = json.loads(cli.communicate(timeout=120)[0])["workflow_id"]
         try:
@@ -286,7 +348,8 @@ async def test_sigterm_sends_the_finished_work_to_otlp_before_the_graceful_shutd
             deadline = time.monotonic() + 10  # well inside the graceful shutdown, which waits for the call
             finished = {"chat qwen-test": 2, "execute_tool read_file": 1, sc.SPAN_STEP: 2}
             while time.monotonic() < deadline and not all(
-                    sum(s.name == name for s in otlp.spans) >= n for name, n in finished.items()):
+                sum(s.name == name for s in otlp.spans) >= n for name, n in finished.items()
+            ):
                 await asyncio.sleep(0.1)
             received = list(otlp.spans)
         finally:

@@ -52,14 +52,17 @@ def test_cost_report_totals_in_exact_dollars(priced_store):
     ]
 
 
-@pytest.mark.parametrize(("by", "expected"), [
-    ("run", [("B", 0.101, 3), ("A", 0.052, 2)]),
-    ("route", [("frontier", 0.15, 2), ("open", 0.003, 3)]),
-    ("stakes", [("high", 0.15, 2), ("low", 0.003, 3)]),
-    ("source", [("github", 0.101, 3), ("cli", 0.052, 2)]),
-    ("day", [("2026-11-18", 0.101, 3), ("2026-11-20", 0.052, 2)]),
-    ("tool", [("(no tool)", 0.101, 3), ("http_get", 0.05, 1), ("write_file", 0.05, 1), ("read_file", 0.002, 1)]),
-])
+@pytest.mark.parametrize(
+    ("by", "expected"),
+    [
+        ("run", [("B", 0.101, 3), ("A", 0.052, 2)]),
+        ("route", [("frontier", 0.15, 2), ("open", 0.003, 3)]),
+        ("stakes", [("high", 0.15, 2), ("low", 0.003, 3)]),
+        ("source", [("github", 0.101, 3), ("cli", 0.052, 2)]),
+        ("day", [("2026-11-18", 0.101, 3), ("2026-11-20", 0.052, 2)]),
+        ("tool", [("(no tool)", 0.101, 3), ("http_get", 0.05, 1), ("write_file", 0.05, 1), ("read_file", 0.002, 1)]),
+    ],
+)
 def test_cost_report_breakdowns(priced_store, by, expected):
     rows = cost_report(priced_store, None, by)["rows"]
     assert [(r[by], r["cost_usd"], r["calls"]) for r in rows] == expected
@@ -73,9 +76,11 @@ def test_cost_of_failed_runs(priced_store):
 
 
 def test_a_run_in_flight_is_in_runs_without_a_status(path):
-    DuckDBSpanExporter(path).export([
-        make_span("chat qwen", chat_attributes("C", 1, "open", "qwen", **{sc.COST_USD: 0.25})),
-    ])
+    DuckDBSpanExporter(path).export(
+        [
+            make_span("chat qwen", chat_attributes("C", 1, "open", "qwen", **{sc.COST_USD: 0.25})),
+        ]
+    )
     _, rows = run_sql(TraceStore(path), "SELECT run_id, status, ended_at, model_calls, cost_usd FROM runs")
     assert [(r[0], r[1], r[2], r[3], float(r[4])) for r in rows] == [("C", None, None, 1, 0.25)]
 
@@ -86,11 +91,17 @@ def test_reports_take_the_frontier_equivalent_each_call_stored(path):
     The activity stores a frontier call's own cost as its equivalent; here the stored figure differs
     from the cost, so a query that worked the equivalent out again would show.
     """
-    DuckDBSpanExporter(path).export([
-        make_span(sc.SPAN_RUN, {sc.RUN_ID: "F", sc.STATUS: "ok"}),
-        make_span("chat claude-haiku-4-5", chat_attributes("F", 1, "frontier", "claude-haiku-4-5", **{
-            sc.COST_USD: 0.01, sc.FRONTIER_EQUIVALENT_USD: 0.04})),
-    ])
+    DuckDBSpanExporter(path).export(
+        [
+            make_span(sc.SPAN_RUN, {sc.RUN_ID: "F", sc.STATUS: "ok"}),
+            make_span(
+                "chat claude-haiku-4-5",
+                chat_attributes(
+                    "F", 1, "frontier", "claude-haiku-4-5", **{sc.COST_USD: 0.01, sc.FRONTIER_EQUIVALENT_USD: 0.04}
+                ),
+            ),
+        ]
+    )
     store = TraceStore(path)
     report = cost_report(store)
     assert (report["total_usd"], report["frontier_equivalent_usd"], report["saved_usd"]) == (0.01, 0.04, 0.03)
@@ -121,16 +132,19 @@ def test_an_empty_store_reports_zero_and_creates_nothing(path):
 # --- SQL ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sql", [
-    "INSERT INTO spans (span_id, trace_id, name, start_time) VALUES ('x', 'y', 'z', now())",
-    "COPY spans TO '/tmp/stolen.csv'",
-    "ATTACH '/tmp/other.duckdb' AS other",
-    "DROP TABLE spans",
-    "DELETE FROM spans",
-    "SET enable_external_access = true",
-    "SELECT 1; DROP TABLE spans",
-    "CREATE TABLE t AS SELECT 1",
-])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO spans (span_id, trace_id, name, start_time) VALUES ('x', 'y', 'z', now())",
+        "COPY spans TO '/tmp/stolen.csv'",
+        "ATTACH '/tmp/other.duckdb' AS other",
+        "DROP TABLE spans",
+        "DELETE FROM spans",
+        "SET enable_external_access = true",
+        "SELECT 1; DROP TABLE spans",
+        "CREATE TABLE t AS SELECT 1",
+    ],
+)
 def test_write_sql_is_refused(priced_store, sql):
     with pytest.raises(InputError, match="only read-only queries|exactly one SQL statement"):
         run_sql(priced_store, sql)
@@ -138,8 +152,10 @@ def test_write_sql_is_refused(priced_store, sql):
 
 
 def test_read_sql_runs_and_cannot_reach_other_files(priced_store):
-    columns, rows = run_sql(priced_store, "SELECT request_model, count(*) AS n FROM spans "
-                                          "WHERE operation = 'chat' GROUP BY ALL ORDER BY n DESC, 1")
+    columns, rows = run_sql(
+        priced_store,
+        "SELECT request_model, count(*) AS n FROM spans WHERE operation = 'chat' GROUP BY ALL ORDER BY n DESC, 1",
+    )
     assert columns == ["request_model", "n"]
     assert rows == [("claude-sonnet-4-6", 2), ("qwen", 2), ("llama", 1)]
     with pytest.raises(InputError, match="SQL failed"):
@@ -160,5 +176,3 @@ def test_format_table_and_csv():
         "a-long-model-name     10      NULL"
     )
     assert to_csv(columns, rows) == "model,calls,cost_usd\nqwen,2,0.002\na-long-model-name,10,\n"
-
-

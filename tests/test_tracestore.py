@@ -58,8 +58,13 @@ def test_round_trip_of_a_span_tree(path):
         "    execute_tool read_file",
     ]
     frontier = rows[4]
-    assert (frontier["input_tokens"], frontier["raw_input_tokens"], frontier["output_tokens"],
-            frontier["cache_read_tokens"], frontier["cache_write_tokens"]) == (2800, 300, 150, 2000, 500)
+    assert (
+        frontier["input_tokens"],
+        frontier["raw_input_tokens"],
+        frontier["output_tokens"],
+        frontier["cache_read_tokens"],
+        frontier["cache_write_tokens"],
+    ) == (2800, 300, 150, 2000, 500)
     assert frontier["cost_usd"] == 0.0054 and frontier["route"] == "frontier"
     text = render_tree(rows)
     assert "    chat claude-sonnet-4-6" in text and "$0.005400" in text
@@ -72,12 +77,32 @@ def test_round_trip_of_a_span_tree(path):
             "start_time <= end_time, duration_ms >= 0, typeof(start_time) "
             "FROM spans WHERE name = 'chat claude-sonnet-4-6'"
         ).fetchone()
-        run = con.execute("SELECT run_id, status, source, stakes, sensitivity, steps, frontier_steps, "
-                          "model_calls, unpriced_calls, cost_usd FROM runs").fetchall()
+        run = con.execute(
+            "SELECT run_id, status, source, stakes, sensitivity, steps, frontier_steps, "
+            "model_calls, unpriced_calls, cost_usd FROM runs"
+        ).fetchall()
         migrations = con.execute("SELECT version, description FROM schema_migrations").fetchall()
-    assert stored == ("CLIENT", "UNSET", "stakeflow", "chat", "anthropic", "claude-sonnet-4-6",
-                      "claude-sonnet-4-6", "builtin-2026-11-28", False, 1, False, "ok", "high", "cli",
-                      1, "step", True, True, "TIMESTAMP")
+    assert stored == (
+        "CLIENT",
+        "UNSET",
+        "stakeflow",
+        "chat",
+        "anthropic",
+        "claude-sonnet-4-6",
+        "claude-sonnet-4-6",
+        "builtin-2026-11-28",
+        False,
+        1,
+        False,
+        "ok",
+        "high",
+        "cli",
+        1,
+        "step",
+        True,
+        True,
+        "TIMESTAMP",
+    )
     assert [r[:9] for r in run] == [("run-1", "ok", "cli", "high", "internal", 1, 1, 2, 0)]
     assert float(run[0][9]) == 0.0058  # the calls' sum, not the run span's own attribute
     assert migrations == [(m.version, m.description) for m in MIGRATIONS]
@@ -181,13 +206,24 @@ def test_two_workers_and_two_readers_lose_nothing_and_count_nothing_twice(path, 
     stop = tmp_path / "stop"
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
     workers = [
-        subprocess.Popen([sys.executable, str(tmp_path / "worker.py"), str(path), f"w{k}", str(n)],
-                         cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, str(tmp_path / "worker.py"), str(path), f"w{k}", str(n)],
+            cwd=REPO,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for k in (1, 2)
     ]
     # A second reader process contends for the lock: syncs give way, readers fall back to the spool.
-    other = subprocess.Popen([sys.executable, str(tmp_path / "reader.py"), str(path), str(stop)], cwd=REPO,
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    other = subprocess.Popen(
+        [sys.executable, str(tmp_path / "reader.py"), str(path), str(stop)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     store = TraceStore(path)
     seen, locked = [], 0
     while any(w.poll() is None for w in workers) or len(seen) < 3:
@@ -209,8 +245,9 @@ def test_two_workers_and_two_readers_lose_nothing_and_count_nothing_twice(path, 
     store.compact()
     assert store.pending_segments() == []
     with store.reader() as con:
-        assert con.execute("SELECT run_id, count(*), count(DISTINCT span_id) FROM spans "
-                           "GROUP BY run_id ORDER BY run_id").fetchall() == [("w1", n, n), ("w2", n, n)]
+        assert con.execute(
+            "SELECT run_id, count(*), count(DISTINCT span_id) FROM spans GROUP BY run_id ORDER BY run_id"
+        ).fetchall() == [("w1", n, n), ("w2", n, n)]
     report = cost_report(store, by="run")
     assert report["calls"] == 2 * n
     assert report["total_usd"] == pytest.approx(2 * n * 0.001, abs=1e-9)
@@ -219,13 +256,19 @@ def test_two_workers_and_two_readers_lose_nothing_and_count_nothing_twice(path, 
 
 def _hold(path: Path, read_only: bool) -> subprocess.Popen:
     holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import duckdb, sys
             con = duckdb.connect({str(path)!r}, read_only={read_only})
             print("holding", flush=True)
             sys.stdin.readline()
-        """)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        """),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout.readline().strip() == "holding"
     return holder
@@ -309,22 +352,29 @@ def test_a_store_from_a_newer_stakeflow_is_refused(path):
 def _version_1_store(path: Path) -> None:
     """The file a stakeflow of schema version 1 left: its migration, its record, rows its ingest wrote."""
     con = duckdb.connect(str(path))
-    con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, description VARCHAR NOT NULL, "
-                "applied_at TIMESTAMP NOT NULL)")
+    con.execute(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, description VARCHAR NOT NULL, "
+        "applied_at TIMESTAMP NOT NULL)"
+    )
     MIGRATIONS[0].apply(con)
     con.execute("INSERT INTO schema_migrations VALUES (1, 'spans table and runs view', now()::TIMESTAMP)")
-    row = ("INSERT INTO spans (span_id, trace_id, name, start_time, end_time, run_id, step, route, operation, "
-           "request_model, cost_usd, frontier_equivalent_usd, unpriced) VALUES (?, 't', ?, TIMESTAMP '2026-11-20', "
-           "TIMESTAMP '2026-11-20', 'old', ?, ?, ?, ?, ?, ?, ?)")
-    con.executemany(row, [
-        ("a", "stakeflow.run", None, None, None, None, None, None, False),
-        ("b", "chat qwen", 1, "open", "chat", "qwen", 0.002, 0.03, False),
-        ("c", "chat claude-sonnet-4-6", 2, "frontier", "chat", "claude-sonnet-4-6", 0.05, 0.05, False),
-        # A frontier call stored without the attribute (a span from another producer): version 1's
-        # queries took its cost as its equivalent.
-        ("d", "chat claude-sonnet-4-6", 3, "frontier", "chat", "claude-sonnet-4-6", 0.1, None, False),
-        ("e", "chat qwen", 4, "open", "chat", "qwen", None, 0.01, True),
-    ])
+    row = (
+        "INSERT INTO spans (span_id, trace_id, name, start_time, end_time, run_id, step, route, operation, "
+        "request_model, cost_usd, frontier_equivalent_usd, unpriced) VALUES (?, 't', ?, TIMESTAMP '2026-11-20', "
+        "TIMESTAMP '2026-11-20', 'old', ?, ?, ?, ?, ?, ?, ?)"
+    )
+    con.executemany(
+        row,
+        [
+            ("a", "stakeflow.run", None, None, None, None, None, None, False),
+            ("b", "chat qwen", 1, "open", "chat", "qwen", 0.002, 0.03, False),
+            ("c", "chat claude-sonnet-4-6", 2, "frontier", "chat", "claude-sonnet-4-6", 0.05, 0.05, False),
+            # A frontier call stored without the attribute (a span from another producer): version 1's
+            # queries took its cost as its equivalent.
+            ("d", "chat claude-sonnet-4-6", 3, "frontier", "chat", "claude-sonnet-4-6", 0.1, None, False),
+            ("e", "chat qwen", 4, "open", "chat", "qwen", None, 0.01, True),
+        ],
+    )
     con.close()
 
 
@@ -340,12 +390,15 @@ def test_a_version_1_store_opens_migrated_with_its_rows_and_figures(path):
 
         # Every migration since version 1 applied, each recorded once, in order.
         assert con.execute("SELECT version, description FROM schema_migrations ORDER BY version").fetchall() == [
-            (m.version, m.description) for m in MIGRATIONS]
+            (m.version, m.description) for m in MIGRATIONS
+        ]
         assert [m.version for m in MIGRATIONS][:2] == [1, 2]
-        assert con.execute("SELECT span_id, frontier_equivalent_usd::DOUBLE FROM spans WHERE route = 'frontier' "
-                           "ORDER BY span_id").fetchall() == [("c", 0.05), ("d", 0.1)]
-        run = con.execute("SELECT run_id, model_calls, unpriced_calls, cost_usd::DOUBLE, "
-                          "frontier_equivalent_usd::DOUBLE FROM runs").fetchall()
+        assert con.execute(
+            "SELECT span_id, frontier_equivalent_usd::DOUBLE FROM spans WHERE route = 'frontier' ORDER BY span_id"
+        ).fetchall() == [("c", 0.05), ("d", 0.1)]
+        run = con.execute(
+            "SELECT run_id, model_calls, unpriced_calls, cost_usd::DOUBLE, frontier_equivalent_usd::DOUBLE FROM runs"
+        ).fetchall()
     assert run == [("old", 4, 1, 0.152, 0.18)]
     run_tree(provider(path), "new")  # and it takes new spans as before
     assert store.sync().spans_inserted == 7
@@ -357,25 +410,68 @@ def _version_2_store(path: Path) -> None:
     with only stakeflow.model (traced since, ingested by a version-2 stakeflow: no request_model), and an
     all-unpriced run's span as version 2 ingested it (cost $0, not unpriced)."""
     con = duckdb.connect(str(path))
-    con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, description VARCHAR NOT NULL, "
-                "applied_at TIMESTAMP NOT NULL)")
+    con.execute(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, description VARCHAR NOT NULL, "
+        "applied_at TIMESTAMP NOT NULL)"
+    )
     for m in MIGRATIONS[:2]:
         m.apply(con)
         con.execute("INSERT INTO schema_migrations VALUES (?, ?, now()::TIMESTAMP)", [m.version, m.description])
-    row = ("INSERT INTO spans (span_id, trace_id, parent_span_id, name, start_time, end_time, run_id, step, "
-           "purpose, operation, request_model, cost_usd, frontier_equivalent_usd, unpriced, input_tokens, "
-           "attributes) VALUES (?, 't', ?, ?, TIMESTAMP '2026-11-20', TIMESTAMP '2026-11-20', 'old', ?, ?, ?, ?, ?, "
-           "?, ?, ?, ?)")
-    con.executemany(row, [
-        ("run", None, "stakeflow.run", None, None, None, None, 0.0, 0.0, False, None,
-         '{"stakeflow.unpriced_calls": 2, "stakeflow.cost_usd": 0.0}'),
-        ("s1", "run", "stakeflow.step", 1, "step", None, "qwen", None, None, False, None,
-         '{"gen_ai.request.model": "qwen"}'),
-        ("s2", "run", "stakeflow.step", 2, "step", None, None, None, None, False, None,
-         '{"stakeflow.model": "claude-sonnet-4-6"}'),
-        ("c1", "s1", "chat qwen", 1, "step", "chat", "qwen", None, None, True, 700, "{}"),
-        ("c2", "s2", "chat claude-sonnet-4-6", 2, "step", "chat", "claude-sonnet-4-6", None, None, True, 900, "{}"),
-    ])
+    row = (
+        "INSERT INTO spans (span_id, trace_id, parent_span_id, name, start_time, end_time, run_id, step, "
+        "purpose, operation, request_model, cost_usd, frontier_equivalent_usd, unpriced, input_tokens, "
+        "attributes) VALUES (?, 't', ?, ?, TIMESTAMP '2026-11-20', TIMESTAMP '2026-11-20', 'old', ?, ?, ?, ?, ?, "
+        "?, ?, ?, ?)"
+    )
+    con.executemany(
+        row,
+        [
+            (
+                "run",
+                None,
+                "stakeflow.run",
+                None,
+                None,
+                None,
+                None,
+                0.0,
+                0.0,
+                False,
+                None,
+                '{"stakeflow.unpriced_calls": 2, "stakeflow.cost_usd": 0.0}',
+            ),
+            (
+                "s1",
+                "run",
+                "stakeflow.step",
+                1,
+                "step",
+                None,
+                "qwen",
+                None,
+                None,
+                False,
+                None,
+                '{"gen_ai.request.model": "qwen"}',
+            ),
+            (
+                "s2",
+                "run",
+                "stakeflow.step",
+                2,
+                "step",
+                None,
+                None,
+                None,
+                None,
+                False,
+                None,
+                '{"stakeflow.model": "claude-sonnet-4-6"}',
+            ),
+            ("c1", "s1", "chat qwen", 1, "step", "chat", "qwen", None, None, True, 700, "{}"),
+            ("c2", "s2", "chat claude-sonnet-4-6", 2, "step", "chat", "claude-sonnet-4-6", None, None, True, 900, "{}"),
+        ],
+    )
     con.close()
 
 
@@ -392,33 +488,42 @@ def test_a_version_2_store_gets_step_models_and_unpriced_runs(path):
     ]
     assert render_tree(tree).splitlines()[-1] == '2 model calls, UNPRICED: add [prices."<model id>"] to stakeflow.toml'
     with store.reader() as con:
-        assert con.execute("SELECT model_calls, unpriced_calls, cost_usd, frontier_equivalent_usd, input_tokens "
-                           "FROM runs").fetchall() == [(2, 2, None, None, 1600)]
+        assert con.execute(
+            "SELECT model_calls, unpriced_calls, cost_usd, frontier_equivalent_usd, input_tokens FROM runs"
+        ).fetchall() == [(2, 2, None, None, 1600)]
 
 
 def test_ingest_reads_a_step_model_from_either_attribute_and_flags_unpriced_runs(path):
     tp = provider(path)
     span = tp.get_tracer("t").start_as_current_span
     with span("stakeflow.run", attributes={"stakeflow.run_id": "r"}) as run:
-        with span("stakeflow.step", attributes={"stakeflow.run_id": "r", "stakeflow.step": 1,
-                                                "stakeflow.model": "qwen"}):
+        with span(
+            "stakeflow.step", attributes={"stakeflow.run_id": "r", "stakeflow.step": 1, "stakeflow.model": "qwen"}
+        ):
             pass
-        with span("stakeflow.step", attributes={"stakeflow.run_id": "r", "stakeflow.step": 2,
-                                                "gen_ai.request.model": "llama"}):  # as a step was traced before
+        with span(
+            "stakeflow.step", attributes={"stakeflow.run_id": "r", "stakeflow.step": 2, "gen_ai.request.model": "llama"}
+        ):  # as a step was traced before
             pass
-        run.set_attributes({"stakeflow.cost_usd": 0.0, "stakeflow.frontier_equivalent_usd": 0.0,
-                            "stakeflow.unpriced_calls": 1})
-    with span("stakeflow.run", attributes={"stakeflow.run_id": "p", "stakeflow.cost_usd": 0.25,
-                                           "stakeflow.unpriced_calls": 1}):
+        run.set_attributes(
+            {"stakeflow.cost_usd": 0.0, "stakeflow.frontier_equivalent_usd": 0.0, "stakeflow.unpriced_calls": 1}
+        )
+    with span(
+        "stakeflow.run", attributes={"stakeflow.run_id": "p", "stakeflow.cost_usd": 0.25, "stakeflow.unpriced_calls": 1}
+    ):
         pass  # some calls priced: the cost is a lower bound, kept, and flagged
     store = TraceStore(path)
     for _ in range(2):  # from the spool, then from the table
         with store.reader() as con:
-            assert con.execute("SELECT step, request_model FROM spans WHERE name = 'stakeflow.step' "
-                               "ORDER BY step").fetchall() == [(1, "qwen"), (2, "llama")]
-            assert con.execute("SELECT run_id, cost_usd::DOUBLE, frontier_equivalent_usd, unpriced FROM spans "
-                               "WHERE name = 'stakeflow.run' ORDER BY run_id").fetchall() == [
-                ("p", 0.25, None, True), ("r", None, None, True)]
+            assert con.execute(
+                "SELECT step, request_model FROM spans WHERE name = 'stakeflow.step' ORDER BY step"
+            ).fetchall() == [(1, "qwen"), (2, "llama")]
+            assert con.execute(
+                "SELECT run_id, cost_usd::DOUBLE, frontier_equivalent_usd, unpriced FROM spans "
+                "WHERE name = 'stakeflow.run' ORDER BY run_id"
+            ).fetchall() == [("p", 0.25, None, True), ("r", None, None, True)]
             assert con.execute("SELECT run_id, unpriced_calls FROM runs ORDER BY run_id").fetchall() == [
-                ("p", 1), ("r", 1)]
+                ("p", 1),
+                ("r", 1),
+            ]
         store.sync()

@@ -26,9 +26,18 @@ def render(url: str, tmp_path, screenshot: bool = False) -> str:
     """The page's DOM after its scripts ran (the flags from ../shared/DESIGN.md)."""
     profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=tmp_path))
     args = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={profile}", "--virtual-time-budget=15000", "--window-size=1600,2400",
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=15000",
+        "--window-size=1600,2400",
     ]
     if screenshot:
         args += [f"--screenshot={tmp_path / 'workflow.png'}", url]
@@ -45,14 +54,17 @@ async def test_run_is_readable_in_the_web_ui(client, tmp_path):
     ws.mkdir()
     (ws / "notes.txt").write_text("Revenue grew 12%.\n")
     with FakeOpenAIServer(model="qwen-test") as open_fake:
-        open_fake.script(agent(
-            plan(("Read the notes", "read_file"), ("Write the summary", "write_file")),
-            {1: call("read_file", path="notes.txt"), 2: call("write_file", path="s.txt", content="12%")},
-            answer="done",
-        ))
+        open_fake.script(
+            agent(
+                plan(("Read the notes", "read_file"), ("Write the summary", "write_file")),
+                {1: call("read_file", path="notes.txt"), 2: call("write_file", path="s.txt", content="12%")},
+                answer="done",
+            )
+        )
         settings = make_settings(tmp_path, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm")
-        req = tasks.build_request(settings, "Summarise the quarterly notes for the board", workspace=ws,
-                                  auto_approve=True)
+        req = tasks.build_request(
+            settings, "Summarise the quarterly notes for the board", workspace=ws, auto_approve=True
+        )
         async with running_workers(client, settings):
             handle = await tasks.start_run(client, settings, req)
             await handle.result()

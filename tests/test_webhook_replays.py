@@ -16,8 +16,18 @@ from stakeflow.settings import load_settings
 from stakeflow.webhooks.signatures import seal_id_for, workflow_id_for
 from stakeflow.webhooks.temporal import SEAL_WORKFLOW
 from tests.webhook_support import (  # noqa: F401  (fixtures are used by name)
-    SECRET, assert_not_started, hook, http, issue_body, new_delivery, open_fake, serve_process, server, settings,
-    signed, terminate,
+    SECRET,
+    assert_not_started,
+    hook,
+    http,
+    issue_body,
+    new_delivery,
+    open_fake,
+    serve_process,
+    server,
+    settings,
+    signed,
+    terminate,
 )
 
 
@@ -38,8 +48,9 @@ async def test_a_replayed_github_body_with_a_fresh_delivery_id_starts_nothing(tm
     run = first.json()
 
     replay = new_delivery()
-    again = await http.post(f"{server.url}/hooks/gh", content=body,
-                            headers=with_delivery(captured, "X-GitHub-Delivery", replay))
+    again = await http.post(
+        f"{server.url}/hooks/gh", content=body, headers=with_delivery(captured, "X-GitHub-Delivery", replay)
+    )
     assert again.status_code == 202, again.text
     assert again.json() == {**run, "duplicate": True}
     await assert_not_started(client, f"hook-gh-{replay}")
@@ -50,11 +61,15 @@ async def test_a_replayed_github_body_with_a_fresh_delivery_id_starts_nothing(tm
     toml = '[hooks.gh]\nsecret_env = "HOOK_SECRET"\ngoal = "Triage this issue: {payload.issue.title}"\nstakes = "low"\n'
     later = new_delivery()
     async with serve_process(tmp_path / "other-server", client, http, toml, HOOK_SECRET=SECRET) as (url, _):
-        other = await http.post(f"{url}/hooks/gh", content=body,
-                                headers=with_delivery(captured, "X-GitHub-Delivery", later))
+        other = await http.post(
+            f"{url}/hooks/gh", content=body, headers=with_delivery(captured, "X-GitHub-Delivery", later)
+        )
     assert other.status_code == 202, other.text
     assert (other.json()["workflow_id"], other.json()["run_id"], other.json()["duplicate"]) == (
-        run["workflow_id"], run["run_id"], True)
+        run["workflow_id"],
+        run["run_id"],
+        True,
+    )
     await assert_not_started(client, f"hook-gh-{later}")
 
 
@@ -79,10 +94,12 @@ async def test_concurrent_replays_under_different_delivery_ids_start_one_run(cli
     body = issue_body()
     captured = signed(body, new_delivery(), github=True)
     deliveries = [new_delivery() for _ in range(8)]
-    answers = await asyncio.gather(*[
-        http.post(f"{server.url}/hooks/gh", content=body, headers=with_delivery(captured, "X-GitHub-Delivery", d))
-        for d in deliveries
-    ])
+    answers = await asyncio.gather(
+        *[
+            http.post(f"{server.url}/hooks/gh", content=body, headers=with_delivery(captured, "X-GitHub-Delivery", d))
+            for d in deliveries
+        ]
+    )
     assert [r.status_code for r in answers] == [202] * 8, [r.text for r in answers]
     assert sorted(r.json()["duplicate"] for r in answers) == [False] + [True] * 7
     winner = next(r.json() for r in answers if not r.json()["duplicate"])
@@ -104,7 +121,9 @@ async def test_a_seal_is_a_workflow_no_worker_ever_runs(client, server, http):
     assert await desc.memo_value("run") == r.json()["workflow_id"]
     # Open for twice the tolerance (300 s by default), and never a workflow task: nothing can run it.
     assert desc.raw_description.execution_config.workflow_execution_timeout.ToSeconds() == 600
-    assert [e.event_type for e in (await seal.fetch_history()).events] == [EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED]
+    assert [e.event_type for e in (await seal.fetch_history()).events] == [
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED
+    ]
     await terminate(client, r.json()["workflow_id"])
 
 
@@ -121,8 +140,9 @@ async def test_a_closed_seal_still_refuses_the_replay(client, server, http):
     else:
         pytest.fail("the seal never closed")
     replay = new_delivery()
-    again = await http.post(f"{server.url}/hooks/brief", content=body,
-                            headers=with_delivery(captured, "X-GitHub-Delivery", replay))
+    again = await http.post(
+        f"{server.url}/hooks/brief", content=body, headers=with_delivery(captured, "X-GitHub-Delivery", replay)
+    )
     assert again.status_code == 202 and again.json() == {**first.json(), "duplicate": True}, again.text
     await assert_not_started(client, f"hook-brief-{replay}")
     await terminate(client, first.json()["workflow_id"])
@@ -134,8 +154,9 @@ async def test_a_replayed_timestamped_body_within_the_tolerance_starts_nothing(c
     captured = signed(body, original)  # X-Stakeflow-Timestamp: now
     first = await http.post(f"{server.url}/hooks/stamped", content=body, headers=captured)
     assert first.status_code == 202 and first.json()["duplicate"] is False, first.text
-    again = await http.post(f"{server.url}/hooks/stamped", content=body,
-                            headers=with_delivery(captured, "X-Stakeflow-Delivery", replay))
+    again = await http.post(
+        f"{server.url}/hooks/stamped", content=body, headers=with_delivery(captured, "X-Stakeflow-Delivery", replay)
+    )
     assert again.status_code == 202 and again.json() == {**first.json(), "duplicate": True}
     await assert_not_started(client, f"hook-stamped-{replay}")
     await terminate(client, first.json()["workflow_id"])
@@ -146,7 +167,9 @@ async def test_a_sender_retry_signed_again_is_still_one_run(client, server, http
     delivery = new_delivery()
     body = issue_body()
     now = int(time.time())
-    first = await http.post(f"{server.url}/hooks/gh", content=body, headers=signed(body, delivery, timestamp=str(now - 1)))
+    first = await http.post(
+        f"{server.url}/hooks/gh", content=body, headers=signed(body, delivery, timestamp=str(now - 1))
+    )
     retry = await http.post(f"{server.url}/hooks/gh", content=body, headers=signed(body, delivery, timestamp=str(now)))
     assert (first.status_code, retry.status_code) == (202, 202), retry.text
     assert retry.json() == {**first.json(), "duplicate": True}
@@ -156,7 +179,9 @@ async def test_a_sender_retry_signed_again_is_still_one_run(client, server, http
 async def test_stakeflow_signatures_need_a_timestamp_unless_the_hook_turns_it_off(client, server, http):
     assert hook().require_timestamp is True
     body = issue_body()
-    refused = await http.post(f"{server.url}/hooks/gh", content=body, headers=signed(body, d1 := new_delivery(), stamp=False))
+    refused = await http.post(
+        f"{server.url}/hooks/gh", content=body, headers=signed(body, d1 := new_delivery(), stamp=False)
+    )
     assert refused.status_code == 401, refused.text
     assert "requires X-Stakeflow-Timestamp" in refused.json()["error"]
     assert "require_timestamp = false" in refused.json()["error"]
@@ -166,8 +191,11 @@ async def test_stakeflow_signatures_need_a_timestamp_unless_the_hook_turns_it_of
     captured = signed(body, new_delivery(), stamp=False)
     first = await http.post(f"{server.url}/hooks/unstamped", content=body, headers=captured)
     assert first.status_code == 202 and first.json()["duplicate"] is False, first.text
-    replay = await http.post(f"{server.url}/hooks/unstamped", content=body,
-                             headers=with_delivery(captured, "X-Stakeflow-Delivery", d2 := new_delivery()))
+    replay = await http.post(
+        f"{server.url}/hooks/unstamped",
+        content=body,
+        headers=with_delivery(captured, "X-Stakeflow-Delivery", d2 := new_delivery()),
+    )
     assert replay.status_code == 202 and replay.json()["duplicate"] is True
     await assert_not_started(client, f"hook-unstamped-{d2}")
     await terminate(client, first.json()["workflow_id"])

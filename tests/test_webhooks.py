@@ -11,20 +11,36 @@ import uuid
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from agents.types import TaskResult
 from stakeflow.core.errors import ConfigError
-from stakeflow.webhooks.config import MissingField, TemplateError, render_goal, template_fields
 from stakeflow.settings import load_settings
 from stakeflow.webhooks import create_app, sign, workflow_id_for
+from stakeflow.webhooks.config import MissingField, TemplateError, render_goal, template_fields
 from tests.agent_script import agent, call, plan, think
 from tests.conftest import free_port, make_settings, running_workers
 from tests.webhook_support import (  # noqa: F401  (fixtures are used by name)
-    ENVIRON, GOAL, SECRET, TOKEN, ServerThread, assert_not_started, hook, hook_settings, http, issue_body,
-    new_delivery, open_fake, serve_process, server, settings, signed, terminate,
+    ENVIRON,
+    GOAL,
+    SECRET,
+    TOKEN,
+    ServerThread,
+    assert_not_started,
+    hook,
+    hook_settings,
+    http,
+    issue_body,
+    new_delivery,
+    open_fake,
+    serve_process,
+    server,
+    settings,
+    signed,
+    terminate,
 )
-
 
 # --- the happy path ------------------------------------------------------------------------------
 
@@ -94,9 +110,9 @@ async def test_the_same_delivery_twice_is_one_run(client, server, http):
 async def test_concurrent_redeliveries_start_exactly_one_run(client, server, http):
     delivery = new_delivery()
     body = issue_body()
-    answers = await asyncio.gather(*[
-        http.post(f"{server.url}/hooks/gh", content=body, headers=signed(body, delivery)) for _ in range(8)
-    ])
+    answers = await asyncio.gather(
+        *[http.post(f"{server.url}/hooks/gh", content=body, headers=signed(body, delivery)) for _ in range(8)]
+    )
     assert [r.status_code for r in answers] == [202] * 8
     assert sorted(r.json()["duplicate"] for r in answers) == [False] + [True] * 7
     assert len({r.json()["run_id"] for r in answers}) == 1
@@ -139,14 +155,18 @@ def test_unsafe_delivery_ids_are_hashed():
 
 async def test_timestamped_signature(client, server, http):
     body = issue_body()
-    fresh = await http.post(f"{server.url}/hooks/stamped", content=body,
-                            headers=signed(body, d1 := new_delivery(), timestamp=str(int(time.time()))))
+    fresh = await http.post(
+        f"{server.url}/hooks/stamped",
+        content=body,
+        headers=signed(body, new_delivery(), timestamp=str(int(time.time()))),
+    )
     assert fresh.status_code == 202, fresh.text
     await terminate(client, fresh.json()["workflow_id"])
 
     stale_ts = str(int(time.time()) - 3600)
-    stale = await http.post(f"{server.url}/hooks/stamped", content=body,
-                            headers=signed(body, d2 := new_delivery(), timestamp=stale_ts))
+    stale = await http.post(
+        f"{server.url}/hooks/stamped", content=body, headers=signed(body, d2 := new_delivery(), timestamp=stale_ts)
+    )
     assert stale.status_code == 401 and "X-Stakeflow-Timestamp" in stale.json()["error"]
 
     # A timestamp changed after signing breaks the signature.
@@ -155,7 +175,9 @@ async def test_timestamped_signature(client, server, http):
     moved = await http.post(f"{server.url}/hooks/stamped", content=body, headers=headers)
     assert moved.status_code == 401 and "does not match" in moved.json()["error"]
 
-    missing = await http.post(f"{server.url}/hooks/stamped", content=body, headers=signed(body, d4 := new_delivery(), stamp=False))
+    missing = await http.post(
+        f"{server.url}/hooks/stamped", content=body, headers=signed(body, d4 := new_delivery(), stamp=False)
+    )
     assert missing.status_code == 401 and "requires X-Stakeflow-Timestamp" in missing.json()["error"]
     for d in (d2, d3, d4):
         await assert_not_started(client, f"hook-stamped-{d}")
@@ -235,15 +257,18 @@ def _raw_exchange(port: int, head: bytes, body_part: bytes) -> bytes:
 
 def test_413_is_sent_before_the_declared_body_arrives(server):
     # Claims 50 MB, sends 10 bytes: the answer comes without waiting for the rest.
-    head = (b"POST /hooks/gh HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"X-Stakeflow-Signature-256: sha256=" + b"0" * 64 + b"\r\nContent-Length: 50000000\r\n\r\n")
+    head = (
+        b"POST /hooks/gh HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"X-Stakeflow-Signature-256: sha256=" + b"0" * 64 + b"\r\nContent-Length: 50000000\r\n\r\n"
+    )
     answer = _raw_exchange(server.port, head, b'{"issue": ')
     assert answer.startswith(b"HTTP/1.1 413")
 
 
 def test_413_for_a_chunked_body_is_counted_while_streaming(server):
-    head = (b"POST /hooks/small HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n")
+    head = (
+        b"POST /hooks/small HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
     chunk = b"a" * 600
     part = (b"%x\r\n" % len(chunk) + chunk + b"\r\n") * 2  # 1200 bytes, no terminating chunk
     answer = _raw_exchange(server.port, head, part)
@@ -274,7 +299,9 @@ async def test_runs_need_the_api_token(tmp_path, client, server, http):
     assert r.status_code == 401
     r = await http.get(f"{server.url}/runs/anything", headers={"Authorization": "Bearer wrong"})
     assert r.status_code == 401
-    r = await http.get(f"{server.url}/runs/no-such-run-{uuid.uuid4().hex}", headers={"Authorization": f"Bearer {TOKEN}"})
+    r = await http.get(
+        f"{server.url}/runs/no-such-run-{uuid.uuid4().hex}", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     assert r.status_code == 404 and "no run" in r.json()["error"]
     assert "searched workflow ids and run ids" in r.json()["error"]
     # Without STAKEFLOW_API_TOKEN on the server, lookups are off and the answer says how to enable them.
@@ -294,11 +321,13 @@ async def test_running_run_status(client, server, http):
 
 
 async def test_approve_a_waiting_step_over_http(client, settings, server, http, open_fake):
-    open_fake.script(agent(
-        plan(("Read the notes", "read_file"), ("Write the summary", "write_file")),
-        {1: call("read_file", path="notes.txt"), 2: call("write_file", path="summary.txt", content="grew 12%\n")},
-        answer="done",
-    ))
+    open_fake.script(
+        agent(
+            plan(("Read the notes", "read_file"), ("Write the summary", "write_file")),
+            {1: call("read_file", path="notes.txt"), 2: call("write_file", path="summary.txt", content="grew 12%\n")},
+            answer="done",
+        )
+    )
     ws = settings.default_workspace
     ws.mkdir(parents=True, exist_ok=True)
     (ws / "notes.txt").write_text("Revenue grew 12%.\n")
@@ -324,7 +353,9 @@ async def test_approve_a_waiting_step_over_http(client, settings, server, http, 
         assert bad.status_code == 422 and "note" in bad.json()["error"]
         wrong = await http.post(approve, json={"step": 9, "note": "x"}, headers=auth)
         assert wrong.status_code == 409 and "step 9 is not waiting for approval" in wrong.json()["error"]
-        missing = await http.post(f"{server.url}/runs/no-such-{uuid.uuid4().hex}/approve", json={"step": 1}, headers=auth)
+        missing = await http.post(
+            f"{server.url}/runs/no-such-{uuid.uuid4().hex}/approve", json={"step": 1}, headers=auth
+        )
         assert missing.status_code == 404
 
         ok = await http.post(approve, json={"step": 2, "note": "looks right", "by": "alice"}, headers=auth)
@@ -343,8 +374,13 @@ async def test_approve_a_waiting_step_over_http(client, settings, server, http, 
 async def test_openapi_document(server, http):
     doc = (await http.get(f"{server.url}/openapi.json")).json()
     assert doc["openapi"].startswith("3.")
-    assert set(doc["paths"]) == {"/hooks/{name}", "/runs/{workflow_id}", "/runs/{workflow_id}/approve", "/healthz",
-                                 "/openapi.json"}
+    assert set(doc["paths"]) == {
+        "/hooks/{name}",
+        "/runs/{workflow_id}",
+        "/runs/{workflow_id}/approve",
+        "/healthz",
+        "/openapi.json",
+    }
     for path, ops in doc["paths"].items():
         for method, op in ops.items():
             assert method in ("get", "post") and op["responses"], (path, method)
@@ -358,7 +394,9 @@ async def test_openapi_document(server, http):
                         assert ref.removeprefix("#/components/schemas/") in doc["components"]["schemas"], ref
     # The deliver operation documents the headers the server reads and every answer it gives.
     deliver = doc["paths"]["/hooks/{name}"]["post"]
-    assert {"X-Stakeflow-Event", "X-GitHub-Event", "X-Stakeflow-Timestamp"} <= {p["name"] for p in deliver["parameters"]}
+    assert {"X-Stakeflow-Event", "X-GitHub-Event", "X-Stakeflow-Timestamp"} <= {
+        p["name"] for p in deliver["parameters"]
+    }
     assert {"200", "202", "400", "401", "404", "413", "422", "502", "503"} == set(deliver["responses"])
     assert [*_refs(deliver["responses"]["202"])] == ["#/components/schemas/Accepted", "#/components/schemas/Ignored"]
 
@@ -380,23 +418,35 @@ _text = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), 
 
 @st.composite
 def deliveries(draw):
-    name = draw(st.sampled_from(["gh", "gh-only", "stamped", "unstamped", "small", "issues", "brief", "nope",
-                                 "%2e%2e", "gh%00"]))
+    name = draw(
+        st.sampled_from(
+            ["gh", "gh-only", "stamped", "unstamped", "small", "issues", "brief", "nope", "%2e%2e", "gh%00"]
+        )
+    )
     kind = draw(st.sampled_from(["json", "bytes", "issue", "deep"]))
     if kind == "bytes":
         body = draw(st.binary(max_size=1500))
     elif kind == "json":
-        body = json.dumps(draw(st.recursive(
-            st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-            lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
-            max_leaves=10))).encode()
+        body = json.dumps(
+            draw(
+                st.recursive(
+                    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+                    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
+                    max_leaves=10,
+                )
+            )
+        ).encode()
     elif kind == "deep":
         depth = draw(st.integers(min_value=90, max_value=5000))
-        body = draw(st.sampled_from([b"[" * depth + b"]" * depth, b'{"a":' * depth + b"1" + b"}" * depth,
-                                     b"[" * depth]))
+        body = draw(
+            st.sampled_from([b"[" * depth + b"]" * depth, b'{"a":' * depth + b"1" + b"}" * depth, b"[" * depth])
+        )
     else:
-        issue = draw(st.dictionaries(st.sampled_from(["title", "body", "x"]),
-                                     st.none() | st.text(max_size=30) | st.integers(), max_size=3))
+        issue = draw(
+            st.dictionaries(
+                st.sampled_from(["title", "body", "x"]), st.none() | st.text(max_size=30) | st.integers(), max_size=3
+            )
+        )
         action = draw(st.none() | st.sampled_from(["opened", "reopened", "labeled"]) | st.integers())
         body = json.dumps({"issue": issue, **({} if action is None else {"action": action})}).encode()
     headers: dict[str, str] = {}
@@ -436,8 +486,9 @@ def test_fuzz_no_5xx(settings):
                 started.append(r.json()["workflow_id"])
             elif r.status_code < 300:
                 answered.add("ping" if r.status_code == 200 else "ignored")
-            a = http.post(f"{s.url}/runs/{name}/approve", content=body,
-                          headers={**headers, "Authorization": f"Bearer {TOKEN}"})
+            a = http.post(
+                f"{s.url}/runs/{name}/approve", content=body, headers={**headers, "Authorization": f"Bearer {TOKEN}"}
+            )
             assert a.status_code < 500, (a.status_code, a.text)
             for path in ("/runs/" + name, "/healthz"):
                 g = http.get(f"{s.url}{path}", headers={k: v for k, v in headers.items() if k.startswith("X-")})
@@ -452,8 +503,9 @@ def test_fuzz_no_5xx(settings):
 
 
 def test_goal_template_rendering():
-    payload = {"issue": {"title": "T", "labels": [{"name": "bug"}], "n": 3, "draft": False, "body": None,
-                         "meta": {"a": 1}}}
+    payload = {
+        "issue": {"title": "T", "labels": [{"name": "bug"}], "n": 3, "draft": False, "body": None, "meta": {"a": 1}}
+    }
     assert render_goal("{payload.issue.title} #{payload.issue.n}", payload) == "T #3"
     assert render_goal("{payload.issue.labels.0.name}", payload) == "bug"
     assert render_goal("{{literal}} {payload.issue.draft} [{payload.issue.body}]", payload) == "{literal} false []"
@@ -465,8 +517,16 @@ def test_goal_template_rendering():
     # Only JSON keys are reachable: no attributes, no format-spec tricks.
     with pytest.raises(MissingField):
         render_goal("{payload.issue.__class__}", payload)
-    for bad in ("{payload.issue.title!r}", "{payload.issue.title:>10}", "{issue.title}", "{payload}", "{", "}",
-                "{payload.a[0]}", "{0}"):
+    for bad in (
+        "{payload.issue.title!r}",
+        "{payload.issue.title:>10}",
+        "{issue.title}",
+        "{payload}",
+        "{",
+        "}",
+        "{payload.a[0]}",
+        "{0}",
+    ):
         with pytest.raises(TemplateError):
             render_goal(bad, payload)
 
@@ -481,7 +541,11 @@ def test_hooks_in_the_config_file(tmp_path, monkeypatch):
     )
     h = load_settings().hooks["github-issues"]
     assert (h.secret_env, h.max_body_bytes, h.signature, h.tools) == ("GITHUB_WEBHOOK_SECRET", 1024 * 1024, None, None)
-    for extra, word in (('secret = "x"\n', "secret"), ('goal = "{payload.x"\n', "goal"), ('tools = ["nope"]\n', "nope")):
+    for extra, word in (
+        ('secret = "x"\n', "secret"),
+        ('goal = "{payload.x"\n', "goal"),
+        ('tools = ["nope"]\n', "nope"),
+    ):
         text = '[hooks.x]\nsecret_env = "S"\n' + (extra if "goal" in extra else 'goal = "g"\n' + extra)
         (home / "stakeflow.toml").write_text(text)
         with pytest.raises(ConfigError) as e:
@@ -494,8 +558,10 @@ def test_hooks_in_the_config_file(tmp_path, monkeypatch):
 
 async def test_stakeflow_serve_command(tmp_path, client, http):
     """`stakeflow serve` reads [hooks.*] from stakeflow.toml and the secret from its environment."""
-    toml = ('[hooks.github-issues]\nsecret_env = "GITHUB_WEBHOOK_SECRET"\n'
-            'goal = "Triage this issue and draft a reply: {payload.issue.title}"\nstakes = "low"\n')
+    toml = (
+        '[hooks.github-issues]\nsecret_env = "GITHUB_WEBHOOK_SECRET"\n'
+        'goal = "Triage this issue and draft a reply: {payload.issue.title}"\nstakes = "low"\n'
+    )
     delivery = new_delivery()
     async with serve_process(tmp_path / "serve-home", client, http, toml, GITHUB_WEBHOOK_SECRET=SECRET) as (url, proc):
         body = issue_body("Served-MARKER")

@@ -16,8 +16,9 @@ from workers.sandbox import PASSED_THROUGH
 
 
 def _by_queue(client, settings):
-    workers = build_workers(client, settings, ("workflows", "open", "frontier", "tools"), ModelActivities(settings),
-                            Toolboxes(settings))
+    workers = build_workers(
+        client, settings, ("workflows", "open", "frontier", "tools"), ModelActivities(settings), Toolboxes(settings)
+    )
     return {w.task_queue: w.config() for w in workers}
 
 
@@ -43,7 +44,10 @@ async def test_queue_limits_reach_each_worker_and_unset_ones_keep_temporals_defa
     assert open_cfg["activity_task_poller_behavior"] == PollerBehaviorSimpleMaximum(maximum=12)
     wf = configs[queue_name("workflows", prefix)]
     assert (wf["max_concurrent_workflow_tasks"], wf["max_concurrent_local_activities"], wf["max_cached_workflows"]) == (
-        300, 400, 2000)
+        300,
+        400,
+        2000,
+    )
     assert wf["workflow_task_poller_behavior"] == PollerBehaviorSimpleMaximum(maximum=8)
     frontier = configs[queue_name("frontier", prefix)]
     assert frontier.get("max_concurrent_activities") is None  # Temporal's default

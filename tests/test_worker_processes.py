@@ -28,8 +28,9 @@ def spawn_worker(env: dict[str, str], *args: str):
     log_dir = Path(env["STAKEFLOW_HOME"]) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / "test-worker.log", "ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "stakeflow", "worker", *args], env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "stakeflow", "worker", *args], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
 
 
 def _children(pid: int) -> list[int]:
@@ -48,10 +49,13 @@ def _alive(pid: int) -> bool:
 
 
 async def _poller_pids(client, prefix: str) -> set[int]:
-    resp = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
-        namespace=client.namespace, task_queue=TaskQueue(name=queue_name("workflows", prefix)),
-        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-    ))
+    resp = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=queue_name("workflows", prefix)),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+    )
     return {int(p.identity.split("@", 1)[0]) for p in resp.pollers if p.identity.split("@", 1)[0].isdigit()}
 
 
@@ -71,20 +75,31 @@ async def test_two_processes_poll_serve_runs_and_stop_on_one_sigterm(client, tmp
     workspace.mkdir()
     with FakeOpenAIServer(model="qwen-test") as fake:
         fake.script(agent(plan(("Compute", "calculator")), {1: call("calculator", expression="6*7")}, answer="42"))
-        env = worker_env(tmp_path / "home", client, prefix, STAKEFLOW_OPEN_BASE_URL=fake.url,
-                         STAKEFLOW_OPEN_MODEL="qwen-test", STAKEFLOW_OPEN_DIALECT="vllm")
+        env = worker_env(
+            tmp_path / "home",
+            client,
+            prefix,
+            STAKEFLOW_OPEN_BASE_URL=fake.url,
+            STAKEFLOW_OPEN_MODEL="qwen-test",
+            STAKEFLOW_OPEN_DIALECT="vllm",
+        )
         parent = spawn_worker(env, "--processes", "2")
         try:
-            children = await _wait_for(lambda: _async(len(_children(parent.pid)) == 2 and _children(parent.pid)),
-                                       60, "two worker processes")
+            children = await _wait_for(
+                lambda: _async(len(_children(parent.pid)) == 2 and _children(parent.pid)), 60, "two worker processes"
+            )
             pollers = await _wait_for(
-                lambda: _poll_set(client, prefix, set(children)), 60, f"pollers of both children: {worker_log(env)}")
+                lambda: _poll_set(client, prefix, set(children)), 60, f"pollers of both children: {worker_log(env)}"
+            )
             assert pollers == set(children)
 
             settings = make_settings(tmp_path, queue_prefix=prefix, open_base_url=fake.url, open_model="qwen-test")
-            handles = [await tasks.start_run(client, settings, tasks.build_request(settings, f"Compute {i}",
-                                                                                     workspace=workspace))
-                       for i in range(6)]
+            handles = [
+                await tasks.start_run(
+                    client, settings, tasks.build_request(settings, f"Compute {i}", workspace=workspace)
+                )
+                for i in range(6)
+            ]
             results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 120)
             assert [r.answer for r in results] == ["42"] * 6
         finally:
@@ -99,14 +114,18 @@ async def test_children_stop_when_their_parent_is_killed(client, tmp_path):
     prefix = f"t{uuid.uuid4().hex[:8]}"
     env = worker_env(tmp_path / "home", client, prefix, STAKEFLOW_OPEN_BASE_URL="http://127.0.0.1:9/v1")
     parent = spawn_worker(env, "--processes", "2", "--queues", "workflows")
-    children = await _wait_for(lambda: _async(len(_children(parent.pid)) == 2 and _children(parent.pid)),
-                               60, "two worker processes")
+    children = await _wait_for(
+        lambda: _async(len(_children(parent.pid)) == 2 and _children(parent.pid)), 60, "two worker processes"
+    )
     await _wait_for(lambda: _poll_set(client, prefix, set(children)), 60, "pollers of both children")
     parent.send_signal(signal.SIGKILL)
     parent.wait(10)
     try:
-        await _wait_for(lambda: _async(not any(_alive(c) for c in children)), 60,
-                        f"the children to stop (PR_SET_PDEATHSIG): {worker_log(env)}")
+        await _wait_for(
+            lambda: _async(not any(_alive(c) for c in children)),
+            60,
+            f"the children to stop (PR_SET_PDEATHSIG): {worker_log(env)}",
+        )
     finally:
         for c in children:  # never leave a poller behind, even when the test fails
             if _alive(c):

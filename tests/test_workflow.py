@@ -41,7 +41,11 @@ def workspace(tmp_path):
 def settings_for(tmp_path, open_fake, frontier_fake=None, **kw):
     extra = {}
     if frontier_fake is not None:
-        extra = {"anthropic_api_key": SECRET_KEY, "anthropic_base_url": frontier_fake.url, "frontier_model": "claude-test"}
+        extra = {
+            "anthropic_api_key": SECRET_KEY,
+            "anthropic_base_url": frontier_fake.url,
+            "frontier_model": "claude-test",
+        }
     values = {"open_base_url": open_fake.url, "open_model": "qwen-test", "open_dialect": "vllm", **extra, **kw}
     return make_settings(tmp_path, **values)
 
@@ -57,11 +61,13 @@ async def run_task(client, settings, goal, **kw):
 
 
 async def test_low_stakes_run_stays_on_the_open_model(client, tmp_path, open_fake, frontier_fake, workspace):
-    open_fake.script(agent(
-        plan(("Read the notes", "read_file")),
-        {1: call("read_file", "read notes", path="notes.txt")},
-        answer="Revenue grew 12%; Nordic doubled enterprise deals.",
-    ))
+    open_fake.script(
+        agent(
+            plan(("Read the notes", "read_file")),
+            {1: call("read_file", "read notes", path="notes.txt")},
+            answer="Revenue grew 12%; Nordic doubled enterprise deals.",
+        )
+    )
     settings = settings_for(tmp_path, open_fake, frontier_fake)
     result = await run_task(client, settings, "Summarise notes.txt", workspace=workspace)
 
@@ -77,20 +83,26 @@ async def test_low_stakes_run_stays_on_the_open_model(client, tmp_path, open_fak
     assert "Nordic region" in open_fake.calls[2].raw
     # Planner and step saw the workspace's real files.
     size = (workspace / "notes.txt").stat().st_size
-    assert f"notes.txt ({size} bytes)" in open_fake.calls[0].raw and f"notes.txt ({size} bytes)" in open_fake.calls[1].raw
+    assert (
+        f"notes.txt ({size} bytes)" in open_fake.calls[0].raw and f"notes.txt ({size} bytes)" in open_fake.calls[1].raw
+    )
 
 
 async def test_side_effect_step_goes_to_frontier_and_writes_once(client, tmp_path, open_fake, frontier_fake, workspace):
     script = agent(
         plan(("Read the notes", "read_file"), ("Write a summary file", "write_file")),
-        {1: call("read_file", path="notes.txt"), 2: call("write_file", path="summary.md", content="# Summary\nGrew 12%\n")},
+        {
+            1: call("read_file", path="notes.txt"),
+            2: call("write_file", path="summary.md", content="# Summary\nGrew 12%\n"),
+        },
         answer="Wrote summary.md",
     )
     open_fake.script(script)
     frontier_fake.script(script)
     settings = settings_for(tmp_path, open_fake, frontier_fake)
-    result = await run_task(client, settings, "Summarise notes.txt into summary.md", workspace=workspace,
-                            auto_approve=True)
+    result = await run_task(
+        client, settings, "Summarise notes.txt into summary.md", workspace=workspace, auto_approve=True
+    )
 
     routes = [(s.index, s.route, s.stakes) for s in result.steps]
     assert routes == [(1, "open", "low"), (2, "frontier", "high")]
@@ -100,21 +112,27 @@ async def test_side_effect_step_goes_to_frontier_and_writes_once(client, tmp_pat
     # Frontier saw step 2 and the answer (the run's highest stakes are high); the key arrived as a header.
     assert len(frontier_fake.calls) == 2
     # (anthropic 2.x sends the key as a bearer token; 0.x as x-api-key)
-    sent = [c.headers.get("x-api-key") or c.headers.get("authorization", "").removeprefix("Bearer ") for c in frontier_fake.calls]
+    sent = [
+        c.headers.get("x-api-key") or c.headers.get("authorization", "").removeprefix("Bearer ")
+        for c in frontier_fake.calls
+    ]
     assert sent == [SECRET_KEY] * 2
     assert result.answer_route.route == "frontier"
     assert len(open_fake.calls) == 2  # plan, step 1
 
 
 async def test_private_data_never_reaches_the_frontier(client, tmp_path, open_fake, frontier_fake, workspace):
-    open_fake.script(agent(
-        plan(("Read the notes", "read_file"), ("Write the plan", "write_file", "high")),
-        {1: call("read_file", path="regions.csv"), 2: call("write_file", path="out.txt", content="Ingrid: hire 2")},
-        answer="done",
-    ))
+    open_fake.script(
+        agent(
+            plan(("Read the notes", "read_file"), ("Write the plan", "write_file", "high")),
+            {1: call("read_file", path="regions.csv"), 2: call("write_file", path="out.txt", content="Ingrid: hire 2")},
+            answer="done",
+        )
+    )
     settings = settings_for(tmp_path, open_fake, frontier_fake)
-    result = await run_task(client, settings, "Plan hires from regions.csv", sensitivity="private",
-                            workspace=workspace, auto_approve=True)
+    result = await run_task(
+        client, settings, "Plan hires from regions.csv", sensitivity="private", workspace=workspace, auto_approve=True
+    )
 
     assert [s.route for s in result.steps] == ["open", "open"]
     assert result.steps[1].needs_approval is True and result.steps[1].stakes == "high"
@@ -227,8 +245,10 @@ async def test_progress_query_reports_steps(client, tmp_path, open_fake, workspa
 
 
 async def test_repeated_identical_tool_calls_run_once(client, tmp_path, open_fake, workspace):
-    twice = {"tool_calls": [{"tool": "write_file", "args": {"path": "x.txt", "content": "a\n", "append": True}}] * 2,
-             "result": "wrote"}
+    twice = {
+        "tool_calls": [{"tool": "write_file", "args": {"path": "x.txt", "content": "a\n", "append": True}}] * 2,
+        "result": "wrote",
+    }
     open_fake.script(agent(plan(("Write", "write_file")), {1: twice}, answer="ok"))
     settings = settings_for(tmp_path, open_fake)
     result = await run_task(client, settings, "append a line", workspace=workspace, stakes="low")
@@ -238,8 +258,8 @@ async def test_repeated_identical_tool_calls_run_once(client, tmp_path, open_fak
 
 async def test_run_cost_from_configured_prices(client, tmp_path, open_fake, frontier_fake, workspace):
     """Costs summed in the workflow equal a hand computation from the fakes' token counts."""
-    from stakeflow.core.billing import cost_line
     from stakeflow.config_sections import PriceConfig
+    from stakeflow.core.billing import cost_line
 
     script = agent(
         plan(("Read", "read_file"), ("Write", "write_file")),
@@ -249,10 +269,19 @@ async def test_run_cost_from_configured_prices(client, tmp_path, open_fake, fron
     open_fake.script(script)
     frontier_fake.script(script)
     open_fake.usage = {"prompt_tokens": 1000, "completion_tokens": 200, "cached_tokens": 0}
-    frontier_fake.usage = {"input_tokens": 2000, "output_tokens": 300,
-                           "cache_creation_input_tokens": 500, "cache_read_input_tokens": 4000}
-    settings = settings_for(tmp_path, open_fake, frontier_fake, frontier_model="claude-sonnet-4-6",
-                            prices={"qwen-test": PriceConfig(input_per_mtok=0.2, output_per_mtok=0.6)})
+    frontier_fake.usage = {
+        "input_tokens": 2000,
+        "output_tokens": 300,
+        "cache_creation_input_tokens": 500,
+        "cache_read_input_tokens": 4000,
+    }
+    settings = settings_for(
+        tmp_path,
+        open_fake,
+        frontier_fake,
+        frontier_model="claude-sonnet-4-6",
+        prices={"qwen-test": PriceConfig(input_per_mtok=0.2, output_per_mtok=0.6)},
+    )
     result = await run_task(client, settings, "read then write", workspace=workspace, auto_approve=True)
 
     # open: plan + step 1, each 1000 in / 200 out at $0.20/$0.60 per Mtok
@@ -290,8 +319,13 @@ async def test_open_endpoint_down_falls_back_to_frontier(client, tmp_path, front
 
     frontier_fake.script(agent(plan(("Compute", "calculator")), {1: call("calculator", expression="6*7")}, answer="42"))
     settings = make_settings(
-        tmp_path, open_base_url=f"http://127.0.0.1:{free_port()}/v1", open_model="qwen-test", open_dialect="vllm",
-        anthropic_api_key=SECRET_KEY, anthropic_base_url=frontier_fake.url, frontier_model="claude-test",
+        tmp_path,
+        open_base_url=f"http://127.0.0.1:{free_port()}/v1",
+        open_model="qwen-test",
+        open_dialect="vllm",
+        anthropic_api_key=SECRET_KEY,
+        anthropic_base_url=frontier_fake.url,
+        frontier_model="claude-test",
     )
     settings.policy.model_max_attempts = 2
     settings.policy.model_retry_initial_s = 0.1
@@ -308,8 +342,12 @@ async def test_open_endpoint_down_on_private_run_fails_clearly(client, tmp_path,
     from tests.conftest import free_port
 
     settings = make_settings(
-        tmp_path, open_base_url=f"http://127.0.0.1:{free_port()}/v1", open_model="qwen-test", open_dialect="vllm",
-        anthropic_api_key=SECRET_KEY, anthropic_base_url=frontier_fake.url,
+        tmp_path,
+        open_base_url=f"http://127.0.0.1:{free_port()}/v1",
+        open_model="qwen-test",
+        open_dialect="vllm",
+        anthropic_api_key=SECRET_KEY,
+        anthropic_base_url=frontier_fake.url,
     )
     settings.policy.model_max_attempts = 2
     settings.policy.model_retry_initial_s = 0.1
@@ -336,15 +374,22 @@ async def test_frontier_429_retry_after_is_honoured_in_history(client, tmp_path,
         history = await handle.fetch_history()
     assert result.steps[0].route == "frontier" and result.steps[0].status == "ok"
     # The step's call_model ran twice: attempt 2 started at least retry-after after attempt 1 was scheduled.
-    started = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
-               and e.activity_task_started_event_attributes.attempt == 2]
+    started = [
+        e
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+        and e.activity_task_started_event_attributes.attempt == 2
+    ]
     assert len(started) == 1
     scheduled_id = started[0].activity_task_started_event_attributes.scheduled_event_id
     scheduled = next(e for e in history.events if e.event_id == scheduled_id)
     waited = started[0].event_time.ToDatetime() - scheduled.event_time.ToDatetime()
     assert waited.total_seconds() >= 3.0
-    assert "429" in started[0].activity_task_started_event_attributes.last_failure.message or \
-        started[0].activity_task_started_event_attributes.last_failure.application_failure_info.type == "ModelUnavailable"
+    assert (
+        "429" in started[0].activity_task_started_event_attributes.last_failure.message
+        or started[0].activity_task_started_event_attributes.last_failure.application_failure_info.type
+        == "ModelUnavailable"
+    )
 
 
 async def test_frontier_401_fails_at_once_naming_the_key(client, tmp_path, open_fake, frontier_fake, workspace):
@@ -395,15 +440,22 @@ async def test_the_schemas_a_small_model_decodes_under_name_only_real_tools_and_
     file the goal names; a read_file path can only be a workspace file."""
     from tests.fakes import output_schema
 
-    open_fake.script(agent(
-        plan(("Read the notes", "read_file")),
-        {1: call("read_file", "read notes", path="notes.txt")},
-        answer="Revenue grew 12%.",
-    ))
+    open_fake.script(
+        agent(
+            plan(("Read the notes", "read_file")),
+            {1: call("read_file", "read notes", path="notes.txt")},
+            answer="Revenue grew 12%.",
+        )
+    )
     settings = settings_for(tmp_path, open_fake)
     settings.policy.first_step_reads = "always"  # the default, "auto", constrains the embedded model only
-    result = await run_task(client, settings, "Summarise the file notes.txt", workspace=workspace,
-                            tools=["read_file", "calculator", "write_file"])
+    result = await run_task(
+        client,
+        settings,
+        "Summarise the file notes.txt",
+        workspace=workspace,
+        tools=["read_file", "calculator", "write_file"],
+    )
     assert result.status == "completed"
     plan_schema, step_schema = (output_schema(c.body) for c in open_fake.calls[:2])
     # pydantic-ai inlines $defs for the vLLM dialect's strict json_schema.
@@ -460,8 +512,10 @@ async def test_a_200_step_run_keeps_every_payload_bounded(client, tmp_path, open
     for name in ("a.txt", "b.txt", "c.txt"):
         (workspace / name).write_text(name[0] * 5000)
     steps = [(f"Read the three files again ({i})", "read_file") for i in range(1, 201)]
-    reads = {"tool_calls": [{"tool": "read_file", "args": {"path": p}} for p in ("a.txt", "b.txt", "c.txt")],
-             "result": "read them"}
+    reads = {
+        "tool_calls": [{"tool": "read_file", "args": {"path": p}} for p in ("a.txt", "b.txt", "c.txt")],
+        "result": "read them",
+    }
     open_fake.script(agent(plan(*steps), {i: reads for i in range(1, 201)}, answer="done"))
     settings = settings_for(tmp_path, open_fake)
     req = tasks.build_request(settings, "a long plan", workspace=workspace, max_steps=200)
@@ -472,7 +526,9 @@ async def test_a_200_step_run_keeps_every_payload_bounded(client, tmp_path, open
         runs = [wf async for wf in client.list_workflows(f"WorkflowId = '{handle.id}'")]
         largest = 0
         for wf in runs:
-            largest = max(largest, _largest_payload(await client.get_workflow_handle(handle.id, run_id=wf.run_id).fetch_history()))
+            largest = max(
+                largest, _largest_payload(await client.get_workflow_handle(handle.id, run_id=wf.run_id).fetch_history())
+            )
     assert result.status == "completed" and len(result.steps) == 200
     assert all(len(r.output) >= 3000 for s in result.steps[-5:] for r in s.tool_results)  # recent: whole
     assert all(len(r.output) < 300 and r.truncated for r in result.steps[0].tool_results)  # older: compacted

@@ -39,8 +39,9 @@ class ServerThread:
 
     def __init__(self, app) -> None:
         self.port = free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None,
-                                access_log=False, lifespan="off")
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_config=None, access_log=False, lifespan="off"
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -116,8 +117,16 @@ def issue_body(title="Crash on start", body="It crashes.", action="opened", **ex
     return json.dumps({"action": action, "issue": issue}).encode()
 
 
-def signed(body: bytes, delivery: str | None = None, *, github=False, timestamp: str | None = None,
-           stamp: bool = True, event: str | None = None, secret: str = SECRET) -> dict[str, str]:
+def signed(
+    body: bytes,
+    delivery: str | None = None,
+    *,
+    github=False,
+    timestamp: str | None = None,
+    stamp: bool = True,
+    event: str | None = None,
+    secret: str = SECRET,
+) -> dict[str, str]:
     """Headers of a correctly signed delivery.
 
     Stakeflow's scheme is timestamped with the current time unless ``timestamp`` is given or ``stamp``
@@ -167,9 +176,13 @@ async def serve_process(home: Path, client: Client, http: httpx.AsyncClient, tom
     home.mkdir(parents=True, exist_ok=True)
     (home / "stakeflow.toml").write_text(toml)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "stakeflow", "serve", "--port", str(port)],
-                            env=worker_env(home, client, f"t{uuid.uuid4().hex[:8]}", **env),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stakeflow", "serve", "--port", str(port)],
+        env=worker_env(home, client, f"t{uuid.uuid4().hex[:8]}", **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(400):

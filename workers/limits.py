@@ -11,8 +11,8 @@ from typing import Any
 
 from temporalio.worker import PollerBehaviorSimpleMaximum
 
-from stakeflow.core.contracts import QueueRole
 from stakeflow.config_sections import QueueLimits
+from stakeflow.core.contracts import QueueRole
 from stakeflow.settings import Settings
 
 
@@ -23,8 +23,12 @@ def limits_of(settings: Settings, role: QueueRole) -> QueueLimits:
 def worker_kwargs(limits: QueueLimits) -> dict[str, Any]:
     """The ``Worker(...)`` keyword arguments ``limits`` sets (none for what it leaves unset)."""
     kwargs: dict[str, Any] = {}
-    for name in ("max_concurrent_activities", "max_concurrent_workflow_tasks", "max_concurrent_local_activities",
-                 "max_cached_workflows"):
+    for name in (
+        "max_concurrent_activities",
+        "max_concurrent_workflow_tasks",
+        "max_concurrent_local_activities",
+        "max_cached_workflows",
+    ):
         value = getattr(limits, name)
         if value is not None:
             kwargs[name] = value

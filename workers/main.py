@@ -25,8 +25,8 @@ from activities.python_tools import PythonToolbox
 from activities.python_tools import load as load_python_tools
 from activities.tools import ToolActivities
 from stakeflow import telemetry
-from stakeflow.settings import Settings
 from stakeflow.core.contracts import ROLES, QueueRole, queue_name
+from stakeflow.settings import Settings
 from workers.limits import limits_of, worker_kwargs
 from workers.sandbox import workflow_runner
 from workflows.agent_task import AgentTaskWorkflow
@@ -65,7 +65,10 @@ class Toolboxes:
 
 
 def build_workers(
-    client: Client, settings: Settings, roles: Sequence[QueueRole], models: ModelActivities,
+    client: Client,
+    settings: Settings,
+    roles: Sequence[QueueRole],
+    models: ModelActivities,
     toolboxes: Toolboxes | None = None,
 ) -> list[Worker]:
     """One Temporal Worker per queue (a role's, plus each MCP server's own), sharing the activity instances."""
@@ -81,12 +84,25 @@ def build_workers(
             # run_tool is registered here too: fast read-only tools run as local activities.
             evals = EvalActivities(client, settings)
             kwargs = {
-                "workflows": [AgentTaskWorkflow, ShadowEvalWorkflow, ShadowBudgetWorkflow, ReplayEvalWorkflow,
-                              LearnWorkflow],
+                "workflows": [
+                    AgentTaskWorkflow,
+                    ShadowEvalWorkflow,
+                    ShadowBudgetWorkflow,
+                    ReplayEvalWorkflow,
+                    LearnWorkflow,
+                ],
                 "workflow_runner": workflow_runner(),
-                "activities": [tools.run_tool, evals.reserve_shadow_budget, evals.settle_shadow_budget,
-                               evals.record_eval, evals.read_agreement, evals.record_label,
-                               evals.load_replay_examples, learn.export_dataset, learn.promote_adapter],
+                "activities": [
+                    tools.run_tool,
+                    evals.reserve_shadow_budget,
+                    evals.settle_shadow_budget,
+                    evals.record_eval,
+                    evals.read_agreement,
+                    evals.record_label,
+                    evals.load_replay_examples,
+                    learn.export_dataset,
+                    learn.promote_adapter,
+                ],
             }
         elif role == "open":  # next to vLLM: its adapters are loaded from here
             kwargs = {"activities": [models.call_model, learn.load_adapter, learn.unload_adapter]}
@@ -101,14 +117,15 @@ def build_workers(
             kwargs["activities"] = [*kwargs["activities"], models.call_model]  # open calls as local activities
         kwargs.update(worker_kwargs(limits_of(settings, role)))  # [workers.<role>]
         for queue in queues:
-            workers.append(
-                Worker(client, task_queue=queue, graceful_shutdown_timeout=GRACEFUL_SHUTDOWN, **kwargs)
-            )
+            workers.append(Worker(client, task_queue=queue, graceful_shutdown_timeout=GRACEFUL_SHUTDOWN, **kwargs))
     return workers
 
 
 async def run_workers(
-    client: Client, settings: Settings, roles: Sequence[QueueRole] = ROLES, stop: asyncio.Event | None = None,
+    client: Client,
+    settings: Settings,
+    roles: Sequence[QueueRole] = ROLES,
+    stop: asyncio.Event | None = None,
     toolboxes: Toolboxes | None = None,
 ) -> None:
     """Poll the given queues until ``stop`` is set (or forever), then shut down gracefully."""

@@ -35,9 +35,9 @@ with workflow.unsafe.imports_passed_through():
         TaskResult,
         ToolResult,
     )
+    from stakeflow.codec import Public  # the cost line stays readable in the Web UI with codec keys on
     from stakeflow.core import errors
     from stakeflow.core import semconv as sc
-    from stakeflow.codec import Public  # the cost line stays readable in the Web UI with codec keys on
     from stakeflow.core.billing import cost_line
     from stakeflow.core.contracts import (
         AGENT_WORKFLOW,
@@ -53,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.quality import QualityLoop
     from workflows.run_tools import RunTools
     from workflows.tally import tally
+
 
 def _tracer():
     # Replay-safe under Temporal's OpenTelemetryPlugin: spans are not re-exported on replay.
@@ -84,8 +85,11 @@ class AgentTaskWorkflow(Bookkeeping, RunTools, QualityLoop, ApprovalGate):
         self._allowed = list(req.tools)
         self._sensitivity = req.sensitivity
         attributes = {
-            sc.RUN_ID: workflow.info().workflow_id, sc.SOURCE: req.source, **({sc.AGENT: req.agent} if req.agent else {}),
-            sc.SENSITIVITY: req.sensitivity, sc.STAKES: req.stakes,
+            sc.RUN_ID: workflow.info().workflow_id,
+            sc.SOURCE: req.source,
+            **({sc.AGENT: req.agent} if req.agent else {}),
+            sc.SENSITIVITY: req.sensitivity,
+            sc.STAKES: req.stakes,
         }
         continued: workflow.ContinueAsNewError | None = None
         with _tracer().start_as_current_span(sc.SPAN_RUN, attributes=attributes) as span:
@@ -113,21 +117,25 @@ class AgentTaskWorkflow(Bookkeeping, RunTools, QualityLoop, ApprovalGate):
             if req.resume is not None:
                 steps, first = self._resume(req.resume, result), (req.resume.progress or Progress()).current_step + 1
             else:
-                workflow.upsert_search_attributes([
-                    KEYS["source"].value_set(req.source),
-                    KEYS["sensitivity"].value_set(req.sensitivity),
-                    KEYS["stakes"].value_set("high" if req.stakes == "high" else "low"),
-                    KEYS["awaiting_approval"].value_set(False),
-                    *([KEYS["agent"].value_set(req.agent)] if req.agent else []),
-                ])
+                workflow.upsert_search_attributes(
+                    [
+                        KEYS["source"].value_set(req.source),
+                        KEYS["sensitivity"].value_set(req.sensitivity),
+                        KEYS["stakes"].value_set("high" if req.stakes == "high" else "low"),
+                        KEYS["awaiting_approval"].value_set(False),
+                        *([KEYS["agent"].value_set(req.agent)] if req.agent else []),
+                    ]
+                )
                 await self._describe_toolsets()
                 self._read_agreement()
                 steps, first = await self._plan(result), 1
                 await self._agreement_known()
                 self._progress.phase = "executing"
                 self._progress.total_steps = len(steps)
-                self._progress.steps = [StepRecord(index=i, title=s.title, tools=[s.tool] if s.tool else [])
-                                        for i, s in enumerate(steps, start=1)]
+                self._progress.steps = [
+                    StepRecord(index=i, title=s.title, tools=[s.tool] if s.tool else [])
+                    for i, s in enumerate(steps, start=1)
+                ]
                 self._show_checklist()
             for i in range(first, len(steps) + 1):
                 if i > first and (i - first >= req.steps_per_history or workflow.info().is_continue_as_new_suggested()):
@@ -171,9 +179,15 @@ class AgentTaskWorkflow(Bookkeeping, RunTools, QualityLoop, ApprovalGate):
         """Start a fresh history for the rest of the plan (the run keeps its workflow id)."""
         await workflow.wait_condition(workflow.all_handlers_finished)
         generation = self._req.resume.generation + 1 if self._req.resume else 2
-        state = ResumeState(plan=steps, progress=self._progress, sensitivity=self._sensitivity,  # type: ignore[arg-type]
-                            plan_route=result.plan_route, generation=generation, tool_specs=self._described,
-                            agreement=self._agreement)
+        state = ResumeState(
+            plan=steps,
+            progress=self._progress,
+            sensitivity=self._sensitivity,  # type: ignore[arg-type]
+            plan_route=result.plan_route,
+            generation=generation,
+            tool_specs=self._described,
+            agreement=self._agreement,
+        )
         await self._started_shadows()
         workflow.continue_as_new(self._req.model_copy(update={"resume": state}))
 
@@ -209,17 +223,20 @@ class AgentTaskWorkflow(Bookkeeping, RunTools, QualityLoop, ApprovalGate):
 
     def _validate(self, req: TaskRequest) -> None:
         if not req.goal.strip():
-            raise ApplicationError("the goal is empty: say what the task should achieve",
-                                   type=errors.TASK_INVALID, non_retryable=True)
+            raise ApplicationError(
+                "the goal is empty: say what the task should achieve", type=errors.TASK_INVALID, non_retryable=True
+            )
         unknown = [t for t in req.tools if t not in self._specs]
         if unknown:
             raise ApplicationError(
                 f"unknown tool(s) {', '.join(unknown)}: known tools are {', '.join(sorted(self._specs))}",
-                type=errors.TASK_INVALID, non_retryable=True,
+                type=errors.TASK_INVALID,
+                non_retryable=True,
             )
         if not req.workspace and any(t in ("read_file", "write_file", "sql_query") for t in req.tools):
-            raise ApplicationError("no workspace given for file tools: pass --workspace DIR",
-                                   type=errors.TASK_INVALID, non_retryable=True)
+            raise ApplicationError(
+                "no workspace given for file tools: pass --workspace DIR", type=errors.TASK_INVALID, non_retryable=True
+            )
 
     async def _plan(self, result: TaskResult) -> list[PlannedStep]:
         req = self._req
@@ -233,7 +250,8 @@ class AgentTaskWorkflow(Bookkeeping, RunTools, QualityLoop, ApprovalGate):
             tools=self._tool_views(self._allowed),
             max_steps=req.max_steps,
             first_step_tools=first_step_tools(req.goal, req.workspace_paths, self._tool_views(self._allowed))
-            if req.routing.first_step_reads else [],
+            if req.routing.first_step_reads
+            else [],
         )
         record = StepRecord(index=0, title="plan")
         async with self._step_span(0, "plan"):
@@ -249,8 +267,9 @@ class AgentTaskWorkflow(Bookkeeping, RunTools, QualityLoop, ApprovalGate):
         record = self._progress.steps[index - 1]
         spec = self._specs.get(planned.tool) if planned.tool else None
         facts = self._facts(planned.tool, planned.stakes, spec.risk if spec else None)
-        low, figure = routing_by_agreement(self._agreement, req.agent, "step", planned.tool,
-                                           req.routing.min_agreement, req.routing.min_samples)
+        low, figure = routing_by_agreement(
+            self._agreement, req.agent, "step", planned.tool, req.routing.min_agreement, req.routing.min_samples
+        )
         facts = dataclasses.replace(facts, agreement_low=low, agreement=figure)
         decision = decide_route(facts, req.routing, req.queue_prefix)
         self._apply(record, decision)
@@ -262,7 +281,12 @@ class AgentTaskWorkflow(Bookkeeping, RunTools, QualityLoop, ApprovalGate):
             step=index,
             system=prompts.with_role(req.instructions, prompts.STEP_SYSTEM),
             prompt=prompts.step_prompt(
-                req.goal, index, len(self._progress.steps), planned.title, spec, done,
+                req.goal,
+                index,
+                len(self._progress.steps),
+                planned.title,
+                spec,
+                done,
                 req.workspace_files,
             ),
             tools=[constrained(spec, req.workspace_paths)] if spec else [],
@@ -286,9 +310,12 @@ class AgentTaskWorkflow(Bookkeeping, RunTools, QualityLoop, ApprovalGate):
             record.reason += f"; private data to open-world tool {spec.name if spec else '?'}: needs approval"
         if calls and (self._needs_approval(decision, spec) or (egress and req.routing.private_egress == "approve")):
             record.approval = await self._await_approval(index, record, calls, exact=egress)
-            otel_trace.get_current_span().set_attributes({
-                "stakeflow.approval": record.approval.decision, "stakeflow.approval.by": record.approval.by,
-            })
+            otel_trace.get_current_span().set_attributes(
+                {
+                    "stakeflow.approval": record.approval.decision,
+                    "stakeflow.approval.by": record.approval.by,
+                }
+            )
             await self._label(index, record.approval)
             if record.approval.decision in ("rejected", "timed_out"):
                 record.status = "skipped"
@@ -333,7 +360,13 @@ class AgentTaskWorkflow(Bookkeeping, RunTools, QualityLoop, ApprovalGate):
     # --- activities --------------------------------------------------------------------
 
     async def _call_model(
-        self, call: ModelCallRequest, decision: RouteDecision, record: StepRecord, *, label: str, tool: str | None = None
+        self,
+        call: ModelCallRequest,
+        decision: RouteDecision,
+        record: StepRecord,
+        *,
+        label: str,
+        tool: str | None = None,
     ) -> tuple[ModelCallResult, RouteDecision]:
         """One model call with the policy's retry-then-escalate rule; raises StepFailure."""
         routing = self._req.routing
@@ -358,7 +391,9 @@ class AgentTaskWorkflow(Bookkeeping, RunTools, QualityLoop, ApprovalGate):
                     decision = moved
                     continue
                 if kind != errors.MODEL_OUTPUT_INVALID:
-                    raise StepFailure(f"{label} '{record.title}' failed on the {decision.route} model: {cause}") from None
+                    raise StepFailure(
+                        f"{label} '{record.title}' failed on the {decision.route} model: {cause}"
+                    ) from None
                 failures += 1
                 if decision.route == "open" and failures < routing.open_attempts:
                     continue
@@ -388,8 +423,13 @@ class AgentTaskWorkflow(Bookkeeping, RunTools, QualityLoop, ApprovalGate):
     # --- bookkeeping -------------------------------------------------------------------
 
     def _facts(self, tool: str | None, planner_stakes: Stakes, risk=None) -> StepFacts:
-        return StepFacts(tool=tool, tool_risk=risk, planner_stakes=planner_stakes,
-                         override=self._req.stakes, sensitivity=self._sensitivity)  # type: ignore[arg-type]
+        return StepFacts(
+            tool=tool,
+            tool_risk=risk,
+            planner_stakes=planner_stakes,
+            override=self._req.stakes,
+            sensitivity=self._sensitivity,
+        )  # type: ignore[arg-type]
 
 
 def _kept(result: ToolResult) -> ToolResult:

@@ -7,7 +7,6 @@ timeout: the first decision wins — an approval accepted in the same activation
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +40,9 @@ class ApprovalGate:
         """A person's decision on a step waiting for approval."""
         record = ApprovalRecord(
             decision="approved" if request.decision == "approve" else "rejected",
-            note=request.note, by=request.by or "unknown", at=workflow.now().isoformat(),
+            note=request.note,
+            by=request.by or "unknown",
+            at=workflow.now().isoformat(),
             waiting_for=self._awaiting.get(request.step, ""),
             edited_calls=request.tool_calls if request.decision == "approve" else None,
         )
@@ -62,8 +63,10 @@ class ApprovalGate:
             waiting = sorted(c.tool for c in self._waiting_calls.get(request.step, []))
             changed = sorted(c.tool for c in request.tool_calls)
             if changed != waiting:
-                raise ValueError(f"an approval may change the arguments, not the tools: step {request.step} "
-                                 f"waits with {', '.join(waiting) or 'no calls'}, not {', '.join(changed) or 'none'}")
+                raise ValueError(
+                    f"an approval may change the arguments, not the tools: step {request.step} "
+                    f"waits with {', '.join(waiting) or 'no calls'}, not {', '.join(changed) or 'none'}"
+                )
 
     def _needs_approval(self, decision: RouteDecision, spec: Any) -> bool:
         if decision.needs_approval:
@@ -80,8 +83,9 @@ class ApprovalGate:
         policy = self._req.approvals
         what = "; ".join(describe_call(c, exact=exact) for c in calls)
         if policy.auto_approve:
-            return ApprovalRecord(decision="auto_approved", by="--auto-approve", at=workflow.now().isoformat(),
-                                  waiting_for=what)
+            return ApprovalRecord(
+                decision="auto_approved", by="--auto-approve", at=workflow.now().isoformat(), waiting_for=what
+            )
         self._awaiting[index] = what
         self._waiting_calls[index] = list(calls)
         record.status = "awaiting_approval"
@@ -91,11 +95,14 @@ class ApprovalGate:
         try:
             await workflow.wait_condition(lambda: index in self._decisions, timeout=timedelta(seconds=policy.timeout_s))
             decision = self._decisions[index]
-        except asyncio.TimeoutError:
+        except TimeoutError:
             # An approval accepted in the same activation as the timer wins: the approver was told so.
             decision = self._decisions.get(index) or ApprovalRecord(
-                decision="timed_out", note=f"no decision within {policy.timeout_s:g}s",
-                by="timeout", at=workflow.now().isoformat(), waiting_for=what,
+                decision="timed_out",
+                note=f"no decision within {policy.timeout_s:g}s",
+                by="timeout",
+                at=workflow.now().isoformat(),
+                waiting_for=what,
             )
             self._decisions[index] = decision
         finally:

@@ -39,9 +39,14 @@ class Bookkeeping:
         cost = self._progress.cost
         calls = cost.open_calls + cost.frontier_calls
         attributes = {
-            sc.STEP_COUNT: t.step_count, sc.OPEN_STEPS: t.open_steps, sc.FRONTIER_STEPS: t.frontier_steps,
-            sc.ESCALATIONS: t.escalations, sc.SENSITIVITY: self._sensitivity, sc.STAKES: t.stakes,
-            sc.UNPRICED_CALLS: cost.unpriced_calls, sc.MODEL_CALLS: calls,
+            sc.STEP_COUNT: t.step_count,
+            sc.OPEN_STEPS: t.open_steps,
+            sc.FRONTIER_STEPS: t.frontier_steps,
+            sc.ESCALATIONS: t.escalations,
+            sc.SENSITIVITY: self._sensitivity,
+            sc.STAKES: t.stakes,
+            sc.UNPRICED_CALLS: cost.unpriced_calls,
+            sc.MODEL_CALLS: calls,
         }
         if not calls or cost.unpriced_calls < calls:  # no price at all is no amount, never "$0"
             attributes[sc.COST_USD] = cost.total_usd
@@ -51,23 +56,30 @@ class Bookkeeping:
     def _publish(self) -> None:
         """Search attributes and details after a step: what the Web UI and `stakeflow list` show."""
         t = tally(self._progress.steps)
-        workflow.upsert_search_attributes([
-            KEYS["stakes"].value_set(t.stakes),
-            KEYS["sensitivity"].value_set(self._sensitivity),
-            KEYS["open_steps"].value_set(t.open_steps),
-            KEYS["frontier_steps"].value_set(t.frontier_steps),
-            KEYS["escalations"].value_set(t.escalations),
-            KEYS["cost_usd"].value_set(round(self._progress.cost.total_usd, 6)),
-        ])
+        workflow.upsert_search_attributes(
+            [
+                KEYS["stakes"].value_set(t.stakes),
+                KEYS["sensitivity"].value_set(self._sensitivity),
+                KEYS["open_steps"].value_set(t.open_steps),
+                KEYS["frontier_steps"].value_set(t.frontier_steps),
+                KEYS["escalations"].value_set(t.escalations),
+                KEYS["cost_usd"].value_set(round(self._progress.cost.total_usd, 6)),
+            ]
+        )
         self._show_checklist()
 
     @staticmethod
     def _mark(d: RouteDecision) -> None:
         """The routing decision on the current step span (plan, step or answer)."""
-        otel_trace.get_current_span().set_attributes({
-            sc.ROUTE: d.route, sc.STAKES: d.stakes, sc.REASON: d.reason, sc.ESCALATED: d.escalated,
-            sc.MODEL: d.model,
-        })
+        otel_trace.get_current_span().set_attributes(
+            {
+                sc.ROUTE: d.route,
+                sc.STAKES: d.stakes,
+                sc.REASON: d.reason,
+                sc.ESCALATED: d.escalated,
+                sc.MODEL: d.model,
+            }
+        )
 
     def _apply(self, record: StepRecord, d: RouteDecision) -> None:
         self._mark(d)
@@ -80,7 +92,9 @@ class Bookkeeping:
         if d.downgraded:
             self._progress.notices.append(f"step {index}: high stakes ran on the open model: frontier not configured")
         if d.needs_approval:
-            self._progress.notices.append(f"step {index}: private + high stakes kept on the open model; flagged for approval")
+            self._progress.notices.append(
+                f"step {index}: private + high stakes kept on the open model; flagged for approval"
+            )
 
     def _count_failed_call(self, route: str, e: ActivityError) -> None:
         """A failed attempt's tokens were spent too: count its usage and cost."""

@@ -53,6 +53,8 @@ def model_retry(routing: RoutingConfig) -> RetryPolicy:
         maximum_attempts=routing.model_max_attempts,
         non_retryable_error_types=errors.NON_RETRYABLE_MODEL_ERRORS,
     )
+
+
 TOOL_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=30),
@@ -66,10 +68,12 @@ SCHEDULE_TO_START = timedelta(minutes=10)
 MODEL_TIMEOUTS = {"open": timedelta(minutes=5), "frontier": timedelta(minutes=3)}
 
 
-
-
 async def call_model(
-    req: TaskRequest, call: ModelCallRequest, decision: RouteDecision, label: str, tool: str | None,
+    req: TaskRequest,
+    call: ModelCallRequest,
+    decision: RouteDecision,
+    label: str,
+    tool: str | None,
     private: bool = False,
 ) -> ModelCallResult:
     """One ``call_model`` activity on the route's queue, summarised for the Web UI's timeline.
@@ -77,19 +81,21 @@ async def call_model(
     ``private``: the run's data is private at this call, so it is captured only with include_private.
     """
     endpoint = req.routing.open if decision.route == "open" else req.routing.frontier
-    call = call.model_copy(update={
-        "run_id": workflow.info().workflow_id,
-        "endpoint": ModelEndpoint(route=decision.route, model=decision.model, provider=endpoint.provider),
-        "stakes": decision.stakes,
-        "reason": decision.reason,
-        "escalated": decision.escalated,
-        "source": req.source,
-        "agent": req.agent,
-        "frontier_model": req.routing.frontier.model,
-        "tool": tool or "",
-        "capture": req.evals.capture and (not private or req.evals.include_private),
-        "private": private,
-    })
+    call = call.model_copy(
+        update={
+            "run_id": workflow.info().workflow_id,
+            "endpoint": ModelEndpoint(route=decision.route, model=decision.model, provider=endpoint.provider),
+            "stakes": decision.stakes,
+            "reason": decision.reason,
+            "escalated": decision.escalated,
+            "source": req.source,
+            "agent": req.agent,
+            "frontier_model": req.routing.frontier.model,
+            "tool": tool or "",
+            "capture": req.evals.capture and (not private or req.evals.include_private),
+            "private": private,
+        }
+    )
     parts = [label, decision.route, decision.model or "?"]
     if tool:
         parts.append(tool)
@@ -137,8 +143,13 @@ async def local_model_call(req: TaskRequest, call: ModelCallRequest, summary: st
         )
     except (ApplicationError, TemporalTimeoutError) as e:
         raise ActivityError(
-            f"local activity {CALL_MODEL} failed", scheduled_event_id=0, started_event_id=0, identity="",
-            activity_type=CALL_MODEL, activity_id="", retry_state=None,
+            f"local activity {CALL_MODEL} failed",
+            scheduled_event_id=0,
+            started_event_id=0,
+            identity="",
+            activity_type=CALL_MODEL,
+            activity_id="",
+            retry_state=None,
         ) from e
 
 
@@ -160,16 +171,23 @@ async def describe_tools(req: TaskRequest, ref: ToolsetRef) -> ToolsetResult:
     what = f"MCP server '{ref.name}'" if ref.kind == "mcp" else "the Python tools"
     try:
         return await workflow.execute_activity(
-            DESCRIBE_TOOLS, ToolsetRequest(toolset=ref), result_type=ToolsetResult, task_queue=queue,
-            start_to_close_timeout=DESCRIBE_TIMEOUT, schedule_to_start_timeout=DESCRIBE_TIMEOUT,
-            retry_policy=DESCRIBE_RETRY, summary=f"tools of {what}",
+            DESCRIBE_TOOLS,
+            ToolsetRequest(toolset=ref),
+            result_type=ToolsetResult,
+            task_queue=queue,
+            start_to_close_timeout=DESCRIBE_TIMEOUT,
+            schedule_to_start_timeout=DESCRIBE_TIMEOUT,
+            retry_policy=DESCRIBE_RETRY,
+            summary=f"tools of {what}",
         )
     except ActivityError as e:
         if isinstance(e.cause, CancelledError):
             raise
         if isinstance(e.cause, TemporalTimeoutError):
-            return ToolsetResult(error=f"no worker polls {queue} for {what}: run `stakeflow worker --queues tools` "
-                                       "where that server is configured")
+            return ToolsetResult(
+                error=f"no worker polls {queue} for {what}: run `stakeflow worker --queues tools` "
+                "where that server is configured"
+            )
         return ToolsetResult(error=str(getattr(e.cause, "message", e.cause) or e))
 
 
@@ -202,26 +220,38 @@ async def run_tool(
     info = workflow.info()
     wf_id = info.workflow_id
     tool_req = ToolRequest(
-        run_id=wf_id, step=index, call_index=n, tool=tool, args=args, workspace=req.workspace,
+        run_id=wf_id,
+        step=index,
+        call_index=n,
+        tool=tool,
+        args=args,
+        workspace=req.workspace,
         idempotency_key=idempotency_key(info, index, n),
     )
     summary = f"{label} · tool · {tool}"
     tool_req.idempotent = spec.idempotent if spec else True
     if spec is not None and spec.local:
         return await workflow.execute_local_activity(
-            RUN_TOOL, tool_req, result_type=ToolResult,
-            start_to_close_timeout=timedelta(seconds=60), retry_policy=TOOL_RETRY, summary=summary,
+            RUN_TOOL,
+            tool_req,
+            result_type=ToolResult,
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=TOOL_RETRY,
+            summary=summary,
         )
     repeatable = spec is None or spec.idempotent
     try:
         return await workflow.execute_activity(
-            RUN_TOOL, tool_req, result_type=ToolResult,
+            RUN_TOOL,
+            tool_req,
+            result_type=ToolResult,
             task_queue=(spec.task_queue if spec else "") or queue_name("tools", req.queue_prefix),
             start_to_close_timeout=timedelta(seconds=(spec.timeout_s if spec else 60) + 5),
             heartbeat_timeout=timedelta(seconds=req.heartbeat_timeout_s),
             schedule_to_start_timeout=SCHEDULE_TO_START,
             # A tool that is not idempotent is never retried: a second attempt could act twice.
-            retry_policy=TOOL_RETRY if repeatable else ONCE, summary=summary,
+            retry_policy=TOOL_RETRY if repeatable else ONCE,
+            summary=summary,
         )
     except ActivityError as e:
         if repeatable or isinstance(e.cause, CancelledError):
@@ -239,9 +269,13 @@ async def read_agreement(req: TaskRequest) -> AgreementTable | None:
     """The agreement table, read once (recorded in history); None, and the run goes on, if the store cannot say."""
     try:
         return await workflow.execute_activity(
-            READ_AGREEMENT, AGREEMENT_DAYS, result_type=AgreementTable,
-            task_queue=queue_name("workflows", req.queue_prefix), start_to_close_timeout=timedelta(seconds=60),
-            schedule_to_start_timeout=timedelta(seconds=60), retry_policy=AGREEMENT_RETRY,
+            READ_AGREEMENT,
+            AGREEMENT_DAYS,
+            result_type=AgreementTable,
+            task_queue=queue_name("workflows", req.queue_prefix),
+            start_to_close_timeout=timedelta(seconds=60),
+            schedule_to_start_timeout=timedelta(seconds=60),
+            retry_policy=AGREEMENT_RETRY,
             summary="measured agreement of the open path",
         )
     except ActivityError as e:
@@ -256,11 +290,18 @@ SHADOWS_PER_BATCH = 20  # one child per 20 sampled calls: its input stays far be
 def shadow_request(req: TaskRequest, call: ModelCallRequest, reply: ModelCallResult, tool: str | None) -> ShadowRequest:
     info = workflow.info()
     return ShadowRequest(
-        eval_id=f"{info.workflow_id}/{call.step}/{call.purpose}", parent_workflow_id=info.workflow_id,
-        step=call.step, kind=call.purpose, tool=tool or "", agent=req.agent, goal=req.goal, call=call,
+        eval_id=f"{info.workflow_id}/{call.step}/{call.purpose}",
+        parent_workflow_id=info.workflow_id,
+        step=call.step,
+        kind=call.purpose,
+        tool=tool or "",
+        agent=req.agent,
+        goal=req.goal,
+        call=call,
         open_result=reply,
         frontier=ModelEndpoint(route="frontier", model=req.routing.frontier.model, provider="anthropic"),
-        frontier_queue=queue_name("frontier", req.queue_prefix), policy=req.evals,
+        frontier_queue=queue_name("frontier", req.queue_prefix),
+        policy=req.evals,
         heartbeat_timeout_s=req.heartbeat_timeout_s,
     )
 
@@ -268,25 +309,30 @@ def shadow_request(req: TaskRequest, call: ModelCallRequest, reply: ModelCallRes
 async def start_shadows(req: TaskRequest, calls: list[ShadowRequest]) -> None:
     """Start ShadowEvalWorkflows for the run's sampled calls: children it neither waits for nor cancels."""
     info = workflow.info()
-    batches = [calls[i:i + SHADOWS_PER_BATCH] for i in range(0, len(calls), SHADOWS_PER_BATCH)]
-    await asyncio.gather(*(
-        workflow.start_child_workflow(
-            SHADOW_WORKFLOW, ShadowBatch(parent_workflow_id=info.workflow_id, calls=batch),
-            id=f"{info.workflow_id}-shadow-{batch[0].step}-{batch[0].kind}",
-            task_queue=queue_name("workflows", req.queue_prefix),
-            parent_close_policy=ParentClosePolicy.ABANDON,
-            static_summary=f"shadow evaluation of {info.workflow_id} · {len(batch)} call(s)",
+    batches = [calls[i : i + SHADOWS_PER_BATCH] for i in range(0, len(calls), SHADOWS_PER_BATCH)]
+    await asyncio.gather(
+        *(
+            workflow.start_child_workflow(
+                SHADOW_WORKFLOW,
+                ShadowBatch(parent_workflow_id=info.workflow_id, calls=batch),
+                id=f"{info.workflow_id}-shadow-{batch[0].step}-{batch[0].kind}",
+                task_queue=queue_name("workflows", req.queue_prefix),
+                parent_close_policy=ParentClosePolicy.ABANDON,
+                static_summary=f"shadow evaluation of {info.workflow_id} · {len(batch)} call(s)",
+            )
+            for batch in batches
         )
-        for batch in batches
-    ))
+    )
 
 
 async def record_label(req: TaskRequest, index: int, approval: ApprovalRecord) -> None:
     """The approval of step ``index``, as a dataset label (only for runs whose calls are captured)."""
     info = workflow.info()
     await workflow.execute_activity(
-        RECORD_LABEL, StepLabel(run_id=info.workflow_id, step=index, approval=approval),
-        task_queue=queue_name("workflows", req.queue_prefix), start_to_close_timeout=timedelta(seconds=30),
+        RECORD_LABEL,
+        StepLabel(run_id=info.workflow_id, step=index, approval=approval),
+        task_queue=queue_name("workflows", req.queue_prefix),
+        start_to_close_timeout=timedelta(seconds=30),
         retry_policy=RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30)),
         summary=f"label step {index}: {approval.decision}",
     )

@@ -8,8 +8,15 @@ import json
 from agents.types import Progress, ToolCall
 from stakeflow.core.billing import cost_line
 
-_MARKS = {"ok": "x", "tool_error": "x", "failed": "!", "skipped": "-", "running": " ", "pending": " ",
-          "awaiting_approval": "?"}
+_MARKS = {
+    "ok": "x",
+    "tool_error": "x",
+    "failed": "!",
+    "skipped": "-",
+    "running": " ",
+    "pending": " ",
+    "awaiting_approval": "?",
+}
 
 
 def checklist(progress: Progress, awaiting: dict[int, str], workflow_id: str) -> str:
@@ -17,14 +24,20 @@ def checklist(progress: Progress, awaiting: dict[int, str], workflow_id: str) ->
     lines = [f"**{progress.phase}**"]
     for s in progress.steps:
         route = f" · {s.route}" if s.status != "pending" else ""
-        extra = {"running": " (running)", "tool_error": " (tool error)", "skipped": f" (skipped: {s.error})",
-                 "awaiting_approval": " (**waiting for approval**)"}.get(s.status, "")
+        extra = {
+            "running": " (running)",
+            "tool_error": " (tool error)",
+            "skipped": f" (skipped: {s.error})",
+            "awaiting_approval": " (**waiting for approval**)",
+        }.get(s.status, "")
         lines.append(f"- [{_MARKS[s.status]}] {s.index}. {s.title}{route}{extra}")
     for index, what in sorted(awaiting.items()):
         why = progress.steps[index - 1].reason
-        lines.append(f"\n**Waiting for approval: step {index}** · {what}\nwhy: {why}\n"
-                     f"`stakeflow approve {workflow_id} {index}` or "
-                     f"`stakeflow reject {workflow_id} {index} --note ...`")
+        lines.append(
+            f"\n**Waiting for approval: step {index}** · {what}\nwhy: {why}\n"
+            f"`stakeflow approve {workflow_id} {index}` or "
+            f"`stakeflow reject {workflow_id} {index} --note ...`"
+        )
     lines.append(f"\n{cost_line(progress.cost)}")
     if progress.error:
         lines.append(f"\nfailed: {progress.error}")

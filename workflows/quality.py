@@ -57,12 +57,19 @@ class QualityLoop:
         if self._agreement is not None:
             self._progress.cost.agreement = agreement_text(self._agreement.overall, self._agreement.since_days)
 
-    def _shadow(self, call: ModelCallRequest, decision: RouteDecision, reply: ModelCallResult, tool: str | None) -> None:
+    def _shadow(
+        self, call: ModelCallRequest, decision: RouteDecision, reply: ModelCallResult, tool: str | None
+    ) -> None:
         """Start a shadow evaluation of this open call if it is sampled — and never for private data."""
         req = self._req
         key = (call.step, call.purpose)
-        if (decision.route != "open" or self._sensitivity != "public" or not req.routing.frontier.available
-                or key in self._shadowed or call.purpose == "judge"):
+        if (
+            decision.route != "open"
+            or self._sensitivity != "public"
+            or not req.routing.frontier.available
+            or key in self._shadowed
+            or call.purpose == "judge"
+        ):
             return
         if not sampled(workflow.info().workflow_id, call.step, call.purpose, req.evals.shadow_rate):
             return
@@ -84,5 +91,5 @@ class QualityLoop:
         queued, self._shadow_queue = self._shadow_queue, []
         try:
             await start_shadows(self._req, queued)
-        except Exception as e:  # noqa: BLE001 (a shadow must never fail the run)
+        except Exception as e:
             self._progress.notices.append(f"{len(queued)} shadow evaluation(s) could not start: {e}")

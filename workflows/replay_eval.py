@@ -51,16 +51,18 @@ class ReplayEvalWorkflow(Judging):
         offset = 0
         while self._progress.done < req.limit:
             page = await workflow.execute_activity(
-                LOAD_REPLAY_EXAMPLES, ReplayPageRequest(filters=req.filters, offset=offset,
-                                                        limit=min(PAGE, req.limit - self._progress.done)),
-                result_type=ReplayPage, task_queue=req.workflows_queue, start_to_close_timeout=timedelta(minutes=2),
+                LOAD_REPLAY_EXAMPLES,
+                ReplayPageRequest(filters=req.filters, offset=offset, limit=min(PAGE, req.limit - self._progress.done)),
+                result_type=ReplayPage,
+                task_queue=req.workflows_queue,
+                start_to_close_timeout=timedelta(minutes=2),
                 retry_policy=RetryPolicy(maximum_attempts=5),
             )
             if not page.examples:
                 break
             self._progress.total = max(self._progress.total, offset + len(page.examples) + (1 if page.more else 0))
             for start in range(0, len(page.examples), req.concurrency):
-                batch = page.examples[start:start + req.concurrency]
+                batch = page.examples[start : start + req.concurrency]
                 await asyncio.gather(*(self._one(req, ex) for ex in batch))
             offset += len(page.examples)
             if not page.more:
@@ -71,15 +73,26 @@ class ReplayEvalWorkflow(Judging):
     async def _one(self, req: ReplayRequest, example: ReplayExample) -> None:
         for n, model in enumerate(req.models):
             report = self._progress.models[n]
-            call = example.call.model_copy(update={
-                "run_id": workflow.info().workflow_id, "endpoint": model, "source": "replay", "capture": False,
-            })
+            call = example.call.model_copy(
+                update={
+                    "run_id": workflow.info().workflow_id,
+                    "endpoint": model,
+                    "source": "replay",
+                    "capture": False,
+                }
+            )
             try:
                 answer = await workflow.execute_activity(
-                    CALL_MODEL, call, result_type=ModelCallResult, task_queue=req.open_queue,
-                    start_to_close_timeout=timedelta(minutes=5), heartbeat_timeout=timedelta(seconds=30),
-                    retry_policy=RetryPolicy(maximum_attempts=3, non_retryable_error_types=[
-                        "ModelOutputInvalid", "ModelAuthError", "ModelRequestRejected"]),
+                    CALL_MODEL,
+                    call,
+                    result_type=ModelCallResult,
+                    task_queue=req.open_queue,
+                    start_to_close_timeout=timedelta(minutes=5),
+                    heartbeat_timeout=timedelta(seconds=30),
+                    retry_policy=RetryPolicy(
+                        maximum_attempts=3,
+                        non_retryable_error_types=["ModelOutputInvalid", "ModelAuthError", "ModelRequestRejected"],
+                    ),
                     summary=f"replay · {example.call.purpose} · {model.model}",
                 )
             except ActivityError as e:
@@ -88,9 +101,16 @@ class ReplayEvalWorkflow(Judging):
                 report.last_error = str(getattr(e.cause, "message", e.cause))[:300]
                 continue
             shadowish = ShadowRequest(
-                eval_id=example.example_id, step=example.call.step, kind=example.call.purpose, goal=example.goal,
-                call=example.call, open_result=answer, frontier=req.judge, frontier_queue=req.frontier_queue,
-                policy=EvalPolicy(judge_model=req.judge.model), parent_workflow_id=workflow.info().workflow_id,
+                eval_id=example.example_id,
+                step=example.call.step,
+                kind=example.call.purpose,
+                goal=example.goal,
+                call=example.call,
+                open_result=answer,
+                frontier=req.judge,
+                frontier_queue=req.frontier_queue,
+                policy=EvalPolicy(judge_model=req.judge.model),
+                parent_workflow_id=workflow.info().workflow_id,
             )
             verdict, _, _, judge_cost = await self._compare(shadowish, example.reference)
             report.n += 1

@@ -42,11 +42,16 @@ with workflow.unsafe.imports_passed_through():
         SHADOW_WORKFLOW,
     )
 
-SHADOW_MODEL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=60),
-                                 maximum_attempts=5, non_retryable_error_types=["ModelOutputInvalid", "ModelAuthError",
-                                                                               "ModelRequestRejected"])
-BOOKKEEPING = dict(start_to_close_timeout=timedelta(seconds=30),
-                   retry_policy=RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30)))
+SHADOW_MODEL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    maximum_interval=timedelta(seconds=60),
+    maximum_attempts=5,
+    non_retryable_error_types=["ModelOutputInvalid", "ModelAuthError", "ModelRequestRejected"],
+)
+BOOKKEEPING = dict(
+    start_to_close_timeout=timedelta(seconds=30),
+    retry_policy=RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30)),
+)
 # A judged comparison makes two more frontier calls of about the open call's size.
 JUDGE_COST_FACTOR = 3.0
 
@@ -57,15 +62,25 @@ class Judging:
 
     async def _frontier(self, req: ShadowRequest, call: ModelCallRequest) -> ModelCallResult:
         """One frontier call (a reference or a judgement) on the frontier queue, with its own retries."""
-        call = call.model_copy(update={
-            "run_id": workflow.info().workflow_id, "endpoint": req.frontier, "source": "shadow",
-            "capture": req.policy.capture and call.purpose != "judge", "private": False, "agent": req.agent,
-            "tool": req.tool,
-            "reason": f"shadow of {req.parent_workflow_id} step {req.step}",
-        })
+        call = call.model_copy(
+            update={
+                "run_id": workflow.info().workflow_id,
+                "endpoint": req.frontier,
+                "source": "shadow",
+                "capture": req.policy.capture and call.purpose != "judge",
+                "private": False,
+                "agent": req.agent,
+                "tool": req.tool,
+                "reason": f"shadow of {req.parent_workflow_id} step {req.step}",
+            }
+        )
         return await workflow.execute_activity(
-            CALL_MODEL, call, result_type=ModelCallResult, task_queue=req.frontier_queue,
-            start_to_close_timeout=timedelta(minutes=3), retry_policy=SHADOW_MODEL_RETRY,
+            CALL_MODEL,
+            call,
+            result_type=ModelCallResult,
+            task_queue=req.frontier_queue,
+            start_to_close_timeout=timedelta(minutes=3),
+            retry_policy=SHADOW_MODEL_RETRY,
             heartbeat_timeout=timedelta(seconds=req.heartbeat_timeout_s),
             summary=f"shadow · {req.kind} · frontier · {req.frontier.model}",
         )
@@ -80,8 +95,13 @@ class Judging:
         cost = 0.0
         verdicts: list[JudgeVerdict] = []
         for first, second in ((a, b), (b, a)):  # both orders: judges favour the first position
-            call = ModelCallRequest(purpose="judge", system=JUDGE_SYSTEM, stakes="low",
-                                    prompt=judge_prompt(req.goal, req.call.prompt, first, second), max_output_tokens=300)
+            call = ModelCallRequest(
+                purpose="judge",
+                system=JUDGE_SYSTEM,
+                stakes="low",
+                prompt=judge_prompt(req.goal, req.call.prompt, first, second),
+                max_output_tokens=300,
+            )
             try:
                 result = await self._frontier(req.model_copy(update={"frontier": judge}), call)
             except ActivityError:
@@ -90,7 +110,6 @@ class Judging:
             verdicts.append(result.verdict or JudgeVerdict(winner="tie", reason="no verdict"))
         verdict, reason = combine(verdicts[0], verdicts[1])
         return verdict, "judge", reason, cost
-
 
 
 @workflow.defn(name=SHADOW_WORKFLOW)
@@ -117,9 +136,10 @@ class ShadowEvalWorkflow(Judging):
         day = workflow.now().date().isoformat()
         if req.policy.max_usd_per_day is not None:
             grant = await workflow.execute_activity(
-                RESERVE_SHADOW_BUDGET, BudgetAsk(day=day, eval_id=req.eval_id, usd=estimate,
-                                                 max_usd=req.policy.max_usd_per_day),
-                result_type=BudgetGrant, **BOOKKEEPING,  # type: ignore[arg-type]
+                RESERVE_SHADOW_BUDGET,
+                BudgetAsk(day=day, eval_id=req.eval_id, usd=estimate, max_usd=req.policy.max_usd_per_day),
+                result_type=BudgetGrant,
+                **BOOKKEEPING,  # type: ignore[arg-type]
             )
             if not grant.granted:
                 self._verdict(req, "skipped: daily shadow budget spent")
@@ -132,16 +152,30 @@ class ShadowEvalWorkflow(Judging):
             return None
         verdict, method, reason, judge_cost = await self._compare(req, reference)
         record = EvalRecord(
-            eval_id=req.eval_id, recorded_at=workflow.now().isoformat(), run_id=req.parent_workflow_id,
-            shadow_run_id=workflow.info().workflow_id, step=req.step, kind=req.kind, tool=req.tool, agent=req.agent,
-            open_model=req.open_result.model or req.call.endpoint.model, frontier_model=req.frontier.model,
-            verdict=verdict, method=method, reason=reason[:500], open_cost_usd=open_cost.usd,
-            frontier_cost_usd=reference.cost.usd, judge_cost_usd=judge_cost,
-            open_latency_ms=req.open_result.latency_ms, frontier_latency_ms=reference.latency_ms,
+            eval_id=req.eval_id,
+            recorded_at=workflow.now().isoformat(),
+            run_id=req.parent_workflow_id,
+            shadow_run_id=workflow.info().workflow_id,
+            step=req.step,
+            kind=req.kind,
+            tool=req.tool,
+            agent=req.agent,
+            open_model=req.open_result.model or req.call.endpoint.model,
+            frontier_model=req.frontier.model,
+            verdict=verdict,
+            method=method,
+            reason=reason[:500],
+            open_cost_usd=open_cost.usd,
+            frontier_cost_usd=reference.cost.usd,
+            judge_cost_usd=judge_cost,
+            open_latency_ms=req.open_result.latency_ms,
+            frontier_latency_ms=reference.latency_ms,
         )
         if req.policy.capture:
             record.prompt, record.open_output, record.frontier_output = (
-                req.call.prompt, rendered(req.open_result), rendered(reference)
+                req.call.prompt,
+                rendered(req.open_result),
+                rendered(reference),
             )
         await workflow.execute_activity(RECORD_EVAL, record, **BOOKKEEPING)  # type: ignore[arg-type]
         await self._settle(req, day, (reference.cost.usd or 0.0) + (judge_cost or 0.0))
@@ -152,8 +186,10 @@ class ShadowEvalWorkflow(Judging):
         if req.policy.max_usd_per_day is None:
             return
         await workflow.execute_activity(
-            SETTLE_SHADOW_BUDGET, BudgetAsk(day=day, eval_id=req.eval_id, usd=usd, max_usd=req.policy.max_usd_per_day),
-            result_type=BudgetGrant, **BOOKKEEPING,  # type: ignore[arg-type]
+            SETTLE_SHADOW_BUDGET,
+            BudgetAsk(day=day, eval_id=req.eval_id, usd=usd, max_usd=req.policy.max_usd_per_day),
+            result_type=BudgetGrant,
+            **BOOKKEEPING,  # type: ignore[arg-type]
         )
 
 

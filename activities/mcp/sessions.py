@@ -63,9 +63,11 @@ def _transport(name: str, cfg: McpServerConfig) -> contextlib.AbstractAsyncConte
 
     @contextlib.asynccontextmanager
     async def http() -> AsyncIterator:
-        async with create_mcp_http_client(headers=headers) as client:
-            async with streamable_http_client(cfg.url or "", http_client=client) as streams:
-                yield streams
+        async with (
+            create_mcp_http_client(headers=headers) as client,
+            streamable_http_client(cfg.url or "", http_client=client) as streams,
+        ):
+            yield streams
 
     return http()
 
@@ -121,7 +123,7 @@ class McpSessions:
                     await session.initialize()
                     ready.set_result(session)
                     await stop.wait()
-            except BaseException as e:  # noqa: BLE001 (reported to the caller, or ends a dead session)
+            except BaseException as e:
                 if not ready.done():
                     ready.set_exception(e)
                 elif not isinstance(e, asyncio.CancelledError):
@@ -134,10 +136,12 @@ class McpSessions:
             session = await asyncio.wait_for(asyncio.shield(ready), START_TIMEOUT_S)
         except ServerUnavailable:
             raise
-        except asyncio.TimeoutError:
+        except TimeoutError:
             owner.cancel()
-            raise ServerUnavailable(f"MCP server '{name}' did not answer initialize within {START_TIMEOUT_S:g}s") from None
-        except Exception as e:  # noqa: BLE001 (any start failure is the same to the caller: not available)
+            raise ServerUnavailable(
+                f"MCP server '{name}' did not answer initialize within {START_TIMEOUT_S:g}s"
+            ) from None
+        except Exception as e:
             raise ServerUnavailable(f"MCP server '{name}' could not be started: {_describe(e, cfg)}") from None
         self.starts[name] = self.starts.get(name, 0) + 1
         log.info("MCP server %s: session %d started", name, self.starts[name])

@@ -68,7 +68,9 @@ def risk_of(annotations: Any, override: ToolOverride | None) -> tuple[Risk, str,
     return risk, source, opened, repeatable
 
 
-def describe(server: str, cfg: McpServerConfig, tools: list[Any], patterns: list[str] | None = None) -> list[ToolSpecView]:
+def describe(
+    server: str, cfg: McpServerConfig, tools: list[Any], patterns: list[str] | None = None
+) -> list[ToolSpecView]:
     """The server's tools (``mcp.types.Tool``) as stakeflow tool views."""
     from fnmatch import fnmatchcase
 
@@ -79,20 +81,22 @@ def describe(server: str, cfg: McpServerConfig, tools: list[Any], patterns: list
         override = cfg.tools.get(tool.name)
         risk, source, open_world, idempotent = risk_of(tool.annotations, override)
         description = (tool.description or tool.title or tool.name).strip()
-        views.append(ToolSpecView(
-            name=qualified(server, tool.name),
-            description=description[:MAX_DESCRIPTION_CHARS],
-            risk=risk,
-            args_schema=dict(tool.input_schema or {"type": "object", "properties": {}}),
-            source="mcp",
-            server=server,
-            open_world=open_world,
-            idempotent=idempotent,
-            private=cfg.private or bool(override and override.private),
-            risk_from=source,
-            task_queue=cfg.task_queue or "",
-            timeout_s=cfg.timeout_s,
-        ))
+        views.append(
+            ToolSpecView(
+                name=qualified(server, tool.name),
+                description=description[:MAX_DESCRIPTION_CHARS],
+                risk=risk,
+                args_schema=dict(tool.input_schema or {"type": "object", "properties": {}}),
+                source="mcp",
+                server=server,
+                open_world=open_world,
+                idempotent=idempotent,
+                private=cfg.private or bool(override and override.private),
+                risk_from=source,
+                task_queue=cfg.task_queue or "",
+                timeout_s=cfg.timeout_s,
+            )
+        )
     return views
 
 
@@ -130,7 +134,7 @@ class McpToolbox:
             listed = await asyncio.wait_for(session.list_tools(), cfg.timeout_s)
         except ServerUnavailable as e:
             return ToolsetResult(error=str(e))
-        except (MCPError, asyncio.TimeoutError, OSError) as e:
+        except (TimeoutError, MCPError, OSError) as e:
             self.sessions.mark_dead(ref.name)
             return ToolsetResult(error=f"MCP server '{ref.name}' did not list its tools: {type(e).__name__}: {e}")
         return ToolsetResult(tools=describe(ref.name, cfg, list(listed.tools), ref.patterns))
@@ -147,7 +151,7 @@ class McpToolbox:
                 self.sessions.mark_dead(server)
                 raise _lost(server, name, idempotent, str(e)) from None
             return ToolResult(ok=False, error=f"{req.tool} refused the call: {e.message}")
-        except (OSError, EOFError, Exception) as e:  # noqa: BLE001 (the transport broke mid-call)
+        except (OSError, EOFError, Exception) as e:
             self.sessions.mark_dead(server)
             raise _lost(server, name, idempotent, f"{type(e).__name__}: {e}") from None
         text = _text_of(result)

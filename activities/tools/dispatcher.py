@@ -21,12 +21,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Mapping
-from typing import TYPE_CHECKING
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ValidationError
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
+from pydantic import BaseModel, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -36,10 +36,10 @@ from activities.tools.context import ToolContext, ToolExecutor
 from activities.tools.registry import EXECUTORS
 from agents.tools import CATALOGUE
 from agents.types import ToolRequest, ToolResult
-from stakeflow.core.errors import TOOL_FAILED, TOOL_SERVER_UNAVAILABLE, ToolError
+from stakeflow.config_sections import ToolsConfig
 from stakeflow.core import semconv as sc
 from stakeflow.core.contracts import RUN_TOOL
-from stakeflow.config_sections import ToolsConfig
+from stakeflow.core.errors import TOOL_FAILED, TOOL_SERVER_UNAVAILABLE, ToolError
 
 if TYPE_CHECKING:  # python_tools uses this package's ledger: imported for types only
     from activities.python_tools import PythonToolbox
@@ -59,8 +59,13 @@ class ToolActivities:
     """
 
     def __init__(
-        self, tools: ToolsConfig, legacy_ledger_dir: Path, executors: Mapping[str, ToolExecutor] = EXECUTORS,
-        *, mcp: McpToolbox | None = None, python: PythonToolbox | None = None,
+        self,
+        tools: ToolsConfig,
+        legacy_ledger_dir: Path,
+        executors: Mapping[str, ToolExecutor] = EXECUTORS,
+        *,
+        mcp: McpToolbox | None = None,
+        python: PythonToolbox | None = None,
     ) -> None:
         self._tools = tools
         self._legacy_ledger_dir = legacy_ledger_dir
@@ -73,10 +78,14 @@ class ToolActivities:
         """Validate the arguments, run the tool, and report what happened (traced as ``execute_tool``)."""
         started = time.monotonic()
         with _tracer.start_as_current_span(
-            f"{sc.SPAN_TOOL} {req.tool}", kind=SpanKind.INTERNAL,
+            f"{sc.SPAN_TOOL} {req.tool}",
+            kind=SpanKind.INTERNAL,
             attributes={
-                sc.GEN_AI_OPERATION: sc.SPAN_TOOL, sc.GEN_AI_TOOL_NAME: req.tool, sc.RUN_ID: req.run_id,
-                sc.STEP: req.step, sc.ATTEMPT: activity.info().attempt if activity.in_activity() else 1,
+                sc.GEN_AI_OPERATION: sc.SPAN_TOOL,
+                sc.GEN_AI_TOOL_NAME: req.tool,
+                sc.RUN_ID: req.run_id,
+                sc.STEP: req.step,
+                sc.ATTEMPT: activity.info().attempt if activity.in_activity() else 1,
             },
         ) as span:
             try:
@@ -177,4 +186,3 @@ def _describe_invalid(tool: str, model: type[BaseModel], err: ValidationError) -
         for name, prop in schema.get("properties", {}).items()
     )
     return f"invalid arguments for {tool}: {'; '.join(problems)}. {tool} takes: {takes}"
-

@@ -17,8 +17,8 @@ import httpx
 from activities.tools.context import ToolContext
 from agents.tools import HttpGetArgs
 from agents.types import ToolResult
-from stakeflow.core.errors import ToolError
 from stakeflow.config_sections import HttpGetConfig
+from stakeflow.core.errors import ToolError
 
 MAX_REDIRECTS = 5
 _REDIRECTS = {301, 302, 303, 307, 308}

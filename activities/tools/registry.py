@@ -14,10 +14,12 @@ from types import MappingProxyType
 from activities.tools import calculator, http_get, read_file, sql_query, write_file
 from activities.tools.context import ToolExecutor
 
-EXECUTORS: Mapping[str, ToolExecutor] = MappingProxyType({
-    "calculator": calculator.execute,
-    "http_get": http_get.execute,
-    "read_file": read_file.execute,
-    "sql_query": sql_query.execute,
-    "write_file": write_file.execute,
-})
+EXECUTORS: Mapping[str, ToolExecutor] = MappingProxyType(
+    {
+        "calculator": calculator.execute,
+        "http_get": http_get.execute,
+        "read_file": read_file.execute,
+        "sql_query": sql_query.execute,
+        "write_file": write_file.execute,
+    }
+)

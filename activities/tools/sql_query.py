@@ -24,6 +24,7 @@ from activities.tools.context import ToolContext
 from activities.tools.workspace import is_records, real_path, resolve_workspace
 from agents.tools import SqlQueryArgs
 from agents.types import ToolResult
+from stakeflow.config_sections import SqlQueryConfig
 from stakeflow.core.errors import ToolError
 from stakeflow.readonly_sql import (
     SQLLimits,
@@ -35,7 +36,6 @@ from stakeflow.readonly_sql import (
     quote_literal,
     read_statement,
 )
-from stakeflow.config_sections import SqlQueryConfig
 
 _SQL_READERS = {
     ".csv": "read_csv",
@@ -181,10 +181,7 @@ def _cap_error(err: duckdb.Error, cfg: SqlQueryConfig) -> str:
             "(WHERE, fewer columns, GROUP BY, LIMIT), or raise max_temp_size in [tools.sql_query] in stakeflow.toml "
             f"({detail})"
         )
-    spill = (
-        "" if cfg.temp_directory is not None
-        else "; setting temp_directory there lets DuckDB spill to disk instead"
-    )
+    spill = "" if cfg.temp_directory is not None else "; setting temp_directory there lets DuckDB spill to disk instead"
     return (
         f"the query needs more memory than [tools.sql_query] memory_limit ({cfg.memory_limit}) allows: narrow it "
         "(WHERE, fewer columns, GROUP BY, LIMIT), or raise memory_limit in [tools.sql_query] in stakeflow.toml"
@@ -216,4 +213,3 @@ def _cell(value: Any) -> str:
         return "NULL"
     text = repr(value) if isinstance(value, float) else str(value)
     return text.replace("\n", "\\n")  # one row, one line
-

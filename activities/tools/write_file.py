@@ -91,8 +91,9 @@ def _write_file(ctx: ToolContext, args: WriteFileArgs, cancelled: threading.Even
                 f"({entry.get('path')}): every write needs its own key"
             )
         if entry is not None and entry.get("status") == "done":
-            log.info("write_file %s: already done (by an earlier attempt, maybe on another host); "
-                     "not writing again", key)
+            log.info(
+                "write_file %s: already done (by an earlier attempt, maybe on another host); not writing again", key
+            )
             return ToolResult.model_validate(entry["result"]).model_copy(update={"replayed": True})
         if entry is not None and "original_size" in entry:
             # The previous release's "pending" append: done if it landed where that release recorded.
@@ -166,7 +167,7 @@ def _append(target: Path, data: bytes) -> int:
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
         return os.lseek(fd, 0, os.SEEK_CUR)
     finally:

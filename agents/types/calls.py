@@ -24,7 +24,6 @@ STAKES_CHOICES: tuple[str, ...] = ("auto", "low", "high")
 SENSITIVITY_CHOICES: tuple[str, ...] = ("public", "private")
 
 
-
 class ModelEndpoint(BaseModel):
     """What the workflow knows about one route. Addresses and keys stay on the workers."""
 
@@ -36,13 +35,11 @@ class ModelEndpoint(BaseModel):
     base_url: str = ""
 
 
-
 class JudgeVerdict(BaseModel):
     """The judge's answer for one ordering of the two candidates."""
 
     winner: Literal["A", "B", "tie"] = Field(description="A or B if one answer is clearly better, else tie.")
     reason: str = Field(description="One sentence: why.")
-
 
 
 # --- model outputs -------------------------------------------------------------------------
@@ -296,5 +293,3 @@ class ToolResult(BaseModel):
     truncated: bool = False
     replayed: bool = False  # the side effect had already happened under this idempotency key
     duration_ms: float = 0.0
-
-

@@ -67,7 +67,6 @@ class EvalPolicy(BaseModel):
     include_private: bool = False  # capture private runs too ([dataset] include_private)
 
 
-
 class ApprovalPolicy(BaseModel):
     """When a person must approve a step before it acts."""
 
@@ -172,7 +171,6 @@ class ToolsetResult(BaseModel):
     error: str | None = None
 
 
-
 # --- routing and results -------------------------------------------------------------------
 
 
@@ -252,4 +250,3 @@ TaskRequest.model_rebuild()
 ToolsetResult.model_rebuild()
 ApprovalRequest.model_rebuild()
 ApprovalRecord.model_rebuild()
-

@@ -26,7 +26,9 @@ def to_prompt_completion(line: dict[str, Any]) -> dict[str, Any]:
     """One exported line as TRL's conversational prompt-completion: everything up to the last assistant turn."""
     messages = line.get("messages")
     if not isinstance(messages, list) or len(messages) < 2 or messages[-1].get("role") != "assistant":
-        raise ValueError("a line needs 'messages' ending with an assistant turn (stakeflow dataset export --format openai)")
+        raise ValueError(
+            "a line needs 'messages' ending with an assistant turn (stakeflow dataset export --format openai)"
+        )
     row: dict[str, Any] = {"prompt": messages[:-1], "completion": messages[-1:]}
     if line.get("tools"):
         row["tools"] = line["tools"]
@@ -88,11 +90,15 @@ def main(argv: list[str] | None = None) -> int:
         logging_steps=10,
         report_to="none",
     )
-    lora = LoraConfig(r=args.rank, lora_alpha=2 * args.rank, lora_dropout=0.05, target_modules="all-linear",
-                      task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=args.rank, lora_alpha=2 * args.rank, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"
+    )
     trainer = SFTTrainer(
-        model=args.base, args=config, peft_config=lora,
-        train_dataset=Dataset.from_list(train), eval_dataset=Dataset.from_list(test) if test else None,
+        model=args.base,
+        args=config,
+        peft_config=lora,
+        train_dataset=Dataset.from_list(train),
+        eval_dataset=Dataset.from_list(test) if test else None,
     )
     trainer.train()
     trainer.save_model(str(args.out))  # the adapter only: adapter_config.json, adapter_model.safetensors

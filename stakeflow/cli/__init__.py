@@ -21,9 +21,9 @@ import click
 
 from stakeflow.cli.approvals import admin, approve, list_runs, reject
 from stakeflow.cli.catalog import agents, evals, tools
-from stakeflow.cli.learning import dataset, learn
 from stakeflow.cli.common import err
 from stakeflow.cli.costs import costs, prices, sql, trace
+from stakeflow.cli.learning import dataset, learn
 from stakeflow.cli.runs import cancel, result, run, status
 from stakeflow.cli.stack import codec_key, codec_server, doctor, down, models, serve, up, worker
 
@@ -41,9 +41,33 @@ from stakeflow.cli.learning import lora_group, replay_command  # noqa: E402 (aft
 evals.add_command(replay_command())
 models.add_command(lora_group)
 
-for command in (up, down, run, status, result, cancel, worker, doctor, models, serve,
-                tools, agents, evals, dataset, learn, trace, costs, sql, prices, approve, reject, list_runs, admin,
-                codec_server, codec_key):
+for command in (
+    up,
+    down,
+    run,
+    status,
+    result,
+    cancel,
+    worker,
+    doctor,
+    models,
+    serve,
+    tools,
+    agents,
+    evals,
+    dataset,
+    learn,
+    trace,
+    costs,
+    sql,
+    prices,
+    approve,
+    reject,
+    list_runs,
+    admin,
+    codec_server,
+    codec_key,
+):
     cli.add_command(command)
 
 

@@ -10,8 +10,8 @@ import getpass
 import click
 
 from stakeflow import namespace, runs
-from stakeflow.core.contracts import SEARCH_ATTRIBUTES
 from stakeflow.cli.common import current_settings, echo_json, friendly, open_run, run_async, temporal_client
+from stakeflow.core.contracts import SEARCH_ATTRIBUTES
 
 
 def _decide(run_id: str, step: int, approve: bool, note: str, calls_json: str | None = None) -> None:
@@ -22,7 +22,9 @@ def _decide(run_id: str, step: int, approve: bool, note: str, calls_json: str | 
         client, found = await open_run(settings, run_id)
         wf_id = found.workflow_id
         record = await runs.decide_step(client, wf_id, step, approve, note, getpass.getuser(), tool_calls)
-        click.echo(f"step {step} of {wf_id} {record.decision} by {record.by}" + (f": {record.note}" if record.note else ""))
+        click.echo(
+            f"step {step} of {wf_id} {record.decision} by {record.by}" + (f": {record.note}" if record.note else "")
+        )
 
     run_async(go())
 
@@ -31,8 +33,12 @@ def _decide(run_id: str, step: int, approve: bool, note: str, calls_json: str | 
 @click.argument("run_id")
 @click.argument("step", type=int)
 @click.option("--note", default="", help="Why (recorded in the result and the trace).")
-@click.option("--calls", "calls_json", default=None,
-              help='Approve these calls instead, as JSON: [{"tool": "write_file", "args": {...}}] (same tools).')
+@click.option(
+    "--calls",
+    "calls_json",
+    default=None,
+    help='Approve these calls instead, as JSON: [{"tool": "write_file", "args": {...}}] (same tools).',
+)
 @friendly
 def approve(run_id: str, step: int, note: str, calls_json: str | None) -> None:
     """Let a step that waits for approval act (as it is, or with the arguments you give)."""
@@ -48,8 +54,10 @@ def _parse_calls(text: str) -> list:
     try:
         return TypeAdapter(list[ToolCall]).validate_json(text)
     except ValidationError as e:
-        raise InputError(f'--calls is not a JSON list of calls ({e.errors()[0]["msg"]}): write it like '
-                         '\'[{"tool": "write_file", "args": {"path": "a.txt", "content": "x"}}]\'') from None
+        raise InputError(
+            f"--calls is not a JSON list of calls ({e.errors()[0]['msg']}): write it like "
+            '\'[{"tool": "write_file", "args": {"path": "a.txt", "content": "x"}}]\''
+        ) from None
 
 
 @click.command()
@@ -80,8 +88,17 @@ def list_runs(query: str | None, limit: int, as_json: bool) -> None:
         return
     from stakeflow.traces import format_table
 
-    columns = ["workflow_id", "status", "started", "stakes", "source", "open_steps", "frontier_steps",
-               "cost_usd", "awaiting_approval"]
+    columns = [
+        "workflow_id",
+        "status",
+        "started",
+        "stakes",
+        "source",
+        "open_steps",
+        "frontier_steps",
+        "cost_usd",
+        "awaiting_approval",
+    ]
     click.echo(format_table(columns, [[r[c] for c in columns] for r in rows]))
 
 

@@ -23,8 +23,10 @@ def tools(agent: str | None, as_json: bool) -> None:
         for r in rows:
             world = "open-world" if r["open_world"] else "closed"
             flags = ", ".join(f for f, on in (("private", r["private"]), ("not idempotent", not r["idempotent"])) if on)
-            click.echo(f"{r['name']:<28} {r['risk']:<12} {world:<10} {r['source']:<12} risk: {r['risk_from']}"
-                       + (f" · {flags}" if flags else ""))
+            click.echo(
+                f"{r['name']:<28} {r['risk']:<12} {world:<10} {r['source']:<12} risk: {r['risk_from']}"
+                + (f" · {flags}" if flags else "")
+            )
         for p in listing.problems:
             err(f"unavailable: {p}")
     if listing.problems and not listing.tools:
@@ -42,8 +44,7 @@ def agents(as_json: bool) -> None:
     rows = []
     for name, cfg in sorted(settings.agents.items()):
         used, configured = open_models(settings, name)
-        rows.append({"name": name, **cfg.model_dump(), "open_model_in_use": used,
-                     "promoted": used != configured})
+        rows.append({"name": name, **cfg.model_dump(), "open_model_in_use": used, "promoted": used != configured})
     if as_json:
         echo_json(rows)
         return
@@ -52,9 +53,12 @@ def agents(as_json: bool) -> None:
     for r in rows:
         tools_text = ", ".join(r["tools"]) if r["tools"] is not None else "all enabled tools"
         about = r["description"] or (r["instructions"].splitlines()[0][:60] if r["instructions"] else "")
-        click.echo(f"{r['name']:<20} {about}\n{'':<20} tools: {tools_text} · stakes {r['stakes']} · "
-                   f"sensitivity {r['sensitivity']}" + (f" · open model {r['open_model_in_use']}" if r["open_model"] or r["promoted"]
-                                                  else "") + (" (promoted by stakeflow learn)" if r["promoted"] else ""))
+        click.echo(
+            f"{r['name']:<20} {about}\n{'':<20} tools: {tools_text} · stakes {r['stakes']} · "
+            f"sensitivity {r['sensitivity']}"
+            + (f" · open model {r['open_model_in_use']}" if r["open_model"] or r["promoted"] else "")
+            + (" (promoted by stakeflow learn)" if r["promoted"] else "")
+        )
 
 
 @click.group(invoke_without_command=True)
@@ -82,22 +86,37 @@ def evals(ctx: click.Context, by: str, since: str, show_routing: bool, as_json: 
             echo_json(rows)
             return
         columns = ["agent", "kind", "tool", "n", "agreement", "agreement_low", "route", "reason"]
-        click.echo(format_table(columns, [[r[c] for c in columns] for r in rows]) if rows
-                   else "no shadow evaluations yet: set [evals] shadow_rate (README, Quality next to cost)")
+        click.echo(
+            format_table(columns, [[r[c] for c in columns] for r in rows])
+            if rows
+            else "no shadow evaluations yet: set [evals] shadow_rate (README, Quality next to cost)"
+        )
         return
     result = report(settings, by, since)
     if as_json:
         echo_json(result)
         return
-    columns = [by, "n", "agreement", "agreement_low", "agreement_high", "judged", "open_cost_usd",
-               "frontier_cost_usd", "judge_cost_usd", "open_p50_ms", "frontier_p50_ms"]
+    columns = [
+        by,
+        "n",
+        "agreement",
+        "agreement_low",
+        "agreement_high",
+        "judged",
+        "open_cost_usd",
+        "frontier_cost_usd",
+        "judge_cost_usd",
+        "open_p50_ms",
+        "frontier_p50_ms",
+    ]
     table = [[r[c] for c in columns] for r in result["rows"]]
     if as_csv:
         click.echo(to_csv(columns, table), nl=False)
         return
     if not table:
-        click.echo(f"agreement not measured since {result['since']}: set [evals] shadow_rate "
-                   "(README, Quality next to cost)")
+        click.echo(
+            f"agreement not measured since {result['since']}: set [evals] shadow_rate (README, Quality next to cost)"
+        )
         return
     click.echo(format_table(columns, table))
     t = result["total"]

@@ -48,8 +48,13 @@ def trace(run_id: str, as_json: bool) -> None:
 
 @click.command()
 @click.option("--since", default=None, help="Only spans newer than this: 30m, 24h, 7d, 2w (default: all).")
-@click.option("--by", "by", default="model", show_default=True,
-              help="Breakdown: run, model, route, stakes, tool, day, source or agent.")
+@click.option(
+    "--by",
+    "by",
+    default="model",
+    show_default=True,
+    help="Breakdown: run, model, route, stakes, tool, day, source or agent.",
+)
 @click.option("--run", "run_id", default=None, help="One run's bill (its workflow id or Temporal run id).")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--csv", "as_csv", is_flag=True)
@@ -94,7 +99,7 @@ def sql(query: str, as_json: bool, as_csv: bool) -> None:
 
     columns, rows = run_sql(open_store(current_settings()), query)
     if as_json:
-        echo_json([dict(zip(columns, r)) for r in rows])
+        echo_json([dict(zip(columns, r, strict=True)) for r in rows])
     elif as_csv:
         click.echo(to_csv(columns, rows), nl=False)
     else:

@@ -13,7 +13,14 @@ import click
 from agents.types import SENSITIVITY_CHOICES, STAKES_CHOICES, Progress
 from stakeflow import runs, tasks
 from stakeflow.cli.common import (
-    Failed, current_settings, echo_json, err, friendly, open_run, run_async, temporal_client,
+    Failed,
+    current_settings,
+    echo_json,
+    err,
+    friendly,
+    open_run,
+    run_async,
+    temporal_client,
 )
 from stakeflow.cli.stack import bring_up
 from stakeflow.core.contracts import PROGRESS_QUERY
@@ -29,14 +36,30 @@ SERVICE_CHECK_SECONDS = 2.0
 @click.command()
 @click.argument("goal")
 @click.option("--agent", default=None, help="A named agent ([agents.<name>]): its role, tools and defaults.")
-@click.option("--stakes", default=None, type=click.Choice(STAKES_CHOICES),
-              help="Override the policy's stakes for every step (default: the agent's, else auto).")
-@click.option("--sensitivity", default=None, type=click.Choice(SENSITIVITY_CHOICES),
-              help="private: no data of this run ever goes to the frontier API (default: the agent's, else public).")
-@click.option("--tools", "tools_csv", default=None,
-              help="Comma-separated tools or globs the run may use, e.g. read_file,git.* (default: the agent's, else all enabled).")
-@click.option("--workspace", type=click.Path(file_okay=False), default=None,
-              help="Folder the file and SQL tools work in (default: $STAKEFLOW_HOME/workspace).")
+@click.option(
+    "--stakes",
+    default=None,
+    type=click.Choice(STAKES_CHOICES),
+    help="Override the policy's stakes for every step (default: the agent's, else auto).",
+)
+@click.option(
+    "--sensitivity",
+    default=None,
+    type=click.Choice(SENSITIVITY_CHOICES),
+    help="private: no data of this run ever goes to the frontier API (default: the agent's, else public).",
+)
+@click.option(
+    "--tools",
+    "tools_csv",
+    default=None,
+    help="Comma-separated tools or globs the run may use, e.g. read_file,git.* (default: the agent's, else all enabled).",
+)
+@click.option(
+    "--workspace",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder the file and SQL tools work in (default: $STAKEFLOW_HOME/workspace).",
+)
 @click.option("--max-steps", type=click.IntRange(1, 200), default=None, help="Most steps the plan may have.")
 @click.option("--budget-tokens", type=click.IntRange(1), default=None, help="Fail the run past this many tokens.")
 @click.option("--id", "workflow_id", default=None, help="Workflow id to use (default: task-<random>).")
@@ -44,16 +67,35 @@ SERVICE_CHECK_SECONDS = 2.0
 @click.option("--no-wait", is_flag=True, help="Print the ids and return at once.")
 @click.option("--auto-approve", is_flag=True, help="Approve high-risk steps without waiting (recorded as such).")
 @friendly
-def run(goal: str, agent: str | None, stakes: str | None, sensitivity: str | None, tools_csv: str | None,
-        workspace: str | None,
-        max_steps: int | None, budget_tokens: int | None, workflow_id: str | None, as_json: bool,
-        no_wait: bool, auto_approve: bool) -> None:
+def run(
+    goal: str,
+    agent: str | None,
+    stakes: str | None,
+    sensitivity: str | None,
+    tools_csv: str | None,
+    workspace: str | None,
+    max_steps: int | None,
+    budget_tokens: int | None,
+    workflow_id: str | None,
+    as_json: bool,
+    no_wait: bool,
+    auto_approve: bool,
+) -> None:
     """Run GOAL as a durable agent task."""
     settings = current_settings()
     tools = [t.strip() for t in tools_csv.split(",") if t.strip()] if tools_csv is not None else None
-    req = tasks.build_request(settings, goal, stakes=stakes, sensitivity=sensitivity, tools=tools,
-                              workspace=workspace, max_steps=max_steps, budget_tokens=budget_tokens,
-                              auto_approve=auto_approve, agent=agent)
+    req = tasks.build_request(
+        settings,
+        goal,
+        stakes=stakes,
+        sensitivity=sensitivity,
+        tools=tools,
+        workspace=workspace,
+        max_steps=max_steps,
+        budget_tokens=budget_tokens,
+        auto_approve=auto_approve,
+        agent=agent,
+    )
     run_async(_run(settings, req, workflow_id, as_json, no_wait))
 
 
@@ -164,8 +206,17 @@ async def _watch_services(settings: Settings, workflow_id: str) -> None:
 
 
 def _echo_run(settings: Settings, info: runs.RunInfo) -> None:
-    echo_json(run_dict(info.workflow_id, info.run_id, info.status, settings.ui_url(info.workflow_id),
-                       result=info.result, progress=info.progress, error=info.error))
+    echo_json(
+        run_dict(
+            info.workflow_id,
+            info.run_id,
+            info.status,
+            settings.ui_url(info.workflow_id),
+            result=info.result,
+            progress=info.progress,
+            error=info.error,
+        )
+    )
 
 
 @click.command()

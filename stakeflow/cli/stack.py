@@ -66,7 +66,9 @@ async def _start_worker(client, settings: Settings, wait_s: float = 30.0) -> lis
     while not await tasks.has_workflow_poller(client, settings):
         services.worker_alive(settings, pid)
         if asyncio.get_running_loop().time() > deadline:
-            raise ServiceError(f"the worker (pid {pid}) did not poll within {wait_s:g}s: see {settings.log_dir / 'worker.log'}")
+            raise ServiceError(
+                f"the worker (pid {pid}) did not poll within {wait_s:g}s: see {settings.log_dir / 'worker.log'}"
+            )
         await asyncio.sleep(0.1)
     lines.append(f"worker: started (pid {pid}), log {settings.log_dir / 'worker.log'}")
     return lines
@@ -91,10 +93,19 @@ def down() -> None:
 
 
 @click.command()
-@click.option("--queues", "queues_csv", default=",".join(ROLES), show_default=True,
-              help="Comma-separated queue roles to poll: workflows, open, frontier, tools, train.")
-@click.option("--processes", type=click.IntRange(1, 64), default=None,
-              help="Worker processes to run, one core each (default: [workers] processes, 1).")
+@click.option(
+    "--queues",
+    "queues_csv",
+    default=",".join(ROLES),
+    show_default=True,
+    help="Comma-separated queue roles to poll: workflows, open, frontier, tools, train.",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Worker processes to run, one core each (default: [workers] processes, 1).",
+)
 @friendly
 def worker(queues_csv: str, processes: int | None) -> None:
     """Run a worker in the foreground until SIGTERM (what production runs)."""
@@ -118,13 +129,10 @@ def worker(queues_csv: str, processes: int | None) -> None:
 
 
 async def _worker(settings: Settings, roles: list[str]) -> None:
-    from stakeflow.telemetry import setup_tracing, shutdown
-    from workers.main import run_workers
-
-    from workers.main import Toolboxes
-
     from stakeflow import metrics
     from stakeflow.connection import connect
+    from stakeflow.telemetry import setup_tracing, shutdown
+    from workers.main import Toolboxes, run_workers
 
     toolboxes = Toolboxes(settings)  # a Python tool that cannot be one is refused before anything connects
     runtime = metrics.start(settings)  # before the client: the SDK's metrics come from the client's runtime
@@ -216,7 +224,9 @@ def models(ctx: click.Context, as_json: bool) -> None:
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=WEBHOOK_PORT, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
+@click.option(
+    "--port", default=WEBHOOK_PORT, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on."
+)
 @friendly
 def serve(host: str, port: int) -> None:
     """Run the webhook server: signed POST /hooks/<name> deliveries start runs ([hooks.<name>] in stakeflow.toml)."""

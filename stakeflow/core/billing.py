@@ -41,8 +41,7 @@ def cost_line(c: CostSummary) -> str:
             line += f" · saved {saved:.0%} · {c.agreement or 'agreement not measured'}"
     if c.unpriced_calls:
         line += (
-            f" · {c.unpriced_calls} calls UNPRICED: add [prices.\"<model id>\"] to stakeflow.toml "
-            "(see `stakeflow costs`)"
+            f' · {c.unpriced_calls} calls UNPRICED: add [prices."<model id>"] to stakeflow.toml (see `stakeflow costs`)'
         )
     return line
 

@@ -102,7 +102,8 @@ def _announce(info: BuildInfo) -> None:
         print(
             "stakeflow: this native build has AMX kernels, which fault on some CPUs: they are kept off "
             f"(use_extra_bufts=false). For the portable build: {REINSTALL}",
-            file=sys.stderr, flush=True,
+            file=sys.stderr,
+            flush=True,
         )
 
 

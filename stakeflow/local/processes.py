@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -41,7 +41,7 @@ class ExitInfo:
     def describe(self) -> str:
         when = ""
         if self.ended_at:
-            when = " at " + datetime.fromtimestamp(self.ended_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+            when = " at " + datetime.fromtimestamp(self.ended_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         if self.signal:
             return f"killed by {self.signal}{when}"
         if self.returncode is None:
@@ -100,7 +100,7 @@ def spawn(settings: Settings, name: str, argv: list[str], env: dict[str, str] | 
     done.unlink(missing_ok=True)
     supervised = [sys.executable, "-m", "stakeflow.local.supervise", str(done), "--", *argv]
     with open(log_file(settings, name), "ab") as log:
-        log.write(f"\n{_MARK}{datetime.now(timezone.utc).isoformat(timespec='seconds')}: starting {name}\n".encode())
+        log.write(f"\n{_MARK}{datetime.now(UTC).isoformat(timespec='seconds')}: starting {name}\n".encode())
         log.flush()
         proc = subprocess.Popen(
             supervised,
@@ -150,7 +150,11 @@ def stop(settings: Settings, name: str, timeout: float = 15.0) -> str | None:
     if record is None:
         return None
     if not _is_ours(record):
-        return None if not _pid_exists(record.pid) else f"{name}: pid {record.pid} is no longer stakeflow's (not signalled)"
+        return (
+            None
+            if not _pid_exists(record.pid)
+            else f"{name}: pid {record.pid} is no longer stakeflow's (not signalled)"
+        )
     _signal(record.pid, signal.SIGTERM, group=False)  # the supervisor forwards it to the service
     deadline = time.monotonic() + timeout
     while _is_ours(record) and time.monotonic() < deadline:

@@ -17,10 +17,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from stakeflow.core.contracts import dev_server_flags
 from stakeflow.core.errors import ServiceError
 from stakeflow.local import processes
 from stakeflow.local.processes import ServiceState
-from stakeflow.core.contracts import dev_server_flags
 from stakeflow.settings import EMBEDDED_MODEL_ID, Settings
 
 TEMPORAL = "temporal"
@@ -31,10 +31,14 @@ SERVICES = (WORKER, EMBEDDED, TEMPORAL)  # stop order: worker first, server last
 # The poll-rate flags cut ~30 ms from every workflow task; WAL + synchronous=off make the
 # file database fast enough (see ../shared/DESIGN.md for the measurements).
 DEV_SERVER_TUNING = [
-    "--sqlite-pragma", "journal_mode=wal",
-    "--sqlite-pragma", "synchronous=off",
-    "--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000",
-    "--dynamic-config-value", "history.timerProcessorMaxPollRPS=1000",
+    "--sqlite-pragma",
+    "journal_mode=wal",
+    "--sqlite-pragma",
+    "synchronous=off",
+    "--dynamic-config-value",
+    "history.transferProcessorMaxPollRPS=1000",
+    "--dynamic-config-value",
+    "history.timerProcessorMaxPollRPS=1000",
 ]
 EMBEDDED_READY_S = 120.0
 
@@ -157,12 +161,24 @@ def ensure_temporal(settings: Settings) -> list[str]:
         )
     settings.home.mkdir(parents=True, exist_ok=True)
     argv = [
-        temporal_binary(), "server", "start-dev",
-        "--ip", "127.0.0.1", "--port", str(port), "--ui-port", str(settings.ui_port),
-        "--namespace", settings.temporal_namespace,
-        "--db-filename", str(settings.home / "temporal.db"),
-        "--ui-disable-news-fetch", "--log-level", "warn",
-        *DEV_SERVER_TUNING, *dev_server_flags(),
+        temporal_binary(),
+        "server",
+        "start-dev",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ui-port",
+        str(settings.ui_port),
+        "--namespace",
+        settings.temporal_namespace,
+        "--db-filename",
+        str(settings.home / "temporal.db"),
+        "--ui-disable-news-fetch",
+        "--log-level",
+        "warn",
+        *DEV_SERVER_TUNING,
+        *dev_server_flags(),
     ]
     if settings.ui_codec_endpoint:  # encrypted payloads shown decoded, through `stakeflow codec-server`
         argv += ["--ui-codec-endpoint", settings.ui_codec_endpoint]
@@ -204,8 +220,13 @@ def embedded_argv(settings: Settings) -> list[str]:
     """The embedded model server's command: stakeflow's llama.cpp launcher, or ``embedded_command``."""
     gguf = embedded_model_file()
     if settings.embedded_command:
-        fields = {"model": str(gguf), "host": "127.0.0.1", "port": str(settings.embedded_port),
-                  "ctx": str(settings.embedded_ctx), "alias": EMBEDDED_MODEL_ID}
+        fields = {
+            "model": str(gguf),
+            "host": "127.0.0.1",
+            "port": str(settings.embedded_port),
+            "ctx": str(settings.embedded_ctx),
+            "alias": EMBEDDED_MODEL_ID,
+        }
         return [part.format(**fields) for part in settings.embedded_command]
     if importlib.util.find_spec("llama_cpp") is None:
         raise ServiceError(
@@ -213,10 +234,20 @@ def embedded_argv(settings: Settings) -> list[str]:
             "or set STAKEFLOW_OPEN_BASE_URL to your vLLM server"
         )
     argv = [
-        sys.executable, "-m", "stakeflow.local.embedded", "serve",
-        "--model", str(gguf), "--model_alias", EMBEDDED_MODEL_ID,
-        "--host", "127.0.0.1", "--port", str(settings.embedded_port),
-        "--n_ctx", str(settings.embedded_ctx),
+        sys.executable,
+        "-m",
+        "stakeflow.local.embedded",
+        "serve",
+        "--model",
+        str(gguf),
+        "--model_alias",
+        EMBEDDED_MODEL_ID,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(settings.embedded_port),
+        "--n_ctx",
+        str(settings.embedded_ctx),
     ]
     if settings.embedded_threads:
         argv += ["--n_threads", str(settings.embedded_threads)]

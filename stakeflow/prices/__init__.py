@@ -48,6 +48,7 @@ from datetime import date
 from decimal import Decimal
 
 from agents.types import Usage
+from stakeflow.config_sections import PriceConfig
 from stakeflow.core.errors import ConfigError
 from stakeflow.prices.builtin import (
     BUILTIN_LONG_CONTEXT,
@@ -71,7 +72,6 @@ from stakeflow.prices.cost import (
     token_cost,
     unpriced,
 )
-from stakeflow.config_sections import PriceConfig
 from stakeflow.settings import EMBEDDED_MODEL_ID, Settings
 
 PRICE_RULES = (
@@ -117,8 +117,13 @@ def local_entries() -> tuple[PriceEntry, ...]:
     zero = Decimal(0)
     return (
         PriceEntry(
-            model=EMBEDDED_MODEL_ID, input_per_mtok=zero, output_per_mtok=zero, cache_write_per_mtok=zero,
-            cache_read_per_mtok=zero, version=LOCAL_VERSION, source="local",
+            model=EMBEDDED_MODEL_ID,
+            input_per_mtok=zero,
+            output_per_mtok=zero,
+            cache_write_per_mtok=zero,
+            cache_read_per_mtok=zero,
+            version=LOCAL_VERSION,
+            source="local",
         ),
     )
 
@@ -272,6 +277,17 @@ def describe(table: PriceTable) -> list[dict[str, str | float | None]]:
 
 
 __all__ = [
-    "BUILTIN_SOURCE", "BUILTIN_VERSION", "LOCAL_VERSION", "PRICE_RULES", "CallCost", "PriceEntry", "PriceRow",
-    "PriceTable", "Source", "builtin_entries", "config_entry", "describe", "local_entries",
+    "BUILTIN_SOURCE",
+    "BUILTIN_VERSION",
+    "LOCAL_VERSION",
+    "PRICE_RULES",
+    "CallCost",
+    "PriceEntry",
+    "PriceRow",
+    "PriceTable",
+    "Source",
+    "builtin_entries",
+    "config_entry",
+    "describe",
+    "local_entries",
 ]

@@ -23,7 +23,20 @@ from stakeflow.traces._tables import format_table, to_csv
 from stakeflow.traces._tree import render_tree, trace_tree
 
 __all__ = [
-    "BREAKDOWNS", "MIGRATIONS", "SCHEMA_VERSION", "DuckDBSpanExporter", "SyncResult", "TraceStore",
-    "build_span_processors", "cost_report", "format_table", "keep_attribute", "render_tree", "run_sql",
-    "spool_dir_for", "summary_line", "to_csv", "trace_tree",
+    "BREAKDOWNS",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "DuckDBSpanExporter",
+    "SyncResult",
+    "TraceStore",
+    "build_span_processors",
+    "cost_report",
+    "format_table",
+    "keep_attribute",
+    "render_tree",
+    "run_sql",
+    "spool_dir_for",
+    "summary_line",
+    "to_csv",
+    "trace_tree",
 ]

@@ -19,8 +19,13 @@ from stakeflow.traces._tables import money
 
 BREAKDOWNS = ("run", "model", "route", "stakes", "tool", "day", "source", "agent")
 _KEYS = {
-    "run": "run_id", "model": "request_model", "route": "route", "stakes": "stakes",
-    "day": "CAST(start_time AS DATE)", "source": "source", "agent": "agent",
+    "run": "run_id",
+    "model": "request_model",
+    "route": "route",
+    "stakes": "stakes",
+    "day": "CAST(start_time AS DATE)",
+    "source": "source",
+    "agent": "agent",
 }
 _AGGREGATES = """
     count(*) AS calls,
@@ -36,15 +41,28 @@ _AGGREGATES = """
     sum(frontier_equivalent_usd - cost_usd) AS saved_usd,
     count(*) FILTER (WHERE NOT unpriced AND frontier_equivalent_usd IS NULL) AS no_equivalent_calls"""
 _ROW_COLUMNS = (
-    "calls", "unpriced_calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
-    "cost_usd", "frontier_equivalent_usd", "saved_usd",
+    "calls",
+    "unpriced_calls",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cost_usd",
+    "frontier_equivalent_usd",
+    "saved_usd",
 )
 _MONEY = ("cost_usd", "open_usd", "frontier_usd", "frontier_equivalent_usd", "saved_usd")
 
 
 def cost_report(
-    store: TraceStore, since: timedelta | None = None, by: str = "model", run_id: str | None = None,
-    frontier_model: str | None = None, *, limit: int | None = None, now: datetime | None = None,
+    store: TraceStore,
+    since: timedelta | None = None,
+    by: str = "model",
+    run_id: str | None = None,
+    frontier_model: str | None = None,
+    *,
+    limit: int | None = None,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
     """Totals and a breakdown ``by`` run|model|route|stakes|tool|day|source, from model-call spans only.
 
@@ -82,14 +100,19 @@ def cost_report(
         ).fetchone()
         rows = _fetch_dicts(con, _breakdown_sql(calls, by, limit), params)
     report: dict[str, Any] = {
-        "by": by, "since": since.total_seconds() if since is not None else None, "run_id": run_id,
-        "frontier_model": frontier_model, "calls": total["calls"],
+        "by": by,
+        "since": since.total_seconds() if since is not None else None,
+        "run_id": run_id,
+        "frontier_model": frontier_model,
+        "calls": total["calls"],
         "priced_calls": total["calls"] - total["unpriced_calls"],
         "total_usd": money(total["cost_usd"]) or 0.0,
         **{k: money(total[k]) or 0.0 for k in ("open_usd", "frontier_usd", "frontier_equivalent_usd", "saved_usd")},
-        "unpriced_calls": total["unpriced_calls"], "no_equivalent_calls": total["no_equivalent_calls"],
+        "unpriced_calls": total["unpriced_calls"],
+        "no_equivalent_calls": total["no_equivalent_calls"],
         **{k: total[k] or 0 for k in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")},
-        "shadow_calls": shadow[0], "shadow_usd": money(shadow[1]) or 0.0,
+        "shadow_calls": shadow[0],
+        "shadow_usd": money(shadow[1]) or 0.0,
     }
     report["rows"] = [_report_row(by, row) for row in rows]
     return report
@@ -110,7 +133,9 @@ def summary_line(report: dict[str, Any]) -> str:
         f" · {report.get('agreement') or 'agreement not measured'}"
     )
     if report.get("shadow_calls"):
-        line += f"\nshadow evaluation ${report['shadow_usd']:.4f} ({report['shadow_calls']} calls, not in the total above)"
+        line += (
+            f"\nshadow evaluation ${report['shadow_usd']:.4f} ({report['shadow_calls']} calls, not in the total above)"
+        )
     return line + (warning if report["unpriced_calls"] else "")
 
 
@@ -149,8 +174,7 @@ def _report_row(by: str, row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-
 def _fetch_dicts(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[dict[str, Any]]:
     result = con.execute(sql, params)
     names = [d[0] for d in result.description]
-    return [dict(zip(names, row)) for row in result.fetchall()]
+    return [dict(zip(names, row, strict=True)) for row in result.fetchall()]

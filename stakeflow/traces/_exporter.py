@@ -100,17 +100,16 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-_encode = json.JSONEncoder(
-    check_circular=False, allow_nan=False, separators=(",", ":"), default=_json_default
-).encode
+_encode = json.JSONEncoder(check_circular=False, allow_nan=False, separators=(",", ":"), default=_json_default).encode
 
 
 def _encode_attributes(attributes: dict[str, Any]) -> str:
     try:
         return _encode(attributes)
     except ValueError:  # NaN or infinity: not JSON; keep them readable as strings
-        return _encode({k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v)
-                        for k, v in attributes.items()})
+        return _encode(
+            {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in attributes.items()}
+        )
 
 
 _SEGMENT_COLUMNS_SQL = "{" + ", ".join(f"{k}: {quote_literal(v)}" for k, v in SEGMENT_COLUMNS.items()) + "}"
@@ -143,7 +142,7 @@ class DuckDBSpanExporter(SpanExporter):
             text = "\n".join([self._line(span) for span in spans])
             with self._lock:
                 self._write_segment(text)
-        except Exception:  # noqa: BLE001 - an exporter reports failure, it never raises into the SDK
+        except Exception:
             _log.exception("could not write %d spans to %s", len(spans), self.spool_dir)
             return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS
@@ -226,9 +225,17 @@ class _RedactingExporter(SpanExporter):
         if all(keep_attribute(k) for k in span.attributes or {}):
             return span
         return ReadableSpan(
-            name=span.name, context=span.context, parent=span.parent, resource=span.resource,
-            attributes=_filtered(span.attributes), events=span.events, links=span.links, kind=span.kind,
-            status=span.status, start_time=span.start_time, end_time=span.end_time,
+            name=span.name,
+            context=span.context,
+            parent=span.parent,
+            resource=span.resource,
+            attributes=_filtered(span.attributes),
+            events=span.events,
+            links=span.links,
+            kind=span.kind,
+            status=span.status,
+            start_time=span.start_time,
+            end_time=span.end_time,
             instrumentation_scope=span.instrumentation_scope,
         )
 
@@ -325,7 +332,7 @@ class GroupCommitSpanProcessor(SpanProcessor):
                 upto = self._queued
             try:
                 self._exporter.export(group)  # logs and reports its own failures; outside the lock
-            except Exception:  # noqa: BLE001 - a span processor never raises into the traced code
+            except Exception:
                 _log.exception("could not export %d spans", len(group))
             finally:
                 with self._lock:
@@ -374,8 +381,11 @@ def build_span_processors(settings: Settings) -> list[SpanProcessor]:
     # meanwhile share one segment (GroupCommitSpanProcessor). Everything else is batched.
     processors: list[SpanProcessor] = [
         _Only(GroupCommitSpanProcessor(DuckDBSpanExporter(settings.traces_path)), WORKFLOW_SPANS),
-        _Only(BatchSpanProcessor(DuckDBSpanExporter(settings.traces_path), schedule_delay_millis=delay),
-              WORKFLOW_SPANS, exclude=True),
+        _Only(
+            BatchSpanProcessor(DuckDBSpanExporter(settings.traces_path), schedule_delay_millis=delay),
+            WORKFLOW_SPANS,
+            exclude=True,
+        ),
     ]
     if not (env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")):
         return processors

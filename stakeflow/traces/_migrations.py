@@ -65,11 +65,14 @@ def applied_version(con: duckdb.DuckDBPyConnection, path: Path) -> int:
     ConfigError for a DuckDB file that holds other tables and no ``schema_migrations`` (not a trace
     store: never migrate it), or one a newer stakeflow wrote. duckdb.Error when it cannot be read.
     """
-    tables = [r[0] for r in con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
-        "UNION ALL SELECT view_name FROM duckdb_views() "
-        "WHERE database_name = current_database() AND NOT internal"
-    ).fetchall()]
+    tables = [
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+            "UNION ALL SELECT view_name FROM duckdb_views() "
+            "WHERE database_name = current_database() AND NOT internal"
+        ).fetchall()
+    ]
     if "schema_migrations" not in tables:
         if tables:
             shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
@@ -297,7 +300,8 @@ def _step_models_unpriced_runs_and_tokens(con: duckdb.DuckDBPyConnection) -> Non
 
 _RUNS_VIEW_4 = _RUNS_VIEW_3.replace(
     "        arg_max(source, end_time) AS source,\n",
-    "        arg_max(source, end_time) AS source,\n        arg_max(agent, end_time) AS agent,\n", 1,
+    "        arg_max(source, end_time) AS source,\n        arg_max(agent, end_time) AS agent,\n",
+    1,
 ).replace("SELECT run_id, r.status, r.source,", "SELECT run_id, r.status, r.source, r.agent,", 1)
 
 

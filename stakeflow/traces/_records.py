@@ -27,24 +27,70 @@ from stakeflow.readonly_sql import quote_ident, quote_literal
 INTEGER_T = "INTEGER"
 # table -> (key column, {column: SQL type}); the format only ever gains columns.
 RECORD_TABLES: dict[str, tuple[str, dict[str, str]]] = {
-    "evals": ("eval_id", {
-        "eval_id": "VARCHAR", "recorded_at": "TIMESTAMP", "run_id": "VARCHAR", "shadow_run_id": "VARCHAR",
-        "step": "INTEGER", "kind": "VARCHAR", "tool": "VARCHAR", "agent": "VARCHAR",
-        "open_model": "VARCHAR", "frontier_model": "VARCHAR", "verdict": "VARCHAR", "method": "VARCHAR",
-        "reason": "VARCHAR", "open_cost_usd": "DOUBLE", "frontier_cost_usd": "DOUBLE", "judge_cost_usd": "DOUBLE",
-        "open_latency_ms": "DOUBLE", "frontier_latency_ms": "DOUBLE", "judge_prompt_version": "VARCHAR",
-        "source": "VARCHAR", "prompt": "VARCHAR", "open_output": "VARCHAR", "frontier_output": "VARCHAR",
-    }),
-    "labels": ("label_id", {
-        "label_id": "VARCHAR", "recorded_at": "TIMESTAMP", "run_id": "VARCHAR", "step": INTEGER_T,
-        "decision": "VARCHAR", "by": "VARCHAR", "note": "VARCHAR", "edited_calls": "JSON",
-    }),
-    "captures": ("capture_id", {
-        "capture_id": "VARCHAR", "recorded_at": "TIMESTAMP", "run_id": "VARCHAR", "step": "INTEGER",
-        "purpose": "VARCHAR", "tool": "VARCHAR", "agent": "VARCHAR", "route": "VARCHAR", "model": "VARCHAR",
-        "source": "VARCHAR", "sensitivity": "VARCHAR", "include_private": "BOOLEAN", "price_version": "VARCHAR",
-        "ok": "BOOLEAN", "request": "JSON", "response": "JSON", "approval": "VARCHAR", "approved_action": "JSON",
-    }),
+    "evals": (
+        "eval_id",
+        {
+            "eval_id": "VARCHAR",
+            "recorded_at": "TIMESTAMP",
+            "run_id": "VARCHAR",
+            "shadow_run_id": "VARCHAR",
+            "step": "INTEGER",
+            "kind": "VARCHAR",
+            "tool": "VARCHAR",
+            "agent": "VARCHAR",
+            "open_model": "VARCHAR",
+            "frontier_model": "VARCHAR",
+            "verdict": "VARCHAR",
+            "method": "VARCHAR",
+            "reason": "VARCHAR",
+            "open_cost_usd": "DOUBLE",
+            "frontier_cost_usd": "DOUBLE",
+            "judge_cost_usd": "DOUBLE",
+            "open_latency_ms": "DOUBLE",
+            "frontier_latency_ms": "DOUBLE",
+            "judge_prompt_version": "VARCHAR",
+            "source": "VARCHAR",
+            "prompt": "VARCHAR",
+            "open_output": "VARCHAR",
+            "frontier_output": "VARCHAR",
+        },
+    ),
+    "labels": (
+        "label_id",
+        {
+            "label_id": "VARCHAR",
+            "recorded_at": "TIMESTAMP",
+            "run_id": "VARCHAR",
+            "step": INTEGER_T,
+            "decision": "VARCHAR",
+            "by": "VARCHAR",
+            "note": "VARCHAR",
+            "edited_calls": "JSON",
+        },
+    ),
+    "captures": (
+        "capture_id",
+        {
+            "capture_id": "VARCHAR",
+            "recorded_at": "TIMESTAMP",
+            "run_id": "VARCHAR",
+            "step": "INTEGER",
+            "purpose": "VARCHAR",
+            "tool": "VARCHAR",
+            "agent": "VARCHAR",
+            "route": "VARCHAR",
+            "model": "VARCHAR",
+            "source": "VARCHAR",
+            "sensitivity": "VARCHAR",
+            "include_private": "BOOLEAN",
+            "price_version": "VARCHAR",
+            "ok": "BOOLEAN",
+            "request": "JSON",
+            "response": "JSON",
+            "approval": "VARCHAR",
+            "approved_action": "JSON",
+        },
+    ),
 }
 
 
@@ -114,8 +160,11 @@ def ingest(con: duckdb.DuckDBPyConnection, spool_dir: Path) -> int:
         con.execute("BEGIN")
         try:
             read += con.execute("SELECT count(*) FROM read_parquet(?, union_by_name = true)", [names]).fetchone()[0]
-            con.execute(f"INSERT INTO {quote_ident(table)} BY NAME SELECT * FROM read_parquet(?, union_by_name = true) "
-                        "ON CONFLICT DO NOTHING", [names])
+            con.execute(
+                f"INSERT INTO {quote_ident(table)} BY NAME SELECT * FROM read_parquet(?, union_by_name = true) "
+                "ON CONFLICT DO NOTHING",
+                [names],
+            )
             con.execute("COMMIT")
         except duckdb.Error:
             con.execute("ROLLBACK")

@@ -25,9 +25,18 @@ def spool_dir_for(path: str | os.PathLike[str]) -> Path:
 
 # The columns of a segment file, as the exporter writes them.
 SEGMENT_COLUMNS = {
-    "span_id": "VARCHAR", "trace_id": "VARCHAR", "parent_span_id": "VARCHAR", "name": "VARCHAR",
-    "kind": "VARCHAR", "start_ns": "BIGINT", "end_ns": "BIGINT", "status_code": "VARCHAR",
-    "status_message": "VARCHAR", "service_name": "VARCHAR", "resource": "JSON", "attributes": "JSON",
+    "span_id": "VARCHAR",
+    "trace_id": "VARCHAR",
+    "parent_span_id": "VARCHAR",
+    "name": "VARCHAR",
+    "kind": "VARCHAR",
+    "start_ns": "BIGINT",
+    "end_ns": "BIGINT",
+    "status_code": "VARCHAR",
+    "status_message": "VARCHAR",
+    "service_name": "VARCHAR",
+    "resource": "JSON",
+    "attributes": "JSON",
 }
 
 # Column of `spans`, attribute key, SQL type: what ingest promotes out of the attributes JSON.

@@ -42,8 +42,8 @@ import duckdb
 
 from stakeflow.core.errors import ConfigError, ServiceError
 from stakeflow.readonly_sql import quote_ident, quote_literal
-from stakeflow.traces._migrations import applied_version, migrate, schema_version
 from stakeflow.traces import _records
+from stakeflow.traces._migrations import applied_version, migrate, schema_version
 from stakeflow.traces._segments import spans_select, spool_dir_for
 
 _log = logging.getLogger(__name__)
@@ -178,8 +178,10 @@ class TraceStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise ConfigError(f"cannot create {self.path.parent} for the trace store: {e.strerror}: "
-                              "set STAKEFLOW_TRACES to a writable path") from None
+            raise ConfigError(
+                f"cannot create {self.path.parent} for the trace store: {e.strerror}: "
+                "set STAKEFLOW_TRACES to a writable path"
+            ) from None
         con = self._connect(read_only=False, wait_s=wait_s)
         try:
             # Spans have no order to keep, and one checkpoint at close beats one per chunk.

@@ -15,7 +15,11 @@ from typing import Any
 
 
 def format_table(
-    columns: Sequence[str], rows: Sequence[Sequence[Any]], *, null: str = "NULL", max_width: int = 60,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    null: str = "NULL",
+    max_width: int = 60,
     align_left: set[int] | None = None,
 ) -> str:
     """A plain-text table: a header, a rule, one line per row; numbers right-aligned.
@@ -28,15 +32,19 @@ def format_table(
         for i, text in enumerate(row):
             widths[i] = max(widths[i], len(text))
     numeric = [
-        all(isinstance(row[i], (int, float, Decimal)) and not isinstance(row[i], bool)
-            for row in rows if row[i] is not None) and any(row[i] is not None for row in rows)
+        all(
+            isinstance(row[i], (int, float, Decimal)) and not isinstance(row[i], bool)
+            for row in rows
+            if row[i] is not None
+        )
+        and any(row[i] is not None for row in rows)
         for i in range(len(columns))
     ]
     if align_left is not None:
         numeric = [i not in align_left for i in range(len(columns))]
 
     def line(values: Sequence[str]) -> str:
-        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
+        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)]
         return "  ".join(parts).rstrip()
 
     out = [line([str(c) for c in columns]), "  ".join("-" * w for w in widths)]

@@ -10,11 +10,37 @@ from stakeflow.traces._store import TraceStore
 from stakeflow.traces._tables import format_table, money
 
 _TREE_COLUMNS = (
-    "span_id", "parent_span_id", "trace_id", "name", "kind", "start_time", "end_time", "duration_ms",
-    "status_code", "status_message", "run_id", "step", "purpose", "route", "stakes", "operation",
-    "provider", "request_model", "response_model", "tool_name", "input_tokens", "raw_input_tokens",
-    "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd", "unpriced", "attempt",
-    "escalated", "status", "error_type",
+    "span_id",
+    "parent_span_id",
+    "trace_id",
+    "name",
+    "kind",
+    "start_time",
+    "end_time",
+    "duration_ms",
+    "status_code",
+    "status_message",
+    "run_id",
+    "step",
+    "purpose",
+    "route",
+    "stakes",
+    "operation",
+    "provider",
+    "request_model",
+    "response_model",
+    "tool_name",
+    "input_tokens",
+    "raw_input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cost_usd",
+    "unpriced",
+    "attempt",
+    "escalated",
+    "status",
+    "error_type",
 )
 
 
@@ -31,7 +57,7 @@ def trace_tree(store: TraceStore, run_id: str) -> list[dict[str, Any]]:
             "WHERE trace_id IN (SELECT DISTINCT trace_id FROM spans WHERE run_id = ?)",
             [run_id],
         ).fetchall()
-    every = {row[0]: dict(zip(_TREE_COLUMNS, row)) for row in result}
+    every = {row[0]: dict(zip(_TREE_COLUMNS, row, strict=True)) for row in result}
     shown = {sid: span for sid, span in every.items() if span["run_id"] == run_id}
     if not shown:
         raise InputError(
@@ -60,14 +86,28 @@ def _tree_row(span: dict[str, Any], depth: int, parent: str | None) -> dict[str,
     model = span["response_model"] or span["request_model"]
     status = span["status"] or ("error" if span["status_code"] == "ERROR" else None)
     return {
-        "depth": depth, "name": span["name"], "span_id": span["span_id"], "parent_span_id": parent,
-        "start_time": span["start_time"], "duration_ms": span["duration_ms"], "step": span["step"],
-        "purpose": span["purpose"], "route": span["route"], "model": model, "tool": span["tool_name"],
-        "operation": span["operation"], "attempt": span["attempt"], "status": status,
-        "error_type": span["error_type"], "input_tokens": span["input_tokens"],
-        "raw_input_tokens": span["raw_input_tokens"], "output_tokens": span["output_tokens"],
-        "cache_read_tokens": span["cache_read_tokens"], "cache_write_tokens": span["cache_write_tokens"],
-        "cost_usd": money(span["cost_usd"]), "unpriced": bool(span["unpriced"]),
+        "depth": depth,
+        "name": span["name"],
+        "span_id": span["span_id"],
+        "parent_span_id": parent,
+        "start_time": span["start_time"],
+        "duration_ms": span["duration_ms"],
+        "step": span["step"],
+        "purpose": span["purpose"],
+        "route": span["route"],
+        "model": model,
+        "tool": span["tool_name"],
+        "operation": span["operation"],
+        "attempt": span["attempt"],
+        "status": status,
+        "error_type": span["error_type"],
+        "input_tokens": span["input_tokens"],
+        "raw_input_tokens": span["raw_input_tokens"],
+        "output_tokens": span["output_tokens"],
+        "cache_read_tokens": span["cache_read_tokens"],
+        "cache_write_tokens": span["cache_write_tokens"],
+        "cost_usd": money(span["cost_usd"]),
+        "unpriced": bool(span["unpriced"]),
     }
 
 
@@ -94,19 +134,27 @@ def render_tree(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         is_call = r["operation"] == sc.SPAN_CHAT
         cost = ("unpriced" if r["unpriced"] else f"${r['cost_usd']:.6f}") if is_call else ""
-        table.append([
-            _label(r), _duration(r["duration_ms"]), r["route"] or "", r["model"] or r["tool"] or "",
-            r["input_tokens"], r["output_tokens"], r["cache_read_tokens"], r["cache_write_tokens"],
-            cost, r["status"] or "",
-        ])
+        table.append(
+            [
+                _label(r),
+                _duration(r["duration_ms"]),
+                r["route"] or "",
+                r["model"] or r["tool"] or "",
+                r["input_tokens"],
+                r["output_tokens"],
+                r["cache_read_tokens"],
+                r["cache_write_tokens"],
+                cost,
+                r["status"] or "",
+            ]
+        )
     calls = [r for r in rows if r["operation"] == sc.SPAN_CHAT]
     priced = [r["cost_usd"] for r in calls if not r["unpriced"] and r["cost_usd"] is not None]
     unpriced = len(calls) - len(priced)
     if calls and not priced:  # no price at all is no amount, never $0
-        total = f"{len(calls)} model calls, UNPRICED: add [prices.\"<model id>\"] to stakeflow.toml"
+        total = f'{len(calls)} model calls, UNPRICED: add [prices."<model id>"] to stakeflow.toml'
     else:
         total = f"{len(calls)} model calls, ${sum(priced):.6f}"
         if unpriced:
             total += f" (+ {unpriced} UNPRICED, not in the total)"
     return format_table(columns, table, null="", align_left={0, 2, 3, 9}) + "\n" + total
-

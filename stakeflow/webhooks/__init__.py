@@ -71,14 +71,24 @@ from typing import Any
 # be circular, and it would load Starlette into every command that reads its settings.
 _EXPORTS = {
     "create_app": "app",
-    "HookConfig": "config", "MissingField": "config", "TemplateError": "config", "render_goal": "config",
+    "HookConfig": "config",
+    "MissingField": "config",
+    "TemplateError": "config",
+    "render_goal": "config",
     "template_fields": "config",
-    "event_of": "filters", "ignored_because": "filters", "is_ping": "filters",
+    "event_of": "filters",
+    "ignored_because": "filters",
+    "is_ping": "filters",
     "parse_payload": "payload",
     "Refused": "refused",
-    "seal_id_for": "signatures", "sign": "signatures", "verify_signature": "signatures",
+    "seal_id_for": "signatures",
+    "sign": "signatures",
+    "verify_signature": "signatures",
     "workflow_id_for": "signatures",
-    "Seal": "temporal", "Started": "temporal", "TemporalLink": "temporal", "start_delivery": "temporal",
+    "Seal": "temporal",
+    "Started": "temporal",
+    "TemporalLink": "temporal",
+    "start_delivery": "temporal",
 }
 __all__ = sorted(_EXPORTS)
 

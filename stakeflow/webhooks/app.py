@@ -11,9 +11,10 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Awaitable, Callable, Literal, Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
@@ -51,8 +52,9 @@ class Context:
     temporal: TemporalLink
 
 
-def create_app(settings: Settings, environ: Mapping[str, str] | None = None,
-               temporal: TemporalLink | None = None) -> Starlette:
+def create_app(
+    settings: Settings, environ: Mapping[str, str] | None = None, temporal: TemporalLink | None = None
+) -> Starlette:
     """The ASGI app. Secrets are read from ``environ`` (default os.environ) once, here."""
     environ = os.environ if environ is None else environ
     secrets: dict[str, bytes] = {}
@@ -92,17 +94,29 @@ def _guarded(ctx: Context, handler: Handler) -> Callable[[Request], Awaitable[Re
         except ClientDisconnect:
             response = Response(status_code=400)
         except Exception as e:  # the last guard: logged by type with the request id, answered as JSON
-            log.error("request %s failed: %s", note["request_id"], type(e).__name__,
-                      exc_info=ctx.settings.debug)
-            response = JSONResponse({"error": f"internal error ({type(e).__name__}): quote request id "
-                                              f"{note['request_id']} when reporting it",
-                                     "request_id": note["request_id"]}, 500)
+            log.error("request %s failed: %s", note["request_id"], type(e).__name__, exc_info=ctx.settings.debug)
+            response = JSONResponse(
+                {
+                    "error": f"internal error ({type(e).__name__}): quote request id "
+                    f"{note['request_id']} when reporting it",
+                    "request_id": note["request_id"],
+                },
+                500,
+            )
         response.headers["X-Request-Id"] = note["request_id"]
-        extra = "".join(f" {k}={note[k]}" for k in ("workflow_id", "duplicate", "replay_of", "ping", "ignored")
-                        if k in note)
-        log.info("%s %s %d delivery=%s request=%s%s %.1fms", request.method, request.url.path,
-                 response.status_code, note["delivery"] or "-", note["request_id"], extra,
-                 (time.perf_counter() - started) * 1000)
+        extra = "".join(
+            f" {k}={note[k]}" for k in ("workflow_id", "duplicate", "replay_of", "ping", "ignored") if k in note
+        )
+        log.info(
+            "%s %s %d delivery=%s request=%s%s %.1fms",
+            request.method,
+            request.url.path,
+            response.status_code,
+            note["delivery"] or "-",
+            note["request_id"],
+            extra,
+            (time.perf_counter() - started) * 1000,
+        )
         return response
 
     return endpoint
@@ -120,8 +134,10 @@ async def _deliver(ctx: Context, request: Request, note: dict[str, Any]) -> Resp
         raise Refused(404, f"no hook '{name}': add [hooks.{name}] to {ctx.settings.config_path}")
     secret = ctx.secrets.get(name)
     if secret is None:
-        raise unavailable(f"hook '{name}' has no secret: {hook.secret_env} is not set in the server's "
-                          "environment; export it and restart `stakeflow serve`")
+        raise unavailable(
+            f"hook '{name}' has no secret: {hook.secret_env} is not set in the server's "
+            "environment; export it and restart `stakeflow serve`"
+        )
     body = await _read_body(request, hook.max_body_bytes)
     mac = verify_signature(hook, secret, request.headers, body, time.time())
     if is_ping(request.headers):
@@ -135,18 +151,30 @@ async def _deliver(ctx: Context, request: Request, note: dict[str, Any]) -> Resp
     try:
         goal = render_goal(hook.goal, payload)
     except MissingField as e:
-        raise Refused(422, f"payload field '{e.path}' is missing (the goal template of hook '{name}' uses it)") from None
+        raise Refused(
+            422, f"payload field '{e.path}' is missing (the goal template of hook '{name}' uses it)"
+        ) from None
     try:
-        req = tasks.build_request(ctx.settings, goal, stakes=hook.stakes, sensitivity=hook.sensitivity,
-                                  tools=hook.tools, source=name, agent=hook.agent)
+        req = tasks.build_request(
+            ctx.settings,
+            goal,
+            stakes=hook.stakes,
+            sensitivity=hook.sensitivity,
+            tools=hook.tools,
+            source=name,
+            agent=hook.agent,
+        )
     except InputError as e:
         raise Refused(422, str(e)) from None
     workflow_id = workflow_id_for(name, note["delivery"], body)
     note["workflow_id"] = workflow_id
     # A timestamp is accepted from tolerance before to tolerance after the server's clock: a body signed
     # ahead of it can be replayed for up to twice the tolerance after it first arrives.
-    seal = Seal(seal_id_for(name, mac), timedelta(seconds=2 * hook.timestamp_tolerance_s),
-                f"Replay seal of hook {name}: these signed bytes started {workflow_id}")
+    seal = Seal(
+        seal_id_for(name, mac),
+        timedelta(seconds=2 * hook.timestamp_tolerance_s),
+        f"Replay seal of hook {name}: these signed bytes started {workflow_id}",
+    )
     client = await ctx.temporal.client()
     try:
         started = await start_delivery(client, ctx.settings, req, workflow_id, seal)
@@ -158,8 +186,15 @@ async def _deliver(ctx: Context, request: Request, note: dict[str, Any]) -> Resp
     note["duplicate"] = started.duplicate
     if started.workflow_id != workflow_id:
         note["replay_of"] = started.workflow_id
-    return JSONResponse({"workflow_id": started.workflow_id, "run_id": started.run_id,
-                         "ui_url": ctx.settings.ui_url(started.workflow_id), "duplicate": started.duplicate}, 202)
+    return JSONResponse(
+        {
+            "workflow_id": started.workflow_id,
+            "run_id": started.run_id,
+            "ui_url": ctx.settings.ui_url(started.workflow_id),
+            "duplicate": started.duplicate,
+        },
+        202,
+    )
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -181,8 +216,12 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 def _check_token(ctx: Context, request: Request) -> None:
     if ctx.api_token is None:
-        raise Refused(401, f"run lookups and approvals are disabled: set {API_TOKEN_ENV} in the server's environment and send "
-                           f"Authorization: Bearer <that token>", {"WWW-Authenticate": "Bearer"})
+        raise Refused(
+            401,
+            f"run lookups and approvals are disabled: set {API_TOKEN_ENV} in the server's environment and send "
+            f"Authorization: Bearer <that token>",
+            {"WWW-Authenticate": "Bearer"},
+        )
     given = request.headers.get("authorization", "")
     scheme, _, token = given.partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), ctx.api_token.encode()):
@@ -223,15 +262,25 @@ async def _approve(ctx: Context, request: Request, note: dict[str, Any]) -> Resp
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise Refused(422, f"bad approval '{where}': {first['msg']} (send {{\"step\": N, \"decision\": "
-                           f"\"approve\"|\"reject\", \"note\": \"why\"}})") from None
+        raise Refused(
+            422,
+            f'bad approval \'{where}\': {first["msg"]} (send {{"step": N, "decision": '
+            f'"approve"|"reject", "note": "why"}})',
+        ) from None
     if decision.decision == "reject" and not decision.note.strip():
         raise Refused(422, "a rejection needs a note saying why")
     client = await ctx.temporal.client()
     workflow_id = (await _existing_run(ctx, client, request.path_params["workflow_id"])).workflow_id
     try:
-        record = await runs.decide_step(client, workflow_id, decision.step, decision.decision == "approve",
-                                         decision.note, decision.by, decision.tool_calls)
+        record = await runs.decide_step(
+            client,
+            workflow_id,
+            decision.step,
+            decision.decision == "approve",
+            decision.note,
+            decision.by,
+            decision.tool_calls,
+        )
     except InputError as e:
         raise Refused(409, str(e)) from None
     return JSONResponse({"workflow_id": workflow_id, "step": decision.step, **record.model_dump()})
@@ -245,11 +294,19 @@ async def _get_run(ctx: Context, request: Request, note: dict[str, Any]) -> Resp
     if info.status == "running":
         try:
             progress = await client.get_workflow_handle(info.workflow_id).query(
-                PROGRESS_QUERY, result_type=Progress, rpc_timeout=timedelta(seconds=2))
+                PROGRESS_QUERY, result_type=Progress, rpc_timeout=timedelta(seconds=2)
+            )
         except Exception:  # no worker to answer: the status alone still says something
             progress = None
-    body = run_dict(info.workflow_id, info.run_id, info.status, ctx.settings.ui_url(info.workflow_id),
-                    result=info.result, progress=progress, error=info.error)
+    body = run_dict(
+        info.workflow_id,
+        info.run_id,
+        info.status,
+        ctx.settings.ui_url(info.workflow_id),
+        result=info.result,
+        progress=progress,
+        error=info.error,
+    )
     return JSONResponse(json.loads(json.dumps(body, default=str)))
 
 

@@ -44,14 +44,16 @@ def parse_template(template: str) -> list[str | tuple[str, ...]]:
     pos = 0
     for m in _TOKEN.finditer(template):
         if m.start() > pos:
-            parts.append(template[pos:m.start()])
+            parts.append(template[pos : m.start()])
         pos = m.end()
         token = m.group(0)
         if token in ("{{", "}}"):
             parts.append(token[0])
             continue
         if m.group(1) is None:
-            raise TemplateError(f"unmatched '{token}' at character {m.start()}: write '{token * 2}' for a literal brace")
+            raise TemplateError(
+                f"unmatched '{token}' at character {m.start()}: write '{token * 2}' for a literal brace"
+            )
         segments = tuple(m.group(1).strip().split("."))
         if segments[0] != "payload" or len(segments) < 2 or not all(_SEGMENT.fullmatch(s) for s in segments[1:]):
             raise TemplateError(
@@ -139,6 +141,8 @@ class HookConfig(BaseModel):
         # An empty list would answer every delivery with "ignored", which no one means to configure.
         if names is not None and not names:
             example = '["issues"]' if info.field_name == "events" else '["opened"]'
-            raise ValueError(f"{info.field_name} = [] would ignore every delivery: remove the key to accept all, "
-                             f"or name some, e.g. {info.field_name} = {example}")
+            raise ValueError(
+                f"{info.field_name} = [] would ignore every delivery: remove the key to accept all, "
+                f"or name some, e.g. {info.field_name} = {example}"
+            )
         return names

@@ -9,7 +9,8 @@ nothing: a 2xx, so the sender does not mark the hook as failing or retry it.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from stakeflow.webhooks.config import HookConfig
 
@@ -37,15 +38,18 @@ def ignored_because(hook: HookConfig, event: str | None, payload: Any) -> str | 
     """Why the hook's filters do not start a run for this delivery; None when they do."""
     if hook.events is not None:
         if event is None:
-            return ("no X-GitHub-Event or X-Stakeflow-Event header, and this hook starts runs only for "
-                    f"events {_list(hook.events)}")
+            return (
+                "no X-GitHub-Event or X-Stakeflow-Event header, and this hook starts runs only for "
+                f"events {_list(hook.events)}"
+            )
         if event not in hook.events:
             return f"event '{_shown(event)}' is not in events {_list(hook.events)}"
     if hook.actions is not None:
         action = payload.get("action") if isinstance(payload, dict) else None
         if not isinstance(action, str):
-            return ("the payload has no string 'action', and this hook starts runs only for "
-                    f"actions {_list(hook.actions)}")
+            return (
+                f"the payload has no string 'action', and this hook starts runs only for actions {_list(hook.actions)}"
+            )
         if action not in hook.actions:
             return f"action '{_shown(action)}' is not in actions {_list(hook.actions)}"
     return None

@@ -10,8 +10,9 @@ _ERROR = {"$ref": "#/components/schemas/Error"}
 def _err(description: str, retry_after: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": _ERROR}}}
     if retry_after:
-        out["headers"] = {"Retry-After": {"description": "Seconds to wait before retrying",
-                                          "schema": {"type": "integer"}}}
+        out["headers"] = {
+            "Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}
+        }
     return out
 
 
@@ -22,8 +23,13 @@ def _header(name: str, description: str, pattern: str | None = None) -> dict[str
     return {"name": name, "in": "header", "required": False, "description": description, "schema": schema}
 
 
-_RUN_PARAMETER = {"name": "workflow_id", "in": "path", "required": True, "schema": {"type": "string"},
-                  "description": "The run's workflow id, or its Temporal run id"}
+_RUN_PARAMETER = {
+    "name": "workflow_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "The run's workflow id, or its Temporal run id",
+}
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -51,14 +57,23 @@ OPENAPI: dict[str, Any] = {
                     {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
                     _header("X-Stakeflow-Signature-256", "sha256=<64 hex>"),
                     _header("X-Hub-Signature-256", "sha256=<64 hex> (GitHub)"),
-                    _header("X-Stakeflow-Timestamp", "Unix seconds, covered by the signature; required unless the "
-                                                     "hook sets require_timestamp = false", r"^[0-9]+$"),
+                    _header(
+                        "X-Stakeflow-Timestamp",
+                        "Unix seconds, covered by the signature; required unless the "
+                        "hook sets require_timestamp = false",
+                        r"^[0-9]+$",
+                    ),
                     _header("X-Stakeflow-Delivery", "Delivery id; the workflow id derives from it"),
                     _header("X-GitHub-Delivery", "Delivery id sent by GitHub"),
-                    _header("X-Stakeflow-Event", "Event name, matched against the hook's events; 'ping' tests the "
-                                                 "hook and starts nothing"),
-                    _header("X-GitHub-Event", "Event name sent by GitHub (issues, issue_comment, ping, ...); "
-                                              "X-Stakeflow-Event wins when both are sent"),
+                    _header(
+                        "X-Stakeflow-Event",
+                        "Event name, matched against the hook's events; 'ping' tests the hook and starts nothing",
+                    ),
+                    _header(
+                        "X-GitHub-Event",
+                        "Event name sent by GitHub (issues, issue_comment, ping, ...); "
+                        "X-Stakeflow-Event wins when both are sent",
+                    ),
                 ],
                 "requestBody": {
                     "required": True,
@@ -67,23 +82,33 @@ OPENAPI: dict[str, Any] = {
                 "responses": {
                     "200": {
                         "description": "A ping (X-Stakeflow-Event or X-GitHub-Event: ping): the hook exists and the "
-                                       "signature is valid; nothing was started",
+                        "signature is valid; nothing was started",
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Pong"}}},
                     },
                     "202": {
                         "description": "Run started, or the delivery's run already existed (duplicate); or the "
-                                       "hook's filters ignored the delivery and nothing was started",
-                        "content": {"application/json": {"schema": {"oneOf": [
-                            {"$ref": "#/components/schemas/Accepted"}, {"$ref": "#/components/schemas/Ignored"},
-                        ]}}},
+                        "hook's filters ignored the delivery and nothing was started",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "oneOf": [
+                                        {"$ref": "#/components/schemas/Accepted"},
+                                        {"$ref": "#/components/schemas/Ignored"},
+                                    ]
+                                }
+                            }
+                        },
                     },
                     "400": _err("The body is not JSON, or nests deeper than 100 levels"),
-                    "401": _err("Missing, wrong or stale signature, or a required timestamp is missing; nothing "
-                                "was started"),
+                    "401": _err(
+                        "Missing, wrong or stale signature, or a required timestamp is missing; nothing was started"
+                    ),
                     "404": _err("No such hook"),
                     "413": _err("Body over the hook's max_body_bytes"),
-                    "422": _err("A goal template field is missing from the payload, or the request is invalid "
-                                "(an unknown tool or agent)"),
+                    "422": _err(
+                        "A goal template field is missing from the payload, or the request is invalid "
+                        "(an unknown tool or agent)"
+                    ),
                     "502": _err("Temporal refused the start"),
                     "503": _err("Temporal unreachable, or the hook's secret is not configured", retry_after=True),
                 },
@@ -135,8 +160,10 @@ OPENAPI: dict[str, Any] = {
                 "operationId": "health",
                 "summary": "Whether Temporal is reachable",
                 "responses": {
-                    "200": {"description": "Temporal reachable",
-                            "content": {"application/json": {"schema": {"type": "object"}}}},
+                    "200": {
+                        "description": "Temporal reachable",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
                     "503": _err("Temporal unreachable", retry_after=True),
                 },
             }
@@ -145,14 +172,19 @@ OPENAPI: dict[str, Any] = {
             "get": {
                 "operationId": "openapi",
                 "summary": "This document",
-                "responses": {"200": {"description": "OpenAPI document",
-                                      "content": {"application/json": {"schema": {"type": "object"}}}}},
+                "responses": {
+                    "200": {
+                        "description": "OpenAPI document",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
             }
         },
     },
     "components": {
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                       "description": "The value of STAKEFLOW_API_TOKEN"}},
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "The value of STAKEFLOW_API_TOKEN"}
+        },
         "schemas": {
             "Error": {
                 "type": "object",
@@ -163,10 +195,14 @@ OPENAPI: dict[str, Any] = {
                 "type": "object",
                 "required": ["workflow_id", "run_id", "ui_url", "duplicate"],
                 "properties": {
-                    "workflow_id": {"type": "string",
-                                    "description": "The delivery's run; for a replay, the run its first delivery started"},
-                    "run_id": {"type": "string",
-                               "description": "Empty when a replay names a run its first delivery has not started yet"},
+                    "workflow_id": {
+                        "type": "string",
+                        "description": "The delivery's run; for a replay, the run its first delivery started",
+                    },
+                    "run_id": {
+                        "type": "string",
+                        "description": "Empty when a replay names a run its first delivery has not started yet",
+                    },
                     "ui_url": {"type": "string"},
                     "duplicate": {"type": "boolean"},
                 },
@@ -175,11 +211,13 @@ OPENAPI: dict[str, Any] = {
                 "type": "object",
                 "required": ["ignored"],
                 "additionalProperties": False,
-                "properties": {"ignored": {
-                    "type": "string",
-                    "description": "Why the hook's filters start no run, e.g. \"action 'labeled' is not in "
-                                   "actions [opened, reopened]\"",
-                }},
+                "properties": {
+                    "ignored": {
+                        "type": "string",
+                        "description": "Why the hook's filters start no run, e.g. \"action 'labeled' is not in "
+                        'actions [opened, reopened]"',
+                    }
+                },
             },
             "Pong": {
                 "type": "object",
@@ -187,10 +225,16 @@ OPENAPI: dict[str, Any] = {
                 "properties": {
                     "ping": {"type": "string", "const": "ok"},
                     "hook": {"type": "string"},
-                    "events": {"type": ["array", "null"], "items": {"type": "string"},
-                               "description": "The hook's events filter; null = every event"},
-                    "actions": {"type": ["array", "null"], "items": {"type": "string"},
-                                "description": "The hook's actions filter; null = every action"},
+                    "events": {
+                        "type": ["array", "null"],
+                        "items": {"type": "string"},
+                        "description": "The hook's events filter; null = every event",
+                    },
+                    "actions": {
+                        "type": ["array", "null"],
+                        "items": {"type": "string"},
+                        "description": "The hook's actions filter; null = every action",
+                    },
                 },
             },
             "Decision": {
@@ -223,8 +267,10 @@ OPENAPI: dict[str, Any] = {
                 "properties": {
                     "workflow_id": {"type": "string"},
                     "run_id": {"type": "string"},
-                    "status": {"type": "string",
-                               "enum": ["running", "completed", "failed", "canceled", "terminated", "timed_out"]},
+                    "status": {
+                        "type": "string",
+                        "enum": ["running", "completed", "failed", "canceled", "terminated", "timed_out"],
+                    },
                     "answer": {"type": ["string", "null"]},
                     "steps": {"type": "array", "items": {"type": "object"}},
                     "error": {"type": ["string", "null"]},

@@ -19,8 +19,9 @@ MAX_DEPTH = 100
 
 def parse_payload(body: bytes) -> Any:
     """The parsed body; Refused(400) when it is not JSON or nests deeper than MAX_DEPTH."""
-    too_deep = Refused(400, f"the JSON body nests deeper than {MAX_DEPTH} levels of arrays and objects: "
-                            "send a flatter payload")
+    too_deep = Refused(
+        400, f"the JSON body nests deeper than {MAX_DEPTH} levels of arrays and objects: send a flatter payload"
+    )
     try:
         payload = json.loads(body)
     except RecursionError:

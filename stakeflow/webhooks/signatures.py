@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 from stakeflow.webhooks.config import HookConfig
 from stakeflow.webhooks.refused import Refused
@@ -40,21 +40,28 @@ def verify_signature(hook: HookConfig, secret: bytes, headers: Mapping[str, str]
         mac = _check_mac(secret, ours, f"{timestamp}.".encode() + body if timestamp is not None else body)
         if timestamp is None:
             if hook.require_timestamp:
-                raise Refused(401, "this hook requires X-Stakeflow-Timestamp (unix seconds), signed with the body as "
-                                   "'<timestamp>.<body>': send it, or set require_timestamp = false in the hook's table")
+                raise Refused(
+                    401,
+                    "this hook requires X-Stakeflow-Timestamp (unix seconds), signed with the body as "
+                    "'<timestamp>.<body>': send it, or set require_timestamp = false in the hook's table",
+                )
             return mac
         if not timestamp.isdigit() or len(timestamp) > 12:
             raise Refused(401, "X-Stakeflow-Timestamp must be unix seconds (decimal digits)")
         if abs(now - int(timestamp)) > hook.timestamp_tolerance_s:
-            raise Refused(401, f"X-Stakeflow-Timestamp is more than {hook.timestamp_tolerance_s:g} s from the "
-                               "server's clock: re-sign the delivery with the current time")
+            raise Refused(
+                401,
+                f"X-Stakeflow-Timestamp is more than {hook.timestamp_tolerance_s:g} s from the "
+                "server's clock: re-sign the delivery with the current time",
+            )
         return mac
     if github is not None and hook.signature in (None, "github"):
         # GitHub's scheme has no timestamp, so require_timestamp cannot apply; replays of its bodies are
         # recognised by their seal (seal_id_for). signature = "stakeflow" refuses this header.
         return _check_mac(secret, github, body)
     wanted = {"stakeflow": "X-Stakeflow-Signature-256", "github": "X-Hub-Signature-256"}.get(
-        hook.signature or "", "X-Stakeflow-Signature-256 or X-Hub-Signature-256")
+        hook.signature or "", "X-Stakeflow-Signature-256 or X-Hub-Signature-256"
+    )
     raise Refused(401, f"missing signature: send {wanted}: sha256=<hex HMAC-SHA256 of the body with the hook's secret>")
 
 

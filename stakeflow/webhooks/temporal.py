@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Awaitable, Callable
 
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -93,7 +93,7 @@ class TemporalLink:
             if self._client is None:
                 try:
                     self._client = await asyncio.wait_for(self._connect(self._settings), CONNECT_TIMEOUT_S)
-                except (ServiceError, ConfigError, asyncio.TimeoutError, OSError, RuntimeError) as e:
+                except (TimeoutError, ServiceError, ConfigError, OSError, RuntimeError) as e:
                     # The reason (a TLS file, a refused certificate) is for the operator's log, not the sender.
                     log.warning("cannot connect to Temporal: %s", e or type(e).__name__)
                     raise unavailable(f"Temporal at {self._settings.address} is unreachable: retry later") from None
@@ -108,7 +108,7 @@ class TemporalLink:
             return await client.service_client.check_health(timeout=timedelta(seconds=2))
         except Refused:
             return False
-        except (RPCError, RuntimeError, asyncio.TimeoutError):
+        except (TimeoutError, RPCError, RuntimeError):
             self.drop()
             return False
 
@@ -118,8 +118,9 @@ def is_unavailable(e: RPCError) -> bool:
     return e.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED)
 
 
-async def start_delivery(client: Client, settings: Settings, req: TaskRequest, workflow_id: str,
-                         seal: Seal | None = None) -> Started:
+async def start_delivery(
+    client: Client, settings: Settings, req: TaskRequest, workflow_id: str, seal: Seal | None = None
+) -> Started:
     """Start the run for a delivery, once. With a seal, the signed bytes are claimed first, so a replay
     under another delivery id answers as a duplicate of the run they first started."""
     if seal is not None:
@@ -141,11 +142,16 @@ async def _claim(client: Client, seal: Seal, workflow_id: str) -> str | None:
     for _ in range(2):
         try:
             await client.start_workflow(
-                SEAL_WORKFLOW, id=seal.workflow_id, task_queue=SEAL_TASK_QUEUE,
-                execution_timeout=seal.hold, start_delay=seal.hold + timedelta(minutes=1),
+                SEAL_WORKFLOW,
+                id=seal.workflow_id,
+                task_queue=SEAL_TASK_QUEUE,
+                execution_timeout=seal.hold,
+                start_delay=seal.hold + timedelta(minutes=1),
                 # Public: readable in the Web UI without the codec server; it is a workflow id, never encrypted anyway.
-                memo={SEAL_MEMO_KEY: Public(workflow_id)}, static_summary=seal.summary or None,
-                id_conflict_policy=WorkflowIDConflictPolicy.FAIL, id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                memo={SEAL_MEMO_KEY: Public(workflow_id)},
+                static_summary=seal.summary or None,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 rpc_timeout=RPC_TIMEOUT,
             )
             return workflow_id
