@@ -1,4 +1,4 @@
-"""Shared fixtures: a real Temporal dev server for the session, real workers per test.
+"""Shared fixtures and hooks: a real Temporal dev server for the session, a clean environment per test.
 
 Only the paid or remote model APIs are replaced, by HTTP servers on 127.0.0.1 (tests/fakes.py),
 so the real openai/anthropic clients and pydantic-ai run.
@@ -6,14 +6,9 @@ so the real openai/anthropic clients and pydantic-ai run.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import shutil
-import socket
-import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from temporalio.client import Client
@@ -22,19 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from stakeflow.core.contracts import dev_server_flags
 from stakeflow.local.services import DEV_SERVER_TUNING
-from stakeflow.settings import Settings
-
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLE_WORKSPACE = REPO / "examples" / "workspace"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-UI_PORT = free_port()  # the session dev server's Web UI (tests/test_web_ui.py opens it in Chromium)
+from tests.support import UI_PORT
 
 
 @pytest.fixture(autouse=True)
@@ -73,62 +56,6 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture
 async def client(env: WorkflowEnvironment) -> Client:
     return env.client
-
-
-def make_settings(tmp_path: Path, **overrides) -> Settings:
-    """Settings for one test: its own home, queue prefix and (usually fake) endpoints."""
-    values = dict(home=tmp_path / "home", queue_prefix=f"t{uuid.uuid4().hex[:8]}")
-    values.update(overrides)
-    return Settings(**values)
-
-
-@contextlib.asynccontextmanager
-async def running_workers(client: Client, settings: Settings, roles=("workflows", "open", "frontier", "tools")):
-    """Real workers on the settings' queues for the duration of the block."""
-    from workers.main import run_workers
-
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_workers(client, settings, roles, stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
-
-
-def worker_env(home: Path, client: Client, prefix: str, **extra: str) -> dict[str, str]:
-    """Environment for a `stakeflow worker` subprocess on the session's dev server."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STAKEFLOW_", "ANTHROPIC_"))}
-    env.update(
-        STAKEFLOW_HOME=str(home),
-        STAKEFLOW_TEMPORAL_ADDRESS=client.service_client.config.target_host,
-        STAKEFLOW_QUEUE_PREFIX=prefix,
-        **extra,
-    )
-    return env
-
-
-def spawn_worker(env: dict[str, str], queues: str | None = None):
-    """A real `stakeflow worker` process (all queues, or the comma-separated roles ``queues``), logging to $STAKEFLOW_HOME/logs/test-worker.log.
-
-    Not to a pipe: a busy worker would fill it and block on its own logging.
-    """
-    import subprocess
-    import sys
-
-    log_dir = Path(env["STAKEFLOW_HOME"]) / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_dir / "test-worker.log", "ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "stakeflow", "worker", *(["--queues", queues] if queues else [])],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def worker_log(env: dict[str, str]) -> str:
-    return (Path(env["STAKEFLOW_HOME"]) / "logs" / "test-worker.log").read_text(errors="replace")
 
 
 def pytest_configure(config):

@@ -13,8 +13,8 @@ from stakeflow.cli import cli
 from stakeflow.core.contracts import KEYS
 from stakeflow.core.errors import InputError
 from tests.agent_script import agent, call, plan
-from tests.conftest import make_settings, running_workers
 from tests.fakes import FakeOpenAIServer
+from tests.support import make_settings, running_workers
 
 ANALYST = AgentConfig(
     instructions="You are the sales analyst of the team. Answer in one sentence.",
@@ -33,7 +33,7 @@ def open_fake():
 
 
 async def test_a_run_of_an_agent_has_its_role_tools_defaults_and_model(client, tmp_path, open_fake):
-    from tests.conftest import EXAMPLE_WORKSPACE
+    from tests.support import EXAMPLE_WORKSPACE
 
     open_fake.script(
         agent(
@@ -95,7 +95,7 @@ async def test_costs_by_agent_groups_a_named_agents_calls(client, tmp_path, open
     import uuid
 
     from stakeflow.traces import TraceStore, cost_report
-    from tests.conftest import EXAMPLE_WORKSPACE, spawn_worker, worker_env, worker_log
+    from tests.support import EXAMPLE_WORKSPACE, spawn_worker, worker_env, worker_log
 
     open_fake.script(
         agent(

@@ -17,8 +17,8 @@ from stakeflow import runs, tasks
 from stakeflow.cli import cli
 from stakeflow.core.contracts import PROGRESS_QUERY
 from tests.agent_script import agent, call, plan
-from tests.conftest import make_settings, running_workers
 from tests.fakes import FakeOpenAIServer
+from tests.support import make_settings, running_workers
 
 WRITE_PLAN = plan(("Read the notes", "read_file"), ("Write the summary", "write_file"))
 
@@ -191,7 +191,7 @@ async def test_a_step_cancelled_while_waiting_counts_nowhere(client, tmp_path, o
 
     from stakeflow.core.contracts import KEYS
     from stakeflow.traces import TraceStore
-    from tests.conftest import spawn_worker, worker_env
+    from tests.support import spawn_worker, worker_env
 
     home = tmp_path / "home"
     ws = tmp_path / "ws"

@@ -16,8 +16,8 @@ import pytest
 from stakeflow import tasks
 from stakeflow.traces import TraceStore
 from tests.agent_script import agent, call, plan
-from tests.conftest import make_settings, spawn_worker, worker_env
 from tests.fakes import FakeOpenAIServer, Reply, prompt_text
+from tests.support import make_settings, spawn_worker, worker_env
 
 RUNS = 50
 MIN_KILLS = 10

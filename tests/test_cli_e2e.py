@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.agent_script import agent, call, plan
-from tests.conftest import EXAMPLE_WORKSPACE, free_port
 from tests.fakes import FakeOpenAIServer, Reply
+from tests.support import EXAMPLE_WORKSPACE, free_port
 
 STAKEFLOW = [sys.executable, "-m", "stakeflow"]
 

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from stakeflow.cli import cli
-from tests.conftest import free_port
+from tests.support import free_port
 
 
 def invoke(*args: str):

@@ -24,8 +24,8 @@ from click.testing import CliRunner
 from stakeflow import tasks
 from stakeflow.cli import cli
 from tests.agent_script import agent, plan, think
-from tests.conftest import free_port, make_settings, running_workers, spawn_worker, worker_env, worker_log
 from tests.fakes import FakeOpenAIServer
+from tests.support import free_port, make_settings, running_workers, spawn_worker, worker_env, worker_log
 
 
 @dataclass

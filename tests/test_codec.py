@@ -20,8 +20,8 @@ from stakeflow import runs, tasks
 from stakeflow.codec import ENCODING, CodecKeyError, EncryptionCodec, data_converter, parse_keys
 from stakeflow.core.errors import ConfigError
 from tests.agent_script import agent, call, plan
-from tests.conftest import make_settings, running_workers
 from tests.fakes import FakeOpenAIServer
+from tests.support import make_settings, running_workers
 
 
 def _key(label: str) -> str:

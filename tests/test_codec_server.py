@@ -20,8 +20,8 @@ from stakeflow.codec import EncryptionCodec, data_converter, parse_keys
 from stakeflow.codec_server import create_app
 from stakeflow.core.errors import ConfigError
 from tests.agent_script import agent, plan, think
-from tests.conftest import free_port, make_settings, running_workers
 from tests.fakes import FakeOpenAIServer
+from tests.support import free_port, make_settings, running_workers
 from tests.test_codec import GOAL_MARK, KEYS_ENV, _key, codec_settings, sealed_client
 from tests.webhook_support import ServerThread
 

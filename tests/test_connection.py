@@ -20,8 +20,8 @@ from stakeflow.connection import connect
 from stakeflow.core.errors import ConfigError, ServiceError
 from stakeflow.settings import load_settings
 from tests.agent_script import agent, plan, think
-from tests.conftest import spawn_worker, worker_env, worker_log
 from tests.fakes import FakeOpenAIServer
+from tests.support import spawn_worker, worker_env, worker_log
 from tests.tls_support import NGHTTPX, TlsTerminator, make_pki
 
 needs_nghttpx = pytest.mark.skipif(NGHTTPX is None, reason="nghttpx is missing (.ci/run installs nghttp2-proxy)")

@@ -15,8 +15,8 @@ from stakeflow import tasks
 from stakeflow.cli import cli
 from stakeflow.core.contracts import APPROVE_UPDATE
 from tests.agent_script import agent, call, plan
-from tests.conftest import make_settings, running_workers
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer
+from tests.support import make_settings, running_workers
 from tests.test_mcp_tools import wait_for_approval
 
 WRITE = plan(("Read the notes", "read_file"), ("Write the summary", "write_file", "high"))

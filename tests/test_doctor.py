@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer
+from tests.support import free_port
 
 STAKEFLOW = [sys.executable, "-m", "stakeflow"]
 MODEL_SERVER = str(Path(__file__).with_name("model_server_process.py"))

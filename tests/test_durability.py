@@ -16,8 +16,8 @@ import pytest
 
 from stakeflow import tasks
 from tests.agent_script import agent, call, plan
-from tests.conftest import make_settings, spawn_worker, worker_env, worker_log
 from tests.fakes import FakeOpenAIServer, Reply
+from tests.support import make_settings, spawn_worker, worker_env, worker_log
 
 
 def start_worker(env: dict[str, str]) -> subprocess.Popen:

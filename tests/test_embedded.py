@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXAMPLE_WORKSPACE, free_port
+from tests.support import EXAMPLE_WORKSPACE, free_port
 
 pytestmark = pytest.mark.embedded
 

@@ -18,8 +18,8 @@ from stakeflow import tasks
 from stakeflow.core.contracts import PROGRESS_QUERY
 from stakeflow.traces import TraceStore
 from tests.agent_script import agent, call, plan
-from tests.conftest import make_settings, spawn_worker, worker_env, worker_log
 from tests.fakes import FakeOpenAIServer, Reply
+from tests.support import make_settings, spawn_worker, worker_env, worker_log
 
 
 @pytest.fixture

@@ -24,9 +24,9 @@ from stakeflow.cli import cli
 from stakeflow.core.contracts import PROGRESS_QUERY
 from stakeflow.settings import load_settings
 from tests.agent_script import agent, call, plan, think
-from tests.conftest import REPO, running_workers, spawn_worker, worker_env, worker_log
 from tests.fake_vllm import FakeVLLMServer
 from tests.fakes import FakeAnthropicServer, output_schema, prompt_text
+from tests.support import REPO, running_workers, spawn_worker, worker_env, worker_log
 
 BASE = "qwen-test"
 ROLES = ("workflows", "open", "frontier", "tools", "train")

@@ -11,8 +11,8 @@ from temporalio.worker import Replayer
 from stakeflow import tasks
 from stakeflow.config_sections import WorkersConfig
 from tests.agent_script import agent, call, plan
-from tests.conftest import free_port, make_settings, running_workers
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer
+from tests.support import free_port, make_settings, running_workers
 from workflows.agent_task import AgentTaskWorkflow
 
 SECRET_KEY = "sk-ant-test-LOCAL-5a4b3c"

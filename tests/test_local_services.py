@@ -19,7 +19,7 @@ import pytest
 from activities.model_errors import CallContext, _connection_message
 from stakeflow.core.errors import ServiceError
 from stakeflow.local import processes, services
-from tests.conftest import free_port, make_settings
+from tests.support import free_port, make_settings
 
 MODEL_SERVER = str(Path(__file__).with_name("model_server_process.py"))
 

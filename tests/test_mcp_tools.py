@@ -20,8 +20,8 @@ from stakeflow import tasks
 from stakeflow.catalog_config import McpServerConfig
 from stakeflow.core.contracts import APPROVE_UPDATE, PROGRESS_QUERY
 from tests.agent_script import agent, call, plan
-from tests.conftest import free_port, make_settings, running_workers
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer
+from tests.support import free_port, make_settings, running_workers
 
 SERVER = str(Path(__file__).with_name("mcp_test_server.py"))
 GIT = str(Path(sys.executable).parent / "mcp-server-git")

@@ -13,8 +13,8 @@ import pytest
 
 from stakeflow import tasks
 from tests.agent_script import agent, call, plan, think
-from tests.conftest import free_port, make_settings, spawn_worker, worker_env, worker_log
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply
+from tests.support import free_port, make_settings, spawn_worker, worker_env, worker_log
 from tests.test_workflow import SECRET_KEY
 
 

@@ -13,8 +13,8 @@ from stakeflow import tasks
 from stakeflow.catalog_config import McpServerConfig
 from stakeflow.core.contracts import APPROVE_UPDATE
 from tests.agent_script import agent, call, plan
-from tests.conftest import make_settings, running_workers
 from tests.fakes import FakeOpenAIServer
+from tests.support import make_settings, running_workers
 from tests.test_mcp_tools import calls_in, http_server, wait_for_approval  # noqa: F401 (fixture)
 
 SECRET_FACT = "Q3 margin 41.7% (board only)"

@@ -17,8 +17,8 @@ from stakeflow import tasks
 from stakeflow.core.contracts import APPROVE_UPDATE
 from stakeflow.core.errors import ConfigError
 from tests.agent_script import agent, call, plan
-from tests.conftest import make_settings, running_workers
 from tests.fakes import FakeOpenAIServer
+from tests.support import make_settings, running_workers
 from tests.test_mcp_tools import wait_for_approval
 
 REPO = Path(__file__).resolve().parent.parent

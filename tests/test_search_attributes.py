@@ -79,7 +79,7 @@ def test_up_registers_attributes_an_older_dev_server_database_lacks(tmp_path):
     import sys
     import time
 
-    from tests.conftest import free_port
+    from tests.support import free_port
 
     home = tmp_path / "home"
     home.mkdir()

@@ -18,8 +18,8 @@ from stakeflow.cli import cli
 from stakeflow.core.contracts import dev_server_flags
 from stakeflow.local.services import DEV_SERVER_TUNING, port_open, temporal_binary
 from tests.agent_script import agent, call, plan
-from tests.conftest import free_port, make_settings, spawn_worker
 from tests.fakes import FakeOpenAIServer, Reply
+from tests.support import free_port, make_settings, spawn_worker
 
 
 def start_server(db, port: int) -> subprocess.Popen:

@@ -13,8 +13,8 @@ from stakeflow import tasks
 from stakeflow.cli import cli
 from stakeflow.traces import TraceStore
 from tests.agent_script import agent, call, plan, think
-from tests.conftest import EXAMPLE_WORKSPACE, make_settings, running_workers
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, output_schema
+from tests.support import EXAMPLE_WORKSPACE, make_settings, running_workers
 
 SQL = "SELECT sum(units) FROM 'sales.csv'"
 STEPS = [("Total the units", "sql_query")] * 4 + [("Add the margin", "calculator")] * 2
@@ -159,8 +159,8 @@ async def test_a_worker_killed_during_a_shadow_leaves_one_completed_shadow_and_o
     import time
     import uuid
 
-    from tests.conftest import spawn_worker, worker_env, worker_log
     from tests.fakes import Reply
+    from tests.support import spawn_worker, worker_env, worker_log
 
     open_fake, frontier_fake = fakes
     frontier_inner = script_for("frontier")

@@ -30,8 +30,8 @@ from agents.types import TaskResult, ToolRequest, ToolResult
 from stakeflow import tasks
 from stakeflow.core.contracts import AGENT_WORKFLOW, RUN_TOOL, queue_name
 from tests.agent_script import agent, call, plan, think
-from tests.conftest import make_settings, running_workers, worker_env, worker_log
 from tests.fakes import FakeOpenAIServer
+from tests.support import make_settings, running_workers, worker_env, worker_log
 
 STARTED = PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
 

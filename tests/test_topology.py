@@ -40,8 +40,8 @@ import yaml
 from agents.types import TaskResult
 from stakeflow.webhooks import sign
 from tests.agent_script import agent, call, plan
-from tests.conftest import free_port
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply, prompt_text
+from tests.support import free_port
 from tests.test_codec import KEYS_ENV, sealed_client
 from tests.test_codec_server import TOKEN as CODEC_TOKEN
 

@@ -16,8 +16,8 @@ from stakeflow import tasks
 from stakeflow.cli import cli
 from stakeflow.traces import TraceStore
 from tests.agent_script import agent, call, plan
-from tests.conftest import make_settings, spawn_worker, worker_env
 from tests.fakes import FakeOpenAIServer, Reply
+from tests.support import make_settings, spawn_worker, worker_env
 
 READ_FOR_S = 60
 RUNS = 40

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from stakeflow import tasks
 from stakeflow.cli import cli
 from tests.agent_script import agent, call, plan
-from tests.conftest import EXAMPLE_WORKSPACE, make_settings, spawn_worker, worker_env, worker_log
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer
+from tests.support import EXAMPLE_WORKSPACE, make_settings, spawn_worker, worker_env, worker_log
 from tests.trace_spans import export_priced_runs
 
 SECRET = "sk-ant-trace-SECRET-5d4c3b"

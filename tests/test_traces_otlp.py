@@ -24,9 +24,9 @@ import pytest
 from stakeflow.core import semconv as sc
 from stakeflow.traces import TraceStore, cost_report, render_tree, summary_line, trace_tree
 from tests.agent_script import agent, call, plan, think
-from tests.conftest import EXAMPLE_WORKSPACE, spawn_worker, worker_env, worker_log
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply
 from tests.otlp_receiver import OTLPReceiver, ReceivedSpan
+from tests.support import EXAMPLE_WORKSPACE, spawn_worker, worker_env, worker_log
 
 PRICES = """
 frontier_model = "claude-sonnet-4-6"

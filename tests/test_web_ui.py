@@ -16,8 +16,8 @@ import pytest
 
 from stakeflow import tasks
 from tests.agent_script import agent, call, plan
-from tests.conftest import UI_PORT, make_settings, running_workers
 from tests.fakes import FakeOpenAIServer
+from tests.support import UI_PORT, make_settings, running_workers
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

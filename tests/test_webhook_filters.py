@@ -16,7 +16,7 @@ from stakeflow import tasks
 from stakeflow.core.errors import ConfigError, InputError
 from stakeflow.settings import load_settings
 from stakeflow.webhooks.openapi import OPENAPI
-from tests.conftest import make_settings
+from tests.support import make_settings
 from tests.webhook_support import (  # noqa: F401  (fixtures are used by name)
     assert_not_started,
     hook,

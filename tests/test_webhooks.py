@@ -21,7 +21,7 @@ from stakeflow.settings import load_settings
 from stakeflow.webhooks import create_app, sign, workflow_id_for
 from stakeflow.webhooks.config import MissingField, TemplateError, render_goal, template_fields
 from tests.agent_script import agent, call, plan, think
-from tests.conftest import free_port, make_settings, running_workers
+from tests.support import free_port, make_settings, running_workers
 from tests.webhook_support import (  # noqa: F401  (fixtures are used by name)
     ENVIRON,
     GOAL,

@@ -10,7 +10,7 @@ from activities.models import ModelActivities
 from stakeflow.core.contracts import CALL_MODEL, queue_name
 from stakeflow.core.errors import ConfigError
 from stakeflow.settings import load_settings
-from tests.conftest import make_settings
+from tests.support import make_settings
 from workers.main import Toolboxes, build_workers
 from workers.sandbox import PASSED_THROUGH
 

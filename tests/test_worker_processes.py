@@ -16,12 +16,12 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from stakeflow import tasks
 from stakeflow.core.contracts import queue_name
 from tests.agent_script import agent, call, plan
-from tests.conftest import make_settings, worker_env, worker_log
 from tests.fakes import FakeOpenAIServer
+from tests.support import make_settings, worker_env, worker_log
 
 
 def spawn_worker(env: dict[str, str], *args: str):
-    """`stakeflow worker ARGS`, logging where tests/conftest.py's spawn_worker logs (worker_log reads it)."""
+    """`stakeflow worker ARGS`, logging where tests/support.py's spawn_worker logs (worker_log reads it)."""
     import subprocess
     import sys
 

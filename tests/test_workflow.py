@@ -11,8 +11,8 @@ from temporalio.exceptions import ApplicationError
 
 from stakeflow import runs, tasks
 from tests.agent_script import agent, call, plan, think
-from tests.conftest import EXAMPLE_WORKSPACE, make_settings, running_workers
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply
+from tests.support import EXAMPLE_WORKSPACE, make_settings, running_workers
 
 SECRET_KEY = "sk-ant-test-SECRET-9f8e7d"
 
@@ -315,7 +315,7 @@ async def test_unpriced_open_model_is_loud(client, tmp_path, open_fake, workspac
 
 
 async def test_open_endpoint_down_falls_back_to_frontier(client, tmp_path, frontier_fake, workspace):
-    from tests.conftest import free_port
+    from tests.support import free_port
 
     frontier_fake.script(agent(plan(("Compute", "calculator")), {1: call("calculator", expression="6*7")}, answer="42"))
     settings = make_settings(
@@ -339,7 +339,7 @@ async def test_open_endpoint_down_falls_back_to_frontier(client, tmp_path, front
 
 
 async def test_open_endpoint_down_on_private_run_fails_clearly(client, tmp_path, frontier_fake, workspace):
-    from tests.conftest import free_port
+    from tests.support import free_port
 
     settings = make_settings(
         tmp_path,

@@ -25,8 +25,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from stakeflow.webhooks import create_app, sign
 from stakeflow.webhooks.config import HookConfig
-from tests.conftest import free_port, make_settings
 from tests.fakes import FakeOpenAIServer
+from tests.support import free_port, make_settings
 
 SECRET = "whsec-test-SECRET-5c4b3a"
 TOKEN = "api-token-test-7d6e5f"
@@ -171,7 +171,7 @@ async def serve_process(home: Path, client: Client, http: httpx.AsyncClient, tom
 
     Its stderr is collected in ``process.stderr_text`` once it has stopped.
     """
-    from tests.conftest import worker_env
+    from tests.support import worker_env
 
     home.mkdir(parents=True, exist_ok=True)
     (home / "stakeflow.toml").write_text(toml)

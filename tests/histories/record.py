@@ -37,7 +37,7 @@ from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply  # noqa: E4
 try:  # the helpers moved out of conftest in this release
     from tests.support import make_settings, running_workers  # type: ignore[import-not-found]
 except ImportError:
-    from tests.conftest import make_settings, running_workers  # type: ignore[no-redef]
+    from tests.support import make_settings, running_workers  # type: ignore[no-redef]
 try:
     from stakeflow.local.services import DEV_SERVER_TUNING  # type: ignore[import-not-found]
 except ImportError:
