@@ -307,7 +307,7 @@ def test_lora_adapters_load_list_and_unload_on_vllm(tmp_path, monkeypatch):
 def test_the_recipe_reads_exported_lines_as_prompt_completion_pairs():
     sys.path.insert(0, str(REPO / "deploy" / "finetune"))
     try:
-        from train import to_prompt_completion
+        from train import require_chat_template, to_prompt_completion
     finally:
         sys.path.pop(0)
     line = {
@@ -320,3 +320,10 @@ def test_the_recipe_reads_exported_lines_as_prompt_completion_pairs():
     assert to_prompt_completion(line) == {"prompt": line["messages"][:2], "completion": line["messages"][2:]}
     with pytest.raises(ValueError, match="ending with an assistant turn"):
         to_prompt_completion({"messages": line["messages"][:2]})
+    # Tool schemas travel as a JSON string: nested, Arrow would merge every line's schemas into one struct.
+    tools = [{"type": "function", "function": {"name": "read_file", "parameters": {"type": "object"}}}]
+    row = to_prompt_completion({**line, "tools": tools})
+    assert isinstance(row["tools"], str) and json.loads(row["tools"]) == tools
+    # A tokenizer without a chat template cannot render chat examples: said before any training starts.
+    with pytest.raises(SystemExit, match="has no chat template"):
+        require_chat_template(type("Tokenizer", (), {"chat_template": None})(), "base-model")
