@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from activities.model_outputs import plan_output_model, step_output_model
 from agents.types import JudgeVerdict, ModelCallRequest, ModelCallResult
 from stakeflow.settings import Settings
+
+if TYPE_CHECKING:
+    from stakeflow.traces._records import RecordWriter
 
 
 def output_schema(req: ModelCallRequest) -> dict[str, Any] | None:
@@ -61,7 +64,7 @@ class Capturer:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._writer = None
+        self._writer: RecordWriter | None = None
 
     async def record(self, req: ModelCallRequest, result: ModelCallResult | None, attempt: int) -> None:
         if not req.capture:

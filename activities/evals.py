@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, TypeGuard, get_args
 
 from temporalio import activity
 from temporalio.client import Client, WithStartWorkflowOperation
@@ -28,6 +29,7 @@ from agents.evals import (
     ReplayPageRequest,
     StepLabel,
 )
+from agents.types import Purpose
 from stakeflow.core.contracts import (
     LOAD_REPLAY_EXAMPLES,
     READ_AGREEMENT,
@@ -39,6 +41,9 @@ from stakeflow.core.contracts import (
 )
 from stakeflow.settings import Settings
 
+if TYPE_CHECKING:
+    from stakeflow.traces._records import RecordWriter
+
 AGREEMENT_DAYS = 7
 
 
@@ -46,8 +51,8 @@ class EvalActivities:
     def __init__(self, client: Client, settings: Settings) -> None:
         self._client = client
         self._settings = settings
-        self._writer = None
-        self._labels = None
+        self._writer: RecordWriter | None = None
+        self._labels: RecordWriter | None = None
 
     def _budget_start(self, day: str) -> WithStartWorkflowOperation:
         from workflows.shadow import ShadowBudgetWorkflow
@@ -140,6 +145,11 @@ def agreement_table(settings: Settings, since_days: int = AGREEMENT_DAYS) -> Agr
     return table
 
 
+def _is_purpose(value: str) -> TypeGuard[Purpose]:
+    """True for a model call purpose (captures store it as text)."""
+    return value in get_args(Purpose)
+
+
 def replay_page(settings: Settings, req: ReplayPageRequest) -> ReplayPage:
     """One page of held-out examples, as ModelCallRequests with their reference answers."""
     from agents.types import ExampleTurn, ModelCallRequest, ModelCallResult, Plan, StepAction, ToolSpecView
@@ -160,12 +170,17 @@ def replay_page(settings: Settings, req: ReplayPageRequest) -> ReplayPage:
     examples = []
     for e in page:
         r = e.request or {}
+        purpose = e.purpose
+        if not _is_purpose(purpose):
+            raise ValueError(
+                f"captured call {e.run_id}/{e.step} has purpose '{purpose}', not one of {get_args(Purpose)}"
+            )
         call = ModelCallRequest(
             run_id=e.run_id,
             step=e.step,
-            purpose=e.purpose,
+            purpose=purpose,
             system=r.get("system", ""),
-            prompt=r.get("prompt", ""),  # type: ignore[arg-type]
+            prompt=r.get("prompt", ""),
             examples=[ExampleTurn.model_validate(x) for x in r.get("examples") or []],
             tools=[ToolSpecView.model_validate(t) for t in r.get("tool_specs") or []],
             max_steps=r.get("max_steps", 6),

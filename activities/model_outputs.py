@@ -8,11 +8,12 @@ decoding (llama.cpp, vLLM) then produces valid plans and calls, and validation r
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import GenericAlias
 from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from agents.types import Plan, PlannedStep, StepAction, ToolCall, ToolSpecView
+from agents.types import Plan, PlannedStep, Stakes, StepAction, ToolCall, ToolSpecView
 
 _STEP_FIELDS = PlannedStep.model_fields
 # A step uses one tool; a few calls of it are plausible (two files), more is a model looping.
@@ -22,6 +23,11 @@ _SCALARS: dict[str, Any] = {"string": str, "integer": int, "number": float, "boo
 
 def _union(types: list[Any]) -> Any:
     return types[0] if len(types) == 1 else Union[tuple(types)]  # noqa: UP007 (built at runtime)
+
+
+def _list_of(item: Any) -> Any:
+    """``list[item]`` for an item type built at runtime (the very object ``list[item]`` makes)."""
+    return GenericAlias(list, (item,))
 
 
 def _json_type(schema: dict[str, Any], name: str) -> Any:
@@ -42,7 +48,7 @@ def _json_type(schema: dict[str, Any], name: str) -> Any:
     if kind in _SCALARS:
         return _SCALARS[kind]
     if kind == "array":
-        return list[_json_type(schema.get("items") or {}, name)]
+        return _list_of(_json_type(schema.get("items") or {}, name))
     if kind == "object" and schema.get("properties"):
         return model_from_schema(schema, name)
     if kind == "object":
@@ -63,7 +69,7 @@ def model_from_schema(schema: dict[str, Any], name: str) -> type[BaseModel]:
         else:
             annotation, default = annotation | None, None
         fields[prop] = (annotation, Field(default, description=prop_schema.get("description")))
-    extra = "forbid" if schema.get("additionalProperties") is False else "ignore"
+    extra: Literal["forbid", "ignore"] = "forbid" if schema.get("additionalProperties") is False else "ignore"
     return create_model(name, __config__=ConfigDict(extra=extra), **fields)
 
 
@@ -80,7 +86,7 @@ def _plan_step(names: tuple[str, ...], name: str = "PlannedStep", doc: str = "On
         __doc__=doc,
         title=(str, Field(description=_STEP_FIELDS["title"].description)),
         tool=(tool_type, Field(description=_STEP_FIELDS["tool"].description)),
-        stakes=(Literal["low", "high"], Field(description=_STEP_FIELDS["stakes"].description)),
+        stakes=(Stakes, Field(description=_STEP_FIELDS["stakes"].description)),
     )
 
 
@@ -98,20 +104,21 @@ def plan_output_model(tools: list[ToolSpecView], max_steps: int, first_tools: Se
         return create_model(
             "Plan",
             __doc__="The plan: the steps that reach the goal, in order.",
-            steps=(list[step], Field(min_length=1, max_length=max(1, max_steps))),  # type: ignore[valid-type]
+            steps=(_list_of(step), Field(min_length=1, max_length=max(1, max_steps))),
         )
+    first_tool: Any = Literal[first_names]
     first = create_model(
         "FirstStep",
         __doc__="The first step of the plan.",
         title=(str, Field(description=_STEP_FIELDS["title"].description)),
-        tool=(Literal[first_names], Field(description="The tool this first step uses.")),
-        stakes=(Literal["low", "high"], Field(description=_STEP_FIELDS["stakes"].description)),
+        tool=(first_tool, Field(description="The tool this first step uses.")),
+        stakes=(Stakes, Field(description=_STEP_FIELDS["stakes"].description)),
     )
     return create_model(
         "Plan",
         __doc__="The plan: its first step, then the steps that follow it, in order.",
         first=(first, ...),
-        then=(list[step], Field(max_length=max(0, max_steps - 1))),  # type: ignore[valid-type]
+        then=(_list_of(step), Field(max_length=max(0, max_steps - 1))),
     )
 
 
@@ -120,23 +127,26 @@ def step_output_model(tools: list[ToolSpecView]) -> type[BaseModel]:
     result_field = (str, Field(description="Your note on this step: what you did or concluded."))
     if not tools:
         return create_model("StepAction", __doc__="Your answer for this step.", result=result_field)
-    calls = [
-        create_model(
-            f"{_camel(t.name)}Call",
-            __doc__=t.description or None,
-            tool=(Literal[t.name], ...),
-            args=(model_from_schema(t.args_schema, f"{_camel(t.name)}Args"), ...),
-        )
-        for t in tools
-    ]
+    calls = [_call_model(t) for t in tools]
     return create_model(
         "StepAction",
         __doc__="The tool calls this step makes, and your note on it.",
         tool_calls=(
-            list[_union(calls)],
+            _list_of(_union(calls)),
             Field(max_length=MAX_CALLS_PER_STEP, description="The tool calls to make, in order; empty if none."),
         ),
         result=result_field,
+    )
+
+
+def _call_model(tool: ToolSpecView) -> type[BaseModel]:
+    """One allowed tool's call: its name, and args that follow its JSON schema."""
+    name: Any = Literal[tool.name]
+    return create_model(
+        f"{_camel(tool.name)}Call",
+        __doc__=tool.description or None,
+        tool=(name, ...),
+        args=(model_from_schema(tool.args_schema, f"{_camel(tool.name)}Args"), ...),
     )
 
 

@@ -225,11 +225,12 @@ class ModelActivities:
                     base_url=url, api_key=key or "none", max_retries=0, timeout=s.open_timeout_s
                 )
                 self._other_clients[url] = client
-            elif self._open_client is None:
-                self._open_client = AsyncOpenAI(
-                    base_url=s.open_url, api_key=key or "none", max_retries=0, timeout=s.open_timeout_s
-                )
-            client = self._open_client if url == s.open_url else self._other_clients[url]
+            else:
+                if self._open_client is None:
+                    self._open_client = AsyncOpenAI(
+                        base_url=s.open_url, api_key=key or "none", max_retries=0, timeout=s.open_timeout_s
+                    )
+                client = self._open_client
             model: Model
             if s.dialect == "llamacpp":
                 compatible = OpenAICompatibleProvider("llamacpp", openai_client=client, profile=_LLAMACPP_PROFILE)
@@ -348,9 +349,10 @@ async def _heartbeating(coro):
     timeout instead of the (minutes-long) start-to-close timeout of a slow model call."""
     task = asyncio.ensure_future(coro)
     every = HEARTBEAT_EVERY_S
-    if activity.in_activity() and activity.info().heartbeat_timeout:
+    heartbeat_timeout = activity.info().heartbeat_timeout if activity.in_activity() else None
+    if heartbeat_timeout:
         # Three beats per timeout, so one late beat never times a live call out.
-        every = min(every, activity.info().heartbeat_timeout.total_seconds() / 3)
+        every = min(every, heartbeat_timeout.total_seconds() / 3)
     try:
         while True:
             done, _ = await asyncio.wait({task}, timeout=every)

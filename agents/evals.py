@@ -99,11 +99,14 @@ class StepLabel(BaseModel):
     approval: ApprovalRecord = Field(default_factory=ApprovalRecord)
 
 
+ReplayPart = Literal["test", "train"]  # of the dataset split
+
+
 class ReplayFilters(BaseModel):
     """Which held-out examples a replay evaluation asks again (the dataset's filters)."""
 
     split: float = 0.8  # the dataset split whose test part is replayed
-    part: Literal["test", "train"] = "test"
+    part: ReplayPart = "test"
     since: str | None = None  # ISO time
     agent: str | None = None
     tool: str | None = None
@@ -306,10 +309,11 @@ def compare_actions(open_action: StepAction, frontier_action: StepAction) -> tup
 
 def combine(first: JudgeVerdict, second: JudgeVerdict) -> tuple[Verdict, str]:
     """The verdict of two judgements: first with A = open, second with A = frontier (position swapped)."""
-    one = {"A": "open_better", "B": "frontier_better", "tie": "tie"}[first.winner]
-    two = {"A": "frontier_better", "B": "open_better", "tie": "tie"}[second.winner]
+    a_is_open: dict[str, Verdict] = {"A": "open_better", "B": "frontier_better", "tie": "tie"}
+    a_is_frontier: dict[str, Verdict] = {"A": "frontier_better", "B": "open_better", "tie": "tie"}
+    one, two = a_is_open[first.winner], a_is_frontier[second.winner]
     if one == two:
-        return one, first.reason  # type: ignore[return-value]  # one of the Verdict strings
+        return one, first.reason
     return "tie", f"the two orderings disagreed ({one} / {two}): {first.reason}"
 
 

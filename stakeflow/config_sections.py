@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agents.types import Risk
+from agents.types import Risk, acting_risks
 
 
 class _Section(BaseModel):
@@ -26,7 +26,7 @@ class PolicyConfig(_Section):
     open_attempts: int = Field(default=2, ge=1, le=5)
     model_max_attempts: int = Field(default=6, ge=1, le=50)
     model_retry_initial_s: float = Field(default=2.0, gt=0)
-    high_risk: list[Risk] = Field(default_factory=lambda: ["side_effect", "irreversible"])
+    high_risk: list[Risk] = Field(default_factory=acting_risks)
     private_tools: list[str] = Field(default_factory=list)
     max_steps: int = Field(default=6, ge=1, le=200)
     # What a high-stakes step does when ANTHROPIC_API_KEY is unset: run on the open model
@@ -150,7 +150,7 @@ class LearnConfig(_Section):
 class ApprovalsConfig(_Section):
     """``[approvals]``: which high-stakes steps wait for a person, and for how long."""
 
-    risks: list[Risk] = Field(default_factory=lambda: ["side_effect", "irreversible"])
+    risks: list[Risk] = Field(default_factory=acting_risks)
     timeout_s: float = Field(default=3600.0, gt=0)
 
 

@@ -9,7 +9,7 @@ that skipped the codec would write payloads in clear, or fail to read the ones t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from temporalio.client import Client
 from temporalio.service import TLSConfig
@@ -49,19 +49,25 @@ def tls_config(target: Target) -> TLSConfig | bool:
     """The SDK's TLS settings, each PEM read and checked here, so a bad file is named before any handshake."""
     if not target.tls:
         return False
+    cert_pem, key_pem = target.client_cert, target.client_key
     ca = _read(target.server_ca, "server CA certificate", "CERTIFICATE")
-    cert = _read(target.client_cert, "client certificate", "CERTIFICATE")
-    key = _read(target.client_key, "client private key", "PRIVATE KEY")
-    if (cert is None) != (key is None):
-        have, missing = ("certificate", "key") if cert is not None else ("key", "certificate")
-        given = target.client_cert if cert is not None else target.client_key
-        raise ConfigError(
-            f"a client {have} is configured ({given.label}, from {given.origin}) without its {missing}: set both "
-            "(STAKEFLOW_TEMPORAL_TLS_CERT_FILE and _KEY_FILE, or TEMPORAL_TLS_CLIENT_CERT_PATH and _KEY_PATH)"
-        )
-    if cert is not None and key is not None:
-        _check_pair(cert, key, target.client_cert, target.client_key)  # type: ignore[arg-type]
+    cert = _read(cert_pem, "client certificate", "CERTIFICATE")
+    key = _read(key_pem, "client private key", "PRIVATE KEY")
+    # _read gives the bytes of exactly the PEMs that are configured.
+    if cert_pem is not None and key_pem is None:
+        _unpaired("certificate", "key", cert_pem)
+    if key_pem is not None and cert_pem is None:
+        _unpaired("key", "certificate", key_pem)
+    if cert is not None and key is not None and cert_pem is not None and key_pem is not None:
+        _check_pair(cert, key, cert_pem, key_pem)
     return TLSConfig(server_root_ca_cert=ca, domain=target.server_name, client_cert=cert, client_private_key=key)
+
+
+def _unpaired(have: str, missing: str, given: Pem) -> NoReturn:
+    raise ConfigError(
+        f"a client {have} is configured ({given.label}, from {given.origin}) without its {missing}: set both "
+        "(STAKEFLOW_TEMPORAL_TLS_CERT_FILE and _KEY_FILE, or TEMPORAL_TLS_CLIENT_CERT_PATH and _KEY_PATH)"
+    )
 
 
 def _read(pem: Pem | None, what: str, marker: str) -> bytes | None:
@@ -72,8 +78,10 @@ def _read(pem: Pem | None, what: str, marker: str) -> bytes | None:
             data = pem.path.read_bytes()
         except OSError as e:
             raise ConfigError(f"cannot read the {what} {pem.path} (from {pem.origin}): {e.strerror}") from None
+    elif pem.data is not None:
+        data = pem.data.get_secret_value().encode()
     else:
-        data = pem.data.get_secret_value().encode()  # type: ignore[union-attr]
+        raise ConfigError(f"the {what} from {pem.origin} has neither a file nor inline PEM data")
     if b"-----BEGIN" not in data or marker.encode() not in data:
         raise ConfigError(
             f"the {what} {pem.label} (from {pem.origin}) is not a PEM {marker.lower()}: "

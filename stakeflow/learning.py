@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC
 from typing import Any
 
-from agents.evals import ReplayFilters, ReplayModelReport, ReplayRequest
+from agents.evals import ReplayFilters, ReplayModelReport, ReplayPart, ReplayRequest
 from agents.types import ModelEndpoint
 from stakeflow.core.contracts import REPLAY_WORKFLOW, queue_name
 from stakeflow.settings import Settings
@@ -17,7 +17,7 @@ async def start_replay(
     settings: Settings,
     model: str,
     base_url: str | None,
-    part: str,
+    part: ReplayPart,
     limit: int,
     concurrency: int,
     agent: str | None,
@@ -30,7 +30,7 @@ async def start_replay(
     client = await connect(settings)
     candidate = ModelEndpoint(route="open", model=model, provider="openai-compatible", base_url=base_url or "")
     req = ReplayRequest(
-        filters=ReplayFilters(part=part, agent=agent, tool=tool, split=settings.learn.split),  # type: ignore[arg-type]
+        filters=ReplayFilters(part=part, agent=agent, tool=tool, split=settings.learn.split),
         models=[candidate, current],
         judge=ModelEndpoint(
             route="frontier", model=settings.evals.judge_model or settings.frontier_model, provider="anthropic"

@@ -6,10 +6,15 @@ Checked by workers (`stakeflow worker` refuses a namespace that lacks them: runs
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from stakeflow.core.contracts import ATTRIBUTES, SEARCH_ATTRIBUTES
 
+if TYPE_CHECKING:
+    from temporalio.api.enums.v1 import IndexedValueType
 
-def _indexed_types() -> dict[str, int]:
+
+def _indexed_types() -> dict[str, IndexedValueType.ValueType]:
     from temporalio.api.enums.v1 import IndexedValueType
 
     return {
@@ -20,7 +25,7 @@ def _indexed_types() -> dict[str, int]:
     }
 
 
-async def _registered(client, namespace: str) -> dict[str, int]:
+async def _registered(client, namespace: str) -> dict[str, IndexedValueType.ValueType]:
     from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 
     resp = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=namespace))

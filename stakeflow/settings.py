@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -224,7 +225,7 @@ class Settings(BaseSettings):
             self._target = resolve_target(self, environ={}, config_file=None)
         return self._target
 
-    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Settings:
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Settings:
         """A copy; one whose Temporal fields changed resolves its target again (from its own fields)."""
         copy = super().model_copy(update=update, deep=deep)
         if update and any(k.startswith("temporal_") for k in update):

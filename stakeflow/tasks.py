@@ -156,8 +156,8 @@ def build_request(
             include_private=settings.dataset.include_private,
         ),
         goal=goal,
-        stakes=stakes,  # type: ignore[arg-type]
-        sensitivity=sensitivity,  # type: ignore[arg-type]
+        stakes=stakes,
+        sensitivity=sensitivity,
         tools=chosen.builtins,
         workspace=str(ws.resolve()),
         max_steps=max_steps or settings.policy.max_steps,

@@ -147,6 +147,6 @@ async def run_workers(
     await toolboxes.close()
     stopper.cancel()
     for t in tasks:
-        if t in done and t.exception() is not None:
-            raise t.exception()  # type: ignore[misc]
+        if t in done and (error := t.exception()) is not None:
+            raise error
     await asyncio.gather(*tasks, return_exceptions=True)

@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         Progress,
         ResumeState,
         RouteDecision,
+        Sensitivity,
         Stakes,
         StepRecord,
         TaskRequest,
@@ -67,7 +68,7 @@ class AgentTaskWorkflow(Bookkeeping, RunTools, QualityLoop, ApprovalGate):
     def __init__(self) -> None:
         self._progress = Progress()
         self._req = TaskRequest()
-        self._sensitivity = "public"
+        self._sensitivity: Sensitivity = "public"
         ApprovalGate.__init__(self)
         RunTools.__init__(self)
         QualityLoop.__init__(self)
@@ -162,7 +163,7 @@ class AgentTaskWorkflow(Bookkeeping, RunTools, QualityLoop, ApprovalGate):
         result.usage = self._progress.usage
         result.notices = self._progress.notices
         result.cost = self._progress.cost
-        result.sensitivity = self._sensitivity  # type: ignore[assignment]
+        result.sensitivity = self._sensitivity
         await self._started_shadows()
         return result
 
@@ -182,7 +183,7 @@ class AgentTaskWorkflow(Bookkeeping, RunTools, QualityLoop, ApprovalGate):
         state = ResumeState(
             plan=steps,
             progress=self._progress,
-            sensitivity=self._sensitivity,  # type: ignore[arg-type]
+            sensitivity=self._sensitivity,
             plan_route=result.plan_route,
             generation=generation,
             tool_specs=self._described,
@@ -382,7 +383,7 @@ class AgentTaskWorkflow(Bookkeeping, RunTools, QualityLoop, ApprovalGate):
                 record.attempts.append(f"{decision.route}: {cause}")
                 self._count_failed_call(decision.route, e)
                 if unavailable(e, kind) and decision.route == "open":
-                    moved, why_not = fallback(decision, self._sensitivity, routing, self._req.queue_prefix)  # type: ignore[arg-type]
+                    moved, why_not = fallback(decision, self._sensitivity, routing, self._req.queue_prefix)
                     if moved is None:
                         raise StepFailure(
                             f"{label} '{record.title}' failed: open model unavailable ({cause}); no fallback: {why_not}"
@@ -397,7 +398,7 @@ class AgentTaskWorkflow(Bookkeeping, RunTools, QualityLoop, ApprovalGate):
                 failures += 1
                 if decision.route == "open" and failures < routing.open_attempts:
                     continue
-                escalated, why_not = escalate(decision, self._sensitivity, routing, failures, self._req.queue_prefix)  # type: ignore[arg-type]
+                escalated, why_not = escalate(decision, self._sensitivity, routing, failures, self._req.queue_prefix)
                 if escalated is None:
                     raise StepFailure(
                         f"{label} '{record.title}' failed: {decision.route} model output invalid "
@@ -429,7 +430,7 @@ class AgentTaskWorkflow(Bookkeeping, RunTools, QualityLoop, ApprovalGate):
             planner_stakes=planner_stakes,
             override=self._req.stakes,
             sensitivity=self._sensitivity,
-        )  # type: ignore[arg-type]
+        )
 
 
 def _kept(result: ToolResult) -> ToolResult:

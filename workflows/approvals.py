@@ -60,12 +60,12 @@ class ApprovalGate:
         if request.decision == "reject" and not request.note.strip():
             raise ValueError("a rejection needs a note saying why (--note)")
         if request.tool_calls is not None:
-            waiting = sorted(c.tool for c in self._waiting_calls.get(request.step, []))
+            waiting_tools = sorted(c.tool for c in self._waiting_calls.get(request.step, []))
             changed = sorted(c.tool for c in request.tool_calls)
-            if changed != waiting:
+            if changed != waiting_tools:
                 raise ValueError(
                     f"an approval may change the arguments, not the tools: step {request.step} "
-                    f"waits with {', '.join(waiting) or 'no calls'}, not {', '.join(changed) or 'none'}"
+                    f"waits with {', '.join(waiting_tools) or 'no calls'}, not {', '.join(changed) or 'none'}"
                 )
 
     def _needs_approval(self, decision: RouteDecision, spec: Any) -> bool:

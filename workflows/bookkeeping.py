@@ -23,7 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.tally import tally
 
 if TYPE_CHECKING:
-    from agents.types import Progress, TaskRequest
+    from agents.types import Progress, Sensitivity, TaskRequest
 
 
 class Bookkeeping:
@@ -31,14 +31,14 @@ class Bookkeeping:
 
     _req: TaskRequest
     _progress: Progress
-    _sensitivity: str
+    _sensitivity: Sensitivity
     _awaiting: dict[int, str]
 
     def _run_attributes(self) -> dict:
         t = tally(self._progress.steps)
         cost = self._progress.cost
         calls = cost.open_calls + cost.frontier_calls
-        attributes = {
+        attributes: dict[str, str | int | float] = {
             sc.STEP_COUNT: t.step_count,
             sc.OPEN_STEPS: t.open_steps,
             sc.FRONTIER_STEPS: t.frontier_steps,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import TypedDict
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -62,6 +63,16 @@ TOOL_RETRY = RetryPolicy(
     non_retryable_error_types=[errors.TOOL_FAILED],
 )
 ONCE = RetryPolicy(maximum_attempts=1)
+
+
+class ActivityOptions(TypedDict):
+    """A timeout and retry policy several activity calls share, as ``**options`` that type-check against
+    ``workflow.execute_activity`` (a plain dict's values would be one mixed type)."""
+
+    start_to_close_timeout: timedelta
+    retry_policy: RetryPolicy
+
+
 AGREEMENT_DAYS = 7  # the window the agreement table (and the bill's figure) covers
 # A call nobody picks up fails instead of waiting forever: no worker polls that queue.
 SCHEDULE_TO_START = timedelta(minutes=10)

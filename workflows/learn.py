@@ -43,10 +43,11 @@ with workflow.unsafe.imports_passed_through():
         UNLOAD_ADAPTER,
         queue_name,
     )
+    from workflows.calls import ActivityOptions
     from workflows.replay_eval import ReplayEvalWorkflow
 
 T = TypeVar("T")
-SHORT = dict(start_to_close_timeout=timedelta(minutes=5), retry_policy=RetryPolicy(maximum_attempts=5))
+SHORT = ActivityOptions(start_to_close_timeout=timedelta(minutes=5), retry_policy=RetryPolicy(maximum_attempts=5))
 
 
 @workflow.defn(name=LEARN_WORKFLOW)
@@ -68,7 +69,7 @@ class LearnWorkflow:
     async def run(self, req: LearnRequest) -> LearnResult:
         prefix = req.queue_prefix
         self._at("export", f"exporting the dataset of {_whose(req)}")
-        files = await self._stage(workflow.execute_activity(EXPORT_DATASET, req, result_type=DatasetFiles, **SHORT))  # type: ignore[arg-type]
+        files = await self._stage(workflow.execute_activity(EXPORT_DATASET, req, result_type=DatasetFiles, **SHORT))
         if files.train_examples < req.min_examples or files.test_examples == 0:
             raise ApplicationError(
                 f"export: {files.train_examples} training and {files.test_examples} held-out examples of "
@@ -98,7 +99,7 @@ class LearnWorkflow:
         self._at("load", f"loading adapter {trained.name} into vLLM")
         await self._stage(
             workflow.execute_activity(LOAD_ADAPTER, trained, task_queue=queue_name("open", prefix), **SHORT)
-        )  # type: ignore[arg-type]
+        )
         self._at("judge", f"judging {trained.name} against {req.current_model} on the held-out examples")
         try:
             reports = await self._stage(
@@ -154,7 +155,7 @@ class LearnWorkflow:
                     ),
                     **SHORT,
                 )
-            )  # type: ignore[arg-type]
+            )
             result.promoted, result.reason = True, f"promoted: {figures} (margin {req.margin:.0%})"
         else:
             await self._unload(trained, prefix)
@@ -189,7 +190,7 @@ class LearnWorkflow:
         self._at("unload", f"unloading {adapter.name}")
         await self._stage(
             workflow.execute_activity(UNLOAD_ADAPTER, adapter, task_queue=queue_name("open", prefix), **SHORT)
-        )  # type: ignore[arg-type]
+        )
 
 
 def _whose(req: LearnRequest) -> str:

@@ -17,7 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.calls import read_agreement, record_label, shadow_request, start_shadows
 
 if TYPE_CHECKING:
-    from agents.types import Progress, TaskRequest
+    from agents.types import Progress, Sensitivity, TaskRequest
 
 
 class QualityLoop:
@@ -25,7 +25,7 @@ class QualityLoop:
 
     _req: TaskRequest
     _progress: Progress
-    _sensitivity: str
+    _sensitivity: Sensitivity
 
     def __init__(self) -> None:
         self._agreement: AgreementTable | None = None  # as read when the run started (recorded)

@@ -17,7 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.failures import StepFailure, cause_text
 
 if TYPE_CHECKING:
-    from agents.types import Progress, TaskRequest
+    from agents.types import Progress, Sensitivity, TaskRequest
 
 
 class RunTools:
@@ -25,7 +25,7 @@ class RunTools:
 
     _req: TaskRequest
     _progress: Progress
-    _sensitivity: str
+    _sensitivity: Sensitivity
 
     def __init__(self) -> None:
         self._specs: dict[str, ToolSpecView] = {}

@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         SETTLE_UPDATE,
         SHADOW_WORKFLOW,
     )
+    from workflows.calls import ActivityOptions
 
 SHADOW_MODEL_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
@@ -48,7 +49,7 @@ SHADOW_MODEL_RETRY = RetryPolicy(
     maximum_attempts=5,
     non_retryable_error_types=["ModelOutputInvalid", "ModelAuthError", "ModelRequestRejected"],
 )
-BOOKKEEPING = dict(
+BOOKKEEPING = ActivityOptions(
     start_to_close_timeout=timedelta(seconds=30),
     retry_policy=RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30)),
 )
@@ -139,7 +140,7 @@ class ShadowEvalWorkflow(Judging):
                 RESERVE_SHADOW_BUDGET,
                 BudgetAsk(day=day, eval_id=req.eval_id, usd=estimate, max_usd=req.policy.max_usd_per_day),
                 result_type=BudgetGrant,
-                **BOOKKEEPING,  # type: ignore[arg-type]
+                **BOOKKEEPING,
             )
             if not grant.granted:
                 self._verdict(req, "skipped: daily shadow budget spent")
@@ -177,7 +178,7 @@ class ShadowEvalWorkflow(Judging):
                 rendered(req.open_result),
                 rendered(reference),
             )
-        await workflow.execute_activity(RECORD_EVAL, record, **BOOKKEEPING)  # type: ignore[arg-type]
+        await workflow.execute_activity(RECORD_EVAL, record, **BOOKKEEPING)
         await self._settle(req, day, (reference.cost.usd or 0.0) + (judge_cost or 0.0))
         self._verdict(req, verdict)
         return record
@@ -189,7 +190,7 @@ class ShadowEvalWorkflow(Judging):
             SETTLE_SHADOW_BUDGET,
             BudgetAsk(day=day, eval_id=req.eval_id, usd=usd, max_usd=req.policy.max_usd_per_day),
             result_type=BudgetGrant,
-            **BOOKKEEPING,  # type: ignore[arg-type]
+            **BOOKKEEPING,
         )
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import ast
 import math
 import operator
+from collections.abc import Callable
 from decimal import Decimal, localcontext
 from fractions import Fraction
+from typing import Any
 
 from activities.tools.context import ToolContext
 from agents.tools import CalculatorArgs
@@ -51,7 +53,7 @@ def calculate(expression: str) -> str:
 
 
 def _power(base: Number, exponent: Number) -> Number:
-    if abs(exponent) > MAX_EXPONENT:
+    if exponent > MAX_EXPONENT or exponent < -MAX_EXPONENT:  # abs() of a Fraction | float types as object
         raise ToolError(f"the exponent {_format_number(exponent)} is over the limit of {MAX_EXPONENT}")
     if isinstance(base, Fraction) and isinstance(exponent, Fraction) and exponent.denominator == 1:
         # Estimate the size before computing it, so 10**10000**... never eats the worker's memory.
@@ -64,7 +66,7 @@ def _power(base: Number, exponent: Number) -> Number:
     return result
 
 
-_BINARY = {
+_BINARY: dict[type[ast.operator], Callable[[Number, Number], Number]] = {
     ast.Add: operator.add,
     ast.Sub: operator.sub,
     ast.Mult: operator.mul,
@@ -73,11 +75,12 @@ _BINARY = {
     ast.Mod: operator.mod,
     ast.Pow: _power,
 }
-_UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+_UNARY: dict[type[ast.unaryop], Callable[[Any], Number]] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
 
 
 def _evaluate(node: ast.expr, source: str) -> Number:
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+    # bool is an int but not a number here; ast.parse makes no other subclass of int or float.
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
         # A float literal is taken as the decimal it was written as: 0.1 is exactly 1/10.
         return _checked(Fraction(repr(node.value)) if isinstance(node.value, float) else Fraction(node.value))
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:

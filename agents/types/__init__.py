@@ -31,6 +31,7 @@ from agents.types.calls import (
     ToolSource,
     ToolSpecView,
     Usage,
+    acting_risks,
 )
 from agents.types.runs import (
     ApprovalPolicy,
@@ -62,6 +63,7 @@ __all__ = [
     "EgressRule",
     "STAKES_CHOICES",
     "SENSITIVITY_CHOICES",
+    "acting_risks",
     "ModelEndpoint",
     "JudgeVerdict",
     "PlannedStep",

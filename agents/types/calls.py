@@ -20,8 +20,13 @@ Purpose = Literal["plan", "step", "answer", "judge"]  # judge: a shadow evaluati
 ToolSource = Literal["builtin", "mcp", "python"]
 EgressRule = Literal["approve", "deny", "allow"]
 
-STAKES_CHOICES: tuple[str, ...] = ("auto", "low", "high")
-SENSITIVITY_CHOICES: tuple[str, ...] = ("public", "private")
+STAKES_CHOICES: tuple[StakesOverride, ...] = ("auto", "low", "high")
+SENSITIVITY_CHOICES: tuple[Sensitivity, ...] = ("public", "private")
+
+
+def acting_risks() -> list[Risk]:
+    """A fresh list of the risks of tools that act (all but read_only): the default of the high-risk lists."""
+    return ["side_effect", "irreversible"]
 
 
 class ModelEndpoint(BaseModel):

@@ -25,6 +25,7 @@ from agents.types.calls import (
     ToolResult,
     ToolSpecView,
     Usage,
+    acting_risks,
 )
 
 
@@ -43,7 +44,7 @@ class RoutingConfig(BaseModel):
     downgrade_when_frontier_missing: bool = True
     # How many times the open model may answer invalidly before the step escalates (or fails).
     open_attempts: int = 2
-    high_risk: list[Risk] = Field(default_factory=lambda: ["side_effect", "irreversible"])
+    high_risk: list[Risk] = Field(default_factory=acting_risks)
     # Tools whose output is private data: once one runs, the rest of the run is private.
     private_tools: list[str] = Field(default_factory=list)
     # A private run calling an open-world tool: wait for approval, refuse, or allow ([policy] private_egress).
@@ -71,7 +72,7 @@ class ApprovalPolicy(BaseModel):
     """When a person must approve a step before it acts."""
 
     # A high-stakes step whose tool has one of these risks waits for approval (so does private + high).
-    risks: list[Risk] = Field(default_factory=lambda: ["side_effect", "irreversible"])
+    risks: list[Risk] = Field(default_factory=acting_risks)
     timeout_s: float = 3600.0  # then the step is rejected, not left hanging
     auto_approve: bool = False  # unattended runs (--auto-approve); recorded as such
 

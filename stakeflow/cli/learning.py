@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from stakeflow.cli.common import current_settings, echo_json, friendly
+
+if TYPE_CHECKING:  # annotations only: the commands import these modules where they run
+    from agents.evals import ReplayPart
+    from stakeflow.datasets import Format
 
 
 @click.group()
@@ -51,7 +56,7 @@ def export(
     tool: str | None,
     sources: tuple[str, ...],
     split: float,
-    fmt: str,
+    fmt: Format,  # one of the --format choices
     include_private: bool,
     as_json: bool,
 ) -> None:
@@ -78,7 +83,7 @@ def export(
         "split": split,
         "include_private": include_private,
     }
-    manifest = write(exported, Path(out), fmt, filters)  # type: ignore[arg-type]
+    manifest = write(exported, Path(out), fmt, filters)
     if as_json:
         echo_json(manifest)
         return
@@ -115,7 +120,7 @@ def replay_command():
     def replay(
         model: str,
         base_url: str | None,
-        part: str,
+        part: ReplayPart,  # one of the --split choices
         limit: int,
         concurrency: int,
         agent: str | None,

@@ -147,8 +147,8 @@ async def _first(awaitable, watchers: list[asyncio.Task]):
     try:
         done, _ = await asyncio.wait([main, *watchers], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
-            if task is not main and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+            if task is not main and (error := task.exception()) is not None:
+                raise error
         return await main
     finally:
         if not main.done():

@@ -11,7 +11,7 @@ import click
 from stakeflow import tasks
 from stakeflow.cli.common import Failed, current_settings, echo_json, err, friendly, run_async, temporal_client
 from stakeflow.cluster import CODEC_PORT, WEBHOOK_PORT
-from stakeflow.core.contracts import ROLES, queue_name
+from stakeflow.core.contracts import ROLES, QueueRole, queue_name
 from stakeflow.core.errors import EndpointError, ServiceError
 from stakeflow.local import services
 from stakeflow.settings import Settings
@@ -110,10 +110,11 @@ def down() -> None:
 def worker(queues_csv: str, processes: int | None) -> None:
     """Run a worker in the foreground until SIGTERM (what production runs)."""
     settings = current_settings()
-    roles = [q.strip() for q in queues_csv.split(",") if q.strip()]
-    unknown = [r for r in roles if r not in ROLES]
-    if unknown or not roles:
+    asked = [q.strip() for q in queues_csv.split(",") if q.strip()]
+    unknown = [r for r in asked if r not in ROLES]
+    if unknown or not asked:
         raise click.ClickException(f"unknown queue role(s) {', '.join(unknown) or '(none)'}: use {', '.join(ROLES)}")
+    roles = [r for r in asked if r in ROLES]  # all of them (checked above), typed as queue roles
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     count = processes or settings.workers.processes
     if count > 1:
@@ -128,7 +129,7 @@ def worker(queues_csv: str, processes: int | None) -> None:
     run_async(_worker(settings, roles))
 
 
-async def _worker(settings: Settings, roles: list[str]) -> None:
+async def _worker(settings: Settings, roles: list[QueueRole]) -> None:
     from stakeflow import metrics
     from stakeflow.connection import connect
     from stakeflow.telemetry import setup_tracing, shutdown
@@ -145,16 +146,16 @@ async def _worker(settings: Settings, roles: list[str]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    names = ", ".join(queue_name(r, settings.queue_prefix) for r in roles)  # type: ignore[arg-type]
+    names = ", ".join(queue_name(r, settings.queue_prefix) for r in roles)
     err(f"worker polling {names} on {settings.target.describe()} (SIGTERM to stop)")
     try:
-        await run_workers(client, settings, roles, stop, toolboxes)  # type: ignore[arg-type]
+        await run_workers(client, settings, roles, stop, toolboxes)
     finally:
         shutdown()  # flush buffered spans to the trace store
     err("worker stopped")
 
 
-async def _check_search_attributes(client, settings: Settings, roles: list[str]) -> None:
+async def _check_search_attributes(client, settings: Settings, roles: list[QueueRole]) -> None:
     """A workflow worker on a namespace without stakeflow's search attributes (or with mistyped ones) would hang runs."""
     from temporalio.service import RPCError
 

@@ -87,7 +87,7 @@ def keep_off_amx(info: BuildInfo) -> bool:
 
     default_params = lib.llama_model_default_params
 
-    def without_extra_buffers():  # type: ignore[no-untyped-def]
+    def without_extra_buffers():
         params = default_params()
         params.use_extra_bufts = False
         return params
@@ -136,6 +136,8 @@ def check(model_path: str) -> CheckResult:
     loaded = time.monotonic()
     out = llm.create_completion("The capital of France is", max_tokens=1, temperature=0.0)
     done = time.monotonic()
+    if not isinstance(out, dict):  # a stream only with stream=True
+        raise TypeError(f"llama-cpp-python returned a {type(out).__name__} for a completion without stream=True")
     return CheckResult(info.describe(), guarded, loaded - started, done - loaded, out["choices"][0]["text"])
 
 

@@ -11,6 +11,7 @@ and see those still pending. One job per module:
 * ``_tree``, ``_costs``, ``_sql``: the readers (a run's span tree, the cost report, ``stakeflow sql``).
   They import the store; the store imports none of them.
 * ``_tables``: results as text tables and CSV.
+* ``_rows``: ``one_row``, the row of a query that always returns one (typed: never None).
 """
 
 from stakeflow.traces._costs import BREAKDOWNS, cost_report, summary_line

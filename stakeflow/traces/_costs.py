@@ -14,6 +14,7 @@ import duckdb
 
 from stakeflow.core import semconv as sc
 from stakeflow.core.errors import InputError
+from stakeflow.traces._rows import one_row
 from stakeflow.traces._store import TraceStore
 from stakeflow.traces._tables import money
 
@@ -80,7 +81,8 @@ def cost_report(
     """
     if by not in BREAKDOWNS:
         raise InputError(f"unknown breakdown '{by}': use one of {', '.join(BREAKDOWNS)}")
-    filters, params = ["operation = 'chat'"], []
+    filters: list[str] = ["operation = 'chat'"]
+    params: list[Any] = []
     if since is not None:
         now = now or datetime.now(UTC)
         cutoff = (now.astimezone(UTC) if now.tzinfo else now).replace(tzinfo=None) - since
@@ -95,9 +97,7 @@ def cost_report(
         total = _fetch_dicts(
             con, f"WITH {calls} SELECT {_AGGREGATES} FROM calls WHERE source IS DISTINCT FROM 'shadow'", params
         )[0]
-        shadow = con.execute(
-            f"WITH {calls} SELECT count(*), sum(cost_usd) FROM calls WHERE source = 'shadow'", params
-        ).fetchone()
+        shadow = one_row(con, f"WITH {calls} SELECT count(*), sum(cost_usd) FROM calls WHERE source = 'shadow'", params)
         rows = _fetch_dicts(con, _breakdown_sql(calls, by, limit), params)
     report: dict[str, Any] = {
         "by": by,

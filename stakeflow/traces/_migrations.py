@@ -21,6 +21,7 @@ from pathlib import Path
 import duckdb
 
 from stakeflow.core.errors import ConfigError
+from stakeflow.traces._rows import one_row
 
 _SCHEMA_MIGRATIONS = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -81,7 +82,7 @@ def applied_version(con: duckdb.DuckDBPyConnection, path: Path) -> int:
                 "no schema_migrations table): move it aside or set STAKEFLOW_TRACES to another file"
             )
         return 0
-    version = con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
+    version = one_row(con, "SELECT coalesce(max(version), 0) FROM schema_migrations")[0]
     if version > schema_version():
         raise ConfigError(
             f"{path} was written by a newer stakeflow (schema version {version}, this one knows "

@@ -23,6 +23,7 @@ from typing import Any
 import duckdb
 
 from stakeflow.readonly_sql import quote_ident, quote_literal
+from stakeflow.traces._rows import one_row
 
 INTEGER_T = "INTEGER"
 # table -> (key column, {column: SQL type}); the format only ever gains columns.
@@ -159,7 +160,7 @@ def ingest(con: duckdb.DuckDBPyConnection, spool_dir: Path) -> int:
         names = [str(p) for p in files]
         con.execute("BEGIN")
         try:
-            read += con.execute("SELECT count(*) FROM read_parquet(?, union_by_name = true)", [names]).fetchone()[0]
+            read += one_row(con, "SELECT count(*) FROM read_parquet(?, union_by_name = true)", [names])[0]
             con.execute(
                 f"INSERT INTO {quote_ident(table)} BY NAME SELECT * FROM read_parquet(?, union_by_name = true) "
                 "ON CONFLICT DO NOTHING",

@@ -44,6 +44,7 @@ from stakeflow.core.errors import ConfigError, ServiceError
 from stakeflow.readonly_sql import quote_ident, quote_literal
 from stakeflow.traces import _records
 from stakeflow.traces._migrations import applied_version, migrate, schema_version
+from stakeflow.traces._rows import one_row
 from stakeflow.traces._segments import spans_select, spool_dir_for
 
 _log = logging.getLogger(__name__)
@@ -268,7 +269,8 @@ class TraceStore:
             (_CHUNK_FILES, _CHUNK_BYTES) if deadline is not None else (_BULK_CHUNK_FILES, _BULK_CHUNK_BYTES)
         )
         while segments:
-            chunk, size = [], 0
+            chunk: list[Path] = []
+            size = 0
             while segments and len(chunk) < max_files and (not chunk or size < max_bytes):
                 path = segments.pop(0)
                 with contextlib.suppress(OSError):
@@ -288,10 +290,10 @@ class TraceStore:
         source = "read_parquet(?, union_by_name = true)"
         try:
             con.execute("BEGIN")
-            read = con.execute(f"SELECT count(*) FROM {source}", [files]).fetchone()[0]
-            inserted = con.execute(
-                f"INSERT INTO spans BY NAME {spans_select(source)} ON CONFLICT DO NOTHING", [files]
-            ).fetchone()[0]
+            read = one_row(con, f"SELECT count(*) FROM {source}", [files])[0]
+            inserted = one_row(
+                con, f"INSERT INTO spans BY NAME {spans_select(source)} ON CONFLICT DO NOTHING", [files]
+            )[0]
             con.execute("COMMIT")
         except duckdb.Error as e:
             con.execute("ROLLBACK")
@@ -336,7 +338,7 @@ class TraceStore:
     # -- reading --
 
     def _attach_spool(self, con: duckdb.DuckDBPyConnection) -> None:
-        database = quote_ident(con.execute("SELECT current_database()").fetchone()[0])
+        database = quote_ident(one_row(con, "SELECT current_database()")[0])
         _records.attach(con, self.spool_dir, database)
         files = [str(p) for p in self.pending_segments()]
         if not files:
