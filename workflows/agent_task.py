@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import AsyncIterator
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from opentelemetry import trace as otel_trace
@@ -20,17 +20,14 @@ with workflow.unsafe.imports_passed_through():
 
     from agents import prompts
     from agents.evals import AgreementTable, routing_by_agreement
-    from agents.policy import StepFacts, decide_route, escalate, fallback
+    from agents.policy import decide_route
     from agents.tools import CATALOGUE, constrained, first_step_tools
     from agents.types import (
         ModelCallRequest,
-        ModelCallResult,
         PlannedStep,
         Progress,
         ResumeState,
-        RouteDecision,
         Sensitivity,
-        Stakes,
         StepRecord,
         TaskRequest,
         TaskResult,
@@ -46,11 +43,8 @@ with workflow.unsafe.imports_passed_through():
         PROGRESS_QUERY,
     )
     from workflows.approvals import ApprovalGate
-    from workflows.bookkeeping import Bookkeeping
-    from workflows.calls import (
-        call_model,
-    )
-    from workflows.failures import StepFailure, cause_text, error_type, is_cancellation, unavailable
+    from workflows.failures import StepFailure, is_cancellation
+    from workflows.model_steps import ModelSteps
     from workflows.quality import QualityLoop
     from workflows.run_tools import RunTools
     from workflows.tally import tally
@@ -62,7 +56,7 @@ def _tracer():
 
 
 @workflow.defn(name=AGENT_WORKFLOW)
-class AgentTaskWorkflow(Bookkeeping, RunTools, QualityLoop, ApprovalGate):
+class AgentTaskWorkflow(ModelSteps, RunTools, ApprovalGate):
     """Plan, execute each step on its route, answer."""
 
     def __init__(self) -> None:
@@ -357,80 +351,6 @@ class AgentTaskWorkflow(Bookkeeping, RunTools, QualityLoop, ApprovalGate):
             self._mark(decision)
         result.answer_route = decision
         return (reply.text or "").strip()
-
-    # --- activities --------------------------------------------------------------------
-
-    async def _call_model(
-        self,
-        call: ModelCallRequest,
-        decision: RouteDecision,
-        record: StepRecord,
-        *,
-        label: str,
-        tool: str | None = None,
-    ) -> tuple[ModelCallResult, RouteDecision]:
-        """One model call with the policy's retry-then-escalate rule; raises StepFailure."""
-        routing = self._req.routing
-        failures = 0
-        while True:
-            try:
-                reply = await self._model_activity(call, decision, label, tool)
-            except ActivityError as e:
-                if isinstance(e.cause, CancelledError):
-                    raise  # the run was cancelled: end as cancelled, not as a failed step
-                cause = cause_text(e)
-                kind = error_type(e)
-                record.attempts.append(f"{decision.route}: {cause}")
-                self._count_failed_call(decision.route, e)
-                if unavailable(e, kind) and decision.route == "open":
-                    moved, why_not = fallback(decision, self._sensitivity, routing, self._req.queue_prefix)
-                    if moved is None:
-                        raise StepFailure(
-                            f"{label} '{record.title}' failed: open model unavailable ({cause}); no fallback: {why_not}"
-                        ) from None
-                    self._progress.notices.append(f"{label}: {moved.reason.rsplit('; ', 1)[-1]}")
-                    decision = moved
-                    continue
-                if kind != errors.MODEL_OUTPUT_INVALID:
-                    raise StepFailure(
-                        f"{label} '{record.title}' failed on the {decision.route} model: {cause}"
-                    ) from None
-                failures += 1
-                if decision.route == "open" and failures < routing.open_attempts:
-                    continue
-                escalated, why_not = escalate(decision, self._sensitivity, routing, failures, self._req.queue_prefix)
-                if escalated is None:
-                    raise StepFailure(
-                        f"{label} '{record.title}' failed: {decision.route} model output invalid "
-                        f"{failures}x ({cause}); not escalated: {why_not}"
-                    ) from None
-                self._progress.notices.append(f"{label}: {escalated.reason.rsplit('; ', 1)[-1]}")
-                decision = escalated
-                continue
-            record.attempts.append(f"{decision.route}: ok")
-            self._shadow(call, decision, reply, tool)
-            record.usage = record.usage + reply.usage
-            self._progress.cost.add(decision.route, reply.cost)
-            if record.cost_usd is not None:
-                record.cost_usd = None if reply.cost.usd is None else record.cost_usd + reply.cost.usd
-            self._add_usage(reply.usage, label)
-            return reply, decision
-
-    async def _model_activity(
-        self, call: ModelCallRequest, decision: RouteDecision, label: str, tool: str | None
-    ) -> ModelCallResult:
-        return await call_model(self._req, call, decision, label, tool, private=self._sensitivity == "private")
-
-    # --- bookkeeping -------------------------------------------------------------------
-
-    def _facts(self, tool: str | None, planner_stakes: Stakes, risk=None) -> StepFacts:
-        return StepFacts(
-            tool=tool,
-            tool_risk=risk,
-            planner_stakes=planner_stakes,
-            override=self._req.stakes,
-            sensitivity=self._sensitivity,
-        )
 
 
 def _kept(result: ToolResult) -> ToolResult:
