@@ -9,6 +9,7 @@ seconds (default 1 s), and measures, side by side in one invocation and against 
           1 step calling ``calculator`` as a local activity, answer = 3 model calls);
   (sf2)   the same with ``stakeflow worker --processes 2`` (two worker processes on one host);
   (sfl)   the same with open-model calls as local activities (``[workers] local_model_calls``);
+  (sfu)   the same with workflow code outside Temporal's sandbox (``[workers] workflow_sandbox = false``);
   (pai)   pydantic-ai's TemporalDurability running the same plan (2 calculator calls, then the answer =
           3 model-request activities + 2 tool activities), its worker in its own process;
   (floor) the Temporal floor of stakeflow's shape: 3 regular activities on another queue that only sleep
@@ -469,7 +470,11 @@ class Bench:
 
 def worker_toml(args: argparse.Namespace, key: str) -> str:
     """The stakeflow worker's ``[workers]`` for variant ``key``: ``--slots`` and ``--pollers`` on every queue."""
-    lines = ["[workers]", f"local_model_calls = {'true' if key == 'sfl' else 'false'}"]
+    lines = [
+        "[workers]",
+        f"local_model_calls = {'true' if key == 'sfl' else 'false'}",
+        f"workflow_sandbox = {'false' if key == 'sfu' else 'true'}",
+    ]
     for role in ("workflows", "open"):
         lines.append(f"[workers.{role}]")
         if args.slots:
@@ -559,6 +564,7 @@ LABELS = {
     "sf": "stakeflow, 1 worker process",
     "sf2": "stakeflow, worker --processes 2",
     "sfl": "stakeflow, local model calls",
+    "sfu": "stakeflow, workflow_sandbox = false",
     "pai": "pydantic-ai TemporalDurability",
     "floor": "Temporal floor, stakeflow's shape",
     "floorl": "Temporal floor, local model calls",
@@ -807,7 +813,7 @@ def main() -> None:
     parser.add_argument(
         "--variants",
         default="sf,pai,floor",
-        help="comma-separated of sf0, sf, sf2, sfl, pai, floor, floorl (default sf,pai,floor)",
+        help="comma-separated of sf0, sf, sf2, sfl, sfu, pai, floor, floorl (default sf,pai,floor)",
     )
     parser.add_argument(
         "--baseline",

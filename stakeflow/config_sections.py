@@ -210,6 +210,11 @@ class WorkersConfig(_Section):
     # server less per call. Only where every worker polling the workflows queue has this set and reaches the
     # open endpoint (one host: the embedded model, a vLLM beside the workers). A run records it when it starts.
     local_model_calls: bool = False
+    # Run workflow code in Temporal's sandbox (the default). false runs it unsandboxed: about a tenth less
+    # worker CPU per model call under load (bench/README.md, concurrency.py), at the price of the sandbox's
+    # run-time checks, which the test suite still makes (it replays every history under the strict sandbox).
+    # For workers that run stakeflow's own workflows only, as they do.
+    workflow_sandbox: bool = True
     workflows: QueueLimits = Field(default_factory=QueueLimits)
     open: QueueLimits = Field(default_factory=QueueLimits)
     frontier: QueueLimits = Field(default_factory=QueueLimits)

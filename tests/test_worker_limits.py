@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from temporalio.worker import PollerBehaviorSimpleMaximum
+from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.models import ModelActivities
 from stakeflow.core.contracts import CALL_MODEL, queue_name
 from stakeflow.core.errors import ConfigError
 from stakeflow.settings import load_settings
-from tests.support import make_settings
+from tests.support import make_settings, running_workers
 from workers.main import Toolboxes, build_workers
 from workers.sandbox import PASSED_THROUGH
 
@@ -60,6 +60,9 @@ async def test_the_workflows_worker_passes_stakeflows_pure_modules_through_its_s
     runner = wf["workflow_runner"]
     assert isinstance(runner, SandboxedWorkflowRunner)
     assert set(PASSED_THROUGH) <= set(runner.restrictions.passthrough_modules)
+    off = make_settings(tmp_path, workers={"workflow_sandbox": False})
+    unsandboxed = _by_queue(client, off)[queue_name("workflows", off.queue_prefix)]["workflow_runner"]
+    assert isinstance(unsandboxed, UnsandboxedWorkflowRunner)
 
 
 async def test_local_model_calls_register_call_model_on_the_workflows_worker_only_when_set(client, tmp_path):
@@ -78,3 +81,37 @@ def test_a_bad_limit_names_the_setting(tmp_path, monkeypatch):
     monkeypatch.setenv("STAKEFLOW_HOME", str(home))
     with pytest.raises(ConfigError, match="workers.workflows.workflow_pollers"):
         load_settings()
+
+
+async def test_a_run_completes_unsandboxed_and_replays_under_the_strict_sandbox(client, tmp_path):
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.worker import Replayer
+
+    from stakeflow import tasks
+    from tests.agent_script import agent, call, plan
+    from tests.fakes import FakeOpenAIServer
+    from workflows.agent_task import AgentTaskWorkflow
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    with FakeOpenAIServer(model="qwen-test") as fake:
+        fake.script(agent(plan(("Compute", "calculator")), {1: call("calculator", expression="6*7")}, answer="42"))
+        settings = make_settings(
+            tmp_path,
+            open_base_url=fake.url,
+            open_model="qwen-test",
+            open_dialect="vllm",
+            workers={"workflow_sandbox": False},
+        )
+        async with running_workers(client, settings):
+            handle = await tasks.start_run(
+                client, settings, tasks.build_request(settings, "What is 6*7?", workspace=ws)
+            )
+            result = await handle.result()
+            history = await handle.fetch_history()
+    assert result.status == "completed" and result.answer == "42"
+    # The default Replayer is Temporal's strict sandbox: what ran unsandboxed is still checked there.
+    replayed = await Replayer(workflows=[AgentTaskWorkflow], data_converter=pydantic_data_converter).replay_workflow(
+        history, raise_on_replay_failure=False
+    )
+    assert replayed.replay_failure is None

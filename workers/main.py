@@ -91,7 +91,7 @@ def build_workers(
                     ReplayEvalWorkflow,
                     LearnWorkflow,
                 ],
-                "workflow_runner": workflow_runner(),
+                "workflow_runner": workflow_runner(settings.workers.workflow_sandbox),
                 "activities": [
                     tools.run_tool,
                     evals.reserve_shadow_budget,

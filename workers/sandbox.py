@@ -20,11 +20,20 @@ produces and every recorded history of earlier releases under it.
 
 from __future__ import annotations
 
+from temporalio.worker import UnsandboxedWorkflowRunner, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 PASSED_THROUGH = ("workflows", "agents", "stakeflow.core")
 
 
-def workflow_runner() -> SandboxedWorkflowRunner:
-    """Temporal's default sandbox with ``PASSED_THROUGH`` imported once per process instead of once per run."""
+def workflow_runner(sandboxed: bool = True) -> WorkflowRunner:
+    """Temporal's default sandbox with ``PASSED_THROUGH`` imported once per process instead of once per run.
+
+    ``sandboxed=False`` (``[workers] workflow_sandbox = false``): no sandbox at all. Even with everything passed
+    through, the sandbox runs each activation and each payload's serialization context through ``exec`` of a
+    small code string, and checks every attribute access against its restrictions: about 10% of a loaded
+    worker's samples (bench/README.md).
+    """
+    if not sandboxed:
+        return UnsandboxedWorkflowRunner()
     return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSED_THROUGH))
