@@ -4,4 +4,4 @@ This package is the app shell: settings, errors, the CLI, and the services the C
 starts (dev server, embedded model, background worker).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
