@@ -155,3 +155,59 @@ async def test_invalid_local_open_output_is_retried_then_escalated_and_its_usage
     assert step.tool_results[0].output == "42"
     # plan + 2 invalid step attempts + answer on the open model; the failed attempts' tokens are counted.
     assert len(fake.calls) == 4 and result.cost.open_calls == 4
+
+
+async def test_a_worker_killed_mid_local_call_is_replaced_and_the_run_completes(client, tmp_path, workspace):
+    """A local activity cannot heartbeat: the server notices the dead worker when its workflow task times out,
+    and the next worker runs the call again from the start (README, [workers] local_model_calls)."""
+    import asyncio
+    import signal
+    import time
+    import uuid
+
+    from tests.fakes import Reply
+    from tests.support import spawn_worker, worker_env, worker_log
+
+    home = tmp_path / "worker-home"
+    home.mkdir()
+    (home / "stakeflow.toml").write_text("[workers]\nlocal_model_calls = true\n")
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    with FakeOpenAIServer(model="qwen-test") as fake:
+        script = agent(plan(("Compute", "calculator")), {1: call("calculator", expression="6*7")}, answer="42")
+        # The step call answers slowly: the worker is killed while it is in flight.
+        fake.script(lambda body: Reply.delayed(3.0, script(body)) if len(fake.calls) == 2 else script(body))
+        env = worker_env(
+            home,
+            client,
+            prefix,
+            STAKEFLOW_OPEN_BASE_URL=fake.url,
+            STAKEFLOW_OPEN_MODEL="qwen-test",
+            STAKEFLOW_OPEN_DIALECT="vllm",
+        )
+        settings = make_settings(
+            tmp_path,
+            queue_prefix=prefix,
+            open_base_url=fake.url,
+            open_model="qwen-test",
+            open_dialect="vllm",
+            workers=LOCAL,
+        )
+        worker = spawn_worker(env, "workflows,tools")  # no open worker at all: the calls are local or nothing
+        try:
+            handle = await tasks.start_run(client, settings, tasks.build_request(settings, "6*7?", workspace=workspace))
+            deadline = time.monotonic() + 60
+            while len(fake.calls) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert len(fake.calls) == 2, worker_log(env)  # plan answered, the step's call in flight
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(10)
+            worker = spawn_worker(env, "workflows,tools")
+            result = await asyncio.wait_for(handle.result(), 90)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(30)
+    assert result.status == "completed" and result.answer == "42", worker_log(env)
+    # What the killed worker had not recorded (its workflow task never completed) was asked again.
+    assert len(fake.calls) >= 4
+    history = await handle.fetch_history()
+    assert _calls(history) == []  # still no regular activity: the replacement ran it locally too
