@@ -65,7 +65,7 @@ def worker_env(home: Path, client: Client, prefix: str, **extra: str) -> dict[st
     return env
 
 
-def spawn_worker(env: dict[str, str], queues: str | None = None):
+def spawn_worker(env: dict[str, str], queues: str | None = None, args: tuple[str, ...] = ()):
     """A real `stakeflow worker` process (all queues, or the comma-separated roles ``queues``), logging to $STAKEFLOW_HOME/logs/test-worker.log.
 
     Not to a pipe: a busy worker would fill it and block on its own logging.
@@ -74,7 +74,7 @@ def spawn_worker(env: dict[str, str], queues: str | None = None):
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / "test-worker.log", "ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "stakeflow", "worker", *(["--queues", queues] if queues else [])],
+            [sys.executable, "-m", "stakeflow", "worker", *(["--queues", queues] if queues else []), *args],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

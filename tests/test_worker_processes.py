@@ -17,20 +17,7 @@ from stakeflow import tasks
 from stakeflow.core.contracts import queue_name
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeOpenAIServer
-from tests.support import make_settings, worker_env, worker_log
-
-
-def spawn_worker(env: dict[str, str], *args: str):
-    """`stakeflow worker ARGS`, logging where tests/support.py's spawn_worker logs (worker_log reads it)."""
-    import subprocess
-    import sys
-
-    log_dir = Path(env["STAKEFLOW_HOME"]) / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_dir / "test-worker.log", "ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "stakeflow", "worker", *args], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
+from tests.support import make_settings, spawn_worker, worker_env, worker_log
 
 
 def _children(pid: int) -> list[int]:
@@ -83,7 +70,7 @@ async def test_two_processes_poll_serve_runs_and_stop_on_one_sigterm(client, tmp
             STAKEFLOW_OPEN_MODEL="qwen-test",
             STAKEFLOW_OPEN_DIALECT="vllm",
         )
-        parent = spawn_worker(env, "--processes", "2")
+        parent = spawn_worker(env, args=("--processes", "2"))
         try:
             children = await _wait_for(
                 lambda: _async(len(_children(parent.pid)) == 2 and _children(parent.pid)), 60, "two worker processes"
@@ -113,7 +100,7 @@ async def test_two_processes_poll_serve_runs_and_stop_on_one_sigterm(client, tmp
 async def test_children_stop_when_their_parent_is_killed(client, tmp_path):
     prefix = f"t{uuid.uuid4().hex[:8]}"
     env = worker_env(tmp_path / "home", client, prefix, STAKEFLOW_OPEN_BASE_URL="http://127.0.0.1:9/v1")
-    parent = spawn_worker(env, "--processes", "2", "--queues", "workflows")
+    parent = spawn_worker(env, "workflows", args=("--processes", "2"))
     children = await _wait_for(
         lambda: _async(len(_children(parent.pid)) == 2 and _children(parent.pid)), 60, "two worker processes"
     )
