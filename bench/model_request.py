@@ -1,0 +1,113 @@
+"""CPU per model call in the worker's own code: pydantic-ai's Agent.run against its direct request API.
+
+After the concurrency work (bench/README.md, "concurrency.py"), pydantic-ai's agent run is the largest part of
+a loaded worker's profile. This measures what the Agent machinery costs above a model request, in one process,
+against tests/fakes.py's FakeOpenAIServer on 127.0.0.1 answering at once:
+
+  (agent)   ``Agent(model, output_type=NativeOutput(Out), retries=0).run(prompt)``: what ``call_model`` does
+            today (one cached agent, as activities/model_agents.py keeps it)
+  (direct)  ``pydantic_ai.direct.model_request(model, messages)``: the same model and client, no agent, no
+            output validation (a lower bound for calling below the Agent)
+  (client)  the bare ``openai`` client's ``chat.completions.create``: the anchor, the floor of any route
+
+CPU is ``time.process_time()`` of the whole process per call, so the fake server's work (the same in every
+row) is included.
+
+    python bench/model_request.py               # 300 calls per variant after 20 warm-up calls, 3 rounds
+    python bench/model_request.py --calls 1000 --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from openai import AsyncOpenAI
+from pydantic import BaseModel
+from pydantic_ai import Agent, NativeOutput
+from pydantic_ai.direct import model_request
+from pydantic_ai.messages import ModelRequest, SystemPromptPart, UserPromptPart
+from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.providers.openai import OpenAIProvider
+
+from tests.fakes import FakeOpenAIServer
+
+
+class Out(BaseModel):
+    answer: str
+    steps: list[str]
+
+
+ANSWER = '{"answer": "x", "steps": ["a", "b"]}'
+
+
+async def measure(calls: int, warmup: int, rounds: int) -> dict[str, list[float]]:
+    with FakeOpenAIServer(model="m") as fake:
+        fake.script(lambda body: ANSWER)
+        client = AsyncOpenAI(base_url=fake.url, api_key="k", max_retries=0)
+        model = OpenAIChatModel("m", provider=OpenAIProvider(openai_client=client))
+        agent = Agent(model, output_type=NativeOutput(Out), system_prompt="sys", retries=0)
+        messages = [ModelRequest(parts=[SystemPromptPart("sys"), UserPromptPart("hello")])]
+        settings = {"temperature": 0.0}
+
+        async def by_agent() -> None:
+            result = await agent.run("hello", model_settings=settings)
+            assert result.output.answer == "x"
+
+        async def direct() -> None:
+            response = await model_request(model, messages, model_settings=settings)
+            assert Out.model_validate_json(response.text or "").answer == "x"
+
+        async def bare() -> None:
+            r = await client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hello"}], temperature=0.0
+            )
+            assert r.choices[0].message.content == ANSWER
+
+        variants = {"agent": by_agent, "direct": direct, "client": bare}
+        found: dict[str, list[float]] = {k: [] for k in variants}
+        for _ in range(rounds):
+            for key, fn in variants.items():  # interleaved, so drift hits all of them
+                for _ in range(warmup):
+                    await fn()
+                started = time.process_time()
+                for _ in range(calls):
+                    await fn()
+                found[key].append((time.process_time() - started) / calls * 1000)
+        await client.close()
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=300, help="calls per variant and round (default 300)")
+    parser.add_argument("--warmup", type=int, default=20, help="unmeasured calls before each (default 20)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
+    args = parser.parse_args()
+    found = asyncio.run(measure(args.calls, args.warmup, args.rounds))
+    anchor = statistics.median(found["client"])
+    labels = {
+        "agent": "(agent) Agent.run, NativeOutput (call_model today)",
+        "direct": "(direct) pydantic_ai.direct.model_request",
+        "client": "(client) bare openai client (anchor)",
+    }
+    print(
+        f"model request CPU, {args.calls} calls x {args.rounds} rounds; {platform.machine()}, Python {platform.python_version()}"
+    )
+    print(f"{'variant':<52} {'CPU ms/call':>12} {'above (client)':>15}")
+    for key, label in labels.items():
+        med = statistics.median(found[key])
+        print(f"{label:<52} {med:12.2f} {med - anchor:15.2f}")
+
+
+if __name__ == "__main__":
+    main()
