@@ -66,3 +66,19 @@ async def test_calculator_never_evaluates_code(tmp_path: Path) -> None:
     result = await run("calculator", {"expression": f"open({str(marker)!r}, 'w')"})
     assert result.ok is False
     assert not marker.exists()
+
+
+def test_a_transient_ast_systemerror_is_retried(monkeypatch):
+    # CPython 3.11's AST constructor can raise this while another thread compiles code (seen in CI).
+    from activities.tools import calculator
+
+    real = calculator.ast.parse
+    failures = iter([SystemError("AST constructor recursion depth mismatch (before=1, after=2)")])
+
+    def flaky(*args, **kwargs):
+        for e in failures:
+            raise e
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(calculator.ast, "parse", flaky)
+    assert calculator.calculate("6*7") == "42"

@@ -40,7 +40,7 @@ def calculate(expression: str) -> str:
     if len(expression) > MAX_EXPRESSION_CHARS:
         raise ToolError(f"the expression is longer than {MAX_EXPRESSION_CHARS} characters: split it into steps")
     try:
-        value = _evaluate(ast.parse(expression.strip(), mode="eval").body, expression.strip())
+        value = _evaluate(_parse(expression.strip()), expression.strip())
     except SyntaxError as e:
         raise ToolError(f"'{expression}' is not an arithmetic expression ({e.msg}): e.g. (3+4)*2") from None
     except ZeroDivisionError:
@@ -50,6 +50,22 @@ def calculate(expression: str) -> str:
     except (RecursionError, MemoryError):
         raise ToolError("the expression is nested too deeply: split it into steps") from None
     return _format_number(value)
+
+
+def _parse(source: str, attempts: int = 3) -> ast.expr:
+    """The expression's syntax tree.
+
+    CPython 3.11's AST constructor keeps its recursion depth in interpreter-wide state, so ``ast.parse`` can
+    raise ``SystemError: AST constructor recursion depth mismatch`` while another thread compiles code (a
+    workflow activation in the sandbox does): seen in this project's CI. The input is fine then, so try again.
+    """
+    for attempt in range(attempts):
+        try:
+            return ast.parse(source, mode="eval").body
+        except SystemError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _power(base: Number, exponent: Number) -> Number:
