@@ -8,7 +8,8 @@ seconds (default 1 s), and measures, side by side in one invocation and against 
   (sf)    stakeflow: AgentTaskWorkflow on a real ``stakeflow worker`` process (the calculator task: plan,
           1 step calling ``calculator`` as a local activity, answer = 3 model calls);
   (sf2)   the same with ``stakeflow worker --processes 2`` (two worker processes on one host);
-  (sfl)   the same with open-model calls as local activities (``[workers] local_model_calls``);
+  (sfl)   the same with open-model calls as local activities (``[workers] local_model_calls``); (sfl2) and
+          with ``--processes 2``;
   (sfu)   the same with workflow code outside Temporal's sandbox (``[workers] workflow_sandbox = false``);
   (pai)   pydantic-ai's TemporalDurability running the same plan (2 calculator calls, then the answer =
           3 model-request activities + 2 tool activities), its worker in its own process;
@@ -449,7 +450,7 @@ class Bench:
         if key == "sf0":
             # Another checkout's code (PYTHONPATH comes before the editable install's finder).
             env["PYTHONPATH"] = str(Path(self.args.baseline).resolve())
-        if key == "sf2":
+        if key in ("sf2", "sfl2"):
             argv += ["--processes", "2"]
         if key != "sf0":  # the baseline's settings have no [workers] section: it runs as it was
             home = self.tmp / f"home-{key}"
@@ -472,7 +473,7 @@ def worker_toml(args: argparse.Namespace, key: str) -> str:
     """The stakeflow worker's ``[workers]`` for variant ``key``: ``--slots`` and ``--pollers`` on every queue."""
     lines = [
         "[workers]",
-        f"local_model_calls = {'true' if key == 'sfl' else 'false'}",
+        f"local_model_calls = {'true' if key in ('sfl', 'sfl2') else 'false'}",
         f"workflow_sandbox = {'false' if key == 'sfu' else 'true'}",
     ]
     for role in ("workflows", "open"):
@@ -564,6 +565,7 @@ LABELS = {
     "sf": "stakeflow, 1 worker process",
     "sf2": "stakeflow, worker --processes 2",
     "sfl": "stakeflow, local model calls",
+    "sfl2": "stakeflow, local model calls, 2 processes",
     "sfu": "stakeflow, workflow_sandbox = false",
     "pai": "pydantic-ai TemporalDurability",
     "floor": "Temporal floor, stakeflow's shape",
@@ -668,7 +670,7 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[int, Result]],
                     s = settings.model_copy(
                         update={
                             "queue_prefix": f"{prefix}{key}",
-                            "workers": WorkersConfig(local_model_calls=key == "sfl"),
+                            "workers": WorkersConfig(local_model_calls=key in ("sfl", "sfl2")),
                         }
                     )
                     req = tasks.build_request(
@@ -813,7 +815,7 @@ def main() -> None:
     parser.add_argument(
         "--variants",
         default="sf,pai,floor",
-        help="comma-separated of sf0, sf, sf2, sfl, sfu, pai, floor, floorl (default sf,pai,floor)",
+        help="comma-separated of sf0, sf, sf2, sfl, sfl2, sfu, pai, floor, floorl (default sf,pai,floor)",
     )
     parser.add_argument(
         "--baseline",
