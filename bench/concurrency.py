@@ -565,7 +565,7 @@ LABELS = {
     "sf": "stakeflow, 1 worker process",
     "sf2": "stakeflow, worker --processes 2",
     "sfl": "stakeflow, local model calls",
-    "sfl2": "stakeflow, local model calls, 2 processes",
+    "sfl2": "stakeflow, local calls, 2 processes",
     "sfu": "stakeflow, workflow_sandbox = false",
     "pai": "pydantic-ai TemporalDurability",
     "floor": "Temporal floor, stakeflow's shape",
