@@ -53,6 +53,11 @@ async def running_workers(client: Client, settings: Settings, roles=("workflows"
         await asyncio.wait_for(task, 30)
 
 
+def open_endpoint_env(url: str, model: str = "qwen-test") -> dict[str, str]:
+    """A worker's variables for a scripted open model at ``url`` (tests/fakes.py), spoken to as vLLM."""
+    return {"STAKEFLOW_OPEN_BASE_URL": url, "STAKEFLOW_OPEN_MODEL": model, "STAKEFLOW_OPEN_DIALECT": "vllm"}
+
+
 def worker_env(home: Path, client: Client, prefix: str, **extra: str) -> dict[str, str]:
     """Environment for a `stakeflow worker` subprocess on the session's dev server."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STAKEFLOW_", "ANTHROPIC_"))}

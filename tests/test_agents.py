@@ -14,7 +14,7 @@ from stakeflow.core.contracts import KEYS
 from stakeflow.core.errors import InputError
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeOpenAIServer
-from tests.support import make_settings, running_workers
+from tests.support import make_settings, open_endpoint_env, running_workers
 
 ANALYST = AgentConfig(
     instructions="You are the sales analyst of the team. Answer in one sentence.",
@@ -112,9 +112,7 @@ async def test_costs_by_agent_groups_a_named_agents_calls(client, tmp_path, open
         home,
         client,
         prefix,
-        STAKEFLOW_OPEN_BASE_URL=open_fake.url,
-        STAKEFLOW_OPEN_MODEL="qwen-test",
-        STAKEFLOW_OPEN_DIALECT="vllm",
+        **open_endpoint_env(open_fake.url),
     )
     worker = spawn_worker(env)
     try:

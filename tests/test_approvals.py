@@ -18,7 +18,7 @@ from stakeflow.cli import cli
 from stakeflow.core.contracts import PROGRESS_QUERY
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeOpenAIServer
-from tests.support import make_settings, running_workers
+from tests.support import make_settings, open_endpoint_env, running_workers
 
 WRITE_PLAN = plan(("Read the notes", "read_file"), ("Write the summary", "write_file"))
 
@@ -202,9 +202,7 @@ async def test_a_step_cancelled_while_waiting_counts_nowhere(client, tmp_path, o
         home,
         client,
         prefix,
-        STAKEFLOW_OPEN_BASE_URL=open_fake.url,
-        STAKEFLOW_OPEN_MODEL="qwen-test",
-        STAKEFLOW_OPEN_DIALECT="vllm",
+        **open_endpoint_env(open_fake.url),
     )
     worker = spawn_worker(env)
     try:

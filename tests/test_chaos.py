@@ -17,7 +17,7 @@ from stakeflow import tasks
 from stakeflow.traces import TraceStore
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeOpenAIServer, Reply, prompt_text
-from tests.support import make_settings, spawn_worker, worker_env
+from tests.support import make_settings, open_endpoint_env, spawn_worker, worker_env
 
 RUNS = 50
 MIN_KILLS = 10
@@ -54,9 +54,7 @@ async def test_sigkill_chaos_every_run_completes_and_writes_once(client, tmp_pat
             home,
             client,
             prefix,
-            STAKEFLOW_OPEN_BASE_URL=open_fake.url,
-            STAKEFLOW_OPEN_MODEL="qwen-test",
-            STAKEFLOW_OPEN_DIALECT="vllm",
+            **open_endpoint_env(open_fake.url),
         )
         settings = make_settings(tmp_path, queue_prefix=prefix, open_base_url=open_fake.url, open_model="qwen-test")
         handles = []

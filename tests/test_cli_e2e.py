@@ -18,7 +18,7 @@ import pytest
 
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeOpenAIServer, Reply
-from tests.support import EXAMPLE_WORKSPACE, free_port
+from tests.support import EXAMPLE_WORKSPACE, free_port, open_endpoint_env
 
 STAKEFLOW = [sys.executable, "-m", "stakeflow"]
 
@@ -45,9 +45,7 @@ def cli_env(tmp_path, open_fake):
         STAKEFLOW_HOME=str(home),
         STAKEFLOW_TEMPORAL_PORT=str(free_port()),
         STAKEFLOW_UI_PORT=str(free_port()),
-        STAKEFLOW_OPEN_BASE_URL=open_fake.url,
-        STAKEFLOW_OPEN_MODEL="qwen-test",
-        STAKEFLOW_OPEN_DIALECT="vllm",
+        **open_endpoint_env(open_fake.url),
     )
     yield env
     stakeflow(env, "down", timeout=60)

@@ -25,7 +25,15 @@ from stakeflow import tasks
 from stakeflow.cli import cli
 from tests.agent_script import agent, plan, think
 from tests.fakes import FakeOpenAIServer
-from tests.support import free_port, make_settings, running_workers, spawn_worker, worker_env, worker_log
+from tests.support import (
+    free_port,
+    make_settings,
+    open_endpoint_env,
+    running_workers,
+    spawn_worker,
+    worker_env,
+    worker_log,
+)
 
 
 @dataclass
@@ -55,9 +63,7 @@ async def finished(env, tmp_path_factory) -> Run:
             tmp / "home",
             client,
             prefix,
-            STAKEFLOW_OPEN_BASE_URL=open_fake.url,
-            STAKEFLOW_OPEN_MODEL="qwen-test",
-            STAKEFLOW_OPEN_DIALECT="vllm",
+            **open_endpoint_env(open_fake.url),
         )
         worker = spawn_worker(wenv)
         try:

@@ -21,7 +21,7 @@ from stakeflow.core.errors import ConfigError, ServiceError
 from stakeflow.settings import load_settings
 from tests.agent_script import agent, plan, think
 from tests.fakes import FakeOpenAIServer
-from tests.support import spawn_worker, worker_env, worker_log
+from tests.support import open_endpoint_env, spawn_worker, worker_env, worker_log
 from tests.tls_support import NGHTTPX, TlsTerminator, make_pki
 
 needs_nghttpx = pytest.mark.skipif(NGHTTPX is None, reason="nghttpx is missing (.ci/run installs nghttp2-proxy)")
@@ -197,9 +197,7 @@ async def test_a_run_over_mutual_tls_with_workers_and_doctor(tmp_path, pki, mtls
             client,
             prefix,
             **variables,
-            STAKEFLOW_OPEN_BASE_URL=open_fake.url,
-            STAKEFLOW_OPEN_MODEL="qwen-test",
-            STAKEFLOW_OPEN_DIALECT="vllm",
+            **open_endpoint_env(open_fake.url),
         )
         del env["STAKEFLOW_TEMPORAL_ADDRESS"]  # only Temporal's variables say where to go
         worker = spawn_worker(env)

@@ -17,7 +17,7 @@ import pytest
 from stakeflow import tasks
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeOpenAIServer, Reply
-from tests.support import make_settings, spawn_worker, worker_env, worker_log
+from tests.support import make_settings, open_endpoint_env, spawn_worker, worker_env, worker_log
 
 
 def start_worker(env: dict[str, str]) -> subprocess.Popen:
@@ -64,9 +64,7 @@ async def test_sigkill_mid_run_then_new_worker_finishes_with_one_side_effect(cli
             tmp_path / "home",
             client,
             prefix,
-            STAKEFLOW_OPEN_BASE_URL=open_fake.url,
-            STAKEFLOW_OPEN_MODEL="qwen-test",
-            STAKEFLOW_OPEN_DIALECT="vllm",
+            **open_endpoint_env(open_fake.url),
         )
 
         first = start_worker(env)

@@ -19,7 +19,7 @@ from stakeflow.core.contracts import PROGRESS_QUERY
 from stakeflow.traces import TraceStore
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeOpenAIServer, Reply
-from tests.support import make_settings, spawn_worker, worker_env, worker_log
+from tests.support import make_settings, open_endpoint_env, spawn_worker, worker_env, worker_log
 
 
 @pytest.fixture
@@ -38,9 +38,7 @@ class TracedWorker:
             self.home,
             client,
             self.prefix,
-            STAKEFLOW_OPEN_BASE_URL=open_fake.url,
-            STAKEFLOW_OPEN_MODEL="qwen-test",
-            STAKEFLOW_OPEN_DIALECT="vllm",
+            **open_endpoint_env(open_fake.url),
         )
         self.settings = make_settings(
             tmp_path, queue_prefix=self.prefix, open_base_url=open_fake.url, open_model="qwen-test"

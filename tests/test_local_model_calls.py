@@ -12,7 +12,7 @@ from stakeflow import tasks
 from stakeflow.config_sections import WorkersConfig
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer
-from tests.support import free_port, make_settings, running_workers
+from tests.support import free_port, make_settings, open_endpoint_env, running_workers
 from workflows.agent_task import AgentTaskWorkflow
 
 SECRET_KEY = "sk-ant-test-LOCAL-5a4b3c"
@@ -180,9 +180,7 @@ async def test_a_worker_killed_mid_local_call_is_replaced_and_the_run_completes(
             home,
             client,
             prefix,
-            STAKEFLOW_OPEN_BASE_URL=fake.url,
-            STAKEFLOW_OPEN_MODEL="qwen-test",
-            STAKEFLOW_OPEN_DIALECT="vllm",
+            **open_endpoint_env(fake.url),
         )
         settings = make_settings(
             tmp_path,

@@ -14,7 +14,7 @@ import pytest
 from stakeflow import tasks
 from tests.agent_script import agent, call, plan, think
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply
-from tests.support import free_port, make_settings, spawn_worker, worker_env, worker_log
+from tests.support import free_port, make_settings, open_endpoint_env, spawn_worker, worker_env, worker_log
 from tests.test_workflow import SECRET_KEY
 
 
@@ -78,9 +78,7 @@ async def test_a_worker_serves_sdk_and_stakeflow_metrics(client, tmp_path):
             home,
             client,
             prefix,
-            STAKEFLOW_OPEN_BASE_URL=open_fake.url,
-            STAKEFLOW_OPEN_MODEL="qwen-test",
-            STAKEFLOW_OPEN_DIALECT="vllm",
+            **open_endpoint_env(open_fake.url),
             ANTHROPIC_API_KEY=SECRET_KEY,
             ANTHROPIC_BASE_URL=frontier_fake.url,
             STAKEFLOW_FRONTIER_MODEL="claude-test",

@@ -19,7 +19,7 @@ from stakeflow.core.contracts import dev_server_flags
 from stakeflow.local.services import DEV_SERVER_TUNING, port_open, temporal_binary
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeOpenAIServer, Reply
-from tests.support import free_port, make_settings, spawn_worker
+from tests.support import free_port, make_settings, open_endpoint_env, spawn_worker
 
 
 def start_server(db, port: int) -> subprocess.Popen:
@@ -82,9 +82,7 @@ async def test_runs_survive_a_server_restart(tmp_path, monkeypatch):
                 STAKEFLOW_HOME=str(tmp_path / "home"),
                 STAKEFLOW_TEMPORAL_ADDRESS=address,
                 STAKEFLOW_QUEUE_PREFIX=prefix,
-                STAKEFLOW_OPEN_BASE_URL=open_fake.url,
-                STAKEFLOW_OPEN_MODEL="qwen-test",
-                STAKEFLOW_OPEN_DIALECT="vllm",
+                **open_endpoint_env(open_fake.url),
             )
             worker = spawn_worker(env)
             client = await Client.connect(address, data_converter=pydantic_data_converter)

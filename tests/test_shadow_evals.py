@@ -14,7 +14,7 @@ from stakeflow.cli import cli
 from stakeflow.traces import TraceStore
 from tests.agent_script import agent, call, plan, think
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, output_schema
-from tests.support import EXAMPLE_WORKSPACE, make_settings, running_workers
+from tests.support import EXAMPLE_WORKSPACE, make_settings, open_endpoint_env, running_workers
 
 SQL = "SELECT sum(units) FROM 'sales.csv'"
 STEPS = [("Total the units", "sql_query")] * 4 + [("Add the margin", "calculator")] * 2
@@ -173,9 +173,7 @@ async def test_a_worker_killed_during_a_shadow_leaves_one_completed_shadow_and_o
         home,
         client,
         prefix,
-        STAKEFLOW_OPEN_BASE_URL=open_fake.url,
-        STAKEFLOW_OPEN_MODEL="qwen-test",
-        STAKEFLOW_OPEN_DIALECT="vllm",
+        **open_endpoint_env(open_fake.url),
         ANTHROPIC_API_KEY="sk-ant-shadow-test",
         ANTHROPIC_BASE_URL=frontier_fake.url,
     )

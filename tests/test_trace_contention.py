@@ -17,7 +17,7 @@ from stakeflow.cli import cli
 from stakeflow.traces import TraceStore
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeOpenAIServer, Reply
-from tests.support import make_settings, spawn_worker, worker_env
+from tests.support import make_settings, open_endpoint_env, spawn_worker, worker_env
 
 READ_FOR_S = 60
 RUNS = 40
@@ -47,9 +47,7 @@ async def test_three_workers_and_a_reader_for_a_minute(client, tmp_path, monkeyp
             home,
             client,
             prefix,
-            STAKEFLOW_OPEN_BASE_URL=open_fake.url,
-            STAKEFLOW_OPEN_MODEL="qwen-test",
-            STAKEFLOW_OPEN_DIALECT="vllm",
+            **open_endpoint_env(open_fake.url),
         )
         workers = [spawn_worker(env) for _ in range(3)]
         monkeypatch.setenv("STAKEFLOW_HOME", str(home))

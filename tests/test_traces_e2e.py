@@ -14,7 +14,7 @@ from stakeflow import tasks
 from stakeflow.cli import cli
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer
-from tests.support import EXAMPLE_WORKSPACE, make_settings, spawn_worker, worker_env, worker_log
+from tests.support import EXAMPLE_WORKSPACE, make_settings, open_endpoint_env, spawn_worker, worker_env, worker_log
 from tests.trace_spans import export_priced_runs
 
 SECRET = "sk-ant-trace-SECRET-5d4c3b"
@@ -59,9 +59,7 @@ async def traced_run(client, tmp_path, monkeypatch):
             home,
             client,
             prefix,
-            STAKEFLOW_OPEN_BASE_URL=open_fake.url,
-            STAKEFLOW_OPEN_MODEL="qwen-test",
-            STAKEFLOW_OPEN_DIALECT="vllm",
+            **open_endpoint_env(open_fake.url),
             ANTHROPIC_API_KEY=SECRET,
             ANTHROPIC_BASE_URL=frontier_fake.url,
         )

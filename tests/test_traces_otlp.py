@@ -26,7 +26,7 @@ from stakeflow.traces import TraceStore, cost_report, render_tree, summary_line,
 from tests.agent_script import agent, call, plan, think
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply
 from tests.otlp_receiver import OTLPReceiver, ReceivedSpan
-from tests.support import EXAMPLE_WORKSPACE, spawn_worker, worker_env, worker_log
+from tests.support import EXAMPLE_WORKSPACE, open_endpoint_env, spawn_worker, worker_env, worker_log
 
 PRICES = """
 frontier_model = "claude-sonnet-4-6"
@@ -122,9 +122,7 @@ async def priced_run(env, tmp_path_factory) -> WorkerRun:
             home,
             env.client,
             otlp,
-            STAKEFLOW_OPEN_BASE_URL=open_fake.url,
-            STAKEFLOW_OPEN_MODEL="qwen-test",
-            STAKEFLOW_OPEN_DIALECT="vllm",
+            **open_endpoint_env(open_fake.url),
             ANTHROPIC_API_KEY="sk-ant-test",
             ANTHROPIC_BASE_URL=frontier_fake.url,
             OTEL_SERVICE_NAME="stakeflow-eu",
@@ -148,9 +146,7 @@ async def unpriced_run(env, tmp_path_factory) -> WorkerRun:
             home,
             env.client,
             otlp,
-            STAKEFLOW_OPEN_BASE_URL=open_fake.url,
-            STAKEFLOW_OPEN_MODEL="qwen-unpriced",
-            STAKEFLOW_OPEN_DIALECT="vllm",
+            **open_endpoint_env(open_fake.url, "qwen-unpriced"),
         )
         run = run_on_worker(process, workspace, "Think the plan over")
         received = list(otlp.spans)
@@ -315,9 +311,7 @@ async def test_sigterm_sends_the_finished_work_to_otlp_before_the_graceful_shutd
             home,
             client,
             otlp,
-            STAKEFLOW_OPEN_BASE_URL=open_fake.url,
-            STAKEFLOW_OPEN_MODEL="qwen-test",
-            STAKEFLOW_OPEN_DIALECT="vllm",
+            **open_endpoint_env(open_fake.url),
             ANTHROPIC_API_KEY="sk-ant-test",
             ANTHROPIC_BASE_URL=frontier_fake.url,
             OTEL_BSP_SCHEDULE_DELAY="600000",

@@ -17,7 +17,7 @@ from stakeflow import tasks
 from stakeflow.core.contracts import queue_name
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeOpenAIServer
-from tests.support import make_settings, spawn_worker, worker_env, worker_log
+from tests.support import make_settings, open_endpoint_env, spawn_worker, worker_env, worker_log
 
 
 def _children(pid: int) -> list[int]:
@@ -66,9 +66,7 @@ async def test_two_processes_poll_serve_runs_and_stop_on_one_sigterm(client, tmp
             tmp_path / "home",
             client,
             prefix,
-            STAKEFLOW_OPEN_BASE_URL=fake.url,
-            STAKEFLOW_OPEN_MODEL="qwen-test",
-            STAKEFLOW_OPEN_DIALECT="vllm",
+            **open_endpoint_env(fake.url),
         )
         parent = spawn_worker(env, args=("--processes", "2"))
         try:
