@@ -57,11 +57,15 @@ if str(REPO) not in sys.path:
 from temporalio import activity, workflow
 from temporalio.client import Client
 
+from bench.overhead import bench_runner, event_ms
+
 MODEL_NAME = "fake-open-model"
 FLOOR_QUEUE = "bench-cc-floor"
 FLOOR_ACTIVITY_QUEUE = "bench-cc-floor-activities"
 PAI_QUEUE = "bench-pydantic-ai"  # bench/overhead.py's PYDANTIC_AI_QUEUE
 TICK = os.sysconf("SC_CLK_TCK")
+LOCAL_CALLS = {"sfl", "sfl2"}  # the stakeflow variants with [workers] local_model_calls (the starter's too)
+TWO_PROCESSES = {"sf2", "sfl2"}  # the ones run as `stakeflow worker --processes 2`
 
 
 # --- the floor: stakeflow's shape, activities that only sleep ------------------------------------------
@@ -109,15 +113,6 @@ class SleepFloorWorkflow:
             if 0 < i <= p.steps:  # a step's tool, after its model call
                 await workflow.execute_local_activity(noop_activity, i, start_to_close_timeout=timedelta(seconds=30))
         return p.steps
-
-
-def bench_runner():
-    """The default sandbox with the bench modules passed through (as bench/overhead.py does for (b))."""
-    from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
-
-    return SandboxedWorkflowRunner(
-        restrictions=SandboxRestrictions.default.with_passthrough_modules("bench.overhead", __name__)
-    )
 
 
 # --- child processes: the model server, the pydantic-ai and floor workers ------------------------------
@@ -177,7 +172,7 @@ async def _serve_workers(kind: str, address: str, model_url: str, pollers: int, 
                 client,
                 task_queue=PAI_QUEUE,
                 workflows=[overhead.BenchPydanticAIWorkflow],
-                workflow_runner=bench_runner(),
+                workflow_runner=bench_runner(__name__),
                 **limits,
             )
         ]
@@ -191,7 +186,7 @@ async def _serve_workers(kind: str, address: str, model_url: str, pollers: int, 
                 task_queue=f"{FLOOR_QUEUE}-{key}",
                 workflows=[SleepFloorWorkflow],
                 activities=[noop_activity, sleep_activity],
-                workflow_runner=bench_runner(),
+                workflow_runner=bench_runner(__name__),
                 **limits,
             ),
             Worker(client, task_queue=f"{FLOOR_ACTIVITY_QUEUE}-{key}", activities=[sleep_activity], **limits),
@@ -338,13 +333,9 @@ def pct(values: list[float], q: float) -> float:
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
-def _ms(ts) -> float:
-    return ts.seconds * 1000.0 + ts.nanos / 1e6
-
-
 def server_span(history) -> tuple[float, float]:
     events = history.events
-    return _ms(events[0].event_time), _ms(events[-1].event_time)
+    return event_ms(events[0].event_time), event_ms(events[-1].event_time)
 
 
 class Bench:
@@ -450,7 +441,7 @@ class Bench:
         if key == "sf0":
             # Another checkout's code (PYTHONPATH comes before the editable install's finder).
             env["PYTHONPATH"] = str(Path(self.args.baseline).resolve())
-        if key in ("sf2", "sfl2"):
+        if key in TWO_PROCESSES:
             argv += ["--processes", "2"]
         if key != "sf0":  # the baseline's settings have no [workers] section: it runs as it was
             home = self.tmp / f"home-{key}"
@@ -473,7 +464,7 @@ def worker_toml(args: argparse.Namespace, key: str) -> str:
     """The stakeflow worker's ``[workers]`` for variant ``key``: ``--slots`` and ``--pollers`` on every queue."""
     lines = [
         "[workers]",
-        f"local_model_calls = {'true' if key in ('sfl', 'sfl2') else 'false'}",
+        f"local_model_calls = {'true' if key in LOCAL_CALLS else 'false'}",
         f"workflow_sandbox = {'false' if key == 'sfu' else 'true'}",
     ]
     for role in ("workflows", "open"):
@@ -670,7 +661,7 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[int, Result]],
                     s = settings.model_copy(
                         update={
                             "queue_prefix": f"{prefix}{key}",
-                            "workers": WorkersConfig(local_model_calls=key in ("sfl", "sfl2")),
+                            "workers": WorkersConfig(local_model_calls=key in LOCAL_CALLS),
                         }
                     )
                     req = tasks.build_request(

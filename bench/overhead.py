@@ -259,7 +259,8 @@ class Breakdown:
         return Breakdown(**{k: getattr(self, k) * f for k in self.__dataclass_fields__})
 
 
-def _ms(ts) -> float:
+def event_ms(ts) -> float:
+    """A history event's timestamp in ms."""
     return ts.seconds * 1000.0 + ts.nanos / 1e6
 
 
@@ -269,7 +270,7 @@ def breakdown_of(history, client_ms: float) -> Breakdown:
     started: dict[int, float] = {}
     first = last = None
     for e in history.events:
-        t = _ms(e.event_time)
+        t = event_ms(e.event_time)
         first = t if first is None else first
         last = t
         kind = e.event_type
@@ -299,15 +300,14 @@ def breakdown_of(history, client_ms: float) -> Breakdown:
     return b
 
 
-def bench_runner() -> SandboxedWorkflowRunner:
-    """The default sandbox, with this module passed through.
+def bench_runner(*also: str) -> SandboxedWorkflowRunner:
+    """The default sandbox, with this module (and the benchmark modules in ``also``) passed through.
 
     Otherwise the sandbox would re-execute this whole file (agents, fake server class, ...) at the
     start of every (b) and floor run, a cost of this benchmark's layout, not of pydantic-ai. So (b)
-    gets its best case. stakeflow's workflow module is re-imported per run as in production (its own
-    imports are passed through).
+    gets its best case. stakeflow's own workers pass its workflow modules through too (workers/sandbox.py).
     """
-    return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(__name__))
+    return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(__name__, *also))
 
 
 # --- the variants -----------------------------------------------------------------------------------
