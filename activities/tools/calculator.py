@@ -59,13 +59,12 @@ def _parse(source: str, attempts: int = 3) -> ast.expr:
     raise ``SystemError: AST constructor recursion depth mismatch`` while another thread compiles code (a
     workflow activation in the sandbox does): seen in this project's CI. The input is fine then, so try again.
     """
-    for attempt in range(attempts):
+    for _ in range(attempts - 1):
         try:
             return ast.parse(source, mode="eval").body
         except SystemError:
-            if attempt == attempts - 1:
-                raise
-    raise AssertionError("unreachable")
+            pass
+    return ast.parse(source, mode="eval").body
 
 
 def _power(base: Number, exponent: Number) -> Number:
