@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import time
+import uuid
+
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError
@@ -11,8 +16,16 @@ from temporalio.worker import Replayer
 from stakeflow import tasks
 from stakeflow.config_sections import WorkersConfig
 from tests.agent_script import agent, call, plan
-from tests.fakes import FakeAnthropicServer, FakeOpenAIServer
-from tests.support import free_port, make_settings, open_endpoint_env, running_workers
+from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply
+from tests.support import (
+    free_port,
+    make_settings,
+    open_endpoint_env,
+    running_workers,
+    spawn_worker,
+    worker_env,
+    worker_log,
+)
 from workflows.agent_task import AgentTaskWorkflow
 
 SECRET_KEY = "sk-ant-test-LOCAL-5a4b3c"
@@ -128,7 +141,6 @@ async def test_a_private_run_whose_local_open_calls_fail_fails_clearly(client, t
 
 
 async def test_invalid_local_open_output_is_retried_then_escalated_and_its_usage_counted(client, tmp_path, workspace):
-    from tests.fakes import Reply
 
     the_plan = plan(("Compute", "calculator"))
     with FakeOpenAIServer(model="qwen-test") as fake, FakeAnthropicServer() as frontier:
@@ -160,13 +172,6 @@ async def test_invalid_local_open_output_is_retried_then_escalated_and_its_usage
 async def test_a_worker_killed_mid_local_call_is_replaced_and_the_run_completes(client, tmp_path, workspace):
     """A local activity cannot heartbeat: the server notices the dead worker when its workflow task times out,
     and the next worker runs the call again from the start (README, [workers] local_model_calls)."""
-    import asyncio
-    import signal
-    import time
-    import uuid
-
-    from tests.fakes import Reply
-    from tests.support import spawn_worker, worker_env, worker_log
 
     home = tmp_path / "worker-home"
     home.mkdir()
