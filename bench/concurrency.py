@@ -58,12 +58,13 @@ from temporalio import activity, workflow
 from temporalio.client import Client
 
 from bench.overhead import bench_runner, event_ms
+from bench.procstats import Sampler, cpu_seconds, rss_mb, tree
+from tests.support import free_port
 
 MODEL_NAME = "fake-open-model"
 FLOOR_QUEUE = "bench-cc-floor"
 FLOOR_ACTIVITY_QUEUE = "bench-cc-floor-activities"
 PAI_QUEUE = "bench-pydantic-ai"  # bench/overhead.py's PYDANTIC_AI_QUEUE
-TICK = os.sysconf("SC_CLK_TCK")
 LOCAL_CALLS = {"sfl", "sfl2"}  # the stakeflow variants with [workers] local_model_calls (the starter's too)
 TWO_PROCESSES = {"sf2", "sfl2"}  # the ones run as `stakeflow worker --processes 2`
 
@@ -211,73 +212,6 @@ def _wait_for_sigterm() -> None:
         time.sleep(0.2)
 
 
-# --- /proc: CPU and RSS of a process tree ---------------------------------------------------------------
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(c) for c in text.split()]
-
-
-def tree(pid: int) -> list[int]:
-    """``pid`` and its descendants."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(_children(p))
-    return out
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
-    for p in pids:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
-    return total
-
-
-def rss_mb(pids: list[int]) -> float:
-    total = 0
-    for p in pids:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
-
-
-class Sampler:
-    """Peak RSS of a process tree while a round runs (sampled every 0.1 s)."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid, self.peak = pid, 0.0
-        self._task: asyncio.Task | None = None
-
-    async def _loop(self) -> None:
-        while True:
-            self.peak = max(self.peak, rss_mb(tree(self.pid)))
-            await asyncio.sleep(0.1)
-
-    def __enter__(self) -> Sampler:
-        self.peak = rss_mb(tree(self.pid))
-        self._task = asyncio.get_running_loop().create_task(self._loop())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        self.peak = max(self.peak, rss_mb(tree(self.pid)))
-
-
 # --- the variants ---------------------------------------------------------------------------------------
 
 
@@ -374,7 +308,7 @@ class Bench:
         from bench.overhead import dev_server_args
         from stakeflow.local.services import temporal_binary
 
-        port = _free_port()
+        port = free_port()
         argv = [
             temporal_binary(),
             "server",
@@ -478,12 +412,6 @@ def worker_toml(args: argparse.Namespace, key: str) -> str:
         if args.pollers:
             lines += [f"workflow_pollers = {args.pollers}", f"activity_pollers = {args.pollers}"]
     return "\n".join(lines) + "\n"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _port_open(port: int) -> bool:

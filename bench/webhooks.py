@@ -47,12 +47,14 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from bench.procstats import cpu_seconds
 from stakeflow import tasks
 from stakeflow.core.contracts import dev_server_flags
 from stakeflow.local.services import DEV_SERVER_TUNING
 from stakeflow.settings import Settings
 from stakeflow.webhooks import sign, start_delivery
 from stakeflow.webhooks.config import HookConfig
+from tests.support import free_port
 
 SECRET = b"bench-secret-not-real"
 GOAL = "Triage this issue and draft a reply: {payload.issue.title}\n\n{payload.issue.body}"
@@ -72,8 +74,7 @@ class Round:
 
 def cpu_ms(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc), in ms."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds([pid]) * 1000
 
 
 def child_pids(name: str) -> list[int]:
@@ -111,14 +112,6 @@ def pct(values: list[float], q: float) -> float:
 
 def summarise(latencies_ms: list[float], seconds: float) -> Round:
     return Round(len(latencies_ms) / seconds, pct(latencies_ms, 0.5), pct(latencies_ms, 0.99), len(latencies_ms))
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def payload(i: int, delivery: str) -> bytes:
