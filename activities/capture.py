@@ -14,8 +14,8 @@ import asyncio
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from activities.model_outputs import plan_output_model, step_output_model
-from agents.types import JudgeVerdict, ModelCallRequest, ModelCallResult
+from stakeflow.activities.model_outputs import plan_output_model, step_output_model
+from stakeflow.agents.types import JudgeVerdict, ModelCallRequest, ModelCallResult
 from stakeflow.settings import Settings
 
 if TYPE_CHECKING:

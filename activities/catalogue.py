@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from activities.mcp.toolbox import McpToolbox
-from activities.python_tools import PythonToolbox
-from agents.types import ToolsetRequest, ToolsetResult
+from stakeflow.activities.mcp.toolbox import McpToolbox
+from stakeflow.activities.python_tools import PythonToolbox
+from stakeflow.agents.types import ToolsetRequest, ToolsetResult
 from stakeflow.core.contracts import DESCRIBE_TOOLS
 
 

@@ -17,7 +17,7 @@ from temporalio import activity
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 
-from agents.evals import (
+from stakeflow.agents.evals import (
     AGREEING,
     AgreementRow,
     AgreementTable,
@@ -29,7 +29,7 @@ from agents.evals import (
     ReplayPageRequest,
     StepLabel,
 )
-from agents.types import Purpose
+from stakeflow.agents.types import Purpose
 from stakeflow.core.contracts import (
     LOAD_REPLAY_EXAMPLES,
     READ_AGREEMENT,
@@ -55,7 +55,7 @@ class EvalActivities:
         self._labels: RecordWriter | None = None
 
     def _budget_start(self, day: str) -> WithStartWorkflowOperation:
-        from workflows.shadow import ShadowBudgetWorkflow
+        from stakeflow.workflows.shadow import ShadowBudgetWorkflow
 
         return WithStartWorkflowOperation(
             ShadowBudgetWorkflow.run,
@@ -68,7 +68,7 @@ class EvalActivities:
 
     @activity.defn(name=RESERVE_SHADOW_BUDGET)
     async def reserve_shadow_budget(self, ask: BudgetAsk) -> BudgetGrant:
-        from workflows.shadow import ShadowBudgetWorkflow
+        from stakeflow.workflows.shadow import ShadowBudgetWorkflow
 
         return await self._client.execute_update_with_start_workflow(
             ShadowBudgetWorkflow.reserve,
@@ -78,7 +78,7 @@ class EvalActivities:
 
     @activity.defn(name=SETTLE_SHADOW_BUDGET)
     async def settle_shadow_budget(self, ask: BudgetAsk) -> BudgetGrant:
-        from workflows.shadow import ShadowBudgetWorkflow
+        from stakeflow.workflows.shadow import ShadowBudgetWorkflow
 
         return await self._client.execute_update_with_start_workflow(
             ShadowBudgetWorkflow.settle,
@@ -152,7 +152,7 @@ def _is_purpose(value: str) -> TypeGuard[Purpose]:
 
 def replay_page(settings: Settings, req: ReplayPageRequest) -> ReplayPage:
     """One page of held-out examples, as ModelCallRequests with their reference answers."""
-    from agents.types import ExampleTurn, ModelCallRequest, ModelCallResult, Plan, StepAction, ToolSpecView
+    from stakeflow.agents.types import ExampleTurn, ModelCallRequest, ModelCallResult, Plan, StepAction, ToolSpecView
     from stakeflow.datasets import collect
 
     f = req.filters

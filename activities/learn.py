@@ -16,7 +16,7 @@ from pathlib import Path
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from agents.evals import AdapterRequest, DatasetFiles, LearnRequest, Promotion, TrainRequest
+from stakeflow.agents.evals import AdapterRequest, DatasetFiles, LearnRequest, Promotion, TrainRequest
 from stakeflow.core.contracts import EXPORT_DATASET, LOAD_ADAPTER, PROMOTE_ADAPTER, TRAIN_ADAPTER, UNLOAD_ADAPTER
 from stakeflow.settings import Settings
 

@@ -22,7 +22,7 @@ from pydantic_ai import Agent
 from pydantic_ai.models import Model
 from pydantic_ai.settings import ModelSettings
 
-from agents.types import ModelCallRequest
+from stakeflow.agents.types import ModelCallRequest
 
 MAX_AGENTS = 512
 

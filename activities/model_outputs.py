@@ -13,7 +13,7 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from agents.types import Plan, PlannedStep, Stakes, StepAction, ToolCall, ToolSpecView
+from stakeflow.agents.types import Plan, PlannedStep, Stakes, StepAction, ToolCall, ToolSpecView
 
 _STEP_FIELDS = PlannedStep.model_fields
 # A step uses one tool; a few calls of it are plausible (two files), more is a model looping.

@@ -14,7 +14,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from temporalio import activity
 
-from agents.types import CallCostRecord, ModelCallRequest, ModelCallResult, Usage
+from stakeflow.agents.types import CallCostRecord, ModelCallRequest, ModelCallResult, Usage
 from stakeflow.core import semconv as sc
 
 _tracer = trace.get_tracer("stakeflow.activities")

@@ -31,12 +31,12 @@ from pydantic_ai.usage import RunUsage
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.capture import Capturer
-from activities.model_agents import AgentCache
-from activities.model_errors import CallContext, missing_frontier_key, to_application_error
-from activities.model_outputs import plan_output_model, step_output_model, to_action, to_plan
-from activities.model_trace import model_call_span, record_call
-from agents.types import CallCostRecord, CallFailure, JudgeVerdict, ModelCallRequest, ModelCallResult, Usage
+from stakeflow.activities.capture import Capturer
+from stakeflow.activities.model_agents import AgentCache
+from stakeflow.activities.model_errors import CallContext, missing_frontier_key, to_application_error
+from stakeflow.activities.model_outputs import plan_output_model, step_output_model, to_action, to_plan
+from stakeflow.activities.model_trace import model_call_span, record_call
+from stakeflow.agents.types import CallCostRecord, CallFailure, JudgeVerdict, ModelCallRequest, ModelCallResult, Usage
 from stakeflow.core.contracts import CALL_MODEL
 from stakeflow.prices import PriceTable
 from stakeflow.settings import Settings
@@ -316,7 +316,7 @@ def _embedded_crash(settings: Settings) -> str | None:
 
 
 def to_usage(usage: RunUsage) -> Usage:
-    """stakeflow's Usage from pydantic-ai's (definitions in ``agents.types.Usage``).
+    """stakeflow's Usage from pydantic-ai's (definitions in ``stakeflow.agents.types.Usage``).
 
     pydantic-ai's ``input_tokens`` is the total input on every provider (it adds Anthropic's separate
     cache counts back in; OpenAI's ``prompt_tokens`` already includes ``cached_tokens``); Usage keeps the

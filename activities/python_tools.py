@@ -22,8 +22,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from activities.tools.ledger import Ledger, workspace_ledger
-from agents.types import ToolRequest, ToolResult, ToolsetRef, ToolsetResult, ToolSpecView
+from stakeflow.activities.tools.ledger import Ledger, workspace_ledger
+from stakeflow.agents.types import ToolRequest, ToolResult, ToolsetRef, ToolsetResult, ToolSpecView
 from stakeflow.core.errors import ConfigError
 from stakeflow.tool import WORKSPACE_FILE_MARK, WORKSPACE_MARK, ToolDeclaration
 

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from agents.types import (
+from stakeflow.agents.types import (
     ApprovalRecord,
     EvalPolicy,
     JudgeVerdict,

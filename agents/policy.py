@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agents.types import Risk, RouteDecision, RoutingConfig, Sensitivity, Stakes, StakesOverride
+from stakeflow.agents.types import Risk, RouteDecision, RoutingConfig, Sensitivity, Stakes, StakesOverride
 from stakeflow.core.contracts import queue_name
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agents.types import ExampleTurn, Plan, PlannedStep, StepRecord, ToolSpecView
+from stakeflow.agents.types import ExampleTurn, Plan, PlannedStep, StepRecord, ToolSpecView
 
 # Per tool output, per prompt. The embedded model has an 8k context; vLLM models have more,
 # but earlier steps are context, not the thing being worked on.

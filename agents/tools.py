@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.types import Risk, ToolSpecView
+from stakeflow.agents.types import Risk, ToolSpecView
 
 
 class _Args(BaseModel):

@@ -71,7 +71,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.tools import calculate
+from stakeflow.activities.tools import calculate
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeOpenAIServer, Reply
 
@@ -465,7 +465,7 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Variant], float]:
     from stakeflow.config_sections import WorkersConfig
     from stakeflow.local.services import temporal_binary
     from stakeflow.settings import Settings
-    from workers.main import run_workers
+    from stakeflow.workers.main import run_workers
 
     steps = args.steps
     variants = make_variants(steps)

@@ -32,9 +32,9 @@ from stakeflow import tasks
 from stakeflow.core.contracts import dev_server_flags
 from stakeflow.local.services import DEV_SERVER_TUNING
 from stakeflow.settings import Settings
+from stakeflow.workers.main import run_workers
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply, output_schema
-from workers.main import run_workers
 
 WORKSPACE = REPO / "examples" / "workspace"
 

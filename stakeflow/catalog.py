@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from activities.mcp.toolbox import McpToolbox
-from activities.python_tools import PythonToolbox
-from activities.python_tools import load as load_python_tools
-from agents.tools import CATALOGUE
-from agents.types import ToolSpecView
+from stakeflow.activities.mcp.toolbox import McpToolbox
+from stakeflow.activities.python_tools import PythonToolbox
+from stakeflow.activities.python_tools import load as load_python_tools
+from stakeflow.agents.tools import CATALOGUE
+from stakeflow.agents.types import ToolSpecView
 from stakeflow.settings import Settings
 from stakeflow.toolsets import resolve
 

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agents.types import Risk, Sensitivity, StakesOverride
+from stakeflow.agents.types import Risk, Sensitivity, StakesOverride
 
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 SERVER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agents.types import Risk, acting_risks
+from stakeflow.agents.types import Risk, acting_risks
 
 
 class _Section(BaseModel):

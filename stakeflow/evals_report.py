@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from activities.evals import agreement_table
-from agents.evals import AGREEING, AgreementRow, routing_by_agreement
+from stakeflow.activities.evals import agreement_table
+from stakeflow.agents.evals import AGREEING, AgreementRow, routing_by_agreement
 from stakeflow.core.errors import InputError
 from stakeflow.settings import Settings
 

@@ -7,8 +7,8 @@ import uuid
 from datetime import UTC
 from typing import Any
 
-from agents.evals import ReplayFilters, ReplayModelReport, ReplayPart, ReplayRequest
-from agents.types import ModelEndpoint
+from stakeflow.agents.evals import ReplayFilters, ReplayModelReport, ReplayPart, ReplayRequest
+from stakeflow.agents.types import ModelEndpoint
 from stakeflow.core.contracts import REPLAY_WORKFLOW, queue_name
 from stakeflow.settings import Settings
 
@@ -117,7 +117,7 @@ async def start_learn(
     """Start a LearnWorkflow for the agent; (handle, request). InputError when the loop cannot work here."""
     from datetime import datetime
 
-    from agents.evals import LearnRequest, LearnResult
+    from stakeflow.agents.evals import LearnRequest, LearnResult
     from stakeflow.connection import connect
     from stakeflow.core.contracts import LEARN_WORKFLOW
     from stakeflow.core.errors import InputError

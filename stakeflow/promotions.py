@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from agents.evals import Promotion
+from stakeflow.agents.evals import Promotion
 from stakeflow.core.errors import InputError
 from stakeflow.settings import Settings
 

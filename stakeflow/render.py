@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.types import CostSummary, Progress, RouteDecision, StepRecord, TaskResult, Usage
+from stakeflow.agents.types import CostSummary, Progress, RouteDecision, StepRecord, TaskResult, Usage
 from stakeflow.core.billing import cost_line
 
 
 def usage_dict(u: Usage) -> dict[str, int]:
     """Usage as every JSON output shows it: ``input_tokens`` includes the cache, as on spans and in the
-    trace store (definitions in ``agents.types.Usage``); the uncached part is named as such."""
+    trace store (definitions in ``stakeflow.agents.types.Usage``); the uncached part is named as such."""
     return {
         "input_tokens": u.total_input_tokens,
         "uncached_input_tokens": u.input_tokens,

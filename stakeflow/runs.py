@@ -17,7 +17,7 @@ from temporalio.exceptions import ApplicationError, CancelledError, TerminatedEr
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.service import RPCError, RPCStatusCode
 
-from agents.types import ApprovalRecord, ApprovalRequest, Progress, TaskResult, ToolCall
+from stakeflow.agents.types import ApprovalRecord, ApprovalRequest, Progress, TaskResult, ToolCall
 from stakeflow.core.contracts import (
     AGENT_WORKFLOW,
     APPROVE_UPDATE,

@@ -21,7 +21,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from agents.types import Dialect
+from stakeflow.agents.types import Dialect
 from stakeflow.catalog_config import SERVER_NAME, AgentConfig, McpServerConfig
 from stakeflow.config_sections import (
     ApprovalsConfig,

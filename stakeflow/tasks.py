@@ -21,8 +21,8 @@ from temporalio.client import (
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
-from agents.tools import CATALOGUE
-from agents.types import (
+from stakeflow.agents.tools import CATALOGUE
+from stakeflow.agents.types import (
     SENSITIVITY_CHOICES,
     STAKES_CHOICES,
     ApprovalPolicy,

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
-from agents.tools import CATALOGUE
-from agents.types import ToolsetRef
+from stakeflow.agents.tools import CATALOGUE
+from stakeflow.agents.types import ToolsetRef
 from stakeflow.core.errors import InputError
 from stakeflow.settings import Settings
 

@@ -42,7 +42,7 @@ def make_settings(tmp_path: Path, **overrides) -> Settings:
 @contextlib.asynccontextmanager
 async def running_workers(client: Client, settings: Settings, roles=("workflows", "open", "frontier", "tools")):
     """Real workers on the settings' queues for the duration of the block."""
-    from workers.main import run_workers
+    from stakeflow.workers.main import run_workers
 
     stop = asyncio.Event()
     task = asyncio.create_task(run_workers(client, settings, roles, stop))

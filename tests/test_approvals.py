@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 from temporalio.client import WorkflowFailureError
 
-from agents.types import Progress
 from stakeflow import runs, tasks
+from stakeflow.agents.types import Progress
 from stakeflow.cli import cli
 from stakeflow.core.contracts import PROGRESS_QUERY
 from tests.agent_script import agent, call, plan
@@ -239,7 +239,7 @@ async def test_an_approval_that_arrives_with_the_timeout_wins(client, setup):
     in workflows/approvals.py rather than an accident of job order.)"""
     from temporalio.client import WorkflowUpdateStage
 
-    from agents.types import ApprovalRecord, ApprovalRequest
+    from stakeflow.agents.types import ApprovalRecord, ApprovalRequest
     from stakeflow.core.contracts import APPROVE_UPDATE
 
     settings, ws = setup

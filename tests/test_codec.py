@@ -15,8 +15,8 @@ import json
 import pytest
 from temporalio.api.common.v1 import Payload
 
-from agents.types import TaskResult
 from stakeflow import runs, tasks
+from stakeflow.agents.types import TaskResult
 from stakeflow.codec import ENCODING, CodecKeyError, EncryptionCodec, data_converter, parse_keys
 from stakeflow.core.errors import ConfigError
 from tests.agent_script import agent, call, plan

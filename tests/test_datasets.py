@@ -10,8 +10,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from agents.types import ApprovalRequest, ToolCall
 from stakeflow import tasks
+from stakeflow.agents.types import ApprovalRequest, ToolCall
 from stakeflow.cli import cli
 from stakeflow.core.contracts import APPROVE_UPDATE
 from tests.agent_script import agent, call, plan

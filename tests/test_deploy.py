@@ -28,7 +28,7 @@ from stakeflow import cluster
 from stakeflow.core.contracts import ROLES, queue_name
 from stakeflow.settings import Settings
 from stakeflow.webhooks.app import API_TOKEN_ENV
-from workers.main import GRACEFUL_SHUTDOWN
+from stakeflow.workers.main import GRACEFUL_SHUTDOWN
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
@@ -210,7 +210,7 @@ def dockerfile_env(text: str) -> dict[str, str]:
 
 
 def test_train_dockerfile_rules():
-    from activities import learn
+    from stakeflow.activities import learn
 
     text = TRAIN_DOCKERFILE.read_text()
     [final] = stages(text)

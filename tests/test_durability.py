@@ -100,8 +100,8 @@ async def test_sigkill_mid_run_then_new_worker_finishes_with_one_side_effect(cli
 
 async def test_write_retried_by_temporal_acts_once(client, tmp_path):
     """The same tool request delivered twice (a retry after a lost completion) writes once."""
-    from activities.tools import ToolActivities
-    from agents.types import ToolRequest
+    from stakeflow.activities.tools import ToolActivities
+    from stakeflow.agents.types import ToolRequest
 
     settings = make_settings(tmp_path)
     acts = ToolActivities(settings.tools, settings.ledger_dir)

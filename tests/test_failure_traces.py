@@ -13,8 +13,8 @@ import uuid
 import pytest
 from temporalio.client import WorkflowFailureError
 
-from agents.types import Progress
 from stakeflow import tasks
+from stakeflow.agents.types import Progress
 from stakeflow.core.contracts import PROGRESS_QUERY
 from stakeflow.traces import TraceStore
 from tests.agent_script import agent, call, plan

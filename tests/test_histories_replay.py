@@ -14,7 +14,7 @@ import re
 import pytest
 from temporalio.worker import Replayer
 
-from workflows.agent_task import AgentTaskWorkflow
+from stakeflow.workflows.agent_task import AgentTaskWorkflow
 
 pytestmark = pytest.mark.after_all
 

@@ -14,7 +14,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from workflows.agent_task import AgentTaskWorkflow
+from stakeflow.workflows.agent_task import AgentTaskWorkflow
 
 HISTORIES = sorted(Path(__file__).with_name("histories").glob("*/*.json"))
 

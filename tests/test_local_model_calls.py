@@ -15,6 +15,7 @@ from temporalio.worker import Replayer
 
 from stakeflow import tasks
 from stakeflow.config_sections import WorkersConfig
+from stakeflow.workflows.agent_task import AgentTaskWorkflow
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply
 from tests.support import (
@@ -26,7 +27,6 @@ from tests.support import (
     worker_env,
     worker_log,
 )
-from workflows.agent_task import AgentTaskWorkflow
 
 SECRET_KEY = "sk-ant-test-LOCAL-5a4b3c"
 LOCAL = WorkersConfig(local_model_calls=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from activities.model_errors import CallContext, _connection_message
+from stakeflow.activities.model_errors import CallContext, _connection_message
 from stakeflow.core.errors import ServiceError
 from stakeflow.local import processes, services
 from tests.support import free_port, make_settings
@@ -117,7 +117,7 @@ def test_a_call_to_a_crashed_embedded_model_says_crashed_and_the_fix(tmp_path):
         services.ensure_embedded_model(settings)
     from pydantic_ai.exceptions import ModelConnectionError
 
-    from activities.models import _embedded_crash
+    from stakeflow.activities.models import _embedded_crash
 
     ctx = CallContext(
         "open",

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.types import ApprovalRequest, Progress
 from stakeflow import tasks
+from stakeflow.agents.types import ApprovalRequest, Progress
 from stakeflow.catalog_config import McpServerConfig
 from stakeflow.core.contracts import APPROVE_UPDATE, PROGRESS_QUERY
 from tests.agent_script import agent, call, plan

@@ -17,9 +17,18 @@ import httpx
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.models import ModelActivities
-from agents.tools import CATALOGUE
-from agents.types import CallFailure, ModelCallRequest, ModelEndpoint, Plan, PlannedStep, StepAction, ToolCall, Usage
+from stakeflow.activities.models import ModelActivities
+from stakeflow.agents.tools import CATALOGUE
+from stakeflow.agents.types import (
+    CallFailure,
+    ModelCallRequest,
+    ModelEndpoint,
+    Plan,
+    PlannedStep,
+    StepAction,
+    ToolCall,
+    Usage,
+)
 from stakeflow.core.errors import MODEL_AUTH, MODEL_OUTPUT_INVALID, MODEL_REQUEST_REJECTED, MODEL_UNAVAILABLE
 from stakeflow.settings import Settings
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply, output_schema, purpose_of

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from activities.models import ModelActivities
-from agents.tools import CATALOGUE, constrained
-from agents.types import ModelCallRequest, ModelEndpoint
+from stakeflow.activities.models import ModelActivities
+from stakeflow.agents.tools import CATALOGUE, constrained
+from stakeflow.agents.types import ModelCallRequest, ModelEndpoint
 from stakeflow.settings import Settings
 from tests.fakes import FakeOpenAIServer, output_schema
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from agents.policy import StepFacts, assess_stakes, decide_route, escalate
-from agents.types import ModelEndpoint, RoutingConfig
+from stakeflow.agents.policy import StepFacts, assess_stakes, decide_route, escalate
+from stakeflow.agents.types import ModelEndpoint, RoutingConfig
 
 
 def routing(frontier: bool = True, **kw) -> RoutingConfig:
@@ -100,7 +100,7 @@ def test_no_escalation_and_why(sensitivity, cfg, expected):
 
 
 def test_fallback_when_open_endpoint_is_unavailable():
-    from agents.policy import fallback
+    from stakeflow.agents.policy import fallback
 
     current = decide_route(StepFacts(), routing(), "sf")
     d, why = fallback(current, "public", routing(), "sf")

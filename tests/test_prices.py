@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from agents.types import Usage
+from stakeflow.agents.types import Usage
 from stakeflow.config_sections import PriceConfig
 from stakeflow.core.errors import ConfigError
 from stakeflow.prices import BUILTIN_VERSION, PriceTable, describe
@@ -261,7 +261,7 @@ def test_the_embedded_model_is_local_and_free_unless_configured():
 
 
 def test_the_bill_labels_local_open_calls():
-    from agents.types import CallCostRecord, CostSummary
+    from stakeflow.agents.types import CallCostRecord, CostSummary
     from stakeflow.core.billing import cost_line
 
     bill = CostSummary()

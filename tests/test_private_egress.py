@@ -8,8 +8,8 @@ import asyncio
 
 import pytest
 
-from agents.types import ApprovalRequest
 from stakeflow import tasks
+from stakeflow.agents.types import ApprovalRequest
 from stakeflow.catalog_config import McpServerConfig
 from stakeflow.core.contracts import APPROVE_UPDATE
 from tests.agent_script import agent, call, plan

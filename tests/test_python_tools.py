@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from activities.python_tools import PythonToolbox, load
-from agents.types import ApprovalRequest, ToolRequest
 from stakeflow import tasks
+from stakeflow.activities.python_tools import PythonToolbox, load
+from stakeflow.agents.types import ApprovalRequest, ToolRequest
 from stakeflow.core.contracts import APPROVE_UPDATE
 from stakeflow.core.errors import ConfigError
 from tests.agent_script import agent, call, plan

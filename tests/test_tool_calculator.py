@@ -70,7 +70,7 @@ async def test_calculator_never_evaluates_code(tmp_path: Path) -> None:
 
 def test_a_transient_ast_systemerror_is_retried(monkeypatch):
     # CPython 3.11's AST constructor can raise this while another thread compiles code (seen in CI).
-    from activities.tools import calculator
+    from stakeflow.activities.tools import calculator
 
     real = calculator.ast.parse
     failures = iter([SystemError("AST constructor recursion depth mismatch (before=1, after=2)")])

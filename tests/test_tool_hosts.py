@@ -25,9 +25,9 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.worker import Worker
 
-from activities.tools.file_lock import exclusive, lock_path
-from agents.types import TaskResult, ToolRequest, ToolResult
 from stakeflow import tasks
+from stakeflow.activities.tools.file_lock import exclusive, lock_path
+from stakeflow.agents.types import TaskResult, ToolRequest, ToolResult
 from stakeflow.core.contracts import AGENT_WORKFLOW, RUN_TOOL, queue_name
 from tests.agent_script import agent, call, plan, think
 from tests.fakes import FakeOpenAIServer

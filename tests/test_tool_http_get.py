@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from activities.tools.http_get import _internal_kind
+from stakeflow.activities.tools.http_get import _internal_kind
 from stakeflow.config_sections import HttpGetConfig, ToolsConfig
 from tests.tool_cases import refused, run, tools_config
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.tools import write_file
-from activities.tools.file_lock import exclusive, lock_path
-from activities.tools.ledger import Ledger
+from stakeflow.activities.tools import write_file
+from stakeflow.activities.tools.file_lock import exclusive, lock_path
+from stakeflow.activities.tools.ledger import Ledger
 from stakeflow.core.errors import TOOL_FAILED
 from tests.tool_cases import home_ledger, refused, run, tools_config, ws  # noqa: F401 (fixtures)
 

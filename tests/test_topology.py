@@ -37,7 +37,7 @@ import httpx
 import pytest
 import yaml
 
-from agents.types import TaskResult
+from stakeflow.agents.types import TaskResult
 from stakeflow.webhooks import sign
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply, prompt_text

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from agents.types import TaskResult
+from stakeflow.agents.types import TaskResult
 from stakeflow.core.errors import ConfigError
 from stakeflow.settings import load_settings
 from stakeflow.webhooks import create_app, sign, workflow_id_for

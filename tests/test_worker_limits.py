@@ -6,13 +6,13 @@ import pytest
 from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from activities.models import ModelActivities
+from stakeflow.activities.models import ModelActivities
 from stakeflow.core.contracts import CALL_MODEL, queue_name
 from stakeflow.core.errors import ConfigError
 from stakeflow.settings import load_settings
+from stakeflow.workers.main import Toolboxes, build_workers
+from stakeflow.workers.sandbox import PASSED_THROUGH
 from tests.support import make_settings, running_workers
-from workers.main import Toolboxes, build_workers
-from workers.sandbox import PASSED_THROUGH
 
 
 def _by_queue(client, settings):
@@ -88,9 +88,9 @@ async def test_a_run_completes_unsandboxed_and_replays_under_the_strict_sandbox(
     from temporalio.worker import Replayer
 
     from stakeflow import tasks
+    from stakeflow.workflows.agent_task import AgentTaskWorkflow
     from tests.agent_script import agent, call, plan
     from tests.fakes import FakeOpenAIServer
-    from workflows.agent_task import AgentTaskWorkflow
 
     ws = tmp_path / "ws"
     ws.mkdir()

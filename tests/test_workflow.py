@@ -210,7 +210,7 @@ async def test_tools_limit_rejects_a_plan_naming_another_tool(client, tmp_path, 
 
 
 async def test_empty_goal_fails_at_once_without_model_calls(client, tmp_path, open_fake, workspace):
-    from agents.types import TaskRequest
+    from stakeflow.agents.types import TaskRequest
 
     settings = settings_for(tmp_path, open_fake)
     async with running_workers(client, settings):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from activities.tools import ToolActivities
-from agents.types import ToolRequest, ToolResult
+from stakeflow.activities.tools import ToolActivities
+from stakeflow.agents.types import ToolRequest, ToolResult
 from stakeflow.config_sections import HttpGetConfig, ReadFileConfig, SqlQueryConfig, ToolsConfig, WriteFileConfig
 
 

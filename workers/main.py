@@ -16,23 +16,23 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.catalogue import CatalogueActivities
-from activities.evals import EvalActivities
-from activities.learn import LearnActivities
-from activities.mcp.toolbox import McpToolbox
-from activities.models import ModelActivities
-from activities.python_tools import PythonToolbox
-from activities.python_tools import load as load_python_tools
-from activities.tools import ToolActivities
 from stakeflow import telemetry
+from stakeflow.activities.catalogue import CatalogueActivities
+from stakeflow.activities.evals import EvalActivities
+from stakeflow.activities.learn import LearnActivities
+from stakeflow.activities.mcp.toolbox import McpToolbox
+from stakeflow.activities.models import ModelActivities
+from stakeflow.activities.python_tools import PythonToolbox
+from stakeflow.activities.python_tools import load as load_python_tools
+from stakeflow.activities.tools import ToolActivities
 from stakeflow.core.contracts import ROLES, QueueRole, queue_name
 from stakeflow.settings import Settings
-from workers.limits import limits_of, worker_kwargs
-from workers.sandbox import workflow_runner
-from workflows.agent_task import AgentTaskWorkflow
-from workflows.learn import LearnWorkflow
-from workflows.replay_eval import ReplayEvalWorkflow
-from workflows.shadow import ShadowBudgetWorkflow, ShadowEvalWorkflow
+from stakeflow.workers.limits import limits_of, worker_kwargs
+from stakeflow.workers.sandbox import workflow_runner
+from stakeflow.workflows.agent_task import AgentTaskWorkflow
+from stakeflow.workflows.learn import LearnWorkflow
+from stakeflow.workflows.replay_eval import ReplayEvalWorkflow
+from stakeflow.workflows.shadow import ShadowBudgetWorkflow, ShadowEvalWorkflow
 
 log = logging.getLogger("stakeflow.worker")
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from temporalio.worker import UnsandboxedWorkflowRunner, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-PASSED_THROUGH = ("workflows", "agents", "stakeflow.core")
+PASSED_THROUGH = ("stakeflow.workflows", "stakeflow.agents", "stakeflow.core")
 
 
 def workflow_runner(sandboxed: bool = True) -> WorkflowRunner:

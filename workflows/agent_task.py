@@ -18,11 +18,11 @@ with workflow.unsafe.imports_passed_through():
     from opentelemetry import trace as otel_trace
     from opentelemetry.trace import Status, StatusCode
 
-    from agents import prompts
-    from agents.evals import AgreementTable, routing_by_agreement
-    from agents.policy import decide_route
-    from agents.tools import CATALOGUE, constrained, first_step_tools
-    from agents.types import (
+    from stakeflow.agents import prompts
+    from stakeflow.agents.evals import AgreementTable, routing_by_agreement
+    from stakeflow.agents.policy import decide_route
+    from stakeflow.agents.tools import CATALOGUE, constrained, first_step_tools
+    from stakeflow.agents.types import (
         ModelCallRequest,
         PlannedStep,
         Progress,
@@ -42,12 +42,12 @@ with workflow.unsafe.imports_passed_through():
         KEYS,
         PROGRESS_QUERY,
     )
-    from workflows.approvals import ApprovalGate
-    from workflows.failures import StepFailure, is_cancellation
-    from workflows.model_steps import ModelSteps
-    from workflows.quality import QualityLoop
-    from workflows.run_tools import RunTools
-    from workflows.tally import tally
+    from stakeflow.workflows.approvals import ApprovalGate
+    from stakeflow.workflows.failures import StepFailure, is_cancellation
+    from stakeflow.workflows.model_steps import ModelSteps
+    from stakeflow.workflows.quality import QualityLoop
+    from stakeflow.workflows.run_tools import RunTools
+    from stakeflow.workflows.tally import tally
 
 
 def _tracer():

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from agents.types import ApprovalRecord, ApprovalRequest, RouteDecision, StepRecord, ToolCall
+    from stakeflow.agents.types import ApprovalRecord, ApprovalRequest, RouteDecision, StepRecord, ToolCall
     from stakeflow.core.contracts import APPROVE_UPDATE, KEYS
-    from workflows.display import describe_call
+    from stakeflow.workflows.display import describe_call
 
 if TYPE_CHECKING:
-    from agents.types import Progress, TaskRequest
+    from stakeflow.agents.types import Progress, TaskRequest
 
 
 class ApprovalGate:

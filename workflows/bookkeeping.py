@@ -15,15 +15,15 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from opentelemetry import trace as otel_trace
 
-    from agents.types import CallFailure, RouteDecision, StepRecord, Usage
+    from stakeflow.agents.types import CallFailure, RouteDecision, StepRecord, Usage
     from stakeflow.core import semconv as sc
     from stakeflow.core.contracts import KEYS
-    from workflows.display import checklist
-    from workflows.failures import StepFailure
-    from workflows.tally import tally
+    from stakeflow.workflows.display import checklist
+    from stakeflow.workflows.failures import StepFailure
+    from stakeflow.workflows.tally import tally
 
 if TYPE_CHECKING:
-    from agents.types import Progress, Sensitivity, TaskRequest
+    from stakeflow.agents.types import Progress, Sensitivity, TaskRequest
 
 
 class Bookkeeping:

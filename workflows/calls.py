@@ -18,8 +18,8 @@ from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from agents.evals import AgreementTable, ShadowBatch, ShadowRequest, StepLabel
-    from agents.types import (
+    from stakeflow.agents.evals import AgreementTable, ShadowBatch, ShadowRequest, StepLabel
+    from stakeflow.agents.types import (
         ApprovalRecord,
         ModelCallRequest,
         ModelCallResult,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from agents.types import Progress, ToolCall
+from stakeflow.agents.types import Progress, ToolCall
 from stakeflow.core.billing import cost_line
 
 _MARKS = {

@@ -20,7 +20,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflow
 from temporalio.exceptions import TimeoutError as TemporalTimeout  # not the builtin
 
 with workflow.unsafe.imports_passed_through():
-    from agents.evals import (
+    from stakeflow.agents.evals import (
         AdapterRequest,
         DatasetFiles,
         LearnRequest,
@@ -31,7 +31,7 @@ with workflow.unsafe.imports_passed_through():
         ReplayRequest,
         TrainRequest,
     )
-    from agents.types import ModelEndpoint
+    from stakeflow.agents.types import ModelEndpoint
     from stakeflow.core.contracts import (
         EXPORT_DATASET,
         LEARN_WORKFLOW,
@@ -43,8 +43,8 @@ with workflow.unsafe.imports_passed_through():
         UNLOAD_ADAPTER,
         queue_name,
     )
-    from workflows.calls import ActivityOptions
-    from workflows.replay_eval import ReplayEvalWorkflow
+    from stakeflow.workflows.calls import ActivityOptions
+    from stakeflow.workflows.replay_eval import ReplayEvalWorkflow
 
 T = TypeVar("T")
 SHORT = ActivityOptions(start_to_close_timeout=timedelta(minutes=5), retry_policy=RetryPolicy(maximum_attempts=5))

@@ -13,16 +13,16 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
-    from agents.policy import StepFacts, escalate, fallback
-    from agents.types import ModelCallRequest, ModelCallResult, RouteDecision, Stakes, StepRecord
+    from stakeflow.agents.policy import StepFacts, escalate, fallback
+    from stakeflow.agents.types import ModelCallRequest, ModelCallResult, RouteDecision, Stakes, StepRecord
     from stakeflow.core import errors
-    from workflows.bookkeeping import Bookkeeping
-    from workflows.calls import call_model
-    from workflows.failures import StepFailure, cause_text, error_type, unavailable
-    from workflows.quality import QualityLoop
+    from stakeflow.workflows.bookkeeping import Bookkeeping
+    from stakeflow.workflows.calls import call_model
+    from stakeflow.workflows.failures import StepFailure, cause_text, error_type, unavailable
+    from stakeflow.workflows.quality import QualityLoop
 
 if TYPE_CHECKING:
-    from agents.types import Progress, Sensitivity, TaskRequest
+    from stakeflow.agents.types import Progress, Sensitivity, TaskRequest
 
 
 class ModelSteps(Bookkeeping, QualityLoop):

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from agents.evals import AgreementTable, ShadowRequest, agreement_text, sampled
-    from agents.types import ApprovalRecord, ModelCallRequest, ModelCallResult, RouteDecision
-    from workflows.calls import read_agreement, record_label, shadow_request, start_shadows
+    from stakeflow.agents.evals import AgreementTable, ShadowRequest, agreement_text, sampled
+    from stakeflow.agents.types import ApprovalRecord, ModelCallRequest, ModelCallResult, RouteDecision
+    from stakeflow.workflows.calls import read_agreement, record_label, shadow_request, start_shadows
 
 if TYPE_CHECKING:
-    from agents.types import Progress, Sensitivity, TaskRequest
+    from stakeflow.agents.types import Progress, Sensitivity, TaskRequest
 
 
 class QualityLoop:

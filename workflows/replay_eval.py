@@ -18,7 +18,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from agents.evals import (
+    from stakeflow.agents.evals import (
         AGREEING,
         EvalPolicy,
         ReplayExample,
@@ -29,9 +29,9 @@ with workflow.unsafe.imports_passed_through():
         ReplayRequest,
         ShadowRequest,
     )
-    from agents.types import ModelCallResult, ModelEndpoint
+    from stakeflow.agents.types import ModelCallResult, ModelEndpoint
     from stakeflow.core.contracts import CALL_MODEL, LOAD_REPLAY_EXAMPLES, PROGRESS_QUERY, REPLAY_WORKFLOW
-    from workflows.shadow import Judging
+    from stakeflow.workflows.shadow import Judging
 
 PAGE = 20
 

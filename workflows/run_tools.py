@@ -12,12 +12,12 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
-    from agents.types import ToolResult, ToolSpecView
-    from workflows.calls import ToolMayHaveActed, describe_tools, run_tool
-    from workflows.failures import StepFailure, cause_text
+    from stakeflow.agents.types import ToolResult, ToolSpecView
+    from stakeflow.workflows.calls import ToolMayHaveActed, describe_tools, run_tool
+    from stakeflow.workflows.failures import StepFailure, cause_text
 
 if TYPE_CHECKING:
-    from agents.types import Progress, Sensitivity, TaskRequest
+    from stakeflow.agents.types import Progress, Sensitivity, TaskRequest
 
 
 class RunTools:

@@ -16,7 +16,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from agents.evals import (
+    from stakeflow.agents.evals import (
         JUDGE_SYSTEM,
         BudgetAsk,
         BudgetGrant,
@@ -29,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
         judge_prompt,
         rendered,
     )
-    from agents.types import ModelCallRequest, ModelCallResult
+    from stakeflow.agents.types import ModelCallRequest, ModelCallResult
     from stakeflow.codec import Public  # a workflow id: readable with codec keys on
     from stakeflow.core.contracts import (
         BUDGET_WORKFLOW,
@@ -41,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
         SETTLE_UPDATE,
         SHADOW_WORKFLOW,
     )
-    from workflows.calls import ActivityOptions
+    from stakeflow.workflows.calls import ActivityOptions
 
 SHADOW_MODEL_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),

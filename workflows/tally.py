@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agents.types import Stakes, StepRecord
+from stakeflow.agents.types import Stakes, StepRecord
 
 DONE_STATUSES = ("ok", "tool_error", "failed")
 

@@ -21,8 +21,8 @@ from typing import Any
 
 from mcp.shared.exceptions import MCPError
 
-from activities.mcp.sessions import McpSessions, ServerUnavailable
-from agents.types import Risk, ToolRequest, ToolResult, ToolsetRef, ToolsetResult, ToolSpecView
+from stakeflow.activities.mcp.sessions import McpSessions, ServerUnavailable
+from stakeflow.agents.types import Risk, ToolRequest, ToolResult, ToolsetRef, ToolsetResult, ToolSpecView
 from stakeflow.catalog_config import McpServerConfig, ToolOverride
 
 SEPARATOR = "."  # "git.git_status": the server's name, then the tool's

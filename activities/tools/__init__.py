@@ -10,9 +10,9 @@
   per workspace file, across processes and hosts).
 """
 
-from activities.tools.calculator import calculate
-from activities.tools.context import ToolContext, ToolExecutor
-from activities.tools.dispatcher import MAX_OUTPUT_CHARS, ToolActivities
-from activities.tools.registry import EXECUTORS
+from stakeflow.activities.tools.calculator import calculate
+from stakeflow.activities.tools.context import ToolContext, ToolExecutor
+from stakeflow.activities.tools.dispatcher import MAX_OUTPUT_CHARS, ToolActivities
+from stakeflow.activities.tools.registry import EXECUTORS
 
 __all__ = ["EXECUTORS", "MAX_OUTPUT_CHARS", "ToolActivities", "ToolContext", "ToolExecutor", "calculate"]

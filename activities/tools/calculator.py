@@ -15,9 +15,9 @@ from decimal import Decimal, localcontext
 from fractions import Fraction
 from typing import Any
 
-from activities.tools.context import ToolContext
-from agents.tools import CalculatorArgs
-from agents.types import ToolResult
+from stakeflow.activities.tools.context import ToolContext
+from stakeflow.agents.tools import CalculatorArgs
+from stakeflow.agents.types import ToolResult
 from stakeflow.core.errors import ToolError
 
 MAX_EXPRESSION_CHARS = 2_000

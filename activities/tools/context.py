@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agents.types import ToolResult
+from stakeflow.agents.types import ToolResult
 from stakeflow.config_sections import ToolsConfig
 
 

@@ -30,19 +30,19 @@ from pydantic import BaseModel, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.mcp.sessions import ServerUnavailable
-from activities.mcp.toolbox import CallMayHaveActed, McpToolbox
-from activities.tools.context import ToolContext, ToolExecutor
-from activities.tools.registry import EXECUTORS
-from agents.tools import CATALOGUE
-from agents.types import ToolRequest, ToolResult
+from stakeflow.activities.mcp.sessions import ServerUnavailable
+from stakeflow.activities.mcp.toolbox import CallMayHaveActed, McpToolbox
+from stakeflow.activities.tools.context import ToolContext, ToolExecutor
+from stakeflow.activities.tools.registry import EXECUTORS
+from stakeflow.agents.tools import CATALOGUE
+from stakeflow.agents.types import ToolRequest, ToolResult
 from stakeflow.config_sections import ToolsConfig
 from stakeflow.core import semconv as sc
 from stakeflow.core.contracts import RUN_TOOL
 from stakeflow.core.errors import TOOL_FAILED, TOOL_SERVER_UNAVAILABLE, ToolError
 
 if TYPE_CHECKING:  # python_tools uses this package's ledger: imported for types only
-    from activities.python_tools import PythonToolbox
+    from stakeflow.activities.python_tools import PythonToolbox
 
 _tracer = trace.get_tracer("stakeflow.activities")
 

@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from activities.tools.workspace import RECORDS_DIR
+from stakeflow.activities.tools.workspace import RECORDS_DIR
 
 LOCK_WAIT_S = 50.0
 _POLL_S = 0.05

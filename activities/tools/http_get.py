@@ -14,9 +14,9 @@ import socket
 
 import httpx
 
-from activities.tools.context import ToolContext
-from agents.tools import HttpGetArgs
-from agents.types import ToolResult
+from stakeflow.activities.tools.context import ToolContext
+from stakeflow.agents.tools import HttpGetArgs
+from stakeflow.agents.types import ToolResult
 from stakeflow.config_sections import HttpGetConfig
 from stakeflow.core.errors import ToolError
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
-from activities.tools.workspace import RECORDS_DIR
+from stakeflow.activities.tools.workspace import RECORDS_DIR
 from stakeflow.core.errors import TOOL_FAILED
 
 # A ledger folder that is not a writable folder is set-up, and no retry will change it.

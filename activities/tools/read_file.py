@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from activities.tools.context import ToolContext
-from activities.tools.workspace import confine, resolve_workspace
-from agents.tools import ReadFileArgs
-from agents.types import ToolResult
+from stakeflow.activities.tools.context import ToolContext
+from stakeflow.activities.tools.workspace import confine, resolve_workspace
+from stakeflow.agents.tools import ReadFileArgs
+from stakeflow.agents.types import ToolResult
 from stakeflow.core.errors import ToolError
 
 

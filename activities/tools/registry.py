@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from activities.tools import calculator, http_get, read_file, sql_query, write_file
-from activities.tools.context import ToolExecutor
+from stakeflow.activities.tools import calculator, http_get, read_file, sql_query, write_file
+from stakeflow.activities.tools.context import ToolExecutor
 
 EXECUTORS: Mapping[str, ToolExecutor] = MappingProxyType(
     {

@@ -20,10 +20,10 @@ from typing import Any
 
 import duckdb
 
-from activities.tools.context import ToolContext
-from activities.tools.workspace import is_records, real_path, resolve_workspace
-from agents.tools import SqlQueryArgs
-from agents.types import ToolResult
+from stakeflow.activities.tools.context import ToolContext
+from stakeflow.activities.tools.workspace import is_records, real_path, resolve_workspace
+from stakeflow.agents.tools import SqlQueryArgs
+from stakeflow.agents.types import ToolResult
 from stakeflow.config_sections import SqlQueryConfig
 from stakeflow.core.errors import ToolError
 from stakeflow.readonly_sql import (

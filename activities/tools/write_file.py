@@ -29,12 +29,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from activities.tools.context import ToolContext
-from activities.tools.file_lock import exclusive, lock_path
-from activities.tools.ledger import Ledger, workspace_ledger, write_atomically
-from activities.tools.workspace import confine, resolve_workspace
-from agents.tools import WriteFileArgs
-from agents.types import ToolResult
+from stakeflow.activities.tools.context import ToolContext
+from stakeflow.activities.tools.file_lock import exclusive, lock_path
+from stakeflow.activities.tools.ledger import Ledger, workspace_ledger, write_atomically
+from stakeflow.activities.tools.workspace import confine, resolve_workspace
+from stakeflow.agents.tools import WriteFileArgs
+from stakeflow.agents.types import ToolResult
 from stakeflow.core.errors import ToolError
 
 log = logging.getLogger("stakeflow.tools")

@@ -2,7 +2,7 @@
 (calls.py). Import from here: ``from agents.types import TaskRequest``.
 """
 
-from agents.types.calls import (
+from stakeflow.agents.types.calls import (
     CALL_FAILURE_KEY,
     SENSITIVITY_CHOICES,
     STAKES_CHOICES,
@@ -33,7 +33,7 @@ from agents.types.calls import (
     Usage,
     acting_risks,
 )
-from agents.types.runs import (
+from stakeflow.agents.types.runs import (
     ApprovalPolicy,
     ApprovalRecord,
     ApprovalRequest,

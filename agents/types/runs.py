@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from agents.types.calls import (
+from stakeflow.agents.types.calls import (
     CostSummary,
     EgressRule,
     ModelEndpoint,

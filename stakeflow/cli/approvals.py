@@ -48,7 +48,7 @@ def approve(run_id: str, step: int, note: str, calls_json: str | None) -> None:
 def _parse_calls(text: str) -> list:
     from pydantic import TypeAdapter, ValidationError
 
-    from agents.types import ToolCall
+    from stakeflow.agents.types import ToolCall
     from stakeflow.core.errors import InputError
 
     try:

@@ -10,7 +10,7 @@ import click
 from stakeflow.cli.common import current_settings, echo_json, friendly
 
 if TYPE_CHECKING:  # annotations only: the commands import these modules where they run
-    from agents.evals import ReplayPart
+    from stakeflow.agents.evals import ReplayPart
     from stakeflow.datasets import Format
 
 

@@ -10,8 +10,8 @@ import asyncio
 
 import click
 
-from agents.types import SENSITIVITY_CHOICES, STAKES_CHOICES, Progress
 from stakeflow import runs, tasks
+from stakeflow.agents.types import SENSITIVITY_CHOICES, STAKES_CHOICES, Progress
 from stakeflow.cli.common import (
     Failed,
     current_settings,

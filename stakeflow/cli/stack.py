@@ -118,7 +118,7 @@ def worker(queues_csv: str, processes: int | None) -> None:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     count = processes or settings.workers.processes
     if count > 1:
-        from workers.processes import run_processes
+        from stakeflow.workers.processes import run_processes
 
         err(f"starting {count} worker processes (SIGTERM stops them all)")
         code = run_processes(roles, count)
@@ -133,7 +133,7 @@ async def _worker(settings: Settings, roles: list[QueueRole]) -> None:
     from stakeflow import metrics
     from stakeflow.connection import connect
     from stakeflow.telemetry import setup_tracing, shutdown
-    from workers.main import Toolboxes, run_workers
+    from stakeflow.workers.main import Toolboxes, run_workers
 
     toolboxes = Toolboxes(settings)  # a Python tool that cannot be one is refused before anything connects
     runtime = metrics.start(settings)  # before the client: the SDK's metrics come from the client's runtime

@@ -5,7 +5,7 @@ Pure rendering of a CostSummary, so the workflow (in its sandbox) and the CLI pr
 
 from __future__ import annotations
 
-from agents.types import CostSummary
+from stakeflow.agents.types import CostSummary
 
 
 def usd(value: float) -> str:

@@ -4,7 +4,7 @@ Units. Token prices are USD per million tokens ("per Mtok"); GPU time is USD per
 done in ``decimal.Decimal`` (exact for token prices), and every USD figure returned is a float
 rounded to 1e-9 USD (a nano-dollar), so costs are exact to well below the micro-dollar.
 
-Usage. ``agents.types.Usage`` uses Anthropic's meaning: ``input_tokens`` is the *uncached* input
+Usage. ``stakeflow.agents.types.Usage`` uses Anthropic's meaning: ``input_tokens`` is the *uncached* input
 only; ``cache_read_tokens`` and ``cache_write_tokens`` are separate. So a call costs, each token
 counted exactly once::
 
@@ -47,7 +47,7 @@ from collections.abc import Iterable, Mapping
 from datetime import date
 from decimal import Decimal
 
-from agents.types import Usage
+from stakeflow.agents.types import Usage
 from stakeflow.config_sections import PriceConfig
 from stakeflow.core.errors import ConfigError
 from stakeflow.prices.builtin import (

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from agents.types import Usage
+from stakeflow.agents.types import Usage
 from stakeflow.prices.builtin import BUILTIN_VERSION
 
 Source = Literal["builtin", "config", "local"]

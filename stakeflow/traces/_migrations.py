@@ -282,7 +282,7 @@ def _step_models_unpriced_runs_and_tokens(con: duckdb.DuckDBPyConnection) -> Non
       exported in batches, so a killed worker may have lost some; the run span is exported at once).
       ``cost_usd`` stays the sum over priced calls, NULL when none was priced, as in `stakeflow costs`.
     * The view sums each run's tokens from its call spans, ``input_tokens`` including the cache (one
-      definition everywhere: ``agents.types.Usage``). Raw input figures are not summed: they mean
+      definition everywhere: ``stakeflow.agents.types.Usage``). Raw input figures are not summed: they mean
       different things on the two routes.
     """
     con.execute(

@@ -25,8 +25,8 @@ from starlette.routing import Route
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from agents.types import Progress, ToolCall
 from stakeflow import runs, tasks
+from stakeflow.agents.types import Progress, ToolCall
 from stakeflow.core.contracts import PROGRESS_QUERY
 from stakeflow.core.errors import InputError, ServiceError
 from stakeflow.render import run_dict

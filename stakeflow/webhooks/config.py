@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
 
-from agents.types import Sensitivity, StakesOverride
+from stakeflow.agents.types import Sensitivity, StakesOverride
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_TIMESTAMP_TOLERANCE_S = 300.0

@@ -40,8 +40,8 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from agents.types import TaskRequest
 from stakeflow import tasks
+from stakeflow.agents.types import TaskRequest
 from stakeflow.codec import Public
 from stakeflow.core.errors import ConfigError, ServiceError
 from stakeflow.settings import Settings

@@ -29,7 +29,7 @@ from temporalio.client import Client, WorkflowFailureError  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
-from agents.types import ApprovalRequest, Progress  # noqa: E402
+from stakeflow.agents.types import ApprovalRequest, Progress  # noqa: E402
 from stakeflow import tasks  # noqa: E402
 from tests.agent_script import agent, call, plan, think  # noqa: E402
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply  # noqa: E402
