@@ -56,10 +56,11 @@ def trace(run_id: str, as_json: bool) -> None:
     help="Breakdown: run, model, route, stakes, tool, day, source or agent.",
 )
 @click.option("--run", "run_id", default=None, help="One run's bill (its workflow id or Temporal run id).")
+@click.option("--agent", default=None, help="Only the model calls of this named agent's runs.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--csv", "as_csv", is_flag=True)
 @friendly
-def costs(since: str | None, by: str, run_id: str | None, as_json: bool, as_csv: bool) -> None:
+def costs(since: str | None, by: str, run_id: str | None, agent: str | None, as_json: bool, as_csv: bool) -> None:
     """Totals and breakdowns, with what the frontier would have cost and what the open model saved."""
     from stakeflow.traces import cost_report, format_table, to_csv
 
@@ -68,7 +69,7 @@ def costs(since: str | None, by: str, run_id: str | None, as_json: bool, as_csv:
     store = open_store(settings)
     if run_id is not None:
         run_id = run_async(traced_workflow_id(settings, store, run_id))
-    report = cost_report(store, window, by, run_id, settings.frontier_model)
+    report = cost_report(store, window, by, run_id, settings.frontier_model, agent=agent)
     from stakeflow.activities.evals import agreement_table
     from stakeflow.agents.evals import agreement_text
 

@@ -108,7 +108,7 @@ def agreement_chart(data: ReportData) -> dict[str, Any] | None:
             "n:Q",
         ],
     )
-    agents = sorted({r["agent"] for r in rows})
+    agents = sorted({str(r["agent"]) for r in rows})
     return (
         alt.layer(band, line, data=alt.Data(values=rows))
         .properties(width=max(180, WIDTH // max(1, len(agents)) - 40), height=200)

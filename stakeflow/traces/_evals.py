@@ -57,7 +57,8 @@ def agreement_groups(
         raise InputError(f"unknown breakdown {', '.join(unknown or keys)}: use one of {', '.join(EVAL_KEYS)}")
     agreeing = ", ".join(f"'{v}'" for v in AGREEING)
     columns = ", ".join(f"{EVAL_KEYS[k]} AS k{i}" for i, k in enumerate(keys))
-    filters, params = ["TRUE"], []
+    filters: list[str] = ["TRUE"]
+    params: list[Any] = []
     if start is not None:
         filters.append("recorded_at >= ?")
         params.append(start)

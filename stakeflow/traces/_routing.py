@@ -69,7 +69,8 @@ class RunTiming:
 
 def _window(start: datetime | None, agent: str | None, time: str, run: str = "run_id") -> tuple[str, list[Any]]:
     """A WHERE clause for rows of the window (``time`` >= start) and of one agent's runs."""
-    filters, params = [], []
+    filters: list[str] = []
+    params: list[Any] = []
     if start is not None:
         filters.append(f"{time} >= ?")
         params.append(start)
@@ -143,7 +144,8 @@ def slowest_runs(
     store: TraceStore, start: datetime | None, agent: str | None = None, limit: int = 10
 ) -> list[RunTiming]:
     """The ``limit`` longest runs that started in the window (``runs.duration_ms``)."""
-    filters, params = ["duration_ms IS NOT NULL"], []
+    filters: list[str] = ["duration_ms IS NOT NULL"]
+    params: list[Any] = []
     if start is not None:
         filters.append("started_at >= ?")
         params.append(start)
@@ -156,4 +158,7 @@ def slowest_runs(
                 WHERE {" AND ".join(filters)} ORDER BY duration_ms DESC, run_id LIMIT {int(limit)}""",
             params,
         ).fetchall()
-    return [RunTiming(*row[:6], None if row[6] is None else float(row[6])) for row in rows]
+    return [
+        RunTiming(run_id, status, agent, started, duration, steps, None if cost is None else float(cost))
+        for run_id, status, agent, started, duration, steps, cost in rows
+    ]
