@@ -7,12 +7,19 @@ model's output failed validation, an open-endpoint outage with fallbacks, a day 
 (downgrades), a model nobody priced, shadow comparisons whose agreement improves over time.
 
     python -m tests.report_data OUT_DIR [--days 21]   # OUT_DIR/traces.duckdb, report.html, report.png
+
+The page is built by `stakeflow report` itself and photographed in the system's headless Chromium
+(docs/dashboard.png in the README comes from here).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import random
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -92,10 +99,10 @@ def write_dataset(
     path: Path,
     *,
     days: int = 21,
-    runs_per_day: int = 28,
+    runs_per_day: int = 40,
     routes: tuple[str, ...] = ("open", "frontier"),
     unpriced_share: float = 0.03,
-    shadow_rate: float = 0.25,
+    shadow_rate: float = 0.2,
     now: datetime | None = None,
     seed: int = 26,
 ) -> TraceStore:
@@ -242,8 +249,26 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=21)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    store = write_dataset(args.out / "traces.duckdb", days=args.days)
-    print(f"wrote {store.path}")
+    traces, page = args.out / "traces.duckdb", args.out / "report.html"
+    for stale in (traces, Path(f"{traces}.wal")):
+        stale.unlink(missing_ok=True)
+    write_dataset(traces, days=args.days)
+    env = {**os.environ, "STAKEFLOW_TRACES": str(traces), "STAKEFLOW_HOME": str(args.out / "home")}
+    command = [sys.executable, "-m", "stakeflow", "report", "--html", str(page), "--since", f"{args.days + 9}d"]
+    subprocess.run(command, env=env, check=True)
+    asyncio.run(_screenshot(page, args.out / "report.png"))
+
+
+async def _screenshot(page: Path, png: Path) -> None:
+    from tests.browser import browse, wait_for_charts
+
+    async with browse(width=1200, height=900) as (browser_page, visit):
+        await browser_page.goto(page.resolve().as_uri())
+        await wait_for_charts(browser_page)
+        await browser_page.screenshot(path=str(png), full_page=True)
+    if visit.refused or visit.errors:
+        raise SystemExit(f"the page misbehaved: {visit.refused} {visit.errors}")
+    print(f"screenshot: {png}")
 
 
 if __name__ == "__main__":

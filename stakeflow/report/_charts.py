@@ -13,7 +13,7 @@ import altair as alt
 
 from stakeflow.report._data import ReportData
 
-WIDTH = 860
+WIDTH = 760
 LANE_COLORS = alt.Scale(domain=["open", "frontier", "shadow"], range=["#2a9d8f", "#e76f51", "#9c89b8"])
 EVENT_COLORS = alt.Scale(
     domain=["escalation", "fallback", "budget downgrade", "downgrade: no frontier key", "unsupported answer"],
@@ -35,7 +35,12 @@ def spend_chart(data: ReportData) -> dict[str, Any] | None:
         for g in data.spend
     ]
     line = [
-        {"day": g.key[0], "equivalent": g.frontier_equivalent_usd or 0.0, "saved": g.saved_usd or 0.0}
+        {
+            "day": g.key[0],
+            "equivalent": g.frontier_equivalent_usd or 0.0,
+            "saved": g.saved_usd or 0.0,
+            "series": "all-frontier would be",
+        }  # fmt: skip
         for g in data.spend_days
     ]
     x = alt.X("day:T", timeUnit="utcyearmonthdate", title=None, axis=alt.Axis(format="%b %d"))
@@ -58,10 +63,11 @@ def spend_chart(data: ReportData) -> dict[str, Any] | None:
     )
     frontier = (
         alt.Chart(alt.Data(values=line))
-        .mark_line(point=True, color="#333333", strokeDash=[5, 3])
+        .mark_line(point=alt.OverlayMarkDef(color="#333333"), color="#333333")
         .encode(
             x=x,
             y=alt.Y("equivalent:Q"),
+            strokeDash=alt.StrokeDash("series:N", title=None, scale=alt.Scale(range=[[5, 3]])),
             tooltip=[
                 alt.Tooltip("day:T", timeUnit="utcyearmonthdate", title="day"),
                 alt.Tooltip("equivalent:Q", format="$.4f", title="all-frontier would be"),
@@ -91,13 +97,15 @@ def agreement_chart(data: ReportData) -> dict[str, Any] | None:
             }  # fmt: skip
         )
     period = "week of" if data.agreement_period == "week" else "day"
-    base = alt.Chart(alt.Data(values=rows)).encode(
+    # The layers carry no data of their own: the facet's rows reach each panel (a layer's own data would
+    # show every agent's rows in every panel).
+    base = alt.Chart().encode(
         x=alt.X("day:T", timeUnit="utcyearmonthdate", title=period, axis=alt.Axis(format="%b %d")),
         color=alt.Color("kind:N", title="step kind"),
     )
-    band = base.mark_area(opacity=0.15).encode(y=alt.Y("low:Q"), y2="high:Q")
-    line = base.mark_line(point=True).encode(
-        y=alt.Y("agreement:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"), title="agreement"),
+    band = base.mark_area(opacity=0.12).encode(y=alt.Y("low:Q"), y2="high:Q")
+    line = base.mark_line(point=True, strokeWidth=2).encode(
+        y=alt.Y("agreement:Q", scale=alt.Scale(zero=False, domainMax=1), axis=alt.Axis(format="%"), title="agreement"),
         tooltip=[
             alt.Tooltip("day:T", timeUnit="utcyearmonthdate", title=period),
             "agent:N",
@@ -178,7 +186,7 @@ def events_chart(data: ReportData) -> dict[str, Any] | None:
         .encode(
             x=alt.X("day:T", timeUnit="utcyearmonthdate", title=None, axis=alt.Axis(format="%b %d")),
             y=alt.Y("sum(count):Q", title="steps (runs, for answers)"),
-            color=alt.Color("kind:N", scale=EVENT_COLORS, title=None),
+            color=alt.Color("kind:N", scale=EVENT_COLORS, title=None, legend=alt.Legend(orient="bottom")),
             tooltip=[
                 alt.Tooltip("day:T", timeUnit="utcyearmonthdate", title="day"),
                 "kind:N",
