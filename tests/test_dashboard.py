@@ -113,6 +113,10 @@ def test_signing_in_sets_a_cookie_that_is_not_the_token_and_signing_out_clears_i
         assert "default-src 'none'" in r.headers["content-security-policy"]
         assert r.headers["cache-control"] == "no-store"
         assert http.get("/dashboard", params={"since": "soon"}).status_code == 400
+        r = http.get("/dashboard", params={"since": "99999999999d"})
+        assert r.status_code == 400 and "use --since all" in r.text
+        r = http.get("/dashboard", params={"agent": "<script>alert(1)</script>"})
+        assert r.status_code == 200 and "<script>alert(1)" not in r.text and "&lt;script&gt;alert(1)" in r.text
         r = http.post("/dashboard/logout")
         assert r.status_code == 303 and f'{COOKIE}=""' in r.headers["set-cookie"]
         assert http.get("/dashboard").status_code == 401

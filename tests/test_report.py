@@ -16,10 +16,12 @@ import pytest
 from click.testing import CliRunner
 
 from stakeflow.cli import cli
+from stakeflow.core import semconv as sc
 from stakeflow.report import Budget, gather, render_page
-from stakeflow.traces import cost_report, grouped_costs, route_events
+from stakeflow.traces import DuckDBSpanExporter, cost_report, grouped_costs, route_events
 from tests.browser import CHROMIUM, browse, figures, wait_for_charts
 from tests.report_data import write_dataset
+from tests.trace_spans import NOW, chat_attributes, make_span
 
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
 
@@ -206,3 +208,50 @@ def test_report_refuses_a_bad_window_and_an_unwritable_path(home, tmp_path):
     assert out.exit_code == 1 and "use e.g. 30m, 24h, 7d, 2w, or all" in out.output
     out = runner.invoke(cli, ["report", "--html", str(tmp_path / "no" / "such" / "dir" / "r.html")])
     assert out.exit_code == 1 and "choose a writable path for --html" in out.output
+
+
+@pytest.mark.parametrize("since", ["99999999999d", "999999d", "99999999h"])
+def test_a_window_longer_than_the_calendar_is_refused_with_the_fix(home, tmp_path, since):
+    """A hostile --since (or ?since=) must not reach date arithmetic: an InputError naming `all`, not a crash."""
+    runner = CliRunner()
+    for args in (["report", "--html", str(tmp_path / "r.html"), "--since", since], ["costs", "--since", since]):
+        out = runner.invoke(cli, args)
+        assert out.exit_code == 1 and "unexpected" not in out.output, out.output
+        assert "--since all" in out.output, out.output
+
+
+@needs_chromium
+async def test_hostile_names_in_the_store_stay_text(home, tmp_path):
+    """Run ids, reasons and agent names come from spans anyone's worker wrote: escaped in HTML and in the specs."""
+    store = write_dataset(home / "traces.duckdb", days=2, runs_per_day=4)
+    evil = "</script><script>alert(1)</script><img src=https://example.com/x.png>"
+    span = make_span(
+        "chat qwen",
+        chat_attributes(
+            f"run-{evil}", 1, "open", "qwen", **{sc.COST_USD: 0.5, sc.AGENT: evil, sc.REASON: f"x; escalated: {evil}"}
+        ),
+    )
+    span = make_span(span.name, dict(span.attributes), days_ago=(NOW - datetime.now(UTC)).days)
+    step = make_span(sc.SPAN_STEP, {sc.RUN_ID: f"run-{evil}", sc.STEP: 1, sc.REASON: f"x; escalated: {evil}"},
+                     days_ago=(NOW - datetime.now(UTC)).days)  # fmt: skip
+    DuckDBSpanExporter(store.path).export([span, step])
+    page = build(tmp_path)
+    async with browse() as (browser_page, visit):
+        dialogs: list[str] = []
+        browser_page.on("dialog", lambda d: dialogs.append(d.message))
+        await browser_page.goto(page.as_uri())
+        drawn(await wait_for_charts(browser_page))
+        text = await browser_page.inner_text("body")
+    assert dialogs == [] and visit.errors == [] and visit.refused == []
+    assert f"run-{evil}" in text  # shown as text, in the top runs
+
+
+@needs_chromium
+async def test_the_request_guard_refuses_and_records_a_non_local_request(tmp_path):
+    """The check behind "no request left 127.0.0.1" can fail: a page that asks another host is caught."""
+    page = tmp_path / "leaky.html"
+    page.write_text('<html><body><img src="https://example.com/pixel.png"><div>hi</div></body></html>')
+    async with browse() as (browser_page, visit):
+        await browser_page.goto(page.as_uri())
+        await browser_page.wait_for_load_state("load")
+    assert visit.refused == ["https://example.com/pixel.png"]

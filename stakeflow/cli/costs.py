@@ -17,6 +17,7 @@ from stakeflow.reports import open_store, traced_workflow_id
 
 SINCE_RE = re.compile(r"^(\d+)\s*([mhdw])$")
 SINCE_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+MAX_SINCE = timedelta(days=100 * 365)
 
 
 def parse_since(text: str | None) -> timedelta | None:
@@ -26,7 +27,14 @@ def parse_since(text: str | None) -> timedelta | None:
     m = SINCE_RE.match(text.strip())
     if not m:
         raise InputError(f"--since '{text}' is not a duration: use e.g. 30m, 24h, 7d, 2w, or all")
-    return timedelta(**{SINCE_UNITS[m.group(2)]: int(m.group(1))})
+    too_long = InputError(f"--since '{text}' reaches back more than {MAX_SINCE.days // 365} years: use --since all")
+    try:
+        window = timedelta(**{SINCE_UNITS[m.group(2)]: int(m.group(1))})
+    except OverflowError:  # past timedelta's own range
+        raise too_long from None
+    if window > MAX_SINCE:  # the date arithmetic of every query would overflow
+        raise too_long
+    return window
 
 
 @click.command()
