@@ -9,7 +9,7 @@ from stakeflow.activities.evals import agreement_table
 from stakeflow.agents.evals import AgreementRow, routing_by_agreement
 from stakeflow.core.errors import InputError
 from stakeflow.settings import Settings
-from stakeflow.traces._evals import EVAL_KEYS, AgreementGroup, agreement_groups
+from stakeflow.traces import EVAL_KEYS, AgreementGroup, agreement_groups
 
 BREAKDOWNS = EVAL_KEYS
 

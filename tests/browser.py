@@ -80,7 +80,3 @@ async def figures(page) -> dict[str, str]:
     return await page.eval_on_selector_all(
         "[data-figure]", "els => Object.fromEntries(els.map(el => [el.dataset.figure, el.dataset.value]))"
     )
-
-
-def screenshot_note(path) -> str:
-    return f"screenshot: {path}"

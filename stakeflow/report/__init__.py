@@ -16,12 +16,12 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from stakeflow.report._data import Budget, ReportData, RoutingRule, gather
-from stakeflow.report._page import render_page
+from stakeflow.report._page import render_page, vega_scripts
 
 if TYPE_CHECKING:
     from stakeflow.settings import Settings
 
-__all__ = ["Budget", "ReportData", "RoutingRule", "build_report", "gather", "render_page"]
+__all__ = ["Budget", "ReportData", "RoutingRule", "build_report", "gather", "render_page", "vega_scripts"]
 
 
 def build_report(settings: Settings, since: timedelta | None, agent: str | None = None) -> str:

@@ -10,6 +10,7 @@ from datetime import timedelta
 from html import escape
 from typing import Any
 
+from stakeflow.report._charts import saving_rows
 from stakeflow.report._data import ReportData
 
 
@@ -79,8 +80,6 @@ def spend_table(data: ReportData) -> str:
 
 def agreement_table(data: ReportData) -> str:
     """Per agent and step kind: n, agreement and its interval, and the saving (`evals --by`'s figures)."""
-    from stakeflow.report._charts import saving_rows
-
     rows = [
         [
             escape(r["group"]),
