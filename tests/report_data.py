@@ -152,7 +152,11 @@ def _one_run(w, run_id, start, day, days, routes, unpriced_share, shadow_rate, e
     for step, kind in enumerate(kinds):
         tool = rng.choice(TOOLS) if kind == "step" else ""
         high = tool in HIGH_STAKES_TOOLS or (kind == "step" and rng.random() < 0.15)
-        route, reason = ("frontier", f"tool {tool} has side effects: high stakes") if high else ("open", "low stakes")
+        route, reason = "open", "read-only tool, planner assessed low stakes"
+        if high:
+            side_effects = tool in HIGH_STAKES_TOOLS
+            reason = f"tool {tool} has side effects" if side_effects else "planner assessed high stakes"
+            route = "frontier"
         if kind != "step":
             reason = f"{kind}: low stakes"
         escalated = route == "open" and rng.random() < 0.05

@@ -28,7 +28,7 @@ EVENT_MARKERS: tuple[tuple[str, str], ...] = (
     ("escalation", "escalated:"),
     ("fallback", "fallback:"),
     ("budget downgrade", "downgraded: frontier budget"),
-    ("downgrade: no frontier key", "so downgraded to the open model"),
+    ("downgrade: no frontier key", "frontier not configured (ANTHROPIC_API_KEY unset), so downgraded"),
 )
 UNSUPPORTED = "unsupported answer"
 
