@@ -6,17 +6,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from stakeflow.activities.evals import agreement_table
-from stakeflow.agents.evals import AGREEING, AgreementRow, routing_by_agreement
+from stakeflow.agents.evals import AgreementRow, routing_by_agreement
 from stakeflow.core.errors import InputError
 from stakeflow.settings import Settings
+from stakeflow.traces import EVAL_KEYS, AgreementGroup, agreement_groups
 
-BREAKDOWNS = {
-    "tool": "coalesce(tool, '')",
-    "kind": "kind",
-    "agent": "coalesce(agent, '')",
-    "model": "open_model",
-    "day": "CAST(recorded_at AS DATE)",
-}
+BREAKDOWNS = EVAL_KEYS
 
 
 def parse_since(since: str) -> datetime:
@@ -38,44 +33,32 @@ def report(settings: Settings, by: str = "kind", since: str = "7d") -> dict[str,
     if by not in BREAKDOWNS:
         raise InputError(f"unknown breakdown '{by}': use one of {', '.join(BREAKDOWNS)}")
     start = parse_since(since)
-    agreeing = ", ".join(f"'{v}'" for v in AGREEING)
-    with TraceStore(settings.traces_path).reader() as con:
-        rows = con.execute(
-            f"""
-            SELECT {BREAKDOWNS[by]} AS key, count(*), count(*) FILTER (WHERE verdict IN ({agreeing})),
-                sum(open_cost_usd), sum(frontier_cost_usd), sum(judge_cost_usd),
-                median(open_latency_ms), median(frontier_latency_ms),
-                count(*) FILTER (WHERE method = 'judge')
-            FROM evals WHERE recorded_at >= ? GROUP BY 1 ORDER BY 1
-        """,
-            [start],
-        ).fetchall()
-    out = []
-    for key, n, agree, open_usd, frontier_usd, judge_usd, open_p50, frontier_p50, judged in rows:
-        row = AgreementRow(n=n, agreeing=agree)
-        low, high = row.interval
-        out.append(
-            {
-                by: str(key),
-                "n": n,
-                "agreeing": agree,
-                "agreement": round(row.rate, 4),
-                "agreement_low": round(low, 4),
-                "agreement_high": round(high, 4),
-                "judged": judged,
-                "open_cost_usd": open_usd,
-                "frontier_cost_usd": frontier_usd,
-                "judge_cost_usd": judge_usd,
-                "open_p50_ms": open_p50,
-                "frontier_p50_ms": frontier_p50,
-            }
-        )
+    out = [agreement_dict(by, g) for g in agreement_groups(TraceStore(settings.traces_path), (by,), start)]
     total = AgreementRow(n=sum(r["n"] for r in out), agreeing=sum(r["agreeing"] for r in out))
     return {
         "by": by,
         "since": start.isoformat(timespec="seconds"),
         "rows": out,
         "total": {"n": total.n, "agreeing": total.agreeing, "agreement": round(total.rate, 4) if total.n else None},
+    }
+
+
+def agreement_dict(by: str, group: AgreementGroup) -> dict[str, Any]:
+    """One row of `evals --json`: the group's key under ``by``, n, agreement and its interval, costs, latency."""
+    low, high = group.interval
+    return {
+        by: group.key[0],
+        "n": group.n,
+        "agreeing": group.agreeing,
+        "agreement": round(group.rate, 4),
+        "agreement_low": round(low, 4),
+        "agreement_high": round(high, 4),
+        "judged": group.judged,
+        "open_cost_usd": group.open_cost_usd,
+        "frontier_cost_usd": group.frontier_cost_usd,
+        "judge_cost_usd": group.judge_cost_usd,
+        "open_p50_ms": group.open_p50_ms,
+        "frontier_p50_ms": group.frontier_p50_ms,
     }
 
 

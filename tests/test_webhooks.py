@@ -380,12 +380,14 @@ async def test_openapi_document(server, http):
         "/runs/{workflow_id}/approve",
         "/healthz",
         "/openapi.json",
+        "/dashboard",
+        "/dashboard/login",
     }
     for path, ops in doc["paths"].items():
         for method, op in ops.items():
             assert method in ("get", "post") and op["responses"], (path, method)
             for p in op.get("parameters", []):
-                assert p["in"] in ("path", "header") and ("schema" in p)
+                assert p["in"] in ("path", "header", "query") and ("schema" in p)
                 if p["in"] == "path":
                     assert p["required"] is True and "{" + p["name"] + "}" in path
             for resp in op["responses"].values():

@@ -9,7 +9,8 @@ One module per responsibility:
 * ``approvals``: `approve`, `reject`, `list`, `admin`;
 * ``catalog``: `tools`, `agents`, `evals`;
 * ``learning``: `dataset export`, `evals replay`, `models lora`, `learn`;
-* ``costs``: the trace store's readers (`trace`, `costs`, `sql`, `prices`).
+* ``costs``: the trace store's readers (`trace`, `costs`, `sql`, `prices`);
+* ``report``: `report`, the cost-and-quality dashboard as an HTML file.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from stakeflow.cli.catalog import agents, evals, tools
 from stakeflow.cli.common import err
 from stakeflow.cli.costs import costs, prices, sql, trace
 from stakeflow.cli.learning import dataset, learn
+from stakeflow.cli.report import report
 from stakeflow.cli.runs import cancel, result, run, status
 from stakeflow.cli.stack import codec_key, codec_server, doctor, down, models, serve, up, worker
 
@@ -61,6 +63,7 @@ for command in (
     costs,
     sql,
     prices,
+    report,
     approve,
     reject,
     list_runs,

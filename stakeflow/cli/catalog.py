@@ -62,7 +62,7 @@ def agents(as_json: bool) -> None:
 
 
 @click.group(invoke_without_command=True)
-@click.option("--by", "by", default="kind", show_default=True, help="Breakdown: tool, kind, agent, model or day.")
+@click.option("--by", "by", default="kind", show_default=True, help="Breakdown: tool, kind, agent, model, day or week.")
 @click.option("--since", default="7d", show_default=True, help="Window: 7d, 24h, 30m or an ISO date.")
 @click.option("--routing", "show_routing", is_flag=True, help="The routing table the next run would use.")
 @click.option("--json", "as_json", is_flag=True)

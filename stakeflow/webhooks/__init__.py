@@ -51,6 +51,10 @@ sender of identical bodies should put an id in them. How seals work and how long
 without that variable on the server they answer 401 saying so. ``<id>`` is the run's workflow id or
 its Temporal run id, found as the CLI finds it (``runs.resolve_run``); one that names no run is 404.
 
+``GET /dashboard`` (``?since=30d&agent=NAME``) serves the page `stakeflow report` writes, behind the same
+token: a sign-in form (``POST /dashboard/login``) sets an HttpOnly session cookie; the token never goes in
+a URL. How: ``stakeflow.webhooks.dashboard``.
+
 Hook secrets and STAKEFLOW_API_TOKEN are read once, when the app is created; they never enter a
 workflow input, a log line or a response. Logs carry the request id and delivery id, never a body.
 
@@ -58,7 +62,8 @@ One module per job: ``config`` (the ``[hooks.<name>]`` table and its goal templa
 (HMAC verification, timestamps, delivery ids, seal ids: pure functions), ``filters`` (ping, events and
 actions: pure functions), ``payload`` (JSON parsing with a nesting limit), ``refused`` (error answers),
 ``temporal`` (the server's Temporal client, seals, the start of a delivery's run), ``app`` (the
-Starlette app and its routes), ``openapi`` (the document at ``/openapi.json``).
+Starlette app and its routes), ``dashboard`` (``/dashboard``: sign-in and the page), ``openapi`` (the
+document at ``/openapi.json``).
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from stakeflow.core.contracts import PROGRESS_QUERY
 from stakeflow.core.errors import InputError, ServiceError
 from stakeflow.render import run_dict
 from stakeflow.settings import Settings
+from stakeflow.webhooks import dashboard
 from stakeflow.webhooks.config import MissingField, render_goal
 from stakeflow.webhooks.filters import event_of, ignored_because, is_ping
 from stakeflow.webhooks.openapi import OPENAPI
@@ -72,6 +73,9 @@ def create_app(
         Route("/runs/{workflow_id:path}", _guarded(ctx, _get_run), methods=["GET"]),
         Route("/healthz", _guarded(ctx, _healthz), methods=["GET"]),
         Route("/openapi.json", _guarded(ctx, _openapi), methods=["GET"]),
+        Route(dashboard.PATH, _guarded(ctx, dashboard.show), methods=["GET"]),
+        Route(f"{dashboard.PATH}/login", _guarded(ctx, dashboard.login), methods=["POST"]),
+        Route(f"{dashboard.PATH}/logout", _guarded(ctx, dashboard.logout), methods=["POST"]),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     app.state.ctx = ctx
