@@ -8,12 +8,16 @@ install it fails, naming the command: never a silent skip.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 
+from stakeflow.agents.types import Progress
 from stakeflow.catalog_config import McpServerConfig
+from stakeflow.core.contracts import PROGRESS_QUERY
 from stakeflow.settings import Settings
 from tests.support import make_settings
 
@@ -43,3 +47,47 @@ def mcp_settings(tmp_path: Path, open_fake, frontier_fake=None, **mcp: dict) -> 
     return make_settings(
         tmp_path, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm", mcp=servers, **extra
     )
+
+
+def server_pids(marker: str) -> list[int]:
+    """Live processes whose command line or environment names ``marker`` (a test's own tmp path): the
+    servers that test started, found without matching anyone else's by name."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or not _alive(int(entry.name)):
+            continue
+        try:
+            seen = (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in seen and b"stakeflow.local.parent_death" not in (entry / "cmdline").read_bytes():
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, dead but not yet reaped by its parent, is not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def wait_gone(pid: int, seconds: float) -> bool:
+    """Whether ``pid`` stopped running within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return not _alive(pid)
+
+
+async def wait_for_approval(handle, step: int) -> Progress:
+    for _ in range(300):
+        p = await handle.query(PROGRESS_QUERY, result_type=Progress)
+        if step in p.awaiting_approval:
+            return p
+        await asyncio.sleep(0.1)
+    pytest.fail(f"step {step} never waited for approval")

@@ -20,7 +20,7 @@ from stakeflow.agents.types import ApprovalRequest, Progress
 from stakeflow.core.contracts import APPROVE_UPDATE, PROGRESS_QUERY
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer
-from tests.mcp_support import mcp_settings
+from tests.mcp_support import mcp_settings, wait_for_approval
 from tests.support import free_port, running_workers
 
 SERVER = str(Path(__file__).with_name("mcp_test_server.py"))
@@ -56,15 +56,6 @@ def frontier_fake():
 
 def git_server(repo: Path) -> dict:
     return {"command": GIT, "args": ["--repository", str(repo)]}
-
-
-async def wait_for_approval(handle, step: int) -> Progress:
-    for _ in range(300):
-        p = await handle.query(PROGRESS_QUERY, result_type=Progress)
-        if step in p.awaiting_approval:
-            return p
-        await asyncio.sleep(0.1)
-    pytest.fail(f"step {step} never waited for approval")
 
 
 def test_stakeflow_tools_lists_git_tools_with_risks_from_their_annotations(tmp_path, repo):
