@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -11,16 +12,26 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 from stakeflow import tasks
+from stakeflow.catalog_config import McpServerConfig
 from stakeflow.core.contracts import APPROVE_UPDATE
 from tests.agent_script import agent, call, plan
-from tests.fakes import FakeOpenAIServer
+from tests.fakes import FakeOpenAIServer, purpose_of
 from tests.mcp_support import mcp_settings, npm_server, server_pids, wait_for_approval, wait_gone
-from tests.support import free_port, running_workers
+from tests.support import (
+    free_port,
+    make_settings,
+    open_endpoint_env,
+    running_workers,
+    spawn_worker,
+    worker_env,
+    worker_log,
+)
 
 TEST_SERVER = str(Path(__file__).with_name("mcp_test_server.py"))
 
@@ -160,3 +171,46 @@ async def test_a_restarted_http_server_gets_a_new_session_for_calls_and_listings
         echoed, toggled = (s.tool_results[0] for s in result.steps)
         assert echoed.output == "Echo: hi", echoed.error
         assert toggled.ok and "logging" in toggled.output.lower(), toggled.error
+
+
+def children_of(pid: int) -> list[int]:
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    kids.append(int(entry.name))
+    return kids
+
+
+async def test_a_stdio_server_dies_with_a_sigkilled_worker(client, tmp_path, open_fake):
+    # Mid-call, server-everything outlives the end of its stdin (its operation keeps node running).
+    command = npm_server("mcp-server-everything")
+    slow = call("everything.trigger-long-running-operation", duration=60, steps=2)
+    open_fake.script(agent(plan(("Wait", "everything.trigger-long-running-operation")), {1: slow}, answer="-"))
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "stakeflow.toml").write_text(f'[mcp.everything]\ncommand = "{command}"\n')
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    settings = make_settings(tmp_path, queue_prefix=prefix, mcp={"everything": McpServerConfig(command=command)})
+    env = worker_env(home, client, prefix, **open_endpoint_env(open_fake.url))
+    worker = spawn_worker(env)
+    server = None
+    try:
+        req = tasks.build_request(settings, "Wait", tools=["everything.trigger-long-running-operation"])
+        handle = await tasks.start_run(client, settings, req)
+        deadline = time.monotonic() + 60
+        while not any(purpose_of(c.body) == "step" for c in open_fake.calls) or not children_of(worker.pid):
+            assert time.monotonic() < deadline and worker.poll() is None, worker_log(env)
+            await asyncio.sleep(0.1)
+        [server] = children_of(worker.pid)
+        await asyncio.sleep(2)  # the tool call reaches the server
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+        assert wait_gone(server, 10), "the MCP server outlived its SIGKILLed worker"
+        await handle.terminate()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        if server is not None and not wait_gone(server, 0):
+            os.kill(server, signal.SIGKILL)
