@@ -8,16 +8,13 @@ install it fails, naming the command: never a silent skip.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import time
 from pathlib import Path
 
 import pytest
 
-from stakeflow.agents.types import Progress
 from stakeflow.catalog_config import McpServerConfig
-from stakeflow.core.contracts import PROGRESS_QUERY
 from stakeflow.settings import Settings
 from tests.support import make_settings
 
@@ -82,12 +79,3 @@ def wait_gone(pid: int, seconds: float) -> bool:
             return True
         time.sleep(0.05)
     return not _alive(pid)
-
-
-async def wait_for_approval(handle, step: int) -> Progress:
-    for _ in range(300):
-        p = await handle.query(PROGRESS_QUERY, result_type=Progress)
-        if step in p.awaiting_approval:
-            return p
-        await asyncio.sleep(0.1)
-    pytest.fail(f"step {step} never waited for approval")

@@ -34,14 +34,15 @@ server = FastMCP("stakeflow-test")
 
 def _log(tool: str, **args: object) -> None:
     with open(log_path, "a", encoding="utf-8") as f:
-        f.write(json.dumps({"tool": tool, "args": args, "at": time.time()}) + "\n")
+        f.write(json.dumps({"tool": tool, "args": args}) + "\n")
 
 
 class HangingList(Middleware):
     """A server that initializes, then never answers tools/list (it logs that it was asked)."""
 
     async def on_list_tools(self, context, call_next):
-        _log("tools/list")
+        with open(log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"tool": "tools/list", "at": time.time()}) + "\n")
         await asyncio.sleep(3600)
 
 

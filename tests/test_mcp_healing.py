@@ -22,13 +22,14 @@ from stakeflow.catalog_config import McpServerConfig
 from stakeflow.core.contracts import APPROVE_UPDATE
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeOpenAIServer, purpose_of
-from tests.mcp_support import mcp_settings, npm_server, server_pids, wait_for_approval, wait_gone
+from tests.mcp_support import mcp_settings, npm_server, server_pids, wait_gone
 from tests.support import (
     free_port,
     make_settings,
     open_endpoint_env,
     running_workers,
     spawn_worker,
+    wait_for_approval,
     worker_env,
     worker_log,
 )

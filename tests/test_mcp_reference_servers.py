@@ -174,3 +174,13 @@ async def test_a_server_that_never_lists_its_tools_fails_the_run_within_a_minute
     assert "MCP server 'slow' answered initialize but not tools/list within 20s" in message, message
     assert "no worker polls" not in message
     assert elapsed < 60, f"the run failed after {elapsed:.0f}s"
+
+
+def test_a_stdio_command_that_is_not_installed_is_named_with_the_fix(tmp_path, open_fake):
+    from stakeflow.catalog import tools_report
+
+    listing = tools_report(mcp_settings(tmp_path, open_fake, ghost={"command": "no-such-mcp-server"}))
+    assert listing.problems == [
+        "MCP server ghost: MCP server 'ghost' could not be started: command 'no-such-mcp-server' not found: "
+        "install it on this worker, or fix [mcp.ghost] command"
+    ]

@@ -20,8 +20,8 @@ from stakeflow.agents.types import ApprovalRequest, Progress
 from stakeflow.core.contracts import APPROVE_UPDATE, PROGRESS_QUERY
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer
-from tests.mcp_support import mcp_settings, wait_for_approval
-from tests.support import free_port, running_workers
+from tests.mcp_support import mcp_settings
+from tests.support import free_port, running_workers, wait_for_approval
 
 SERVER = str(Path(__file__).with_name("mcp_test_server.py"))
 GIT = str(Path(sys.executable).parent / "mcp-server-git")

@@ -218,6 +218,7 @@ class StepRecord(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float | None = 0.0  # None once any call of the step was unpriced
     approval: ApprovalRecord | None = None
+    waiting_for: str = ""  # while the step waits for approval: its tool calls, as the approver sees them
 
 
 class TaskResult(BaseModel):
