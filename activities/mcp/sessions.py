@@ -85,18 +85,26 @@ class _StderrTail:
 
 
 @dataclass
+class Wire:
+    """What a session's connection has shown, filled in as it happens (by the relays and the HTTP hook)."""
+
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # stream ended, session refused, or told to stop
+    stderr: _StderrTail | None = None  # a stdio server's
+    refused: list[int] = field(default_factory=list)  # HTTP statuses answered to this session's id (400/404)
+    calls_sent: int = 0  # tools/call requests handed to the transport: one that never was cannot have run
+
+
+@dataclass
 class Live:
-    """A started session and what is known about its connection."""
+    """A started session and its wire."""
 
     session: ClientSession
     owner: asyncio.Task[None]
-    ended: asyncio.Event  # the stream ended, the server refused the session, or it was told to stop
-    stderr: _StderrTail | None = None
-    refused: list[int] = field(default_factory=list)  # HTTP statuses answered to this session's id (400/404)
+    wire: Wire
 
     @property
     def usable(self) -> bool:
-        return not self.ended.is_set()
+        return not self.wire.ended.is_set()
 
 
 def _resolve(name: str, cfg: McpServerConfig) -> str:
@@ -115,12 +123,9 @@ def _resolve(name: str, cfg: McpServerConfig) -> str:
     return found
 
 
-def _transport(name: str, cfg: McpServerConfig, live: dict[str, Any]) -> contextlib.AbstractAsyncContextManager:
-    """The client transport for ``cfg``: a child process over stdio, or Streamable HTTP.
-
-    ``live`` receives what the session learns from the transport: ``stderr`` (stdio) and the ``refused``
-    list that the HTTP response hook fills.
-    """
+def _transport(name: str, cfg: McpServerConfig, wire: Wire) -> contextlib.AbstractAsyncContextManager:
+    """The client transport for ``cfg``: a child process over stdio (its stderr on ``wire``), or Streamable
+    HTTP (its refusals of the session on ``wire``)."""
     if cfg.transport == "stdio":
         env = {var: os.environ[var] for var in cfg.env if var in os.environ}
         missing = [var for var in cfg.env if var not in os.environ]
@@ -130,8 +135,8 @@ def _transport(name: str, cfg: McpServerConfig, live: dict[str, Any]) -> context
             )
         command, args = wrapped(_resolve(name, cfg), cfg.args)
         params = StdioServerParameters(command=command, args=args, cwd=cfg.cwd, env=env or None)
-        live["stderr"] = _StderrTail(name)
-        return stdio_client(params, errlog=live["stderr"].file)
+        wire.stderr = _StderrTail(name)
+        return stdio_client(params, errlog=wire.stderr.file)
     from mcp.client.streamable_http import streamable_http_client
     from mcp.shared._httpx_utils import create_mcp_http_client
 
@@ -148,8 +153,8 @@ def _transport(name: str, cfg: McpServerConfig, live: dict[str, Any]) -> context
         # The spec's answer to an unknown session id is 404; some servers (the reference server-everything)
         # answer 400. Either way the server did not run the request in that session.
         if response.status_code in (400, 404) and response.request.headers.get("mcp-session-id"):
-            live["refused"].append(response.status_code)
-            live["ended"].set()
+            wire.refused.append(response.status_code)
+            wire.ended.set()
 
     @contextlib.asynccontextmanager
     async def http() -> AsyncIterator:
@@ -171,6 +176,16 @@ async def _relay(source: Any, sink: Any, ended: asyncio.Event) -> None:
         pass
     finally:
         ended.set()
+
+
+async def _forward(source: Any, sink: Any, wire: Wire) -> None:
+    """Pass the session's messages to the transport, counting the tool calls handed over (before, so that
+    a count that did not move proves the call never left)."""
+    with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream):
+        async for message in source:
+            if getattr(message.message, "method", None) == "tools/call":
+                wire.calls_sent += 1
+            await sink.send(message)
 
 
 class McpSessions:
@@ -208,27 +223,28 @@ class McpSessions:
         """Forget a session that failed mid-call (the next use starts a new one)."""
         live = self._live.pop(name, None)
         if live is not None:
-            live.ended.set()
+            live.wire.ended.set()
 
     async def _start(self, name: str) -> Live:
         cfg = self.config(name)
         ready: asyncio.Future[ClientSession] = asyncio.get_running_loop().create_future()
-        ended = asyncio.Event()
-        parts: dict[str, Any] = {"ended": ended, "refused": [], "stderr": None}
-        transport = _transport(name, cfg, parts)  # ServerUnavailable: a missing command or variable
+        wire = Wire()
+        transport = _transport(name, cfg, wire)  # ServerUnavailable: a missing command or variable
 
         async def own() -> None:
             try:
                 async with transport as (read, write):
-                    if parts["stderr"] is not None:
-                        parts["stderr"].started()
-                    sink, relayed = anyio.create_memory_object_stream[Any](0)
+                    if wire.stderr is not None:
+                        wire.stderr.started()
+                    inbound, relayed = anyio.create_memory_object_stream[Any](0)
+                    outbound, forwarded = anyio.create_memory_object_stream[Any](0)
                     async with anyio.create_task_group() as relays:
-                        relays.start_soon(_relay, read, sink, ended)
-                        async with ClientSession(relayed, write) as session:
+                        relays.start_soon(_relay, read, inbound, wire.ended)
+                        relays.start_soon(_forward, forwarded, write, wire)
+                        async with ClientSession(relayed, outbound) as session:
                             await session.initialize()
                             ready.set_result(session)
-                            await ended.wait()
+                            await wire.ended.wait()
                         relays.cancel_scope.cancel()
             except BaseException as e:
                 if not ready.done():
@@ -236,32 +252,32 @@ class McpSessions:
                 elif not isinstance(e, asyncio.CancelledError):
                     log.warning("MCP server %s: session ended (%s)", name, type(e).__name__)
             finally:
-                ended.set()
-                if parts["stderr"] is not None:
-                    parts["stderr"].started()  # also when it never started: the drain thread ends
+                wire.ended.set()
+                if wire.stderr is not None:
+                    wire.stderr.started()  # also when it never started: the drain thread ends
 
         owner = asyncio.create_task(own(), name=f"mcp-{name}")
         try:
             session = await asyncio.wait_for(asyncio.shield(ready), START_TIMEOUT_S)
         except TimeoutError:
             owner.cancel()
-            said = await stderr_said(parts["stderr"], 0)
+            said = await stderr_said(wire.stderr, 0)
             raise ServerUnavailable(
                 f"MCP server '{name}' did not answer initialize within {START_TIMEOUT_S:g}s{said}"
             ) from None
         except Exception as e:
-            said = await stderr_said(parts["stderr"], 1.0)  # it exited: what it said on its way out
+            said = await stderr_said(wire.stderr, 1.0)  # it exited: what it said on its way out
             raise ServerUnavailable(f"MCP server '{name}' could not be started: {_describe(e, cfg)}{said}") from None
         self.starts[name] = self.starts.get(name, 0) + 1
         log.info("MCP server %s: session %d started", name, self.starts[name])
-        return Live(session, owner, ended, parts["stderr"], parts["refused"])
+        return Live(session, owner, wire)
 
     async def close(self) -> None:
         """End every session (a worker calls this on shutdown): stdio servers are stopped."""
         lives = list(self._live.values())
         self._live.clear()
         for live in lives:
-            live.ended.set()
+            live.wire.ended.set()
         for live in lives:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
                 await asyncio.wait_for(live.owner, 10)

@@ -183,13 +183,13 @@ class McpToolbox:
                 self.sessions.mark_dead(server)
                 raise ServerUnavailable(
                     f"MCP server '{server}' answered initialize but not tools/list within {wait:g}s"
-                    f"{await stderr_said(live.stderr)}: check the server (it is started again on the next use)"
+                    f"{await stderr_said(live.wire.stderr)}: check the server (it is started again on the next use)"
                 ) from None
             except (MCPError, OSError) as e:
                 self.sessions.mark_dead(server)
                 if again or not _session_gone(e, live):
                     raise ServerUnavailable(
-                        f"MCP server '{server}' did not list its tools: {_error_text(e)}{await stderr_said(live.stderr)}"
+                        f"MCP server '{server}' did not list its tools: {_error_text(e)}{await stderr_said(live.wire.stderr)}"
                     ) from None
         raise AssertionError("unreachable: the second attempt returns or raises")
 
@@ -204,19 +204,19 @@ class McpToolbox:
         cfg = self.sessions.config(server)
         for again in (False, True):
             live = await self.sessions.live(server)  # ServerUnavailable: nothing was sent
+            sent_before = live.wire.calls_sent
             try:
                 result = await live.session.call_tool(name, req.args, read_timeout_seconds=cfg.timeout_s)
-            except MCPError as e:
-                if live.refused and not again:
-                    self.sessions.mark_dead(server)
-                    continue  # the server did not know the session: it ran nothing
-                if not _connection_lost(e) and not live.refused:
-                    return ToolResult(ok=False, error=f"{req.tool} refused the call: {e.message}")
-                self.sessions.mark_dead(server)
-                raise _lost(server, name, idempotent, f"{_error_text(e)}{await stderr_said(live.stderr)}") from None
             except Exception as e:
+                lost = not isinstance(e, MCPError) or _connection_lost(e) or bool(live.wire.refused)
+                if not lost:
+                    return ToolResult(ok=False, error=f"{req.tool} refused the call: {_error_text(e)}")
                 self.sessions.mark_dead(server)
-                raise _lost(server, name, idempotent, f"{type(e).__name__}: {e}") from None
+                ran_nothing = live.wire.refused or live.wire.calls_sent == sent_before
+                if ran_nothing and not again:
+                    continue  # never handed to the transport, or refused with the session: send it on a new one
+                said = await stderr_said(live.wire.stderr)
+                raise _lost(server, name, idempotent, f"{_error_text(e)}{said}") from None
             text = _text_of(result)
             if result.is_error:
                 return ToolResult(ok=False, error=text or f"{req.tool} reported an error")
@@ -237,7 +237,7 @@ def _connection_lost(e: MCPError) -> bool:
 
 def _session_gone(e: BaseException, live: Live) -> bool:
     """The request failed because the session was gone (nothing ran), not because the server answered so."""
-    return bool(live.refused) or not live.usable or (isinstance(e, MCPError) and e.code == CONNECTION_CLOSED)
+    return bool(live.wire.refused) or not live.usable or (isinstance(e, MCPError) and e.code == CONNECTION_CLOSED)
 
 
 def _error_text(e: BaseException) -> str:
