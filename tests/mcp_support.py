@@ -57,7 +57,7 @@ def server_pids(marker: str) -> list[int]:
             seen = (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes()
         except OSError:
             continue
-        if marker.encode() in seen and b"stakeflow.local.parent_death" not in (entry / "cmdline").read_bytes():
+        if marker.encode() in seen and b"parent_death.py" not in (entry / "cmdline").read_bytes():
             found.append(int(entry.name))
     return found
 

@@ -5,9 +5,10 @@ cannot stop them, and a server that ignores SIGTERM lived on, reparented to PID 
 memory. Linux's ``PR_SET_PDEATHSIG`` has the kernel send a signal to a child when its parent goes.
 
 The MCP client library starts the server itself (no ``preexec_fn`` hook), so the server is started through
-this module: ``python -m stakeflow.local.parent_death PARENT_PID COMMAND ARGS...`` sets the signal, checks
-that the parent has not already gone, and replaces itself with the command (the setting survives
-``execve``). The kernel sends it when the *thread* that forked the child ends: workers start servers from
+this file, run as a script: ``python -I -S .../parent_death.py PARENT_PID COMMAND ARGS...`` sets the signal,
+checks that the parent has not already gone, and replaces itself with the command (the setting survives
+``execve``). Run by path with the standard library only, it needs nothing of the server's environment (which
+holds only the variables ``[mcp.<name>] env`` names): not even stakeflow on ``sys.path``. The kernel sends it when the *thread* that forked the child ends: workers start servers from
 their event loop, which runs in the main thread (DESIGN.md). Elsewhere than Linux this is a plain exec.
 """
 
@@ -33,12 +34,12 @@ def wrapped(command: str, args: list[str]) -> tuple[str, list[str]]:
     """``command args`` started through this module, so that it dies with this process (SIGKILL)."""
     if not sys.platform.startswith("linux"):
         return command, args
-    return sys.executable, ["-m", __name__, str(os.getpid()), command, *args]
+    return sys.executable, ["-I", "-S", os.path.abspath(__file__), str(os.getpid()), command, *args]
 
 
 def main(argv: list[str]) -> None:
     if len(argv) < 2:
-        sys.exit("usage: python -m stakeflow.local.parent_death PARENT_PID COMMAND [ARGS...]")
+        sys.exit("usage: parent_death.py PARENT_PID COMMAND [ARGS...]")
     parent, command = int(argv[0]), argv[1]
     die_with_parent()
     if os.getppid() != parent:  # the parent died before the signal was set: nobody would ever send it
