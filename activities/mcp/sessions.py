@@ -9,8 +9,8 @@ A session ends, and the next use starts a new one, when:
 
 - the server's message stream ends (a stdio server exited, even while idle: the owner relays the stream
   and sees its end, so a dead session is never handed out);
-- a Streamable HTTP server answers 400 or 404 to a request carrying the session's id (it restarted and
-  does not know the session: the request was not run, so it can be sent again on a new session);
+- a Streamable HTTP server answers 404 (or 400 naming the session) to a message carrying the session's id
+  (it restarted and does not know the session: the message was not run, so it can go again on a new one);
 - a call fails on the connection (``mark_dead``), or the worker shuts down.
 
 A stdio server dies with the worker, even a SIGKILLed one (``stakeflow.local.parent_death``), and what it
@@ -150,9 +150,15 @@ def _transport(name: str, cfg: McpServerConfig, wire: Wire) -> contextlib.Abstra
         headers[header] = value
 
     async def refused(response: Any) -> None:
-        # The spec's answer to an unknown session id is 404; some servers (the reference server-everything)
-        # answer 400. Either way the server did not run the request in that session.
-        if response.status_code in (400, 404) and response.request.headers.get("mcp-session-id"):
+        # A message POSTed with the session's id and answered 404 (the spec's answer to an unknown session),
+        # or 400 naming the session (the reference server-everything's), was not run: the server restarted.
+        # Other statuses, and the optional GET stream's answers, say nothing about the session.
+        request = response.request
+        if request.method != "POST" or not request.headers.get("mcp-session-id"):
+            return
+        if response.status_code == 404 or (
+            response.status_code == 400 and b"session" in (await response.aread()).lower()
+        ):
             wire.refused.append(response.status_code)
             wire.ended.set()
 
