@@ -14,7 +14,7 @@ from stakeflow.activities.mcp.toolbox import McpToolbox
 from stakeflow.activities.python_tools import PythonToolbox
 from stakeflow.activities.python_tools import load as load_python_tools
 from stakeflow.agents.tools import CATALOGUE
-from stakeflow.agents.types import ToolSpecView
+from stakeflow.agents.types import ToolsetRef, ToolsetResult, ToolSpecView
 from stakeflow.settings import Settings
 from stakeflow.toolsets import resolve
 
@@ -45,23 +45,25 @@ async def list_tools(settings: Settings, agent: str | None = None) -> Listing:
         ]
     )
     mcp = McpToolbox(settings.mcp) if any(t.kind == "mcp" for t in resolved.toolsets) else None
-    python = None
-    try:
-        for ref in resolved.toolsets:
-            if ref.kind == "python":
-                python = python or PythonToolbox(load_python_tools(settings.tools.python))
-                found = python.describe(ref)
-            else:
-                assert mcp is not None
-                found = await mcp.describe(ref)
-            if found.error:
-                listing.problems.append(
-                    f"{'MCP server ' + ref.name if ref.kind == 'mcp' else 'Python tools'}: {found.error}"
-                )
-            listing.tools += found.tools
+    python = PythonToolbox(load_python_tools(settings.tools.python)) if settings.tools.python else None
+
+    async def described(ref: ToolsetRef) -> ToolsetResult:
+        if ref.kind == "python":
+            return python.describe(ref) if python is not None else ToolsetResult(error="no [tools] python")
+        assert mcp is not None
+        return await mcp.describe(ref)
+
+    try:  # all at once: a hanging server costs its own timeout, not one after another
+        results = await asyncio.gather(*(described(ref) for ref in resolved.toolsets))
     finally:
         if mcp is not None:
             await mcp.close()
+    for ref, found in zip(resolved.toolsets, results, strict=True):
+        where = f"MCP server {ref.name}" if ref.kind == "mcp" else "Python tools"
+        if found.error:
+            listing.problems.append(f"{where}: {found.error}")
+        listing.problems += [f"{where}: not offered: {why}" for why in found.skipped]
+        listing.tools += found.tools
     return listing
 
 

@@ -4,12 +4,19 @@
 ("" = runs without a named agent) to the open model that replaced its configured one, with the evidence. The
 workflows worker writes it (the promote step); whatever starts runs (the CLI, the webhook server) reads it:
 on a cluster they mount the same learn volume, as the train worker and vLLM do for datasets and adapters.
+
+Writers change the file read-modify-write under an exclusive lock (``promotions.json.lock``, a POSIX lock:
+it holds between processes and hosts where the volume honours POSIX locks, and between threads), and
+replace it atomically from a temporary file of their own: readers need no lock and never see half a file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from stakeflow.agents.evals import Promotion
@@ -45,9 +52,10 @@ def promotions(settings: Settings) -> dict[str, Promotion]:
 
 def promote(settings: Settings, promotion: Promotion) -> None:
     """Record (atomically) that the agent's open model is now ``promotion.open_model``."""
-    records = promotions(settings)
-    records[promotion.agent or ""] = promotion
-    _write(settings, records)
+    with _writing(settings):
+        records = promotions(settings)
+        records[promotion.agent or ""] = promotion
+        _write(settings, records)
 
 
 def promoted_model(settings: Settings, agent: str | None, configured: str) -> Promotion | None:
@@ -62,16 +70,34 @@ def promoted_model(settings: Settings, agent: str | None, configured: str) -> Pr
 
 def revoke(settings: Settings, agent: str | None) -> Promotion | None:
     """Forget the agent's promotion (its configured open model is used again); the one removed, if any."""
-    records = promotions(settings)
-    removed = records.pop(agent or "", None)
-    if removed is not None:
-        _write(settings, records)
+    with _writing(settings):
+        records = promotions(settings)
+        removed = records.pop(agent or "", None)
+        if removed is not None:
+            _write(settings, records)
     return removed
+
+
+@contextlib.contextmanager
+def _writing(settings: Settings) -> Iterator[None]:
+    """One writer at a time: without it, two promotions read the same file and the second write drops the first."""
+    from stakeflow.activities.tools.file_lock import exclusive  # the workspace's lock; only writers need it
+
+    path = promotions_path(settings)
+    with exclusive(path.with_name(path.name + ".lock")):
+        yield
 
 
 def _write(settings: Settings, records: dict[str, Promotion]) -> None:
     path = promotions_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_suffix(f".{os.getpid()}.tmp")
-    temp.write_text(json.dumps({k: v.model_dump() for k, v in records.items()}, indent=2) + "\n")
-    os.replace(temp, path)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")  # a name of its own
+    try:
+        os.fchmod(fd, 0o644)  # as readable as before: the webhook server and CLI read it, maybe as another user
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps({k: v.model_dump() for k, v in records.items()}, indent=2) + "\n")
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from stakeflow.agents.types import CostSummary, Progress, RouteDecision, StepRecord, TaskResult, Usage
+from stakeflow.agents.types import ApprovalRecord, CostSummary, Progress, RouteDecision, StepRecord, TaskResult, Usage
 from stakeflow.core.billing import cost_line
 
 
@@ -34,7 +35,9 @@ def step_dict(s: StepRecord) -> dict[str, Any]:
         "escalated": s.escalated,
         "fallback": s.fallback,
         "downgraded": s.downgraded,
-        "needs_approval": s.needs_approval,
+        "needs_approval": needed_approval(s),
+        "approval": _approval(s.approval),
+        "waiting_for": s.waiting_for or None,
         "attempts": s.attempts,
         "tool_results": [
             {"tool": r.tool, "ok": r.ok, "error": r.error, "truncated": r.truncated, "replayed": r.replayed}
@@ -43,6 +46,26 @@ def step_dict(s: StepRecord) -> dict[str, Any]:
         "error": s.error,
         "usage": usage_dict(s.usage),
         "cost_usd": s.cost_usd,
+    }
+
+
+def needed_approval(s: StepRecord) -> bool:
+    """The step waited for (or was auto-given) approval; runs recorded before workers said so are read from
+    their approval record."""
+    return s.needs_approval or s.approval is not None or s.status == "awaiting_approval"
+
+
+def _approval(a: ApprovalRecord | None) -> dict[str, Any] | None:
+    if a is None:
+        return None
+    edited = None if a.edited_calls is None else [{"tool": c.tool, "args": c.args} for c in a.edited_calls]
+    return {
+        "decision": a.decision,
+        "by": a.by,
+        "note": a.note,
+        "at": a.at,
+        "waiting_for": a.waiting_for,
+        "edited_calls": edited,
     }
 
 
@@ -99,12 +122,17 @@ def step_line(s: StepRecord, total: int) -> str:
             ("escalated", s.escalated),
             ("fallback", s.fallback),
             ("downgraded", s.downgraded),
-            ("needs approval", s.needs_approval),
+            ("needs approval", needed_approval(s)),
         )
         if on
     )
     line = f"  step {s.index}/{total} · {s.status} · {s.route} · {s.model}{tools}{flags} — {s.title}"
     detail = f"\n      why: {s.reason}" if s.reason else ""
+    if s.approval is not None:
+        a = s.approval
+        detail += f"\n      approval: {a.decision.replace('_', ' ')} by {a.by}" + (f": {a.note}" if a.note else "")
+        for c in a.edited_calls or []:
+            detail += f"\n      approved instead: {c.tool} {json.dumps(c.args, ensure_ascii=False)}"
     for r in s.tool_results:
         if not r.ok:
             detail += f"\n      {r.tool}: {r.error}"
@@ -133,9 +161,21 @@ def result_lines(result: TaskResult, *, steps: bool = True) -> list[str]:
     return lines
 
 
-def progress_lines(p: Progress) -> list[str]:
+def waiting_lines(s: StepRecord, total: int, workflow_id: str) -> list[str]:
+    """A step that waits for approval: what would act, why, and the commands that decide."""
+    return [
+        f"  step {s.index}/{total} waits for approval: {s.waiting_for or ', '.join(s.tools)} — {s.title}",
+        f"      why: {s.reason}",
+        f"      approve: stakeflow approve {workflow_id} {s.index}",
+        f'      reject:  stakeflow reject {workflow_id} {s.index} --note "why"',
+    ]
+
+
+def progress_lines(p: Progress, workflow_id: str) -> list[str]:
     lines = [f"  phase: {p.phase}" + (f" · step {p.current_step}/{p.total_steps}" if p.total_steps else "")]
-    lines += [step_line(s, p.total_steps) for s in p.steps]
+    for s in p.steps:
+        waiting = s.index in p.awaiting_approval
+        lines += waiting_lines(s, p.total_steps, workflow_id) if waiting else [step_line(s, p.total_steps)]
     lines += [f"  notice: {n}" for n in p.notices]
     if p.error:
         lines.append(f"  error: {p.error}")

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from temporalio.client import Client
 
+from stakeflow.agents.types import Progress
+from stakeflow.core.contracts import PROGRESS_QUERY
 from stakeflow.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,6 +53,18 @@ async def running_workers(client: Client, settings: Settings, roles=("workflows"
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+async def wait_for_approval(handle, step: int) -> Progress:
+    """The run's progress once ``step`` waits for approval (fails the test after 30 s)."""
+    import pytest
+
+    for _ in range(300):
+        p = await handle.query(PROGRESS_QUERY, result_type=Progress)
+        if step in p.awaiting_approval:
+            return p
+        await asyncio.sleep(0.1)
+    pytest.fail(f"step {step} never waited for approval")
 
 
 def open_endpoint_env(url: str, model: str = "qwen-test") -> dict[str, str]:

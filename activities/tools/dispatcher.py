@@ -90,7 +90,7 @@ class ToolActivities:
         ) as span:
             try:
                 if self._mcp is not None and self._mcp.serves(req.tool):
-                    result = await self._call_mcp(req)
+                    result = await _heartbeating(self._call_mcp(req))  # a long call must not look dead
                 elif self._python is not None and self._python.serves(req.tool):
                     result = await self._python.call(req)
                 else:
@@ -124,8 +124,12 @@ class ToolActivities:
             return await self._mcp.call(req, idempotent=req.idempotent)
         except CallMayHaveActed as e:
             return ToolResult(ok=False, error=str(e))
-        except (ServerUnavailable, ConnectionError) as e:
-            raise ApplicationError(str(e), type=TOOL_SERVER_UNAVAILABLE) from None  # Temporal retries it
+        except ServerUnavailable as e:
+            if not req.idempotent:  # never retried (it could act twice), and this time it did not act at all
+                return ToolResult(ok=False, error=f"{e}; nothing was sent to it")
+            raise ApplicationError(f"{e}{_retrying()}", type=TOOL_SERVER_UNAVAILABLE) from None
+        except ConnectionError as e:
+            raise ApplicationError(f"{e}{_retrying()}", type=TOOL_SERVER_UNAVAILABLE) from None
 
     async def _dispatch(self, req: ToolRequest, args: BaseModel) -> ToolResult:
         execute = self._executors.get(req.tool)
@@ -156,6 +160,18 @@ async def _heartbeating(call: Awaitable[ToolResult]) -> ToolResult:
     finally:
         if not task.done():
             task.cancel()  # the attempt was cancelled: so is the tool (write_file then stops waiting for its lock)
+
+
+def _retrying() -> str:
+    """What happens next to a call that failed on its connection: a retry, or none left."""
+    info = activity.info() if activity.in_activity() else None
+    policy = info.retry_policy if info is not None else None
+    if info is None or policy is None:
+        return ""
+    if policy.maximum_attempts and info.attempt >= policy.maximum_attempts:
+        return f"; no retries left (attempt {info.attempt} of {policy.maximum_attempts})"
+    of = f" of {policy.maximum_attempts}" if policy.maximum_attempts else ""
+    return f"; Temporal retries it (this was attempt {info.attempt}{of})"
 
 
 def _capped(result: ToolResult) -> ToolResult:

@@ -170,6 +170,10 @@ class ToolsetResult(BaseModel):
 
     tools: list[ToolSpecView] = Field(default_factory=list)
     error: str | None = None
+    # Names or globs the run asked for that no tool matches (then ``error`` says so, with the tools there are).
+    missing: list[str] = Field(default_factory=list)
+    # Tools left out, each with why (an MCP tool that needs tasks, which stakeflow does not run).
+    skipped: list[str] = Field(default_factory=list)
 
 
 # --- routing and results -------------------------------------------------------------------
@@ -214,6 +218,7 @@ class StepRecord(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float | None = 0.0  # None once any call of the step was unpriced
     approval: ApprovalRecord | None = None
+    waiting_for: str = ""  # while the step waits for approval: its tool calls, as the approver sees them
 
 
 class TaskResult(BaseModel):

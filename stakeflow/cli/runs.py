@@ -26,7 +26,7 @@ from stakeflow.cli.stack import bring_up
 from stakeflow.core.contracts import PROGRESS_QUERY
 from stakeflow.core.errors import ServiceError
 from stakeflow.local import services
-from stakeflow.render import progress_lines, result_lines, run_dict, step_line
+from stakeflow.render import progress_lines, result_lines, run_dict, step_line, waiting_lines
 from stakeflow.settings import Settings
 
 POLL_SECONDS = 0.5
@@ -117,7 +117,7 @@ async def _run(settings: Settings, req, workflow_id: str | None, as_json: bool, 
         click.echo(f"run {handle.id} · {ui}")
         if not req.routing.frontier.available:
             err("note: ANTHROPIC_API_KEY is not set: high-stakes steps run on the open model")
-    steps = _StepPrinter(quiet=as_json)
+    steps = _StepPrinter(handle.id, quiet=as_json)
     watchers = [asyncio.create_task(steps.watch(handle))]
     if settings.manages_temporal:
         watchers.append(asyncio.create_task(_watch_services(settings, handle.id)))
@@ -156,11 +156,21 @@ async def _first(awaitable, watchers: list[asyncio.Task]):
 
 
 class _StepPrinter:
-    """Prints each step once: as it finishes while the run goes on, or at the end if it finished between looks."""
+    """Prints each step once: as it finishes while the run goes on, or at the end if it finished between looks;
+    and each wait for approval as it starts (on stderr, with --json too: a person must see it)."""
 
-    def __init__(self, quiet: bool) -> None:
+    def __init__(self, workflow_id: str, quiet: bool) -> None:
+        self.workflow_id = workflow_id
         self.quiet = quiet
         self.shown: set[int] = set()
+        self.waits_shown: set[int] = set()
+
+    def waits(self, p: Progress) -> None:
+        for s in p.steps:
+            if s.index in p.awaiting_approval and s.index not in self.waits_shown:
+                self.waits_shown.add(s.index)
+                for line in waiting_lines(s, p.total_steps, self.workflow_id):
+                    err(line)
 
     def rest(self, steps, total: int) -> None:
         for s in steps:
@@ -177,6 +187,7 @@ class _StepPrinter:
             except Exception:
                 continue
             self.rest(p.steps, p.total_steps)
+            self.waits(p)
 
 
 async def _watch_services(settings: Settings, workflow_id: str) -> None:
@@ -237,7 +248,7 @@ def status(run_id: str, as_json: bool) -> None:
         for crashed in services.crashed_services(settings):
             click.echo(services.crash_report(crashed))
         if info.progress:
-            for line in progress_lines(info.progress):
+            for line in progress_lines(info.progress, info.workflow_id):
                 click.echo(line)
         if info.error:
             click.echo(f"  error: {info.error}")
