@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from stakeflow.activities.model_outputs import plan_output_model, step_output_model
 from stakeflow.agents.types import JudgeVerdict, ModelCallRequest, ModelCallResult
-from stakeflow.settings import Settings
+from stakeflow.config import Settings
 
 if TYPE_CHECKING:
     from stakeflow.traces._records import RecordWriter

@@ -30,6 +30,7 @@ from stakeflow.agents.evals import (
     StepLabel,
 )
 from stakeflow.agents.types import Purpose
+from stakeflow.config import Settings
 from stakeflow.core.contracts import (
     LOAD_REPLAY_EXAMPLES,
     READ_AGREEMENT,
@@ -39,7 +40,6 @@ from stakeflow.core.contracts import (
     SETTLE_SHADOW_BUDGET,
     queue_name,
 )
-from stakeflow.settings import Settings
 
 if TYPE_CHECKING:
     from stakeflow.traces._records import RecordWriter
@@ -153,7 +153,7 @@ def _is_purpose(value: str) -> TypeGuard[Purpose]:
 def replay_page(settings: Settings, req: ReplayPageRequest) -> ReplayPage:
     """One page of held-out examples, as ModelCallRequests with their reference answers."""
     from stakeflow.agents.types import ExampleTurn, ModelCallRequest, ModelCallResult, Plan, StepAction, ToolSpecView
-    from stakeflow.datasets import collect
+    from stakeflow.stores.datasets import collect
 
     f = req.filters
     exported = collect(

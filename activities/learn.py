@@ -17,8 +17,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from stakeflow.agents.evals import AdapterRequest, DatasetFiles, LearnRequest, Promotion, TrainRequest
+from stakeflow.config import Settings
 from stakeflow.core.contracts import EXPORT_DATASET, LOAD_ADAPTER, PROMOTE_ADAPTER, TRAIN_ADAPTER, UNLOAD_ADAPTER
-from stakeflow.settings import Settings
 
 TAIL_LINES = 20
 # deploy/finetune/train.py in a checkout; in an image, where deploy/finetune/Dockerfile puts it.
@@ -49,7 +49,7 @@ class LearnActivities:
 
     @activity.defn(name=EXPORT_DATASET)
     async def export_dataset(self, req: LearnRequest) -> DatasetFiles:
-        from stakeflow.datasets import collect, write
+        from stakeflow.stores.datasets import collect, write
 
         def run() -> DatasetFiles:
             exported = collect(self._settings, agent=req.agent or None, split=req.split)
@@ -129,7 +129,7 @@ class LearnActivities:
     @activity.defn(name=LOAD_ADAPTER)
     async def load_adapter(self, adapter: AdapterRequest) -> str:
         from stakeflow.core.errors import InputError
-        from stakeflow.learning import lora
+        from stakeflow.services.learn import lora
 
         try:
             return await asyncio.to_thread(lora, self._settings, "load", adapter.name, adapter.path)
@@ -141,7 +141,7 @@ class LearnActivities:
     @activity.defn(name=UNLOAD_ADAPTER)
     async def unload_adapter(self, adapter: AdapterRequest) -> str:
         from stakeflow.core.errors import InputError
-        from stakeflow.learning import lora
+        from stakeflow.services.learn import lora
 
         try:
             return await asyncio.to_thread(lora, self._settings, "unload", adapter.name)
@@ -152,6 +152,6 @@ class LearnActivities:
 
     @activity.defn(name=PROMOTE_ADAPTER)
     async def promote_adapter(self, promotion: Promotion) -> None:
-        from stakeflow.promotions import promote
+        from stakeflow.stores.promotions import promote
 
         await asyncio.to_thread(promote, self._settings, promotion)

@@ -37,9 +37,9 @@ from stakeflow.activities.model_errors import CallContext, missing_frontier_key,
 from stakeflow.activities.model_outputs import plan_output_model, step_output_model, to_action, to_plan
 from stakeflow.activities.model_trace import model_call_span, record_call
 from stakeflow.agents.types import CallCostRecord, CallFailure, JudgeVerdict, ModelCallRequest, ModelCallResult, Usage
+from stakeflow.config import Settings
 from stakeflow.core.contracts import CALL_MODEL
 from stakeflow.prices import PriceTable
-from stakeflow.settings import Settings
 
 # llama-cpp-python's server reads `max_tokens`, not `max_completion_tokens`, and small chat templates
 # expect a single system message.

@@ -494,10 +494,9 @@ LABELS = {
 
 async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[int, Result]], dict[str, float]]:
     from bench.overhead import BenchParams, BenchPydanticAIWorkflow, task_prompt
-    from stakeflow import tasks
-    from stakeflow.config_sections import WorkersConfig
-    from stakeflow.connection import connect
-    from stakeflow.settings import Settings
+    from stakeflow.config import Settings, WorkersConfig
+    from stakeflow.services import runs
+    from stakeflow.temporal.connection import connect
 
     variants = args.variants
     calls = args.calls
@@ -533,7 +532,7 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[int, Result]],
                 if key.startswith("sf"):
                     s = settings.model_copy(update={"queue_prefix": f"{prefix}{key}"})
                     deadline = time.monotonic() + 60
-                    while not await tasks.has_workflow_poller(sf_client, s):
+                    while not await runs.has_workflow_poller(sf_client, s):
                         if workers[key].proc.poll() is not None or time.monotonic() > deadline:
                             raise RuntimeError(
                                 f"worker {key} did not poll: {(tmp / f'worker-{key}.log').read_text()[-3000:]}"
@@ -592,7 +591,7 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[int, Result]],
                             "workers": WorkersConfig(local_model_calls=key in LOCAL_CALLS),
                         }
                     )
-                    req = tasks.build_request(
+                    req = runs.build_request(
                         s,
                         task_prompt(sf_steps),
                         tools=["calculator"],
@@ -600,7 +599,7 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[int, Result]],
                         max_steps=sf_steps,
                         source="bench",
                     )
-                    handle = await tasks.start_run(sf_client, s, req, f"cc-{key}-{uuid.uuid4().hex[:10]}")
+                    handle = await runs.start_run(sf_client, s, req, f"cc-{key}-{uuid.uuid4().hex[:10]}")
                     result = await handle.result()
                     if result.status != "completed" or result.answer != "the answer" or len(result.steps) != sf_steps:
                         raise RuntimeError(f"stakeflow run went wrong: {result.status} {result.error}")

@@ -368,13 +368,13 @@ async def run_floor(client: Client, steps: int, shape: str) -> tuple[float, Brea
 
 async def run_stakeflow(client: Client, settings, steps: int, workspace: Path) -> tuple[float, Breakdown]:
     """(c), or (cl) when ``settings`` has ``[workers] local_model_calls``."""
-    from stakeflow import tasks
+    from stakeflow.services import runs
 
-    req = tasks.build_request(
+    req = runs.build_request(
         settings, task_prompt(steps), tools=["calculator"], workspace=workspace, max_steps=steps, source="bench"
     )
     started = time.perf_counter()
-    handle = await tasks.start_run(client, settings, req, f"bench-sf-{uuid.uuid4().hex[:8]}")
+    handle = await runs.start_run(client, settings, req, f"bench-sf-{uuid.uuid4().hex[:8]}")
     result = await handle.result()
     elapsed = (time.perf_counter() - started) * 1000
     _check(
@@ -462,9 +462,8 @@ def make_variants(steps: int) -> dict[str, Variant]:
 
 
 async def bench(args: argparse.Namespace) -> tuple[dict[str, Variant], float]:
-    from stakeflow.config_sections import WorkersConfig
+    from stakeflow.config import Settings, WorkersConfig
     from stakeflow.local.services import temporal_binary
-    from stakeflow.settings import Settings
     from stakeflow.workers.main import run_workers
 
     steps = args.steps

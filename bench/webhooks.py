@@ -48,12 +48,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from bench.procstats import cpu_seconds
-from stakeflow import tasks
+from stakeflow.config import HookConfig, Settings
 from stakeflow.core.contracts import dev_server_flags
 from stakeflow.local.services import DEV_SERVER_TUNING
-from stakeflow.settings import Settings
+from stakeflow.services import runs
 from stakeflow.webhooks import sign, start_delivery
-from stakeflow.webhooks.config import HookConfig
 from tests.support import free_port
 
 SECRET = b"bench-secret-not-real"
@@ -219,7 +218,7 @@ async def bench_webhook(
 
 
 async def bench_direct(client: Client, settings: Settings, n: int, concurrency: int, tag: str) -> Round:
-    req = tasks.build_request(
+    req = runs.build_request(
         settings, "Triage this issue and draft a reply: Crash on start\n\n" + "x" * 400, stakes="low", source="bench"
     )
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from temporalio.client import Client
 
-from stakeflow.settings import Settings
+from stakeflow.config import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_WORKSPACE = REPO / "examples" / "workspace"

@@ -29,8 +29,8 @@ from stakeflow.agents.types import (
     ToolCall,
     Usage,
 )
+from stakeflow.config import Settings
 from stakeflow.core.errors import MODEL_AUTH, MODEL_OUTPUT_INVALID, MODEL_REQUEST_REJECTED, MODEL_UNAVAILABLE
-from stakeflow.settings import Settings
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply, output_schema, purpose_of
 
 FRONTIER_KEY = "sk-ant-test-0123456789abcdef"

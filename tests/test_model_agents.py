@@ -9,7 +9,7 @@ import pytest
 from stakeflow.activities.models import ModelActivities
 from stakeflow.agents.tools import CATALOGUE, constrained
 from stakeflow.agents.types import ModelCallRequest, ModelEndpoint
-from stakeflow.settings import Settings
+from stakeflow.config import Settings
 from tests.fakes import FakeOpenAIServer, output_schema
 
 PLAN = {"steps": [{"title": "Read the notes", "tool": "read_file", "stakes": "low"}]}

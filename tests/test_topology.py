@@ -349,7 +349,7 @@ async def test_the_cluster_s_processes_survive_being_killed_in_turn(bare_server,
 
 
 def _codec_settings(address: str):
-    from stakeflow.settings import Settings
+    from stakeflow.config import Settings
 
     return Settings(temporal_address=address, codec_keys=KEYS_ENV)
 

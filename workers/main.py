@@ -16,7 +16,6 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from stakeflow import telemetry
 from stakeflow.activities.catalogue import CatalogueActivities
 from stakeflow.activities.evals import EvalActivities
 from stakeflow.activities.learn import LearnActivities
@@ -25,8 +24,9 @@ from stakeflow.activities.models import ModelActivities
 from stakeflow.activities.python_tools import PythonToolbox
 from stakeflow.activities.python_tools import load as load_python_tools
 from stakeflow.activities.tools import ToolActivities
+from stakeflow.config import Settings
 from stakeflow.core.contracts import ROLES, QueueRole, queue_name
-from stakeflow.settings import Settings
+from stakeflow.temporal import telemetry
 from stakeflow.workers.limits import limits_of, worker_kwargs
 from stakeflow.workers.sandbox import workflow_runner
 from stakeflow.workflows.agent_task import AgentTaskWorkflow

@@ -30,7 +30,6 @@ with workflow.unsafe.imports_passed_through():
         rendered,
     )
     from stakeflow.agents.types import ModelCallRequest, ModelCallResult
-    from stakeflow.codec import Public  # a workflow id: readable with codec keys on
     from stakeflow.core.contracts import (
         BUDGET_WORKFLOW,
         CALL_MODEL,
@@ -41,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         SETTLE_UPDATE,
         SHADOW_WORKFLOW,
     )
+    from stakeflow.temporal.codec import Public  # a workflow id: readable with codec keys on
     from stakeflow.workflows.calls import ActivityOptions
 
 SHADOW_MODEL_RETRY = RetryPolicy(

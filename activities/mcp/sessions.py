@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from stakeflow.catalog_config import McpServerConfig
+from stakeflow.config import McpServerConfig
 
 log = logging.getLogger("stakeflow.mcp")
 START_TIMEOUT_S = 30.0

@@ -23,7 +23,7 @@ from mcp.shared.exceptions import MCPError
 
 from stakeflow.activities.mcp.sessions import McpSessions, ServerUnavailable
 from stakeflow.agents.types import Risk, ToolRequest, ToolResult, ToolsetRef, ToolsetResult, ToolSpecView
-from stakeflow.catalog_config import McpServerConfig, ToolOverride
+from stakeflow.config import McpServerConfig, ToolOverride
 
 SEPARATOR = "."  # "git.git_status": the server's name, then the tool's
 MAX_DESCRIPTION_CHARS = 600

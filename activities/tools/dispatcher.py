@@ -36,7 +36,7 @@ from stakeflow.activities.tools.context import ToolContext, ToolExecutor
 from stakeflow.activities.tools.registry import EXECUTORS
 from stakeflow.agents.tools import CATALOGUE
 from stakeflow.agents.types import ToolRequest, ToolResult
-from stakeflow.config_sections import ToolsConfig
+from stakeflow.config import ToolsConfig
 from stakeflow.core import semconv as sc
 from stakeflow.core.contracts import RUN_TOOL
 from stakeflow.core.errors import TOOL_FAILED, TOOL_SERVER_UNAVAILABLE, ToolError

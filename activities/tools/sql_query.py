@@ -24,9 +24,9 @@ from stakeflow.activities.tools.context import ToolContext
 from stakeflow.activities.tools.workspace import is_records, real_path, resolve_workspace
 from stakeflow.agents.tools import SqlQueryArgs
 from stakeflow.agents.types import ToolResult
-from stakeflow.config_sections import SqlQueryConfig
+from stakeflow.config import SqlQueryConfig
 from stakeflow.core.errors import ToolError
-from stakeflow.readonly_sql import (
+from stakeflow.stores.readonly_sql import (
     SQLLimits,
     SQLRefused,
     first_paragraph,

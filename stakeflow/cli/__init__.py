@@ -20,10 +20,10 @@ import sys
 import click
 
 from stakeflow.cli.approvals import admin, approve, list_runs, reject
-from stakeflow.cli.catalog import agents, evals, tools
+from stakeflow.cli.catalogue import agents, evals, tools
 from stakeflow.cli.common import err
 from stakeflow.cli.costs import costs, prices, sql, trace
-from stakeflow.cli.learning import dataset, learn
+from stakeflow.cli.learn import dataset, learn
 from stakeflow.cli.runs import cancel, result, run, status
 from stakeflow.cli.stack import codec_key, codec_server, doctor, down, models, serve, up, worker
 
@@ -36,7 +36,7 @@ def cli() -> None:
     """Durable hybrid agents: each step on the open model or the frontier, by its stakes."""
 
 
-from stakeflow.cli.learning import lora_group, replay_command  # noqa: E402 (after the groups it extends)
+from stakeflow.cli.learn import lora_group, replay_command  # noqa: E402 (after the groups it extends)
 
 evals.add_command(replay_command())
 models.add_command(lora_group)
@@ -91,7 +91,7 @@ def main() -> None:
             raise
         err(f"Error: unexpected {type(e).__name__}: {e} (STAKEFLOW_DEBUG=1 shows the traceback)")
         code = 1
-    from stakeflow.telemetry import flush
+    from stakeflow.temporal.telemetry import flush
 
     flush()  # spans a command made (none today but the worker's, which shuts down itself) reach their exporters
     sys.stdout.flush()

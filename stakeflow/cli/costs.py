@@ -13,7 +13,7 @@ import click
 
 from stakeflow.cli.common import current_settings, echo_json, friendly, run_async
 from stakeflow.core.errors import InputError
-from stakeflow.reports import open_store, traced_workflow_id
+from stakeflow.services.reports import open_store, traced_workflow_id
 
 SINCE_RE = re.compile(r"^(\d+)\s*([mhdw])$")
 SINCE_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

@@ -17,11 +17,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from stakeflow.config import EMBEDDED_MODEL_ID, Settings
 from stakeflow.core.contracts import dev_server_flags
 from stakeflow.core.errors import ServiceError
 from stakeflow.local import processes
 from stakeflow.local.processes import ServiceState
-from stakeflow.settings import EMBEDDED_MODEL_ID, Settings
 
 TEMPORAL = "temporal"
 EMBEDDED = "embedded-model"

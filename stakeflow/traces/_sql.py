@@ -12,7 +12,7 @@ from typing import Any
 import duckdb
 
 from stakeflow.core.errors import InputError
-from stakeflow.readonly_sql import SQLRefused, first_paragraph, lock_down, read_statement
+from stakeflow.stores.readonly_sql import SQLRefused, first_paragraph, lock_down, read_statement
 from stakeflow.traces._store import TraceStore
 
 

@@ -25,7 +25,7 @@ their hook is meant for.
    (either unset = any). A delivery they do not match answers 202 ``{"ignored": "<why>"}`` and starts
    nothing: a 2xx, so the sender neither retries it nor marks the hook as failing;
 7. every template field is in the payload (422 naming the field), and the request is valid (422: an
-   unknown tool, or an ``agent`` `tasks.build_request` does not know);
+   unknown tool, or an ``agent`` `runs.build_request` does not know);
 8. Temporal is reachable (503 with Retry-After).
 
 The workflow id is ``hook-<name>-<delivery>``, where <delivery> is ``X-Stakeflow-Delivery`` or
@@ -71,11 +71,6 @@ from typing import Any
 # be circular, and it would load Starlette into every command that reads its settings.
 _EXPORTS = {
     "create_app": "app",
-    "HookConfig": "config",
-    "MissingField": "config",
-    "TemplateError": "config",
-    "render_goal": "config",
-    "template_fields": "config",
     "event_of": "filters",
     "ignored_because": "filters",
     "is_ping": "filters",

@@ -25,13 +25,12 @@ from starlette.routing import Route
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from stakeflow import runs, tasks
 from stakeflow.agents.types import Progress, ToolCall
+from stakeflow.config import MissingField, Settings, render_goal
 from stakeflow.core.contracts import PROGRESS_QUERY
 from stakeflow.core.errors import InputError, ServiceError
-from stakeflow.render import run_dict
-from stakeflow.settings import Settings
-from stakeflow.webhooks.config import MissingField, render_goal
+from stakeflow.services import runs
+from stakeflow.services.render import run_dict
 from stakeflow.webhooks.filters import event_of, ignored_because, is_ping
 from stakeflow.webhooks.openapi import OPENAPI
 from stakeflow.webhooks.payload import parse_payload
@@ -155,7 +154,7 @@ async def _deliver(ctx: Context, request: Request, note: dict[str, Any]) -> Resp
             422, f"payload field '{e.path}' is missing (the goal template of hook '{name}' uses it)"
         ) from None
     try:
-        req = tasks.build_request(
+        req = runs.build_request(
             ctx.settings,
             goal,
             stakes=hook.stakes,

@@ -30,7 +30,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from stakeflow.agents.types import ApprovalRequest, Progress  # noqa: E402
-from stakeflow import tasks  # noqa: E402
+from stakeflow.services import runs  # noqa: E402
 from tests.agent_script import agent, call, plan, think  # noqa: E402
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply  # noqa: E402
 
@@ -55,8 +55,8 @@ Scenario = Callable[[Client, Path, FakeOpenAIServer, FakeAnthropicServer], Await
 
 
 async def _start(client, settings, goal, ws, **kw):
-    req = tasks.build_request(settings, goal, workspace=ws, **kw)
-    return await tasks.start_run(client, settings, req, f"fixture-{uuid.uuid4().hex[:8]}")
+    req = runs.build_request(settings, goal, workspace=ws, **kw)
+    return await runs.start_run(client, settings, req, f"fixture-{uuid.uuid4().hex[:8]}")
 
 
 async def _waiting(handle, step: int) -> None:
@@ -163,10 +163,10 @@ async def continued_as_new(client, tmp, open_fake, frontier_fake):
     open_fake.script(agent(plan(*steps), {i: call("calculator", expression=f"{i}*2") for i in range(1, 8)},
                            answer="done"))
     settings = _settings(tmp, open_fake)
-    req = tasks.build_request(settings, "Seven sums", workspace=tmp / "ws", max_steps=7)
+    req = runs.build_request(settings, "Seven sums", workspace=tmp / "ws", max_steps=7)
     req.steps_per_history = 3
     async with running_workers(client, settings):
-        handle = await tasks.start_run(client, settings, req, f"fixture-{uuid.uuid4().hex[:8]}")
+        handle = await runs.start_run(client, settings, req, f"fixture-{uuid.uuid4().hex[:8]}")
         await handle.result()
     return handle.id
 

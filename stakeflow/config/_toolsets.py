@@ -15,8 +15,8 @@ from fnmatch import fnmatchcase
 
 from stakeflow.agents.tools import CATALOGUE
 from stakeflow.agents.types import ToolsetRef
+from stakeflow.config._settings import Settings
 from stakeflow.core.errors import InputError
-from stakeflow.settings import Settings
 
 SEPARATOR = "."
 

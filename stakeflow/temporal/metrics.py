@@ -36,7 +36,7 @@ from stakeflow.core.errors import ServiceError
 if TYPE_CHECKING:
     from temporalio.runtime import Runtime
 
-    from stakeflow.settings import Settings
+    from stakeflow.config import Settings
 
 
 def start(settings: Settings) -> Runtime | None:

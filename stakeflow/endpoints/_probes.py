@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from stakeflow.settings import Settings
+from stakeflow.config import Settings
 
 ANTHROPIC_DEFAULT_URL = "https://api.anthropic.com"
 _PROBE_SCHEMA = {

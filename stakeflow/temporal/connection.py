@@ -14,10 +14,9 @@ from typing import TYPE_CHECKING, NoReturn
 from temporalio.client import Client
 from temporalio.service import TLSConfig
 
+from stakeflow.config import Pem, Settings, Target
 from stakeflow.core.errors import ConfigError, ServiceError
-from stakeflow.settings import Settings
-from stakeflow.telemetry import plugins
-from stakeflow.temporal_config import Pem, Target
+from stakeflow.temporal.telemetry import plugins
 
 if TYPE_CHECKING:
     from temporalio.runtime import Runtime
@@ -26,7 +25,7 @@ if TYPE_CHECKING:
 async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Client:
     """A client for the configured server; ConfigError for unusable TLS files, ServiceError naming the
     fix when the server cannot be reached or refuses the connection."""
-    from stakeflow.codec import data_converter
+    from stakeflow.temporal.codec import data_converter
 
     target = settings.target
     tls = tls_config(target)

@@ -33,17 +33,15 @@ from stakeflow.agents.types import (
     TaskResult,
     ToolSpecView,
 )
-from stakeflow.catalog_config import AgentConfig
+from stakeflow.config import AgentConfig, Settings, resolve_tools
 from stakeflow.core.contracts import (
     AGENT_WORKFLOW,
     QueueRole,
     queue_name,
 )
 from stakeflow.core.errors import InputError
-from stakeflow.promotions import promoted_model
-from stakeflow.runs import failure_status, failure_text
-from stakeflow.settings import Settings
-from stakeflow.toolsets import resolve as resolve_tools
+from stakeflow.services.runs._find import failure_status, failure_text
+from stakeflow.stores.promotions import promoted_model
 
 RUN_TIMEOUT_HINT = "see `stakeflow status RUN_ID`"
 

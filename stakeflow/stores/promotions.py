@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 
 from stakeflow.agents.evals import Promotion
+from stakeflow.config import Settings
 from stakeflow.core.errors import InputError
-from stakeflow.settings import Settings
 
 
 def learn_dir(settings: Settings) -> Path:

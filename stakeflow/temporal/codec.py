@@ -50,7 +50,7 @@ from temporalio.converter import DataConverter, DefaultFailureConverterWithEncod
 from stakeflow.core.errors import ConfigError, StakeflowError
 
 if TYPE_CHECKING:
-    from stakeflow.settings import Settings
+    from stakeflow.config import Settings
 
 ENCODING = b"binary/encrypted"
 PUBLIC_KEY = "stakeflow-public"  # payload metadata: a Public value, left in clear

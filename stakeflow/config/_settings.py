@@ -22,8 +22,9 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from stakeflow.agents.types import Dialect
-from stakeflow.catalog_config import SERVER_NAME, AgentConfig, McpServerConfig
-from stakeflow.config_sections import (
+from stakeflow.config._catalogue import SERVER_NAME, AgentConfig, McpServerConfig
+from stakeflow.config._hooks import HookConfig
+from stakeflow.config._sections import (
     ApprovalsConfig,
     DatasetConfig,
     EvalsConfig,
@@ -34,7 +35,6 @@ from stakeflow.config_sections import (
     WorkersConfig,
 )
 from stakeflow.core.errors import ConfigError
-from stakeflow.webhooks.config import HookConfig
 
 CONFIG_FILENAME = "stakeflow.toml"
 EMBEDDED_MODEL_ID = "smollm2-135m-instruct"
@@ -219,7 +219,7 @@ class Settings(BaseSettings):
         ``load_settings`` resolves it from every source; settings built in code (tests, benchmarks)
         resolve it from their own fields only, so no variable or file of the machine leaks in.
         """
-        from stakeflow.temporal_config import resolve_target
+        from stakeflow.config._target import resolve_target
 
         if self._target is None:
             self._target = resolve_target(self, environ={}, config_file=None)
@@ -278,7 +278,7 @@ ENV_ONLY = {
 def load_settings() -> Settings:
     """Read settings from the environment and the TOML file in STAKEFLOW_HOME, then resolve the Temporal
     target from them, Temporal's own variables and Temporal's config file (stakeflow/temporal_config.py)."""
-    from stakeflow.temporal_config import resolve_target
+    from stakeflow.config._target import resolve_target
 
     home = Path(os.environ.get("STAKEFLOW_HOME") or default_home()).expanduser()
     path = home / CONFIG_FILENAME
@@ -306,8 +306,8 @@ def load_settings() -> Settings:
 
 def _check_tools(settings: Settings) -> None:
     """Every tool name or glob the file uses names something that exists (or can, once described)."""
+    from stakeflow.config._toolsets import resolve
     from stakeflow.core.errors import InputError
-    from stakeflow.toolsets import resolve
 
     for name in settings.mcp:
         if not SERVER_NAME.match(name):

@@ -15,8 +15,8 @@ from stakeflow.activities.python_tools import PythonToolbox
 from stakeflow.activities.python_tools import load as load_python_tools
 from stakeflow.agents.tools import CATALOGUE
 from stakeflow.agents.types import ToolSpecView
-from stakeflow.settings import Settings
-from stakeflow.toolsets import resolve
+from stakeflow.config import Settings
+from stakeflow.config import resolve_tools as resolve
 
 
 @dataclass
@@ -27,7 +27,7 @@ class Listing:
 
 async def list_tools(settings: Settings, agent: str | None = None) -> Listing:
     """The tools a run (of ``agent``, if given) may use, described as a worker here would describe them."""
-    from stakeflow.tasks import agent_config
+    from stakeflow.services.runs import agent_config
 
     named = agent_config(settings, agent)
     resolved = resolve(settings, named.tools if named else None, where=f"agent {agent}" if agent else "[tools]")

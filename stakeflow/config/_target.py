@@ -41,7 +41,7 @@ from pydantic import SecretStr
 from stakeflow.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from stakeflow.settings import Settings
+    from stakeflow.config._settings import Settings
 
 AUTO = "auto"  # config_file: look where Temporal's tools look
 

@@ -22,7 +22,7 @@ from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, OTELR
 from opentelemetry.sdk.trace import SpanProcessor
 from temporalio.contrib.opentelemetry import OpenTelemetryPlugin, create_tracer_provider
 
-from stakeflow.settings import Settings
+from stakeflow.config import Settings
 
 _provider = None
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from stakeflow.agents.evals import ReplayFilters, ReplayModelReport, ReplayPart, ReplayRequest
 from stakeflow.agents.types import ModelEndpoint
+from stakeflow.config import Settings
 from stakeflow.core.contracts import REPLAY_WORKFLOW, queue_name
-from stakeflow.settings import Settings
 
 
 async def start_replay(
@@ -23,8 +23,8 @@ async def start_replay(
     agent: str | None,
     tool: str | None,
 ):
-    from stakeflow.connection import connect
-    from stakeflow.tasks import open_models
+    from stakeflow.services.runs import open_models
+    from stakeflow.temporal.connection import connect
 
     current = ModelEndpoint(route="open", model=open_models(settings, agent)[0], provider="openai-compatible")
     client = await connect(settings)
@@ -118,11 +118,11 @@ async def start_learn(
     from datetime import datetime
 
     from stakeflow.agents.evals import LearnRequest, LearnResult
-    from stakeflow.connection import connect
     from stakeflow.core.contracts import LEARN_WORKFLOW
     from stakeflow.core.errors import InputError
-    from stakeflow.promotions import learn_dir
-    from stakeflow.tasks import open_models
+    from stakeflow.services.runs import open_models
+    from stakeflow.stores.promotions import learn_dir
+    from stakeflow.temporal.connection import connect
 
     if not settings.frontier_configured:
         raise InputError(

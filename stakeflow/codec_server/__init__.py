@@ -34,9 +34,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from temporalio.api.common.v1 import Payloads
 
-from stakeflow.codec import CodecKeyError, EncryptionCodec, load_keyring
+from stakeflow.config import Settings
 from stakeflow.core.errors import ConfigError
-from stakeflow.settings import Settings
+from stakeflow.temporal.codec import CodecKeyError, EncryptionCodec, load_keyring
 
 log = logging.getLogger("stakeflow.codec_server")
 MAX_BODY = 8 * 1024 * 1024  # a history's payloads come in pages; 8 MB is ample and bounds memory

@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from stakeflow.config import Settings
 from stakeflow.core.errors import InputError
-from stakeflow.settings import Settings
 
 Source = Literal["frontier", "shadow", "approved"]
 SOURCES: tuple[str, ...] = ("frontier", "shadow", "approved")

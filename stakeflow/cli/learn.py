@@ -11,7 +11,7 @@ from stakeflow.cli.common import current_settings, echo_json, friendly
 
 if TYPE_CHECKING:  # annotations only: the commands import these modules where they run
     from stakeflow.agents.evals import ReplayPart
-    from stakeflow.datasets import Format
+    from stakeflow.stores.datasets import Format
 
 
 @click.group()
@@ -61,8 +61,8 @@ def export(
     as_json: bool,
 ) -> None:
     """Write the dataset: the open model's prompts with the reference answers, deduplicated, split."""
-    from stakeflow.datasets import SOURCES, collect, write
-    from stakeflow.evals_report import parse_since
+    from stakeflow.services.evals import parse_since
+    from stakeflow.stores.datasets import SOURCES, collect, write
 
     settings = current_settings()
     chosen = tuple(sources) or SOURCES
@@ -130,7 +130,7 @@ def replay_command():
     ) -> None:
         """Re-ask the held-out examples of a candidate model and the current one; judge both against the reference."""
         from stakeflow.cli.common import run_async
-        from stakeflow.learning import replay_rows, start_replay
+        from stakeflow.services.learn import replay_rows, start_replay
 
         settings = current_settings()
 
@@ -168,7 +168,7 @@ def lora_group() -> None:
 @friendly
 def lora_load(name: str, path: str) -> None:
     """Load the adapter at PATH (on the vLLM host) under NAME; an agent then uses it by that name."""
-    from stakeflow.learning import lora
+    from stakeflow.services.learn import lora
 
     click.echo(lora(current_settings(), "load", name, path))
 
@@ -178,7 +178,7 @@ def lora_load(name: str, path: str) -> None:
 @friendly
 def lora_unload(name: str) -> None:
     """Unload the adapter NAME."""
-    from stakeflow.learning import lora
+    from stakeflow.services.learn import lora
 
     click.echo(lora(current_settings(), "unload", name))
 
@@ -214,8 +214,8 @@ def learn(
     from temporalio.client import WorkflowFailureError
 
     from stakeflow.cli.common import run_async
-    from stakeflow.learning import start_learn
-    from stakeflow.promotions import revoke
+    from stakeflow.services.learn import start_learn
+    from stakeflow.stores.promotions import revoke
 
     settings = current_settings()
     if revert:
@@ -228,9 +228,9 @@ def learn(
         return
 
     async def go() -> None:
-        from stakeflow.connection import connect
         from stakeflow.core.contracts import queue_name
-        from stakeflow.tasks import has_poller
+        from stakeflow.services.runs import has_poller
+        from stakeflow.temporal.connection import connect
 
         handle, req = await start_learn(settings, agent, margin=margin, min_examples=min_examples)
         if not await has_poller(await connect(settings), settings, "train"):

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import asyncio
 
-from stakeflow import runs
+from stakeflow.config import Settings
 from stakeflow.core.errors import InputError, ServiceError
-from stakeflow.settings import Settings
+from stakeflow.services import runs
 
 TEMPORAL_LOOKUP_S = 10.0
 
@@ -68,6 +68,6 @@ async def traced_workflow_id(settings: Settings, store, ident: str) -> str:
 
 
 async def _find(settings: Settings, ident: str) -> runs.ResolvedRun | None:
-    from stakeflow.connection import connect
+    from stakeflow.temporal.connection import connect
 
     return await runs.find_run(await connect(settings), ident)

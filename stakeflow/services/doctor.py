@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from stakeflow.settings import Settings
+from stakeflow.config import Settings
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -73,10 +73,11 @@ def local_services(settings: Settings) -> list[Check]:
 async def temporal_checks(settings: Settings) -> list[Check]:
     from temporalio.service import RPCError
 
-    from stakeflow import namespace, tasks
-    from stakeflow.connection import connect
     from stakeflow.core.contracts import ATTRIBUTES, ROLES, queue_name
     from stakeflow.core.errors import ConfigError, ServiceError
+    from stakeflow.services import runs
+    from stakeflow.temporal import namespace
+    from stakeflow.temporal.connection import connect
 
     target = settings.target
     what = target.describe() + (" (stakeflow's local dev server)" if target.local else "")
@@ -105,7 +106,7 @@ async def temporal_checks(settings: Settings) -> list[Check]:
     for role in ROLES:
         queue = queue_name(role, settings.queue_prefix)
         try:
-            polled = await tasks.has_poller(client, settings, role)
+            polled = await runs.has_poller(client, settings, role)
         except RPCError as e:
             found.append(Check(f"worker {role}", "fail", f"cannot describe {queue}: {e.message}", "check the server"))
             continue
@@ -131,7 +132,7 @@ async def temporal_checks(settings: Settings) -> list[Check]:
 
 def codec_check(settings: Settings) -> Check:
     """Payload encryption: on (which key encrypts, which decrypt; never the keys) or off."""
-    from stakeflow.codec import load_keyring
+    from stakeflow.temporal.codec import load_keyring
 
     keyring = load_keyring(settings)  # a bad key source already failed connect, with its fix
     if keyring is None:

@@ -13,7 +13,7 @@ from stakeflow.cli.common import Failed, current_settings, echo_json, err, frien
 @friendly
 def tools(agent: str | None, as_json: bool) -> None:
     """Every tool a run may use: risk (and where it came from), open-world flag, source."""
-    from stakeflow.catalog import tool_row, tools_report
+    from stakeflow.cli.listing import tool_row, tools_report
 
     listing = tools_report(current_settings(), agent)
     rows = [tool_row(v) for v in listing.tools]
@@ -38,7 +38,7 @@ def tools(agent: str | None, as_json: bool) -> None:
 @friendly
 def agents(as_json: bool) -> None:
     """The named agents ([agents.<name>] in stakeflow.toml)."""
-    from stakeflow.tasks import open_models
+    from stakeflow.services.runs import open_models
 
     settings = current_settings()
     rows = []
@@ -76,7 +76,7 @@ def evals(ctx: click.Context, by: str, since: str, show_routing: bool, as_json: 
     """
     if ctx.invoked_subcommand is not None:
         return
-    from stakeflow.evals_report import report, routing
+    from stakeflow.services.evals import report, routing
     from stakeflow.traces import format_table, to_csv
 
     settings = current_settings()

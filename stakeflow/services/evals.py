@@ -7,8 +7,8 @@ from typing import Any
 
 from stakeflow.activities.evals import agreement_table
 from stakeflow.agents.evals import AGREEING, AgreementRow, routing_by_agreement
+from stakeflow.config import Settings
 from stakeflow.core.errors import InputError
-from stakeflow.settings import Settings
 
 BREAKDOWNS = {
     "tool": "coalesce(tool, '')",

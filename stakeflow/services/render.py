@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from stakeflow.agents.billing import cost_line
 from stakeflow.agents.types import CostSummary, Progress, RouteDecision, StepRecord, TaskResult, Usage
-from stakeflow.core.billing import cost_line
 
 
 def usage_dict(u: Usage) -> dict[str, int]:
