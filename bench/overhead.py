@@ -414,18 +414,6 @@ async def http_round_trip_ms(url: str, n: int = 50) -> float:
 # --- main -------------------------------------------------------------------------------------------
 
 
-def dev_server_args(poll_flags: bool) -> list[str]:
-    """DEV_SERVER_TUNING (optionally without the poll-rate flags) and stakeflow's search attributes."""
-    from stakeflow.core.contracts import dev_server_flags
-    from stakeflow.local.services import DEV_SERVER_TUNING
-
-    tuning: list[str] = []
-    for flag, value in zip(DEV_SERVER_TUNING[::2], DEV_SERVER_TUNING[1::2], strict=True):
-        if poll_flags or "MaxPollRPS" not in value:
-            tuning += [flag, value]
-    return [*tuning, *dev_server_flags(), "--log-level", "error"]
-
-
 def make_variants(steps: int) -> dict[str, Variant]:
     return {
         "a0": Variant("a0", "plain pydantic-ai, FunctionModel", "in process, no HTTP, no Temporal"),
@@ -463,7 +451,7 @@ def make_variants(steps: int) -> dict[str, Variant]:
 
 async def bench(args: argparse.Namespace) -> tuple[dict[str, Variant], float]:
     from stakeflow.config import Settings, WorkersConfig
-    from stakeflow.local.services import temporal_binary
+    from stakeflow.local.services import dev_server_args, temporal_binary
     from stakeflow.workers.main import run_workers
 
     steps = args.steps
@@ -481,7 +469,7 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Variant], float]:
             dev_server_existing_path=temporal_binary(),
             data_converter=pydantic_data_converter,
             ip="127.0.0.1",
-            dev_server_extra_args=dev_server_args(not args.no_poll_flags),
+            dev_server_extra_args=dev_server_args(log_level="error", poll_rates=not args.no_poll_flags),
         )
         try:
             sf_client = env.client

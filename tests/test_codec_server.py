@@ -212,8 +212,7 @@ async def ui_server():
     """A dev server whose Web UI is told the codec endpoint (`--ui-codec-endpoint`), as an operator would."""
     from temporalio.testing import WorkflowEnvironment
 
-    from stakeflow.core.contracts import dev_server_flags
-    from stakeflow.local.services import DEV_SERVER_TUNING
+    from stakeflow.local.services import dev_server_args
 
     codec_port, ui_port = free_port(), free_port()
     env = await WorkflowEnvironment.start_local(
@@ -221,15 +220,7 @@ async def ui_server():
         ip="127.0.0.1",
         ui=True,
         ui_port=ui_port,
-        dev_server_extra_args=[
-            *DEV_SERVER_TUNING,
-            *dev_server_flags(),
-            "--log-level",
-            "error",
-            "--ui-disable-news-fetch",
-            "--ui-codec-endpoint",
-            f"http://127.0.0.1:{codec_port}",
-        ],
+        dev_server_extra_args=dev_server_args(log_level="error", ui_codec_endpoint=f"http://127.0.0.1:{codec_port}"),
     )
     try:
         yield env, codec_port, ui_port

@@ -298,3 +298,16 @@ with workflow.unsafe.imports_passed_through():
         ("stakeflow.workflows", ["sibling"]),
         ("stakeflow.core", ["contracts"]),
     ]
+
+
+def test_each_literal_type_is_defined_once():
+    """A set of values (``Risk``'s, say) typed out in two places drifts apart: one definition, imported."""
+    seen: dict[frozenset[str], list[str]] = {}
+    for name, path in modules().items():
+        for line in path.read_text().splitlines():
+            alias, sep, rest = line.partition(" = Literal[")
+            if sep and alias.isidentifier() and rest.endswith("]"):
+                values = frozenset(v.strip().strip("'\"") for v in rest[:-1].split(","))
+                seen.setdefault(values, []).append(f"{name}.{alias}")
+    twice = [places for places in seen.values() if len(places) > 1]
+    assert not twice, f"define each once and import it: {twice}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import pytest
 from stakeflow.activities.model_errors import CallContext, _connection_message
 from stakeflow.core.errors import ServiceError
 from stakeflow.local import processes, services
-from tests.support import free_port, make_settings
+from tests.support import REPO, free_port, make_settings
 
 MODEL_SERVER = str(Path(__file__).with_name("model_server_process.py"))
 
@@ -156,3 +157,16 @@ def test_the_supervisor_forwards_a_stop_and_records_it(tmp_path):
     assert proc.wait(timeout=10) == 1
     record = json.loads(exit_file.read_text())
     assert record["signal"] == "SIGTERM" and record["stop_requested"] is True
+
+
+def test_the_dev_server_command_is_built_in_one_place():
+    """`up`, the tests' dev servers and the benchmarks' take `temporal server start-dev`'s flags from
+    stakeflow/local/services.py: a tuning flag or search attribute written again elsewhere drifts from it."""
+    spelled = re.compile(r"\"start-dev\"|DEV_SERVER_TUNING|dev_server_flags\(\)|\"--sqlite-pragma\"")
+    places = sorted(
+        str(path.relative_to(REPO))
+        for root in ("stakeflow", "agents", "activities", "workflows", "workers", "tests", "bench")
+        for path in (REPO / root).rglob("*.py")
+        if spelled.search(path.read_text()) and path.name != Path(__file__).name
+    )
+    assert places == ["stakeflow/local/services.py"]

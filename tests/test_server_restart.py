@@ -15,8 +15,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from stakeflow.agents.types import TaskResult
 from stakeflow.cli import cli
-from stakeflow.core.contracts import dev_server_flags
-from stakeflow.local.services import DEV_SERVER_TUNING, port_open, temporal_binary
+from stakeflow.local.services import dev_server_command, port_open
 from stakeflow.services import runs
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeOpenAIServer, Reply
@@ -25,22 +24,7 @@ from tests.support import free_port, make_settings, open_endpoint_env, spawn_wor
 
 def start_server(db, port: int) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [
-            temporal_binary(),
-            "server",
-            "start-dev",
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--headless",
-            "--db-filename",
-            str(db),
-            "--log-level",
-            "error",
-            *DEV_SERVER_TUNING,
-            *dev_server_flags(),
-        ],
+        dev_server_command(port, db_file=db, log_level="error"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

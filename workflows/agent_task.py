@@ -40,8 +40,8 @@ with workflow.unsafe.imports_passed_through():
         AGENT_WORKFLOW,
         KEYS,
         PROGRESS_QUERY,
+        Public,  # the cost line stays readable in the Web UI with codec keys on
     )
-    from stakeflow.temporal.codec import Public  # the cost line stays readable in the Web UI with codec keys on
     from stakeflow.workflows.approvals import ApprovalGate
     from stakeflow.workflows.failures import StepFailure, is_cancellation
     from stakeflow.workflows.model_steps import ModelSteps

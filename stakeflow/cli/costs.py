@@ -69,10 +69,10 @@ def costs(since: str | None, by: str, run_id: str | None, as_json: bool, as_csv:
     if run_id is not None:
         run_id = run_async(traced_workflow_id(settings, store, run_id))
     report = cost_report(store, window, by, run_id, settings.frontier_model)
-    from stakeflow.activities.evals import agreement_table
     from stakeflow.agents.evals import agreement_text
+    from stakeflow.traces import agreement_table
 
-    table = agreement_table(settings)
+    table = agreement_table(settings.traces_path)
     report["agreement"] = agreement_text(table.overall, table.since_days)
     if as_json:
         echo_json(report)

@@ -168,9 +168,10 @@ def lora_group() -> None:
 @friendly
 def lora_load(name: str, path: str) -> None:
     """Load the adapter at PATH (on the vLLM host) under NAME; an agent then uses it by that name."""
-    from stakeflow.services.learn import lora
+    from stakeflow.endpoints import lora
 
-    click.echo(lora(current_settings(), "load", name, path))
+    settings = current_settings()
+    click.echo(lora(settings.open_url, settings.open_api_key, "load", name, path))
 
 
 @lora_group.command("unload")
@@ -178,9 +179,10 @@ def lora_load(name: str, path: str) -> None:
 @friendly
 def lora_unload(name: str) -> None:
     """Unload the adapter NAME."""
-    from stakeflow.services.learn import lora
+    from stakeflow.endpoints import lora
 
-    click.echo(lora(current_settings(), "unload", name))
+    settings = current_settings()
+    click.echo(lora(settings.open_url, settings.open_api_key, "unload", name))
 
 
 @click.command()

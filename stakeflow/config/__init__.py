@@ -3,7 +3,8 @@
 The floor above the contracts: it imports only ``stakeflow.core``, ``stakeflow.agents`` (the types a table
 names, the tool catalogue) and itself; everything that runs reads its settings from here. One job per module:
 
-* ``_settings``: ``Settings`` (every variable and table, and what derives from them) and ``load_settings``;
+* ``_settings``: ``Settings``: every variable and table, and what derives from them;
+* ``_load``: ``load_settings``: the environment over stakeflow.toml over the defaults, checked;
 * ``_sections``: one model per ``[section]`` of stakeflow.toml (``[policy]``, ``[tools]``, ``[workers]``, ...);
 * ``_catalogue``: what teams bring: ``[mcp.<name>]`` servers and ``[agents.<name>]``;
 * ``_hooks``: ``[hooks.<name>]`` (the webhook server's hooks) and their goal templates;
@@ -13,6 +14,7 @@ names, the tool catalogue) and itself; everything that runs reads its settings f
 
 from stakeflow.config._catalogue import SERVER_NAME, AgentConfig, McpServerConfig, ToolOverride
 from stakeflow.config._hooks import HookConfig, MissingField, TemplateError, render_goal, template_fields
+from stakeflow.config._load import load_settings
 from stakeflow.config._sections import (
     ApprovalsConfig,
     DatasetConfig,
@@ -34,9 +36,8 @@ from stakeflow.config._settings import (
     EMBEDDED_MODEL_ID,
     Settings,
     default_home,
-    load_settings,
 )
-from stakeflow.config._target import Pem, Target, resolve_target
+from stakeflow.config._target import Pem, Target, TemporalFields, resolve_target
 from stakeflow.config._toolsets import ResolvedTools
 from stakeflow.config._toolsets import resolve as resolve_tools
 
@@ -64,6 +65,7 @@ __all__ = [
     "SqlQueryConfig",
     "Target",
     "TemplateError",
+    "TemporalFields",
     "ToolOverride",
     "ToolsConfig",
     "WorkersConfig",

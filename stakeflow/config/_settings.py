@@ -1,28 +1,21 @@
 """Typed settings, read once at the edge and passed in.
 
 Sources, strongest first: environment variables, then ``$STAKEFLOW_HOME/stakeflow.toml``,
-then the defaults here. Secrets (API keys) come from the environment only.
+then the defaults here. Secrets (API keys) come from the environment only. Reading them is ``_load``'s job.
 """
 
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import (
-    AliasChoices,
-    Field,
-    PrivateAttr,
-    SecretStr,
-    ValidationError,
-)
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from stakeflow.agents.types import Dialect
-from stakeflow.config._catalogue import SERVER_NAME, AgentConfig, McpServerConfig
+from stakeflow.config._catalogue import AgentConfig, McpServerConfig
 from stakeflow.config._hooks import HookConfig
 from stakeflow.config._sections import (
     ApprovalsConfig,
@@ -34,7 +27,7 @@ from stakeflow.config._sections import (
     ToolsConfig,
     WorkersConfig,
 )
-from stakeflow.core.errors import ConfigError
+from stakeflow.config._target import Target, TemporalFields, resolve_target
 
 CONFIG_FILENAME = "stakeflow.toml"
 EMBEDDED_MODEL_ID = "smollm2-135m-instruct"
@@ -57,7 +50,7 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=default_home)
     # Temporal: stakeflow's own layer of the connection. `load_settings` merges it with Temporal's standard
     # configuration (TEMPORAL_* variables, a profile of Temporal's config file) into ``target``; see
-    # stakeflow/temporal_config.py for the precedence.
+    # stakeflow/config/_target.py for the precedence.
     temporal_address: str | None = None  # set (here or by Temporal's config) = use that server, never start one
     temporal_namespace: str = "default"
     temporal_profile: str | None = None  # a profile of Temporal's config file (TEMPORAL_PROFILE wins)
@@ -131,7 +124,7 @@ class Settings(BaseSettings):
     traces: Path | None = None  # the DuckDB trace file; default $STAKEFLOW_HOME/traces.duckdb
     trace_content: bool = False  # record prompts and completions in spans (STAKEFLOW_TRACE_CONTENT=1)
 
-    _target: Any = PrivateAttr(default=None)  # the resolved Temporal target (stakeflow.temporal_config.Target)
+    _target: Target | None = PrivateAttr(default=None)  # the resolved Temporal target (see ``target``)
 
     @classmethod
     def settings_customise_sources(
@@ -213,17 +206,25 @@ class Settings(BaseSettings):
         return self.temporal_address is None
 
     @property
-    def target(self):
+    def target(self) -> Target:
         """The Temporal server, namespace and credentials to connect with, and where each came from.
 
         ``load_settings`` resolves it from every source; settings built in code (tests, benchmarks)
         resolve it from their own fields only, so no variable or file of the machine leaks in.
         """
-        from stakeflow.config._target import resolve_target
-
         if self._target is None:
-            self._target = resolve_target(self, environ={}, config_file=None)
+            self._target = resolve_target(self.temporal_fields(), environ={}, config_file=None)
         return self._target
+
+    def temporal_fields(self) -> TemporalFields:
+        """Stakeflow's own layer of the Temporal connection, as ``resolve_target`` reads it."""
+        names = [n for n in type(self).model_fields if n.startswith("temporal_")]
+        return TemporalFields(
+            values={n: getattr(self, n) for n in names if n in self.model_fields_set},
+            config_path=self.config_path,
+            port=self.temporal_port,
+            profile=self.temporal_profile,
+        )
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Settings:
         """A copy; one whose Temporal fields changed resolves its target again (from its own fields)."""
@@ -246,86 +247,3 @@ class Settings(BaseSettings):
             root = f"http://{host}:{self.ui_port}"
         base = f"{root}/namespaces/{self.temporal_namespace}/workflows"
         return f"{base}/{workflow_id}" if workflow_id else base
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        return {}
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path} is not valid TOML ({e}): fix the file or move it aside") from None
-    except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
-
-
-def _describe(err: ValidationError, path: Path) -> str:
-    first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    if first["type"] == "extra_forbidden":
-        return f"unknown setting '{where}' in {path} or the environment: remove it (see README, Configuration)"
-    return f"bad setting '{where}' in {path} or the environment: {first['msg']}"
-
-
-# Secrets that must never be written into stakeflow.toml (the file is shared, copied, committed).
-ENV_ONLY = {
-    "temporal_api_key": "STAKEFLOW_TEMPORAL_API_KEY (or TEMPORAL_API_KEY)",
-    "codec_keys": "STAKEFLOW_CODEC_KEYS, or a key file named by codec_keys_file",
-    "codec_auth_tokens": "STAKEFLOW_CODEC_AUTH_TOKENS",
-}
-
-
-def load_settings() -> Settings:
-    """Read settings from the environment and the TOML file in STAKEFLOW_HOME, then resolve the Temporal
-    target from them, Temporal's own variables and Temporal's config file (stakeflow/temporal_config.py)."""
-    from stakeflow.config._target import resolve_target
-
-    home = Path(os.environ.get("STAKEFLOW_HOME") or default_home()).expanduser()
-    path = home / CONFIG_FILENAME
-    data = _read_toml(path)
-    data.pop("home", None)
-    for key, where in ENV_ONLY.items():
-        if key in data:
-            raise ConfigError(f"'{key}' is a secret and may not be in {path}: remove it and set {where} instead")
-    try:
-        settings = Settings(home=home, **data)
-    except ValidationError as e:
-        raise ConfigError(_describe(e, path)) from None
-    _check_tools(settings)
-    target = resolve_target(settings, environ=os.environ)
-    # The rest of stakeflow reads the address and namespace from these two fields.
-    resolved = settings.model_copy(
-        update={
-            "temporal_address": None if target.local else target.address,
-            "temporal_namespace": target.namespace,
-        }
-    )
-    resolved._target = target
-    return resolved
-
-
-def _check_tools(settings: Settings) -> None:
-    """Every tool name or glob the file uses names something that exists (or can, once described)."""
-    from stakeflow.config._toolsets import resolve
-    from stakeflow.core.errors import InputError
-
-    for name in settings.mcp:
-        if not SERVER_NAME.match(name):
-            raise ConfigError(
-                f"[mcp.{name}] in {settings.config_path}: a server name is lower-case letters, digits, - and _ "
-                "(it prefixes its tools: <server>.<tool>)"
-            )
-    uses = [("[tools] enabled", settings.tools.enabled), ("[policy] private_tools", settings.policy.private_tools)]
-    uses += [(f"[hooks.{name}] tools", hook.tools) for name, hook in settings.hooks.items()]
-    uses += [(f"[agents.{name}] tools", agent.tools) for name, agent in settings.agents.items()]
-    for where, patterns in uses:
-        if patterns is None:
-            continue
-        try:
-            resolve(
-                settings.model_copy(update={"tools": settings.tools.model_copy(update={"enabled": None})}),
-                list(patterns),
-                where=where,
-            )
-        except InputError as e:
-            raise ConfigError(str(e)) from None

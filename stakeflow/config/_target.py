@@ -34,16 +34,27 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import SecretStr
 
 from stakeflow.core.errors import ConfigError
 
-if TYPE_CHECKING:
-    from stakeflow.config._settings import Settings
-
 AUTO = "auto"  # config_file: look where Temporal's tools look
+
+
+@dataclass(frozen=True)
+class TemporalFields:
+    """Stakeflow's own settings for the connection (``Settings.temporal_fields``): what resolution reads of them."""
+
+    values: Mapping[str, Any]
+    """The ``temporal_*`` settings that were set (by a variable, stakeflow.toml or code), by field name."""
+    config_path: Path
+    """stakeflow.toml, named as the origin of what it set."""
+    port: int
+    """The port of stakeflow's own dev server, when no address is configured anywhere."""
+    profile: str | None
+    """``temporal_profile``: the profile of Temporal's config file to read."""
 
 
 @dataclass(frozen=True)
@@ -136,12 +147,12 @@ _TEMPORAL_VARS = {
 }
 
 
-def resolve_target(settings: Settings, environ: Mapping[str, str], config_file: Path | str | None = AUTO) -> Target:
+def resolve_target(fields: TemporalFields, environ: Mapping[str, str], config_file: Path | str | None = AUTO) -> Target:
     """The connection, field by field from the strongest source (module docstring); ConfigError when a
     named profile or the config file is unusable."""
-    own_env, own_file = _own_layers(settings, environ)
+    own_env, own_file = _own_layers(fields, environ)
     layers = [own_env, _profile_values(_load_env_profile(environ), _TEMPORAL_VARS), own_file]
-    profile, path, from_file = _file_profile(settings, environ, config_file)
+    profile, path, from_file = _file_profile(fields, environ, config_file)
     if from_file is not None:
         where = f"profile '{profile}' of {path}"
         layers.append(_profile_values(from_file, {k: where for k in _TEMPORAL_VARS}))
@@ -159,7 +170,7 @@ def resolve_target(settings: Settings, environ: Mapping[str, str], config_file: 
     if tls is None:
         tls = pem_set or api_key is not None
     return Target(
-        address=address or f"127.0.0.1:{settings.temporal_port}",
+        address=address or f"127.0.0.1:{fields.port}",
         namespace=chosen.get("namespace") or "default",
         local=address is None,
         api_key=api_key,
@@ -175,15 +186,15 @@ def resolve_target(settings: Settings, environ: Mapping[str, str], config_file: 
     )
 
 
-def _own_layers(settings: Settings, environ: Mapping[str, str]) -> tuple[dict, dict]:
+def _own_layers(fields: TemporalFields, environ: Mapping[str, str]) -> tuple[dict, dict]:
     """Stakeflow's fields, split into what its variables set and what stakeflow.toml (or code) set."""
     env: dict[str, tuple[Any, str]] = {}
     file: dict[str, tuple[Any, str]] = {}
     for key, (name, var) in _OWN.items():
-        if name not in settings.model_fields_set:
+        if name not in fields.values:
             continue
-        origin = var if var in environ else (str(settings.config_path) if environ else "stakeflow settings")
-        value = getattr(settings, name)
+        origin = var if var in environ else (str(fields.config_path) if environ else "stakeflow settings")
+        value = fields.values[name]
         if key in ("server_ca", "client_cert", "client_key") and value is not None:
             value = Pem(origin, path=Path(value).expanduser())
         if key == "api_key" and value is not None and not value.get_secret_value():
@@ -202,17 +213,15 @@ def _load_env_profile(environ: Mapping[str, str]):
         raise ConfigError(f"Temporal's environment variables are not usable ({_first_line(e)}): fix them") from None
 
 
-def _file_profile(settings: Settings, environ: Mapping[str, str], config_file: Path | str | None):
+def _file_profile(fields: TemporalFields, environ: Mapping[str, str], config_file: Path | str | None):
     """(profile name, file, the profile) -- the profile None when no file is read."""
     from temporalio.envconfig import ClientConfig, ClientConfigProfile
 
-    explicit = environ.get("STAKEFLOW_TEMPORAL_PROFILE") or environ.get("TEMPORAL_PROFILE") or settings.temporal_profile
+    explicit = environ.get("STAKEFLOW_TEMPORAL_PROFILE") or environ.get("TEMPORAL_PROFILE") or fields.profile
     name = explicit or "default"
     if config_file is None:
-        if settings.temporal_profile:
-            raise ConfigError(
-                f"temporal_profile '{settings.temporal_profile}' is set but no Temporal config file is read here"
-            )
+        if fields.profile:
+            raise ConfigError(f"temporal_profile '{fields.profile}' is set but no Temporal config file is read here")
         return name, None, None
     path = default_config_file(environ) if config_file == AUTO else Path(config_file)
     if not path.is_file():

@@ -1,8 +1,11 @@
-"""The model endpoints outside a model call: whether each route answers, and what to do when it does not.
+"""The model endpoints outside a model call: whether each route answers (``_probes``), and adapters on vLLM
+(``_lora``).
 
-A library floor: `up`, `models`, `doctor` and the embedded model's readiness probe here, so they cannot disagree.
+A library floor: `up`, `models`, `doctor` and the embedded model's readiness probe here, so they cannot
+disagree; `stakeflow models lora` and the learn loop's load step load adapters here.
 """
 
+from stakeflow.endpoints._lora import LORA_FLAGS, lora
 from stakeflow.endpoints._probes import (
     ANTHROPIC_DEFAULT_URL,
     Probe,
@@ -15,9 +18,11 @@ from stakeflow.endpoints._probes import (
 
 __all__ = [
     "ANTHROPIC_DEFAULT_URL",
+    "LORA_FLAGS",
     "Probe",
     "completion_request",
     "describe_endpoints",
+    "lora",
     "probe_completion",
     "probe_frontier",
     "probe_models",

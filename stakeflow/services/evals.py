@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from stakeflow.activities.evals import agreement_table
 from stakeflow.agents.evals import AGREEING, AgreementRow, routing_by_agreement
 from stakeflow.config import Settings
 from stakeflow.core.errors import InputError
+from stakeflow.traces import TraceStore, agreement_table
 
 BREAKDOWNS = {
     "tool": "coalesce(tool, '')",
@@ -33,8 +33,6 @@ def parse_since(since: str) -> datetime:
 
 def report(settings: Settings, by: str = "kind", since: str = "7d") -> dict[str, Any]:
     """Agreement (agree, tie or open better) per group with its Wilson 95% interval, n, costs and p50 latency."""
-    from stakeflow.traces import TraceStore
-
     if by not in BREAKDOWNS:
         raise InputError(f"unknown breakdown '{by}': use one of {', '.join(BREAKDOWNS)}")
     start = parse_since(since)
@@ -81,7 +79,7 @@ def report(settings: Settings, by: str = "kind", since: str = "7d") -> dict[str,
 
 def routing(settings: Settings) -> list[dict[str, Any]]:
     """The routing the next run would use, per (agent, kind, tool) with measurements."""
-    table = agreement_table(settings)
+    table = agreement_table(settings.traces_path)
     rows = []
     for r in table.rows:
         frontier, why = routing_by_agreement(

@@ -1,16 +1,27 @@
-"""Service functions behind `stakeflow evals replay`, `stakeflow models lora` and `stakeflow learn`."""
+"""Service functions behind `stakeflow evals replay` and `stakeflow learn` (adapters on vLLM: stakeflow.endpoints)."""
 
 from __future__ import annotations
 
 import statistics
 import uuid
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
-from stakeflow.agents.evals import ReplayFilters, ReplayModelReport, ReplayPart, ReplayRequest
+from stakeflow.agents.evals import (
+    LearnRequest,
+    LearnResult,
+    ReplayFilters,
+    ReplayModelReport,
+    ReplayPart,
+    ReplayRequest,
+)
 from stakeflow.agents.types import ModelEndpoint
 from stakeflow.config import Settings
-from stakeflow.core.contracts import REPLAY_WORKFLOW, queue_name
+from stakeflow.core.contracts import LEARN_WORKFLOW, REPLAY_WORKFLOW, queue_name
+from stakeflow.core.errors import InputError
+from stakeflow.services.runs import open_models
+from stakeflow.stores.promotions import learn_dir
+from stakeflow.temporal.connection import connect
 
 
 async def start_replay(
@@ -23,8 +34,6 @@ async def start_replay(
     agent: str | None,
     tool: str | None,
 ):
-    from stakeflow.services.runs import open_models
-    from stakeflow.temporal.connection import connect
 
     current = ModelEndpoint(route="open", model=open_models(settings, agent)[0], provider="openai-compatible")
     client = await connect(settings)
@@ -76,54 +85,10 @@ def replay_rows(reports: list[ReplayModelReport]) -> list[dict[str, Any]]:
     return rows
 
 
-LORA_FLAGS = (
-    "start vLLM with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True and --enable-lora "
-    "(--max-loras N --max-lora-rank R; deploy/vllm-serve.sh sets them)"
-)
-
-
-def lora(settings: Settings, action: str, name: str, path: str | None = None) -> str:
-    """Load or unload a LoRA adapter on the open endpoint (vLLM's runtime LoRA API); the server's answer."""
-    import httpx
-
-    from stakeflow.core.errors import EndpointError, InputError
-
-    url = settings.open_url
-    headers = {"Authorization": f"Bearer {settings.open_api_key.get_secret_value()}"} if settings.open_api_key else {}
-    body: dict[str, str] = {"lora_name": name}
-    if action == "load":
-        body["lora_path"] = str(path)
-    try:
-        r = httpx.post(f"{url}/{action}_lora_adapter", json=body, headers=headers, timeout=600)
-    except httpx.HTTPError as e:
-        raise EndpointError(
-            f"{url} is unreachable ({type(e).__name__}): start vLLM (deploy/) or fix STAKEFLOW_OPEN_BASE_URL"
-        ) from None
-    if r.status_code == 404 and "lora" not in r.text.lower():
-        raise EndpointError(f"{url} has no runtime LoRA API (HTTP 404): {LORA_FLAGS}")
-    text = r.text.strip().strip('"')
-    if r.status_code != 200:
-        try:
-            text = r.json().get("message", text)
-        except (ValueError, AttributeError):
-            pass
-        raise InputError(f"vLLM refused to {action} adapter '{name}' (HTTP {r.status_code}): {text}")
-    return text
-
-
 async def start_learn(
     settings: Settings, agent: str | None, *, margin: float | None = None, min_examples: int | None = None
 ):
     """Start a LearnWorkflow for the agent; (handle, request). InputError when the loop cannot work here."""
-    from datetime import datetime
-
-    from stakeflow.agents.evals import LearnRequest, LearnResult
-    from stakeflow.core.contracts import LEARN_WORKFLOW
-    from stakeflow.core.errors import InputError
-    from stakeflow.services.runs import open_models
-    from stakeflow.stores.promotions import learn_dir
-    from stakeflow.temporal.connection import connect
-
     if not settings.frontier_configured:
         raise InputError(
             "stakeflow learn judges the adapter against the frontier's answers: set ANTHROPIC_API_KEY "

@@ -28,7 +28,7 @@ Not encrypted (Temporal reads them itself): search attributes, workflow and acti
 task queue names, timestamps, failure *types*. See docs/reliability.md, "Encrypted payloads".
 
 **Public values.** The SDK sends memo values through the codec like every payload, so a memo would only
-be readable through the codec server. A value wrapped in ``Public`` (a ``str``) is marked by the payload
+be readable through the codec server. A value wrapped in ``Public`` (a ``str``, ``stakeflow.core.contracts``) is marked by the payload
 converter and left in clear, for what the Web UI should show without keys and that is no secret: a
 webhook seal's run id (already its workflow id, which is never encrypted), a run's cost line. Nothing a
 run reads or writes may be wrapped.
@@ -47,20 +47,16 @@ from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import PydanticPayloadConverter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes, PayloadCodec
 
+from stakeflow.core.contracts import PUBLIC_KEY, Public
 from stakeflow.core.errors import ConfigError, StakeflowError
 
 if TYPE_CHECKING:
     from stakeflow.config import Settings
 
 ENCODING = b"binary/encrypted"
-PUBLIC_KEY = "stakeflow-public"  # payload metadata: a Public value, left in clear
 KEY_ID = "encryption-key-id"
 NONCE_BYTES = 12
 KEY_BYTES = 32
-
-
-class Public(str):
-    """A string the codec leaves readable (module docstring): memo values that are no secret."""
 
 
 class PublicAwarePayloadConverter(PydanticPayloadConverter):

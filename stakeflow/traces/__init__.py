@@ -8,15 +8,19 @@ and see those still pending. One job per module:
 * ``_segments``: the spool's file format, and how a segment row becomes a ``spans`` row.
 * ``_exporter``: ``DuckDBSpanExporter``, the secrets filter, the span processors of a process.
 * ``_store``: ``TraceStore``: ingest, compaction, the read-only connection that includes the spool.
-* ``_tree``, ``_costs``, ``_sql``: the readers (a run's span tree, the cost report, ``stakeflow sql``).
+* ``_tree``, ``_costs``, ``_sql``, ``_agreement``: the readers (a run's span tree, the cost report, ``stakeflow sql``,
+  the open path's measured agreement).
   They import the store; the store imports none of them.
 * ``_tables``: results as text tables and CSV.
+* ``_records``: ``RecordWriter``, rows of the record tables (evals, captures, labels) as spool files.
 * ``_rows``: ``one_row``, the row of a query that always returns one (typed: never None).
 """
 
+from stakeflow.traces._agreement import agreement_table
 from stakeflow.traces._costs import BREAKDOWNS, cost_report, summary_line
 from stakeflow.traces._exporter import DuckDBSpanExporter, build_span_processors, keep_attribute
 from stakeflow.traces._migrations import MIGRATIONS
+from stakeflow.traces._records import RecordWriter
 from stakeflow.traces._segments import spool_dir_for
 from stakeflow.traces._sql import run_sql
 from stakeflow.traces._store import SCHEMA_VERSION, SyncResult, TraceStore
@@ -28,8 +32,10 @@ __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "DuckDBSpanExporter",
+    "RecordWriter",
     "SyncResult",
     "TraceStore",
+    "agreement_table",
     "build_span_processors",
     "cost_report",
     "format_table",

@@ -42,9 +42,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from stakeflow.agents.types import TaskRequest
 from stakeflow.config import Settings
+from stakeflow.core.contracts import Public
 from stakeflow.core.errors import ConfigError, ServiceError
 from stakeflow.services import runs
-from stakeflow.temporal.codec import Public
 from stakeflow.webhooks.refused import Refused, unavailable
 
 log = logging.getLogger("stakeflow.webhooks")

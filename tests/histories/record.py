@@ -30,22 +30,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from stakeflow.agents.types import ApprovalRequest, Progress  # noqa: E402
+from stakeflow.local.services import dev_server_args  # noqa: E402
 from stakeflow.services import runs  # noqa: E402
 from tests.agent_script import agent, call, plan, think  # noqa: E402
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply  # noqa: E402
-
-try:  # the helpers moved out of conftest in this release
-    from tests.support import make_settings, running_workers  # type: ignore[import-not-found]
-except ImportError:
-    from tests.support import make_settings, running_workers  # type: ignore[no-redef]
-try:
-    from stakeflow.local.services import DEV_SERVER_TUNING  # type: ignore[import-not-found]
-except ImportError:
-    from stakeflow.services import DEV_SERVER_TUNING  # type: ignore[no-redef]
-try:
-    from stakeflow.core.contracts import dev_server_flags  # type: ignore[import-not-found]
-except ImportError:
-    from stakeflow.search_attributes import dev_server_flags  # type: ignore[no-redef]
+from tests.support import make_settings, running_workers  # noqa: E402
 
 NOTES = "Revenue grew 12% over Q2, driven by the Nordic region.\n"
 WRITE_PLAN = plan(("Read the notes", "read_file"), ("Write the summary", "write_file", "high"))
@@ -188,7 +177,7 @@ async def main(label: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=shutil.which("temporal"), data_converter=pydantic_data_converter, ip="127.0.0.1",
-        dev_server_extra_args=[*DEV_SERVER_TUNING, *dev_server_flags(), "--log-level", "error"],
+        dev_server_extra_args=dev_server_args(log_level="error"),
     )
     try:
         for name, scenario in SCENARIOS.items():
