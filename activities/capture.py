@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from stakeflow.activities.model_outputs import plan_output_model, step_output_model
 from stakeflow.agents.types import JudgeVerdict, ModelCallRequest, ModelCallResult
-from stakeflow.config import Settings
 from stakeflow.traces import RecordWriter, spool_dir_for
 
 
@@ -60,15 +60,15 @@ def response_record(result: ModelCallResult) -> dict[str, Any]:
 class Capturer:
     """Writes one captures row per finished model call that asks for it."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+    def __init__(self, traces_path: Path) -> None:
+        self._traces_path = traces_path  # the trace store whose spool the rows go to
         self._writer: RecordWriter | None = None
 
     async def record(self, req: ModelCallRequest, result: ModelCallResult | None, attempt: int) -> None:
         if not req.capture:
             return
         if self._writer is None:
-            self._writer = RecordWriter(spool_dir_for(self._settings.traces_path), "captures")
+            self._writer = RecordWriter(spool_dir_for(self._traces_path), "captures")
         row = {
             # One row per call: a retry that succeeds after a failed attempt is a separate (later) row.
             "capture_id": f"{req.run_id}/{req.step}/{req.purpose}/{req.endpoint.route}/{attempt}",

@@ -10,13 +10,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeGuard, get_args
 
 from temporalio import activity
-from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.client import WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 
+from stakeflow.activities.parameters import EvalParameters
 from stakeflow.agents.evals import (
     AGREEMENT_DAYS,
     AgreementTable,
@@ -28,8 +31,15 @@ from stakeflow.agents.evals import (
     ReplayPageRequest,
     StepLabel,
 )
-from stakeflow.agents.types import Purpose
-from stakeflow.config import Settings
+from stakeflow.agents.types import (
+    ExampleTurn,
+    ModelCallRequest,
+    ModelCallResult,
+    Plan,
+    Purpose,
+    StepAction,
+    ToolSpecView,
+)
 from stakeflow.core.contracts import (
     BUDGET_WORKFLOW,
     LOAD_REPLAY_EXAMPLES,
@@ -40,30 +50,45 @@ from stakeflow.core.contracts import (
     RESERVE_UPDATE,
     SETTLE_SHADOW_BUDGET,
     SETTLE_UPDATE,
+    QueueRole,
     queue_name,
 )
+from stakeflow.stores.datasets import collect
 from stakeflow.traces import RecordWriter, agreement_table, spool_dir_for
 
 
 class EvalActivities:
-    def __init__(self, client: Client, settings: Settings) -> None:
-        self._client = client
-        self._settings = settings
+    """The shadow evaluation's activities (and the replay's examples), all on the workflows queue."""
+
+    def __init__(self, params: EvalParameters) -> None:
+        self._params = params
         self._writer: RecordWriter | None = None
         self._labels: RecordWriter | None = None
+
+    def activities(self, role: QueueRole) -> list[Callable[..., Any]]:
+        if role != "workflows":
+            return []
+        return [
+            self.reserve_shadow_budget,
+            self.settle_shadow_budget,
+            self.record_eval,
+            self.read_agreement,
+            self.record_label,
+            self.load_replay_examples,
+        ]
 
     async def _budget(self, update: str, ask: BudgetAsk) -> BudgetGrant:
         """The day's budget workflow, by its names (workflows/shadow.py answers them), started if it is not yet."""
         start: WithStartWorkflowOperation[Any, float] = WithStartWorkflowOperation(
             BUDGET_WORKFLOW,
             ask.day,
-            id=f"{self._settings.queue_prefix}-shadow-budget-{ask.day}",
-            task_queue=queue_name("workflows", self._settings.queue_prefix),
+            id=f"{self._params.queue_prefix}-shadow-budget-{ask.day}",
+            task_queue=queue_name("workflows", self._params.queue_prefix),
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             static_summary=f"shadow evaluation budget for {ask.day} (UTC)",
             result_type=float,
         )
-        return await self._client.execute_update_with_start_workflow(
+        return await activity.client().execute_update_with_start_workflow(
             update, ask, start_workflow_operation=start, result_type=BudgetGrant
         )
 
@@ -78,14 +103,14 @@ class EvalActivities:
     @activity.defn(name=RECORD_EVAL)
     async def record_eval(self, record: EvalRecord) -> None:
         if self._writer is None:
-            self._writer = RecordWriter(spool_dir_for(self._settings.traces_path), "evals")
+            self._writer = RecordWriter(spool_dir_for(self._params.traces_path), "evals")
         row = record.model_dump()
         await asyncio.to_thread(self._writer.write, [row])
 
     @activity.defn(name=RECORD_LABEL)
     async def record_label(self, label: StepLabel) -> None:
         if self._labels is None:
-            self._labels = RecordWriter(spool_dir_for(self._settings.traces_path), "labels")
+            self._labels = RecordWriter(spool_dir_for(self._params.traces_path), "labels")
         a = label.approval
         row = {
             "label_id": f"{label.run_id}/{label.step}",
@@ -101,11 +126,11 @@ class EvalActivities:
 
     @activity.defn(name=LOAD_REPLAY_EXAMPLES)
     async def load_replay_examples(self, req: ReplayPageRequest) -> ReplayPage:
-        return await asyncio.to_thread(replay_page, self._settings, req)
+        return await asyncio.to_thread(replay_page, self._params.traces_path, req)
 
     @activity.defn(name=READ_AGREEMENT)
     async def read_agreement(self, since_days: int = AGREEMENT_DAYS) -> AgreementTable:
-        return await asyncio.to_thread(agreement_table, self._settings.traces_path, since_days)
+        return await asyncio.to_thread(agreement_table, self._params.traces_path, since_days)
 
 
 def _is_purpose(value: str) -> TypeGuard[Purpose]:
@@ -113,14 +138,11 @@ def _is_purpose(value: str) -> TypeGuard[Purpose]:
     return value in get_args(Purpose)
 
 
-def replay_page(settings: Settings, req: ReplayPageRequest) -> ReplayPage:
+def replay_page(traces_path: Path, req: ReplayPageRequest) -> ReplayPage:
     """One page of held-out examples, as ModelCallRequests with their reference answers."""
-    from stakeflow.agents.types import ExampleTurn, ModelCallRequest, ModelCallResult, Plan, StepAction, ToolSpecView
-    from stakeflow.stores.datasets import collect
-
     f = req.filters
     exported = collect(
-        settings,
+        traces_path,
         since=datetime.fromisoformat(f.since) if f.since else None,
         agent=f.agent,
         tool=f.tool,

@@ -305,7 +305,7 @@ def bench_runner(*also: str) -> SandboxedWorkflowRunner:
 
     Otherwise the sandbox would re-execute this whole file (agents, fake server class, ...) at the
     start of every (b) and floor run, a cost of this benchmark's layout, not of pydantic-ai. So (b)
-    gets its best case. stakeflow's own workers pass its workflow modules through too (workers/sandbox.py).
+    gets its best case. stakeflow's own workers pass its workflow modules through too (stakeflow/temporal/sandbox.py).
     """
     return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(__name__, *also))
 

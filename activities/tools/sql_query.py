@@ -1,6 +1,6 @@
 """The sql_query tool: one read-only DuckDB query over the workspace's data files.
 
-Each call gets its own in-memory DuckDB, shut off (by ``stakeflow.readonly_sql``, the project's
+Each call gets its own in-memory DuckDB, shut off (by ``stakeflow.stores.readonly_sql``, the project's
 one lock-down) from every file but the workspace's data files, from extensions and from the
 network, and capped in memory, threads and spill space (``[tools.sql_query] memory_limit``,
 ``threads``, ``temp_directory``, ``max_temp_size``): one query must not take the worker's memory

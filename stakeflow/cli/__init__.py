@@ -1,14 +1,15 @@
-"""The `stakeflow` command. Commands parse, call a service function, print.
+"""The `stakeflow` command. Commands parse, call a service function (``stakeflow.services``), print.
 
-One module per responsibility:
+An entry point: the top floor, which may import anything (README, "Layout"). One module per responsibility:
 
 * ``common``: settings, the Temporal client and run lookup, friendly errors, output helpers;
 * ``stack``: the local stack and long-running processes (`up`, `down`, `doctor`, `worker`, `models`, `serve`,
   `codec-server`, `codec-key`);
 * ``runs``: `run`, `status`, `result`, `cancel`;
 * ``approvals``: `approve`, `reject`, `list`, `admin`;
-* ``catalog``: `tools`, `agents`, `evals`;
-* ``learning``: `dataset export`, `evals replay`, `models lora`, `learn`;
+* ``catalogue``: `tools`, `agents`, `evals`; ``listing``: every tool a run could use, described as a worker
+  describes it (it starts MCP servers and loads Python tools the way a worker's activities do);
+* ``learn``: `dataset export`, `evals replay`, `models lora`, `learn`;
 * ``costs``: the trace store's readers (`trace`, `costs`, `sql`, `prices`).
 """
 

@@ -1,7 +1,7 @@
 """Cost review commands: `trace`, `costs`, `sql`, `prices`. Each reads the DuckDB trace store.
 
 `trace` and `costs --run` take a run's workflow id or its Temporal run id; how an id is found, and
-what happens when Temporal is unreachable, is in `stakeflow.reports`.
+what happens when Temporal is unreachable, is in `stakeflow.services.reports`.
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ def export(
     settings = current_settings()
     chosen = tuple(sources) or SOURCES
     exported = collect(
-        settings,
+        settings.traces_path,
         since=parse_since(since) if since else None,
         agent=agent,
         tool=tool,
@@ -217,11 +217,11 @@ def learn(
 
     from stakeflow.cli.common import run_async
     from stakeflow.services.learn import start_learn
-    from stakeflow.stores.promotions import revoke
+    from stakeflow.stores.promotions import learn_dir, revoke
 
     settings = current_settings()
     if revert:
-        removed = revoke(settings, agent)
+        removed = revoke(learn_dir(settings), agent)
         click.echo(
             f"{agent or 'runs without an agent'}: {removed.open_model} no longer promoted"
             if removed

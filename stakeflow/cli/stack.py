@@ -133,9 +133,9 @@ async def _worker(settings: Settings, roles: list[QueueRole]) -> None:
     from stakeflow.temporal import metrics
     from stakeflow.temporal.connection import connect
     from stakeflow.temporal.telemetry import setup_tracing, shutdown
-    from stakeflow.workers.main import Toolboxes, run_workers
+    from stakeflow.workers.main import Holders, run_workers
 
-    toolboxes = Toolboxes(settings)  # a Python tool that cannot be one is refused before anything connects
+    holders = Holders(settings)  # a Python tool that cannot be one is refused before anything connects
     runtime = metrics.start(settings)  # before the client: the SDK's metrics come from the client's runtime
     setup_tracing(settings, "worker", extra=[metrics.SpanMetrics(runtime)] if runtime else None)
     client = await connect(settings, runtime=runtime)
@@ -149,7 +149,7 @@ async def _worker(settings: Settings, roles: list[QueueRole]) -> None:
     names = ", ".join(queue_name(r, settings.queue_prefix) for r in roles)
     err(f"worker polling {names} on {settings.target.describe()} (SIGTERM to stop)")
     try:
-        await run_workers(client, settings, roles, stop, toolboxes)
+        await run_workers(client, settings, roles, stop, holders)
     finally:
         shutdown()  # flush buffered spans to the trace store
     err("worker stopped")

@@ -1,6 +1,6 @@
 """`stakeflow codec-server`: Temporal's remote codec endpoint, so people allowed to can read encrypted payloads.
 
-With payload encryption on (stakeflow/codec.py), the Temporal Web UI and `temporal workflow show`
+With payload encryption on (stakeflow/temporal/codec.py), the Temporal Web UI and `temporal workflow show`
 see only ciphertext. Both can send payloads to a *codec server* to be decoded (Temporal's remote codec
 protocol): ``POST .../decode`` and ``POST .../encode`` with a ``Payloads`` message as protobuf JSON
 (``{"payloads": [{"metadata": {...}, "data": "<base64>"}]}``), answered in the same form. Only the

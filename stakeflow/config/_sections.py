@@ -1,6 +1,6 @@
 """The tables of stakeflow.toml: one model per ``[section]``, each refusing keys it does not know.
 
-``stakeflow.settings.Settings`` holds one of each; see it for where values come from.
+``stakeflow.config.Settings`` holds one of each; see it for where values come from.
 """
 
 from __future__ import annotations

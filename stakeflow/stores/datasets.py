@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from stakeflow.config import Settings
 from stakeflow.core.errors import InputError
+from stakeflow.traces import TraceStore
 
 Source = Literal["frontier", "shadow", "approved"]
 SOURCES: tuple[str, ...] = ("frontier", "shadow", "approved")
@@ -85,7 +85,7 @@ def _messages(request: dict[str, Any], answer: str) -> list[dict[str, str]]:
 
 
 def collect(
-    settings: Settings,
+    traces_path: Path,
     *,
     since: datetime | None = None,
     agent: str | None = None,
@@ -95,15 +95,13 @@ def collect(
     split: float = 0.8,
     with_requests: bool = False,
 ) -> Export:
-    """The examples the filters select, deduplicated and split."""
-    from stakeflow.traces import TraceStore
-
+    """The examples the filters select from the trace store at ``traces_path``, deduplicated and split."""
     unknown = [s for s in sources if s not in SOURCES]
     if unknown:
         raise InputError(f"unknown source {', '.join(unknown)}: use {', '.join(SOURCES)}")
     if not 0 < split <= 1:
         raise InputError(f"--split {split}: give the share of examples for training, above 0 and at most 1")
-    with TraceStore(settings.traces_path).reader() as con:
+    with TraceStore(traces_path).reader() as con:
         rows = con.execute(
             """
             SELECT c.run_id, c.step, c.purpose, c.tool, c.agent, c.route, c.source, c.sensitivity, c.ok,

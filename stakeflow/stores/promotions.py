@@ -18,17 +18,18 @@ from stakeflow.core.errors import InputError
 
 
 def learn_dir(settings: Settings) -> Path:
-    """The learn folder: each learn run's dataset and adapter, and the promotions."""
+    """The learn folder: each learn run's dataset and adapter, and the promotions (the functions below take it)."""
     return settings.learn.workdir or settings.home / "learn"
 
 
-def promotions_path(settings: Settings) -> Path:
-    return learn_dir(settings) / "promotions.json"
+def promotions_path(folder: Path) -> Path:
+    return folder / "promotions.json"
 
 
-def promotions(settings: Settings) -> dict[str, Promotion]:
-    """Every promotion, by agent ("" = runs without a named agent); InputError when the file is damaged."""
-    path = promotions_path(settings)
+def promotions(folder: Path) -> dict[str, Promotion]:
+    """Every promotion in the learn folder, by agent ("" = runs without a named agent); InputError when the file is
+    damaged."""
+    path = promotions_path(folder)
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -43,34 +44,34 @@ def promotions(settings: Settings) -> dict[str, Promotion]:
         ) from None
 
 
-def promote(settings: Settings, promotion: Promotion) -> None:
+def promote(folder: Path, promotion: Promotion) -> None:
     """Record (atomically) that the agent's open model is now ``promotion.open_model``."""
-    records = promotions(settings)
+    records = promotions(folder)
     records[promotion.agent or ""] = promotion
-    _write(settings, records)
+    _write(folder, records)
 
 
-def promoted_model(settings: Settings, agent: str | None, configured: str) -> Promotion | None:
+def promoted_model(folder: Path, agent: str | None, configured: str) -> Promotion | None:
     """The promotion in force for the agent, if any.
 
     A promotion stands in for the open model that was configured when it was made (``configured``); once the
     configuration names another one, the configuration wins: a person changed it after the learn loop decided.
     """
-    found = promotions(settings).get(agent or "")
+    found = promotions(folder).get(agent or "")
     return found if found is not None and found.configured == configured else None
 
 
-def revoke(settings: Settings, agent: str | None) -> Promotion | None:
+def revoke(folder: Path, agent: str | None) -> Promotion | None:
     """Forget the agent's promotion (its configured open model is used again); the one removed, if any."""
-    records = promotions(settings)
+    records = promotions(folder)
     removed = records.pop(agent or "", None)
     if removed is not None:
-        _write(settings, records)
+        _write(folder, records)
     return removed
 
 
-def _write(settings: Settings, records: dict[str, Promotion]) -> None:
-    path = promotions_path(settings)
+def _write(folder: Path, records: dict[str, Promotion]) -> None:
+    path = promotions_path(folder)
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_suffix(f".{os.getpid()}.tmp")
     temp.write_text(json.dumps({k: v.model_dump() for k, v in records.items()}, indent=2) + "\n")

@@ -16,7 +16,7 @@ METRICS_PORT = 9464  # STAKEFLOW_METRICS_PORT of every worker in deploy/
 VLLM_PORT = 8000
 TEMPORAL_PORT = 7233
 
-# The learn folder (stakeflow.promotions.learn_dir: $STAKEFLOW_HOME/learn in the image): one shared volume
+# The learn folder (stakeflow.stores.promotions.learn_dir: $STAKEFLOW_HOME/learn in the image): one shared volume
 # at this same path in the workflows worker (datasets, promotions.json), the train worker (adapters), vLLM
 # (loads adapters by path) and the webhook server (reads promotions.json when it starts runs).
 LEARN_DIR = "/var/lib/stakeflow/learn"

@@ -1,5 +1,5 @@
-"""Connecting to Temporal: the resolved target (stakeflow/temporal_config.py), TLS read from its files,
-the pydantic data converter (with payload encryption when keys are configured), and errors that name
+"""Connecting to Temporal: the resolved target (``stakeflow.config.Target``), TLS read from its files, stakeflow's
+plugin (the pydantic data converter, payload encryption when keys are configured, tracing), and errors that name
 the fix.
 
 Every Temporal client stakeflow makes (CLI, workers, webhook server, codec server checks, doctor) comes
@@ -16,17 +16,18 @@ from temporalio.service import TLSConfig
 
 from stakeflow.config import Pem, Settings, Target
 from stakeflow.core.errors import ConfigError, ServiceError
-from stakeflow.temporal.telemetry import plugins
+from stakeflow.temporal.plugin import StakeflowPlugin
 
 if TYPE_CHECKING:
     from temporalio.runtime import Runtime
 
 
-async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Client:
-    """A client for the configured server; ConfigError for unusable TLS files, ServiceError naming the
-    fix when the server cannot be reached or refuses the connection."""
-    from stakeflow.temporal.codec import data_converter
-
+async def connect(
+    settings: Settings, *, runtime: Runtime | None = None, plugin: StakeflowPlugin | None = None
+) -> Client:
+    """A client for the configured server, with stakeflow's plugin (``plugin``, or one without activity holders);
+    ConfigError for unusable TLS files, ServiceError naming the fix when the server cannot be reached or refuses
+    the connection."""
     target = settings.target
     tls = tls_config(target)
     try:
@@ -36,8 +37,7 @@ async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Clie
             api_key=target.api_key.get_secret_value() if target.api_key else None,
             tls=tls,
             rpc_metadata=dict(target.grpc_meta),
-            data_converter=data_converter(settings),
-            plugins=plugins(),
+            plugins=[plugin or StakeflowPlugin(settings)],
             runtime=runtime,
         )
     except RuntimeError as e:

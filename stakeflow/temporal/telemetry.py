@@ -1,8 +1,8 @@
 """OpenTelemetry set-up: one replay-safe TracerProvider per process, flushed on shutdown.
 
 Spans go to the DuckDB trace store (and to any OTLP backend named by the standard
-``OTEL_EXPORTER_OTLP_*`` variables). Temporal's OpenTelemetryPlugin carries the trace context
-from the client through the workflow to every activity, so one run is one trace across
+``OTEL_EXPORTER_OTLP_*`` variables). Temporal's OpenTelemetry interceptor (in ``StakeflowPlugin``) carries the
+trace context from the client through the workflow to every activity, so one run is one trace across
 processes and retries.
 
 The process's resource follows the standard variables too (``OTEL_SERVICE_NAME``,
@@ -20,16 +20,11 @@ import socket
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import SpanProcessor
-from temporalio.contrib.opentelemetry import OpenTelemetryPlugin, create_tracer_provider
+from temporalio.contrib.opentelemetry import create_tracer_provider
 
 from stakeflow.config import Settings
 
 _provider = None
-
-
-def plugins() -> list:
-    """The Temporal client plugins every stakeflow client uses."""
-    return [OpenTelemetryPlugin()]
 
 
 DEFAULT_SERVICE_NAME = "stakeflow"

@@ -1,5 +1,5 @@
 """Runs that exist: finding one by either id, its status and result, cancelling it, deciding its approvals,
-listing runs. Used by the CLI and the webhook server (stakeflow/tasks.py starts runs)."""
+listing runs. Used by the CLI and the webhook server (``_start`` starts runs)."""
 
 from __future__ import annotations
 

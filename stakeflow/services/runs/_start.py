@@ -1,6 +1,6 @@
 """Starting runs: the request (validated, with the agent's defaults and the routing facts), the start, the wait.
 
-Used by the CLI and the webhook server, so both build requests the same way; stakeflow/runs.py finds, watches
+Used by the CLI and the webhook server, so both build requests the same way; ``_find`` finds, watches
 and ends the runs that exist.
 """
 
@@ -41,7 +41,7 @@ from stakeflow.core.contracts import (
 )
 from stakeflow.core.errors import InputError
 from stakeflow.services.runs._find import failure_status, failure_text
-from stakeflow.stores.promotions import promoted_model
+from stakeflow.stores.promotions import learn_dir, promoted_model
 
 RUN_TIMEOUT_HINT = "see `stakeflow status RUN_ID`"
 
@@ -179,7 +179,7 @@ def open_models(settings: Settings, agent: str | None) -> tuple[str, str]:
     configured model ([agents.<name>] open_model, else the open endpoint's model) until the configuration changes."""
     named = agent_config(settings, agent)
     configured = named.open_model if named is not None and named.open_model else settings.open_model_id
-    promoted = promoted_model(settings, agent, configured)
+    promoted = promoted_model(learn_dir(settings), agent, configured)
     return (promoted.open_model if promoted is not None else configured), configured
 
 

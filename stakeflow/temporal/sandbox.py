@@ -20,20 +20,29 @@ produces and every recorded history of earlier releases under it.
 
 from __future__ import annotations
 
+import dataclasses
+
 from temporalio.worker import UnsandboxedWorkflowRunner, WorkflowRunner
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 PASSED_THROUGH = ("stakeflow.workflows", "stakeflow.agents", "stakeflow.core")
 
 
+def with_passthrough(runner: WorkflowRunner | None) -> WorkflowRunner:
+    """``runner`` (Temporal's default sandbox when None) with ``PASSED_THROUGH`` imported once per process instead
+    of once per run, when it is a sandbox; any other runner as it is."""
+    runner = runner or SandboxedWorkflowRunner()
+    if not isinstance(runner, SandboxedWorkflowRunner):
+        return runner
+    return dataclasses.replace(runner, restrictions=runner.restrictions.with_passthrough_modules(*PASSED_THROUGH))
+
+
 def workflow_runner(sandboxed: bool = True) -> WorkflowRunner:
-    """Temporal's default sandbox with ``PASSED_THROUGH`` imported once per process instead of once per run.
+    """Stakeflow's workflows queue's runner: the sandbox with ``PASSED_THROUGH``, or none.
 
     ``sandboxed=False`` (``[workers] workflow_sandbox = false``): no sandbox at all. Even with everything passed
     through, the sandbox runs each activation and each payload's serialization context through ``exec`` of a
     small code string, and checks every attribute access against its restrictions: about 10% of a loaded
     worker's samples (bench/README.md).
     """
-    if not sandboxed:
-        return UnsandboxedWorkflowRunner()
-    return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSED_THROUGH))
+    return with_passthrough(None) if sandboxed else UnsandboxedWorkflowRunner()
