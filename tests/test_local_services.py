@@ -118,7 +118,7 @@ def test_a_call_to_a_crashed_embedded_model_says_crashed_and_the_fix(tmp_path):
         services.ensure_embedded_model(settings)
     from pydantic_ai.exceptions import ModelConnectionError
 
-    from stakeflow.activities.models import _embedded_crash
+    from stakeflow.activities.parameters import ModelParameters
 
     ctx = CallContext(
         "open",
@@ -126,7 +126,7 @@ def test_a_call_to_a_crashed_embedded_model_says_crashed_and_the_fix(tmp_path):
         settings.open_url,
         30.0,
         embedded=True,
-        crash_report=lambda: _embedded_crash(settings),
+        crash_report=ModelParameters.from_settings(settings).embedded_crash,  # what call_model is given
     )
     error = ModelConnectionError("smollm2-135m-instruct", "connection refused", phase="connect")
     error.__cause__ = ConnectionRefusedError(111, "Connection refused")
