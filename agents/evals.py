@@ -35,6 +35,7 @@ from stakeflow.agents.types import (
 Verdict = Literal["agree", "disagree", "open_better", "tie", "frontier_better"]
 Method = Literal["exact", "judge"]
 AGREEING: tuple[str, ...] = ("agree", "tie", "open_better")
+AGREEMENT_DAYS = 7  # the window the agreement table (and the bill's figure) covers
 JUDGE_PROMPT_VERSION = "judge-v1"
 
 

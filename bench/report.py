@@ -31,7 +31,7 @@ if str(REPO) not in sys.path:
 import duckdb
 
 from bench.traces import export_all, timed
-from stakeflow.report import gather, render_page, vega_scripts
+from stakeflow.services.report import gather, render_page, vega_scripts
 from stakeflow.traces import (
     TraceStore,
     agreement_groups,

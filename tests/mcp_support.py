@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from stakeflow.catalog_config import McpServerConfig
-from stakeflow.settings import Settings
+from stakeflow.config import McpServerConfig, Settings
 from tests.support import make_settings
 
 NPM_BIN = Path(__file__).with_name("mcp_servers") / "node_modules" / ".bin"

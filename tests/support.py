@@ -18,8 +18,8 @@ from pathlib import Path
 from temporalio.client import Client
 
 from stakeflow.agents.types import Progress
+from stakeflow.config import Settings
 from stakeflow.core.contracts import PROGRESS_QUERY
-from stakeflow.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_WORKSPACE = REPO / "examples" / "workspace"
@@ -43,7 +43,8 @@ def make_settings(tmp_path: Path, **overrides) -> Settings:
 
 @contextlib.asynccontextmanager
 async def running_workers(client: Client, settings: Settings, roles=("workflows", "open", "frontier", "tools")):
-    """Real workers on the settings' queues for the duration of the block."""
+    """Real workers on the settings' queues for the duration of the block: `stakeflow worker`'s own (run_workers: one
+    Temporal Worker per queue, each given its role's workflows and activities by StakeflowPlugin)."""
     from stakeflow.workers.main import run_workers
 
     stop = asyncio.Event()

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from stakeflow import tasks
-from stakeflow.catalog_config import McpServerConfig
+from stakeflow.config import McpServerConfig
 from stakeflow.core.contracts import APPROVE_UPDATE
+from stakeflow.services import runs
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeOpenAIServer, purpose_of
 from tests.mcp_support import mcp_settings, npm_server, server_pids, wait_gone
@@ -77,8 +77,8 @@ async def test_a_stdio_server_that_died_while_idle_is_started_again_for_the_next
     settings = mcp_settings(tmp_path, open_fake, fs=fs)
     async with running_workers(client, settings):
         for _ in range(2):  # the second run meets the server killed after the first
-            req = tasks.build_request(settings, "List the files", workspace=tmp_path, tools=["fs.list_directory"])
-            result = await (await tasks.start_run(client, settings, req)).result()
+            req = runs.build_request(settings, "List the files", workspace=tmp_path, tools=["fs.list_directory"])
+            result = await (await runs.start_run(client, settings, req)).result()
             assert result.steps[0].tool_results[0].output == "[FILE] notes.txt"
             kill(only_server(str(files)))
 
@@ -93,9 +93,9 @@ async def test_a_call_approved_after_its_server_died_is_sent_on_a_fresh_session(
     open_fake.script(agent(plan(("Remember Ada", "memory.create_entities")), {1: step}, answer="remembered"))
     server = {"command": npm_server("mcp-server-memory"), "env": ["MEMORY_FILE_PATH"]}
     settings = mcp_settings(tmp_path, open_fake, memory=server)
-    req = tasks.build_request(settings, "Remember Ada", workspace=tmp_path, tools=["memory.create_entities"])
+    req = runs.build_request(settings, "Remember Ada", workspace=tmp_path, tools=["memory.create_entities"])
     async with running_workers(client, settings):
-        handle = await tasks.start_run(client, settings, req)
+        handle = await runs.start_run(client, settings, req)
         waiting = await wait_for_approval(handle, 1)
         assert waiting.steps[0].stakes == "high"
         kill(only_server(str(memory)))  # create_entities is not idempotent: only a call never sent may go again
@@ -114,9 +114,9 @@ async def test_a_non_idempotent_call_whose_server_died_mid_call_is_reported_not_
     )
     crashy = {"command": sys.executable, "args": [TEST_SERVER, "stdio", str(log)]}
     settings = mcp_settings(tmp_path, open_fake, crashy=crashy)
-    req = tasks.build_request(settings, "Crash it", workspace=tmp_path, tools=["crashy.crash"], auto_approve=True)
+    req = runs.build_request(settings, "Crash it", workspace=tmp_path, tools=["crashy.crash"], auto_approve=True)
     async with running_workers(client, settings):
-        result = await (await tasks.start_run(client, settings, req)).result()
+        result = await (await runs.start_run(client, settings, req)).result()
     crashed = result.steps[0].tool_results[0]
     assert not crashed.ok and "may have acted" in crashed.error and "not retried" in crashed.error
     assert [json.loads(line)["tool"] for line in log.read_text().splitlines()] == ["crash"]  # it did act, once
@@ -160,14 +160,14 @@ async def test_a_restarted_http_server_gets_a_new_session_for_calls_and_listings
     tools = ["everything.echo", "everything.toggle-simulated-logging"]
     async with running_workers(client, settings):
         with everything_over_http(port):
-            handle = await tasks.start_run(client, settings, tasks.build_request(settings, "Echo", tools=tools))
+            handle = await runs.start_run(client, settings, runs.build_request(settings, "Echo", tools=tools))
             await wait_for_approval(handle, 2)
         with everything_over_http(port):  # restarted during the approval wait: it knows no session
             await approve(handle, 2)
             first = await handle.result()
         with everything_over_http(port):  # and again before the next run lists its tools
-            req = tasks.build_request(settings, "Echo", tools=tools, auto_approve=True)
-            second = await (await tasks.start_run(client, settings, req)).result()
+            req = runs.build_request(settings, "Echo", tools=tools, auto_approve=True)
+            second = await (await runs.start_run(client, settings, req)).result()
     for result in (first, second):
         echoed, toggled = (s.tool_results[0] for s in result.steps)
         assert echoed.output == "Echo: hi", echoed.error
@@ -198,8 +198,8 @@ async def test_a_stdio_server_dies_with_a_sigkilled_worker(client, tmp_path, ope
     worker = spawn_worker(env)
     server = None
     try:
-        req = tasks.build_request(settings, "Wait", tools=["everything.trigger-long-running-operation"])
-        handle = await tasks.start_run(client, settings, req)
+        req = runs.build_request(settings, "Wait", tools=["everything.trigger-long-running-operation"])
+        handle = await runs.start_run(client, settings, req)
         deadline = time.monotonic() + 60
         while not any(purpose_of(c.body) == "step" for c in open_fake.calls) or not children_of(worker.pid):
             assert time.monotonic() < deadline and worker.poll() is None, worker_log(env)

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from temporalio.client import WorkflowFailureError
 
-from stakeflow import tasks
 from stakeflow.activities.model_outputs import step_output_model, to_action
 from stakeflow.agents.types import ToolSpecView
+from stakeflow.services import runs
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeOpenAIServer
 from tests.mcp_support import mcp_settings, npm_server
@@ -46,9 +46,9 @@ def hanging_list(log: Path, **cfg) -> dict:
 
 async def failure_of(client, settings, goal: str, tools: list[str], within_s: float = 90) -> str:
     """The message a run that must fail fails with (it must fail within ``within_s``)."""
-    req = tasks.build_request(settings, goal, tools=tools)
+    req = runs.build_request(settings, goal, tools=tools)
     async with running_workers(client, settings):
-        handle = await tasks.start_run(client, settings, req)
+        handle = await runs.start_run(client, settings, req)
         with pytest.raises(WorkflowFailureError) as failed:
             await asyncio.wait_for(handle.result(), within_s)
     return failed.value.cause.message
@@ -67,9 +67,9 @@ async def test_optional_arguments_the_model_left_out_are_not_sent_as_null(client
         )
     )
     settings = mcp_settings(tmp_path, open_fake, fs=filesystem(root))
-    req = tasks.build_request(settings, "Read the notes", workspace=tmp_path, tools=["fs.read_text_file"])
+    req = runs.build_request(settings, "Read the notes", workspace=tmp_path, tools=["fs.read_text_file"])
     async with running_workers(client, settings):
-        result = await (await tasks.start_run(client, settings, req)).result()
+        result = await (await runs.start_run(client, settings, req)).result()
     read = result.steps[0].tool_results[0]
     assert read.ok, read.error
     assert read.output == "line one\nline two\n"
@@ -130,7 +130,7 @@ async def test_a_tool_the_server_lacks_or_that_needs_tasks_is_named_not_called_u
 
 
 def test_stakeflow_tools_does_not_offer_tools_that_need_mcp_tasks(tmp_path, open_fake):
-    from stakeflow.catalog import tools_report
+    from stakeflow.cli.listing import tools_report
 
     listing = tools_report(mcp_settings(tmp_path, open_fake, everything=everything()))
     names = {t.name for t in listing.tools}
@@ -142,7 +142,7 @@ def test_stakeflow_tools_does_not_offer_tools_that_need_mcp_tasks(tmp_path, open
 
 
 def test_stakeflow_tools_asks_hanging_servers_at_the_same_time(tmp_path, open_fake):
-    from stakeflow.catalog import tools_report
+    from stakeflow.cli.listing import tools_report
 
     logs = [tmp_path / "slow1.log", tmp_path / "slow2.log"]
     servers = {f"slow{i}": hanging_list(log, timeout_s=4) for i, log in enumerate(logs, start=1)}
@@ -158,9 +158,9 @@ async def test_resource_links_keep_their_uri(client, tmp_path, open_fake):
     links = call("everything.get-resource-links", count=2)
     open_fake.script(agent(plan(("Links", "everything.get-resource-links")), {1: links}, answer="-"))
     settings = mcp_settings(tmp_path, open_fake, everything=everything())
-    req = tasks.build_request(settings, "Links", tools=["everything.get-resource-links"])
+    req = runs.build_request(settings, "Links", tools=["everything.get-resource-links"])
     async with running_workers(client, settings):
-        result = await (await tasks.start_run(client, settings, req)).result()
+        result = await (await runs.start_run(client, settings, req)).result()
     output = result.steps[0].tool_results[0].output
     assert "[resource link: Blob Resource 1 demo://resource/dynamic/blob/1 (Resource 1: plaintext resource)]" in output
 
@@ -177,7 +177,7 @@ async def test_a_server_that_never_lists_its_tools_fails_the_run_within_a_minute
 
 
 def test_a_stdio_command_that_is_not_installed_is_named_with_the_fix(tmp_path, open_fake):
-    from stakeflow.catalog import tools_report
+    from stakeflow.cli.listing import tools_report
 
     listing = tools_report(mcp_settings(tmp_path, open_fake, ghost={"command": "no-such-mcp-server"}))
     assert listing.problems == [

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from stakeflow import tasks
 from stakeflow.agents.types import ApprovalRequest, Progress
 from stakeflow.core.contracts import APPROVE_UPDATE, PROGRESS_QUERY
+from stakeflow.services import runs
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer
 from tests.mcp_support import mcp_settings
@@ -85,9 +85,9 @@ async def test_a_read_only_git_run_stays_on_the_open_model(client, tmp_path, rep
         )
     )
     settings = mcp_settings(tmp_path, open_fake, frontier_fake, git=git_server(repo))
-    req = tasks.build_request(settings, "Is the repository clean?", workspace=tmp_path, tools=["git.*"])
+    req = runs.build_request(settings, "Is the repository clean?", workspace=tmp_path, tools=["git.*"])
     async with running_workers(client, settings):
-        result = await (await tasks.start_run(client, settings, req)).result()
+        result = await (await runs.start_run(client, settings, req)).result()
     assert [(s.route, s.stakes, s.status) for s in result.steps] == [("open", "low", "ok")] * 2
     assert "nothing to commit" in result.steps[0].tool_results[0].output
     assert "first" in result.steps[1].tool_results[0].output
@@ -109,9 +109,9 @@ async def test_git_reset_is_high_stakes_on_the_frontier_and_waits_before_it_acts
     open_fake.script(script)
     frontier_fake.script(script)
     settings = mcp_settings(tmp_path, open_fake, frontier_fake, git=git_server(repo))
-    req = tasks.build_request(settings, "Unstage the changes", workspace=tmp_path, tools=["git.*"])
+    req = runs.build_request(settings, "Unstage the changes", workspace=tmp_path, tools=["git.*"])
     async with running_workers(client, settings):
-        handle = await tasks.start_run(client, settings, req)
+        handle = await runs.start_run(client, settings, req)
         waiting = await wait_for_approval(handle, 1)
         assert (waiting.steps[0].route, waiting.steps[0].stakes) == ("frontier", "high")
         assert "tool git.git_reset is irreversible" in waiting.steps[0].reason
@@ -128,9 +128,9 @@ async def test_killing_the_mcp_server_mid_run_does_not_fail_the_run(client, tmp_
         agent(plan(("Status", "git.git_status"), ("Status again", "git.git_status")), steps, answer="still clean")
     )
     settings = mcp_settings(tmp_path, open_fake, git=git_server(repo))
-    req = tasks.build_request(settings, "Check the repository twice", workspace=tmp_path, tools=["git.*"])
+    req = runs.build_request(settings, "Check the repository twice", workspace=tmp_path, tools=["git.*"])
     async with running_workers(client, settings):
-        handle = await tasks.start_run(client, settings, req)
+        handle = await runs.start_run(client, settings, req)
         for _ in range(300):  # after step 1's tool call, kill the server process
             p = await handle.query(PROGRESS_QUERY, result_type=Progress)
             if p.steps and p.steps[0].status == "ok":
@@ -180,10 +180,10 @@ async def test_an_http_server_works_the_same_and_unannotated_means_riskiest(clie
         )
     )
     settings = mcp_settings(tmp_path, open_fake, web={"url": url})
-    req = tasks.build_request(settings, "Echo hi", workspace=tmp_path, tools=["web.*"])
+    req = runs.build_request(settings, "Echo hi", workspace=tmp_path, tools=["web.*"])
     async with running_workers(client, settings):
-        result = await (await tasks.start_run(client, settings, req)).result()
-        from stakeflow.catalog import tools_report
+        result = await (await runs.start_run(client, settings, req)).result()
+        from stakeflow.cli.listing import tools_report
 
         listing = await asyncio.to_thread(tools_report, settings)
     assert result.steps[0].tool_results[0].output == "echo: hi"
@@ -202,12 +202,12 @@ async def test_a_server_down_at_plan_time_is_a_named_failure_or_skipped(client, 
     down = {"url": f"http://127.0.0.1:{free_port()}/mcp"}
     settings = mcp_settings(tmp_path, open_fake, web=down)
     async with running_workers(client, settings):
-        req = tasks.build_request(settings, "Think", workspace=tmp_path, tools=["web.*", "calculator"])
+        req = runs.build_request(settings, "Think", workspace=tmp_path, tools=["web.*", "calculator"])
         with pytest.raises(WorkflowFailureError) as failed:
-            await (await tasks.start_run(client, settings, req)).result()
+            await (await runs.start_run(client, settings, req)).result()
         assert "MCP server 'web' is unavailable" in failed.value.cause.message
         settings.mcp["web"].on_unavailable = "skip"
-        req = tasks.build_request(settings, "Think", workspace=tmp_path, tools=["web.*", "calculator"])
-        result = await (await tasks.start_run(client, settings, req)).result()
+        req = runs.build_request(settings, "Think", workspace=tmp_path, tools=["web.*", "calculator"])
+        result = await (await runs.start_run(client, settings, req)).result()
     assert result.status == "completed"
     assert any("went on without MCP server 'web'" in n for n in result.notices)

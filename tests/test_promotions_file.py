@@ -11,26 +11,27 @@ import sys
 import threading
 
 from stakeflow.agents.evals import Promotion
-from stakeflow.promotions import promote, promotions, revoke
-from stakeflow.settings import Settings
+from stakeflow.config import Settings
+from stakeflow.stores.promotions import learn_dir, promote, promotions, revoke
 
 PER_WRITER = 60
 
 WRITER = """
 import sys
 from stakeflow.agents.evals import Promotion
-from stakeflow.promotions import promote
-from stakeflow.settings import Settings
+from stakeflow.config import Settings
+from stakeflow.stores.promotions import learn_dir, promote
 
-settings = Settings(home=sys.argv[1])
+folder = learn_dir(Settings(home=sys.argv[1]))
 for n in range(int(sys.argv[3])):
-    promote(settings, Promotion(agent=f"{sys.argv[2]}-{n}", open_model=f"lora-{n}", configured="base"))
+    promote(folder, Promotion(agent=f"{sys.argv[2]}-{n}", open_model=f"lora-{n}", configured="base"))
 """
 
 
 def test_two_processes_and_two_threads_promoting_at_once_lose_nothing(tmp_path):
     settings = Settings(home=tmp_path / "home")
-    promote(settings, Promotion(agent="gone", open_model="old", configured="base"))
+    folder = learn_dir(settings)
+    promote(folder, Promotion(agent="gone", open_model="old", configured="base"))
     processes = [
         subprocess.Popen([sys.executable, "-c", WRITER, str(settings.home), f"process{i}", str(PER_WRITER)])
         for i in (1, 2)
@@ -40,9 +41,9 @@ def test_two_processes_and_two_threads_promoting_at_once_lose_nothing(tmp_path):
     def write(name: str) -> None:
         try:
             for n in range(PER_WRITER):
-                promote(settings, Promotion(agent=f"{name}-{n}", open_model=f"lora-{n}", configured="base"))
+                promote(folder, Promotion(agent=f"{name}-{n}", open_model=f"lora-{n}", configured="base"))
             if name == "thread1":
-                revoke(settings, "gone")
+                revoke(folder, "gone")
         except BaseException as e:  # a thread's failure must fail the test
             errors.append(e)
 
@@ -53,7 +54,7 @@ def test_two_processes_and_two_threads_promoting_at_once_lose_nothing(tmp_path):
         t.join(120)
     codes = [p.wait(120) for p in processes]
     assert errors == [] and codes == [0, 0], (errors, codes)
-    recorded = promotions(settings)
+    recorded = promotions(folder)
     expected = {f"{w}-{n}" for w in ("process1", "process2", "thread1", "thread2") for n in range(PER_WRITER)}
     assert set(recorded) == expected  # all 240, and the revoked one gone
     assert sorted(p.name for p in (settings.home / "learn").iterdir()) == ["promotions.json", "promotions.json.lock"]

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from stakeflow.cli import cli
 from stakeflow.core import semconv as sc
-from stakeflow.report import Budget, gather, render_page
+from stakeflow.services.report import Budget, gather, render_page
 from stakeflow.traces import DuckDBSpanExporter, cost_report, grouped_costs, route_events
 from tests.browser import CHROMIUM, browse, figures, wait_for_charts
 from tests.report_data import write_dataset

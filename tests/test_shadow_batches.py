@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from stakeflow import tasks
+from stakeflow.services import runs
 from stakeflow.workflows.calls import SHADOW_BATCH_BYTES
 from tests.agent_script import agent, plan, think
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, output_schema
@@ -65,9 +65,9 @@ async def shadows_of(client, workflow_id: str) -> list[tuple[int, int]]:
 async def test_a_300_kb_goal_with_every_call_shadowed_completes_with_small_shadows(client, tmp_path, fakes):
     assert len(GOAL) > 300_000
     settings = settings_for(tmp_path, *fakes)
-    req = tasks.build_request(settings, GOAL, tools=[])
+    req = runs.build_request(settings, GOAL, tools=[])
     async with running_workers(client, settings):
-        handle = await tasks.start_run(client, settings, req)
+        handle = await runs.start_run(client, settings, req)
         result = await asyncio.wait_for(handle.result(), 90)  # it hung, RUNNING, when a shadow's input was too large
         shadows = await shadows_of(client, handle.id)
     assert result.answer == "summary from open" and result.cost.frontier_calls == 0  # the run is its own
@@ -77,9 +77,9 @@ async def test_a_300_kb_goal_with_every_call_shadowed_completes_with_small_shado
 
 async def test_calls_too_big_to_shadow_are_left_out_and_the_run_completes(client, tmp_path, fakes):
     settings = settings_for(tmp_path, *fakes)
-    req = tasks.build_request(settings, GOAL * 2, tools=[])  # every prompt holds 600 kB of goal
+    req = runs.build_request(settings, GOAL * 2, tools=[])  # every prompt holds 600 kB of goal
     async with running_workers(client, settings):
-        handle = await tasks.start_run(client, settings, req)
+        handle = await runs.start_run(client, settings, req)
         result = await asyncio.wait_for(handle.result(), 90)
         shadows = await shadows_of(client, handle.id)
     assert result.answer == "summary from open" and result.status == "completed"

@@ -16,10 +16,9 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from stakeflow.agents.types import TaskResult
+from stakeflow.config import MissingField, TemplateError, load_settings, render_goal, template_fields
 from stakeflow.core.errors import ConfigError
-from stakeflow.settings import load_settings
 from stakeflow.webhooks import create_app, sign, workflow_id_for
-from stakeflow.webhooks.config import MissingField, TemplateError, render_goal, template_fields
 from tests.agent_script import agent, call, plan, think
 from tests.support import free_port, make_settings, running_workers
 from tests.webhook_support import (  # noqa: F401  (fixtures are used by name)

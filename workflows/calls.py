@@ -18,7 +18,7 @@ from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from stakeflow.agents.evals import AgreementTable, ShadowBatch, ShadowRequest, StepLabel
+    from stakeflow.agents.evals import AGREEMENT_DAYS, AgreementTable, ShadowBatch, ShadowRequest, StepLabel
     from stakeflow.agents.types import (
         ApprovalRecord,
         ModelCallRequest,
@@ -73,7 +73,6 @@ class ActivityOptions(TypedDict):
     retry_policy: RetryPolicy
 
 
-AGREEMENT_DAYS = 7  # the window the agreement table (and the bill's figure) covers
 # A call nobody picks up fails instead of waiting forever: no worker polls that queue.
 SCHEDULE_TO_START = timedelta(minutes=10)
 MODEL_TIMEOUTS = {"open": timedelta(minutes=5), "frontier": timedelta(minutes=3)}

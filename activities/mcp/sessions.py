@@ -36,7 +36,7 @@ import anyio
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from stakeflow.catalog_config import McpServerConfig
+from stakeflow.config import McpServerConfig
 from stakeflow.local.parent_death import wrapped
 
 log = logging.getLogger("stakeflow.mcp")

@@ -24,7 +24,7 @@ from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 
 from stakeflow.activities.mcp.sessions import Live, McpSessions, ServerUnavailable, stderr_said
 from stakeflow.agents.types import Risk, ToolRequest, ToolResult, ToolsetRef, ToolsetResult, ToolSpecView
-from stakeflow.catalog_config import McpServerConfig, ToolOverride
+from stakeflow.config import McpServerConfig, ToolOverride
 
 SEPARATOR = "."  # "git.git_status": the server's name, then the tool's
 MAX_DESCRIPTION_CHARS = 600

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
@@ -36,9 +36,9 @@ from stakeflow.activities.tools.context import ToolContext, ToolExecutor
 from stakeflow.activities.tools.registry import EXECUTORS
 from stakeflow.agents.tools import CATALOGUE
 from stakeflow.agents.types import ToolRequest, ToolResult
-from stakeflow.config_sections import ToolsConfig
+from stakeflow.config import ToolsConfig
 from stakeflow.core import semconv as sc
-from stakeflow.core.contracts import RUN_TOOL
+from stakeflow.core.contracts import RUN_TOOL, QueueRole
 from stakeflow.core.errors import TOOL_FAILED, TOOL_SERVER_UNAVAILABLE, ToolError
 
 if TYPE_CHECKING:  # python_tools uses this package's ledger: imported for types only
@@ -72,6 +72,10 @@ class ToolActivities:
         self._executors = executors
         self._mcp = mcp  # MCP servers' tools: "<server>.<tool>"
         self._python = python  # the team's Python tools
+
+    def activities(self, role: QueueRole) -> list[Callable[..., Any]]:
+        """``run_tool`` on the tools queues, and on the workflows queue (fast read-only tools as local activities)."""
+        return [self.run_tool] if role in ("tools", "workflows") else []
 
     @activity.defn(name=RUN_TOOL)
     async def run_tool(self, req: ToolRequest) -> ToolResult:

@@ -1,5 +1,5 @@
 """The data that crosses a boundary: workflow input and output (runs.py), activity inputs and outputs
-(calls.py). Import from here: ``from agents.types import TaskRequest``.
+(calls.py). Import from here: ``from stakeflow.agents.types import TaskRequest``.
 """
 
 from stakeflow.agents.types.calls import (

@@ -1,7 +1,7 @@
 """Cost review commands: `trace`, `costs`, `sql`, `prices`. Each reads the DuckDB trace store.
 
 `trace` and `costs --run` take a run's workflow id or its Temporal run id; how an id is found, and
-what happens when Temporal is unreachable, is in `stakeflow.reports`.
+what happens when Temporal is unreachable, is in `stakeflow.services.reports`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import click
 
 from stakeflow.cli.common import current_settings, echo_json, friendly, run_async
 from stakeflow.core.errors import InputError
-from stakeflow.reports import open_store, traced_workflow_id
+from stakeflow.services.reports import open_store, traced_workflow_id
 
 SINCE_RE = re.compile(r"^(\d+)\s*([mhdw])$")
 SINCE_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -78,10 +78,10 @@ def costs(since: str | None, by: str, run_id: str | None, agent: str | None, as_
     if run_id is not None:
         run_id = run_async(traced_workflow_id(settings, store, run_id))
     report = cost_report(store, window, by, run_id, settings.frontier_model, agent=agent)
-    from stakeflow.activities.evals import agreement_table
     from stakeflow.agents.evals import agreement_text
+    from stakeflow.traces import agreement_table
 
-    table = agreement_table(settings)
+    table = agreement_table(settings.traces_path)
     report["agreement"] = agreement_text(table.overall, table.since_days)
     if as_json:
         echo_json(report)

@@ -1,4 +1,4 @@
-"""`stakeflow report`: the cost-and-quality dashboard as one HTML file (``stakeflow.report``)."""
+"""`stakeflow report`: the cost-and-quality dashboard as one HTML file (``stakeflow.services.report``)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from stakeflow.core.errors import InputError
 @friendly
 def report(html_path: Path, since: str, agent: str | None) -> None:
     """The cost-and-quality dashboard: spend, saving, agreement, escalations, routing, top runs, budgets."""
-    from stakeflow.report import build_report
+    from stakeflow.services.report import build_report
 
     window = parse_since(since)
     page = build_report(current_settings(), window, agent)

@@ -10,8 +10,7 @@ import asyncio
 
 import click
 
-from stakeflow import runs, tasks
-from stakeflow.agents.types import SENSITIVITY_CHOICES, STAKES_CHOICES, Progress
+from stakeflow.agents.types import SENSITIVITY_CHOICES, STAKES_CHOICES, Progress, TaskResult
 from stakeflow.cli.common import (
     Failed,
     current_settings,
@@ -23,11 +22,12 @@ from stakeflow.cli.common import (
     temporal_client,
 )
 from stakeflow.cli.stack import bring_up
+from stakeflow.config import Settings
 from stakeflow.core.contracts import PROGRESS_QUERY
 from stakeflow.core.errors import ServiceError
 from stakeflow.local import services
-from stakeflow.render import progress_lines, result_lines, run_dict, step_line, waiting_lines
-from stakeflow.settings import Settings
+from stakeflow.services import runs
+from stakeflow.services.render import progress_lines, result_lines, run_dict, step_line, waiting_lines
 
 POLL_SECONDS = 0.5
 SERVICE_CHECK_SECONDS = 2.0
@@ -84,7 +84,7 @@ def run(
     """Run GOAL as a durable agent task."""
     settings = current_settings()
     tools = [t.strip() for t in tools_csv.split(",") if t.strip()] if tools_csv is not None else None
-    req = tasks.build_request(
+    req = runs.build_request(
         settings,
         goal,
         stakes=stakes,
@@ -104,7 +104,7 @@ async def _run(settings: Settings, req, workflow_id: str | None, as_json: bool, 
         if not as_json and (line.startswith("warning") or "started" in line or "crashed" in line):
             err(line)
     client = await temporal_client(settings)
-    handle = await tasks.start_run(client, settings, req, workflow_id)
+    handle = await runs.start_run(client, settings, req, workflow_id)
     ui = settings.ui_url(handle.id)
     run_id = handle.result_run_id or handle.run_id or ""
     if no_wait:
@@ -122,8 +122,8 @@ async def _run(settings: Settings, req, workflow_id: str | None, as_json: bool, 
     if settings.manages_temporal:
         watchers.append(asyncio.create_task(_watch_services(settings, handle.id)))
     try:
-        result = await _first(tasks.wait_result(handle), watchers)
-    except tasks.RunFailed as e:
+        result = await _first(runs.wait_result(handle), watchers)
+    except runs.RunFailed as e:
         info = await runs.describe_run(client, handle.id)
         if as_json:
             echo_json(run_dict(handle.id, run_id, e.status, ui, progress=info.progress, error=str(e)))
@@ -272,8 +272,8 @@ def result(run_id: str, as_json: bool, wait: bool) -> None:
         info = await runs.describe_run(client, wf_id)
         if info.status == "running" and wait:
             try:
-                await tasks.wait_result(client.get_workflow_handle(wf_id, result_type=tasks.TaskResult))
-            except tasks.RunFailed:
+                await runs.wait_result(client.get_workflow_handle(wf_id, result_type=TaskResult))
+            except runs.RunFailed:
                 pass
             info = await runs.describe_run(client, wf_id)
         if as_json:

@@ -20,7 +20,7 @@ from typing import Any
 import duckdb
 
 from stakeflow.core import semconv as sc
-from stakeflow.readonly_sql import quote_literal
+from stakeflow.stores.readonly_sql import quote_literal
 from stakeflow.traces._store import TraceStore
 
 # Event kind -> the reason text that marks it (a LIKE pattern's fixed part); checked in this order.

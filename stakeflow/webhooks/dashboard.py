@@ -23,9 +23,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from stakeflow.core.errors import InputError
+from stakeflow.webhooks.context import read_body
 
 if TYPE_CHECKING:
-    from stakeflow.webhooks.app import Context
+    from stakeflow.webhooks.context import Context
 
 COOKIE = "stakeflow_dashboard"
 PATH = "/dashboard"
@@ -101,7 +102,7 @@ async def show(ctx: Context, request: Request, note: dict[str, Any]) -> Response
     if not signed_in(ctx.api_token, request):
         return login_form()
     from stakeflow.cli.costs import parse_since
-    from stakeflow.report import build_report
+    from stakeflow.services.report import build_report
 
     try:
         window = parse_since(request.query_params.get("since", "30d"))
@@ -115,11 +116,9 @@ async def show(ctx: Context, request: Request, note: dict[str, Any]) -> Response
 
 async def login(ctx: Context, request: Request, note: dict[str, Any]) -> Response:
     """The form's POST: a right token sets the session cookie and goes to the dashboard."""
-    from stakeflow.webhooks.app import _read_body
-
     if ctx.api_token is None:
         return _disabled()
-    body = await _read_body(request, MAX_LOGIN_BYTES)
+    body = await read_body(request, MAX_LOGIN_BYTES)
     try:
         fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=8)
     except ValueError:
