@@ -9,6 +9,7 @@ Tools, by their annotations:
 - ``send(text)``    not read-only, not destructive, open world, not idempotent
 - ``note(text)``    NO annotations at all: the MCP defaults (destructive, open world) must apply
 - ``broken()``      read-only; answers with isError
+- ``huge_error(size)`` read-only, closed world; answers with an isError of ``size`` characters
 
 Each call is appended to LOG as one JSON line (tool, arguments), before it is answered: a test reads the
 log to prove what did or did not reach the server.
@@ -66,6 +67,13 @@ def broken() -> str:
     """Always fails."""
     _log("broken")
     raise ToolError("the directory is down")
+
+
+@server.tool(annotations={"readOnlyHint": True, "openWorldHint": False})
+def huge_error(size: int) -> str:
+    """Always fails, at length."""
+    _log("huge_error", size=size)
+    raise ToolError("x" * size)
 
 
 if __name__ == "__main__":

@@ -27,3 +27,11 @@ def undeclared(text: str) -> str:
 def untyped(text) -> str:
     """A tool whose argument has no type hint."""
     return str(text)
+
+
+@tool(risk="read_only")
+def explode(size: int, workspace: Workspace) -> str:
+    """Fail with an error message of `size` characters (each call is logged in the workspace's calls.log)."""
+    with open(workspace / "calls.log", "a", encoding="utf-8") as log:
+        log.write("explode\n")
+    raise RuntimeError("x" * size)

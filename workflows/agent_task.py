@@ -354,11 +354,14 @@ class AgentTaskWorkflow(ModelSteps, RunTools, ApprovalGate):
 
 
 def _kept(result: ToolResult) -> ToolResult:
-    """The part of a tool's output the run keeps (in history, prompts and the result); see README."""
-    if len(result.output) <= prompts.MAX_CONTEXT_CHARS:
+    """The part of a tool's output and error the run keeps (in history, prompts and the result); see README."""
+    limit = prompts.MAX_CONTEXT_CHARS
+    if result.error is not None and len(result.error) > limit:
+        error = result.error[:limit] + f" [... {len(result.error) - limit} more characters not kept]"
+        result = result.model_copy(update={"error": error})
+    if len(result.output) <= limit:
         return result
-    cut = len(result.output) - prompts.MAX_CONTEXT_CHARS
-    text = result.output[: prompts.MAX_CONTEXT_CHARS] + f"\n[... {cut} more characters not kept]"
+    text = result.output[:limit] + f"\n[... {len(result.output) - limit} more characters not kept]"
     return result.model_copy(update={"output": text, "truncated": True})
 
 

@@ -100,8 +100,14 @@ def describe(
     return views
 
 
-def _text_of(result: Any) -> str:
-    """A CallToolResult as text: its text blocks, else its structured content as JSON."""
+# What is kept of one result's text: the blocks are cut as they are joined, so a big answer costs no second copy
+# of itself. Below the dispatcher's 20,000-character cap with the note, so the note states the true size.
+MAX_RESULT_CHARS = 19_900
+
+
+def _text_of(result: Any, limit: int = MAX_RESULT_CHARS) -> tuple[str, bool]:
+    """A CallToolResult as text: its text blocks, else its structured content as JSON; cut to ``limit`` characters
+    (and whether it was)."""
     parts: list[str] = []
     for block in result.content or []:
         kind = getattr(block, "type", "")
@@ -113,7 +119,17 @@ def _text_of(result: Any) -> str:
             parts.append(f"[{kind or 'content'} omitted]")
     if not parts and result.structured_content is not None:
         parts.append(json.dumps(result.structured_content, ensure_ascii=False))
-    return "\n".join(parts)
+    total = sum(len(p) for p in parts) + max(0, len(parts) - 1)
+    if total <= limit:
+        return "\n".join(parts), False
+    kept: list[str] = []
+    room = limit
+    for part in parts:
+        kept.append(part[:room])
+        room -= len(kept[-1]) + 1
+        if room <= 0:
+            break
+    return "\n".join(kept)[:limit] + f"\n[... {total - limit} more characters not kept]", True
 
 
 class McpToolbox:
@@ -147,6 +163,11 @@ class McpToolbox:
         try:
             result = await session.call_tool(name, req.args, read_timeout_seconds=cfg.timeout_s)
         except MCPError as e:
+            if _too_big(e):  # the transport's own cap (1 MB per message over HTTP): the session is fine, no retry helps
+                return ToolResult(
+                    ok=False,
+                    error=f"{req.tool} answered more than the MCP transport accepts ({e.message}): ask for less",
+                )
             if _connection_lost(e):
                 self.sessions.mark_dead(server)
                 raise _lost(server, name, idempotent, str(e)) from None
@@ -154,10 +175,10 @@ class McpToolbox:
         except (OSError, EOFError, Exception) as e:
             self.sessions.mark_dead(server)
             raise _lost(server, name, idempotent, f"{type(e).__name__}: {e}") from None
-        text = _text_of(result)
+        text, cut = _text_of(result)
         if result.is_error:
             return ToolResult(ok=False, error=text or f"{req.tool} reported an error")
-        return ToolResult(output=text)
+        return ToolResult(output=text, truncated=cut)
 
     async def close(self) -> None:
         await self.sessions.close()
@@ -165,6 +186,10 @@ class McpToolbox:
 
 class CallMayHaveActed(Exception):
     """A non-idempotent tool's connection broke after its request was sent: it may have acted."""
+
+
+def _too_big(e: MCPError) -> bool:
+    return "exceeded the" in e.message and "byte limit" in e.message
 
 
 def _connection_lost(e: MCPError) -> bool:

@@ -125,7 +125,7 @@ class ToolActivities:
         except CallMayHaveActed as e:
             return ToolResult(ok=False, error=str(e))
         except (ServerUnavailable, ConnectionError) as e:
-            raise ApplicationError(str(e), type=TOOL_SERVER_UNAVAILABLE) from None  # Temporal retries it
+            raise ApplicationError(_cut(str(e)), type=TOOL_SERVER_UNAVAILABLE) from None  # Temporal retries it
 
     async def _dispatch(self, req: ToolRequest, args: BaseModel) -> ToolResult:
         execute = self._executors.get(req.tool)
@@ -159,6 +159,14 @@ async def _heartbeating(call: Awaitable[ToolResult]) -> ToolResult:
 
 
 def _capped(result: ToolResult) -> ToolResult:
+    """The result with its output and its error each cut to ``MAX_OUTPUT_CHARS``.
+
+    An error is capped like an output: a tool's 3 MB exception (or an MCP server's 3 MB ``isError``) would
+    otherwise exceed Temporal's 2 MB payload limit, fail the attempt's completion and run the tool again.
+    """
+    if result.error is not None and len(result.error) > MAX_OUTPUT_CHARS:
+        note = f" [error truncated: showing the first {MAX_OUTPUT_CHARS} of {len(result.error)} characters]"
+        result = result.model_copy(update={"error": result.error[:MAX_OUTPUT_CHARS] + note})
     if len(result.output) <= MAX_OUTPUT_CHARS:
         return result
     note = f"\n[output truncated: showing the first {MAX_OUTPUT_CHARS} of {len(result.output)} characters]"
