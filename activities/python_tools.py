@@ -148,10 +148,12 @@ class PythonToolbox:
     async def call(self, req: ToolRequest) -> ToolResult:
         tool = self.tools[req.tool]
         try:
-            args = tool.args_model.model_validate(req.args).model_dump()
+            validated = tool.args_model.model_validate(req.args)
         except ValidationError as e:
             problems = "; ".join(f"'{'.'.join(map(str, x['loc'])) or 'arguments'}': {x['msg']}" for x in e.errors())
             return ToolResult(ok=False, error=f"invalid arguments for {tool.name}: {problems}")
+        # Each argument as validated, not dumped: a parameter typed as a pydantic model receives that model.
+        args = {name: getattr(validated, name) for name in tool.args_model.model_fields}
         if tool.workspace_param:
             args[tool.workspace_param] = Path(req.workspace)
         ledger = None

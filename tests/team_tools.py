@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel
+
 from stakeflow.tool import Workspace, WorkspaceFile, tool
 
 
@@ -35,3 +37,14 @@ def explode(size: int, workspace: Workspace) -> str:
     with open(workspace / "calls.log", "a", encoding="utf-8") as log:
         log.write("explode\n")
     raise RuntimeError("x" * size)
+
+
+class Order(BaseModel):
+    item: str
+    quantity: int
+
+
+@tool(risk="read_only")
+def order_total(order: Order, unit_price: float = 2.5) -> str:
+    """Price an order."""
+    return f"{order.quantity} x {order.item} = {order.quantity * unit_price:g}"

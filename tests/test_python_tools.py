@@ -105,3 +105,10 @@ async def test_a_side_effecting_python_tool_acts_once_per_key(tmp_path):
     first, again = await box.call(req), await box.call(req)
     assert first.ok and not first.replayed
     assert again.ok and again.replayed and again.output == first.output
+
+
+async def test_a_parameter_typed_as_a_pydantic_model_receives_that_model():
+    box = PythonToolbox(load(["tests.team_tools:order_total"]))
+    req = ToolRequest(tool="order_total", args={"order": {"item": "beans", "quantity": 4}})
+    result = await box.call(req)
+    assert (result.ok, result.output, result.error) == (True, "4 x beans = 10", None)
