@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from stakeflow.activities.tools.ledger import Ledger, workspace_ledger
+from stakeflow.activities.tools.workspace import existing_file, resolve_workspace
 from stakeflow.agents.types import ToolRequest, ToolResult, ToolsetRef, ToolsetResult, ToolSpecView
 from stakeflow.core.errors import ConfigError
 from stakeflow.tool import WORKSPACE_FILE_MARK, WORKSPACE_MARK, ToolDeclaration
@@ -154,6 +155,12 @@ class PythonToolbox:
             return ToolResult(ok=False, error=f"invalid arguments for {tool.name}: {problems}")
         # Each argument as validated, not dumped: a parameter typed as a pydantic model receives that model.
         args = {name: getattr(validated, name) for name in tool.args_model.model_fields}
+        if tool.file_args:
+            # The same confinement as read_file's, whether or not the enum was offered: no '..', no link out.
+            ws = await asyncio.to_thread(resolve_workspace, req.workspace)
+            for name in tool.file_args:
+                target = await asyncio.to_thread(existing_file, ws, args[name])
+                args[name] = target.relative_to(ws).as_posix()
         if tool.workspace_param:
             args[tool.workspace_param] = Path(req.workspace)
         ledger = None

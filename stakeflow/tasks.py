@@ -198,12 +198,16 @@ MAX_ENUM_FILES = 200
 
 
 def _workspace_files(folder: Path):
-    """(relative path, size) of each non-hidden file, sorted; symlinked folders are not followed."""
+    """(relative path, size) of each non-hidden file, sorted; symlinked folders are not followed, and a link that
+    leads out of the workspace is not listed (the file tools would refuse it: a model must not be offered it)."""
+    real = folder.resolve()
     for root, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(names):
             path = Path(root) / name
             if name.startswith(".") or not path.is_file():  # is_file: False for a symlink loop
+                continue
+            if path.is_symlink() and not path.resolve().is_relative_to(real):
                 continue
             try:
                 size = path.stat().st_size
