@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from stakeflow.activities.python_tool_threads import DEFAULT_SIZE, ToolThreads, ToolTimedOut
 from stakeflow.activities.tools.ledger import Ledger, workspace_ledger
 from stakeflow.activities.tools.workspace import existing_file, resolve_workspace
 from stakeflow.agents.types import ToolRequest, ToolResult, ToolsetRef, ToolsetResult, ToolSpecView
@@ -131,10 +132,12 @@ def load(specs: list[str]) -> dict[str, PythonTool]:
 
 
 class PythonToolbox:
-    """The worker's Python tools: described for a run, called by run_tool."""
+    """The worker's Python tools: described for a run, called by run_tool (in their own threads, see
+    ``python_tool_threads``: a hung tool never takes the threads the built-in tools need)."""
 
-    def __init__(self, tools: dict[str, PythonTool]) -> None:
+    def __init__(self, tools: dict[str, PythonTool], threads: int = DEFAULT_SIZE) -> None:
         self.tools = tools
+        self.threads = ToolThreads(threads)
 
     def serves(self, name: str) -> bool:
         return name in self.tools
@@ -179,10 +182,9 @@ class PythonToolbox:
                 )
             await asyncio.to_thread(ledger.record, {"key": req.idempotency_key, "tool": tool.name, "status": "started"})
         try:
-            if inspect.iscoroutinefunction(tool.fn):
-                value = await tool.fn(**args)
-            else:
-                value = await asyncio.to_thread(tool.fn, **args)
+            value = await self.threads.run(tool.name, tool.fn, args, tool.declaration.timeout_s)
+        except ToolTimedOut as e:
+            return ToolResult(ok=False, error=str(e))
         except Exception as e:
             return ToolResult(ok=False, error=f"{tool.name} failed: {type(e).__name__}: {e}")
         output = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)

@@ -6,13 +6,18 @@ model is scripted.
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
 from stakeflow import tasks
+from stakeflow.activities.python_tool_threads import ToolThreads, ToolTimedOut
 from stakeflow.agents.prompts import MAX_CONTEXT_CHARS
 from stakeflow.catalog_config import McpServerConfig
+from tests import team_tools
 from tests.agent_script import agent, call, plan
-from tests.fakes import FakeOpenAIServer
+from tests.fakes import FakeOpenAIServer, prompt_text
 from tests.support import make_settings, running_workers
 from tests.test_mcp_tools import calls_in, http_server  # noqa: F401 (fixture)
 
@@ -63,3 +68,62 @@ async def test_an_mcp_tool_answering_a_huge_is_error_is_called_once(client, tmp_
     else:
         assert "answered more than the MCP transport accepts" in outcome.error
     assert [c["tool"] for c in calls_in(log)] == ["huge_error"]
+
+
+async def test_hung_python_tools_time_out_in_their_own_bounded_threads():
+    """Each call is held to its timeout_s; at most ``size`` threads are ever taken; the default executor stays free."""
+    team_tools.RELEASE.clear()
+    threads = ToolThreads(size=2)
+    try:
+        outcomes = await asyncio.gather(
+            *(threads.run("hang", team_tools.hang, {"label": str(i)}, 0.5) for i in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(o, ToolTimedOut) for o in outcomes)
+        messages = sorted(str(o) for o in outcomes)
+        assert messages[0].startswith("hang could not start within its timeout (0.5s): all 2 Python tool threads")
+        assert all(m.startswith("hang did not finish within its timeout_s (0.5s)") for m in messages[1:])
+        assert threads.running == ["hang", "hang"]  # the third never started a thread
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: "free"), 5) == "free"
+    finally:
+        team_tools.RELEASE.set()
+    for _ in range(50):
+        if not threads.running:
+            break
+        await asyncio.sleep(0.05)
+    assert threads.running == []  # released threads give their slots back
+
+
+async def test_hung_python_tools_leave_read_file_its_threads_and_the_worker_stops(client, tmp_path, open_fake):
+    """More hung calls than the default executor has threads (6 on 2 cores): a read_file run still completes,
+    and the worker's shutdown does not wait for the hung threads."""
+    team_tools.RELEASE.clear()
+    team_tools.HUNG.clear()
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "notes.txt").write_text("Revenue grew 12%.\n")
+    hanging = agent(plan(("Wait for it", "hang")), {1: call("hang", label="x")}, answer="waited")
+    reading = agent(plan(("Read the notes", "read_file")), {1: call("read_file", path="notes.txt")}, answer="12%")
+    open_fake.script(lambda body: (reading if "What does notes.txt say" in prompt_text(body) else hanging)(body))
+    settings = _settings(tmp_path, open_fake)
+    settings.tools.python = ["tests.team_tools:hang"]
+    try:
+        async with running_workers(client, settings):
+            hung = [
+                await tasks.start_run(client, settings, tasks.build_request(settings, "Wait", workspace=ws))
+                for _ in range(8)
+            ]
+            deadline = time.monotonic() + 60
+            while len(team_tools.HUNG) < 8:
+                assert time.monotonic() < deadline, f"only {len(team_tools.HUNG)} hang calls started"
+                await asyncio.sleep(0.1)
+            read = await tasks.start_run(
+                client, settings, tasks.build_request(settings, "What does notes.txt say?", workspace=ws)
+            )
+            assert (await asyncio.wait_for(read.result(), 30)).steps[0].tool_results[0].output == "Revenue grew 12%.\n"
+            for handle in hung:
+                [outcome] = (await asyncio.wait_for(handle.result(), 30)).steps[0].tool_results
+                assert "did not finish within its timeout_s (1s)" in outcome.error
+            stopping = time.monotonic()
+        assert time.monotonic() - stopping < 10, "the worker's shutdown waited for hung tool threads"
+    finally:
+        team_tools.RELEASE.set()
