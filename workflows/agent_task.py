@@ -301,10 +301,11 @@ class AgentTaskWorkflow(ModelSteps, RunTools, ApprovalGate):
             record.status = "tool_error"
             self._publish()
             return
-        if egress and req.routing.private_egress == "approve":
+        person = egress and req.routing.private_egress == "approve"  # --auto-approve does not decide this one
+        if person:
             record.reason += f"; private data to open-world tool {spec.name if spec else '?'}: needs approval"
-        if calls and (self._needs_approval(decision, spec) or (egress and req.routing.private_egress == "approve")):
-            record.approval = await self._await_approval(index, record, calls, exact=egress)
+        if calls and (self._needs_approval(decision, spec) or person):
+            record.approval = await self._await_approval(index, record, calls, exact=egress, private_egress=person)
             otel_trace.get_current_span().set_attributes(
                 {
                     "stakeflow.approval": record.approval.decision,
@@ -320,19 +321,37 @@ class AgentTaskWorkflow(ModelSteps, RunTools, ApprovalGate):
             if record.approval.edited_calls is not None:  # the approver's arguments are what acts
                 calls = list(record.approval.edited_calls)
         for n, tool_call in enumerate(calls):
-            tool_result = await self._run_tool(index, n, tool_call.tool, tool_call.args, label)
-            record.tool_results.append(_kept(tool_result))
             private_source = tool_call.tool in req.routing.private_tools or bool(spec and spec.private)
-            if tool_result.ok and private_source and self._sensitivity != "private":
-                self._sensitivity = "private"
-                self._progress.notices.append(
-                    f"step {index}: {tool_call.tool} reads a private source, so the rest of the run stays on the open model"
-                )
+            try:
+                tool_result = await self._run_tool(index, n, tool_call.tool, tool_call.args, label)
+            except StepFailure:
+                if private_source:  # its failure's text is private data too (in the span, the run's error)
+                    self._taint(index, tool_call.tool, ran_ok=False)
+                raise
+            record.tool_results.append(_kept(tool_result))
+            if private_source:
+                self._taint(index, tool_call.tool, ran_ok=tool_result.ok)
         record.status = "tool_error" if any(not r.ok for r in record.tool_results) else "ok"
         older = index - 1 - prompts.RECENT_STEPS  # the step that just left the prompts' recent window
         if older >= 0:
             self._progress.steps[older] = prompts.compacted(self._progress.steps[older], len(self._progress.steps))
         self._publish()
+
+    def _taint(self, index: int, tool: str, *, ran_ok: bool) -> None:
+        """A private tool ran: the rest of the run is private, whatever its outcome.
+
+        A failed call's error text is the private data too (a failed cast quotes the value it could not cast).
+        Runs recorded before this rule turned private only on success: behind a patch, their replays keep
+        the routes (the task queues) they took.
+        """
+        if self._sensitivity == "private":
+            return
+        if not ran_ok and not workflow.patched("private-tool-taints-on-failure"):
+            return
+        self._sensitivity = "private"
+        self._progress.notices.append(
+            f"step {index}: {tool} reads a private source, so the rest of the run stays on the open model"
+        )
 
     async def _answer(self, result: TaskResult) -> str:
         req = self._req
