@@ -38,6 +38,8 @@ from stakeflow.activities.model_outputs import plan_output_model, step_output_mo
 from stakeflow.activities.model_trace import model_call_span, record_call
 from stakeflow.agents.types import CallCostRecord, CallFailure, JudgeVerdict, ModelCallRequest, ModelCallResult, Usage
 from stakeflow.core.contracts import CALL_MODEL
+from stakeflow.core.errors import MODEL_REQUEST_REJECTED, InputError
+from stakeflow.endpoints import check_base_url, same_endpoint
 from stakeflow.prices import PriceTable
 from stakeflow.settings import Settings
 
@@ -208,7 +210,9 @@ class ModelActivities:
         s = self._settings
         name = req.endpoint.model or s.open_model_id
         key = s.open_api_key.get_secret_value() if s.open_api_key else ""
-        url = req.endpoint.base_url or s.open_url  # a candidate on another server (evals replay)
+        url = s.open_url
+        if req.endpoint.base_url and not same_endpoint(req.endpoint.base_url, s.open_url):
+            url = _candidate_url(req.endpoint.base_url)  # a candidate on another server (evals replay)
         context = CallContext(
             "open",
             name,
@@ -221,8 +225,9 @@ class ModelActivities:
         cache_key = ("open", name) if url == s.open_url else (f"open:{url}", name)
         if cache_key not in self._models:
             if url != s.open_url:
+                # STAKEFLOW_OPEN_API_KEY belongs to the configured endpoint: another server never receives it.
                 client = self._other_clients.get(url) or AsyncOpenAI(
-                    base_url=url, api_key=key or "none", max_retries=0, timeout=s.open_timeout_s
+                    base_url=url, api_key="none", max_retries=0, timeout=s.open_timeout_s
                 )
                 self._other_clients[url] = client
             else:
@@ -302,6 +307,14 @@ def _example_history(req: ModelCallRequest) -> list[ModelMessage]:
         history.append(ModelRequest(parts=[*parts, UserPromptPart(turn.prompt)]))
         history.append(ModelResponse(parts=[TextPart(turn.answer)]))
     return history
+
+
+def _candidate_url(url: str) -> str:
+    """The checked URL of a candidate's server; a non-retryable rejection (naming the fix) before anything is sent."""
+    try:
+        return check_base_url(url)
+    except InputError as e:
+        raise ApplicationError(str(e), type=MODEL_REQUEST_REJECTED, non_retryable=True) from None
 
 
 def _embedded_crash(settings: Settings) -> str | None:

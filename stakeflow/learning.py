@@ -24,8 +24,11 @@ async def start_replay(
     tool: str | None,
 ):
     from stakeflow.connection import connect
+    from stakeflow.endpoints import check_base_url
     from stakeflow.tasks import open_models
 
+    if base_url:
+        check_base_url(base_url)  # before anything starts; the open worker checks it again
     current = ModelEndpoint(route="open", model=open_models(settings, agent)[0], provider="openai-compatible")
     client = await connect(settings)
     candidate = ModelEndpoint(route="open", model=model, provider="openai-compatible", base_url=base_url or "")
