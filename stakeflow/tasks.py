@@ -130,7 +130,12 @@ def build_request(
         raise InputError(f"unknown stakes '{stakes}': use one of {', '.join(STAKES_CHOICES)}")
     if sensitivity not in SENSITIVITY_CHOICES:
         raise InputError(f"unknown sensitivity '{sensitivity}': use one of {', '.join(SENSITIVITY_CHOICES)}")
-    chosen = resolve_tools(settings, tools, where=f"agent {agent}" if named and tools is named.tools else "--tools")
+    chosen = resolve_tools(
+        settings,
+        tools,
+        where=f"agent {agent}" if named and tools is named.tools else "--tools",
+        distrust=distrust_of(named, agent),
+    )
     ws = Path(workspace).expanduser() if workspace else settings.default_workspace
     if workspace and not ws.is_dir():
         raise InputError(f"workspace {ws} is not a folder: create it or pass another --workspace")
@@ -169,6 +174,11 @@ def build_request(
             risks=settings.approvals.risks, timeout_s=settings.approvals.timeout_s, auto_approve=auto_approve
         ),
     )
+
+
+def distrust_of(named: AgentConfig | None, agent: str | None) -> str:
+    """Why the agent's runs believe no MCP server's annotations (``trust_annotations = false``), or ""."""
+    return f"agent {agent}: trust_annotations = false" if named is not None and not named.trust_annotations else ""
 
 
 def _private(view: ToolSpecView, settings: Settings) -> ToolSpecView:

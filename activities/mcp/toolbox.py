@@ -38,8 +38,14 @@ def split(name: str) -> tuple[str, str]:
     return server, tool
 
 
-def risk_of(annotations: Any, override: ToolOverride | None) -> tuple[Risk, str, bool, bool]:
-    """(risk, where it came from, open_world, idempotent) for one tool."""
+def risk_of(annotations: Any, override: ToolOverride | None, distrusted_by: str = "") -> tuple[Risk, str, bool, bool]:
+    """(risk, where it came from, open_world, idempotent) for one tool.
+
+    ``distrusted_by``: why the server's annotations are not believed (``trust_annotations = false``): then every
+    tool is of the riskiest kind, as if it had none, and only the team's own overrides change that.
+    """
+    if distrusted_by:
+        annotations = None
     read_only = getattr(annotations, "read_only_hint", None)
     destructive = getattr(annotations, "destructive_hint", None)
     idempotent = getattr(annotations, "idempotent_hint", None)
@@ -55,6 +61,8 @@ def risk_of(annotations: Any, override: ToolOverride | None) -> tuple[Risk, str,
         source = "readOnlyHint false, destructiveHint false"
     if annotations is None:
         source = "no annotations: MCP defaults (destructive, open-world)"
+    if distrusted_by:
+        source = f"annotations not trusted ({distrusted_by}): the riskiest kind"
     opened = True if open_world is None else bool(open_world)
     # Read-only calls cannot act, so retrying one is always safe; otherwise only what the server promises.
     repeatable = bool(read_only) or bool(idempotent)
@@ -69,9 +77,11 @@ def risk_of(annotations: Any, override: ToolOverride | None) -> tuple[Risk, str,
 
 
 def describe(
-    server: str, cfg: McpServerConfig, tools: list[Any], patterns: list[str] | None = None
+    server: str, cfg: McpServerConfig, tools: list[Any], patterns: list[str] | None = None, distrusted_by: str = ""
 ) -> list[ToolSpecView]:
-    """The server's tools (``mcp.types.Tool``) as stakeflow tool views."""
+    """The server's tools (``mcp.types.Tool``) as stakeflow tool views (see ``risk_of`` for ``distrusted_by``)."""
+    if not cfg.trust_annotations and not distrusted_by:  # this worker's own config says so too
+        distrusted_by = f"[mcp.{server}] trust_annotations = false"
     from fnmatch import fnmatchcase
 
     views: list[ToolSpecView] = []
@@ -79,7 +89,7 @@ def describe(
         if patterns is not None and not any(fnmatchcase(tool.name, p) for p in patterns):
             continue
         override = cfg.tools.get(tool.name)
-        risk, source, open_world, idempotent = risk_of(tool.annotations, override)
+        risk, source, open_world, idempotent = risk_of(tool.annotations, override, distrusted_by)
         description = (tool.description or tool.title or tool.name).strip()
         views.append(
             ToolSpecView(
@@ -153,7 +163,8 @@ class McpToolbox:
         except (TimeoutError, MCPError, OSError) as e:
             self.sessions.mark_dead(ref.name)
             return ToolsetResult(error=f"MCP server '{ref.name}' did not list its tools: {type(e).__name__}: {e}")
-        return ToolsetResult(tools=describe(ref.name, cfg, list(listed.tools), ref.patterns))
+        distrusted_by = "" if ref.trust_annotations else ref.distrusted_by or "the run's policy"
+        return ToolsetResult(tools=describe(ref.name, cfg, list(listed.tools), ref.patterns, distrusted_by))
 
     async def call(self, req: ToolRequest, idempotent: bool) -> ToolResult:
         """One tools/call. Raises ServerUnavailable / ConnectionError for Temporal to retry (when safe)."""
