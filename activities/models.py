@@ -115,7 +115,9 @@ class ModelActivities:
         that failed validation) still count.
         """
         provider = self._provider_name(req)
-        with model_call_span(req, provider, self._settings.trace_content) as span:
+        # A private call's prompt and completion stay out of spans (which go to OTLP backends) unless asked for apart.
+        content = self._settings.trace_content and (not req.private or self._settings.trace_private_content)
+        with model_call_span(req, provider, content) as span:
             try:
                 result = await self._call(req)
             except ApplicationError as e:
@@ -130,7 +132,7 @@ class ModelActivities:
                     next_retry_delay=e.next_retry_delay,
                 ) from None
             result.cost = self._price(req, result.model, result.usage, result.latency_ms / 1000)
-            record_call(span, req, result.usage, result.cost, result, content=self._settings.trace_content)
+            record_call(span, req, result.usage, result.cost, result, content=content)
             await self._capture.record(req, result, activity.info().attempt if activity.in_activity() else 1)
             return result
 

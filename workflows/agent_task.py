@@ -87,7 +87,10 @@ class AgentTaskWorkflow(ModelSteps, RunTools, ApprovalGate):
             sc.STAKES: req.stakes,
         }
         continued: workflow.ContinueAsNewError | None = None
-        with _tracer().start_as_current_span(sc.SPAN_RUN, attributes=attributes) as span:
+        # The failure goes on the span by hand: a private run's message may quote private data (see _traced_reason).
+        with _tracer().start_as_current_span(
+            sc.SPAN_RUN, attributes=attributes, record_exception=False, set_status_on_exception=False
+        ) as span:
             status = "failed"
             try:
                 result = await self._run(req)
@@ -98,6 +101,9 @@ class AgentTaskWorkflow(ModelSteps, RunTools, ApprovalGate):
             except BaseException as e:
                 if is_cancellation(e):
                     status = "canceled"
+                if self._sensitivity != "private":
+                    span.record_exception(e)
+                span.set_status(Status(StatusCode.ERROR, self._traced_reason(f"{type(e).__name__}: {e}")))
                 raise
             finally:
                 span.set_attributes({**self._run_attributes(), sc.STATUS: status})
@@ -207,12 +213,20 @@ class AgentTaskWorkflow(ModelSteps, RunTools, ApprovalGate):
                     raise  # a bug: the workflow task fails and is retried; no span for that attempt
                 escaped = e
             if isinstance(escaped, StepFailure):
-                span.set_status(Status(StatusCode.ERROR, str(escaped)))
+                span.set_status(Status(StatusCode.ERROR, self._traced_reason(str(escaped))))
                 span.set_attributes({sc.STATUS: "failed", sc.ERROR_TYPE: errors.STEP_FAILED})
             elif escaped is not None and is_cancellation(escaped):
                 span.set_attribute(sc.STATUS, "canceled")
         if escaped is not None:
             raise escaped
+
+    def _traced_reason(self, reason: str) -> str:
+        """A failure as a span's status says it: a private run's reason may quote the model's output or a private
+        tool's error, and spans leave (OTLP), so only what kind of failure it was; the run keeps the rest."""
+        if self._sensitivity != "private":
+            return reason
+        kind = next((k for k in ("output invalid", "unavailable", "token budget exceeded") if k in reason), "failed")
+        return f"{kind}; the reason is not traced: the run's data is private (stakeflow status shows it)"
 
     # --- phases ------------------------------------------------------------------------
 
