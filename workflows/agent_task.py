@@ -101,9 +101,8 @@ class AgentTaskWorkflow(ModelSteps, RunTools, ApprovalGate):
             except BaseException as e:
                 if is_cancellation(e):
                     status = "canceled"
-                if self._sensitivity != "private":
-                    span.record_exception(e)
-                span.set_status(Status(StatusCode.ERROR, self._traced_reason(f"{type(e).__name__}: {e}")))
+                if isinstance(e, Exception):  # as OpenTelemetry's use_span does: a BaseException is not recorded
+                    self._record_failure(span, e)
                 raise
             finally:
                 span.set_attributes({**self._run_attributes(), sc.STATUS: status})
@@ -219,6 +218,23 @@ class AgentTaskWorkflow(ModelSteps, RunTools, ApprovalGate):
                 span.set_attribute(sc.STATUS, "canceled")
         if escaped is not None:
             raise escaped
+
+    def _record_failure(self, span: otel_trace.Span, e: Exception) -> None:
+        """The run's failure on its span, its text as ``_traced_reason`` allows.
+
+        A private run's exception is recorded as a stand-in of the same kind (a workflow failure, or not), whose
+        message is the traced reason: the replay-safe span ends only for a failure of the workflow (not a failed
+        workflow task, which is retried) and tells them apart by the exception it recorded.
+        """
+        reason = self._traced_reason(f"{type(e).__name__}: {e}")
+        if self._sensitivity == "private":
+            e = (
+                ApplicationError(reason, non_retryable=True)
+                if workflow.is_failure_exception(e)
+                else RuntimeError(reason)
+            )
+        span.record_exception(e)
+        span.set_status(Status(StatusCode.ERROR, reason))
 
     def _traced_reason(self, reason: str) -> str:
         """A failure as a span's status says it: a private run's reason may quote the model's output or a private
