@@ -13,6 +13,7 @@ even one that blocks cannot stall the worker's loop (its heartbeats, every other
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import threading
 import time
@@ -70,7 +71,9 @@ class ToolThreads:
             finally:
                 _post(loop, ended)
 
-        threading.Thread(target=work, name=f"stakeflow-tool-{name}-{call}", daemon=True).start()
+        # In the caller's context, as asyncio.to_thread runs a function: the tool's own spans nest under its call.
+        context = contextvars.copy_context()
+        threading.Thread(target=context.run, args=(work,), name=f"stakeflow-tool-{name}-{call}", daemon=True).start()
         left = max(0.0, timeout_s - (time.monotonic() - started))
         try:
             return await asyncio.wait_for(asyncio.shield(done), left)
