@@ -87,7 +87,10 @@ class AgentTaskWorkflow(ModelSteps, RunTools, ApprovalGate):
             sc.STAKES: req.stakes,
         }
         continued: workflow.ContinueAsNewError | None = None
-        with _tracer().start_as_current_span(sc.SPAN_RUN, attributes=attributes) as span:
+        # The failure goes on the span by hand: a private run's message may quote private data (see _traced_reason).
+        with _tracer().start_as_current_span(
+            sc.SPAN_RUN, attributes=attributes, record_exception=False, set_status_on_exception=False
+        ) as span:
             status = "failed"
             try:
                 result = await self._run(req)
@@ -98,6 +101,8 @@ class AgentTaskWorkflow(ModelSteps, RunTools, ApprovalGate):
             except BaseException as e:
                 if is_cancellation(e):
                     status = "canceled"
+                if isinstance(e, Exception):  # as OpenTelemetry's use_span does: a BaseException is not recorded
+                    self._record_failure(span, e)
                 raise
             finally:
                 span.set_attributes({**self._run_attributes(), sc.STATUS: status})
@@ -207,12 +212,37 @@ class AgentTaskWorkflow(ModelSteps, RunTools, ApprovalGate):
                     raise  # a bug: the workflow task fails and is retried; no span for that attempt
                 escaped = e
             if isinstance(escaped, StepFailure):
-                span.set_status(Status(StatusCode.ERROR, str(escaped)))
+                span.set_status(Status(StatusCode.ERROR, self._traced_reason(str(escaped))))
                 span.set_attributes({sc.STATUS: "failed", sc.ERROR_TYPE: errors.STEP_FAILED})
             elif escaped is not None and is_cancellation(escaped):
                 span.set_attribute(sc.STATUS, "canceled")
         if escaped is not None:
             raise escaped
+
+    def _record_failure(self, span: otel_trace.Span, e: Exception) -> None:
+        """The run's failure on its span, its text as ``_traced_reason`` allows.
+
+        A private run's exception is recorded as a stand-in of the same kind (a workflow failure, or not), whose
+        message is the traced reason: the replay-safe span ends only for a failure of the workflow (not a failed
+        workflow task, which is retried) and tells them apart by the exception it recorded.
+        """
+        reason = self._traced_reason(f"{type(e).__name__}: {e}")
+        if self._sensitivity == "private":
+            e = (
+                ApplicationError(reason, non_retryable=True)
+                if workflow.is_failure_exception(e)
+                else RuntimeError(reason)
+            )
+        span.record_exception(e)
+        span.set_status(Status(StatusCode.ERROR, reason))
+
+    def _traced_reason(self, reason: str) -> str:
+        """A failure as a span's status says it: a private run's reason may quote the model's output or a private
+        tool's error, and spans leave (OTLP), so only what kind of failure it was; the run keeps the rest."""
+        if self._sensitivity != "private":
+            return reason
+        kind = next((k for k in ("output invalid", "unavailable", "token budget exceeded") if k in reason), "failed")
+        return f"{kind}; the reason is not traced: the run's data is private (stakeflow status shows it)"
 
     # --- phases ------------------------------------------------------------------------
 
@@ -301,10 +331,11 @@ class AgentTaskWorkflow(ModelSteps, RunTools, ApprovalGate):
             record.status = "tool_error"
             self._publish()
             return
-        if egress and req.routing.private_egress == "approve":
+        person = egress and req.routing.private_egress == "approve"  # --auto-approve does not decide this one
+        if person:
             record.reason += f"; private data to open-world tool {spec.name if spec else '?'}: needs approval"
-        if calls and (self._needs_approval(decision, spec) or (egress and req.routing.private_egress == "approve")):
-            record.approval = await self._await_approval(index, record, calls, exact=egress)
+        if calls and (self._needs_approval(decision, spec) or person):
+            record.approval = await self._await_approval(index, record, calls, exact=egress, private_egress=person)
             otel_trace.get_current_span().set_attributes(
                 {
                     "stakeflow.approval": record.approval.decision,
@@ -320,19 +351,37 @@ class AgentTaskWorkflow(ModelSteps, RunTools, ApprovalGate):
             if record.approval.edited_calls is not None:  # the approver's arguments are what acts
                 calls = list(record.approval.edited_calls)
         for n, tool_call in enumerate(calls):
-            tool_result = await self._run_tool(index, n, tool_call.tool, tool_call.args, label)
-            record.tool_results.append(_kept(tool_result))
             private_source = tool_call.tool in req.routing.private_tools or bool(spec and spec.private)
-            if tool_result.ok and private_source and self._sensitivity != "private":
-                self._sensitivity = "private"
-                self._progress.notices.append(
-                    f"step {index}: {tool_call.tool} reads a private source, so the rest of the run stays on the open model"
-                )
+            try:
+                tool_result = await self._run_tool(index, n, tool_call.tool, tool_call.args, label)
+            except StepFailure:
+                if private_source:  # its failure's text is private data too (in the span, the run's error)
+                    self._taint(index, tool_call.tool, ran_ok=False)
+                raise
+            record.tool_results.append(_kept(tool_result))
+            if private_source:
+                self._taint(index, tool_call.tool, ran_ok=tool_result.ok)
         record.status = "tool_error" if any(not r.ok for r in record.tool_results) else "ok"
         older = index - 1 - prompts.RECENT_STEPS  # the step that just left the prompts' recent window
         if older >= 0:
             self._progress.steps[older] = prompts.compacted(self._progress.steps[older], len(self._progress.steps))
         self._publish()
+
+    def _taint(self, index: int, tool: str, *, ran_ok: bool) -> None:
+        """A private tool ran: the rest of the run is private, whatever its outcome.
+
+        A failed call's error text is the private data too (a failed cast quotes the value it could not cast).
+        Runs recorded before this rule turned private only on success: behind a patch, their replays keep
+        the routes (the task queues) they took.
+        """
+        if self._sensitivity == "private":
+            return
+        if not ran_ok and not workflow.patched("private-tool-taints-on-failure"):
+            return
+        self._sensitivity = "private"
+        self._progress.notices.append(
+            f"step {index}: {tool} reads a private source, so the rest of the run stays on the open model"
+        )
 
     async def _answer(self, result: TaskResult) -> str:
         req = self._req
@@ -354,11 +403,14 @@ class AgentTaskWorkflow(ModelSteps, RunTools, ApprovalGate):
 
 
 def _kept(result: ToolResult) -> ToolResult:
-    """The part of a tool's output the run keeps (in history, prompts and the result); see README."""
-    if len(result.output) <= prompts.MAX_CONTEXT_CHARS:
+    """The part of a tool's output and error the run keeps (in history, prompts and the result); see README."""
+    limit = prompts.MAX_CONTEXT_CHARS
+    if result.error is not None and len(result.error) > limit:
+        error = result.error[:limit] + f" [... {len(result.error) - limit} more characters not kept]"
+        result = result.model_copy(update={"error": error})
+    if len(result.output) <= limit:
         return result
-    cut = len(result.output) - prompts.MAX_CONTEXT_CHARS
-    text = result.output[: prompts.MAX_CONTEXT_CHARS] + f"\n[... {cut} more characters not kept]"
+    text = result.output[:limit] + f"\n[... {len(result.output) - limit} more characters not kept]"
     return result.model_copy(update={"output": text, "truncated": True})
 
 
