@@ -31,6 +31,7 @@ from stakeflow.temporal import telemetry
 from stakeflow.temporal.plugin import ActivityHolder, StakeflowPlugin, queue_roles
 from stakeflow.workers.limits import limits_of, worker_kwargs
 from stakeflow.workflows.agent_task import AgentTaskWorkflow
+from stakeflow.workflows.budget_day import BudgetWorkflow
 from stakeflow.workflows.learn import LearnWorkflow
 from stakeflow.workflows.replay_eval import ReplayEvalWorkflow
 from stakeflow.workflows.shadow import ShadowBudgetWorkflow, ShadowEvalWorkflow
@@ -38,7 +39,14 @@ from stakeflow.workflows.shadow import ShadowBudgetWorkflow, ShadowEvalWorkflow
 log = logging.getLogger("stakeflow.worker")
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=20)
-WORKFLOWS = (AgentTaskWorkflow, ShadowEvalWorkflow, ShadowBudgetWorkflow, ReplayEvalWorkflow, LearnWorkflow)
+WORKFLOWS = (
+    AgentTaskWorkflow,
+    ShadowEvalWorkflow,
+    BudgetWorkflow,
+    ShadowBudgetWorkflow,  # earlier releases' shadow budgets, for the day of an upgrade
+    ReplayEvalWorkflow,
+    LearnWorkflow,
+)
 
 
 class Holders:
