@@ -144,25 +144,27 @@ class ModelActivities:
             await self._capture.record(req, result, activity.info().attempt if activity.in_activity() else 1)
             return result
 
+    def worst_case_tokens(self, req: ModelCallRequest) -> int:
+        """An upper bound of a frontier call's input tokens, counted offline (agents/budgets.py): every text of the
+        request, its output tool's schema included, as UTF-8 bytes, plus what Anthropic adds."""
+        output_type, _ = self._output_spec(req)
+        schema = ""
+        if isinstance(output_type, type) and issubclass(output_type, BaseModel):
+            schema = json.dumps(output_type.model_json_schema())
+        carried = req.model_dump_json(exclude={"budgets"})  # every text the request is built from, and more
+        return worst_case_input_tokens([carried, schema], messages=1, tools=bool(schema))
+
     def _worst_case(self, req: ModelCallRequest) -> float | None:
-        """The most a frontier call can cost: input tokens as counted (agents/budgets.py: every text of the request,
-        its output tool's schema included, as UTF-8 bytes) + ``max_output_tokens``, at the price table in force,
-        all input priced at the dearer of the input and cache-write rates. None when the model has no price."""
+        """The most a frontier call can cost: ``worst_case_tokens`` + ``max_output_tokens`` at the price table in
+        force, all input at the dearer of the input and cache-write rates. None when the model has no price."""
         if not req.budgets:
             return None
-        output_type, _ = self._output_spec(req)
-        schema = (
-            json.dumps(output_type.model_json_schema())
-            if isinstance(output_type, type) and issubclass(output_type, BaseModel)
-            else ""
-        )
-        carried = req.model_dump_json(exclude={"budgets"})  # every text the request can be built from, and more
-        tokens = worst_case_input_tokens([carried, schema], messages=1, tools=bool(schema))
+        tokens, out = self.worst_case_tokens(req), req.max_output_tokens
         model = req.endpoint.model or self._params.frontier.model
         costs = [
-            self._prices.price_call(model, Usage(input_tokens=tokens, output_tokens=req.max_output_tokens, requests=1), 0),
-            self._prices.price_call(model, Usage(cache_write_tokens=tokens, output_tokens=req.max_output_tokens, requests=1), 0),
-        ]  # fmt: skip
+            self._prices.price_call(model, Usage(input_tokens=tokens, output_tokens=out, requests=1), 0),
+            self._prices.price_call(model, Usage(cache_write_tokens=tokens, output_tokens=out, requests=1), 0),
+        ]
         if any(c.usd is None for c in costs):
             return None
         return max(c.usd or 0.0 for c in costs)

@@ -9,7 +9,6 @@ none, so they never reach this code: their replays issue the commands they recor
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from temporalio import workflow
@@ -20,7 +19,7 @@ with workflow.unsafe.imports_passed_through():
 
     from stakeflow.agents.budgets import BudgetRefusal
     from stakeflow.agents.policy import downgrade_for_budget
-    from stakeflow.agents.types import ApprovalRecord, ModelCallRequest, RouteDecision, StepRecord
+    from stakeflow.agents.types import ApprovalRecord, ModelCallRequest, RouteDecision, StepRecord, ToolCall
     from stakeflow.core import semconv as sc
     from stakeflow.workflows.failures import StepFailure
 
@@ -33,8 +32,11 @@ class BudgetGuard:
 
     _req: TaskRequest
     _progress: Progress
-    # ApprovalGate's wait for a person's decision on ``index``, showing ``what`` (AgentTaskWorkflow has both).
-    _wait_for_decision: Callable[[int, StepRecord, str], Awaitable[ApprovalRecord]]
+    if TYPE_CHECKING:  # ApprovalGate's, which AgentTaskWorkflow also has (defined here, it would shadow it)
+
+        async def _wait_for_decision(
+            self, index: int, record: StepRecord, what: str, calls: list[ToolCall] | None = None
+        ) -> ApprovalRecord: ...
 
     def _budgeted(self, call: ModelCallRequest, decision: RouteDecision) -> ModelCallRequest:
         """The call with the budgets it draws on, if it goes to the frontier."""

@@ -1,0 +1,154 @@
+"""Frontier budgets in dollars (issue 24): each frontier call reserves its worst case before it is sent and settles
+its cost after; a spent budget downgrades the step, waits for a person, or fails the run, as configured.
+
+Real dev server and workers; the frontier is FakeAnthropicServer, billing each call by the size of what it was sent.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import date, timedelta
+
+import pytest
+from temporalio.client import WorkflowFailureError
+
+from stakeflow.activities import budgets as activity_budgets
+from stakeflow.agents.billing import cost_line
+from stakeflow.agents.budgets import GLOBAL_BUDGET, RUN_BUDGET, BudgetTotals, budget_workflow_id
+from stakeflow.agents.types import ApprovalRequest, TaskResult
+from stakeflow.config import PriceConfig
+from stakeflow.core.contracts import APPROVE_UPDATE, BUDGET_QUERY
+from stakeflow.services import runs
+from tests.agent_script import agent, plan, think
+from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply
+from tests.support import make_settings, running_workers, wait_for_approval
+
+# $3 / $15 per million tokens: a call of ~1,000 input and 600 output tokens costs about $0.012.
+PRICE = {"claude-test": PriceConfig(input_per_mtok=3.0, output_per_mtok=15.0)}
+OUTPUT_TOKENS = 600
+
+
+def billed(respond):
+    """The scripted frontier, reporting (and so billing) input tokens as a quarter of the request's bytes."""
+
+    def answer(body):
+        item = respond(body)
+        reply = item if isinstance(item, Reply) else Reply(output=item)
+        if reply.status < 400:
+            reply.usage = {"input_tokens": len(json.dumps(body)) // 4, "output_tokens": OUTPUT_TOKENS}
+        return reply
+
+    return answer
+
+
+def cost_of(request) -> float:
+    """What the fake billed for one request it answered (its own log is the truth)."""
+    return (len(json.dumps(request.body)) // 4) * 3.0 / 1e6 + OUTPUT_TOKENS * 15.0 / 1e6
+
+
+def thinking_steps(n: int):
+    return agent(plan(*[(f"Think {i}", None, "high") for i in range(1, n + 1)]), {i: think(f"thought {i}") for i in range(1, n + 1)}, "done")  # fmt: skip
+
+
+@pytest.fixture
+def fakes():
+    with FakeOpenAIServer(model="qwen-test") as open_fake, FakeAnthropicServer() as frontier_fake:
+        open_fake.script(thinking_steps(6))
+        frontier_fake.script(billed(thinking_steps(6)))
+        yield open_fake, frontier_fake
+
+
+def settings_for(tmp_path, open_fake, frontier_fake, **kw):
+    return make_settings(
+        tmp_path,
+        open_base_url=open_fake.url,
+        open_model="qwen-test",
+        open_dialect="vllm",
+        anthropic_api_key="sk-ant-test-budgets",
+        anthropic_base_url=frontier_fake.url,
+        frontier_model="claude-test",
+        prices=PRICE,
+        **kw,
+    )
+
+
+async def start(client, settings, goal="Think hard", **kw):
+    req = runs.build_request(settings, goal, **kw)
+    return await runs.start_run(client, settings, req, f"budget-{uuid.uuid4().hex[:8]}")
+
+
+async def test_run_usd_stops_a_run_s_frontier_spend_at_its_cap(client, tmp_path, fakes):
+    open_fake, frontier_fake = fakes
+    settings = settings_for(tmp_path, open_fake, frontier_fake)
+    async with running_workers(client, settings):
+        result: TaskResult = await (await start(client, settings, budget_usd=0.02)).result()
+    spent = sum(cost_of(r) for r in frontier_fake.calls)
+    uncapped = 7 * cost_of(frontier_fake.calls[0])  # six high-stakes steps and the answer, all on the frontier
+    assert uncapped > 3 * 0.02 and 0 < spent <= 0.02
+    assert round(result.cost.frontier_usd, 9) == round(spent, 9)
+    downgraded = [s for s in result.steps if s.downgraded]
+    assert downgraded and all(s.route == "open" for s in downgraded)
+    assert (
+        f"downgraded: frontier budget {RUN_BUDGET} $0.02 spent (${spent:.2f} + $0.00 reserved)" in downgraded[0].reason
+    )
+    assert result.cost.budgets == [RUN_BUDGET] and cost_line(result.cost).endswith(" · budgets run_usd")
+
+
+async def budget_state(client, settings, day) -> BudgetTotals:
+    handle = client.get_workflow_handle(budget_workflow_id(settings.queue_prefix, GLOBAL_BUDGET, day))
+    return await handle.query(BUDGET_QUERY, result_type=BudgetTotals)
+
+
+async def test_a_spent_day_budget_downgrades_waits_for_approval_or_fails_and_the_next_day_opens_anew(
+    client, tmp_path, fakes, monkeypatch
+):
+    open_fake, frontier_fake = fakes
+    day, next_day = date.today().isoformat(), (date.today() + timedelta(days=1)).isoformat()
+    monkeypatch.setattr(activity_budgets, "today", lambda: day)
+    settings = settings_for(tmp_path, open_fake, frontier_fake, budgets={"frontier_usd_per_day": 0.04})
+    async with running_workers(client, settings):
+        first: TaskResult = await (await start(client, settings)).result()
+        state = await budget_state(client, settings, day)
+        spent = sum(cost_of(r) for r in frontier_fake.calls)
+        assert 0 < spent <= 0.04 and round(state.settled_usd, 9) == round(spent, 9) and state.reserved_usd == 0
+        reason = f"downgraded: frontier budget {GLOBAL_BUDGET} $0.04 spent (${state.settled_usd:.2f} + $0.00 reserved)"
+        assert reason in first.steps[-1].reason and first.steps[-1].route == "open"
+        assert any(n.endswith(reason) for n in first.notices) and first.cost.budgets == [GLOBAL_BUDGET]
+
+        # approve: the step waits, showing the budget and the call's cost; approved, it goes to the frontier.
+        approving = settings.model_copy(
+            update={"budgets": settings.budgets.model_copy(update={"on_exceeded": "approve"})}
+        )
+        handle = await start(client, approving)
+        progress = await wait_for_approval(handle, 1)
+        waiting = progress.steps[0].waiting_for
+        assert waiting.startswith("frontier call (claude-test) over budget: frontier budget frontier_usd_per_day $0.04")
+        assert "this call costs up to $0.0" in waiting
+        calls_before = len(frontier_fake.calls)
+        await handle.execute_update(APPROVE_UPDATE, ApprovalRequest(step=1, decision="approve", by="pat"))
+        await wait_for_approval(handle, 2)
+        assert len(frontier_fake.calls) == calls_before + 1  # step 1 ran on the frontier, approved over budget
+        await handle.execute_update(APPROVE_UPDATE, ApprovalRequest(step=2, decision="reject", note="enough", by="pat"))
+        for step in range(3, 8):  # the rest are rejected too: each then runs on the open model
+            await wait_for_approval(handle, step)
+            await handle.execute_update(
+                APPROVE_UPDATE, ApprovalRequest(step=step, decision="reject", note="no", by="pat")
+            )
+        approved: TaskResult = await handle.result()
+        assert approved.steps[0].route == "frontier" and approved.steps[0].approval.by == "pat"
+        assert approved.steps[1].route == "open" and "over-budget call rejected" in approved.steps[1].reason
+
+        # fail: the run fails, naming the budget.
+        failing = settings.model_copy(update={"budgets": settings.budgets.model_copy(update={"on_exceeded": "fail"})})
+        with pytest.raises(WorkflowFailureError) as failed:
+            await (await start(client, failing)).result()
+        assert "frontier budget frontier_usd_per_day $0.04 spent" in str(failed.value.cause)
+        assert "([budgets] on_exceeded = fail)" in str(failed.value.cause)
+
+        # The next UTC day is a new budget.
+        monkeypatch.setattr(activity_budgets, "today", lambda: next_day)
+        calls_before = len(frontier_fake.calls)
+        tomorrow: TaskResult = await (await start(client, settings)).result()
+        assert tomorrow.steps[0].route == "frontier" and len(frontier_fake.calls) > calls_before
+        assert (await budget_state(client, settings, day)).settled_usd <= 0.04 + approved.cost.frontier_usd
