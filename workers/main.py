@@ -32,6 +32,7 @@ from stakeflow.temporal.plugin import ActivityHolder, StakeflowPlugin, queue_rol
 from stakeflow.workers.limits import limits_of, worker_kwargs
 from stakeflow.workflows.agent_task import AgentTaskWorkflow
 from stakeflow.workflows.budget_day import BudgetWorkflow
+from stakeflow.workflows.hook_gate import HookGateWorkflow
 from stakeflow.workflows.learn import LearnWorkflow
 from stakeflow.workflows.replay_eval import ReplayEvalWorkflow
 from stakeflow.workflows.shadow import ShadowBudgetWorkflow, ShadowEvalWorkflow
@@ -46,6 +47,7 @@ WORKFLOWS = (
     ShadowBudgetWorkflow,  # earlier releases' shadow budgets, for the day of an upgrade
     ReplayEvalWorkflow,
     LearnWorkflow,
+    HookGateWorkflow,
 )
 
 
