@@ -104,6 +104,8 @@ class CallBudgets:
             if ref.scope == "run" and not force and req.run_frontier_usd + worst_usd > ref.limit_usd:
                 raise _refused(BudgetRefusal(name=ref.name, limit_usd=ref.limit_usd, settled_usd=req.run_frontier_usd,
                                              call_usd=worst_usd, on_exceeded=ref.on_exceeded))  # fmt: skip
+        if not any(r.scope == "day" for r in req.budgets):
+            return None  # a run budget only: the run counts its own spend
         info = activity.info()
         held = Held(
             key=f"{info.workflow_id}/{info.workflow_run_id}/{info.activity_id}/{info.attempt}",

@@ -152,3 +152,95 @@ async def test_a_spent_day_budget_downgrades_waits_for_approval_or_fails_and_the
         tomorrow: TaskResult = await (await start(client, settings)).result()
         assert tomorrow.steps[0].route == "frontier" and len(frontier_fake.calls) > calls_before
         assert (await budget_state(client, settings, day)).settled_usd <= 0.04 + approved.cost.frontier_usd
+
+
+BAD = [
+    ("[budgets]\nfrontier_usd_per_day = -5", "[budgets] frontier_usd_per_day is -5: a budget is 0 or more US dollars"),
+    (
+        '[budgets]\nrun_usd = "five"',
+        "[budgets] run_usd must be a number of US dollars, e.g. run_usd = 5.0 (not 'five')",
+    ),
+    ('[budgets]\non_exceeded = "explode"', "budgets.on_exceeded' in"),
+    ("[agents.triage]\nusd_per_day = true", "[agents.<name>] usd_per_day must be a number of US dollars"),
+    ('[hooks.gh]\nsecret_env = "S"\ngoal = "g"\nmax_runs_per_minute = 0', "hooks.gh.max_runs_per_minute"),
+]
+
+
+@pytest.mark.parametrize("toml,says", BAD, ids=[b[1][:30] for b in BAD])
+def test_bad_budget_configuration_is_refused_at_start_up_with_the_fix(tmp_path, monkeypatch, toml, says):
+    from click.testing import CliRunner
+
+    from stakeflow.cli import cli
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "stakeflow.toml").write_text(toml + "\n")
+    monkeypatch.setenv("STAKEFLOW_HOME", str(home))
+    result = CliRunner().invoke(cli, ["worker"])
+    assert result.exit_code == 1 and says in result.output, result.output
+    if "explode" in toml:
+        assert "'downgrade', 'approve' or 'fail'" in result.output
+
+
+def test_a_budget_without_a_frontier_price_is_refused_when_the_worker_starts(tmp_path):
+    from stakeflow.core.errors import ConfigError
+    from stakeflow.workers.main import Holders
+
+    settings = make_settings(tmp_path, anthropic_api_key="sk-ant-test-x", frontier_model="claude-unknown-9",
+                             budgets={"frontier_usd_per_day": 5.0})  # fmt: skip
+    with pytest.raises(ConfigError, match=r'add \[prices."claude-unknown-9"\] input_per_mtok and output_per_mtok'):
+        Holders(settings)
+
+
+def sent_text_bytes(body: dict) -> int:
+    """The UTF-8 bytes of every text a Messages API request carries: a byte-level BPE makes at most one token of each."""
+    texts = [json.dumps(body.get("system"), ensure_ascii=False), json.dumps(body.get("tools"), ensure_ascii=False)]
+    texts += [json.dumps(m, ensure_ascii=False) for m in body.get("messages") or []]
+    return sum(len(t.encode("utf-8")) for t in texts)
+
+
+UNUSUAL = "Résumé naïve — 東京の売上は12%増 🚀🚀 ∑x² " * 40  # multi-byte text, where bytes per token are fewest
+
+
+@pytest.mark.parametrize("purpose", ["plan", "step", "answer", "judge"])
+async def test_the_worst_case_counts_every_byte_the_frontier_is_sent(tmp_path, purpose):
+    """The reservation's input tokens are at least the UTF-8 bytes of all the request's text (its system prompt,
+    messages, output tool and schema), which bounds Anthropic's count: each of its tokens stands for >= 1 byte."""
+    from stakeflow.activities.models import ModelActivities
+    from stakeflow.activities.parameters import ModelParameters
+    from stakeflow.agents import prompts
+    from stakeflow.agents.budgets import TOOL_PROMPT_TOKENS, BudgetRef
+    from stakeflow.agents.tools import CATALOGUE
+    from stakeflow.agents.types import ModelCallRequest, ModelEndpoint
+
+    views = [CATALOGUE[n].view() for n in ("read_file", "write_file", "sql_query", "calculator", "http_get")]
+    prompt = {
+        "plan": prompts.plan_prompt(UNUSUAL, views, 6, ["notes.txt (612 bytes)"]),
+        "step": prompts.step_prompt(UNUSUAL, 1, 2, "Write it", views[1], [], ["notes.txt (612 bytes)"]),
+        "answer": prompts.answer_prompt(UNUSUAL, []),
+        "judge": UNUSUAL,
+    }[purpose]
+    req = ModelCallRequest(
+        purpose=purpose,
+        system=prompts.PLAN_SYSTEM + UNUSUAL,
+        prompt=prompt,
+        tools=views if purpose == "plan" else [views[1]],
+        endpoint=ModelEndpoint(route="frontier", model="claude-test"),
+        budgets=[BudgetRef(name=RUN_BUDGET, limit_usd=100.0, scope="run")],
+    )
+    with FakeAnthropicServer() as frontier:
+        frontier.script(
+            agent(plan(("Think", None)), {1: think("x")}, "done")
+            if purpose != "judge"
+            else (lambda b: {"winner": "tie", "reason": "same"})
+        )
+        settings = make_settings(tmp_path, anthropic_api_key="sk-ant-test-x", anthropic_base_url=frontier.url,
+                                 frontier_model="claude-test", prices=PRICE)  # fmt: skip
+        models = ModelActivities(ModelParameters.from_settings(settings))
+        try:
+            estimate = models.worst_case_tokens(req)
+            await models.call_model(req)
+        finally:
+            await models.close()
+        [sent] = frontier.calls
+    assert estimate >= sent_text_bytes(sent.body) + TOOL_PROMPT_TOKENS, (estimate, sent_text_bytes(sent.body))
