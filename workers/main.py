@@ -26,8 +26,8 @@ from stakeflow.activities.python_tools import PythonToolbox
 from stakeflow.activities.python_tools import load as load_python_tools
 from stakeflow.activities.tools import ToolActivities
 from stakeflow.config import Settings
-from stakeflow.core.errors import ConfigError
 from stakeflow.core.contracts import ROLES, QueueRole
+from stakeflow.core.errors import ConfigError
 from stakeflow.temporal import telemetry
 from stakeflow.temporal.plugin import ActivityHolder, StakeflowPlugin, queue_roles
 from stakeflow.workers.limits import limits_of, worker_kwargs
