@@ -10,15 +10,22 @@ case. A refused call raises ``BUDGET_EXCEEDED`` before anything is sent; the run
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from temporalio import activity
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from stakeflow.agents.budgets import (
     BudgetAsk,
@@ -35,13 +42,23 @@ from stakeflow.core.errors import BUDGET_EXCEEDED
 
 log = logging.getLogger("stakeflow.budgets")
 
-# An update that reaches a budget's history as it continues as new (or closes) is refused; asked again, it
-# reaches the next one. The same key makes a repeated ask the same reservation.
-ASK_ATTEMPTS = 6
+# An update is refused, and asked again, when it reaches a budget's history as it continues as new or closes,
+# or when the workflow already has Temporal's maximum of updates in flight (10 by default: a storm's asks
+# queue up here). The same key makes a repeated ask the same reservation. Up to about a minute in all.
+ASK_ATTEMPTS = 40
+ASK_BACKOFF_MAX_S = 2.0
+_RETRY_STATUSES = (
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.ABORTED,
+    RPCStatusCode.CANCELLED,
+)
 # A reservation of a call attempt is in doubt once the attempt can no longer be running (its start-to-close
 # timeout), plus this margin.
 HOLD_MARGIN = timedelta(seconds=60)
 DEFAULT_HOLD = timedelta(minutes=15)
+ASK_TIMEOUT = timedelta(seconds=10)
 
 
 def today() -> str:
@@ -49,8 +66,39 @@ def today() -> str:
     return datetime.now(UTC).date().isoformat()
 
 
+# Asks one process has in flight to one budget workflow, at most. Temporal refuses a workflow's 11th update in flight,
+# and many refused updates at once make it abort its workflow tasks again and again (measured: 50 concurrent asks
+# never finished, 5 made 133 updates/s): a storm's asks wait their turn here instead.
+ASK_CONCURRENCY = 4
+_lanes: dict[tuple[int, str], asyncio.Semaphore] = {}
+
+
+def _lane(workflow_id: str) -> asyncio.Semaphore:
+    key = (id(asyncio.get_running_loop()), workflow_id)
+    if key not in _lanes:
+        _lanes[key] = asyncio.Semaphore(ASK_CONCURRENCY)
+    return _lanes[key]
+
+
 async def ask_budget(client: Client, prefix: str, update: str, ask: BudgetAsk) -> BudgetGrant:
-    """``update`` (reserve or settle) on the budget workflow of ``ask.name`` and ``ask.day``, started if it is not."""
+    """``update`` (reserve or settle) on the budget workflow of ``ask.name`` and ``ask.day``, started if it is not.
+
+    Heartbeats between attempts when it runs in an activity (a model call's reservation may wait its turn)."""
+    lane = _lane(budget_workflow_id(prefix, ask.name, ask.day))
+    while True:
+        try:
+            await asyncio.wait_for(lane.acquire(), timeout=5.0)
+            break
+        except TimeoutError:
+            if activity.in_activity() and not activity.info().is_local:
+                activity.heartbeat()
+    try:
+        return await _ask(client, prefix, update, ask)
+    finally:
+        lane.release()
+
+
+async def _ask(client: Client, prefix: str, update: str, ask: BudgetAsk) -> BudgetGrant:
     error: Exception | None = None
     for attempt in range(ASK_ATTEMPTS):
         start: WithStartWorkflowOperation[BudgetState, BudgetTotals] = WithStartWorkflowOperation(
@@ -64,11 +112,20 @@ async def ask_budget(client: Client, prefix: str, update: str, ask: BudgetAsk) -
         )
         try:
             return await client.execute_update_with_start_workflow(
-                update, ask, start_workflow_operation=start, result_type=BudgetGrant
+                update, ask, start_workflow_operation=start, result_type=BudgetGrant, rpc_timeout=ASK_TIMEOUT
             )
-        except (RPCError, WorkflowUpdateFailedError) as e:
+        except (WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError) as e:
             error = e
-            await asyncio.sleep(0.05 * 2**attempt)
+        except RPCError as e:
+            if e.status not in _RETRY_STATUSES:
+                raise
+            error = e
+        finally:
+            with contextlib.suppress(BaseException):  # the start's own future holds the same error: retrieve it
+                await asyncio.wait_for(start.workflow_handle(), 0.01)
+        if activity.in_activity() and not activity.info().is_local:
+            activity.heartbeat()
+        await asyncio.sleep(random.uniform(0.5, 1.0) * min(ASK_BACKOFF_MAX_S, 0.05 * 2**attempt))
     assert error is not None
     raise error
 

@@ -11,6 +11,8 @@ again without those that ended.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 from datetime import timedelta
 
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowExecutionStatus, WorkflowUpdateFailedError
@@ -22,7 +24,7 @@ from stakeflow.config import HookConfig, Settings
 from stakeflow.core.contracts import ADMIT_UPDATE, HOOK_GATE_WORKFLOW, queue_name
 
 RPC_TIMEOUT = timedelta(seconds=10)
-ASK_ATTEMPTS = 5
+ASK_ATTEMPTS = 15
 # An admitted run not found yet may be starting: it counts as running this long.
 START_GRACE_S = 30.0
 
@@ -48,8 +50,23 @@ async def admit(client: Client, settings: Settings, name: str, hook: HookConfig,
     return admission
 
 
+# Admissions one server process has in flight to one gate, at most: Temporal refuses a workflow's 11th update in
+# flight, and many refused at once make it abort its workflow tasks again and again (activities/budgets.py).
+ASK_CONCURRENCY = 4
+_lanes: dict[tuple[int, str], asyncio.Semaphore] = {}
+
+
 async def _ask(client: Client, settings: Settings, name: str, ask: AdmitAsk) -> Admission:
-    error: Exception | None = None
+    """The gate's answer, one of ASK_CONCURRENCY in flight from this process."""
+    key = (id(asyncio.get_running_loop()), name)
+    lane = _lanes.setdefault(key, asyncio.Semaphore(ASK_CONCURRENCY))
+    async with lane:
+        return await _ask_now(client, settings, name, ask)
+
+
+async def _ask_now(client: Client, settings: Settings, name: str, ask: AdmitAsk) -> Admission:
+    """Temporal lets a workflow have 10 updates in flight (by default): in a storm across many server processes the
+    rest are refused, and asked again after a jittered pause; still refused after that, the delivery is held back."""
     for attempt in range(ASK_ATTEMPTS):
         start: WithStartWorkflowOperation[GateState, None] = WithStartWorkflowOperation(
             HOOK_GATE_WORKFLOW,
@@ -63,15 +80,17 @@ async def _ask(client: Client, settings: Settings, name: str, ask: AdmitAsk) -> 
             return await client.execute_update_with_start_workflow(
                 ADMIT_UPDATE, ask, start_workflow_operation=start, result_type=Admission, rpc_timeout=RPC_TIMEOUT
             )
-        except WorkflowUpdateFailedError as e:  # the gate was continuing as new or ending: ask the next one
-            error = e
+        except WorkflowUpdateFailedError:  # the gate was continuing as new or ending: ask the next one
+            pass
         except RPCError as e:
             if e.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
                 raise
-            error = e
-        await asyncio.sleep(0.05 * 2**attempt)
-    assert error is not None
-    raise error
+        finally:
+            with contextlib.suppress(BaseException):  # the start's own future holds the same error: retrieve it
+                await asyncio.wait_for(start.workflow_handle(), 0.01)
+        await asyncio.sleep(random.uniform(0.5, 1.0) * min(1.0, 0.05 * 2**attempt))
+    return Admission(admitted=False, reason=f"hook '{name}' is taking more deliveries at once than it can count",
+                     retry_after_s=5.0)  # fmt: skip
 
 
 async def _ended(client: Client, leases: dict[str, float]) -> list[str]:
