@@ -24,7 +24,7 @@ from temporalio.client import (
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.service import RPCError, RPCStatusCode
 
 from stakeflow.agents.budgets import (
@@ -216,4 +216,5 @@ def _refused(refusal: BudgetRefusal) -> ApplicationError:
         refusal.as_details(),
         type=BUDGET_EXCEEDED,
         non_retryable=True,
+        category=ApplicationErrorCategory.BENIGN,  # the budget doing its job: no warning with a traceback per call
     )
