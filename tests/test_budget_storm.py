@@ -121,6 +121,13 @@ async def test_a_storm_of_deliveries_never_spends_past_the_budget(client, tmp_pa
                 workers[n] = spawn_worker(env)
                 kills += 1
             results = await done
+            started = [
+                w
+                async for w in client.list_workflows(
+                    f"WorkflowType = 'AgentTaskWorkflow' AND WorkflowId STARTS_WITH 'hook-storm-d-{prefix}-'"
+                )
+            ]
+            assert len(started) == DELIVERIES  # every delivery has exactly one run
             # budgets as `stakeflow budgets --json` prints them (a worker answers the budget's query)
             listed = await asyncio.to_thread(CliRunner().invoke, cli, ["budgets", "--json"])
         finally:
@@ -145,11 +152,15 @@ async def test_a_storm_of_deliveries_never_spends_past_the_budget(client, tmp_pa
     [budget] = json.loads(listed.stdout)
     assert budget["name"] == GLOBAL_BUDGET and budget["limit"] == BUDGET_USD
     settled, reserved = budget["settled"], budget["reserved"]
-    assert settled <= billed_total + 1e-9 <= settled + reserved + 1e-9
+    # What it settled is what the log billed, to the cent, but for calls whose worker died after the provider billed
+    # them and before they settled: those are still held, at their worst case (in doubt once past their deadline).
+    assert settled <= billed_total + 1e-9 and round(billed_total - settled, 2) <= round(reserved, 2)
+    if reserved == 0:
+        assert round(settled, 2) == round(billed_total, 2)
     unsettled = len(frontier.calls) - budget["calls"]  # calls billed whose worker died before it settled them
+    assert 0 <= unsettled <= len(frontier.calls)
     print(
         f"\nstorm: {DELIVERIES} runs, {kills} kills, {len(frontier.calls)} frontier calls billed ${billed_total:.4f} "
         f"of ${BUDGET_USD}; budgets: settled ${settled:.4f} ({budget['calls']} calls), reserved ${reserved:.4f}; "
         f"{len(frontier_runs)} runs used the frontier, {len(downgraded)} steps downgraded"
     )
-    assert unsettled >= 0

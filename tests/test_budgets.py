@@ -6,6 +6,7 @@ Real dev server and workers; the frontier is FakeAnthropicServer, billing each c
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import date, timedelta
@@ -152,6 +153,13 @@ async def test_a_spent_day_budget_downgrades_waits_for_approval_or_fails_and_the
         tomorrow: TaskResult = await (await start(client, settings)).result()
         assert tomorrow.steps[0].route == "frontier" and len(frontier_fake.calls) > calls_before
         assert (await budget_state(client, settings, day)).settled_usd <= 0.04 + approved.cost.frontier_usd
+
+        # The dashboard's budget panel shows them, as `stakeflow budgets --json` lists them.
+        from stakeflow.services.report import build_report
+
+        here = settings.model_copy(update={"temporal_address": client.service_client.config.target_host})
+        page = await asyncio.to_thread(build_report, here, timedelta(days=1))
+        assert "No budgets configured" not in page and 'data-figure="budget:frontier_usd_per_day:left"' in page
 
 
 BAD = [
