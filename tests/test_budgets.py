@@ -74,9 +74,14 @@ def settings_for(tmp_path, open_fake, frontier_fake, **kw):
     )
 
 
+started_ids: set[str] = set()
+
+
 async def start(client, settings, goal="Think hard", **kw):
     req = runs.build_request(settings, goal, **kw)
-    return await runs.start_run(client, settings, req, f"budget-{uuid.uuid4().hex[:8]}")
+    handle = await runs.start_run(client, settings, req, f"budget-{uuid.uuid4().hex[:8]}")
+    started_ids.add(handle.id)
+    return handle
 
 
 async def test_run_usd_stops_a_run_s_frontier_spend_at_its_cap(client, tmp_path, fakes):
@@ -160,6 +165,24 @@ async def test_a_spent_day_budget_downgrades_waits_for_approval_or_fails_and_the
         here = settings.model_copy(update={"temporal_address": client.service_client.config.target_host})
         page = await asyncio.to_thread(build_report, here, timedelta(days=1))
         assert "No budgets configured" not in page and 'data-figure="budget:frontier_usd_per_day:left"' in page
+
+    # Every history these runs and their budget left replays on this code (both days' budgets, all four runs).
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.worker import Replayer
+
+    from stakeflow.workflows.agent_task import AgentTaskWorkflow
+    from stakeflow.workflows.budget_day import BudgetWorkflow
+
+    query = f"WorkflowId STARTS_WITH 'budget-' OR WorkflowId STARTS_WITH '{settings.queue_prefix}-budget-'"
+    histories = [
+        await client.get_workflow_handle(w.id, run_id=w.run_id).fetch_history()
+        async for w in client.list_workflows(query)
+        if w.id.startswith(settings.queue_prefix) or w.id in started_ids
+    ]
+    replayer = Replayer(workflows=[AgentTaskWorkflow, BudgetWorkflow], data_converter=pydantic_data_converter)
+    for history in histories:
+        assert (await replayer.replay_workflow(history, raise_on_replay_failure=False)).replay_failure is None
+    assert len(histories) == 6
 
 
 BAD = [
