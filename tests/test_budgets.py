@@ -21,6 +21,7 @@ from stakeflow.agents.types import ApprovalRequest, TaskResult
 from stakeflow.config import PriceConfig
 from stakeflow.core.contracts import APPROVE_UPDATE, BUDGET_QUERY
 from stakeflow.services import runs
+from stakeflow.services.render import progress_lines
 from tests.agent_script import agent, plan, think
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply
 from tests.support import make_settings, running_workers, wait_for_approval
@@ -137,7 +138,10 @@ async def test_a_spent_day_budget_downgrades_waits_for_approval_or_fails_and_the
         assert len(frontier_fake.calls) == calls_before + 1  # step 1 ran on the frontier, approved over budget
         await handle.execute_update(APPROVE_UPDATE, ApprovalRequest(step=2, decision="reject", note="enough", by="pat"))
         for step in range(3, 8):  # the rest are rejected too: each then runs on the open model
-            await wait_for_approval(handle, step)
+            progress = await wait_for_approval(handle, step)
+            if step == 7:  # the answer is no step of the checklist: `status` still says what waits, and how to decide
+                shown = "\n".join(progress_lines(progress, handle.id))
+                assert "answer waits for approval" in shown and f"stakeflow approve {handle.id} 7" in shown
             await handle.execute_update(
                 APPROVE_UPDATE, ApprovalRequest(step=step, decision="reject", note="no", by="pat")
             )
