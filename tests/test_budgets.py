@@ -279,3 +279,23 @@ async def test_the_worst_case_counts_every_byte_the_frontier_is_sent(tmp_path, p
             await models.close()
         [sent] = frontier.calls
     assert estimate >= sent_text_bytes(sent.body) + TOOL_PROMPT_TOKENS, (estimate, sent_text_bytes(sent.body))
+
+
+def test_budgets_text_and_no_budgets(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from stakeflow.cli import cli
+    from stakeflow.services.budgets import budget_lines
+
+    monkeypatch.setenv("STAKEFLOW_HOME", str(tmp_path))
+    none = CliRunner().invoke(cli, ["budgets"])
+    assert none.exit_code == 0 and none.stdout.startswith("no budgets configured: set [budgets] frontier_usd_per_day")
+    assert json.loads(CliRunner().invoke(cli, ["budgets", "--json"]).stdout) == []
+    item = {"name": GLOBAL_BUDGET, "limit": 5.0, "settled": 4.98, "reserved": 0.01, "left": 0.01,
+            "resets_at": "2026-12-07T00:00:00Z", "in_doubt": 0.01, "in_doubt_calls": 1}  # fmt: skip
+    lines = budget_lines([item], make_settings(tmp_path, budgets={"run_usd": 0.5}))
+    assert lines == [
+        "frontier_usd_per_day: $5.00 · settled $4.98 · reserved $0.01 · left $0.01 · resets 2026-12-07T00:00:00Z"
+        " · 1 call(s) in doubt $0.01",
+        "run_usd: $0.50 per run (each run's own frontier spend)",
+    ]
