@@ -18,7 +18,7 @@ Pure models and functions; safe to import from workflow code.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime, time, timedelta
 from typing import Literal
 
@@ -104,8 +104,9 @@ class BudgetRefusal(BaseModel):
         return {REFUSAL_KEY: self.model_dump(mode="json")}
 
     @classmethod
-    def from_details(cls, details: object) -> BudgetRefusal | None:
-        for item in details or ():  # type: ignore[attr-defined]
+    def from_details(cls, details: Sequence[object] | None) -> BudgetRefusal | None:
+        """The refusal in an ApplicationError's ``details``, or None when it carries none."""
+        for item in details or ():
             if isinstance(item, dict) and REFUSAL_KEY in item:
                 return cls.model_validate(item[REFUSAL_KEY])
         return None
