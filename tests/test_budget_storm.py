@@ -24,6 +24,7 @@ from click.testing import CliRunner
 from stakeflow.agents.budgets import GLOBAL_BUDGET
 from stakeflow.agents.types import TaskResult
 from stakeflow.cli import cli
+from stakeflow.traces import TraceStore
 from stakeflow.webhooks import create_app
 from tests.agent_script import agent, plan, think
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply
@@ -147,6 +148,18 @@ async def test_a_storm_of_deliveries_never_spends_past_the_budget(client, tmp_pa
     downgraded = [s for r in results for s in r.steps if s.downgraded]
     assert 10 <= len(frontier_runs) < DELIVERIES / 2 and downgraded
     assert all("downgraded: frontier budget frontier_usd_per_day $0.38 spent (" in s.reason for s in downgraded)
+
+    # The trace store counts them: the runs view's downgraded_by_budget per run, and `costs` over them all.
+    store = TraceStore(home / "traces.duckdb")
+    store.sync(budget_s=None)
+    with store.reader() as con:
+        stored, downgrades = con.execute(
+            "SELECT count(*), sum(downgraded_by_budget) FROM runs WHERE source = 'storm'"
+        ).fetchone()
+    noticed = sum(1 for r in results for n in r.notices if ": downgraded: frontier budget" in n)
+    assert (stored, downgrades) == (DELIVERIES, noticed) and noticed >= len(downgraded)
+    costs = await asyncio.to_thread(CliRunner().invoke, cli, ["costs", "--json"])
+    assert json.loads(costs.stdout)["downgraded_by_budget"] == noticed
 
     assert listed.exit_code == 0, listed.output
     [budget] = json.loads(listed.stdout)

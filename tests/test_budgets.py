@@ -299,3 +299,27 @@ def test_budgets_text_and_no_budgets(tmp_path, monkeypatch):
         " · 1 call(s) in doubt $0.01",
         "run_usd: $0.50 per run (each run's own frontier spend)",
     ]
+
+
+async def test_a_worker_counts_budget_downgrades_in_its_metrics(tmp_path):
+    """`stakeflow_budget_downgrades{budget}`: from the step spans the workflow worker ends (stakeflow.temporal.metrics)."""
+    from opentelemetry.sdk.trace import ReadableSpan
+
+    from stakeflow.core import semconv as sc
+    from stakeflow.temporal.metrics import SpanMetrics, start
+    from tests.support import free_port
+    from tests.test_metrics import scrape, total
+
+    port = free_port()
+    runtime = start(make_settings(tmp_path, metrics_port=port))
+    spans = SpanMetrics(runtime)
+    step = {
+        sc.ROUTE: "open",
+        sc.REASON: f"planner assessed high stakes; downgraded: frontier budget {GLOBAL_BUDGET} ...",
+    }
+    spans.on_end(ReadableSpan(name=sc.SPAN_STEP, attributes={**step, sc.BUDGET_DOWNGRADED: GLOBAL_BUDGET}))
+    spans.on_end(ReadableSpan(name=sc.SPAN_STEP, attributes={**step, sc.BUDGET_DOWNGRADED: RUN_BUDGET}))
+    spans.on_end(ReadableSpan(name=sc.SPAN_STEP, attributes={sc.ROUTE: "frontier"}))  # not downgraded
+    text = await scrape(f"http://127.0.0.1:{port}/metrics")
+    assert total(text, "stakeflow_budget_downgrades", budget=GLOBAL_BUDGET) == 1
+    assert total(text, "stakeflow_budget_downgrades") == 2
