@@ -386,3 +386,23 @@ _LABELS_TABLE_6 = """CREATE TABLE IF NOT EXISTS "labels" (
 def _labels(con: duckdb.DuckDBPyConnection) -> None:
     """A person's decision on a captured step (approved, rejected, edited): what a dataset labels it with."""
     con.execute(_LABELS_TABLE_6)
+
+
+_RUNS_VIEW_7 = _RUNS_VIEW_4.replace(
+    "            AS unpriced_calls\n    FROM spans\n    WHERE name = 'stakeflow.run'",
+    "            AS unpriced_calls,\n"
+    "        arg_max(TRY_CAST(json_extract_string(attributes, '$.\"stakeflow.downgraded_by_budget\"') AS INTEGER),"
+    " end_time)\n            AS downgraded_by_budget\n    FROM spans\n    WHERE name = 'stakeflow.run'",
+    1,
+).replace(
+    "r.steps, r.open_steps, r.frontier_steps, r.escalations,",
+    "r.steps, r.open_steps, r.frontier_steps, r.escalations, coalesce(r.downgraded_by_budget, 0) AS downgraded_by_budget,",
+    1,
+)
+
+
+@migration(7, "frontier budget downgrades in the runs view")
+def _budget_downgrades(con: duckdb.DuckDBPyConnection) -> None:
+    """Frontier budgets (issue 24): how many of each run's model calls a spent budget kept on the open model, from
+    the run span's ``stakeflow.downgraded_by_budget`` (0 for runs before budgets)."""
+    con.execute(_RUNS_VIEW_7)
