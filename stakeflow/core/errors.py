@@ -29,6 +29,18 @@ class ToolError(StakeflowError):
     """A tool refused or failed; the message says why (bad path, host not allowed, ...)."""
 
 
+class RunFailed(StakeflowError):
+    """A run ended without a result (failed, canceled, terminated, timed out); the message says which step failed
+    and why, ``status`` which way it ended. Raised where runs are awaited (the CLI, the Python client)."""
+
+    def __init__(self, message: str, status: str = "failed") -> None:
+        super().__init__(message)
+        self.status = status
+
+    def __reduce__(self) -> tuple[type["RunFailed"], tuple[str, str]]:  # pickled with its status, not without
+        return (type(self), (str(self), self.status))
+
+
 # ApplicationError type names: activities raise them, workflows and retry policies match on them, and both
 # use these names (a string typed again on one side only would let a retry policy miss what it meant to stop).
 MODEL_OUTPUT_INVALID = "ModelOutputInvalid"
@@ -43,6 +55,8 @@ TRAINER_FAILED = "TrainerFailed"
 ADAPTER_REFUSED = "AdapterRefused"
 NOT_ENOUGH_DATA = "NotEnoughData"
 LEARN_FAILED = "LearnFailed"
+# Temporal's own type for an activity no function on the worker has (stakeflow.workflow.run_agent matches it).
+ACTIVITY_NOT_REGISTERED = "NotFoundError"
 
 # The registry: every type, whether a retry can help, and what it means. Non-retryable ones fail the activity (or
 # the workflow) at once; the others are left to Temporal's retry policy.
@@ -59,6 +73,7 @@ ERROR_TYPES: dict[str, tuple[bool, str]] = {  # type -> (non-retryable, meaning)
     ADAPTER_REFUSED: (True, "vLLM refused to load the adapter"),
     NOT_ENOUGH_DATA: (True, "too few examples to train and judge an adapter"),
     LEARN_FAILED: (True, "a learn loop stage failed"),
+    ACTIVITY_NOT_REGISTERED: (True, "Temporal's: the worker has no such activity (a team's worker without it)"),
 }
 NON_RETRYABLE: tuple[str, ...] = tuple(t for t, (final, _) in ERROR_TYPES.items() if final)
 # What a model call's retry policy does not retry (MODEL_OUTPUT_INVALID: the workflow re-asks or escalates).

@@ -1,5 +1,5 @@
-"""The service functions behind `stakeflow trace` and `stakeflow costs --run`: which run an id names in
-the trace store.
+"""The service functions behind `stakeflow trace` and `stakeflow costs` (and the Python client's ``trace`` and
+``costs``): which run an id names in the trace store, the cost review, the ``--since`` window.
 
 The store keys a run's spans by its workflow id (``stakeflow.run_id``); people also hold Temporal's
 run id (`run --json` prints both). An id is looked up in this order, the first match wins:
@@ -18,12 +18,58 @@ looked up as a run id, and why.
 from __future__ import annotations
 
 import asyncio
+import re
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from stakeflow.config import Settings
 from stakeflow.core.errors import InputError, ServiceError
 from stakeflow.services import runs
 
+if TYPE_CHECKING:
+    from temporalio.client import Client
+
 TEMPORAL_LOOKUP_S = 10.0
+SINCE_RE = re.compile(r"^(\d+)\s*([mhdw])$")
+SINCE_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+MAX_SINCE = timedelta(days=100 * 365)
+
+
+def parse_since(text: str | timedelta | None) -> timedelta | None:
+    """'7d' -> 7 days; '36h', '30m', '2w'; a timedelta as it is. None or 'all' -> no limit. A window longer than
+    ``MAX_SINCE`` is an InputError: the date arithmetic of every query would overflow."""
+    if text is None or text == "all":
+        return None
+    too_long = InputError(f"--since '{text}' reaches back more than {MAX_SINCE.days // 365} years: use --since all")
+    if isinstance(text, timedelta):
+        window = text
+    else:
+        m = SINCE_RE.match(text.strip())
+        if not m:
+            raise InputError(f"--since '{text}' is not a duration: use e.g. 30m, 24h, 7d, 2w, or all")
+        try:
+            window = timedelta(**{SINCE_UNITS[m.group(2)]: int(m.group(1))})
+        except OverflowError:  # past timedelta's own range
+            raise too_long from None
+    if window > MAX_SINCE:
+        raise too_long
+    if window < timedelta(0):
+        raise InputError(f"--since '{text}' is not a window back in time: give a positive duration, or all")
+    return window
+
+
+def cost_review(
+    settings: Settings, store, since: timedelta | None, by: str, run_id: str | None, agent: str | None
+) -> dict[str, Any]:
+    """`stakeflow costs --json`: the cost report (``stakeflow.traces.cost_report``) with the open path's measured
+    agreement. ``run_id`` is a workflow id the store knows (``traced_workflow_id``)."""
+    from stakeflow.agents.evals import agreement_text
+    from stakeflow.traces import agreement_table, cost_report
+
+    report = cost_report(store, since, by, run_id, settings.frontier_model, agent=agent)
+    table = agreement_table(settings.traces_path)
+    report["agreement"] = agreement_text(table.overall, table.since_days)
+    return report
 
 
 def open_store(settings: Settings):
@@ -41,12 +87,13 @@ def has_spans(store, workflow_id: str) -> bool:
         return con.execute("SELECT 1 FROM spans WHERE run_id = ? LIMIT 1", [workflow_id]).fetchone() is not None
 
 
-async def traced_workflow_id(settings: Settings, store, ident: str) -> str:
-    """The workflow id under which the store holds the spans of the run ``ident`` names (see the module)."""
+async def traced_workflow_id(settings: Settings, store, ident: str, client: Client | None = None) -> str:
+    """The workflow id under which the store holds the spans of the run ``ident`` names (see the module); Temporal
+    is asked through ``client`` when given, else a connection of its own."""
     if has_spans(store, ident):
         return ident
     try:
-        found = await asyncio.wait_for(_find(settings, ident), TEMPORAL_LOOKUP_S)
+        found = await asyncio.wait_for(_find(settings, ident, client), TEMPORAL_LOOKUP_S)
     except (TimeoutError, ServiceError) as e:
         reason = str(e) or f"no answer within {TEMPORAL_LOOKUP_S:g} s"
         raise InputError(
@@ -67,7 +114,7 @@ async def traced_workflow_id(settings: Settings, store, ident: str) -> str:
     )
 
 
-async def _find(settings: Settings, ident: str) -> runs.ResolvedRun | None:
+async def _find(settings: Settings, ident: str, client: Client | None) -> runs.ResolvedRun | None:
     from stakeflow.temporal.connection import connect
 
-    return await runs.find_run(await connect(settings), ident)
+    return await runs.find_run(client or await connect(settings), ident)
