@@ -27,13 +27,14 @@ workflow stream, read by the caller, not by this function, which returns once wi
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import PurePath
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, ChildWorkflowError, TimeoutError
 from temporalio.workflow import ParentClosePolicy
 
 from stakeflow.agents.types import PreparedRun, RunOptions, Sensitivity, StakesOverride, TaskResult
@@ -71,8 +72,9 @@ async def run_agent(
     The options are `stakeflow run`'s, by the same names. ``id`` is the child's workflow id (default: the parent's
     id and ``-agent-`` and 8 hex digits); stakeflow never reuses one. A request the CLI would refuse (an unknown
     agent or tool, a bad stakes value) fails the calling workflow with an ApplicationError of type
-    ``TaskInvalid`` naming the fix; a run that fails raises Temporal's ``ChildWorkflowError``, its cause the run's
-    reason. Cancelling the caller cancels the run; the caller closing any other way asks the run to cancel too.
+    ``TaskInvalid`` naming the fix; a run that fails (or that someone else cancels) raises Temporal's
+    ``ChildWorkflowError``, its cause the run's reason. Cancelling the caller cancels the run, and this raises
+    ``asyncio.CancelledError``; the caller closing any other way asks the run to cancel too.
     """
     info = workflow.info()
     try:
@@ -92,17 +94,25 @@ async def run_agent(
     except InputError as e:
         raise ApplicationError(f"run_agent: {e}", type=TASK_INVALID, non_retryable=True) from None
     prepared = await _prepare(options, info.task_queue)
-    return await workflow.execute_child_workflow(
-        AGENT_WORKFLOW,
-        prepared.request,
-        id=id or f"{info.workflow_id}-agent-{workflow.uuid4().hex[:8]}",
-        task_queue=prepared.task_queue,
-        result_type=TaskResult,
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
-        static_summary=prepared.summary,
-        static_details=prepared.details,
-    )
+    try:
+        return await workflow.execute_child_workflow(
+            AGENT_WORKFLOW,
+            prepared.request,
+            id=id or f"{info.workflow_id}-agent-{workflow.uuid4().hex[:8]}",
+            task_queue=prepared.task_queue,
+            result_type=TaskResult,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+            static_summary=prepared.summary,
+            static_details=prepared.details,
+        )
+    except ChildWorkflowError as e:
+        # The caller was cancelled, so was its run: the caller's await is cancelled, as any await in it is, and a
+        # team's `except ChildWorkflowError` (a failed run handed to a person) does not turn its own cancellation
+        # into a reply. A run cancelled by someone else stays a ChildWorkflowError.
+        if isinstance(e.cause, CancelledError) and workflow.cancellation_reason() is not None:
+            raise asyncio.CancelledError(f"{info.workflow_id} was cancelled, and its agent run with it") from e
+        raise
 
 
 async def _prepare(options: RunOptions, queue: str) -> PreparedRun:

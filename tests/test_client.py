@@ -94,7 +94,9 @@ async def test_the_readme_example_runs_as_written(client, tmp_path, open_fake):
     home.mkdir()
     (home / "stakeflow.toml").write_text(PRICES)
     prefix = f"t{uuid.uuid4().hex[:8]}"
-    env = worker_env(home, client, prefix, **open_endpoint_env(open_fake.url))
+    # The worker exports model-call spans every 2 s, not 0.5 s: the example reads the trace and the bill of a run
+    # that has just ended, before the last call's span has come, unless the client waits for it.
+    env = worker_env(home, client, prefix, **open_endpoint_env(open_fake.url), OTEL_BSP_SCHEDULE_DELAY="2000")
     worker = spawn_worker(env)
     try:
         (tmp_path / "example.py").write_text(example)
@@ -119,8 +121,9 @@ async def test_the_readme_example_runs_as_written(client, tmp_path, open_fake):
     assert lines[0] == f"run {workflow_id} · {settings.ui_url(workflow_id)}"
     assert "step 1 · open · qwen-test · read_file — tool read_file is read-only; planner assessed low stakes" in lines
     assert ANSWER in lines
-    assert "stakeflow.run" in out.stdout and "chat qwen-test" in out.stdout  # the trace
-    assert any(line.startswith("total $") for line in lines), out.stdout  # the bill, priced
+    assert "stakeflow.run" in out.stdout and "chat qwen-test" in out.stdout, out.stdout  # the trace
+    assert "3 model calls" in out.stdout, out.stdout  # every call's span, the last one too
+    assert any(line.startswith("total $") and "$0.0000 " not in line for line in lines), out.stdout  # priced
 
     # What the example read, read again now that every span is in: typed, and the CLI's figures.
     sf = await Client.connect(settings)

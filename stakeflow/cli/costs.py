@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from stakeflow.cli.common import current_settings, echo_json, friendly, run_async
-from stakeflow.services.reports import cost_review, open_store, parse_since, traced_workflow_id
+from stakeflow.services.reports import cost_review, open_store, parse_since, settle, traced_workflow_id
 
 
 @click.command()
@@ -22,7 +22,9 @@ def trace(run_id: str, as_json: bool) -> None:
 
     settings = current_settings()
     store = open_store(settings)
-    rows = trace_tree(store, run_async(traced_workflow_id(settings, store, run_id)))
+    workflow_id = run_async(traced_workflow_id(settings, store, run_id))
+    run_async(settle(store, workflow_id))  # a run just ended: its last calls' spans
+    rows = trace_tree(store, workflow_id)
     if as_json:
         echo_json(rows)
     else:
@@ -52,6 +54,7 @@ def costs(since: str | None, by: str, run_id: str | None, agent: str | None, as_
     store = open_store(settings)
     if run_id is not None:
         run_id = run_async(traced_workflow_id(settings, store, run_id))
+        run_async(settle(store, run_id))
     report = cost_review(settings, store, window, by, run_id, agent)
     if as_json:
         echo_json(report)

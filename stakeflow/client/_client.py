@@ -158,6 +158,8 @@ class Client:
         window = reports.parse_since(since)
         store = await asyncio.to_thread(reports.open_store, self.settings)
         run_id = None if run is None else await reports.traced_workflow_id(self.settings, store, run, self.temporal)
+        if run_id is not None:
+            await reports.settle(store, run_id)  # a run just ended: its last calls' spans
         report = await asyncio.to_thread(reports.cost_review, self.settings, store, window, by, run_id, agent)
         return CostReport.model_validate(report)
 
@@ -167,6 +169,7 @@ class Client:
 
         store = await asyncio.to_thread(reports.open_store, self.settings)
         workflow_id = await reports.traced_workflow_id(self.settings, store, run_id, self.temporal)
+        await reports.settle(store, workflow_id)  # a run just ended: its last calls' spans
         rows = await asyncio.to_thread(trace_tree, store, workflow_id)
         return Trace(workflow_id=workflow_id, spans=[TraceSpan.model_validate(row) for row in rows])
 

@@ -13,16 +13,24 @@ run id (`run --json` prints both). An id is looked up in this order, the first m
 When Temporal is unreachable (or does not answer within ``TEMPORAL_LOOKUP_S``), step 2 is skipped:
 a workflow id still works from the store alone; any other id is an error saying that it could not be
 looked up as a run id, and why.
+
+A run that just ended has its run and step spans in the store (exported before its workflow task completed), but
+its model-call spans come in the worker's next batch, up to half a second later (``OTEL_BSP_SCHEDULE_DELAY``): a
+trace or a bill read at once would miss the last calls. ``settle`` waits, at most ``SETTLE_S``, until the store
+holds as many model-call spans as the run span counts (``stakeflow.model_calls``); a run still going is not waited
+for, nor one whose worker died before exporting (after ``SETTLE_S`` it is read as it is).
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from stakeflow.config import Settings
+from stakeflow.core import semconv as sc
 from stakeflow.core.errors import InputError, ServiceError
 from stakeflow.services import runs
 
@@ -30,6 +38,7 @@ if TYPE_CHECKING:
     from temporalio.client import Client
 
 TEMPORAL_LOOKUP_S = 10.0
+SETTLE_S = 5.0
 SINCE_RE = re.compile(r"^(\d+)\s*([mhdw])$")
 SINCE_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 MAX_SINCE = timedelta(days=100 * 365)
@@ -85,6 +94,27 @@ def has_spans(store, workflow_id: str) -> bool:
     """True when some span in the store belongs to the run with this workflow id."""
     with store.reader() as con:
         return con.execute("SELECT 1 FROM spans WHERE run_id = ? LIMIT 1", [workflow_id]).fetchone() is not None
+
+
+def missing_calls(store, workflow_id: str) -> int:
+    """How many model-call spans of an ended run the store lacks, by its run span's count (0 for a run still going:
+    it has no run span yet)."""
+    with store.reader() as con:
+        counted, stored = con.execute(
+            f"""SELECT max(TRY_CAST(json_extract_string(attributes, '$."{sc.MODEL_CALLS}"') AS INTEGER)),
+                (SELECT count(*) FROM spans WHERE run_id = ? AND operation = ?)
+            FROM spans WHERE run_id = ? AND name = ?""",
+            [workflow_id, sc.SPAN_CHAT, workflow_id, sc.SPAN_RUN],
+        ).fetchone() or (None, 0)
+    return max(0, (counted or 0) - stored)
+
+
+async def settle(store, workflow_id: str, wait_s: float = SETTLE_S) -> None:
+    """Until the store holds every model-call span of the ended run ``workflow_id`` (see the module), ``wait_s`` at
+    most."""
+    deadline = time.monotonic() + wait_s
+    while await asyncio.to_thread(missing_calls, store, workflow_id) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
 
 
 async def traced_workflow_id(settings: Settings, store, ident: str, client: Client | None = None) -> str:
