@@ -1,6 +1,10 @@
 """A team's own workflow that runs a stakeflow agent as one of its steps (tests/test_run_agent.py), written as a team
 would write it: its own module and input, ``run_agent`` called from workflow code, the answer used in its reply,
-a failed run handed to a person."""
+a failed run handed to a person.
+
+Its histories recorded on earlier commits (tests/histories/team/) replay on it in every run of the suite: a change
+here that alters the commands it issues needs a new recording, as a team's own change would need versioning.
+"""
 
 from __future__ import annotations
 

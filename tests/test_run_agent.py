@@ -15,7 +15,7 @@ import uuid
 import pytest
 from temporalio import activity
 from temporalio.client import Client as TemporalClient
-from temporalio.client import WorkflowFailureError
+from temporalio.client import WorkflowFailureError, WorkflowHistory
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.worker import Replayer, Worker
 
@@ -26,10 +26,15 @@ from stakeflow.core.contracts import AGENT_WORKFLOW, PREPARE_RUN
 from stakeflow.temporal.plugin import StakeflowPlugin
 from stakeflow.workflows.agent_task import AgentTaskWorkflow
 from tests.agent_script import agent, plan
-from tests.fakes import FakeOpenAIServer
+from tests.fakes import FakeAnthropicServer, FakeOpenAIServer
 from tests.support import REPO, make_settings, open_endpoint_env, running_workers, worker_env
 from tests.team_agent import TeamTicketWorkflow, Ticket
 from tests.test_client import ANSWER, READ_ONLY, WRITES, readme_python, waiting
+
+SECRET = "sk-ant-team-SECRET-41c7e2"
+# tests/team_agent.py's histories as recorded on earlier commits (run the approval test below with the history
+# written out to record one); each replays on today's run_agent.
+TEAM_HISTORIES = sorted((REPO / "tests" / "histories" / "team").glob("*/*.json"))
 
 
 @pytest.fixture
@@ -133,32 +138,56 @@ async def test_the_readme_workflow_example_runs_as_written(client, tmp_path, ope
     await replays(child_history, AgentTaskWorkflow, settings)
 
 
-async def test_an_agent_step_waits_for_approval_and_the_team_uses_its_answer(client, settings, open_fake, workspace):
-    open_fake.script(WRITES)
-    sf = await Client.connect(settings)
-    queue = team_queue()
-    ticket = Ticket(
-        id="T-7",
-        question="Summarise notes.txt into summary.txt",
-        workspace=str(workspace),
-        tools=["read_file", "write_file"],
-        agent_run_id=f"{queue}-summary",
-    )
-    async with (
-        running_workers(client, settings),
-        Worker(sf.temporal, task_queue=queue, workflows=[TeamTicketWorkflow]),
-    ):
-        parent = await sf.temporal.start_workflow(TeamTicketWorkflow.run, ticket, id=queue, task_queue=queue)
-        child = await _started(sf, ticket.agent_run_id)
-        await waiting(child, 2)  # approved as any run's step is, by its id
-        await child.approve(2, note="fine")
-        reply = await parent.result()
-    assert reply == "ticket T-7: Wrote summary.txt [steps: 1 open, 2 open]"
+async def test_an_agent_step_waits_for_approval_and_the_team_uses_its_answer(client, tmp_path, open_fake, workspace):
+    """Routed as any run (the write on the frontier), approved as any run's step, its key in no history."""
+    with FakeAnthropicServer() as frontier_fake:
+        frontier_fake.script(WRITES)
+        open_fake.script(WRITES)
+        settings = make_settings(
+            tmp_path,
+            temporal_address=client.service_client.config.target_host,
+            open_base_url=open_fake.url,
+            open_model="qwen-test",
+            open_dialect="vllm",
+            anthropic_api_key=SECRET,
+            anthropic_base_url=frontier_fake.url,
+            frontier_model="claude-test",
+        )
+        sf = await Client.connect(settings)
+        queue = team_queue()
+        ticket = Ticket(
+            id="T-7",
+            question="Summarise notes.txt into summary.txt",
+            workspace=str(workspace),
+            tools=["read_file", "write_file"],
+            agent_run_id=f"{queue}-summary",
+        )
+        async with (
+            running_workers(client, settings),
+            Worker(sf.temporal, task_queue=queue, workflows=[TeamTicketWorkflow]),
+        ):
+            parent = await sf.temporal.start_workflow(TeamTicketWorkflow.run, ticket, id=queue, task_queue=queue)
+            child = await _started(sf, ticket.agent_run_id)
+            await waiting(child, 2)  # decided as any run's step is, by the run's id
+            await child.approve(2, note="fine")
+            reply = await parent.result()
+    assert reply == "ticket T-7: Wrote summary.txt [steps: 1 open, 2 frontier]"
     assert (workspace / "summary.txt").read_text() == "grew 12%\n"
     assert (await sf.temporal.get_workflow_handle(child.workflow_id).describe()).parent_id == queue
     result = await child.result()
     assert (result.steps[1].approval.decision, result.steps[1].approval.note) == ("approved", "fine")
-    await replays(await parent.fetch_history(), TeamTicketWorkflow, settings)
+    parent_history = await parent.fetch_history()
+    child_history = await sf.temporal.get_workflow_handle(child.workflow_id).fetch_history()
+    assert SECRET not in parent_history.to_json() and SECRET not in child_history.to_json()
+    await replays(parent_history, TeamTicketWorkflow, settings)
+
+
+@pytest.mark.parametrize("path", TEAM_HISTORIES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+async def test_a_recorded_team_history_replays_on_this_code(path, tmp_path):
+    """A team's workflow calling run_agent, recorded on an earlier commit: run_agent runs inside the team's workflows,
+    so a change to the commands it issues would break their runs in flight after an upgrade (docs/versioning.md)."""
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    await replays(history, TeamTicketWorkflow, make_settings(tmp_path))
 
 
 async def _started(sf: Client, workflow_id: str):
