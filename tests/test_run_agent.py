@@ -110,7 +110,8 @@ async def test_the_readme_workflow_example_runs_as_written(client, tmp_path, ope
             timeout=180,
         )
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.strip() == f"Thanks for writing in. {ANSWER}"
+    # Its last line is the reply (Temporal's core may log a warning to stdout before it on a loaded machine).
+    assert out.stdout.splitlines()[-1] == f"Thanks for writing in. {ANSWER}", out.stdout
 
     # The agent's run is a child of the team's workflow, on stakeflow's queue, with the CLI's request.
     [child] = await children(client, "ticket-1042")
