@@ -83,7 +83,7 @@ async def run_agent(
             agent=agent,
             stakes=stakes,
             sensitivity=sensitivity,
-            tools=list(tools) if tools is not None and not isinstance(tools, str) else tools,
+            tools=tools,
             workspace=workspace,
             max_steps=max_steps,
             max_rounds=max_rounds,
