@@ -22,7 +22,16 @@ from stakeflow.core.errors import InputError, RunFailed, ServiceError
 from stakeflow.services import reports, runs
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeOpenAIServer
-from tests.support import REPO, free_port, make_settings, open_endpoint_env, running_workers, spawn_worker, worker_env
+from tests.support import (
+    EXAMPLE_WORKSPACE,
+    REPO,
+    free_port,
+    make_settings,
+    open_endpoint_env,
+    running_workers,
+    spawn_worker,
+    worker_env,
+)
 
 ANSWER = "Revenue grew 12% over Q2, driven by the Nordic region."
 READ_ONLY = agent(plan(("Read the notes", "read_file")), {1: call("read_file", path="notes.txt")}, answer=ANSWER)
@@ -76,6 +85,19 @@ def settings(tmp_path, client, open_fake):
     )
 
 
+def cli_json(*args: str):
+    """A CLI command's --json output (click's runner, in this process)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from stakeflow.cli import cli
+
+    out = CliRunner().invoke(cli, [*args, "--json"], catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    return json.loads(out.stdout)
+
+
 async def waiting(handle: RunHandle, step: int) -> None:
     """Until ``step`` of the run waits for approval, as ``handle.status()`` tells it (30 s at most)."""
     for _ in range(300):
@@ -86,7 +108,7 @@ async def waiting(handle: RunHandle, step: int) -> None:
     pytest.fail(f"step {step} of {handle.workflow_id} never waited for approval")
 
 
-async def test_the_readme_example_runs_as_written(client, tmp_path, open_fake):
+async def test_the_readme_example_runs_as_written(client, tmp_path, open_fake, monkeypatch):
     """The example, in its own process, against a real `stakeflow worker` process (which traces), from the repo."""
     [example] = readme_python("## Use it from Python")
     open_fake.script(READ_ONLY)
@@ -97,6 +119,15 @@ async def test_the_readme_example_runs_as_written(client, tmp_path, open_fake):
     # The worker exports model-call spans every 2 s, not 0.5 s: the example reads the trace and the bill of a run
     # that has just ended, before the last call's span has come, unless the client waits for it.
     env = worker_env(home, client, prefix, **open_endpoint_env(open_fake.url), OTEL_BSP_SCHEDULE_DELAY="2000")
+    settings = make_settings(
+        tmp_path,
+        home=home,
+        queue_prefix=prefix,
+        temporal_address=env["STAKEFLOW_TEMPORAL_ADDRESS"],
+        open_base_url=open_fake.url,
+        open_model="qwen-test",
+        open_dialect="vllm",
+    )
     worker = spawn_worker(env)
     try:
         (tmp_path / "example.py").write_text(example)
@@ -109,7 +140,17 @@ async def test_the_readme_example_runs_as_written(client, tmp_path, open_fake):
             text=True,
             timeout=180,
         )
+        # `stakeflow trace --json` read as a run ends waits for its last call too (the CLI and the client share it).
+        for name in ("STAKEFLOW_HOME", "STAKEFLOW_TEMPORAL_ADDRESS", "STAKEFLOW_QUEUE_PREFIX"):
+            monkeypatch.setenv(name, env[name])
+        handle = await (await Client.connect(settings)).start("Summarise notes.txt", workspace=EXAMPLE_WORKSPACE)
+        assert (await handle.result()).answer == ANSWER
+        worker.send_signal(signal.SIGSTOP)  # its pending batch of model-call spans waits with it, for 1.5 s
+        asyncio.get_running_loop().call_later(1.5, worker.send_signal, signal.SIGCONT)
+        rows = await asyncio.to_thread(cli_json, "trace", handle.workflow_id)
+        assert [r["name"] for r in rows].count("chat qwen-test") == 3, rows
     finally:
+        worker.send_signal(signal.SIGCONT)
         worker.send_signal(signal.SIGTERM)  # graceful: its last model-call spans reach the store
         worker.wait(60)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -117,9 +158,6 @@ async def test_the_readme_example_runs_as_written(client, tmp_path, open_fake):
     lines = out.stdout.splitlines()
     [first] = [line for line in lines if line.startswith("run task-")]
     workflow_id = first.split()[1]
-    settings = make_settings(
-        tmp_path, home=home, queue_prefix=prefix, temporal_address=env["STAKEFLOW_TEMPORAL_ADDRESS"]
-    )
     assert first == f"run {workflow_id} · {settings.ui_url(workflow_id)}"
     assert "step 1 · open · qwen-test · read_file — tool read_file is read-only; planner assessed low stakes" in lines
     assert ANSWER in lines
