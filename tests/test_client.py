@@ -348,3 +348,34 @@ def test_import_stakeflow_stays_cheap_and_loads_the_client_when_asked():
         import stakeflow
 
         stakeflow.Clinet  # noqa: B018
+
+
+async def test_settle_waits_for_an_ended_runs_last_calls_and_no_longer_than_its_bound(tmp_path):
+    """The wait behind `trace` and `costs --run`: a worker that died before exporting costs ``wait_s``, no more; a
+    run still going (no run span yet) is not waited for."""
+    import time
+
+    from stakeflow.core import semconv as sc
+    from stakeflow.traces import TraceStore
+    from tests.trace_spans import chat_attributes, provider
+
+    path = tmp_path / "traces.duckdb"
+    tracer = provider(path).get_tracer("test")
+    with (
+        tracer.start_as_current_span(sc.SPAN_RUN, attributes={sc.RUN_ID: "run-x", sc.MODEL_CALLS: 2}),
+        tracer.start_as_current_span("chat m", attributes=chat_attributes("run-x", 1, "open", "m")),
+    ):
+        pass
+    store = TraceStore(path)
+    assert reports.missing_calls(store, "run-x") == 1 and reports.missing_calls(store, "running") == 0
+    started = time.monotonic()
+    await reports.settle(store, "run-x", wait_s=0.5)
+    assert 0.5 <= time.monotonic() - started < 3
+    started = time.monotonic()
+    await reports.settle(store, "running", wait_s=30)
+    assert time.monotonic() - started < 1
+    with tracer.start_as_current_span("chat m", attributes=chat_attributes("run-x", 2, "open", "m")):
+        pass
+    started = time.monotonic()
+    await reports.settle(store, "run-x", wait_s=30)
+    assert reports.missing_calls(store, "run-x") == 0 and time.monotonic() - started < 1
