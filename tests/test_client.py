@@ -85,6 +85,14 @@ def settings(tmp_path, client, open_fake):
     )
 
 
+def ended_cleanly(out: subprocess.CompletedProcess) -> None:
+    """Exit code 0, or the one crash temporalio is known for: an abort or a segfault in interpreter finalization
+    after a client or worker was used (sdk-python#300, DESIGN.md; about one short script in 30-90 here), once the
+    example has printed everything (its last line checked by the caller). Anything else fails."""
+    finalizing = out.returncode in (-6, -11) and ("finalizing" in out.stderr or out.returncode == -11)
+    assert out.returncode == 0 or finalizing, f"exit {out.returncode}: {out.stderr[-3000:]}"
+
+
 def cli_json(*args: str):
     """A CLI command's --json output (click's runner, in this process)."""
     import json
@@ -153,7 +161,7 @@ async def test_the_readme_example_runs_as_written(client, tmp_path, open_fake, m
         worker.send_signal(signal.SIGCONT)
         worker.send_signal(signal.SIGTERM)  # graceful: its last model-call spans reach the store
         worker.wait(60)
-    assert out.returncode == 0, out.stderr[-3000:]
+    ended_cleanly(out)
     # (Temporal's core may log a warning to stdout on a loaded machine: the example's lines are found, not counted.)
     lines = out.stdout.splitlines()
     [first] = [line for line in lines if line.startswith("run task-")]
@@ -264,6 +272,8 @@ async def test_bad_input_is_an_error_naming_the_fix_and_starts_nothing(client, s
         await sf.costs(since="7x")
     with pytest.raises(InputError, match="reaches back more than 100 years"):
         await sf.costs(since=timedelta(days=100 * 366))
+    with pytest.raises(InputError, match="not a window back in time"):
+        await sf.costs(since=timedelta(days=-1))
     with pytest.raises(InputError, match="unknown breakdown 'nope'"):
         await sf.costs(by="nope")
     assert open_fake.calls == []  # nothing ran
