@@ -46,6 +46,9 @@ TRAIN_ADAPTER = "train_adapter"  # on the train queue, where the GPU is
 LOAD_ADAPTER = "load_adapter"  # on the open queue, next to vLLM
 UNLOAD_ADAPTER = "unload_adapter"
 PROMOTE_ADAPTER = "promote_adapter"
+# A team's own workflow starting a run (stakeflow.workflow.run_agent): the request is built and checked by this
+# activity on the team's own queue, so its name is stakeflow's beside the team's activity names.
+PREPARE_RUN = "stakeflow.prepare_run"
 
 # --- public values -----------------------------------------------------------------------------
 # With payload encryption on (stakeflow/temporal/codec.py) every payload is sealed, memo values too. A value

@@ -40,19 +40,11 @@ from stakeflow.core.contracts import (
     QueueRole,
     queue_name,
 )
-from stakeflow.core.errors import InputError
+from stakeflow.core.errors import InputError, RunFailed
 from stakeflow.services.runs._find import failure_status, failure_text
 from stakeflow.stores.promotions import learn_dir, promoted_model
 
 RUN_TIMEOUT_HINT = "see `stakeflow status RUN_ID`"
-
-
-class RunFailed(Exception):
-    """A run ended without a result; the message says which step failed and why."""
-
-    def __init__(self, message: str, status: str = "failed") -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def routing_config(settings: Settings) -> RoutingConfig:
