@@ -64,6 +64,7 @@ async def run_agent(
     max_steps: int | None = None,
     max_rounds: int | None = None,
     budget_tokens: int | None = None,
+    budget_usd: float | None = None,
     auto_approve: bool = False,
     id: str | None = None,
 ) -> TaskResult:
@@ -88,6 +89,7 @@ async def run_agent(
             max_steps=max_steps,
             max_rounds=max_rounds,
             budget_tokens=budget_tokens,
+            budget_usd=budget_usd,
             auto_approve=auto_approve,
             source=f"workflow:{info.workflow_type}",
         )

@@ -42,6 +42,7 @@ class RunOptions(BaseModel):
     max_steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)
     max_rounds: int | None = Field(default=None, ge=1)
     budget_tokens: int | None = Field(default=None, ge=1)
+    budget_usd: float | None = Field(default=None, ge=0, allow_inf_nan=False)  # the run's frontier spend limit
     auto_approve: bool = False
     source: str = ""  # what started the run (StakeflowSource): "python", "workflow:<the team's workflow type>"
 
@@ -58,7 +59,9 @@ class RunOptions(BaseModel):
             given = repr(first.get("input"))
             given = given if len(given) <= 80 else given[:77] + "..."
             flag = (
-                f" (as `stakeflow run --{field.replace('_', '-')}`)" if field in ("max_steps", "budget_tokens") else ""
+                f" (as `stakeflow run --{field.replace('_', '-')}`)"
+                if field in ("max_steps", "budget_tokens", "budget_usd")
+                else ""
             )
             raise InputError(f"{field}={given} is refused: {first['msg']}{flag}{_HINTS.get(field, '')}") from None
         size = len(made.goal.encode())

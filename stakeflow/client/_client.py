@@ -70,6 +70,7 @@ class Client:
         max_steps: int | None = None,
         max_rounds: int | None = None,
         budget_tokens: int | None = None,
+        budget_usd: float | None = None,
         auto_approve: bool = False,
         id: str | None = None,
     ) -> TaskResult:
@@ -88,6 +89,7 @@ class Client:
             max_steps=max_steps,
             max_rounds=max_rounds,
             budget_tokens=budget_tokens,
+            budget_usd=budget_usd,
             auto_approve=auto_approve,
             id=id,
         )
@@ -105,6 +107,7 @@ class Client:
         max_steps: int | None = None,
         max_rounds: int | None = None,
         budget_tokens: int | None = None,
+        budget_usd: float | None = None,
         auto_approve: bool = False,
         id: str | None = None,
     ) -> RunHandle:
@@ -120,6 +123,7 @@ class Client:
             max_steps=max_steps,
             max_rounds=max_rounds,
             budget_tokens=budget_tokens,
+            budget_usd=budget_usd,
             auto_approve=auto_approve,
             source="python",
         )
