@@ -90,8 +90,11 @@ def _plan_step(names: tuple[str, ...], name: str = "PlannedStep", doc: str = "On
     )
 
 
-def plan_output_model(tools: list[ToolSpecView], max_steps: int, first_tools: Sequence[str] = ()) -> type[BaseModel]:
-    """The planner's output: 1..max_steps steps, each naming one of ``tools`` or null.
+def plan_output_model(
+    tools: list[ToolSpecView], max_steps: int, first_tools: Sequence[str] = (), min_steps: int = 1
+) -> type[BaseModel]:
+    """The planner's output: min_steps..max_steps steps (a revised plan may have none), each naming one of
+    ``tools`` or null.
 
     With ``first_tools``, the first step must use one of them (e.g. the tools that read a file the goal
     names): the plan is then ``{"first": step, "then": [steps]}``, a shape every structured-output decoder
@@ -104,7 +107,7 @@ def plan_output_model(tools: list[ToolSpecView], max_steps: int, first_tools: Se
         return create_model(
             "Plan",
             __doc__="The plan: the steps that reach the goal, in order.",
-            steps=(_list_of(step), Field(min_length=1, max_length=max(1, max_steps))),
+            steps=(_list_of(step), Field(min_length=min_steps, max_length=max(min_steps, max_steps))),
         )
     first_tool: Any = Literal[first_names]
     first = create_model(

@@ -16,8 +16,17 @@ from typing import Any
 from anthropic import AsyncAnthropic
 from openai import AsyncOpenAI
 from pydantic import BaseModel
-from pydantic_ai import NativeOutput, PromptedOutput, capture_run_messages
-from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, SystemPromptPart, TextPart, UserPromptPart
+from pydantic_ai import NativeOutput, PromptedOutput, ToolOutput, capture_run_messages
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelRequest,
+    ModelResponse,
+    SystemPromptPart,
+    TextPart,
+    ToolCallPart,
+    ToolReturnPart,
+    UserPromptPart,
+)
 from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.models.anthropic import AnthropicModel
 from pydantic_ai.models.openai import OpenAIChatModel
@@ -36,6 +45,7 @@ from stakeflow.activities.model_agents import AgentCache
 from stakeflow.activities.model_errors import CallContext, missing_frontier_key, to_application_error
 from stakeflow.activities.model_outputs import plan_output_model, step_output_model, to_action, to_plan
 from stakeflow.activities.model_trace import model_call_span, record_call
+from stakeflow.agents.prompts import round_results
 from stakeflow.agents.types import CallCostRecord, CallFailure, JudgeVerdict, ModelCallRequest, ModelCallResult, Usage
 from stakeflow.core.contracts import CALL_MODEL
 from stakeflow.prices import PriceTable
@@ -158,10 +168,13 @@ class ModelActivities:
         target = self._open_target(req) if req.endpoint.route == "open" else self._frontier_target(req)
         agent, model_settings = self._agents.get(req, target.model)  # built once per key (model_agents.py)
         history = _example_history(req) if req.endpoint.route == "open" else []
+        prompt: str | None = req.prompt
+        if req.rounds:  # the step's conversation so far: the prompt, then each round's action and results
+            history, prompt = [*history, *_round_history(req, first=not history)], None
         started = time.monotonic()
         with capture_run_messages() as messages:
             try:
-                run = agent.run(req.prompt, model_settings=model_settings, message_history=history or None)
+                run = agent.run(prompt, model_settings=model_settings, message_history=history or None)
                 result = await _heartbeating(run)
             except Exception as e:
                 spent = CallFailure(
@@ -184,7 +197,7 @@ class ModelActivities:
         return ModelCallResult(
             route=req.endpoint.route,
             model=result.response.model_name or target.model.model_name,
-            plan=to_plan(output) if req.purpose == "plan" else None,
+            plan=to_plan(output) if req.purpose in ("plan", "replan") else None,
             action=to_action(output) if req.purpose == "step" else None,
             text=output if req.purpose == "answer" else None,
             verdict=JudgeVerdict.model_validate(output.model_dump()) if req.purpose == "judge" else None,
@@ -276,12 +289,14 @@ class ModelActivities:
         output_model: type[BaseModel]
         if req.purpose == "plan":
             output_model = plan_output_model(req.tools, req.max_steps, req.first_step_tools)
+        elif req.purpose == "replan":
+            output_model = plan_output_model(req.tools, req.max_steps, min_steps=0)
         elif req.purpose == "judge":
             output_model = JudgeVerdict
         else:
             output_model = step_output_model(req.tools)
         if req.endpoint.route == "frontier":
-            return output_model, model_settings  # tool output: the model calls `final_result`
+            return ToolOutput(output_model, name=OUTPUT_TOOL), model_settings  # the model calls OUTPUT_TOOL
         if self._settings.dialect == "llamacpp":
             # llama.cpp's server refuses `json_schema` and ignores tools; its own json_object+schema form
             # is grammar-constrained (DESIGN.md, "Model endpoints").
@@ -302,6 +317,35 @@ def _example_history(req: ModelCallRequest) -> list[ModelMessage]:
         history.append(ModelRequest(parts=[*parts, UserPromptPart(turn.prompt)]))
         history.append(ModelResponse(parts=[TextPart(turn.answer)]))
     return history
+
+
+# The frontier answers through a tool call whose arguments are the output (pydantic-ai's ToolOutput): a step's
+# earlier rounds go back to it as that call and its result, the Messages API's own tool_use / tool_result turns.
+OUTPUT_TOOL = "final_result"
+
+
+def _round_history(req: ModelCallRequest, *, first: bool) -> list[ModelMessage]:
+    """The step's prompt and its earlier rounds as the conversation the next round continues.
+
+    Open route: each round's action is the assistant's JSON (the structured-output form the open dialects
+    decode), its results the next user turn. Frontier: each action is a call of the output tool and its
+    results that call's return, so the model sees its own tool use answered. ``first``: no earlier turn
+    carries the system prompt (pydantic-ai sends it only when there is no history).
+    """
+    parts: list[Any] = [SystemPromptPart(req.system)] if first and req.system else []
+    messages: list[ModelMessage] = [ModelRequest(parts=[*parts, UserPromptPart(req.prompt)])]
+    for n, turn in enumerate(req.rounds, start=1):
+        action = turn.action.model_dump(mode="json", exclude_defaults=False)
+        if req.endpoint.route == "frontier":
+            call_id = f"round-{n}"
+            messages.append(ModelResponse(parts=[ToolCallPart(OUTPUT_TOOL, action, tool_call_id=call_id)]))
+            messages.append(
+                ModelRequest(parts=[ToolReturnPart(OUTPUT_TOOL, round_results(turn), tool_call_id=call_id)])
+            )
+        else:
+            messages.append(ModelResponse(parts=[TextPart(json.dumps(action, ensure_ascii=False))]))
+            messages.append(ModelRequest(parts=[UserPromptPart(round_results(turn))]))
+    return messages
 
 
 def _embedded_crash(settings: Settings) -> str | None:

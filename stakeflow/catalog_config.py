@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from stakeflow.agents.policy import MAX_ROUNDS
 from stakeflow.agents.types import Risk, Sensitivity, StakesOverride
 
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -72,6 +73,7 @@ class AgentConfig(_Section):
     stakes: StakesOverride = "auto"
     sensitivity: Sensitivity = "public"
     max_steps: int | None = Field(default=None, ge=1, le=200)
+    max_rounds: int | None = Field(default=None, ge=1, le=MAX_ROUNDS)  # rounds per step ([policy] max_rounds)
     budget_tokens: int | None = Field(default=None, ge=1)
     open_model: str | None = None  # e.g. a fine-tuned LoRA adapter's served name on vLLM
     description: str = ""  # one line for `stakeflow agents`

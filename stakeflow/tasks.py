@@ -21,6 +21,7 @@ from temporalio.client import (
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
+from stakeflow.agents.policy import MAX_ROUNDS
 from stakeflow.agents.tools import CATALOGUE
 from stakeflow.agents.types import (
     SENSITIVITY_CHOICES,
@@ -80,6 +81,10 @@ def routing_config(settings: Settings) -> RoutingConfig:
         min_agreement=settings.policy.min_agreement,
         min_samples=settings.policy.min_samples,
         open_local=settings.workers.local_model_calls,
+        max_rounds=settings.policy.max_rounds,
+        escalate_when_stuck=settings.policy.escalate_when_stuck,
+        replan=settings.policy.replan,
+        check_answer=settings.policy.check_answer,
     )
 
 
@@ -103,6 +108,7 @@ def build_request(
     workspace: str | Path | None = None,
     source: str = "cli",
     max_steps: int | None = None,
+    max_rounds: int | None = None,
     budget_tokens: int | None = None,
     auto_approve: bool = False,
     agent: str | None = None,
@@ -118,6 +124,7 @@ def build_request(
         sensitivity = sensitivity or named.sensitivity
         tools = tools if tools is not None else named.tools
         max_steps = max_steps or named.max_steps
+        max_rounds = max_rounds or named.max_rounds
         budget_tokens = budget_tokens or named.budget_tokens
     stakes = stakes or "auto"
     sensitivity = sensitivity or "public"
@@ -130,6 +137,8 @@ def build_request(
         raise InputError(f"unknown stakes '{stakes}': use one of {', '.join(STAKES_CHOICES)}")
     if sensitivity not in SENSITIVITY_CHOICES:
         raise InputError(f"unknown sensitivity '{sensitivity}': use one of {', '.join(SENSITIVITY_CHOICES)}")
+    if max_rounds is not None and not 1 <= max_rounds <= MAX_ROUNDS:
+        raise InputError(f"--max-rounds {max_rounds} is out of range: use 1 to {MAX_ROUNDS}")
     chosen = resolve_tools(settings, tools, where=f"agent {agent}" if named and tools is named.tools else "--tools")
     ws = Path(workspace).expanduser() if workspace else settings.default_workspace
     if workspace and not ws.is_dir():
@@ -163,7 +172,7 @@ def build_request(
         max_steps=max_steps or settings.policy.max_steps,
         budget_tokens=budget_tokens,
         source=source,
-        routing=_agent_routing(settings, routing_config(settings), agent),
+        routing=_agent_routing(settings, routing_config(settings), agent, max_rounds),
         queue_prefix=settings.queue_prefix,
         approvals=ApprovalPolicy(
             risks=settings.approvals.risks, timeout_s=settings.approvals.timeout_s, auto_approve=auto_approve
@@ -185,9 +194,14 @@ def open_models(settings: Settings, agent: str | None) -> tuple[str, str]:
     return (promoted.open_model if promoted is not None else configured), configured
 
 
-def _agent_routing(settings: Settings, routing: RoutingConfig, agent: str | None) -> RoutingConfig:
-    """The run's open model: the agent's own (e.g. a fine-tuned adapter served by vLLM), or a promoted one."""
+def _agent_routing(
+    settings: Settings, routing: RoutingConfig, agent: str | None, max_rounds: int | None
+) -> RoutingConfig:
+    """The run's open model (the agent's own, e.g. a fine-tuned adapter served by vLLM, or a promoted one) and
+    rounds per step (--max-rounds, the agent's, else [policy])."""
     model, _ = open_models(settings, agent)
+    if max_rounds is not None:
+        routing = routing.model_copy(update={"max_rounds": max_rounds})
     if model == routing.open.model:
         return routing
     return routing.model_copy(update={"open": routing.open.model_copy(update={"model": model})})

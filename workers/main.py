@@ -17,6 +17,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from stakeflow import telemetry
+from stakeflow.activities.answer_check import check_answer_activity
 from stakeflow.activities.catalogue import CatalogueActivities
 from stakeflow.activities.evals import EvalActivities
 from stakeflow.activities.learn import LearnActivities
@@ -94,6 +95,7 @@ def build_workers(
                 "workflow_runner": workflow_runner(settings.workers.workflow_sandbox),
                 "activities": [
                     tools.run_tool,
+                    check_answer_activity,
                     evals.reserve_shadow_budget,
                     evals.settle_shadow_budget,
                     evals.record_eval,

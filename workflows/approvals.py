@@ -82,6 +82,8 @@ class ApprovalGate:
         """
         policy = self._req.approvals
         what = "; ".join(describe_call(c, exact=exact) for c in calls)
+        # A later round of the same step that acts again asks again: the earlier decision covered other calls.
+        self._decisions.pop(index, None)
         if policy.auto_approve:
             return ApprovalRecord(
                 decision="auto_approved", by="--auto-approve", at=workflow.now().isoformat(), waiting_for=what

@@ -18,6 +18,7 @@ from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    from stakeflow.agents.claims import AnswerCheck, AnswerCheckRequest
     from stakeflow.agents.evals import AgreementTable, ShadowBatch, ShadowRequest, StepLabel
     from stakeflow.agents.types import (
         ApprovalRecord,
@@ -37,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
     from stakeflow.core import errors
     from stakeflow.core.contracts import (
         CALL_MODEL,
+        CHECK_ANSWER,
         DESCRIBE_TOOLS,
         READ_AGREEMENT,
         RECORD_LABEL,
@@ -221,7 +223,7 @@ def idempotency_key(info: workflow.Info, index: int, n: int) -> str:
 
 
 async def run_tool(
-    req: TaskRequest, index: int, n: int, spec: ToolSpecView | None, tool: str, args: dict, label: str
+    req: TaskRequest, index: int, n: int, spec: ToolSpecView | None, tool: str, args: dict, label: str, round: int = 1
 ) -> ToolResult:
     """One ``run_tool`` call: a local activity for fast read-only tools, else on the tool's queue.
 
@@ -238,6 +240,7 @@ async def run_tool(
         args=args,
         workspace=req.workspace,
         idempotency_key=idempotency_key(info, index, n),
+        round=round,
     )
     summary = f"{label} · tool · {tool}"
     tool_req.idempotent = spec.idempotent if spec else True
@@ -271,6 +274,19 @@ async def run_tool(
             f"{tool} failed ({getattr(e.cause, 'message', e.cause)}) and is not idempotent, so it was not retried: "
             "it may have acted; check before asking for it again"
         ) from None
+
+
+async def check_answer(answer: str, goal: str, observations: list[str]) -> AnswerCheck:
+    """The answer check (agents/claims.py) as a local activity: its verdict is in history, so a later release
+    that refines the check replays recorded runs as they ran."""
+    return await workflow.execute_local_activity(
+        CHECK_ANSWER,
+        AnswerCheckRequest(answer=answer, goal=goal, observations=observations),
+        result_type=AnswerCheck,
+        start_to_close_timeout=timedelta(seconds=30),
+        retry_policy=RetryPolicy(maximum_attempts=3),
+        summary="check the answer against what the run observed",
+    )
 
 
 AGREEMENT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)

@@ -1,5 +1,5 @@
 """The data that crosses a boundary: workflow input and output (runs.py), activity inputs and outputs
-(calls.py). Import from here: ``from agents.types import TaskRequest``.
+(calls.py). Import from here: ``from stakeflow.agents.types import TaskRequest``.
 """
 
 from stakeflow.agents.types.calls import (
@@ -20,6 +20,7 @@ from stakeflow.agents.types.calls import (
     PlannedStep,
     Purpose,
     Risk,
+    RoundTurn,
     Route,
     Sensitivity,
     Stakes,
@@ -40,6 +41,7 @@ from stakeflow.agents.types.runs import (
     EvalPolicy,
     Progress,
     ResumeState,
+    RoundRecord,
     RouteDecision,
     RoutingConfig,
     StepRecord,
@@ -52,6 +54,8 @@ from stakeflow.agents.types.runs import (
 )
 
 __all__ = [
+    "RoundTurn",
+    "RoundRecord",
     "Route",
     "Stakes",
     "StakesOverride",

@@ -386,3 +386,26 @@ _LABELS_TABLE_6 = """CREATE TABLE IF NOT EXISTS "labels" (
 def _labels(con: duckdb.DuckDBPyConnection) -> None:
     """A person's decision on a captured step (approved, rejected, edited): what a dataset labels it with."""
     con.execute(_LABELS_TABLE_6)
+
+
+_RUNS_VIEW_7 = _RUNS_VIEW_4.replace(
+    "            AS unpriced_calls\n    FROM spans\n    WHERE name = 'stakeflow.run'",
+    "            AS unpriced_calls,\n"
+    "        arg_max(TRY_CAST(json_extract_string(attributes, '$.\"stakeflow.answer_supported\"') AS BOOLEAN), end_time)\n"
+    "            AS answer_supported,\n"
+    "        arg_max(json_extract(attributes, '$.\"stakeflow.unsupported_claims\"'), end_time) AS unsupported_claims,\n"
+    "        arg_max(TRY_CAST(json_extract_string(attributes, '$.\"stakeflow.replans\"') AS INTEGER), end_time)\n"
+    "            AS replans\n    FROM spans\n    WHERE name = 'stakeflow.run'",
+    1,
+).replace(
+    "r.steps, r.open_steps, r.frontier_steps, r.escalations,",
+    "r.steps, r.open_steps, r.frontier_steps, r.escalations, r.answer_supported, r.unsupported_claims, r.replans,",
+    1,
+)
+
+
+@migration(7, "the answer check and replans in the runs view")
+def _answer_check(con: duckdb.DuckDBPyConnection) -> None:
+    """The agent loop: whether each run's answer was supported by what it observed (NULL: not checked, as runs
+    before it), the claims that were not, and how often its plan was revised — read from the run span."""
+    con.execute(_RUNS_VIEW_7)
