@@ -16,6 +16,7 @@ BREAKDOWNS = {
     "agent": "coalesce(agent, '')",
     "model": "open_model",
     "day": "CAST(recorded_at AS DATE)",
+    "source": "source",  # shadow (sampled comparisons) or stuck (an open step escalated after its rounds failed)
 }
 
 

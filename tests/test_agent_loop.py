@@ -5,10 +5,17 @@ answer check. Only the model APIs are scripted servers (tests/fakes.py)."""
 from __future__ import annotations
 
 import json
+import signal
+import uuid
 
+from stakeflow import tasks
+from stakeflow.agents.types import Progress
+from stakeflow.core.contracts import PROGRESS_QUERY
 from stakeflow.render import run_dict
+from stakeflow.traces import TraceStore, render_tree, trace_tree
 from tests.agent_script import agent, call, plan, round_of
 from tests.fakes import FakeAnthropicServer, prompt_text
+from tests.support import open_endpoint_env, spawn_worker, worker_env
 from tests.test_workflow import frontier_fake, open_fake, run_task, settings_for, workspace  # noqa: F401
 
 BAD_QUERY = "SELECT sum(revenue) FROM 'sales.csv'"
@@ -56,7 +63,9 @@ async def test_a_wrong_file_then_the_right_one(client, tmp_path, open_fake, work
             answer="Nordic has the highest target.",
         )
     )
-    result = await run_task(client, settings_for(tmp_path, open_fake), "Which region has the highest target?", workspace=workspace)
+    result = await run_task(
+        client, settings_for(tmp_path, open_fake), "Which region has the highest target?", workspace=workspace
+    )
     [step] = result.steps
     assert step.status == "ok" and len(step.rounds) == 2
     assert "targets.csv" in (step.tool_results[0].error or "")
@@ -97,7 +106,8 @@ async def test_a_stuck_open_step_escalates_to_the_frontier_with_its_reason(
 ):
     open_fake.script(agent(plan(("Sum the revenue", "sql_query")), {1: call("sql_query", query=BAD_QUERY)}))
     frontier_fake.script(agent(None, {1: call("sql_query", query=GOOD_QUERY)}, answer="Total revenue: 16330."))
-    result = await run_task(client, settings_for(tmp_path, open_fake, frontier_fake), GOAL, workspace=workspace)
+    settings = settings_for(tmp_path, open_fake, frontier_fake)
+    result = await run_task(client, settings, GOAL, workspace=workspace)
 
     [step] = result.steps
     assert step.status == "ok" and step.escalated and step.route == "frontier"
@@ -108,11 +118,17 @@ async def test_a_stuck_open_step_escalates_to_the_frontier_with_its_reason(
     [frontier_step] = step_requests(frontier_fake)
     assert "Binder Error" in json.dumps(frontier_step["messages"])
     assert result.answer_supported is True
+    # A measured disagreement: the open path's agreement (and routing by it) counts it.
+    with TraceStore(settings.traces_path).reader() as con:
+        rows = con.execute("SELECT verdict, method, source, tool, open_model, frontier_model FROM evals").fetchall()
+    assert rows == [("frontier_better", "stuck", "stuck", "sql_query", "qwen-test", "claude-test")]
 
 
 async def test_a_private_stuck_step_never_escalates(client, tmp_path, open_fake, frontier_fake, workspace):
     open_fake.script(
-        agent(plan(("Sum the revenue", "sql_query")), {1: call("sql_query", query=BAD_QUERY)}, answer="It was 105,283.64.")
+        agent(
+            plan(("Sum the revenue", "sql_query")), {1: call("sql_query", query=BAD_QUERY)}, answer="It was 105,283.64."
+        )
     )
     settings = settings_for(tmp_path, open_fake, frontier_fake)
     result = await run_task(client, settings, GOAL, sensitivity="private", workspace=workspace)
@@ -126,7 +142,11 @@ async def test_a_private_stuck_step_never_escalates(client, tmp_path, open_fake,
 
 async def test_an_unsupported_answer_is_reasked_then_escalated(client, tmp_path, open_fake, frontier_fake, workspace):
     open_fake.script(
-        agent(plan(("Sum the revenue", "sql_query")), {1: call("sql_query", query=GOOD_QUERY)}, answer="It was 105,283.64.")
+        agent(
+            plan(("Sum the revenue", "sql_query")),
+            {1: call("sql_query", query=GOOD_QUERY)},
+            answer="It was 105,283.64.",
+        )
     )
     frontier_fake.script(agent(None, {}, answer="Total revenue was $16,330.00."))
     result = await run_task(client, settings_for(tmp_path, open_fake, frontier_fake), GOAL, workspace=workspace)
@@ -143,7 +163,11 @@ async def test_an_unsupported_answer_is_reasked_then_escalated(client, tmp_path,
 async def test_a_reasked_answer_that_fixes_itself_stays_open(client, tmp_path, open_fake, workspace):
     answers = iter(["Revenue was 16,331.", "Revenue was 16,330."])
     open_fake.script(
-        agent(plan(("Sum the revenue", "sql_query")), {1: call("sql_query", query=GOOD_QUERY)}, answer=lambda _: next(answers))
+        agent(
+            plan(("Sum the revenue", "sql_query")),
+            {1: call("sql_query", query=GOOD_QUERY)},
+            answer=lambda _: next(answers),
+        )
     )
     result = await run_task(client, settings_for(tmp_path, open_fake), GOAL, workspace=workspace)
     assert result.answer == "Revenue was 16,330." and result.answer_supported is True
@@ -180,3 +204,35 @@ async def test_the_frontier_rounds_are_native_tool_use_turns(client, tmp_path, o
         for block in (message["content"] if isinstance(message["content"], list) else [])
     ]
     assert "tool_use" in kinds and "tool_result" in kinds
+
+
+async def test_rounds_are_in_the_trace_and_the_runs_table(client, tmp_path, open_fake, workspace):
+    """A worker process (its spans go to the run's trace store), as in production."""
+    open_fake.script(
+        agent(
+            plan(("Sum the revenue", "sql_query")),
+            {1: [call("sql_query", query=BAD_QUERY), call("sql_query", query=GOOD_QUERY)]},
+            answer="Total revenue was 16,330.",
+        )
+    )
+    settings = settings_for(tmp_path, open_fake)
+    worker = spawn_worker(worker_env(settings.home, client, settings.queue_prefix, **open_endpoint_env(open_fake.url)))
+    try:
+        req = tasks.build_request(settings, GOAL, workspace=workspace)
+        handle = await tasks.start_run(client, settings, req, f"test-rounds-{uuid.uuid4().hex[:8]}")
+        await handle.result()
+        progress = await handle.query(PROGRESS_QUERY, result_type=Progress)
+    finally:
+        worker.send_signal(signal.SIGTERM)  # a stopping worker sends its finished work's spans at once
+        worker.wait(60)
+    assert progress.answer_supported is True
+    store = TraceStore(settings.traces_path)
+    rows = trace_tree(store, handle.id)
+    labels = [r["name"] + (f" r{r['round']}" if r["round"] else "") for r in rows if r["name"] != "stakeflow.step"]
+    assert "chat qwen-test r2" in labels and "execute_tool sql_query r2" in labels
+    assert "(round 2)" in render_tree(rows)
+    with store.reader() as con:
+        supported, claims, replans = con.execute(
+            "SELECT answer_supported, unsupported_claims, replans FROM runs WHERE run_id = ?", [handle.id]
+        ).fetchone()
+    assert (supported, json.loads(claims), replans) == (True, [], None)

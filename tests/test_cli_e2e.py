@@ -225,7 +225,9 @@ def test_an_unsupported_answer_is_flagged_and_strict_exits_3(cli_env, open_fake,
     assert out["answer_supported"] is False and out["unsupported_claims"] == ["105,283.64"]
     assert "not supported by what the run observed: 105,283.64" in strict.stderr
 
-    open_fake.script(agent(plan(("Sum the revenue", "sql_query")), {1: call("sql_query", query=query)}, answer="16,330"))
+    open_fake.script(
+        agent(plan(("Sum the revenue", "sql_query")), {1: call("sql_query", query=query)}, answer="16,330")
+    )
     fine = stakeflow(cli_env, "run", "--json", "--strict", "--workspace", str(workspace), goal)
     assert fine.returncode == 0, fine.stderr
     assert json.loads(fine.stdout)["answer_supported"] is True

@@ -19,7 +19,7 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from stakeflow.agents.claims import AnswerCheck, AnswerCheckRequest
-    from stakeflow.agents.evals import AgreementTable, ShadowBatch, ShadowRequest, StepLabel
+    from stakeflow.agents.evals import AgreementTable, EvalRecord, ShadowBatch, ShadowRequest, StepLabel
     from stakeflow.agents.types import (
         ApprovalRecord,
         ModelCallRequest,
@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         CHECK_ANSWER,
         DESCRIBE_TOOLS,
         READ_AGREEMENT,
+        RECORD_EVAL,
         RECORD_LABEL,
         RUN_TOOL,
         SHADOW_WORKFLOW,
@@ -349,6 +350,35 @@ async def start_shadows(req: TaskRequest, calls: list[ShadowRequest]) -> None:
             )
             for batch in batches
         )
+    )
+
+
+async def record_stuck(req: TaskRequest, index: int, tool: str, open_model: str, frontier_model: str, why: str) -> None:
+    """An open step that got stuck and then succeeded on the frontier, as a row of the ``evals`` table: a
+    disagreement the open path's measured agreement (and routing by it) counts, with ``source = stuck``."""
+    info = workflow.info()
+    record = EvalRecord(
+        eval_id=f"{info.workflow_id}/{index}/stuck",
+        recorded_at=workflow.now().isoformat(),
+        run_id=info.workflow_id,
+        step=index,
+        kind="step",
+        tool=tool,
+        agent=req.agent,
+        open_model=open_model,
+        frontier_model=frontier_model,
+        verdict="frontier_better",
+        method="stuck",
+        reason=f"open model stuck after {why}; the frontier completed the step",
+        source="stuck",
+    )
+    await workflow.execute_activity(
+        RECORD_EVAL,
+        record,
+        task_queue=queue_name("workflows", req.queue_prefix),
+        start_to_close_timeout=timedelta(seconds=30),
+        retry_policy=RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30)),
+        summary=f"record step {index}: open model stuck, frontier did it",
     )
 
 

@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from stakeflow.core import semconv as sc
     from stakeflow.workflows.approvals import ApprovalGate
+    from stakeflow.workflows.calls import record_stuck
     from stakeflow.workflows.model_steps import ModelSteps
     from stakeflow.workflows.run_tools import RunTools
 
@@ -98,9 +99,12 @@ class StepLoop(ModelSteps, RunTools, ApprovalGate):
             )
             if escalated is not None:
                 self._progress.notices.append(f"{state.label}: {escalated.reason.rsplit('; ', 1)[-1]}")
+                open_model, why = state.decision.model, state.stuck
                 state.decision, state.stuck = escalated, ""
                 self._apply(record, escalated)
                 done = await self._rounds(index, call, state, rounds)
+                if done:  # the open path failed where the frontier did not: a measured disagreement
+                    await record_stuck(req, index, state.tool or "", open_model, escalated.model, why)
             elif req.routing.escalate_when_stuck:
                 self._progress.notices.append(
                     f"{state.label}: open model stuck after {state.stuck}; not escalated: {why_not}"
