@@ -9,13 +9,14 @@ import signal
 import uuid
 
 from stakeflow import tasks
-from stakeflow.agents.types import Progress
-from stakeflow.core.contracts import PROGRESS_QUERY
+from stakeflow.agents.types import ApprovalRecord, ApprovalRequest, Progress
+from stakeflow.core.contracts import APPROVE_UPDATE, PROGRESS_QUERY
 from stakeflow.render import run_dict
 from stakeflow.traces import TraceStore, render_tree, trace_tree
 from tests.agent_script import agent, call, plan, round_of
 from tests.fakes import FakeAnthropicServer, prompt_text
-from tests.support import open_endpoint_env, spawn_worker, worker_env
+from tests.support import open_endpoint_env, running_workers, spawn_worker, worker_env
+from tests.test_approvals import wait_for_approval
 from tests.test_workflow import frontier_fake, open_fake, run_task, settings_for, workspace  # noqa: F401
 
 BAD_QUERY = "SELECT sum(revenue) FROM 'sales.csv'"
@@ -236,3 +237,36 @@ async def test_rounds_are_in_the_trace_and_the_runs_table(client, tmp_path, open
             "SELECT answer_supported, unsupported_claims, replans FROM runs WHERE run_id = ?", [handle.id]
         ).fetchone()
     assert (supported, json.loads(claims), replans) == (True, [], None)
+
+
+async def test_each_round_that_acts_asks_for_approval_again(client, tmp_path, open_fake, workspace):
+    """A high-risk step whose first write is refused by the tool: its second round waits for a person again,
+    with the new call, and acts once."""
+    open_fake.script(
+        agent(
+            plan(("Save the total", "write_file")),
+            {
+                1: [
+                    call("write_file", path="../outside.md", content="16330"),
+                    call("write_file", path="total.md", content="16330"),
+                ]
+            },
+            answer="Saved the total to total.md.",
+        )
+    )
+    settings = settings_for(tmp_path, open_fake)
+    req = tasks.build_request(settings, "Save 16330 to total.md", workspace=workspace)
+    async with running_workers(client, settings):
+        handle = await tasks.start_run(client, settings, req, f"test-{uuid.uuid4().hex[:8]}")
+        for expected in ("../outside.md", "total.md"):
+            await wait_for_approval(handle, 1)
+            record = await handle.execute_update(
+                APPROVE_UPDATE, ApprovalRequest(step=1, decision="approve", by="tester"), result_type=ApprovalRecord
+            )
+            assert expected in record.waiting_for
+        result = await handle.result()
+    [step] = result.steps
+    assert step.status == "ok" and len(step.rounds) == 2
+    assert [r.ok for r in step.tool_results] == [False, True]
+    assert (workspace / "total.md").read_text() == "16330"
+    assert not (tmp_path / "outside.md").exists()
