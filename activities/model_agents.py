@@ -34,7 +34,11 @@ def agent_key(req: ModelCallRequest, model: Model) -> tuple:
     shape: tuple = ()
     if req.purpose in ("plan", "replan", "step"):
         tools = tuple((t.name, t.description, json.dumps(t.args_schema, sort_keys=True)) for t in req.tools)
-        shape = (tools, req.max_steps, tuple(req.first_step_tools)) if req.purpose != "step" else (tools,)
+        shape = (
+            (tools, req.max_steps, tuple(req.first_step_tools))
+            if req.purpose != "step"
+            else (tools, req.require_tool_call)
+        )
     return (req.endpoint.route, model.model_name, id(model), req.purpose, req.system, shape)
 
 

@@ -68,7 +68,13 @@ def model_from_schema(schema: dict[str, Any], name: str) -> type[BaseModel]:
             default = prop_schema["default"]
         else:
             annotation, default = annotation | None, None
-        fields[prop] = (annotation, Field(default, description=prop_schema.get("description")))
+        # A string's pattern and length bounds stay in the schema a grammar-constrained decoder enforces; the
+        # tool checks its own arguments (with its own messages), so the output is not refused for them here.
+        bounds = {k: prop_schema[k] for k in ("pattern", "minLength", "maxLength") if k in prop_schema}
+        fields[prop] = (
+            annotation,
+            Field(default, description=prop_schema.get("description"), json_schema_extra=bounds or None),
+        )
     extra: Literal["forbid", "ignore"] = "forbid" if schema.get("additionalProperties") is False else "ignore"
     return create_model(name, __config__=ConfigDict(extra=extra), **fields)
 
@@ -125,18 +131,22 @@ def plan_output_model(
     )
 
 
-def step_output_model(tools: list[ToolSpecView]) -> type[BaseModel]:
-    """A step's output: tool calls (each an allowed tool with args matching its schema) and a note."""
+def step_output_model(
+    tools: list[ToolSpecView], min_calls: int = 0, max_calls: int = MAX_CALLS_PER_STEP
+) -> type[BaseModel]:
+    """A step's output: ``min_calls`` to ``max_calls`` tool calls (each an allowed tool with args matching its
+    schema) and a note."""
     result_field = (str, Field(description="Your note on this step: what you did or concluded."))
     if not tools:
         return create_model("StepAction", __doc__="Your answer for this step.", result=result_field)
     calls = [_call_model(t) for t in tools]
+    described = "The tool calls to make, in order." if min_calls else "The tool calls to make, in order; empty if none."
     return create_model(
         "StepAction",
         __doc__="The tool calls this step makes, and your note on it.",
         tool_calls=(
             _list_of(_union(calls)),
-            Field(max_length=MAX_CALLS_PER_STEP, description="The tool calls to make, in order; empty if none."),
+            Field(min_length=min_calls, max_length=max(min_calls, max_calls), description=described),
         ),
         result=result_field,
     )

@@ -43,7 +43,13 @@ from temporalio.exceptions import ApplicationError
 from stakeflow.activities.capture import Capturer
 from stakeflow.activities.model_agents import AgentCache
 from stakeflow.activities.model_errors import CallContext, missing_frontier_key, to_application_error
-from stakeflow.activities.model_outputs import plan_output_model, step_output_model, to_action, to_plan
+from stakeflow.activities.model_outputs import (
+    MAX_CALLS_PER_STEP,
+    plan_output_model,
+    step_output_model,
+    to_action,
+    to_plan,
+)
 from stakeflow.activities.model_trace import model_call_span, record_call
 from stakeflow.agents.prompts import round_results
 from stakeflow.agents.types import CallCostRecord, CallFailure, JudgeVerdict, ModelCallRequest, ModelCallResult, Usage
@@ -294,7 +300,11 @@ class ModelActivities:
         elif req.purpose == "judge":
             output_model = JudgeVerdict
         else:
-            output_model = step_output_model(req.tools)
+            # A small model asked for several calls at once repeats itself or invents the rest: one per round.
+            one_at_a_time = req.endpoint.route == "open" and self._settings.dialect == "llamacpp"
+            output_model = step_output_model(
+                req.tools, min_calls=int(req.require_tool_call), max_calls=1 if one_at_a_time else MAX_CALLS_PER_STEP
+            )
         if req.endpoint.route == "frontier":
             return ToolOutput(output_model, name=OUTPUT_TOOL), model_settings  # the model calls OUTPUT_TOOL
         if self._settings.dialect == "llamacpp":

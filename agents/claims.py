@@ -54,13 +54,20 @@ _SCALES = {
 }
 
 
+class Observation(BaseModel):
+    """Something the run observed: a tool's successful output (as the run kept it), or a workspace file's name
+    (``tool`` empty)."""
+
+    tool: str = ""
+    text: str = ""
+
+
 class AnswerCheckRequest(BaseModel):
-    """Input of the ``check_answer`` activity: the answer, the goal, and what the run observed (its successful
-    tool outputs as it kept them, and the workspace's file names)."""
+    """Input of the ``check_answer`` activity: the answer, the goal, and what the run observed, in order."""
 
     answer: str = ""
     goal: str = ""
-    observations: list[str] = Field(default_factory=list)
+    observations: list[Observation] = Field(default_factory=list)
 
 
 class AnswerCheck(BaseModel):
@@ -122,20 +129,35 @@ def _normalise(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def check_answer(answer: str, *, goal: str, observations: Iterable[str]) -> AnswerCheck:
-    """Whether every figure and quotation in ``answer`` is backed by the goal or by one of ``observations``
-    (the successful tool outputs of the run, as the run kept them)."""
-    sources = [goal, *observations]
-    observed: set[Decimal] = set()
-    for source in sources:
-        for figure in figures(source):
-            observed.update(value for value, _ in figure.values)
+CALCULATOR = "calculator"
+# Operands an expression may use without having observed them: halves to twelfths, percent and per-mille.
+_CONSTANTS: set[Decimal] = {Decimal(n) for n in (*range(13), 100, 1000)}
+
+
+def check_answer(answer: str, *, goal: str, observations: Iterable[Observation | str]) -> AnswerCheck:
+    """Whether every figure and quotation in ``answer`` is backed by the goal or by one of ``observations``.
+
+    A calculator's output (``expression = value``) backs its value only when every figure of its expression
+    is itself backed — by the goal, another tool's output, an earlier such value, or a small constant (0 to
+    12, 100, 1000: halves, months, percentages): a product of a figure a worked example put in the plan, not
+    the user, supports nothing.
+    """
+    seen = [o if isinstance(o, Observation) else Observation(text=o) for o in observations]
+    observed: set[Decimal] = {value for figure in figures(goal) for value, _ in figure.values}
+    computed = [o for o in seen if o.tool == CALCULATOR and " = " in o.text]
+    for o in seen:
+        if o not in computed:
+            observed.update(value for figure in figures(o.text) for value, _ in figure.values)
+    for o in computed:
+        expression, _, value = o.text.rpartition(" = ")
+        if all(_supports(observed | _CONSTANTS, operand) for operand in figures(expression)):
+            observed.update(v for figure in figures(value) for v, _ in figure.values)
     unsupported: list[str] = []
     given = answer_figures(answer)
     for figure in given:
         if not _supports(observed, figure) and figure.text not in unsupported:
             unsupported.append(figure.text)
-    corpus = _normalise("\n".join(observations))
+    corpus = _normalise("\n".join(o.text for o in seen))
     for m in _QUOTE.finditer(answer):
         quoted = m.group(1) or m.group(2)
         if _normalise(quoted) not in corpus and _normalise(quoted) not in _normalise(goal):

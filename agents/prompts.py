@@ -227,8 +227,10 @@ def step_prompt(
     done: list[StepRecord],
     files: Sequence[str] = (),
 ) -> str:
+    # No example arguments: a small model copies their values (a worked example's file, its numbers); the
+    # arguments' schema, which structured output enforces, shows their form.
     use = (
-        f"Use the tool {tool.name}: {tool.description} Example arguments: {tool.example}. "
+        f"Use the tool {tool.name}: {tool.description} Take its arguments from the goal and the earlier results. "
         "Paths are relative to the workspace."
         if tool
         else "No tool: think, and write the result."

@@ -40,8 +40,17 @@ class WriteFileArgs(_Args):
     append: bool = Field(default=False, description="Append instead of replacing the file.")
 
 
+# Grammar-constrained decoders (llama.cpp, vLLM) enforce a JSON schema's pattern: a small model can then only
+# write arithmetic here, never an empty string or a sentence. Only in the schema models see: the calculator
+# itself refuses anything else with its own message.
+ARITHMETIC = r"^[-+( ]*[0-9]([0-9.+*/%() _-]*[0-9)%])?$"
+
+
 class CalculatorArgs(_Args):
-    expression: str = Field(description="Arithmetic only: numbers, + - * / // % **, parentheses, e.g. (3+4)*2.")
+    expression: str = Field(
+        description="Arithmetic only: numbers, + - * / // % **, parentheses, e.g. (3+4)*2.",
+        json_schema_extra={"pattern": ARITHMETIC, "minLength": 1},
+    )
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ and ends the runs that exist.
 
 from __future__ import annotations
 
+import csv
 import os
 import uuid
 from datetime import timedelta
@@ -227,14 +228,35 @@ def _workspace_files(folder: Path):
 
 
 def list_workspace(folder: Path, limit: int = MAX_LISTED_FILES) -> list[str]:
-    """The workspace's files as prompts show them ("notes.txt (582 bytes)"), at most ``limit``."""
+    """The workspace's files as prompts show them, at most ``limit``: "notes.txt (582 bytes)", and a table's
+    columns ("sales.csv (385 bytes; columns: date, region, units)"), so a model writes SQL with the real names."""
     found: list[str] = []
     for rel, size in _workspace_files(folder):
         if len(found) == limit:
             found.append("(more files not listed)")
             break
-        found.append(f"{rel} ({size} bytes)")
+        columns = _columns(folder / rel)
+        found.append(f"{rel} ({size} bytes; columns: {columns})" if columns else f"{rel} ({size} bytes)")
     return found
+
+
+MAX_HEADER_BYTES = 4096
+MAX_COLUMNS = 30
+
+
+def _columns(path: Path) -> str:
+    """A CSV or TSV file's column names from its first line ("" for other files, or one that cannot be read)."""
+    delimiter = {".csv": ",", ".tsv": "\t"}.get(path.suffix.lower())
+    if delimiter is None:
+        return ""
+    try:
+        with path.open(encoding="utf-8", errors="replace", newline="") as f:
+            first = f.readline(MAX_HEADER_BYTES)
+    except OSError:
+        return ""
+    names = [n.strip() for n in next(csv.reader([first], delimiter=delimiter), []) if n.strip()]
+    shown = ", ".join(names[:MAX_COLUMNS])
+    return shown + (f", … ({len(names) - MAX_COLUMNS} more)" if len(names) > MAX_COLUMNS else "")
 
 
 def workspace_paths(folder: Path, limit: int = MAX_ENUM_FILES) -> list[str]:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stakeflow.agents.claims import answer_figures, check_answer
+from stakeflow.agents.claims import Observation, answer_figures, check_answer
 
 SALES = "region,revenue\nNordic,9356\nSouth,2786\nWest,4188\ntotal,16330.0\n"
 
@@ -101,3 +101,20 @@ def test_an_integer_off_by_any_amount_is_not_supported(value, delta):
 
 def test_answer_figures_keep_the_written_text():
     assert [f.text for f in answer_figures("Sold $1,200.50 (12%) in Q3 2026.")] == ["$1,200.50", "12%", "2026"]
+
+
+def test_a_calculator_value_is_backed_only_by_observed_operands():
+    goal = "What is 1234 * 5678?"
+    right = Observation(tool="calculator", text="1234 * 5678 = 7006652")
+    copied = Observation(tool="calculator", text="1234 * 5678 - 90 = 7006562")  # 90: from a worked example
+    assert check_answer("It is 7,006,652.", goal=goal, observations=[right]).supported
+    assert check_answer("It is 7006562.", goal=goal, observations=[copied]).unsupported_claims == ["7006562"]
+    # A value computed from another tool's output, then from that value, is backed.
+    chain = [
+        Observation(tool="sql_query", text="revenue\n16330.0\n(1 row)"),
+        Observation(tool="calculator", text="16330 * 0.12 = 1959.6"),
+        Observation(tool="calculator", text="1959.6 / 2 = 979.8"),
+    ]
+    assert check_answer(
+        "Half the 12% share is 979.8.", goal="What is half of 12% of the revenue?", observations=chain
+    ).supported

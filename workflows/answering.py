@@ -19,7 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from opentelemetry import trace as otel_trace
 
     from stakeflow.agents import prompts
-    from stakeflow.agents.claims import AnswerCheck
+    from stakeflow.agents.claims import AnswerCheck, Observation
     from stakeflow.agents.policy import decide_route, escalate_unsupported
     from stakeflow.agents.types import ModelCallRequest, RouteDecision, StepRecord, TaskResult
     from stakeflow.codec import Public
@@ -111,5 +111,8 @@ class Answering(ModelSteps):
 
     async def _check(self, answer: str) -> AnswerCheck:
         """The answer against the goal and every successful tool output the run kept (and the workspace's names)."""
-        observed = [r.output for s in self._progress.steps for r in s.tool_results if r.ok]
-        return await check_answer(answer, self._req.goal, [*observed, *self._req.workspace_paths])
+        observed = [
+            Observation(tool=r.tool, text=r.output) for s in self._progress.steps for r in s.tool_results if r.ok
+        ]
+        names = [Observation(text=path) for path in self._req.workspace_paths]
+        return await check_answer(answer, self._req.goal, [*observed, *names])

@@ -144,7 +144,9 @@ class StepLoop(ModelSteps, RunTools, ApprovalGate):
         for r in range(first, first + limit):
             self._progress.current_round = r
             label = state.label if r == 1 else f"{state.label} · round {r}"
-            this = call.model_copy(update={"round": r, "rounds": list(state.turns)})
+            # Round 1 must call the step's tool (the plan chose it); a later round may give up with no call.
+            required = r == 1 and state.spec is not None and self._req.routing.max_rounds > 1
+            this = call.model_copy(update={"round": r, "rounds": list(state.turns), "require_tool_call": required})
             reply, state.decision = await self._call_model(this, state.decision, record, label=label, tool=state.tool)
             self._apply(record, state.decision)
             action = reply.action or StepAction(result=reply.text or "")

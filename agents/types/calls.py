@@ -259,6 +259,8 @@ class ModelCallRequest(BaseModel):
     max_steps: int = 6
     # plan: the first step must use one of these (the tools that read a file the goal names), if any.
     first_step_tools: list[str] = Field(default_factory=list)
+    # step: the step's first round must call its tool (the plan chose it); later rounds may make no call.
+    require_tool_call: bool = False
     max_output_tokens: int = 1024
     # For the trace and the price: why this call goes where it goes.
     stakes: Stakes = "low"
