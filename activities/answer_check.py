@@ -6,13 +6,22 @@ run's history, and a later release that refines the check replays runs recorded 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from temporalio import activity
 
 from stakeflow.agents.claims import AnswerCheck, AnswerCheckRequest, check_answer
-from stakeflow.core.contracts import CHECK_ANSWER
+from stakeflow.core.contracts import CHECK_ANSWER, QueueRole
 
 
-@activity.defn(name=CHECK_ANSWER)
-async def check_answer_activity(req: AnswerCheckRequest) -> AnswerCheck:
-    """Whether every figure and quotation of ``req.answer`` appears in the goal or an observation."""
-    return check_answer(req.answer, goal=req.goal, observations=req.observations)
+class AnswerCheckActivities:
+    """Holds ``check_answer``: a local activity of the workflows queue (it needs nothing but its input)."""
+
+    def activities(self, role: QueueRole) -> list[Callable[..., Any]]:
+        return [self.check_answer] if role == "workflows" else []
+
+    @activity.defn(name=CHECK_ANSWER)
+    async def check_answer(self, req: AnswerCheckRequest) -> AnswerCheck:
+        """Whether every figure and quotation of ``req.answer`` appears in the goal or an observation."""
+        return check_answer(req.answer, goal=req.goal, observations=req.observations)

@@ -3,7 +3,7 @@
 With ``[dataset] capture = true`` (or ``[evals] capture = true``) every model call a run makes is one row of the
 ``captures`` table: the request as the model saw it (system, worked examples, prompt, the output's JSON schema),
 the structured answer, and run, step, agent, tool, route, model, price version. The rows are written as record
-files (``stakeflow.traces._records``) keyed by the call and attempt, never into spans, so they never reach an
+files (``stakeflow.traces.RecordWriter``) keyed by the call and attempt, never into spans, so they never reach an
 OTLP backend. Private runs are captured only with ``[dataset] include_private = true`` — the workflow decides,
 and every row says whether it was private.
 """
@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from stakeflow.activities.model_outputs import plan_output_model, step_output_model
 from stakeflow.agents.types import JudgeVerdict, ModelCallRequest, ModelCallResult
-from stakeflow.settings import Settings
-
-if TYPE_CHECKING:
-    from stakeflow.traces._records import RecordWriter
+from stakeflow.traces import RecordWriter, spool_dir_for
 
 
 def output_schema(req: ModelCallRequest) -> dict[str, Any] | None:
@@ -62,18 +60,15 @@ def response_record(result: ModelCallResult) -> dict[str, Any]:
 class Capturer:
     """Writes one captures row per finished model call that asks for it."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+    def __init__(self, traces_path: Path) -> None:
+        self._traces_path = traces_path  # the trace store whose spool the rows go to
         self._writer: RecordWriter | None = None
 
     async def record(self, req: ModelCallRequest, result: ModelCallResult | None, attempt: int) -> None:
         if not req.capture:
             return
-        from stakeflow.traces import spool_dir_for
-        from stakeflow.traces._records import RecordWriter
-
         if self._writer is None:
-            self._writer = RecordWriter(spool_dir_for(self._settings.traces_path), "captures")
+            self._writer = RecordWriter(spool_dir_for(self._traces_path), "captures")
         row = {
             # One row per call: a retry that succeeds after a failed attempt is a separate (later) row.
             "capture_id": f"{req.run_id}/{req.step}/{req.purpose}/{req.endpoint.route}/{attempt}",

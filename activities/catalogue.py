@@ -8,12 +8,15 @@ server's ``on_unavailable``, whether the run fails naming it or goes on without 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from temporalio import activity
 
 from stakeflow.activities.mcp.toolbox import McpToolbox
 from stakeflow.activities.python_tools import PythonToolbox
 from stakeflow.agents.types import ToolsetRequest, ToolsetResult
-from stakeflow.core.contracts import DESCRIBE_TOOLS
+from stakeflow.core.contracts import DESCRIBE_TOOLS, QueueRole
 
 
 class CatalogueActivities:
@@ -22,6 +25,10 @@ class CatalogueActivities:
     def __init__(self, mcp: McpToolbox | None, python: PythonToolbox | None) -> None:
         self._mcp = mcp
         self._python = python
+
+    def activities(self, role: QueueRole) -> list[Callable[..., Any]]:
+        """``describe_tools`` where the tools run: the tools queue (and each MCP server's own, a tools queue too)."""
+        return [self.describe_tools] if role == "tools" else []
 
     @activity.defn(name=DESCRIBE_TOOLS)
     async def describe_tools(self, req: ToolsetRequest) -> ToolsetResult:

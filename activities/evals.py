@@ -2,7 +2,7 @@
 
 - The budget is a workflow per UTC day (``ShadowBudgetWorkflow``), reached by update-with-start, so any number
   of workers and shadows share one exact, durable count, with no database of their own.
-- The row goes to the trace store as a record file (``stakeflow.traces._records``), keyed by the eval's id: a
+- The row goes to the trace store as a record file (``stakeflow.traces.RecordWriter``), keyed by the eval's id: a
   retry after a crash writes a row that is ignored, so each comparison is stored once.
 - The agreement table is read from the trace store once per run and returned into the run's history.
 """
@@ -10,16 +10,18 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, TypeGuard, get_args
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeGuard, get_args
 
 from temporalio import activity
-from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.client import WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 
+from stakeflow.activities.parameters import EvalParameters
 from stakeflow.agents.evals import (
-    AGREEING,
-    AgreementRow,
+    AGREEMENT_DAYS,
     AgreementTable,
     BudgetAsk,
     BudgetGrant,
@@ -29,80 +31,86 @@ from stakeflow.agents.evals import (
     ReplayPageRequest,
     StepLabel,
 )
-from stakeflow.agents.types import Purpose
+from stakeflow.agents.types import (
+    ExampleTurn,
+    ModelCallRequest,
+    ModelCallResult,
+    Plan,
+    Purpose,
+    StepAction,
+    ToolSpecView,
+)
 from stakeflow.core.contracts import (
+    BUDGET_WORKFLOW,
     LOAD_REPLAY_EXAMPLES,
     READ_AGREEMENT,
     RECORD_EVAL,
     RECORD_LABEL,
     RESERVE_SHADOW_BUDGET,
+    RESERVE_UPDATE,
     SETTLE_SHADOW_BUDGET,
+    SETTLE_UPDATE,
+    QueueRole,
     queue_name,
 )
-from stakeflow.settings import Settings
-
-if TYPE_CHECKING:
-    from stakeflow.traces._records import RecordWriter
-
-AGREEMENT_DAYS = 7
+from stakeflow.stores.datasets import collect
+from stakeflow.traces import RecordWriter, agreement_table, spool_dir_for
 
 
 class EvalActivities:
-    def __init__(self, client: Client, settings: Settings) -> None:
-        self._client = client
-        self._settings = settings
+    """The shadow evaluation's activities (and the replay's examples), all on the workflows queue."""
+
+    def __init__(self, params: EvalParameters) -> None:
+        self._params = params
         self._writer: RecordWriter | None = None
         self._labels: RecordWriter | None = None
 
-    def _budget_start(self, day: str) -> WithStartWorkflowOperation:
-        from stakeflow.workflows.shadow import ShadowBudgetWorkflow
+    def activities(self, role: QueueRole) -> list[Callable[..., Any]]:
+        if role != "workflows":
+            return []
+        return [
+            self.reserve_shadow_budget,
+            self.settle_shadow_budget,
+            self.record_eval,
+            self.read_agreement,
+            self.record_label,
+            self.load_replay_examples,
+        ]
 
-        return WithStartWorkflowOperation(
-            ShadowBudgetWorkflow.run,
-            day,
-            id=f"{self._settings.queue_prefix}-shadow-budget-{day}",
-            task_queue=queue_name("workflows", self._settings.queue_prefix),
+    async def _budget(self, update: str, ask: BudgetAsk) -> BudgetGrant:
+        """The day's budget workflow, by its names (workflows/shadow.py answers them), started if it is not yet."""
+        start: WithStartWorkflowOperation[Any, float] = WithStartWorkflowOperation(
+            BUDGET_WORKFLOW,
+            ask.day,
+            id=f"{self._params.queue_prefix}-shadow-budget-{ask.day}",
+            task_queue=queue_name("workflows", self._params.queue_prefix),
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            static_summary=f"shadow evaluation budget for {day} (UTC)",
+            static_summary=f"shadow evaluation budget for {ask.day} (UTC)",
+            result_type=float,
+        )
+        return await activity.client().execute_update_with_start_workflow(
+            update, ask, start_workflow_operation=start, result_type=BudgetGrant
         )
 
     @activity.defn(name=RESERVE_SHADOW_BUDGET)
     async def reserve_shadow_budget(self, ask: BudgetAsk) -> BudgetGrant:
-        from stakeflow.workflows.shadow import ShadowBudgetWorkflow
-
-        return await self._client.execute_update_with_start_workflow(
-            ShadowBudgetWorkflow.reserve,
-            ask,
-            start_workflow_operation=self._budget_start(ask.day),
-        )
+        return await self._budget(RESERVE_UPDATE, ask)
 
     @activity.defn(name=SETTLE_SHADOW_BUDGET)
     async def settle_shadow_budget(self, ask: BudgetAsk) -> BudgetGrant:
-        from stakeflow.workflows.shadow import ShadowBudgetWorkflow
-
-        return await self._client.execute_update_with_start_workflow(
-            ShadowBudgetWorkflow.settle,
-            ask,
-            start_workflow_operation=self._budget_start(ask.day),
-        )
+        return await self._budget(SETTLE_UPDATE, ask)
 
     @activity.defn(name=RECORD_EVAL)
     async def record_eval(self, record: EvalRecord) -> None:
-        from stakeflow.traces import spool_dir_for
-        from stakeflow.traces._records import RecordWriter
-
         if self._writer is None:
-            self._writer = RecordWriter(spool_dir_for(self._settings.traces_path), "evals")
+            self._writer = RecordWriter(spool_dir_for(self._params.traces_path), "evals")
         row = record.model_dump()
         await asyncio.to_thread(self._writer.write, [row])
 
     @activity.defn(name=RECORD_LABEL)
     async def record_label(self, label: StepLabel) -> None:
-        from stakeflow.traces import spool_dir_for
-        from stakeflow.traces._records import RecordWriter
-
         if self._labels is None:
-            self._labels = RecordWriter(spool_dir_for(self._settings.traces_path), "labels")
+            self._labels = RecordWriter(spool_dir_for(self._params.traces_path), "labels")
         a = label.approval
         row = {
             "label_id": f"{label.run_id}/{label.step}",
@@ -118,31 +126,11 @@ class EvalActivities:
 
     @activity.defn(name=LOAD_REPLAY_EXAMPLES)
     async def load_replay_examples(self, req: ReplayPageRequest) -> ReplayPage:
-        return await asyncio.to_thread(replay_page, self._settings, req)
+        return await asyncio.to_thread(replay_page, self._params.traces_path, req)
 
     @activity.defn(name=READ_AGREEMENT)
     async def read_agreement(self, since_days: int = AGREEMENT_DAYS) -> AgreementTable:
-        return await asyncio.to_thread(agreement_table, self._settings, since_days)
-
-
-def agreement_table(settings: Settings, since_days: int = AGREEMENT_DAYS) -> AgreementTable:
-    """Agreement per (agent, kind, tool) over the last ``since_days``, and overall."""
-    from stakeflow.traces import TraceStore
-
-    since = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=since_days)
-    agreeing = ", ".join(f"'{v}'" for v in AGREEING)
-    with TraceStore(settings.traces_path).reader() as con:
-        rows = con.execute(
-            f"SELECT coalesce(agent, ''), kind, coalesce(tool, ''), count(*), count(*) FILTER (WHERE verdict IN ({agreeing})) "
-            "FROM evals WHERE recorded_at >= ? GROUP BY ALL ORDER BY ALL",
-            [since],
-        ).fetchall()
-    table = AgreementTable(
-        since_days=since_days, rows=[AgreementRow(agent=a, kind=k, tool=t, n=n, agreeing=g) for a, k, t, n, g in rows]
-    )
-    if rows:
-        table.overall = AgreementRow(n=sum(r[3] for r in rows), agreeing=sum(r[4] for r in rows))
-    return table
+        return await asyncio.to_thread(agreement_table, self._params.traces_path, since_days)
 
 
 def _is_purpose(value: str) -> TypeGuard[Purpose]:
@@ -150,14 +138,11 @@ def _is_purpose(value: str) -> TypeGuard[Purpose]:
     return value in get_args(Purpose)
 
 
-def replay_page(settings: Settings, req: ReplayPageRequest) -> ReplayPage:
+def replay_page(traces_path: Path, req: ReplayPageRequest) -> ReplayPage:
     """One page of held-out examples, as ModelCallRequests with their reference answers."""
-    from stakeflow.agents.types import ExampleTurn, ModelCallRequest, ModelCallResult, Plan, StepAction, ToolSpecView
-    from stakeflow.datasets import collect
-
     f = req.filters
     exported = collect(
-        settings,
+        traces_path,
         since=datetime.fromisoformat(f.since) if f.since else None,
         agent=f.agent,
         tool=f.tool,

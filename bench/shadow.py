@@ -28,10 +28,9 @@ if str(REPO) not in sys.path:
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from stakeflow import tasks
-from stakeflow.core.contracts import dev_server_flags
-from stakeflow.local.services import DEV_SERVER_TUNING
-from stakeflow.settings import Settings
+from stakeflow.config import Settings
+from stakeflow.local.services import dev_server_args
+from stakeflow.services import runs
 from stakeflow.workers.main import run_workers
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply, output_schema
@@ -57,9 +56,9 @@ def scripted(latency: float):
 
 async def one(client, settings: Settings, rate: float) -> tuple[float, str]:
     settings.evals.shadow_rate = rate
-    req = tasks.build_request(settings, "Compute three things", workspace=WORKSPACE)
+    req = runs.build_request(settings, "Compute three things", workspace=WORKSPACE)
     started = time.perf_counter()
-    handle = await tasks.start_run(client, settings, req)
+    handle = await runs.start_run(client, settings, req)
     await handle.result()
     return time.perf_counter() - started, handle.id
 
@@ -70,7 +69,7 @@ async def main(args) -> None:
         dev_server_existing_path=shutil.which("temporal"),
         data_converter=pydantic_data_converter,
         ip="127.0.0.1",
-        dev_server_extra_args=[*DEV_SERVER_TUNING, *dev_server_flags(), "--log-level", "error"],
+        dev_server_extra_args=dev_server_args(log_level="error"),
     )
     try:
         with FakeOpenAIServer(model="qwen-bench") as open_fake, FakeAnthropicServer() as frontier_fake:

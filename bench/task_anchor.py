@@ -54,7 +54,7 @@ from stakeflow.activities.tools import EXECUTORS
 from stakeflow.activities.tools.context import ToolContext
 from stakeflow.agents.prompts import MAX_CONTEXT_CHARS
 from stakeflow.agents.tools import CATALOGUE
-from stakeflow.config_sections import ToolsConfig
+from stakeflow.config import ToolsConfig
 from stakeflow.core.errors import ToolError
 
 SUPPORTED_TOOLS = ("read_file", "sql_query", "calculator")

@@ -300,7 +300,7 @@ def select(tasks: list[Task], only: str | None, limit: int | None) -> list[Task]
 
 
 async def run_suite(tasks: list[Task], args: argparse.Namespace) -> tuple[dict[str, dict[str, Row]], dict[str, Any]]:
-    from stakeflow.settings import load_settings
+    from stakeflow.config import load_settings
 
     up = stakeflow(["up"], timeout=300)
     if up.returncode != 0:

@@ -1,6 +1,6 @@
 """Start cost of a webhook delivery: signed POSTs to `stakeflow serve` vs direct client starts.
 
-One Temporal dev server (in-memory, DEV_SERVER_TUNING + stakeflow's search attributes, free port), no
+One Temporal dev server (in-memory, stakeflow's tuning and search attributes: local.services.dev_server_args, free port), no
 workers (so only the start is measured: runs stay queued), and two ways to start AgentTaskWorkflow:
 
   (w) webhook: `python -m stakeflow serve` in its own process, N concurrent keep-alive connections on
@@ -48,12 +48,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from bench.procstats import cpu_seconds
-from stakeflow import tasks
-from stakeflow.core.contracts import dev_server_flags
-from stakeflow.local.services import DEV_SERVER_TUNING
-from stakeflow.settings import Settings
+from stakeflow.config import HookConfig, Settings
+from stakeflow.local.services import dev_server_args
+from stakeflow.services import runs
 from stakeflow.webhooks import sign, start_delivery
-from stakeflow.webhooks.config import HookConfig
 from tests.support import free_port
 
 SECRET = b"bench-secret-not-real"
@@ -219,7 +217,7 @@ async def bench_webhook(
 
 
 async def bench_direct(client: Client, settings: Settings, n: int, concurrency: int, tag: str) -> Round:
-    req = tasks.build_request(
+    req = runs.build_request(
         settings, "Triage this issue and draft a reply: Crash on start\n\n" + "x" * 400, stakes="low", source="bench"
     )
 
@@ -272,7 +270,7 @@ async def main(args: argparse.Namespace) -> None:
         dev_server_existing_path=temporal,
         data_converter=pydantic_data_converter,
         ip="127.0.0.1",
-        dev_server_extra_args=[*DEV_SERVER_TUNING, *dev_server_flags(), "--log-level", "error"],
+        dev_server_extra_args=dev_server_args(log_level="error"),
     )
     tmp = Path(tempfile.mkdtemp(prefix="stakeflow-bench-hooks-"))
     home = tmp / "home"

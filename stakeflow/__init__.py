@@ -1,7 +1,9 @@
 """stakeflow: durable, accountable hybrid agents on Temporal.
 
-This package is the app shell: settings, errors, the CLI, and the services the CLI
-starts (dev server, embedded model, background worker).
+The one import package stakeflow installs. Its subpackages stand on floors, each importing only its own and
+those below: contracts (``core``), agents, workflows, configuration (``config``), libraries (``temporal``,
+``traces``, ``prices``, ``stores``, ``endpoints``, ``local``), activities, workers, services, and the entry points
+(``cli``, ``webhooks``, ``codec_server``). README, "Layout", has the map; tests/test_layers.py holds it.
 """
 
 __version__ = "0.2.0"

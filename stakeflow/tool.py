@@ -22,10 +22,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, TypeVar, get_args
 
-Risk = Literal["read_only", "side_effect", "irreversible"]
-RISKS: tuple[str, ...] = ("read_only", "side_effect", "irreversible")
+from stakeflow.agents.types import Risk  # the catalogue's risks: a Python tool routes like a built-in one
+
+RISKS: tuple[str, ...] = get_args(Risk)
 WORKSPACE_MARK = "stakeflow:workspace"
 WORKSPACE_FILE_MARK = "stakeflow:workspace-file"
 Workspace = Annotated[Path, WORKSPACE_MARK]  # a parameter typed so receives the run's workspace folder

@@ -15,8 +15,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from stakeflow.core.contracts import dev_server_flags
-from stakeflow.local.services import DEV_SERVER_TUNING
+from stakeflow.local.services import dev_server_args
 from tests.support import UI_PORT
 
 
@@ -41,13 +40,7 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
         ip="127.0.0.1",
         ui=True,
         ui_port=UI_PORT,
-        dev_server_extra_args=[
-            *DEV_SERVER_TUNING,
-            *dev_server_flags(),
-            "--log-level",
-            "error",
-            "--ui-disable-news-fetch",
-        ],
+        dev_server_extra_args=dev_server_args(log_level="error"),
     )
     yield e
     await e.shutdown()

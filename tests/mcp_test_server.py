@@ -2,6 +2,7 @@
 
     python tests/mcp_test_server.py stdio LOG
     python tests/mcp_test_server.py http LOG PORT
+    python tests/mcp_test_server.py stdio-hanging-list LOG   # answers initialize, never tools/list
 
 Tools, by their annotations:
 - ``echo(text)``    read-only, closed world
@@ -9,6 +10,7 @@ Tools, by their annotations:
 - ``send(text)``    not read-only, not destructive, open world, not idempotent
 - ``note(text)``    NO annotations at all: the MCP defaults (destructive, open world) must apply
 - ``broken()``      read-only; answers with isError
+- ``crash(text)``   not read-only, not idempotent; exits the server process while the call is in flight
 
 Each call is appended to LOG as one JSON line (tool, arguments), before it is answered: a test reads the
 log to prove what did or did not reach the server.
@@ -16,11 +18,15 @@ log to prove what did or did not reach the server.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import sys
+import time
 
 from fastmcp import FastMCP
 from fastmcp.exceptions import ToolError
+from fastmcp.server.middleware import Middleware
 
 mode, log_path = sys.argv[1], sys.argv[2]
 server = FastMCP("stakeflow-test")
@@ -29,6 +35,15 @@ server = FastMCP("stakeflow-test")
 def _log(tool: str, **args: object) -> None:
     with open(log_path, "a", encoding="utf-8") as f:
         f.write(json.dumps({"tool": tool, "args": args}) + "\n")
+
+
+class HangingList(Middleware):
+    """A server that initializes, then never answers tools/list (it logs that it was asked)."""
+
+    async def on_list_tools(self, context, call_next):
+        with open(log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"tool": "tools/list", "at": time.time()}) + "\n")
+        await asyncio.sleep(3600)
 
 
 @server.tool(annotations={"readOnlyHint": True, "openWorldHint": False})
@@ -68,7 +83,16 @@ def broken() -> str:
     raise ToolError("the directory is down")
 
 
+@server.tool(annotations={"readOnlyHint": False, "destructiveHint": False, "idempotentHint": False})
+def crash(text: str) -> str:
+    """Dies in the middle of the call, after it was received."""
+    _log("crash", text=text)
+    os._exit(3)
+
+
 if __name__ == "__main__":
+    if mode == "stdio-hanging-list":
+        server.add_middleware(HangingList())
     if mode == "http":
         server.run(transport="http", host="127.0.0.1", port=int(sys.argv[3]), show_banner=False)
     else:

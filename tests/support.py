@@ -17,7 +17,9 @@ from pathlib import Path
 
 from temporalio.client import Client
 
-from stakeflow.settings import Settings
+from stakeflow.agents.types import Progress
+from stakeflow.config import Settings
+from stakeflow.core.contracts import PROGRESS_QUERY
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_WORKSPACE = REPO / "examples" / "workspace"
@@ -41,7 +43,8 @@ def make_settings(tmp_path: Path, **overrides) -> Settings:
 
 @contextlib.asynccontextmanager
 async def running_workers(client: Client, settings: Settings, roles=("workflows", "open", "frontier", "tools")):
-    """Real workers on the settings' queues for the duration of the block."""
+    """Real workers on the settings' queues for the duration of the block: `stakeflow worker`'s own (run_workers: one
+    Temporal Worker per queue, each given its role's workflows and activities by StakeflowPlugin)."""
     from stakeflow.workers.main import run_workers
 
     stop = asyncio.Event()
@@ -51,6 +54,18 @@ async def running_workers(client: Client, settings: Settings, roles=("workflows"
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+async def wait_for_approval(handle, step: int) -> Progress:
+    """The run's progress once ``step`` waits for approval (fails the test after 30 s)."""
+    import pytest
+
+    for _ in range(300):
+        p = await handle.query(PROGRESS_QUERY, result_type=Progress)
+        if step in p.awaiting_approval:
+            return p
+        await asyncio.sleep(0.1)
+    pytest.fail(f"step {step} never waited for approval")
 
 
 def open_endpoint_env(url: str, model: str = "qwen-test") -> dict[str, str]:

@@ -8,10 +8,10 @@ import json
 import signal
 import uuid
 
-from stakeflow import tasks
 from stakeflow.agents.types import ApprovalRecord, ApprovalRequest, Progress
 from stakeflow.core.contracts import APPROVE_UPDATE, PROGRESS_QUERY
-from stakeflow.render import run_dict
+from stakeflow.services import runs
+from stakeflow.services.render import run_dict
 from stakeflow.traces import TraceStore, render_tree, trace_tree
 from tests.agent_script import agent, call, plan, round_of
 from tests.fakes import FakeAnthropicServer, prompt_text
@@ -219,8 +219,8 @@ async def test_rounds_are_in_the_trace_and_the_runs_table(client, tmp_path, open
     settings = settings_for(tmp_path, open_fake)
     worker = spawn_worker(worker_env(settings.home, client, settings.queue_prefix, **open_endpoint_env(open_fake.url)))
     try:
-        req = tasks.build_request(settings, GOAL, workspace=workspace)
-        handle = await tasks.start_run(client, settings, req, f"test-rounds-{uuid.uuid4().hex[:8]}")
+        req = runs.build_request(settings, GOAL, workspace=workspace)
+        handle = await runs.start_run(client, settings, req, f"test-rounds-{uuid.uuid4().hex[:8]}")
         await handle.result()
         progress = await handle.query(PROGRESS_QUERY, result_type=Progress)
     finally:
@@ -255,9 +255,9 @@ async def test_each_round_that_acts_asks_for_approval_again(client, tmp_path, op
         )
     )
     settings = settings_for(tmp_path, open_fake)
-    req = tasks.build_request(settings, "Save 16330 to total.md", workspace=workspace)
+    req = runs.build_request(settings, "Save 16330 to total.md", workspace=workspace)
     async with running_workers(client, settings):
-        handle = await tasks.start_run(client, settings, req, f"test-{uuid.uuid4().hex[:8]}")
+        handle = await runs.start_run(client, settings, req, f"test-{uuid.uuid4().hex[:8]}")
         for expected in ("../outside.md", "total.md"):
             await wait_for_approval(handle, 1)
             record = await handle.execute_update(

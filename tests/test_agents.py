@@ -7,11 +7,11 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from stakeflow import tasks
-from stakeflow.catalog_config import AgentConfig
 from stakeflow.cli import cli
+from stakeflow.config import AgentConfig
 from stakeflow.core.contracts import KEYS
 from stakeflow.core.errors import InputError
+from stakeflow.services import runs
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeOpenAIServer
 from tests.support import make_settings, open_endpoint_env, running_workers
@@ -45,10 +45,10 @@ async def test_a_run_of_an_agent_has_its_role_tools_defaults_and_model(client, t
     settings = make_settings(
         tmp_path, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm", agents={"analyst": ANALYST}
     )
-    req = tasks.build_request(settings, "How many units did we sell?", workspace=EXAMPLE_WORKSPACE, agent="analyst")
+    req = runs.build_request(settings, "How many units did we sell?", workspace=EXAMPLE_WORKSPACE, agent="analyst")
     assert sorted(req.tools) == ["calculator", "sql_query"] and req.max_steps == 3 and req.stakes == "low"
     async with running_workers(client, settings):
-        handle = await tasks.start_run(client, settings, req)
+        handle = await runs.start_run(client, settings, req)
         result = await handle.result()
         attrs = (await handle.describe()).typed_search_attributes
     assert result.answer == "77 units"
@@ -62,14 +62,14 @@ async def test_a_run_of_an_agent_has_its_role_tools_defaults_and_model(client, t
 
 def test_what_the_caller_says_wins_over_the_agent(tmp_path):
     settings = make_settings(tmp_path, agents={"analyst": ANALYST})
-    req = tasks.build_request(settings, "Go", agent="analyst", stakes="high", tools=["read_file"], max_steps=5)
+    req = runs.build_request(settings, "Go", agent="analyst", stakes="high", tools=["read_file"], max_steps=5)
     assert (req.stakes, req.tools, req.max_steps) == ("high", ["read_file"], 5)
 
 
 def test_an_unknown_agent_names_the_known_ones(tmp_path):
     settings = make_settings(tmp_path, agents={"analyst": ANALYST})
     with pytest.raises(InputError) as unknown:
-        tasks.build_request(settings, "Go", agent="nope")
+        runs.build_request(settings, "Go", agent="nope")
     assert "unknown agent 'nope'" in str(unknown.value) and "agents: analyst" in str(unknown.value)
 
 
@@ -123,11 +123,11 @@ async def test_costs_by_agent_groups_a_named_agents_calls(client, tmp_path, open
             open_model="qwen-test",
             agents={"analyst": ANALYST},
         )
-        req = tasks.build_request(settings, "Units?", workspace=EXAMPLE_WORKSPACE, agent="analyst")
-        await (await tasks.start_run(client, settings, req)).result()
-        plain = tasks.build_request(settings, "What is 2+2?", workspace=EXAMPLE_WORKSPACE, tools=["calculator"])
+        req = runs.build_request(settings, "Units?", workspace=EXAMPLE_WORKSPACE, agent="analyst")
+        await (await runs.start_run(client, settings, req)).result()
+        plain = runs.build_request(settings, "What is 2+2?", workspace=EXAMPLE_WORKSPACE, tools=["calculator"])
         open_fake.script(agent(plan(("Add", "calculator")), {1: call("calculator", expression="2+2")}, answer="4"))
-        await (await tasks.start_run(client, settings, plain)).result()
+        await (await runs.start_run(client, settings, plain)).result()
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(60)

@@ -12,10 +12,10 @@ import pytest
 from click.testing import CliRunner
 from temporalio.client import WorkflowFailureError
 
-from stakeflow import runs, tasks
 from stakeflow.agents.types import Progress
 from stakeflow.cli import cli
 from stakeflow.core.contracts import PROGRESS_QUERY
+from stakeflow.services import runs
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeOpenAIServer
 from tests.support import make_settings, open_endpoint_env, running_workers
@@ -64,8 +64,8 @@ def cli_run(*args: str):
 
 
 async def start(client, settings, ws, **kw):
-    req = tasks.build_request(settings, "Summarise notes.txt into summary.txt", workspace=ws, **kw)
-    return await tasks.start_run(client, settings, req)
+    req = runs.build_request(settings, "Summarise notes.txt into summary.txt", workspace=ws, **kw)
+    return await runs.start_run(client, settings, req)
 
 
 async def test_high_risk_step_waits_then_approve_via_cli(client, setup):

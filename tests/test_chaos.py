@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from stakeflow import tasks
+from stakeflow.services import runs
 from stakeflow.traces import TraceStore
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeOpenAIServer, Reply, prompt_text
@@ -59,9 +59,9 @@ async def test_sigkill_chaos_every_run_completes_and_writes_once(client, tmp_pat
         settings = make_settings(tmp_path, queue_prefix=prefix, open_base_url=open_fake.url, open_model="qwen-test")
         handles = []
         for i in range(RUNS):
-            req = tasks.build_request(settings, f"Log chaos-run-{i}", stakes="low", workspace=workspace)
+            req = runs.build_request(settings, f"Log chaos-run-{i}", stakes="low", workspace=workspace)
             req.heartbeat_timeout_s = 2
-            handles.append(await tasks.start_run(client, settings, req, f"chaos-{prefix}-{i}"))
+            handles.append(await runs.start_run(client, settings, req, f"chaos-{prefix}-{i}"))
 
         worker = spawn_worker(env)
         kills = 0

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from stakeflow import tasks
 from stakeflow.cli import cli
+from stakeflow.services import runs
 from tests.agent_script import agent, plan, think
 from tests.fakes import FakeOpenAIServer
 from tests.support import (
@@ -68,9 +68,9 @@ async def finished(env, tmp_path_factory) -> Run:
         worker = spawn_worker(wenv)
         try:
             settings = make_settings(tmp, queue_prefix=prefix, open_base_url=open_fake.url, open_model="qwen-test")
-            req = tasks.build_request(settings, "Think twice")
+            req = runs.build_request(settings, "Think twice")
             req.steps_per_history = 1
-            handle = await tasks.start_run(client, settings, req)
+            handle = await runs.start_run(client, settings, req)
             result = await handle.result()
         finally:
             worker.send_signal(signal.SIGTERM)  # graceful: flushes buffered spans

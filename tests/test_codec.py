@@ -1,6 +1,6 @@
 """Payload encryption: what the server stores is ciphertext, and everything still works.
 
-Runs on the session's dev server with real workers whose client encrypts (stakeflow.connection.connect
+Runs on the session's dev server with real workers whose client encrypts (stakeflow.temporal.connection.connect
 with keys configured); the raw history, fetched by a client without keys, is scanned for the goal, the
 prompt, a tool's output and a file's content. tests/test_histories_replay.py replays these histories with
 ``KEYRING`` (they must replay like any other) and scans every history for ``KEY_SECRETS``.
@@ -15,10 +15,10 @@ import json
 import pytest
 from temporalio.api.common.v1 import Payload
 
-from stakeflow import runs, tasks
 from stakeflow.agents.types import TaskResult
-from stakeflow.codec import ENCODING, CodecKeyError, EncryptionCodec, data_converter, parse_keys
 from stakeflow.core.errors import ConfigError
+from stakeflow.services import runs
+from stakeflow.temporal.codec import ENCODING, CodecKeyError, EncryptionCodec, data_converter, parse_keys
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeOpenAIServer
 from tests.support import make_settings, running_workers
@@ -40,7 +40,7 @@ ANSWER_MARK = "ANSWER-MARK-44aa revenue grew"
 
 
 async def sealed_client(settings):
-    """A client that encrypts as ``stakeflow.connection.connect`` makes it (the same data converter), without
+    """A client that encrypts as ``stakeflow.temporal.connection.connect`` makes it (the same data converter), without
     the OpenTelemetry plugin, which in-process workers cannot use without a process-wide tracer provider
     (the worker processes of tests/test_topology.py use ``connect`` itself)."""
     from temporalio.client import Client
@@ -87,7 +87,7 @@ async def test_round_trip_rotation_and_unknown_keys():
 
 
 def make_settings_stub():
-    from stakeflow.settings import Settings
+    from stakeflow.config import Settings
 
     return Settings(codec_keys=KEYS_ENV)
 
@@ -146,9 +146,9 @@ async def test_no_history_event_holds_a_goal_prompt_tool_output_or_file_in_clear
             tmp_path, client, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm"
         )
         sealed = await sealed_client(settings)
-        req = tasks.build_request(settings, GOAL_MARK, workspace=workspace)
+        req = runs.build_request(settings, GOAL_MARK, workspace=workspace)
         async with running_workers(sealed, settings):
-            handle = await tasks.start_run(sealed, settings, req)
+            handle = await runs.start_run(sealed, settings, req)
             from tests.test_approvals import wait_for_approval
 
             await wait_for_approval(handle, 2)
@@ -191,11 +191,11 @@ async def test_a_failed_step_keeps_its_message_out_of_the_history(client, tmp_pa
             tmp_path, client, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm"
         )
         sealed = await sealed_client(settings)
-        req = tasks.build_request(settings, "What is 2+2? " + GOAL_MARK, sensitivity="private")
+        req = runs.build_request(settings, "What is 2+2? " + GOAL_MARK, sensitivity="private")
         async with running_workers(sealed, settings):
-            handle = await tasks.start_run(sealed, settings, req)
-            with pytest.raises(tasks.RunFailed) as e:
-                await tasks.wait_result(handle)
+            handle = await runs.start_run(sealed, settings, req)
+            with pytest.raises(runs.RunFailed) as e:
+                await runs.wait_result(handle)
     assert "step 1/1 'Compute' failed" in str(e.value)  # decoded by the client with the keys
     text = (await client.get_workflow_handle(handle.id).fetch_history()).to_json()
     assert "Compute" not in text and "FAIL-MARK-19c2" not in text and GOAL_MARK not in text
@@ -213,7 +213,7 @@ async def test_a_history_written_in_clear_is_still_read_after_keys_are_configure
             open_dialect="vllm",
         )
         async with running_workers(client, plain):
-            handle = await tasks.start_run(client, plain, tasks.build_request(plain, "Think in clear"))
+            handle = await runs.start_run(client, plain, runs.build_request(plain, "Think in clear"))
             await handle.result()
     sealed = await sealed_client(codec_settings(tmp_path, client))
     result = await sealed.get_workflow_handle(handle.id, result_type=TaskResult).result()
@@ -228,7 +228,7 @@ async def test_a_client_without_the_keys_cannot_read_a_sealed_result(client, tmp
         )
         sealed = await sealed_client(settings)
         async with running_workers(sealed, settings):
-            handle = await tasks.start_run(sealed, settings, tasks.build_request(settings, GOAL_MARK))
+            handle = await runs.start_run(sealed, settings, runs.build_request(settings, GOAL_MARK))
             await handle.result()
     other = await sealed_client(
         make_settings(

@@ -15,10 +15,10 @@ import uuid
 import httpx
 import pytest
 
-from stakeflow import tasks
-from stakeflow.codec import EncryptionCodec, data_converter, parse_keys
 from stakeflow.codec_server import create_app
 from stakeflow.core.errors import ConfigError
+from stakeflow.services import runs
+from stakeflow.temporal.codec import EncryptionCodec, data_converter, parse_keys
 from tests.agent_script import agent, plan, think
 from tests.fakes import FakeOpenAIServer
 from tests.support import free_port, make_settings, running_workers
@@ -90,7 +90,7 @@ async def test_decode_and_encode_with_a_bearer_token(codec_server, caplog):
 
 
 def make_settings_keys():
-    from stakeflow.settings import Settings
+    from stakeflow.config import Settings
 
     return Settings(codec_keys=KEYS_ENV)
 
@@ -148,7 +148,7 @@ async def sealed_run(client, tmp_path, goal: str) -> str:
         )
         sealed = await sealed_client(settings)
         async with running_workers(sealed, settings):
-            handle = await tasks.start_run(sealed, settings, tasks.build_request(settings, goal))
+            handle = await runs.start_run(sealed, settings, runs.build_request(settings, goal))
             await handle.result()
     return handle.id
 
@@ -212,8 +212,7 @@ async def ui_server():
     """A dev server whose Web UI is told the codec endpoint (`--ui-codec-endpoint`), as an operator would."""
     from temporalio.testing import WorkflowEnvironment
 
-    from stakeflow.core.contracts import dev_server_flags
-    from stakeflow.local.services import DEV_SERVER_TUNING
+    from stakeflow.local.services import dev_server_args
 
     codec_port, ui_port = free_port(), free_port()
     env = await WorkflowEnvironment.start_local(
@@ -221,15 +220,7 @@ async def ui_server():
         ip="127.0.0.1",
         ui=True,
         ui_port=ui_port,
-        dev_server_extra_args=[
-            *DEV_SERVER_TUNING,
-            *dev_server_flags(),
-            "--log-level",
-            "error",
-            "--ui-disable-news-fetch",
-            "--ui-codec-endpoint",
-            f"http://127.0.0.1:{codec_port}",
-        ],
+        dev_server_extra_args=dev_server_args(log_level="error", ui_codec_endpoint=f"http://127.0.0.1:{codec_port}"),
     )
     try:
         yield env, codec_port, ui_port
@@ -290,8 +281,8 @@ async def test_the_web_ui_shows_the_decoded_goal_to_those_allowed(tmp_path, ui_s
 
 def test_stakeflow_up_s_dev_server_tells_its_web_ui_the_codec_endpoint(tmp_path, monkeypatch):
     """STAKEFLOW_UI_CODEC_ENDPOINT: the local Web UI decodes through `stakeflow codec-server` (its own settings say so)."""
+    from stakeflow.config import load_settings
     from stakeflow.local import services
-    from stakeflow.settings import load_settings
 
     monkeypatch.setenv("STAKEFLOW_TEMPORAL_PORT", str(free_port()))
     monkeypatch.setenv("STAKEFLOW_UI_PORT", str(free_port()))

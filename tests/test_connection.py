@@ -15,10 +15,10 @@ import uuid
 
 import pytest
 
-from stakeflow import tasks
-from stakeflow.connection import connect
+from stakeflow.config import load_settings
 from stakeflow.core.errors import ConfigError, ServiceError
-from stakeflow.settings import load_settings
+from stakeflow.services import runs
+from stakeflow.temporal.connection import connect
 from tests.agent_script import agent, plan, think
 from tests.fakes import FakeOpenAIServer
 from tests.support import open_endpoint_env, spawn_worker, worker_env, worker_log
@@ -130,7 +130,7 @@ def test_unusable_tls_files_are_named_before_any_handshake(tmp_path, monkeypatch
     monkeypatch.setenv("TEMPORAL_ADDRESS", "127.0.0.1:1")
     monkeypatch.setenv("TEMPORAL_TLS_CLIENT_CERT_PATH", str(tmp_path / "missing.pem"))
     monkeypatch.setenv("TEMPORAL_TLS_CLIENT_KEY_PATH", str(pki.client_key))
-    from stakeflow.connection import tls_config
+    from stakeflow.temporal.connection import tls_config
 
     with pytest.raises(ConfigError) as e:
         tls_config(load_settings().target)
@@ -202,7 +202,7 @@ async def test_a_run_over_mutual_tls_with_workers_and_doctor(tmp_path, pki, mtls
         del env["STAKEFLOW_TEMPORAL_ADDRESS"]  # only Temporal's variables say where to go
         worker = spawn_worker(env)
         try:
-            handle = await tasks.start_run(tls_client, settings, tasks.build_request(settings, "Think over mTLS"))
+            handle = await runs.start_run(tls_client, settings, runs.build_request(settings, "Think over mTLS"))
             result = await handle.result()
             doctor = subprocess.run(
                 [sys.executable, "-m", "stakeflow", "doctor", "--json"],
@@ -288,7 +288,7 @@ async def test_the_api_key_reaches_the_server_as_a_bearer_authorization_header(t
         monkeypatch.setenv("STAKEFLOW_QUEUE_PREFIX", prefix)
         settings = load_settings()
         keyed = await connect(settings)
-        handle = await tasks.start_run(keyed, settings, tasks.build_request(settings, "A run started with an API key"))
+        handle = await runs.start_run(keyed, settings, runs.build_request(settings, "A run started with an API key"))
         await handle.terminate("test")
         doctor = subprocess.run(
             [sys.executable, "-m", "stakeflow", "doctor"],

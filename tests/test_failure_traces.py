@@ -13,9 +13,9 @@ import uuid
 import pytest
 from temporalio.client import WorkflowFailureError
 
-from stakeflow import tasks
 from stakeflow.agents.types import Progress
 from stakeflow.core.contracts import PROGRESS_QUERY
+from stakeflow.services import runs
 from stakeflow.traces import TraceStore
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeOpenAIServer, Reply
@@ -64,8 +64,8 @@ class TracedWorker:
 async def test_the_step_that_fails_a_run_is_in_the_store_once_with_its_error(client, tmp_path, open_fake):
     open_fake.script(agent(plan(("Compute", "calculator")), {1: Reply.error(400, "this request is not allowed")}))
     with TracedWorker(client, tmp_path, open_fake) as w:
-        req = tasks.build_request(w.settings, "What is 2+2?", workspace=w.ws)
-        handle = await tasks.start_run(client, w.settings, req)
+        req = runs.build_request(w.settings, "What is 2+2?", workspace=w.ws)
+        handle = await runs.start_run(client, w.settings, req)
         with pytest.raises(WorkflowFailureError):
             await handle.result()
     steps = w.rows(
@@ -91,14 +91,14 @@ async def test_a_run_that_continues_as_new_has_a_run_span_per_generation(client,
         agent(plan(*steps), {i: call("calculator", expression=f"{i}+1") for i in range(1, 6)}, answer="done")
     )
     with TracedWorker(client, tmp_path, open_fake) as w:
-        req = tasks.build_request(w.settings, "Five sums", workspace=w.ws, max_steps=5)
+        req = runs.build_request(w.settings, "Five sums", workspace=w.ws, max_steps=5)
         req.steps_per_history = 2
-        handle = await tasks.start_run(client, w.settings, req)
+        handle = await runs.start_run(client, w.settings, req)
         await handle.result()
-    runs = w.rows(
+    generations = w.rows(
         "SELECT status FROM spans WHERE run_id = ? AND name = 'stakeflow.run' ORDER BY start_time", [handle.id]
     )
-    assert runs == [("continued_as_new",), ("continued_as_new",), ("completed",)]
+    assert generations == [("continued_as_new",), ("continued_as_new",), ("completed",)]
     step_spans = w.rows(
         "SELECT step FROM spans WHERE run_id = ? AND name = 'stakeflow.step' ORDER BY step", [handle.id]
     )
@@ -110,8 +110,8 @@ async def test_a_step_cancelled_while_waiting_is_in_the_store_as_canceled(client
         agent(plan(("Write it down", "write_file", "high")), {1: call("write_file", path="out.txt", content="x")})
     )
     with TracedWorker(client, tmp_path, open_fake) as w:
-        req = tasks.build_request(w.settings, "Write x to out.txt", workspace=w.ws)
-        handle = await tasks.start_run(client, w.settings, req)
+        req = runs.build_request(w.settings, "Write x to out.txt", workspace=w.ws)
+        handle = await runs.start_run(client, w.settings, req)
         for _ in range(300):
             if 1 in (await handle.query(PROGRESS_QUERY, result_type=Progress)).awaiting_approval:
                 break

@@ -29,8 +29,8 @@ async def test_all_recorded_histories_replay(client):
     # Run alone, this file has no histories; in the suite, the workflow tests leave a dozen or more.
     if not histories:
         pytest.skip("no histories on this server: run the whole suite")
-    from stakeflow.codec import data_converter
-    from stakeflow.settings import Settings
+    from stakeflow.config import Settings
+    from stakeflow.temporal.codec import data_converter
     from tests.test_codec import KEYS_ENV
 
     replayer = Replayer(workflows=[AgentTaskWorkflow], data_converter=data_converter(Settings(codec_keys=KEYS_ENV)))

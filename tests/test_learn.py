@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from stakeflow import tasks
 from stakeflow.cli import cli
+from stakeflow.config import load_settings
 from stakeflow.core.contracts import PROGRESS_QUERY
-from stakeflow.settings import load_settings
+from stakeflow.services import runs
 from tests.agent_script import agent, call, plan, think
 from tests.fake_vllm import FakeVLLMServer
 from tests.fakes import FakeAnthropicServer, output_schema, prompt_text
@@ -133,10 +133,10 @@ async def capture_runs(client, settings, workspace: Path, n: int = 8) -> None:
     workspace.mkdir(exist_ok=True)
     (workspace / "notes.txt").write_text("Revenue grew 12%.\n")
     for i in range(n):
-        req = tasks.build_request(
+        req = runs.build_request(
             settings, f"Summarise notes.txt for team {i}", workspace=workspace, agent="notes", stakes="high"
         )
-        result = await (await tasks.start_run(client, settings, req)).result()
+        result = await (await runs.start_run(client, settings, req)).result()
         assert result.answer == "GOLD summary of the notes"
 
 
@@ -166,9 +166,9 @@ async def test_learn_promotes_a_better_adapter_and_the_agents_runs_use_it(client
 
         # The agent's next run uses the adapter; `stakeflow agents` says so.
         before = len(models.vllm.calls)
-        req = tasks.build_request(load_settings(), "Summarise notes.txt", workspace=tmp_path / "ws", agent="notes")
+        req = runs.build_request(load_settings(), "Summarise notes.txt", workspace=tmp_path / "ws", agent="notes")
         assert req.routing.open.model == adapter
-        await (await tasks.start_run(client, settings, req)).result()
+        await (await runs.start_run(client, settings, req)).result()
         assert {c.body["model"] for c in models.vllm.calls[before:]} == {adapter}
         code, out = await asyncio.to_thread(stakeflow, "agents")
         assert f"open model {adapter} (promoted by stakeflow learn)" in out
@@ -196,7 +196,7 @@ async def test_learn_promotes_a_better_adapter_and_the_agents_runs_use_it(client
 
     code, out = stakeflow("learn", "--agent", "notes", "--revert")
     assert code == 0 and f"{adapter} no longer promoted" in out
-    assert tasks.build_request(load_settings(), "Go", agent="notes").routing.open.model == BASE
+    assert runs.build_request(load_settings(), "Go", agent="notes").routing.open.model == BASE
 
 
 async def test_an_adapter_no_better_is_unloaded_and_not_promoted(client, tmp_path, team, models):
@@ -210,7 +210,7 @@ async def test_an_adapter_no_better_is_unloaded_and_not_promoted(client, tmp_pat
     assert models.vllm.adapters == {}
     unloads = [r for r in models.vllm.requests if r.path.endswith("/unload_lora_adapter")]
     assert len(unloads) == 1
-    assert tasks.build_request(load_settings(), "Go", agent="notes").routing.open.model == BASE
+    assert runs.build_request(load_settings(), "Go", agent="notes").routing.open.model == BASE
 
 
 async def test_a_failing_trainer_fails_the_learn_run_with_its_log_tail(client, tmp_path, team, models):
@@ -261,7 +261,7 @@ async def test_the_learn_run_survives_its_train_worker_being_killed(client, tmp_
 
 
 async def tasks_start_learn(settings):
-    from stakeflow.learning import start_learn
+    from stakeflow.services.learn import start_learn
 
     return await start_learn(settings, "notes")
 

@@ -13,8 +13,8 @@ from temporalio.client import WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from stakeflow import tasks
-from stakeflow.config_sections import WorkersConfig
+from stakeflow.config import WorkersConfig
+from stakeflow.services import runs
 from stakeflow.workflows.agent_task import AgentTaskWorkflow
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply
@@ -58,10 +58,10 @@ async def test_open_calls_run_as_local_activities_and_the_history_replays(client
         settings = make_settings(
             tmp_path, open_base_url=fake.url, open_model="qwen-test", open_dialect="vllm", workers=LOCAL
         )
-        req = tasks.build_request(settings, "What is 6*7?", workspace=workspace)
+        req = runs.build_request(settings, "What is 6*7?", workspace=workspace)
         assert req.routing.open_local is True
         async with running_workers(client, settings):
-            handle = await tasks.start_run(client, settings, req)
+            handle = await runs.start_run(client, settings, req)
             result = await handle.result()
             history = await handle.fetch_history()
     assert result.status == "completed" and result.answer == "42"
@@ -84,8 +84,8 @@ async def test_without_the_setting_a_run_keeps_regular_activities_on_the_open_qu
         )
         starter = worker_settings.model_copy(update={"workers": WorkersConfig()})
         async with running_workers(client, worker_settings):
-            handle = await tasks.start_run(
-                client, starter, tasks.build_request(starter, "What is 6*7?", workspace=workspace)
+            handle = await runs.start_run(
+                client, starter, runs.build_request(starter, "What is 6*7?", workspace=workspace)
             )
             assert (await handle.result()).answer == "42"
             history = await handle.fetch_history()
@@ -108,8 +108,8 @@ async def test_a_local_open_call_that_keeps_failing_falls_back_to_the_frontier(c
         settings.policy.model_max_attempts = 2
         settings.policy.model_retry_initial_s = 0.1
         async with running_workers(client, settings):
-            handle = await tasks.start_run(
-                client, settings, tasks.build_request(settings, "What is 6*7?", workspace=workspace)
+            handle = await runs.start_run(
+                client, settings, runs.build_request(settings, "What is 6*7?", workspace=workspace)
             )
             result = await handle.result()
             history = await handle.fetch_history()
@@ -132,8 +132,8 @@ async def test_a_private_run_whose_local_open_calls_fail_fails_clearly(client, t
     settings.policy.model_max_attempts = 2
     settings.policy.model_retry_initial_s = 0.1
     async with running_workers(client, settings):
-        handle = await tasks.start_run(
-            client, settings, tasks.build_request(settings, "What is 6*7?", sensitivity="private", workspace=workspace)
+        handle = await runs.start_run(
+            client, settings, runs.build_request(settings, "What is 6*7?", sensitivity="private", workspace=workspace)
         )
         with pytest.raises(WorkflowFailureError) as info:
             await handle.result()
@@ -157,8 +157,8 @@ async def test_invalid_local_open_output_is_retried_then_escalated_and_its_usage
             workers=LOCAL,
         )
         async with running_workers(client, settings):
-            handle = await tasks.start_run(
-                client, settings, tasks.build_request(settings, "What is 6*7?", workspace=workspace)
+            handle = await runs.start_run(
+                client, settings, runs.build_request(settings, "What is 6*7?", workspace=workspace)
             )
             result = await handle.result()
     [step] = result.steps
@@ -197,7 +197,7 @@ async def test_a_worker_killed_mid_local_call_is_replaced_and_the_run_completes(
         )
         worker = spawn_worker(env, "workflows,tools")  # no open worker at all: the calls are local or nothing
         try:
-            handle = await tasks.start_run(client, settings, tasks.build_request(settings, "6*7?", workspace=workspace))
+            handle = await runs.start_run(client, settings, runs.build_request(settings, "6*7?", workspace=workspace))
             deadline = time.monotonic() + 60
             while len(fake.calls) < 2 and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)

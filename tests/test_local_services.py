@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import pytest
 from stakeflow.activities.model_errors import CallContext, _connection_message
 from stakeflow.core.errors import ServiceError
 from stakeflow.local import processes, services
-from tests.support import free_port, make_settings
+from tests.support import REPO, free_port, make_settings
 
 MODEL_SERVER = str(Path(__file__).with_name("model_server_process.py"))
 
@@ -117,7 +118,7 @@ def test_a_call_to_a_crashed_embedded_model_says_crashed_and_the_fix(tmp_path):
         services.ensure_embedded_model(settings)
     from pydantic_ai.exceptions import ModelConnectionError
 
-    from stakeflow.activities.models import _embedded_crash
+    from stakeflow.activities.parameters import ModelParameters
 
     ctx = CallContext(
         "open",
@@ -125,7 +126,7 @@ def test_a_call_to_a_crashed_embedded_model_says_crashed_and_the_fix(tmp_path):
         settings.open_url,
         30.0,
         embedded=True,
-        crash_report=lambda: _embedded_crash(settings),
+        crash_report=ModelParameters.from_settings(settings).embedded_crash,  # what call_model is given
     )
     error = ModelConnectionError("smollm2-135m-instruct", "connection refused", phase="connect")
     error.__cause__ = ConnectionRefusedError(111, "Connection refused")
@@ -156,3 +157,16 @@ def test_the_supervisor_forwards_a_stop_and_records_it(tmp_path):
     assert proc.wait(timeout=10) == 1
     record = json.loads(exit_file.read_text())
     assert record["signal"] == "SIGTERM" and record["stop_requested"] is True
+
+
+def test_the_dev_server_command_is_built_in_one_place():
+    """`up`, the tests' dev servers and the benchmarks' take `temporal server start-dev`'s flags from
+    stakeflow/local/services.py: a tuning flag or search attribute written again elsewhere drifts from it."""
+    spelled = re.compile(r"\"start-dev\"|DEV_SERVER_TUNING|dev_server_flags\(\)|\"--sqlite-pragma\"")
+    places = sorted(
+        str(path.relative_to(REPO))
+        for root in ("stakeflow", "agents", "activities", "workflows", "workers", "tests", "bench")
+        for path in (REPO / root).rglob("*.py")
+        if spelled.search(path.read_text()) and path.name != Path(__file__).name
+    )
+    assert places == ["stakeflow/local/services.py"]

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from stakeflow import tasks
 from stakeflow.agents.types import ApprovalRequest, Progress
-from stakeflow.catalog_config import McpServerConfig
 from stakeflow.core.contracts import APPROVE_UPDATE, PROGRESS_QUERY
+from stakeflow.services import runs
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer
-from tests.support import free_port, make_settings, running_workers
+from tests.mcp_support import mcp_settings
+from tests.support import free_port, running_workers, wait_for_approval
 
 SERVER = str(Path(__file__).with_name("mcp_test_server.py"))
 GIT = str(Path(sys.executable).parent / "mcp-server-git")
@@ -54,29 +54,8 @@ def frontier_fake():
         yield server
 
 
-def settings_with(tmp_path, open_fake, frontier_fake=None, **mcp):
-    extra = {}
-    if frontier_fake is not None:
-        extra = dict(
-            anthropic_api_key="sk-ant-test-mcp", anthropic_base_url=frontier_fake.url, frontier_model="claude-test"
-        )
-    servers = {name: McpServerConfig(**cfg) for name, cfg in mcp.items()}
-    return make_settings(
-        tmp_path, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm", mcp=servers, **extra
-    )
-
-
 def git_server(repo: Path) -> dict:
     return {"command": GIT, "args": ["--repository", str(repo)]}
-
-
-async def wait_for_approval(handle, step: int) -> Progress:
-    for _ in range(300):
-        p = await handle.query(PROGRESS_QUERY, result_type=Progress)
-        if step in p.awaiting_approval:
-            return p
-        await asyncio.sleep(0.1)
-    pytest.fail(f"step {step} never waited for approval")
 
 
 def test_stakeflow_tools_lists_git_tools_with_risks_from_their_annotations(tmp_path, repo):
@@ -105,10 +84,10 @@ async def test_a_read_only_git_run_stays_on_the_open_model(client, tmp_path, rep
             answer="clean, one commit",
         )
     )
-    settings = settings_with(tmp_path, open_fake, frontier_fake, git=git_server(repo))
-    req = tasks.build_request(settings, "Is the repository clean?", workspace=tmp_path, tools=["git.*"])
+    settings = mcp_settings(tmp_path, open_fake, frontier_fake, git=git_server(repo))
+    req = runs.build_request(settings, "Is the repository clean?", workspace=tmp_path, tools=["git.*"])
     async with running_workers(client, settings):
-        result = await (await tasks.start_run(client, settings, req)).result()
+        result = await (await runs.start_run(client, settings, req)).result()
     assert [(s.route, s.stakes, s.status) for s in result.steps] == [("open", "low", "ok")] * 2
     assert "nothing to commit" in result.steps[0].tool_results[0].output
     assert "first" in result.steps[1].tool_results[0].output
@@ -129,10 +108,10 @@ async def test_git_reset_is_high_stakes_on_the_frontier_and_waits_before_it_acts
     )
     open_fake.script(script)
     frontier_fake.script(script)
-    settings = settings_with(tmp_path, open_fake, frontier_fake, git=git_server(repo))
-    req = tasks.build_request(settings, "Unstage the changes", workspace=tmp_path, tools=["git.*"])
+    settings = mcp_settings(tmp_path, open_fake, frontier_fake, git=git_server(repo))
+    req = runs.build_request(settings, "Unstage the changes", workspace=tmp_path, tools=["git.*"])
     async with running_workers(client, settings):
-        handle = await tasks.start_run(client, settings, req)
+        handle = await runs.start_run(client, settings, req)
         waiting = await wait_for_approval(handle, 1)
         assert (waiting.steps[0].route, waiting.steps[0].stakes) == ("frontier", "high")
         assert "tool git.git_reset is irreversible" in waiting.steps[0].reason
@@ -148,10 +127,10 @@ async def test_killing_the_mcp_server_mid_run_does_not_fail_the_run(client, tmp_
     open_fake.script(
         agent(plan(("Status", "git.git_status"), ("Status again", "git.git_status")), steps, answer="still clean")
     )
-    settings = settings_with(tmp_path, open_fake, git=git_server(repo))
-    req = tasks.build_request(settings, "Check the repository twice", workspace=tmp_path, tools=["git.*"])
+    settings = mcp_settings(tmp_path, open_fake, git=git_server(repo))
+    req = runs.build_request(settings, "Check the repository twice", workspace=tmp_path, tools=["git.*"])
     async with running_workers(client, settings):
-        handle = await tasks.start_run(client, settings, req)
+        handle = await runs.start_run(client, settings, req)
         for _ in range(300):  # after step 1's tool call, kill the server process
             p = await handle.query(PROGRESS_QUERY, result_type=Progress)
             if p.steps and p.steps[0].status == "ok":
@@ -200,11 +179,11 @@ async def test_an_http_server_works_the_same_and_unannotated_means_riskiest(clie
             answer="echoed",
         )
     )
-    settings = settings_with(tmp_path, open_fake, web={"url": url})
-    req = tasks.build_request(settings, "Echo hi", workspace=tmp_path, tools=["web.*"])
+    settings = mcp_settings(tmp_path, open_fake, web={"url": url})
+    req = runs.build_request(settings, "Echo hi", workspace=tmp_path, tools=["web.*"])
     async with running_workers(client, settings):
-        result = await (await tasks.start_run(client, settings, req)).result()
-        from stakeflow.catalog import tools_report
+        result = await (await runs.start_run(client, settings, req)).result()
+        from stakeflow.cli.listing import tools_report
 
         listing = await asyncio.to_thread(tools_report, settings)
     assert result.steps[0].tool_results[0].output == "echo: hi"
@@ -221,14 +200,14 @@ async def test_a_server_down_at_plan_time_is_a_named_failure_or_skipped(client, 
 
     open_fake.script(agent(plan(("Think", None)), {1: {"tool_calls": [], "result": "ok"}}, answer="ok"))
     down = {"url": f"http://127.0.0.1:{free_port()}/mcp"}
-    settings = settings_with(tmp_path, open_fake, web=down)
+    settings = mcp_settings(tmp_path, open_fake, web=down)
     async with running_workers(client, settings):
-        req = tasks.build_request(settings, "Think", workspace=tmp_path, tools=["web.*", "calculator"])
+        req = runs.build_request(settings, "Think", workspace=tmp_path, tools=["web.*", "calculator"])
         with pytest.raises(WorkflowFailureError) as failed:
-            await (await tasks.start_run(client, settings, req)).result()
+            await (await runs.start_run(client, settings, req)).result()
         assert "MCP server 'web' is unavailable" in failed.value.cause.message
         settings.mcp["web"].on_unavailable = "skip"
-        req = tasks.build_request(settings, "Think", workspace=tmp_path, tools=["web.*", "calculator"])
-        result = await (await tasks.start_run(client, settings, req)).result()
+        req = runs.build_request(settings, "Think", workspace=tmp_path, tools=["web.*", "calculator"])
+        result = await (await runs.start_run(client, settings, req)).result()
     assert result.status == "completed"
     assert any("went on without MCP server 'web'" in n for n in result.notices)

@@ -11,7 +11,7 @@ import uuid
 import httpx
 import pytest
 
-from stakeflow import tasks
+from stakeflow.services import runs
 from tests.agent_script import agent, call, plan, think
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply
 from tests.support import free_port, make_settings, open_endpoint_env, spawn_worker, worker_env, worker_log
@@ -87,9 +87,7 @@ async def test_a_worker_serves_sdk_and_stakeflow_metrics(client, tmp_path):
         worker = spawn_worker(env)
         try:
             url = f"http://127.0.0.1:{port}/metrics"
-            handle = await tasks.start_run(
-                client, settings, tasks.build_request(settings, "What is 6*7?", workspace=ws)
-            )
+            handle = await runs.start_run(client, settings, runs.build_request(settings, "What is 6*7?", workspace=ws))
             for _ in range(200):  # until the run waits on its first step and the worker has reported its pollers
                 during = await scrape(url)
                 if any("Now step 1" in c.raw for c in open_fake.calls) and samples(during, "temporal_num_pollers"):

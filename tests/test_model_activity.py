@@ -18,6 +18,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from stakeflow.activities.models import ModelActivities
+from stakeflow.activities.parameters import ModelParameters
 from stakeflow.agents.tools import CATALOGUE
 from stakeflow.agents.types import (
     CallFailure,
@@ -29,8 +30,8 @@ from stakeflow.agents.types import (
     ToolCall,
     Usage,
 )
+from stakeflow.config import Settings
 from stakeflow.core.errors import MODEL_AUTH, MODEL_OUTPUT_INVALID, MODEL_REQUEST_REJECTED, MODEL_UNAVAILABLE
-from stakeflow.settings import Settings
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply, output_schema, purpose_of
 
 FRONTIER_KEY = "sk-ant-test-0123456789abcdef"
@@ -97,7 +98,7 @@ def request(purpose: str = "plan", route: str = "open", **overrides: Any) -> Mod
 
 
 async def call(settings: Settings, req: ModelCallRequest) -> Any:
-    activities = ModelActivities(settings)
+    activities = ModelActivities(ModelParameters.from_settings(settings))
     try:
         return await activities.call_model(req)
     finally:
@@ -225,7 +226,7 @@ async def test_open_usage_excludes_cached_tokens_from_input(tmp_path: Path, open
 
 async def test_clients_are_reused_and_never_retry(tmp_path: Path, open_server: FakeOpenAIServer) -> None:
     open_server.enqueue(PLAN, Reply.error(500), PLAN)
-    activities = ModelActivities(open_settings(tmp_path, open_server))
+    activities = ModelActivities(ModelParameters.from_settings(open_settings(tmp_path, open_server)))
     try:
         await activities.call_model(request("plan"))
         client = activities._open_client

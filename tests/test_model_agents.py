@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from stakeflow.activities.models import ModelActivities
+from stakeflow.activities.parameters import FrontierEndpoint, ModelParameters, OpenEndpoint
 from stakeflow.agents.tools import CATALOGUE, constrained
 from stakeflow.agents.types import ModelCallRequest, ModelEndpoint
-from stakeflow.settings import Settings
+from stakeflow.prices import PriceTable
 from tests.fakes import FakeOpenAIServer, output_schema
 
 PLAN = {"steps": [{"title": "Read the notes", "tool": "read_file", "stakes": "low"}]}
@@ -34,12 +35,26 @@ def _step(paths: list[str], max_tokens: int = 256) -> ModelCallRequest:
     )
 
 
+def _models(tmp_path: Path, server: FakeOpenAIServer) -> ModelActivities:
+    """call_model from its parameters alone, as a team's own worker builds it: no Settings."""
+    return ModelActivities(
+        ModelParameters(
+            open=OpenEndpoint(
+                url=server.url, model="served-model", api_key=None, dialect="vllm", timeout_s=30.0, embedded=False
+            ),
+            frontier=FrontierEndpoint(model="claude-sonnet-4-6", api_key=None, base_url=None, timeout_s=30.0),
+            prices=PriceTable.from_config({}),
+            traces_path=tmp_path / "traces.duckdb",
+        )
+    )
+
+
 def _action(path: str) -> dict:
     return {"tool_calls": [{"tool": "read_file", "args": {"path": path}}], "result": "read it"}
 
 
 async def test_calls_of_one_shape_share_an_agent_and_each_call_keeps_its_own_settings(tmp_path: Path, server):
-    models = ModelActivities(Settings(home=tmp_path, open_base_url=server.url, open_model="served-model"))
+    models = _models(tmp_path, server)
     server.enqueue(_action("a.txt"), _action("a.txt"))
     first = await models.call_model(_step(["a.txt", "b.txt"], max_tokens=100))
     second = await models.call_model(_step(["a.txt", "b.txt"], max_tokens=200))
@@ -50,7 +65,7 @@ async def test_calls_of_one_shape_share_an_agent_and_each_call_keeps_its_own_set
 
 
 async def test_another_workspace_enum_is_another_agent_and_its_schema_holds(tmp_path: Path, server):
-    models = ModelActivities(Settings(home=tmp_path, open_base_url=server.url, open_model="served-model"))
+    models = _models(tmp_path, server)
     server.enqueue(_action("a.txt"), _action("c.txt"))
     await models.call_model(_step(["a.txt", "b.txt"]))
     result = await models.call_model(_step(["c.txt"]))
@@ -62,7 +77,7 @@ async def test_another_workspace_enum_is_another_agent_and_its_schema_holds(tmp_
 
 
 async def test_plan_step_and_answer_are_three_agents(tmp_path: Path, server):
-    models = ModelActivities(Settings(home=tmp_path, open_base_url=server.url, open_model="served-model"))
+    models = _models(tmp_path, server)
     server.enqueue(PLAN, _action("a.txt"), "the answer")
     plan = ModelCallRequest(
         purpose="plan",

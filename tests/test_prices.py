@@ -12,10 +12,9 @@ from types import SimpleNamespace
 import pytest
 
 from stakeflow.agents.types import Usage
-from stakeflow.config_sections import PriceConfig
+from stakeflow.config import PriceConfig, Settings
 from stakeflow.core.errors import ConfigError
 from stakeflow.prices import BUILTIN_VERSION, PriceTable, describe
-from stakeflow.settings import Settings
 
 # A real-shaped Anthropic call: a cached system prompt and tool list being read, a new turn written.
 SHAPE = Usage(input_tokens=2_137, cache_write_tokens=15_000, cache_read_tokens=48_211, output_tokens=1_024, requests=1)
@@ -231,7 +230,7 @@ def test_describe_lists_builtin_and_config_rows():
 
 
 def test_prices_from_the_config_file(tmp_path, monkeypatch):
-    from stakeflow.settings import load_settings
+    from stakeflow.config import load_settings
 
     home = tmp_path / "h"
     home.mkdir()
@@ -249,7 +248,7 @@ def test_prices_from_the_config_file(tmp_path, monkeypatch):
 
 
 def test_the_embedded_model_is_local_and_free_unless_configured():
-    from stakeflow.config_sections import PriceConfig
+    from stakeflow.config import PriceConfig
     from stakeflow.prices import LOCAL_VERSION
 
     table = PriceTable.from_config({})
@@ -261,8 +260,8 @@ def test_the_embedded_model_is_local_and_free_unless_configured():
 
 
 def test_the_bill_labels_local_open_calls():
+    from stakeflow.agents.billing import cost_line
     from stakeflow.agents.types import CallCostRecord, CostSummary
-    from stakeflow.core.billing import cost_line
 
     bill = CostSummary()
     for _ in range(3):

@@ -8,10 +8,10 @@ import asyncio
 
 import pytest
 
-from stakeflow import tasks
 from stakeflow.agents.types import ApprovalRequest
-from stakeflow.catalog_config import McpServerConfig
+from stakeflow.config import McpServerConfig
 from stakeflow.core.contracts import APPROVE_UPDATE
+from stakeflow.services import runs
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeOpenAIServer
 from tests.support import make_settings, running_workers
@@ -50,11 +50,11 @@ async def test_a_private_run_waits_for_approval_before_anything_reaches_an_open_
 ):
     url, log = http_server
     settings = settings_for(tmp_path, open_fake, url, "approve")
-    req = tasks.build_request(
+    req = runs.build_request(
         settings, "Check the figure", workspace=tmp_path, tools=["web.lookup"], sensitivity="private"
     )
     async with running_workers(client, settings):
-        handle = await tasks.start_run(client, settings, req)
+        handle = await runs.start_run(client, settings, req)
         waiting = await wait_for_approval(handle, 1)
         await asyncio.sleep(0.5)
         assert calls_in(log) == [], "nothing may reach the server before the decision"
@@ -69,11 +69,11 @@ async def test_a_private_run_waits_for_approval_before_anything_reaches_an_open_
 async def test_deny_refuses_the_call_and_nothing_reaches_the_server(client, tmp_path, open_fake, http_server):
     url, log = http_server
     settings = settings_for(tmp_path, open_fake, url, "deny")
-    req = tasks.build_request(
+    req = runs.build_request(
         settings, "Check the figure", workspace=tmp_path, tools=["web.lookup"], sensitivity="private"
     )
     async with running_workers(client, settings):
-        result = await (await tasks.start_run(client, settings, req)).result()
+        result = await (await runs.start_run(client, settings, req)).result()
     step = result.steps[0]
     assert step.status == "tool_error" and "private_egress = deny" in step.tool_results[0].error
     assert calls_in(log) == []
@@ -82,8 +82,8 @@ async def test_deny_refuses_the_call_and_nothing_reaches_the_server(client, tmp_
 async def test_a_public_run_calls_an_open_world_tool_without_waiting(client, tmp_path, open_fake, http_server):
     url, log = http_server
     settings = settings_for(tmp_path, open_fake, url, "approve")
-    req = tasks.build_request(settings, "Check the figure", workspace=tmp_path, tools=["web.lookup"])
+    req = runs.build_request(settings, "Check the figure", workspace=tmp_path, tools=["web.lookup"])
     async with running_workers(client, settings):
-        result = await (await tasks.start_run(client, settings, req)).result()
+        result = await (await runs.start_run(client, settings, req)).result()
     assert result.steps[0].status == "ok" and result.steps[0].approval is None
     assert len(calls_in(log)) == 1

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from stakeflow import tasks
 from stakeflow.activities.python_tools import PythonToolbox, load
 from stakeflow.agents.types import ApprovalRequest, ToolRequest
 from stakeflow.core.contracts import APPROVE_UPDATE
 from stakeflow.core.errors import ConfigError
+from stakeflow.services import runs
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeOpenAIServer
 from tests.support import make_settings, running_workers
@@ -85,10 +85,10 @@ async def test_python_tools_run_routed_and_approved_like_built_ins(client, tmp_p
     )
     settings = make_settings(tmp_path, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm")
     settings.tools.python = ["tests.team_tools:word_count", "tests.team_tools:post_update"]
-    req = tasks.build_request(settings, "Count the words of notes.txt and post it", workspace=ws)
+    req = runs.build_request(settings, "Count the words of notes.txt and post it", workspace=ws)
     assert [t.kind for t in req.toolsets] == ["python"]
     async with running_workers(client, settings):
-        handle = await tasks.start_run(client, settings, req)
+        handle = await runs.start_run(client, settings, req)
         waiting = await wait_for_approval(handle, 2)
         assert waiting.steps[0].tool_results[0].output == "4"
         assert waiting.steps[1].stakes == "high" and "post_update has side effects" in waiting.steps[1].reason

@@ -11,6 +11,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from stakeflow.cli import cli
 from stakeflow.core.contracts import SEARCH_ATTRIBUTES
+from stakeflow.local.services import dev_server_command
 
 
 async def test_worker_refuses_then_admin_registers(tmp_path, monkeypatch):
@@ -92,19 +93,9 @@ def test_up_registers_attributes_an_older_dev_server_database_lacks(tmp_path):
     ]
     server = subprocess.Popen(
         [
-            shutil.which("temporal"),
-            "server",
-            "start-dev",
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--ui-port",
-            str(ui),
-            "--db-filename",
-            str(home / "temporal.db"),
-            "--log-level",
-            "error",
+            *dev_server_command(
+                port, ui_port=ui, db_file=home / "temporal.db", log_level="error", search_attributes=False
+            ),
             *older,
         ],
         stdout=subprocess.DEVNULL,

@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from stakeflow import tasks
+from stakeflow.agents.types import TaskResult
 from stakeflow.cli import cli
-from stakeflow.core.contracts import dev_server_flags
-from stakeflow.local.services import DEV_SERVER_TUNING, port_open, temporal_binary
+from stakeflow.local.services import dev_server_command, port_open
+from stakeflow.services import runs
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeOpenAIServer, Reply
 from tests.support import free_port, make_settings, open_endpoint_env, spawn_worker
@@ -24,22 +24,7 @@ from tests.support import free_port, make_settings, open_endpoint_env, spawn_wor
 
 def start_server(db, port: int) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [
-            temporal_binary(),
-            "server",
-            "start-dev",
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--headless",
-            "--db-filename",
-            str(db),
-            "--log-level",
-            "error",
-            *DEV_SERVER_TUNING,
-            *dev_server_flags(),
-        ],
+        dev_server_command(port, db_file=db, log_level="error"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -90,8 +75,8 @@ async def test_runs_survive_a_server_restart(tmp_path, monkeypatch):
             ws.mkdir()
             ids = []
             for i in range(5):
-                req = tasks.build_request(settings, f"restart run {i}", stakes="low", workspace=ws)
-                ids.append((await tasks.start_run(client, settings, req)).id)
+                req = runs.build_request(settings, f"restart run {i}", stakes="low", workspace=ws)
+                ids.append((await runs.start_run(client, settings, req)).id)
             # Wait until the runs are mid-way (their step-2 model calls are in flight), then stop the server.
             deadline = time.monotonic() + 60
             while sum(1 for c in open_fake.calls if "Now step 2" in c.raw) < 5:
@@ -109,7 +94,7 @@ async def test_runs_survive_a_server_restart(tmp_path, monkeypatch):
             server = start_server(db, port)
             client = await Client.connect(address, data_converter=pydantic_data_converter)
             results = await asyncio.wait_for(
-                asyncio.gather(*(client.get_workflow_handle(i, result_type=tasks.TaskResult).result() for i in ids)),
+                asyncio.gather(*(client.get_workflow_handle(i, result_type=TaskResult).result() for i in ids)),
                 timeout=180,
             )
         assert [r.status for r in results] == ["completed"] * 5

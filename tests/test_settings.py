@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from stakeflow.config import load_settings
 from stakeflow.core.errors import ConfigError
-from stakeflow.settings import load_settings
 
 
 def write_config(home, text):

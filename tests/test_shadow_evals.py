@@ -9,8 +9,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from stakeflow import tasks
 from stakeflow.cli import cli
+from stakeflow.services import runs
 from stakeflow.traces import TraceStore
 from tests.agent_script import agent, call, plan, think
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, output_schema
@@ -83,9 +83,9 @@ def evals_rows(settings) -> list[tuple]:
 async def test_shadowing_records_each_comparison_and_routing_follows_the_figures(client, tmp_path, fakes, monkeypatch):
     open_fake, frontier_fake = fakes
     settings = settings_for(tmp_path, open_fake, frontier_fake)
-    req = tasks.build_request(settings, "Units and margin", workspace=EXAMPLE_WORKSPACE, max_steps=6)
+    req = runs.build_request(settings, "Units and margin", workspace=EXAMPLE_WORKSPACE, max_steps=6)
     async with running_workers(client, settings):
-        handle = await tasks.start_run(client, settings, req)
+        handle = await runs.start_run(client, settings, req)
         result = await handle.result()
         assert await finish_shadows(client, handle.id) == 8  # plan, 6 steps, answer
     # The run itself is untouched: every step on the open model, the open model's answer, its own bill.
@@ -111,9 +111,9 @@ async def test_shadowing_records_each_comparison_and_routing_follows_the_figures
     routed = settings_for(tmp_path, open_fake, frontier_fake, min_agreement=0.5, min_samples=2)
     routed.evals.shadow_rate = 0.0
     routed.evals.max_usd_per_day = None
-    req = tasks.build_request(routed, "Units and margin again", workspace=EXAMPLE_WORKSPACE, max_steps=6)
+    req = runs.build_request(routed, "Units and margin again", workspace=EXAMPLE_WORKSPACE, max_steps=6)
     async with running_workers(client, routed):
-        result = await (await tasks.start_run(client, routed, req)).result()
+        result = await (await runs.start_run(client, routed, req)).result()
     sql_step, calc_step = result.steps[0], result.steps[4]
     assert (
         sql_step.route == "open" and "open path agreed on 100% of 4 sql_query steps (51–100%) >= 50%" in sql_step.reason
@@ -129,11 +129,11 @@ async def test_shadowing_records_each_comparison_and_routing_follows_the_figures
 async def test_private_data_is_never_shadowed(client, tmp_path, fakes):
     open_fake, frontier_fake = fakes
     settings = settings_for(tmp_path, open_fake, frontier_fake)
-    req = tasks.build_request(
+    req = runs.build_request(
         settings, "Units and margin", workspace=EXAMPLE_WORKSPACE, max_steps=6, sensitivity="private"
     )
     async with running_workers(client, settings):
-        handle = await tasks.start_run(client, settings, req)
+        handle = await runs.start_run(client, settings, req)
         await handle.result()
         assert await finish_shadows(client, handle.id) == 0
     assert frontier_fake.calls == []  # not one request: no shadow, no judge
@@ -144,9 +144,9 @@ async def test_the_daily_budget_stops_sampling_when_spent(client, tmp_path, fake
     open_fake, frontier_fake = fakes
     settings = settings_for(tmp_path, open_fake, frontier_fake)
     settings.evals.max_usd_per_day = 0.0
-    req = tasks.build_request(settings, "Units and margin", workspace=EXAMPLE_WORKSPACE, max_steps=6)
+    req = runs.build_request(settings, "Units and margin", workspace=EXAMPLE_WORKSPACE, max_steps=6)
     async with running_workers(client, settings):
-        handle = await tasks.start_run(client, settings, req)
+        handle = await runs.start_run(client, settings, req)
         await handle.result()
         await finish_shadows(client, handle.id)
     assert evals_rows(settings) == []
@@ -182,9 +182,9 @@ async def test_a_worker_killed_during_a_shadow_leaves_one_completed_shadow_and_o
     open_fake.script(agent(plan(("Total the units", "sql_query")), {1: call("sql_query", query=SQL)}, answer="done"))
     worker = spawn_worker(env)
     try:
-        req = tasks.build_request(settings, "Units", workspace=EXAMPLE_WORKSPACE)
+        req = runs.build_request(settings, "Units", workspace=EXAMPLE_WORKSPACE)
         req.heartbeat_timeout_s = 3  # a shadow whose worker died is retried after 3 s, not 30
-        handle = await tasks.start_run(client, settings, req)
+        handle = await runs.start_run(client, settings, req)
         await handle.result()
         deadline = time.monotonic() + 30
         while len(frontier_fake.calls) < 2:  # shadows are mid-call at the frontier

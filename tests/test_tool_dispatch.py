@@ -22,7 +22,7 @@ from temporalio.testing import ActivityEnvironment
 from stakeflow.activities.tools import EXECUTORS, MAX_OUTPUT_CHARS, ToolActivities, ToolContext, dispatcher
 from stakeflow.agents.tools import CATALOGUE, CalculatorArgs
 from stakeflow.agents.types import ToolRequest, ToolResult
-from stakeflow.config_sections import ToolsConfig
+from stakeflow.config import ToolsConfig
 from stakeflow.core.errors import TOOL_FAILED
 from tests.tool_cases import refused, run, tools_config, ws  # noqa: F401 (ws is a fixture)
 

@@ -25,10 +25,11 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.worker import Worker
 
-from stakeflow import tasks
-from stakeflow.activities.tools.file_lock import exclusive, lock_path
+from stakeflow.activities.tools.workspace import lock_path
 from stakeflow.agents.types import TaskResult, ToolRequest, ToolResult
 from stakeflow.core.contracts import AGENT_WORKFLOW, RUN_TOOL, queue_name
+from stakeflow.services import runs
+from stakeflow.stores.file_lock import exclusive
 from tests.agent_script import agent, call, plan, think
 from tests.fakes import FakeOpenAIServer
 from tests.support import make_settings, running_workers, worker_env, worker_log
@@ -149,7 +150,7 @@ async def test_a_reused_workflow_id_writes_again(client: Client, tmp_path: Path)
             )
         )
         settings = make_settings(tmp_path, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm")
-        req = tasks.build_request(settings, "Log it", stakes="low", workspace=ws)
+        req = runs.build_request(settings, "Log it", stakes="low", workspace=ws)
         wf_id = f"reused-{uuid.uuid4().hex[:8]}"
         results = []
         async with running_workers(client, settings):
@@ -296,11 +297,11 @@ async def test_an_attempt_that_stalls_past_its_retry_on_another_host_writes_noth
             settings = make_settings(
                 tmp_path, queue_prefix=prefix, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm"
             )
-            req = tasks.build_request(settings, "Log it", stakes="low", workspace=ws)
+            req = runs.build_request(settings, "Log it", stakes="low", workspace=ws)
             req.heartbeat_timeout_s = 4
             async with running_workers(client, settings, roles=("workflows", "open")):
                 with exclusive(lock_path(ws.resolve(), "log.txt")):
-                    handle = await tasks.start_run(client, settings, req)
+                    handle = await runs.start_run(client, settings, req)
                     await wait_for(attempt_running(handle, 1), 60, "the first attempt, on host A")
                     await asyncio.sleep(1)
                     host_a.send_signal(signal.SIGSTOP)

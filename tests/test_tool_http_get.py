@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from stakeflow.activities.tools.http_get import _internal_kind
-from stakeflow.config_sections import HttpGetConfig, ToolsConfig
+from stakeflow.config import HttpGetConfig, ToolsConfig
 from tests.tool_cases import refused, run, tools_config
 
 ALLOW_HOSTS = "[tools.http_get] allow_hosts in stakeflow.toml"

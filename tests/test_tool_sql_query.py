@@ -7,7 +7,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from stakeflow.config_sections import SqlQueryConfig, ToolsConfig
+from stakeflow.config import SqlQueryConfig, ToolsConfig
 from tests.tool_cases import refused, run, tools_config, ws  # noqa: F401 (ws is a fixture)
 
 SALES_CSV = "region,amount\neast,10\nwest,5.5\neast,7.25\nnorth,3\n"

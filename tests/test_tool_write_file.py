@@ -18,9 +18,10 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from stakeflow.activities.tools import write_file
-from stakeflow.activities.tools.file_lock import exclusive, lock_path
 from stakeflow.activities.tools.ledger import Ledger
+from stakeflow.activities.tools.workspace import lock_path
 from stakeflow.core.errors import TOOL_FAILED
+from stakeflow.stores.file_lock import exclusive
 from tests.tool_cases import home_ledger, refused, run, tools_config, ws  # noqa: F401 (fixtures)
 
 

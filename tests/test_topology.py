@@ -227,12 +227,12 @@ async def bare_server():
     """A dev server of its own (queues named exactly as in deploy/), without stakeflow's search attributes."""
     from temporalio.testing import WorkflowEnvironment
 
-    from stakeflow.local.services import DEV_SERVER_TUNING
+    from stakeflow.local.services import dev_server_args
 
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=shutil.which("temporal"),
         ip="127.0.0.1",
-        dev_server_extra_args=[*DEV_SERVER_TUNING, "--log-level", "error"],
+        dev_server_extra_args=dev_server_args(log_level="error", search_attributes=False),
     )
     try:
         yield env
@@ -349,7 +349,7 @@ async def test_the_cluster_s_processes_survive_being_killed_in_turn(bare_server,
 
 
 def _codec_settings(address: str):
-    from stakeflow.settings import Settings
+    from stakeflow.config import Settings
 
     return Settings(temporal_address=address, codec_keys=KEYS_ENV)
 

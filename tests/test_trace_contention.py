@@ -12,8 +12,8 @@ import uuid
 import pytest
 from click.testing import CliRunner
 
-from stakeflow import tasks
 from stakeflow.cli import cli
+from stakeflow.services import runs
 from stakeflow.traces import TraceStore
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeOpenAIServer, Reply
@@ -56,8 +56,8 @@ async def test_three_workers_and_a_reader_for_a_minute(client, tmp_path, monkeyp
             handles = []
             for i in range(RUNS):
                 handles.append(
-                    await tasks.start_run(
-                        client, settings, tasks.build_request(settings, f"contention {i}", workspace=ws)
+                    await runs.start_run(
+                        client, settings, runs.build_request(settings, f"contention {i}", workspace=ws)
                     )
                 )
                 await asyncio.sleep(READ_FOR_S / RUNS / 2)  # keep starting runs through the first half
@@ -80,9 +80,9 @@ async def test_three_workers_and_a_reader_for_a_minute(client, tmp_path, monkeyp
     store = TraceStore(home / "traces.duckdb")
     store.sync(budget_s=None)
     with store.reader() as con:
-        spans, distinct, chats, runs = con.execute(
+        spans, distinct, chats, run_spans = con.execute(
             "SELECT count(*), count(DISTINCT span_id), count(*) FILTER (WHERE name LIKE 'chat %'), "
             "count(DISTINCT run_id) FILTER (WHERE name LIKE 'chat %') FROM spans"
         ).fetchone()
     assert spans == distinct  # nothing twice
-    assert chats == RUNS * 4 and runs == RUNS  # plan, 2 steps, answer: nothing lost
+    assert chats == RUNS * 4 and run_spans == RUNS  # plan, 2 steps, answer: nothing lost

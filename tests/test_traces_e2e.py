@@ -10,8 +10,8 @@ import uuid
 import pytest
 from click.testing import CliRunner
 
-from stakeflow import tasks
 from stakeflow.cli import cli
+from stakeflow.services import runs
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer
 from tests.support import EXAMPLE_WORKSPACE, make_settings, open_endpoint_env, spawn_worker, worker_env, worker_log
@@ -73,10 +73,10 @@ async def traced_run(client, tmp_path, monkeypatch):
                 anthropic_api_key=SECRET,
                 frontier_model="claude-sonnet-4-6",
             )
-            req = tasks.build_request(
+            req = runs.build_request(
                 settings, "Summarise notes.txt into summary.txt", workspace=workspace, auto_approve=True
             )
-            handle = await tasks.start_run(client, settings, req)
+            handle = await runs.start_run(client, settings, req)
             result = await handle.result()
         finally:
             worker.send_signal(signal.SIGTERM)  # graceful: flushes buffered spans

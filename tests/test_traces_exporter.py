@@ -12,9 +12,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
+from stakeflow.config import Settings
 from stakeflow.core import semconv as sc
 from stakeflow.core.errors import ConfigError
-from stakeflow.settings import Settings
 from stakeflow.traces import TraceStore, build_span_processors
 from tests.trace_spans import chat_attributes, count, provider
 
@@ -126,7 +126,7 @@ def test_otlp_over_grpc_is_a_clear_error(path, monkeypatch):
 
 
 def test_the_process_resource_follows_the_standard_variables(monkeypatch):
-    from stakeflow.telemetry import process_resource
+    from stakeflow.temporal.telemetry import process_resource
 
     default = process_resource("worker").attributes
     assert (default["service.name"], default["stakeflow.process"]) == ("stakeflow", "worker")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from stakeflow import tasks
+from stakeflow.services import runs
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeOpenAIServer
 from tests.support import UI_PORT, make_settings, running_workers
@@ -62,11 +62,11 @@ async def test_run_is_readable_in_the_web_ui(client, tmp_path):
             )
         )
         settings = make_settings(tmp_path, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm")
-        req = tasks.build_request(
+        req = runs.build_request(
             settings, "Summarise the quarterly notes for the board", workspace=ws, auto_approve=True
         )
         async with running_workers(client, settings):
-            handle = await tasks.start_run(client, settings, req)
+            handle = await runs.start_run(client, settings, req)
             await handle.result()
 
     url = f"http://127.0.0.1:{UI_PORT}/namespaces/default/workflows/{handle.id}"

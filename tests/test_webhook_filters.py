@@ -12,9 +12,9 @@ import uuid
 import pytest
 from pydantic import ValidationError
 
-from stakeflow import tasks
+from stakeflow.config import load_settings
 from stakeflow.core.errors import ConfigError, InputError
-from stakeflow.settings import load_settings
+from stakeflow.services import runs
 from stakeflow.webhooks.openapi import OPENAPI
 from tests.support import make_settings
 from tests.webhook_support import (  # noqa: F401  (fixtures are used by name)
@@ -223,9 +223,9 @@ async def test_a_hook_agent_reaches_build_request(client, server, http):
 
 def test_build_request_refuses_an_agent_it_does_not_know(tmp_path):
     s = make_settings(tmp_path)
-    assert tasks.build_request(s, "goal", agent=None).goal == "goal"
+    assert runs.build_request(s, "goal", agent=None).goal == "goal"
     with pytest.raises(InputError, match="^unknown agent 'triage': "):
-        tasks.build_request(s, "goal", agent="triage")
+        runs.build_request(s, "goal", agent="triage")
 
 
 # --- config --------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus
 
-from stakeflow.settings import load_settings
+from stakeflow.config import load_settings
 from stakeflow.webhooks.signatures import seal_id_for, workflow_id_for
 from stakeflow.webhooks.temporal import SEAL_WORKFLOW
 from tests.webhook_support import (  # noqa: F401  (fixtures are used by name)

@@ -16,10 +16,9 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from stakeflow.agents.types import TaskResult
+from stakeflow.config import MissingField, TemplateError, load_settings, render_goal, template_fields
 from stakeflow.core.errors import ConfigError
-from stakeflow.settings import load_settings
 from stakeflow.webhooks import create_app, sign, workflow_id_for
-from stakeflow.webhooks.config import MissingField, TemplateError, render_goal, template_fields
 from tests.agent_script import agent, call, plan, think
 from tests.support import free_port, make_settings, running_workers
 from tests.webhook_support import (  # noqa: F401  (fixtures are used by name)
@@ -380,12 +379,14 @@ async def test_openapi_document(server, http):
         "/runs/{workflow_id}/approve",
         "/healthz",
         "/openapi.json",
+        "/dashboard",
+        "/dashboard/login",
     }
     for path, ops in doc["paths"].items():
         for method, op in ops.items():
             assert method in ("get", "post") and op["responses"], (path, method)
             for p in op.get("parameters", []):
-                assert p["in"] in ("path", "header") and ("schema" in p)
+                assert p["in"] in ("path", "header", "query") and ("schema" in p)
                 if p["in"] == "path":
                     assert p["required"] is True and "{" + p["name"] + "}" in path
             for resp in op["responses"].values():

@@ -6,20 +6,17 @@ import pytest
 from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from stakeflow.activities.models import ModelActivities
+from stakeflow.config import load_settings
 from stakeflow.core.contracts import CALL_MODEL, queue_name
 from stakeflow.core.errors import ConfigError
-from stakeflow.settings import load_settings
-from stakeflow.workers.main import Toolboxes, build_workers
-from stakeflow.workers.sandbox import PASSED_THROUGH
+from stakeflow.temporal.sandbox import PASSED_THROUGH
+from stakeflow.workers.main import Holders, build_workers
 from tests.support import make_settings, running_workers
 
 
 def _by_queue(client, settings):
-    workers = build_workers(
-        client, settings, ("workflows", "open", "frontier", "tools"), ModelActivities(settings), Toolboxes(settings)
-    )
-    return {w.task_queue: w.config() for w in workers}
+    workers = build_workers(client, settings, ("workflows", "open", "frontier", "tools"), Holders(settings))
+    return {w.task_queue: w.config(active_config=True) for w in workers}
 
 
 def _activity_names(config) -> set[str]:
@@ -87,7 +84,7 @@ async def test_a_run_completes_unsandboxed_and_replays_under_the_strict_sandbox(
     from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.worker import Replayer
 
-    from stakeflow import tasks
+    from stakeflow.services import runs
     from stakeflow.workflows.agent_task import AgentTaskWorkflow
     from tests.agent_script import agent, call, plan
     from tests.fakes import FakeOpenAIServer
@@ -104,9 +101,7 @@ async def test_a_run_completes_unsandboxed_and_replays_under_the_strict_sandbox(
             workers={"workflow_sandbox": False},
         )
         async with running_workers(client, settings):
-            handle = await tasks.start_run(
-                client, settings, tasks.build_request(settings, "What is 6*7?", workspace=ws)
-            )
+            handle = await runs.start_run(client, settings, runs.build_request(settings, "What is 6*7?", workspace=ws))
             result = await handle.result()
             history = await handle.fetch_history()
     assert result.status == "completed" and result.answer == "42"

@@ -13,8 +13,8 @@ from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
-from stakeflow import tasks
 from stakeflow.core.contracts import queue_name
+from stakeflow.services import runs
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeOpenAIServer
 from tests.support import make_settings, open_endpoint_env, spawn_worker, worker_env, worker_log
@@ -80,8 +80,8 @@ async def test_two_processes_poll_serve_runs_and_stop_on_one_sigterm(client, tmp
 
             settings = make_settings(tmp_path, queue_prefix=prefix, open_base_url=fake.url, open_model="qwen-test")
             handles = [
-                await tasks.start_run(
-                    client, settings, tasks.build_request(settings, f"Compute {i}", workspace=workspace)
+                await runs.start_run(
+                    client, settings, runs.build_request(settings, f"Compute {i}", workspace=workspace)
                 )
                 for i in range(6)
             ]

@@ -9,7 +9,7 @@ import pytest
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from stakeflow import runs, tasks
+from stakeflow.services import runs
 from tests.agent_script import agent, call, plan, think
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply
 from tests.support import EXAMPLE_WORKSPACE, make_settings, running_workers
@@ -51,9 +51,9 @@ def settings_for(tmp_path, open_fake, frontier_fake=None, **kw):
 
 
 async def run_task(client, settings, goal, **kw):
-    req = tasks.build_request(settings, goal, **kw)
+    req = runs.build_request(settings, goal, **kw)
     async with running_workers(client, settings):
-        handle = await tasks.start_run(client, settings, req, f"test-{uuid.uuid4().hex[:8]}")
+        handle = await runs.start_run(client, settings, req, f"test-{uuid.uuid4().hex[:8]}")
         try:
             return await handle.result()
         finally:
@@ -214,7 +214,7 @@ async def test_empty_goal_fails_at_once_without_model_calls(client, tmp_path, op
 
     settings = settings_for(tmp_path, open_fake)
     async with running_workers(client, settings):
-        handle = await tasks.start_run(client, settings, TaskRequest(goal="  ", queue_prefix=settings.queue_prefix))
+        handle = await runs.start_run(client, settings, TaskRequest(goal="  ", queue_prefix=settings.queue_prefix))
         with pytest.raises(WorkflowFailureError) as info:
             await handle.result()
     assert info.value.cause.type == "TaskInvalid"
@@ -232,9 +232,9 @@ async def test_token_budget_stops_the_run(client, tmp_path, open_fake, workspace
 async def test_progress_query_reports_steps(client, tmp_path, open_fake, workspace):
     open_fake.script(agent(plan(("Compute", "calculator")), {1: call("calculator", expression="2**10")}, answer="1024"))
     settings = settings_for(tmp_path, open_fake)
-    req = tasks.build_request(settings, "2**10?", workspace=workspace)
+    req = runs.build_request(settings, "2**10?", workspace=workspace)
     async with running_workers(client, settings):
-        handle = await tasks.start_run(client, settings, req)
+        handle = await runs.start_run(client, settings, req)
         await handle.result()
         info = await runs.describe_run(client, handle.id)
     assert info.status == "completed"
@@ -258,8 +258,8 @@ async def test_repeated_identical_tool_calls_run_once(client, tmp_path, open_fak
 
 async def test_run_cost_from_configured_prices(client, tmp_path, open_fake, frontier_fake, workspace):
     """Costs summed in the workflow equal a hand computation from the fakes' token counts."""
-    from stakeflow.config_sections import PriceConfig
-    from stakeflow.core.billing import cost_line
+    from stakeflow.agents.billing import cost_line
+    from stakeflow.config import PriceConfig
 
     script = agent(
         plan(("Read", "read_file"), ("Write", "write_file")),
@@ -303,7 +303,7 @@ async def test_run_cost_from_configured_prices(client, tmp_path, open_fake, fron
 
 
 async def test_unpriced_open_model_is_loud(client, tmp_path, open_fake, workspace):
-    from stakeflow.core.billing import cost_line
+    from stakeflow.agents.billing import cost_line
 
     open_fake.script(agent(plan(("Think", None)), {1: think("x")}, answer="ok"))
     settings = settings_for(tmp_path, open_fake, frontier_model="claude-sonnet-4-6")
@@ -367,9 +367,9 @@ async def test_frontier_429_retry_after_is_honoured_in_history(client, tmp_path,
     frontier_fake.fail_next(429, headers={"retry-after": "3"})
     settings = settings_for(tmp_path, open_fake, frontier_fake)
     settings.policy.model_retry_initial_s = 0.1  # without retry-after, the retry would come after 0.1 s
-    req = tasks.build_request(settings, "decide", workspace=workspace)
+    req = runs.build_request(settings, "decide", workspace=workspace)
     async with running_workers(client, settings):
-        handle = await tasks.start_run(client, settings, req)
+        handle = await runs.start_run(client, settings, req)
         result = await handle.result()
         history = await handle.fetch_history()
     assert result.steps[0].route == "frontier" and result.steps[0].status == "ok"
@@ -415,19 +415,19 @@ async def test_200_step_plan_continues_as_new_and_keeps_history_small(client, tm
 
     open_fake.script(agent(plan(*steps), {i: step_action for i in range(1, 201)}, answer="done"))
     settings = settings_for(tmp_path, open_fake)
-    req = tasks.build_request(settings, "a long plan", workspace=workspace, max_steps=200)
+    req = runs.build_request(settings, "a long plan", workspace=workspace, max_steps=200)
     req.steps_per_history = 60
     async with running_workers(client, settings):
-        handle = await tasks.start_run(client, settings, req)
+        handle = await runs.start_run(client, settings, req)
         result = await handle.result()
-        runs = [wf async for wf in client.list_workflows(f"WorkflowId = '{handle.id}'")]
+        generations = [wf async for wf in client.list_workflows(f"WorkflowId = '{handle.id}'")]
         last = await client.get_workflow_handle(handle.id).fetch_history()
     assert result.status == "completed" and len(result.steps) == 200
     assert [s.index for s in result.steps] == list(range(1, 201))
     assert all(s.status == "ok" for s in result.steps)
     assert result.steps[199].tool_results[0].output == "200*2 = 400"
     assert result.steps[0].tool_results[0].truncated and len(result.steps[0].tool_results[0].output) < 3200
-    assert len(runs) == 4  # 200 steps, a fresh history every 60
+    assert len(generations) == 4  # 200 steps, a fresh history every 60
     assert len(last.events) < 1000
     assert len(last.to_json()) < 2_000_000
     assert result.usage.requests == 202  # plan + 200 steps + answer, across all runs
@@ -518,14 +518,14 @@ async def test_a_200_step_run_keeps_every_payload_bounded(client, tmp_path, open
     }
     open_fake.script(agent(plan(*steps), {i: reads for i in range(1, 201)}, answer="done"))
     settings = settings_for(tmp_path, open_fake)
-    req = tasks.build_request(settings, "a long plan", workspace=workspace, max_steps=200)
+    req = runs.build_request(settings, "a long plan", workspace=workspace, max_steps=200)
     req.steps_per_history = 70
     async with running_workers(client, settings):
-        handle = await tasks.start_run(client, settings, req)
+        handle = await runs.start_run(client, settings, req)
         result = await handle.result()
-        runs = [wf async for wf in client.list_workflows(f"WorkflowId = '{handle.id}'")]
+        generations = [wf async for wf in client.list_workflows(f"WorkflowId = '{handle.id}'")]
         largest = 0
-        for wf in runs:
+        for wf in generations:
             largest = max(
                 largest, _largest_payload(await client.get_workflow_handle(handle.id, run_id=wf.run_id).fetch_history())
             )

@@ -12,7 +12,7 @@ import pytest
 
 from stakeflow.activities.tools import ToolActivities
 from stakeflow.agents.types import ToolRequest, ToolResult
-from stakeflow.config_sections import HttpGetConfig, ReadFileConfig, SqlQueryConfig, ToolsConfig, WriteFileConfig
+from stakeflow.config import HttpGetConfig, ReadFileConfig, SqlQueryConfig, ToolsConfig, WriteFileConfig
 
 
 @pytest.fixture

@@ -23,8 +23,8 @@ import uvicorn
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from stakeflow.config import HookConfig
 from stakeflow.webhooks import create_app, sign
-from stakeflow.webhooks.config import HookConfig
 from tests.fakes import FakeOpenAIServer
 from tests.support import free_port, make_settings
 

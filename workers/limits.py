@@ -11,9 +11,8 @@ from typing import Any
 
 from temporalio.worker import PollerBehaviorSimpleMaximum
 
-from stakeflow.config_sections import QueueLimits
+from stakeflow.config import QueueLimits, Settings
 from stakeflow.core.contracts import QueueRole
-from stakeflow.settings import Settings
 
 
 def limits_of(settings: Settings, role: QueueRole) -> QueueLimits:

@@ -16,20 +16,21 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from stakeflow import telemetry
-from stakeflow.activities.answer_check import check_answer_activity
+from stakeflow.activities.answer_check import AnswerCheckActivities
 from stakeflow.activities.catalogue import CatalogueActivities
 from stakeflow.activities.evals import EvalActivities
 from stakeflow.activities.learn import LearnActivities
 from stakeflow.activities.mcp.toolbox import McpToolbox
 from stakeflow.activities.models import ModelActivities
+from stakeflow.activities.parameters import EvalParameters, LearnParameters, ModelParameters
 from stakeflow.activities.python_tools import PythonToolbox
 from stakeflow.activities.python_tools import load as load_python_tools
 from stakeflow.activities.tools import ToolActivities
-from stakeflow.core.contracts import ROLES, QueueRole, queue_name
-from stakeflow.settings import Settings
+from stakeflow.config import Settings
+from stakeflow.core.contracts import ROLES, QueueRole
+from stakeflow.temporal import telemetry
+from stakeflow.temporal.plugin import ActivityHolder, StakeflowPlugin, queue_roles
 from stakeflow.workers.limits import limits_of, worker_kwargs
-from stakeflow.workers.sandbox import workflow_runner
 from stakeflow.workflows.agent_task import AgentTaskWorkflow
 from stakeflow.workflows.learn import LearnWorkflow
 from stakeflow.workflows.replay_eval import ReplayEvalWorkflow
@@ -38,10 +39,12 @@ from stakeflow.workflows.shadow import ShadowBudgetWorkflow, ShadowEvalWorkflow
 log = logging.getLogger("stakeflow.worker")
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=20)
+WORKFLOWS = (AgentTaskWorkflow, ShadowEvalWorkflow, ShadowBudgetWorkflow, ReplayEvalWorkflow, LearnWorkflow)
 
 
-class Toolboxes:
-    """What the tools role brings beyond the built-ins: MCP sessions and the team's Python tools.
+class Holders:
+    """Every activity holder of a worker process, each built from the narrow parameters it needs, shared by the
+    process's workers (one per queue): clients, MCP sessions and caches are made once.
 
     Python tools are loaded (and refused with the fix) when the worker starts, not when a run needs one.
     """
@@ -51,76 +54,43 @@ class Toolboxes:
         self.python = PythonToolbox(load_python_tools(settings.tools.python)) if settings.tools.python else None
         self.tools = ToolActivities(settings.tools, settings.ledger_dir, mcp=self.mcp, python=self.python)
         self.catalogue = CatalogueActivities(self.mcp, self.python)
+        self.models = ModelActivities(ModelParameters.from_settings(settings))
+        self.evals = EvalActivities(EvalParameters.from_settings(settings))
+        self.learn = LearnActivities(LearnParameters.from_settings(settings))
+        self.answers = AnswerCheckActivities()
 
-    def tool_queues(self, settings: Settings) -> list[str]:
-        """The tools queue, and the queue of each MCP server configured on this worker."""
-        queues = [queue_name("tools", settings.queue_prefix)]
-        for cfg in settings.mcp.values():
-            if cfg.task_queue and cfg.task_queue not in queues:
-                queues.append(cfg.task_queue)
-        return queues
+    @property
+    def all(self) -> list[ActivityHolder]:
+        return [self.tools, self.catalogue, self.models, self.evals, self.learn, self.answers]
 
     async def close(self) -> None:
+        await self.models.close()
         if self.mcp is not None:
             await self.mcp.close()
 
 
-def build_workers(
-    client: Client,
-    settings: Settings,
-    roles: Sequence[QueueRole],
-    models: ModelActivities,
-    toolboxes: Toolboxes | None = None,
-) -> list[Worker]:
-    """One Temporal Worker per queue (a role's, plus each MCP server's own), sharing the activity instances."""
-    boxes = toolboxes or Toolboxes(settings)
-    tools = boxes.tools
-    prefix = settings.queue_prefix
-    learn = LearnActivities(settings)
-    workers: list[Worker] = []
-    for role in roles:
-        queues = [queue_name(role, prefix)]
-        kwargs: dict = {}
-        if role == "workflows":
-            # run_tool is registered here too: fast read-only tools run as local activities.
-            evals = EvalActivities(client, settings)
-            kwargs = {
-                "workflows": [
-                    AgentTaskWorkflow,
-                    ShadowEvalWorkflow,
-                    ShadowBudgetWorkflow,
-                    ReplayEvalWorkflow,
-                    LearnWorkflow,
-                ],
-                "workflow_runner": workflow_runner(settings.workers.workflow_sandbox),
-                "activities": [
-                    tools.run_tool,
-                    check_answer_activity,
-                    evals.reserve_shadow_budget,
-                    evals.settle_shadow_budget,
-                    evals.record_eval,
-                    evals.read_agreement,
-                    evals.record_label,
-                    evals.load_replay_examples,
-                    learn.export_dataset,
-                    learn.promote_adapter,
-                ],
-            }
-        elif role == "open":  # next to vLLM: its adapters are loaded from here
-            kwargs = {"activities": [models.call_model, learn.load_adapter, learn.unload_adapter]}
-        elif role == "frontier":
-            kwargs = {"activities": [models.call_model]}
-        elif role == "train":  # where the GPU is: the trainer runs as a child process
-            kwargs = {"activities": [learn.train_adapter]}
-        elif role == "tools":
-            kwargs = {"activities": [tools.run_tool, boxes.catalogue.describe_tools]}
-            queues = boxes.tool_queues(settings)
-        if role == "workflows" and settings.workers.local_model_calls:
-            kwargs["activities"] = [*kwargs["activities"], models.call_model]  # open calls as local activities
-        kwargs.update(worker_kwargs(limits_of(settings, role)))  # [workers.<role>]
-        for queue in queues:
-            workers.append(Worker(client, task_queue=queue, graceful_shutdown_timeout=GRACEFUL_SHUTDOWN, **kwargs))
-    return workers
+def plugin_for(settings: Settings, holders: Holders) -> StakeflowPlugin:
+    """The plugin of a stakeflow worker process: stakeflow's workflows, and the holders' activities by queue role."""
+    return StakeflowPlugin(settings, holders=holders.all, workflows=WORKFLOWS)
+
+
+def build_workers(client: Client, settings: Settings, roles: Sequence[QueueRole], holders: Holders) -> list[Worker]:
+    """One Temporal Worker per queue of ``roles`` (a role's, plus each MCP server's own for the tools role).
+
+    The workers share one client, on ``client``'s connection, whose plugin gives each worker what its queue's role
+    runs (``StakeflowPlugin``); here only the queues and each role's limits (``[workers.<role>]``) are decided.
+    """
+    client = Client(client.service_client, namespace=client.namespace, plugins=[plugin_for(settings, holders)])
+    return [
+        Worker(
+            client,
+            task_queue=queue,
+            graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+            **worker_kwargs(limits_of(settings, role)),
+        )
+        for queue, role in queue_roles(settings).items()
+        if role in roles
+    ]
 
 
 async def run_workers(
@@ -128,12 +98,11 @@ async def run_workers(
     settings: Settings,
     roles: Sequence[QueueRole] = ROLES,
     stop: asyncio.Event | None = None,
-    toolboxes: Toolboxes | None = None,
+    holders: Holders | None = None,
 ) -> None:
     """Poll the given queues until ``stop`` is set (or forever), then shut down gracefully."""
-    models = ModelActivities(settings)
-    toolboxes = toolboxes or Toolboxes(settings)
-    workers = build_workers(client, settings, roles, models, toolboxes)
+    holders = holders or Holders(settings)
+    workers = build_workers(client, settings, roles, holders)
     stop = stop or asyncio.Event()
     tasks = [asyncio.create_task(w.run()) for w in workers]
     log.info("worker polling %s", ", ".join(sorted({w.task_queue for w in workers})))
@@ -145,8 +114,7 @@ async def run_workers(
     flushed = asyncio.create_task(asyncio.to_thread(telemetry.flush))
     await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
     await flushed
-    await models.close()
-    await toolboxes.close()
+    await holders.close()
     stopper.cancel()
     for t in tasks:
         if t in done and (error := t.exception()) is not None:

@@ -18,6 +18,7 @@ with workflow.unsafe.imports_passed_through():
     from opentelemetry.trace import Status, StatusCode
 
     from stakeflow.agents import prompts
+    from stakeflow.agents.billing import cost_line
     from stakeflow.agents.evals import AgreementTable
     from stakeflow.agents.policy import decide_route
     from stakeflow.agents.tools import CATALOGUE, first_step_tools
@@ -31,14 +32,13 @@ with workflow.unsafe.imports_passed_through():
         TaskRequest,
         TaskResult,
     )
-    from stakeflow.codec import Public  # the cost line stays readable in the Web UI with codec keys on
     from stakeflow.core import errors
     from stakeflow.core import semconv as sc
-    from stakeflow.core.billing import cost_line
     from stakeflow.core.contracts import (
         AGENT_WORKFLOW,
         KEYS,
         PROGRESS_QUERY,
+        Public,  # the cost line stays readable in the Web UI with codec keys on
     )
     from stakeflow.workflows.answering import Answering
     from stakeflow.workflows.approvals import ApprovalGate

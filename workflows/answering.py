@@ -22,9 +22,8 @@ with workflow.unsafe.imports_passed_through():
     from stakeflow.agents.claims import AnswerCheck, Observation
     from stakeflow.agents.policy import decide_route, escalate_unsupported
     from stakeflow.agents.types import ModelCallRequest, RouteDecision, StepRecord, TaskResult
-    from stakeflow.codec import Public
     from stakeflow.core import semconv as sc
-    from stakeflow.core.contracts import KEYS
+    from stakeflow.core.contracts import KEYS, Public
     from stakeflow.workflows.calls import check_answer
     from stakeflow.workflows.model_steps import ModelSteps
     from stakeflow.workflows.tally import tally

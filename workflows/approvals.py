@@ -84,13 +84,14 @@ class ApprovalGate:
         what = "; ".join(describe_call(c, exact=exact) for c in calls)
         # A later round of the same step that acts again asks again: the earlier decision covered other calls.
         self._decisions.pop(index, None)
+        record.needs_approval = True  # whatever the route said: this step needed a decision
         if policy.auto_approve:
             return ApprovalRecord(
                 decision="auto_approved", by="--auto-approve", at=workflow.now().isoformat(), waiting_for=what
             )
         self._awaiting[index] = what
         self._waiting_calls[index] = list(calls)
-        record.status = "awaiting_approval"
+        record.status, record.waiting_for = "awaiting_approval", what  # what `run` and `status` show
         self._progress.awaiting_approval = sorted(self._awaiting)
         workflow.upsert_search_attributes([KEYS["awaiting_approval"].value_set(True)])
         self._show_checklist()
@@ -112,5 +113,5 @@ class ApprovalGate:
             self._waiting_calls.pop(index, None)
             self._progress.awaiting_approval = sorted(self._awaiting)
             workflow.upsert_search_attributes([KEYS["awaiting_approval"].value_set(bool(self._awaiting))])
-        record.status = "running"
+        record.status, record.waiting_for = "running", ""  # the decision keeps it (waiting_for)
         return decision

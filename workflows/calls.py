@@ -19,7 +19,7 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from stakeflow.agents.claims import AnswerCheck, AnswerCheckRequest, Observation
-    from stakeflow.agents.evals import AgreementTable, EvalRecord, ShadowBatch, ShadowRequest, StepLabel
+    from stakeflow.agents.evals import AGREEMENT_DAYS, AgreementTable, EvalRecord, ShadowBatch, ShadowRequest, StepLabel
     from stakeflow.agents.types import (
         ApprovalRecord,
         ModelCallRequest,
@@ -76,7 +76,6 @@ class ActivityOptions(TypedDict):
     retry_policy: RetryPolicy
 
 
-AGREEMENT_DAYS = 7  # the window the agreement table (and the bill's figure) covers
 # A call nobody picks up fails instead of waiting forever: no worker polls that queue.
 SCHEDULE_TO_START = timedelta(minutes=10)
 MODEL_TIMEOUTS = {"open": timedelta(minutes=5), "frontier": timedelta(minutes=3)}
@@ -312,7 +311,12 @@ async def read_agreement(req: TaskRequest) -> AgreementTable | None:
         return None
 
 
-SHADOWS_PER_BATCH = 20  # one child per 20 sampled calls: its input stays far below the payload limit
+SHADOWS_PER_BATCH = 20  # runs started before batches were sized by bytes: one child per 20 sampled calls
+# A shadow child's input, at most: a quarter of Temporal's 2 MB payload limit (and its 512 kB warning). A child
+# whose input is over the limit fails its start in the run's workflow task, retried forever: the run hangs.
+SHADOW_BATCH_BYTES = 512 * 1024
+# The goal the judge is told (it also sees the call's prompt, which holds the goal whole).
+JUDGE_GOAL_CHARS = 4_000
 
 
 def shadow_request(req: TaskRequest, call: ModelCallRequest, reply: ModelCallResult, tool: str | None) -> ShadowRequest:
@@ -337,7 +341,10 @@ def shadow_request(req: TaskRequest, call: ModelCallRequest, reply: ModelCallRes
 async def start_shadows(req: TaskRequest, calls: list[ShadowRequest]) -> None:
     """Start ShadowEvalWorkflows for the run's sampled calls: children it neither waits for nor cancels."""
     info = workflow.info()
-    batches = [calls[i : i + SHADOWS_PER_BATCH] for i in range(0, len(calls), SHADOWS_PER_BATCH)]
+    if workflow.patched("shadow-batches-by-bytes"):
+        batches = shadow_batches(calls)
+    else:  # as the run's history recorded them
+        batches = [calls[i : i + SHADOWS_PER_BATCH] for i in range(0, len(calls), SHADOWS_PER_BATCH)]
     await asyncio.gather(
         *(
             workflow.start_child_workflow(
@@ -380,6 +387,37 @@ async def record_stuck(req: TaskRequest, index: int, tool: str, open_model: str,
         retry_policy=RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30)),
         summary=f"record step {index}: open model stuck, frontier did it",
     )
+
+
+def shadow_batches(calls: list[ShadowRequest]) -> list[list[ShadowRequest]]:
+    """The calls in batches of at most SHADOW_BATCH_BYTES (and SHADOWS_PER_BATCH calls), in order.
+
+    Each call's goal is cut to what the judge needs; a call still bigger than a whole batch (a prompt of
+    half a megabyte) is not shadowed, and the worker's log says so: shadowing never blocks or fails a run.
+    """
+    envelope = 256  # the batch's own fields, and a comma per call
+    batches: list[list[ShadowRequest]] = []
+    size = 0
+    for call in calls:
+        if len(call.goal) > JUDGE_GOAL_CHARS:
+            call = call.model_copy(update={"goal": call.goal[:JUDGE_GOAL_CHARS] + " [...]"})
+        n = len(call.model_dump_json()) + 1
+        if n > SHADOW_BATCH_BYTES - envelope:
+            workflow.logger.warning(
+                "not shadowed: step %d (%s) would be a %d-byte shadow input, over %d",
+                call.step,
+                call.kind,
+                n,
+                SHADOW_BATCH_BYTES,
+            )
+            continue
+        if batches and size + n <= SHADOW_BATCH_BYTES and len(batches[-1]) < SHADOWS_PER_BATCH:
+            batches[-1].append(call)
+            size += n
+        else:
+            batches.append([call])
+            size = envelope + n
+    return batches
 
 
 async def record_label(req: TaskRequest, index: int, approval: ApprovalRecord) -> None:

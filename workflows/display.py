@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
+from stakeflow.agents.billing import cost_line
 from stakeflow.agents.types import Progress, ToolCall
-from stakeflow.core.billing import cost_line
 
 _MARKS = {
     "ok": "x",

@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         TrainRequest,
     )
     from stakeflow.agents.types import ModelEndpoint
+    from stakeflow.core import errors
     from stakeflow.core.contracts import (
         EXPORT_DATASET,
         LEARN_WORKFLOW,
@@ -75,7 +76,7 @@ class LearnWorkflow:
                 f"export: {files.train_examples} training and {files.test_examples} held-out examples of "
                 f"{_whose(req)} (need {req.min_examples} and at least 1, [learn] min_examples): capture more runs "
                 "([dataset] capture = true) or lower min_examples",
-                type="NotEnoughData",
+                type=errors.NOT_ENOUGH_DATA,
                 non_retryable=True,
             )
         self._at(
@@ -92,7 +93,7 @@ class LearnWorkflow:
                 start_to_close_timeout=timedelta(seconds=req.timeout_s),
                 heartbeat_timeout=timedelta(seconds=req.heartbeat_s),
                 schedule_to_start_timeout=timedelta(hours=1),
-                retry_policy=RetryPolicy(maximum_attempts=2, non_retryable_error_types=["TrainerFailed"]),
+                retry_policy=RetryPolicy(maximum_attempts=2, non_retryable_error_types=[errors.TRAINER_FAILED]),
                 summary=f"train {req.adapter_name}",
             )
         )
@@ -159,11 +160,11 @@ class LearnWorkflow:
             result.promoted, result.reason = True, f"promoted: {figures} (margin {req.margin:.0%})"
         else:
             await self._unload(trained, prefix)
-            errors = (
+            failed = (
                 f"; {candidate.errors} candidate answers failed ({candidate.last_error})" if candidate.errors else ""
             )
             result.reason = (
-                f"not promoted, unloaded: {figures}{errors}; promotion needs {req.margin:.0%} more "
+                f"not promoted, unloaded: {figures}{failed}; promotion needs {req.margin:.0%} more "
                 "agreement than the current model ([learn] margin)"
             )
         self._at("done", result.reason)
@@ -183,7 +184,7 @@ class LearnWorkflow:
                 )
             kind = cause.type if isinstance(cause, ApplicationError) else type(cause).__name__
             raise ApplicationError(
-                f"{self._stage_name}: {message}", type=kind or "LearnFailed", non_retryable=True
+                f"{self._stage_name}: {message}", type=kind or errors.LEARN_FAILED, non_retryable=True
             ) from None
 
     async def _unload(self, adapter: AdapterRequest, prefix: str) -> None:

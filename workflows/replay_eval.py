@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         ShadowRequest,
     )
     from stakeflow.agents.types import ModelCallResult, ModelEndpoint
+    from stakeflow.core import errors
     from stakeflow.core.contracts import CALL_MODEL, LOAD_REPLAY_EXAMPLES, PROGRESS_QUERY, REPLAY_WORKFLOW
     from stakeflow.workflows.shadow import Judging
 
@@ -91,7 +92,7 @@ class ReplayEvalWorkflow(Judging):
                     heartbeat_timeout=timedelta(seconds=30),
                     retry_policy=RetryPolicy(
                         maximum_attempts=3,
-                        non_retryable_error_types=["ModelOutputInvalid", "ModelAuthError", "ModelRequestRejected"],
+                        non_retryable_error_types=errors.NON_RETRYABLE_MODEL_ERRORS,
                     ),
                     summary=f"replay · {example.call.purpose} · {model.model}",
                 )

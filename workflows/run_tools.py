@@ -40,8 +40,8 @@ class RunTools:
             if found.error is None and not found.tools:
                 found.error = f"no tool matches {', '.join(ref.patterns)}"
             if found.error is not None:
-                if ref.required:
-                    raise StepFailure(f"{what} is unavailable: {found.error}")
+                if ref.required:  # a name it does not have is the run's mistake, not the server's absence
+                    raise StepFailure(found.error if found.missing else f"{what} is unavailable: {found.error}")
                 self._progress.notices.append(f"went on without {what}'s tools: {found.error}")
                 continue
             self._add_tools(found.tools)

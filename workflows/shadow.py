@@ -30,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
         rendered,
     )
     from stakeflow.agents.types import ModelCallRequest, ModelCallResult
-    from stakeflow.codec import Public  # a workflow id: readable with codec keys on
+    from stakeflow.core import errors
     from stakeflow.core.contracts import (
         BUDGET_WORKFLOW,
         CALL_MODEL,
@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         SETTLE_SHADOW_BUDGET,
         SETTLE_UPDATE,
         SHADOW_WORKFLOW,
+        Public,  # a workflow id: readable with codec keys on
     )
     from stakeflow.workflows.calls import ActivityOptions
 
@@ -47,7 +48,7 @@ SHADOW_MODEL_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     maximum_interval=timedelta(seconds=60),
     maximum_attempts=5,
-    non_retryable_error_types=["ModelOutputInvalid", "ModelAuthError", "ModelRequestRejected"],
+    non_retryable_error_types=errors.NON_RETRYABLE_MODEL_ERRORS,
 )
 BOOKKEEPING = ActivityOptions(
     start_to_close_timeout=timedelta(seconds=30),

@@ -20,13 +20,19 @@ import json
 from typing import Any
 
 from mcp.shared.exceptions import MCPError
+from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 
-from stakeflow.activities.mcp.sessions import McpSessions, ServerUnavailable
+from stakeflow.activities.mcp.sessions import Live, McpSessions, ServerUnavailable, stderr_said
 from stakeflow.agents.types import Risk, ToolRequest, ToolResult, ToolsetRef, ToolsetResult, ToolSpecView
-from stakeflow.catalog_config import McpServerConfig, ToolOverride
+from stakeflow.config import McpServerConfig, ToolOverride
 
 SEPARATOR = "."  # "git.git_status": the server's name, then the tool's
 MAX_DESCRIPTION_CHARS = 600
+# A describe answers within its activity's 60 s timeout (calls.py DESCRIBE_TIMEOUT) whatever the server does:
+# start (sessions.START_TIMEOUT_S) plus tools/list, all within the budget. A hanging server is then named
+# as such, within a minute, instead of the activity timing out (and being retried) three times.
+LIST_TIMEOUT_S = 20.0
+DESCRIBE_BUDGET_S = 50.0
 
 
 def qualified(server: str, tool: str) -> str:
@@ -68,49 +74,75 @@ def risk_of(annotations: Any, override: ToolOverride | None) -> tuple[Risk, str,
     return risk, source, opened, repeatable
 
 
-def describe(
-    server: str, cfg: McpServerConfig, tools: list[Any], patterns: list[str] | None = None
-) -> list[ToolSpecView]:
-    """The server's tools (``mcp.types.Tool``) as stakeflow tool views."""
+def describe(server: str, cfg: McpServerConfig, tools: list[Any], patterns: list[str] | None = None) -> ToolsetResult:
+    """The server's tools (``mcp.types.Tool``) that ``patterns`` name, as stakeflow tool views.
+
+    A tool that requires MCP tasks (``execution.taskSupport = "required"``) is not offered: stakeflow calls
+    tools with plain ``tools/call``, which such a tool refuses every time. A pattern that names no offered
+    tool is ``missing``, and the error names the tools there are.
+    """
     from fnmatch import fnmatchcase
 
     views: list[ToolSpecView] = []
+    skipped: dict[str, str] = {}
     for tool in tools:
+        if getattr(getattr(tool, "execution", None), "task_support", None) == "required":
+            skipped[tool.name] = "needs MCP tasks (taskSupport required), which stakeflow does not run"
+            continue
         if patterns is not None and not any(fnmatchcase(tool.name, p) for p in patterns):
             continue
-        override = cfg.tools.get(tool.name)
-        risk, source, open_world, idempotent = risk_of(tool.annotations, override)
-        description = (tool.description or tool.title or tool.name).strip()
-        views.append(
-            ToolSpecView(
-                name=qualified(server, tool.name),
-                description=description[:MAX_DESCRIPTION_CHARS],
-                risk=risk,
-                args_schema=dict(tool.input_schema or {"type": "object", "properties": {}}),
-                source="mcp",
-                server=server,
-                open_world=open_world,
-                idempotent=idempotent,
-                private=cfg.private or bool(override and override.private),
-                risk_from=source,
-                task_queue=cfg.task_queue or "",
-                timeout_s=cfg.timeout_s,
-            )
+        views.append(_view(server, cfg, tool))
+    names = [t.name for t in tools if t.name not in skipped]
+    missing = [p for p in patterns or [] if not any(fnmatchcase(n, p) for n in names)]
+    result = ToolsetResult(
+        tools=views, missing=missing, skipped=[f"{qualified(server, t)}: {why}" for t, why in skipped.items()]
+    )
+    if missing:
+        why = "; ".join(f"{p} {skipped[p]}" for p in missing if p in skipped)
+        result.error = (
+            f"MCP server '{server}' has no tool {', '.join(missing)}{f' ({why})' if why else ''}: "
+            f"its tools are {', '.join(sorted(names)) or 'none'}"
         )
-    return views
+    return result
+
+
+def _view(server: str, cfg: McpServerConfig, tool: Any) -> ToolSpecView:
+    override = cfg.tools.get(tool.name)
+    risk, source, open_world, idempotent = risk_of(tool.annotations, override)
+    description = (tool.description or tool.title or tool.name).strip()
+    return ToolSpecView(
+        name=qualified(server, tool.name),
+        description=description[:MAX_DESCRIPTION_CHARS],
+        risk=risk,
+        args_schema=dict(tool.input_schema or {"type": "object", "properties": {}}),
+        source="mcp",
+        server=server,
+        open_world=open_world,
+        idempotent=idempotent,
+        private=cfg.private or bool(override and override.private),
+        risk_from=source,
+        task_queue=cfg.task_queue or "",
+        timeout_s=cfg.timeout_s,
+    )
 
 
 def _text_of(result: Any) -> str:
-    """A CallToolResult as text: its text blocks, else its structured content as JSON."""
+    """A CallToolResult as text: its text blocks (a resource link keeps its URI), else its structured content."""
     parts: list[str] = []
     for block in result.content or []:
         kind = getattr(block, "type", "")
         if kind == "text":
             parts.append(block.text)
+        elif kind == "resource_link":
+            about = f" ({block.description})" if getattr(block, "description", None) else ""
+            parts.append(f"[resource link: {block.name} {block.uri}{about}]")
         elif kind == "resource" and getattr(block.resource, "text", None):
             parts.append(block.resource.text)
+        elif kind == "resource":
+            parts.append(f"[resource {block.resource.uri}: {block.resource.mime_type or 'binary'} content omitted]")
         else:
-            parts.append(f"[{kind or 'content'} omitted]")
+            mime = getattr(block, "mime_type", None)
+            parts.append(f"[{kind or 'content'}{f' {mime}' if mime else ''} omitted]")
     if not parts and result.structured_content is not None:
         parts.append(json.dumps(result.structured_content, ensure_ascii=False))
     return "\n".join(parts)
@@ -128,36 +160,68 @@ class McpToolbox:
         return bool(name) and server in self._servers
 
     async def describe(self, ref: ToolsetRef) -> ToolsetResult:
+        """The server's tools, or an error naming it; always within DESCRIBE_BUDGET_S (below the activity's
+        timeout, so a hanging server is reported as itself, never as a missing worker)."""
         try:
             cfg = self.sessions.config(ref.name)
-            session = await self.sessions.session(ref.name)
-            listed = await asyncio.wait_for(session.list_tools(), cfg.timeout_s)
+            listed = await asyncio.wait_for(self._list(ref.name, cfg), DESCRIBE_BUDGET_S)
         except ServerUnavailable as e:
             return ToolsetResult(error=str(e))
-        except (TimeoutError, MCPError, OSError) as e:
+        except TimeoutError:
             self.sessions.mark_dead(ref.name)
-            return ToolsetResult(error=f"MCP server '{ref.name}' did not list its tools: {type(e).__name__}: {e}")
-        return ToolsetResult(tools=describe(ref.name, cfg, list(listed.tools), ref.patterns))
+            return ToolsetResult(error=f"MCP server '{ref.name}' did not list its tools within {DESCRIBE_BUDGET_S:g}s")
+        return describe(ref.name, cfg, list(listed.tools), ref.patterns)
+
+    async def _list(self, server: str, cfg: McpServerConfig) -> Any:
+        """tools/list; on a session that turns out to be gone, once more on a new one (listing acts on nothing)."""
+        wait = min(cfg.timeout_s, LIST_TIMEOUT_S)
+        for again in (False, True):
+            live = await self.sessions.live(server)
+            try:
+                return await asyncio.wait_for(live.session.list_tools(), wait)
+            except TimeoutError:
+                self.sessions.mark_dead(server)
+                raise ServerUnavailable(
+                    f"MCP server '{server}' answered initialize but not tools/list within {wait:g}s"
+                    f"{await stderr_said(live.wire.stderr)}: check the server (it is started again on the next use)"
+                ) from None
+            except (MCPError, OSError) as e:
+                self.sessions.mark_dead(server)
+                if again or not _session_gone(e, live):
+                    raise ServerUnavailable(
+                        f"MCP server '{server}' did not list its tools: {_error_text(e)}{await stderr_said(live.wire.stderr)}"
+                    ) from None
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     async def call(self, req: ToolRequest, idempotent: bool) -> ToolResult:
-        """One tools/call. Raises ServerUnavailable / ConnectionError for Temporal to retry (when safe)."""
+        """One tools/call. Raises ServerUnavailable (nothing was sent), ConnectionError (Temporal may retry) or
+        CallMayHaveActed (sent, connection lost, not idempotent).
+
+        A session found gone before the call (its server exited while idle or during an approval wait), or
+        refused by an HTTP server that restarted, ran nothing: the call goes to a new session, once.
+        """
         server, name = split(req.tool)
         cfg = self.sessions.config(server)
-        session = await self.sessions.session(server)  # ServerUnavailable: nothing was sent yet
-        try:
-            result = await session.call_tool(name, req.args, read_timeout_seconds=cfg.timeout_s)
-        except MCPError as e:
-            if _connection_lost(e):
+        for again in (False, True):
+            live = await self.sessions.live(server)  # ServerUnavailable: nothing was sent
+            sent_before = live.wire.calls_sent
+            try:
+                result = await live.session.call_tool(name, req.args, read_timeout_seconds=cfg.timeout_s)
+            except Exception as e:
+                lost = not isinstance(e, MCPError) or _connection_lost(e) or bool(live.wire.refused)
+                if not lost:
+                    return ToolResult(ok=False, error=f"{req.tool} refused the call: {_error_text(e)}")
                 self.sessions.mark_dead(server)
-                raise _lost(server, name, idempotent, str(e)) from None
-            return ToolResult(ok=False, error=f"{req.tool} refused the call: {e.message}")
-        except (OSError, EOFError, Exception) as e:
-            self.sessions.mark_dead(server)
-            raise _lost(server, name, idempotent, f"{type(e).__name__}: {e}") from None
-        text = _text_of(result)
-        if result.is_error:
-            return ToolResult(ok=False, error=text or f"{req.tool} reported an error")
-        return ToolResult(output=text)
+                ran_nothing = live.wire.refused or live.wire.calls_sent == sent_before
+                if ran_nothing and not again:
+                    continue  # never handed to the transport, or refused with the session: send it on a new one
+                said = await stderr_said(live.wire.stderr)
+                raise _lost(server, name, idempotent, f"{_error_text(e)}{said}") from None
+            text = _text_of(result)
+            if result.is_error:
+                return ToolResult(ok=False, error=text or f"{req.tool} reported an error")
+            return ToolResult(output=text)
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     async def close(self) -> None:
         await self.sessions.close()
@@ -168,12 +232,21 @@ class CallMayHaveActed(Exception):
 
 
 def _connection_lost(e: MCPError) -> bool:
-    return e.code in (-32000, -32001) or "closed" in e.message.lower() or "timed out" in e.message.lower()
+    return e.code in (CONNECTION_CLOSED, REQUEST_TIMEOUT) or "closed" in e.message.lower()
+
+
+def _session_gone(e: BaseException, live: Live) -> bool:
+    """The request failed because the session was gone (nothing ran), not because the server answered so."""
+    return bool(live.wire.refused) or not live.usable or (isinstance(e, MCPError) and e.code == CONNECTION_CLOSED)
+
+
+def _error_text(e: BaseException) -> str:
+    return e.message if isinstance(e, MCPError) else f"{type(e).__name__}: {e}"
 
 
 def _lost(server: str, tool: str, idempotent: bool, why: str) -> Exception:
     if idempotent:
-        return ConnectionError(f"MCP server '{server}' dropped the call to {tool} ({why}); Temporal retries it")
+        return ConnectionError(f"MCP server '{server}' dropped the call to {tool} ({why})")
     return CallMayHaveActed(
         f"MCP server '{server}' dropped the call to {tool} after it was sent ({why}); {tool} is not idempotent, "
         "so it may have acted and is not retried: check the server's state before asking for it again"

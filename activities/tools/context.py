@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from stakeflow.agents.types import ToolResult
-from stakeflow.config_sections import ToolsConfig
+from stakeflow.config import ToolsConfig
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
@@ -36,9 +36,9 @@ from stakeflow.activities.tools.context import ToolContext, ToolExecutor
 from stakeflow.activities.tools.registry import EXECUTORS
 from stakeflow.agents.tools import CATALOGUE
 from stakeflow.agents.types import ToolRequest, ToolResult
-from stakeflow.config_sections import ToolsConfig
+from stakeflow.config import ToolsConfig
 from stakeflow.core import semconv as sc
-from stakeflow.core.contracts import RUN_TOOL
+from stakeflow.core.contracts import RUN_TOOL, QueueRole
 from stakeflow.core.errors import TOOL_FAILED, TOOL_SERVER_UNAVAILABLE, ToolError
 
 if TYPE_CHECKING:  # python_tools uses this package's ledger: imported for types only
@@ -73,6 +73,10 @@ class ToolActivities:
         self._mcp = mcp  # MCP servers' tools: "<server>.<tool>"
         self._python = python  # the team's Python tools
 
+    def activities(self, role: QueueRole) -> list[Callable[..., Any]]:
+        """``run_tool`` on the tools queues, and on the workflows queue (fast read-only tools as local activities)."""
+        return [self.run_tool] if role in ("tools", "workflows") else []
+
     @activity.defn(name=RUN_TOOL)
     async def run_tool(self, req: ToolRequest) -> ToolResult:
         """Validate the arguments, run the tool, and report what happened (traced as ``execute_tool``)."""
@@ -91,7 +95,7 @@ class ToolActivities:
         ) as span:
             try:
                 if self._mcp is not None and self._mcp.serves(req.tool):
-                    result = await self._call_mcp(req)
+                    result = await _heartbeating(self._call_mcp(req))  # a long call must not look dead
                 elif self._python is not None and self._python.serves(req.tool):
                     result = await self._python.call(req)
                 else:
@@ -125,8 +129,12 @@ class ToolActivities:
             return await self._mcp.call(req, idempotent=req.idempotent)
         except CallMayHaveActed as e:
             return ToolResult(ok=False, error=str(e))
-        except (ServerUnavailable, ConnectionError) as e:
-            raise ApplicationError(str(e), type=TOOL_SERVER_UNAVAILABLE) from None  # Temporal retries it
+        except ServerUnavailable as e:
+            if not req.idempotent:  # never retried (it could act twice), and this time it did not act at all
+                return ToolResult(ok=False, error=f"{e}; nothing was sent to it")
+            raise ApplicationError(f"{e}{_retrying()}", type=TOOL_SERVER_UNAVAILABLE) from None
+        except ConnectionError as e:
+            raise ApplicationError(f"{e}{_retrying()}", type=TOOL_SERVER_UNAVAILABLE) from None
 
     async def _dispatch(self, req: ToolRequest, args: BaseModel) -> ToolResult:
         execute = self._executors.get(req.tool)
@@ -157,6 +165,18 @@ async def _heartbeating(call: Awaitable[ToolResult]) -> ToolResult:
     finally:
         if not task.done():
             task.cancel()  # the attempt was cancelled: so is the tool (write_file then stops waiting for its lock)
+
+
+def _retrying() -> str:
+    """What happens next to a call that failed on its connection: a retry, or none left."""
+    info = activity.info() if activity.in_activity() else None
+    policy = info.retry_policy if info is not None else None
+    if info is None or policy is None:
+        return ""
+    if policy.maximum_attempts and info.attempt >= policy.maximum_attempts:
+        return f"; no retries left (attempt {info.attempt} of {policy.maximum_attempts})"
+    of = f" of {policy.maximum_attempts}" if policy.maximum_attempts else ""
+    return f"; Temporal retries it (this was attempt {info.attempt}{of})"
 
 
 def _capped(result: ToolResult) -> ToolResult:

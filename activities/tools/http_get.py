@@ -17,7 +17,7 @@ import httpx
 from stakeflow.activities.tools.context import ToolContext
 from stakeflow.agents.tools import HttpGetArgs
 from stakeflow.agents.types import ToolResult
-from stakeflow.config_sections import HttpGetConfig
+from stakeflow.config import HttpGetConfig
 from stakeflow.core.errors import ToolError
 
 MAX_REDIRECTS = 5

@@ -1,6 +1,6 @@
 """The sql_query tool: one read-only DuckDB query over the workspace's data files.
 
-Each call gets its own in-memory DuckDB, shut off (by ``stakeflow.readonly_sql``, the project's
+Each call gets its own in-memory DuckDB, shut off (by ``stakeflow.stores.readonly_sql``, the project's
 one lock-down) from every file but the workspace's data files, from extensions and from the
 network, and capped in memory, threads and spill space (``[tools.sql_query] memory_limit``,
 ``threads``, ``temp_directory``, ``max_temp_size``): one query must not take the worker's memory
@@ -25,9 +25,9 @@ from stakeflow.activities.tools.context import ToolContext
 from stakeflow.activities.tools.workspace import is_records, real_path, resolve_workspace
 from stakeflow.agents.tools import SqlQueryArgs
 from stakeflow.agents.types import ToolResult
-from stakeflow.config_sections import SqlQueryConfig
+from stakeflow.config import SqlQueryConfig
 from stakeflow.core.errors import ToolError
-from stakeflow.readonly_sql import (
+from stakeflow.stores.readonly_sql import (
     SQLLimits,
     SQLRefused,
     first_paragraph,

@@ -10,6 +10,7 @@ write replay or repeat).
 from __future__ import annotations
 
 import errno
+import hashlib
 from pathlib import Path
 
 from stakeflow.core.errors import ToolError
@@ -78,3 +79,10 @@ def real_path(path: Path) -> Path | None:
 def is_records(ws: Path, real: Path) -> bool:
     """True when the real path ``real`` is stakeflow's records folder or inside it."""
     return real.is_relative_to(ws / RECORDS_DIR)
+
+
+def lock_path(ws: Path, relative: str) -> Path:
+    """The lock file (``stakeflow.stores.file_lock.exclusive``) for the workspace file at ``relative`` (its real
+    path, relative to the workspace)."""
+    digest = hashlib.sha256(relative.encode("utf-8")).hexdigest()
+    return ws / RECORDS_DIR / "locks" / f"{digest}.lock"

@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from stakeflow.activities.tools.context import ToolContext
-from stakeflow.activities.tools.file_lock import exclusive, lock_path
 from stakeflow.activities.tools.ledger import Ledger, workspace_ledger, write_atomically
-from stakeflow.activities.tools.workspace import confine, resolve_workspace
+from stakeflow.activities.tools.workspace import confine, lock_path, resolve_workspace
 from stakeflow.agents.tools import WriteFileArgs
 from stakeflow.agents.types import ToolResult
 from stakeflow.core.errors import ToolError
+from stakeflow.stores.file_lock import exclusive
 
 log = logging.getLogger("stakeflow.tools")
 

@@ -177,6 +177,10 @@ class ToolsetResult(BaseModel):
 
     tools: list[ToolSpecView] = Field(default_factory=list)
     error: str | None = None
+    # Names or globs the run asked for that no tool matches (then ``error`` says so, with the tools there are).
+    missing: list[str] = Field(default_factory=list)
+    # Tools left out, each with why (an MCP tool that needs tasks, which stakeflow does not run).
+    skipped: list[str] = Field(default_factory=list)
 
 
 # --- routing and results -------------------------------------------------------------------
@@ -236,6 +240,7 @@ class StepRecord(BaseModel):
     approval: ApprovalRecord | None = None
     rounds: list[RoundRecord] = Field(default_factory=list)
     stuck: str = ""  # why the step ended without the result it needed ("3 failed sql_query calls"), if it did
+    waiting_for: str = ""  # while the step waits for approval: its tool calls, as the approver sees them
 
 
 class TaskResult(BaseModel):

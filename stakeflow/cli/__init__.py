@@ -1,15 +1,17 @@
-"""The `stakeflow` command. Commands parse, call a service function, print.
+"""The `stakeflow` command. Commands parse, call a service function (``stakeflow.services``), print.
 
-One module per responsibility:
+An entry point: the top floor, which may import anything (README, "Layout"). One module per responsibility:
 
 * ``common``: settings, the Temporal client and run lookup, friendly errors, output helpers;
 * ``stack``: the local stack and long-running processes (`up`, `down`, `doctor`, `worker`, `models`, `serve`,
   `codec-server`, `codec-key`);
 * ``runs``: `run`, `status`, `result`, `cancel`;
 * ``approvals``: `approve`, `reject`, `list`, `admin`;
-* ``catalog``: `tools`, `agents`, `evals`;
-* ``learning``: `dataset export`, `evals replay`, `models lora`, `learn`;
-* ``costs``: the trace store's readers (`trace`, `costs`, `sql`, `prices`).
+* ``catalogue``: `tools`, `agents`, `evals`; ``listing``: every tool a run could use, described as a worker
+  describes it (it starts MCP servers and loads Python tools the way a worker's activities do);
+* ``learn``: `dataset export`, `evals replay`, `models lora`, `learn`;
+* ``costs``: the trace store's readers (`trace`, `costs`, `sql`, `prices`);
+* ``report``: `report`, the cost-and-quality dashboard as an HTML file.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ import sys
 import click
 
 from stakeflow.cli.approvals import admin, approve, list_runs, reject
-from stakeflow.cli.catalog import agents, evals, tools
+from stakeflow.cli.catalogue import agents, evals, tools
 from stakeflow.cli.common import err
 from stakeflow.cli.costs import costs, prices, sql, trace
-from stakeflow.cli.learning import dataset, learn
+from stakeflow.cli.learn import dataset, learn
+from stakeflow.cli.report import report
 from stakeflow.cli.runs import cancel, result, run, status
 from stakeflow.cli.stack import codec_key, codec_server, doctor, down, models, serve, up, worker
 
@@ -36,7 +39,7 @@ def cli() -> None:
     """Durable hybrid agents: each step on the open model or the frontier, by its stakes."""
 
 
-from stakeflow.cli.learning import lora_group, replay_command  # noqa: E402 (after the groups it extends)
+from stakeflow.cli.learn import lora_group, replay_command  # noqa: E402 (after the groups it extends)
 
 evals.add_command(replay_command())
 models.add_command(lora_group)
@@ -61,6 +64,7 @@ for command in (
     costs,
     sql,
     prices,
+    report,
     approve,
     reject,
     list_runs,
@@ -91,7 +95,7 @@ def main() -> None:
             raise
         err(f"Error: unexpected {type(e).__name__}: {e} (STAKEFLOW_DEBUG=1 shows the traceback)")
         code = 1
-    from stakeflow.telemetry import flush
+    from stakeflow.temporal.telemetry import flush
 
     flush()  # spans a command made (none today but the worker's, which shuts down itself) reach their exporters
     sys.stdout.flush()

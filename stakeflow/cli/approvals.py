@@ -9,9 +9,10 @@ import getpass
 
 import click
 
-from stakeflow import namespace, runs
 from stakeflow.cli.common import current_settings, echo_json, friendly, open_run, run_async, temporal_client
 from stakeflow.core.contracts import SEARCH_ATTRIBUTES
+from stakeflow.services import runs
+from stakeflow.temporal import namespace
 
 
 def _decide(run_id: str, step: int, approve: bool, note: str, calls_json: str | None = None) -> None:

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from stakeflow import runs, tasks
+from stakeflow.config import Settings, load_settings
 from stakeflow.core.errors import StakeflowError
-from stakeflow.settings import Settings, load_settings
+from stakeflow.services import runs
 
 if TYPE_CHECKING:
     from temporalio.client import Client
@@ -39,7 +39,7 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (StakeflowError, tasks.RunFailed) as e:
+        except (StakeflowError, runs.RunFailed) as e:
             if os.environ.get("STAKEFLOW_DEBUG") == "1":
                 raise
             raise click.ClickException(str(e)) from None
@@ -53,7 +53,7 @@ def current_settings() -> Settings:
 
 async def temporal_client(settings: Settings) -> Client:
     """A Temporal client for the configured server (ServiceError naming the fix when unreachable)."""
-    from stakeflow.connection import connect
+    from stakeflow.temporal.connection import connect
 
     return await connect(settings)
 

@@ -1,7 +1,7 @@
 """Cost review commands: `trace`, `costs`, `sql`, `prices`. Each reads the DuckDB trace store.
 
 `trace` and `costs --run` take a run's workflow id or its Temporal run id; how an id is found, and
-what happens when Temporal is unreachable, is in `stakeflow.reports`.
+what happens when Temporal is unreachable, is in `stakeflow.services.reports`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import click
 
 from stakeflow.cli.common import current_settings, echo_json, friendly, run_async
 from stakeflow.core.errors import InputError
-from stakeflow.reports import open_store, traced_workflow_id
+from stakeflow.services.reports import open_store, traced_workflow_id
 
 SINCE_RE = re.compile(r"^(\d+)\s*([mhdw])$")
 SINCE_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+MAX_SINCE = timedelta(days=100 * 365)
 
 
 def parse_since(text: str | None) -> timedelta | None:
@@ -26,7 +27,14 @@ def parse_since(text: str | None) -> timedelta | None:
     m = SINCE_RE.match(text.strip())
     if not m:
         raise InputError(f"--since '{text}' is not a duration: use e.g. 30m, 24h, 7d, 2w, or all")
-    return timedelta(**{SINCE_UNITS[m.group(2)]: int(m.group(1))})
+    too_long = InputError(f"--since '{text}' reaches back more than {MAX_SINCE.days // 365} years: use --since all")
+    try:
+        window = timedelta(**{SINCE_UNITS[m.group(2)]: int(m.group(1))})
+    except OverflowError:  # past timedelta's own range
+        raise too_long from None
+    if window > MAX_SINCE:  # the date arithmetic of every query would overflow
+        raise too_long
+    return window
 
 
 @click.command()
@@ -56,10 +64,11 @@ def trace(run_id: str, as_json: bool) -> None:
     help="Breakdown: run, model, route, stakes, tool, day, source or agent.",
 )
 @click.option("--run", "run_id", default=None, help="One run's bill (its workflow id or Temporal run id).")
+@click.option("--agent", default=None, help="Only the model calls of this named agent's runs.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--csv", "as_csv", is_flag=True)
 @friendly
-def costs(since: str | None, by: str, run_id: str | None, as_json: bool, as_csv: bool) -> None:
+def costs(since: str | None, by: str, run_id: str | None, agent: str | None, as_json: bool, as_csv: bool) -> None:
     """Totals and breakdowns, with what the frontier would have cost and what the open model saved."""
     from stakeflow.traces import cost_report, format_table, to_csv
 
@@ -68,11 +77,11 @@ def costs(since: str | None, by: str, run_id: str | None, as_json: bool, as_csv:
     store = open_store(settings)
     if run_id is not None:
         run_id = run_async(traced_workflow_id(settings, store, run_id))
-    report = cost_report(store, window, by, run_id, settings.frontier_model)
-    from stakeflow.activities.evals import agreement_table
+    report = cost_report(store, window, by, run_id, settings.frontier_model, agent=agent)
     from stakeflow.agents.evals import agreement_text
+    from stakeflow.traces import agreement_table
 
-    table = agreement_table(settings)
+    table = agreement_table(settings.traces_path)
     report["agreement"] = agreement_text(table.overall, table.since_days)
     if as_json:
         echo_json(report)

@@ -10,7 +10,6 @@ import asyncio
 
 import click
 
-from stakeflow import runs, tasks
 from stakeflow.agents.policy import MAX_ROUNDS
 from stakeflow.agents.types import SENSITIVITY_CHOICES, STAKES_CHOICES, Progress, TaskResult
 from stakeflow.cli.common import (
@@ -25,11 +24,12 @@ from stakeflow.cli.common import (
     temporal_client,
 )
 from stakeflow.cli.stack import bring_up
+from stakeflow.config import Settings
 from stakeflow.core.contracts import PROGRESS_QUERY
 from stakeflow.core.errors import ServiceError
 from stakeflow.local import services
-from stakeflow.render import progress_lines, result_lines, run_dict, step_line
-from stakeflow.settings import Settings
+from stakeflow.services import runs
+from stakeflow.services.render import progress_lines, result_lines, run_dict, step_line, waiting_lines
 
 POLL_SECONDS = 0.5
 SERVICE_CHECK_SECONDS = 2.0
@@ -97,7 +97,7 @@ def run(
     """Run GOAL as a durable agent task."""
     settings = current_settings()
     tools = [t.strip() for t in tools_csv.split(",") if t.strip()] if tools_csv is not None else None
-    req = tasks.build_request(
+    req = runs.build_request(
         settings,
         goal,
         stakes=stakes,
@@ -122,7 +122,7 @@ async def _run(settings: Settings, req, workflow_id: str | None, as_json: bool, 
         if not as_json and (line.startswith("warning") or "started" in line or "crashed" in line):
             err(line)
     client = await temporal_client(settings)
-    handle = await tasks.start_run(client, settings, req, workflow_id)
+    handle = await runs.start_run(client, settings, req, workflow_id)
     ui = settings.ui_url(handle.id)
     run_id = handle.result_run_id or handle.run_id or ""
     if no_wait:
@@ -135,13 +135,13 @@ async def _run(settings: Settings, req, workflow_id: str | None, as_json: bool, 
         click.echo(f"run {handle.id} · {ui}")
         if not req.routing.frontier.available:
             err("note: ANTHROPIC_API_KEY is not set: high-stakes steps run on the open model")
-    steps = _StepPrinter(quiet=as_json)
+    steps = _StepPrinter(handle.id, quiet=as_json)
     watchers = [asyncio.create_task(steps.watch(handle))]
     if settings.manages_temporal:
         watchers.append(asyncio.create_task(_watch_services(settings, handle.id)))
     try:
-        result = await _first(tasks.wait_result(handle), watchers)
-    except tasks.RunFailed as e:
+        result = await _first(runs.wait_result(handle), watchers)
+    except runs.RunFailed as e:
         info = await runs.describe_run(client, handle.id)
         if as_json:
             echo_json(run_dict(handle.id, run_id, e.status, ui, progress=info.progress, error=str(e)))
@@ -175,11 +175,21 @@ async def _first(awaitable, watchers: list[asyncio.Task]):
 
 
 class _StepPrinter:
-    """Prints each step once: as it finishes while the run goes on, or at the end if it finished between looks."""
+    """Prints each step once: as it finishes while the run goes on, or at the end if it finished between looks;
+    and each wait for approval as it starts (on stderr, with --json too: a person must see it)."""
 
-    def __init__(self, quiet: bool) -> None:
+    def __init__(self, workflow_id: str, quiet: bool) -> None:
+        self.workflow_id = workflow_id
         self.quiet = quiet
         self.shown: set[int] = set()
+        self.waits_shown: set[int] = set()
+
+    def waits(self, p: Progress) -> None:
+        for s in p.steps:
+            if s.index in p.awaiting_approval and s.index not in self.waits_shown:
+                self.waits_shown.add(s.index)
+                for line in waiting_lines(s, p.total_steps, self.workflow_id):
+                    err(line)
 
     def rest(self, steps, total: int) -> None:
         for s in steps:
@@ -196,6 +206,7 @@ class _StepPrinter:
             except Exception:
                 continue
             self.rest(p.steps, p.total_steps)
+            self.waits(p)
 
 
 async def _watch_services(settings: Settings, workflow_id: str) -> None:
@@ -256,7 +267,7 @@ def status(run_id: str, as_json: bool) -> None:
         for crashed in services.crashed_services(settings):
             click.echo(services.crash_report(crashed))
         if info.progress:
-            for line in progress_lines(info.progress):
+            for line in progress_lines(info.progress, info.workflow_id):
                 click.echo(line)
         if info.error:
             click.echo(f"  error: {info.error}")
@@ -280,8 +291,8 @@ def result(run_id: str, as_json: bool, wait: bool) -> None:
         info = await runs.describe_run(client, wf_id)
         if info.status == "running" and wait:
             try:
-                await tasks.wait_result(client.get_workflow_handle(wf_id, result_type=tasks.TaskResult))
-            except tasks.RunFailed:
+                await runs.wait_result(client.get_workflow_handle(wf_id, result_type=TaskResult))
+            except runs.RunFailed:
                 pass
             info = await runs.describe_run(client, wf_id)
         if as_json:

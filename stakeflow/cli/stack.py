@@ -8,13 +8,13 @@ import signal
 
 import click
 
-from stakeflow import tasks
 from stakeflow.cli.common import Failed, current_settings, echo_json, err, friendly, run_async, temporal_client
-from stakeflow.cluster import CODEC_PORT, WEBHOOK_PORT
+from stakeflow.config import Settings
 from stakeflow.core.contracts import ROLES, QueueRole, queue_name
 from stakeflow.core.errors import EndpointError, ServiceError
 from stakeflow.local import services
-from stakeflow.settings import Settings
+from stakeflow.services import runs
+from stakeflow.temporal.cluster import CODEC_PORT, WEBHOOK_PORT
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -33,7 +33,7 @@ async def bring_up(settings: Settings, *, start_worker: bool = True) -> list[str
     if settings.manages_temporal:
         # A dev server database from an earlier release lacks attributes added since (start-dev only
         # registers them when it creates the database); workers would refuse it.
-        from stakeflow import namespace
+        from stakeflow.temporal import namespace
 
         added = await namespace.register(client, settings.temporal_namespace)
         if added:
@@ -48,11 +48,11 @@ async def bring_up(settings: Settings, *, start_worker: bool = True) -> list[str
     if start_worker and settings.manages_temporal:
         # The server lists a dead worker's poller for a while: a crash recorded by its supervisor wins.
         crashed = services.worker_crashed(settings)
-        if not crashed and await tasks.has_workflow_poller(client, settings):
+        if not crashed and await runs.has_workflow_poller(client, settings):
             lines.append("worker: polling")
         else:
             lines += await _start_worker(client, settings)
-    elif not await tasks.has_workflow_poller(client, settings):
+    elif not await runs.has_workflow_poller(client, settings):
         lines.append(
             f"warning: no worker polls {queue_name('workflows', settings.queue_prefix)} on {settings.address}: "
             "start one with `stakeflow worker`"
@@ -63,7 +63,7 @@ async def bring_up(settings: Settings, *, start_worker: bool = True) -> list[str
 async def _start_worker(client, settings: Settings, wait_s: float = 30.0) -> list[str]:
     pid, lines = services.start_worker(settings)
     deadline = asyncio.get_running_loop().time() + wait_s
-    while not await tasks.has_workflow_poller(client, settings):
+    while not await runs.has_workflow_poller(client, settings):
         services.worker_alive(settings, pid)
         if asyncio.get_running_loop().time() > deadline:
             raise ServiceError(
@@ -130,12 +130,12 @@ def worker(queues_csv: str, processes: int | None) -> None:
 
 
 async def _worker(settings: Settings, roles: list[QueueRole]) -> None:
-    from stakeflow import metrics
-    from stakeflow.connection import connect
-    from stakeflow.telemetry import setup_tracing, shutdown
-    from stakeflow.workers.main import Toolboxes, run_workers
+    from stakeflow.temporal import metrics
+    from stakeflow.temporal.connection import connect
+    from stakeflow.temporal.telemetry import setup_tracing, shutdown
+    from stakeflow.workers.main import Holders, run_workers
 
-    toolboxes = Toolboxes(settings)  # a Python tool that cannot be one is refused before anything connects
+    holders = Holders(settings)  # a Python tool that cannot be one is refused before anything connects
     runtime = metrics.start(settings)  # before the client: the SDK's metrics come from the client's runtime
     setup_tracing(settings, "worker", extra=[metrics.SpanMetrics(runtime)] if runtime else None)
     client = await connect(settings, runtime=runtime)
@@ -149,7 +149,7 @@ async def _worker(settings: Settings, roles: list[QueueRole]) -> None:
     names = ", ".join(queue_name(r, settings.queue_prefix) for r in roles)
     err(f"worker polling {names} on {settings.target.describe()} (SIGTERM to stop)")
     try:
-        await run_workers(client, settings, roles, stop, toolboxes)
+        await run_workers(client, settings, roles, stop, holders)
     finally:
         shutdown()  # flush buffered spans to the trace store
     err("worker stopped")
@@ -159,7 +159,7 @@ async def _check_search_attributes(client, settings: Settings, roles: list[Queue
     """A workflow worker on a namespace without stakeflow's search attributes (or with mistyped ones) would hang runs."""
     from temporalio.service import RPCError
 
-    from stakeflow import namespace
+    from stakeflow.temporal import namespace
 
     if "workflows" not in roles or not settings.check_search_attributes:
         return
@@ -184,7 +184,7 @@ async def _check_search_attributes(client, settings: Settings, roles: list[Queue
 @friendly
 def doctor(as_json: bool) -> None:
     """Check every part a run needs; one line each, with the fix. Exit 1 when something is broken."""
-    from stakeflow.doctor import run_checks
+    from stakeflow.services.doctor import run_checks
 
     checks = run_checks(current_settings())
     if as_json:
@@ -266,6 +266,6 @@ def codec_key(key_id: str | None) -> None:
     """Print a new AES-256 key as a key-file line: append it to STAKEFLOW_CODEC_KEYS_FILE to rotate to it."""
     import datetime
 
-    from stakeflow.codec import new_key_line
+    from stakeflow.temporal.codec import new_key_line
 
     click.echo(new_key_line(key_id or datetime.date.today().isoformat()))

@@ -42,6 +42,19 @@ LOAD_ADAPTER = "load_adapter"  # on the open queue, next to vLLM
 UNLOAD_ADAPTER = "unload_adapter"
 PROMOTE_ADAPTER = "promote_adapter"
 
+# --- public values -----------------------------------------------------------------------------
+# With payload encryption on (stakeflow/temporal/codec.py) every payload is sealed, memo values too. A value
+# wrapped in ``Public`` is marked with this metadata key by the payload converter and left in clear, for
+# what the Web UI should show without keys and that is no secret: a run's cost line, a webhook seal's run id.
+# Workflow code wraps its memo values here (no I/O: the sandbox imports this module), the codec honours it.
+
+PUBLIC_KEY = "stakeflow-public"  # payload metadata: a Public value, left in clear
+
+
+class Public(str):
+    """A string the codec leaves readable: memo values that are no secret. Nothing a run reads or writes."""
+
+
 # --- task queues ------------------------------------------------------------------------------
 # Four queues, so the parts scale separately: open-model calls run near the GPU, frontier calls
 # wherever the API key lives, tools next to the data, workflows anywhere. A prefix other than
@@ -60,7 +73,7 @@ def queue_name(role: QueueRole, prefix: str = DEFAULT_PREFIX) -> str:
 # --- search attributes ------------------------------------------------------------------------
 # A workflow that upserts an unregistered attribute (or one registered with another type) fails its
 # workflow task again and again, so the run hangs: workers check these before they poll
-# (stakeflow/namespace.py), and `stakeflow up` registers them on the dev server it starts.
+# (stakeflow/temporal/namespace.py), and `stakeflow up` registers them on the dev server it starts.
 
 
 @dataclass(frozen=True)
@@ -90,11 +103,3 @@ _KEY_FACTORIES = {
     "Bool": SearchAttributeKey.for_bool,
 }
 KEYS: dict[str, Any] = {a.key: _KEY_FACTORIES[a.kind](a.name) for a in ATTRIBUTES}
-
-
-def dev_server_flags() -> list[str]:
-    """``--search-attribute Name=Type`` for each, as `temporal server start-dev` takes them."""
-    flags: list[str] = []
-    for name, kind in SEARCH_ATTRIBUTES.items():
-        flags += ["--search-attribute", f"{name}={kind}"]
-    return flags

@@ -29,15 +29,37 @@ class ToolError(StakeflowError):
     """A tool refused or failed; the message says why (bad path, host not allowed, ...)."""
 
 
-# ApplicationError type names: the workflow and the retry policies match on these.
+# ApplicationError type names: activities raise them, workflows and retry policies match on them, and both
+# use these names (a string typed again on one side only would let a retry policy miss what it meant to stop).
 MODEL_OUTPUT_INVALID = "ModelOutputInvalid"
 MODEL_AUTH = "ModelAuthError"
 MODEL_REQUEST_REJECTED = "ModelRequestRejected"
 MODEL_UNAVAILABLE = "ModelUnavailable"
 TOOL_FAILED = "ToolFailed"
-TOOL_SERVER_UNAVAILABLE = "ToolServerUnavailable"  # an MCP server could not be reached: retried
+TOOL_SERVER_UNAVAILABLE = "ToolServerUnavailable"
 TASK_INVALID = "TaskInvalid"
 STEP_FAILED = "StepFailed"
-BUDGET_EXCEEDED = "BudgetExceeded"
+TRAINER_FAILED = "TrainerFailed"
+ADAPTER_REFUSED = "AdapterRefused"
+NOT_ENOUGH_DATA = "NotEnoughData"
+LEARN_FAILED = "LearnFailed"
 
+# The registry: every type, whether a retry can help, and what it means. Non-retryable ones fail the activity (or
+# the workflow) at once; the others are left to Temporal's retry policy.
+ERROR_TYPES: dict[str, tuple[bool, str]] = {  # type -> (non-retryable, meaning)
+    MODEL_OUTPUT_INVALID: (True, "the model's output failed validation (the workflow may escalate the step)"),
+    MODEL_AUTH: (True, "the endpoint refused the key (401/403): fix the key"),
+    MODEL_REQUEST_REJECTED: (True, "the endpoint refused the request itself (400): no retry changes it"),
+    MODEL_UNAVAILABLE: (False, "the endpoint is unreachable or overloaded (retried; then fallback)"),
+    TOOL_FAILED: (True, "a tool failed in a way no retry fixes (a call that may have acted, a broken ledger)"),
+    TOOL_SERVER_UNAVAILABLE: (False, "an MCP server could not be reached (retried)"),
+    TASK_INVALID: (True, "the run's request cannot run (an empty goal, no workspace for file tools)"),
+    STEP_FAILED: (True, "a step failed and the run cannot go on"),
+    TRAINER_FAILED: (True, "the learn loop's trainer failed (the last lines of its log)"),
+    ADAPTER_REFUSED: (True, "vLLM refused to load the adapter"),
+    NOT_ENOUGH_DATA: (True, "too few examples to train and judge an adapter"),
+    LEARN_FAILED: (True, "a learn loop stage failed"),
+}
+NON_RETRYABLE: tuple[str, ...] = tuple(t for t, (final, _) in ERROR_TYPES.items() if final)
+# What a model call's retry policy does not retry (MODEL_OUTPUT_INVALID: the workflow re-asks or escalates).
 NON_RETRYABLE_MODEL_ERRORS = [MODEL_OUTPUT_INVALID, MODEL_AUTH, MODEL_REQUEST_REJECTED]

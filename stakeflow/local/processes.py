@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from stakeflow.settings import Settings
+from stakeflow.config import Settings
 
 State = Literal["running", "crashed", "stopped"]
 LOG_TAIL_LINES = 8

@@ -16,31 +16,78 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from stakeflow.core.contracts import dev_server_flags
+from stakeflow.config import EMBEDDED_MODEL_ID, Settings
+from stakeflow.core.contracts import SEARCH_ATTRIBUTES
 from stakeflow.core.errors import ServiceError
 from stakeflow.local import processes
 from stakeflow.local.processes import ServiceState
-from stakeflow.settings import EMBEDDED_MODEL_ID, Settings
 
 TEMPORAL = "temporal"
 EMBEDDED = "embedded-model"
 WORKER = "worker"
 SERVICES = (WORKER, EMBEDDED, TEMPORAL)  # stop order: worker first, server last
 
-# The poll-rate flags cut ~30 ms from every workflow task; WAL + synchronous=off make the
-# file database fast enough (see ../shared/DESIGN.md for the measurements).
-DEV_SERVER_TUNING = [
-    "--sqlite-pragma",
-    "journal_mode=wal",
-    "--sqlite-pragma",
-    "synchronous=off",
+# WAL + synchronous=off make the file database fast enough; the poll-rate flags cut ~30 ms from every workflow
+# task (see ../shared/DESIGN.md for the measurements).
+_SQLITE = ("--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=off")
+_POLL_RATES = (
     "--dynamic-config-value",
     "history.transferProcessorMaxPollRPS=1000",
     "--dynamic-config-value",
     "history.timerProcessorMaxPollRPS=1000",
-]
+)
 EMBEDDED_READY_S = 120.0
+
+
+def search_attribute_flags() -> list[str]:
+    """``--search-attribute Name=Type`` for each of stakeflow's, as `temporal server start-dev` takes them (it
+    registers them only when it creates its database)."""
+    flags: list[str] = []
+    for name, kind in SEARCH_ATTRIBUTES.items():
+        flags += ["--search-attribute", f"{name}={kind}"]
+    return flags
+
+
+def dev_server_args(
+    *,
+    log_level: str = "warn",
+    search_attributes: bool = True,
+    poll_rates: bool = True,
+    ui_codec_endpoint: str | None = None,
+) -> list[str]:
+    """Every flag stakeflow gives `temporal server start-dev` besides where it listens, written here only: `up`, the
+    tests' servers (``WorkflowEnvironment.start_local(dev_server_extra_args=...)``) and the benchmarks' take them.
+
+    ``poll_rates=False`` leaves the server's own poll rates (a benchmark's "before"); ``ui_codec_endpoint`` has the
+    Web UI decode payloads there (`stakeflow codec-server`).
+    """
+    args = [*_SQLITE, *(_POLL_RATES if poll_rates else ()), "--log-level", log_level, "--ui-disable-news-fetch"]
+    if search_attributes:
+        args += search_attribute_flags()
+    if ui_codec_endpoint:
+        args += ["--ui-codec-endpoint", ui_codec_endpoint]
+    return args
+
+
+def dev_server_command(
+    port: int,
+    *,
+    ui_port: int | None = None,
+    db_file: Path | None = None,
+    namespace: str | None = None,
+    **args: Any,
+) -> list[str]:
+    """`temporal server start-dev` on 127.0.0.1:``port``: headless without ``ui_port``, in memory without
+    ``db_file``; ``args`` as ``dev_server_args`` takes them."""
+    argv = [temporal_binary(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port)]
+    argv += ["--ui-port", str(ui_port)] if ui_port else ["--headless"]
+    if namespace:
+        argv += ["--namespace", namespace]
+    if db_file:
+        argv += ["--db-filename", str(db_file)]
+    return argv + dev_server_args(**args)
 
 
 def temporal_binary() -> str:
@@ -160,28 +207,13 @@ def ensure_temporal(settings: Settings) -> list[str]:
             f"port {settings.ui_port} (Web UI) is taken by another program: free it, or set STAKEFLOW_UI_PORT"
         )
     settings.home.mkdir(parents=True, exist_ok=True)
-    argv = [
-        temporal_binary(),
-        "server",
-        "start-dev",
-        "--ip",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--ui-port",
-        str(settings.ui_port),
-        "--namespace",
-        settings.temporal_namespace,
-        "--db-filename",
-        str(settings.home / "temporal.db"),
-        "--ui-disable-news-fetch",
-        "--log-level",
-        "warn",
-        *DEV_SERVER_TUNING,
-        *dev_server_flags(),
-    ]
-    if settings.ui_codec_endpoint:  # encrypted payloads shown decoded, through `stakeflow codec-server`
-        argv += ["--ui-codec-endpoint", settings.ui_codec_endpoint]
+    argv = dev_server_command(
+        port,
+        ui_port=settings.ui_port,
+        db_file=settings.home / "temporal.db",
+        namespace=settings.temporal_namespace,
+        ui_codec_endpoint=settings.ui_codec_endpoint,  # encrypted payloads shown decoded (`stakeflow codec-server`)
+    )
     pid = processes.spawn(settings, TEMPORAL, argv)
     _wait(lambda: port_open(host, port) and port_open("127.0.0.1", settings.ui_port), 30, TEMPORAL, settings, pid)
     lines.append(f"temporal: started dev server at {settings.address} (pid {pid}), Web UI {settings.ui_url()}")

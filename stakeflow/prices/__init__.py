@@ -48,7 +48,7 @@ from datetime import date
 from decimal import Decimal
 
 from stakeflow.agents.types import Usage
-from stakeflow.config_sections import PriceConfig
+from stakeflow.config import EMBEDDED_MODEL_ID, PriceConfig, Settings
 from stakeflow.core.errors import ConfigError
 from stakeflow.prices.builtin import (
     BUILTIN_LONG_CONTEXT,
@@ -72,7 +72,6 @@ from stakeflow.prices.cost import (
     token_cost,
     unpriced,
 )
-from stakeflow.settings import EMBEDDED_MODEL_ID, Settings
 
 PRICE_RULES = (
     "Token prices are USD per million tokens; gpu_hour is USD per hour of GPU time.\n"

@@ -7,6 +7,7 @@ price is None, never 0. Each call's frontier equivalent is the one the activity 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -27,6 +28,10 @@ _KEYS = {
     "day": "CAST(start_time AS DATE)",
     "source": "source",
     "agent": "agent",
+    # Only for grouped_costs (the dashboard), not `costs --by`: a call's step kind, and its lane, where
+    # shadow evaluation's calls are their own lane whatever route they took.
+    "kind": "purpose",
+    "lane": "CASE WHEN source = 'shadow' THEN 'shadow' ELSE coalesce(route, 'open') END",
 }
 _AGGREGATES = """
     count(*) AS calls,
@@ -64,6 +69,7 @@ def cost_report(
     *,
     limit: int | None = None,
     now: datetime | None = None,
+    agent: str | None = None,
 ) -> dict[str, Any]:
     """Totals and a breakdown ``by`` run|model|route|stakes|tool|day|source, from model-call spans only.
 
@@ -77,21 +83,12 @@ def cost_report(
     counts those that lack one). ``by="tool"`` gives each tool the model calls of the steps that used
     it, so a step using two tools counts under both. ``frontier_model`` names the model the stored
     equivalents were priced against (each call was priced when it ran); it does not reprice.
-    Days are UTC; ``since`` is measured back from ``now`` (default: the current time).
+    Days are UTC; ``since`` is measured back from ``now`` (default: the current time). ``agent`` keeps
+    the calls of that named agent's runs only.
     """
     if by not in BREAKDOWNS:
         raise InputError(f"unknown breakdown '{by}': use one of {', '.join(BREAKDOWNS)}")
-    filters: list[str] = ["operation = 'chat'"]
-    params: list[Any] = []
-    if since is not None:
-        now = now or datetime.now(UTC)
-        cutoff = (now.astimezone(UTC) if now.tzinfo else now).replace(tzinfo=None) - since
-        filters.append("start_time >= ?")
-        params.append(cutoff)
-    if run_id is not None:
-        filters.append("run_id = ?")
-        params.append(run_id)
-    calls = f"calls AS (SELECT * FROM spans WHERE {' AND '.join(filters)})"
+    calls, params = _calls(since, now, run_id, agent)
     with store.reader() as con:
         # Shadow evaluation spends on its own (source "shadow"): its own line, never in the totals of runs.
         total = _fetch_dicts(
@@ -137,6 +134,89 @@ def summary_line(report: dict[str, Any]) -> str:
             f"\nshadow evaluation ${report['shadow_usd']:.4f} ({report['shadow_calls']} calls, not in the total above)"
         )
     return line + (warning if report["unpriced_calls"] else "")
+
+
+@dataclass(frozen=True)
+class CostGroup:
+    """One group of model calls: the figures ``cost_report`` gives each of its rows, in the same SQL."""
+
+    key: tuple[Any, ...]
+    calls: int
+    unpriced_calls: int
+    cost_usd: float | None  # None: no call of the group has a price (never $0)
+    open_usd: float | None
+    frontier_usd: float | None
+    frontier_equivalent_usd: float | None
+    saved_usd: float | None
+
+
+def grouped_costs(
+    store: TraceStore,
+    keys: tuple[str, ...],
+    since: timedelta | None = None,
+    *,
+    now: datetime | None = None,
+    agent: str | None = None,
+    shadow: bool = True,
+) -> list[CostGroup]:
+    """Model calls grouped by several keys at once (``day``, ``lane``, ``agent``, ``kind``, ...), shadow
+    evaluation included (its lane is ``shadow``): the dashboard's spend per day and route, and its saving
+    per agent and step kind. Each figure is ``_AGGREGATES``', so it equals `costs` for the same calls.
+    ``shadow=False`` leaves shadow evaluation out, as the report's totals do."""
+    unknown = [k for k in keys if k not in _KEYS]
+    if unknown or not keys:
+        raise InputError(f"unknown cost grouping {unknown or keys}: use some of {', '.join(_KEYS)}")
+    calls, params = _calls(since, now, None, agent)
+    where = "TRUE" if shadow else "source IS DISTINCT FROM 'shadow'"
+    columns = ", ".join(f"{_KEYS[k]} AS k{i}" for i, k in enumerate(keys))
+    order = ", ".join(f"k{i}" for i in range(len(keys)))
+    with store.reader() as con:
+        rows = _fetch_dicts(
+            con,
+            f"WITH {calls} SELECT {columns}, {_AGGREGATES} FROM calls WHERE {where} GROUP BY ALL ORDER BY {order}",
+            params,
+        )
+    return [
+        CostGroup(
+            key=tuple(_plain(row[f"k{i}"]) for i in range(len(keys))),
+            calls=row["calls"],
+            unpriced_calls=row["unpriced_calls"],
+            **{m: money(row[m]) for m in _MONEY},
+        )
+        for row in rows
+    ]
+
+
+def window_start(since: timedelta | None, now: datetime | None = None) -> datetime | None:
+    """The first instant of a ``since`` window ending at ``now`` (default: the current time), naive UTC
+    as the store's timestamps are; None for no window."""
+    if since is None:
+        return None
+    now = now or datetime.now(UTC)
+    return (now.astimezone(UTC) if now.tzinfo else now).replace(tzinfo=None) - since
+
+
+def _calls(
+    since: timedelta | None, now: datetime | None, run_id: str | None, agent: str | None
+) -> tuple[str, list[Any]]:
+    """The ``calls`` CTE every cost query reads (model-call spans in the window), and its parameters."""
+    filters: list[str] = ["operation = 'chat'"]
+    params: list[Any] = []
+    start = window_start(since, now)
+    if start is not None:
+        filters.append("start_time >= ?")
+        params.append(start)
+    if run_id is not None:
+        filters.append("run_id = ?")
+        params.append(run_id)
+    if agent is not None:
+        filters.append("agent = ?")
+        params.append(agent)
+    return f"calls AS (SELECT * FROM spans WHERE {' AND '.join(filters)})", params
+
+
+def _plain(key: Any) -> Any:
+    return key.isoformat() if isinstance(key, date) else key
 
 
 def _breakdown_sql(calls: str, by: str, limit: int | None) -> str:

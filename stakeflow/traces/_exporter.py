@@ -39,11 +39,11 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 from stakeflow.core import semconv as sc
 from stakeflow.core.errors import ConfigError
-from stakeflow.readonly_sql import quote_literal
+from stakeflow.stores.readonly_sql import quote_literal
 from stakeflow.traces._segments import SEGMENT_COLUMNS, spool_dir_for
 
 if TYPE_CHECKING:
-    from stakeflow.settings import Settings
+    from stakeflow.config import Settings
 
 _log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import duckdb
 
-from stakeflow.readonly_sql import quote_ident, quote_literal
+from stakeflow.stores.readonly_sql import quote_ident, quote_literal
 from stakeflow.traces._rows import one_row
 
 INTEGER_T = "INTEGER"

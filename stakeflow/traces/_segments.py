@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from stakeflow.core import semconv as sc
-from stakeflow.readonly_sql import quote_ident, quote_literal
+from stakeflow.stores.readonly_sql import quote_ident, quote_literal
 
 
 def spool_dir_for(path: str | os.PathLike[str]) -> Path:

@@ -1,6 +1,6 @@
 """``stakeflow sql``: one read statement of a person's over the trace store, in the shared sandbox.
 
-The statement check and the DuckDB lock-down are ``stakeflow.readonly_sql``'s, the same as the
+The statement check and the DuckDB lock-down are ``stakeflow.stores.readonly_sql``'s, the same as the
 ``sql_query`` tool's: one statement, read-only, no extension installed or loaded on demand, no file
 or URL but the spool's segments (which the ``spans`` view of a reader reads), no ``SET`` to undo it.
 """
@@ -12,7 +12,7 @@ from typing import Any
 import duckdb
 
 from stakeflow.core.errors import InputError
-from stakeflow.readonly_sql import SQLRefused, first_paragraph, lock_down, read_statement
+from stakeflow.stores.readonly_sql import SQLRefused, first_paragraph, lock_down, read_statement
 from stakeflow.traces._store import TraceStore
 
 

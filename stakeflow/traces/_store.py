@@ -41,7 +41,7 @@ from pathlib import Path
 import duckdb
 
 from stakeflow.core.errors import ConfigError, ServiceError
-from stakeflow.readonly_sql import quote_ident, quote_literal
+from stakeflow.stores.readonly_sql import quote_ident, quote_literal
 from stakeflow.traces import _records
 from stakeflow.traces._migrations import applied_version, migrate, schema_version
 from stakeflow.traces._rows import one_row

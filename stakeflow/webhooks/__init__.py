@@ -25,7 +25,7 @@ their hook is meant for.
    (either unset = any). A delivery they do not match answers 202 ``{"ignored": "<why>"}`` and starts
    nothing: a 2xx, so the sender neither retries it nor marks the hook as failing;
 7. every template field is in the payload (422 naming the field), and the request is valid (422: an
-   unknown tool, or an ``agent`` `tasks.build_request` does not know);
+   unknown tool, or an ``agent`` `runs.build_request` does not know);
 8. Temporal is reachable (503 with Retry-After).
 
 The workflow id is ``hook-<name>-<delivery>``, where <delivery> is ``X-Stakeflow-Delivery`` or
@@ -51,54 +51,41 @@ sender of identical bodies should put an id in them. How seals work and how long
 without that variable on the server they answer 401 saying so. ``<id>`` is the run's workflow id or
 its Temporal run id, found as the CLI finds it (``runs.resolve_run``); one that names no run is 404.
 
+``GET /dashboard`` (``?since=30d&agent=NAME``) serves the page `stakeflow report` writes, behind the same
+token: a sign-in form (``POST /dashboard/login``) sets an HttpOnly session cookie; the token never goes in
+a URL. How: ``stakeflow.webhooks.dashboard``.
+
 Hook secrets and STAKEFLOW_API_TOKEN are read once, when the app is created; they never enter a
 workflow input, a log line or a response. Logs carry the request id and delivery id, never a body.
 
-One module per job: ``config`` (the ``[hooks.<name>]`` table and its goal template), ``signatures``
-(HMAC verification, timestamps, delivery ids, seal ids: pure functions), ``filters`` (ping, events and
+One module per job (the ``[hooks.<name>]`` table and its goal template are configuration, in
+``stakeflow.config``): ``signatures`` (HMAC verification, timestamps, delivery ids, seal ids: pure functions), ``filters`` (ping, events and
 actions: pure functions), ``payload`` (JSON parsing with a nesting limit), ``refused`` (error answers),
 ``temporal`` (the server's Temporal client, seals, the start of a delivery's run), ``app`` (the
-Starlette app and its routes), ``openapi`` (the document at ``/openapi.json``).
+Starlette app and its routes), ``dashboard`` (``/dashboard``: sign-in and the page), ``openapi`` (the
+document at ``/openapi.json``).
 """
 
-from __future__ import annotations
+from stakeflow.webhooks.app import create_app
+from stakeflow.webhooks.filters import event_of, ignored_because, is_ping
+from stakeflow.webhooks.payload import parse_payload
+from stakeflow.webhooks.refused import Refused
+from stakeflow.webhooks.signatures import seal_id_for, sign, verify_signature, workflow_id_for
+from stakeflow.webhooks.temporal import Seal, Started, TemporalLink, start_delivery
 
-from importlib import import_module
-from typing import Any
-
-# Public name -> the module defining it. Imported on first use (PEP 562), not here: settings imports
-# ``webhooks.config`` for HookConfig while ``webhooks.app`` imports settings, so an eager import would
-# be circular, and it would load Starlette into every command that reads its settings.
-_EXPORTS = {
-    "create_app": "app",
-    "HookConfig": "config",
-    "MissingField": "config",
-    "TemplateError": "config",
-    "render_goal": "config",
-    "template_fields": "config",
-    "event_of": "filters",
-    "ignored_because": "filters",
-    "is_ping": "filters",
-    "parse_payload": "payload",
-    "Refused": "refused",
-    "seal_id_for": "signatures",
-    "sign": "signatures",
-    "verify_signature": "signatures",
-    "workflow_id_for": "signatures",
-    "Seal": "temporal",
-    "Started": "temporal",
-    "TemporalLink": "temporal",
-    "start_delivery": "temporal",
-}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"{__name__}.{module}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__all__ = [
+    "Refused",
+    "Seal",
+    "Started",
+    "TemporalLink",
+    "create_app",
+    "event_of",
+    "ignored_because",
+    "is_ping",
+    "parse_payload",
+    "seal_id_for",
+    "sign",
+    "start_delivery",
+    "verify_signature",
+    "workflow_id_for",
+]

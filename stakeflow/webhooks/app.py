@@ -12,7 +12,6 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -25,13 +24,14 @@ from starlette.routing import Route
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from stakeflow import runs, tasks
 from stakeflow.agents.types import Progress, ToolCall
+from stakeflow.config import MissingField, Settings, render_goal
 from stakeflow.core.contracts import PROGRESS_QUERY
 from stakeflow.core.errors import InputError, ServiceError
-from stakeflow.render import run_dict
-from stakeflow.settings import Settings
-from stakeflow.webhooks.config import MissingField, render_goal
+from stakeflow.services import runs
+from stakeflow.services.render import run_dict
+from stakeflow.webhooks import dashboard
+from stakeflow.webhooks.context import Context, read_body
 from stakeflow.webhooks.filters import event_of, ignored_because, is_ping
 from stakeflow.webhooks.openapi import OPENAPI
 from stakeflow.webhooks.payload import parse_payload
@@ -42,14 +42,6 @@ from stakeflow.webhooks.temporal import Seal, TemporalLink, is_unavailable, star
 log = logging.getLogger("stakeflow.webhooks")
 
 API_TOKEN_ENV = "STAKEFLOW_API_TOKEN"
-
-
-@dataclass
-class Context:
-    settings: Settings
-    secrets: dict[str, bytes]  # hook name -> secret, for hooks whose variable is set
-    api_token: str | None
-    temporal: TemporalLink
 
 
 def create_app(
@@ -72,6 +64,9 @@ def create_app(
         Route("/runs/{workflow_id:path}", _guarded(ctx, _get_run), methods=["GET"]),
         Route("/healthz", _guarded(ctx, _healthz), methods=["GET"]),
         Route("/openapi.json", _guarded(ctx, _openapi), methods=["GET"]),
+        Route(dashboard.PATH, _guarded(ctx, dashboard.show), methods=["GET"]),
+        Route(f"{dashboard.PATH}/login", _guarded(ctx, dashboard.login), methods=["POST"]),
+        Route(f"{dashboard.PATH}/logout", _guarded(ctx, dashboard.logout), methods=["POST"]),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     app.state.ctx = ctx
@@ -138,7 +133,7 @@ async def _deliver(ctx: Context, request: Request, note: dict[str, Any]) -> Resp
             f"hook '{name}' has no secret: {hook.secret_env} is not set in the server's "
             "environment; export it and restart `stakeflow serve`"
         )
-    body = await _read_body(request, hook.max_body_bytes)
+    body = await read_body(request, hook.max_body_bytes)
     mac = verify_signature(hook, secret, request.headers, body, time.time())
     if is_ping(request.headers):
         note["ping"] = True
@@ -155,7 +150,7 @@ async def _deliver(ctx: Context, request: Request, note: dict[str, Any]) -> Resp
             422, f"payload field '{e.path}' is missing (the goal template of hook '{name}' uses it)"
         ) from None
     try:
-        req = tasks.build_request(
+        req = runs.build_request(
             ctx.settings,
             goal,
             stakes=hook.stakes,
@@ -195,23 +190,6 @@ async def _deliver(ctx: Context, request: Request, note: dict[str, Any]) -> Resp
         },
         202,
     )
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    too_big = Refused(413, f"the body is over this hook's limit of {limit} bytes (max_body_bytes)")
-    length = request.headers.get("content-length")
-    if length is not None:
-        if not length.isdigit():
-            raise Refused(400, "Content-Length is not a number")
-        if int(length) > limit:
-            raise too_big
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_big
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _check_token(ctx: Context, request: Request) -> None:
@@ -256,7 +234,7 @@ class Decision(BaseModel):
 
 async def _approve(ctx: Context, request: Request, note: dict[str, Any]) -> Response:
     _check_token(ctx, request)
-    body = await _read_body(request, 64 * 1024)
+    body = await read_body(request, 64 * 1024)
     try:
         decision = Decision.model_validate_json(body)
     except ValidationError as e:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from stakeflow.webhooks.config import HookConfig
+from stakeflow.config import HookConfig
 
 STAKEFLOW_EVENT = "x-stakeflow-event"
 GITHUB_EVENT = "x-github-event"

@@ -168,6 +168,38 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/dashboard": {
+            "get": {
+                "operationId": "dashboard",
+                "summary": "The cost-and-quality dashboard (HTML), as `stakeflow report` writes it",
+                "description": "Signed in by the session cookie POST /dashboard/login sets, or by the bearer token."
+                " A token in the query string is refused.",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    {"name": "since", "in": "query", "schema": {"type": "string", "default": "30d"}},
+                    {"name": "agent", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": {"description": "The page", "content": {"text/html": {"schema": {"type": "string"}}}},
+                    "400": {"description": "A bad window, or a token in the URL (HTML)"},
+                    "401": {"description": "The sign-in form, or STAKEFLOW_API_TOKEN is not set (HTML)"},
+                },
+            }
+        },
+        "/dashboard/login": {
+            "post": {
+                "operationId": "dashboardLogin",
+                "summary": "Sign in: a form with `token`; sets an HttpOnly session cookie",
+                "requestBody": {
+                    "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}},
+                },
+                "responses": {
+                    "303": {"description": "Signed in: to /dashboard, with the cookie"},
+                    "401": {"description": "Wrong token: the form again (HTML)"},
+                    "413": _err("Body over 4 KiB"),
+                },
+            }
+        },
         "/openapi.json": {
             "get": {
                 "operationId": "openapi",

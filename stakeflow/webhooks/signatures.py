@@ -11,7 +11,7 @@ import hmac
 import re
 from collections.abc import Mapping
 
-from stakeflow.webhooks.config import HookConfig
+from stakeflow.config import HookConfig
 from stakeflow.webhooks.refused import Refused
 
 STAKEFLOW_SIGNATURE = "x-stakeflow-signature-256"

@@ -1,7 +1,7 @@
 """The webhook server's Temporal side: one client, connected on first use, and the start of a
 delivery's run.
 
-A delivery's run is started by `tasks.start_run` like any other, but with ``join_running=False``
+A delivery's run is started by `runs.start_run` like any other, but with ``join_running=False``
 (id conflict policy FAIL; the reuse policy is REJECT_DUPLICATE for every run): Temporal's refusal of
 a second start is how a redelivery is known (``duplicate: true``), with no local table and no race
 between two concurrent redeliveries.
@@ -40,11 +40,11 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from stakeflow import tasks
 from stakeflow.agents.types import TaskRequest
-from stakeflow.codec import Public
+from stakeflow.config import Settings
+from stakeflow.core.contracts import Public
 from stakeflow.core.errors import ConfigError, ServiceError
-from stakeflow.settings import Settings
+from stakeflow.services import runs
 from stakeflow.webhooks.refused import Refused, unavailable
 
 log = logging.getLogger("stakeflow.webhooks")
@@ -79,7 +79,7 @@ class TemporalLink:
     """The server's one Temporal client: connected on first use, dropped after a failure."""
 
     def __init__(self, settings: Settings, connect: Callable[[Settings], Awaitable[Client]] | None = None) -> None:
-        from stakeflow.connection import connect as default_connect
+        from stakeflow.temporal.connection import connect as default_connect
 
         self._settings = settings
         self._connect = connect or default_connect
@@ -130,7 +130,7 @@ async def start_delivery(
             shown = owner or workflow_id
             return Started(shown, await _run_id(client, shown), True)
     try:
-        handle = await tasks.start_run(client, settings, req, workflow_id, join_running=False, rpc_timeout=RPC_TIMEOUT)
+        handle = await runs.start_run(client, settings, req, workflow_id, join_running=False, rpc_timeout=RPC_TIMEOUT)
         return Started(workflow_id, handle.result_run_id or "", False)
     except WorkflowAlreadyStartedError as e:
         return Started(workflow_id, e.run_id or await _run_id(client, workflow_id), True)

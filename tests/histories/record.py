@@ -30,22 +30,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from stakeflow.agents.types import ApprovalRequest, Progress  # noqa: E402
-from stakeflow import tasks  # noqa: E402
+from stakeflow.local.services import dev_server_args  # noqa: E402
+from stakeflow.services import runs  # noqa: E402
 from tests.agent_script import agent, call, plan, think  # noqa: E402
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply  # noqa: E402
-
-try:  # the helpers moved out of conftest in this release
-    from tests.support import make_settings, running_workers  # type: ignore[import-not-found]
-except ImportError:
-    from tests.support import make_settings, running_workers  # type: ignore[no-redef]
-try:
-    from stakeflow.local.services import DEV_SERVER_TUNING  # type: ignore[import-not-found]
-except ImportError:
-    from stakeflow.services import DEV_SERVER_TUNING  # type: ignore[no-redef]
-try:
-    from stakeflow.core.contracts import dev_server_flags  # type: ignore[import-not-found]
-except ImportError:
-    from stakeflow.search_attributes import dev_server_flags  # type: ignore[no-redef]
+from tests.support import make_settings, running_workers  # noqa: E402
 
 NOTES = "Revenue grew 12% over Q2, driven by the Nordic region.\n"
 WRITE_PLAN = plan(("Read the notes", "read_file"), ("Write the summary", "write_file", "high"))
@@ -55,8 +44,8 @@ Scenario = Callable[[Client, Path, FakeOpenAIServer, FakeAnthropicServer], Await
 
 
 async def _start(client, settings, goal, ws, **kw):
-    req = tasks.build_request(settings, goal, workspace=ws, **kw)
-    return await tasks.start_run(client, settings, req, f"fixture-{uuid.uuid4().hex[:8]}")
+    req = runs.build_request(settings, goal, workspace=ws, **kw)
+    return await runs.start_run(client, settings, req, f"fixture-{uuid.uuid4().hex[:8]}")
 
 
 async def _waiting(handle, step: int) -> None:
@@ -163,10 +152,10 @@ async def continued_as_new(client, tmp, open_fake, frontier_fake):
     open_fake.script(agent(plan(*steps), {i: call("calculator", expression=f"{i}*2") for i in range(1, 8)},
                            answer="done"))
     settings = _settings(tmp, open_fake)
-    req = tasks.build_request(settings, "Seven sums", workspace=tmp / "ws", max_steps=7)
+    req = runs.build_request(settings, "Seven sums", workspace=tmp / "ws", max_steps=7)
     req.steps_per_history = 3
     async with running_workers(client, settings):
-        handle = await tasks.start_run(client, settings, req, f"fixture-{uuid.uuid4().hex[:8]}")
+        handle = await runs.start_run(client, settings, req, f"fixture-{uuid.uuid4().hex[:8]}")
         await handle.result()
     return handle.id
 
@@ -188,7 +177,7 @@ async def main(label: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=shutil.which("temporal"), data_converter=pydantic_data_converter, ip="127.0.0.1",
-        dev_server_extra_args=[*DEV_SERVER_TUNING, *dev_server_flags(), "--log-level", "error"],
+        dev_server_extra_args=dev_server_args(log_level="error"),
     )
     try:
         for name, scenario in SCENARIOS.items():
