@@ -2,10 +2,10 @@
 
 What a team would write by hand with the same model endpoint and the same tools: one ``Agent``, a system
 prompt naming the tools and the workspace's files, and a loop in which the model sees every tool result
-before it decides again. The tools are stakeflow's own implementations (``activities.tools``' executors,
+before it decides again. The tools are stakeflow's own implementations (``stakeflow.activities.tools``' executors,
 called directly as Python functions, with the default ``[tools]`` limits), described to the model with the
-catalogue's own texts (``agents.tools.CATALOGUE``), and each output is clipped to the 3,000 characters
-stakeflow's prompts keep (``agents.prompts.MAX_CONTEXT_CHARS``). A tool error goes back to the model as
+catalogue's own texts (``stakeflow.agents.tools.CATALOGUE``), and each output is clipped to the 3,000 characters
+stakeflow's prompts keep (``stakeflow.agents.prompts.MAX_CONTEXT_CHARS``). A tool error goes back to the model as
 the tool's result ("error: ..."), so it can try again. Decoding is greedy (temperature 0), at most 1,024
 output tokens a call, as in stakeflow's ``call_model``.
 

@@ -250,7 +250,7 @@ def check(task: Task, repo: Path) -> str | None:
             return f"{name} does not contain {quote!r}"
         return _compare(task, quote, from_text=True)
     if task.check_expr is not None:
-        from activities.tools import calculate
+        from stakeflow.activities.tools import calculate
 
         return _compare(task, calculate(task.check_expr))
     if task.check_sql is not None:
