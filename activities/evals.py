@@ -171,6 +171,7 @@ def replay_page(traces_path: Path, req: ReplayPageRequest) -> ReplayPage:
             max_steps=r.get("max_steps", 6),
             first_step_tools=r.get("first_step_tools") or [],
             max_output_tokens=r.get("max_output_tokens", 1024),
+            private=e.private,  # a private example's content stays out of the replay's spans too
         )
         answer = e.messages[-1]["content"]
         reference = ModelCallResult(route="frontier")

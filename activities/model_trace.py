@@ -1,7 +1,7 @@
 """The span of one model call: GenAI semantic conventions plus stakeflow's route, stakes and cost.
 
-Prompt and completion text go on the span only when STAKEFLOW_TRACE_CONTENT=1. Keys never do:
-nothing here reads them.
+Prompt and completion text go on the span only when STAKEFLOW_TRACE_CONTENT=1, and a private call's only with
+STAKEFLOW_TRACE_PRIVATE_CONTENT=1 as well (the caller decides, ``content``). Keys never do: nothing here reads them.
 """
 
 from __future__ import annotations

@@ -56,6 +56,8 @@ from stakeflow.activities.parameters import ModelParameters
 from stakeflow.agents.prompts import round_results
 from stakeflow.agents.types import CallCostRecord, CallFailure, JudgeVerdict, ModelCallRequest, ModelCallResult, Usage
 from stakeflow.core.contracts import CALL_MODEL, QueueRole
+from stakeflow.core.errors import MODEL_REQUEST_REJECTED, InputError
+from stakeflow.endpoints import check_base_url, same_endpoint
 
 # llama-cpp-python's server reads `max_tokens`, not `max_completion_tokens`, and small chat templates
 # expect a single system message.
@@ -134,7 +136,9 @@ class ModelActivities:
         that failed validation) still count.
         """
         provider = self._provider_name(req)
-        with model_call_span(req, provider, self._params.trace_content) as span:
+        # A private call's prompt and completion stay out of spans (which go to OTLP backends) unless asked for apart.
+        content = self._params.trace_content and (not req.private or self._params.trace_private_content)
+        with model_call_span(req, provider, content) as span:
             try:
                 result = await self._call(req)
             except ApplicationError as e:
@@ -149,7 +153,7 @@ class ModelActivities:
                     next_retry_delay=e.next_retry_delay,
                 ) from None
             result.cost = self._price(req, result.model, result.usage, result.latency_ms / 1000)
-            record_call(span, req, result.usage, result.cost, result, content=self._params.trace_content)
+            record_call(span, req, result.usage, result.cost, result, content=content)
             await self._capture.record(req, result, activity.info().attempt if activity.in_activity() else 1)
             return result
 
@@ -232,7 +236,9 @@ class ModelActivities:
         s = self._params.open
         name = req.endpoint.model or s.model
         key = s.api_key.get_secret_value() if s.api_key else ""
-        url = req.endpoint.base_url or s.url  # a candidate on another server (evals replay)
+        url = s.url
+        if req.endpoint.base_url and not same_endpoint(req.endpoint.base_url, s.url):
+            url = _candidate_url(req.endpoint.base_url)  # a candidate on another server (evals replay)
         context = CallContext(
             "open",
             name,
@@ -245,8 +251,9 @@ class ModelActivities:
         cache_key = ("open", name) if url == s.url else (f"open:{url}", name)
         if cache_key not in self._models:
             if url != s.url:
+                # STAKEFLOW_OPEN_API_KEY belongs to the configured endpoint: another server never receives it.
                 client = self._other_clients.get(url) or AsyncOpenAI(
-                    base_url=url, api_key=key or "none", max_retries=0, timeout=s.timeout_s
+                    base_url=url, api_key="none", max_retries=0, timeout=s.timeout_s
                 )
                 self._other_clients[url] = client
             else:
@@ -361,6 +368,14 @@ def _round_history(req: ModelCallRequest, *, first: bool) -> list[ModelMessage]:
             messages.append(ModelResponse(parts=[TextPart(json.dumps(action, ensure_ascii=False))]))
             messages.append(ModelRequest(parts=[UserPromptPart(round_results(turn))]))
     return messages
+
+
+def _candidate_url(url: str) -> str:
+    """The checked URL of a candidate's server; a non-retryable rejection (naming the fix) before anything is sent."""
+    try:
+        return check_base_url(url)
+    except InputError as e:
+        raise ApplicationError(str(e), type=MODEL_REQUEST_REJECTED, non_retryable=True) from None
 
 
 def to_usage(usage: RunUsage) -> Usage:

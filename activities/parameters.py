@@ -65,6 +65,8 @@ class ModelParameters:
     """The trace store whose spool the dataset captures go to."""
     trace_content: bool = False
     """Record prompts and completions in spans (``STAKEFLOW_TRACE_CONTENT``)."""
+    trace_private_content: bool = False
+    """Private calls' prompts and completions in spans too (``STAKEFLOW_TRACE_PRIVATE_CONTENT``): never by default."""
     local_calls: bool = False
     """Open calls also run as local activities on the workflows queue (``[workers] local_model_calls``)."""
     embedded_crash: Callable[[], str | None] | None = None
@@ -91,6 +93,7 @@ class ModelParameters:
             prices=PriceTable.from_settings(settings),
             traces_path=settings.traces_path,
             trace_content=settings.trace_content,
+            trace_private_content=settings.trace_private_content,
             local_calls=settings.workers.local_model_calls,
             embedded_crash=(lambda: embedded_crash(settings)) if settings.embedded else None,
         )

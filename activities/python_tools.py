@@ -22,7 +22,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from stakeflow.activities.python_tool_threads import DEFAULT_SIZE, ToolThreads, ToolTimedOut
 from stakeflow.activities.tools.ledger import Ledger, workspace_ledger
+from stakeflow.activities.tools.workspace import existing_file, resolve_workspace
 from stakeflow.agents.types import ToolRequest, ToolResult, ToolsetRef, ToolsetResult, ToolSpecView
 from stakeflow.core.errors import ConfigError
 from stakeflow.tool import WORKSPACE_FILE_MARK, WORKSPACE_MARK, ToolDeclaration
@@ -130,10 +132,12 @@ def load(specs: list[str]) -> dict[str, PythonTool]:
 
 
 class PythonToolbox:
-    """The worker's Python tools: described for a run, called by run_tool."""
+    """The worker's Python tools: described for a run, called by run_tool (in their own threads, see
+    ``python_tool_threads``: a hung tool never takes the threads the built-in tools need)."""
 
-    def __init__(self, tools: dict[str, PythonTool]) -> None:
+    def __init__(self, tools: dict[str, PythonTool], threads: int = DEFAULT_SIZE) -> None:
         self.tools = tools
+        self.threads = ToolThreads(threads)
 
     def serves(self, name: str) -> bool:
         return name in self.tools
@@ -148,10 +152,18 @@ class PythonToolbox:
     async def call(self, req: ToolRequest) -> ToolResult:
         tool = self.tools[req.tool]
         try:
-            args = tool.args_model.model_validate(req.args).model_dump()
+            validated = tool.args_model.model_validate(req.args)
         except ValidationError as e:
             problems = "; ".join(f"'{'.'.join(map(str, x['loc'])) or 'arguments'}': {x['msg']}" for x in e.errors())
             return ToolResult(ok=False, error=f"invalid arguments for {tool.name}: {problems}")
+        # Each argument as validated, not dumped: a parameter typed as a pydantic model receives that model.
+        args = {name: getattr(validated, name) for name in tool.args_model.model_fields}
+        if tool.file_args:
+            # The same confinement as read_file's, whether or not the enum was offered: no '..', no link out.
+            ws = await asyncio.to_thread(resolve_workspace, req.workspace)
+            for name in tool.file_args:
+                target = await asyncio.to_thread(existing_file, ws, args[name])
+                args[name] = target.relative_to(ws).as_posix()
         if tool.workspace_param:
             args[tool.workspace_param] = Path(req.workspace)
         ledger = None
@@ -170,10 +182,9 @@ class PythonToolbox:
                 )
             await asyncio.to_thread(ledger.record, {"key": req.idempotency_key, "tool": tool.name, "status": "started"})
         try:
-            if inspect.iscoroutinefunction(tool.fn):
-                value = await tool.fn(**args)
-            else:
-                value = await asyncio.to_thread(tool.fn, **args)
+            value = await self.threads.run(tool.name, tool.fn, args, tool.declaration.timeout_s)
+        except ToolTimedOut as e:
+            return ToolResult(ok=False, error=str(e))
         except Exception as e:
             return ToolResult(ok=False, error=f"{tool.name} failed: {type(e).__name__}: {e}")
         output = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)

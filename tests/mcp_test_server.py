@@ -11,6 +11,8 @@ Tools, by their annotations:
 - ``note(text)``    NO annotations at all: the MCP defaults (destructive, open world) must apply
 - ``broken()``      read-only; answers with isError
 - ``crash(text)``   not read-only, not idempotent; exits the server process while the call is in flight
+- ``huge_error(size)`` read-only, closed world; answers with an isError of ``size`` characters
+- ``slow_store(text, seconds)`` not read-only, not destructive, idempotent, closed world; answers after ``seconds``
 
 Each call is appended to LOG as one JSON line (tool, arguments), before it is answered: a test reads the
 log to prove what did or did not reach the server.
@@ -88,6 +90,23 @@ def crash(text: str) -> str:
     """Dies in the middle of the call, after it was received."""
     _log("crash", text=text)
     os._exit(3)
+
+
+@server.tool(annotations={"readOnlyHint": True, "openWorldHint": False})
+def huge_error(size: int) -> str:
+    """Always fails, at length."""
+    _log("huge_error", size=size)
+    raise ToolError("x" * size)
+
+
+@server.tool(
+    annotations={"readOnlyHint": False, "destructiveHint": False, "idempotentHint": True, "openWorldHint": False}
+)
+async def slow_store(text: str, seconds: float) -> str:
+    """Store a text, slowly."""
+    _log("slow_store", text=text, seconds=seconds)
+    await asyncio.sleep(seconds)
+    return "stored"
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ class OTLPReceiver:
 
     def __init__(self) -> None:
         self.spans: list[ReceivedSpan] = []
+        self.bodies: list[bytes] = []  # every export request as received (to search for what must not leave)
         self.requests = 0
         self._lock = threading.Lock()
         receiver = self
@@ -64,6 +65,7 @@ class OTLPReceiver:
                     self.send_response(404)
                     self.end_headers()
                     return
+                receiver.bodies.append(body)
                 receiver._receive(ExportTraceServiceRequest.FromString(body))
                 reply = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)

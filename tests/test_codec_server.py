@@ -103,6 +103,27 @@ def _payload(obj: dict):
     )
 
 
+async def test_the_8_mb_limit_counts_the_bytes_read_also_of_a_chunked_body(codec_server):
+    """A body without Content-Length (chunked) is refused once 8 MB have been read, never decoded whole."""
+    from stakeflow.codec_server import MAX_BODY
+
+    converter = data_converter(make_settings_keys())
+    sealed = await converter.encode(["x" * 1_000_000 for _ in range(12)])  # ~16 MB of protobuf JSON
+    body = json.dumps(payloads_json(sealed)).encode()
+    assert len(body) > MAX_BODY
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    async def chunks():
+        for i in range(0, len(body), 64 * 1024):
+            yield body[i : i + 64 * 1024]
+
+    async with httpx.AsyncClient(base_url=codec_server.url, timeout=30) as http:
+        r = await http.post("/decode", content=chunks(), headers=auth)
+        assert r.status_code == 413 and f"at most {MAX_BODY} bytes" in r.json()["error"]
+        r = await http.post("/decode", content=body, headers=auth)  # with Content-Length: refused before reading
+        assert r.status_code == 413
+
+
 async def test_cors_answers_only_the_web_ui_origin(codec_server):
     preflight = {
         "Access-Control-Request-Method": "POST",

@@ -88,6 +88,9 @@ def trainer_argv(*extra: str) -> list[str]:
     ]
 
 
+OPEN_KEY = "sk-vllm-SECRET-learn"  # the open endpoint's key: sent to it, never to a candidate's server
+
+
 @pytest.fixture
 def models():
     with Models() as m:
@@ -108,6 +111,7 @@ def team(tmp_path, client, models, monkeypatch):
         "STAKEFLOW_OPEN_MODEL": BASE,
         "ANTHROPIC_API_KEY": "sk-ant-learn-test",
         "ANTHROPIC_BASE_URL": models.frontier.url,
+        "STAKEFLOW_OPEN_API_KEY": OPEN_KEY,
     }.items():
         monkeypatch.setenv(key, value)
     write_config(home, trainer_argv())
@@ -193,6 +197,9 @@ async def test_learn_promotes_a_better_adapter_and_the_agents_runs_use_it(client
         assert rows["other-model"]["agreement"] == 1.0 and rows["other-model"]["n"] == learned["test_examples"]
         assert rows[adapter]["n"] == learned["test_examples"]  # the current open model is the promoted one now
         assert len(other.calls) == learned["test_examples"]
+        # The open model's key went to the open endpoint only, never to the candidate's server (issue 20 §5).
+        assert all(OPEN_KEY not in str(c.headers) for c in other.calls)
+        assert models.vllm.calls[-1].headers["authorization"] == f"Bearer {OPEN_KEY}"
 
     code, out = stakeflow("learn", "--agent", "notes", "--revert")
     assert code == 0 and f"{adapter} no longer promoted" in out
@@ -327,3 +334,8 @@ def test_the_recipe_reads_exported_lines_as_prompt_completion_pairs():
     # A tokenizer without a chat template cannot render chat examples: said before any training starts.
     with pytest.raises(SystemExit, match="has no chat template"):
         require_chat_template(type("Tokenizer", (), {"chat_template": None})(), "base-model")
+
+
+def test_a_candidate_url_is_checked_before_a_replay_starts():
+    code, out = stakeflow("evals", "replay", "--model", "m", "--base-url", "http://me:pw@models.example/v1")
+    assert code == 1 and "--base-url http://models.example/v1: it carries credentials" in out and "pw" not in out

@@ -598,3 +598,41 @@ async def test_embedded_smollm2_plan_validates(tmp_path: Path, embedded_server: 
     assert all(step.tool in [*allowed, None] for step in result.plan.steps)
     assert result.usage.input_tokens > 0 and result.usage.output_tokens > 0 and result.usage.requests == 1
     assert result.model  # as the server reported it
+
+
+# --- a candidate's server (`stakeflow evals replay --base-url`) -------------------------------
+
+
+async def test_a_candidate_url_never_receives_the_open_models_key(
+    tmp_path: Path, open_server: FakeOpenAIServer
+) -> None:
+    """Issue 20 §5: the key goes only to the endpoint it was configured for."""
+    open_server.script(lambda body: "configured")
+    with FakeOpenAIServer(responder=lambda body: "candidate") as candidate:
+        settings = open_settings(tmp_path, open_server, open_api_key=OPEN_KEY)
+        await call(settings, request("answer", endpoint=ModelEndpoint(route="open", base_url=candidate.url)))
+        await call(settings, request("answer", endpoint=ModelEndpoint(route="open", base_url=open_server.url + "/")))
+    assert len(candidate.calls) == 1 and OPEN_KEY not in str(candidate.calls[0].headers)
+    assert open_server.calls[0].headers["authorization"] == f"Bearer {OPEN_KEY}"  # the configured one, spelled alike
+
+
+@pytest.mark.parametrize(
+    "url, why",
+    [
+        ("file:///etc/passwd", "http:// or https://"),
+        ("ftp://models.example/v1", "http:// or https://"),
+        ("http://user:secret@models.example/v1", "credentials"),
+        ("http:///v1", "no host"),
+        ("http://models.example/v1?key=1", "query"),
+    ],
+)
+async def test_a_candidate_url_is_checked_before_anything_is_sent(
+    tmp_path: Path, open_server: FakeOpenAIServer, url: str, why: str
+) -> None:
+    error = await call_error(
+        open_settings(tmp_path, open_server), request("answer", endpoint=ModelEndpoint(base_url=url))
+    )
+    assert (error.type, error.non_retryable) == (MODEL_REQUEST_REJECTED, True)
+    assert why in error.message and "--base-url" in error.message
+    assert "secret" not in error.message
+    assert open_server.calls == []

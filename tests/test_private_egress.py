@@ -12,8 +12,9 @@ from stakeflow.agents.types import ApprovalRequest
 from stakeflow.config import McpServerConfig
 from stakeflow.core.contracts import APPROVE_UPDATE
 from stakeflow.services import runs
+from stakeflow.traces import TraceStore
 from tests.agent_script import agent, call, plan
-from tests.fakes import FakeOpenAIServer
+from tests.fakes import FakeAnthropicServer, FakeOpenAIServer
 from tests.support import make_settings, running_workers
 from tests.test_mcp_tools import calls_in, http_server, wait_for_approval  # noqa: F401 (fixture)
 
@@ -87,3 +88,84 @@ async def test_a_public_run_calls_an_open_world_tool_without_waiting(client, tmp
         result = await (await runs.start_run(client, settings, req)).result()
     assert result.steps[0].status == "ok" and result.steps[0].approval is None
     assert len(calls_in(log)) == 1
+
+
+SSN = "123-45-6789"
+
+
+async def test_a_private_tool_that_fails_still_makes_the_run_private(client, tmp_path, http_server):
+    """Issue 20 §1: the query fails, and its error text (holding the SSN) is private data all the same: the next
+    high-stakes step stays on the open model, an open-world call waits for a person, nothing is captured as public."""
+    url, log = http_server
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "people.csv").write_text(f"name,ssn\nAda,{SSN}\n")
+    script = agent(
+        plan(("Count the people", "sql_query"), ("Decide", None, "high"), ("Look it up outside", "web.lookup")),
+        {
+            1: call("sql_query", query="SELECT CAST(ssn AS INTEGER) FROM people"),
+            2: {"tool_calls": [], "result": "look the number up"},
+            3: call("web.lookup", key=SSN),
+        },
+        answer="done",
+    )
+    with FakeOpenAIServer(model="qwen-test") as open_fake, FakeAnthropicServer() as frontier_fake:
+        open_fake.script(script)
+        frontier_fake.script(script)
+        settings = make_settings(
+            tmp_path,
+            open_base_url=open_fake.url,
+            open_model="qwen-test",
+            open_dialect="vllm",
+            anthropic_api_key="sk-ant-test-taint",
+            anthropic_base_url=frontier_fake.url,
+            frontier_model="claude-test",
+            mcp={"web": McpServerConfig(url=url)},
+        )
+        settings.policy.private_tools = ["sql_query"]
+        settings.dataset.capture = True
+        req = tasks.build_request(settings, "Who is in people.csv?", workspace=ws, tools=["sql_query", "web.lookup"])
+        async with running_workers(client, settings):
+            handle = await tasks.start_run(client, settings, req)
+            waiting = await wait_for_approval(handle, 3)
+            assert calls_in(log) == [], "the SSN left for an open-world tool"
+            await handle.execute_update(
+                APPROVE_UPDATE, ApprovalRequest(step=3, decision="reject", note="private", by="dpo")
+            )
+            result = await handle.result()
+        frontier_bodies = [c.raw for c in frontier_fake.calls]
+    failed = result.steps[0].tool_results[0]
+    assert not failed.ok and SSN in failed.error  # the query failed, and its error holds the SSN
+    assert result.sensitivity == "private"
+    assert any("sql_query reads a private source" in n for n in result.notices)
+    assert waiting.steps[1].route == "open" and waiting.steps[1].needs_approval
+    assert not any(SSN in body for body in frontier_bodies)
+    with TraceStore(settings.traces_path).reader() as con:
+        captured = [str(row) for row in con.execute("SELECT * FROM captures").fetchall()]
+    assert captured and not any(SSN in row for row in captured), "private data captured as public rows"
+
+
+async def test_auto_approve_does_not_approve_private_data_leaving(client, tmp_path, open_fake, http_server):
+    """Issue 20 §4: --auto-approve covers high-stakes actions, not private data leaving: that waits for a person."""
+    url, log = http_server
+    settings = settings_for(tmp_path, open_fake, url, "approve")
+    req = tasks.build_request(
+        settings,
+        "Record the secret figure",
+        workspace=tmp_path,
+        tools=["web.lookup"],
+        sensitivity="private",
+        auto_approve=True,
+    )
+    async with running_workers(client, settings):
+        handle = await tasks.start_run(client, settings, req)
+        waiting = await wait_for_approval(handle, 1)
+        await asyncio.sleep(0.5)
+        assert calls_in(log) == [], "auto-approved private egress"
+        assert any("--auto-approve does not cover private data" in n for n in waiting.notices)
+        assert "needs approval (a person's: --auto-approve does not cover" in waiting.steps[0].reason
+        await handle.execute_update(APPROVE_UPDATE, ApprovalRequest(step=1, decision="approve", by="dpo"))
+        result = await handle.result()
+    assert result.steps[0].approval.decision == "approved" and result.steps[0].approval.by == "dpo"
+    assert any("--auto-approve does not cover private data" in n for n in result.notices)
+    assert calls_in(log) == [{"tool": "lookup", "args": {"key": SECRET_FACT}}]

@@ -105,3 +105,56 @@ async def test_a_side_effecting_python_tool_acts_once_per_key(tmp_path):
     first, again = await box.call(req), await box.call(req)
     assert first.ok and not first.replayed
     assert again.ok and again.replayed and again.output == first.output
+
+
+async def test_a_parameter_typed_as_a_pydantic_model_receives_that_model():
+    box = PythonToolbox(load(["tests.team_tools:order_total"]))
+    req = ToolRequest(tool="order_total", args={"order": {"item": "beans", "quantity": 4}})
+    result = await box.call(req)
+    assert (result.ok, result.output, result.error) == (True, "4 x beans = 10", None)
+
+
+async def test_a_workspace_file_argument_cannot_leave_the_workspace_even_without_the_enum(client, tmp_path, open_fake):
+    """Over 200 files the enum is not offered; '..' and a link out are refused by read_file's own confinement."""
+    (tmp_path / "outside.txt").write_text("one two three SECRET\n")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    for i in range(201):
+        (ws / f"f{i:03}.txt").write_text("a b\n")
+    (ws / "link.txt").symlink_to(tmp_path / "outside.txt")
+    open_fake.script(
+        agent(
+            plan(("Count the words", "word_count"), ("Count them again", "word_count")),
+            {1: call("word_count", path="../outside.txt"), 2: call("word_count", path="link.txt")},
+            answer="no",
+        )
+    )
+    settings = make_settings(tmp_path, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm")
+    settings.tools.python = ["tests.team_tools:word_count"]
+    req = tasks.build_request(settings, "Count the words of outside.txt", workspace=ws)
+    assert req.workspace_paths == []  # too many files for an enum
+    async with running_workers(client, settings):
+        result = await (await tasks.start_run(client, settings, req)).result()
+    [up], [link] = (s.tool_results[0:1] for s in result.steps)
+    assert not up.ok and "'../outside.txt' leads outside the workspace" in up.error
+    assert not link.ok and "'link.txt' leads outside the workspace" in link.error
+
+
+async def test_an_outward_symlink_is_not_offered_in_the_enum(client, tmp_path, open_fake):
+    (tmp_path / "outside.txt").write_text("one two three SECRET\n")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "notes.txt").write_text("one two\n")
+    (ws / "link.txt").symlink_to(tmp_path / "outside.txt")
+    open_fake.script(
+        agent(plan(("Count the words", "word_count")), {1: call("word_count", path="notes.txt")}, answer="2")
+    )
+    settings = make_settings(tmp_path, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm")
+    settings.tools.python = ["tests.team_tools:word_count"]
+    req = tasks.build_request(settings, "Count the words of notes.txt", workspace=ws)
+    assert req.workspace_paths == ["notes.txt"] and not any("link.txt" in f for f in req.workspace_files)
+    async with running_workers(client, settings):
+        result = await (await tasks.start_run(client, settings, req)).result()
+    assert result.steps[0].tool_results[0].output == "2"
+    offered = json.dumps(open_fake.calls[1].body)
+    assert '"path": {"const": "notes.txt"' in offered and "link.txt" not in offered  # an enum of one

@@ -74,6 +74,17 @@ async def test_output_is_cut_to_the_history_limit(ws: Path) -> None:
     )
 
 
+async def test_an_error_is_cut_to_the_history_limit_like_an_output() -> None:
+    async def failing(args: CalculatorArgs, ctx: ToolContext) -> ToolResult:
+        return ToolResult(ok=False, error="e" * 3_000_000)
+
+    acts = ToolActivities(ToolsConfig(), Path("/nonexistent-ledger"), executors={"calculator": failing})
+    result = await acts.run_tool(ToolRequest(tool="calculator", args={"expression": "1"}))
+    assert result.error == (
+        "e" * MAX_OUTPUT_CHARS + f" [error truncated: showing the first {MAX_OUTPUT_CHARS} of 3000000 characters]"
+    )
+
+
 async def test_a_tool_call_heartbeats_while_it_runs() -> None:
     # A worker that dies (or stalls) mid-call is noticed within the activity's heartbeat timeout
     # instead of its 60 s start-to-close timeout: the call's retry goes elsewhere sooner.

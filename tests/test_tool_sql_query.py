@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
 import pytest
 
 from stakeflow.config import SqlQueryConfig, ToolsConfig
+from tests.support import REPO
 from tests.tool_cases import refused, run, tools_config, ws  # noqa: F401 (ws is a fixture)
 
 SALES_CSV = "region,amount\neast,10\nwest,5.5\neast,7.25\nnorth,3\n"
@@ -187,3 +191,40 @@ async def test_sql_query_spills_to_the_temp_directory_when_one_is_set(tmp_path: 
     spill = result.output.splitlines()[1]
     assert Path(spill).parent == tmp_path / "spill" and Path(spill).name.startswith("sql-")
     assert not Path(spill).exists()
+
+
+def test_sql_query_memory_stays_bounded_by_huge_cells(ws: Path) -> None:
+    """Issue 21 §12: 5 rows of 200 MB strings cost the worker 3.3 GB when fetched whole; each cell is cut inside
+    the query now, so the process stays near DuckDB's memory_limit (512MB) and the model sees a marker."""
+    script = (
+        "import asyncio, json, resource\n"
+        "from tests.tool_cases import run\n"
+        "q = \"SELECT range AS n, repeat('x', 200000000) AS s FROM range(5)\"\n"
+        f"r = asyncio.run(run('sql_query', {{'query': q}}, workspace={str(ws)!r}))\n"
+        "print(json.dumps({'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 'ok': r.ok,"
+        " 'output': r.output, 'error': r.error}))\n"
+    )
+    ran = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    result = json.loads(ran.stdout.splitlines()[-1])
+    assert result["rss_mb"] < 1000, f"the worker peaked at {result['rss_mb']:.0f} MB"
+    assert result["ok"] and len(result["output"]) < 25_000
+    assert "[... cut: 200000000 characters in all]" in result["output"]
+    assert result["output"].startswith("n | s\n0 | xxx")
+
+
+async def test_sql_query_cuts_a_wide_result_by_size_and_says_so(ws: Path) -> None:
+    query = "SELECT range AS n, repeat('y', 1500) AS a, repeat('z', 1500) AS b FROM range(100)"
+    result = await run("sql_query", {"query": query}, workspace=ws)
+    assert result.ok and result.truncated and len(result.output) < 25_000
+    lines = result.output.splitlines()
+    assert lines[0] == "n | a | b" and lines[1].startswith("0 | yyy")
+    assert lines[-1].startswith(f"({len(lines) - 2} of 100 rows shown: the result is over 20000 characters;")
+
+
+async def test_sql_query_shows_at_most_100_columns(ws: Path) -> None:
+    query = "SELECT " + ", ".join(f"{i} AS c{i}" for i in range(105))
+    result = await run("sql_query", {"query": query}, workspace=ws)
+    header, values, count = result.output.splitlines()
+    assert header.split(" | ")[-1] == "c99" and values.split(" | ")[-1] == "99"
+    assert count == "(1 row) (5 more columns not shown)" and result.truncated

@@ -51,7 +51,8 @@ class Holders:
 
     def __init__(self, settings: Settings) -> None:
         self.mcp = McpToolbox(settings.mcp) if settings.mcp else None
-        self.python = PythonToolbox(load_python_tools(settings.tools.python)) if settings.tools.python else None
+        python = settings.tools.python
+        self.python = PythonToolbox(load_python_tools(python), settings.tools.python_threads) if python else None
         self.tools = ToolActivities(settings.tools, settings.ledger_dir, mcp=self.mcp, python=self.python)
         self.catalogue = CatalogueActivities(self.mcp, self.python)
         self.models = ModelActivities(ModelParameters.from_settings(settings))

@@ -86,7 +86,10 @@ class AgentTaskWorkflow(StepLoop, Replanning, Answering):
             sc.STAKES: req.stakes,
         }
         continued: workflow.ContinueAsNewError | None = None
-        with _tracer().start_as_current_span(sc.SPAN_RUN, attributes=attributes) as span:
+        # The failure goes on the span by hand: a private run's message may quote private data (see _traced_reason).
+        with _tracer().start_as_current_span(
+            sc.SPAN_RUN, attributes=attributes, record_exception=False, set_status_on_exception=False
+        ) as span:
             status = "failed"
             try:
                 result = await self._run(req)
@@ -97,6 +100,8 @@ class AgentTaskWorkflow(StepLoop, Replanning, Answering):
             except BaseException as e:
                 if is_cancellation(e):
                     status = "canceled"
+                if isinstance(e, Exception):  # as OpenTelemetry's use_span does: a BaseException is not recorded
+                    self._record_failure(span, e)
                 raise
             finally:
                 span.set_attributes({**self._run_attributes(), sc.STATUS: status})
@@ -212,12 +217,37 @@ class AgentTaskWorkflow(StepLoop, Replanning, Answering):
                     raise  # a bug: the workflow task fails and is retried; no span for that attempt
                 escaped = e
             if isinstance(escaped, StepFailure):
-                span.set_status(Status(StatusCode.ERROR, str(escaped)))
+                span.set_status(Status(StatusCode.ERROR, self._traced_reason(str(escaped))))
                 span.set_attributes({sc.STATUS: "failed", sc.ERROR_TYPE: errors.STEP_FAILED})
             elif escaped is not None and is_cancellation(escaped):
                 span.set_attribute(sc.STATUS, "canceled")
         if escaped is not None:
             raise escaped
+
+    def _record_failure(self, span: otel_trace.Span, e: Exception) -> None:
+        """The run's failure on its span, its text as ``_traced_reason`` allows.
+
+        A private run's exception is recorded as a stand-in of the same kind (a workflow failure, or not), whose
+        message is the traced reason: the replay-safe span ends only for a failure of the workflow (not a failed
+        workflow task, which is retried) and tells them apart by the exception it recorded.
+        """
+        reason = self._traced_reason(f"{type(e).__name__}: {e}")
+        if self._sensitivity == "private":
+            e = (
+                ApplicationError(reason, non_retryable=True)
+                if workflow.is_failure_exception(e)
+                else RuntimeError(reason)
+            )
+        span.record_exception(e)
+        span.set_status(Status(StatusCode.ERROR, reason))
+
+    def _traced_reason(self, reason: str) -> str:
+        """A failure as a span's status says it: a private run's reason may quote the model's output or a private
+        tool's error, and spans leave (OTLP), so only what kind of failure it was; the run keeps the rest."""
+        if self._sensitivity != "private":
+            return reason
+        kind = next((k for k in ("output invalid", "unavailable", "token budget exceeded") if k in reason), "failed")
+        return f"{kind}; the reason is not traced: the run's data is private (stakeflow status shows it)"
 
     # --- phases ------------------------------------------------------------------------
 

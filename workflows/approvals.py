@@ -74,20 +74,35 @@ class ApprovalGate:
         return decision.stakes == "high" and spec is not None and spec.risk in self._req.approvals.risks
 
     async def _await_approval(
-        self, index: int, record: StepRecord, calls: list[ToolCall], *, exact: bool = False
+        self,
+        index: int,
+        record: StepRecord,
+        calls: list[ToolCall],
+        *,
+        exact: bool = False,
+        private_egress: bool = False,
     ) -> ApprovalRecord:
         """Pause until a person decides (``approve_step``), or the timeout rejects the step.
 
         ``exact``: the approver sees every argument whole, as it would be sent (private data about to leave).
+        ``private_egress``: the step would send private data to an open-world tool (``[policy] private_egress =
+        "approve"``): that is a person's decision, which ``--auto-approve`` (for unattended high-stakes actions)
+        does not make. Runs recorded before this rule auto-approved it: behind a patch, their replays still do.
         """
         policy = self._req.approvals
         what = "; ".join(describe_call(c, exact=exact) for c in calls)
         # A later round of the same step that acts again asks again: the earlier decision covered other calls.
         self._decisions.pop(index, None)
         record.needs_approval = True  # whatever the route said: this step needed a decision
-        if policy.auto_approve:
+        if policy.auto_approve and not (private_egress and workflow.patched("auto-approve-not-private-egress")):
             return ApprovalRecord(
                 decision="auto_approved", by="--auto-approve", at=workflow.now().isoformat(), waiting_for=what
+            )
+        if policy.auto_approve:
+            record.reason += " (a person's: --auto-approve does not cover private data leaving)"
+            self._progress.notices.append(
+                f"step {index}: --auto-approve does not cover private data leaving for an open-world tool: it waits "
+                f"for a person (stakeflow approve {workflow.info().workflow_id} {index}, or reject)"
             )
         self._awaiting[index] = what
         self._waiting_calls[index] = list(calls)

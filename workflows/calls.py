@@ -47,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
         SHADOW_WORKFLOW,
         queue_name,
     )
+    from stakeflow.workflows.failures import cause_text
 
 
 def model_retry(routing: RoutingConfig) -> RetryPolicy:
@@ -271,7 +272,7 @@ async def run_tool(
         if repeatable or isinstance(e.cause, CancelledError):
             raise
         raise ToolMayHaveActed(
-            f"{tool} failed ({getattr(e.cause, 'message', e.cause)}) and is not idempotent, so it was not retried: "
+            f"{tool} failed ({cause_text(e)}) and is not idempotent, so it was not retried: "
             "it may have acted; check before asking for it again"
         ) from None
 

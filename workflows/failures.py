@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutType
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 from stakeflow.core import errors
@@ -33,8 +33,13 @@ def error_type(e: ActivityError) -> str | None:
 
 
 def cause_text(e: ActivityError) -> str:
+    """What went wrong, for the user: a timeout says which one, and what it means."""
     c = e.cause
     if isinstance(c, TemporalTimeoutError):
+        if c.type == TimeoutType.HEARTBEAT:
+            return "the worker running it stopped heartbeating (it died or stalled): timed out (heartbeat)"
+        if c.type == TimeoutType.SCHEDULE_TO_START:
+            return "no worker took it: timed out (schedule_to_start): is a worker polling the queue? run `stakeflow worker`"
         kind = c.type.name.lower() if c.type else "timeout"
-        return f"timed out ({kind}): is a worker polling the queue? run `stakeflow worker`"
+        return f"it ran past its time limit: timed out ({kind})"
     return str(c.message if hasattr(c, "message") else c) if c else str(e)

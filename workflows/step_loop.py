@@ -46,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
     from stakeflow.core import semconv as sc
     from stakeflow.workflows.approvals import ApprovalGate
     from stakeflow.workflows.calls import record_stuck
+    from stakeflow.workflows.failures import StepFailure
     from stakeflow.workflows.model_steps import ModelSteps
     from stakeflow.workflows.run_tools import RunTools
 
@@ -195,10 +196,11 @@ class StepLoop(ModelSteps, RunTools, ApprovalGate):
             record.status = "tool_error"
             self._publish()
             return None
-        if egress and req.routing.private_egress == "approve" and "needs approval" not in record.reason:
+        person = egress and req.routing.private_egress == "approve"  # --auto-approve does not decide this one
+        if person and "needs approval" not in record.reason:
             record.reason += f"; private data to open-world tool {spec.name if spec else '?'}: needs approval"
-        if self._needs_approval(state.decision, spec) or (egress and req.routing.private_egress == "approve"):
-            record.approval = await self._await_approval(index, record, calls, exact=egress)
+        if self._needs_approval(state.decision, spec) or person:
+            record.approval = await self._await_approval(index, record, calls, exact=egress, private_egress=person)
             otel_trace.get_current_span().set_attributes(
                 {"stakeflow.approval": record.approval.decision, "stakeflow.approval.by": record.approval.by}
             )
@@ -213,22 +215,36 @@ class StepLoop(ModelSteps, RunTools, ApprovalGate):
         results = []
         for tool_call in calls:
             n = len(record.tool_results)  # numbered across rounds: each call its own idempotency key
-            result = await self._run_tool(index, n, tool_call.tool, tool_call.args, label, r)
+            private_source = tool_call.tool in req.routing.private_tools or bool(spec and spec.private)
+            try:
+                result = await self._run_tool(index, n, tool_call.tool, tool_call.args, label, r)
+            except StepFailure:
+                if private_source:  # its failure's text is private data too (in the span, the run's error)
+                    self._taint(index, tool_call.tool, ran_ok=False)
+                raise
             result = _kept(result).model_copy(update={"round": r})
             record.tool_results.append(result)
             state.seen[_key(tool_call)] = result
             results.append(result)
-            self._taint(index, tool_call.tool, spec, result)
+            if private_source:
+                self._taint(index, tool_call.tool, ran_ok=result.ok)
         return results
 
-    def _taint(self, index: int, tool: str, spec: ToolSpecView | None, result: ToolResult) -> None:
-        """A private tool that read data makes the rest of the run private."""
-        private_source = tool in self._req.routing.private_tools or bool(spec and spec.private)
-        if result.ok and private_source and self._sensitivity != "private":
-            self._sensitivity = "private"
-            self._progress.notices.append(
-                f"step {index}: {tool} reads a private source, so the rest of the run stays on the open model"
-            )
+    def _taint(self, index: int, tool: str, *, ran_ok: bool) -> None:
+        """A private tool ran: the rest of the run is private, whatever its outcome.
+
+        A failed call's error text is the private data too (a failed cast quotes the value it could not cast).
+        Runs recorded before this rule turned private only on success: behind a patch, their replays keep
+        the routes (the task queues) they took.
+        """
+        if self._sensitivity == "private":
+            return
+        if not ran_ok and not workflow.patched("private-tool-taints-on-failure"):
+            return
+        self._sensitivity = "private"
+        self._progress.notices.append(
+            f"step {index}: {tool} reads a private source, so the rest of the run stays on the open model"
+        )
 
 
 def _failed_calls(state: _StepState) -> str:
@@ -241,11 +257,14 @@ def _key(call: ToolCall) -> str:
 
 
 def _kept(result: ToolResult) -> ToolResult:
-    """The part of a tool's output the run keeps (in history, prompts and the result); see README."""
-    if len(result.output) <= prompts.MAX_CONTEXT_CHARS:
+    """The part of a tool's output and error the run keeps (in history, prompts and the result); see README."""
+    limit = prompts.MAX_CONTEXT_CHARS
+    if result.error is not None and len(result.error) > limit:
+        error = result.error[:limit] + f" [... {len(result.error) - limit} more characters not kept]"
+        result = result.model_copy(update={"error": error})
+    if len(result.output) <= limit:
         return result
-    cut = len(result.output) - prompts.MAX_CONTEXT_CHARS
-    text = result.output[: prompts.MAX_CONTEXT_CHARS] + f"\n[... {cut} more characters not kept]"
+    text = result.output[:limit] + f"\n[... {len(result.output) - limit} more characters not kept]"
     return result.model_copy(update={"output": text, "truncated": True})
 
 

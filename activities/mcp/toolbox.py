@@ -44,8 +44,14 @@ def split(name: str) -> tuple[str, str]:
     return server, tool
 
 
-def risk_of(annotations: Any, override: ToolOverride | None) -> tuple[Risk, str, bool, bool]:
-    """(risk, where it came from, open_world, idempotent) for one tool."""
+def risk_of(annotations: Any, override: ToolOverride | None, distrusted_by: str = "") -> tuple[Risk, str, bool, bool]:
+    """(risk, where it came from, open_world, idempotent) for one tool.
+
+    ``distrusted_by``: why the server's annotations are not believed (``trust_annotations = false``): then every
+    tool is of the riskiest kind, as if it had none, and only the team's own overrides change that.
+    """
+    if distrusted_by:
+        annotations = None
     read_only = getattr(annotations, "read_only_hint", None)
     destructive = getattr(annotations, "destructive_hint", None)
     idempotent = getattr(annotations, "idempotent_hint", None)
@@ -61,6 +67,8 @@ def risk_of(annotations: Any, override: ToolOverride | None) -> tuple[Risk, str,
         source = "readOnlyHint false, destructiveHint false"
     if annotations is None:
         source = "no annotations: MCP defaults (destructive, open-world)"
+    if distrusted_by:
+        source = f"annotations not trusted ({distrusted_by}): the riskiest kind"
     opened = True if open_world is None else bool(open_world)
     # Read-only calls cannot act, so retrying one is always safe; otherwise only what the server promises.
     repeatable = bool(read_only) or bool(idempotent)
@@ -74,14 +82,20 @@ def risk_of(annotations: Any, override: ToolOverride | None) -> tuple[Risk, str,
     return risk, source, opened, repeatable
 
 
-def describe(server: str, cfg: McpServerConfig, tools: list[Any], patterns: list[str] | None = None) -> ToolsetResult:
-    """The server's tools (``mcp.types.Tool``) that ``patterns`` name, as stakeflow tool views.
+def describe(
+    server: str, cfg: McpServerConfig, tools: list[Any], patterns: list[str] | None = None, distrusted_by: str = ""
+) -> ToolsetResult:
+    """The server's tools (``mcp.types.Tool``) that ``patterns`` name, as stakeflow tool views (see ``risk_of`` for
+    ``distrusted_by``).
 
     A tool that requires MCP tasks (``execution.taskSupport = "required"``) is not offered: stakeflow calls
     tools with plain ``tools/call``, which such a tool refuses every time. A pattern that names no offered
     tool is ``missing``, and the error names the tools there are.
     """
     from fnmatch import fnmatchcase
+
+    if not cfg.trust_annotations and not distrusted_by:  # this worker's own config says so too
+        distrusted_by = f"[mcp.{server}] trust_annotations = false"
 
     views: list[ToolSpecView] = []
     skipped: dict[str, str] = {}
@@ -91,7 +105,7 @@ def describe(server: str, cfg: McpServerConfig, tools: list[Any], patterns: list
             continue
         if patterns is not None and not any(fnmatchcase(tool.name, p) for p in patterns):
             continue
-        views.append(_view(server, cfg, tool))
+        views.append(_view(server, cfg, tool, distrusted_by))
     names = [t.name for t in tools if t.name not in skipped]
     missing = [p for p in patterns or [] if not any(fnmatchcase(n, p) for n in names)]
     result = ToolsetResult(
@@ -106,9 +120,9 @@ def describe(server: str, cfg: McpServerConfig, tools: list[Any], patterns: list
     return result
 
 
-def _view(server: str, cfg: McpServerConfig, tool: Any) -> ToolSpecView:
+def _view(server: str, cfg: McpServerConfig, tool: Any, distrusted_by: str) -> ToolSpecView:
     override = cfg.tools.get(tool.name)
-    risk, source, open_world, idempotent = risk_of(tool.annotations, override)
+    risk, source, open_world, idempotent = risk_of(tool.annotations, override, distrusted_by)
     description = (tool.description or tool.title or tool.name).strip()
     return ToolSpecView(
         name=qualified(server, tool.name),
@@ -126,8 +140,14 @@ def _view(server: str, cfg: McpServerConfig, tool: Any) -> ToolSpecView:
     )
 
 
-def _text_of(result: Any) -> str:
-    """A CallToolResult as text: its text blocks (a resource link keeps its URI), else its structured content."""
+# What is kept of one result's text: the blocks are cut as they are joined, so a big answer costs no second copy
+# of itself. Below the dispatcher's 20,000-character cap with the note, so the note states the true size.
+MAX_RESULT_CHARS = 19_900
+
+
+def _text_of(result: Any, limit: int = MAX_RESULT_CHARS) -> tuple[str, bool]:
+    """A CallToolResult as text: its text blocks (a resource link keeps its URI), else its structured content; cut
+    to ``limit`` characters (and whether it was)."""
     parts: list[str] = []
     for block in result.content or []:
         kind = getattr(block, "type", "")
@@ -145,7 +165,17 @@ def _text_of(result: Any) -> str:
             parts.append(f"[{kind or 'content'}{f' {mime}' if mime else ''} omitted]")
     if not parts and result.structured_content is not None:
         parts.append(json.dumps(result.structured_content, ensure_ascii=False))
-    return "\n".join(parts)
+    total = sum(len(p) for p in parts) + max(0, len(parts) - 1)
+    if total <= limit:
+        return "\n".join(parts), False
+    kept: list[str] = []
+    room = limit
+    for part in parts:
+        kept.append(part[:room])
+        room -= len(kept[-1]) + 1
+        if room <= 0:
+            break
+    return "\n".join(kept)[:limit] + f"\n[... {total - limit} more characters not kept]", True
 
 
 class McpToolbox:
@@ -170,7 +200,8 @@ class McpToolbox:
         except TimeoutError:
             self.sessions.mark_dead(ref.name)
             return ToolsetResult(error=f"MCP server '{ref.name}' did not list its tools within {DESCRIBE_BUDGET_S:g}s")
-        return describe(ref.name, cfg, list(listed.tools), ref.patterns)
+        distrusted_by = "" if ref.trust_annotations else ref.distrusted_by or "the run's policy"
+        return describe(ref.name, cfg, list(listed.tools), ref.patterns, distrusted_by)
 
     async def _list(self, server: str, cfg: McpServerConfig) -> Any:
         """tools/list; on a session that turns out to be gone, once more on a new one (listing acts on nothing)."""
@@ -208,6 +239,11 @@ class McpToolbox:
             try:
                 result = await live.session.call_tool(name, req.args, read_timeout_seconds=cfg.timeout_s)
             except Exception as e:
+                if isinstance(e, MCPError) and _too_big(e):  # the transport's own cap (1 MB per message over HTTP)
+                    return ToolResult(
+                        ok=False,
+                        error=f"{req.tool} answered more than the MCP transport accepts ({e.message}): ask for less",
+                    )
                 lost = not isinstance(e, MCPError) or _connection_lost(e) or bool(live.wire.refused)
                 if not lost:
                     return ToolResult(ok=False, error=f"{req.tool} refused the call: {_error_text(e)}")
@@ -217,10 +253,10 @@ class McpToolbox:
                     continue  # never handed to the transport, or refused with the session: send it on a new one
                 said = await stderr_said(live.wire.stderr)
                 raise _lost(server, name, idempotent, f"{_error_text(e)}{said}") from None
-            text = _text_of(result)
+            text, cut = _text_of(result)
             if result.is_error:
                 return ToolResult(ok=False, error=text or f"{req.tool} reported an error")
-            return ToolResult(output=text)
+            return ToolResult(output=text, truncated=cut)
         raise AssertionError("unreachable: the second attempt returns or raises")
 
     async def close(self) -> None:
@@ -233,6 +269,10 @@ class CallMayHaveActed(Exception):
 
 def _connection_lost(e: MCPError) -> bool:
     return e.code in (CONNECTION_CLOSED, REQUEST_TIMEOUT) or "closed" in e.message.lower()
+
+
+def _too_big(e: MCPError) -> bool:
+    return "exceeded the" in e.message and "byte limit" in e.message
 
 
 def _session_gone(e: BaseException, live: Live) -> bool:

@@ -7,9 +7,10 @@ Exceptions are left for the worker's own trouble: an OSError in the ledger propa
 Temporal retries it, and what no retry can fix raises a non-retryable ``ApplicationError``
 of type ``TOOL_FAILED``.
 
-A call on the tools queue heartbeats while its tool runs: a worker that dies or stalls mid-call is
-noticed within the activity's heartbeat timeout, not its 60 s start-to-close timeout, and the
-retry (maybe on another host) starts that much sooner. Local activities cannot heartbeat.
+A call on the tools queue heartbeats while its tool runs, whichever kind of tool it is (built-in, an MCP
+server's, a Python function): a worker that dies or stalls mid-call is noticed within the activity's
+heartbeat timeout, not its start-to-close timeout, and the retry (maybe on another host) starts that
+much sooner; a live call is never retried while it runs. Local activities cannot heartbeat.
 
 Every output is cut to ``MAX_OUTPUT_CHARS`` so a big page or table never lands in
 workflow history whole. The tools themselves live one per module next to this one; this
@@ -94,12 +95,7 @@ class ToolActivities:
             },
         ) as span:
             try:
-                if self._mcp is not None and self._mcp.serves(req.tool):
-                    result = await _heartbeating(self._call_mcp(req))  # a long call must not look dead
-                elif self._python is not None and self._python.serves(req.tool):
-                    result = await self._python.call(req)
-                else:
-                    result = await self._dispatch(req, self._validate(req))
+                result = await _heartbeating(self._execute(req))
             except ToolError as e:
                 result = ToolResult(ok=False, error=_cut(str(e)))
             span.set_attributes({sc.STATUS: "ok" if result.ok else "tool_error", "stakeflow.replayed": result.replayed})
@@ -108,6 +104,14 @@ class ToolActivities:
         return _capped(result).model_copy(
             update={"tool": req.tool, "duration_ms": round((time.monotonic() - started) * 1000, 3)}
         )
+
+    async def _execute(self, req: ToolRequest) -> ToolResult:
+        """The call, by the tool's source: an MCP server's, a Python tool, or a built-in."""
+        if self._mcp is not None and self._mcp.serves(req.tool):
+            return await self._call_mcp(req)
+        if self._python is not None and self._python.serves(req.tool):
+            return await self._python.call(req)
+        return await self._dispatch(req, self._validate(req))
 
     def _validate(self, req: ToolRequest) -> BaseModel:
         spec = CATALOGUE.get(req.tool)
@@ -131,10 +135,10 @@ class ToolActivities:
             return ToolResult(ok=False, error=str(e))
         except ServerUnavailable as e:
             if not req.idempotent:  # never retried (it could act twice), and this time it did not act at all
-                return ToolResult(ok=False, error=f"{e}; nothing was sent to it")
-            raise ApplicationError(f"{e}{_retrying()}", type=TOOL_SERVER_UNAVAILABLE) from None
+                return ToolResult(ok=False, error=_cut(f"{e}; nothing was sent to it"))
+            raise ApplicationError(_cut(f"{e}{_retrying()}"), type=TOOL_SERVER_UNAVAILABLE) from None
         except ConnectionError as e:
-            raise ApplicationError(f"{e}{_retrying()}", type=TOOL_SERVER_UNAVAILABLE) from None
+            raise ApplicationError(_cut(f"{e}{_retrying()}"), type=TOOL_SERVER_UNAVAILABLE) from None
 
     async def _dispatch(self, req: ToolRequest, args: BaseModel) -> ToolResult:
         execute = self._executors.get(req.tool)
@@ -146,11 +150,15 @@ class ToolActivities:
                 non_retryable=True,
             )
         ctx = ToolContext(req.workspace, self._tools, self._legacy_ledger_dir, idempotency_key=req.idempotency_key)
-        return await _heartbeating(execute(args, ctx))
+        return await execute(args, ctx)
 
 
 async def _heartbeating(call: Awaitable[ToolResult]) -> ToolResult:
-    """Await the tool, heartbeating three times per heartbeat timeout (the SDK throttles what it sends)."""
+    """Await the tool, heartbeating three times per heartbeat timeout (the SDK throttles what it sends).
+
+    Around every call, built-in, MCP or Python: a call that outlived the heartbeat timeout without beating
+    was retried by Temporal while it still ran (a slow Python or MCP tool started five times).
+    """
     info = activity.info() if activity.in_activity() else None
     if info is None or info.is_local or not info.heartbeat_timeout:
         return await call
@@ -180,6 +188,14 @@ def _retrying() -> str:
 
 
 def _capped(result: ToolResult) -> ToolResult:
+    """The result with its output and its error each cut to ``MAX_OUTPUT_CHARS``.
+
+    An error is capped like an output: a tool's 3 MB exception (or an MCP server's 3 MB ``isError``) would
+    otherwise exceed Temporal's 2 MB payload limit, fail the attempt's completion and run the tool again.
+    """
+    if result.error is not None and len(result.error) > MAX_OUTPUT_CHARS:
+        note = f" [error truncated: showing the first {MAX_OUTPUT_CHARS} of {len(result.error)} characters]"
+        result = result.model_copy(update={"error": result.error[:MAX_OUTPUT_CHARS] + note})
     if len(result.output) <= MAX_OUTPUT_CHARS:
         return result
     note = f"\n[output truncated: showing the first {MAX_OUTPUT_CHARS} of {len(result.output)} characters]"

@@ -1,16 +1,15 @@
 """The read_file tool: one text file from the workspace, at most ``[tools.read_file] max_bytes`` of it.
 
 Only that many bytes are ever read, so a 10 GB log costs the worker no more than a small file; a
-refusal lists the folder, so the model's next try can name a file that exists.
+refusal lists the folder (``workspace.existing_file``), so the model's next try can name a file that exists.
 """
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 from stakeflow.activities.tools.context import ToolContext
-from stakeflow.activities.tools.workspace import confine, resolve_workspace
+from stakeflow.activities.tools.workspace import existing_file, resolve_workspace
 from stakeflow.agents.tools import ReadFileArgs
 from stakeflow.agents.types import ToolResult
 from stakeflow.core.errors import ToolError
@@ -22,11 +21,7 @@ async def execute(args: ReadFileArgs, ctx: ToolContext) -> ToolResult:
 
 
 def _read_file(workspace: str, args: ReadFileArgs, limit: int) -> ToolResult:
-    target = confine(resolve_workspace(workspace), args.path)
-    if target.is_dir():
-        raise ToolError(f"'{args.path}' is a folder, not a file{_listing(target)}")
-    if not target.is_file():
-        raise ToolError(f"there is no file '{args.path}' in the workspace{_listing(target.parent)}")
+    target = existing_file(resolve_workspace(workspace), args.path)
     try:
         with target.open("rb") as f:
             data = f.read(limit + 1)
@@ -40,14 +35,3 @@ def _read_file(workspace: str, args: ReadFileArgs, limit: int) -> ToolResult:
         "raise [tools.read_file] max_bytes in stakeflow.toml to read more]"
     )
     return ToolResult(output=text + note, truncated=True)
-
-
-def _listing(folder: Path, limit: int = 20) -> str:
-    try:
-        names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir() if not p.name.startswith("."))
-    except OSError:
-        return ""
-    if not names:
-        return " (that folder is empty)"
-    more = f", and {len(names) - limit} more" if len(names) > limit else ""
-    return f" (that folder holds: {', '.join(names[:limit])}{more})"

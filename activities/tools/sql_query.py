@@ -4,7 +4,9 @@ Each call gets its own in-memory DuckDB, shut off (by ``stakeflow.stores.readonl
 one lock-down) from every file but the workspace's data files, from extensions and from the
 network, and capped in memory, threads and spill space (``[tools.sql_query] memory_limit``,
 ``threads``, ``temp_directory``, ``max_temp_size``): one query must not take the worker's memory
-or disk. A query that hits a cap is told which one, and how to raise it. The query runs in a thread
+or disk. What it returns is capped inside the query too: each cell at 2,000 characters (with a
+marker saying how long it was), at most 100 columns, and rows fetched one by one up to 20,000
+characters. A query that hits a cap is told which one, and how to raise it. The query runs in a thread
 and is interrupted at ``[tools.sql_query] timeout_s``: a model's runaway join must not hold the worker.
 """
 
@@ -47,6 +49,17 @@ _SQL_READERS = {
     ".ndjson": "read_json",
 }
 MAX_SQL_FILES = 200
+MAX_CELL_CHARS = 2_000  # one cell as the model sees it
+MAX_RESULT_CHARS = 20_000  # the rows fetched (what run_tool keeps of any output)
+MAX_COLUMNS = 100
+# Column types whose values have a small fixed size: every other type (text, blobs, lists, structs, maps, JSON,
+# unions, bit strings) is cut to MAX_CELL_CHARS inside the query.
+_FIXED_SIZE = {
+    "boolean", "tinyint", "smallint", "integer", "bigint", "hugeint", "utinyint", "usmallint", "uinteger",
+    "ubigint", "uhugeint", "float", "double", "decimal", "date", "time", "timestamp", "timestamp with time zone",
+    "timestamp_s", "timestamp_ms", "timestamp_ns", "time with time zone", "interval", "uuid", "enum", "null",
+    "varint", "bignum", "time_ns",
+}  # fmt: skip
 _GLOB_CHARS = set("*?[]{}")
 
 
@@ -99,22 +112,58 @@ def _run_sql(
     tables, skipped = _expose_workspace(con, ws, limits)
     try:
         relation = con.sql(_quoted_files(statement, tables))
-        rows = relation.limit(max_rows + 1).fetchall()
-        total = relation.aggregate("count(*)").fetchall()[0][0] if len(rows) > max_rows else len(rows)
+        rows, over = _fetch(con, relation, max_rows)
+        total = relation.aggregate("count(*)").fetchall()[0][0] if len(rows) > max_rows or over else len(rows)
     except duckdb.InterruptException:
         raise
     except duckdb.Error as e:
         if is_resource_error(e):
             raise ToolError(_cap_error(e, cfg)) from None
         raise ToolError(_sql_error(e, tables, skipped)) from None
-    text = _format_table(relation.columns, rows[:max_rows])
-    if total <= max_rows:
-        return ToolResult(output=f"{text}\n({total} row{'' if total == 1 else 's'})")
-    note = (
-        f"({max_rows} of {total} rows shown, {total - max_rows} cut: add WHERE, GROUP BY or LIMIT, "
-        "or raise [tools.sql_query] max_rows in stakeflow.toml)"
+    shown = rows[: max_rows if not over else max(1, len(rows) - 1)]
+    text = _format_table(relation.columns[:MAX_COLUMNS], shown)
+    hidden = len(relation.columns) - MAX_COLUMNS
+    wide = f" ({hidden} more columns not shown)" if hidden > 0 else ""
+    if total <= len(shown):
+        return ToolResult(output=f"{text}\n({total} row{'' if total == 1 else 's'}){wide}", truncated=bool(wide))
+    why = (
+        f": the result is over {MAX_RESULT_CHARS} characters; select fewer or narrower columns, or fewer rows"
+        if over
+        else f", {total - max_rows} cut: add WHERE, GROUP BY or LIMIT, or raise [tools.sql_query] max_rows in stakeflow.toml"
     )
-    return ToolResult(output=f"{text}\n{note}", truncated=True)
+    return ToolResult(output=f"{text}\n({len(shown)} of {total} rows shown{why}){wide}", truncated=True)
+
+
+def _fetch(
+    con: duckdb.DuckDBPyConnection, relation: duckdb.DuckDBPyRelation, max_rows: int
+) -> tuple[list[tuple[Any, ...]], bool]:
+    """Up to ``max_rows`` + 1 rows, their cells cut inside the query, fetched one by one until they pass
+    ``MAX_RESULT_CHARS`` (and whether they did). ``memory_limit`` caps DuckDB, not what a fetch copies out of it:
+    five rows of 200 MB strings took a worker to 3.3 GB."""
+    rows: list[tuple[Any, ...]] = []
+    size = 0
+    con.execute(relation.project(_capped_cells(relation)).limit(max_rows + 1).sql_query())
+    while len(rows) <= max_rows and size <= MAX_RESULT_CHARS and (row := con.fetchone()) is not None:
+        rows.append(row)
+        size += sum(len(_cell(v)) + 3 for v in row)
+    con.abort()  # the rest of the result is not wanted (and the count needs the connection)
+    return rows, size > MAX_RESULT_CHARS
+
+
+def _capped_cells(relation: duckdb.DuckDBPyRelation) -> str:
+    """The projection that cuts each text, binary or nested cell to ``MAX_CELL_CHARS`` inside the query, with a marker
+    saying how long it was; other columns pass as they are. Columns by position (names may repeat)."""
+    exprs = []
+    for i, (name, kind) in enumerate(zip(relation.columns[:MAX_COLUMNS], relation.types, strict=False), start=1):
+        if kind.id in _FIXED_SIZE:
+            exprs.append(f"#{i} AS {quote_ident(name)}")
+            continue
+        text = f"#{i}" if kind.id == "varchar" else f"CAST(#{i} AS VARCHAR)"
+        exprs.append(
+            f"CASE WHEN length({text}) > {MAX_CELL_CHARS} THEN left({text}, {MAX_CELL_CHARS}) || "
+            f"'[... cut: ' || length({text}) || ' characters in all]' ELSE {text} END AS {quote_ident(name)}"
+        )
+    return ", ".join(exprs)
 
 
 def _expose_workspace(con: duckdb.DuckDBPyConnection, ws: Path, limits: SQLLimits) -> tuple[list[str], list[str]]:

@@ -60,6 +60,31 @@ def confine(ws: Path, path: str) -> Path:
     return target
 
 
+def existing_file(ws: Path, path: str) -> Path:
+    """The real path of an existing file ``path`` inside the workspace whose real path is ``ws``.
+
+    ``confine``, then a file that exists: what read_file reads and what a Python tool's ``WorkspaceFile`` argument
+    may name, enum offered or not. A refusal lists the folder, so the model's next try can name a file that exists.
+    """
+    target = confine(ws, path)
+    if target.is_dir():
+        raise ToolError(f"'{path}' is a folder, not a file{_listing(target)}")
+    if not target.is_file():
+        raise ToolError(f"there is no file '{path}' in the workspace{_listing(target.parent)}")
+    return target
+
+
+def _listing(folder: Path, limit: int = 20) -> str:
+    try:
+        names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir() if not p.name.startswith("."))
+    except OSError:
+        return ""
+    if not names:
+        return " (that folder is empty)"
+    more = f", and {len(names) - limit} more" if len(names) > limit else ""
+    return f" (that folder holds: {', '.join(names[:limit])}{more})"
+
+
 def real_path(path: Path) -> Path | None:
     """``path.resolve()``, or None when a symbolic link on the way loops.
 

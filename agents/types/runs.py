@@ -164,6 +164,9 @@ class ToolsetRef(BaseModel):
     task_queue: str = ""  # where to describe (and later call) them; "" = the tools queue
     patterns: list[str] = Field(default_factory=lambda: ["*"])  # tool names or globs, without the server prefix
     required: bool = True  # a toolset that cannot be described fails the run (else the run goes on without it)
+    # MCP: false = the server's annotations are not believed (its [mcp.<name>] or the run's agent says so); why.
+    trust_annotations: bool = True
+    distrusted_by: str = ""  # "[mcp.git] trust_annotations = false", "agent careful: trust_annotations = false"
 
 
 class ToolsetRequest(BaseModel):

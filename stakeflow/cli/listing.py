@@ -27,10 +27,15 @@ class Listing:
 
 async def list_tools(settings: Settings, agent: str | None = None) -> Listing:
     """The tools a run (of ``agent``, if given) may use, described as a worker here would describe them."""
-    from stakeflow.services.runs import agent_config
+    from stakeflow.services.runs import agent_config, distrust_of
 
     named = agent_config(settings, agent)
-    resolved = resolve(settings, named.tools if named else None, where=f"agent {agent}" if agent else "[tools]")
+    resolved = resolve(
+        settings,
+        named.tools if named else None,
+        where=f"agent {agent}" if agent else "[tools]",
+        distrust=distrust_of(named, agent),
+    )
     listing = Listing(
         tools=[
             CATALOGUE[n]

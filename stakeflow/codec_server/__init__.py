@@ -108,9 +108,9 @@ def create_app(settings: Settings) -> Starlette:
                 {"error": "send Authorization: Bearer <token> (STAKEFLOW_CODEC_AUTH_TOKENS)"},
                 {**headers, "WWW-Authenticate": 'Bearer realm="stakeflow codec"'},
             )
-        if int(request.headers.get("content-length") or 0) > MAX_BODY:
+        body = await _read_body(request)
+        if body is None:
             return _answer(request, 413, {"error": f"at most {MAX_BODY} bytes per request"}, headers)
-        body = await request.body()
         try:
             payloads = json_format.Parse(body or b"{}", Payloads())
         except json_format.ParseError as e:
@@ -132,6 +132,21 @@ def create_app(settings: Settings) -> Starlette:
             Route("/{path:path}", convert, methods=["POST", "OPTIONS"]),
         ]
     )
+
+
+async def _read_body(request: Request) -> bytes | None:
+    """The body, or None once it is over ``MAX_BODY``: its Content-Length says so, or the bytes read do (a chunked
+    body has no Content-Length, so the bytes are counted as they arrive and the rest is never read)."""
+    if int(request.headers.get("content-length") or 0) > MAX_BODY:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _answer(request: Request, status: int, body: dict, headers: dict[str, str]) -> Response:

@@ -46,6 +46,9 @@ class McpServerConfig(_Section):
     # At plan time, a server that does not answer fails the run, or the run goes on without its tools.
     on_unavailable: Literal["fail", "skip"] = "fail"
     private: bool = False  # every tool of this server reads private data
+    # The MCP spec calls a server's annotations untrusted hints: false treats every tool of this server as the
+    # riskiest kind (irreversible, open-world, not idempotent); [mcp.<name>.tools.<tool>] overrides still win.
+    trust_annotations: bool = True
     tools: dict[str, ToolOverride] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -76,4 +79,6 @@ class AgentConfig(_Section):
     max_rounds: int | None = Field(default=None, ge=1, le=MAX_ROUNDS)  # rounds per step ([policy] max_rounds)
     budget_tokens: int | None = Field(default=None, ge=1)
     open_model: str | None = None  # e.g. a fine-tuned LoRA adapter's served name on vLLM
+    # false: this agent's runs believe no MCP server's annotations (every MCP tool is of the riskiest kind).
+    trust_annotations: bool = True
     description: str = ""  # one line for `stakeflow agents`

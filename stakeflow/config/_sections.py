@@ -168,6 +168,9 @@ class ToolsConfig(_Section):
     enabled: list[str] | None = None  # None = every built-in tool, MCP server tool and Python tool
     # A team's own functions as tools: "package.module:function" (decorated with stakeflow.tool.tool).
     python: list[str] = Field(default_factory=list)
+    # At most this many Python tool calls run at once, each in its own thread (a call past its timeout_s keeps its
+    # thread until it ends): apart from the threads the built-in tools use (activities/python_tool_threads.py).
+    python_threads: int = Field(default=8, ge=1, le=256)
     http_get: HttpGetConfig = Field(default_factory=HttpGetConfig)
     read_file: ReadFileConfig = Field(default_factory=ReadFileConfig)
     write_file: WriteFileConfig = Field(default_factory=WriteFileConfig)

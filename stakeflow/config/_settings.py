@@ -123,6 +123,8 @@ class Settings(BaseSettings):
 
     traces: Path | None = None  # the DuckDB trace file; default $STAKEFLOW_HOME/traces.duckdb
     trace_content: bool = False  # record prompts and completions in spans (STAKEFLOW_TRACE_CONTENT=1)
+    # ... of private runs too (STAKEFLOW_TRACE_PRIVATE_CONTENT=1, with trace_content): spans go to OTLP backends.
+    trace_private_content: bool = False
 
     _target: Target | None = PrivateAttr(default=None)  # the resolved Temporal target (see ``target``)
 

@@ -41,8 +41,13 @@ def default_patterns(settings: Settings) -> list[str]:
     return patterns
 
 
-def resolve(settings: Settings, patterns: list[str] | None, *, where: str = "--tools") -> ResolvedTools:
-    """The built-in tools and the toolsets ``patterns`` (None = the default set) name; InputError otherwise."""
+def resolve(
+    settings: Settings, patterns: list[str] | None, *, where: str = "--tools", distrust: str = ""
+) -> ResolvedTools:
+    """The built-in tools and the toolsets ``patterns`` (None = the default set) name; InputError otherwise.
+
+    ``distrust``: why no MCP server's annotations are to be believed in this run (the agent's policy), or "".
+    """
     chosen = default_patterns(settings) if patterns is None else patterns
     allowed = default_patterns(settings)
     resolved = ResolvedTools()
@@ -77,6 +82,7 @@ def resolve(settings: Settings, patterns: list[str] | None, *, where: str = "--t
     _check_enabled(settings, chosen, allowed, patterns is not None)
     for server, tools in mcp.items():
         cfg = settings.mcp[server]
+        why = "" if cfg.trust_annotations else f"[mcp.{server}] trust_annotations = false"
         resolved.toolsets.append(
             ToolsetRef(
                 kind="mcp",
@@ -84,6 +90,8 @@ def resolve(settings: Settings, patterns: list[str] | None, *, where: str = "--t
                 task_queue=cfg.task_queue or "",
                 patterns=sorted(set(tools)),
                 required=cfg.on_unavailable == "fail",
+                trust_annotations=not (why or distrust),
+                distrusted_by=why or distrust,
             )
         )
     if python:

@@ -19,14 +19,49 @@ from typing import Any
 import httpx
 
 from stakeflow.config import Settings
+from stakeflow.core.errors import InputError
 
 ANTHROPIC_DEFAULT_URL = "https://api.anthropic.com"
+_BASE_URL_FIX = "give the candidate's OpenAI-compatible server as http(s)://host[:port]/v1"
 _PROBE_SCHEMA = {
     "type": "object",
     "properties": {"ok": {"type": "boolean"}},
     "required": ["ok"],
     "additionalProperties": False,
 }
+
+
+def check_base_url(url: str) -> str:
+    """A candidate model's server URL (``stakeflow evals replay --base-url``), checked; InputError naming the fix.
+
+    It is a workflow input, so anyone who can start a workflow can name one: only http(s) to a named host, and no
+    credentials, query or fragment (a key goes in no URL; the worker sends its key only to the configured endpoint).
+    """
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as e:
+        raise InputError(f"--base-url is not a URL ({e}): {_BASE_URL_FIX}") from None
+    shown = str(parsed.copy_with(userinfo=b"", query=None, fragment=None)) if parsed.host else url.split("@")[-1]
+    if parsed.scheme not in ("http", "https"):
+        why = "it must start with http:// or https://"
+    elif parsed.userinfo:
+        why = "it carries credentials (user:password@): a key never goes in a URL"
+    elif not parsed.host:
+        why = "it names no host"
+    elif parsed.query or parsed.fragment:
+        why = "it has a query or fragment"
+    else:
+        return url
+    raise InputError(f"--base-url {shown}: {why}; {_BASE_URL_FIX}")
+
+
+def same_endpoint(a: str, b: str) -> bool:
+    """True when two base URLs name the same server and path (``http://h:8000/v1/`` is ``http://H:8000/v1``)."""
+    try:
+        x, y = httpx.URL(a.rstrip("/")), httpx.URL(b.rstrip("/"))
+    except httpx.InvalidURL:
+        return False
+    return (x.scheme, x.host, x.port, x.path) == (y.scheme, y.host, y.port, y.path)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from stakeflow.agents.types import ModelEndpoint
 from stakeflow.config import Settings
 from stakeflow.core.contracts import LEARN_WORKFLOW, REPLAY_WORKFLOW, queue_name
 from stakeflow.core.errors import InputError
+from stakeflow.endpoints import check_base_url
 from stakeflow.services.runs import open_models
 from stakeflow.stores.promotions import learn_dir
 from stakeflow.temporal.connection import connect
@@ -35,6 +36,8 @@ async def start_replay(
     tool: str | None,
 ):
 
+    if base_url:
+        check_base_url(base_url)  # before anything starts; the open worker checks it again
     current = ModelEndpoint(route="open", model=open_models(settings, agent)[0], provider="openai-compatible")
     client = await connect(settings)
     candidate = ModelEndpoint(route="open", model=model, provider="openai-compatible", base_url=base_url or "")

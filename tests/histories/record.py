@@ -1,6 +1,7 @@
 """Record real AgentTaskWorkflow histories of one release, as fixtures every later change must replay.
 
     python tests/histories/record.py LABEL        # writes tests/histories/LABEL/<scenario>.json
+    python tests/histories/record.py LABEL NAME...  # only these scenarios
 
 Run it from the checkout of the release to record (it uses that checkout's workflow, workers and test
 fakes), before a change to the workflow lands; commit the folder. tests/test_history_fixtures.py replays
@@ -160,6 +161,50 @@ async def continued_as_new(client, tmp, open_fake, frontier_fake):
     return handle.id
 
 
+async def private_tool_failed(client, tmp, open_fake, frontier_fake):
+    """A private tool fails, then a high-stakes step and an open-world call (issue 20 §1's patch)."""
+    (tmp / "ws" / "people.csv").write_text("name,ssn\nAda,123-45-6789\n")
+    script = agent(
+        plan(("Count", "sql_query"), ("Decide", None, "high"), ("Look it up", "http_get")),
+        {1: call("sql_query", query="SELECT CAST(ssn AS INTEGER) FROM people"), 2: think("decided"),
+         3: call("http_get", url="http://127.0.0.1:9/lookup")},
+        answer="done",
+    )
+    open_fake.script(script)
+    frontier_fake.script(script)
+    settings = _settings(tmp, open_fake, frontier_fake)
+    settings.policy.private_tools = ["sql_query"]
+    async with running_workers(client, settings):
+        handle = await _start(client, settings, "Who is in people.csv?", tmp / "ws",
+                              tools=["sql_query", "http_get"])
+        await handle.result()
+    return handle.id
+
+
+async def auto_approve_private_egress(client, tmp, open_fake, frontier_fake):
+    """A private run with --auto-approve calls an open-world tool (issue 20 §4's patch)."""
+    open_fake.script(agent(plan(("Look it up", "http_get")), {1: call("http_get", url="http://127.0.0.1:9/x")},
+                           answer="done"))
+    settings = _settings(tmp, open_fake)
+    async with running_workers(client, settings):
+        handle = await _start(client, settings, "Look it up", tmp / "ws", tools=["http_get"], sensitivity="private",
+                              auto_approve=True)
+        await _waiting_or_done(handle)
+    return handle.id
+
+
+async def _waiting_or_done(handle) -> None:
+    """The run's end; a step that waits for approval (as it does from the release after 0.2.0) is approved."""
+    for _ in range(300):
+        p = await handle.query("progress", result_type=Progress)
+        if p.awaiting_approval:
+            await handle.execute_update("approve_step", ApprovalRequest(step=p.awaiting_approval[0], by="fixture"))
+        if p.phase in ("done", "failed"):
+            break
+        await asyncio.sleep(0.1)
+    await handle.result()
+
+
 SCENARIOS: dict[str, Scenario] = {
     "read_and_answer": read_and_answer,
     "escalation": escalation,
@@ -169,10 +214,12 @@ SCENARIOS: dict[str, Scenario] = {
     "failed_step": failed_step,
     "fallback": fallback,
     "continued_as_new": continued_as_new,
+    "private_tool_failed": private_tool_failed,
+    "auto_approve_private_egress": auto_approve_private_egress,
 }
 
 
-async def main(label: str) -> None:
+async def main(label: str, names: list[str]) -> None:
     out = Path(__file__).resolve().parent / label
     out.mkdir(parents=True, exist_ok=True)
     env = await WorkflowEnvironment.start_local(
@@ -181,6 +228,8 @@ async def main(label: str) -> None:
     )
     try:
         for name, scenario in SCENARIOS.items():
+            if names and name not in names:
+                continue
             tmp = Path(f"/tmp/stakeflow-fixture-{uuid.uuid4().hex[:8]}")
             (tmp / "ws").mkdir(parents=True)
             (tmp / "ws" / "notes.txt").write_text(NOTES)
@@ -198,6 +247,6 @@ async def main(label: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python tests/histories/record.py LABEL")
-    asyncio.run(main(sys.argv[1]))
+    if len(sys.argv) < 2 or any(n not in SCENARIOS for n in sys.argv[2:]):
+        sys.exit(f"usage: python tests/histories/record.py LABEL [SCENARIO ...] (scenarios: {', '.join(SCENARIOS)})")
+    asyncio.run(main(sys.argv[1], sys.argv[2:]))

@@ -138,7 +138,12 @@ def build_request(
         raise InputError(f"unknown sensitivity '{sensitivity}': use one of {', '.join(SENSITIVITY_CHOICES)}")
     if max_rounds is not None and not 1 <= max_rounds <= MAX_ROUNDS:
         raise InputError(f"--max-rounds {max_rounds} is out of range: use 1 to {MAX_ROUNDS}")
-    chosen = resolve_tools(settings, tools, where=f"agent {agent}" if named and tools is named.tools else "--tools")
+    chosen = resolve_tools(
+        settings,
+        tools,
+        where=f"agent {agent}" if named and tools is named.tools else "--tools",
+        distrust=distrust_of(named, agent),
+    )
     ws = Path(workspace).expanduser() if workspace else settings.default_workspace
     if workspace and not ws.is_dir():
         raise InputError(f"workspace {ws} is not a folder: create it or pass another --workspace")
@@ -179,6 +184,11 @@ def build_request(
     )
 
 
+def distrust_of(named: AgentConfig | None, agent: str | None) -> str:
+    """Why the agent's runs believe no MCP server's annotations (``trust_annotations = false``), or ""."""
+    return f"agent {agent}: trust_annotations = false" if named is not None and not named.trust_annotations else ""
+
+
 def _private(view: ToolSpecView, settings: Settings) -> ToolSpecView:
     """A built-in tool listed in ``[policy] private_tools`` reads private data."""
     return view.model_copy(update={"private": True}) if view.name in settings.policy.private_tools else view
@@ -211,12 +221,16 @@ MAX_ENUM_FILES = 200
 
 
 def _workspace_files(folder: Path):
-    """(relative path, size) of each non-hidden file, sorted; symlinked folders are not followed."""
+    """(relative path, size) of each non-hidden file, sorted; symlinked folders are not followed, and a link that
+    leads out of the workspace is not listed (the file tools would refuse it: a model must not be offered it)."""
+    real = folder.resolve()
     for root, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(names):
             path = Path(root) / name
             if name.startswith(".") or not path.is_file():  # is_file: False for a symlink loop
+                continue
+            if path.is_symlink() and not path.resolve().is_relative_to(real):
                 continue
             try:
                 size = path.stat().st_size
