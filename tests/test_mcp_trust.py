@@ -16,10 +16,10 @@ import sys
 
 import pytest
 
-from stakeflow import tasks
 from stakeflow.agents.types import ApprovalRequest
-from stakeflow.catalog_config import AgentConfig, McpServerConfig
+from stakeflow.config import AgentConfig, McpServerConfig
 from stakeflow.core.contracts import APPROVE_UPDATE
+from stakeflow.services import runs
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeOpenAIServer
 from tests.support import make_settings, running_workers
@@ -89,11 +89,11 @@ async def test_a_server_claiming_read_only_closed_world_is_not_believed_when_unt
             mcp={"web": server},
             agents={"careful": AgentConfig(tools=["web.*"], trust_annotations=where != "agent")},
         )
-        req = tasks.build_request(
+        req = runs.build_request(
             settings, "Echo the salary", workspace=tmp_path, agent="careful", sensitivity="private"
         )
         async with running_workers(client, settings):
-            handle = await tasks.start_run(client, settings, req)
+            handle = await runs.start_run(client, settings, req)
             waiting = await wait_for_approval(handle, 1)
             await asyncio.sleep(0.5)
             assert calls_in(log) == [], "an untrusted server's claim let private data out"

@@ -124,9 +124,9 @@ async def test_a_private_tool_that_fails_still_makes_the_run_private(client, tmp
         )
         settings.policy.private_tools = ["sql_query"]
         settings.dataset.capture = True
-        req = tasks.build_request(settings, "Who is in people.csv?", workspace=ws, tools=["sql_query", "web.lookup"])
+        req = runs.build_request(settings, "Who is in people.csv?", workspace=ws, tools=["sql_query", "web.lookup"])
         async with running_workers(client, settings):
-            handle = await tasks.start_run(client, settings, req)
+            handle = await runs.start_run(client, settings, req)
             waiting = await wait_for_approval(handle, 3)
             assert calls_in(log) == [], "the SSN left for an open-world tool"
             await handle.execute_update(
@@ -149,7 +149,7 @@ async def test_auto_approve_does_not_approve_private_data_leaving(client, tmp_pa
     """Issue 20 §4: --auto-approve covers high-stakes actions, not private data leaving: that waits for a person."""
     url, log = http_server
     settings = settings_for(tmp_path, open_fake, url, "approve")
-    req = tasks.build_request(
+    req = runs.build_request(
         settings,
         "Record the secret figure",
         workspace=tmp_path,
@@ -158,7 +158,7 @@ async def test_auto_approve_does_not_approve_private_data_leaving(client, tmp_pa
         auto_approve=True,
     )
     async with running_workers(client, settings):
-        handle = await tasks.start_run(client, settings, req)
+        handle = await runs.start_run(client, settings, req)
         waiting = await wait_for_approval(handle, 1)
         await asyncio.sleep(0.5)
         assert calls_in(log) == [], "auto-approved private egress"

@@ -131,10 +131,10 @@ async def test_a_workspace_file_argument_cannot_leave_the_workspace_even_without
     )
     settings = make_settings(tmp_path, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm")
     settings.tools.python = ["tests.team_tools:word_count"]
-    req = tasks.build_request(settings, "Count the words of outside.txt", workspace=ws)
+    req = runs.build_request(settings, "Count the words of outside.txt", workspace=ws)
     assert req.workspace_paths == []  # too many files for an enum
     async with running_workers(client, settings):
-        result = await (await tasks.start_run(client, settings, req)).result()
+        result = await (await runs.start_run(client, settings, req)).result()
     [up], [link] = (s.tool_results[0:1] for s in result.steps)
     assert not up.ok and "'../outside.txt' leads outside the workspace" in up.error
     assert not link.ok and "'link.txt' leads outside the workspace" in link.error
@@ -151,10 +151,10 @@ async def test_an_outward_symlink_is_not_offered_in_the_enum(client, tmp_path, o
     )
     settings = make_settings(tmp_path, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm")
     settings.tools.python = ["tests.team_tools:word_count"]
-    req = tasks.build_request(settings, "Count the words of notes.txt", workspace=ws)
+    req = runs.build_request(settings, "Count the words of notes.txt", workspace=ws)
     assert req.workspace_paths == ["notes.txt"] and not any("link.txt" in f for f in req.workspace_files)
     async with running_workers(client, settings):
-        result = await (await tasks.start_run(client, settings, req)).result()
+        result = await (await runs.start_run(client, settings, req)).result()
     assert result.steps[0].tool_results[0].output == "2"
     offered = json.dumps(open_fake.calls[1].body)
     assert '"path": {"const": "notes.txt"' in offered and "link.txt" not in offered  # an enum of one

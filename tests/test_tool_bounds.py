@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from stakeflow import tasks
 from stakeflow.activities.python_tool_threads import ToolThreads, ToolTimedOut
 from stakeflow.agents.prompts import MAX_CONTEXT_CHARS
-from stakeflow.catalog_config import McpServerConfig
+from stakeflow.config import McpServerConfig
+from stakeflow.services import runs
 from tests import team_tools
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeOpenAIServer, prompt_text
@@ -40,9 +40,9 @@ async def test_a_python_tool_raising_a_3_mb_error_runs_once_and_the_model_sees_i
     open_fake.script(agent(plan(("Try it", "explode")), {1: call("explode", size=HUGE)}, answer="it failed"))
     settings = _settings(tmp_path, open_fake)
     settings.tools.python = ["tests.team_tools:explode"]
-    req = tasks.build_request(settings, "Run explode", workspace=ws)
+    req = runs.build_request(settings, "Run explode", workspace=ws)
     async with running_workers(client, settings):
-        result = await (await tasks.start_run(client, settings, req)).result()
+        result = await (await runs.start_run(client, settings, req)).result()
     [outcome] = result.steps[0].tool_results
     assert result.status == "completed" and result.steps[0].status == "tool_error"
     assert not outcome.ok and outcome.error.startswith("explode failed: RuntimeError: xxx")
@@ -57,9 +57,9 @@ async def test_an_mcp_tool_answering_a_huge_is_error_is_called_once(client, tmp_
     url, log = http_server
     open_fake.script(agent(plan(("Try it", "web.huge_error")), {1: call("web.huge_error", size=size)}, answer="failed"))
     settings = _settings(tmp_path, open_fake, mcp={"web": McpServerConfig(url=url)})
-    req = tasks.build_request(settings, "Run it", workspace=tmp_path, tools=["web.huge_error"])
+    req = runs.build_request(settings, "Run it", workspace=tmp_path, tools=["web.huge_error"])
     async with running_workers(client, settings):
-        result = await (await tasks.start_run(client, settings, req)).result()
+        result = await (await runs.start_run(client, settings, req)).result()
     [outcome] = result.steps[0].tool_results
     assert result.status == "completed" and not outcome.ok
     assert len(outcome.error) <= MAX_CONTEXT_CHARS + 100
@@ -109,15 +109,15 @@ async def test_hung_python_tools_leave_read_file_its_threads_and_the_worker_stop
     try:
         async with running_workers(client, settings):
             hung = [
-                await tasks.start_run(client, settings, tasks.build_request(settings, "Wait", workspace=ws))
+                await runs.start_run(client, settings, runs.build_request(settings, "Wait", workspace=ws))
                 for _ in range(8)
             ]
             deadline = time.monotonic() + 60
             while len(team_tools.HUNG) < 8:
                 assert time.monotonic() < deadline, f"only {len(team_tools.HUNG)} hang calls started"
                 await asyncio.sleep(0.1)
-            read = await tasks.start_run(
-                client, settings, tasks.build_request(settings, "What does notes.txt say?", workspace=ws)
+            read = await runs.start_run(
+                client, settings, runs.build_request(settings, "What does notes.txt say?", workspace=ws)
             )
             assert (await asyncio.wait_for(read.result(), 30)).steps[0].tool_results[0].output == "Revenue grew 12%.\n"
             for handle in hung:

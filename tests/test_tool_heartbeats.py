@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from stakeflow import tasks
-from stakeflow.catalog_config import McpServerConfig
+from stakeflow.config import McpServerConfig
+from stakeflow.services import runs
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeOpenAIServer
 from tests.support import REPO, make_settings, running_workers, spawn_worker, worker_env, worker_log
@@ -34,7 +34,7 @@ def _settings(tmp_path, open_fake, **kw):
 
 
 def _request(settings, goal, ws, **kw):
-    req = tasks.build_request(settings, goal, workspace=ws, auto_approve=True, **kw)
+    req = runs.build_request(settings, goal, workspace=ws, auto_approve=True, **kw)
     req.heartbeat_timeout_s = HEARTBEAT_S
     return req
 
@@ -49,7 +49,7 @@ async def test_a_slow_side_effecting_python_tool_starts_once(client, tmp_path, o
     settings = _settings(tmp_path, open_fake)
     settings.tools.python = ["tests.team_tools:slow_post"]
     async with running_workers(client, settings):
-        result = await (await tasks.start_run(client, settings, _request(settings, "Post hi", ws))).result()
+        result = await (await runs.start_run(client, settings, _request(settings, "Post hi", ws))).result()
     assert result.steps[0].status == "ok" and result.steps[0].tool_results[0].output == "posted hi"
     assert (ws / "starts.log").read_text() == "slow_post\n"
 
@@ -66,7 +66,7 @@ async def test_a_slow_mcp_tool_is_called_once(client, tmp_path, open_fake, http_
     settings = _settings(tmp_path, open_fake, mcp={"web": McpServerConfig(url=url)})
     req = _request(settings, "Store hi", tmp_path, tools=["web.slow_store"])
     async with running_workers(client, settings):
-        result = await (await tasks.start_run(client, settings, req)).result()
+        result = await (await runs.start_run(client, settings, req)).result()
     assert result.steps[0].status == "ok" and result.steps[0].tool_results[0].output == "stored"
     assert [c["tool"] for c in calls_in(log)] == ["slow_store"]
 
@@ -87,7 +87,7 @@ async def test_a_dead_tools_worker_is_named_and_a_non_idempotent_call_is_not_rep
     proc = spawn_worker(env, queues="tools")
     try:
         async with running_workers(client, settings, roles=("workflows", "open")):
-            handle = await tasks.start_run(client, settings, _request(settings, "Charge 5", ws))
+            handle = await runs.start_run(client, settings, _request(settings, "Charge 5", ws))
             deadline = time.monotonic() + 60
             while not (ws / "starts.log").exists():
                 assert time.monotonic() < deadline and proc.poll() is None, worker_log(env)

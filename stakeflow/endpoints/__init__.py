@@ -9,21 +9,25 @@ from stakeflow.endpoints._lora import LORA_FLAGS, lora
 from stakeflow.endpoints._probes import (
     ANTHROPIC_DEFAULT_URL,
     Probe,
+    check_base_url,
     completion_request,
     describe_endpoints,
     probe_completion,
     probe_frontier,
     probe_models,
+    same_endpoint,
 )
 
 __all__ = [
     "ANTHROPIC_DEFAULT_URL",
     "LORA_FLAGS",
     "Probe",
+    "check_base_url",
     "completion_request",
     "describe_endpoints",
     "lora",
     "probe_completion",
     "probe_frontier",
     "probe_models",
+    "same_endpoint",
 ]
