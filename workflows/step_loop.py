@@ -30,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from stakeflow.agents import prompts
     from stakeflow.agents.evals import routing_by_agreement
     from stakeflow.agents.policy import MAX_ROUNDS, decide_route, escalate_stuck
-    from stakeflow.agents.tools import constrained
+    from stakeflow.agents.tools import constrained, named_files
     from stakeflow.agents.types import (
         ModelCallRequest,
         PlannedStep,
@@ -134,8 +134,18 @@ class StepLoop(ModelSteps, RunTools, ApprovalGate):
                 self._progress.steps[: index - 1],
                 req.workspace_files,
             ),
-            tools=[constrained(spec, req.workspace_paths)] if spec else [],
+            tools=[constrained(spec, self._offered_paths(index, spec))] if spec else [],
         )
+
+    def _offered_paths(self, index: int, spec: ToolSpecView) -> list[str]:
+        """The files a step's file arguments may name: the workspace's, or for the first step of a run whose goal
+        names files (``first_step_reads``, the plan starts by reading them) just those."""
+        req = self._req
+        if index == 1 and req.routing.first_step_reads and spec.file_args:
+            named = named_files(req.goal, req.workspace_paths)
+            if named:
+                return named
+        return req.workspace_paths
 
     async def _rounds(self, index: int, call: ModelCallRequest, state: _StepState, limit: int) -> bool:
         """Rounds until the step is done (True), stuck (False with ``state.stuck``) or stopped by a person or
