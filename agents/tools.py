@@ -160,7 +160,8 @@ def named_files(goal: str, workspace_paths: Sequence[str]) -> list[str]:
     found: list[str] = []
     for path in workspace_paths:
         for name in {path, path.rsplit("/", 1)[-1]}:
-            if re.search(rf"(?<![\w./-]){re.escape(name)}(?![\w/-])", goal, flags=re.IGNORECASE):
+            # Not inside a longer name: "notes.txt." ends a sentence, "notes.txt.bak" is another file.
+            if re.search(rf"(?<![\w./-]){re.escape(name)}(?![\w/-]|\.\w)", goal, flags=re.IGNORECASE):
                 found.append(path)
                 break
     return found
