@@ -41,6 +41,7 @@ from pydantic_ai.usage import RunUsage
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from stakeflow.activities.budgets import CallBudgets
 from stakeflow.activities.capture import Capturer
 from stakeflow.activities.model_agents import AgentCache
 from stakeflow.activities.model_errors import CallContext, missing_frontier_key, to_application_error
@@ -53,6 +54,7 @@ from stakeflow.activities.model_outputs import (
 )
 from stakeflow.activities.model_trace import model_call_span, record_call
 from stakeflow.activities.parameters import ModelParameters
+from stakeflow.agents.budgets import worst_case_input_tokens
 from stakeflow.agents.prompts import round_results
 from stakeflow.agents.types import CallCostRecord, CallFailure, JudgeVerdict, ModelCallRequest, ModelCallResult, Usage
 from stakeflow.core.contracts import CALL_MODEL, QueueRole
@@ -121,6 +123,7 @@ class ModelActivities:
         self._prices = params.prices
         self._capture = Capturer(params.traces_path)
         self._agents = AgentCache(self._output_spec)
+        self._budgets = CallBudgets(params.queue_prefix)
 
     def activities(self, role: QueueRole) -> list[Callable[..., Any]]:
         """``call_model`` on the open and frontier queues, and on the workflows queue for local model calls."""
@@ -136,6 +139,8 @@ class ModelActivities:
         that failed validation) still count.
         """
         provider = self._provider_name(req)
+        # Before anything is sent (and before its span: a refused call was never made).
+        held = await self._budgets.reserve(req, self._worst_case(req)) if req.endpoint.route == "frontier" else None
         # A private call's prompt and completion stay out of spans (which go to OTLP backends) unless asked for apart.
         content = self._params.trace_content and (not req.private or self._params.trace_private_content)
         with model_call_span(req, provider, content) as span:
@@ -145,6 +150,7 @@ class ModelActivities:
                 failure = CallFailure.from_details(e.details) or CallFailure()
                 failure.cost = self._price(req, req.endpoint.model, failure.usage, failure.latency_ms / 1000)
                 record_call(span, req, failure.usage, failure.cost, None, error_type=e.type)
+                await self._budgets.settle(held, failure.cost.usd or 0.0)
                 raise ApplicationError(
                     e.message,
                     failure.as_details(),
@@ -154,8 +160,34 @@ class ModelActivities:
                 ) from None
             result.cost = self._price(req, result.model, result.usage, result.latency_ms / 1000)
             record_call(span, req, result.usage, result.cost, result, content=content)
+            await self._budgets.settle(held, result.cost.usd or 0.0)
             await self._capture.record(req, result, activity.info().attempt if activity.in_activity() else 1)
             return result
+
+    def worst_case_tokens(self, req: ModelCallRequest) -> int:
+        """An upper bound of a frontier call's input tokens, counted offline (agents/budgets.py): every text of the
+        request, its output tool's schema included, as UTF-8 bytes, plus what Anthropic adds."""
+        output_type, _ = self._output_spec(req)
+        schema = ""
+        if isinstance(output_type, type) and issubclass(output_type, BaseModel):
+            schema = json.dumps(output_type.model_json_schema())
+        carried = req.model_dump_json(exclude={"budgets"})  # every text the request is built from, and more
+        return worst_case_input_tokens([carried, schema], messages=1, tools=bool(schema))
+
+    def _worst_case(self, req: ModelCallRequest) -> float | None:
+        """The most a frontier call can cost: ``worst_case_tokens`` + ``max_output_tokens`` at the price table in
+        force, all input at the dearer of the input and cache-write rates. None when the model has no price."""
+        if not req.budgets:
+            return None
+        tokens, out = self.worst_case_tokens(req), req.max_output_tokens
+        model = req.endpoint.model or self._params.frontier.model
+        costs = [
+            self._prices.price_call(model, Usage(input_tokens=tokens, output_tokens=out, requests=1), 0),
+            self._prices.price_call(model, Usage(cache_write_tokens=tokens, output_tokens=out, requests=1), 0),
+        ]
+        if any(c.usd is None for c in costs):
+            return None
+        return max(c.usd or 0.0 for c in costs)
 
     def _provider_name(self, req: ModelCallRequest) -> str:
         if req.endpoint.route == "frontier":

@@ -161,6 +161,11 @@ def fallback(
     return decision.model_copy(update={"fallback": True}), reason
 
 
+def downgrade_for_budget(current: RouteDecision, why: str, routing: RoutingConfig, queue_prefix: str) -> RouteDecision:
+    """A frontier call a spent budget refused, on the open model instead: ``...; downgraded: <why>``."""
+    return _open(routing, queue_prefix, current.stakes, f"{current.reason}; downgraded: {why}", downgraded=True)
+
+
 def _times(n: int) -> str:
     return {1: "once", 2: "twice"}.get(n, f"{n} times")
 

@@ -43,6 +43,7 @@ TRAINER_FAILED = "TrainerFailed"
 ADAPTER_REFUSED = "AdapterRefused"
 NOT_ENOUGH_DATA = "NotEnoughData"
 LEARN_FAILED = "LearnFailed"
+BUDGET_EXCEEDED = "BudgetExceeded"
 
 # The registry: every type, whether a retry can help, and what it means. Non-retryable ones fail the activity (or
 # the workflow) at once; the others are left to Temporal's retry policy.
@@ -59,7 +60,11 @@ ERROR_TYPES: dict[str, tuple[bool, str]] = {  # type -> (non-retryable, meaning)
     ADAPTER_REFUSED: (True, "vLLM refused to load the adapter"),
     NOT_ENOUGH_DATA: (True, "too few examples to train and judge an adapter"),
     LEARN_FAILED: (True, "a learn loop stage failed"),
+    BUDGET_EXCEEDED: (
+        True,
+        "a frontier budget would be exceeded: nothing was sent (the run downgrades, waits or fails)",
+    ),
 }
 NON_RETRYABLE: tuple[str, ...] = tuple(t for t, (final, _) in ERROR_TYPES.items() if final)
 # What a model call's retry policy does not retry (MODEL_OUTPUT_INVALID: the workflow re-asks or escalates).
-NON_RETRYABLE_MODEL_ERRORS = [MODEL_OUTPUT_INVALID, MODEL_AUTH, MODEL_REQUEST_REJECTED]
+NON_RETRYABLE_MODEL_ERRORS = [MODEL_OUTPUT_INVALID, MODEL_AUTH, MODEL_REQUEST_REJECTED, BUDGET_EXCEEDED]
