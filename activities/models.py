@@ -20,13 +20,8 @@ from pydantic import BaseModel
 from pydantic_ai import NativeOutput, PromptedOutput, ToolOutput, capture_run_messages
 from pydantic_ai.messages import (
     ModelMessage,
-    ModelRequest,
     ModelResponse,
-    SystemPromptPart,
     TextPart,
-    ToolCallPart,
-    ToolReturnPart,
-    UserPromptPart,
 )
 from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.models.anthropic import AnthropicModel
@@ -45,6 +40,7 @@ from stakeflow.activities.budgets import CallBudgets
 from stakeflow.activities.capture import Capturer
 from stakeflow.activities.model_agents import AgentCache
 from stakeflow.activities.model_errors import CallContext, missing_frontier_key, to_application_error
+from stakeflow.activities.model_messages import OUTPUT_TOOL, example_history, round_history
 from stakeflow.activities.model_outputs import (
     MAX_CALLS_PER_STEP,
     plan_output_model,
@@ -55,7 +51,6 @@ from stakeflow.activities.model_outputs import (
 from stakeflow.activities.model_trace import model_call_span, record_call
 from stakeflow.activities.parameters import ModelParameters
 from stakeflow.agents.budgets import worst_case_input_tokens
-from stakeflow.agents.prompts import round_results
 from stakeflow.agents.types import CallCostRecord, CallFailure, JudgeVerdict, ModelCallRequest, ModelCallResult, Usage
 from stakeflow.core.contracts import CALL_MODEL, QueueRole
 from stakeflow.core.errors import MODEL_REQUEST_REJECTED, InputError
@@ -168,6 +163,7 @@ class ModelActivities:
         """An upper bound of a frontier call's input tokens, counted offline (agents/budgets.py): every text of the
         request, its output tool's schema included, as UTF-8 bytes, plus what Anthropic adds."""
         output_type, _ = self._output_spec(req)
+        output_type = getattr(output_type, "output", output_type)  # the model inside the frontier's ToolOutput
         schema = ""
         if isinstance(output_type, type) and issubclass(output_type, BaseModel):
             schema = json.dumps(output_type.model_json_schema())
@@ -214,10 +210,10 @@ class ModelActivities:
     async def _call(self, req: ModelCallRequest) -> ModelCallResult:
         target = self._open_target(req) if req.endpoint.route == "open" else self._frontier_target(req)
         agent, model_settings = self._agents.get(req, target.model)  # built once per key (model_agents.py)
-        history = _example_history(req) if req.endpoint.route == "open" else []
+        history = example_history(req) if req.endpoint.route == "open" else []
         prompt: str | None = req.prompt
         if req.rounds:  # the step's conversation so far: the prompt, then each round's action and results
-            history, prompt = [*history, *_round_history(req, first=not history)], None
+            history, prompt = [*history, *round_history(req, first=not history)], None
         started = time.monotonic()
         with capture_run_messages() as messages:
             try:
@@ -358,48 +354,6 @@ class ModelActivities:
             model_settings["extra_body"] = {"response_format": {"type": "json_object", "schema": schema}}
             return PromptedOutput(output_model), model_settings
         return NativeOutput(output_model), model_settings
-
-
-def _example_history(req: ModelCallRequest) -> list[ModelMessage]:
-    """The request's worked examples as earlier turns, the system prompt leading the first.
-
-    pydantic-ai sends the agent's system prompt only when there is no history, so it goes in here.
-    """
-    history: list[ModelMessage] = []
-    for n, turn in enumerate(req.examples):
-        parts: list[Any] = [SystemPromptPart(req.system)] if n == 0 and req.system else []
-        history.append(ModelRequest(parts=[*parts, UserPromptPart(turn.prompt)]))
-        history.append(ModelResponse(parts=[TextPart(turn.answer)]))
-    return history
-
-
-# The frontier answers through a tool call whose arguments are the output (pydantic-ai's ToolOutput): a step's
-# earlier rounds go back to it as that call and its result, the Messages API's own tool_use / tool_result turns.
-OUTPUT_TOOL = "final_result"
-
-
-def _round_history(req: ModelCallRequest, *, first: bool) -> list[ModelMessage]:
-    """The step's prompt and its earlier rounds as the conversation the next round continues.
-
-    Open route: each round's action is the assistant's JSON (the structured-output form the open dialects
-    decode), its results the next user turn. Frontier: each action is a call of the output tool and its
-    results that call's return, so the model sees its own tool use answered. ``first``: no earlier turn
-    carries the system prompt (pydantic-ai sends it only when there is no history).
-    """
-    parts: list[Any] = [SystemPromptPart(req.system)] if first and req.system else []
-    messages: list[ModelMessage] = [ModelRequest(parts=[*parts, UserPromptPart(req.prompt)])]
-    for n, turn in enumerate(req.rounds, start=1):
-        action = turn.action.model_dump(mode="json", exclude_defaults=False)
-        if req.endpoint.route == "frontier":
-            call_id = f"round-{n}"
-            messages.append(ModelResponse(parts=[ToolCallPart(OUTPUT_TOOL, action, tool_call_id=call_id)]))
-            messages.append(
-                ModelRequest(parts=[ToolReturnPart(OUTPUT_TOOL, round_results(turn), tool_call_id=call_id)])
-            )
-        else:
-            messages.append(ModelResponse(parts=[TextPart(json.dumps(action, ensure_ascii=False))]))
-            messages.append(ModelRequest(parts=[UserPromptPart(round_results(turn))]))
-    return messages
 
 
 def _candidate_url(url: str) -> str:
