@@ -32,9 +32,13 @@ OutputSpec = Callable[[ModelCallRequest], tuple[Any, ModelSettings]]
 def agent_key(req: ModelCallRequest, model: Model) -> tuple:
     """What the call's agent and model settings depend on (not the prompt, not the per-call token limit)."""
     shape: tuple = ()
-    if req.purpose in ("plan", "step"):
+    if req.purpose in ("plan", "replan", "step"):
         tools = tuple((t.name, t.description, json.dumps(t.args_schema, sort_keys=True)) for t in req.tools)
-        shape = (tools, req.max_steps, tuple(req.first_step_tools)) if req.purpose == "plan" else (tools,)
+        shape = (
+            (tools, req.max_steps, tuple(req.first_step_tools))
+            if req.purpose != "step"
+            else (tools, req.require_tool_call)
+        )
     return (req.endpoint.route, model.model_name, id(model), req.purpose, req.system, shape)
 
 

@@ -80,7 +80,13 @@ def model_from_schema(schema: dict[str, Any], name: str) -> type[BaseModel]:
         else:
             annotation, default = annotation | None, None
             omitted.add(prop)
-        fields[prop] = (annotation, Field(default, description=prop_schema.get("description")))
+        # A string's pattern and length bounds stay in the schema a grammar-constrained decoder enforces; the
+        # tool checks its own arguments (with its own messages), so the output is not refused for them here.
+        bounds = {k: prop_schema[k] for k in ("pattern", "minLength", "maxLength") if k in prop_schema}
+        fields[prop] = (
+            annotation,
+            Field(default, description=prop_schema.get("description"), json_schema_extra=bounds or None),
+        )
     extra: Literal["forbid", "ignore"] = "forbid" if schema.get("additionalProperties") is False else "ignore"
     model = create_model(name, __config__=ConfigDict(extra=extra), **fields)
     setattr(model, _OMITTED, frozenset(omitted))
@@ -127,8 +133,11 @@ def _plan_step(names: tuple[str, ...], name: str = "PlannedStep", doc: str = "On
     )
 
 
-def plan_output_model(tools: list[ToolSpecView], max_steps: int, first_tools: Sequence[str] = ()) -> type[BaseModel]:
-    """The planner's output: 1..max_steps steps, each naming one of ``tools`` or null.
+def plan_output_model(
+    tools: list[ToolSpecView], max_steps: int, first_tools: Sequence[str] = (), min_steps: int = 1
+) -> type[BaseModel]:
+    """The planner's output: min_steps..max_steps steps (a revised plan may have none), each naming one of
+    ``tools`` or null.
 
     With ``first_tools``, the first step must use one of them (e.g. the tools that read a file the goal
     names): the plan is then ``{"first": step, "then": [steps]}``, a shape every structured-output decoder
@@ -141,7 +150,7 @@ def plan_output_model(tools: list[ToolSpecView], max_steps: int, first_tools: Se
         return create_model(
             "Plan",
             __doc__="The plan: the steps that reach the goal, in order.",
-            steps=(_list_of(step), Field(min_length=1, max_length=max(1, max_steps))),
+            steps=(_list_of(step), Field(min_length=min_steps, max_length=max(min_steps, max_steps))),
         )
     first_tool: Any = Literal[first_names]
     first = create_model(
@@ -159,18 +168,22 @@ def plan_output_model(tools: list[ToolSpecView], max_steps: int, first_tools: Se
     )
 
 
-def step_output_model(tools: list[ToolSpecView]) -> type[BaseModel]:
-    """A step's output: tool calls (each an allowed tool with args matching its schema) and a note."""
+def step_output_model(
+    tools: list[ToolSpecView], min_calls: int = 0, max_calls: int = MAX_CALLS_PER_STEP
+) -> type[BaseModel]:
+    """A step's output: ``min_calls`` to ``max_calls`` tool calls (each an allowed tool with args matching its
+    schema) and a note."""
     result_field = (str, Field(description="Your note on this step: what you did or concluded."))
     if not tools:
         return create_model("StepAction", __doc__="Your answer for this step.", result=result_field)
     calls = [_call_model(t) for t in tools]
+    described = "The tool calls to make, in order." if min_calls else "The tool calls to make, in order; empty if none."
     return create_model(
         "StepAction",
         __doc__="The tool calls this step makes, and your note on it.",
         tool_calls=(
             _list_of(_union(calls)),
-            Field(max_length=MAX_CALLS_PER_STEP, description="The tool calls to make, in order; empty if none."),
+            Field(min_length=min_calls, max_length=max(min_calls, max_calls), description=described),
         ),
         result=result_field,
     )

@@ -30,6 +30,7 @@ def model_call_span(req: ModelCallRequest, provider: str, content: bool) -> Iter
         sc.RUN_ID: req.run_id,
         sc.STEP: req.step,
         sc.PURPOSE: req.purpose,
+        sc.ROUND: req.round,
         sc.ROUTE: req.endpoint.route,
         sc.STAKES: req.stakes,
         sc.REASON: req.reason,

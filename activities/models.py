@@ -17,8 +17,12 @@ from typing import Any
 from anthropic import AsyncAnthropic
 from openai import AsyncOpenAI
 from pydantic import BaseModel
-from pydantic_ai import NativeOutput, PromptedOutput, capture_run_messages
-from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, SystemPromptPart, TextPart, UserPromptPart
+from pydantic_ai import NativeOutput, PromptedOutput, ToolOutput, capture_run_messages
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelResponse,
+    TextPart,
+)
 from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.models.anthropic import AnthropicModel
 from pydantic_ai.models.openai import OpenAIChatModel
@@ -36,7 +40,14 @@ from stakeflow.activities.budgets import CallBudgets
 from stakeflow.activities.capture import Capturer
 from stakeflow.activities.model_agents import AgentCache
 from stakeflow.activities.model_errors import CallContext, missing_frontier_key, to_application_error
-from stakeflow.activities.model_outputs import plan_output_model, step_output_model, to_action, to_plan
+from stakeflow.activities.model_messages import OUTPUT_TOOL, example_history, round_history
+from stakeflow.activities.model_outputs import (
+    MAX_CALLS_PER_STEP,
+    plan_output_model,
+    step_output_model,
+    to_action,
+    to_plan,
+)
 from stakeflow.activities.model_trace import model_call_span, record_call
 from stakeflow.activities.parameters import ModelParameters
 from stakeflow.agents.budgets import worst_case_input_tokens
@@ -152,6 +163,7 @@ class ModelActivities:
         """An upper bound of a frontier call's input tokens, counted offline (agents/budgets.py): every text of the
         request, its output tool's schema included, as UTF-8 bytes, plus what Anthropic adds."""
         output_type, _ = self._output_spec(req)
+        output_type = getattr(output_type, "output", output_type)  # the model inside the frontier's ToolOutput
         schema = ""
         if isinstance(output_type, type) and issubclass(output_type, BaseModel):
             schema = json.dumps(output_type.model_json_schema())
@@ -198,11 +210,14 @@ class ModelActivities:
     async def _call(self, req: ModelCallRequest) -> ModelCallResult:
         target = self._open_target(req) if req.endpoint.route == "open" else self._frontier_target(req)
         agent, model_settings = self._agents.get(req, target.model)  # built once per key (model_agents.py)
-        history = _example_history(req) if req.endpoint.route == "open" else []
+        history = example_history(req) if req.endpoint.route == "open" else []
+        prompt: str | None = req.prompt
+        if req.rounds:  # the step's conversation so far: the prompt, then each round's action and results
+            history, prompt = [*history, *round_history(req, first=not history)], None
         started = time.monotonic()
         with capture_run_messages() as messages:
             try:
-                run = agent.run(req.prompt, model_settings=model_settings, message_history=history or None)
+                run = agent.run(prompt, model_settings=model_settings, message_history=history or None)
                 result = await _heartbeating(run)
             except Exception as e:
                 spent = CallFailure(
@@ -225,7 +240,7 @@ class ModelActivities:
         return ModelCallResult(
             route=req.endpoint.route,
             model=result.response.model_name or target.model.model_name,
-            plan=to_plan(output) if req.purpose == "plan" else None,
+            plan=to_plan(output) if req.purpose in ("plan", "replan") else None,
             action=to_action(output) if req.purpose == "step" else None,
             text=output if req.purpose == "answer" else None,
             verdict=JudgeVerdict.model_validate(output.model_dump()) if req.purpose == "judge" else None,
@@ -320,12 +335,18 @@ class ModelActivities:
         output_model: type[BaseModel]
         if req.purpose == "plan":
             output_model = plan_output_model(req.tools, req.max_steps, req.first_step_tools)
+        elif req.purpose == "replan":
+            output_model = plan_output_model(req.tools, req.max_steps, min_steps=0)
         elif req.purpose == "judge":
             output_model = JudgeVerdict
         else:
-            output_model = step_output_model(req.tools)
+            # A small model asked for several calls at once repeats itself or invents the rest: one per round.
+            one_at_a_time = req.endpoint.route == "open" and self._params.open.dialect == "llamacpp"
+            output_model = step_output_model(
+                req.tools, min_calls=int(req.require_tool_call), max_calls=1 if one_at_a_time else MAX_CALLS_PER_STEP
+            )
         if req.endpoint.route == "frontier":
-            return output_model, model_settings  # tool output: the model calls `final_result`
+            return ToolOutput(output_model, name=OUTPUT_TOOL), model_settings  # the model calls OUTPUT_TOOL
         if self._params.open.dialect == "llamacpp":
             # llama.cpp's server refuses `json_schema` and ignores tools; its own json_object+schema form
             # is grammar-constrained (DESIGN.md, "Model endpoints").
@@ -333,19 +354,6 @@ class ModelActivities:
             model_settings["extra_body"] = {"response_format": {"type": "json_object", "schema": schema}}
             return PromptedOutput(output_model), model_settings
         return NativeOutput(output_model), model_settings
-
-
-def _example_history(req: ModelCallRequest) -> list[ModelMessage]:
-    """The request's worked examples as earlier turns, the system prompt leading the first.
-
-    pydantic-ai sends the agent's system prompt only when there is no history, so it goes in here.
-    """
-    history: list[ModelMessage] = []
-    for n, turn in enumerate(req.examples):
-        parts: list[Any] = [SystemPromptPart(req.system)] if n == 0 and req.system else []
-        history.append(ModelRequest(parts=[*parts, UserPromptPart(turn.prompt)]))
-        history.append(ModelResponse(parts=[TextPart(turn.answer)]))
-    return history
 
 
 def _candidate_url(url: str) -> str:

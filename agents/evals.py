@@ -33,7 +33,8 @@ from stakeflow.agents.types import (
 )
 
 Verdict = Literal["agree", "disagree", "open_better", "tie", "frontier_better"]
-Method = Literal["exact", "judge"]
+# stuck: not a comparison but an outcome — the open model ended a step's rounds failing, the frontier then did it.
+Method = Literal["exact", "judge", "stuck"]
 AGREEING: tuple[str, ...] = ("agree", "tie", "open_better")
 AGREEMENT_DAYS = 7  # the window the agreement table (and the bill's figure) covers
 JUDGE_PROMPT_VERSION = "judge-v1"

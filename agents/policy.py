@@ -22,6 +22,10 @@ from dataclasses import dataclass
 from stakeflow.agents.types import Risk, RouteDecision, RoutingConfig, Sensitivity, Stakes, StakesOverride
 from stakeflow.core.contracts import queue_name
 
+# Rounds per step, at most, whatever the configuration says: a step's rounds share one history (a run continues
+# as new between steps), so this bounds it.
+MAX_ROUNDS = 10
+
 
 @dataclass(frozen=True)
 class StepFacts:
@@ -88,15 +92,54 @@ def escalate(
     current: RouteDecision, sensitivity: Sensitivity, routing: RoutingConfig, failures: int, queue_prefix: str
 ) -> tuple[RouteDecision | None, str]:
     """After the open model's output failed validation: the frontier route, or None and why not."""
+    why_not = _why_not_escalate(current, sensitivity, routing, routing.escalate_on_invalid, "escalate_on_invalid")
+    if why_not:
+        return None, why_not
+    return _escalated(current, routing, queue_prefix, f"escalated: open output failed validation {_times(failures)}")
+
+
+def escalate_stuck(
+    current: RouteDecision, sensitivity: Sensitivity, routing: RoutingConfig, stuck: str, queue_prefix: str
+) -> tuple[RouteDecision | None, str]:
+    """After a step on the open model ended its rounds without the result it needed (``stuck`` says how, e.g.
+    "3 failed sql_query calls"): the frontier route for a re-run of the step, or None and why not."""
+    why_not = _why_not_escalate(current, sensitivity, routing, routing.escalate_when_stuck, "escalate_when_stuck")
+    if why_not:
+        return None, why_not
+    return _escalated(current, routing, queue_prefix, f"escalated: open model stuck after {stuck}")
+
+
+def escalate_unsupported(
+    current: RouteDecision, sensitivity: Sensitivity, routing: RoutingConfig, claims: list[str], queue_prefix: str
+) -> tuple[RouteDecision | None, str]:
+    """After an answer, asked twice, still gave figures nothing the run observed holds: the frontier route for
+    one more answer, or None and why not. Follows ``escalate_when_stuck``: the open model could not do it."""
+    why_not = _why_not_escalate(current, sensitivity, routing, routing.escalate_when_stuck, "escalate_when_stuck")
+    if why_not:
+        return None, why_not
+    shown = ", ".join(claims[:3]) + (f" and {len(claims) - 3} more" if len(claims) > 3 else "")
+    return _escalated(
+        current, routing, queue_prefix, f"escalated: answer not supported by what the run observed ({shown})"
+    )
+
+
+def _why_not_escalate(
+    current: RouteDecision, sensitivity: Sensitivity, routing: RoutingConfig, enabled: bool, setting: str
+) -> str:
     if current.route != "open":
-        return None, "already on the frontier"
-    if not routing.escalate_on_invalid:
-        return None, "escalation is off ([policy] escalate_on_invalid = false)"
+        return "already on the frontier"
+    if not enabled:
+        return f"escalation is off ([policy] {setting} = false)"
     if sensitivity == "private":
-        return None, "data is private and never leaves the open model"
+        return "data is private and never leaves the open model"
     if not routing.frontier.available:
-        return None, "frontier not configured (ANTHROPIC_API_KEY unset)"
-    reason = f"escalated: open output failed validation {_times(failures)}"
+        return "frontier not configured (ANTHROPIC_API_KEY unset)"
+    return ""
+
+
+def _escalated(
+    current: RouteDecision, routing: RoutingConfig, queue_prefix: str, reason: str
+) -> tuple[RouteDecision, str]:
     decision = _frontier(routing, queue_prefix, current.stakes, f"{current.reason}; {reason}")
     return decision.model_copy(update={"escalated": True}), reason
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from stakeflow.agents.types import ExampleTurn, Plan, PlannedStep, StepRecord, ToolSpecView
+from stakeflow.agents.types import ExampleTurn, Plan, PlannedStep, RoundTurn, StepRecord, ToolResult, ToolSpecView
 
 # Per tool output, per prompt. The embedded model has an 8k context; vLLM models have more,
 # but earlier steps are context, not the thing being worked on.
@@ -29,7 +29,15 @@ STEP_SYSTEM = (
 
 ANSWER_SYSTEM = (
     "You write the final answer to the user's goal from the results of the steps below. "
-    "Be direct and specific; use the facts from the tool outputs; do not invent facts."
+    "Be direct and specific; use the facts from the tool outputs; do not invent facts. "
+    "If the results do not contain what the goal asks, say that you could not find it."
+)
+
+REPLAN_SYSTEM = (
+    "You are the planner of an agent. A step of your plan did not get what it needed. "
+    "Given what the steps so far returned, write the steps that remain to reach the goal: "
+    "each uses at most one tool from the list, or none. Write no steps if nothing more can help. "
+    "Answer with JSON only."
 )
 
 
@@ -177,15 +185,27 @@ def _one_line(s: StepRecord) -> str:
     return f"Step {s.index}: {s.title} [{s.status}]"
 
 
-def _history(steps: list[StepRecord], clip: int = MAX_CONTEXT_CHARS) -> str:
+def _history(steps: list[StepRecord], clip: int = MAX_CONTEXT_CHARS, *, answering: bool = False) -> str:
+    """The steps as a later prompt sees them: each one's note, its successful outputs, and the errors of its last
+    round — earlier errors a later round fixed are not repeated. A step that got no data says so, and to the
+    answer says what to do about it."""
     lines: list[str] = []
     for s in steps:
         lines.append(f"Step {s.index}: {s.title} [{s.status}]")
         if s.result:
             lines.append(f"  note: {_clip(s.result, 500)}")
+        last = max((r.round for r in s.tool_results), default=1)
         for r in s.tool_results:
-            body = r.output if r.ok else f"error: {r.error}"
-            lines.append(f"  {r.tool} output:\n{_clip(body, clip)}")
+            if r.ok:
+                lines.append(f"  {r.tool} output:\n{_clip(r.output, clip)}")
+            elif r.round == last:
+                lines.append(f"  {r.tool} error: {_clip(r.error or '', clip)}")
+        if s.tool_results and not any(r.ok for r in s.tool_results):
+            failed = s.tool_results[-1]
+            lines.append(
+                f"  Step {s.index} got no data: {failed.tool} failed"
+                + ("; say that you could not find what this step was to find." if answering else ".")
+            )
     return "\n".join(lines)
 
 
@@ -207,8 +227,10 @@ def step_prompt(
     done: list[StepRecord],
     files: Sequence[str] = (),
 ) -> str:
+    # No example arguments: a small model copies their values (a worked example's file, its numbers); the
+    # arguments' schema, which structured output enforces, shows their form.
     use = (
-        f"Use the tool {tool.name}: {tool.description} Example arguments: {tool.example}. "
+        f"Use the tool {tool.name}: {tool.description} Take its arguments from the goal and the earlier results. "
         "Paths are relative to the workspace."
         if tool
         else "No tool: think, and write the result."
@@ -226,7 +248,64 @@ def answer_clip(total_steps: int) -> int:
 
 def answer_prompt(goal: str, steps: list[StepRecord]) -> str:
     clip = answer_clip(len(steps))
-    return f"Goal: {goal}\n\nResults of the steps:\n{_history(steps, clip) or '(no steps)'}\n\nWrite the answer."
+    results = _history(steps, clip, answering=True) or "(no steps)"
+    return f"Goal: {goal}\n\nResults of the steps:\n{results}\n\nWrite the answer."
+
+
+def reask_prompt(goal: str, steps: list[StepRecord], previous: str, claims: list[str]) -> str:
+    """The answer asked again, naming what in the previous one nothing the run observed supports."""
+    named = ", ".join(claims)
+    return (
+        f"{answer_prompt(goal, steps)}\n\nYour previous answer was:\n{_clip(previous, 2000)}\n\n"
+        f"It gives figures or quotations that appear in no tool output above: {named}. Write the answer again "
+        "using only figures and words that appear in the results; where the results do not say what the goal "
+        "asks, say that you could not find it."
+    )
+
+
+# A round's results as the model sees them in its next round: enough of each output and error to act on.
+ROUND_RESULT_CHARS = 1500
+
+
+def clipped_result(result: ToolResult) -> ToolResult:
+    """A tool result as a later round of its step carries it (the round's conversation, in history)."""
+    return result.model_copy(
+        update={
+            "output": _clip(result.output, ROUND_RESULT_CHARS),
+            "error": _clip(result.error or "", ROUND_RESULT_CHARS) or None,
+        }
+    )
+
+
+def round_results(turn: RoundTurn) -> str:
+    """What the tools returned in an earlier round, and what to do about what failed."""
+    lines = ["Results of your tool calls:"]
+    for n, r in enumerate(turn.results, start=1):
+        lines.append(f"{n}. {r.tool}: " + (f"ok\n{r.output}" if r.ok else f"error: {r.error}"))
+    if any(not r.ok for r in turn.results):
+        lines.append(
+            "\nFix the failed call: call the tool again with corrected arguments (use the error's hint and the "
+            "real names it lists), or make no tool calls if this step cannot be done."
+        )
+    return "\n".join(lines)
+
+
+def replan_prompt(
+    goal: str,
+    tools: list[ToolSpecView],
+    done: list[StepRecord],
+    remaining: list[str],
+    room: int,
+    files: Sequence[str] = (),
+) -> str:
+    """The remaining steps asked for again after step ``done[-1]`` did not get what it needed."""
+    left = "\n".join(f"- {title}" for title in remaining) or "(none)"
+    return (
+        f'Tools:\n{_tool_lines(tools)}\n\n{_files(list(files))}Goal: "{goal}"\n\n'
+        f"Steps so far:\n{_windowed(done)}\n\nThe plan's remaining steps were:\n{left}\n\n"
+        f"Step {done[-1].index} did not get what it needed. Plan 0 to {room} steps that remain to reach the goal, "
+        "using only the tools listed."
+    )
 
 
 def compacted(step: StepRecord, total_steps: int) -> StepRecord:
@@ -249,4 +328,7 @@ def compacted(step: StepRecord, total_steps: int) -> StepRecord:
         )
         for r in step.tool_results
     ]
-    return step.model_copy(update={"tool_results": results, "result": step.result[:500]})
+    # A step that took one round says all of it in its own record; the rounds of one that took more stay (their
+    # calls are the story of how it got there), with their notes cut.
+    rounds = [r.model_copy(update={"note": r.note[:200]}) for r in step.rounds] if len(step.rounds) > 1 else []
+    return step.model_copy(update={"tool_results": results, "result": step.result[:500], "rounds": rounds})

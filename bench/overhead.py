@@ -385,7 +385,8 @@ async def run_stakeflow(client: Client, settings, steps: int, workspace: Path) -
         "stakeflow run did not run every step's tool",
     )
     b = breakdown_of(await handle.fetch_history(), elapsed)
-    local = steps + (steps + 2 if settings.workers.local_model_calls else 0)
+    # One local tool call per step, the answer check, and with local model calls the plan, steps and answer.
+    local = steps + 1 + (steps + 2 if settings.workers.local_model_calls else 0)
     _check(b.markers == local, f"stakeflow ran {b.markers} local activities, not {local}")
     return elapsed, b
 

@@ -66,9 +66,11 @@ class Run:
         pytest.fail(f"`run` never printed {text!r} while it waited; stderr:\n{''.join(self.stderr)}")
 
     async def finished(self) -> tuple[int, str]:
-        out, _ = await asyncio.to_thread(self.proc.communicate, timeout=60)
+        # Not communicate(): it would read stderr too, and what it took the reader thread would never see.
+        out = await asyncio.to_thread(self.proc.stdout.read)
+        code = await asyncio.to_thread(self.proc.wait, 60)
         self._reader.join(10)
-        return self.proc.returncode, out
+        return code, out
 
 
 @pytest.fixture

@@ -201,3 +201,33 @@ def test_a_worker_killed_mid_run_is_reported_restarted_and_the_run_completes(cli
     assert "fix: `stakeflow up` starts a new worker" in errs
     assert "worker: started" in errs
     assert out.rstrip().endswith("done thinking")
+
+
+def test_an_unsupported_answer_is_flagged_and_strict_exits_3(cli_env, open_fake, tmp_path):
+    workspace = tmp_path / "ws"
+    shutil.copytree(EXAMPLE_WORKSPACE, workspace)
+    query = "SELECT sum(units * unit_price) AS revenue FROM 'sales.csv'"
+    open_fake.script(
+        agent(plan(("Sum the revenue", "sql_query")), {1: call("sql_query", query=query)}, answer="It was 105,283.64.")
+    )
+    goal = "What was the total revenue in sales.csv?"
+    ran = stakeflow(cli_env, "run", "--workspace", str(workspace), goal)
+    assert ran.returncode == 0, ran.stderr  # completed: the answer is flagged, not failed
+    lines = ran.stdout.rstrip().splitlines()
+    assert lines[-1] == "It was 105,283.64."
+    assert lines[-2].startswith("warning: not supported by what the run observed: 105,283.64")
+    assert "ANTHROPIC_API_KEY" in lines[-2] and "STAKEFLOW_OPEN_BASE_URL" in lines[-2]
+
+    strict = stakeflow(cli_env, "run", "--json", "--strict", "--workspace", str(workspace), goal)
+    assert strict.returncode == 3, strict.stderr
+    out = json.loads(strict.stdout)
+    assert out["status"] == "completed"
+    assert out["answer_supported"] is False and out["unsupported_claims"] == ["105,283.64"]
+    assert "not supported by what the run observed: 105,283.64" in strict.stderr
+
+    open_fake.script(
+        agent(plan(("Sum the revenue", "sql_query")), {1: call("sql_query", query=query)}, answer="16,330")
+    )
+    fine = stakeflow(cli_env, "run", "--json", "--strict", "--workspace", str(workspace), goal)
+    assert fine.returncode == 0, fine.stderr
+    assert json.loads(fine.stdout)["answer_supported"] is True

@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from stakeflow.services import runs
-from tests.agent_script import agent, call, plan
+from tests.agent_script import agent, call, plan, round_of
 from tests.fakes import FakeOpenAIServer, Reply
 from tests.support import make_settings, open_endpoint_env, spawn_worker, worker_env, worker_log
 
@@ -116,3 +116,64 @@ async def test_write_retried_by_temporal_acts_once(client, tmp_path):
     first, again = await acts.run_tool(req), await acts.run_tool(req)
     assert (first.ok, first.replayed, again.ok, again.replayed) == (True, False, True, True)
     assert (ws / "a.txt").read_text() == "x\n"
+
+
+async def test_sigkill_mid_round_then_new_worker_finishes_and_no_tool_acts_twice(client, tmp_path):
+    """A step's round 1 writes (ok) and fails (a refused path); the worker dies during round 2's model call. The
+    new worker replays round 1 from history (nothing acts again), retries round 2's call, and the repeated
+    successful write in it is not run again."""
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    log_entry = {"path": "log.txt", "content": "entry\n", "append": True}
+    round2_calls: list[float] = []
+    lock = threading.Lock()
+
+    def step1(body):
+        if round_of(body) == 1:
+            return {
+                "tool_calls": [
+                    {"tool": "write_file", "args": log_entry},
+                    {"tool": "write_file", "args": {"path": "../total.md", "content": "16330"}},
+                ],
+                "result": "logged; saving the total",
+            }
+        with lock:
+            round2_calls.append(time.monotonic())
+            first = len(round2_calls) == 1
+        fixed = {
+            "tool_calls": [
+                {"tool": "write_file", "args": log_entry},
+                {"tool": "write_file", "args": {"path": "total.md", "content": "16330"}},
+            ],
+            "result": "saved",
+        }
+        return Reply.delayed(60, fixed) if first else fixed
+
+    with FakeOpenAIServer(model="qwen-test") as open_fake:
+        open_fake.script(agent(plan(("Log and save the total", "write_file")), {1: step1}, answer="done"))
+        prefix = f"t{uuid.uuid4().hex[:8]}"
+        settings = make_settings(tmp_path, queue_prefix=prefix, open_base_url=open_fake.url, open_model="qwen-test")
+        req = runs.build_request(settings, "Log, then save 16330", stakes="low", workspace=workspace)
+        req.heartbeat_timeout_s = 3
+        env = worker_env(tmp_path / "home", client, prefix, **open_endpoint_env(open_fake.url))
+        first = start_worker(env)
+        try:
+            handle = await runs.start_run(client, settings, req)
+            await wait_for(lambda: len(round2_calls) == 1, 60, "round 2's model call")
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+        finally:
+            if first.poll() is None:
+                first.kill()
+        second = start_worker(env)
+        try:
+            result = await handle.result()
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(30)
+
+    [step] = result.steps
+    assert step.status == "ok" and [r.round for r in step.rounds] == [1, 2] and step.rounds[1].repeated == 1
+    assert (workspace / "log.txt").read_text() == "entry\n"  # exactly once
+    assert (workspace / "total.md").read_text() == "16330"
+    assert len(round2_calls) == 2  # the lost attempt, then the retry on the new worker

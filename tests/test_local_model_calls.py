@@ -65,7 +65,7 @@ async def test_open_calls_run_as_local_activities_and_the_history_replays(client
             result = await handle.result()
             history = await handle.fetch_history()
     assert result.status == "completed" and result.answer == "42"
-    assert [s.status for s in result.steps] == ["ok"] and result.steps[0].tool_results[0].output == "42"
+    assert [s.status for s in result.steps] == ["ok"] and result.steps[0].tool_results[0].output == "6*7 = 42"
     assert _calls(history) == []  # no call_model (nor run_tool) on a task queue
     assert _kinds(history).count("marker") == 4  # plan, step, the calculator, answer
     assert len(fake.calls) == 3
@@ -164,7 +164,7 @@ async def test_invalid_local_open_output_is_retried_then_escalated_and_its_usage
     [step] = result.steps
     assert step.escalated and step.route == "frontier"
     assert [a.split(":")[0] for a in step.attempts] == ["open", "open", "frontier"]
-    assert step.tool_results[0].output == "42"
+    assert step.tool_results[0].output == "6*7 = 42"
     # plan + 2 invalid step attempts + answer on the open model; the failed attempts' tokens are counted.
     assert len(fake.calls) == 4 and result.cost.open_calls == 4
 

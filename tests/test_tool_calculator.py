@@ -26,11 +26,15 @@ from tests.tool_cases import refused, run
         ("2 ** 0.5", "1.4142135623730951"),
         ("1_000 * 3", "3000"),
         ("2**10000", str(2**10000)),
+        ("17.5%*2480", "434"),  # a percentage: nothing follows the sign
+        ("50% * 30", "15"),
+        ("7%3", "1"),  # an operand follows: the remainder
     ],
 )
 async def test_calculator_is_exact(expression: str, expected: str) -> None:
     result = await run("calculator", {"expression": expression})
-    assert (result.ok, result.output, result.error) == (True, expected, None)
+    # The expression with its value: the model sees what it computed, the answer check where it came from.
+    assert (result.ok, result.output, result.error) == (True, f"{expression} = {expected}", None)
 
 
 @pytest.mark.parametrize(

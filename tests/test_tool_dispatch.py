@@ -59,7 +59,7 @@ async def test_runs_as_a_temporal_activity_and_times_itself() -> None:
     acts = ToolActivities(ToolsConfig(), Path("/nonexistent-ledger"))
     req = ToolRequest(tool="calculator", args={"expression": "6*7"})
     result = await ActivityEnvironment().run(acts.run_tool, req)
-    assert (result.tool, result.ok, result.output, result.error) == ("calculator", True, "42", None)
+    assert (result.tool, result.ok, result.output, result.error) == ("calculator", True, "6*7 = 42", None)
     assert result.duration_ms > 0
 
 
@@ -177,6 +177,7 @@ async def test_each_call_leaves_one_execute_tool_span(spans: InMemorySpanExporte
     await acts.run_tool(ToolRequest(run_id="run-7", step=3, tool="calculator", args={"expression": "1/0"}))
     [ok, refusal] = spans.get_finished_spans()
     common = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "calculator", "stakeflow.run_id": "run-7"}
+    common["stakeflow.round"] = 1
     assert (ok.name, dict(ok.attributes)) == (
         "execute_tool calculator",
         {**common, "stakeflow.step": 2, "stakeflow.attempt": 1, "stakeflow.status": "ok", "stakeflow.replayed": False},

@@ -16,6 +16,7 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from stakeflow.activities.answer_check import AnswerCheckActivities
 from stakeflow.activities.catalogue import CatalogueActivities
 from stakeflow.activities.evals import EvalActivities
 from stakeflow.activities.learn import LearnActivities
@@ -70,10 +71,11 @@ class Holders:
         self.models = ModelActivities(model_params)
         self.evals = EvalActivities(EvalParameters.from_settings(settings))
         self.learn = LearnActivities(LearnParameters.from_settings(settings))
+        self.answers = AnswerCheckActivities()
 
     @property
     def all(self) -> list[ActivityHolder]:
-        return [self.tools, self.catalogue, self.models, self.evals, self.learn]
+        return [self.tools, self.catalogue, self.models, self.evals, self.learn, self.answers]
 
     async def close(self) -> None:
         await self.models.close()

@@ -8,7 +8,6 @@ recorded with its reason in the step record, the progress query and the activity
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import AsyncIterator
 
 from temporalio import workflow
@@ -20,9 +19,9 @@ with workflow.unsafe.imports_passed_through():
 
     from stakeflow.agents import prompts
     from stakeflow.agents.billing import cost_line
-    from stakeflow.agents.evals import AgreementTable, routing_by_agreement
+    from stakeflow.agents.evals import AgreementTable
     from stakeflow.agents.policy import decide_route
-    from stakeflow.agents.tools import CATALOGUE, constrained, first_step_tools
+    from stakeflow.agents.tools import CATALOGUE, first_step_tools
     from stakeflow.agents.types import (
         ModelCallRequest,
         PlannedStep,
@@ -32,7 +31,6 @@ with workflow.unsafe.imports_passed_through():
         StepRecord,
         TaskRequest,
         TaskResult,
-        ToolResult,
     )
     from stakeflow.core import errors
     from stakeflow.core import semconv as sc
@@ -42,12 +40,13 @@ with workflow.unsafe.imports_passed_through():
         PROGRESS_QUERY,
         Public,  # the cost line stays readable in the Web UI with codec keys on
     )
+    from stakeflow.workflows.answering import Answering
     from stakeflow.workflows.approvals import ApprovalGate
     from stakeflow.workflows.failures import StepFailure, is_cancellation
-    from stakeflow.workflows.model_steps import ModelSteps
     from stakeflow.workflows.quality import QualityLoop
+    from stakeflow.workflows.replanning import Replanning
     from stakeflow.workflows.run_tools import RunTools
-    from stakeflow.workflows.tally import tally
+    from stakeflow.workflows.step_loop import StepLoop
 
 
 def _tracer():
@@ -56,8 +55,8 @@ def _tracer():
 
 
 @workflow.defn(name=AGENT_WORKFLOW)
-class AgentTaskWorkflow(ModelSteps, RunTools, ApprovalGate):
-    """Plan, execute each step on its route, answer."""
+class AgentTaskWorkflow(StepLoop, Replanning, Answering):
+    """Plan, execute each step in rounds on its route (revising the plan when a step fails), answer, check it."""
 
     def __init__(self) -> None:
         self._progress = Progress()
@@ -137,12 +136,15 @@ class AgentTaskWorkflow(ModelSteps, RunTools, ApprovalGate):
                     for i, s in enumerate(steps, start=1)
                 ]
                 self._show_checklist()
-            for i in range(first, len(steps) + 1):
+            i = first
+            while i <= len(steps):  # a revised plan (replanning.py) changes what remains
                 if i > first and (i - first >= req.steps_per_history or workflow.info().is_continue_as_new_suggested()):
                     await self._continue_as_new(steps, result)
                 self._progress.current_step = i
                 async with self._step_span(i, "step"):
                     await self._execute_step(i, steps[i - 1])
+                steps = await self._revised(i, steps)
+                i += 1
             self._progress.phase = "answering"
             result.answer = await self._answer(result)
         except StepFailure as e:
@@ -163,6 +165,9 @@ class AgentTaskWorkflow(ModelSteps, RunTools, ApprovalGate):
         result.notices = self._progress.notices
         result.cost = self._progress.cost
         result.sensitivity = self._sensitivity
+        result.replans = self._progress.replans
+        result.answer_supported = self._progress.answer_supported
+        result.unsupported_claims = self._progress.unsupported_claims
         await self._started_shadows()
         return result
 
@@ -286,138 +291,3 @@ class AgentTaskWorkflow(ModelSteps, RunTools, ApprovalGate):
         if reply.plan is None or not reply.plan.steps:
             raise StepFailure("planning failed: the model returned an empty plan")
         return reply.plan.steps[: req.max_steps]
-
-    async def _execute_step(self, index: int, planned: PlannedStep) -> None:
-        req = self._req
-        record = self._progress.steps[index - 1]
-        spec = self._specs.get(planned.tool) if planned.tool else None
-        facts = self._facts(planned.tool, planned.stakes, spec.risk if spec else None)
-        low, figure = routing_by_agreement(
-            self._agreement, req.agent, "step", planned.tool, req.routing.min_agreement, req.routing.min_samples
-        )
-        facts = dataclasses.replace(facts, agreement_low=low, agreement=figure)
-        decision = decide_route(facts, req.routing, req.queue_prefix)
-        self._apply(record, decision)
-        record.status = "running"
-        self._note_decision(index, decision)
-        done = self._progress.steps[: index - 1]
-        call = ModelCallRequest(
-            purpose="step",
-            step=index,
-            system=prompts.with_role(req.instructions, prompts.STEP_SYSTEM),
-            prompt=prompts.step_prompt(
-                req.goal,
-                index,
-                len(self._progress.steps),
-                planned.title,
-                spec,
-                done,
-                req.workspace_files,
-            ),
-            tools=[constrained(spec, req.workspace_paths)] if spec else [],
-        )
-        label = f"step {index}/{len(self._progress.steps)}"
-        reply, decision = await self._call_model(call, decision, record, label=label, tool=planned.tool)
-        self._apply(record, decision)
-        action = reply.action
-        record.result = action.result if action else (reply.text or "")
-        calls = _unique(action.tool_calls) if action else []
-        egress = bool(calls) and self._private_egress(spec)
-        if egress and req.routing.private_egress == "deny":
-            why = f"{spec.name if spec else '?'} is open-world and the run's data is private ([policy] private_egress = deny)"
-            record.tool_results = [ToolResult(tool=c.tool, ok=False, error=f"refused: {why}") for c in calls]
-            record.reason += f"; egress refused: {why}"
-            self._progress.notices.append(f"step {index}: refused to send private data to {spec.name if spec else '?'}")
-            record.status = "tool_error"
-            self._publish()
-            return
-        person = egress and req.routing.private_egress == "approve"  # --auto-approve does not decide this one
-        if person:
-            record.reason += f"; private data to open-world tool {spec.name if spec else '?'}: needs approval"
-        if calls and (self._needs_approval(decision, spec) or person):
-            record.approval = await self._await_approval(index, record, calls, exact=egress, private_egress=person)
-            otel_trace.get_current_span().set_attributes(
-                {
-                    "stakeflow.approval": record.approval.decision,
-                    "stakeflow.approval.by": record.approval.by,
-                }
-            )
-            await self._label(index, record.approval)
-            if record.approval.decision in ("rejected", "timed_out"):
-                record.status = "skipped"
-                record.error = f"{record.approval.decision}: {record.approval.note}".rstrip(": ")
-                self._publish()
-                return
-            if record.approval.edited_calls is not None:  # the approver's arguments are what acts
-                calls = list(record.approval.edited_calls)
-        for n, tool_call in enumerate(calls):
-            private_source = tool_call.tool in req.routing.private_tools or bool(spec and spec.private)
-            try:
-                tool_result = await self._run_tool(index, n, tool_call.tool, tool_call.args, label)
-            except StepFailure:
-                if private_source:  # its failure's text is private data too (in the span, the run's error)
-                    self._taint(index, tool_call.tool, ran_ok=False)
-                raise
-            record.tool_results.append(_kept(tool_result))
-            if private_source:
-                self._taint(index, tool_call.tool, ran_ok=tool_result.ok)
-        record.status = "tool_error" if any(not r.ok for r in record.tool_results) else "ok"
-        older = index - 1 - prompts.RECENT_STEPS  # the step that just left the prompts' recent window
-        if older >= 0:
-            self._progress.steps[older] = prompts.compacted(self._progress.steps[older], len(self._progress.steps))
-        self._publish()
-
-    def _taint(self, index: int, tool: str, *, ran_ok: bool) -> None:
-        """A private tool ran: the rest of the run is private, whatever its outcome.
-
-        A failed call's error text is the private data too (a failed cast quotes the value it could not cast).
-        Runs recorded before this rule turned private only on success: behind a patch, their replays keep
-        the routes (the task queues) they took.
-        """
-        if self._sensitivity == "private":
-            return
-        if not ran_ok and not workflow.patched("private-tool-taints-on-failure"):
-            return
-        self._sensitivity = "private"
-        self._progress.notices.append(
-            f"step {index}: {tool} reads a private source, so the rest of the run stays on the open model"
-        )
-
-    async def _answer(self, result: TaskResult) -> str:
-        req = self._req
-        decision = decide_route(self._facts(None, tally(self._progress.steps).stakes), req.routing, req.queue_prefix)
-        result.answer_route = decision
-        index = len(self._progress.steps) + 1
-        call = ModelCallRequest(
-            purpose="answer",
-            step=index,
-            system=prompts.with_role(req.instructions, prompts.ANSWER_SYSTEM),
-            prompt=prompts.answer_prompt(req.goal, self._progress.steps),
-        )
-        record = StepRecord(index=index, title="answer")
-        async with self._step_span(index, "answer"):
-            reply, decision = await self._call_model(call, decision, record, label="answer")
-            self._mark(decision)
-        result.answer_route = decision
-        return (reply.text or "").strip()
-
-
-def _kept(result: ToolResult) -> ToolResult:
-    """The part of a tool's output and error the run keeps (in history, prompts and the result); see README."""
-    limit = prompts.MAX_CONTEXT_CHARS
-    if result.error is not None and len(result.error) > limit:
-        error = result.error[:limit] + f" [... {len(result.error) - limit} more characters not kept]"
-        result = result.model_copy(update={"error": error})
-    if len(result.output) <= limit:
-        return result
-    text = result.output[:limit] + f"\n[... {len(result.output) - limit} more characters not kept]"
-    return result.model_copy(update={"output": text, "truncated": True})
-
-
-def _unique(calls: list) -> list:
-    """The calls without exact repeats: a model asking twice for the same thing gets it once."""
-    seen: list = []
-    for c in calls:
-        if c not in seen:
-            seen.append(c)
-    return seen

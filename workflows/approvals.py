@@ -91,6 +91,8 @@ class ApprovalGate:
         """
         policy = self._req.approvals
         what = "; ".join(describe_call(c, exact=exact) for c in calls)
+        # A later round of the same step that acts again asks again: the earlier decision covered other calls.
+        self._decisions.pop(index, None)
         record.needs_approval = True  # whatever the route said: this step needed a decision
         if policy.auto_approve and not (private_egress and workflow.patched("auto-approve-not-private-egress")):
             return ApprovalRecord(

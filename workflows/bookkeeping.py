@@ -38,7 +38,7 @@ class Bookkeeping:
         t = tally(self._progress.steps)
         cost = self._progress.cost
         calls = cost.open_calls + cost.frontier_calls
-        attributes: dict[str, str | int | float] = {
+        attributes: dict[str, str | int | float | bool | list[str]] = {
             sc.STEP_COUNT: t.step_count,
             sc.OPEN_STEPS: t.open_steps,
             sc.FRONTIER_STEPS: t.frontier_steps,
@@ -49,6 +49,11 @@ class Bookkeeping:
             sc.MODEL_CALLS: calls,
             sc.DOWNGRADED_BY_BUDGET: self._progress.budget_downgrades,
         }
+        if self._progress.replans:
+            attributes[sc.REPLANS] = self._progress.replans
+        if self._progress.answer_supported is not None:
+            attributes[sc.ANSWER_SUPPORTED] = self._progress.answer_supported
+            attributes[sc.UNSUPPORTED_CLAIMS] = self._progress.unsupported_claims
         if cost.budgets:
             attributes[sc.BUDGETS] = ", ".join(cost.budgets)
         if not calls or cost.unpriced_calls < calls:  # no price at all is no amount, never "$0"

@@ -18,7 +18,8 @@ from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from stakeflow.agents.evals import AGREEMENT_DAYS, AgreementTable, ShadowBatch, ShadowRequest, StepLabel
+    from stakeflow.agents.claims import AnswerCheck, AnswerCheckRequest, Observation
+    from stakeflow.agents.evals import AGREEMENT_DAYS, AgreementTable, EvalRecord, ShadowBatch, ShadowRequest, StepLabel
     from stakeflow.agents.types import (
         ApprovalRecord,
         ModelCallRequest,
@@ -37,8 +38,10 @@ with workflow.unsafe.imports_passed_through():
     from stakeflow.core import errors
     from stakeflow.core.contracts import (
         CALL_MODEL,
+        CHECK_ANSWER,
         DESCRIBE_TOOLS,
         READ_AGREEMENT,
+        RECORD_EVAL,
         RECORD_LABEL,
         RUN_TOOL,
         SHADOW_WORKFLOW,
@@ -221,7 +224,7 @@ def idempotency_key(info: workflow.Info, index: int, n: int) -> str:
 
 
 async def run_tool(
-    req: TaskRequest, index: int, n: int, spec: ToolSpecView | None, tool: str, args: dict, label: str
+    req: TaskRequest, index: int, n: int, spec: ToolSpecView | None, tool: str, args: dict, label: str, round: int = 1
 ) -> ToolResult:
     """One ``run_tool`` call: a local activity for fast read-only tools, else on the tool's queue.
 
@@ -238,6 +241,7 @@ async def run_tool(
         args=args,
         workspace=req.workspace,
         idempotency_key=idempotency_key(info, index, n),
+        round=round,
     )
     summary = f"{label} · tool · {tool}"
     tool_req.idempotent = spec.idempotent if spec else True
@@ -271,6 +275,19 @@ async def run_tool(
             f"{tool} failed ({cause_text(e)}) and is not idempotent, so it was not retried: "
             "it may have acted; check before asking for it again"
         ) from None
+
+
+async def check_answer(answer: str, goal: str, observations: list[Observation]) -> AnswerCheck:
+    """The answer check (agents/claims.py) as a local activity: its verdict is in history, so a later release
+    that refines the check replays recorded runs as they ran."""
+    return await workflow.execute_local_activity(
+        CHECK_ANSWER,
+        AnswerCheckRequest(answer=answer, goal=goal, observations=observations),
+        result_type=AnswerCheck,
+        start_to_close_timeout=timedelta(seconds=30),
+        retry_policy=RetryPolicy(maximum_attempts=3),
+        summary="check the answer against what the run observed",
+    )
 
 
 AGREEMENT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
@@ -341,6 +358,35 @@ async def start_shadows(req: TaskRequest, calls: list[ShadowRequest]) -> None:
             )
             for batch in batches
         )
+    )
+
+
+async def record_stuck(req: TaskRequest, index: int, tool: str, open_model: str, frontier_model: str, why: str) -> None:
+    """An open step that got stuck and then succeeded on the frontier, as a row of the ``evals`` table: a
+    disagreement the open path's measured agreement (and routing by it) counts, with ``source = stuck``."""
+    info = workflow.info()
+    record = EvalRecord(
+        eval_id=f"{info.workflow_id}/{index}/stuck",
+        recorded_at=workflow.now().isoformat(),
+        run_id=info.workflow_id,
+        step=index,
+        kind="step",
+        tool=tool,
+        agent=req.agent,
+        open_model=open_model,
+        frontier_model=frontier_model,
+        verdict="frontier_better",
+        method="stuck",
+        reason=f"open model stuck after {why}; the frontier completed the step",
+        source="stuck",
+    )
+    await workflow.execute_activity(
+        RECORD_EVAL,
+        record,
+        task_queue=queue_name("workflows", req.queue_prefix),
+        start_to_close_timeout=timedelta(seconds=30),
+        retry_policy=RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30)),
+        summary=f"record step {index}: open model stuck, frontier did it",
     )
 
 

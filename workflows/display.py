@@ -25,7 +25,7 @@ def checklist(progress: Progress, awaiting: dict[int, str], workflow_id: str) ->
     for s in progress.steps:
         route = f" · {s.route}" if s.status != "pending" else ""
         extra = {
-            "running": " (running)",
+            "running": " (running" + (f", round {progress.current_round}" if progress.current_round > 1 else "") + ")",
             "tool_error": " (tool error)",
             "skipped": f" (skipped: {s.error})",
             "awaiting_approval": " (**waiting for approval**)",

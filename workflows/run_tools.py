@@ -61,9 +61,9 @@ class RunTools:
     def _tool_views(self, names: list[str]) -> list[ToolSpecView]:
         return [self._specs[n] for n in names if n in self._specs]
 
-    async def _run_tool(self, index: int, n: int, tool: str, args: dict, label: str) -> ToolResult:
+    async def _run_tool(self, index: int, n: int, tool: str, args: dict, label: str, round: int = 1) -> ToolResult:
         try:
-            return await run_tool(self._req, index, n, self._specs.get(tool), tool, args, label)
+            return await run_tool(self._req, index, n, self._specs.get(tool), tool, args, label, round)
         except ToolMayHaveActed as e:
             return ToolResult(tool=tool, ok=False, error=str(e))
         except ActivityError as e:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import re
 from collections.abc import Callable
 from decimal import Decimal, localcontext
 from fractions import Fraction
@@ -31,8 +32,13 @@ Number = Fraction | float
 
 
 async def execute(args: CalculatorArgs, ctx: ToolContext) -> ToolResult:
-    """Run ``calculator`` (pure CPU and bounded, so on the event loop)."""
-    return ToolResult(output=calculate(args.expression))
+    """Run ``calculator`` (pure CPU and bounded, so on the event loop).
+
+    The output shows the expression with its value (``1234 * 5678 = 7006652``): the model sees what it
+    computed, and the answer check (agents/claims.py) sees where the value came from — a value computed from
+    figures the run never observed supports nothing.
+    """
+    return ToolResult(output=f"{' '.join(args.expression.split())} = {calculate(args.expression)}")
 
 
 def calculate(expression: str) -> str:
@@ -40,7 +46,7 @@ def calculate(expression: str) -> str:
     if len(expression) > MAX_EXPRESSION_CHARS:
         raise ToolError(f"the expression is longer than {MAX_EXPRESSION_CHARS} characters: split it into steps")
     try:
-        value = _evaluate(_parse(expression.strip()), expression.strip())
+        value = _evaluate(_parse(_percentages(expression.strip())), expression.strip())
     except SyntaxError as e:
         raise ToolError(f"'{expression}' is not an arithmetic expression ({e.msg}): e.g. (3+4)*2") from None
     except ZeroDivisionError:
@@ -50,6 +56,16 @@ def calculate(expression: str) -> str:
     except (RecursionError, MemoryError):
         raise ToolError("the expression is nested too deeply: split it into steps") from None
     return _format_number(value)
+
+
+# "17.5%" written as people write a percentage: a number, a percent sign, and then no operand. "7 % 3" and "7%3"
+# (an operand follows) stay the remainder.
+_PERCENT = re.compile(r"(\d+(?:\.\d+)?|\.\d+)%(?!\s*[\d.(])")
+
+
+def _percentages(expression: str) -> str:
+    """``17.5%*2480`` as ``(17.5/100)*2480``: a percentage where nothing follows the sign, remainder otherwise."""
+    return _PERCENT.sub(r"(\1/100)", expression)
 
 
 def _parse(source: str, attempts: int = 3) -> ast.expr:

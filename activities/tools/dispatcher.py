@@ -90,6 +90,7 @@ class ToolActivities:
                 sc.GEN_AI_TOOL_NAME: req.tool,
                 sc.RUN_ID: req.run_id,
                 sc.STEP: req.step,
+                sc.ROUND: req.round,
                 sc.ATTEMPT: activity.info().attempt if activity.in_activity() else 1,
             },
         ) as span:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import uuid
 from collections import Counter
@@ -110,7 +111,7 @@ def _run_sql(
     )
     tables, skipped = _expose_workspace(con, ws, limits)
     try:
-        relation = con.sql(statement)
+        relation = con.sql(_quoted_files(statement, tables))
         rows, over = _fetch(con, relation, max_rows)
         total = relation.aggregate("count(*)").fetchall()[0][0] if len(rows) > max_rows or over else len(rows)
     except duckdb.InterruptException:
@@ -236,6 +237,18 @@ def _cap_error(err: duckdb.Error, cfg: SqlQueryConfig) -> str:
         "(WHERE, fewer columns, GROUP BY, LIMIT), or raise memory_limit in [tools.sql_query] in stakeflow.toml"
         f"{spill} ({detail})"
     )
+
+
+def _quoted_files(statement: str, tables: list[str]) -> str:
+    """``FROM sales.csv`` as ``FROM "sales.csv"``: a file name written bare reads as catalog ``sales``, table
+    ``csv``, which no model means. Names already quoted, and text inside string literals, stay as written."""
+    named = sorted((t for t in tables if "." in t), key=len, reverse=True)
+    if not named:
+        return statement
+    bare = re.compile(r"(?<![\w.'\"/-])(" + "|".join(re.escape(t) for t in named) + r")(?![\w'\"/-])")
+    # Split on single-quoted literals: only the text between them is SQL to rewrite.
+    parts = re.split(r"('(?:[^']|'')*')", statement)
+    return "".join(part if i % 2 else bare.sub(lambda m: f'"{m.group(1)}"', part) for i, part in enumerate(parts))
 
 
 def _sql_error(err: duckdb.Error, tables: list[str], skipped: list[str]) -> str:

@@ -21,6 +21,7 @@ from stakeflow.agents.types.calls import (
     PlannedStep,
     Purpose,
     Risk,
+    RoundTurn,
     Route,
     Sensitivity,
     Stakes,
@@ -41,6 +42,7 @@ from stakeflow.agents.types.runs import (
     EvalPolicy,
     Progress,
     ResumeState,
+    RoundRecord,
     RouteDecision,
     RoutingConfig,
     StepRecord,
@@ -54,6 +56,8 @@ from stakeflow.agents.types.runs import (
 from stakeflow.agents.types.starts import MAX_GOAL_BYTES, MAX_STEPS, PreparedRun, RunOptions
 
 __all__ = [
+    "RoundTurn",
+    "RoundRecord",
     "Route",
     "Stakes",
     "StakesOverride",

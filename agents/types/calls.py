@@ -18,7 +18,8 @@ StakesOverride = Literal["auto", "low", "high"]
 Sensitivity = Literal["public", "private"]
 Risk = Literal["read_only", "side_effect", "irreversible"]
 Dialect = Literal["vllm", "llamacpp", "openai"]
-Purpose = Literal["plan", "step", "answer", "judge"]  # judge: a shadow evaluation's comparison
+# replan: the remaining steps, revised after a step; judge: a shadow evaluation's comparison
+Purpose = Literal["plan", "step", "answer", "judge", "replan"]
 ToolSource = Literal["builtin", "mcp", "python"]
 EgressRule = Literal["approve", "deny", "allow"]
 
@@ -78,6 +79,14 @@ class StepAction(BaseModel):
 
     tool_calls: list[ToolCall] = Field(default_factory=list)
     result: str = ""
+
+
+class RoundTurn(BaseModel):
+    """An earlier round of the step being worked on, as its next model call sees it: what the model asked for,
+    and what the tools returned (outputs and errors, clipped as the run keeps them)."""
+
+    action: StepAction = Field(default_factory=StepAction)
+    results: list[ToolResult] = Field(default_factory=list)
 
 
 class Usage(BaseModel):
@@ -239,6 +248,9 @@ class ModelCallRequest(BaseModel):
     run_id: str = ""
     step: int = 0  # 0 = plan, 1..n = plan steps, n+1 = answer
     purpose: Purpose = "step"
+    round: int = 1  # a step's rounds: model call, its tool calls, the model sees their results, ...
+    # The step's earlier rounds, oldest first: the conversation the model continues (empty in round 1).
+    rounds: list[RoundTurn] = Field(default_factory=list)
     endpoint: ModelEndpoint = Field(default_factory=ModelEndpoint)
     system: str = ""
     prompt: str = ""
@@ -250,6 +262,8 @@ class ModelCallRequest(BaseModel):
     max_steps: int = 6
     # plan: the first step must use one of these (the tools that read a file the goal names), if any.
     first_step_tools: list[str] = Field(default_factory=list)
+    # step: the step's first round must call its tool (the plan chose it); later rounds may make no call.
+    require_tool_call: bool = False
     max_output_tokens: int = 1024
     # For the trace and the price: why this call goes where it goes.
     stakes: Stakes = "low"
@@ -292,6 +306,7 @@ class ToolRequest(BaseModel):
     workspace: str = ""
     # Side-effecting tools act at most once per key, however often the activity is retried.
     idempotency_key: str = ""
+    round: int = 1  # the round of the step that asked for this call (for the trace)
     idempotent: bool = True  # false: a call that may have acted is reported, never repeated
 
 
@@ -305,3 +320,7 @@ class ToolResult(BaseModel):
     truncated: bool = False
     replayed: bool = False  # the side effect had already happened under this idempotency key
     duration_ms: float = 0.0
+    round: int = 1  # the round of the step that asked for it
+
+
+RoundTurn.model_rebuild()

@@ -57,6 +57,13 @@ class RoutingConfig(BaseModel):
     min_samples: int = 30
     # Open-model calls run as local activities on the worker that runs the workflow ([workers] local_model_calls).
     open_local: bool = False
+    # The agent loop ([policy] max_rounds, escalate_when_stuck, replan, check_answer). The defaults here are
+    # what runs of earlier releases did — one round per step, no replanning, no answer check — so their
+    # histories replay unchanged; the edge fills in today's policy for every new run.
+    max_rounds: int = 1  # rounds per step: model call, tool calls, the model sees their results, ...
+    escalate_when_stuck: bool = False  # an open step that ends its rounds failing is re-run on the frontier
+    replan: bool = False  # a step that failed lets the model revise the steps that remain
+    check_answer: bool = False  # the answer's figures must appear in what the run observed
 
 
 class EvalPolicy(BaseModel):
@@ -199,6 +206,19 @@ class RouteDecision(BaseModel):
     fallback: bool = False  # the open endpoint was unavailable, so the frontier answered
 
 
+class RoundRecord(BaseModel):
+    """One round of a step: the model call (where it ran) and the tool calls it asked for. Their results are the
+    step's ``tool_results`` whose ``round`` is this one."""
+
+    round: int = 1
+    route: Route = "open"
+    model: str = ""
+    escalated: bool = False
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    note: str = ""  # the model's own note on the step, as it wrote it this round
+    repeated: int = 0  # calls it asked for again, exactly as before: not run again
+
+
 StepStatus = Literal["pending", "running", "awaiting_approval", "ok", "tool_error", "failed", "skipped"]
 
 
@@ -224,6 +244,8 @@ class StepRecord(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float | None = 0.0  # None once any call of the step was unpriced
     approval: ApprovalRecord | None = None
+    rounds: list[RoundRecord] = Field(default_factory=list)
+    stuck: str = ""  # why the step ended without the result it needed ("3 failed sql_query calls"), if it did
     waiting_for: str = ""  # while the step waits for approval: its tool calls, as the approver sees them
 
 
@@ -241,6 +263,10 @@ class TaskResult(BaseModel):
     notices: list[str] = Field(default_factory=list)  # downgrades, taints: things the user must see
     error: str | None = None
     cost: CostSummary = Field(default_factory=CostSummary)
+    # The answer check ([policy] check_answer): None for runs that did not check (earlier releases).
+    answer_supported: bool | None = None
+    unsupported_claims: list[str] = Field(default_factory=list)  # figures and quotations nothing observed holds
+    replans: int = 0  # how many times the plan was revised
 
 
 class Progress(BaseModel):
@@ -249,12 +275,16 @@ class Progress(BaseModel):
     phase: Literal["planning", "executing", "answering", "done", "failed"] = "planning"
     awaiting_approval: list[int] = Field(default_factory=list)
     current_step: int = 0
+    current_round: int = 0
     total_steps: int = 0
     steps: list[StepRecord] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)
     notices: list[str] = Field(default_factory=list)
     error: str | None = None
     cost: CostSummary = Field(default_factory=CostSummary)
+    replans: int = 0
+    answer_supported: bool | None = None  # the answer check's verdict, once the answer was checked
+    unsupported_claims: list[str] = Field(default_factory=list)
     budget_downgrades: int = 0  # model calls a spent frontier budget kept on the open model
 
 

@@ -26,6 +26,12 @@ class Failed(click.ClickException):
     """A run that failed: exit code 1 and the reason, already printed as wanted."""
 
 
+class Unsupported(click.ClickException):
+    """`run --strict`: the run completed, but its answer gives figures nothing it observed supports: exit code 3."""
+
+    exit_code = 3
+
+
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn stakeflow errors into one-line messages; STAKEFLOW_DEBUG=1 shows the traceback."""
 

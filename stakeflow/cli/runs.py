@@ -10,9 +10,11 @@ import asyncio
 
 import click
 
+from stakeflow.agents.policy import MAX_ROUNDS
 from stakeflow.agents.types import SENSITIVITY_CHOICES, STAKES_CHOICES, Progress, TaskResult
 from stakeflow.cli.common import (
     Failed,
+    Unsupported,
     current_settings,
     echo_json,
     err,
@@ -61,6 +63,12 @@ SERVICE_CHECK_SECONDS = 2.0
     help="Folder the file and SQL tools work in (default: $STAKEFLOW_HOME/workspace).",
 )
 @click.option("--max-steps", type=click.IntRange(1, 200), default=None, help="Most steps the plan may have.")
+@click.option(
+    "--max-rounds",
+    type=click.IntRange(1, MAX_ROUNDS),
+    default=None,
+    help="Rounds per step: model call, its tool calls, the model sees the results (default: the agent's, else [policy] max_rounds).",
+)
 @click.option("--budget-tokens", type=click.IntRange(1), default=None, help="Fail the run past this many tokens.")
 @click.option(
     "--budget-usd",
@@ -72,6 +80,9 @@ SERVICE_CHECK_SECONDS = 2.0
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--no-wait", is_flag=True, help="Print the ids and return at once.")
 @click.option("--auto-approve", is_flag=True, help="Approve high-risk steps without waiting (recorded as such).")
+@click.option(
+    "--strict", is_flag=True, help="Exit with code 3 when the answer is not supported by what the run observed."
+)
 @friendly
 def run(
     goal: str,
@@ -81,12 +92,14 @@ def run(
     tools_csv: str | None,
     workspace: str | None,
     max_steps: int | None,
+    max_rounds: int | None,
     budget_tokens: int | None,
     budget_usd: float | None,
     workflow_id: str | None,
     as_json: bool,
     no_wait: bool,
     auto_approve: bool,
+    strict: bool,
 ) -> None:
     """Run GOAL as a durable agent task."""
     settings = current_settings()
@@ -99,15 +112,20 @@ def run(
         tools=tools,
         workspace=workspace,
         max_steps=max_steps,
+        max_rounds=max_rounds,
         budget_tokens=budget_tokens,
         auto_approve=auto_approve,
         agent=agent,
         budget_usd=budget_usd,
     )
-    run_async(_run(settings, req, workflow_id, as_json, no_wait))
+    result = run_async(_run(settings, req, workflow_id, as_json, no_wait))
+    if strict and result is not None and result.answer_supported is False:
+        raise Unsupported(
+            f"the answer is not supported by what the run observed: {', '.join(result.unsupported_claims)}"
+        )
 
 
-async def _run(settings: Settings, req, workflow_id: str | None, as_json: bool, no_wait: bool) -> None:
+async def _run(settings: Settings, req, workflow_id: str | None, as_json: bool, no_wait: bool) -> TaskResult | None:
     for line in await bring_up(settings):
         if not as_json and (line.startswith("warning") or "started" in line or "crashed" in line):
             err(line)
@@ -120,7 +138,7 @@ async def _run(settings: Settings, req, workflow_id: str | None, as_json: bool, 
             echo_json({"run_id": run_id, "workflow_id": handle.id, "status": "running", "ui_url": ui})
         else:
             click.echo(f"started {handle.id} (run {run_id})\n  {ui}")
-        return
+        return None
     if not as_json:
         click.echo(f"run {handle.id} · {ui}")
         if not req.routing.frontier.available:
@@ -143,10 +161,11 @@ async def _run(settings: Settings, req, workflow_id: str | None, as_json: bool, 
             w.cancel()
     if as_json:
         echo_json(run_dict(handle.id, run_id, "completed", ui, result=result))
-        return
+        return result
     steps.rest(result.steps, len(result.steps))
     for line in result_lines(result, steps=False):
         click.echo(line)
+    return result
 
 
 async def _first(awaitable, watchers: list[asyncio.Task]):

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from stakeflow.agents.budgets import OnExceeded
+from stakeflow.agents.policy import MAX_ROUNDS
 from stakeflow.agents.types import Risk, Sensitivity, StakesOverride
 from stakeflow.config._sections import usd_limit
 
@@ -77,6 +78,7 @@ class AgentConfig(_Section):
     stakes: StakesOverride = "auto"
     sensitivity: Sensitivity = "public"
     max_steps: int | None = Field(default=None, ge=1, le=200)
+    max_rounds: int | None = Field(default=None, ge=1, le=MAX_ROUNDS)  # rounds per step ([policy] max_rounds)
     budget_tokens: int | None = Field(default=None, ge=1)
     open_model: str | None = None  # e.g. a fine-tuned LoRA adapter's served name on vLLM
     # false: this agent's runs believe no MCP server's annotations (every MCP tool is of the riskiest kind).

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from stakeflow.agents.budgets import OnExceeded
+from stakeflow.agents.policy import MAX_ROUNDS
 from stakeflow.agents.types import Risk, acting_risks
 
 
@@ -43,6 +44,13 @@ class PolicyConfig(_Section):
     # bound is below min_agreement, measured on at least min_samples comparisons, goes to the frontier.
     min_agreement: float | None = Field(default=None, gt=0, le=1)
     min_samples: int = Field(default=30, ge=1)
+    # The agent loop: rounds per step (model call, tool calls, the model sees their results, ...); a step stuck
+    # on the open model re-run on the frontier; the remaining steps revised after a step that failed; the
+    # answer's figures checked against what the run observed (README, "How a step runs").
+    max_rounds: int = Field(default=4, ge=1, le=MAX_ROUNDS)
+    escalate_when_stuck: bool = True
+    replan: bool = True
+    check_answer: bool = True
 
 
 class HttpGetConfig(_Section):

@@ -22,6 +22,7 @@ APPROVE_UPDATE = "approve_step"
 CALL_MODEL = "call_model"
 RUN_TOOL = "run_tool"
 DESCRIBE_TOOLS = "describe_tools"  # an MCP server's or the Python tools' catalogue, when a run plans
+CHECK_ANSWER = "check_answer"  # the answer's figures against what the run observed (agents/claims.py)
 # Shadow evaluation (agents/evals.py): a run starts one ShadowEvalWorkflow per sampled open call.
 SHADOW_WORKFLOW = "ShadowEvalWorkflow"
 # Budgets (agents/budgets.py): one BudgetWorkflow per budget and UTC day, the shadow spend's among them.
@@ -101,6 +102,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
     Attribute("cost_usd", "StakeflowCostUsd", "Double"),
     Attribute("awaiting_approval", "StakeflowAwaitingApproval", "Bool"),
     Attribute("agent", "StakeflowAgent", "Keyword"),
+    Attribute("answer_supported", "StakeflowAnswerSupported", "Bool"),
 )
 SEARCH_ATTRIBUTES: dict[str, str] = {a.name: a.kind for a in ATTRIBUTES}  # name -> type
 _KEY_FACTORIES = {

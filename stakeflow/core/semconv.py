@@ -25,7 +25,9 @@ GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"  # only with STAKEFLOW_TRACE_C
 # --- stakeflow ----------------------------------------------------------------------------
 RUN_ID = "stakeflow.run_id"  # the workflow id
 STEP = "stakeflow.step"  # 0 = plan, 1..n = steps, n+1 = answer
-PURPOSE = "stakeflow.purpose"  # plan | step | answer
+PURPOSE = "stakeflow.purpose"  # plan | step | replan | answer
+ROUND = "stakeflow.round"  # a step's round (model call, its tool calls, ...), on model-call and tool spans
+STUCK = "stakeflow.stuck"  # step span: why the step ended without the result it needed
 ROUTE = "stakeflow.route"  # open | frontier
 STAKES = "stakeflow.stakes"  # low | high
 REASON = "stakeflow.reason"
@@ -50,6 +52,9 @@ OPEN_STEPS = "stakeflow.open_steps"
 FRONTIER_STEPS = "stakeflow.frontier_steps"
 ESCALATIONS = "stakeflow.escalations"
 STEP_COUNT = "stakeflow.steps"
+ANSWER_SUPPORTED = "stakeflow.answer_supported"  # the answer check's verdict (absent: the run did not check)
+UNSUPPORTED_CLAIMS = "stakeflow.unsupported_claims"  # the figures and quotations nothing the run observed holds
+REPLANS = "stakeflow.replans"
 MODEL_CALLS = "stakeflow.model_calls"  # run span: every model call of the run (failed attempts included)
 UNPRICED_CALLS = "stakeflow.unpriced_calls"  # calls without a price: the run's cost is a lower bound, never "$0"
 DOWNGRADED_BY_BUDGET = "stakeflow.downgraded_by_budget"  # run span: model calls a spent frontier budget kept open

@@ -6,7 +6,16 @@ import json
 from typing import Any
 
 from stakeflow.agents.billing import cost_line
-from stakeflow.agents.types import ApprovalRecord, CostSummary, Progress, RouteDecision, StepRecord, TaskResult, Usage
+from stakeflow.agents.types import (
+    ApprovalRecord,
+    CostSummary,
+    Progress,
+    RoundRecord,
+    RouteDecision,
+    StepRecord,
+    TaskResult,
+    Usage,
+)
 
 
 def usage_dict(u: Usage) -> dict[str, int]:
@@ -46,7 +55,31 @@ def step_dict(s: StepRecord) -> dict[str, Any]:
         "error": s.error,
         "usage": usage_dict(s.usage),
         "cost_usd": s.cost_usd,
+        "stuck": s.stuck or None,
+        "rounds": [_round_dict(s, r) for r in s.rounds],
     }
+
+
+def _round_dict(s: StepRecord, r: RoundRecord) -> dict[str, Any]:
+    """One round of a step: where its model call ran, the calls it asked for and what they returned."""
+    return {
+        "round": r.round,
+        "route": r.route,
+        "model": r.model,
+        "escalated": r.escalated,
+        "tool_calls": [c.model_dump(mode="json") for c in r.tool_calls],
+        "repeated": r.repeated,
+        "note": r.note,
+        "results": [
+            {"tool": t.tool, "ok": t.ok, "error": t.error, "output": _preview(t.output, 500)}
+            for t in s.tool_results
+            if t.round == r.round
+        ],
+    }
+
+
+def _preview(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + f"… [{len(text) - limit} more characters]"
 
 
 def needed_approval(s: StepRecord) -> bool:
@@ -94,10 +127,14 @@ def run_dict(
         "cost": _cost(result.cost if result else (progress.cost if progress else None)),
         "error": error or (progress.error if progress else None),
     }
+    # Always present: whether the answer's figures appear in what the run observed (None: the run did not check).
+    out["answer_supported"] = result.answer_supported if result else None
+    out["unsupported_claims"] = list(result.unsupported_claims) if result else []
     if result:
         out["plan_route"] = _route(result.plan_route)
         out["answer_route"] = _route(result.answer_route)
         out["sensitivity"] = result.sensitivity
+        out["replans"] = result.replans
     elif progress:
         out["phase"] = progress.phase
         out["current_step"] = progress.current_step
@@ -126,16 +163,21 @@ def step_line(s: StepRecord, total: int) -> str:
         )
         if on
     )
-    line = f"  step {s.index}/{total} · {s.status} · {s.route} · {s.model}{tools}{flags} — {s.title}"
+    rounds = f" · {len(s.rounds)} rounds" if len(s.rounds) > 1 else ""
+    line = f"  step {s.index}/{total} · {s.status} · {s.route} · {s.model}{tools}{flags}{rounds} — {s.title}"
     detail = f"\n      why: {s.reason}" if s.reason else ""
     if s.approval is not None:
         a = s.approval
         detail += f"\n      approval: {a.decision.replace('_', ' ')} by {a.by}" + (f": {a.note}" if a.note else "")
         for c in a.edited_calls or []:
             detail += f"\n      approved instead: {c.tool} {json.dumps(c.args, ensure_ascii=False)}"
+    last = max((r.round for r in s.tool_results), default=1)
     for r in s.tool_results:
         if not r.ok:
-            detail += f"\n      {r.tool}: {r.error}"
+            fixed = " (fixed in a later round)" if r.round < last and s.status == "ok" else ""
+            detail += f"\n      {r.tool}: {r.error}{fixed}"
+    if s.stuck:
+        detail += f"\n      stuck: {s.stuck}"
     if s.error:
         detail += f"\n      error: {s.error}"
     return line + detail
@@ -157,8 +199,19 @@ def result_lines(result: TaskResult, *, steps: bool = True) -> list[str]:
     )
     lines.append("  " + cost_line(result.cost))
     lines.append("")
+    if result.answer_supported is False:
+        lines.append(unsupported_warning(result))
     lines.append(result.answer or "(empty answer)")
     return lines
+
+
+def unsupported_warning(result: TaskResult) -> str:
+    """The line before an answer the check could not support: what, and what would help."""
+    return (
+        f"warning: not supported by what the run observed: {', '.join(result.unsupported_claims)} "
+        "(in no tool output or the goal); check before you rely on it. A stronger open model "
+        "(STAKEFLOW_OPEN_BASE_URL) or a frontier key (ANTHROPIC_API_KEY, so such answers escalate) helps."
+    )
 
 
 def waiting_lines(s: StepRecord, total: int, workflow_id: str) -> list[str]:

@@ -22,6 +22,7 @@ EVAL_KEYS = {
     "model": "open_model",
     "day": "CAST(recorded_at AS DATE)",
     "week": "CAST(date_trunc('week', recorded_at) AS DATE)",  # its Monday
+    "source": "source",  # shadow (sampled comparisons) or stuck (an open step escalated after its rounds failed)
 }
 
 

@@ -44,6 +44,10 @@ _TREE_COLUMNS = (
 )
 
 
+# A step's round (model-call and tool spans): kept in the attributes, as a span carries it.
+_ROUND = "TRY_CAST(json_extract_string(attributes, '$.\"stakeflow.round\"') AS INTEGER) AS round"
+
+
 def trace_tree(store: TraceStore, run_id: str) -> list[dict[str, Any]]:
     """The spans of one run in tree order (run, steps, model and tool calls), each with its ``depth``.
 
@@ -53,11 +57,11 @@ def trace_tree(store: TraceStore, run_id: str) -> list[dict[str, Any]]:
     """
     with store.reader() as con:
         result = con.execute(
-            f"SELECT {', '.join(_TREE_COLUMNS)} FROM spans "
+            f"SELECT {', '.join(_TREE_COLUMNS)}, {_ROUND} FROM spans "
             "WHERE trace_id IN (SELECT DISTINCT trace_id FROM spans WHERE run_id = ?)",
             [run_id],
         ).fetchall()
-    every = {row[0]: dict(zip(_TREE_COLUMNS, row, strict=True)) for row in result}
+    every = {row[0]: dict(zip((*_TREE_COLUMNS, "round"), row, strict=True)) for row in result}
     shown = {sid: span for sid, span in every.items() if span["run_id"] == run_id}
     if not shown:
         raise InputError(
@@ -94,6 +98,7 @@ def _tree_row(span: dict[str, Any], depth: int, parent: str | None) -> dict[str,
         "duration_ms": span["duration_ms"],
         "step": span["step"],
         "purpose": span["purpose"],
+        "round": span["round"],
         "route": span["route"],
         "model": model,
         "tool": span["tool_name"],
@@ -116,6 +121,8 @@ def _label(row: dict[str, Any]) -> str:
         label = f"step {row['step']}" + (f" ({row['purpose']})" if row["purpose"] else "")
     else:
         label = row["name"]
+    if row["round"] and row["round"] > 1:
+        label += f" (round {row['round']})"
     if row["attempt"] and row["attempt"] > 1:
         label += f" [attempt {row['attempt']}]"
     return "  " * row["depth"] + label

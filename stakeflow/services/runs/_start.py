@@ -6,6 +6,7 @@ and ends the runs that exist.
 
 from __future__ import annotations
 
+import csv
 import os
 import uuid
 from datetime import timedelta
@@ -22,6 +23,7 @@ from temporalio.client import (
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from stakeflow.agents.budgets import GLOBAL_BUDGET, RUN_BUDGET, BudgetRef, agent_budget, hook_budget
+from stakeflow.agents.policy import MAX_ROUNDS
 from stakeflow.agents.tools import CATALOGUE
 from stakeflow.agents.types import (
     SENSITIVITY_CHOICES,
@@ -71,6 +73,10 @@ def routing_config(settings: Settings) -> RoutingConfig:
         min_agreement=settings.policy.min_agreement,
         min_samples=settings.policy.min_samples,
         open_local=settings.workers.local_model_calls,
+        max_rounds=settings.policy.max_rounds,
+        escalate_when_stuck=settings.policy.escalate_when_stuck,
+        replan=settings.policy.replan,
+        check_answer=settings.policy.check_answer,
     )
 
 
@@ -94,6 +100,7 @@ def build_request(
     workspace: str | Path | None = None,
     source: str = "cli",
     max_steps: int | None = None,
+    max_rounds: int | None = None,
     budget_tokens: int | None = None,
     auto_approve: bool = False,
     agent: str | None = None,
@@ -111,6 +118,7 @@ def build_request(
         sensitivity = sensitivity or named.sensitivity
         tools = tools if tools is not None else named.tools
         max_steps = max_steps or named.max_steps
+        max_rounds = max_rounds or named.max_rounds
         budget_tokens = budget_tokens or named.budget_tokens
     stakes = stakes or "auto"
     sensitivity = sensitivity or "public"
@@ -123,6 +131,8 @@ def build_request(
         raise InputError(f"unknown stakes '{stakes}': use one of {', '.join(STAKES_CHOICES)}")
     if sensitivity not in SENSITIVITY_CHOICES:
         raise InputError(f"unknown sensitivity '{sensitivity}': use one of {', '.join(SENSITIVITY_CHOICES)}")
+    if max_rounds is not None and not 1 <= max_rounds <= MAX_ROUNDS:
+        raise InputError(f"--max-rounds {max_rounds} is out of range: use 1 to {MAX_ROUNDS}")
     chosen = resolve_tools(
         settings,
         tools,
@@ -161,7 +171,7 @@ def build_request(
         max_steps=max_steps or settings.policy.max_steps,
         budget_tokens=budget_tokens,
         source=source,
-        routing=_agent_routing(settings, routing_config(settings), agent),
+        routing=_agent_routing(settings, routing_config(settings), agent, max_rounds),
         queue_prefix=settings.queue_prefix,
         approvals=ApprovalPolicy(
             risks=settings.approvals.risks, timeout_s=settings.approvals.timeout_s, auto_approve=auto_approve
@@ -230,9 +240,14 @@ def open_models(settings: Settings, agent: str | None) -> tuple[str, str]:
     return (promoted.open_model if promoted is not None else configured), configured
 
 
-def _agent_routing(settings: Settings, routing: RoutingConfig, agent: str | None) -> RoutingConfig:
-    """The run's open model: the agent's own (e.g. a fine-tuned adapter served by vLLM), or a promoted one."""
+def _agent_routing(
+    settings: Settings, routing: RoutingConfig, agent: str | None, max_rounds: int | None
+) -> RoutingConfig:
+    """The run's open model (the agent's own, e.g. a fine-tuned adapter served by vLLM, or a promoted one) and
+    rounds per step (--max-rounds, the agent's, else [policy])."""
     model, _ = open_models(settings, agent)
+    if max_rounds is not None:
+        routing = routing.model_copy(update={"max_rounds": max_rounds})
     if model == routing.open.model:
         return routing
     return routing.model_copy(update={"open": routing.open.model_copy(update={"model": model})})
@@ -262,14 +277,35 @@ def _workspace_files(folder: Path):
 
 
 def list_workspace(folder: Path, limit: int = MAX_LISTED_FILES) -> list[str]:
-    """The workspace's files as prompts show them ("notes.txt (582 bytes)"), at most ``limit``."""
+    """The workspace's files as prompts show them, at most ``limit``: "notes.txt (582 bytes)", and a table's
+    columns ("sales.csv (385 bytes; columns: date, region, units)"), so a model writes SQL with the real names."""
     found: list[str] = []
     for rel, size in _workspace_files(folder):
         if len(found) == limit:
             found.append("(more files not listed)")
             break
-        found.append(f"{rel} ({size} bytes)")
+        columns = _columns(folder / rel)
+        found.append(f"{rel} ({size} bytes; columns: {columns})" if columns else f"{rel} ({size} bytes)")
     return found
+
+
+MAX_HEADER_BYTES = 4096
+MAX_COLUMNS = 30
+
+
+def _columns(path: Path) -> str:
+    """A CSV or TSV file's column names from its first line ("" for other files, or one that cannot be read)."""
+    delimiter = {".csv": ",", ".tsv": "\t"}.get(path.suffix.lower())
+    if delimiter is None:
+        return ""
+    try:
+        with path.open(encoding="utf-8", errors="replace", newline="") as f:
+            first = f.readline(MAX_HEADER_BYTES)
+    except OSError:
+        return ""
+    names = [n.strip() for n in next(csv.reader([first], delimiter=delimiter), []) if n.strip()]
+    shown = ", ".join(names[:MAX_COLUMNS])
+    return shown + (f", … ({len(names) - MAX_COLUMNS} more)" if len(names) > MAX_COLUMNS else "")
 
 
 def workspace_paths(folder: Path, limit: int = MAX_ENUM_FILES) -> list[str]:

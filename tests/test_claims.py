@@ -1,0 +1,120 @@
+"""The answer check (agents/claims.py): every figure and quotation an answer gives, against what the run observed."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stakeflow.agents.claims import Observation, answer_figures, check_answer
+
+SALES = "region,revenue\nNordic,9356\nSouth,2786\nWest,4188\ntotal,16330.0\n"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "Total revenue was 16,330.",
+        "Total revenue was 16330.",
+        "Total revenue was $16,330.00.",
+        "The Nordic region brought in 9,356 and the West 4188.",
+        "Revenue: 16.33k",  # written to the ten: 16330 rounds to it
+        "1. Nordic\n2. South\n3. West",  # list markers are not figures
+        "The SmolLM2 model and Q3 are names, not figures.",
+    ],
+)
+def test_figures_the_outputs_hold_are_supported(answer):
+    check = check_answer(answer, goal="What was the revenue in sales.csv?", observations=[SALES])
+    assert check.supported, check.unsupported_claims
+
+
+@pytest.mark.parametrize(
+    ("answer", "claims"),
+    [
+        ("Total revenue was 105,283.64.", ["105,283.64"]),  # the issue's: a figure from a worked example
+        ("Nordic 9356, South 2,800.", ["2,800"]),
+        ("Revenue grew 12% to 18,000.", ["12%", "18,000"]),
+        ("The total is -16330.", ["-16330"]),
+    ],
+)
+def test_figures_nothing_observed_holds_are_named(answer, claims):
+    check = check_answer(answer, goal="What was the revenue?", observations=[SALES])
+    assert not check.supported
+    assert check.unsupported_claims == claims
+
+
+def test_the_goal_is_an_observation_and_errors_are_not():
+    goal = "What is 1234 * 5678?"
+    assert check_answer("1234 * 5678 = 7006652", goal=goal, observations=["7006652"]).supported
+    # The calculator failed: its error text is no source for the product the model made up.
+    failed = check_answer("1234 * 5678 = 7006653", goal=goal, observations=[])
+    assert failed.unsupported_claims == ["7006653"]
+
+
+def test_percentages_match_their_fraction_and_their_figure():
+    assert check_answer("Growth was 12%.", goal="g", observations=["growth 0.12"]).supported
+    assert check_answer("Growth was 12%.", goal="g", observations=["growth_pct 12"]).supported
+    assert check_answer("Growth was 12.3%.", goal="g", observations=["growth 0.1234"]).supported
+    assert not check_answer("Growth was 13%.", goal="g", observations=["growth 0.12"]).supported
+
+
+def test_dates_and_ranges_are_their_numbers():
+    observed = ["2026-07-03,Nordic,12\n2026-09-29,West,20"]
+    assert check_answer(
+        "On 2026-07-03 the Nordic region sold 12; by 2026-09-29 West sold 20.", goal="g", observations=observed
+    ).supported
+    assert check_answer("Between 12-20 units per order.", goal="g", observations=observed).supported
+    assert not check_answer("On 2026-07-04 it sold 12.", goal="g", observations=observed).supported
+
+
+def test_quotations_must_be_in_an_output():
+    notes = "Decisions:\n- Hire two more account managers for the Nordic region before January."
+    ok = 'The notes say "hire two more account managers for the Nordic region".'
+    assert check_answer(ok, goal="g", observations=[notes]).supported
+    made_up = 'The notes say "fire the whole South region team at once".'
+    assert check_answer(made_up, goal="g", observations=[notes]).unsupported_claims == [
+        '"fire the whole South region team at once"'
+    ]
+
+
+def test_an_answer_without_figures_is_supported_and_says_so():
+    check = check_answer("I could not find the revenue: the query failed.", goal="g", observations=[])
+    assert check.supported and check.checked_numbers == 0
+
+
+@given(
+    st.decimals(min_value=Decimal("-1e9"), max_value=Decimal("1e9"), places=2, allow_nan=False, allow_infinity=False)
+)
+def test_any_observed_value_written_any_usual_way_is_supported(value):
+    observed = [f"result\n{value}"]
+    for written in (f"{value}", f"{value:,}", f"{value:,.2f}", f"{value:.2f}"):
+        assert check_answer(f"It is {written}.", goal="g", observations=observed).supported, written
+
+
+@given(st.integers(min_value=1000, max_value=10**9), st.integers(min_value=1, max_value=999))
+def test_an_integer_off_by_any_amount_is_not_supported(value, delta):
+    check = check_answer(f"It is {value + delta:,}.", goal="g", observations=[f"total {value}"])
+    assert not check.supported
+
+
+def test_answer_figures_keep_the_written_text():
+    assert [f.text for f in answer_figures("Sold $1,200.50 (12%) in Q3 2026.")] == ["$1,200.50", "12%", "2026"]
+
+
+def test_a_calculator_value_is_backed_only_by_observed_operands():
+    goal = "What is 1234 * 5678?"
+    right = Observation(tool="calculator", text="1234 * 5678 = 7006652")
+    copied = Observation(tool="calculator", text="1234 * 5678 - 90 = 7006562")  # 90: from a worked example
+    assert check_answer("It is 7,006,652.", goal=goal, observations=[right]).supported
+    assert check_answer("It is 7006562.", goal=goal, observations=[copied]).unsupported_claims == ["7006562"]
+    # A value computed from another tool's output, then from that value, is backed.
+    chain = [
+        Observation(tool="sql_query", text="revenue\n16330.0\n(1 row)"),
+        Observation(tool="calculator", text="16330 * 0.12 = 1959.6"),
+        Observation(tool="calculator", text="1959.6 / 2 = 979.8"),
+    ]
+    assert check_answer(
+        "Half the 12% share is 979.8.", goal="What is half of 12% of the revenue?", observations=chain
+    ).supported
