@@ -22,10 +22,6 @@ from dataclasses import dataclass
 from stakeflow.agents.types import Risk, RouteDecision, RoutingConfig, Sensitivity, Stakes, StakesOverride
 from stakeflow.core.contracts import queue_name
 
-# Rounds per step, at most, whatever the configuration says: a step's rounds share one history (a run continues
-# as new between steps), so this bounds it.
-MAX_ROUNDS = 10
-
 
 @dataclass(frozen=True)
 class StepFacts:

@@ -29,9 +29,10 @@ with workflow.unsafe.imports_passed_through():
 
     from stakeflow.agents import prompts
     from stakeflow.agents.evals import routing_by_agreement
-    from stakeflow.agents.policy import MAX_ROUNDS, decide_route, escalate_stuck
+    from stakeflow.agents.policy import decide_route, escalate_stuck
     from stakeflow.agents.tools import constrained, named_files
     from stakeflow.agents.types import (
+        MAX_ROUNDS,
         ModelCallRequest,
         PlannedStep,
         RoundRecord,

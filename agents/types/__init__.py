@@ -36,6 +36,7 @@ from stakeflow.agents.types.calls import (
     acting_risks,
 )
 from stakeflow.agents.types.runs import (
+    MAX_ROUNDS,
     ApprovalPolicy,
     ApprovalRecord,
     ApprovalRequest,
@@ -56,6 +57,7 @@ from stakeflow.agents.types.runs import (
 from stakeflow.agents.types.starts import MAX_GOAL_BYTES, MAX_STEPS, PreparedRun, RunOptions
 
 __all__ = [
+    "MAX_ROUNDS",
     "RoundTurn",
     "RoundRecord",
     "Route",

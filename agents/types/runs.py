@@ -29,6 +29,10 @@ from stakeflow.agents.types.calls import (
     acting_risks,
 )
 
+# Rounds per step, at most, whatever the configuration says: a step's rounds share one history (a run continues
+# as new between steps), so this bounds it.
+MAX_ROUNDS = 10
+
 
 class RoutingConfig(BaseModel):
     """The routing facts the policy needs, snapshotted at the edge when a run starts."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from stakeflow.agents.types.runs import TaskRequest
+from stakeflow.agents.types.runs import MAX_ROUNDS, TaskRequest
 from stakeflow.core.errors import InputError
 
 MAX_STEPS = 200  # `stakeflow run --max-steps` takes 1 to this (tests/test_client.py holds them equal)
@@ -40,7 +40,7 @@ class RunOptions(BaseModel):
     tools: list[str] | None = None  # names or globs; None: the agent's, else every enabled tool
     workspace: str | None = None
     max_steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)
-    max_rounds: int | None = Field(default=None, ge=1)
+    max_rounds: int | None = Field(default=None, ge=1, le=MAX_ROUNDS)
     budget_tokens: int | None = Field(default=None, ge=1)
     budget_usd: float | None = Field(default=None, ge=0, allow_inf_nan=False)  # the run's frontier spend limit
     auto_approve: bool = False

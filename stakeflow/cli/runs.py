@@ -10,8 +10,7 @@ import asyncio
 
 import click
 
-from stakeflow.agents.policy import MAX_ROUNDS
-from stakeflow.agents.types import SENSITIVITY_CHOICES, STAKES_CHOICES, Progress, TaskResult
+from stakeflow.agents.types import MAX_ROUNDS, SENSITIVITY_CHOICES, STAKES_CHOICES, Progress, TaskResult
 from stakeflow.cli.common import (
     Failed,
     Unsupported,

@@ -13,8 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from stakeflow.agents.budgets import OnExceeded
-from stakeflow.agents.policy import MAX_ROUNDS
-from stakeflow.agents.types import Risk, Sensitivity, StakesOverride
+from stakeflow.agents.types import MAX_ROUNDS, Risk, Sensitivity, StakesOverride
 from stakeflow.config._sections import usd_limit
 
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"

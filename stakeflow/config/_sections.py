@@ -12,8 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from stakeflow.agents.budgets import OnExceeded
-from stakeflow.agents.policy import MAX_ROUNDS
-from stakeflow.agents.types import Risk, acting_risks
+from stakeflow.agents.types import MAX_ROUNDS, Risk, acting_risks
 
 
 class _Section(BaseModel):

@@ -23,9 +23,9 @@ from temporalio.client import (
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from stakeflow.agents.budgets import GLOBAL_BUDGET, RUN_BUDGET, BudgetRef, agent_budget, hook_budget
-from stakeflow.agents.policy import MAX_ROUNDS
 from stakeflow.agents.tools import CATALOGUE
 from stakeflow.agents.types import (
+    MAX_ROUNDS,
     SENSITIVITY_CHOICES,
     STAKES_CHOICES,
     ApprovalPolicy,
