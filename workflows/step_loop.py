@@ -208,8 +208,9 @@ class StepLoop(ModelSteps, RunTools, ApprovalGate):
             self._publish()
             return None
         person = egress and req.routing.private_egress == "approve"  # --auto-approve does not decide this one
-        if person and "needs approval" not in record.reason:
-            record.reason += f"; private data to open-world tool {spec.name if spec else '?'}: needs approval"
+        why = f"private data to open-world tool {spec.name if spec else '?'}: needs approval"
+        if person and why not in record.reason:  # said once, however many rounds wait
+            record.reason += f"; {why}"
         if self._needs_approval(state.decision, spec) or person:
             record.approval = await self._await_approval(index, record, calls, exact=egress, private_egress=person)
             otel_trace.get_current_span().set_attributes(
