@@ -48,6 +48,7 @@ from stakeflow.activities.model_outputs import (
     to_action,
     to_plan,
 )
+from stakeflow.activities.model_stream import answer_run
 from stakeflow.activities.model_trace import model_call_span, record_call
 from stakeflow.activities.parameters import ModelParameters
 from stakeflow.agents.budgets import worst_case_input_tokens
@@ -217,7 +218,11 @@ class ModelActivities:
         started = time.monotonic()
         with capture_run_messages() as messages:
             try:
-                run = agent.run(prompt, model_settings=model_settings, message_history=history or None)
+                run = (  # the answer streams, published as the model writes it (model_stream.py)
+                    answer_run(agent, prompt, model_settings, history or None, req, messages, target.model.model_name)
+                    if req.stream
+                    else agent.run(prompt, model_settings=model_settings, message_history=history or None)
+                )
                 result = await _heartbeating(run)
             except Exception as e:
                 spent = CallFailure(

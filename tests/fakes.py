@@ -26,12 +26,17 @@ should "say":
 responder decide what to answer. Usage is ``server.usage`` (provider keys; fixed defaults), reported model
 is the requested one unless ``server.reported_model`` is set, and ``models=[...]`` makes any other model
 name a 404 in the provider's own words.
+
+A request with ``"stream": true`` is answered as Server-Sent Events in the provider's streaming format (the same
+reply, its text in word-sized chunks ``chunk_delay_s`` apart), unless ``server.streams`` says otherwise:
+``False`` refuses it (400, as a server that cannot stream), ``"ignore"`` answers with one JSON body.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import re
 import threading
 import time
 from collections import deque
@@ -62,6 +67,7 @@ class Reply:
     usage: dict[str, int] | None = None  # this reply's usage, in the provider's own keys
     model: str | None = None  # the model name to report; default: the one requested
     finish_reason: str | None = None  # OpenAI "length" / Anthropic "max_tokens" for a truncated answer
+    chunk_delay_s: float | None = None  # streamed: the pause before each chunk (default: the server's)
 
     @classmethod
     def error(
@@ -178,6 +184,8 @@ class _FakeServer:
         reported_model: str | None = None,
     ) -> None:
         self.requests: list[RecordedRequest] = []
+        self.streams: bool | str = True  # see the module docstring
+        self.chunk_delay_s = 0.0
         self.usage: dict[str, int] = dict(usage or self.default_usage())
         # When set, a request naming another model gets the provider's "unknown model" 404.
         self.models = models
@@ -276,7 +284,7 @@ class _FakeServer:
             return 404, {}, self.error_body(404, f"{self.name} has no route {method} {path}")
         if not isinstance(body, dict):
             return 400, {}, self.error_body(400, "request body is not a JSON object")
-        if body.get("stream"):
+        if body.get("stream") and self.streams is False:
             return 400, {}, self.error_body(400, f"{self.name} does not stream")
         if self.models is not None and body.get("model") not in self.models:
             return 404, {}, self.unknown_model_body(str(body.get("model")))
@@ -294,9 +302,13 @@ class _FakeServer:
                 reply.body if reply.body is not None else self.error_body(reply.status, reply.message),
             )
         try:
-            return reply.status, reply.headers, self.success_body(body, reply)
+            whole = self.success_body(body, reply)
         except LookupError as e:
             return 500, {}, self.error_body(500, str(e))
+        if body.get("stream") and self.streams is True:
+            delay = self.chunk_delay_s if reply.chunk_delay_s is None else reply.chunk_delay_s
+            return reply.status, reply.headers, Streamed(self.stream_events(body, whole), delay)
+        return reply.status, reply.headers, whole
 
     def next_id(self) -> int:
         return next(self._ids)
@@ -324,6 +336,28 @@ class _FakeServer:
     def success_body(self, request: dict[str, Any], reply: Reply) -> Any:
         raise NotImplementedError
 
+    def stream_events(self, request: dict[str, Any], whole: Any) -> list[str]:
+        """``whole`` (the success body) as the provider streams it: the SSE events, each ending in a blank line."""
+        raise NotImplementedError
+
+
+@dataclass
+class Streamed:
+    """A streamed answer: its SSE events, sent ``delay_s`` apart (chunked transfer encoding)."""
+
+    events: list[str]
+    delay_s: float = 0.0
+
+
+def chunks(text: str) -> list[str]:
+    """``text`` in word-sized pieces (each word with the space after it), as a model streams tokens."""
+    return re.findall(r"\s*\S+\s*|\s+", text) or [text]
+
+
+def _sse(data: Any, event: str | None = None) -> str:
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -337,6 +371,9 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length).decode("utf-8") if length else ""
         headers = {k.lower(): v for k, v in self.headers.items()}
         status, extra_headers, payload = self.fake.handle(method, self.path, headers, raw)
+        if isinstance(payload, Streamed):
+            self._stream(status, extra_headers, payload)
+            return
         data = json.dumps(payload).encode("utf-8")
         self.send_response(status)
         self.send_header("content-type", "application/json")
@@ -345,6 +382,24 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.end_headers()
         self.wfile.write(data)
+
+    def _stream(self, status: int, extra_headers: dict[str, str], streamed: Streamed) -> None:
+        self.send_response(status)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("transfer-encoding", "chunked")
+        for key, value in extra_headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        try:
+            for event in streamed.events:
+                if streamed.delay_s:
+                    time.sleep(streamed.delay_s)
+                data = event.encode("utf-8")
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):  # the client went away mid-answer (a killed worker)
+            self.close_connection = True
 
     def do_POST(self) -> None:
         self._serve("POST")
@@ -462,6 +517,23 @@ class FakeOpenAIServer(_FakeServer):
             "usage": wire_usage,
         }
 
+    def stream_events(self, request: dict[str, Any], whole: Any) -> list[str]:
+        base = {k: whole[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+        choice = whole["choices"][0]
+        message = choice["message"]
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+            return _sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+        events = [chunk({"role": "assistant", "content": ""})]
+        events += [chunk({"content": piece}) for piece in chunks(message["content"] or "") if message["content"]]
+        for i, call in enumerate(message.get("tool_calls") or []):
+            events.append(chunk({"tool_calls": [{"index": i, **call}]}))
+        events.append(chunk({}, choice["finish_reason"]))
+        if (request.get("stream_options") or {}).get("include_usage"):
+            events.append(_sse({**base, "choices": [], "usage": whole["usage"]}))
+        return [*events, _sse("[DONE]")]
+
     @staticmethod
     def _wants_tool_call(request: dict[str, Any]) -> bool:
         return bool(request.get("tools")) and not request.get("response_format")
@@ -557,3 +629,39 @@ class FakeAnthropicServer(_FakeServer):
                 "cache_read_input_tokens": usage.get("cache_read_input_tokens", 0),
             },
         }
+
+    def stream_events(self, request: dict[str, Any], whole: Any) -> list[str]:
+        usage = whole["usage"]
+        start = {**whole, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+        events = [_sse({"type": "message_start", "message": start}, "message_start")]
+        for i, block in enumerate(whole["content"]):
+            if block["type"] == "text":
+                events.append(
+                    _sse(
+                        {"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}},
+                        "content_block_start",
+                    )
+                )
+                for piece in chunks(block["text"]):
+                    delta = {"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": piece}}
+                    events.append(_sse(delta, "content_block_delta"))
+            else:
+                events.append(
+                    _sse(
+                        {"type": "content_block_start", "index": i, "content_block": {**block, "input": {}}},
+                        "content_block_start",
+                    )
+                )
+                partial = {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}
+                events.append(
+                    _sse({"type": "content_block_delta", "index": i, "delta": partial}, "content_block_delta")
+                )
+            events.append(_sse({"type": "content_block_stop", "index": i}, "content_block_stop"))
+        end = {"stop_reason": whole["stop_reason"], "stop_sequence": None}
+        events.append(
+            _sse(
+                {"type": "message_delta", "delta": end, "usage": {"output_tokens": usage["output_tokens"]}},
+                "message_delta",
+            )
+        )
+        return [*events, _sse({"type": "message_stop"}, "message_stop")]

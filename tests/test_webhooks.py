@@ -377,6 +377,7 @@ async def test_openapi_document(server, http):
         "/hooks/{name}",
         "/runs/{workflow_id}",
         "/runs/{workflow_id}/approve",
+        "/runs/{workflow_id}/events",
         "/healthz",
         "/openapi.json",
         "/dashboard",

@@ -16,6 +16,7 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from opentelemetry import trace as otel_trace
     from opentelemetry.trace import Status, StatusCode
+    from temporalio.contrib.workflow_streams import WorkflowStream
 
     from stakeflow.agents import prompts
     from stakeflow.agents.billing import cost_line
@@ -27,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         PlannedStep,
         Progress,
         ResumeState,
+        RunEvent,
         Sensitivity,
         StepRecord,
         TaskRequest,
@@ -36,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
     from stakeflow.core import semconv as sc
     from stakeflow.core.contracts import (
         AGENT_WORKFLOW,
+        EVENTS_TOPIC,
         KEYS,
         PROGRESS_QUERY,
         Public,  # the cost line stays readable in the Web UI with codec keys on
@@ -45,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
     from stakeflow.workflows.failures import StepFailure, is_cancellation
     from stakeflow.workflows.quality import QualityLoop
     from stakeflow.workflows.replanning import Replanning
+    from stakeflow.workflows.run_events import RunEvents
     from stakeflow.workflows.run_tools import RunTools
     from stakeflow.workflows.step_loop import StepLoop
 
@@ -55,10 +59,15 @@ def _tracer():
 
 
 @workflow.defn(name=AGENT_WORKFLOW)
-class AgentTaskWorkflow(StepLoop, Replanning, Answering):
+class AgentTaskWorkflow(StepLoop, Replanning, Answering, RunEvents):
     """Plan, execute each step in rounds on its route (revising the plan when a step fails), answer, check it."""
 
-    def __init__(self) -> None:
+    @workflow.init
+    def __init__(self, req: TaskRequest) -> None:
+        # The event stream's handlers (a signal, an update, two queries) are registered here; a continued run
+        # picks its log up where the last generation left it. Registering handlers issues no command.
+        self._stream = WorkflowStream(prior_state=req.resume.events if req.resume else None)
+        self._events = self._stream.topic(EVENTS_TOPIC, type=RunEvent)
         self._progress = Progress()
         self._req = TaskRequest()
         self._sensitivity: Sensitivity = "public"
@@ -94,6 +103,7 @@ class AgentTaskWorkflow(StepLoop, Replanning, Answering):
             try:
                 result = await self._run(req)
                 status = "completed"
+                self._emit("done", status=status, text=result.answer)
             except workflow.ContinueAsNewError as e:
                 # Not a failure of the workflow, so the replay-safe span would never end: raise it after.
                 status, continued = "continued_as_new", e
@@ -102,6 +112,8 @@ class AgentTaskWorkflow(StepLoop, Replanning, Answering):
                     status = "canceled"
                 if isinstance(e, Exception):  # as OpenTelemetry's use_span does: a BaseException is not recorded
                     self._record_failure(span, e)
+                if isinstance(e, Exception) or status == "canceled":  # not an eviction from the worker's cache
+                    self._emit("done", status=status, error=self._progress.error or "the run was canceled")
                 raise
             finally:
                 span.set_attributes({**self._run_attributes(), sc.STATUS: status})
@@ -141,8 +153,10 @@ class AgentTaskWorkflow(StepLoop, Replanning, Answering):
                 if i > first and (i - first >= req.steps_per_history or workflow.info().is_continue_as_new_suggested()):
                     await self._continue_as_new(steps, result)
                 self._progress.current_step = i
+                self._emit("step_started", step=i, title=steps[i - 1].title)
                 async with self._step_span(i, "step"):
                     await self._execute_step(i, steps[i - 1])
+                self._emit_finished(self._progress.steps[i - 1])
                 steps = await self._revised(i, steps)
                 i += 1
             self._progress.phase = "answering"
@@ -182,6 +196,7 @@ class AgentTaskWorkflow(StepLoop, Replanning, Answering):
 
     async def _continue_as_new(self, steps: list[PlannedStep], result: TaskResult) -> None:
         """Start a fresh history for the rest of the plan (the run keeps its workflow id)."""
+        self._stream.detach_pollers()  # a reader's long poll (an update) would otherwise hold the handlers open
         await workflow.wait_condition(workflow.all_handlers_finished)
         generation = self._req.resume.generation + 1 if self._req.resume else 2
         state = ResumeState(
@@ -192,6 +207,7 @@ class AgentTaskWorkflow(StepLoop, Replanning, Answering):
             generation=generation,
             tool_specs=self._described,
             agreement=self._agreement,
+            events=self._events_state(),
         )
         await self._started_shadows()
         workflow.continue_as_new(self._req.model_copy(update={"resume": state}))
@@ -284,9 +300,11 @@ class AgentTaskWorkflow(StepLoop, Replanning, Answering):
             else [],
         )
         record = StepRecord(index=0, title="plan")
+        self._emit("step_started", step=0, title="plan")
         async with self._step_span(0, "plan"):
             reply, decision = await self._call_model(call, decision, record, label="plan")
             self._mark(decision)
+        self._emit("step_finished", step=0, title="plan", status="ok", route=decision.route, model=decision.model)
         result.plan_route = decision  # as it ended: escalated or fallen back, if it was
         if reply.plan is None or not reply.plan.steps:
             raise StepFailure("planning failed: the model returned an empty plan")

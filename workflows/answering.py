@@ -37,6 +37,7 @@ class Answering(ModelSteps):
     """The answer call and the answer check."""
 
     _step_span: Callable[[int, str], AbstractAsyncContextManager[None]]  # the workflow's
+    _emit: Callable[..., None]  # RunEvents'
 
     async def _answer(self, result: TaskResult) -> str:
         req = self._req
@@ -48,8 +49,10 @@ class Answering(ModelSteps):
             step=index,
             system=prompts.with_role(req.instructions, prompts.ANSWER_SYSTEM),
             prompt=prompts.answer_prompt(req.goal, self._progress.steps),
+            stream=True,  # the activity publishes the text as it comes (activities/model_stream.py)
         )
         record = StepRecord(index=index, title="answer")
+        self._emit("step_started", step=index, title="answer")
         async with self._step_span(index, "answer"):
             reply, decision = await self._call_model(call, decision, record, label="answer")
             self._mark(decision)

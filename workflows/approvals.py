@@ -35,6 +35,10 @@ class ApprovalGate:
     def _show_checklist(self) -> None:  # the workflow's
         raise NotImplementedError
 
+    if TYPE_CHECKING:  # RunEvents', which AgentTaskWorkflow also has (defined here, it would shadow it)
+
+        def _emit(self, kind: str, **fields: Any) -> None: ...
+
     @workflow.update(name=APPROVE_UPDATE)
     async def approve_step(self, request: ApprovalRequest) -> ApprovalRecord:
         """A person's decision on a step waiting for approval."""
@@ -122,6 +126,7 @@ class ApprovalGate:
         self._progress.awaiting_approval = sorted(self._awaiting)
         workflow.upsert_search_attributes([KEYS["awaiting_approval"].value_set(True)])
         self._show_checklist()
+        self._emit("waiting_for_approval", step=index, title=record.title, what=what)
         try:
             await workflow.wait_condition(lambda: index in self._decisions, timeout=timedelta(seconds=policy.timeout_s))
             decision = self._decisions[index]

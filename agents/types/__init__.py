@@ -35,6 +35,7 @@ from stakeflow.agents.types.calls import (
     Usage,
     acting_risks,
 )
+from stakeflow.agents.types.events import AnswerSoFar, EventKind, RunEvent
 from stakeflow.agents.types.runs import (
     MAX_ROUNDS,
     ApprovalPolicy,
@@ -108,4 +109,7 @@ __all__ = [
     "MAX_STEPS",
     "RunOptions",
     "PreparedRun",
+    "AnswerSoFar",
+    "EventKind",
+    "RunEvent",
 ]

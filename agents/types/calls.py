@@ -279,6 +279,9 @@ class ModelCallRequest(BaseModel):
     budgets: list[BudgetRef] = Field(default_factory=list)
     run_frontier_usd: float = 0.0  # the run's frontier spend before this call (for its run_usd budget)
     over_budget_approved: bool = False  # a person approved this call past its budget
+    # answer: publish the text to the run's event stream as the model writes it (agents/types/events.py). False in
+    # runs of earlier releases and for every other purpose.
+    stream: bool = False
 
 
 class ModelCallResult(BaseModel):

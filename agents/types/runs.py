@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+from temporalio.contrib.workflow_streams import WorkflowStreamState
 
 from stakeflow.agents.budgets import BudgetRef
 from stakeflow.agents.types.calls import (
@@ -122,6 +123,8 @@ class ResumeState(BaseModel):
     # The tools as described when the run planned (MCP, Python): a new generation does not describe again.
     tool_specs: list[ToolSpecView] = Field(default_factory=list)
     agreement: Any = None  # the AgreementTable the run read (agents/evals.py), carried as data
+    # The run's event stream so far (agents/types/events.py), so its offsets go on and a late reader misses nothing.
+    events: WorkflowStreamState | None = None
 
 
 class TaskRequest(BaseModel):

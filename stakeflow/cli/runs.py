@@ -7,10 +7,13 @@ Every command that takes a run accepts its workflow id or its Temporal run id
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sys
 
 import click
 
 from stakeflow.agents.types import MAX_ROUNDS, SENSITIVITY_CHOICES, STAKES_CHOICES, Progress, TaskResult
+from stakeflow.cli.answer_stream import AnswerPrinter
 from stakeflow.cli.common import (
     Failed,
     Unsupported,
@@ -80,6 +83,11 @@ SERVICE_CHECK_SECONDS = 2.0
 @click.option("--no-wait", is_flag=True, help="Print the ids and return at once.")
 @click.option("--auto-approve", is_flag=True, help="Approve high-risk steps without waiting (recorded as such).")
 @click.option(
+    "--stream/--no-stream",
+    default=None,
+    help="Print the answer as the model writes it (default: when stdout is a terminal).",
+)
+@click.option(
     "--strict", is_flag=True, help="Exit with code 3 when the answer is not supported by what the run observed."
 )
 @friendly
@@ -99,6 +107,7 @@ def run(
     no_wait: bool,
     auto_approve: bool,
     strict: bool,
+    stream: bool | None,
 ) -> None:
     """Run GOAL as a durable agent task."""
     settings = current_settings()
@@ -117,14 +126,17 @@ def run(
         agent=agent,
         budget_usd=budget_usd,
     )
-    result = run_async(_run(settings, req, workflow_id, as_json, no_wait))
+    streamed = not as_json and (stream if stream is not None else sys.stdout.isatty())
+    result = run_async(_run(settings, req, workflow_id, as_json, no_wait, streamed))
     if strict and result is not None and result.answer_supported is False:
         raise Unsupported(
             f"the answer is not supported by what the run observed: {', '.join(result.unsupported_claims)}"
         )
 
 
-async def _run(settings: Settings, req, workflow_id: str | None, as_json: bool, no_wait: bool) -> TaskResult | None:
+async def _run(
+    settings: Settings, req, workflow_id: str | None, as_json: bool, no_wait: bool, streamed: bool = False
+) -> TaskResult | None:
     for line in await bring_up(settings):
         if not as_json and (line.startswith("warning") or "started" in line or "crashed" in line):
             err(line)
@@ -144,10 +156,16 @@ async def _run(settings: Settings, req, workflow_id: str | None, as_json: bool, 
             err("note: ANTHROPIC_API_KEY is not set: high-stakes steps run on the open model")
     steps = _StepPrinter(handle.id, quiet=as_json)
     watchers = [asyncio.create_task(steps.watch(handle))]
+    answer = AnswerPrinter(steps.rest) if streamed else None
+    answer_task = asyncio.create_task(answer.watch(client, handle.id)) if answer is not None else None
+    if answer_task is not None:
+        watchers.append(answer_task)
+    ended = False
     if settings.manages_temporal:
         watchers.append(asyncio.create_task(_watch_services(settings, handle.id)))
     try:
         result = await _first(runs.wait_result(handle), watchers)
+        ended = True
     except runs.RunFailed as e:
         info = await runs.describe_run(client, handle.id)
         if as_json:
@@ -157,12 +175,19 @@ async def _run(settings: Settings, req, workflow_id: str | None, as_json: bool, 
         raise Failed(f"run {handle.id} {e.status}: {e}") from None
     finally:
         for w in watchers:
-            w.cancel()
+            if not (ended and w is answer_task):  # the answer's stream may still be a poll behind the result
+                w.cancel()
     if as_json:
         echo_json(run_dict(handle.id, run_id, "completed", ui, result=result))
         return result
     steps.rest(result.steps, len(result.steps))
-    for line in result_lines(result, steps=False):
+    lines = result_lines(result, steps=False)
+    if answer is not None and answer_task is not None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(answer_task, 5)
+        if answer.finish(result.answer):
+            lines = [line for line in lines[:-1] if line]  # the answer is on the screen: the rest, after it
+    for line in lines:
         click.echo(line)
     return result
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from pathlib import PurePath
 
@@ -18,6 +18,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from stakeflow.agents.types import (
     ApprovalRecord,
+    RunEvent,
     RunOptions,
     Sensitivity,
     StakesOverride,
@@ -177,13 +178,19 @@ class Client:
         rows = await asyncio.to_thread(trace_tree, store, workflow_id)
         return Trace(workflow_id=workflow_id, spans=[TraceSpan.model_validate(row) for row in rows])
 
+    async def stream(self, run_id: str, *, from_offset: int = 0) -> AsyncIterator[RunEvent]:
+        """The run's events as they happen (``RunHandle.stream``), by its workflow id or Temporal run id."""
+        handle = await self.get_handle(run_id)
+        async for event in handle.stream(from_offset=from_offset):
+            yield event
+
     def _handle(self, workflow_id: str, run_id: str) -> RunHandle:
         return RunHandle(self.temporal, workflow_id, run_id, self.settings.ui_url(workflow_id))
 
 
 class RunHandle:
     """One run: ``workflow_id`` (what stakeflow, its traces and the Web UI key runs by), the Temporal ``run_id``,
-    and the Web UI's ``ui_url``. Streaming its answer (issue 25 §3) belongs here, beside ``result``."""
+    and the Web UI's ``ui_url``."""
 
     def __init__(self, temporal: TemporalClient, workflow_id: str, run_id: str, ui_url: str) -> None:
         self.temporal = temporal
@@ -205,6 +212,12 @@ class RunHandle:
                 f"{self.workflow_id}`, shows each step)",
                 e.status,
             ) from None
+
+    def stream(self, *, from_offset: int = 0) -> AsyncIterator[RunEvent]:
+        """The run's events as they happen, from the start (or ``from_offset``, an event's ``offset`` + 1, to go on
+        after it), until ``done``: steps starting and finishing, waits for approval, the answer as the model
+        writes it. ``stakeflow.agents.types.AnswerSoFar`` puts the answer together from them."""
+        return runs.run_events(self.temporal, self.workflow_id, from_offset)
 
     async def status(self) -> runs.RunInfo:
         """`stakeflow status`: running or how it ended, each step's progress and route, the result or the error."""

@@ -51,6 +51,9 @@ PROMOTE_ADAPTER = "promote_adapter"
 # activity on the team's own queue, so its name is stakeflow's beside the team's activity names.
 PREPARE_RUN = "stakeflow.prepare_run"
 
+# A run's event stream (temporalio.contrib.workflow_streams): its one topic; events are agents/types/events.py's.
+EVENTS_TOPIC = "events"
+
 # --- public values -----------------------------------------------------------------------------
 # With payload encryption on (stakeflow/temporal/codec.py) every payload is sealed, memo values too. A value
 # wrapped in ``Public`` is marked with this metadata key by the payload converter and left in clear, for

@@ -31,7 +31,7 @@ from stakeflow.core.contracts import PROGRESS_QUERY
 from stakeflow.core.errors import InputError, ServiceError
 from stakeflow.services import runs
 from stakeflow.services.render import run_dict
-from stakeflow.webhooks import dashboard, gate
+from stakeflow.webhooks import dashboard, events, gate
 from stakeflow.webhooks.context import Context, read_body
 from stakeflow.webhooks.filters import event_of, ignored_because, is_ping
 from stakeflow.webhooks.openapi import OPENAPI
@@ -62,6 +62,7 @@ def create_app(
     routes = [
         Route("/hooks/{name}", _guarded(ctx, _deliver), methods=["POST"]),
         Route("/runs/{workflow_id:path}/approve", _guarded(ctx, _approve), methods=["POST"]),
+        Route("/runs/{workflow_id:path}/events", _guarded(ctx, _run_events), methods=["GET"]),
         Route("/runs/{workflow_id:path}", _guarded(ctx, _get_run), methods=["GET"]),
         Route("/healthz", _guarded(ctx, _healthz), methods=["GET"]),
         Route("/openapi.json", _guarded(ctx, _openapi), methods=["GET"]),
@@ -298,6 +299,16 @@ async def _get_run(ctx: Context, request: Request, note: dict[str, Any]) -> Resp
         error=info.error,
     )
     return JSONResponse(json.loads(json.dumps(body, default=str)))
+
+
+async def _run_events(ctx: Context, request: Request, note: dict[str, Any]) -> Response:
+    """Server-Sent Events of the run, from the start or after ``Last-Event-ID`` (webhooks/events.py)."""
+    _check_token(ctx, request)
+    start = events.first_offset(request.headers.get("last-event-id"))
+    client = await ctx.temporal.client()
+    info = await _existing_run(ctx, client, request.path_params["workflow_id"])
+    note["workflow_id"] = info.workflow_id
+    return events.event_stream(client, info.workflow_id, start)
 
 
 async def _healthz(ctx: Context, request: Request, note: dict[str, Any]) -> Response:

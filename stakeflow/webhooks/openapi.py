@@ -158,6 +158,38 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/runs/{workflow_id}/events": {
+            "get": {
+                "operationId": "runEvents",
+                "summary": "The run's events as they happen (Server-Sent Events), resumable with Last-Event-ID",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    _RUN_PARAMETER,
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "required": False,
+                        "description": "The id of the last event received: the stream goes on after it",
+                        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": (
+                            "text/event-stream: `id` the event's offset, `event` its kind (step_started, step_finished, "
+                            "waiting_for_approval, answer_started, answer_delta, done), `data` the event as JSON; "
+                            "it ends after `done`"
+                        ),
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    "400": _err("Last-Event-ID is not an event id"),
+                    "401": _err("No valid bearer token, or STAKEFLOW_API_TOKEN is not set on the server"),
+                    "404": _err("No such run"),
+                    "429": _err("Too many event streams open on this server", retry_after=True),
+                    "503": _err("Temporal unreachable", retry_after=True),
+                },
+            }
+        },
         "/healthz": {
             "get": {
                 "operationId": "health",

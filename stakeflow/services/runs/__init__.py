@@ -2,9 +2,11 @@
 
 * ``_start``: the request (validated, with the agent's defaults and the routing facts), the start, the wait;
 * ``_find``: runs that exist: by workflow id or Temporal run id, their status and result, cancelling one,
-  deciding its approvals, listing runs.
+  deciding its approvals, listing runs;
+* ``_events``: a run's events as they happen (its workflow stream, read by query).
 """
 
+from stakeflow.services.runs._events import run_events
 from stakeflow.services.runs._find import (
     ResolvedRun,
     RunInfo,
@@ -64,6 +66,7 @@ __all__ = [
     "open_models",
     "resolve_run",
     "routing_config",
+    "run_events",
     "run_details",
     "run_summary",
     "start_run",

@@ -1,0 +1,190 @@
+"""The answer as the model writes it: ``call_model``'s answer call streamed, its text published to the run's events.
+
+The call is the same call (pydantic-ai's ``run_stream`` instead of ``run``: SSE from vLLM and llama.cpp, Anthropic's
+streaming Messages API), its output, usage and failures the same: models.py maps them as for any call. What is new
+is on the side: each batch of text goes to the run's event stream (agents/types/events.py) by the
+``temporalio.contrib.workflow_streams`` signal, deduplicated by publisher and sequence, so a batch is in the run's
+history once, and survives this worker. The history holds the deltas once, batched, and the final answer once (the
+activity's result); readers read by query and add nothing to it.
+
+Bounds: a batch goes at most every ``batch_interval(n)`` seconds, an interval that doubles every
+``DOUBLE_EVERY`` batches, so a call of T seconds sends O(log T) batches (at most ~176 in the open route's 5-minute
+limit), whatever the rate of tokens. An endpoint that does not stream (it refuses ``stream: true``, or answers it
+with one JSON body) gets the call again without it, and the whole text is published as one batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from pydantic_ai import Agent, capture_run_messages
+from pydantic_ai.exceptions import ModelHTTPError, UnexpectedModelBehavior
+from pydantic_ai.messages import ModelMessage, ModelResponse
+from pydantic_ai.settings import ModelSettings
+from pydantic_ai.usage import RunUsage
+from temporalio import activity
+from temporalio.contrib.workflow_streams import WorkflowStreamClient
+
+from stakeflow.agents.types import ModelCallRequest, RunEvent
+from stakeflow.core.contracts import EVENTS_TOPIC
+
+log = logging.getLogger("stakeflow.stream")
+
+FIRST_INTERVAL_S = 0.2
+DOUBLE_EVERY = 25
+# Statuses with which a server refuses ``stream: true`` itself (a proxy, an old server): the call is made without it.
+_REFUSES_STREAMING = {400, 404, 405, 415, 422, 501}
+# How long the last batch may take to reach Temporal before the call returns without it (the final answer is the
+# activity's result either way).
+PUBLISH_RETRY = timedelta(seconds=20)
+
+
+def batch_interval(sent: int) -> float:
+    """Seconds between batches once ``sent`` have gone: 0.2 s, doubling every ``DOUBLE_EVERY`` batches."""
+    return FIRST_INTERVAL_S * 2 ** (sent // DOUBLE_EVERY)
+
+
+@dataclass
+class StreamedAnswer:
+    """What models.py reads of a finished run: as pydantic-ai's run result has it."""
+
+    output: str
+    response: ModelResponse
+    usage: RunUsage
+
+
+Send = Callable[[RunEvent, bool], None]  # an event, and whether to send it (and what waits) at once
+
+
+class AnswerPublisher:
+    """Text to the run's event stream in batches, through ``send`` (None: nowhere, outside an activity)."""
+
+    def __init__(self, send: Send | None, call: str) -> None:
+        self._send = send
+        self.call = call
+        self._pending: list[str] = []
+        self.batches = 0
+        self.received = False  # any text at all (sent or still buffered)
+        self._last = 0.0
+
+    def started(self, route: str, model: str) -> None:
+        self._emit(RunEvent(kind="answer_started", call=self.call, route=route, model=model), flush=False)
+
+    def add(self, text: str) -> None:
+        """Buffer ``text``; send the buffer once the interval since the last batch has passed."""
+        if not text:
+            return
+        self.received = True
+        self._pending.append(text)
+        now = time.monotonic()
+        if now - self._last >= batch_interval(self.batches):
+            self.flush(now)
+
+    def flush(self, now: float | None = None) -> None:
+        if not self._pending:
+            return
+        text = "".join(self._pending)
+        self._pending.clear()
+        self.batches += 1
+        self._last = time.monotonic() if now is None else now
+        self._emit(RunEvent(kind="answer_delta", call=self.call, text=text), flush=True)
+
+    def _emit(self, event: RunEvent, *, flush: bool) -> None:
+        if self._send is not None:
+            self._send(event, flush)
+
+
+@contextlib.asynccontextmanager
+async def _events_of_run(req: ModelCallRequest) -> AsyncIterator[tuple[Send | None, str]]:
+    """How to send to the stream of the workflow that runs this call, and the call's id there (nothing to send to
+    outside an activity). Nothing here fails the call: the stream is for watchers, the answer is the result."""
+    # A local activity ([workers] local_model_calls) holds its workflow task open while it runs: a signal to its own
+    # workflow then waits behind that task, and the run hung (tests/test_local_model_calls.py). Its answer comes whole.
+    if not activity.in_activity() or not activity.info().workflow_id or activity.info().is_local:
+        yield None, "0.1"
+        return
+    info = activity.info()
+    # Sent by a task of our own, not the client's timed flusher: cancelling that one as a batch is due can lose the
+    # cancellation on Python 3.11 (asyncio.wait_for), and the call would never return.
+    client = WorkflowStreamClient.from_within_activity(max_retry_duration=PUBLISH_RETRY)
+    topic = client.topic(EVENTS_TOPIC, type=RunEvent)
+    due = asyncio.Event()
+
+    async def sender() -> None:
+        while True:
+            await due.wait()
+            due.clear()
+            await client.flush()
+
+    def send(event: RunEvent, now: bool) -> None:
+        topic.publish(event)
+        if now:
+            due.set()
+
+    sending = asyncio.create_task(sender())
+    try:
+        yield send, f"{info.activity_id}.{info.attempt}"
+    finally:
+        sending.cancel()
+        try:
+            await asyncio.gather(sending, return_exceptions=True)
+            await client.flush()  # what is buffered, and a batch the cancelled send may have left pending
+        except Exception as e:  # the run ended, or Temporal is away: watchers miss deltas, not the answer
+            log.warning("answer deltas of run %s not all published: %s", req.run_id, type(e).__name__)
+
+
+@contextlib.asynccontextmanager
+async def _publisher(req: ModelCallRequest) -> AsyncIterator[AnswerPublisher]:
+    async with _events_of_run(req) as (send, call):
+        publisher = AnswerPublisher(send, call)
+        yield publisher
+        publisher.flush()
+
+
+async def answer_run(
+    agent: Agent[Any, Any],
+    prompt: str | None,
+    model_settings: ModelSettings,
+    history: list[ModelMessage] | None,
+    req: ModelCallRequest,
+    captured: list[ModelMessage],
+    model_name: str,
+) -> Any:
+    """The answer call, streamed and published; ``captured`` gets the messages of the attempt that counts (as
+    ``capture_run_messages`` would), so a failure is mapped and counted as before."""
+    async with _publisher(req) as publisher:
+        publisher.started(req.endpoint.route, model_name)
+        with capture_run_messages() as messages:
+            try:
+                async with agent.run_stream(prompt, model_settings=model_settings, message_history=history) as run:
+                    async for delta in run.stream_text(delta=True, debounce_by=None):
+                        publisher.add(delta)
+                    output = await run.get_output()
+                    return StreamedAnswer(output, run.response, run.usage)
+            except Exception as e:
+                if req.endpoint.route != "open" or publisher.received or not _refused_streaming(e):
+                    captured[:] = messages
+                    raise
+        log.info("the open endpoint did not stream: answer call %s made without streaming", publisher.call)
+        with capture_run_messages() as messages:
+            try:
+                result = await agent.run(prompt, model_settings=model_settings, message_history=history)
+            finally:
+                captured[:] = messages
+        publisher.add(result.output)
+        return result
+
+
+def _refused_streaming(e: Exception) -> bool:
+    """The endpoint refused ``stream: true`` (an HTTP error before any text), or answered it with a JSON body, which
+    reads as a stream with no event at all."""
+    if isinstance(e, ModelHTTPError):
+        return e.status_code in _REFUSES_STREAMING
+    return isinstance(e, UnexpectedModelBehavior) and "without content" in str(e)

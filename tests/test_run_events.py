@@ -1,0 +1,169 @@
+"""A run's event stream end to end: real workers on the suite's dev server, the scripted open model streaming its
+answer word by word. What the reader sees (steps, the answer growing, done), what the history holds (the deltas once,
+in batches; nothing per reader), late readers, offsets, continue-as-new and a re-asked answer."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import pytest
+from temporalio.api.common.v1 import Payload
+from temporalio.api.enums.v1 import EventType
+from temporalio.contrib.workflow_streams import PublishInput
+
+from stakeflow import Client
+from stakeflow.agents.types import AnswerSoFar, RunEvent
+from stakeflow.services import runs
+from tests.agent_script import agent, call, plan
+from tests.fakes import FakeOpenAIServer
+from tests.support import make_settings, running_workers
+
+ANSWER = "Revenue grew 12% over Q2, driven by the Nordic region, where two new stores opened in May and June."
+SCRIPT = agent(
+    plan(("Read the notes", "read_file"), ("Think it over", None)),
+    {1: call("read_file", path="notes.txt"), 2: {"tool_calls": [], "result": "fine"}},
+    answer=ANSWER,
+)
+
+
+@pytest.fixture
+def open_fake():
+    with FakeOpenAIServer(model="qwen-test") as server:
+        server.chunk_delay_s = 0.03  # ~20 words: the answer takes ~0.6 s to write, several batches
+        yield server
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "notes.txt").write_text(ANSWER + "\n")
+    return ws
+
+
+@pytest.fixture
+def settings(tmp_path, client, open_fake):
+    return make_settings(
+        tmp_path,
+        temporal_address=client.service_client.config.target_host,
+        open_base_url=open_fake.url,
+        open_model="qwen-test",
+        open_dialect="vllm",
+    )
+
+
+async def collect(events) -> list[RunEvent]:
+    return [e async for e in events]
+
+
+async def history_signals(client, workflow_id: str) -> tuple[list[str], int]:
+    """The answer text each stream signal of the run's history carries (one entry per signal), and the number of
+    updates in it (a reader polling by update would add some)."""
+    converter = client.data_converter
+    texts, updates = [], 0
+    async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
+            updates += 1
+        if event.event_type != EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
+            continue
+        attrs = event.workflow_execution_signaled_event_attributes
+        [batch] = await converter.decode(attrs.input.payloads, [PublishInput])
+        text = ""
+        for entry in batch.items:
+            payload = Payload()
+            payload.ParseFromString(base64.b64decode(entry.data))
+            text += converter.payload_converter.from_payload(payload, RunEvent).text
+        texts.append(text)
+    return texts, updates
+
+
+async def test_a_reader_sees_steps_the_answer_growing_and_done(client, settings, open_fake, workspace):
+    open_fake.script(SCRIPT)
+    async with running_workers(client, settings):
+        stakeflow = Client(client, settings)
+        handle = await stakeflow.start("Summarise notes.txt", workspace=workspace)
+        events = await asyncio.wait_for(collect(handle.stream()), 60)
+        result = await handle.result()
+
+    kinds = [(e.kind, e.step) for e in events if e.kind != "answer_delta"]
+    assert kinds == [
+        ("step_started", 0),
+        ("step_finished", 0),
+        ("step_started", 1),
+        ("step_finished", 1),
+        ("step_started", 2),
+        ("step_finished", 2),
+        ("step_started", 3),
+        ("answer_started", 0),
+        ("done", 0),
+    ]
+    assert [e.offset for e in events] == list(range(len(events)))
+    deltas = [e for e in events if e.kind == "answer_delta"]
+    assert len(deltas) > 1 and "".join(d.text for d in deltas) == ANSWER  # it grew, and it is whole
+    assert events[-1].text == result.answer == ANSWER and events[-1].status == "completed"
+    assert events[1].route == "open" and events[3].status == "ok"
+    answer = AnswerSoFar()
+    for e in events:
+        answer.apply(e)
+    assert answer.text == ANSWER
+
+    # The history: the deltas once, in the activity's batches (one signal each); readers added nothing.
+    texts, updates = await history_signals(client, handle.workflow_id)
+    assert "".join(texts) == ANSWER and len(texts) <= len(deltas) and updates == 0
+
+
+async def test_a_late_reader_gets_what_it_missed_and_resumes_after_an_offset(client, settings, open_fake, workspace):
+    open_fake.script(SCRIPT)
+    async with running_workers(client, settings):
+        stakeflow = Client(client, settings)
+        handle = await stakeflow.start("Summarise notes.txt", workspace=workspace)
+        await handle.result()
+        everything = await collect(stakeflow.stream(handle.workflow_id))  # joined after the end
+        rest = await collect(handle.stream(from_offset=everything[3].offset + 1))  # reconnecting after event 3
+
+    assert everything[0].kind == "step_started" and everything[-1].kind == "done"
+    assert everything[-1].text == ANSWER
+    assert rest == everything[4:]
+
+
+async def test_continue_as_new_carries_the_stream(client, settings, open_fake, workspace):
+    """Two generations: the reader follows the run across them, offsets going on, nothing missed or repeated."""
+    open_fake.script(SCRIPT)
+    req = runs.build_request(settings, "Summarise notes.txt", workspace=str(workspace))
+    req.steps_per_history = 1
+    async with running_workers(client, settings):
+        handle = await runs.start_run(client, settings, req, None)
+        events = await asyncio.wait_for(collect(runs.run_events(client, handle.id)), 60)
+        result = await runs.wait_result(handle)
+
+    started = [e.step for e in events if e.kind == "step_started"]
+    assert started == [0, 1, 2, 3]
+    assert [e.offset for e in events] == list(range(len(events)))
+    assert events[-1].kind == "done" and events[-1].text == result.answer == ANSWER
+    described = await client.get_workflow_handle(handle.id).describe()
+    assert described.run_id != handle.first_execution_run_id  # it did continue as new
+
+
+async def test_a_re_asked_answer_replaces_the_first_instead_of_adding_to_it(client, settings, open_fake, workspace):
+    """The answer check re-asks an answer nothing supports: the reader is told to start over, and ends with the
+    final answer alone."""
+    wrong = "Revenue grew 15% over Q2."
+    answers = iter([wrong, ANSWER])
+    the_plan = plan(("Read the notes", "read_file"))
+    open_fake.script(agent(the_plan, {1: call("read_file", path="notes.txt")}, answer=lambda body: next(answers)))
+    async with running_workers(client, settings):
+        stakeflow = Client(client, settings)
+        handle = await stakeflow.start("Summarise notes.txt", workspace=workspace)
+        events = await asyncio.wait_for(collect(handle.stream()), 60)
+
+    starts = [e for e in events if e.kind == "answer_started"]
+    assert len(starts) == 2 and starts[0].call != starts[1].call
+    answer, shown = AnswerSoFar(), []
+    for e in events[:-1]:  # before done: what a reader has put together from the deltas
+        if answer.apply(e) == "reset":
+            shown.append("")
+        elif e.kind == "answer_delta":
+            shown[-1] = answer.text
+    assert shown == [wrong, ANSWER] and answer.text == ANSWER
+    assert events[-1].kind == "done" and events[-1].text == ANSWER
