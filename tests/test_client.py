@@ -320,8 +320,9 @@ def test_the_client_takes_the_cli_options_by_their_names_and_bounds():
         return {n for n, p in inspect.signature(fn).parameters.items() if p.kind == p.KEYWORD_ONLY}
 
     # Options of `run` that only shape the CLI's output, and options other branches add to both (issue 22's
-    # --max-rounds is passed to build_request when given; --strict is how `run` exits).
-    output_only = {"json", "no_wait", "strict"}
+    # --max-rounds is passed to build_request when given; --strict is how `run` exits; --stream how it prints:
+    # a Python caller streams with RunHandle.stream).
+    output_only = {"json", "no_wait", "strict", "stream"}
     pending = {"max_rounds"}
     cli_run = flags(cli_runs.run, output_only)
     for fn in (Client.run, Client.start, run_agent):

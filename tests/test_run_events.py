@@ -167,3 +167,22 @@ async def test_a_re_asked_answer_replaces_the_first_instead_of_adding_to_it(clie
             shown[-1] = answer.text
     assert shown == [wrong, ANSWER] and answer.text == ANSWER
     assert events[-1].kind == "done" and events[-1].text == ANSWER
+
+
+async def test_a_worker_killed_mid_answer_the_retry_streams_again_and_the_reader_sees_one_answer(client, tmp_path):
+    """SIGKILL while the answer streams: the retried call (attempt 2, on a new worker) starts the answer over; the
+    reader, following the rule (AnswerSoFar), shows it once, and ``done`` carries it whole."""
+    from tests.durability_support import kill_mid_answer
+
+    events, result, answer_calls = await kill_mid_answer(client, tmp_path, ANSWER, SCRIPT)
+
+    starts = [e for e in events if e.kind == "answer_started"]
+    assert [s.call.rsplit(".", 1)[1] for s in starts] == ["1", "2"]  # the same call, attempt 1 then 2
+    first_deltas = "".join(e.text for e in events if e.kind == "answer_delta" and e.call == starts[0].call)
+    assert first_deltas and ANSWER.startswith(first_deltas) and first_deltas != ANSWER  # cut off by the kill
+    answer = AnswerSoFar()
+    for e in events[:-1]:
+        answer.apply(e)
+    assert answer.text == ANSWER  # before done: the second attempt's text alone, not the first's glued in front
+    assert events[-1].kind == "done" and events[-1].text == result.answer == ANSWER
+    assert answer_calls == 2
