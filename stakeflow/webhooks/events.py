@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 
 from starlette.responses import StreamingResponse
@@ -38,7 +39,9 @@ def first_offset(last_event_id: str | None) -> int:
 
 
 def sse(event: RunEvent) -> str:
-    return f"id: {event.offset}\nevent: {event.kind}\ndata: {event.model_dump_json()}\n\n"
+    """One event: its fields that are not their defaults (``kind`` and ``offset`` always) as the data."""
+    data = {"kind": event.kind, **event.model_dump(exclude_defaults=True, exclude={"kind", "offset"})}
+    return f"id: {event.offset}\nevent: {event.kind}\ndata: {json.dumps({**data, 'offset': event.offset})}\n\n"
 
 
 def event_stream(client: Client, workflow_id: str, from_offset: int) -> StreamingResponse:
