@@ -186,3 +186,18 @@ async def test_a_worker_killed_mid_answer_the_retry_streams_again_and_the_reader
     assert answer.text == ANSWER  # before done: the second attempt's text alone, not the first's glued in front
     assert events[-1].kind == "done" and events[-1].text == result.answer == ANSWER
     assert answer_calls == 2
+
+
+async def test_the_readme_streaming_example_runs_as_written(client, settings, open_fake, capsys):
+    """README, "Answers that stream": ``follow`` prints the steps and the answer as it grows, and returns it."""
+    from tests.test_client import readme_python
+
+    [example] = readme_python("## Answers that stream")
+    scope: dict = {}
+    exec(compile(example, "README.md", "exec"), scope)
+    open_fake.script(SCRIPT)
+    async with running_workers(client, settings):
+        answer = await asyncio.wait_for(scope["follow"](Client(client, settings), "Summarise notes.txt"), 60)
+    printed = capsys.readouterr().out
+    assert answer == ANSWER and printed.endswith(ANSWER)
+    assert "step 1 ok on the open model" in printed
