@@ -66,7 +66,10 @@ async def one_run(client: Client, settings: Settings, workspace: Path) -> dict[s
         elif event.kind == "done":
             marks["whole"] = at
             marks["chars"] = len(event.text)
+            if event.status != "completed":
+                print(f"  run {handle.id} {event.status}: {event.error}", file=sys.stderr)
     marks.update(await history_of(client, handle.id))
+    print(f"  run {handle.id}: {marks}", file=sys.stderr)
     return marks
 
 
@@ -137,6 +140,13 @@ async def embedded(runs_n: int) -> list[dict[str, float]]:
 
 
 def report(name: str, rows: list[dict[str, float]]) -> None:
+    streamed = [r for r in rows if "first_token" in r]
+    if len(streamed) < len(rows):
+        print(f"\n{name}: {len(rows) - len(streamed)} of {len(rows)} runs had no answer text (see above)")
+    rows = streamed
+    if not rows:
+        return
+
     def med(key: str) -> float:
         return statistics.median(r[key] for r in rows)
 

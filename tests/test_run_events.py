@@ -201,3 +201,19 @@ async def test_the_readme_streaming_example_runs_as_written(client, settings, op
     printed = capsys.readouterr().out
     assert answer == ANSWER and printed.endswith(ANSWER)
     assert "step 1 ok on the open model" in printed
+
+
+async def test_a_terminated_run_ends_its_readers_with_a_done_saying_so(client, settings, open_fake, workspace):
+    """Terminated, the workflow cannot say it ended: the reader finds out and ends with ``done`` all the same."""
+    from tests.fakes import Reply
+
+    open_fake.script(lambda body: Reply.delayed(30, "too late"))
+    async with running_workers(client, settings):
+        handle = await Client(client, settings).start("Summarise notes.txt", workspace=workspace)
+        reading = asyncio.create_task(collect(handle.stream()))
+        await asyncio.sleep(1)
+        await client.get_workflow_handle(handle.workflow_id).terminate("test")
+        events = await asyncio.wait_for(reading, 30)
+
+    assert [e.kind for e in events] == ["step_started", "done"]
+    assert (events[-1].status, events[-1].error) == ("terminated", "the run terminated")

@@ -21,7 +21,7 @@ from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.contrib.workflow_streams import PollInput, PollResult
 from temporalio.service import RPCError, RPCStatusCode
 
-from stakeflow.agents.types import RunEvent
+from stakeflow.agents.types import RunEvent, TaskResult
 from stakeflow.core.contracts import EVENTS_TOPIC
 from stakeflow.core.errors import InputError
 from stakeflow.services.runs._find import _STATUS
@@ -69,7 +69,7 @@ async def run_events(
                 last = await _poll(client, workflow_id, offset)  # what it published before it ended
                 if last is not None and last.items:
                     continue
-                yield RunEvent(kind="done", status=status, error=f"the run {status.replace('_', ' ')}", offset=offset)
+                yield await _ended(client, workflow_id, status, offset)
                 return
         await asyncio.sleep(poll_s)
 
@@ -96,3 +96,12 @@ async def _poll(client: Client, workflow_id: str, offset: int) -> PollResult | N
                 f"no run '{workflow_id}' in namespace {client.namespace}: check the id (`stakeflow list`)"
             ) from None
         return None  # Temporal or the run's worker restarting: asked again
+
+
+async def _ended(client: Client, workflow_id: str, status: str, offset: int) -> RunEvent:
+    """The ``done`` of a run that ended with nothing more to read: terminated or timed out (the workflow could not
+    say it), or read from past its own ``done``. A completed run's carries its answer."""
+    if status == "completed":
+        result = await client.get_workflow_handle(workflow_id, result_type=TaskResult).result()
+        return RunEvent(kind="done", status=status, text=result.answer, offset=offset)
+    return RunEvent(kind="done", status=status, error=f"the run {status.replace('_', ' ')}", offset=offset)
