@@ -1,8 +1,9 @@
 """The ``call_model`` activity: one model call on the open route (OpenAI-compatible) or the frontier (Anthropic).
 
-pydantic-ai builds the request and validates the output; this module picks the provider, the output
-mode for the endpoint's structured-output dialect, and converts usage and errors to stakeflow's terms.
-SDK clients retry nothing (``max_retries=0``): Temporal owns retries, so every attempt is in history.
+pydantic-ai's models build the request for each provider (through its direct request API, not an Agent: see
+model_shapes.py, which also defines the output and validates it); this module picks the provider, builds the
+conversation, and converts usage and errors to stakeflow's terms. SDK clients retry nothing (``max_retries=0``):
+Temporal owns retries, so every attempt is in history.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from typing import Any
 
 from anthropic import AsyncAnthropic
 from openai import AsyncOpenAI
-from pydantic import BaseModel
-from pydantic_ai import NativeOutput, PromptedOutput, ToolOutput, capture_run_messages
+from pydantic_ai.direct import model_request
 from pydantic_ai.messages import (
     ModelMessage,
     ModelRequest,
@@ -42,15 +42,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from stakeflow.activities.capture import Capturer
-from stakeflow.activities.model_agents import AgentCache
 from stakeflow.activities.model_errors import CallContext, missing_frontier_key, to_application_error
-from stakeflow.activities.model_outputs import (
-    MAX_CALLS_PER_STEP,
-    plan_output_model,
-    step_output_model,
-    to_action,
-    to_plan,
-)
+from stakeflow.activities.model_outputs import to_action, to_plan
+from stakeflow.activities.model_shapes import OUTPUT_TOOL, ShapeCache, parse_output
 from stakeflow.activities.model_trace import model_call_span, record_call
 from stakeflow.activities.parameters import ModelParameters
 from stakeflow.agents.prompts import round_results
@@ -120,7 +114,7 @@ class ModelActivities:
         self._other_clients: dict[str, AsyncOpenAI] = {}
         self._prices = params.prices
         self._capture = Capturer(params.traces_path)
-        self._agents = AgentCache(self._output_spec)
+        self._shapes = ShapeCache()
 
     def activities(self, role: QueueRole) -> list[Callable[..., Any]]:
         """``call_model`` on the open and frontier queues, and on the workflows queue for local model calls."""
@@ -181,42 +175,35 @@ class ModelActivities:
 
     async def _call(self, req: ModelCallRequest) -> ModelCallResult:
         target = self._open_target(req) if req.endpoint.route == "open" else self._frontier_target(req)
-        agent, model_settings = self._agents.get(req, target.model)  # built once per key (model_agents.py)
-        history = _example_history(req) if req.endpoint.route == "open" else []
-        prompt: str | None = req.prompt
-        if req.rounds:  # the step's conversation so far: the prompt, then each round's action and results
-            history, prompt = [*history, *_round_history(req, first=not history)], None
+        shape = self._shapes.get(req, target.model.model_name, self._params.open.dialect)  # built once per key
         started = time.monotonic()
-        with capture_run_messages() as messages:
-            try:
-                run = agent.run(prompt, model_settings=model_settings, message_history=history or None)
-                result = await _heartbeating(run)
-            except Exception as e:
-                spent = CallFailure(
-                    usage=_usage_of_messages([m for m in messages if not any(m is h for h in history)]),
-                    latency_ms=(time.monotonic() - started) * 1000,
-                )
-                responses = [m for m in messages if isinstance(m, ModelResponse)]
-                error = to_application_error(
-                    e,
-                    target.context,
-                    spent.as_details(),
-                    response=responses[-1] if responses else None,
-                    max_output_tokens=req.max_output_tokens,
-                )
-                if error is None:
-                    raise
-                # No chain: the SDK error may carry request data or an echoed key into history.
-                raise error from None
-        output = result.output
+        response: ModelResponse | None = None
+        try:
+            request = model_request(
+                target.model, conversation(req), model_settings=shape.settings, model_request_parameters=shape.params
+            )
+            response = await _heartbeating(request)
+            output = parse_output(shape, response)
+        except Exception as e:
+            spent = CallFailure(
+                usage=_usage_of_messages([response] if response is not None else []),
+                latency_ms=(time.monotonic() - started) * 1000,
+            )
+            error = to_application_error(
+                e, target.context, spent.as_details(), response=response, max_output_tokens=req.max_output_tokens
+            )
+            if error is None:
+                raise
+            # No chain: the SDK error may carry request data or an echoed key into history.
+            raise error from None
         return ModelCallResult(
             route=req.endpoint.route,
-            model=result.response.model_name or target.model.model_name,
+            model=response.model_name or target.model.model_name,
             plan=to_plan(output) if req.purpose in ("plan", "replan") else None,
             action=to_action(output) if req.purpose == "step" else None,
             text=output if req.purpose == "answer" else None,
             verdict=JudgeVerdict.model_validate(output.model_dump()) if req.purpose == "judge" else None,
-            usage=to_usage(result.usage),
+            usage=_usage_of_messages([response]),
             latency_ms=(time.monotonic() - started) * 1000,
         )
 
@@ -228,7 +215,7 @@ class ModelActivities:
         self._open_client = self._anthropic_client = None
         self._other_clients.clear()
         self._models.clear()
-        self._agents.clear()
+        self._shapes.clear()
 
     # --- routes -------------------------------------------------------------------------
 
@@ -295,67 +282,22 @@ class ModelActivities:
             self._models["frontier", name] = AnthropicModel(name, provider=provider)
         return _Target(self._models["frontier", name], context)
 
-    # --- output mode --------------------------------------------------------------------
 
-    def _output_spec(self, req: ModelCallRequest) -> tuple[Any, ModelSettings]:
-        """The pydantic-ai output type and model settings for this purpose, route and dialect."""
-        # Greedy decoding: plans and tool calls are decisions, and a run (its answer too) should be
-        # repeatable; it also makes the embedded model's end-to-end test deterministic.
-        model_settings: ModelSettings = {"max_tokens": req.max_output_tokens, "temperature": 0.0}
-        if req.purpose == "answer":
-            return str, model_settings
-        output_model: type[BaseModel]
-        if req.purpose == "plan":
-            output_model = plan_output_model(req.tools, req.max_steps, req.first_step_tools)
-        elif req.purpose == "replan":
-            output_model = plan_output_model(req.tools, req.max_steps, min_steps=0)
-        elif req.purpose == "judge":
-            output_model = JudgeVerdict
-        else:
-            # A small model asked for several calls at once repeats itself or invents the rest: one per round.
-            one_at_a_time = req.endpoint.route == "open" and self._params.open.dialect == "llamacpp"
-            output_model = step_output_model(
-                req.tools, min_calls=int(req.require_tool_call), max_calls=1 if one_at_a_time else MAX_CALLS_PER_STEP
-            )
-        if req.endpoint.route == "frontier":
-            return ToolOutput(output_model, name=OUTPUT_TOOL), model_settings  # the model calls OUTPUT_TOOL
-        if self._params.open.dialect == "llamacpp":
-            # llama.cpp's server refuses `json_schema` and ignores tools; its own json_object+schema form
-            # is grammar-constrained (DESIGN.md, "Model endpoints").
-            schema = output_model.model_json_schema()
-            model_settings["extra_body"] = {"response_format": {"type": "json_object", "schema": schema}}
-            return PromptedOutput(output_model), model_settings
-        return NativeOutput(output_model), model_settings
+def conversation(req: ModelCallRequest) -> list[ModelMessage]:
+    """The messages of one call: the system prompt, the worked examples (open route), the prompt, the step's rounds.
 
-
-def _example_history(req: ModelCallRequest) -> list[ModelMessage]:
-    """The request's worked examples as earlier turns, the system prompt leading the first.
-
-    pydantic-ai sends the agent's system prompt only when there is no history, so it goes in here.
+    The system prompt leads the first turn. Open route: each worked example is an earlier exchange (small models
+    need them; a tool-calling frontier model would only pay for them), then the prompt; each earlier round's
+    action is the assistant's JSON (the structured-output form the open dialects decode) and its results the next
+    user turn. Frontier: each earlier round's action is a call of the output tool and its results that call's
+    return, so the model sees its own tool use answered.
     """
-    history: list[ModelMessage] = []
-    for n, turn in enumerate(req.examples):
-        parts: list[Any] = [SystemPromptPart(req.system)] if n == 0 and req.system else []
-        history.append(ModelRequest(parts=[*parts, UserPromptPart(turn.prompt)]))
-        history.append(ModelResponse(parts=[TextPart(turn.answer)]))
-    return history
-
-
-# The frontier answers through a tool call whose arguments are the output (pydantic-ai's ToolOutput): a step's
-# earlier rounds go back to it as that call and its result, the Messages API's own tool_use / tool_result turns.
-OUTPUT_TOOL = "final_result"
-
-
-def _round_history(req: ModelCallRequest, *, first: bool) -> list[ModelMessage]:
-    """The step's prompt and its earlier rounds as the conversation the next round continues.
-
-    Open route: each round's action is the assistant's JSON (the structured-output form the open dialects
-    decode), its results the next user turn. Frontier: each action is a call of the output tool and its
-    results that call's return, so the model sees its own tool use answered. ``first``: no earlier turn
-    carries the system prompt (pydantic-ai sends it only when there is no history).
-    """
-    parts: list[Any] = [SystemPromptPart(req.system)] if first and req.system else []
-    messages: list[ModelMessage] = [ModelRequest(parts=[*parts, UserPromptPart(req.prompt)])]
+    messages: list[ModelMessage] = []
+    examples = req.examples if req.endpoint.route == "open" else []
+    for example in examples:
+        messages.append(ModelRequest(parts=[*_system(req, messages), UserPromptPart(example.prompt)]))
+        messages.append(ModelResponse(parts=[TextPart(example.answer)]))
+    messages.append(ModelRequest(parts=[*_system(req, messages), UserPromptPart(req.prompt)]))
     for n, turn in enumerate(req.rounds, start=1):
         action = turn.action.model_dump(mode="json", exclude_defaults=False)
         if req.endpoint.route == "frontier":
@@ -368,6 +310,10 @@ def _round_history(req: ModelCallRequest, *, first: bool) -> list[ModelMessage]:
             messages.append(ModelResponse(parts=[TextPart(json.dumps(action, ensure_ascii=False))]))
             messages.append(ModelRequest(parts=[UserPromptPart(round_results(turn))]))
     return messages
+
+
+def _system(req: ModelCallRequest, earlier: list[ModelMessage]) -> list[SystemPromptPart]:
+    return [SystemPromptPart(req.system)] if req.system and not earlier else []
 
 
 def _candidate_url(url: str) -> str:
