@@ -31,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_ai.exceptions import UnexpectedModelBehavior
 from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart
 from pydantic_ai.models import ModelRequestParameters
+from pydantic_ai.models.anthropic import AnthropicModelSettings
 from pydantic_ai.output import OutputMode, OutputObjectDefinition
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.tools import GenerateToolJsonSchema, ToolDefinition
@@ -76,10 +77,12 @@ def build_shape(req: ModelCallRequest, dialect: Dialect) -> RequestShape:
     # Greedy decoding: plans and tool calls are decisions, and a run (its answer too) should be repeatable; it also
     # makes the embedded model's end-to-end test deterministic.
     settings: ModelSettings = {"temperature": 0.0}
+    if route == "frontier":
+        settings = _frontier_settings(req)
     output = _output_model(req, route, dialect)
     if output is None:
         return RequestShape(None, ModelRequestParameters(), settings)
-    definition = _object_definition(output)
+    definition = _object_definition(_frontier_schema(req, output) if route == "frontier" else output)
     if route == "frontier":  # the model calls OUTPUT_TOOL; text is no answer
         tool = ToolDefinition(
             name=OUTPUT_TOOL,
@@ -100,6 +103,31 @@ def build_shape(req: ModelCallRequest, dialect: Dialect) -> RequestShape:
     else:
         mode = "native"
     return RequestShape(output, ModelRequestParameters(output_mode=mode, output_object=definition), settings)
+
+
+def _frontier_settings(req: ModelCallRequest) -> AnthropicModelSettings:
+    """A frontier call's settings: greedy, and where the prompt cache may keep what it sends (Anthropic reads a prefix at a tenth of the
+    input price and writes one at 1.25x; a prefix under the model's minimum, 1,024 tokens or more, is not cached
+    and costs nothing extra).
+
+    Every call: the system prompt, which caches the tools before it too (the output tool's schema) for every call
+    of that shape, in this run and the next. A step also marks the end of its conversation: its next round reads all
+    of it (and the prompt's own blocks carry two more, models.py). A plan, answer or judgement marks no more: it is
+    one call, and a prefix written that no later call reads costs a quarter more.
+    """
+    settings: AnthropicModelSettings = {"temperature": 0.0, "anthropic_cache_instructions": True}
+    if req.purpose == "step":
+        settings["anthropic_cache_messages"] = True
+    return settings
+
+
+def _frontier_schema(req: ModelCallRequest, output: type[BaseModel]) -> type[BaseModel]:
+    """The output tool's schema on the frontier: a step's is the same in every round, its first round's required
+    call checked by validation alone (``output``, the same message). Anthropic caches the tools first: a schema
+    that changed between rounds would leave the next round nothing to read."""
+    if req.purpose == "step" and req.tools:
+        return step_output_model(req.tools, min_calls=0, say_empty=False)
+    return output
 
 
 def _output_model(req: ModelCallRequest, route: Route, dialect: Dialect) -> type[BaseModel] | None:

@@ -19,6 +19,7 @@ from anthropic import AsyncAnthropic
 from openai import AsyncOpenAI
 from pydantic_ai.direct import model_request
 from pydantic_ai.messages import (
+    CachePoint,
     ModelMessage,
     ModelRequest,
     ModelResponse,
@@ -157,9 +158,11 @@ class ModelActivities:
         return {"llamacpp": "llama.cpp", "vllm": "vllm", "openai": "openai"}[self._params.open.dialect]
 
     def _price(self, req: ModelCallRequest, model: str, usage: Usage, seconds: float) -> CallCostRecord:
-        cost = self._prices.price_call(model or req.endpoint.model, usage, seconds)
+        model = model or req.endpoint.model
+        cost = self._prices.price_call(model, usage, seconds)
         if cost.usd is None and model != req.endpoint.model:
-            cost = self._prices.price_call(req.endpoint.model, usage, seconds)  # priced by the id we asked for
+            model = req.endpoint.model  # priced by the id we asked for
+            cost = self._prices.price_call(model, usage, seconds)
         equivalent = None
         if req.endpoint.route == "open" and req.frontier_model:
             equivalent = self._prices.frontier_equivalent(req.frontier_model, usage).usd
@@ -171,7 +174,16 @@ class ModelActivities:
             price_version=cost.version,
             unpriced=cost.usd is None,
             local=cost.source == "local",
+            cache_saved_usd=self._cache_saved(model, usage, seconds, cost.usd),
         )
+
+    def _cache_saved(self, model: str, usage: Usage, seconds: float, usd: float | None) -> float:
+        """The call's price with every input token uncached, less what it cost (0 when it used no cache)."""
+        if usd is None or not (usage.cache_read_tokens or usage.cache_write_tokens):
+            return 0.0
+        whole = Usage(input_tokens=usage.total_input_tokens, output_tokens=usage.output_tokens, requests=usage.requests)
+        uncached = self._prices.price_call(model, whole, seconds).usd
+        return round(uncached - usd, 9) if uncached is not None else 0.0
 
     async def _call(self, req: ModelCallRequest) -> ModelCallResult:
         target = self._open_target(req) if req.endpoint.route == "open" else self._frontier_target(req)
@@ -297,7 +309,7 @@ def conversation(req: ModelCallRequest) -> list[ModelMessage]:
     for example in examples:
         messages.append(ModelRequest(parts=[*_system(req, messages), UserPromptPart(example.prompt)]))
         messages.append(ModelResponse(parts=[TextPart(example.answer)]))
-    messages.append(ModelRequest(parts=[*_system(req, messages), UserPromptPart(req.prompt)]))
+    messages.append(ModelRequest(parts=[*_system(req, messages), UserPromptPart(_prompt_content(req))]))
     for n, turn in enumerate(req.rounds, start=1):
         action = turn.action.model_dump(mode="json", exclude_defaults=False)
         if req.endpoint.route == "frontier":
@@ -314,6 +326,24 @@ def conversation(req: ModelCallRequest) -> list[ModelMessage]:
 
 def _system(req: ModelCallRequest, earlier: list[ModelMessage]) -> list[SystemPromptPart]:
     return [SystemPromptPart(req.system)] if req.system and not earlier else []
+
+
+def _prompt_content(req: ModelCallRequest) -> str | list[str | CachePoint]:
+    """The prompt as its route takes it: one text on the open route (vLLM's prefix cache needs no marks, and small
+    chat templates want a string); on the frontier its blocks (``prompt_blocks``), with a cache breakpoint after the
+    run's stable head and after the last earlier step. With the system prompt's breakpoint and the conversation's
+    last block (model_shapes.py) that is Anthropic's four: the next step reads what this one wrote up to its last
+    earlier step, the next round all of this call."""
+    ends = sorted({e for e in req.prompt_blocks if 0 < e < len(req.prompt)})  # offsets out of range mark nothing
+    if req.endpoint.route != "frontier" or not ends:
+        return req.prompt
+    pieces = [req.prompt[a:b] for a, b in zip([0, *ends], [*ends, len(req.prompt)], strict=True)]
+    content: list[str | CachePoint] = []
+    for n, piece in enumerate(pieces):
+        content.append(piece)
+        if n in (0, len(pieces) - 2):
+            content.append(CachePoint())
+    return content
 
 
 def _candidate_url(url: str) -> str:

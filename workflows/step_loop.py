@@ -121,19 +121,21 @@ class StepLoop(ModelSteps, RunTools, ApprovalGate):
 
     def _step_call(self, index: int, planned: PlannedStep, spec: ToolSpecView | None) -> ModelCallRequest:
         req = self._req
+        blocks = prompts.step_prompt_blocks(
+            req.goal,
+            index,
+            len(self._progress.steps),
+            planned.title,
+            spec,
+            self._progress.steps[: index - 1],
+            req.workspace_files,
+        )
         return ModelCallRequest(
             purpose="step",
             step=index,
             system=prompts.with_role(req.instructions, prompts.STEP_SYSTEM),
-            prompt=prompts.step_prompt(
-                req.goal,
-                index,
-                len(self._progress.steps),
-                planned.title,
-                spec,
-                self._progress.steps[: index - 1],
-                req.workspace_files,
-            ),
+            prompt="".join(blocks),
+            prompt_blocks=prompts.block_ends(blocks),
             tools=[constrained(spec, req.workspace_paths)] if spec else [],
         )
 

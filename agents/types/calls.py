@@ -147,6 +147,9 @@ class CallCostRecord(BaseModel):
     price_version: str | None = None
     unpriced: bool = False
     local: bool = False  # a model running on this machine (the embedded default): $0 unless configured
+    # What the provider's prompt cache saved on this call: its price with every input token uncached, less ``usd``.
+    # Negative when it wrote a prefix that no call has read yet (a cache write costs more than plain input).
+    cache_saved_usd: float = 0.0
 
 
 class CallFailure(BaseModel):
@@ -182,6 +185,7 @@ class CostSummary(BaseModel):
     frontier_calls: int = 0
     unpriced_calls: int = 0
     open_local_calls: int = 0  # open calls priced as a local model
+    cache_saved_usd: float = 0.0  # what prompt caches saved (CallCostRecord.cache_saved_usd, summed)
     agreement: str = ""  # the open path's measured agreement, as the run read it ("" = not measured)
 
     @property
@@ -201,6 +205,7 @@ class CostSummary(BaseModel):
             self.open_usd += cost.usd
         else:
             self.frontier_usd += cost.usd
+        self.cache_saved_usd += cost.cache_saved_usd
         # For a frontier call the counterfactual is what it cost.
         equivalent = cost.frontier_equivalent_usd if route == "open" else cost.usd
         self.frontier_equivalent_usd += equivalent if equivalent is not None else 0.0
@@ -251,6 +256,10 @@ class ModelCallRequest(BaseModel):
     endpoint: ModelEndpoint = Field(default_factory=ModelEndpoint)
     system: str = ""
     prompt: str = ""
+    # Where the prompt's blocks end (offsets into it; the last block runs to its end): the run's stable head first,
+    # then each earlier step, then this call's own ask (agents/prompts.py step_prompt_blocks). The frontier gets
+    # them as content blocks, cache breakpoints after the head and after the last earlier step (activities/models.py).
+    prompt_blocks: list[int] = Field(default_factory=list)
     # Earlier turns of worked examples (open route only: small models need them, tool-calling frontier
     # models would only pay for them).
     examples: list[ExampleTurn] = Field(default_factory=list)
