@@ -578,10 +578,14 @@ class PromptCache:
     ``cache_creation_input_tokens`` = from there to the last prefix written, ``input_tokens`` = the rest. A prefix
     is the model's and every block's exact content (cache_control aside): one changed character misses. Entries
     do not expire (a test or benchmark is shorter than the API's 5 minutes). ``log`` has every request's figures.
+    ``enabled=False`` counts the same tokens and caches nothing: what the same requests cost without a cache.
     """
 
-    def __init__(self, *, min_tokens: int = 1024, chars_per_token: int = 4, lookback: int = 20) -> None:
+    def __init__(
+        self, *, min_tokens: int = 1024, chars_per_token: int = 4, lookback: int = 20, enabled: bool = True
+    ) -> None:
         self.min_tokens, self.chars_per_token, self.lookback = min_tokens, chars_per_token, lookback
+        self.enabled = enabled
         self.written: set[str] = set()
         self.log: list[dict[str, int]] = []
         self._lock = threading.Lock()
@@ -597,7 +601,7 @@ class PromptCache:
             digests.append(running.hexdigest())
             total += -(-len(text) // self.chars_per_token)
             totals.append(total)
-        marks = [i for i, (_, mark) in enumerate(blocks) if mark]
+        marks = [i for i, (_, mark) in enumerate(blocks) if mark and self.enabled]
         with self._lock:
             hit = max(
                 (j for m in marks for j in range(m, max(-1, m - self.lookback), -1) if digests[j] in self.written),
