@@ -1,6 +1,6 @@
 """The activities of shadow evaluation: the daily budget, the evals row, and the agreement table a run routes by.
 
-- The budget is a workflow per UTC day (``ShadowBudgetWorkflow``), reached by update-with-start, so any number
+- The budget is a ``BudgetWorkflow`` per UTC day (agents/budgets.py), reached by update-with-start, so any number
   of workers and shadows share one exact, durable count, with no database of their own.
 - The row goes to the trace store as a record file (``stakeflow.traces.RecordWriter``), keyed by the eval's id: a
   retry after a crash writes a row that is ignored, so each comparison is stored once.
@@ -16,15 +16,13 @@ from pathlib import Path
 from typing import Any, TypeGuard, get_args
 
 from temporalio import activity
-from temporalio.client import WithStartWorkflowOperation
-from temporalio.common import WorkflowIDConflictPolicy
 
+from stakeflow.activities.budgets import ask_budget
 from stakeflow.activities.parameters import EvalParameters
+from stakeflow.agents.budgets import SHADOW_BUDGET, BudgetAsk, BudgetGrant
 from stakeflow.agents.evals import (
     AGREEMENT_DAYS,
     AgreementTable,
-    BudgetAsk,
-    BudgetGrant,
     EvalRecord,
     ReplayExample,
     ReplayPage,
@@ -41,7 +39,6 @@ from stakeflow.agents.types import (
     ToolSpecView,
 )
 from stakeflow.core.contracts import (
-    BUDGET_WORKFLOW,
     LOAD_REPLAY_EXAMPLES,
     READ_AGREEMENT,
     RECORD_EVAL,
@@ -51,7 +48,6 @@ from stakeflow.core.contracts import (
     SETTLE_SHADOW_BUDGET,
     SETTLE_UPDATE,
     QueueRole,
-    queue_name,
 )
 from stakeflow.stores.datasets import collect
 from stakeflow.traces import RecordWriter, agreement_table, spool_dir_for
@@ -78,19 +74,9 @@ class EvalActivities:
         ]
 
     async def _budget(self, update: str, ask: BudgetAsk) -> BudgetGrant:
-        """The day's budget workflow, by its names (workflows/shadow.py answers them), started if it is not yet."""
-        start: WithStartWorkflowOperation[Any, float] = WithStartWorkflowOperation(
-            BUDGET_WORKFLOW,
-            ask.day,
-            id=f"{self._params.queue_prefix}-shadow-budget-{ask.day}",
-            task_queue=queue_name("workflows", self._params.queue_prefix),
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            static_summary=f"shadow evaluation budget for {ask.day} (UTC)",
-            result_type=float,
-        )
-        return await activity.client().execute_update_with_start_workflow(
-            update, ask, start_workflow_operation=start, result_type=BudgetGrant
-        )
+        """The day's shadow budget (a BudgetWorkflow, by its names), started if it is not yet."""
+        ask = ask.model_copy(update={"name": SHADOW_BUDGET})
+        return await ask_budget(activity.client(), self._params.queue_prefix, update, ask)
 
     @activity.defn(name=RESERVE_SHADOW_BUDGET)
     async def reserve_shadow_budget(self, ask: BudgetAsk) -> BudgetGrant:

@@ -36,13 +36,11 @@ from pydantic_ai.output import OutputMode, OutputObjectDefinition
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.tools import GenerateToolJsonSchema, ToolDefinition
 
+from stakeflow.activities.model_messages import OUTPUT_TOOL
 from stakeflow.activities.model_outputs import MAX_CALLS_PER_STEP, plan_output_model, step_output_model
 from stakeflow.agents.types import Dialect, JudgeVerdict, ModelCallRequest, Route
 
 MAX_SHAPES = 512
-# The frontier answers through a tool call whose arguments are the output: a step's earlier rounds go back to it
-# as that call and its result, the Messages API's own tool_use / tool_result turns (models.py).
-OUTPUT_TOOL = "final_result"
 _DEFAULT_TOOL_DESCRIPTION = "The final response which ends this conversation"  # pydantic-ai's, for a model without one
 # What the Agent raised when a response did not answer through the output tool (model_errors.invalid_reason words
 # it from the response when it can: "called http_get instead of answering", "empty response").

@@ -18,17 +18,7 @@ from typing import Any
 from anthropic import AsyncAnthropic
 from openai import AsyncOpenAI
 from pydantic_ai.direct import model_request
-from pydantic_ai.messages import (
-    CachePoint,
-    ModelMessage,
-    ModelRequest,
-    ModelResponse,
-    SystemPromptPart,
-    TextPart,
-    ToolCallPart,
-    ToolReturnPart,
-    UserPromptPart,
-)
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
 from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.models.anthropic import AnthropicModel
 from pydantic_ai.models.openai import OpenAIChatModel
@@ -42,13 +32,15 @@ from pydantic_ai.usage import RunUsage
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from stakeflow.activities.budgets import CallBudgets
 from stakeflow.activities.capture import Capturer
 from stakeflow.activities.model_errors import CallContext, missing_frontier_key, to_application_error
+from stakeflow.activities.model_messages import conversation
 from stakeflow.activities.model_outputs import to_action, to_plan
-from stakeflow.activities.model_shapes import OUTPUT_TOOL, ShapeCache, parse_output
+from stakeflow.activities.model_shapes import ShapeCache, parse_output
 from stakeflow.activities.model_trace import model_call_span, record_call
 from stakeflow.activities.parameters import ModelParameters
-from stakeflow.agents.prompts import round_results
+from stakeflow.agents.budgets import worst_case_input_tokens
 from stakeflow.agents.types import CallCostRecord, CallFailure, JudgeVerdict, ModelCallRequest, ModelCallResult, Usage
 from stakeflow.core.contracts import CALL_MODEL, QueueRole
 from stakeflow.core.errors import MODEL_REQUEST_REJECTED, InputError
@@ -116,6 +108,7 @@ class ModelActivities:
         self._prices = params.prices
         self._capture = Capturer(params.traces_path)
         self._shapes = ShapeCache()
+        self._budgets = CallBudgets(params.queue_prefix)
 
     def activities(self, role: QueueRole) -> list[Callable[..., Any]]:
         """``call_model`` on the open and frontier queues, and on the workflows queue for local model calls."""
@@ -131,6 +124,8 @@ class ModelActivities:
         that failed validation) still count.
         """
         provider = self._provider_name(req)
+        # Before anything is sent (and before its span: a refused call was never made).
+        held = await self._budgets.reserve(req, self._worst_case(req)) if req.endpoint.route == "frontier" else None
         # A private call's prompt and completion stay out of spans (which go to OTLP backends) unless asked for apart.
         content = self._params.trace_content and (not req.private or self._params.trace_private_content)
         with model_call_span(req, provider, content) as span:
@@ -140,6 +135,7 @@ class ModelActivities:
                 failure = CallFailure.from_details(e.details) or CallFailure()
                 failure.cost = self._price(req, req.endpoint.model, failure.usage, failure.latency_ms / 1000)
                 record_call(span, req, failure.usage, failure.cost, None, error_type=e.type)
+                await self._budgets.settle(held, failure.cost.usd or 0.0)
                 raise ApplicationError(
                     e.message,
                     failure.as_details(),
@@ -149,8 +145,33 @@ class ModelActivities:
                 ) from None
             result.cost = self._price(req, result.model, result.usage, result.latency_ms / 1000)
             record_call(span, req, result.usage, result.cost, result, content=content)
+            await self._budgets.settle(held, result.cost.usd or 0.0)
             await self._capture.record(req, result, activity.info().attempt if activity.in_activity() else 1)
             return result
+
+    def worst_case_tokens(self, req: ModelCallRequest) -> int:
+        """An upper bound of a frontier call's input tokens, counted offline (agents/budgets.py): every text of the
+        request, its output tool's schema included, as UTF-8 bytes, plus what Anthropic adds."""
+        model = req.endpoint.model or self._params.frontier.model
+        shape = self._shapes.get(req, model, self._params.open.dialect)  # the output tool this call will send
+        schema = "".join(json.dumps(t.parameters_json_schema) for t in shape.params.output_tools)
+        carried = req.model_dump_json(exclude={"budgets"})  # every text the request is built from, and more
+        return worst_case_input_tokens([carried, schema], messages=1, tools=bool(schema))
+
+    def _worst_case(self, req: ModelCallRequest) -> float | None:
+        """The most a frontier call can cost: ``worst_case_tokens`` + ``max_output_tokens`` at the price table in
+        force, all input at the dearer of the input and cache-write rates. None when the model has no price."""
+        if not req.budgets:
+            return None
+        tokens, out = self.worst_case_tokens(req), req.max_output_tokens
+        model = req.endpoint.model or self._params.frontier.model
+        costs = [
+            self._prices.price_call(model, Usage(input_tokens=tokens, output_tokens=out, requests=1), 0),
+            self._prices.price_call(model, Usage(cache_write_tokens=tokens, output_tokens=out, requests=1), 0),
+        ]
+        if any(c.usd is None for c in costs):
+            return None
+        return max(c.usd or 0.0 for c in costs)
 
     def _provider_name(self, req: ModelCallRequest) -> str:
         if req.endpoint.route == "frontier":
@@ -293,57 +314,6 @@ class ModelActivities:
             provider = AnthropicProvider(anthropic_client=self._anthropic_client)
             self._models["frontier", name] = AnthropicModel(name, provider=provider)
         return _Target(self._models["frontier", name], context)
-
-
-def conversation(req: ModelCallRequest) -> list[ModelMessage]:
-    """The messages of one call: the system prompt, the worked examples (open route), the prompt, the step's rounds.
-
-    The system prompt leads the first turn. Open route: each worked example is an earlier exchange (small models
-    need them; a tool-calling frontier model would only pay for them), then the prompt; each earlier round's
-    action is the assistant's JSON (the structured-output form the open dialects decode) and its results the next
-    user turn. Frontier: each earlier round's action is a call of the output tool and its results that call's
-    return, so the model sees its own tool use answered.
-    """
-    messages: list[ModelMessage] = []
-    examples = req.examples if req.endpoint.route == "open" else []
-    for example in examples:
-        messages.append(ModelRequest(parts=[*_system(req, messages), UserPromptPart(example.prompt)]))
-        messages.append(ModelResponse(parts=[TextPart(example.answer)]))
-    messages.append(ModelRequest(parts=[*_system(req, messages), UserPromptPart(_prompt_content(req))]))
-    for n, turn in enumerate(req.rounds, start=1):
-        action = turn.action.model_dump(mode="json", exclude_defaults=False)
-        if req.endpoint.route == "frontier":
-            call_id = f"round-{n}"
-            messages.append(ModelResponse(parts=[ToolCallPart(OUTPUT_TOOL, action, tool_call_id=call_id)]))
-            messages.append(
-                ModelRequest(parts=[ToolReturnPart(OUTPUT_TOOL, round_results(turn), tool_call_id=call_id)])
-            )
-        else:
-            messages.append(ModelResponse(parts=[TextPart(json.dumps(action, ensure_ascii=False))]))
-            messages.append(ModelRequest(parts=[UserPromptPart(round_results(turn))]))
-    return messages
-
-
-def _system(req: ModelCallRequest, earlier: list[ModelMessage]) -> list[SystemPromptPart]:
-    return [SystemPromptPart(req.system)] if req.system and not earlier else []
-
-
-def _prompt_content(req: ModelCallRequest) -> str | list[str | CachePoint]:
-    """The prompt as its route takes it: one text on the open route (vLLM's prefix cache needs no marks, and small
-    chat templates want a string); on the frontier its blocks (``prompt_blocks``), with a cache breakpoint after the
-    run's stable head and after the last earlier step. With the system prompt's breakpoint and the conversation's
-    last block (model_shapes.py) that is Anthropic's four: the next step reads what this one wrote up to its last
-    earlier step, the next round all of this call."""
-    ends = sorted({e for e in req.prompt_blocks if 0 < e < len(req.prompt)})  # offsets out of range mark nothing
-    if req.endpoint.route != "frontier" or not ends:
-        return req.prompt
-    pieces = [req.prompt[a:b] for a, b in zip([0, *ends], [*ends, len(req.prompt)], strict=True)]
-    content: list[str | CachePoint] = []
-    for n, piece in enumerate(pieces):
-        content.append(piece)
-        if n in (0, len(pieces) - 2):
-            content.append(CachePoint())
-    return content
 
 
 def _candidate_url(url: str) -> str:

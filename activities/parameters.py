@@ -71,6 +71,8 @@ class ModelParameters:
     """Open calls also run as local activities on the workflows queue (``[workers] local_model_calls``)."""
     embedded_crash: Callable[[], str | None] | None = None
     """How the embedded model ended, if it crashed (its supervisor's record); None when it is not stakeflow's."""
+    queue_prefix: str = "stakeflow"
+    """The task queues' prefix: frontier budgets' workflows are named and scheduled under it."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ModelParameters:
@@ -96,6 +98,7 @@ class ModelParameters:
             trace_private_content=settings.trace_private_content,
             local_calls=settings.workers.local_model_calls,
             embedded_crash=(lambda: embedded_crash(settings)) if settings.embedded else None,
+            queue_prefix=settings.queue_prefix,
         )
 
 

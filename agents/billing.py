@@ -48,6 +48,8 @@ def cost_line(c: CostSummary) -> str:
         line += (
             f' · {c.unpriced_calls} calls UNPRICED: add [prices."<model id>"] to stakeflow.toml (see `stakeflow costs`)'
         )
+    if c.budgets:
+        line += f" · budgets {', '.join(c.budgets)}"
     return line
 
 

@@ -229,19 +229,6 @@ class LearnResult(BaseModel):
     current: ReplayModelReport = Field(default_factory=ReplayModelReport)
 
 
-class BudgetAsk(BaseModel):
-    day: str = ""  # ISO date (UTC)
-    eval_id: str = ""
-    usd: float = 0.0
-    max_usd: float = 0.0
-
-
-class BudgetGrant(BaseModel):
-    granted: bool = True
-    spent_usd: float = 0.0
-    left_usd: float = 0.0
-
-
 class AgreementRow(BaseModel):
     agent: str = ""
     kind: str = ""

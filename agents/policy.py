@@ -22,10 +22,6 @@ from dataclasses import dataclass
 from stakeflow.agents.types import Risk, RouteDecision, RoutingConfig, Sensitivity, Stakes, StakesOverride
 from stakeflow.core.contracts import queue_name
 
-# Rounds per step, at most, whatever the configuration says: a step's rounds share one history (a run continues
-# as new between steps), so this bounds it.
-MAX_ROUNDS = 10
-
 
 @dataclass(frozen=True)
 class StepFacts:
@@ -159,6 +155,11 @@ def fallback(
     reason = "fallback: open model endpoint unavailable"
     decision = _frontier(routing, queue_prefix, current.stakes, f"{current.reason}; {reason}")
     return decision.model_copy(update={"fallback": True}), reason
+
+
+def downgrade_for_budget(current: RouteDecision, why: str, routing: RoutingConfig, queue_prefix: str) -> RouteDecision:
+    """A frontier call a spent budget refused, on the open model instead: ``...; downgraded: <why>``."""
+    return _open(routing, queue_prefix, current.stakes, f"{current.reason}; downgraded: {why}", downgraded=True)
 
 
 def _times(n: int) -> str:

@@ -160,7 +160,8 @@ def named_files(goal: str, workspace_paths: Sequence[str]) -> list[str]:
     found: list[str] = []
     for path in workspace_paths:
         for name in {path, path.rsplit("/", 1)[-1]}:
-            if re.search(rf"(?<![\w./-]){re.escape(name)}(?![\w/-])", goal, flags=re.IGNORECASE):
+            # Not inside a longer name: "notes.txt." ends a sentence, "notes.txt.bak" is another file.
+            if re.search(rf"(?<![\w./-]){re.escape(name)}(?![\w/-]|\.\w)", goal, flags=re.IGNORECASE):
                 found.append(path)
                 break
     return found
@@ -171,10 +172,12 @@ def first_step_tools(goal: str, workspace_paths: Sequence[str], tools: Sequence[
 
     A goal that names an existing file is about that file, so its plan starts by reading it. This is a
     constraint of the plan's JSON schema, which grammar-constrained decoding enforces: a small open model
-    (SmolLM2-135M) otherwise plans a summary of notes.txt without ever reading it. Empty when the goal
+    (SmolLM2-135M) otherwise plans a summary of notes.txt without ever reading it. The tools made for the
+    named files' kind come first and alone; a tool that reads any file only when none is. Empty when the goal
     names no file, or no tool reads the ones it names: then the plan is unconstrained.
     """
     files = named_files(goal, workspace_paths)
-    return [
-        t.name for t in tools if t.reads and any("*" in t.reads or f.lower().endswith(tuple(t.reads)) for f in files)
-    ]
+    # A tool made for a file's kind (sql_query for a CSV) beats one that reads anything as text (read_file): a
+    # table read as text leaves the sums and counts to the model, which a small one gets wrong.
+    specific = [t.name for t in tools if any(f.lower().endswith(tuple(s for s in t.reads if s != "*")) for f in files)]
+    return specific or [t.name for t in tools if "*" in t.reads and files]

@@ -62,6 +62,15 @@ def lookup(key: str) -> str:
     return f"{key}: found"
 
 
+@server.tool(annotations={"readOnlyHint": True, "openWorldHint": True})
+def find(key: str) -> str:
+    """Look a key up in an outside directory; an empty key is refused."""
+    _log("find", key=key)
+    if not key.strip():
+        raise ToolError("give a key to look up")
+    return f"{key}: found"
+
+
 @server.tool(
     annotations={"readOnlyHint": False, "destructiveHint": False, "idempotentHint": False, "openWorldHint": True}
 )

@@ -270,3 +270,20 @@ async def test_each_round_that_acts_asks_for_approval_again(client, tmp_path, op
     assert [r.ok for r in step.tool_results] == [False, True]
     assert (workspace / "total.md").read_text() == "16330"
     assert not (tmp_path / "outside.md").exists()
+
+
+async def test_a_run_revises_its_plan_at_most_twice(client, tmp_path, open_fake, workspace):
+    """A model that plans the same failing step again and again: two revisions, then the run answers."""
+    failing = plan(("Sum the revenue again", "sql_query"))
+    open_fake.script(
+        agent(
+            plan(("Sum the revenue", "sql_query")),
+            {i: call("sql_query", query=BAD_QUERY) for i in range(1, 7)},
+            answer="I could not find the revenue.",
+            replan=failing,
+        )
+    )
+    result = await run_task(client, settings_for(tmp_path, open_fake), GOAL, workspace=workspace)
+    assert result.replans == 2 and len(result.steps) == 3
+    assert all(s.status == "tool_error" for s in result.steps)
+    assert result.answer_supported is True  # it said it could not find it

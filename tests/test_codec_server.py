@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import shutil
@@ -249,12 +250,13 @@ async def ui_server():
         await env.shutdown()
 
 
-async def page_text(url: str, codec_url: str, token: str | None) -> str:
+async def page_text(url: str, codec_url: str, token: str | None, expect: str | None = None) -> str:
     """The rendered page's text in the system's Chromium (Playwright drives it; no browser is downloaded).
 
     With ``token``, the browser adds ``Authorization: Bearer <token>`` to its codec requests, as the Web UI
     does for a signed-in user when "pass access token" is on (the dev server's UI has no sign-in).
     """
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
@@ -271,6 +273,9 @@ async def page_text(url: str, codec_url: str, token: str | None) -> str:
             await page.goto(url)
             await page.wait_for_load_state("networkidle")
             await asyncio.sleep(1.5)
+            if expect is not None:  # the decoded text can take longer to show on a loaded machine
+                with contextlib.suppress(PlaywrightTimeout):
+                    await page.get_by_text(expect).first.wait_for(timeout=20_000)
             return await page.inner_text("body")
         finally:
             await browser.close()
@@ -289,7 +294,7 @@ async def test_the_web_ui_shows_the_decoded_goal_to_those_allowed(tmp_path, ui_s
     server = ServerThread(create_app(settings))
     server.port = server.server.config.port = codec_port  # the port the dev server's UI was told
     with server:
-        allowed = await page_text(url, codec_url, TOKEN)
+        allowed = await page_text(url, codec_url, TOKEN, expect=goal)
         refused = await page_text(url, codec_url, None)
     (tmp_path / "allowed.txt").write_text(allowed)
     (tmp_path / "refused.txt").write_text(refused)

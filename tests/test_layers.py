@@ -29,7 +29,7 @@ MAX_LINES = 450
 FLOORS: dict[str, tuple[str, ...]] = {
     "contracts": ("stakeflow.core",),
     "agents": ("stakeflow.agents", "stakeflow.tool"),
-    "workflows": ("stakeflow.workflows",),
+    "workflows": ("stakeflow.workflows", "stakeflow.workflow"),
     "config": ("stakeflow.config",),
     "libraries": (
         "stakeflow.temporal",
@@ -42,6 +42,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
     "activities": ("stakeflow.activities",),
     "workers": ("stakeflow.workers",),
     "services": ("stakeflow.services",),
+    "client": ("stakeflow.client",),
     "entry points": ("stakeflow.cli", "stakeflow.webhooks", "stakeflow.codec_server", "stakeflow.__main__"),
 }
 _BELOW_ACTIVITIES = {"contracts", "agents", "config", "libraries"}
@@ -54,7 +55,10 @@ MAY_IMPORT: dict[str, set[str]] = {
     "activities": _BELOW_ACTIVITIES | {"activities"},
     "workers": _BELOW_ACTIVITIES | {"activities", "workflows", "workers"},
     "services": _BELOW_ACTIVITIES | {"services"},
-    "entry points": set(FLOORS),
+    "client": _BELOW_ACTIVITIES | {"services", "client"},
+    "entry points": set(FLOORS) | {"front door"},
+    # The package itself: its version, and the client, loaded when `from stakeflow import Client` asks for it.
+    "front door": {"contracts", "client"},
 }
 
 # --- reading imports ------------------------------------------------------------------------------------------
@@ -136,7 +140,7 @@ def edges(known: dict[str, Path]) -> set[tuple[str, str]]:
 
 def floor_of(module: str) -> str | None:
     if module == "stakeflow":
-        return "contracts"  # the package itself: its version, nothing else
+        return "front door"  # the package itself: its version, and the client (lazily)
     best = ("", None)
     for floor, prefixes in FLOORS.items():
         for p in prefixes:
@@ -246,6 +250,12 @@ KNOWN_BAD = [
     ("stakeflow.agents.policy", "stakeflow.config._settings"),  # an agent reading settings
     ("stakeflow.activities.capture", "stakeflow.traces._records"),  # a private module from outside its package
     ("stakeflow.newthing", "stakeflow.core.errors"),  # a module on no floor
+    ("stakeflow", "stakeflow.services.runs"),  # the front door past the client
+    ("stakeflow", "stakeflow.cli"),
+    ("stakeflow.client._client", "stakeflow.cli.common"),  # the client importing an entry point
+    ("stakeflow.services.runs._start", "stakeflow.client"),  # a service importing the client
+    ("stakeflow.workflow", "stakeflow.client._preparation"),  # workflow code importing the client's activity
+    ("stakeflow.core.contracts", "stakeflow"),  # anything but an entry point importing the front door
 ]
 
 
@@ -262,6 +272,11 @@ def test_the_rules_allow_what_the_layout_allows():
         ("stakeflow.cli.listing", "stakeflow.activities.mcp.toolbox"),
         ("stakeflow.traces._store", "stakeflow.traces._records"),
         ("stakeflow.config._settings", "stakeflow.config._hooks"),
+        ("stakeflow", "stakeflow.client"),
+        ("stakeflow.client._client", "stakeflow.services.runs"),
+        ("stakeflow.client._preparation", "stakeflow.temporal.plugin"),
+        ("stakeflow.cli.runs", "stakeflow.client"),
+        ("stakeflow.workflow", "stakeflow.agents.types"),
     ]
     assert broken_rules(fine) == []
 

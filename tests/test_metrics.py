@@ -34,8 +34,9 @@ def total(text: str, name: str, **labels: str) -> float:
 
 
 async def scrape(url: str) -> str:
+    # A worker process imports all of stakeflow before it serves metrics: seconds on a loaded machine, so a minute.
     async with httpx.AsyncClient(timeout=5) as http:
-        for _ in range(100):
+        for _ in range(600):
             try:
                 r = await http.get(url)
                 if r.status_code == 200:

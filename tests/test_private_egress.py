@@ -169,3 +169,34 @@ async def test_auto_approve_does_not_approve_private_data_leaving(client, tmp_pa
     assert result.steps[0].approval.decision == "approved" and result.steps[0].approval.by == "dpo"
     assert any("--auto-approve does not cover private data" in n for n in result.notices)
     assert calls_in(log) == [{"tool": "lookup", "args": {"key": SECRET_FACT}}]
+
+
+async def test_each_round_of_a_private_step_waits_before_anything_leaves(client, tmp_path, open_fake, http_server):
+    """The agent loop: a private step's first call fails at the open-world tool; its second round asks a person
+    again, with the new arguments whole, and nothing reaches the server before each decision."""
+    url, log = http_server
+    open_fake.script(
+        agent(
+            plan(("Look the figure up outside", "web.find")),
+            {1: [call("web.find", key=""), call("web.find", key=SECRET_FACT)]},
+            answer="looked up",
+        )
+    )
+    settings = settings_for(tmp_path, open_fake, url, "approve")
+    req = runs.build_request(
+        settings, "Check the figure", workspace=tmp_path, tools=["web.find"], sensitivity="private"
+    )
+    async with running_workers(client, settings):
+        handle = await runs.start_run(client, settings, req)
+        for sent_before, key in ((0, ""), (1, SECRET_FACT)):
+            for _ in range(300):  # the round's own wait, with its own arguments
+                waiting = await wait_for_approval(handle, 1)
+                if f'"key": "{key}"' in waiting.steps[0].waiting_for:
+                    break
+                await asyncio.sleep(0.1)
+            assert len(calls_in(log)) == sent_before, "nothing may reach the server before the decision"
+            await handle.execute_update(APPROVE_UPDATE, ApprovalRequest(step=1, decision="approve", by="dpo"))
+        result = await handle.result()
+    [step] = result.steps
+    assert step.status == "ok" and [r.round for r in step.rounds] == [1, 2]
+    assert calls_in(log) == [{"tool": "find", "args": {"key": ""}}, {"tool": "find", "args": {"key": SECRET_FACT}}]

@@ -248,13 +248,17 @@ async def test_the_cluster_s_processes_survive_being_killed_in_turn(bare_server,
     workspace.mkdir()
     lock = threading.Lock()
     think_calls: dict[str, int] = {}
+    # Runs think until every process has been killed once: each kill then finds runs in flight, however long the
+    # restarts take (seconds each on a loaded machine).
+    released = threading.Event()
 
     def think_slowly(body):
         m = re.search(r"ISSUE-\w+-(\d+)", prompt_text(body))
         with lock:
             key = m.group(1) if m else "?"
             think_calls[key] = think_calls.get(key, 0) + 1
-        return Reply.delayed(1.5, {"tool_calls": [], "result": "considered"})
+        released.wait(180)
+        return Reply.delayed(0.5, {"tool_calls": [], "result": "considered"})
 
     def write_line(body):
         m = re.search(r"ISSUE-\w+-(\d+)", prompt_text(body))
@@ -313,6 +317,7 @@ async def test_the_cluster_s_processes_survive_being_killed_in_turn(bare_server,
                 await asyncio.sleep(0.5)
                 p.start()
                 await p.wait_ready()
+            released.set()
             accepted = await sender
             # A redelivery of every delivery, after all the restarts: no second run anywhere.
             again = [await deliver(hooks, body, headers) for body, headers in deliveries]
@@ -325,6 +330,7 @@ async def test_the_cluster_s_processes_survive_being_killed_in_turn(bare_server,
             codec_url = f"http://127.0.0.1:{c.ports['codec-server']}"
             decoded = await _decode_first_input(bare_server.client, accepted[0]["workflow_id"], codec_url)
         finally:
+            released.set()
             for p in c.procs.values():
                 p.stop()
 

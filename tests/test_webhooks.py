@@ -398,7 +398,7 @@ async def test_openapi_document(server, http):
     assert {"X-Stakeflow-Event", "X-GitHub-Event", "X-Stakeflow-Timestamp"} <= {
         p["name"] for p in deliver["parameters"]
     }
-    assert {"200", "202", "400", "401", "404", "413", "422", "502", "503"} == set(deliver["responses"])
+    assert {"200", "202", "400", "401", "404", "413", "422", "429", "502", "503"} == set(deliver["responses"])
     assert [*_refs(deliver["responses"]["202"])] == ["#/components/schemas/Accepted", "#/components/schemas/Ignored"]
 
 

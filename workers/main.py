@@ -28,10 +28,13 @@ from stakeflow.activities.python_tools import load as load_python_tools
 from stakeflow.activities.tools import ToolActivities
 from stakeflow.config import Settings
 from stakeflow.core.contracts import ROLES, QueueRole
+from stakeflow.core.errors import ConfigError
 from stakeflow.temporal import telemetry
 from stakeflow.temporal.plugin import ActivityHolder, StakeflowPlugin, queue_roles
 from stakeflow.workers.limits import limits_of, worker_kwargs
 from stakeflow.workflows.agent_task import AgentTaskWorkflow
+from stakeflow.workflows.budget_day import BudgetWorkflow
+from stakeflow.workflows.hook_gate import HookGateWorkflow
 from stakeflow.workflows.learn import LearnWorkflow
 from stakeflow.workflows.replay_eval import ReplayEvalWorkflow
 from stakeflow.workflows.shadow import ShadowBudgetWorkflow, ShadowEvalWorkflow
@@ -39,7 +42,15 @@ from stakeflow.workflows.shadow import ShadowBudgetWorkflow, ShadowEvalWorkflow
 log = logging.getLogger("stakeflow.worker")
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=20)
-WORKFLOWS = (AgentTaskWorkflow, ShadowEvalWorkflow, ShadowBudgetWorkflow, ReplayEvalWorkflow, LearnWorkflow)
+WORKFLOWS = (
+    AgentTaskWorkflow,
+    ShadowEvalWorkflow,
+    BudgetWorkflow,
+    ShadowBudgetWorkflow,  # earlier releases' shadow budgets, for the day of an upgrade
+    ReplayEvalWorkflow,
+    LearnWorkflow,
+    HookGateWorkflow,
+)
 
 
 class Holders:
@@ -55,7 +66,9 @@ class Holders:
         self.python = PythonToolbox(load_python_tools(python), settings.tools.python_threads) if python else None
         self.tools = ToolActivities(settings.tools, settings.ledger_dir, mcp=self.mcp, python=self.python)
         self.catalogue = CatalogueActivities(self.mcp, self.python)
-        self.models = ModelActivities(ModelParameters.from_settings(settings))
+        model_params = ModelParameters.from_settings(settings)
+        _check_budget_prices(settings, model_params)
+        self.models = ModelActivities(model_params)
         self.evals = EvalActivities(EvalParameters.from_settings(settings))
         self.learn = LearnActivities(LearnParameters.from_settings(settings))
         self.answers = AnswerCheckActivities()
@@ -68,6 +81,21 @@ class Holders:
         await self.models.close()
         if self.mcp is not None:
             await self.mcp.close()
+
+
+def _check_budget_prices(settings: Settings, params: ModelParameters) -> None:
+    """A frontier budget needs the frontier model's price (a call's worst case is priced): refused at start-up."""
+    b = settings.budgets
+    limits = [b.frontier_usd_per_day, b.run_usd, *(a.usd_per_day for a in settings.agents.values())]
+    limits += [h.usd_per_day for h in settings.hooks.values()]
+    if params.frontier.api_key is None or all(limit is None for limit in limits):
+        return
+    if params.prices.lookup(settings.frontier_model) is None:
+        raise ConfigError(
+            f"frontier budgets are set but the frontier model '{settings.frontier_model}' has no price, so no call's "
+            f'worst case can be priced: add [prices."{settings.frontier_model}"] input_per_mtok and output_per_mtok '
+            f"to {settings.config_path}"
+        )
 
 
 def plugin_for(settings: Settings, holders: Holders) -> StakeflowPlugin:

@@ -104,8 +104,20 @@ class ApprovalGate:
                 f"step {index}: --auto-approve does not cover private data leaving for an open-world tool: it waits "
                 f"for a person (stakeflow approve {workflow.info().workflow_id} {index}, or reject)"
             )
+        return await self._wait_for_decision(index, record, what, calls)
+
+    async def _wait_for_decision(
+        self, index: int, record: StepRecord, what: str, calls: list[ToolCall] | None = None
+    ) -> ApprovalRecord:
+        """Wait for a person's decision on step ``index``, which sees ``what``; the timeout rejects it.
+
+        Without ``calls`` (a frontier call over its budget, before the step has any tool call) the decision is
+        the step's for that wait only: a later wait of the same step (its tool calls) gets its own decision.
+        """
+        policy = self._req.approvals
+        record.needs_approval = True
         self._awaiting[index] = what
-        self._waiting_calls[index] = list(calls)
+        self._waiting_calls[index] = list(calls or [])
         record.status, record.waiting_for = "awaiting_approval", what  # what `run` and `status` show
         self._progress.awaiting_approval = sorted(self._awaiting)
         workflow.upsert_search_attributes([KEYS["awaiting_approval"].value_set(True)])
@@ -129,4 +141,6 @@ class ApprovalGate:
             self._progress.awaiting_approval = sorted(self._awaiting)
             workflow.upsert_search_attributes([KEYS["awaiting_approval"].value_set(bool(self._awaiting))])
         record.status, record.waiting_for = "running", ""  # the decision keeps it (waiting_for)
+        if calls is None:
+            self._decisions.pop(index, None)
         return decision

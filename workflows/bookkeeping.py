@@ -47,12 +47,15 @@ class Bookkeeping:
             sc.STAKES: t.stakes,
             sc.UNPRICED_CALLS: cost.unpriced_calls,
             sc.MODEL_CALLS: calls,
+            sc.DOWNGRADED_BY_BUDGET: self._progress.budget_downgrades,
         }
         if self._progress.replans:
             attributes[sc.REPLANS] = self._progress.replans
         if self._progress.answer_supported is not None:
             attributes[sc.ANSWER_SUPPORTED] = self._progress.answer_supported
             attributes[sc.UNSUPPORTED_CLAIMS] = self._progress.unsupported_claims
+        if cost.budgets:
+            attributes[sc.BUDGETS] = ", ".join(cost.budgets)
         if not calls or cost.unpriced_calls < calls:  # no price at all is no amount, never "$0"
             attributes[sc.COST_USD] = cost.total_usd
             attributes[sc.FRONTIER_EQUIVALENT_USD] = cost.frontier_equivalent_usd

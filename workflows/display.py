@@ -32,7 +32,8 @@ def checklist(progress: Progress, awaiting: dict[int, str], workflow_id: str) ->
         }.get(s.status, "")
         lines.append(f"- [{_MARKS[s.status]}] {s.index}. {s.title}{route}{extra}")
     for index, what in sorted(awaiting.items()):
-        why = progress.steps[index - 1].reason
+        # The plan (0) and the answer (n+1) wait too, for a frontier call over its budget: not in the checklist.
+        why = progress.steps[index - 1].reason if 1 <= index <= len(progress.steps) else what
         lines.append(
             f"\n**Waiting for approval: step {index}** · {what}\nwhy: {why}\n"
             f"`stakeflow approve {workflow_id} {index}` or "

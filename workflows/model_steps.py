@@ -17,6 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from stakeflow.agents.types import ModelCallRequest, ModelCallResult, RouteDecision, Stakes, StepRecord
     from stakeflow.core import errors
     from stakeflow.workflows.bookkeeping import Bookkeeping
+    from stakeflow.workflows.budget_guard import BudgetGuard
     from stakeflow.workflows.calls import call_model
     from stakeflow.workflows.failures import StepFailure, cause_text, error_type, unavailable
     from stakeflow.workflows.quality import QualityLoop
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from stakeflow.agents.types import Progress, Sensitivity, TaskRequest
 
 
-class ModelSteps(Bookkeeping, QualityLoop):
+class ModelSteps(Bookkeeping, QualityLoop, BudgetGuard):
     """Model calls as the stakes policy routes them, retried, escalated or moved as it allows."""
 
     _req: TaskRequest
@@ -53,6 +54,9 @@ class ModelSteps(Bookkeeping, QualityLoop):
                 cause = cause_text(e)
                 kind = error_type(e)
                 record.attempts.append(f"{decision.route}: {cause}")
+                if kind == errors.BUDGET_EXCEEDED:  # nothing was sent: the budget's rule decides
+                    call, decision = await self._over_budget(e, call, decision, record, label)
+                    continue
                 self._count_failed_call(decision.route, e)
                 if unavailable(e, kind) and decision.route == "open":
                     moved, why_not = fallback(decision, self._sensitivity, routing, self._req.queue_prefix)
@@ -80,6 +84,7 @@ class ModelSteps(Bookkeeping, QualityLoop):
                 decision = escalated
                 continue
             record.attempts.append(f"{decision.route}: ok")
+            self._drew_on_budgets(decision)
             self._shadow(call, decision, reply, tool)
             record.usage = record.usage + reply.usage
             self._progress.cost.add(decision.route, reply.cost)
@@ -91,6 +96,7 @@ class ModelSteps(Bookkeeping, QualityLoop):
     async def _model_activity(
         self, call: ModelCallRequest, decision: RouteDecision, label: str, tool: str | None
     ) -> ModelCallResult:
+        call = self._budgeted(call, decision)
         return await call_model(self._req, call, decision, label, tool, private=self._sensitivity == "private")
 
     def _facts(self, tool: str | None, planner_stakes: Stakes, risk=None) -> StepFacts:

@@ -5,8 +5,9 @@ A mixin of AgentTaskWorkflow. The file the plan expected does not exist, the fir
 elsewhere: the plan changes course instead of marching on. A revision is one model call ("replan", routed like
 the plan) whose output replaces the pending steps; the checklist in the Web UI, the progress query and
 ``status`` follow. A step that went well needs no revision, so a run whose steps work costs no extra call. A
-revision that cannot be had (the model fails) keeps the plan as it was. Runs of earlier releases carry
-``RoutingConfig.replan = False``.
+revision that cannot be had (the model fails) keeps the plan as it was, and a run revises at most
+``MAX_REPLANS`` times (a small model that cannot do a step tends to plan the same step again). Runs of earlier
+releases carry ``RoutingConfig.replan = False``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from contextlib import AbstractAsyncContextManager
 
+MAX_REPLANS = 2  # revisions per run (each is a model call, and the steps it adds may fail too)
+
 
 class Replanning(ModelSteps, RunTools):
     """Revising the remaining steps after one that failed."""
@@ -40,6 +43,8 @@ class Replanning(ModelSteps, RunTools):
         record = self._progress.steps[index - 1]
         room = req.max_steps - index
         if not req.routing.replan or record.status != "tool_error" or room <= 0:
+            return steps
+        if self._progress.replans >= MAX_REPLANS:  # a plan revised twice and failing again will not be saved by a third
             return steps
         tools = self._tool_views(self._allowed)
         call = ModelCallRequest(

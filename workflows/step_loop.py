@@ -29,9 +29,10 @@ with workflow.unsafe.imports_passed_through():
 
     from stakeflow.agents import prompts
     from stakeflow.agents.evals import routing_by_agreement
-    from stakeflow.agents.policy import MAX_ROUNDS, decide_route, escalate_stuck
-    from stakeflow.agents.tools import constrained
+    from stakeflow.agents.policy import decide_route, escalate_stuck
+    from stakeflow.agents.tools import constrained, named_files
     from stakeflow.agents.types import (
+        MAX_ROUNDS,
         ModelCallRequest,
         PlannedStep,
         RoundRecord,
@@ -136,8 +137,18 @@ class StepLoop(ModelSteps, RunTools, ApprovalGate):
             system=prompts.with_role(req.instructions, prompts.STEP_SYSTEM),
             prompt="".join(blocks),
             prompt_blocks=prompts.block_ends(blocks),
-            tools=[constrained(spec, req.workspace_paths)] if spec else [],
+            tools=[constrained(spec, self._offered_paths(index, spec))] if spec else [],
         )
+
+    def _offered_paths(self, index: int, spec: ToolSpecView) -> list[str]:
+        """The files a step's file arguments may name: the workspace's, or for the first step of a run whose goal
+        names files (``first_step_reads``, the plan starts by reading them) just those."""
+        req = self._req
+        if index == 1 and req.routing.first_step_reads and spec.file_args:
+            named = named_files(req.goal, req.workspace_paths)
+            if named:
+                return named
+        return req.workspace_paths
 
     async def _rounds(self, index: int, call: ModelCallRequest, state: _StepState, limit: int) -> bool:
         """Rounds until the step is done (True), stuck (False with ``state.stuck``) or stopped by a person or
@@ -199,8 +210,9 @@ class StepLoop(ModelSteps, RunTools, ApprovalGate):
             self._publish()
             return None
         person = egress and req.routing.private_egress == "approve"  # --auto-approve does not decide this one
-        if person and "needs approval" not in record.reason:
-            record.reason += f"; private data to open-world tool {spec.name if spec else '?'}: needs approval"
+        why = f"private data to open-world tool {spec.name if spec else '?'}: needs approval"
+        if person and why not in record.reason:  # said once, however many rounds wait
+            record.reason += f"; {why}"
         if self._needs_approval(state.decision, spec) or person:
             record.approval = await self._await_approval(index, record, calls, exact=egress, private_egress=person)
             otel_trace.get_current_span().set_attributes(

@@ -1,5 +1,6 @@
 """The data that crosses a boundary: workflow input and output (runs.py), activity inputs and outputs
-(calls.py). Import from here: ``from stakeflow.agents.types import TaskRequest``.
+(calls.py), a run's options as a team's own code starts it (starts.py). Import from here:
+``from stakeflow.agents.types import TaskRequest``.
 """
 
 from stakeflow.agents.types.calls import (
@@ -35,6 +36,7 @@ from stakeflow.agents.types.calls import (
     acting_risks,
 )
 from stakeflow.agents.types.runs import (
+    MAX_ROUNDS,
     ApprovalPolicy,
     ApprovalRecord,
     ApprovalRequest,
@@ -52,8 +54,10 @@ from stakeflow.agents.types.runs import (
     ToolsetRequest,
     ToolsetResult,
 )
+from stakeflow.agents.types.starts import MAX_GOAL_BYTES, MAX_STEPS, PreparedRun, RunOptions
 
 __all__ = [
+    "MAX_ROUNDS",
     "RoundTurn",
     "RoundRecord",
     "Route",
@@ -100,4 +104,8 @@ __all__ = [
     "StepRecord",
     "TaskResult",
     "Progress",
+    "MAX_GOAL_BYTES",
+    "MAX_STEPS",
+    "RunOptions",
+    "PreparedRun",
 ]

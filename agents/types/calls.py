@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from stakeflow.agents.budgets import BudgetRef
+
 Route = Literal["open", "frontier"]
 Stakes = Literal["low", "high"]
 StakesOverride = Literal["auto", "low", "high"]
@@ -187,6 +189,7 @@ class CostSummary(BaseModel):
     open_local_calls: int = 0  # open calls priced as a local model
     cache_saved_usd: float = 0.0  # what prompt caches saved (CallCostRecord.cache_saved_usd, summed)
     agreement: str = ""  # the open path's measured agreement, as the run read it ("" = not measured)
+    budgets: list[str] = Field(default_factory=list)  # the frontier budgets its calls drew on (agents/budgets.py)
 
     @property
     def total_usd(self) -> float:
@@ -281,6 +284,10 @@ class ModelCallRequest(BaseModel):
     tool: str = ""  # the step's planned tool (for captures and evaluations)
     capture: bool = False  # keep the whole request and response in the local captures table
     private: bool = False  # the run's data is private at this call (recorded on a capture)
+    # Frontier budgets this call draws on (agents/budgets.py): the call reserves its worst case before it is sent.
+    budgets: list[BudgetRef] = Field(default_factory=list)
+    run_frontier_usd: float = 0.0  # the run's frontier spend before this call (for its run_usd budget)
+    over_budget_approved: bool = False  # a person approved this call past its budget
 
 
 class ModelCallResult(BaseModel):

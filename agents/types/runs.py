@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from stakeflow.agents.budgets import BudgetRef
 from stakeflow.agents.types.calls import (
     CostSummary,
     EgressRule,
@@ -27,6 +28,10 @@ from stakeflow.agents.types.calls import (
     Usage,
     acting_risks,
 )
+
+# Rounds per step, at most, whatever the configuration says: a step's rounds share one history (a run continues
+# as new between steps), so this bounds it.
+MAX_ROUNDS = 10
 
 
 class RoutingConfig(BaseModel):
@@ -152,6 +157,8 @@ class TaskRequest(BaseModel):
     # so a run's history stays small whatever the plan's length.
     steps_per_history: int = 100
     resume: ResumeState | None = None
+    # The frontier budgets its frontier calls draw on (agents/budgets.py); empty in runs started before budgets.
+    budgets: list[BudgetRef] = Field(default_factory=list)
 
 
 class ToolsetRef(BaseModel):
@@ -282,6 +289,7 @@ class Progress(BaseModel):
     replans: int = 0
     answer_supported: bool | None = None  # the answer check's verdict, once the answer was checked
     unsupported_claims: list[str] = Field(default_factory=list)
+    budget_downgrades: int = 0  # model calls a spent frontier budget kept on the open model
 
 
 ResumeState.model_rebuild()

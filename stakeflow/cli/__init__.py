@@ -11,7 +11,8 @@ An entry point: the top floor, which may import anything (README, "Layout"). One
   describes it (it starts MCP servers and loads Python tools the way a worker's activities do);
 * ``learn``: `dataset export`, `evals replay`, `models lora`, `learn`;
 * ``costs``: the trace store's readers (`trace`, `costs`, `sql`, `prices`);
-* ``report``: `report`, the cost-and-quality dashboard as an HTML file.
+* ``report``: `report`, the cost-and-quality dashboard as an HTML file;
+* ``budgets``: `budgets`, the frontier budgets today.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import sys
 import click
 
 from stakeflow.cli.approvals import admin, approve, list_runs, reject
+from stakeflow.cli.budgets import budgets
 from stakeflow.cli.catalogue import agents, evals, tools
 from stakeflow.cli.common import err
 from stakeflow.cli.costs import costs, prices, sql, trace
@@ -64,6 +66,7 @@ for command in (
     costs,
     sql,
     prices,
+    budgets,
     report,
     approve,
     reject,

@@ -6,35 +6,10 @@ what happens when Temporal is unreachable, is in `stakeflow.services.reports`.
 
 from __future__ import annotations
 
-import re
-from datetime import timedelta
-
 import click
 
 from stakeflow.cli.common import current_settings, echo_json, friendly, run_async
-from stakeflow.core.errors import InputError
-from stakeflow.services.reports import open_store, traced_workflow_id
-
-SINCE_RE = re.compile(r"^(\d+)\s*([mhdw])$")
-SINCE_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-MAX_SINCE = timedelta(days=100 * 365)
-
-
-def parse_since(text: str | None) -> timedelta | None:
-    """'7d' -> 7 days; '36h', '30m', '2w'. None or 'all' -> no limit."""
-    if text is None or text == "all":
-        return None
-    m = SINCE_RE.match(text.strip())
-    if not m:
-        raise InputError(f"--since '{text}' is not a duration: use e.g. 30m, 24h, 7d, 2w, or all")
-    too_long = InputError(f"--since '{text}' reaches back more than {MAX_SINCE.days // 365} years: use --since all")
-    try:
-        window = timedelta(**{SINCE_UNITS[m.group(2)]: int(m.group(1))})
-    except OverflowError:  # past timedelta's own range
-        raise too_long from None
-    if window > MAX_SINCE:  # the date arithmetic of every query would overflow
-        raise too_long
-    return window
+from stakeflow.services.reports import cost_review, open_store, parse_since, settle, traced_workflow_id
 
 
 @click.command()
@@ -47,7 +22,9 @@ def trace(run_id: str, as_json: bool) -> None:
 
     settings = current_settings()
     store = open_store(settings)
-    rows = trace_tree(store, run_async(traced_workflow_id(settings, store, run_id)))
+    workflow_id = run_async(traced_workflow_id(settings, store, run_id))
+    run_async(settle(store, workflow_id))  # a run just ended: its last calls' spans
+    rows = trace_tree(store, workflow_id)
     if as_json:
         echo_json(rows)
     else:
@@ -70,19 +47,15 @@ def trace(run_id: str, as_json: bool) -> None:
 @friendly
 def costs(since: str | None, by: str, run_id: str | None, agent: str | None, as_json: bool, as_csv: bool) -> None:
     """Totals and breakdowns, with what the frontier would have cost and what the open model saved."""
-    from stakeflow.traces import cost_report, format_table, to_csv
+    from stakeflow.traces import format_table, to_csv
 
     settings = current_settings()
     window = parse_since(since)
     store = open_store(settings)
     if run_id is not None:
         run_id = run_async(traced_workflow_id(settings, store, run_id))
-    report = cost_report(store, window, by, run_id, settings.frontier_model, agent=agent)
-    from stakeflow.agents.evals import agreement_text
-    from stakeflow.traces import agreement_table
-
-    table = agreement_table(settings.traces_path)
-    report["agreement"] = agreement_text(table.overall, table.since_days)
+        run_async(settle(store, run_id))
+    report = cost_review(settings, store, window, by, run_id, agent)
     if as_json:
         echo_json(report)
         return

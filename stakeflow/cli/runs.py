@@ -10,8 +10,7 @@ import asyncio
 
 import click
 
-from stakeflow.agents.policy import MAX_ROUNDS
-from stakeflow.agents.types import SENSITIVITY_CHOICES, STAKES_CHOICES, Progress, TaskResult
+from stakeflow.agents.types import MAX_ROUNDS, SENSITIVITY_CHOICES, STAKES_CHOICES, Progress, TaskResult
 from stakeflow.cli.common import (
     Failed,
     Unsupported,
@@ -70,6 +69,12 @@ SERVICE_CHECK_SECONDS = 2.0
     help="Rounds per step: model call, its tool calls, the model sees the results (default: the agent's, else [policy] max_rounds).",
 )
 @click.option("--budget-tokens", type=click.IntRange(1), default=None, help="Fail the run past this many tokens.")
+@click.option(
+    "--budget-usd",
+    type=click.FloatRange(0),
+    default=None,
+    help="The most this run may spend on the frontier, in US dollars (its run_usd budget; see `stakeflow budgets`).",
+)
 @click.option("--id", "workflow_id", default=None, help="Workflow id to use (default: task-<random>).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--no-wait", is_flag=True, help="Print the ids and return at once.")
@@ -88,6 +93,7 @@ def run(
     max_steps: int | None,
     max_rounds: int | None,
     budget_tokens: int | None,
+    budget_usd: float | None,
     workflow_id: str | None,
     as_json: bool,
     no_wait: bool,
@@ -109,6 +115,7 @@ def run(
         budget_tokens=budget_tokens,
         auto_approve=auto_approve,
         agent=agent,
+        budget_usd=budget_usd,
     )
     result = run_async(_run(settings, req, workflow_id, as_json, no_wait))
     if strict and result is not None and result.answer_supported is False:

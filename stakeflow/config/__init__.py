@@ -17,6 +17,7 @@ from stakeflow.config._hooks import HookConfig, MissingField, TemplateError, ren
 from stakeflow.config._load import load_settings
 from stakeflow.config._sections import (
     ApprovalsConfig,
+    BudgetsConfig,
     DatasetConfig,
     EvalsConfig,
     HttpGetConfig,
@@ -48,6 +49,7 @@ __all__ = [
     "SERVER_NAME",
     "AgentConfig",
     "ApprovalsConfig",
+    "BudgetsConfig",
     "DatasetConfig",
     "EvalsConfig",
     "HookConfig",

@@ -10,10 +10,11 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from stakeflow.agents.policy import MAX_ROUNDS
-from stakeflow.agents.types import Risk, Sensitivity, StakesOverride
+from stakeflow.agents.budgets import OnExceeded
+from stakeflow.agents.types import MAX_ROUNDS, Risk, Sensitivity, StakesOverride
+from stakeflow.config._sections import usd_limit
 
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 SERVER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
@@ -82,3 +83,10 @@ class AgentConfig(_Section):
     # false: this agent's runs believe no MCP server's annotations (every MCP tool is of the riskiest kind).
     trust_annotations: bool = True
     description: str = ""  # one line for `stakeflow agents`
+    usd_per_day: float | None = None  # this agent's runs' frontier spend per UTC day (agents/budgets.py)
+    on_exceeded: OnExceeded | None = None  # what its usd_per_day does when spent; default: [budgets] on_exceeded
+
+    @field_validator("usd_per_day", mode="before")
+    @classmethod
+    def _limit(cls, value: object) -> object:
+        return usd_limit(value, "[agents.<name>] usd_per_day")

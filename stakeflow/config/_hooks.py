@@ -14,7 +14,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
 
+from stakeflow.agents.budgets import OnExceeded
 from stakeflow.agents.types import Sensitivity, StakesOverride
+from stakeflow.config._sections import usd_limit
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_TIMESTAMP_TOLERANCE_S = 300.0
@@ -125,6 +127,17 @@ class HookConfig(BaseModel):
     timestamp_tolerance_s: float = Field(default=DEFAULT_TIMESTAMP_TOLERANCE_S, gt=0)
     require_timestamp: bool = True
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1)
+    # Storms (a bulk relabel, two bots in a loop, a replayed backlog): a delivery over either limit is answered
+    # 429 with Retry-After and starts nothing. Counted in Temporal, shared by every server process. None = no limit.
+    max_runs_per_minute: int | None = Field(default=None, ge=1)
+    max_concurrent_runs: int | None = Field(default=None, ge=1)
+    usd_per_day: float | None = None  # the frontier spend of this hook's runs per UTC day (agents/budgets.py)
+    on_exceeded: OnExceeded | None = None  # what its usd_per_day does when spent; default: [budgets] on_exceeded
+
+    @field_validator("usd_per_day", mode="before")
+    @classmethod
+    def _limit(cls, value: object) -> object:
+        return usd_limit(value, "[hooks.<name>] usd_per_day")
 
     @field_validator("goal")
     @classmethod

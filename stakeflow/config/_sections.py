@@ -9,10 +9,10 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from stakeflow.agents.policy import MAX_ROUNDS
-from stakeflow.agents.types import Risk, acting_risks
+from stakeflow.agents.budgets import OnExceeded
+from stakeflow.agents.types import MAX_ROUNDS, Risk, acting_risks
 
 
 class _Section(BaseModel):
@@ -113,6 +113,40 @@ class EvalsConfig(_Section):
     max_usd_per_day: float | None = Field(default=None, ge=0)  # shadow spend per UTC day, then no sampling
     judge_model: str | None = None  # default: the frontier model
     capture: bool = False  # keep prompts and outputs in the local evals table (never in spans, never private)
+
+
+def usd_limit(value: object, where: str) -> object:
+    """A dollar limit as stakeflow.toml gives it: a finite number >= 0 (TOML's 5 or 5.0), never text or a bool."""
+    if value is None:
+        return value
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or value != value
+        or value in (float("inf"), -float("inf"))
+    ):
+        raise ValueError(f"{where} must be a number of US dollars, e.g. {where.split()[-1]} = 5.0 (not {value!r})")
+    if value < 0:
+        raise ValueError(
+            f"{where} is {value}: a budget is 0 or more US dollars, e.g. 5.0 (0 keeps every call off the frontier)"
+        )
+    return float(value)
+
+
+class BudgetsConfig(_Section):
+    """``[budgets]``: what the frontier may cost (agents/budgets.py). Each limit is optional; per agent and per hook,
+    ``usd_per_day`` in ``[agents.<name>]`` and ``[hooks.<name>]``; shadow evaluation keeps ``[evals] max_usd_per_day``."""
+
+    frontier_usd_per_day: float | None = None  # all runs together, per UTC day
+    run_usd: float | None = None  # one run (`run --budget-usd` sets it for one run)
+    on_exceeded: OnExceeded = "downgrade"  # what every budget does when spent, unless it says otherwise
+    frontier_on_exceeded: OnExceeded | None = None  # frontier_usd_per_day's own rule
+    run_on_exceeded: OnExceeded | None = None  # run_usd's own rule
+
+    @field_validator("frontier_usd_per_day", "run_usd", mode="before")
+    @classmethod
+    def _limit(cls, value: object, info: ValidationInfo) -> object:
+        return usd_limit(value, f"[budgets] {info.field_name}")
 
 
 class DatasetConfig(_Section):

@@ -19,6 +19,7 @@ from stakeflow.config._catalogue import AgentConfig, McpServerConfig
 from stakeflow.config._hooks import HookConfig
 from stakeflow.config._sections import (
     ApprovalsConfig,
+    BudgetsConfig,
     DatasetConfig,
     EvalsConfig,
     LearnConfig,
@@ -120,6 +121,7 @@ class Settings(BaseSettings):
     learn: LearnConfig = Field(default_factory=LearnConfig)
     agents: dict[str, AgentConfig] = Field(default_factory=dict)  # [agents.<name>]
     workers: WorkersConfig = Field(default_factory=WorkersConfig)  # [workers], [workers.<role>]
+    budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)  # [budgets]: frontier spend (agents/budgets.py)
 
     traces: Path | None = None  # the DuckDB trace file; default $STAKEFLOW_HOME/traces.duckdb
     trace_content: bool = False  # record prompts and completions in spans (STAKEFLOW_TRACE_CONTENT=1)

@@ -25,7 +25,13 @@ DESCRIBE_TOOLS = "describe_tools"  # an MCP server's or the Python tools' catalo
 CHECK_ANSWER = "check_answer"  # the answer's figures against what the run observed (agents/claims.py)
 # Shadow evaluation (agents/evals.py): a run starts one ShadowEvalWorkflow per sampled open call.
 SHADOW_WORKFLOW = "ShadowEvalWorkflow"
-BUDGET_WORKFLOW = "ShadowBudgetWorkflow"  # one per day: the shadow spend against [evals] max_usd_per_day
+# Budgets (agents/budgets.py): one BudgetWorkflow per budget and UTC day, the shadow spend's among them.
+BUDGET_WORKFLOW = "BudgetWorkflow"
+SHADOW_BUDGET_WORKFLOW = "ShadowBudgetWorkflow"  # earlier releases' shadow budget: kept for the days in flight
+BUDGET_QUERY = "budget"
+# Webhook storms: one HookGateWorkflow per hook admits deliveries ([hooks.<name>] max_runs_per_minute, ...).
+HOOK_GATE_WORKFLOW = "HookGateWorkflow"
+ADMIT_UPDATE = "admit"
 RESERVE_UPDATE = "reserve"
 SETTLE_UPDATE = "settle"
 RESERVE_SHADOW_BUDGET = "reserve_shadow_budget"
@@ -41,6 +47,9 @@ TRAIN_ADAPTER = "train_adapter"  # on the train queue, where the GPU is
 LOAD_ADAPTER = "load_adapter"  # on the open queue, next to vLLM
 UNLOAD_ADAPTER = "unload_adapter"
 PROMOTE_ADAPTER = "promote_adapter"
+# A team's own workflow starting a run (stakeflow.workflow.run_agent): the request is built and checked by this
+# activity on the team's own queue, so its name is stakeflow's beside the team's activity names.
+PREPARE_RUN = "stakeflow.prepare_run"
 
 # --- public values -----------------------------------------------------------------------------
 # With payload encryption on (stakeflow/temporal/codec.py) every payload is sealed, memo values too. A value

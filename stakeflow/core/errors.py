@@ -29,6 +29,18 @@ class ToolError(StakeflowError):
     """A tool refused or failed; the message says why (bad path, host not allowed, ...)."""
 
 
+class RunFailed(StakeflowError):
+    """A run ended without a result (failed, canceled, terminated, timed out); the message says which step failed
+    and why, ``status`` which way it ended. Raised where runs are awaited (the CLI, the Python client)."""
+
+    def __init__(self, message: str, status: str = "failed") -> None:
+        super().__init__(message)
+        self.status = status
+
+    def __reduce__(self) -> tuple[type["RunFailed"], tuple[str, str]]:  # pickled with its status, not without
+        return (type(self), (str(self), self.status))
+
+
 # ApplicationError type names: activities raise them, workflows and retry policies match on them, and both
 # use these names (a string typed again on one side only would let a retry policy miss what it meant to stop).
 MODEL_OUTPUT_INVALID = "ModelOutputInvalid"
@@ -38,11 +50,14 @@ MODEL_UNAVAILABLE = "ModelUnavailable"
 TOOL_FAILED = "ToolFailed"
 TOOL_SERVER_UNAVAILABLE = "ToolServerUnavailable"
 TASK_INVALID = "TaskInvalid"
+# Temporal's own type for an activity no function on the worker has (stakeflow.workflow.run_agent matches it).
+ACTIVITY_NOT_REGISTERED = "NotFoundError"
 STEP_FAILED = "StepFailed"
 TRAINER_FAILED = "TrainerFailed"
 ADAPTER_REFUSED = "AdapterRefused"
 NOT_ENOUGH_DATA = "NotEnoughData"
 LEARN_FAILED = "LearnFailed"
+BUDGET_EXCEEDED = "BudgetExceeded"
 
 # The registry: every type, whether a retry can help, and what it means. Non-retryable ones fail the activity (or
 # the workflow) at once; the others are left to Temporal's retry policy.
@@ -54,12 +69,17 @@ ERROR_TYPES: dict[str, tuple[bool, str]] = {  # type -> (non-retryable, meaning)
     TOOL_FAILED: (True, "a tool failed in a way no retry fixes (a call that may have acted, a broken ledger)"),
     TOOL_SERVER_UNAVAILABLE: (False, "an MCP server could not be reached (retried)"),
     TASK_INVALID: (True, "the run's request cannot run (an empty goal, no workspace for file tools)"),
+    ACTIVITY_NOT_REGISTERED: (True, "Temporal's: the worker has no such activity (a team's worker without it)"),
     STEP_FAILED: (True, "a step failed and the run cannot go on"),
     TRAINER_FAILED: (True, "the learn loop's trainer failed (the last lines of its log)"),
     ADAPTER_REFUSED: (True, "vLLM refused to load the adapter"),
     NOT_ENOUGH_DATA: (True, "too few examples to train and judge an adapter"),
     LEARN_FAILED: (True, "a learn loop stage failed"),
+    BUDGET_EXCEEDED: (
+        True,
+        "a frontier budget would be exceeded: nothing was sent (the run downgrades, waits or fails)",
+    ),
 }
 NON_RETRYABLE: tuple[str, ...] = tuple(t for t, (final, _) in ERROR_TYPES.items() if final)
 # What a model call's retry policy does not retry (MODEL_OUTPUT_INVALID: the workflow re-asks or escalates).
-NON_RETRYABLE_MODEL_ERRORS = [MODEL_OUTPUT_INVALID, MODEL_AUTH, MODEL_REQUEST_REJECTED]
+NON_RETRYABLE_MODEL_ERRORS = [MODEL_OUTPUT_INVALID, MODEL_AUTH, MODEL_REQUEST_REJECTED, BUDGET_EXCEEDED]

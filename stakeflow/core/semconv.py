@@ -57,3 +57,7 @@ UNSUPPORTED_CLAIMS = "stakeflow.unsupported_claims"  # the figures and quotation
 REPLANS = "stakeflow.replans"
 MODEL_CALLS = "stakeflow.model_calls"  # run span: every model call of the run (failed attempts included)
 UNPRICED_CALLS = "stakeflow.unpriced_calls"  # calls without a price: the run's cost is a lower bound, never "$0"
+DOWNGRADED_BY_BUDGET = "stakeflow.downgraded_by_budget"  # run span: model calls a spent frontier budget kept open
+BUDGETS = "stakeflow.budgets"  # run span: the frontier budgets its calls drew on
+# step span: the budget that downgraded its model call to the open model (its reason says "downgraded: frontier budget")
+BUDGET_DOWNGRADED = "stakeflow.budget.downgraded"

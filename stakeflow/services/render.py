@@ -229,6 +229,15 @@ def progress_lines(p: Progress, workflow_id: str) -> list[str]:
     for s in p.steps:
         waiting = s.index in p.awaiting_approval
         lines += waiting_lines(s, p.total_steps, workflow_id) if waiting else [step_line(s, p.total_steps)]
+    listed = {s.index for s in p.steps}
+    for index in p.awaiting_approval:  # the plan (0) or the answer: a frontier call over its budget waits
+        if index not in listed:
+            what = "plan" if index == 0 else "answer"
+            lines += [
+                f"  {what} waits for approval: a frontier call over its budget (see the notices)",
+                f"      approve: stakeflow approve {workflow_id} {index}",
+                f'      reject:  stakeflow reject {workflow_id} {index} --note "why"',
+            ]
     lines += [f"  notice: {n}" for n in p.notices]
     if p.error:
         lines.append(f"  error: {p.error}")

@@ -16,7 +16,9 @@ exactly as the trace store records them, so the two never disagree.
 - ``stakeflow_model_tokens{route,model,kind=input|output}``;
 - ``stakeflow_escalations{route}``: steps escalated from the open model to the frontier (counted by
   the workflow worker, which ends step spans);
-- ``stakeflow_runs{status}``: runs ended (also the workflow worker's).
+- ``stakeflow_runs{status}``: runs ended (also the workflow worker's);
+- ``stakeflow_budget_downgrades{budget}``: steps whose frontier call a spent budget kept on the open model
+  (the workflow worker's; agents/budgets.py).
 
 Each process counts what it did: the open worker its open calls, the frontier worker its frontier
 calls; Prometheus sums the pods. A workflow task that did not complete and runs again live ends its
@@ -65,14 +67,20 @@ class SpanMetrics(SpanProcessor):
         self._tokens = meter.create_counter("stakeflow_model_tokens", "tokens of model calls", "1")
         self._escalations = meter.create_counter("stakeflow_escalations", "steps escalated to the frontier", "1")
         self._runs = meter.create_counter("stakeflow_runs", "runs ended", "1")
+        self._downgrades = meter.create_counter(
+            "stakeflow_budget_downgrades", "steps a spent frontier budget kept on the open model", "1"
+        )
 
     def on_end(self, span: ReadableSpan) -> None:
         attrs = span.attributes or {}
         try:
             if attrs.get(sc.GEN_AI_OPERATION) == "chat":
                 self._call(attrs)
-            elif span.name == sc.SPAN_STEP and attrs.get(sc.ESCALATED):
-                self._escalations.add(1, {"route": str(attrs.get(sc.ROUTE, ""))})
+            elif span.name == sc.SPAN_STEP:
+                if attrs.get(sc.ESCALATED):
+                    self._escalations.add(1, {"route": str(attrs.get(sc.ROUTE, ""))})
+                if attrs.get(sc.BUDGET_DOWNGRADED):
+                    self._downgrades.add(1, {"budget": str(attrs[sc.BUDGET_DOWNGRADED])})
             elif span.name == sc.SPAN_RUN:
                 self._runs.add(1, {"status": str(attrs.get(sc.STATUS, "unknown"))})
         except Exception:  # a metric must never fail the work it measures

@@ -31,6 +31,9 @@ MCP server's own queue, a tools queue) also gets that role's workflows and activ
 which of its activities serve which role (``ActivityHolder.activities``), so nothing outside the holder decides.
 A worker on any other queue gets only what every worker gets. `stakeflow worker` (``workers.main``) builds its
 holders and passes them here; ``connect`` uses the plugin without any.
+
+``activities`` go to every worker, whatever its queue: the Python client (``stakeflow.client.plugin``) gives the
+activity that ``stakeflow.workflow.run_agent`` calls on a team's own queue to build and check a run's request.
 """
 
 from __future__ import annotations
@@ -85,6 +88,7 @@ class StakeflowPlugin(SimplePlugin):
         *,
         holders: Sequence[ActivityHolder] = (),
         workflows: Sequence[type] = (),
+        activities: Sequence[Callable[..., Any]] = (),
     ) -> None:
         self._otel = OpenTelemetryPlugin()
         self._roles = queue_roles(settings)
@@ -92,7 +96,12 @@ class StakeflowPlugin(SimplePlugin):
         self._workflows = tuple(workflows)
         self._sandboxed = settings.workers.workflow_sandbox
         self._said_untraced = False
-        super().__init__("StakeflowPlugin", data_converter=data_converter(settings), workflow_runner=with_passthrough)
+        super().__init__(
+            "StakeflowPlugin",
+            data_converter=data_converter(settings),
+            workflow_runner=with_passthrough,
+            activities=list(activities) or None,  # on every worker, whatever its queue
+        )
 
     def configure_client(self, config: ClientConfig) -> ClientConfig:
         config = super().configure_client(config)

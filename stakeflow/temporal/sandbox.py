@@ -9,6 +9,7 @@ Passed through here, so imported once per process:
 
 - ``workflows``: decides only, never does I/O (no clock, random, network or files: STYLE.md); no module
   keeps state a run could change (constants, pure functions, the workflow classes).
+- ``stakeflow.workflow``: ``run_agent``, what a team's own workflow calls to run an agent (the same rules).
 - ``agents`` and ``stakeflow.core``: prompts, types, the stakes policy, contracts, errors, billing, semantic
   conventions: pure data and pure functions, already passed through by every import in ``workflows/``.
 
@@ -25,7 +26,7 @@ import dataclasses
 from temporalio.worker import UnsandboxedWorkflowRunner, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-PASSED_THROUGH = ("stakeflow.workflows", "stakeflow.agents", "stakeflow.core")
+PASSED_THROUGH = ("stakeflow.workflows", "stakeflow.workflow", "stakeflow.agents", "stakeflow.core")
 
 
 def with_passthrough(runner: WorkflowRunner | None) -> WorkflowRunner:

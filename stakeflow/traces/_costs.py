@@ -96,6 +96,7 @@ def cost_report(
         )[0]
         shadow = one_row(con, f"WITH {calls} SELECT count(*), sum(cost_usd) FROM calls WHERE source = 'shadow'", params)
         rows = _fetch_dicts(con, _breakdown_sql(calls, by, limit), params)
+        downgraded = _budget_downgrades(con, since, now, run_id, agent)
     report: dict[str, Any] = {
         "by": by,
         "since": since.total_seconds() if since is not None else None,
@@ -110,6 +111,7 @@ def cost_report(
         **{k: total[k] or 0 for k in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")},
         "shadow_calls": shadow[0],
         "shadow_usd": money(shadow[1]) or 0.0,
+        "downgraded_by_budget": downgraded,
     }
     report["rows"] = [_report_row(by, row) for row in rows]
     return report
@@ -132,6 +134,10 @@ def summary_line(report: dict[str, Any]) -> str:
     if report.get("shadow_calls"):
         line += (
             f"\nshadow evaluation ${report['shadow_usd']:.4f} ({report['shadow_calls']} calls, not in the total above)"
+        )
+    if report.get("downgraded_by_budget"):
+        line += (
+            f"\n{report['downgraded_by_budget']} model calls downgraded to the open model by a spent frontier budget"
         )
     return line + (warning if report["unpriced_calls"] else "")
 
@@ -213,6 +219,27 @@ def _calls(
         filters.append("agent = ?")
         params.append(agent)
     return f"calls AS (SELECT * FROM spans WHERE {' AND '.join(filters)})", params
+
+
+def _budget_downgrades(
+    con: duckdb.DuckDBPyConnection, since: timedelta | None, now: datetime | None, run_id: str | None, agent: str | None
+) -> int:
+    """Model calls a spent frontier budget kept on the open model, over the runs that started in the window (the
+    ``runs`` view's ``downgraded_by_budget``)."""
+    filters: list[str] = ["TRUE"]
+    params: list[Any] = []
+    start = window_start(since, now)
+    if start is not None:
+        filters.append("started_at >= ?")
+        params.append(start)
+    if run_id is not None:
+        filters.append("run_id = ?")
+        params.append(run_id)
+    if agent is not None:
+        filters.append("agent = ?")
+        params.append(agent)
+    where = " AND ".join(filters)
+    return int(one_row(con, f"SELECT coalesce(sum(downgraded_by_budget), 0) FROM runs WHERE {where}", params)[0])
 
 
 def _plain(key: Any) -> Any:

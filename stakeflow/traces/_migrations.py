@@ -391,6 +391,26 @@ def _labels(con: duckdb.DuckDBPyConnection) -> None:
 _RUNS_VIEW_7 = _RUNS_VIEW_4.replace(
     "            AS unpriced_calls\n    FROM spans\n    WHERE name = 'stakeflow.run'",
     "            AS unpriced_calls,\n"
+    "        arg_max(TRY_CAST(json_extract_string(attributes, '$.\"stakeflow.downgraded_by_budget\"') AS INTEGER),"
+    " end_time)\n            AS downgraded_by_budget\n    FROM spans\n    WHERE name = 'stakeflow.run'",
+    1,
+).replace(
+    "r.steps, r.open_steps, r.frontier_steps, r.escalations,",
+    "r.steps, r.open_steps, r.frontier_steps, r.escalations, coalesce(r.downgraded_by_budget, 0) AS downgraded_by_budget,",
+    1,
+)
+
+
+@migration(7, "frontier budget downgrades in the runs view")
+def _budget_downgrades(con: duckdb.DuckDBPyConnection) -> None:
+    """Frontier budgets (issue 24): how many of each run's model calls a spent budget kept on the open model, from
+    the run span's ``stakeflow.downgraded_by_budget`` (0 for runs before budgets)."""
+    con.execute(_RUNS_VIEW_7)
+
+
+_RUNS_VIEW_8 = _RUNS_VIEW_7.replace(
+    " end_time)\n            AS downgraded_by_budget\n    FROM spans\n    WHERE name = 'stakeflow.run'",
+    " end_time)\n            AS downgraded_by_budget,\n"
     "        arg_max(TRY_CAST(json_extract_string(attributes, '$.\"stakeflow.answer_supported\"') AS BOOLEAN), end_time)\n"
     "            AS answer_supported,\n"
     "        arg_max(json_extract(attributes, '$.\"stakeflow.unsupported_claims\"'), end_time) AS unsupported_claims,\n"
@@ -398,14 +418,14 @@ _RUNS_VIEW_7 = _RUNS_VIEW_4.replace(
     "            AS replans\n    FROM spans\n    WHERE name = 'stakeflow.run'",
     1,
 ).replace(
-    "r.steps, r.open_steps, r.frontier_steps, r.escalations,",
-    "r.steps, r.open_steps, r.frontier_steps, r.escalations, r.answer_supported, r.unsupported_claims, r.replans,",
+    "coalesce(r.downgraded_by_budget, 0) AS downgraded_by_budget,",
+    "coalesce(r.downgraded_by_budget, 0) AS downgraded_by_budget, r.answer_supported, r.unsupported_claims, r.replans,",
     1,
 )
 
 
-@migration(7, "the answer check and replans in the runs view")
+@migration(8, "the answer check and replans in the runs view")
 def _answer_check(con: duckdb.DuckDBPyConnection) -> None:
-    """The agent loop: whether each run's answer was supported by what it observed (NULL: not checked, as runs
-    before it), the claims that were not, and how often its plan was revised — read from the run span."""
-    con.execute(_RUNS_VIEW_7)
+    """The agent loop (issue 22): whether each run's answer was supported by what it observed (NULL: not checked, as
+    runs before it), the claims that were not, and how often its plan was revised — read from the run span."""
+    con.execute(_RUNS_VIEW_8)

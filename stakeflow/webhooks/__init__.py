@@ -26,7 +26,10 @@ their hook is meant for.
    nothing: a 2xx, so the sender neither retries it nor marks the hook as failing;
 7. every template field is in the payload (422 naming the field), and the request is valid (422: an
    unknown tool, or an ``agent`` `runs.build_request` does not know);
-8. Temporal is reachable (503 with Retry-After).
+8. Temporal is reachable (503 with Retry-After);
+9. the hook's storm limits, ``max_runs_per_minute`` and ``max_concurrent_runs``, admit the run (429 with
+   Retry-After and the reason; nothing starts and no seal is claimed, so a redelivery later starts it once;
+   a redelivery of a run that exists passes, and is answered as the duplicate it is). See ``gate``.
 
 The workflow id is ``hook-<name>-<delivery>``, where <delivery> is ``X-Stakeflow-Delivery`` or
 ``X-GitHub-Delivery`` when it is at most 80 characters of ``[A-Za-z0-9._-]``, else
@@ -61,7 +64,8 @@ workflow input, a log line or a response. Logs carry the request id and delivery
 One module per job (the ``[hooks.<name>]`` table and its goal template are configuration, in
 ``stakeflow.config``): ``signatures`` (HMAC verification, timestamps, delivery ids, seal ids: pure functions), ``filters`` (ping, events and
 actions: pure functions), ``payload`` (JSON parsing with a nesting limit), ``refused`` (error answers),
-``temporal`` (the server's Temporal client, seals, the start of a delivery's run), ``app`` (the
+``temporal`` (the server's Temporal client, seals, the start of a delivery's run), ``gate`` (storm limits,
+counted by a ``HookGateWorkflow`` per hook), ``app`` (the
 Starlette app and its routes), ``dashboard`` (``/dashboard``: sign-in and the page), ``openapi`` (the
 document at ``/openapi.json``).
 """

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 import os
 import time
 import uuid
@@ -30,14 +31,14 @@ from stakeflow.core.contracts import PROGRESS_QUERY
 from stakeflow.core.errors import InputError, ServiceError
 from stakeflow.services import runs
 from stakeflow.services.render import run_dict
-from stakeflow.webhooks import dashboard
+from stakeflow.webhooks import dashboard, gate
 from stakeflow.webhooks.context import Context, read_body
 from stakeflow.webhooks.filters import event_of, ignored_because, is_ping
 from stakeflow.webhooks.openapi import OPENAPI
 from stakeflow.webhooks.payload import parse_payload
 from stakeflow.webhooks.refused import Refused, unavailable
 from stakeflow.webhooks.signatures import delivery_id, seal_id_for, verify_signature, workflow_id_for
-from stakeflow.webhooks.temporal import Seal, TemporalLink, is_unavailable, start_delivery
+from stakeflow.webhooks.temporal import Seal, TemporalLink, is_unavailable, run_exists, start_delivery
 
 log = logging.getLogger("stakeflow.webhooks")
 
@@ -172,6 +173,7 @@ async def _deliver(ctx: Context, request: Request, note: dict[str, Any]) -> Resp
     )
     client = await ctx.temporal.client()
     try:
+        await _admitted(ctx, client, name, workflow_id)  # before the seal: a refused delivery claims nothing
         started = await start_delivery(client, ctx.settings, req, workflow_id, seal)
     except RPCError as e:
         if is_unavailable(e):
@@ -190,6 +192,16 @@ async def _deliver(ctx: Context, request: Request, note: dict[str, Any]) -> Resp
         },
         202,
     )
+
+
+async def _admitted(ctx: Context, client: Client, name: str, workflow_id: str) -> None:
+    """Refused(429, with Retry-After) when the hook's storm limits hold this delivery back; a redelivery of a
+    run that exists is let through (Temporal then answers it as the duplicate it is)."""
+    admission = await gate.admit(client, ctx.settings, name, ctx.settings.hooks[name], workflow_id)
+    if admission.admitted or await run_exists(client, workflow_id):
+        return
+    wait = max(1, math.ceil(admission.retry_after_s))
+    raise Refused(429, f"{admission.reason}: nothing started; deliver it again in {wait} s", {"Retry-After": str(wait)})
 
 
 def _check_token(ctx: Context, request: Request) -> None:

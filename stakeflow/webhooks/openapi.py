@@ -110,6 +110,9 @@ OPENAPI: dict[str, Any] = {
                         "(an unknown tool or agent)"
                     ),
                     "502": _err("Temporal refused the start"),
+                    "429": _err(
+                        "Over the hook's max_runs_per_minute or max_concurrent_runs: nothing started", retry_after=True
+                    ),
                     "503": _err("Temporal unreachable, or the hook's secret is not configured", retry_after=True),
                 },
             }

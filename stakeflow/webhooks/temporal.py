@@ -175,3 +175,8 @@ async def _run_id(client: Client, workflow_id: str) -> str:
         if e.status == RPCStatusCode.NOT_FOUND:
             return ""
         raise
+
+
+async def run_exists(client: Client, workflow_id: str) -> bool:
+    """True when a run under ``workflow_id`` was started (running or ended)."""
+    return bool(await _run_id(client, workflow_id))

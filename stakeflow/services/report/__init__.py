@@ -26,9 +26,12 @@ __all__ = ["Budget", "ReportData", "RoutingRule", "build_report", "gather", "ren
 
 def build_report(settings: Settings, since: timedelta | None, agent: str | None = None) -> str:
     """The page for the configured trace store: what `stakeflow report` writes and `/dashboard` serves."""
+    from stakeflow.services.budgets import report_budgets
     from stakeflow.services.evals import routing
     from stakeflow.services.reports import open_store
 
     store = open_store(settings)
-    data = gather(store, since, agent, routing_rules=routing(settings), ui_url=settings.ui_url)
+    items = report_budgets(settings)  # as `stakeflow budgets --json` lists them
+    budgets = None if items is None else [Budget.from_json(item) for item in items]
+    data = gather(store, since, agent, routing_rules=routing(settings), ui_url=settings.ui_url, budgets=budgets)
     return render_page(data)

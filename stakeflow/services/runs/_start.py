@@ -22,9 +22,10 @@ from temporalio.client import (
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
-from stakeflow.agents.policy import MAX_ROUNDS
+from stakeflow.agents.budgets import GLOBAL_BUDGET, RUN_BUDGET, BudgetRef, agent_budget, hook_budget
 from stakeflow.agents.tools import CATALOGUE
 from stakeflow.agents.types import (
+    MAX_ROUNDS,
     SENSITIVITY_CHOICES,
     STAKES_CHOICES,
     ApprovalPolicy,
@@ -41,19 +42,11 @@ from stakeflow.core.contracts import (
     QueueRole,
     queue_name,
 )
-from stakeflow.core.errors import InputError
+from stakeflow.core.errors import InputError, RunFailed
 from stakeflow.services.runs._find import failure_status, failure_text
 from stakeflow.stores.promotions import learn_dir, promoted_model
 
 RUN_TIMEOUT_HINT = "see `stakeflow status RUN_ID`"
-
-
-class RunFailed(Exception):
-    """A run ended without a result; the message says which step failed and why."""
-
-    def __init__(self, message: str, status: str = "failed") -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def routing_config(settings: Settings) -> RoutingConfig:
@@ -111,11 +104,13 @@ def build_request(
     budget_tokens: int | None = None,
     auto_approve: bool = False,
     agent: str | None = None,
+    budget_usd: float | None = None,
 ) -> TaskRequest:
     """A validated TaskRequest; InputError naming the fix for anything wrong.
 
     With ``agent``, its configuration fills in what the caller did not say (stakes, sensitivity, tools,
-    max steps, budget, open model); what the caller says wins.
+    max steps, budget, open model); what the caller says wins. ``budget_usd`` is the run's ``run_usd`` (the
+    frontier spend it may make), over ``[budgets] run_usd``.
     """
     named = agent_config(settings, agent)
     if named is not None:
@@ -181,12 +176,54 @@ def build_request(
         approvals=ApprovalPolicy(
             risks=settings.approvals.risks, timeout_s=settings.approvals.timeout_s, auto_approve=auto_approve
         ),
+        budgets=budget_refs(settings, agent, source, budget_usd),
     )
 
 
 def distrust_of(named: AgentConfig | None, agent: str | None) -> str:
     """Why the agent's runs believe no MCP server's annotations (``trust_annotations = false``), or ""."""
     return f"agent {agent}: trust_annotations = false" if named is not None and not named.trust_annotations else ""
+
+
+def budget_refs(settings: Settings, agent: str | None, source: str, budget_usd: float | None = None) -> list[BudgetRef]:
+    """The frontier budgets a run's frontier calls draw on (agents/budgets.py): the day's for all runs, its agent's
+    and its hook's, and its own ``run_usd``; each with what it does when spent."""
+    b = settings.budgets
+    refs: list[BudgetRef] = []
+    if b.frontier_usd_per_day is not None:
+        refs.append(
+            BudgetRef(
+                name=GLOBAL_BUDGET,
+                limit_usd=b.frontier_usd_per_day,
+                on_exceeded=b.frontier_on_exceeded or b.on_exceeded,
+            )
+        )
+    named = settings.agents.get(agent) if agent else None
+    if named is not None and named.usd_per_day is not None:
+        refs.append(
+            BudgetRef(
+                name=agent_budget(agent or ""),
+                limit_usd=named.usd_per_day,
+                on_exceeded=named.on_exceeded or b.on_exceeded,
+            )
+        )
+    hook = settings.hooks.get(source)
+    if hook is not None and hook.usd_per_day is not None:
+        refs.append(
+            BudgetRef(
+                name=hook_budget(source), limit_usd=hook.usd_per_day, on_exceeded=hook.on_exceeded or b.on_exceeded
+            )
+        )
+    if budget_usd is not None and (budget_usd != budget_usd or budget_usd < 0):
+        raise InputError(
+            f"--budget-usd {budget_usd}: give the run's frontier spend limit in US dollars, e.g. --budget-usd 0.50"
+        )
+    run_usd = budget_usd if budget_usd is not None else b.run_usd
+    if run_usd is not None:
+        refs.append(
+            BudgetRef(name=RUN_BUDGET, limit_usd=run_usd, on_exceeded=b.run_on_exceeded or b.on_exceeded, scope="run")
+        )
+    return refs
 
 
 def _private(view: ToolSpecView, settings: Settings) -> ToolSpecView:
