@@ -38,7 +38,7 @@ from pydantic_ai.tools import GenerateToolJsonSchema, ToolDefinition
 
 from stakeflow.activities.model_messages import OUTPUT_TOOL
 from stakeflow.activities.model_outputs import MAX_CALLS_PER_STEP, plan_output_model, step_output_model
-from stakeflow.agents.types import Dialect, JudgeVerdict, ModelCallRequest, Route
+from stakeflow.agents.types import Dialect, JudgeVerdict, ModelCallRequest, Route, ToolSpecView
 
 MAX_SHAPES = 512
 _DEFAULT_TOOL_DESCRIPTION = "The final response which ends this conversation"  # pydantic-ai's, for a model without one
@@ -59,14 +59,16 @@ class RequestShape:
 def shape_key(req: ModelCallRequest, model_name: str, dialect: Dialect) -> tuple:
     """What a call's shape depends on (not the prompt, not the system prompt, not the per-call token limit)."""
     shape: tuple = ()
-    if req.purpose in ("plan", "replan", "step"):
-        tools = tuple((t.name, t.description, json.dumps(t.args_schema, sort_keys=True)) for t in req.tools)
-        shape = (
-            (tools, req.max_steps, tuple(req.first_step_tools))
-            if req.purpose != "step"
-            else (tools, req.require_tool_call)
-        )
+    if req.purpose in ("plan", "replan"):
+        shape = (_described(req.tools), req.max_steps, tuple(req.first_step_tools))
+    elif req.purpose == "step":
+        shared = _described(req.shared_tools) if req.endpoint.route == "frontier" else ()  # the open route ignores it
+        shape = (_described(req.tools), req.require_tool_call, shared)
     return (req.endpoint.route, model_name, dialect, req.purpose, shape)
+
+
+def _described(tools: list[ToolSpecView]) -> tuple:
+    return tuple((t.name, t.description, json.dumps(t.args_schema, sort_keys=True)) for t in tools)
 
 
 def build_shape(req: ModelCallRequest, dialect: Dialect) -> RequestShape:
@@ -120,11 +122,12 @@ def _frontier_settings(req: ModelCallRequest) -> AnthropicModelSettings:
 
 
 def _frontier_schema(req: ModelCallRequest, output: type[BaseModel]) -> type[BaseModel]:
-    """The output tool's schema on the frontier: a step's is the same in every round, its first round's required
-    call checked by validation alone (``output``, the same message). Anthropic caches the tools first: a schema
-    that changed between rounds would leave the next round nothing to read."""
+    """The output tool's schema on the frontier: a step's is the same in every round and, with ``shared_tools``, in
+    every step of the run that has a tool; its first round's required call and its own tool are checked by
+    validation alone (``output``: a call of another step's tool is invalid output). Anthropic caches the tools
+    first: a schema that changed between rounds or steps would leave the next call nothing to read."""
     if req.purpose == "step" and req.tools:
-        return step_output_model(req.tools, min_calls=0, say_empty=False)
+        return step_output_model(req.shared_tools or req.tools, min_calls=0, say_empty=False)
     return output
 
 

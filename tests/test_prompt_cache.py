@@ -30,7 +30,7 @@ from stakeflow.agents.types import (
 )
 from stakeflow.config import Settings
 from tests.agent_script import agent, call, plan
-from tests.fakes import FakeAnthropicServer, PromptCache
+from tests.fakes import FakeAnthropicServer, PromptCache, purpose_of
 from tests.test_agent_loop import BAD_QUERY, GOAL, GOOD_QUERY
 from tests.test_workflow import open_fake, run_task, settings_for, workspace  # noqa: F401
 
@@ -227,3 +227,62 @@ async def test_a_frontier_run_reads_its_cache_and_its_bill_says_so(client, tmp_p
     assert result.usage.cache_read_tokens == sum(e["cache_read_input_tokens"] for e in log)
     assert result.cost.cache_saved_usd > 0
     assert f"cache saved ${result.cost.cache_saved_usd:.4f}" in cost_line(result.cost)
+
+
+async def test_every_step_of_a_frontier_run_sends_one_schema_so_the_next_step_reads_the_last(
+    client, tmp_path, open_fake, workspace
+):
+    """Steps with different tools: each sends the plan's tools as one output-tool schema (the tools come first in
+    Anthropic's cache), so step 2 reads the prefix step 1 wrote instead of writing it all again."""
+    with FakeAnthropicServer(cache=PromptCache(min_tokens=256)) as frontier:
+        frontier.script(
+            agent(
+                plan(("Read the sales", "read_file", "high"), ("Sum the revenue", "sql_query", "high")),
+                {1: call("read_file", path="sales.csv"), 2: call("sql_query", query=GOOD_QUERY)},
+                answer="16330",
+            )
+        )
+        open_fake.script(agent(None, {}, answer="16330"))
+        settings = settings_for(tmp_path, open_fake, frontier, frontier_model="claude-sonnet-4-6")
+        result = await run_task(client, settings, GOAL, workspace=workspace, stakes="high")
+        steps = [
+            (c.body, e) for c, e in zip(frontier.calls, frontier.cache.log, strict=True) if purpose_of(c.body) == "step"
+        ]
+    assert result.status == "completed" and [s.status for s in result.steps] == ["ok", "ok"]
+    (one, one_cache), (two, two_cache) = steps
+    assert one["tools"] == two["tools"]
+    assert {v["properties"]["tool"]["const"] for v in _call_variants(two["tools"][0])} == {"read_file", "sql_query"}
+    assert one_cache["cache_creation_input_tokens"] > 0
+    assert two_cache["cache_read_input_tokens"] > 0
+
+
+def _call_variants(tool: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tool-call shapes an output tool's schema offers (its tool_calls items, resolved through $defs)."""
+    schema = tool["input_schema"]
+    items = schema["properties"]["tool_calls"]["items"]
+    refs = items.get("anyOf") or items.get("oneOf") or [items]
+    return [schema["$defs"][r["$ref"].rsplit("/", 1)[-1]] if "$ref" in r else r for r in refs]
+
+
+async def test_a_frontier_step_that_calls_another_steps_tool_is_invalid_output(tmp_path: Path):
+    """The shared schema offers every tool of the plan; the step's own tool is still the only one it may call."""
+    from temporalio.exceptions import ApplicationError
+
+    from stakeflow.core.errors import MODEL_OUTPUT_INVALID
+
+    with FakeAnthropicServer() as server:
+        server.enqueue(call("read_file", path="sales.csv"))
+        settings = Settings(
+            home=tmp_path, anthropic_api_key="sk-ant-test-0123456789", anthropic_base_url=server.url, frontier_model="m"
+        )
+        models = ModelActivities(ModelParameters.from_settings(settings))
+        shared = [CATALOGUE["read_file"].view(), CATALOGUE["sql_query"].view()]
+        with pytest.raises(ApplicationError) as info:
+            await models.call_model(_step_call([]).model_copy(update={"shared_tools": shared}))
+        await models.close()
+        [sent] = server.calls
+    assert {v["properties"]["tool"]["const"] for v in _call_variants(sent.body["tools"][0])} == {
+        "read_file",
+        "sql_query",
+    }
+    assert info.value.type == MODEL_OUTPUT_INVALID

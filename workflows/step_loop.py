@@ -138,7 +138,14 @@ class StepLoop(ModelSteps, RunTools, ApprovalGate):
             prompt="".join(blocks),
             prompt_blocks=prompts.block_ends(blocks),
             tools=[constrained(spec, self._offered_paths(index, spec))] if spec else [],
+            shared_tools=self._plan_tools() if spec else [],
         )
+
+    def _plan_tools(self) -> list[ToolSpecView]:
+        """Every tool the plan's steps use, by name, each offering the workspace's files: one output-tool schema for
+        all the steps of a frontier run (``ModelCallRequest.shared_tools``), so each step reads the last one's cache."""
+        names = sorted({t for s in self._progress.steps for t in s.tools if t in self._specs})
+        return [constrained(self._specs[n], self._req.workspace_paths) for n in names]
 
     def _offered_paths(self, index: int, spec: ToolSpecView) -> list[str]:
         """The files a step's file arguments may name: the workspace's, or for the first step of a run whose goal

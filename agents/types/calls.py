@@ -268,6 +268,10 @@ class ModelCallRequest(BaseModel):
     examples: list[ExampleTurn] = Field(default_factory=list)
     # plan: the tools the planner may name; step: the tool(s) the step may call.
     tools: list[ToolSpecView] = Field(default_factory=list)
+    # A frontier step with a tool: every tool of the run's plan, so all its steps send one output-tool schema.
+    # Anthropic's cache reads tools first: a schema that changed from step to step left each step nothing of the
+    # last one's prefix to read. The model's answer is still checked against ``tools`` alone (model_shapes.py).
+    shared_tools: list[ToolSpecView] = Field(default_factory=list)
     max_steps: int = 6
     # plan: the first step must use one of these (the tools that read a file the goal names), if any.
     first_step_tools: list[str] = Field(default_factory=list)
