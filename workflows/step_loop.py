@@ -90,7 +90,7 @@ class StepLoop(ModelSteps, RunTools, ApprovalGate):
         record.status = "running"
         self._note_decision(index, decision)
         state = _StepState(record, spec, planned.tool, f"step {index}/{len(self._progress.steps)}", decision)
-        call = self._step_call(index, planned, spec)
+        call = self._step_call(index, planned, spec, frontier=decision.route == "frontier")
         rounds = max(1, min(req.routing.max_rounds, MAX_ROUNDS))
         done = await self._rounds(index, call, state, rounds)
         if not done and not state.stuck:
@@ -104,7 +104,8 @@ class StepLoop(ModelSteps, RunTools, ApprovalGate):
                 open_model, why = state.decision.model, state.stuck
                 state.decision, state.stuck = escalated, ""
                 self._apply(record, escalated)
-                done = await self._rounds(index, call, state, rounds)
+                shared = self._plan_tools() if spec else []
+                done = await self._rounds(index, call.model_copy(update={"shared_tools": shared}), state, rounds)
                 if done:  # the open path failed where the frontier did not: a measured disagreement
                     await record_stuck(req, index, state.tool or "", open_model, escalated.model, why)
             elif req.routing.escalate_when_stuck:
@@ -120,7 +121,11 @@ class StepLoop(ModelSteps, RunTools, ApprovalGate):
             self._progress.steps[older] = prompts.compacted(self._progress.steps[older], len(self._progress.steps))
         self._publish()
 
-    def _step_call(self, index: int, planned: PlannedStep, spec: ToolSpecView | None) -> ModelCallRequest:
+    def _step_call(
+        self, index: int, planned: PlannedStep, spec: ToolSpecView | None, *, frontier: bool
+    ) -> ModelCallRequest:
+        """The step's model call; ``frontier``: with the plan's tools for the prompt cache (the open route's call
+        need not carry them, nor the workflow build them: open steps are the many)."""
         req = self._req
         blocks = prompts.step_prompt_blocks(
             req.goal,
@@ -138,7 +143,7 @@ class StepLoop(ModelSteps, RunTools, ApprovalGate):
             prompt="".join(blocks),
             prompt_blocks=prompts.block_ends(blocks),
             tools=[constrained(spec, self._offered_paths(index, spec))] if spec else [],
-            shared_tools=self._plan_tools() if spec else [],
+            shared_tools=self._plan_tools() if spec and frontier else [],
         )
 
     def _plan_tools(self) -> list[ToolSpecView]:
