@@ -286,3 +286,19 @@ async def test_a_frontier_step_that_calls_another_steps_tool_is_invalid_output(t
         "sql_query",
     }
     assert info.value.type == MODEL_OUTPUT_INVALID
+
+
+def test_the_shared_schema_is_bounded_whatever_the_plan_names():
+    """A plan naming many large tools: past MAX_SHARED_TOOLS_CHARS each step sends its own tool alone."""
+    from stakeflow.agents.types import ToolSpecView
+    from stakeflow.workflows.step_loop import MAX_SHARED_TOOLS_CHARS, shared_tools
+
+    big = {"type": "object", "properties": {f"arg{n}": {"type": "string", "description": "x" * 200} for n in range(20)}}
+    specs = {f"mcp.tool{n}": ToolSpecView(name=f"mcp.tool{n}", description="d", args_schema=big) for n in range(40)}
+    specs["read_file"] = CATALOGUE["read_file"].view()
+    steps = [StepRecord(index=n, tools=[name]) for n, name in enumerate(specs, start=1)]
+    assert sum(len(t.model_dump_json()) for t in specs.values()) > MAX_SHARED_TOOLS_CHARS
+    assert shared_tools(steps, specs, ["a.txt"]) == []
+    few = shared_tools(steps[-2:], specs, ["a.txt", "b.txt"])  # mcp.tool39 and read_file, by name
+    assert [t.name for t in few] == ["mcp.tool39", "read_file"]
+    assert few[1].args_schema["properties"]["path"]["enum"] == ["a.txt", "b.txt"]

@@ -55,6 +55,20 @@ if TYPE_CHECKING:
     from stakeflow.agents.evals import AgreementTable
 
 
+# The plan's tools ride in every frontier step's call: past this many characters of schemas (a plan naming many
+# large MCP tools, a workspace of many files in each file argument's enum) a step sends its own tool alone, so a
+# call's input stays bounded whatever the plan says.
+MAX_SHARED_TOOLS_CHARS = 32_000
+
+
+def shared_tools(steps: list[StepRecord], specs: dict[str, ToolSpecView], paths: list[str]) -> list[ToolSpecView]:
+    """Every tool the plan's steps use, by name, each offering the workspace's files: one output-tool schema for all
+    the steps of a frontier run (``ModelCallRequest.shared_tools``), so each step reads the cache the last one wrote.
+    Empty past ``MAX_SHARED_TOOLS_CHARS``."""
+    tools = [constrained(specs[n], paths) for n in sorted({t for s in steps for t in s.tools if t in specs})]
+    return tools if sum(len(t.model_dump_json()) for t in tools) <= MAX_SHARED_TOOLS_CHARS else []
+
+
 @dataclasses.dataclass
 class _StepState:
     """What one step has done so far, across its rounds."""
@@ -147,10 +161,7 @@ class StepLoop(ModelSteps, RunTools, ApprovalGate):
         )
 
     def _plan_tools(self) -> list[ToolSpecView]:
-        """Every tool the plan's steps use, by name, each offering the workspace's files: one output-tool schema for
-        all the steps of a frontier run (``ModelCallRequest.shared_tools``), so each step reads the last one's cache."""
-        names = sorted({t for s in self._progress.steps for t in s.tools if t in self._specs})
-        return [constrained(self._specs[n], self._req.workspace_paths) for n in names]
+        return shared_tools(self._progress.steps, self._specs, self._req.workspace_paths)
 
     def _offered_paths(self, index: int, spec: ToolSpecView) -> list[str]:
         """The files a step's file arguments may name: the workspace's, or for the first step of a run whose goal
