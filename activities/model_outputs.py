@@ -169,15 +169,16 @@ def plan_output_model(
 
 
 def step_output_model(
-    tools: list[ToolSpecView], min_calls: int = 0, max_calls: int = MAX_CALLS_PER_STEP
+    tools: list[ToolSpecView], min_calls: int = 0, max_calls: int = MAX_CALLS_PER_STEP, *, say_empty: bool | None = None
 ) -> type[BaseModel]:
     """A step's output: ``min_calls`` to ``max_calls`` tool calls (each an allowed tool with args matching its
-    schema) and a note."""
+    schema) and a note. ``say_empty``: whether the description says the list may be empty (default: when it may)."""
     result_field = (str, Field(description="Your note on this step: what you did or concluded."))
     if not tools:
         return create_model("StepAction", __doc__="Your answer for this step.", result=result_field)
     calls = [_call_model(t) for t in tools]
-    described = "The tool calls to make, in order." if min_calls else "The tool calls to make, in order; empty if none."
+    empty = not min_calls if say_empty is None else say_empty
+    described = "The tool calls to make, in order; empty if none." if empty else "The tool calls to make, in order."
     return create_model(
         "StepAction",
         __doc__="The tool calls this step makes, and your note on it.",

@@ -1,7 +1,8 @@
 """The answer as the model writes it: ``call_model``'s answer call streamed, its text published to the run's events.
 
-The call is the same call (pydantic-ai's ``run_stream`` instead of ``run``: SSE from vLLM and llama.cpp, Anthropic's
-streaming Messages API), its output, usage and failures the same: models.py maps them as for any call. What is new
+The call is the same request (pydantic-ai's ``model_request_stream`` instead of ``model_request``: SSE from vLLM and
+llama.cpp, Anthropic's streaming Messages API), and returns the same response: models.py parses it, prices it and
+maps its failures as for any call. What is new
 is on the side: each batch of text goes to the run's event stream (agents/types/events.py) by the
 ``temporalio.contrib.workflow_streams`` signal, deduplicated by publisher and sequence, so a batch is in the run's
 history once, and survives this worker. The history holds the deltas once, batched, and the final answer once (the
@@ -20,15 +21,21 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
-from pydantic_ai import Agent, capture_run_messages
+from pydantic_ai.direct import model_request, model_request_stream
 from pydantic_ai.exceptions import ModelHTTPError, UnexpectedModelBehavior
-from pydantic_ai.messages import ModelMessage, ModelResponse
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelResponse,
+    ModelResponseStreamEvent,
+    PartDeltaEvent,
+    PartStartEvent,
+    TextPart,
+    TextPartDelta,
+)
+from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.settings import ModelSettings
-from pydantic_ai.usage import RunUsage
 from temporalio import activity
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 
@@ -49,15 +56,6 @@ PUBLISH_RETRY = timedelta(seconds=20)
 def batch_interval(sent: int) -> float:
     """Seconds between batches once ``sent`` have gone: 0.2 s, doubling every ``DOUBLE_EVERY`` batches."""
     return FIRST_INTERVAL_S * 2 ** (sent // DOUBLE_EVERY)
-
-
-@dataclass
-class StreamedAnswer:
-    """What models.py reads of a finished run: as pydantic-ai's run result has it."""
-
-    output: str
-    response: ModelResponse
-    usage: RunUsage
 
 
 Send = Callable[[RunEvent, bool], None]  # an event, and whether to send it (and what waits) at once
@@ -148,38 +146,40 @@ async def _publisher(req: ModelCallRequest) -> AsyncIterator[AnswerPublisher]:
         publisher.flush()
 
 
-async def answer_run(
-    agent: Agent[Any, Any],
-    prompt: str | None,
-    model_settings: ModelSettings,
-    history: list[ModelMessage] | None,
+async def answer_request(
+    model: Model,
+    messages: list[ModelMessage],
+    settings: ModelSettings,
+    params: ModelRequestParameters,
     req: ModelCallRequest,
-    captured: list[ModelMessage],
-    model_name: str,
-) -> Any:
-    """The answer call, streamed and published; ``captured`` gets the messages of the attempt that counts (as
-    ``capture_run_messages`` would), so a failure is mapped and counted as before."""
+) -> ModelResponse:
+    """The answer's model request, streamed and published: the response ``model_request`` would have returned (its
+    parts, usage and model name), so models.py parses, prices and maps failures as for any call."""
     async with _publisher(req) as publisher:
-        publisher.started(req.endpoint.route, model_name)
-        with capture_run_messages() as messages:
-            try:
-                async with agent.run_stream(prompt, model_settings=model_settings, message_history=history) as run:
-                    async for delta in run.stream_text(delta=True, debounce_by=None):
-                        publisher.add(delta)
-                    output = await run.get_output()
-                    return StreamedAnswer(output, run.response, run.usage)
-            except Exception as e:
-                if req.endpoint.route != "open" or publisher.received or not _refused_streaming(e):
-                    captured[:] = messages
-                    raise
+        publisher.started(req.endpoint.route, model.model_name)
+        try:
+            async with model_request_stream(
+                model, messages, model_settings=settings, model_request_parameters=params
+            ) as stream:
+                async for event in stream:
+                    publisher.add(_text_of(event))
+                return stream.get()
+        except Exception as e:
+            if req.endpoint.route != "open" or publisher.received or not _refused_streaming(e):
+                raise
         log.info("the open endpoint did not stream: answer call %s made without streaming", publisher.call)
-        with capture_run_messages() as messages:
-            try:
-                result = await agent.run(prompt, model_settings=model_settings, message_history=history)
-            finally:
-                captured[:] = messages
-        publisher.add(result.output)
-        return result
+        response = await model_request(model, messages, model_settings=settings, model_request_parameters=params)
+        publisher.add("".join(p.content for p in response.parts if isinstance(p, TextPart)))
+        return response
+
+
+def _text_of(event: ModelResponseStreamEvent) -> str:
+    """The text an event adds to the answer (a text part starting with some, or a delta of one)."""
+    if isinstance(event, PartStartEvent) and isinstance(event.part, TextPart):
+        return event.part.content
+    if isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
+        return event.delta.content_delta
+    return ""
 
 
 def _refused_streaming(e: Exception) -> bool:

@@ -1,8 +1,9 @@
 """The ``call_model`` activity: one model call on the open route (OpenAI-compatible) or the frontier (Anthropic).
 
-pydantic-ai builds the request and validates the output; this module picks the provider, the output
-mode for the endpoint's structured-output dialect, and converts usage and errors to stakeflow's terms.
-SDK clients retry nothing (``max_retries=0``): Temporal owns retries, so every attempt is in history.
+pydantic-ai's models build the request for each provider (through its direct request API, not an Agent: see
+model_shapes.py, which also defines the output and validates it); this module picks the provider, builds the
+conversation, and converts usage and errors to stakeflow's terms. SDK clients retry nothing (``max_retries=0``):
+Temporal owns retries, so every attempt is in history.
 """
 
 from __future__ import annotations
@@ -16,13 +17,8 @@ from typing import Any
 
 from anthropic import AsyncAnthropic
 from openai import AsyncOpenAI
-from pydantic import BaseModel
-from pydantic_ai import NativeOutput, PromptedOutput, ToolOutput, capture_run_messages
-from pydantic_ai.messages import (
-    ModelMessage,
-    ModelResponse,
-    TextPart,
-)
+from pydantic_ai.direct import model_request
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
 from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.models.anthropic import AnthropicModel
 from pydantic_ai.models.openai import OpenAIChatModel
@@ -38,17 +34,11 @@ from temporalio.exceptions import ApplicationError
 
 from stakeflow.activities.budgets import CallBudgets
 from stakeflow.activities.capture import Capturer
-from stakeflow.activities.model_agents import AgentCache
 from stakeflow.activities.model_errors import CallContext, missing_frontier_key, to_application_error
-from stakeflow.activities.model_messages import OUTPUT_TOOL, example_history, round_history
-from stakeflow.activities.model_outputs import (
-    MAX_CALLS_PER_STEP,
-    plan_output_model,
-    step_output_model,
-    to_action,
-    to_plan,
-)
-from stakeflow.activities.model_stream import answer_run
+from stakeflow.activities.model_messages import conversation
+from stakeflow.activities.model_outputs import to_action, to_plan
+from stakeflow.activities.model_shapes import ShapeCache, parse_output
+from stakeflow.activities.model_stream import answer_request
 from stakeflow.activities.model_trace import model_call_span, record_call
 from stakeflow.activities.parameters import ModelParameters
 from stakeflow.agents.budgets import worst_case_input_tokens
@@ -118,7 +108,7 @@ class ModelActivities:
         self._other_clients: dict[str, AsyncOpenAI] = {}
         self._prices = params.prices
         self._capture = Capturer(params.traces_path)
-        self._agents = AgentCache(self._output_spec)
+        self._shapes = ShapeCache()
         self._budgets = CallBudgets(params.queue_prefix)
 
     def activities(self, role: QueueRole) -> list[Callable[..., Any]]:
@@ -163,11 +153,9 @@ class ModelActivities:
     def worst_case_tokens(self, req: ModelCallRequest) -> int:
         """An upper bound of a frontier call's input tokens, counted offline (agents/budgets.py): every text of the
         request, its output tool's schema included, as UTF-8 bytes, plus what Anthropic adds."""
-        output_type, _ = self._output_spec(req)
-        output_type = getattr(output_type, "output", output_type)  # the model inside the frontier's ToolOutput
-        schema = ""
-        if isinstance(output_type, type) and issubclass(output_type, BaseModel):
-            schema = json.dumps(output_type.model_json_schema())
+        model = req.endpoint.model or self._params.frontier.model
+        shape = self._shapes.get(req, model, self._params.open.dialect)  # the output tool this call will send
+        schema = "".join(json.dumps(t.parameters_json_schema) for t in shape.params.output_tools)
         carried = req.model_dump_json(exclude={"budgets"})  # every text the request is built from, and more
         return worst_case_input_tokens([carried, schema], messages=1, tools=bool(schema))
 
@@ -192,9 +180,11 @@ class ModelActivities:
         return {"llamacpp": "llama.cpp", "vllm": "vllm", "openai": "openai"}[self._params.open.dialect]
 
     def _price(self, req: ModelCallRequest, model: str, usage: Usage, seconds: float) -> CallCostRecord:
-        cost = self._prices.price_call(model or req.endpoint.model, usage, seconds)
+        model = model or req.endpoint.model
+        cost = self._prices.price_call(model, usage, seconds)
         if cost.usd is None and model != req.endpoint.model:
-            cost = self._prices.price_call(req.endpoint.model, usage, seconds)  # priced by the id we asked for
+            model = req.endpoint.model  # priced by the id we asked for
+            cost = self._prices.price_call(model, usage, seconds)
         equivalent = None
         if req.endpoint.route == "open" and req.frontier_model:
             equivalent = self._prices.frontier_equivalent(req.frontier_model, usage).usd
@@ -206,50 +196,55 @@ class ModelActivities:
             price_version=cost.version,
             unpriced=cost.usd is None,
             local=cost.source == "local",
+            cache_saved_usd=self._cache_saved(model, usage, seconds, cost.usd),
         )
+
+    def _cache_saved(self, model: str, usage: Usage, seconds: float, usd: float | None) -> float:
+        """The call's price with every input token uncached, less what it cost (0 when it used no cache)."""
+        if usd is None or not (usage.cache_read_tokens or usage.cache_write_tokens):
+            return 0.0
+        whole = Usage(input_tokens=usage.total_input_tokens, output_tokens=usage.output_tokens, requests=usage.requests)
+        uncached = self._prices.price_call(model, whole, seconds).usd
+        return round(uncached - usd, 9) if uncached is not None else 0.0
 
     async def _call(self, req: ModelCallRequest) -> ModelCallResult:
         target = self._open_target(req) if req.endpoint.route == "open" else self._frontier_target(req)
-        agent, model_settings = self._agents.get(req, target.model)  # built once per key (model_agents.py)
-        history = example_history(req) if req.endpoint.route == "open" else []
-        prompt: str | None = req.prompt
-        if req.rounds:  # the step's conversation so far: the prompt, then each round's action and results
-            history, prompt = [*history, *round_history(req, first=not history)], None
+        shape = self._shapes.get(req, target.model.model_name, self._params.open.dialect)  # built once per key
         started = time.monotonic()
-        with capture_run_messages() as messages:
-            try:
-                run = (  # the answer streams, published as the model writes it (model_stream.py)
-                    answer_run(agent, prompt, model_settings, history or None, req, messages, target.model.model_name)
-                    if req.stream
-                    else agent.run(prompt, model_settings=model_settings, message_history=history or None)
+        response: ModelResponse | None = None
+        try:
+            request = (  # the answer streams, published as the model writes it (model_stream.py)
+                answer_request(target.model, conversation(req), shape.settings, shape.params, req)
+                if req.stream
+                else model_request(
+                    target.model,
+                    conversation(req),
+                    model_settings=shape.settings,
+                    model_request_parameters=shape.params,
                 )
-                result = await _heartbeating(run)
-            except Exception as e:
-                spent = CallFailure(
-                    usage=_usage_of_messages([m for m in messages if not any(m is h for h in history)]),
-                    latency_ms=(time.monotonic() - started) * 1000,
-                )
-                responses = [m for m in messages if isinstance(m, ModelResponse)]
-                error = to_application_error(
-                    e,
-                    target.context,
-                    spent.as_details(),
-                    response=responses[-1] if responses else None,
-                    max_output_tokens=req.max_output_tokens,
-                )
-                if error is None:
-                    raise
-                # No chain: the SDK error may carry request data or an echoed key into history.
-                raise error from None
-        output = result.output
+            )
+            response = await _heartbeating(request)
+            output = parse_output(shape, response)
+        except Exception as e:
+            spent = CallFailure(
+                usage=_usage_of_messages([response] if response is not None else []),
+                latency_ms=(time.monotonic() - started) * 1000,
+            )
+            error = to_application_error(
+                e, target.context, spent.as_details(), response=response, max_output_tokens=req.max_output_tokens
+            )
+            if error is None:
+                raise
+            # No chain: the SDK error may carry request data or an echoed key into history.
+            raise error from None
         return ModelCallResult(
             route=req.endpoint.route,
-            model=result.response.model_name or target.model.model_name,
+            model=response.model_name or target.model.model_name,
             plan=to_plan(output) if req.purpose in ("plan", "replan") else None,
             action=to_action(output) if req.purpose == "step" else None,
             text=output if req.purpose == "answer" else None,
             verdict=JudgeVerdict.model_validate(output.model_dump()) if req.purpose == "judge" else None,
-            usage=to_usage(result.usage),
+            usage=_usage_of_messages([response]),
             latency_ms=(time.monotonic() - started) * 1000,
         )
 
@@ -261,7 +256,7 @@ class ModelActivities:
         self._open_client = self._anthropic_client = None
         self._other_clients.clear()
         self._models.clear()
-        self._agents.clear()
+        self._shapes.clear()
 
     # --- routes -------------------------------------------------------------------------
 
@@ -327,38 +322,6 @@ class ModelActivities:
             provider = AnthropicProvider(anthropic_client=self._anthropic_client)
             self._models["frontier", name] = AnthropicModel(name, provider=provider)
         return _Target(self._models["frontier", name], context)
-
-    # --- output mode --------------------------------------------------------------------
-
-    def _output_spec(self, req: ModelCallRequest) -> tuple[Any, ModelSettings]:
-        """The pydantic-ai output type and model settings for this purpose, route and dialect."""
-        # Greedy decoding: plans and tool calls are decisions, and a run (its answer too) should be
-        # repeatable; it also makes the embedded model's end-to-end test deterministic.
-        model_settings: ModelSettings = {"max_tokens": req.max_output_tokens, "temperature": 0.0}
-        if req.purpose == "answer":
-            return str, model_settings
-        output_model: type[BaseModel]
-        if req.purpose == "plan":
-            output_model = plan_output_model(req.tools, req.max_steps, req.first_step_tools)
-        elif req.purpose == "replan":
-            output_model = plan_output_model(req.tools, req.max_steps, min_steps=0)
-        elif req.purpose == "judge":
-            output_model = JudgeVerdict
-        else:
-            # A small model asked for several calls at once repeats itself or invents the rest: one per round.
-            one_at_a_time = req.endpoint.route == "open" and self._params.open.dialect == "llamacpp"
-            output_model = step_output_model(
-                req.tools, min_calls=int(req.require_tool_call), max_calls=1 if one_at_a_time else MAX_CALLS_PER_STEP
-            )
-        if req.endpoint.route == "frontier":
-            return ToolOutput(output_model, name=OUTPUT_TOOL), model_settings  # the model calls OUTPUT_TOOL
-        if self._params.open.dialect == "llamacpp":
-            # llama.cpp's server refuses `json_schema` and ignores tools; its own json_object+schema form
-            # is grammar-constrained (DESIGN.md, "Model endpoints").
-            schema = output_model.model_json_schema()
-            model_settings["extra_body"] = {"response_format": {"type": "json_object", "schema": schema}}
-            return PromptedOutput(output_model), model_settings
-        return NativeOutput(output_model), model_settings
 
 
 def _candidate_url(url: str) -> str:

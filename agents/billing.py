@@ -13,8 +13,9 @@ def usd(value: float) -> str:
 
 
 def cost_line(c: CostSummary) -> str:
-    """`cost $0.0123 (open 7 calls $0.0009 · frontier 2 calls $0.0114) · all-frontier would be $0.0411 · saved 70%
-    · open path agreement 94% (89–97%, n=240, last 7d)` (or `· agreement not measured`: see agents/evals.py)
+    """`cost $0.0123 (open 7 calls $0.0009 · frontier 2 calls $0.0114) · cache saved $0.0061 · all-frontier would be
+    $0.0411 · saved 70% · open path agreement 94% (89–97%, n=240, last 7d)` (or `· agreement not measured`: see
+    agents/evals.py). `cache saved` is what prompt caches took off the bill (shown when it is a cent's hundredth or more).
 
     Open calls to a model that runs on this machine (the embedded default) say so: `open 4 calls $0.0000, local`.
     Unpriced calls make the total a lower bound (`cost ≥ $0.0114`); when no call has a price there is no
@@ -33,6 +34,10 @@ def cost_line(c: CostSummary) -> str:
             f"cost {'≥ ' if c.unpriced_calls else ''}{usd(c.total_usd)} (open {c.open_calls} calls "
             f"{usd(c.open_usd)}{local} · frontier {c.frontier_calls} calls {usd(c.frontier_usd)})"
         )
+    if round(c.cache_saved_usd, 4):
+        # A provider's prompt cache: reads at a tenth of the input price, writes at 1.25x (prices/builtin.py).
+        saved = c.cache_saved_usd
+        line += f" · cache saved {usd(saved)}" if saved > 0 else f" · cache writes cost {usd(-saved)} more"
     if c.frontier_equivalent_usd > 0:
         line += f" · all-frontier would be {usd(c.frontier_equivalent_usd)}"
         if not c.unpriced_calls:

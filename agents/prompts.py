@@ -189,33 +189,41 @@ def _history(steps: list[StepRecord], clip: int = MAX_CONTEXT_CHARS, *, answerin
     """The steps as a later prompt sees them: each one's note, its successful outputs, and the errors of its last
     round — earlier errors a later round fixed are not repeated. A step that got no data says so, and to the
     answer says what to do about it."""
-    lines: list[str] = []
-    for s in steps:
-        lines.append(f"Step {s.index}: {s.title} [{s.status}]")
-        if s.result:
-            lines.append(f"  note: {_clip(s.result, 500)}")
-        last = max((r.round for r in s.tool_results), default=1)
-        for r in s.tool_results:
-            if r.ok:
-                lines.append(f"  {r.tool} output:\n{_clip(r.output, clip)}")
-            elif r.round == last:
-                lines.append(f"  {r.tool} error: {_clip(r.error or '', clip)}")
-        if s.tool_results and not any(r.ok for r in s.tool_results):
-            failed = s.tool_results[-1]
-            lines.append(
-                f"  Step {s.index} got no data: {failed.tool} failed"
-                + ("; say that you could not find what this step was to find." if answering else ".")
-            )
+    return "\n".join(_step_text(s, clip, answering=answering) for s in steps)
+
+
+def _step_text(s: StepRecord, clip: int = MAX_CONTEXT_CHARS, *, answering: bool = False) -> str:
+    """One step as ``_history`` shows it."""
+    lines = [f"Step {s.index}: {s.title} [{s.status}]"]
+    if s.result:
+        lines.append(f"  note: {_clip(s.result, 500)}")
+    last = max((r.round for r in s.tool_results), default=1)
+    for r in s.tool_results:
+        if r.ok:
+            lines.append(f"  {r.tool} output:\n{_clip(r.output, clip)}")
+        elif r.round == last:
+            lines.append(f"  {r.tool} error: {_clip(r.error or '', clip)}")
+    if s.tool_results and not any(r.ok for r in s.tool_results):
+        failed = s.tool_results[-1]
+        lines.append(
+            f"  Step {s.index} got no data: {failed.tool} failed"
+            + ("; say that you could not find what this step was to find." if answering else ".")
+        )
     return "\n".join(lines)
 
 
 def _windowed(steps: list[StepRecord]) -> str:
+    return "\n".join(_windowed_blocks(steps))
+
+
+def _windowed_blocks(steps: list[StepRecord]) -> list[str]:
+    """The earlier steps as a step prompt shows them, one block per recent step (the older ones as one block of a
+    line each): a step's block reads the same in every later prompt until it leaves the recent window."""
     older, recent = steps[:-RECENT_STEPS] if len(steps) > RECENT_STEPS else [], steps[-RECENT_STEPS:]
     lines = [_one_line(s) for s in older[-MAX_OLDER_LINES:]]
     if len(older) > MAX_OLDER_LINES:
         lines.insert(0, f"({len(older) - MAX_OLDER_LINES} earlier steps not shown)")
-    full = _history(recent)
-    return "\n".join([*lines, full] if lines else [full])
+    return (["\n".join(lines)] if lines else []) + [_step_text(s) for s in recent]
 
 
 def step_prompt(
@@ -227,6 +235,21 @@ def step_prompt(
     done: list[StepRecord],
     files: Sequence[str] = (),
 ) -> str:
+    return "".join(step_prompt_blocks(goal, index, total, title, tool, done, files))
+
+
+def step_prompt_blocks(
+    goal: str,
+    index: int,
+    total: int,
+    title: str,
+    tool: ToolSpecView | None,
+    done: list[StepRecord],
+    files: Sequence[str] = (),
+) -> list[str]:
+    """The step prompt as blocks whose text, joined, is the prompt: the run's stable head (goal, files), each earlier
+    step, then this step's own ask. The stable part comes first, so a provider's prompt cache (Anthropic's
+    breakpoints, vLLM's automatic prefix caching) reuses what the step before sent."""
     # No example arguments: a small model copies their values (a worked example's file, its numbers); the
     # arguments' schema, which structured output enforces, shows their form.
     use = (
@@ -235,10 +258,21 @@ def step_prompt(
         if tool
         else "No tool: think, and write the result."
     )
-    earlier = _windowed(done) or "(none)"
-    return (
-        f"Goal: {goal}\n\n{_files(list(files))}Earlier steps:\n{earlier}\n\nNow step {index} of {total}: {title}\n{use}"
-    )
+    head = f"Goal: {goal}\n\n{_files(list(files))}Earlier steps:\n"
+    ask = f"\n\nNow step {index} of {total}: {title}\n{use}"
+    earlier = _windowed_blocks(done)
+    if not earlier:
+        return [head, "(none)" + ask]
+    return [head, earlier[0], *("\n" + b for b in earlier[1:]), ask]
+
+
+def block_ends(blocks: list[str]) -> list[int]:
+    """Where each block but the last ends in the joined text (``ModelCallRequest.prompt_blocks``)."""
+    ends, at = [], 0
+    for block in blocks[:-1]:
+        at += len(block)
+        ends.append(at)
+    return ends
 
 
 def answer_clip(total_steps: int) -> int:

@@ -4,10 +4,10 @@ After the concurrency work (bench/README.md, "concurrency.py"), pydantic-ai's ag
 a loaded worker's profile. This measures what the Agent machinery costs above a model request, in one process,
 against tests/fakes.py's FakeOpenAIServer on 127.0.0.1 answering at once:
 
-  (agent)   ``Agent(model, output_type=NativeOutput(Out), retries=0).run(prompt)``: what ``call_model`` does
-            today (one cached agent, as activities/model_agents.py keeps it)
-  (direct)  ``pydantic_ai.direct.model_request(model, messages)``: the same model and client, no agent, no
-            output validation (a lower bound for calling below the Agent)
+  (agent)   ``Agent(model, output_type=NativeOutput(Out), retries=0).run(prompt)``: what ``call_model`` did
+            until issue 27 (one cached agent per shape)
+  (direct)  ``pydantic_ai.direct.model_request(model, messages)`` and the output validated with the output model:
+            what ``call_model`` does since (activities/model_shapes.py)
   (client)  the bare ``openai`` client's ``chat.completions.create``: the anchor, the floor of any route
 
 CPU is ``time.process_time()`` of the whole process per call, so the fake server's work (the same in every
@@ -96,8 +96,8 @@ def main() -> None:
     found = asyncio.run(measure(args.calls, args.warmup, args.rounds))
     anchor = statistics.median(found["client"])
     labels = {
-        "agent": "(agent) Agent.run, NativeOutput (call_model today)",
-        "direct": "(direct) pydantic_ai.direct.model_request",
+        "agent": "(agent) Agent.run, NativeOutput (call_model before)",
+        "direct": "(direct) direct.model_request (call_model now)",
         "client": "(client) bare openai client (anchor)",
     }
     print(

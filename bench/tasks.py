@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -113,6 +114,24 @@ def isolated_env(home: Path, frontier: bool) -> dict[str, str]:
 
 def stakeflow(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([*STAKEFLOW, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def wait_idle(base_url: str, api_key: str, limit_s: float = 900) -> float:
+    """Wait until the open endpoint lists its models within 2 s; returns the seconds waited.
+
+    llama-cpp-python's server answers nothing, not even ``GET /models``, while it completes a request, and a
+    request whose client gave up (the anchor's, at its timeout) runs on to its end. A `stakeflow run` started
+    then takes the busy embedded model for a stranger on its port and exits 1 (seen here): each task waits.
+    """
+    request = urllib.request.Request(f"{base_url.rstrip('/')}/models", headers={"Authorization": f"Bearer {api_key}"})
+    started = time.monotonic()
+    while time.monotonic() - started < limit_s:
+        try:
+            with urllib.request.urlopen(request, timeout=2):
+                return time.monotonic() - started
+        except OSError:
+            time.sleep(1)
+    raise SystemExit(f"the open model at {base_url} stayed busy for {limit_s:g}s")
 
 
 def run_stakeflow(task: Task, timeout_s: float) -> Row:
@@ -321,9 +340,13 @@ async def run_suite(tasks: list[Task], args: argparse.Namespace) -> tuple[dict[s
     print(f"open model {endpoint.model} at {endpoint.base_url} ({endpoint.dialect}); anchor: {mode}", file=sys.stderr)
     rows: dict[str, dict[str, Row]] = {}
     for n, t in enumerate(tasks, 1):
+        waited = await asyncio.to_thread(wait_idle, endpoint.base_url, key or "none")
         rows[t.name] = {"stakeflow": await asyncio.to_thread(run_stakeflow, t, args.timeout)}
         if anchor is not None:
+            waited += await asyncio.to_thread(wait_idle, endpoint.base_url, key or "none")
             rows[t.name]["anchor"] = await run_anchor(anchor, t, args.timeout)
+        if waited > 5:
+            print(f"[{n}/{len(tasks)}] waited {waited:.0f}s for the open model to be idle", file=sys.stderr)
         if args.json:
             save(Path(args.json), meta, tasks[:n], rows)
         for c, r in rows[t.name].items():
@@ -378,8 +401,9 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="stakeflow-bench-tasks-"))
     if args.config:
         shutil.copy(args.config, home / "stakeflow.toml")
+    env = isolated_env(home, args.frontier)  # read before clearing: it keeps the open model's variables
     os.environ.clear()
-    os.environ.update(isolated_env(home, args.frontier))
+    os.environ.update(env)
     try:
         rows, meta = asyncio.run(run_suite(tasks, args))
     finally:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from stakeflow.client import Client, RunHandle
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 __all__ = ["Client", "RunHandle", "__version__"]
 _CLIENT = ("Client", "RunHandle")
 

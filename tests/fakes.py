@@ -34,6 +34,7 @@ reply, its text in word-sized chunks ``chunk_delay_s`` apart), unless ``server.s
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import re
@@ -543,11 +544,16 @@ class FakeAnthropicServer(_FakeServer):
     """An Anthropic Messages API server. Pass ``.url`` as the client's ``base_url`` (no ``/v1``).
 
     Usage keys are the API's: ``input_tokens`` (uncached only), ``output_tokens``,
-    ``cache_creation_input_tokens``, ``cache_read_input_tokens``.
+    ``cache_creation_input_tokens``, ``cache_read_input_tokens``. With ``cache=PromptCache()`` the input figures
+    follow Anthropic's prompt caching instead of ``usage`` (see PromptCache); a reply's own ``usage`` still wins.
     """
 
     name = "fake-anthropic"
     generate_path = "/v1/messages"
+
+    def __init__(self, *, cache: PromptCache | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cache = cache
 
     @property
     def url(self) -> str:
@@ -613,7 +619,8 @@ class FakeAnthropicServer(_FakeServer):
             content = []
         if tool_call is not None:
             content.append({"type": "tool_use", "id": f"toolu_fake_{n}", "name": tool_call[0], "input": tool_call[1]})
-        usage = {**self.usage, **(reply.usage or {})}
+        cached = self.cache.usage(request) if self.cache is not None and not reply.usage else {}
+        usage = {**self.usage, **cached, **(reply.usage or {})}
         return {
             "id": f"msg_fake_{n}",
             "type": "message",
@@ -665,3 +672,78 @@ class FakeAnthropicServer(_FakeServer):
             )
         )
         return [*events, _sse({"type": "message_stop"}, "message_stop")]
+
+
+class PromptCache:
+    """Anthropic's prompt caching, for FakeAnthropicServer: what each request's input is billed as.
+
+    The prompt is read as Anthropic caches it: tools, then the system blocks, then each message's content blocks,
+    in order, each ``chars_per_token`` characters of its JSON a token. A block carrying ``cache_control`` is a
+    breakpoint (and the last block, with a top-level ``cache_control``). A request reads from the cache the longest
+    prefix that an earlier request wrote, found at a breakpoint or at a block boundary up to ``lookback`` blocks
+    before one; it writes the prefix at each later breakpoint that is at least ``min_tokens`` long (shorter ones are
+    not cached at all, as on the API). Billed: ``cache_read_input_tokens`` = the prefix read,
+    ``cache_creation_input_tokens`` = from there to the last prefix written, ``input_tokens`` = the rest. A prefix
+    is the model's and every block's exact content (cache_control aside): one changed character misses. Entries
+    do not expire (a test or benchmark is shorter than the API's 5 minutes). ``log`` has every request's figures.
+    ``enabled=False`` counts the same tokens and caches nothing: what the same requests cost without a cache.
+    """
+
+    def __init__(
+        self, *, min_tokens: int = 1024, chars_per_token: int = 4, lookback: int = 20, enabled: bool = True
+    ) -> None:
+        self.min_tokens, self.chars_per_token, self.lookback = min_tokens, chars_per_token, lookback
+        self.enabled = enabled
+        self.written: set[str] = set()
+        self.log: list[dict[str, int]] = []
+        self._lock = threading.Lock()
+
+    def usage(self, request: dict[str, Any]) -> dict[str, int]:
+        blocks = _prompt_blocks(request)
+        if blocks and request.get("cache_control"):
+            blocks[-1] = (blocks[-1][0], True)
+        digests, totals = [], []
+        running, total = hashlib.sha256(str(request.get("model")).encode()), 0
+        for text, _ in blocks:
+            running.update(text.encode())
+            digests.append(running.hexdigest())
+            total += -(-len(text) // self.chars_per_token)
+            totals.append(total)
+        marks = [i for i, (_, mark) in enumerate(blocks) if mark and self.enabled]
+        with self._lock:
+            hit = max(
+                (j for m in marks for j in range(m, max(-1, m - self.lookback), -1) if digests[j] in self.written),
+                default=-1,
+            )
+            read = totals[hit] if hit >= 0 else 0
+            last = hit
+            for m in marks:
+                if m > hit and totals[m] >= self.min_tokens:
+                    self.written.add(digests[m])
+                    last = m
+            figures = {
+                "input_tokens": total - (totals[last] if last >= 0 else 0),
+                "cache_creation_input_tokens": (totals[last] if last >= 0 else 0) - read,
+                "cache_read_input_tokens": read,
+            }
+            self.log.append(figures)
+        return figures
+
+
+def _prompt_blocks(request: dict[str, Any]) -> list[tuple[str, bool]]:
+    """(the block's content as JSON without its cache_control, whether it is a breakpoint), in cache order."""
+
+    def block(item: Any, where: str) -> tuple[str, bool]:
+        item = {"type": "text", "text": item} if isinstance(item, str) else item
+        plain = {k: v for k, v in item.items() if k != "cache_control"}
+        return json.dumps([where, plain], sort_keys=True), "cache_control" in item
+
+    blocks = [block(tool, "tool") for tool in request.get("tools") or []]
+    system = request.get("system")
+    blocks += [block(b, "system") for b in ([system] if isinstance(system, str) else system or [])]
+    for message in request.get("messages") or []:
+        content = message.get("content")
+        blocks += [
+            block(b, message.get("role", "")) for b in ([content] if isinstance(content, str) else content or [])
+        ]
+    return blocks

@@ -1,14 +1,17 @@
 """What the MCP tests share: settings with MCP servers, and the official reference servers from npm.
 
 The npm servers (``@modelcontextprotocol/server-everything``, ``server-filesystem``, ``server-memory``) are
-pinned by tests/mcp_servers/package-lock.json and installed with ``npm ci --prefix tests/mcp_servers``
-(.ci/run does it). Without node a test that needs one is skipped, saying why; with node but without the
-install it fails, naming the command: never a silent skip.
+pinned by tests/mcp_servers/package-lock.json. The first test that needs one installs them with ``npm ci``
+(the README's test command is all a fresh machine runs; .ci/run installs them beforehand, once per lock file).
+Without node a test that needs one is skipped, saying why; an install that fails fails the test with npm's
+own words and the command to run by hand: never a silent skip.
 """
 
 from __future__ import annotations
 
+import functools
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -17,7 +20,8 @@ import pytest
 from stakeflow.config import McpServerConfig, Settings
 from tests.support import make_settings
 
-NPM_BIN = Path(__file__).with_name("mcp_servers") / "node_modules" / ".bin"
+NPM_PREFIX = Path(__file__).with_name("mcp_servers")
+NPM_BIN = NPM_PREFIX / "node_modules" / ".bin"
 
 
 def npm_server(name: str) -> str:
@@ -28,8 +32,33 @@ def npm_server(name: str) -> str:
         )
     path = NPM_BIN / name
     if not path.exists():
-        pytest.fail(f"{name} is not installed: run `npm ci --prefix tests/mcp_servers` (.ci/run does)")
+        failure = install_npm_servers(NPM_PREFIX)
+        if failure or not path.exists():
+            pytest.fail(
+                f"{name} is not installed ({failure or 'npm ci did not install it'}): run `npm ci --prefix tests/mcp_servers`"
+            )
     return str(path)
+
+
+@functools.cache
+def install_npm_servers(prefix: Path) -> str | None:
+    """``npm ci`` in ``prefix`` (the lock file's exact versions, from the registry or npm's cache), once per
+    session; None when it worked, else npm's first words (not its log's path)."""
+    if shutil.which("npm") is None:
+        return "npm is not installed"
+    try:
+        done = subprocess.run(
+            ["npm", "ci", "--prefix", str(prefix), "--no-audit", "--no-fund", "--loglevel=error"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    except subprocess.TimeoutExpired:
+        return "npm ci ran past 600 s"
+    if done.returncode == 0:
+        return None
+    said = [line for line in done.stderr.splitlines() if line.strip() and "complete log of this run" not in line]
+    return " / ".join(said[:3]) or f"npm ci exited {done.returncode}"
 
 
 def mcp_settings(tmp_path: Path, open_fake, frontier_fake=None, **mcp: dict) -> Settings:

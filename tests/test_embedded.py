@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -57,7 +58,10 @@ def test_readme_task_runs_on_the_embedded_model(tmp_path):
     assert out["steps"][0]["tools"] == ["read_file"]
     facts = [f for f in ("12%", "Nordic", "December", "94%", "8%") if f in out["answer"]]
     assert len(facts) >= 2, f"the answer states {facts} of notes.txt's facts: {out['answer']!r}"
-    assert out["cost"]["line"].startswith("cost $0.0000 (open 3 calls $0.0000, local")
+    # plan, the step's rounds (read, then finish), the answer: 3 calls or more, all open and free
+    assert re.match(r"cost \$0\.0000 \(open ([3-9]|\d\d) calls \$0\.0000, local", out["cost"]["line"]), out["cost"][
+        "line"
+    ]
     assert "UNPRICED" not in out["cost"]["line"]
     assert {s["route"] for s in out["steps"]} == {"open"}
     assert {s["model"] for s in out["steps"]} == {"smollm2-135m-instruct"}

@@ -67,7 +67,7 @@ async def test_open_calls_run_as_local_activities_and_the_history_replays(client
     assert result.status == "completed" and result.answer == "42"
     assert [s.status for s in result.steps] == ["ok"] and result.steps[0].tool_results[0].output == "6*7 = 42"
     assert _calls(history) == []  # no call_model (nor run_tool) on a task queue
-    assert _kinds(history).count("marker") == 4  # plan, step, the calculator, answer
+    assert _kinds(history).count("marker") == 5  # plan, step, the calculator, answer, the answer check
     assert len(fake.calls) == 3
     replayed = await Replayer(workflows=[AgentTaskWorkflow], data_converter=pydantic_data_converter).replay_workflow(
         history, raise_on_replay_failure=False

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from stakeflow.agents.types import ToolSpecView
 from stakeflow.services import runs
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeOpenAIServer
-from tests.mcp_support import mcp_settings, npm_server
+from tests.mcp_support import install_npm_servers, mcp_settings, npm_server
 from tests.support import running_workers
 
 TEST_SERVER = str(Path(__file__).with_name("mcp_test_server.py"))
@@ -184,3 +185,21 @@ def test_a_stdio_command_that_is_not_installed_is_named_with_the_fix(tmp_path, o
         "MCP server ghost: MCP server 'ghost' could not be started: command 'no-such-mcp-server' not found: "
         "install it on this worker, or fix [mcp.ghost] command"
     ]
+
+
+@pytest.mark.skipif(shutil.which("npm") is None, reason="npm is not installed (Node 20 brings it)")
+def test_a_fresh_checkout_installs_the_npm_servers_itself(tmp_path):
+    """The README's test command is all a fresh machine runs: the servers install from the lock file on first
+    use, and a broken lock file fails with npm's own words (not a skip)."""
+    fresh = tmp_path / "mcp_servers"
+    fresh.mkdir()
+    for name in ("package.json", "package-lock.json"):
+        shutil.copy(Path(__file__).with_name("mcp_servers") / name, fresh / name)
+    assert install_npm_servers(fresh) is None
+    assert (fresh / "node_modules" / ".bin" / "mcp-server-filesystem").exists()
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "package.json").write_text('{"name": "x", "dependencies": {"left-pad": "1.3.0"}}')
+    failure = install_npm_servers(broken)  # no lock file: npm ci refuses
+    assert failure and "package-lock" in failure.lower()

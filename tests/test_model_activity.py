@@ -359,7 +359,11 @@ async def test_frontier_plan_uses_output_tool_and_key(tmp_path: Path, anthropic_
     assert sent.path == "/v1/messages"
     assert sent.api_key == FRONTIER_KEY
     body = sent.body
-    assert (body["model"], body["max_tokens"], body["system"]) == ("claude-test-1", 256, "You are the planner.")
+    assert (body["model"], body["max_tokens"]) == ("claude-test-1", 256)
+    # The system prompt is a block with a cache breakpoint: it caches the output tool's schema before it too.
+    assert body["system"] == [
+        {"type": "text", "text": "You are the planner.", "cache_control": {"type": "ephemeral", "ttl": "5m"}}
+    ]
     [tool] = body["tools"]
     assert tool["name"] == "final_result"
     assert body["tool_choice"]["type"] in ("any", "tool")

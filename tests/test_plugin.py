@@ -90,6 +90,7 @@ async def test_each_queue_gets_the_workflows_and_activities_its_role_serves(clie
         "read_agreement",
         "record_label",
         "load_replay_examples",
+        "check_answer",  # the answer against what the run observed (issue 22), a local activity
         "export_dataset",
         "promote_adapter",
     }

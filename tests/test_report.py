@@ -145,9 +145,11 @@ async def test_thin_stores_render(home, tmp_path, case):
 async def test_budgets_and_answer_checks_appear_when_recorded(tmp_path):
     """Issue 24's budgets (as `budgets --json` lists them) and issue 22's answer_supported, once they exist."""
     store = write_dataset(tmp_path / "traces.duckdb", days=3, runs_per_day=8)
-    con = duckdb.connect(str(store.path))  # what issue 22's migration adds to the runs view
-    con.execute("ALTER VIEW runs RENAME TO runs_before_22")
-    con.execute("CREATE VIEW runs AS SELECT *, run_id NOT LIKE '%-000' AS answer_supported FROM runs_before_22")
+    con = duckdb.connect(str(store.path))  # runs whose answers were checked (issue 22): the dataset has no run spans'
+    con.execute("ALTER VIEW runs RENAME TO runs_unchecked")  # attributes, so the view says what they would record
+    con.execute(
+        "CREATE VIEW runs AS SELECT * REPLACE (run_id NOT LIKE '%-000' AS answer_supported) FROM runs_unchecked"
+    )
     con.close()
     budgets = [
         Budget.from_json(
@@ -192,7 +194,7 @@ def test_grouped_costs_are_the_cost_report_s_figures(tmp_path):
 def test_routing_events_are_classified_by_their_recorded_reasons(tmp_path):
     store = write_dataset(tmp_path / "traces.duckdb", days=9, runs_per_day=10)
     events, recorded = route_events(store, None)
-    assert recorded is False  # the runs view has no answer_supported yet (issue 22)
+    assert recorded is False  # the runs have no answer_supported (recorded by issue 22's answer check)
     kinds = {e.kind for e in events}
     assert kinds == {"escalation", "fallback", "downgrade: no frontier key"}
     with store.reader() as con:

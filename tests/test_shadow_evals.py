@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from stakeflow.cli import cli
 from stakeflow.services import runs
 from stakeflow.traces import TraceStore
-from tests.agent_script import agent, call, plan, think
+from tests.agent_script import agent, call, plan
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, output_schema
 from tests.support import EXAMPLE_WORKSPACE, make_settings, open_endpoint_env, running_workers
 
@@ -21,13 +21,13 @@ STEPS = [("Total the units", "sql_query")] * 4 + [("Add the margin", "calculator
 
 
 def script_for(route: str):
-    """Both models run the same plan and the same SQL; on calculator steps the frontier calls no tool."""
+    """Both models run the same plan and the same SQL; on calculator steps the frontier makes two calls where the
+    open model makes one (a first round must call the step's tool since issue 22, so it cannot call none)."""
     actions = {i: call("sql_query", query=SQL) for i in range(1, 5)}
-    actions.update(
-        {5: call("calculator", expression="2+2"), 6: call("calculator", expression="2+2")}
-        if route == "open"
-        else {5: think("no tool needed"), 6: think("no tool needed")}
-    )
+    calc = call("calculator", expression="2+2")
+    if route == "frontier":
+        calc["tool_calls"].append({"tool": "calculator", "args": {"expression": "3*3"}})
+    actions.update({5: calc, 6: calc})
     inner = agent(plan(*STEPS), actions, answer=f"answer from {route}")
     order = {"n": 0}
 

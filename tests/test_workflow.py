@@ -296,9 +296,11 @@ async def test_run_cost_from_configured_prices(client, tmp_path, open_fake, fron
     assert c.frontier_usd == pytest.approx(2 * frontier_call, abs=1e-9)
     assert c.frontier_equivalent_usd == pytest.approx(2 * open_as_frontier + 2 * frontier_call, abs=1e-9)
     assert result.steps[1].cost_usd == pytest.approx(frontier_call, abs=1e-9)
+    # the frontier calls' cache: 6,500 input tokens at $3 would have been $0.0195 a call, against $0.009075 paid
+    assert c.cache_saved_usd == pytest.approx(2 * (6500 * 3e-6 - (2000 * 3e-6 + 500 * 3.75e-6 + 4000 * 0.3e-6)))
     assert cost_line(c) == (
-        "cost $0.0278 (open 2 calls $0.0006 · frontier 2 calls $0.0272) · all-frontier would be $0.0392 · saved 29%"
-        " · agreement not measured"  # a saving never stands alone: no shadow evaluation ran
+        "cost $0.0278 (open 2 calls $0.0006 · frontier 2 calls $0.0272) · cache saved $0.0209 · all-frontier would be"
+        " $0.0392 · saved 29% · agreement not measured"  # a saving never stands alone: no shadow evaluation ran
     )
 
 

@@ -108,6 +108,8 @@ async def call_model(
             "tool": tool or "",
             "capture": req.evals.capture and (not private or req.evals.include_private),
             "private": private,
+            # Only the frontier's prompt cache needs them: the open route's input stays as small as it was.
+            "shared_tools": call.shared_tools if decision.route == "frontier" else [],
         }
     )
     parts = [label, decision.route, decision.model or "?"]

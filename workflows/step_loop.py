@@ -55,6 +55,20 @@ if TYPE_CHECKING:
     from stakeflow.agents.evals import AgreementTable
 
 
+# The plan's tools ride in every frontier step's call: past this many characters of schemas (a plan naming many
+# large MCP tools, a workspace of many files in each file argument's enum) a step sends its own tool alone, so a
+# call's input stays bounded whatever the plan says.
+MAX_SHARED_TOOLS_CHARS = 32_000
+
+
+def shared_tools(steps: list[StepRecord], specs: dict[str, ToolSpecView], paths: list[str]) -> list[ToolSpecView]:
+    """Every tool the plan's steps use, by name, each offering the workspace's files: one output-tool schema for all
+    the steps of a frontier run (``ModelCallRequest.shared_tools``), so each step reads the cache the last one wrote.
+    Empty past ``MAX_SHARED_TOOLS_CHARS``."""
+    tools = [constrained(specs[n], paths) for n in sorted({t for s in steps for t in s.tools if t in specs})]
+    return tools if sum(len(t.model_dump_json()) for t in tools) <= MAX_SHARED_TOOLS_CHARS else []
+
+
 @dataclasses.dataclass
 class _StepState:
     """What one step has done so far, across its rounds."""
@@ -90,7 +104,7 @@ class StepLoop(ModelSteps, RunTools, ApprovalGate):
         record.status = "running"
         self._note_decision(index, decision)
         state = _StepState(record, spec, planned.tool, f"step {index}/{len(self._progress.steps)}", decision)
-        call = self._step_call(index, planned, spec)
+        call = self._step_call(index, planned, spec, frontier=decision.route == "frontier")
         rounds = max(1, min(req.routing.max_rounds, MAX_ROUNDS))
         done = await self._rounds(index, call, state, rounds)
         if not done and not state.stuck:
@@ -104,7 +118,8 @@ class StepLoop(ModelSteps, RunTools, ApprovalGate):
                 open_model, why = state.decision.model, state.stuck
                 state.decision, state.stuck = escalated, ""
                 self._apply(record, escalated)
-                done = await self._rounds(index, call, state, rounds)
+                shared = self._plan_tools() if spec else []
+                done = await self._rounds(index, call.model_copy(update={"shared_tools": shared}), state, rounds)
                 if done:  # the open path failed where the frontier did not: a measured disagreement
                     await record_stuck(req, index, state.tool or "", open_model, escalated.model, why)
             elif req.routing.escalate_when_stuck:
@@ -120,23 +135,33 @@ class StepLoop(ModelSteps, RunTools, ApprovalGate):
             self._progress.steps[older] = prompts.compacted(self._progress.steps[older], len(self._progress.steps))
         self._publish()
 
-    def _step_call(self, index: int, planned: PlannedStep, spec: ToolSpecView | None) -> ModelCallRequest:
+    def _step_call(
+        self, index: int, planned: PlannedStep, spec: ToolSpecView | None, *, frontier: bool
+    ) -> ModelCallRequest:
+        """The step's model call; ``frontier``: with the plan's tools for the prompt cache (the open route's call
+        need not carry them, nor the workflow build them: open steps are the many)."""
         req = self._req
+        blocks = prompts.step_prompt_blocks(
+            req.goal,
+            index,
+            len(self._progress.steps),
+            planned.title,
+            spec,
+            self._progress.steps[: index - 1],
+            req.workspace_files,
+        )
         return ModelCallRequest(
             purpose="step",
             step=index,
             system=prompts.with_role(req.instructions, prompts.STEP_SYSTEM),
-            prompt=prompts.step_prompt(
-                req.goal,
-                index,
-                len(self._progress.steps),
-                planned.title,
-                spec,
-                self._progress.steps[: index - 1],
-                req.workspace_files,
-            ),
+            prompt="".join(blocks),
+            prompt_blocks=prompts.block_ends(blocks),
             tools=[constrained(spec, self._offered_paths(index, spec))] if spec else [],
+            shared_tools=self._plan_tools() if spec and frontier else [],
         )
+
+    def _plan_tools(self) -> list[ToolSpecView]:
+        return shared_tools(self._progress.steps, self._specs, self._req.workspace_paths)
 
     def _offered_paths(self, index: int, spec: ToolSpecView) -> list[str]:
         """The files a step's file arguments may name: the workspace's, or for the first step of a run whose goal

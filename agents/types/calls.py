@@ -149,6 +149,9 @@ class CallCostRecord(BaseModel):
     price_version: str | None = None
     unpriced: bool = False
     local: bool = False  # a model running on this machine (the embedded default): $0 unless configured
+    # What the provider's prompt cache saved on this call: its price with every input token uncached, less ``usd``.
+    # Negative when it wrote a prefix that no call has read yet (a cache write costs more than plain input).
+    cache_saved_usd: float = 0.0
 
 
 class CallFailure(BaseModel):
@@ -184,6 +187,7 @@ class CostSummary(BaseModel):
     frontier_calls: int = 0
     unpriced_calls: int = 0
     open_local_calls: int = 0  # open calls priced as a local model
+    cache_saved_usd: float = 0.0  # what prompt caches saved (CallCostRecord.cache_saved_usd, summed)
     agreement: str = ""  # the open path's measured agreement, as the run read it ("" = not measured)
     budgets: list[str] = Field(default_factory=list)  # the frontier budgets its calls drew on (agents/budgets.py)
 
@@ -204,6 +208,7 @@ class CostSummary(BaseModel):
             self.open_usd += cost.usd
         else:
             self.frontier_usd += cost.usd
+        self.cache_saved_usd += cost.cache_saved_usd
         # For a frontier call the counterfactual is what it cost.
         equivalent = cost.frontier_equivalent_usd if route == "open" else cost.usd
         self.frontier_equivalent_usd += equivalent if equivalent is not None else 0.0
@@ -254,11 +259,19 @@ class ModelCallRequest(BaseModel):
     endpoint: ModelEndpoint = Field(default_factory=ModelEndpoint)
     system: str = ""
     prompt: str = ""
+    # Where the prompt's blocks end (offsets into it; the last block runs to its end): the run's stable head first,
+    # then each earlier step, then this call's own ask (agents/prompts.py step_prompt_blocks). The frontier gets
+    # them as content blocks, cache breakpoints after the head and after the last earlier step (activities/models.py).
+    prompt_blocks: list[int] = Field(default_factory=list)
     # Earlier turns of worked examples (open route only: small models need them, tool-calling frontier
     # models would only pay for them).
     examples: list[ExampleTurn] = Field(default_factory=list)
     # plan: the tools the planner may name; step: the tool(s) the step may call.
     tools: list[ToolSpecView] = Field(default_factory=list)
+    # A frontier step with a tool: every tool of the run's plan, so all its steps send one output-tool schema.
+    # Anthropic's cache reads tools first: a schema that changed from step to step left each step nothing of the
+    # last one's prefix to read. The model's answer is still checked against ``tools`` alone (model_shapes.py).
+    shared_tools: list[ToolSpecView] = Field(default_factory=list)
     max_steps: int = 6
     # plan: the first step must use one of these (the tools that read a file the goal names), if any.
     first_step_tools: list[str] = Field(default_factory=list)

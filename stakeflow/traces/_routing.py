@@ -7,8 +7,8 @@ configured (ANTHROPIC_API_KEY unset), so downgraded to the open model``. Frontie
 record ``downgraded: frontier budget ...`` the same way. So each kind of event is a pattern over step
 spans' reasons, counted once per step span, and its reason is the text from the pattern on.
 
-Unsupported answers (issue 22) are runs whose ``runs.answer_supported`` is false; until the ``runs``
-view has that column, ``answer_checks_recorded`` is False and no such event is counted.
+Unsupported answers (issue 22) are runs whose ``runs.answer_supported`` is false; a store with no checked run
+(the column missing or all NULL) has ``answer_checks_recorded`` False and counts no such event.
 """
 
 from __future__ import annotations
@@ -81,11 +81,18 @@ def _window(start: datetime | None, agent: str | None, time: str, run: str = "ru
 
 
 def answer_checks_recorded(con: duckdb.DuckDBPyConnection) -> bool:
-    """Whether this store's ``runs`` view carries issue 22's ``answer_supported`` column."""
+    """Whether any run in this store had its answer checked (issue 22's ``answer_supported``, set or not).
+
+    The column exists from migration 8 on, but runs of earlier releases (and runs with ``check_answer`` off)
+    leave it NULL: a store of only those has no answer checks to show, not "every answer supported".
+    """
     found = con.execute(
         "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'runs' AND column_name = 'answer_supported'"
     ).fetchone()
-    return bool(found and found[0])
+    if not (found and found[0]):
+        return False
+    checked = con.execute("SELECT count(*) FROM runs WHERE answer_supported IS NOT NULL").fetchone()
+    return bool(checked and checked[0])
 
 
 def route_events(store: TraceStore, start: datetime | None, agent: str | None = None) -> tuple[list[RouteEvent], bool]:

@@ -61,15 +61,18 @@ async def _waiting(handle, step: int) -> None:
 def _settings(tmp: Path, open_fake, frontier_fake=None, **kw):
     extra = {}
     if frontier_fake is not None:
-        extra = dict(anthropic_api_key="sk-ant-fixture", anthropic_base_url=frontier_fake.url,
-                     frontier_model="claude-sonnet-4-6")
-    return make_settings(tmp, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm",
-                         **extra, **kw)
+        extra = dict(
+            anthropic_api_key="sk-ant-fixture", anthropic_base_url=frontier_fake.url, frontier_model="claude-sonnet-4-6"
+        )
+    return make_settings(tmp, open_base_url=open_fake.url, open_model="qwen-test", open_dialect="vllm", **extra, **kw)
 
 
 async def read_and_answer(client, tmp, open_fake, frontier_fake):
-    open_fake.script(agent(plan(("Read the notes", "read_file")), {1: call("read_file", path="notes.txt")},
-                           answer="Revenue grew 12%."))
+    open_fake.script(
+        agent(
+            plan(("Read the notes", "read_file")), {1: call("read_file", path="notes.txt")}, answer="Revenue grew 12%."
+        )
+    )
     settings = _settings(tmp, open_fake)
     async with running_workers(client, settings):
         handle = await _start(client, settings, "Summarise notes.txt", tmp / "ws")
@@ -150,8 +153,9 @@ async def fallback(client, tmp, open_fake, frontier_fake):
 
 async def continued_as_new(client, tmp, open_fake, frontier_fake):
     steps = [(f"Compute {i}", "calculator") for i in range(1, 8)]
-    open_fake.script(agent(plan(*steps), {i: call("calculator", expression=f"{i}*2") for i in range(1, 8)},
-                           answer="done"))
+    open_fake.script(
+        agent(plan(*steps), {i: call("calculator", expression=f"{i}*2") for i in range(1, 8)}, answer="done")
+    )
     settings = _settings(tmp, open_fake)
     req = runs.build_request(settings, "Seven sums", workspace=tmp / "ws", max_steps=7)
     req.steps_per_history = 3
@@ -166,8 +170,11 @@ async def private_tool_failed(client, tmp, open_fake, frontier_fake):
     (tmp / "ws" / "people.csv").write_text("name,ssn\nAda,123-45-6789\n")
     script = agent(
         plan(("Count", "sql_query"), ("Decide", None, "high"), ("Look it up", "http_get")),
-        {1: call("sql_query", query="SELECT CAST(ssn AS INTEGER) FROM people"), 2: think("decided"),
-         3: call("http_get", url="http://127.0.0.1:9/lookup")},
+        {
+            1: call("sql_query", query="SELECT CAST(ssn AS INTEGER) FROM people"),
+            2: think("decided"),
+            3: call("http_get", url="http://127.0.0.1:9/lookup"),
+        },
         answer="done",
     )
     open_fake.script(script)
@@ -175,20 +182,21 @@ async def private_tool_failed(client, tmp, open_fake, frontier_fake):
     settings = _settings(tmp, open_fake, frontier_fake)
     settings.policy.private_tools = ["sql_query"]
     async with running_workers(client, settings):
-        handle = await _start(client, settings, "Who is in people.csv?", tmp / "ws",
-                              tools=["sql_query", "http_get"])
+        handle = await _start(client, settings, "Who is in people.csv?", tmp / "ws", tools=["sql_query", "http_get"])
         await handle.result()
     return handle.id
 
 
 async def auto_approve_private_egress(client, tmp, open_fake, frontier_fake):
     """A private run with --auto-approve calls an open-world tool (issue 20 §4's patch)."""
-    open_fake.script(agent(plan(("Look it up", "http_get")), {1: call("http_get", url="http://127.0.0.1:9/x")},
-                           answer="done"))
+    open_fake.script(
+        agent(plan(("Look it up", "http_get")), {1: call("http_get", url="http://127.0.0.1:9/x")}, answer="done")
+    )
     settings = _settings(tmp, open_fake)
     async with running_workers(client, settings):
-        handle = await _start(client, settings, "Look it up", tmp / "ws", tools=["http_get"], sensitivity="private",
-                              auto_approve=True)
+        handle = await _start(
+            client, settings, "Look it up", tmp / "ws", tools=["http_get"], sensitivity="private", auto_approve=True
+        )
         await _waiting_or_done(handle)
     return handle.id
 
@@ -205,7 +213,50 @@ async def _waiting_or_done(handle) -> None:
     await handle.result()
 
 
+CSV = "region,revenue\nNordic,8379\nSouth,7951\n"
+BAD_SQL = "SELECT sum(amount) FROM 'sales.csv'"
+GOOD_SQL = "SELECT sum(revenue) FROM 'sales.csv'"
+
+
+async def rounds_and_reask(client, tmp, open_fake, frontier_fake):
+    """The agent loop (0.3): a failed call and its fix in two rounds, an unsupported answer asked again."""
+    (tmp / "ws" / "sales.csv").write_text(CSV)
+    answers = iter(["Revenue was 16,331.", "Revenue was 16,330."])
+    open_fake.script(
+        agent(
+            plan(("Sum the revenue", "sql_query")),
+            {1: [call("sql_query", query=BAD_SQL), call("sql_query", query=GOOD_SQL)]},
+            answer=lambda _: next(answers),
+        )
+    )
+    settings = _settings(tmp, open_fake)
+    async with running_workers(client, settings):
+        handle = await _start(client, settings, "What was the total revenue in sales.csv?", tmp / "ws")
+        await handle.result()
+    return handle.id
+
+
+async def stuck_escalation(client, tmp, open_fake, frontier_fake):
+    """The agent loop (0.3): the open model repeats a failed call (stuck), the step escalates to the frontier;
+    the answer check escalates an unsupported answer."""
+    (tmp / "ws" / "sales.csv").write_text(CSV)
+    the_plan = plan(("Sum the revenue", "sql_query"), ("Read the notes", "read_file"))
+    open_fake.script(
+        agent(
+            the_plan, {1: call("sql_query", query=BAD_SQL), 2: call("read_file", path="notes.txt")}, answer="It was 99."
+        )
+    )
+    frontier_fake.script(agent(None, {1: call("sql_query", query=GOOD_SQL)}, answer="Revenue was 16,330."))
+    settings = _settings(tmp, open_fake, frontier_fake)
+    async with running_workers(client, settings):
+        handle = await _start(client, settings, "What was the total revenue in sales.csv?", tmp / "ws")
+        await handle.result()
+    return handle.id
+
+
 SCENARIOS: dict[str, Scenario] = {
+    "rounds_and_reask": rounds_and_reask,
+    "stuck_escalation": stuck_escalation,
     "read_and_answer": read_and_answer,
     "escalation": escalation,
     "approved_write": approved_write,
@@ -223,7 +274,9 @@ async def main(label: str, names: list[str]) -> None:
     out = Path(__file__).resolve().parent / label
     out.mkdir(parents=True, exist_ok=True)
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=shutil.which("temporal"), data_converter=pydantic_data_converter, ip="127.0.0.1",
+        dev_server_existing_path=shutil.which("temporal"),
+        data_converter=pydantic_data_converter,
+        ip="127.0.0.1",
         dev_server_extra_args=dev_server_args(log_level="error"),
     )
     try:
