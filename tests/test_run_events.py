@@ -217,3 +217,15 @@ async def test_a_terminated_run_ends_its_readers_with_a_done_saying_so(client, s
 
     assert [e.kind for e in events] == ["step_started", "done"]
     assert (events[-1].status, events[-1].error) == ("terminated", "the run terminated")
+
+
+async def test_a_failed_run_ends_its_stream_with_done_and_the_reason(client, settings, open_fake, workspace):
+    from tests.fakes import Reply
+
+    open_fake.script(lambda body: Reply.error(401, "bad key"))
+    async with running_workers(client, settings):
+        handle = await Client(client, settings).start("Summarise notes.txt", workspace=workspace)
+        events = await asyncio.wait_for(collect(handle.stream()), 60)
+
+    assert [e.kind for e in events] == ["step_started", "done"]
+    assert events[-1].status == "failed" and "plan" in events[-1].error and "OPEN_API_KEY" in events[-1].error

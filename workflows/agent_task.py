@@ -113,7 +113,8 @@ class AgentTaskWorkflow(StepLoop, Replanning, Answering, RunEvents):
                 if isinstance(e, Exception):  # as OpenTelemetry's use_span does: a BaseException is not recorded
                     self._record_failure(span, e)
                 if isinstance(e, Exception) or status == "canceled":  # not an eviction from the worker's cache
-                    self._emit("done", status=status, error=self._progress.error or "the run was canceled")
+                    why = "the run was canceled" if status == "canceled" else self._progress.error or str(e)
+                    self._emit("done", status=status, error=why)
                 raise
             finally:
                 span.set_attributes({**self._run_attributes(), sc.STATUS: status})
