@@ -45,6 +45,8 @@ class AnswerPrinter:
                     await self._write(client, workflow_id)
         except InputError as e:  # a worker from before streams: the answer comes at the end, as it used to
             log.info("no answer stream: %s", e)
+        except Exception as e:  # the stream only shows the answer early: the run's result still comes, whole
+            log.warning("the answer stream stopped (%s): the answer comes when the run ends", type(e).__name__)
 
     async def _write(self, client: Client, workflow_id: str) -> None:
         if not self.shown and self._before is not None:

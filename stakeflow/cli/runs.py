@@ -167,6 +167,8 @@ async def _run(
         result = await _first(runs.wait_result(handle), watchers)
         ended = True
     except runs.RunFailed as e:
+        if answer is not None and answer.shown:
+            click.echo("")  # the partial answer's line ends before the failure is told
         info = await runs.describe_run(client, handle.id)
         if as_json:
             echo_json(run_dict(handle.id, run_id, e.status, ui, progress=info.progress, error=str(e)))

@@ -63,7 +63,11 @@ async def run_events(
             continue
         if loop.time() - quiet_since >= CLOSED_CHECK_S:
             quiet_since = loop.time()
-            described = (await handle.describe()).status
+            try:
+                described = (await handle.describe()).status
+            except RPCError:  # Temporal restarting: ask again later
+                await asyncio.sleep(poll_s)
+                continue
             status = _STATUS.get(described, "running") if described else "running"
             if status != "running":
                 last = await _poll(client, workflow_id, offset)  # what it published before it ended
