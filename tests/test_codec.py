@@ -14,6 +14,7 @@ import json
 
 import pytest
 from temporalio.api.common.v1 import Payload
+from temporalio.api.enums.v1 import EventType
 
 from stakeflow.agents.types import TaskResult
 from stakeflow.core.errors import ConfigError
@@ -166,6 +167,13 @@ async def test_no_history_event_holds_a_goal_prompt_tool_output_or_file_in_clear
         assert mark not in text, f"{mark!r} is in the history in clear"
     for secret in KEY_SECRETS:
         assert secret not in text
+    # The answer's stream: its deltas' signals are sealed too (their items are base64 inside: no mark would show).
+    signals = [e for e in raw.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED]
+    assert signals and all(
+        p.metadata["encoding"] == ENCODING
+        for e in signals
+        for p in e.workflow_execution_signaled_event_attributes.input.payloads
+    )
     started = raw.events[0].workflow_execution_started_event_attributes
     assert started.input.payloads[0].metadata["encoding"] == ENCODING
     assert raw.events[0].user_metadata.summary.metadata["encoding"] == ENCODING  # the static summary is a payload too
