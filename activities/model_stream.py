@@ -2,11 +2,10 @@
 
 The call is the same request (pydantic-ai's ``model_request_stream`` instead of ``model_request``: SSE from vLLM and
 llama.cpp, Anthropic's streaming Messages API), and returns the same response: models.py parses it, prices it and
-maps its failures as for any call. What is new
-is on the side: each batch of text goes to the run's event stream (agents/types/events.py) by the
-``temporalio.contrib.workflow_streams`` signal, deduplicated by publisher and sequence, so a batch is in the run's
-history once, and survives this worker. The history holds the deltas once, batched, and the final answer once (the
-activity's result); readers read by query and add nothing to it.
+maps its failures as for any call. What is new is on the side: each batch of text goes to the run's event stream
+(agents/types/events.py) by the ``temporalio.contrib.workflow_streams`` signal, deduplicated by publisher and
+sequence, so a batch is in the run's history once, and survives this worker. The history holds the deltas once,
+batched, and the final answer once (the activity's result); readers read by query and add nothing to it.
 
 Bounds: a batch goes at most every ``batch_interval(n)`` seconds, an interval that doubles every
 ``DOUBLE_EVERY`` batches, so a call of T seconds sends O(log T) batches (at most ~176 in the open route's 5-minute
