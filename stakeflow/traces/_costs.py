@@ -202,15 +202,16 @@ def window_start(since: timedelta | None, now: datetime | None = None) -> dateti
     return (now.astimezone(UTC) if now.tzinfo else now).replace(tzinfo=None) - since
 
 
-def _calls(
-    since: timedelta | None, now: datetime | None, run_id: str | None, agent: str | None
-) -> tuple[str, list[Any]]:
-    """The ``calls`` CTE every cost query reads (model-call spans in the window), and its parameters."""
-    filters: list[str] = ["operation = 'chat'"]
+def _where(
+    time_column: str, since: timedelta | None, now: datetime | None, run_id: str | None, agent: str | None
+) -> tuple[list[str], list[Any]]:
+    """The filters (and their parameters) of a window, a run and an agent, over a table whose window is timed by
+    ``time_column``: what the ``calls`` CTE and the ``runs`` view's downgrades are both narrowed by."""
+    filters: list[str] = []
     params: list[Any] = []
     start = window_start(since, now)
     if start is not None:
-        filters.append("start_time >= ?")
+        filters.append(f"{time_column} >= ?")
         params.append(start)
     if run_id is not None:
         filters.append("run_id = ?")
@@ -218,7 +219,16 @@ def _calls(
     if agent is not None:
         filters.append("agent = ?")
         params.append(agent)
-    return f"calls AS (SELECT * FROM spans WHERE {' AND '.join(filters)})", params
+    return filters, params
+
+
+def _calls(
+    since: timedelta | None, now: datetime | None, run_id: str | None, agent: str | None
+) -> tuple[str, list[Any]]:
+    """The ``calls`` CTE every cost query reads (model-call spans in the window), and its parameters."""
+    filters, params = _where("start_time", since, now, run_id, agent)
+    where = " AND ".join(["operation = 'chat'", *filters])
+    return f"calls AS (SELECT * FROM spans WHERE {where})", params
 
 
 def _budget_downgrades(
@@ -226,19 +236,8 @@ def _budget_downgrades(
 ) -> int:
     """Model calls a spent frontier budget kept on the open model, over the runs that started in the window (the
     ``runs`` view's ``downgraded_by_budget``)."""
-    filters: list[str] = ["TRUE"]
-    params: list[Any] = []
-    start = window_start(since, now)
-    if start is not None:
-        filters.append("started_at >= ?")
-        params.append(start)
-    if run_id is not None:
-        filters.append("run_id = ?")
-        params.append(run_id)
-    if agent is not None:
-        filters.append("agent = ?")
-        params.append(agent)
-    where = " AND ".join(filters)
+    filters, params = _where("started_at", since, now, run_id, agent)
+    where = " AND ".join(["TRUE", *filters])
     return int(one_row(con, f"SELECT coalesce(sum(downgraded_by_budget), 0) FROM runs WHERE {where}", params)[0])
 
 
