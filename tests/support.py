@@ -41,6 +41,19 @@ def make_settings(tmp_path: Path, **overrides) -> Settings:
     return Settings(**values)
 
 
+def open_settings(tmp_path: Path, client: Client, open_fake, **overrides) -> Settings:
+    """Settings for processes the test starts itself against the test's dev server (``client``'s address, so a
+    Client.connect or a webhook server finds it), on the scripted open model ``open_fake``."""
+    return make_settings(
+        tmp_path,
+        temporal_address=client.service_client.config.target_host,
+        open_base_url=open_fake.url,
+        open_model="qwen-test",
+        open_dialect="vllm",
+        **overrides,
+    )
+
+
 @contextlib.asynccontextmanager
 async def running_workers(client: Client, settings: Settings, roles=("workflows", "open", "frontier", "tools")):
     """Real workers on the settings' queues for the duration of the block: `stakeflow worker`'s own (run_workers: one

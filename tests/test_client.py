@@ -28,6 +28,7 @@ from tests.support import (
     free_port,
     make_settings,
     open_endpoint_env,
+    open_settings,
     running_workers,
     spawn_worker,
     worker_env,
@@ -76,13 +77,7 @@ def workspace(tmp_path):
 
 @pytest.fixture
 def settings(tmp_path, client, open_fake):
-    return make_settings(
-        tmp_path,
-        temporal_address=client.service_client.config.target_host,
-        open_base_url=open_fake.url,
-        open_model="qwen-test",
-        open_dialect="vllm",
-    )
+    return open_settings(tmp_path, client, open_fake)
 
 
 def ended_cleanly(out: subprocess.CompletedProcess) -> None:

@@ -22,7 +22,7 @@ from stakeflow.services import runs
 from stakeflow.temporal.codec import ENCODING, CodecKeyError, EncryptionCodec, data_converter, parse_keys
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeOpenAIServer
-from tests.support import make_settings, running_workers
+from tests.support import make_settings, open_settings, running_workers
 
 
 def _key(label: str) -> str:
@@ -213,13 +213,7 @@ async def test_a_failed_step_keeps_its_message_out_of_the_history(client, tmp_pa
 async def test_a_history_written_in_clear_is_still_read_after_keys_are_configured(client, tmp_path):
     with FakeOpenAIServer(model="qwen-test") as open_fake:
         open_fake.script(agent(plan(("Think", None)), {1: {"tool_calls": [], "result": "ok"}}, answer="in clear"))
-        plain = make_settings(
-            tmp_path,
-            temporal_address=client.service_client.config.target_host,
-            open_base_url=open_fake.url,
-            open_model="qwen-test",
-            open_dialect="vllm",
-        )
+        plain = open_settings(tmp_path, client, open_fake)
         async with running_workers(client, plain):
             handle = await runs.start_run(client, plain, runs.build_request(plain, "Think in clear"))
             await handle.result()

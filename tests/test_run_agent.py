@@ -27,7 +27,7 @@ from stakeflow.temporal.plugin import StakeflowPlugin
 from stakeflow.workflows.agent_task import AgentTaskWorkflow
 from tests.agent_script import agent, plan
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer
-from tests.support import REPO, make_settings, open_endpoint_env, running_workers, worker_env
+from tests.support import REPO, make_settings, open_endpoint_env, open_settings, running_workers, worker_env
 from tests.team_agent import TeamTicketWorkflow, Ticket
 from tests.test_client import ANSWER, READ_ONLY, WRITES, ended_cleanly, readme_python, waiting
 
@@ -53,13 +53,7 @@ def workspace(tmp_path):
 
 @pytest.fixture
 def settings(tmp_path, client, open_fake):
-    return make_settings(
-        tmp_path,
-        temporal_address=client.service_client.config.target_host,
-        open_base_url=open_fake.url,
-        open_model="qwen-test",
-        open_dialect="vllm",
-    )
+    return open_settings(tmp_path, client, open_fake)
 
 
 def team_queue() -> str:

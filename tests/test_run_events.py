@@ -17,7 +17,7 @@ from stakeflow.agents.types import AnswerSoFar, RunEvent
 from stakeflow.services import runs
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeOpenAIServer
-from tests.support import make_settings, running_workers
+from tests.support import open_settings, running_workers
 
 ANSWER = "Revenue grew 12% over Q2, driven by the Nordic region, where two new stores opened in May and June."
 SCRIPT = agent(
@@ -44,13 +44,7 @@ def workspace(tmp_path):
 
 @pytest.fixture
 def settings(tmp_path, client, open_fake):
-    return make_settings(
-        tmp_path,
-        temporal_address=client.service_client.config.target_host,
-        open_base_url=open_fake.url,
-        open_model="qwen-test",
-        open_dialect="vllm",
-    )
+    return open_settings(tmp_path, client, open_fake)
 
 
 async def collect(events) -> list[RunEvent]:
