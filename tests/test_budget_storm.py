@@ -146,10 +146,12 @@ async def test_a_storm_of_deliveries_never_spends_past_the_budget(client, tmp_pa
     assert failed == []
     frontier_runs = [r for r in results if any(s.route == "frontier" for s in r.steps)]
     downgraded = [s for r in results for s in r.steps if s.downgraded]
-    # Without kills about 19 runs fit (bench/budgets.py). Each kill strands its worker's in-flight calls, held at
-    # their worst case (~2x what they bill) until their deadline, so fewer fit: 8 and 9 seen at 6 kills (12 calls
-    # stranded, $0.26 held); 5 leaves room for kills that land on three calls each. What must hold exactly is below.
-    assert 5 <= len(frontier_runs) < DELIVERIES / 2 and downgraded
+    # How many runs fit depends on where the kills land: each strands its worker's in-flight calls, held at their
+    # worst case (~2x what they bill) until their deadline. Without kills about 19 fit (bench/budgets.py); at 6 kills
+    # 4, 8 and 9 were seen (12 calls stranded, $0.26 of $0.38 held). So the count is not a fixed bound: what must hold
+    # is that the frontier was used, that the rest were downgraded with the budget's reason, and (below) that the
+    # provider's log, the settled figure and the held amount agree.
+    assert 1 <= len(frontier_runs) < DELIVERIES / 2 and downgraded
     assert all("downgraded: frontier budget frontier_usd_per_day $0.38 spent (" in s.reason for s in downgraded)
 
     # The trace store counts them: the runs view's downgraded_by_budget per run, and `costs` over them all.
