@@ -23,5 +23,13 @@ class AnswerCheckActivities:
 
     @activity.defn(name=CHECK_ANSWER)
     async def check_answer(self, req: AnswerCheckRequest) -> AnswerCheck:
-        """Whether every figure and quotation of ``req.answer`` appears in the goal or an observation."""
-        return check_answer(req.answer, goal=req.goal, observations=req.observations)
+        """Whether every figure, quotation and name of ``req.answer`` appears in the goal or an observation, and
+        whether it reports what the tools returned (agents/claims.py)."""
+        return check_answer(
+            req.answer,
+            goal=req.goal,
+            observations=req.observations,
+            workspace_paths=req.workspace_paths,
+            failed_calls=req.failed_calls,
+            reached=req.reached,
+        )

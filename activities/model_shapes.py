@@ -100,6 +100,9 @@ def build_shape(req: ModelCallRequest, dialect: Dialect) -> RequestShape:
         schema = output.model_json_schema()
         settings["extra_body"] = {"response_format": {"type": "json_object", "schema": schema}}
         mode: OutputMode = "prompted"
+        # The prompt shows the schema without its patterns: the grammar enforces them, and a pattern of the
+        # workspace's SQL (agents/sql_grammar.py) would fill a small model's context with a regular expression.
+        definition = replace(definition, json_schema=_without_patterns(definition.json_schema))
     else:
         mode = "native"
     return RequestShape(output, ModelRequestParameters(output_mode=mode, output_object=definition), settings)
@@ -145,6 +148,15 @@ def _output_model(req: ModelCallRequest, route: Route, dialect: Dialect) -> type
     return step_output_model(
         req.tools, min_calls=int(req.require_tool_call), max_calls=1 if one_at_a_time else MAX_CALLS_PER_STEP
     )
+
+
+def _without_patterns(schema: Any) -> Any:
+    """``schema`` without its strings' ``pattern`` keywords (a copy)."""
+    if isinstance(schema, dict):
+        return {k: _without_patterns(v) for k, v in schema.items() if not (k == "pattern" and isinstance(v, str))}
+    if isinstance(schema, list):
+        return [_without_patterns(v) for v in schema]
+    return schema
 
 
 def _object_definition(output: type[BaseModel]) -> OutputObjectDefinition:

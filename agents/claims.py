@@ -13,6 +13,17 @@ percentage may stand for its fraction (``12%`` and ``0.12``). What is not checke
 ("two"), numbers inside names (``Q3``, ``SmolLM2``), list markers (``1.`` at the start of a line), and the
 meaning of a sentence — a figure copied from the wrong row passes. It is a floor, not a proof.
 
+Besides figures and quotations, an answer that does not decline (its first sentence says it could not find
+what was asked) must:
+- not answer from a file that is not there: a goal naming a file (``invoices.csv``) the workspace lacks, and
+  which no tool output mentions, gets a decline or is unsupported (SmolLM2 answered such goals from another
+  file);
+- name nothing the run never saw: a capitalised word inside a sentence (a name: "Leesburg", "Scrapy") must
+  appear in the goal or an output, as any word, in any case; month names stand for the dates observed;
+- report something the tools returned when tools ran: a figure, quotation or word of theirs that the goal
+  does not already hold (an answer that restates the goal, or all of whose tool calls failed, has nothing);
+- give a figure when the goal asks for a quantity ("how many", "what percentage", ``1234 * 5678``).
+
 Pure and deterministic; the workflow runs it as an activity (``check_answer``) so a later release can refine
 it without changing how recorded runs replay.
 """
@@ -20,7 +31,7 @@ it without changing how recorded runs replay.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 
 from pydantic import BaseModel, Field
@@ -68,6 +79,11 @@ class AnswerCheckRequest(BaseModel):
     answer: str = ""
     goal: str = ""
     observations: list[Observation] = Field(default_factory=list)
+    # Every workspace file's path when the edge listed them all (else empty: no file is judged missing).
+    workspace_paths: list[str] = Field(default_factory=list)
+    failed_calls: int = 0  # tool calls of the run that failed: tools ran even when nothing was observed
+    # The text arguments of tool calls that succeeded: a file an MCP or Python tool read outside the workspace.
+    reached: list[str] = Field(default_factory=list)
 
 
 class AnswerCheck(BaseModel):
@@ -134,8 +150,17 @@ CALCULATOR = "calculator"
 _CONSTANTS: set[Decimal] = {Decimal(n) for n in (*range(13), 100, 1000)}
 
 
-def check_answer(answer: str, *, goal: str, observations: Iterable[Observation | str]) -> AnswerCheck:
-    """Whether every figure and quotation in ``answer`` is backed by the goal or by one of ``observations``.
+def check_answer(
+    answer: str,
+    *,
+    goal: str,
+    observations: Iterable[Observation | str],
+    workspace_paths: Sequence[str] = (),
+    failed_calls: int = 0,
+    reached: Sequence[str] = (),
+) -> AnswerCheck:
+    """Whether every figure, quotation and name in ``answer`` is backed by the goal or by one of ``observations``,
+    and whether it reports what the tools returned (see the module docstring).
 
     A calculator's output (``expression = value``) backs its value only when every figure of its expression
     is itself backed — by the goal, another tool's output, an earlier such value, or a small constant (0 to
@@ -143,23 +168,138 @@ def check_answer(answer: str, *, goal: str, observations: Iterable[Observation |
     the user, supports nothing.
     """
     seen = [o if isinstance(o, Observation) else Observation(text=o) for o in observations]
-    observed: set[Decimal] = {value for figure in figures(goal) for value, _ in figure.values}
+    from_goal: set[Decimal] = {value for figure in figures(goal) for value, _ in figure.values}
+    from_tools: set[Decimal] = set()
     computed = [o for o in seen if o.tool == CALCULATOR and " = " in o.text]
     for o in seen:
         if o not in computed:
-            observed.update(value for figure in figures(o.text) for value, _ in figure.values)
+            from_tools.update(value for figure in figures(o.text) for value, _ in figure.values)
     for o in computed:
         expression, _, value = o.text.rpartition(" = ")
-        if all(_supports(observed | _CONSTANTS, operand) for operand in figures(expression)):
-            observed.update(v for figure in figures(value) for v, _ in figure.values)
+        if all(_supports(from_goal | from_tools | _CONSTANTS, operand) for operand in figures(expression)):
+            from_tools.update(v for figure in figures(value) for v, _ in figure.values)
+    names = {value for path in workspace_paths for figure in figures(path) for value, _ in figure.values}
+    observed = from_goal | from_tools | names
     unsupported: list[str] = []
     given = answer_figures(answer)
     for figure in given:
         if not _supports(observed, figure) and figure.text not in unsupported:
             unsupported.append(figure.text)
-    corpus = _normalise("\n".join(o.text for o in seen))
-    for m in _QUOTE.finditer(answer):
-        quoted = m.group(1) or m.group(2)
+    outputs = "\n".join(o.text for o in seen)
+    corpus = _normalise(outputs)
+    quotes = [m.group(1) or m.group(2) for m in _QUOTE.finditer(answer)]
+    for quoted in quotes:
         if _normalise(quoted) not in corpus and _normalise(quoted) not in _normalise(goal):
             unsupported.append(f'"{quoted}"')
+    if not declines(answer):
+        output_words = _words(outputs) | _month_names(outputs)
+        goal_words = _words(goal)
+        known = output_words | goal_words | _words("\n".join([*workspace_paths, *reached]))
+        unsupported += [
+            f"{name} (named in no output)" for name in _names(_QUOTE.sub(" ", answer)) if name.lower() not in known
+        ]
+        unsupported += [
+            f"{name}: no such file in the workspace"
+            for name in missing_files(goal, workspace_paths, "\n".join([outputs, *reached]))
+        ]
+        if asks_quantity(goal) and not given:
+            unsupported.append("no figure: the goal asks for a quantity")
+        if (
+            not unsupported
+            and (seen or failed_calls)
+            and not (
+                any(_supports(from_tools, f) for f in given)
+                or quotes
+                or (_words(answer) & output_words) - goal_words - _PLAIN_WORDS
+            )
+        ):
+            unsupported.append("no finding: the answer reports nothing the tools returned")
     return AnswerCheck(supported=not unsupported, unsupported_claims=unsupported, checked_numbers=len(given))
+
+
+# How an answer says it has no answer, in its first sentence.
+_DECLINE = re.compile(
+    r"\b(?:could ?n[o']t|can ?n[o']t|cannot|unable to|was ?n[o']t able to|did ?n[o']t|do ?n[o']t|does ?n[o']t) "
+    r"(?:find|locate|determine|answer|compute|calculate|read|open|access|get|see|exist|contain|have|include)\b"
+    r"|\bnot (?:found|available|present|in the workspace|exist)\b|\bno such\b|\bno (?:data|results?|information)\b"
+    r"|\b(?:is|are) missing\b|\bthere (?:is|are) no (?:file|data|such|information|record)",
+    re.IGNORECASE,
+)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n")
+
+
+def declines(answer: str) -> bool:
+    """Whether the answer's first sentence says it could not find (or compute) what was asked."""
+    first = _SENTENCE_END.split(answer.strip(), maxsplit=1)[0]
+    return bool(_DECLINE.search(first))
+
+
+# The kinds of file a goal names: data, text and documents (not domains: "example.com").
+_FILE_KINDS = "csv|tsv|txt|md|json|jsonl|ndjson|yaml|yml|toml|xml|html|htm|log|pdf|xlsx|xls|parquet|sql|ini|cfg|docx"
+_FILE_NAME = re.compile(rf"(?<![\w./:\\-])([\w][\w.-]*\.(?:{_FILE_KINDS}))(?![\w/\\-]|\.\w)", re.IGNORECASE)
+
+
+def missing_files(goal: str, workspace_paths: Sequence[str], reached: str) -> list[str]:
+    """The files ``goal`` names that are not in the workspace (when all its paths are known) and that nothing
+    the run reached mentions (a tool's output or a successful call's argument: a file another tool read)."""
+    if not workspace_paths:
+        return []
+    present = {p.lower() for path in workspace_paths for p in (path, path.rsplit("/", 1)[-1])}
+    reached = reached.lower()
+    return [
+        name
+        for name in dict.fromkeys(m.group(1) for m in _FILE_NAME.finditer(goal))
+        if name.lower() not in present and name.lower() not in reached
+    ]
+
+
+# A goal that asks for a quantity: the answer must give a figure (or decline).
+_QUANTITY = re.compile(
+    r"\bhow (?:many|much|long|far|often|old)\b"
+    r"|\bwhat (?:is|was|were|are)? ?(?:the )?(?:percentage|percent|share|proportion|fraction|number|amount|total|sum|"
+    r"average|mean|median|count|price|cost|value|rate|ratio)\b"
+    r"|\bby what\b|\bhow (?:big|large|small)\b",
+    re.IGNORECASE,
+)
+_ARITHMETIC = re.compile(r"\d\s*[*/×÷+^]\s*\d|\d\s+[-−]\s+\d")
+
+
+def asks_quantity(goal: str) -> bool:
+    """Whether ``goal`` asks for a number: "how many", "what percentage", "what is the total", ``1234 * 5678``."""
+    return bool(_QUANTITY.search(goal) or _ARITHMETIC.search(_DATE.sub(" ", goal)))
+
+
+# A capitalised word inside a sentence, after a word and a space: a name ("Blue Door", "Leesburg"). Words at a
+# sentence's or line's start, after a colon or a bracket, are not taken: they are capitalised anyway.
+_NAME = re.compile(r"(?<=[\w,;] )[A-Z][a-z]{2,}\b")
+_MONTHS = (
+    re.findall(r"\w+", "january february march april may june july august september october november december"),
+    re.findall(r"\w+", "jan feb mar apr may jun jul aug sep oct nov dec"),
+)
+# Words any answer may use that are no finding of a tool's: function words and the prompts' own vocabulary.
+_PLAIN_WORDS = frozenset(
+    re.findall(
+        r"\w+",
+        """the and for are was were with that this from into onto than then there these those which what when where
+    who whom whose why how has have had not but all any each per its our your their they them you his her she
+    him one two three ten can could would should will may might must does did done use used using based
+    according about above below after before over under more most less least also only just very much many
+    some such other same both between within without again further here out off own too yes now
+    goal goals step steps result results tool tools plan plans answer answers file files query queries find
+    found finding data output outputs value values number numbers total run task asked ask user question
+    figure figures row rows column columns table tables""",
+    )
+)
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]{3,}", text.lower()))
+
+
+def _month_names(text: str) -> set[str]:
+    months = {int(m.group(1)) for m in re.finditer(r"\b\d{4}-(\d{2})-\d{2}\b", text) if 1 <= int(m.group(1)) <= 12}
+    return {names[m - 1] for m in months for names in _MONTHS}
+
+
+def _names(answer: str) -> list[str]:
+    return list(dict.fromkeys(_NAME.findall(answer)))

@@ -280,20 +280,27 @@ def answer_clip(total_steps: int) -> int:
     return max(200, min(MAX_CONTEXT_CHARS, ANSWER_BUDGET_CHARS // max(1, total_steps)))
 
 
-def answer_prompt(goal: str, steps: list[StepRecord]) -> str:
+def answer_prompt(goal: str, steps: list[StepRecord], missing: Sequence[str] = ()) -> str:
+    """The answer call's prompt; ``missing``: files the goal names that the workspace does not have."""
     clip = answer_clip(len(steps))
     results = _history(steps, clip, answering=True) or "(no steps)"
-    return f"Goal: {goal}\n\nResults of the steps:\n{results}\n\nWrite the answer."
+    absent = "".join(
+        f"\nThe goal names {name}: there is no such file in the workspace; say that {name} does not exist."
+        for name in missing
+    )
+    return f"Goal: {goal}\n\nResults of the steps:\n{results}\n{absent}\nWrite the answer."
 
 
-def reask_prompt(goal: str, steps: list[StepRecord], previous: str, claims: list[str]) -> str:
+def reask_prompt(
+    goal: str, steps: list[StepRecord], previous: str, claims: list[str], missing: Sequence[str] = ()
+) -> str:
     """The answer asked again, naming what in the previous one nothing the run observed supports."""
-    named = ", ".join(claims)
+    named = "; ".join(claims)
     return (
-        f"{answer_prompt(goal, steps)}\n\nYour previous answer was:\n{_clip(previous, 2000)}\n\n"
-        f"It gives figures or quotations that appear in no tool output above: {named}. Write the answer again "
-        "using only figures and words that appear in the results; where the results do not say what the goal "
-        "asks, say that you could not find it."
+        f"{answer_prompt(goal, steps, missing)}\n\nYour previous answer was:\n{_clip(previous, 2000)}\n\n"
+        f"Nothing the tools returned supports this in it: {named}. Write the answer again using only figures, "
+        "names and words that appear in the results; where the results do not say what the goal asks, say that "
+        "you could not find it."
     )
 
 

@@ -69,6 +69,8 @@ class ToolSpec:
     example: str = ""  # one example call's arguments, as JSON: models copy the form
     # Arguments that must name an existing workspace file: offered to the model as an enum of them.
     file_args: tuple[str, ...] = ()
+    # Arguments that are a query over the workspace's files: held to its tables and columns for a small model.
+    sql_args: tuple[str, ...] = ()
     # The workspace files this tool reads, by suffix ("*" = any file): a goal that names such a file
     # may start with this tool (see agents/prompts.py, first_step_tools).
     reads: tuple[str, ...] = ()
@@ -84,6 +86,7 @@ class ToolSpec:
             args_schema=self.args_model.model_json_schema(),
             local=self.local,
             file_args=list(self.file_args),
+            sql_args=list(self.sql_args),
             reads=list(self.reads),
             open_world=self.open_world,
             risk_from="built-in",
@@ -108,6 +111,7 @@ CATALOGUE: dict[str, ToolSpec] = {
             "read_only",
             local=True,
             example='{"query": "SELECT region, sum(units) AS units FROM \'sample-orders.csv\' GROUP BY region"}',
+            sql_args=("query",),
             reads=(".csv", ".tsv", ".parquet", ".json", ".jsonl", ".ndjson"),
         ),
         ToolSpec(

@@ -154,7 +154,7 @@ async def test_an_unsupported_answer_is_reasked_then_escalated(client, tmp_path,
 
     answers = [c.body for c in open_fake.calls if "Write the answer" in prompt_text(c.body)]
     assert len(answers) == 2  # asked, then asked again naming the figure
-    assert "appear in no tool output above: 105,283.64" in prompt_text(answers[1])
+    assert "Nothing the tools returned supports this in it: 105,283.64" in prompt_text(answers[1])
     assert result.answer == "Total revenue was $16,330.00."
     assert result.answer_route and result.answer_route.route == "frontier" and result.answer_route.escalated
     assert "escalated: answer not supported by what the run observed (105,283.64)" in result.answer_route.reason
@@ -287,3 +287,34 @@ async def test_a_run_revises_its_plan_at_most_twice(client, tmp_path, open_fake,
     assert result.replans == 2 and len(result.steps) == 3
     assert all(s.status == "tool_error" for s in result.steps)
     assert result.answer_supported is True  # it said it could not find it
+
+
+async def test_a_goal_naming_a_file_the_workspace_lacks_is_answered_with_a_decline_or_flagged(
+    client, tmp_path, open_fake, workspace
+):
+    """SmolLM2 answered "the largest invoices in invoices.csv" from another file. The answer prompt says the file
+    does not exist; an answer that still does not say so is re-asked, then flagged."""
+    goal = "What are the three largest invoices in invoices.csv?"
+    open_fake.script(
+        agent(
+            plan(("Read the invoices", "read_file")),
+            {1: call("read_file", path="regions.csv")},
+            answer="The three largest invoices are Nordic, South and West.",
+        )
+    )
+    result = await run_task(client, settings_for(tmp_path, open_fake), goal, workspace=workspace)
+    answers = [prompt_text(c.body) for c in open_fake.calls if "Write the answer" in prompt_text(c.body)]
+    assert len(answers) == 2
+    assert all("say that invoices.csv does not exist" in a for a in answers)
+    assert result.answer_supported is False
+    assert result.unsupported_claims == ["invoices.csv: no such file in the workspace"]
+
+    open_fake.script(
+        agent(
+            plan(("Read the invoices", "read_file")),
+            {1: call("read_file", path="regions.csv")},
+            answer="invoices.csv does not exist in the workspace.",
+        )
+    )
+    result = await run_task(client, settings_for(tmp_path, open_fake), goal, workspace=workspace)
+    assert result.answer_supported is True

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stakeflow.agents.claims import Observation, answer_figures, check_answer
+from stakeflow.agents.claims import Observation, answer_figures, asks_quantity, check_answer, declines, missing_files
 
 SALES = "region,revenue\nNordic,9356\nSouth,2786\nWest,4188\ntotal,16330.0\n"
 
@@ -22,7 +22,7 @@ SALES = "region,revenue\nNordic,9356\nSouth,2786\nWest,4188\ntotal,16330.0\n"
         "The Nordic region brought in 9,356 and the West 4188.",
         "Revenue: 16.33k",  # written to the ten: 16330 rounds to it
         "1. Nordic\n2. South\n3. West",  # list markers are not figures
-        "The SmolLM2 model and Q3 are names, not figures.",
+        "The SmolLM2 model and Q3 are names, not figures; the total was 16,330.",
     ],
 )
 def test_figures_the_outputs_hold_are_supported(answer):
@@ -118,3 +118,91 @@ def test_a_calculator_value_is_backed_only_by_observed_operands():
     assert check_answer(
         "Half the 12% share is 979.8.", goal="What is half of 12% of the revenue?", observations=chain
     ).supported
+
+
+# Beyond figures and quotations: files, names, findings, quantities. The answers below are what SmolLM2-135M
+# wrote in bench/tasks.py runs that the figure check alone passed (wrong and unflagged).
+
+CUSTOMERS = "customer_id,name,city\nC01,Blue Door Cafe,Leeds\nC02,Harbour Bakery,Hull\n"
+ROASTERY = ["customers.csv", "orders.csv", "products.csv", "policies.txt", "notes/q3-review.md"]
+
+
+def test_an_answer_about_a_file_the_workspace_lacks_must_decline():
+    goal = "List the three largest invoices in invoices.csv."
+    rows = "The three largest invoices in invoices.csv are:\nC01,Blue Door Cafe,Leeds\nC02,Harbour Bakery,Hull"
+    check = check_answer(rows, goal=goal, observations=[CUSTOMERS], workspace_paths=ROASTERY)
+    assert check.unsupported_claims == ["invoices.csv: no such file in the workspace"]
+    for declined in ("invoices.csv does not exist in the workspace.", "I could not find invoices.csv."):
+        assert check_answer(declined, goal=goal, observations=[CUSTOMERS], workspace_paths=ROASTERY).supported
+    # A file the workspace has, one another tool reached (an MCP server's), or a workspace not listed in full.
+    assert check_answer(rows, goal=goal.replace("invoices", "customers"), observations=[CUSTOMERS],
+                        workspace_paths=ROASTERY).supported  # fmt: skip
+    reached = ["/srv/finance/invoices.csv"]
+    assert check_answer(rows, goal=goal, observations=[CUSTOMERS], workspace_paths=ROASTERY, reached=reached).supported
+    assert check_answer(rows, goal=goal, observations=[CUSTOMERS], workspace_paths=[]).supported
+
+
+def test_missing_files_are_file_names_not_domains_or_paths_of_urls():
+    paths = ["sales.csv"]
+    assert missing_files("Compare sales.csv with targets.csv and budget.XLSX.", paths, "") == [
+        "targets.csv",
+        "budget.XLSX",
+    ]
+    assert missing_files("Fetch https://example.com/data.json and check example.com", paths, "") == []
+    assert missing_files("Read notes/sales.csv.", ["notes/sales.csv"], "") == []
+
+
+def test_a_name_nothing_observed_holds_is_unsupported():
+    goal = "Who becomes head roaster, according to the Q3 review notes?"
+    notes = "From October, Sam Demir becomes head roaster; Priya Natarajan moves to sourcing."
+    assert check_answer("The head roaster will be Sam Demir.", goal=goal, observations=[notes]).supported
+    check = check_answer(
+        "You can parse it with a tool like Scrapy or a Python library.", goal=goal, observations=[notes]
+    )
+    assert check.unsupported_claims == ["Scrapy (named in no output)", "Python (named in no output)"]
+    # Names match as words in any case; a month stands for the dates observed in it.
+    sales = "date,region,units\n2026-09-29,West,20\n2026-07-03,Nordic,12"
+    assert check_answer(
+        "Most units went to the west region, in September.", goal="Which month?", observations=[sales]
+    ).supported
+    assert not check_answer("Most units sold in the West in March.", goal="When?", observations=[sales]).supported
+
+
+def test_an_answer_that_reports_nothing_the_tools_returned_is_unsupported():
+    goal = "Which region sold the most units of the Team product?"
+    sales = "region,units\nWest,14\nNordic,9"
+    restated = "The goal is to find the region with the most units of the Team product sold."
+    assert check_answer(restated, goal=goal, observations=[sales]).unsupported_claims == [
+        "no finding: the answer reports nothing the tools returned"
+    ]
+    assert check_answer("The West region sold the most.", goal=goal, observations=[sales]).supported
+    # Every tool call failed: an answer that does not say so has nothing to report.
+    assert not check_answer(restated, goal=goal, observations=[], failed_calls=3).supported
+    assert check_answer(
+        "I could not find it: every query failed.", goal=goal, observations=[], failed_calls=3
+    ).supported
+    # No tool ran (a goal that needs none): nothing to report from them.
+    assert check_answer("Leaves fall; the year turns.", goal="Write a haiku about autumn.", observations=[]).supported
+
+
+def test_a_goal_asking_for_a_quantity_needs_a_figure_or_a_decline():
+    goal = "According to notes.txt, by what percentage did revenue grow in Q3 compared with Q2?"
+    notes = "Revenue grew 12% over Q2."
+    vague = "The notes describe revenue growth in Q3 compared to Q2 over the quarter."
+    assert check_answer(vague, goal=goal, observations=[notes]).unsupported_claims == [
+        "no figure: the goal asks for a quantity"
+    ]
+    assert check_answer("Revenue grew 12%.", goal=goal, observations=[notes]).supported
+    assert check_answer("I could not find the growth figure.", goal=goal, observations=[notes]).supported
+    for asks in ("How many orders?", "What is 1234 * 5678?", "What was the total revenue?", "How much is 3 - 1?"):
+        assert asks_quantity(asks), asks
+    for names in ("Which region sold most on 2026-07-03?", "Who is the head roaster?", "Summarise notes.txt."):
+        assert not asks_quantity(names), names
+
+
+def test_a_decline_is_the_first_sentence_saying_so():
+    assert declines("I could not find the revenue: the query failed.")
+    assert declines("invoices.csv does not exist in this workspace. Here are other files.")
+    assert declines("There is no such file.")
+    assert not declines("Revenue was 16,330. I could not find the margin.")
+    assert not declines("The customer is C04.\nNo data found in this step; say that you could not find it.")

@@ -19,7 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from opentelemetry import trace as otel_trace
 
     from stakeflow.agents import prompts
-    from stakeflow.agents.claims import AnswerCheck, Observation
+    from stakeflow.agents.claims import AnswerCheck, AnswerCheckRequest, Observation, missing_files
     from stakeflow.agents.policy import decide_route, escalate_unsupported
     from stakeflow.agents.types import ModelCallRequest, RouteDecision, StepRecord, TaskResult
     from stakeflow.core import semconv as sc
@@ -48,7 +48,7 @@ class Answering(ModelSteps):
             purpose="answer",
             step=index,
             system=prompts.with_role(req.instructions, prompts.ANSWER_SYSTEM),
-            prompt=prompts.answer_prompt(req.goal, self._progress.steps),
+            prompt=prompts.answer_prompt(req.goal, self._progress.steps, self._missing()),
             stream=True,  # the activity publishes the text as it comes (activities/model_stream.py)
         )
         record = StepRecord(index=index, title="answer")
@@ -72,7 +72,9 @@ class Answering(ModelSteps):
             again = call.model_copy(
                 update={
                     "round": 2,
-                    "prompt": prompts.reask_prompt(req.goal, self._progress.steps, answer, check.unsupported_claims),
+                    "prompt": prompts.reask_prompt(
+                        req.goal, self._progress.steps, answer, check.unsupported_claims, self._missing()
+                    ),
                 }
             )
             reply, decision = await self._call_model(again, decision, record, label="answer · re-asked")
@@ -88,7 +90,7 @@ class Answering(ModelSteps):
                     update={
                         "round": 3,
                         "prompt": prompts.reask_prompt(
-                            req.goal, self._progress.steps, answer, check.unsupported_claims
+                            req.goal, self._progress.steps, answer, check.unsupported_claims, self._missing()
                         ),
                     }
                 )
@@ -111,10 +113,36 @@ class Answering(ModelSteps):
         workflow.upsert_memo({"answer_check": Public(verdict)})
         return answer, decision
 
-    async def _check(self, answer: str) -> AnswerCheck:
-        """The answer against the goal and every successful tool output the run kept (and the workspace's names)."""
-        observed = [
-            Observation(tool=r.tool, text=r.output) for s in self._progress.steps for r in s.tool_results if r.ok
+    def _observed(self, answer: str = "") -> AnswerCheckRequest:
+        """What the answer is checked against: the goal, every successful tool output the run kept, the
+        workspace's names, how many calls failed, and the text arguments of calls in rounds whose every call
+        succeeded (what a tool reached: a file it read)."""
+        steps = self._progress.steps
+        results = [r for s in steps for r in s.tool_results]
+        reached = [
+            str(value)
+            for s in steps
+            for rnd in s.rounds
+            if (done := [r for r in s.tool_results if r.round == rnd.round]) and all(r.ok for r in done)
+            for call in rnd.tool_calls
+            for value in call.args.values()
+            if isinstance(value, str)
         ]
-        names = [Observation(text=path) for path in self._req.workspace_paths]
-        return await check_answer(answer, self._req.goal, [*observed, *names])
+        return AnswerCheckRequest(
+            answer=answer,
+            goal=self._req.goal,
+            observations=[Observation(tool=r.tool, text=r.output) for r in results if r.ok],
+            workspace_paths=self._req.workspace_paths,
+            failed_calls=sum(not r.ok for r in results),
+            reached=reached,
+        )
+
+    def _missing(self) -> list[str]:
+        """The files the goal names that the workspace lacks and no tool reached: the answer must say so."""
+        seen = self._observed()
+        return missing_files(
+            seen.goal, seen.workspace_paths, "\n".join([*(o.text for o in seen.observations), *seen.reached])
+        )
+
+    async def _check(self, answer: str) -> AnswerCheck:
+        return await check_answer(self._observed(answer))

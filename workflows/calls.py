@@ -18,7 +18,7 @@ from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from stakeflow.agents.claims import AnswerCheck, AnswerCheckRequest, Observation
+    from stakeflow.agents.claims import AnswerCheck, AnswerCheckRequest
     from stakeflow.agents.evals import AGREEMENT_DAYS, AgreementTable, EvalRecord, ShadowBatch, ShadowRequest, StepLabel
     from stakeflow.agents.types import (
         ApprovalRecord,
@@ -279,12 +279,12 @@ async def run_tool(
         ) from None
 
 
-async def check_answer(answer: str, goal: str, observations: list[Observation]) -> AnswerCheck:
+async def check_answer(req: AnswerCheckRequest) -> AnswerCheck:
     """The answer check (agents/claims.py) as a local activity: its verdict is in history, so a later release
     that refines the check replays recorded runs as they ran."""
     return await workflow.execute_local_activity(
         CHECK_ANSWER,
-        AnswerCheckRequest(answer=answer, goal=goal, observations=observations),
+        req,
         result_type=AnswerCheck,
         start_to_close_timeout=timedelta(seconds=30),
         retry_policy=RetryPolicy(maximum_attempts=3),

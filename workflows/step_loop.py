@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from stakeflow.agents import prompts
     from stakeflow.agents.evals import routing_by_agreement
     from stakeflow.agents.policy import decide_route, escalate_stuck
+    from stakeflow.agents.sql_grammar import sql_constrained
     from stakeflow.agents.tools import constrained, named_files
     from stakeflow.agents.types import (
         MAX_ROUNDS,
@@ -156,9 +157,17 @@ class StepLoop(ModelSteps, RunTools, ApprovalGate):
             system=prompts.with_role(req.instructions, prompts.STEP_SYSTEM),
             prompt="".join(blocks),
             prompt_blocks=prompts.block_ends(blocks),
-            tools=[constrained(spec, self._offered_paths(index, spec))] if spec else [],
+            tools=[self._offered_tool(index, spec, frontier=frontier)] if spec else [],
             shared_tools=self._plan_tools() if spec and frontier else [],
         )
+
+    def _offered_tool(self, index: int, spec: ToolSpecView, *, frontier: bool) -> ToolSpecView:
+        """The step's tool as its model call offers it: file arguments limited to the files it may name, and on
+        the open route with ``sql_grammar`` its SQL held to the workspace's tables (agents/sql_grammar.py)."""
+        view = constrained(spec, self._offered_paths(index, spec))
+        if self._req.routing.sql_grammar and not frontier:
+            view = sql_constrained(view, self._req.workspace_tables)
+        return view
 
     def _plan_tools(self) -> list[ToolSpecView]:
         return shared_tools(self._progress.steps, self._specs, self._req.workspace_paths)

@@ -57,6 +57,8 @@ class RoutingConfig(BaseModel):
     private_egress: EgressRule = "approve"
     # The plan must start by reading a workspace file the goal names ([policy] first_step_reads).
     first_step_reads: bool = False
+    # An open-route step's SQL is held to the workspace's tables and columns ([policy] sql_grammar).
+    sql_grammar: bool = False
     # Route a step kind to the frontier when the lower bound of its measured agreement is below this.
     min_agreement: float | None = None
     min_samples: int = 30
@@ -141,6 +143,8 @@ class TaskRequest(BaseModel):
     # Every workspace file's path, when the edge could list them all (else empty): a tool argument that
     # must name an existing file is offered as an enum of these.
     workspace_paths: list[str] = Field(default_factory=list)
+    # Each CSV or TSV file's column names, by path (as the edge read them at start): the tables SQL may use.
+    workspace_tables: dict[str, list[str]] = Field(default_factory=dict)
     # The allowed tools as the edge saw them (empty in runs started before this field: then the catalogue).
     tool_specs: list[ToolSpecView] = Field(default_factory=list)
     # Tools described where they run, when the run plans (MCP servers, Python tools).

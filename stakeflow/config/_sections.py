@@ -39,6 +39,11 @@ class PolicyConfig(_Section):
     # When the goal names a workspace file, make the plan start by reading it (a JSON-schema constraint):
     # "auto" does so for the embedded model, which cannot plan without it; large models plan well unaided.
     first_step_reads: Literal["auto", "always", "never"] = "auto"
+    # Hold an open-route step's SQL to the workspace's files and columns and SQL's shape, by a pattern in the
+    # argument's schema that grammar-constrained decoding enforces (agents/sql_grammar.py): "auto" for the
+    # embedded model, which otherwise writes JSON or a worked example's names into its queries; the pattern
+    # leaves out CTEs, CASE and window functions, which larger models use well.
+    sql_grammar: Literal["auto", "always", "never"] = "auto"
     # Routing that follows measured agreement (shadow evaluation): a step kind whose agreement's lower
     # bound is below min_agreement, measured on at least min_samples comparisons, goes to the frontier.
     min_agreement: float | None = Field(default=None, gt=0, le=1)

@@ -39,6 +39,7 @@ from stakeflow.services.runs._start import (
     start_run,
     wait_result,
     workspace_paths,
+    workspace_tables,
 )
 
 __all__ = [
@@ -72,4 +73,5 @@ __all__ = [
     "start_run",
     "wait_result",
     "workspace_paths",
+    "workspace_tables",
 ]

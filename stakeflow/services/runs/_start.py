@@ -70,6 +70,8 @@ def routing_config(settings: Settings) -> RoutingConfig:
         private_egress=settings.policy.private_egress,
         first_step_reads=settings.policy.first_step_reads == "always"
         or (settings.policy.first_step_reads == "auto" and settings.embedded),
+        sql_grammar=settings.policy.sql_grammar == "always"
+        or (settings.policy.sql_grammar == "auto" and settings.embedded),
         min_agreement=settings.policy.min_agreement,
         min_samples=settings.policy.min_samples,
         open_local=settings.workers.local_model_calls,
@@ -152,6 +154,7 @@ def build_request(
     return TaskRequest(
         workspace_files=list_workspace(ws),
         workspace_paths=workspace_paths(ws),
+        workspace_tables=workspace_tables(ws),
         tool_specs=[_private(CATALOGUE[name].view(), settings) for name in chosen.builtins],
         toolsets=chosen.toolsets,
         agent=agent or "",
@@ -294,18 +297,36 @@ MAX_COLUMNS = 30
 
 
 def _columns(path: Path) -> str:
-    """A CSV or TSV file's column names from its first line ("" for other files, or one that cannot be read)."""
+    """A CSV or TSV file's column names from its first line, as prompts show them ("" for other files)."""
+    names = _column_names(path)
+    shown = ", ".join(names[:MAX_COLUMNS])
+    return shown + (f", … ({len(names) - MAX_COLUMNS} more)" if len(names) > MAX_COLUMNS else "")
+
+
+def _column_names(path: Path) -> list[str]:
+    """A CSV or TSV file's column names from its first line ([] for other files, or one that cannot be read)."""
     delimiter = {".csv": ",", ".tsv": "\t"}.get(path.suffix.lower())
     if delimiter is None:
-        return ""
+        return []
     try:
         with path.open(encoding="utf-8", errors="replace", newline="") as f:
             first = f.readline(MAX_HEADER_BYTES)
     except OSError:
-        return ""
-    names = [n.strip() for n in next(csv.reader([first], delimiter=delimiter), []) if n.strip()]
-    shown = ", ".join(names[:MAX_COLUMNS])
-    return shown + (f", … ({len(names) - MAX_COLUMNS} more)" if len(names) > MAX_COLUMNS else "")
+        return []
+    return [n.strip() for n in next(csv.reader([first], delimiter=delimiter), []) if n.strip()]
+
+
+def workspace_tables(folder: Path, limit: int = MAX_ENUM_FILES) -> dict[str, list[str]]:
+    """Each CSV or TSV file's column names by path (at most MAX_COLUMNS: a wider table is left out), or {} when
+    the workspace has more than ``limit`` files: the SQL a small model may write (agents/sql_grammar.py)."""
+    tables: dict[str, list[str]] = {}
+    for n, (rel, _) in enumerate(_workspace_files(folder)):
+        if n == limit:
+            return {}
+        names = _column_names(folder / rel)
+        if 0 < len(names) <= MAX_COLUMNS:
+            tables[rel] = names
+    return tables
 
 
 def workspace_paths(folder: Path, limit: int = MAX_ENUM_FILES) -> list[str]:
