@@ -20,8 +20,9 @@ what was asked) must:
   file);
 - name nothing the run never saw: a capitalised word inside a sentence (a name: "Leesburg", "Scrapy") must
   appear in the goal or an output, as any word, in any case; month names stand for the dates observed;
-- report something the tools returned when tools ran: a figure, quotation or word of theirs that the goal
-  does not already hold (an answer that restates the goal, or all of whose tool calls failed, has nothing);
+- report something the tools returned: to a question ("which region ...?", "list ..."), a figure, quotation
+  or word of the tools' outputs that the goal does not already hold (an answer that restates the goal has
+  nothing); after tool calls that all failed, anything at all but a decline;
 - give a figure when the goal asks for a quantity ("how many", "what percentage", ``1234 * 5678``).
 
 Pure and deterministic; the workflow runs it as an activity (``check_answer``) so a later release can refine
@@ -206,7 +207,7 @@ def check_answer(
             unsupported.append("no figure: the goal asks for a quantity")
         if (
             not unsupported
-            and (seen or failed_calls)
+            and ((seen and asks_question(goal)) or (failed_calls and not seen))
             and not (
                 any(_supports(from_tools, f) for f in given)
                 or quotes
@@ -262,6 +263,18 @@ _QUANTITY = re.compile(
     re.IGNORECASE,
 )
 _ARITHMETIC = re.compile(r"\d\s*[*/×÷+^]\s*\d|\d\s+[-−]\s+\d")
+
+
+_QUESTION = re.compile(
+    r"\s*(?:what|which|who|whom|whose|how|when|where|why|is|are|was|were|does|do|did|list|name|find|count|tell)\b",
+    re.IGNORECASE,
+)
+
+
+def asks_question(goal: str) -> bool:
+    """Whether ``goal`` asks for something to be found out (a question, "list ...", "find ..."), not only done:
+    "Commit the fix" may be answered "Done."; "Which region sold most?" may not."""
+    return "?" in goal or bool(_QUESTION.match(goal))
 
 
 def asks_quantity(goal: str) -> bool:

@@ -174,7 +174,10 @@ def _clip(text: str, limit: int = MAX_CONTEXT_CHARS) -> str:
 
 
 # A step sees the last few steps in full and the rest as one line each, so a long plan's prompts
-# (and workflow payloads) do not grow with the square of its length.
+# (and workflow payloads) do not grow with the square of its length. On the frontier the window moves in jumps
+# of RECENT_STEPS (between 5 and 9 steps in full), not one step at a time: a prompt then starts as the last one
+# did for 5 steps running, and the prompt cache reads what the step before wrote. The open route keeps 5, for
+# a small model's context.
 RECENT_STEPS = 5
 MAX_OLDER_LINES = 40
 # The answer sees every step, clipped so the whole stays near this many characters.
@@ -216,10 +219,18 @@ def _windowed(steps: list[StepRecord]) -> str:
     return "\n".join(_windowed_blocks(steps))
 
 
-def _windowed_blocks(steps: list[StepRecord]) -> list[str]:
+def shown_as_lines(done: int) -> int:
+    """How many of ``done`` earlier steps a step prompt shows as one line each (the oldest ones): none until
+    2 x RECENT_STEPS are done, then in jumps of RECENT_STEPS, so RECENT_STEPS to 2 x RECENT_STEPS - 1 show in full."""
+    return max(0, (done - RECENT_STEPS) // RECENT_STEPS * RECENT_STEPS)
+
+
+def _windowed_blocks(steps: list[StepRecord], *, jumps: bool = False) -> list[str]:
     """The earlier steps as a step prompt shows them, one block per recent step (the older ones as one block of a
-    line each): a step's block reads the same in every later prompt until it leaves the recent window."""
-    older, recent = steps[:-RECENT_STEPS] if len(steps) > RECENT_STEPS else [], steps[-RECENT_STEPS:]
+    line each): a step's block reads the same in every later prompt until it leaves the recent window, which
+    slides a step at a time, or with ``jumps`` moves RECENT_STEPS at a time (``shown_as_lines``)."""
+    cut = shown_as_lines(len(steps)) if jumps else max(0, len(steps) - RECENT_STEPS)
+    older, recent = steps[:cut], steps[cut:]
     lines = [_one_line(s) for s in older[-MAX_OLDER_LINES:]]
     if len(older) > MAX_OLDER_LINES:
         lines.insert(0, f"({len(older) - MAX_OLDER_LINES} earlier steps not shown)")
@@ -246,10 +257,13 @@ def step_prompt_blocks(
     tool: ToolSpecView | None,
     done: list[StepRecord],
     files: Sequence[str] = (),
+    *,
+    jumps: bool = False,
 ) -> list[str]:
     """The step prompt as blocks whose text, joined, is the prompt: the run's stable head (goal, files), each earlier
     step, then this step's own ask. The stable part comes first, so a provider's prompt cache (Anthropic's
-    breakpoints, vLLM's automatic prefix caching) reuses what the step before sent."""
+    breakpoints, vLLM's automatic prefix caching) reuses what the step before sent; ``jumps``: the window of
+    earlier steps shown in full moves in jumps (a frontier call's: see RECENT_STEPS)."""
     # No example arguments: a small model copies their values (a worked example's file, its numbers); the
     # arguments' schema, which structured output enforces, shows their form.
     use = (
@@ -260,7 +274,7 @@ def step_prompt_blocks(
     )
     head = f"Goal: {goal}\n\n{_files(list(files))}Earlier steps:\n"
     ask = f"\n\nNow step {index} of {total}: {title}\n{use}"
-    earlier = _windowed_blocks(done)
+    earlier = _windowed_blocks(done, jumps=jumps)
     if not earlier:
         return [head, "(none)" + ask]
     return [head, earlier[0], *("\n" + b for b in earlier[1:]), ask]

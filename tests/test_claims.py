@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stakeflow.agents.claims import Observation, answer_figures, asks_quantity, check_answer, declines, missing_files
+from stakeflow.agents.claims import (
+    Observation,
+    answer_figures,
+    asks_quantity,
+    asks_question,
+    check_answer,
+    declines,
+    missing_files,
+)
 
 SALES = "region,revenue\nNordic,9356\nSouth,2786\nWest,4188\ntotal,16330.0\n"
 
@@ -206,3 +214,11 @@ def test_a_decline_is_the_first_sentence_saying_so():
     assert declines("There is no such file.")
     assert not declines("Revenue was 16,330. I could not find the margin.")
     assert not declines("The customer is C04.\nNo data found in this step; say that you could not find it.")
+
+
+def test_a_goal_that_only_asks_for_something_done_may_be_answered_done():
+    assert check_answer(
+        "Done.", goal="Commit the fix with the message 'typo'", observations=["[main 1a2b3c] typo"]
+    ).supported
+    assert not check_answer("Done.", goal="Which files changed in the last commit?", observations=["a.py"]).supported
+    assert asks_question("List the customers in Leeds.") and not asks_question("Summarise notes.txt into out.md")

@@ -302,3 +302,27 @@ def test_the_shared_schema_is_bounded_whatever_the_plan_names():
     few = shared_tools(steps[-2:], specs, ["a.txt", "b.txt"])  # mcp.tool39 and read_file, by name
     assert [t.name for t in few] == ["mcp.tool39", "read_file"]
     assert few[1].args_schema["properties"]["path"]["enum"] == ["a.txt", "b.txt"]
+
+
+def test_a_step_prompt_starts_as_the_last_one_did_except_where_the_window_jumps():
+    """The prompt cache reads a prefix the step before wrote: a window sliding one step at a time changed the
+    older steps' block on every frontier step from the 7th (bench/prompt_cache.py: 10 steps cost 0.54 of
+    uncached)."""
+    done = [
+        StepRecord(index=i, title=f"Look up part {i}", tools=["read_file"], status="ok", result=f"found part {i}")
+        for i in range(1, 21)
+    ]
+
+    def stable(n: int) -> str:  # step n+1's prompt up to the end of its last earlier step's block
+        blocks = prompts.step_prompt_blocks(GOAL, n + 1, 21, "next", None, done[:n], jumps=True)
+        return "".join(blocks[:-1])
+
+    reread = [n for n in range(1, 20) if stable(n + 1).startswith(stable(n))]
+    assert reread == [n for n in range(1, 20) if n + 1 not in (10, 15, 20)]
+    for n in range(1, 21):
+        full = n - prompts.shown_as_lines(n)
+        assert full == n if n < 10 else 5 <= full <= 9
+        assert stable(n).count("  note: found part") == full  # the rest are one line each
+        # The open route's prompt keeps a small model's context: never more than 5 steps in full.
+        shown = "".join(prompts.step_prompt_blocks(GOAL, n + 1, 21, "next", None, done[:n]))
+        assert shown.count("  note: found part") == min(n, prompts.RECENT_STEPS)

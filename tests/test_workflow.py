@@ -535,4 +535,6 @@ async def test_a_200_step_run_keeps_every_payload_bounded(client, tmp_path, open
     assert all(len(r.output) >= 3000 for s in result.steps[-5:] for r in s.tool_results)  # recent: whole
     assert all(len(r.output) < 300 and r.truncated for r in result.steps[0].tool_results)  # older: compacted
     print(f"largest payload of a 200-step run: {largest} bytes")
-    assert largest < 400_000, largest  # 351 kB measured; without compaction 1.99 MB, at the 2 MB limit
+    # 414 kB measured (351 kB while the window slid one step at a time: now up to 9 recent steps stay whole between
+    # its jumps); without compaction 1.99 MB, at the 2 MB limit
+    assert largest < 500_000, largest

@@ -131,8 +131,9 @@ class StepLoop(ModelSteps, RunTools, ApprovalGate):
         if state.stuck:
             otel_trace.get_current_span().set_attribute(sc.STUCK, state.stuck)
         record.status = "ok" if done else "tool_error"
-        older = index - 1 - prompts.RECENT_STEPS  # the step that just left the prompts' recent window
-        if older >= 0:
+        # The steps that just left the frontier prompts' recent window, the longer one (in jumps: none, or
+        # RECENT_STEPS of them); an open prompt shows some of those kept whole as a line already.
+        for older in range(prompts.shown_as_lines(index - 1), prompts.shown_as_lines(index)):
             self._progress.steps[older] = prompts.compacted(self._progress.steps[older], len(self._progress.steps))
         self._publish()
 
@@ -150,6 +151,7 @@ class StepLoop(ModelSteps, RunTools, ApprovalGate):
             spec,
             self._progress.steps[: index - 1],
             req.workspace_files,
+            jumps=frontier,
         )
         return ModelCallRequest(
             purpose="step",
