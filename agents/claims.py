@@ -259,14 +259,16 @@ _QUANTITY = re.compile(
     r"\bhow (?:many|much|long|far|often|old)\b"
     r"|\bwhat (?:is|was|were|are)? ?(?:the )?(?:percentage|percent|share|proportion|fraction|number|amount|total|sum|"
     r"average|mean|median|count|price|cost|value|rate|ratio)\b"
-    r"|\bby what\b|\bhow (?:big|large|small)\b",
+    r"|\bby what\b|\bhow (?:big|large|small)\b"
+    r"|^\s*(?:compute|calculate|divide|multiply|subtract|add up|sum up|convert)\b",
     re.IGNORECASE,
 )
 _ARITHMETIC = re.compile(r"\d\s*[*/×÷+^]\s*\d|\d\s+[-−]\s+\d")
 
 
 _QUESTION = re.compile(
-    r"\s*(?:what|which|who|whom|whose|how|when|where|why|is|are|was|were|does|do|did|list|name|find|count|tell)\b",
+    r"\s*(?:what|which|who|whom|whose|how|when|where|why|is|are|was|were|does|do|did|list|name|find|count|tell"
+    r"|compute|calculate|divide|multiply|subtract|add up|sum up|convert)\b",
     re.IGNORECASE,
 )
 
