@@ -13,10 +13,14 @@ import pytest
 from stakeflow.activities.model_shapes import build_shape
 from stakeflow.agents.sql_grammar import MAX_PATTERN_CHARS, sql_constrained, sql_pattern
 from stakeflow.agents.tools import CATALOGUE
-from stakeflow.config import Settings
-from stakeflow.services.runs import workspace_tables
-from tests.support import EXAMPLE_WORKSPACE
+from stakeflow.config import PolicyConfig, Settings
+from stakeflow.services.runs import build_request, workspace_tables
+from tests.agent_script import agent, plan
+from tests.agent_script import call as tool_call
+from tests.fakes import prompt_text
+from tests.support import EXAMPLE_WORKSPACE, make_settings
 from tests.test_model_activity import call, embedded_server, request  # noqa: F401
+from tests.test_workflow import frontier_fake, open_fake, run_task, settings_for, workspace  # noqa: F401
 
 TABLES = {
     "orders.csv": ["order_id", "customer_id", "kg", "shipped_on"],
@@ -121,3 +125,34 @@ async def test_the_embedded_model_writes_sql_over_the_real_columns(tmp_path: Pat
         pass  # parentheses are not counted by a regular pattern: the tool's parse error goes to the next round
     finally:
         con.close()
+
+
+def test_the_edge_reads_the_tables_and_auto_means_the_embedded_model(tmp_path):
+    embedded = build_request(make_settings(tmp_path), "How many units?", workspace=EXAMPLE_WORKSPACE)
+    assert embedded.routing.sql_grammar is True
+    assert embedded.workspace_tables == workspace_tables(EXAMPLE_WORKSPACE)
+    vllm = make_settings(tmp_path, open_base_url="http://gpu:8000/v1", open_model="qwen", open_dialect="vllm")
+    assert build_request(vllm, "How many units?", workspace=EXAMPLE_WORKSPACE).routing.sql_grammar is False
+    always = vllm.model_copy(update={"policy": PolicyConfig(sql_grammar="always")})
+    assert build_request(always, "How many units?", workspace=EXAMPLE_WORKSPACE).routing.sql_grammar is True
+
+
+async def test_an_open_step_sends_the_pattern_and_a_frontier_step_does_not(
+    client, tmp_path, open_fake, frontier_fake, workspace
+):
+    query = "SELECT sum(units) FROM 'sales.csv'"
+    script = agent(
+        plan(("Sum the units", "sql_query"), ("Sum them again", "sql_query", "high")),
+        {1: tool_call("sql_query", query=query), 2: tool_call("sql_query", query=query)},
+        answer="77 units were sold.",
+    )
+    open_fake.script(script)
+    frontier_fake.script(script)
+    settings = settings_for(tmp_path, open_fake, frontier_fake, policy=PolicyConfig(sql_grammar="always"))
+    result = await run_task(client, settings, "How many units were sold in sales.csv?", workspace=workspace)
+
+    assert [s.route for s in result.steps] == ["open", "frontier"] and result.answer_supported
+    [open_step] = [c.body for c in open_fake.calls if "Now step 1" in prompt_text(c.body)]
+    [frontier_step] = [c.body for c in frontier_fake.calls if "Now step 2" in prompt_text(c.body)]
+    assert json.dumps(sql_pattern(workspace_tables(workspace))) in json.dumps(open_step["response_format"])
+    assert '"pattern"' not in json.dumps(frontier_step)
