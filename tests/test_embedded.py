@@ -17,13 +17,14 @@ from pathlib import Path
 
 import pytest
 
+from stakeflow.agents.claims import declines
 from tests.support import EXAMPLE_WORKSPACE, free_port
 
 pytestmark = pytest.mark.embedded
 
 
-def test_readme_task_runs_on_the_embedded_model(tmp_path):
-    home = tmp_path / "home"
+def embedded_env(home: Path) -> dict[str, str]:
+    """A fresh stakeflow on the embedded default: its own home and ports, no key, no endpoint of the caller's."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STAKEFLOW_", "ANTHROPIC_"))}
     env.update(
         STAKEFLOW_HOME=str(home),
@@ -31,6 +32,12 @@ def test_readme_task_runs_on_the_embedded_model(tmp_path):
         STAKEFLOW_UI_PORT=str(free_port()),
         STAKEFLOW_EMBEDDED_PORT=str(free_port()),
     )
+    return env
+
+
+def test_readme_task_runs_on_the_embedded_model(tmp_path):
+    home = tmp_path / "home"
+    env = embedded_env(home)
     cmd = [sys.executable, "-m", "stakeflow"]
     try:
         ran = subprocess.run(
@@ -73,3 +80,38 @@ def test_readme_task_runs_on_the_embedded_model(tmp_path):
     assert "embedded-model" in down.stdout
     assert list((home / "run").glob("*.pid")) == []
     assert Path(home / "logs" / "embedded-model.log").exists()
+
+
+def test_a_question_about_a_file_the_workspace_lacks_is_never_answered_confidently(tmp_path):
+    """Tried as a new user would: SmolLM2 answered such questions from another file (bench/tasks.py's
+    ro-missing-invoices). The run must decline or flag its answer, naming the missing file."""
+    env = embedded_env(tmp_path / "home")
+    cmd = [sys.executable, "-m", "stakeflow"]
+    goal = "What are the three largest amounts in invoices.csv?"
+    try:
+        ran = subprocess.run(
+            # A question: the read-only tools (with write_file offered, SmolLM2 plans a write that waits for approval)
+            [
+                *cmd,
+                "run",
+                "--json",
+                "--tools",
+                "read_file,sql_query,calculator",
+                "--workspace",
+                str(EXAMPLE_WORKSPACE),
+                goal,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    finally:
+        subprocess.run([*cmd, "down"], env=env, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    out = json.loads(ran.stdout)
+    assert out["status"] == "completed"
+    if out["answer_supported"]:
+        assert declines(out["answer"]), out["answer"]
+    else:
+        assert "invoices.csv: no such file in the workspace" in out["unsupported_claims"], out
