@@ -201,6 +201,12 @@ def test_a_goal_asking_for_a_quantity_needs_a_figure_or_a_decline():
         "no figure: the goal asks for a quantity"
     ]
     assert check_answer("Revenue grew 12%.", goal=goal, observations=[notes]).supported
+    # A row with a date in it is no quantity (SmolLM2 answered "how many kilograms ..." with a customer's row).
+    row = "The answer is: C01,Blue Door Cafe,Leeds,cafe,2024-03-11"
+    customers = "customer_id,name,city,segment,since\nC01,Blue Door Cafe,Leeds,cafe,2024-03-11"
+    assert check_answer(row, goal="How many kilograms will it add?", observations=[customers]).unsupported_claims == [
+        "no figure: the goal asks for a quantity"
+    ]
     assert check_answer("I could not find the growth figure.", goal=goal, observations=[notes]).supported
     for asks in ("How many orders?", "What is 1234 * 5678?", "What was the total revenue?", "Divide 7,200 by 16."):
         assert asks_quantity(asks), asks
