@@ -9,9 +9,12 @@ subquery), ``GROUP BY``, ``HAVING``, ``ORDER BY``, ``LIMIT``. The pattern goes i
 schema (``pattern``), which llama.cpp's and vLLM's structured output compile into the grammar they sample
 under; a provider that does not enforce it just reads a longer schema.
 
-What the pattern cannot hold — CTEs, ``CASE``, window functions, functions outside a common set, nesting
-deeper than ``round(sum(a * b), 2)`` — is why it is for small models only ([policy] sql_grammar: "auto"
-applies it to the embedded model). Deterministic: built from the run's input in workflow code.
+What the pattern cannot hold — CTEs, ``CASE``, window functions, functions outside a common set, subqueries
+beyond ``IN (SELECT col FROM file)`` — is why it is for small models only ([policy] sql_grammar: "auto"
+applies it to the embedded model). It does not count parentheses (a regular language cannot): DuckDB's parse
+error goes to the next round. It repeats with ``*``, ``+`` and ``?`` only: llama.cpp refuses a grammar whose
+bounded repetitions (``{0,60}``) multiply, and its server dies of it (tests/test_sql_grammar.py runs the real
+one). Deterministic: built from the run's input in workflow code.
 """
 
 from __future__ import annotations
