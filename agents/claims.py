@@ -254,21 +254,22 @@ def missing_files(goal: str, workspace_paths: Sequence[str], reached: str) -> li
     ]
 
 
+# Goals that ask for a computed figure in the imperative.
+_COMPUTE = "compute|calculate|divide|multiply|subtract|add up|sum up|convert"
 # A goal that asks for a quantity: the answer must give a figure (or decline).
 _QUANTITY = re.compile(
     r"\bhow (?:many|much|long|far|often|old)\b"
     r"|\bwhat (?:is|was|were|are)? ?(?:the )?(?:percentage|percent|share|proportion|fraction|number|amount|total|sum|"
     r"average|mean|median|count|price|cost|value|rate|ratio)\b"
     r"|\bby what\b|\bhow (?:big|large|small)\b"
-    r"|^\s*(?:compute|calculate|divide|multiply|subtract|add up|sum up|convert)\b",
+    rf"|^\s*(?:{_COMPUTE})\b",
     re.IGNORECASE,
 )
 _ARITHMETIC = re.compile(r"\d\s*[*/×÷+^]\s*\d|\d\s+[-−]\s+\d")
-
-
+# A goal that asks for something to be found out, by its first word.
 _QUESTION = re.compile(
-    r"\s*(?:what|which|who|whom|whose|how|when|where|why|is|are|was|were|does|do|did|list|name|find|count|tell"
-    r"|compute|calculate|divide|multiply|subtract|add up|sum up|convert)\b",
+    rf"\s*(?:what|which|who|whom|whose|how|when|where|why|is|are|was|were|does|do|did|list|name|find|count|tell"
+    rf"|{_COMPUTE})\b",
     re.IGNORECASE,
 )
 
