@@ -148,10 +148,13 @@ async def test_a_storm_of_deliveries_never_spends_past_the_budget(client, tmp_pa
     downgraded = [s for r in results for s in r.steps if s.downgraded]
     # How many runs fit depends on where the kills land: each strands its worker's in-flight calls, held at their
     # worst case (~2x what they bill) until their deadline. Without kills about 19 fit (bench/budgets.py); at 6 kills
-    # 4, 8 and 9 were seen (12 calls stranded, $0.26 of $0.38 held). So the count is not a fixed bound: what must hold
-    # is that the frontier was used, that the rest were downgraded with the budget's reason, and (below) that the
-    # provider's log, the settled figure and the held amount agree.
-    assert 1 <= len(frontier_runs) < DELIVERIES / 2 and downgraded
+    # 4, 8 and 9 were seen (12 calls stranded, $0.26 of $0.38 held), and 0: the first wave of ~19 frontier calls is
+    # in flight together, and kills that land on it strand every one, so no run keeps a frontier step although the
+    # provider billed them. So the count is not a fixed bound: what must hold is that the frontier was used (the
+    # provider's log), that the rest were downgraded with the budget's reason, and (below) that the provider's log,
+    # the settled figure and the held amount agree.
+    assert frontier.calls and billed_total > 0
+    assert len(frontier_runs) < DELIVERIES / 2 and downgraded
     assert all("downgraded: frontier budget frontier_usd_per_day $0.38 spent (" in s.reason for s in downgraded)
 
     # The trace store counts them: the runs view's downgraded_by_budget per run, and `costs` over them all.
