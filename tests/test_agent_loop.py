@@ -295,13 +295,11 @@ async def test_a_goal_naming_a_file_the_workspace_lacks_is_answered_with_a_decli
     """SmolLM2 answered "the largest invoices in invoices.csv" from another file. The answer prompt says the file
     does not exist; an answer that still does not say so is re-asked, then flagged."""
     goal = "What are the three largest invoices in invoices.csv?"
-    open_fake.script(
-        agent(
-            plan(("Read the invoices", "read_file")),
-            {1: call("read_file", path="regions.csv")},
-            answer="The three largest invoices are Nordic, South and West.",
-        )
-    )
+
+    def reads_regions_then_answers(answer: str):
+        return agent(plan(("Read the invoices", "read_file")), {1: call("read_file", path="regions.csv")}, answer)
+
+    open_fake.script(reads_regions_then_answers("The three largest invoices are Nordic, South and West."))
     result = await run_task(client, settings_for(tmp_path, open_fake), goal, workspace=workspace)
     answers = [prompt_text(c.body) for c in open_fake.calls if "Write the answer" in prompt_text(c.body)]
     assert len(answers) == 2
@@ -309,12 +307,6 @@ async def test_a_goal_naming_a_file_the_workspace_lacks_is_answered_with_a_decli
     assert result.answer_supported is False
     assert result.unsupported_claims == ["invoices.csv: no such file in the workspace"]
 
-    open_fake.script(
-        agent(
-            plan(("Read the invoices", "read_file")),
-            {1: call("read_file", path="regions.csv")},
-            answer="invoices.csv does not exist in the workspace.",
-        )
-    )
+    open_fake.script(reads_regions_then_answers("invoices.csv does not exist in the workspace."))
     result = await run_task(client, settings_for(tmp_path, open_fake), goal, workspace=workspace)
     assert result.answer_supported is True
