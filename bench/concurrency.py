@@ -481,7 +481,7 @@ LABELS = {
 
 
 async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[int, Result]], dict[str, float]]:
-    from bench.overhead import BenchParams, BenchPydanticAIWorkflow, task_prompt
+    from bench.overhead import BenchParams, BenchPydanticAIWorkflow, task_answer, task_prompt
     from stakeflow.config import Settings, WorkersConfig
     from stakeflow.services import runs
     from stakeflow.temporal.connection import connect
@@ -589,7 +589,11 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[int, Result]],
                     )
                     handle = await runs.start_run(sf_client, s, req, f"cc-{key}-{uuid.uuid4().hex[:10]}")
                     result = await handle.result()
-                    if result.status != "completed" or result.answer != "the answer" or len(result.steps) != sf_steps:
+                    if (
+                        result.status != "completed"
+                        or result.answer != task_answer(sf_steps)
+                        or len(result.steps) != sf_steps
+                    ):
                         raise RuntimeError(f"stakeflow run went wrong: {result.status} {result.error}")
                 elif key == "pai":
                     handle = await pai_client.start_workflow(
@@ -599,7 +603,7 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[int, Result]],
                         task_queue=PAI_QUEUE,
                         execution_timeout=timedelta(minutes=10),
                     )
-                    if await handle.result() != "the answer":
+                    if await handle.result() != task_answer(pai_steps):
                         raise RuntimeError("pydantic-ai run went wrong")
                 else:
                     handle = await sf_client.start_workflow(
