@@ -23,7 +23,10 @@ what was asked) must:
 - report something the tools returned: to a question ("which region ...?", "list ..."), a figure, quotation
   or word of the tools' outputs that the goal does not already hold (an answer that restates the goal has
   nothing); after tool calls that all failed, anything at all but a decline;
-- give a figure when the goal asks for a quantity ("how many", "what percentage", ``1234 * 5678``).
+- give a figure when the goal asks for a quantity ("how many", "what percentage", ``1234 * 5678``);
+- not copy its prompt: a heading the answer prompt frames results with (``read_file output:``, ``Step 2: Read
+  notes.txt [ok]``, "Results of the steps:") in an answer is the model echoing what it was shown (SmolLM2 did,
+  with a figure of the notes in it that then passed as observed).
 
 Pure and deterministic; the workflow runs it as an activity (``check_answer``) so a later release can refine
 it without changing how recorded runs replay.
@@ -36,6 +39,8 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal
 
 from pydantic import BaseModel, Field
+
+from stakeflow.agents.prompts import SCAFFOLDING
 
 # A number as people write it: optional sign, digits with thousands separators or plain, optional decimals,
 # optional scale word or suffix; not glued to letters on either side (Q3, 3D, v2, SmolLM2 are names).
@@ -196,6 +201,7 @@ def check_answer(
         output_words = _words(outputs) | _month_names(outputs)
         goal_words = _words(goal)
         known = output_words | goal_words | _words("\n".join([*workspace_paths, *reached]))
+        unsupported += [f'"{m.group(0).strip(" {([")}" (the prompt, copied)' for m in SCAFFOLDING.finditer(answer)][:1]
         unsupported += [
             f"{name} (named in no output)" for name in _names(_QUOTE.sub(" ", answer)) if name.lower() not in known
         ]

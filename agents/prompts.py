@@ -6,9 +6,20 @@ clipped so a prompt stays within a small model's context.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from typing import get_args
 
-from stakeflow.agents.types import ExampleTurn, Plan, PlannedStep, RoundTurn, StepRecord, ToolResult, ToolSpecView
+from stakeflow.agents.types import (
+    ExampleTurn,
+    Plan,
+    PlannedStep,
+    RoundTurn,
+    StepRecord,
+    StepStatus,
+    ToolResult,
+    ToolSpecView,
+)
 
 # Per tool output, per prompt. The embedded model has an 8k context; vLLM models have more,
 # but earlier steps are context, not the thing being worked on.
@@ -287,6 +298,18 @@ def block_ends(blocks: list[str]) -> list[int]:
         at += len(block)
         ends.append(at)
     return ends
+
+
+# The headings the prompts above and below frame results with: an answer holding one copied its prompt instead of
+# answering (agents/claims.py). A tool's heading is its name (lower case, as tools are named) before "output:" or
+# "error:", at the start of a line, or anywhere when the name has an underscore (``sql_query error:``).
+SCAFFOLDING = re.compile(
+    rf"^[\s{{(\[]*Step \d+: [^\n]*\[(?:{'|'.join(get_args(StepStatus))})\]"
+    r"|^[\s{(\[]*[a-z][a-z0-9]* (?:output|error):|\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+ (?:output|error):"
+    r"|\bStep \d+ got no data\b|\bResults of (?:the steps|your tool calls):|\bYour previous answer was:"
+    r"|\bNothing the tools returned supports this\b",
+    re.MULTILINE,
+)
 
 
 def answer_clip(total_steps: int) -> int:

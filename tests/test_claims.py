@@ -176,6 +176,32 @@ def test_a_name_nothing_observed_holds_is_unsupported():
     assert not check_answer("Most units sold in the West in March.", goal="When?", observations=[sales]).supported
 
 
+def test_an_answer_that_copies_the_prompt_reports_nothing():
+    """SmolLM2's answer to a question the notes cannot answer (bench/tasks.py, ex-unanswerable-customers) was the
+    answer prompt's own text: a tool's output heading and the notes' first line, a figure the notes hold (47)."""
+    goal = "How many customers does the Nordic region have?"
+    notes = Observation(tool="read_file", text="Team notes — week 47\nThe Nordic team hired two people.")
+    echoed = "The answer is: {\n  read_file output:\nTeam notes — week 47\n```"
+    check = check_answer(echoed, goal=goal, observations=[notes])
+    assert check.unsupported_claims == ['"read_file output:" (the prompt, copied)']
+    for copied, shown in [
+        ("Step 1: Read notes.txt [ok]\n  note: read it. 47", "Step 1: Read notes.txt [ok]"),
+        ("Results of the steps:\nStep 2 got no data: sql_query failed.", "Results of the steps:"),
+        ("It is 47.\n\nYour previous answer was: 47", "Your previous answer was:"),
+        ("It is 47 (sql_query error: bad column).", "sql_query error:"),
+    ]:
+        assert (
+            f'"{shown}" (the prompt, copied)'
+            in check_answer(copied, goal=goal, observations=[notes]).unsupported_claims
+        )
+    # The same words in an answer's own sentences are no copy.
+    for own in [
+        "Week 47's notes say the Nordic team hired two people; they do not give a customer count. 47",
+        "The output: 47 (the step's results show week 47 only).",
+    ]:
+        assert check_answer(own, goal=goal, observations=[notes]).supported, own
+
+
 def test_an_answer_that_reports_nothing_the_tools_returned_is_unsupported():
     goal = "Which region sold the most units of the Team product?"
     sales = "region,units\nWest,14\nNordic,9"
