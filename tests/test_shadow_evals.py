@@ -153,6 +153,36 @@ async def test_the_daily_budget_stops_sampling_when_spent(client, tmp_path, fake
     assert frontier_fake.calls == []  # budget refused before any frontier call
 
 
+async def test_frontier_calls_a_shadow_could_not_use_are_still_charged_to_its_budget(client, tmp_path, fakes):
+    """The frontier answers in text, never with the output tool: every plan and step reference is invalid output
+    (not retried), and the answer's judge gives no verdict (a tie). Those calls were billed all the same: the shadow
+    budget settles what the shadow's spans say it spent, not $0."""
+    from stakeflow.agents.budgets import SHADOW_BUDGET
+    from stakeflow.agents.types import Usage
+    from stakeflow.prices import PriceTable
+    from stakeflow.services.budgets import budget_items
+
+    open_fake, frontier_fake = fakes
+    frontier_fake.script(lambda body: "I would rather explain in prose.")
+    settings = settings_for(tmp_path, open_fake, frontier_fake)
+    settings.evals.max_usd_per_day = 5.0
+    req = runs.build_request(settings, "Units and margin", workspace=EXAMPLE_WORKSPACE, max_steps=6)
+    async with running_workers(client, settings):
+        handle = await runs.start_run(client, settings, req)
+        await handle.result()
+        await finish_shadows(client, handle.id)
+        (shadow,) = [b for b in await budget_items(client, settings) if b["name"] == SHADOW_BUDGET]
+    # Every frontier reply reports the fake's usage (100 tokens in, 20 out): each call costs the same.
+    each = PriceTable.from_settings(settings).price_call(
+        "claude-sonnet-4-6", Usage(input_tokens=100, output_tokens=20, requests=1), 0
+    )
+    # The plan's and six steps' references (invalid, not retried), the answer's (text, as asked), and its judge
+    # (invalid: no second order is asked).
+    assert len(frontier_fake.calls) == 7 + 1 + 1
+    assert shadow["settled"] == pytest.approx(9 * each.usd) and shadow["reserved"] == 0
+    assert evals_rows(settings) == [(7, "answer", "", "tie", "judge")]  # the one call with a reference
+
+
 async def test_a_worker_killed_during_a_shadow_leaves_one_completed_shadow_and_one_row(client, tmp_path, fakes):
     import asyncio
     import signal

@@ -10,16 +10,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from opentelemetry import trace as otel_trace
 
-    from stakeflow.agents.types import CallFailure, RouteDecision, StepRecord, Usage
+    from stakeflow.agents.types import RouteDecision, StepRecord, Usage
     from stakeflow.core import semconv as sc
     from stakeflow.core.contracts import KEYS
     from stakeflow.workflows.display import checklist
-    from stakeflow.workflows.failures import StepFailure
+    from stakeflow.workflows.failures import StepFailure, call_failure
     from stakeflow.workflows.tally import tally
 
 if TYPE_CHECKING:
@@ -106,8 +106,7 @@ class Bookkeeping:
 
     def _count_failed_call(self, route: str, e: ActivityError) -> None:
         """A failed attempt's tokens were spent too: count its usage and cost."""
-        c = e.cause
-        failure = CallFailure.from_details(c.details) if isinstance(c, ApplicationError) else None
+        failure = call_failure(e)
         if failure is None or failure.cost is None:
             return
         self._progress.cost.add(route, failure.cost)

@@ -7,6 +7,7 @@ import asyncio
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutType
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
+from stakeflow.agents.types import CallFailure
 from stakeflow.core import errors
 
 
@@ -30,6 +31,18 @@ def is_cancellation(e: BaseException) -> bool:
 def error_type(e: ActivityError) -> str | None:
     c = e.cause
     return c.type if isinstance(c, ApplicationError) else None
+
+
+def call_failure(e: ActivityError) -> CallFailure | None:
+    """What a failed model call spent (usage, latency, cost: its last attempt), when its error carries it."""
+    c = e.cause
+    return CallFailure.from_details(c.details) if isinstance(c, ApplicationError) else None
+
+
+def spent_usd(e: ActivityError) -> float:
+    """The dollars a failed model call was billed (0 when unpriced or not carried)."""
+    failure = call_failure(e)
+    return (failure.cost.usd or 0.0) if failure is not None and failure.cost is not None else 0.0
 
 
 def cause_text(e: ActivityError) -> str:

@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         Public,  # a workflow id: readable with codec keys on
     )
     from stakeflow.workflows.calls import ActivityOptions
+    from stakeflow.workflows.failures import spent_usd
 
 SHADOW_MODEL_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
@@ -107,7 +108,8 @@ class Judging:
             )
             try:
                 result = await self._frontier(req.model_copy(update={"frontier": judge}), call)
-            except ActivityError:
+            except ActivityError as e:  # a judgement that failed (invalid output) was billed all the same
+                cost += spent_usd(e)
                 return "tie", "judge", "the judge could not answer; counted as a tie", cost or None
             cost += result.cost.usd or 0.0
             verdicts.append(result.verdict or JudgeVerdict(winner="tie", reason="no verdict"))
@@ -156,8 +158,8 @@ class ShadowEvalWorkflow(Judging):
                 return None
         try:
             reference = await self._frontier(req, req.call.model_copy(update={"escalated": False}))
-        except ActivityError:
-            await self._settle(req, day, 0.0)
+        except ActivityError as e:  # e.g. invalid output: no reference to compare with, but the call was billed
+            await self._settle(req, day, spent_usd(e))
             self._verdict(req, "skipped: the frontier call failed")
             return None
         verdict, method, reason, judge_cost = await self._compare(req, reference)
