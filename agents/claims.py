@@ -221,6 +221,7 @@ def check_answer(
             )
         ):
             unsupported.append("no finding: the answer reports nothing the tools returned")
+    unsupported = list(dict.fromkeys(unsupported))  # a claim said twice is named once
     return AnswerCheck(supported=not unsupported, unsupported_claims=unsupported, checked_numbers=len(given))
 
 

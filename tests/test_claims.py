@@ -85,6 +85,11 @@ def test_quotations_must_be_in_an_output():
     assert check_answer(made_up, goal="g", observations=[notes]).unsupported_claims == [
         '"fire the whole South region team at once"'
     ]
+    # Said twice, named once (SmolLM2 repeats its own sentences; the warning listed each one twice).
+    twice = f"{made_up} Again: {made_up}"
+    assert check_answer(twice, goal="g", observations=[notes]).unsupported_claims == [
+        '"fire the whole South region team at once"'
+    ]
 
 
 def test_an_answer_without_figures_is_supported_and_says_so():
