@@ -17,24 +17,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
+import httpx
 from pydantic_ai.direct import model_request, model_request_stream
 from pydantic_ai.exceptions import ModelHTTPError, UnexpectedModelBehavior
 from pydantic_ai.messages import (
     ModelMessage,
+    ModelRequest,
     ModelResponse,
     ModelResponseStreamEvent,
     PartDeltaEvent,
     PartStartEvent,
+    SystemPromptPart,
     TextPart,
     TextPartDelta,
+    UserPromptPart,
 )
 from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.settings import ModelSettings
+from pydantic_ai.usage import RequestUsage
 from temporalio import activity
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 
@@ -151,9 +157,25 @@ async def answer_request(
     settings: ModelSettings,
     params: ModelRequestParameters,
     req: ModelCallRequest,
+    *,
+    tokenizer_url: str = "",
 ) -> ModelResponse:
     """The answer's model request, streamed and published: the response ``model_request`` would have returned (its
-    parts, usage and model name), so models.py parses, prices and maps failures as for any call."""
+    parts, usage and model name), so models.py parses, prices and maps failures as for any call. ``tokenizer_url``:
+    a llama.cpp server's root, whose stream reports no usage (see ``counted_usage``)."""
+    response = await _streamed_answer(model, messages, settings, params, req)
+    if tokenizer_url and not response.usage.output_tokens:
+        response = await counted_usage(tokenizer_url, model.model_name, messages, response)
+    return response
+
+
+async def _streamed_answer(
+    model: Model,
+    messages: list[ModelMessage],
+    settings: ModelSettings,
+    params: ModelRequestParameters,
+    req: ModelCallRequest,
+) -> ModelResponse:
     async with _publisher(req) as publisher:
         publisher.started(req.endpoint.route, model.model_name)
         try:
@@ -170,6 +192,38 @@ async def answer_request(
         response = await model_request(model, messages, model_settings=settings, model_request_parameters=params)
         publisher.add("".join(p.content for p in response.parts if isinstance(p, TextPart)))
         return response
+
+
+COUNT_TIMEOUT_S = 10.0
+
+
+async def counted_usage(
+    root_url: str, model: str, messages: list[ModelMessage], response: ModelResponse
+) -> ModelResponse:
+    """``response`` with its tokens counted by the server's own tokenizer: llama.cpp's server (llama-cpp-python
+    0.3) ignores ``stream_options`` and streams no usage, so a streamed answer counted 0 tokens and token budgets
+    missed it. Output: the answer's text, which is what the model wrote. Input: the text of the prompt's messages,
+    which leaves out the chat template's few tokens per message (72 counted by the server against 59 here for a
+    two-message prompt on SmolLM2). Unchanged, with a warning, when the server cannot count."""
+    prompt = "\n".join(
+        p.content
+        for m in messages
+        if isinstance(m, ModelRequest)
+        for p in m.parts
+        if isinstance(p, (SystemPromptPart, UserPromptPart)) and isinstance(p.content, str)
+    )
+    answer = "".join(p.content for p in response.parts if isinstance(p, TextPart))
+    try:
+        async with httpx.AsyncClient(base_url=root_url, timeout=COUNT_TIMEOUT_S) as http:
+            counts = []
+            for text in (prompt, answer):
+                reply = await http.post("/extras/tokenize/count", json={"input": text, "model": model})
+                reply.raise_for_status()
+                counts.append(int(reply.json()["count"]))
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as e:
+        log.warning("the streamed answer's tokens are not counted: %s: %s", root_url, type(e).__name__)
+        return response
+    return dataclasses.replace(response, usage=RequestUsage(input_tokens=counts[0], output_tokens=counts[1]))
 
 
 def _text_of(event: ModelResponseStreamEvent) -> str:

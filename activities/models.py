@@ -214,7 +214,14 @@ class ModelActivities:
         response: ModelResponse | None = None
         try:
             request = (  # the answer streams, published as the model writes it (model_stream.py)
-                answer_request(target.model, conversation(req), shape.settings, shape.params, req)
+                answer_request(
+                    target.model,
+                    conversation(req),
+                    shape.settings,
+                    shape.params,
+                    req,
+                    tokenizer_url=_server_root(target.context.url) if self._counts_streams(target) else "",
+                )
                 if req.stream
                 else model_request(
                     target.model,
@@ -259,6 +266,10 @@ class ModelActivities:
         self._shapes.clear()
 
     # --- routes -------------------------------------------------------------------------
+
+    def _counts_streams(self, target: _Target) -> bool:
+        """Whether a streamed answer's tokens must be counted apart: llama.cpp's server streams no usage."""
+        return target.context.route == "open" and self._params.open.dialect == "llamacpp"
 
     def _open_target(self, req: ModelCallRequest) -> _Target:
         s = self._params.open
@@ -346,6 +357,12 @@ def to_usage(usage: RunUsage) -> Usage:
         cache_write_tokens=usage.cache_write_tokens,
         requests=usage.requests,
     )
+
+
+def _server_root(url: str) -> str:
+    """An OpenAI-compatible base URL's server root (``http://host:8765/v1`` -> ``http://host:8765``)."""
+    url = url.rstrip("/")
+    return url[: -len("/v1")] if url.endswith("/v1") else url
 
 
 def _usage_of_messages(messages: list[ModelMessage]) -> Usage:

@@ -640,3 +640,24 @@ async def test_a_candidate_url_is_checked_before_anything_is_sent(
     assert why in error.message and "--base-url" in error.message
     assert "secret" not in error.message
     assert open_server.calls == []
+
+
+@pytest.mark.embedded
+async def test_embedded_streamed_answer_counts_its_tokens(tmp_path: Path, embedded_server: int) -> None:
+    """llama.cpp's server streams no usage (it ignores ``stream_options``): the answer call counted 0 tokens, so
+    token budgets and the bill missed every answer on the embedded default. Its tokenizer counts them instead."""
+    settings = Settings(home=tmp_path, embedded_port=embedded_server)
+    req = request(
+        "answer",
+        system="You write the final answer from the results.",
+        prompt="Goal: What is 2 + 2?\n\nResults of the steps:\nStep 1: Compute 2 + 2 [ok]\n  calculator output:\n"
+        "2 + 2 = 4\n\nWrite the answer.",
+        max_output_tokens=40,
+        stream=True,
+    )
+    plain = await call(settings, req.model_copy(update={"stream": False}))  # the server's own count, unstreamed
+    streamed = await call(settings, req)
+    assert streamed.text == plain.text  # greedy: the same answer
+    assert streamed.usage.output_tokens == plain.usage.output_tokens > 0
+    # The prompt's text as the tokenizer counts it, without the chat template's few tokens per message (59 of 72).
+    assert 0.8 * plain.usage.input_tokens <= streamed.usage.input_tokens <= plain.usage.input_tokens
