@@ -147,13 +147,26 @@ def _supports(observed: set[Decimal], figure: Figure) -> bool:
     return False
 
 
+def _unsigned(figure: Figure) -> Figure:
+    """An operand without its sign: in ``-5 * 2`` or ``(3)-5`` the minus is the expression's, not the figure's."""
+    return Figure(text=figure.text, values=[(abs(v), d) for v, d in figure.values])
+
+
 def _normalise(text: str) -> str:
     return " ".join(text.lower().split())
 
 
 CALCULATOR = "calculator"
-# Operands an expression may use without having observed them: halves to twelfths, percent and per-mille.
-_CONSTANTS: set[Decimal] = {Decimal(n) for n in (*range(13), 100, 1000)}
+# Operands an expression may use without having observed them: halves to twelfths, percent and per-mille, and the
+# units of time (hours in a day, minutes in an hour, days in a year).
+_CONSTANTS: set[Decimal] = {Decimal(n) for n in (*range(13), 24, 60, 100, 365, 1000)}
+
+
+def operands(goal: str, outputs: Iterable[str]) -> list[Decimal]:
+    """The values a calculator expression may use for ``check_answer`` to take its result as observed: the goal's
+    figures, the tools' outputs' (unsigned: a sign is the expression's) and the constants; sorted."""
+    found = {abs(value) for text in (goal, *outputs) for figure in figures(text) for value, _ in figure.values}
+    return sorted(found | _CONSTANTS)
 
 
 def check_answer(
@@ -169,9 +182,9 @@ def check_answer(
     and whether it reports what the tools returned (see the module docstring).
 
     A calculator's output (``expression = value``) backs its value only when every figure of its expression
-    is itself backed — by the goal, another tool's output, an earlier such value, or a small constant (0 to
-    12, 100, 1000: halves, months, percentages): a product of a figure a worked example put in the plan, not
-    the user, supports nothing.
+    is itself backed — by the goal, another tool's output, an earlier such value, or a constant (0 to 12, 24,
+    60, 100, 365, 1000: halves, months, percentages, units of time): a product of a figure a worked example put in
+    the plan, not the user, supports nothing.
     """
     seen = [o if isinstance(o, Observation) else Observation(text=o) for o in observations]
     from_goal: set[Decimal] = {value for figure in figures(goal) for value, _ in figure.values}
@@ -182,7 +195,7 @@ def check_answer(
             from_tools.update(value for figure in figures(o.text) for value, _ in figure.values)
     for o in computed:
         expression, _, value = o.text.rpartition(" = ")
-        if all(_supports(from_goal | from_tools | _CONSTANTS, operand) for operand in figures(expression)):
+        if all(_supports(from_goal | from_tools | _CONSTANTS, _unsigned(operand)) for operand in figures(expression)):
             from_tools.update(v for figure in figures(value) for v, _ in figure.values)
     names = {value for path in workspace_paths for figure in figures(path) for value, _ in figure.values}
     observed = from_goal | from_tools | names

@@ -71,6 +71,8 @@ class ToolSpec:
     file_args: tuple[str, ...] = ()
     # Arguments that are a query over the workspace's files: held to its tables and columns for a small model.
     sql_args: tuple[str, ...] = ()
+    # Arguments that are an arithmetic expression: held to the run's observed figures for a small model.
+    arithmetic_args: tuple[str, ...] = ()
     # The workspace files this tool reads, by suffix ("*" = any file): a goal that names such a file
     # may start with this tool (see agents/prompts.py, first_step_tools).
     reads: tuple[str, ...] = ()
@@ -87,6 +89,7 @@ class ToolSpec:
             local=self.local,
             file_args=list(self.file_args),
             sql_args=list(self.sql_args),
+            arithmetic_args=list(self.arithmetic_args),
             reads=list(self.reads),
             open_world=self.open_world,
             risk_from="built-in",
@@ -138,6 +141,7 @@ CATALOGUE: dict[str, ToolSpec] = {
             "read_only",
             local=True,
             example='{"expression": "(1200 * 3 + 49) / 2"}',
+            arithmetic_args=("expression",),
         ),
     ]
 }

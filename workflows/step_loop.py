@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from opentelemetry import trace as otel_trace
 
     from stakeflow.agents import prompts
+    from stakeflow.agents.arithmetic_grammar import operands_constrained
     from stakeflow.agents.evals import routing_by_agreement
     from stakeflow.agents.policy import decide_route, escalate_stuck
     from stakeflow.agents.sql_grammar import sql_constrained
@@ -165,10 +166,14 @@ class StepLoop(ModelSteps, RunTools, ApprovalGate):
 
     def _offered_tool(self, index: int, spec: ToolSpecView, *, frontier: bool) -> ToolSpecView:
         """The step's tool as its model call offers it: file arguments limited to the files it may name, and on
-        the open route with ``sql_grammar`` its SQL held to the workspace's tables (agents/sql_grammar.py)."""
+        the open route with ``sql_grammar`` its SQL held to the workspace's tables (agents/sql_grammar.py), with
+        ``calculator_grammar`` its arithmetic to the figures the run has seen (agents/arithmetic_grammar.py)."""
         view = constrained(spec, self._offered_paths(index, spec))
         if self._req.routing.sql_grammar and not frontier:
             view = sql_constrained(view, self._req.workspace_tables)
+        if self._req.routing.calculator_grammar and not frontier:
+            seen = [r.output for s in self._progress.steps[: index - 1] for r in s.tool_results if r.ok]
+            view = operands_constrained(view, self._req.goal, seen)
         return view
 
     def _plan_tools(self) -> list[ToolSpecView]:

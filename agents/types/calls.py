@@ -230,6 +230,7 @@ class ToolSpecView(BaseModel):
     local: bool = False  # fast, side-effect free, this machine only: may run as a local activity
     file_args: list[str] = Field(default_factory=list)  # arguments that name an existing workspace file
     sql_args: list[str] = Field(default_factory=list)  # arguments that are a SQL query over the workspace's files
+    arithmetic_args: list[str] = Field(default_factory=list)  # arguments that are an arithmetic expression
     reads: list[str] = Field(default_factory=list)  # file suffixes it reads ("*" = any)
     source: ToolSource = "builtin"
     server: str = ""  # the MCP server (source "mcp")

@@ -59,6 +59,8 @@ class RoutingConfig(BaseModel):
     first_step_reads: bool = False
     # An open-route step's SQL is held to the workspace's tables and columns ([policy] sql_grammar).
     sql_grammar: bool = False
+    # An open-route step's arithmetic uses only the figures the run has seen ([policy] calculator_grammar).
+    calculator_grammar: bool = False
     # Route a step kind to the frontier when the lower bound of its measured agreement is below this.
     min_agreement: float | None = None
     min_samples: int = 30

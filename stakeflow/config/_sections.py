@@ -44,6 +44,11 @@ class PolicyConfig(_Section):
     # embedded model, which otherwise writes JSON or a worked example's names into its queries; the pattern
     # leaves out CTEs, CASE and window functions, which larger models use well.
     sql_grammar: Literal["auto", "always", "never"] = "auto"
+    # Hold an open-route step's calculator expression to the figures of the goal and the tools' outputs (and
+    # small constants), by a pattern the same decoding enforces (agents/arithmetic_grammar.py): "auto" for the
+    # embedded model, which otherwise copies a worked example's operands; those are the operands the answer
+    # check accepts anyway.
+    calculator_grammar: Literal["auto", "always", "never"] = "auto"
     # Routing that follows measured agreement (shadow evaluation): a step kind whose agreement's lower
     # bound is below min_agreement, measured on at least min_samples comparisons, goes to the frontier.
     min_agreement: float | None = Field(default=None, gt=0, le=1)

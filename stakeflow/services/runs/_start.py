@@ -72,6 +72,8 @@ def routing_config(settings: Settings) -> RoutingConfig:
         or (settings.policy.first_step_reads == "auto" and settings.embedded),
         sql_grammar=settings.policy.sql_grammar == "always"
         or (settings.policy.sql_grammar == "auto" and settings.embedded),
+        calculator_grammar=settings.policy.calculator_grammar == "always"
+        or (settings.policy.calculator_grammar == "auto" and settings.embedded),
         min_agreement=settings.policy.min_agreement,
         min_samples=settings.policy.min_samples,
         open_local=settings.workers.local_model_calls,
