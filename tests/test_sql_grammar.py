@@ -156,3 +156,39 @@ async def test_an_open_step_sends_the_pattern_and_a_frontier_step_does_not(
     [frontier_step] = [c.body for c in frontier_fake.calls if "Now step 2" in prompt_text(c.body)]
     assert json.dumps(sql_pattern(workspace_tables(workspace))) in json.dumps(open_step["response_format"])
     assert '"pattern"' not in json.dumps(frontier_step)
+
+
+def test_the_edge_walks_the_workspace_once_and_reads_each_header_once(tmp_path, monkeypatch):
+    """A run's input holds the files as prompts show them, every path and every table's columns: one walk (it
+    was three, and each CSV header was read twice), with each limit as it was."""
+    from stakeflow.services.runs import _start
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    for n in range(250):  # past MAX_LISTED_FILES (40) and MAX_ENUM_FILES (200)
+        (ws / f"t{n:03}.csv").write_text("region,units\nWest,1\n")
+    walks, headers = [], []
+    walk, read = _start._workspace_files, _start._column_names
+    monkeypatch.setattr(_start, "_workspace_files", lambda folder: walks.append(folder) or walk(folder))
+    monkeypatch.setattr(_start, "_column_names", lambda path: headers.append(path) or read(path))
+
+    req = build_request(make_settings(tmp_path), "How many units?", workspace=ws)
+    assert len(walks) == 1 and len(headers) == len(set(headers)) <= 201
+    assert req.workspace_files[:2] == [
+        "t000.csv (20 bytes; columns: region, units)",
+        "t001.csv (20 bytes; columns: region, units)",
+    ]
+    assert len(req.workspace_files) == 41 and req.workspace_files[-1] == "(more files not listed)"
+    assert req.workspace_paths == [] and req.workspace_tables == {}  # past the enum's limit: all or none
+
+    few = tmp_path / "few"
+    few.mkdir()
+    for n in range(3):
+        (few / f"t{n}.csv").write_text("region,units\nWest,1\n")
+    (few / "notes.txt").write_text("hello\n")
+    req = build_request(make_settings(tmp_path), "How many units?", workspace=few)
+    assert req.workspace_paths == ["notes.txt", "t0.csv", "t1.csv", "t2.csv"]
+    assert req.workspace_tables == {f"t{n}.csv": ["region", "units"] for n in range(3)}
+    assert req.workspace_files == ["notes.txt (6 bytes)"] + [
+        f"t{n}.csv (20 bytes; columns: region, units)" for n in range(3)
+    ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import os
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -153,10 +154,11 @@ def build_request(
             "--stakes high needs the frontier model but ANTHROPIC_API_KEY is not set: export it, "
             "or run with --stakes low"
         )
+    survey = survey_workspace(ws)
     return TaskRequest(
-        workspace_files=list_workspace(ws),
-        workspace_paths=workspace_paths(ws),
-        workspace_tables=workspace_tables(ws),
+        workspace_files=survey.files,
+        workspace_paths=survey.paths,
+        workspace_tables=survey.tables,
         tool_specs=[_private(CATALOGUE[name].view(), settings) for name in chosen.builtins],
         toolsets=chosen.toolsets,
         agent=agent or "",
@@ -281,26 +283,66 @@ def _workspace_files(folder: Path):
             yield path.relative_to(folder).as_posix(), size
 
 
-def list_workspace(folder: Path, limit: int = MAX_LISTED_FILES) -> list[str]:
-    """The workspace's files as prompts show them, at most ``limit``: "notes.txt (582 bytes)", and a table's
-    columns ("sales.csv (385 bytes; columns: date, region, units)"), so a model writes SQL with the real names."""
-    found: list[str] = []
-    for rel, size in _workspace_files(folder):
-        if len(found) == limit:
-            found.append("(more files not listed)")
+@dataclass(frozen=True)
+class WorkspaceSurvey:
+    """What a run's input says about its workspace, from one walk of it (each table's header read once)."""
+
+    # As prompts show them, at most MAX_LISTED_FILES: "notes.txt (582 bytes)", "sales.csv (385 bytes; columns:
+    # date, region, units)", so a model writes SQL with the real names; "(more files not listed)" past that.
+    files: list[str]
+    # Every file's workspace-relative path, or [] past MAX_ENUM_FILES: a partial list is useless as a constraint
+    # (the file the goal names might be cut), so all or none.
+    paths: list[str]
+    # Each CSV or TSV file's column names by path (at most MAX_COLUMNS: a wider table is left out), or {} past
+    # MAX_ENUM_FILES: the SQL a small model may write (agents/sql_grammar.py).
+    tables: dict[str, list[str]]
+
+
+def survey_workspace(folder: Path, listed: int = MAX_LISTED_FILES, enum: int = MAX_ENUM_FILES) -> WorkspaceSurvey:
+    """The workspace's files, paths and tables (see WorkspaceSurvey), walking at most ``max(listed, enum) + 1``
+    files once."""
+    files: list[str] = []
+    paths: list[str] = []
+    tables: dict[str, list[str]] = {}
+    for n, (rel, size) in enumerate(_workspace_files(folder)):
+        if n == enum:
+            paths, tables = [], {}
+        if n == listed:
+            files.append("(more files not listed)")
+        if n >= max(listed, enum):
             break
-        columns = _columns(folder / rel)
-        found.append(f"{rel} ({size} bytes; columns: {columns})" if columns else f"{rel} ({size} bytes)")
-    return found
+        names = _column_names(folder / rel)
+        if n < listed:
+            columns = _shown(names)
+            files.append(f"{rel} ({size} bytes; columns: {columns})" if columns else f"{rel} ({size} bytes)")
+        if n < enum:
+            paths.append(rel)
+            if 0 < len(names) <= MAX_COLUMNS:
+                tables[rel] = names
+    return WorkspaceSurvey(files, paths, tables)
+
+
+def list_workspace(folder: Path, limit: int = MAX_LISTED_FILES) -> list[str]:
+    """The workspace's files as prompts show them (WorkspaceSurvey.files)."""
+    return survey_workspace(folder, listed=limit, enum=0).files
+
+
+def workspace_tables(folder: Path, limit: int = MAX_ENUM_FILES) -> dict[str, list[str]]:
+    """Each CSV or TSV file's column names by path (WorkspaceSurvey.tables)."""
+    return survey_workspace(folder, listed=0, enum=limit).tables
+
+
+def workspace_paths(folder: Path, limit: int = MAX_ENUM_FILES) -> list[str]:
+    """Every file's workspace-relative path, or [] when there are more than ``limit`` (WorkspaceSurvey.paths)."""
+    return survey_workspace(folder, listed=0, enum=limit).paths
 
 
 MAX_HEADER_BYTES = 4096
 MAX_COLUMNS = 30
 
 
-def _columns(path: Path) -> str:
-    """A CSV or TSV file's column names from its first line, as prompts show them ("" for other files)."""
-    names = _column_names(path)
+def _shown(names: list[str]) -> str:
+    """A table's column names as prompts show them ("" for a file that is no table)."""
     shown = ", ".join(names[:MAX_COLUMNS])
     return shown + (f", … ({len(names) - MAX_COLUMNS} more)" if len(names) > MAX_COLUMNS else "")
 
@@ -316,32 +358,6 @@ def _column_names(path: Path) -> list[str]:
     except OSError:
         return []
     return [n.strip() for n in next(csv.reader([first], delimiter=delimiter), []) if n.strip()]
-
-
-def workspace_tables(folder: Path, limit: int = MAX_ENUM_FILES) -> dict[str, list[str]]:
-    """Each CSV or TSV file's column names by path (at most MAX_COLUMNS: a wider table is left out), or {} when
-    the workspace has more than ``limit`` files: the SQL a small model may write (agents/sql_grammar.py)."""
-    tables: dict[str, list[str]] = {}
-    for n, (rel, _) in enumerate(_workspace_files(folder)):
-        if n == limit:
-            return {}
-        names = _column_names(folder / rel)
-        if 0 < len(names) <= MAX_COLUMNS:
-            tables[rel] = names
-    return tables
-
-
-def workspace_paths(folder: Path, limit: int = MAX_ENUM_FILES) -> list[str]:
-    """Every file's workspace-relative path, or [] when there are more than ``limit``.
-
-    A partial list is useless as a constraint (the file the goal names might be cut): all or none.
-    """
-    found: list[str] = []
-    for rel, _ in _workspace_files(folder):
-        if len(found) == limit:
-            return []
-        found.append(rel)
-    return found
 
 
 def new_workflow_id() -> str:
