@@ -44,11 +44,13 @@ class Answering(ModelSteps):
         decision = decide_route(self._facts(None, tally(self._progress.steps).stakes), req.routing, req.queue_prefix)
         result.answer_route = decision
         index = len(self._progress.steps) + 1
+        seen = self._observed()  # the steps are done: what the answer is checked against is fixed now
+        missing = self._missing(seen)
         call = ModelCallRequest(
             purpose="answer",
             step=index,
             system=prompts.with_role(req.instructions, prompts.ANSWER_SYSTEM),
-            prompt=prompts.answer_prompt(req.goal, self._progress.steps, self._missing()),
+            prompt=prompts.answer_prompt(req.goal, self._progress.steps, missing),
             stream=True,  # the activity publishes the text as it comes (activities/model_stream.py)
         )
         record = StepRecord(index=index, title="answer")
@@ -58,28 +60,35 @@ class Answering(ModelSteps):
             self._mark(decision)
             answer = (reply.text or "").strip()
             if req.routing.check_answer:
-                answer, decision = await self._checked(call, answer, decision, record)
+                answer, decision = await self._checked(call, answer, decision, record, seen, missing)
         result.answer_route = decision
         return answer
 
     async def _checked(
-        self, call: ModelCallRequest, answer: str, decision: RouteDecision, record: StepRecord
+        self,
+        call: ModelCallRequest,
+        answer: str,
+        decision: RouteDecision,
+        record: StepRecord,
+        seen: AnswerCheckRequest,
+        missing: list[str],
     ) -> tuple[str, RouteDecision]:
-        """The answer once the check has passed, or after the re-ask and the escalation it allows; flagged if not."""
+        """The answer once the check has passed, or after the re-ask and the escalation it allows; flagged if not.
+        ``seen``: what the run observed (``_observed``); ``missing``: the files the answer must say are absent."""
         req = self._req
-        check = await self._check(answer)
+        check = await self._check(seen, answer)
         if not check.supported:
             again = call.model_copy(
                 update={
                     "round": 2,
                     "prompt": prompts.reask_prompt(
-                        req.goal, self._progress.steps, answer, check.unsupported_claims, self._missing()
+                        req.goal, self._progress.steps, answer, check.unsupported_claims, missing
                     ),
                 }
             )
             reply, decision = await self._call_model(again, decision, record, label="answer · re-asked")
             answer = (reply.text or "").strip()
-            check = await self._check(answer)
+            check = await self._check(seen, answer)
         if not check.supported:
             escalated, why_not = escalate_unsupported(
                 decision, self._sensitivity, req.routing, check.unsupported_claims, req.queue_prefix
@@ -90,14 +99,14 @@ class Answering(ModelSteps):
                     update={
                         "round": 3,
                         "prompt": prompts.reask_prompt(
-                            req.goal, self._progress.steps, answer, check.unsupported_claims, self._missing()
+                            req.goal, self._progress.steps, answer, check.unsupported_claims, missing
                         ),
                     }
                 )
                 reply, decision = await self._call_model(again, escalated, record, label="answer · escalated")
                 self._mark(decision)
                 answer = (reply.text or "").strip()
-                check = await self._check(answer)
+                check = await self._check(seen, answer)
             else:
                 self._progress.notices.append(
                     f"answer not supported by what the run observed ({', '.join(check.unsupported_claims)}); "
@@ -113,7 +122,7 @@ class Answering(ModelSteps):
         workflow.upsert_memo({"answer_check": Public(verdict)})
         return answer, decision
 
-    def _observed(self, answer: str = "") -> AnswerCheckRequest:
+    def _observed(self) -> AnswerCheckRequest:
         """What the answer is checked against: the goal, every successful tool output the run kept, the
         workspace's names, how many calls failed, and the text arguments of calls in rounds whose every call
         succeeded (what a tool reached: a file it read)."""
@@ -129,7 +138,6 @@ class Answering(ModelSteps):
             if isinstance(value, str)
         ]
         return AnswerCheckRequest(
-            answer=answer,
             goal=self._req.goal,
             observations=[Observation(tool=r.tool, text=r.output) for r in results if r.ok],
             workspace_paths=self._req.workspace_paths,
@@ -137,12 +145,13 @@ class Answering(ModelSteps):
             reached=reached,
         )
 
-    def _missing(self) -> list[str]:
+    @staticmethod
+    def _missing(seen: AnswerCheckRequest) -> list[str]:
         """The files the goal names that the workspace lacks and no tool reached: the answer must say so."""
-        seen = self._observed()
         return missing_files(
             seen.goal, seen.workspace_paths, "\n".join([*(o.text for o in seen.observations), *seen.reached])
         )
 
-    async def _check(self, answer: str) -> AnswerCheck:
-        return await check_answer(self._observed(answer))
+    @staticmethod
+    async def _check(seen: AnswerCheckRequest, answer: str) -> AnswerCheck:
+        return await check_answer(seen.model_copy(update={"answer": answer}))
