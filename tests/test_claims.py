@@ -191,6 +191,7 @@ def test_an_answer_that_copies_the_prompt_reports_nothing():
     assert check.unsupported_claims == ['"read_file output:" (the prompt, copied)']
     for copied, shown in [
         ("Step 1: Read notes.txt [ok]\n  note: read it. 47", "Step 1: Read notes.txt [ok]"),
+        ("It is 47.\n\nStep 4: Divide what it says [ok]", "Step 4: Divide what it says [ok]"),
         ("Results of the steps:\nStep 2 got no data: sql_query failed.", "Results of the steps:"),
         ("It is 47.\n\nYour previous answer was: 47", "Your previous answer was:"),
         ("It is 47 (sql_query error: bad column).", "sql_query error:"),
