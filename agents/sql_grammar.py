@@ -27,6 +27,13 @@ from stakeflow.agents.types import ToolSpecView
 
 # Past this many characters a pattern is not worth compiling into every step's grammar: no constraint then.
 MAX_PATTERN_CHARS = 24_000
+# A number's digits and decimals, at most: written as optional atoms one after another (never a bounded repetition,
+# see the module docstring), so a model cannot write a number without end: SmolLM2 wrote digits until its output
+# limit cut the JSON, twice, and the run failed (bench/tasks.py). A string literal is not bounded: its characters
+# written so would be repeated wherever a term is, and the pattern would pass MAX_PATTERN_CHARS.
+MAX_DIGITS = 15
+MAX_DECIMALS = 6
+_INTEGER = "[0-9]" + "[0-9]?" * (MAX_DIGITS - 1)
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _FUNCTIONS = [
@@ -70,12 +77,12 @@ def sql_pattern(tables: Mapping[str, list[str]]) -> str | None:
     column = "([a-z][a-z]?[.])?" + _alternatives(columns)  # an optional table alias: o.kg
     table = "'" + _alternatives([_literal(p) for p in files]) + "'"
     alias = "( (AS )?[a-z][a-z]?)?"
-    number = "-?[0-9]+([.][0-9]+)?"
+    number = f"-?{_INTEGER}([.][0-9]{'[0-9]?' * (MAX_DECIMALS - 1)})?"
     text = "'[^'\\\\\\n]*'"
     # A term: up to two functions around a column, number or string (round(sum(units), 2)). The pattern does not
     # count parentheses (a regular language cannot): it keeps a small model to real names and SQL's shape, and
     # DuckDB's parser, whose error the next round sees, does the rest.
-    term = f"({_alternatives(_FUNCTIONS)}[(])*(DISTINCT )?({column}|{number}|{text}|[*])([)]|, ?[0-9]+[)])*"
+    term = f"({_alternatives(_FUNCTIONS)}[(])*(DISTINCT )?({column}|{number}|{text}|[*])([)]|, ?{_INTEGER}[)])*"
     expr = f"{term}( ?[-+*/] ?{term})*"
     item = f"{expr}( AS [a-z_]+)?"
     subquery = f"[(]SELECT {column} FROM {table}[)]"
@@ -89,7 +96,7 @@ def sql_pattern(tables: Mapping[str, list[str]]) -> str | None:
     pattern = (
         f"^SELECT (DISTINCT )?([*]|{item}(, ?{item})*) FROM {table}{alias}({join})*"
         f"( WHERE {conditions})?( GROUP BY {expr}(, ?{expr})*)?( HAVING {conditions})?"
-        f"( ORDER BY {order}(, ?{order})*)?( LIMIT [0-9]+)?$"
+        f"( ORDER BY {order}(, ?{order})*)?( LIMIT {_INTEGER})?$"
     )
     return pattern if len(pattern) <= MAX_PATTERN_CHARS else None
 

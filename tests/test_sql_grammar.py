@@ -47,6 +47,7 @@ def matches(query: str, tables: dict[str, list[str]] = TABLES) -> bool:
         "SELECT name FROM 'customers.csv' WHERE customer_id NOT IN (SELECT customer_id FROM 'orders.csv')",
         "SELECT DISTINCT city FROM 'customers.csv' WHERE name LIKE 'B%' OR city IN ('York', 'Leeds')",
         "SELECT monthname(any_value(shipped_on)), sum(kg * 2) FROM 'orders.csv' GROUP BY month(shipped_on)",
+        "SELECT * FROM 'orders.csv' WHERE kg = 123456789012345 OR kg = 0.123456 OR kg = -0.5 LIMIT 0",
     ],
 )
 def test_the_queries_a_question_over_the_tables_needs_fit_the_pattern(query):
@@ -62,6 +63,11 @@ def test_the_queries_a_question_over_the_tables_needs_fit_the_pattern(query):
         "",
         "DROP TABLE 'orders.csv'",
         "SELECT * FROM 'orders.csv'; SELECT 1",
+        # A number a model can write without end (SmolLM2 wrote digits until the output limit cut its JSON):
+        # at most 15 digits and 6 decimals.
+        "SELECT * FROM 'orders.csv' WHERE kg = 1" + "3" * 15,
+        "SELECT * FROM 'orders.csv' WHERE kg = 1.1234567",
+        "SELECT * FROM 'orders.csv' LIMIT 1" + "0" * 15,
     ],
 )
 def test_names_the_workspace_lacks_and_other_shapes_do_not(query):
@@ -192,3 +198,19 @@ def test_the_edge_walks_the_workspace_once_and_reads_each_header_once(tmp_path, 
     assert req.workspace_files == ["notes.txt (6 bytes)"] + [
         f"t{n}.csv (20 bytes; columns: region, units)" for n in range(3)
     ]
+
+
+async def test_the_embedded_model_cannot_write_a_number_without_end(tmp_path: Path, embedded_server: int) -> None:
+    """The step bench/tasks.py's ex-triage-share sent, as it sent it, with today's pattern: SmolLM2 wrote
+    ``WHERE region='NordicRegion', 10000000000000032875694313333...`` until the output limit cut its JSON, twice,
+    and the run failed. A number now ends by its 15th digit, and the call's output is valid."""
+    sent = json.loads(
+        (Path(__file__).parent / "fixtures" / "model_requests" / "sql_digits_without_end.json").read_text()
+    )
+    sent.pop("_about")
+    view = sql_constrained(CATALOGUE["sql_query"].view(), workspace_tables(EXAMPLE_WORKSPACE))
+    req = request(**{**sent, "tools": [view]})
+    settings = Settings(home=tmp_path, embedded_port=embedded_server)
+    result = await call(settings, req)
+    [made] = result.action.tool_calls
+    assert re.fullmatch(sql_pattern(workspace_tables(EXAMPLE_WORKSPACE)) or "", made.args["query"])
