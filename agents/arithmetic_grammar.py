@@ -14,11 +14,11 @@ multiply). Deterministic: built from the run's goal and its steps' outputs in wo
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable
 from decimal import Decimal
 
 from stakeflow.agents.claims import operands
+from stakeflow.agents.tools import with_arg_keyword
 from stakeflow.agents.types import ToolSpecView
 
 # More values than this (a step read a long file of numbers) would make every step's grammar large; the
@@ -47,11 +47,4 @@ def operands_constrained(view: ToolSpecView, goal: str, outputs: Iterable[str]) 
     """``view`` with each of its ``arithmetic_args`` held to :func:`operand_pattern` of what ``goal`` and
     ``outputs`` hold (unchanged when there is no pattern)."""
     pattern = operand_pattern(operands(goal, outputs)) if view.arithmetic_args else None
-    if pattern is None:
-        return view
-    schema = copy.deepcopy(view.args_schema)
-    for arg in view.arithmetic_args:
-        prop = schema.get("properties", {}).get(arg)
-        if prop is not None:
-            prop["pattern"] = pattern
-    return view.model_copy(update={"args_schema": schema})
+    return view if pattern is None else with_arg_keyword(view, view.arithmetic_args, "pattern", pattern)

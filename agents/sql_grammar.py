@@ -19,10 +19,10 @@ one). Deterministic: built from the run's input in workflow code.
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Mapping
 
+from stakeflow.agents.tools import with_arg_keyword
 from stakeflow.agents.types import ToolSpecView
 
 # Past this many characters a pattern is not worth compiling into every step's grammar: no constraint then.
@@ -104,11 +104,4 @@ def sql_pattern(tables: Mapping[str, list[str]]) -> str | None:
 def sql_constrained(view: ToolSpecView, tables: Mapping[str, list[str]]) -> ToolSpecView:
     """``view`` with each of its ``sql_args`` held to :func:`sql_pattern` (unchanged when there is none)."""
     pattern = sql_pattern(tables) if view.sql_args else None
-    if pattern is None:
-        return view
-    schema = copy.deepcopy(view.args_schema)
-    for arg in view.sql_args:
-        prop = schema.get("properties", {}).get(arg)
-        if prop is not None:
-            prop["pattern"] = pattern
-    return view.model_copy(update={"args_schema": schema})
+    return view if pattern is None else with_arg_keyword(view, view.sql_args, "pattern", pattern)

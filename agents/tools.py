@@ -9,6 +9,7 @@ import copy
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -153,13 +154,21 @@ def constrained(view: ToolSpecView, workspace_paths: Sequence[str]) -> ToolSpecV
     The enum is what a grammar-constrained decoder (llama.cpp, vLLM structured output) enforces: a small model
     then cannot ask for a file that does not exist (SmolLM2 asked for "/report.txt" without it).
     """
-    if not workspace_paths or not view.file_args:
+    if not workspace_paths:
+        return view
+    return with_arg_keyword(view, view.file_args, "enum", list(workspace_paths))
+
+
+def with_arg_keyword(view: ToolSpecView, args: Sequence[str], keyword: str, value: Any) -> ToolSpecView:
+    """``view`` with the JSON-schema ``keyword`` set to ``value`` on each of ``args`` its schema has (a copy;
+    ``view`` itself when there is none to set)."""
+    if not args:
         return view
     schema = copy.deepcopy(view.args_schema)
-    for arg in view.file_args:
+    for arg in args:
         prop = schema.get("properties", {}).get(arg)
         if prop is not None:
-            prop["enum"] = list(workspace_paths)
+            prop[keyword] = copy.deepcopy(value)
     return view.model_copy(update={"args_schema": schema})
 
 
