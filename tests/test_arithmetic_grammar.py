@@ -121,13 +121,14 @@ async def test_the_embedded_model_computes_with_the_goals_figures(tmp_path: Path
     assert {abs(v) for f in figures(expression) for v, _ in f.values} <= set(operands(goal, []))
 
 
-def test_auto_means_the_embedded_model(tmp_path):
+@pytest.mark.parametrize("rule", ["calculator_grammar", "sql_grammar"])
+def test_auto_means_the_embedded_model(tmp_path, rule):
     embedded = build_request(make_settings(tmp_path), "What is 2 + 2?", workspace=EXAMPLE_WORKSPACE)
-    assert embedded.routing.calculator_grammar is True
+    assert getattr(embedded.routing, rule) is True
     vllm = make_settings(tmp_path, open_base_url="http://gpu:8000/v1", open_model="qwen", open_dialect="vllm")
-    assert build_request(vllm, "What is 2 + 2?", workspace=EXAMPLE_WORKSPACE).routing.calculator_grammar is False
-    always = vllm.model_copy(update={"policy": PolicyConfig(calculator_grammar="always")})
-    assert build_request(always, "What is 2 + 2?", workspace=EXAMPLE_WORKSPACE).routing.calculator_grammar is True
+    assert getattr(build_request(vllm, "What is 2 + 2?", workspace=EXAMPLE_WORKSPACE).routing, rule) is False
+    always = vllm.model_copy(update={"policy": PolicyConfig(**{rule: "always"})})
+    assert getattr(build_request(always, "What is 2 + 2?", workspace=EXAMPLE_WORKSPACE).routing, rule) is True
 
 
 async def test_a_later_step_may_compute_with_an_earlier_steps_output_and_the_frontier_is_free(

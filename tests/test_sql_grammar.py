@@ -133,14 +133,11 @@ async def test_the_embedded_model_writes_sql_over_the_real_columns(tmp_path: Pat
         con.close()
 
 
-def test_the_edge_reads_the_tables_and_auto_means_the_embedded_model(tmp_path):
+def test_the_edge_reads_the_tables(tmp_path):
+    """(What "auto" means for sql_grammar: test_arithmetic_grammar's test_auto_means_the_embedded_model.)"""
     embedded = build_request(make_settings(tmp_path), "How many units?", workspace=EXAMPLE_WORKSPACE)
     assert embedded.routing.sql_grammar is True
     assert embedded.workspace_tables == workspace_tables(EXAMPLE_WORKSPACE)
-    vllm = make_settings(tmp_path, open_base_url="http://gpu:8000/v1", open_model="qwen", open_dialect="vllm")
-    assert build_request(vllm, "How many units?", workspace=EXAMPLE_WORKSPACE).routing.sql_grammar is False
-    always = vllm.model_copy(update={"policy": PolicyConfig(sql_grammar="always")})
-    assert build_request(always, "How many units?", workspace=EXAMPLE_WORKSPACE).routing.sql_grammar is True
 
 
 async def test_an_open_step_sends_the_pattern_and_a_frontier_step_does_not(

@@ -69,12 +69,9 @@ def routing_config(settings: Settings) -> RoutingConfig:
         high_risk=settings.policy.high_risk,
         private_tools=settings.policy.private_tools,
         private_egress=settings.policy.private_egress,
-        first_step_reads=settings.policy.first_step_reads == "always"
-        or (settings.policy.first_step_reads == "auto" and settings.embedded),
-        sql_grammar=settings.policy.sql_grammar == "always"
-        or (settings.policy.sql_grammar == "auto" and settings.embedded),
-        calculator_grammar=settings.policy.calculator_grammar == "always"
-        or (settings.policy.calculator_grammar == "auto" and settings.embedded),
+        first_step_reads=_for_small_models(settings.policy.first_step_reads, settings),
+        sql_grammar=_for_small_models(settings.policy.sql_grammar, settings),
+        calculator_grammar=_for_small_models(settings.policy.calculator_grammar, settings),
         min_agreement=settings.policy.min_agreement,
         min_samples=settings.policy.min_samples,
         open_local=settings.workers.local_model_calls,
@@ -258,6 +255,11 @@ def _agent_routing(
     if model == routing.open.model:
         return routing
     return routing.model_copy(update={"open": routing.open.model_copy(update={"model": model})})
+
+
+def _for_small_models(rule: str, settings: Settings) -> bool:
+    """A constraint [policy] sets to "auto" (the embedded model only), "always" or "never", resolved."""
+    return rule == "always" or (rule == "auto" and settings.embedded)
 
 
 MAX_LISTED_FILES = 40
