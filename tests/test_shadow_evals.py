@@ -4,6 +4,7 @@ and no shadow (and no frontier request) for private data."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -75,6 +76,17 @@ async def finish_shadows(client, workflow_id: str) -> int:
     return sum([len(await client.get_workflow_handle(wf.id).result()) for wf in shadows])
 
 
+@contextlib.asynccontextmanager
+async def shadowed_run(client, settings, **options):
+    """The six-step run with workers up, its result and how many calls its shadows evaluated, once they are done;
+    the workers stay up for the block."""
+    req = runs.build_request(settings, "Units and margin", workspace=EXAMPLE_WORKSPACE, max_steps=6, **options)
+    async with running_workers(client, settings):
+        handle = await runs.start_run(client, settings, req)
+        result = await handle.result()
+        yield result, await finish_shadows(client, handle.id)
+
+
 def evals_rows(settings) -> list[tuple]:
     with TraceStore(settings.traces_path).reader() as con:
         return con.execute("SELECT step, kind, tool, verdict, method FROM evals ORDER BY step").fetchall()
@@ -83,11 +95,8 @@ def evals_rows(settings) -> list[tuple]:
 async def test_shadowing_records_each_comparison_and_routing_follows_the_figures(client, tmp_path, fakes, monkeypatch):
     open_fake, frontier_fake = fakes
     settings = settings_for(tmp_path, open_fake, frontier_fake)
-    req = runs.build_request(settings, "Units and margin", workspace=EXAMPLE_WORKSPACE, max_steps=6)
-    async with running_workers(client, settings):
-        handle = await runs.start_run(client, settings, req)
-        result = await handle.result()
-        assert await finish_shadows(client, handle.id) == 8  # plan, 6 steps, answer
+    async with shadowed_run(client, settings) as (result, shadowed):
+        assert shadowed == 8  # plan, 6 steps, answer
     # The run itself is untouched: every step on the open model, the open model's answer, its own bill.
     assert {s.route for s in result.steps} == {"open"} and result.answer == "answer from open"
     assert result.cost.frontier_calls == 0
@@ -129,13 +138,8 @@ async def test_shadowing_records_each_comparison_and_routing_follows_the_figures
 async def test_private_data_is_never_shadowed(client, tmp_path, fakes):
     open_fake, frontier_fake = fakes
     settings = settings_for(tmp_path, open_fake, frontier_fake)
-    req = runs.build_request(
-        settings, "Units and margin", workspace=EXAMPLE_WORKSPACE, max_steps=6, sensitivity="private"
-    )
-    async with running_workers(client, settings):
-        handle = await runs.start_run(client, settings, req)
-        await handle.result()
-        assert await finish_shadows(client, handle.id) == 0
+    async with shadowed_run(client, settings, sensitivity="private") as (_, shadowed):
+        assert shadowed == 0
     assert frontier_fake.calls == []  # not one request: no shadow, no judge
     assert evals_rows(settings) == []
 
@@ -144,11 +148,8 @@ async def test_the_daily_budget_stops_sampling_when_spent(client, tmp_path, fake
     open_fake, frontier_fake = fakes
     settings = settings_for(tmp_path, open_fake, frontier_fake)
     settings.evals.max_usd_per_day = 0.0
-    req = runs.build_request(settings, "Units and margin", workspace=EXAMPLE_WORKSPACE, max_steps=6)
-    async with running_workers(client, settings):
-        handle = await runs.start_run(client, settings, req)
-        await handle.result()
-        await finish_shadows(client, handle.id)
+    async with shadowed_run(client, settings):
+        pass
     assert evals_rows(settings) == []
     assert frontier_fake.calls == []  # budget refused before any frontier call
 
@@ -166,11 +167,7 @@ async def test_frontier_calls_a_shadow_could_not_use_are_still_charged_to_its_bu
     frontier_fake.script(lambda body: "I would rather explain in prose.")
     settings = settings_for(tmp_path, open_fake, frontier_fake)
     settings.evals.max_usd_per_day = 5.0
-    req = runs.build_request(settings, "Units and margin", workspace=EXAMPLE_WORKSPACE, max_steps=6)
-    async with running_workers(client, settings):
-        handle = await runs.start_run(client, settings, req)
-        await handle.result()
-        await finish_shadows(client, handle.id)
+    async with shadowed_run(client, settings):
         (shadow,) = [b for b in await budget_items(client, settings) if b["name"] == SHADOW_BUDGET]
     # Every frontier reply reports the fake's usage (100 tokens in, 20 out): each call costs the same.
     each = PriceTable.from_settings(settings).price_call(
