@@ -214,9 +214,9 @@ def check_answer(
         output_words = _words(outputs) | _month_names(outputs)
         goal_words = _words(goal)
         known = output_words | goal_words | _words("\n".join([*workspace_paths, *reached]))
-        unsupported += [
-            f'"{m.group(0).strip().lstrip("{([").strip()}" (the prompt, copied)' for m in SCAFFOLDING.finditer(answer)
-        ][:1]
+        copied = SCAFFOLDING.search(answer)
+        if copied:
+            unsupported.append(f'"{copied.group(0).strip().lstrip("{([").strip()}" (the prompt, copied)')
         unsupported += [
             f"{name} (named in no output)" for name in _names(_QUOTE.sub(" ", answer)) if name.lower() not in known
         ]
