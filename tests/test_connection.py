@@ -18,7 +18,7 @@ import pytest
 from stakeflow.config import load_settings
 from stakeflow.core.errors import ConfigError, ServiceError
 from stakeflow.services import runs
-from stakeflow.temporal.connection import connect
+from stakeflow.temporal.connection import connect, explain_failure
 from tests.agent_script import agent, plan, think
 from tests.fakes import FakeOpenAIServer
 from tests.support import open_endpoint_env, spawn_worker, worker_env, worker_log
@@ -264,6 +264,32 @@ async def test_a_client_certificate_the_server_refuses_is_named(tmp_path, pki, m
         timeout=60,
     )
     assert out.returncode == 1 and "refused the TLS handshake" in out.stderr and "Traceback" not in out.stderr
+
+
+# What the SDK said, in runs against nghttpx requiring a client certificate that none was sent (TLS 1.3: the server
+# refuses after the client's side of the handshake, so the first call meets it in whichever state the connection is).
+REFUSED_AFTER_HANDSHAKE = [
+    'hyper::Error(Io, Custom { kind: InvalidData, error: "received fatal alert: CertificateRequired" })',
+    'hyper::Error(Canceled, "connection closed")',
+    'hyper::Error(Canceled, "connection was not ready")',
+    'hyper::Error(Io, Custom { kind: BrokenPipe, error: "stream closed because of a broken pipe" })',
+]
+
+
+@pytest.mark.parametrize("source", REFUSED_AFTER_HANDSHAKE)
+def test_every_way_a_refused_client_certificate_surfaces_is_named(pki, source, monkeypatch):
+    """One in about eight CLI connections met "connection was not ready" and was told to check the address."""
+    for k, v in tls_env(pki, "127.0.0.1:7233").items():
+        monkeypatch.setenv(k, v)
+    status, message = (
+        ("Cancelled", "operation was canceled") if "Canceled" in source else ("Unknown", "transport error")
+    )
+    sdk = (
+        f"Failed client connect: `get_system_info` call error after connection: Status {{ code: {status}, message: "
+        f'"{message}", source: Some(tonic::transport::Error(Transport, {source})) }}'
+    )
+    text = explain_failure(load_settings().target, RuntimeError(sdk))
+    assert "refused the TLS handshake" in text and "set TEMPORAL_TLS_CLIENT_CERT_PATH" in text
 
 
 @needs_nghttpx

@@ -140,7 +140,7 @@ def explain_failure(target: Target, e: Exception) -> str:
         )
     # Under TLS 1.3 a server checks the client certificate after the client's side of the handshake is
     # done, so its refusal surfaces as whatever the first call then meets: an alert, a reset, a broken
-    # pipe, a closed connection.
+    # pipe, a closed connection, or one closed before the call was sent ("connection was not ready").
     handshake = "connection refused" not in low and any(
         w in low
         for w in (
@@ -151,6 +151,7 @@ def explain_failure(target: Target, e: Exception) -> str:
             "connection reset",
             "broken pipe",
             "connection closed",
+            "connection was not ready",
             "transport error",
         )
     )
