@@ -287,7 +287,16 @@ _QUANTITY = re.compile(
     rf"|^\s*(?:{_COMPUTE})\b",
     re.IGNORECASE,
 )
-_ARITHMETIC = re.compile(r"\d\s*[*/×÷+^]\s*\d|\d\s+[-−]\s+\d")
+# Two figures joined by an arithmetic operator, written out ("1234 * 5678", "7,200 / 16", "12 times 7", "100 - 90": a
+# minus between spaces, never a date's "2024-03-11"), a percentage of a figure ("15% of 2,460"), or the verb's
+# form ("Divide 7,200 by 16", "add 3 and 4").
+_FIGURE = r"\d[\d,]*(?:\.\d+)?"
+_OPERATOR = r"\s*(?:[*/×÷+^]|\bx\b|\btimes\b|\bplus\b|\bminus\b|\bdivided by\b|\bmultiplied by\b)\s*|\s+[-−]\s+"
+_EXPRESSION = re.compile(
+    rf"(?<![\w.]){_FIGURE}(?:{_OPERATOR}){_FIGURE}|{_FIGURE}\s*%\s*of\s+{_FIGURE}"
+    rf"|\b(?:divide|multiply)\s+{_FIGURE}\s+by\s+{_FIGURE}|\b(?:add|subtract)\s+{_FIGURE}\s+(?:and|to|from)\s+{_FIGURE}",
+    re.IGNORECASE,
+)
 # A goal that asks for something to be found out, by its first word.
 _QUESTION = re.compile(
     rf"\s*(?:what|which|who|whom|whose|how|when|where|why|is|are|was|were|does|do|did|list|name|find|count|tell"
@@ -304,7 +313,12 @@ def asks_question(goal: str) -> bool:
 
 def asks_quantity(goal: str) -> bool:
     """Whether ``goal`` asks for a number: "how many", "what percentage", "what is the total", ``1234 * 5678``."""
-    return bool(_QUANTITY.search(goal) or _ARITHMETIC.search(_DATE.sub(" ", goal)))
+    return bool(_QUANTITY.search(goal)) or writes_expression(goal)
+
+
+def writes_expression(goal: str) -> bool:
+    """Whether ``goal`` writes out an arithmetic expression over figures: what the calculator is for."""
+    return _EXPRESSION.search(_DATE.sub(" ", goal)) is not None
 
 
 # A capitalised word inside a sentence, after a word and a space: a name ("Blue Door", "Leesburg"). Words at a

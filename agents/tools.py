@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from stakeflow.agents.claims import writes_expression
 from stakeflow.agents.types import Risk, ToolSpecView
 
 
@@ -185,16 +186,20 @@ def named_files(goal: str, workspace_paths: Sequence[str]) -> list[str]:
 
 
 def first_step_tools(goal: str, workspace_paths: Sequence[str], tools: Sequence[ToolSpecView]) -> list[str]:
-    """The tools a plan must start with: those (of ``tools``) that read a workspace file the goal names.
+    """The tools a plan must start with: those (of ``tools``) that read a workspace file the goal names; for a goal
+    that names no file but writes out an expression ("What is 17 * 23?"), the tools that compute one.
 
     A goal that names an existing file is about that file, so its plan starts by reading it. This is a
     constraint of the plan's JSON schema, which grammar-constrained decoding enforces: a small open model
-    (SmolLM2-135M) otherwise plans a summary of notes.txt without ever reading it. The tools made for the
-    named files' kind come first and alone; a tool that reads any file only when none is. Empty when the goal
-    names no file, or no tool reads the ones it names: then the plan is unconstrained.
+    (SmolLM2-135M) otherwise plans a summary of notes.txt without ever reading it, or reads notes.txt to answer
+    "What is 17 * 23?". The tools made for the named files' kind come first and alone; a tool that reads any
+    file only when none is. Empty when the goal names no file and writes out no expression, or no tool does
+    what it asks: then the plan is unconstrained.
     """
     files = named_files(goal, workspace_paths)
+    if not files:
+        return [t.name for t in tools if t.arithmetic_args] if writes_expression(goal) else []
     # A tool made for a file's kind (sql_query for a CSV) beats one that reads anything as text (read_file): a
     # table read as text leaves the sums and counts to the model, which a small one gets wrong.
     specific = [t.name for t in tools if any(f.lower().endswith(tuple(s for s in t.reads if s != "*")) for f in files)]
-    return specific or [t.name for t in tools if "*" in t.reads and files]
+    return specific or [t.name for t in tools if "*" in t.reads]

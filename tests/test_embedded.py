@@ -115,3 +115,32 @@ def test_a_question_about_a_file_the_workspace_lacks_is_never_answered_confident
         assert declines(out["answer"]), out["answer"]
     else:
         assert "invoices.csv: no such file in the workspace" in out["unsupported_claims"], out
+
+
+def test_a_written_out_expression_is_computed_by_the_calculator(tmp_path):
+    """Tried as a new user would: SmolLM2 planned "What is 17 * 23?" as reading notes.txt and summarising it, and
+    answered 408. The plan now starts with the calculator (the goal writes out an expression), whose operands
+    may be only the goal's figures; the answer gives its result, or is flagged — never a confident wrong figure."""
+    env = embedded_env(tmp_path / "home")
+    cmd = [sys.executable, "-m", "stakeflow"]
+    try:
+        ran = subprocess.run(
+            [*cmd, "run", "--json", "--workspace", str(EXAMPLE_WORKSPACE), "What is 17 * 23?"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    finally:
+        subprocess.run([*cmd, "down"], env=env, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    out = json.loads(ran.stdout)
+    assert out["status"] == "completed"
+    assert out["steps"][0]["tools"] == ["calculator"], out["steps"]
+    results = [r for s in out["steps"] for rnd in s["rounds"] for r in rnd["results"]]
+    computed = [r["output"] for r in results if r["tool"] == "calculator" and r["ok"]]
+    assert any(c.endswith("= 391") for c in computed), computed
+    if out["answer_supported"]:
+        assert "391" in out["answer"].replace(",", ""), out["answer"]
+    else:
+        assert out["unsupported_claims"], out
