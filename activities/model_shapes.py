@@ -64,6 +64,8 @@ def shape_key(req: ModelCallRequest, model_name: str, dialect: Dialect) -> tuple
     elif req.purpose == "step":
         shared = _described(req.shared_tools) if req.endpoint.route == "frontier" else ()  # the open route ignores it
         shape = (_described(req.tools), req.require_tool_call, shared)
+    if dialect == "llamacpp" and req.purpose != "answer":  # its grammar bounds strings by the call's token limit
+        shape = (*shape, req.max_output_tokens)
     return (req.endpoint.route, model_name, dialect, req.purpose, shape)
 
 
@@ -97,7 +99,7 @@ def build_shape(req: ModelCallRequest, dialect: Dialect) -> RequestShape:
     if dialect == "llamacpp":
         # llama.cpp's server refuses `json_schema` and ignores tools; its own json_object+schema form is
         # grammar-constrained (DESIGN.md, "Model endpoints").
-        schema = output.model_json_schema()
+        schema = bounded_strings(output.model_json_schema(), req.max_output_tokens // 3)
         settings["extra_body"] = {"response_format": {"type": "json_object", "schema": schema}}
         mode: OutputMode = "prompted"
         # The prompt shows the schema without its patterns: the grammar enforces them, and a pattern of the
@@ -148,6 +150,22 @@ def _output_model(req: ModelCallRequest, route: Route, dialect: Dialect) -> type
     return step_output_model(
         req.tools, min_calls=int(req.require_tool_call), max_calls=1 if one_at_a_time else MAX_CALLS_PER_STEP
     )
+
+
+def bounded_strings(schema: Any, max_chars: int) -> Any:
+    """``schema`` (a copy) with every free string (no enum, const, pattern, format or length of its own) at most
+    ``max_chars`` long: what llama.cpp's grammar then enforces. A token is at least one character, so with a third
+    of the call's token limit a string the model never ends (SmolLM2's step note ``{{#1}}, {{#2}}: ...`` until the
+    limit cut its JSON, twice, and the run failed) is closed in time, and the output stays valid JSON."""
+    if isinstance(schema, list):
+        return [bounded_strings(v, max_chars) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    bounded = {k: bounded_strings(v, max_chars) for k, v in schema.items()}
+    free = not any(k in schema for k in ("enum", "const", "pattern", "format", "maxLength"))
+    if schema.get("type") == "string" and free:
+        bounded["maxLength"] = max_chars
+    return bounded
 
 
 def _without_patterns(schema: Any) -> Any:

@@ -5,6 +5,7 @@ test_arithmetic_grammar) use the same fixture."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 import time
@@ -115,3 +116,16 @@ async def test_embedded_streamed_answer_counts_its_tokens(tmp_path: Path, embedd
     assert streamed.usage.output_tokens == plain.usage.output_tokens > 0
     # The prompt's text as the tokenizer counts it, without the chat template's few tokens per message (59 of 72).
     assert 0.8 * plain.usage.input_tokens <= streamed.usage.input_tokens <= plain.usage.input_tokens
+
+
+async def test_the_embedded_model_cannot_write_a_note_without_end(tmp_path: Path, embedded_server: int) -> None:
+    """The step of ``stakeflow run --tools read_file,calculator "Divide 7,200 by 16."`` as the workflow sent it:
+    SmolLM2 called the calculator right, then wrote its note as ``{{#1}}, {{#2}}: ...`` until the output limit
+    cut the JSON, twice, and the run failed. On llama.cpp a free string now ends within a third of the limit."""
+    sent = json.loads((Path(__file__).parent / "fixtures" / "model_requests" / "note_without_end.json").read_text())
+    sent.pop("_about")
+    settings = Settings(home=tmp_path, embedded_port=embedded_server)
+    result = await call(settings, request(**sent))
+    [made] = result.action.tool_calls
+    assert (made.tool, made.args) == ("calculator", {"expression": "7200 / 16"})
+    assert len(result.action.result) <= sent["max_output_tokens"] // 3

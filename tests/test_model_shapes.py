@@ -12,7 +12,7 @@ from temporalio.exceptions import ApplicationError
 from stakeflow.activities.models import ModelActivities
 from stakeflow.activities.parameters import FrontierEndpoint, ModelParameters, OpenEndpoint
 from stakeflow.agents.tools import CATALOGUE, constrained
-from stakeflow.agents.types import ModelCallRequest, ModelEndpoint
+from stakeflow.agents.types import Dialect, ModelCallRequest, ModelEndpoint
 from stakeflow.core.errors import MODEL_OUTPUT_INVALID
 from stakeflow.prices import PriceTable
 from tests.fakes import FakeOpenAIServer, Reply, output_schema
@@ -39,12 +39,12 @@ def _step(paths: list[str], max_tokens: int = 256) -> ModelCallRequest:
     )
 
 
-def _models(tmp_path: Path, server: FakeOpenAIServer) -> ModelActivities:
+def _models(tmp_path: Path, server: FakeOpenAIServer, dialect: Dialect = "vllm") -> ModelActivities:
     """call_model from its parameters alone, as a team's own worker builds it: no Settings."""
     return ModelActivities(
         ModelParameters(
             open=OpenEndpoint(
-                url=server.url, model="served-model", api_key=None, dialect="vllm", timeout_s=30.0, embedded=False
+                url=server.url, model="served-model", api_key=None, dialect=dialect, timeout_s=30.0, embedded=False
             ),
             frontier=FrontierEndpoint(model="claude-sonnet-4-6", api_key=None, base_url=None, timeout_s=30.0),
             prices=PriceTable.from_config({}),
@@ -153,3 +153,48 @@ async def test_whitespace_and_prose_are_invalid_and_an_answer_keeps_its_spaces(t
         "open model output failed validation: not valid JSON (expected value at line 1 column 1)",
     ]
     await models.close()
+
+
+def _strings(schema: object, found: list[dict] | None = None) -> list[dict]:
+    """Every string schema in ``schema``."""
+    found = [] if found is None else found
+    if isinstance(schema, dict):
+        if schema.get("type") == "string":
+            found.append(schema)
+        for v in schema.values():
+            _strings(v, found)
+    elif isinstance(schema, list):
+        for v in schema:
+            _strings(v, found)
+    return found
+
+
+async def test_llamacpp_grammar_ends_every_free_string_within_the_token_limit(tmp_path: Path, server):
+    """SmolLM2 wrote a step's note until the output limit cut its JSON (tests/fixtures/model_requests/
+    note_without_end.json): on llama.cpp every free string is bounded to a third of the call's token limit; a
+    string with an enum or a pattern keeps its own bound, the prompt's schema is unchanged, vLLM's too."""
+    write = ModelCallRequest(
+        run_id="run-1",
+        step=1,
+        purpose="step",
+        endpoint=ModelEndpoint(route="open", model="served-model"),
+        system="You run one step.",
+        prompt="Now step 1 of 1: write the total.",
+        tools=[constrained(CATALOGUE["write_file"].view(), ["a.txt"])],
+        max_output_tokens=300,
+    )
+    action = {"tool_calls": [{"tool": "write_file", "args": {"path": "a.txt", "content": "42"}}], "result": "done"}
+    llamacpp, vllm = _models(tmp_path, server, "llamacpp"), _models(tmp_path, server, "vllm")
+    server.enqueue(action, action, action)
+    await llamacpp.call_model(write)
+    await llamacpp.call_model(write.model_copy(update={"max_output_tokens": 600}))  # another bound, another shape
+    await vllm.call_model(write)
+    small, large, free = [output_schema(c.body) for c in server.calls]
+    bounded = {tuple(sorted(k for k in s if k != "description")) for s in _strings(small)}
+    assert bounded == {("maxLength", "title", "type"), ("const", "title", "type")}, bounded  # the path: one file
+    assert {s["maxLength"] for s in _strings(small) if "maxLength" in s} == {100}  # the note and the content
+    assert {s["maxLength"] for s in _strings(large) if "maxLength" in s} == {200}
+    assert not any("maxLength" in s for s in _strings(free))
+    assert "maxLength" not in server.calls[0].body["messages"][0]["content"]  # the prompt shows the model's own schema
+    await llamacpp.close()
+    await vllm.close()
