@@ -64,13 +64,20 @@ def test_a_figure_the_run_has_not_seen_does_not(expression):
     assert not re.fullmatch(pattern_for("What is 1234 * 5678?"), expression)
 
 
+GOAL = "What is 1,250.75 plus 15% of 2,460, per 3 days?"
+OUTPUTS = ["units\n14\n-9\n0.125"]
+FITTING = st.from_regex(pattern_for(GOAL, *OUTPUTS), fullmatch=True)
+# Resolved now, at collection: from_regex imports its module lazily, and pytest compiles it (assertion rewriting)
+# with ast.parse; inside the test, under the recursion limit Hypothesis raises, CPython 3.11.7 failed that compile
+# with "SystemError: AST constructor recursion depth mismatch" in a CI run from a fresh clone.
+FITTING.validate()
+
+
 @settings(max_examples=200, deadline=None)
-@given(st.data())
-def test_whatever_fits_computes_a_value_the_answer_check_accepts(data):
+@given(FITTING)
+def test_whatever_fits_computes_a_value_the_answer_check_accepts(expression):
     """Any expression the pattern allows is one whose result ``check_answer`` takes as observed."""
-    goal = "What is 1,250.75 plus 15% of 2,460, per 3 days?"
-    outputs = ["units\n14\n-9\n0.125"]
-    expression = data.draw(st.from_regex(pattern_for(goal, *outputs), fullmatch=True))
+    goal, outputs = GOAL, OUTPUTS
     try:
         value = calculate(expression)
     except Exception:  # division by zero, too large: the tool's own error
