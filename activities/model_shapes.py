@@ -76,8 +76,9 @@ def _described(tools: list[ToolSpecView]) -> tuple:
 def build_shape(req: ModelCallRequest, dialect: Dialect) -> RequestShape:
     """The shape of ``req`` on its route, for an open endpoint of ``dialect``."""
     route: Route = req.endpoint.route
-    # Greedy decoding: plans and tool calls are decisions, and a run (its answer too) should be repeatable; it also
-    # makes the embedded model's end-to-end test deterministic.
+    # Greedy decoding on the open route: plans and tool calls are decisions, and a run (its answer too) should be
+    # repeatable; it also makes the embedded model's end-to-end test deterministic. The frontier takes none: the API
+    # version the anthropic client sends (2026-10-21) rejects sampling settings, which pydantic-ai drops with a warning.
     settings: ModelSettings = {"temperature": 0.0}
     if route == "frontier":
         settings = _frontier_settings(req)
@@ -111,7 +112,7 @@ def build_shape(req: ModelCallRequest, dialect: Dialect) -> RequestShape:
 
 
 def _frontier_settings(req: ModelCallRequest) -> AnthropicModelSettings:
-    """A frontier call's settings: greedy, and where the prompt cache may keep what it sends (Anthropic reads a prefix at a tenth of the
+    """A frontier call's settings: where the prompt cache may keep what it sends (Anthropic reads a prefix at a tenth of the
     input price and writes one at 1.25x; a prefix under the model's minimum, 1,024 tokens or more, is not cached
     and costs nothing extra).
 
@@ -120,7 +121,7 @@ def _frontier_settings(req: ModelCallRequest) -> AnthropicModelSettings:
     of it (and the prompt's own blocks carry two more, models.py). A plan, answer or judgement marks no more: it is
     one call, and a prefix written that no later call reads costs a quarter more.
     """
-    settings: AnthropicModelSettings = {"temperature": 0.0, "anthropic_cache_instructions": True}
+    settings: AnthropicModelSettings = {"anthropic_cache_instructions": True}
     if req.purpose == "step":
         settings["anthropic_cache_messages"] = True
     return settings
