@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import re
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -100,7 +101,7 @@ def build_shape(req: ModelCallRequest, dialect: Dialect) -> RequestShape:
     if dialect == "llamacpp":
         # llama.cpp's server refuses `json_schema` and ignores tools; its own json_object+schema form is
         # grammar-constrained (DESIGN.md, "Model endpoints").
-        schema = bounded_strings(output.model_json_schema(), req.max_output_tokens // 3)
+        schema = _bounded_strings(output.model_json_schema(), req.max_output_tokens // 3)
         settings["extra_body"] = {"response_format": {"type": "json_object", "schema": schema}}
         mode: OutputMode = "prompted"
         # The prompt shows the schema without its patterns: the grammar enforces them, and a pattern of the
@@ -153,28 +154,32 @@ def _output_model(req: ModelCallRequest, route: Route, dialect: Dialect) -> type
     )
 
 
-def bounded_strings(schema: Any, max_chars: int) -> Any:
+def _bounded_strings(schema: Any, max_chars: int) -> Any:
     """``schema`` (a copy) with every free string (no enum, const, pattern, format or length of its own) at most
     ``max_chars`` long: what llama.cpp's grammar then enforces. A token is at least one character, so with a third
     of the call's token limit a string the model never ends (SmolLM2's step note ``{{#1}}, {{#2}}: ...`` until the
     limit cut its JSON, twice, and the run failed) is closed in time, and the output stays valid JSON."""
-    if isinstance(schema, list):
-        return [bounded_strings(v, max_chars) for v in schema]
-    if not isinstance(schema, dict):
-        return schema
-    bounded = {k: bounded_strings(v, max_chars) for k, v in schema.items()}
-    free = not any(k in schema for k in ("enum", "const", "pattern", "format", "maxLength"))
-    if schema.get("type") == "string" and free:
-        bounded["maxLength"] = max_chars
-    return bounded
+
+    def bound(node: dict[str, Any]) -> dict[str, Any]:
+        free = not any(k in node for k in ("enum", "const", "pattern", "format", "maxLength"))
+        return {**node, "maxLength": max_chars} if node.get("type") == "string" and free else node
+
+    return _each_object(schema, bound)
 
 
 def _without_patterns(schema: Any) -> Any:
     """``schema`` without its strings' ``pattern`` keywords (a copy)."""
+    return _each_object(
+        schema, lambda node: {k: v for k, v in node.items() if not (k == "pattern" and isinstance(v, str))}
+    )
+
+
+def _each_object(schema: Any, change: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
+    """A copy of the JSON ``schema`` with ``change`` applied to each of its objects, innermost first."""
     if isinstance(schema, dict):
-        return {k: _without_patterns(v) for k, v in schema.items() if not (k == "pattern" and isinstance(v, str))}
+        return change({k: _each_object(v, change) for k, v in schema.items()})
     if isinstance(schema, list):
-        return [_without_patterns(v) for v in schema]
+        return [_each_object(v, change) for v in schema]
     return schema
 
 

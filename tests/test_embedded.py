@@ -35,6 +35,24 @@ def embedded_env(home: Path) -> dict[str, str]:
     return env
 
 
+def run_json(tmp_path: Path, *args: str) -> dict:
+    """``stakeflow run --json --workspace examples/workspace ARGS`` on a fresh stakeflow (stopped after): its JSON."""
+    env = embedded_env(tmp_path / "home")
+    cmd = [sys.executable, "-m", "stakeflow"]
+    try:
+        ran = subprocess.run(
+            [*cmd, "run", "--json", "--workspace", str(EXAMPLE_WORKSPACE), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    finally:
+        subprocess.run([*cmd, "down"], env=env, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    return json.loads(ran.stdout)
+
+
 def test_readme_task_runs_on_the_embedded_model(tmp_path):
     home = tmp_path / "home"
     env = embedded_env(home)
@@ -85,31 +103,9 @@ def test_readme_task_runs_on_the_embedded_model(tmp_path):
 def test_a_question_about_a_file_the_workspace_lacks_is_never_answered_confidently(tmp_path):
     """Tried as a new user would: SmolLM2 answered such questions from another file (bench/tasks.py's
     ro-missing-invoices). The run must decline or flag its answer, naming the missing file."""
-    env = embedded_env(tmp_path / "home")
-    cmd = [sys.executable, "-m", "stakeflow"]
     goal = "What are the three largest amounts in invoices.csv?"
-    try:
-        ran = subprocess.run(
-            # A question: the read-only tools (with write_file offered, SmolLM2 plans a write that waits for approval)
-            [
-                *cmd,
-                "run",
-                "--json",
-                "--tools",
-                "read_file,sql_query,calculator",
-                "--workspace",
-                str(EXAMPLE_WORKSPACE),
-                goal,
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-    finally:
-        subprocess.run([*cmd, "down"], env=env, capture_output=True, text=True, timeout=60)
-    assert ran.returncode == 0, ran.stderr
-    out = json.loads(ran.stdout)
+    # A question: the read-only tools (with write_file offered, SmolLM2 plans a write that waits for approval)
+    out = run_json(tmp_path, "--tools", "read_file,sql_query,calculator", goal)
     assert out["status"] == "completed"
     if out["answer_supported"]:
         assert declines(out["answer"]), out["answer"]
@@ -121,20 +117,7 @@ def test_a_written_out_expression_is_computed_by_the_calculator(tmp_path):
     """Tried as a new user would: SmolLM2 planned "What is 17 * 23?" as reading notes.txt and summarising it, and
     answered 408. The plan now starts with the calculator (the goal writes out an expression), whose operands
     may be only the goal's figures; the answer gives its result, or is flagged — never a confident wrong figure."""
-    env = embedded_env(tmp_path / "home")
-    cmd = [sys.executable, "-m", "stakeflow"]
-    try:
-        ran = subprocess.run(
-            [*cmd, "run", "--json", "--workspace", str(EXAMPLE_WORKSPACE), "What is 17 * 23?"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-    finally:
-        subprocess.run([*cmd, "down"], env=env, capture_output=True, text=True, timeout=60)
-    assert ran.returncode == 0, ran.stderr
-    out = json.loads(ran.stdout)
+    out = run_json(tmp_path, "What is 17 * 23?")
     assert out["status"] == "completed"
     assert out["steps"][0]["tools"] == ["calculator"], out["steps"]
     results = [r for s in out["steps"] for rnd in s["rounds"] for r in rnd["results"]]

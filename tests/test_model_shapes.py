@@ -26,15 +26,15 @@ def server():
         yield s
 
 
-def _step(paths: list[str], max_tokens: int = 256) -> ModelCallRequest:
+def _step(paths: list[str], max_tokens: int = 256, tool: str = "read_file") -> ModelCallRequest:
     return ModelCallRequest(
         run_id="run-1",
         step=1,
         purpose="step",
         endpoint=ModelEndpoint(route="open", model="served-model"),
         system="You run one step.",
-        prompt="Now step 1 of 1: read the notes.",
-        tools=[constrained(CATALOGUE["read_file"].view(), paths)],
+        prompt=f"Now step 1 of 1: use {tool}.",
+        tools=[constrained(CATALOGUE[tool].view(), paths)],
         max_output_tokens=max_tokens,
     )
 
@@ -173,16 +173,7 @@ async def test_llamacpp_grammar_ends_every_free_string_within_the_token_limit(tm
     """SmolLM2 wrote a step's note until the output limit cut its JSON (tests/fixtures/model_requests/
     note_without_end.json): on llama.cpp every free string is bounded to a third of the call's token limit; a
     string with an enum or a pattern keeps its own bound, the prompt's schema is unchanged, vLLM's too."""
-    write = ModelCallRequest(
-        run_id="run-1",
-        step=1,
-        purpose="step",
-        endpoint=ModelEndpoint(route="open", model="served-model"),
-        system="You run one step.",
-        prompt="Now step 1 of 1: write the total.",
-        tools=[constrained(CATALOGUE["write_file"].view(), ["a.txt"])],
-        max_output_tokens=300,
-    )
+    write = _step(["a.txt"], max_tokens=300, tool="write_file")
     action = {"tool_calls": [{"tool": "write_file", "args": {"path": "a.txt", "content": "42"}}], "result": "done"}
     llamacpp, vllm = _models(tmp_path, server, "llamacpp"), _models(tmp_path, server, "vllm")
     server.enqueue(action, action, action)
