@@ -292,6 +292,20 @@ def test_every_way_a_refused_client_certificate_surfaces_is_named(pki, source, m
     assert "refused the TLS handshake" in text and "set TEMPORAL_TLS_CLIENT_CERT_PATH" in text
 
 
+def test_a_port_with_401_in_it_is_no_refused_credential(monkeypatch):
+    """A CI run's server on port 40115 was down: "Connection refused" was named a refused API key, since "401" was
+    found anywhere in the text (the port). A status code is a number of its own."""
+    monkeypatch.setenv("TEMPORAL_ADDRESS", "127.0.0.1:40115")
+    sdk = (
+        "Failed client connect: Server connection error: tonic::transport::Error(Transport, ConnectError(ConnectError("
+        '"tcp connect error", 127.0.0.1:40115, Os { code: 111, kind: ConnectionRefused, message: "Connection refused" })))'
+    )
+    text = explain_failure(load_settings().target, RuntimeError(sdk))
+    assert text.startswith("cannot reach Temporal at 127.0.0.1:40115") and "credentials" not in text, text
+    refused = explain_failure(load_settings().target, RuntimeError("status: 401 Unauthorized"))
+    assert "refused the credentials" in refused
+
+
 @needs_nghttpx
 async def test_a_server_certificate_from_an_untrusted_ca_names_the_ca_file(pki, mtls, monkeypatch):
     for k, v in tls_env(pki, mtls.address, pki.client_cert, pki.client_key, ca=pki.other_ca).items():

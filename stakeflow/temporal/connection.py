@@ -9,6 +9,7 @@ that skipped the codec would write payloads in clear, or fail to read the ones t
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, NoReturn
 
 from temporalio.client import Client
@@ -172,13 +173,17 @@ def explain_failure(target: Target, e: Exception) -> str:
             f"{where} closed the connection ({_short(text)}): if it speaks TLS (Temporal Cloud does), set "
             "TEMPORAL_TLS=true, and its CA when it is not a public one (TEMPORAL_TLS_SERVER_CA_CERT_PATH)"
         )
-    if "unauthenticated" in low or "permission" in low or "401" in low or "403" in low:
+    if "unauthenticated" in low or "permission" in low or _AUTH_STATUS.search(low):
         key = f"the API key from {target.origins['api_key']}" if target.api_key else "no API key"
         return f"{where} refused the credentials ({_short(text)}): {key} was sent; check it (TEMPORAL_API_KEY)"
     return (
         f"cannot reach {where} ({_short(text)}): check the address, or that the server is up "
         "(`stakeflow doctor` shows where each setting came from)"
     )
+
+
+# An HTTP status of refused credentials: a number of its own, not digits of a port ("127.0.0.1:40115") or an address.
+_AUTH_STATUS = re.compile(r"(?<![\w.:])40[13](?![\w.])")
 
 
 def _short(text: str) -> str:
