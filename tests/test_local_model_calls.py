@@ -33,8 +33,17 @@ LOCAL = WorkersConfig(local_model_calls=True)
 
 
 def _kinds(history) -> list[str]:
-    names = {EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED: "activity", EventType.EVENT_TYPE_MARKER_RECORDED: "marker"}
-    return [names[e.event_type] for e in history.events if e.event_type in names]
+    """Each activity scheduled on a queue as "activity", each local activity as "marker" (not patch markers)."""
+    kinds = []
+    for e in history.events:
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            kinds.append("activity")
+        elif (
+            e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+            and e.marker_recorded_event_attributes.marker_name == "core_local_activity"
+        ):
+            kinds.append("marker")
+    return kinds
 
 
 def _calls(history) -> list[str]:

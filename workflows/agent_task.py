@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from stakeflow.workflows.answering import Answering
     from stakeflow.workflows.approvals import ApprovalGate
+    from stakeflow.workflows.bookkeeping import Bookkeeping
     from stakeflow.workflows.failures import StepFailure, is_cancellation
     from stakeflow.workflows.quality import QualityLoop
     from stakeflow.workflows.replanning import Replanning
@@ -71,6 +72,7 @@ class AgentTaskWorkflow(StepLoop, Replanning, Answering, RunEvents):
         self._progress = Progress()
         self._req = TaskRequest()
         self._sensitivity: Sensitivity = "public"
+        Bookkeeping.__init__(self)
         ApprovalGate.__init__(self)
         RunTools.__init__(self)
         QualityLoop.__init__(self)
@@ -113,6 +115,7 @@ class AgentTaskWorkflow(StepLoop, Replanning, Answering, RunEvents):
                 if isinstance(e, Exception):  # as OpenTelemetry's use_span does: a BaseException is not recorded
                     self._record_failure(span, e)
                 if isinstance(e, Exception) or status == "canceled":  # not an eviction from the worker's cache
+                    self._publish_pending()
                     why = "the run was canceled" if status == "canceled" else self._progress.error or str(e)
                     self._emit("done", status=status, error=why)
                 raise
@@ -138,6 +141,7 @@ class AgentTaskWorkflow(StepLoop, Replanning, Answering, RunEvents):
                         *([KEYS["agent"].value_set(req.agent)] if req.agent else []),
                     ]
                 )
+                self._published_start(stakes="high" if req.stakes == "high" else "low", sensitivity=req.sensitivity)
                 await self._describe_toolsets()
                 self._read_agreement()
                 steps, first = await self._plan(result), 1
@@ -168,12 +172,12 @@ class AgentTaskWorkflow(StepLoop, Replanning, Answering, RunEvents):
                 current.status, current.error = "failed", str(e)
             self._progress.phase = "failed"
             self._progress.error = str(e)
-            self._publish()
+            self._publish(final=True)
             workflow.upsert_memo({"cost": Public(cost_line(self._progress.cost))})
             await self._started_shadows()
             raise ApplicationError(str(e), type=errors.STEP_FAILED, non_retryable=True) from None
         self._progress.phase = "done"
-        self._publish()
+        self._publish(final=True)
         workflow.upsert_memo({"cost": Public(cost_line(self._progress.cost))})
         result.steps = self._progress.steps
         result.usage = self._progress.usage
@@ -211,6 +215,7 @@ class AgentTaskWorkflow(StepLoop, Replanning, Answering, RunEvents):
             events=self._events_state(),
         )
         await self._started_shadows()
+        self._publish_pending()
         workflow.continue_as_new(self._req.model_copy(update={"resume": state}))
 
     @contextlib.asynccontextmanager

@@ -39,6 +39,8 @@ class ApprovalGate:
 
         def _emit(self, kind: str, **fields: Any) -> None: ...
 
+        def _progress_updates(self, *, after_step: bool, final: bool = False) -> list[Any]: ...  # Bookkeeping's
+
     @workflow.update(name=APPROVE_UPDATE)
     async def approve_step(self, request: ApprovalRequest) -> ApprovalRecord:
         """A person's decision on a step waiting for approval."""
@@ -124,7 +126,10 @@ class ApprovalGate:
         self._waiting_calls[index] = list(calls or [])
         record.status, record.waiting_for = "awaiting_approval", what  # what `run` and `status` show
         self._progress.awaiting_approval = sorted(self._awaiting)
-        workflow.upsert_search_attributes([KEYS["awaiting_approval"].value_set(True)])
+        # The counts as they are, too: a run that waits on a person is one the list should show as it stands.
+        workflow.upsert_search_attributes(
+            [KEYS["awaiting_approval"].value_set(True), *self._progress_updates(after_step=False)]
+        )
         self._show_checklist()
         self._emit("waiting_for_approval", step=index, title=record.title, what=what)
         try:

@@ -7,7 +7,8 @@ gate's ``_awaiting``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
@@ -23,7 +24,19 @@ with workflow.unsafe.imports_passed_through():
     from stakeflow.workflows.tally import tally
 
 if TYPE_CHECKING:
+    from temporalio.common import SearchAttributeUpdate
+
     from stakeflow.agents.types import Progress, Sensitivity, TaskRequest
+
+# Search attributes are for finding runs, and each upsert is a history event and a write to the visibility store:
+# upserting every count after every step was the dearest thing a fast step did (bench/README.md, "overhead.py",
+# 2026-12-07: ~4 ms a step of the dev server's and the worker's time). A change of what a search filters runs by
+# goes at once; the counts that move every step (open steps, cost) at most every PROGRESS_EVERY of workflow time,
+# and all of them before the run waits on a person, continues as new, or ends. The run's details (the checklist),
+# its progress query and its events are current after every step, as before.
+THROTTLED_PROGRESS = "throttled-progress-attributes"
+PROGRESS_EVERY = timedelta(seconds=2)
+_FOUND_BY = frozenset({"stakes", "sensitivity", "escalations", "frontier_steps"})
 
 
 class Bookkeeping:
@@ -33,6 +46,15 @@ class Bookkeeping:
     _progress: Progress
     _sensitivity: Sensitivity
     _awaiting: dict[int, str]
+
+    def __init__(self) -> None:
+        self._published: dict[str, Any] = {}  # the progress search attributes as last upserted
+        self._published_at: datetime | None = None
+
+    def _published_start(self, **values: Any) -> None:
+        """The run's first upsert set these (``stakes``, ``sensitivity``): a step that leaves them alone sends none."""
+        self._published.update(values)
+        self._published_at = workflow.now()
 
     def _run_attributes(self) -> dict:
         t = tally(self._progress.steps)
@@ -61,20 +83,47 @@ class Bookkeeping:
             attributes[sc.FRONTIER_EQUIVALENT_USD] = cost.frontier_equivalent_usd
         return attributes
 
-    def _publish(self) -> None:
-        """Search attributes and details after a step: what the Web UI and `stakeflow list` show."""
-        t = tally(self._progress.steps)
-        workflow.upsert_search_attributes(
-            [
-                KEYS["stakes"].value_set(t.stakes),
-                KEYS["sensitivity"].value_set(self._sensitivity),
-                KEYS["open_steps"].value_set(t.open_steps),
-                KEYS["frontier_steps"].value_set(t.frontier_steps),
-                KEYS["escalations"].value_set(t.escalations),
-                KEYS["cost_usd"].value_set(round(self._progress.cost.total_usd, 6)),
-            ]
-        )
+    def _publish(self, *, final: bool = False) -> None:
+        """Search attributes and details after a step (``final``: as the run ends): what the Web UI and
+        `stakeflow list` show. The details at once; the search attributes as THROTTLED_PROGRESS says."""
+        updates = self._progress_updates(after_step=True, final=final)
+        if updates:
+            workflow.upsert_search_attributes(updates)
         self._show_checklist()
+
+    def _publish_pending(self) -> None:
+        """Every progress search attribute current, before the run continues as new or stops on an error."""
+        updates = self._progress_updates(after_step=False)
+        if updates:
+            workflow.upsert_search_attributes(updates)
+
+    def _progress_updates(self, *, after_step: bool, final: bool = False) -> list[SearchAttributeUpdate]:
+        """The progress search attributes to upsert now (the caller upserts them, alone or with its own)."""
+        t = tally(self._progress.steps)
+        values = {
+            "stakes": t.stakes,
+            "sensitivity": self._sensitivity,
+            "open_steps": t.open_steps,
+            "frontier_steps": t.frontier_steps,
+            "escalations": t.escalations,
+            "cost_usd": round(self._progress.cost.total_usd, 6),
+        }
+        if not workflow.patched(THROTTLED_PROGRESS):  # a run from before: all of them after every step, no more
+            return [KEYS[k].value_set(v) for k, v in values.items()] if after_step else []
+        changed = {k: v for k, v in values.items() if k not in self._published or self._published[k] != v}
+        now = workflow.now()
+        due = (
+            final
+            or not after_step
+            or bool(changed.keys() & _FOUND_BY)
+            or self._published_at is None
+            or now - self._published_at >= PROGRESS_EVERY
+        )
+        if not changed or not due:
+            return []
+        self._published.update(changed)
+        self._published_at = now
+        return [KEYS[k].value_set(v) for k, v in changed.items()]
 
     @staticmethod
     def _mark(d: RouteDecision) -> None:

@@ -1,0 +1,103 @@
+"""A run's progress search attributes (what the Web UI's list and `stakeflow list` filter and show): a change of
+what runs are found by goes at once, the counts of fast steps at most every PROGRESS_EVERY, all of them at the end.
+
+Real dev server, real workers, the scripted model servers; the histories are read as Temporal recorded them.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+
+from stakeflow.core.contracts import KEYS
+from stakeflow.services import runs
+from stakeflow.workflows import bookkeeping
+from tests.agent_script import agent, call, plan
+from tests.fakes import FakeAnthropicServer, FakeOpenAIServer
+from tests.support import EXAMPLE_WORKSPACE, make_settings, running_workers
+
+READS = 4  # read-only steps on the open model, then one write on the frontier
+
+
+@pytest.fixture
+def fakes():
+    with FakeOpenAIServer(model="qwen-test") as open_fake, FakeAnthropicServer() as frontier_fake:
+        script = agent(
+            plan(*[(f"Read the notes ({i})", "read_file") for i in range(1, READS + 1)], ("Write it", "write_file")),
+            {
+                **{i: call("read_file", path="notes.txt") for i in range(1, READS + 1)},
+                READS + 1: call("write_file", path="out.txt", content="grew 12%\n"),
+            },
+            answer="Revenue grew 12%.",
+        )
+        open_fake.script(script)
+        frontier_fake.script(script)
+        yield open_fake, frontier_fake
+
+
+async def _run(client, tmp_path, fakes):
+    open_fake, frontier_fake = fakes
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "notes.txt").write_bytes((EXAMPLE_WORKSPACE / "notes.txt").read_bytes())
+    settings = make_settings(
+        tmp_path,
+        open_base_url=open_fake.url,
+        open_model="qwen-test",
+        open_dialect="vllm",
+        anthropic_api_key="sk-ant-test-progress",
+        anthropic_base_url=frontier_fake.url,
+        frontier_model="claude-test",
+    )
+    req = runs.build_request(settings, "Summarise notes.txt into out.txt", workspace=ws, auto_approve=True)
+    async with running_workers(client, settings):
+        handle = await runs.start_run(client, settings, req, f"test-{uuid.uuid4().hex[:8]}")
+        result = await handle.result()
+    return handle, result
+
+
+async def _progress_upserts(handle) -> list[dict]:
+    """Each upsert of the history that carries a step count, as {attribute name: value}."""
+    upserts = []
+    for e in (await handle.fetch_history()).events:
+        if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
+            fields = e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+            values = {name: json.loads(p.data) for name, p in fields.items()}
+            if KEYS["open_steps"].name in values or KEYS["frontier_steps"].name in values:
+                upserts.append(values)
+    return upserts
+
+
+async def test_fast_steps_upsert_their_counts_once_and_a_frontier_step_at_once(client, tmp_path, fakes):
+    handle, result = await _run(client, tmp_path, fakes)
+    assert [s.route for s in result.steps] == ["open"] * READS + ["frontier"]
+
+    upserts = await _progress_upserts(handle)
+    # Before: one upsert of all six after every step (5 here). Now: the first step's (the counts were unset), the
+    # frontier step's (a count runs are searched by changed), and the end's only if something changed after it.
+    assert len(upserts) <= 3, upserts
+    frontier = [u for u in upserts if u.get(KEYS["frontier_steps"].name) == 1]
+    assert frontier and frontier[0][KEYS["open_steps"].name] == READS  # the counts it held back go with it
+
+    # What the list shows at the end is the run's tally.
+    attrs = (await handle.describe()).typed_search_attributes
+    assert (attrs.get(KEYS["open_steps"]), attrs.get(KEYS["frontier_steps"]), attrs.get(KEYS["escalations"])) == (
+        READS,
+        1,
+        0,
+    )
+    assert attrs.get(KEYS["stakes"]) == "high"
+
+
+async def test_slow_steps_upsert_their_counts_after_every_step(client, tmp_path, fakes, monkeypatch):
+    """A step that took PROGRESS_EVERY or longer (0 here: every step) publishes its counts at once, as before."""
+    monkeypatch.setattr(bookkeeping, "PROGRESS_EVERY", timedelta(0))  # the workers run in this process
+    handle, result = await _run(client, tmp_path, fakes)
+
+    upserts = await _progress_upserts(handle)
+    assert [u.get(KEYS["open_steps"].name) for u in upserts[:READS]] == list(range(1, READS + 1))
+    assert len(upserts) == READS + 1
