@@ -7,6 +7,11 @@ maps its failures as for any call. What is new is on the side: each batch of tex
 sequence, so a batch is in the run's history once, and survives this worker. The history holds the deltas once,
 batched, and the final answer once (the activity's result); readers read by query and add nothing to it.
 
+The last batch is not sent: the activity's result says how much of the answer went (``stream_call``,
+``stream_sent``) and the workflow appends the rest to the events itself when the result arrives, where a signal
+would have cost a workflow task of its own (bench/overhead.py: one of the two a fast answer sent). An answer
+published nowhere (a local activity, outside a workflow) is appended whole the same way.
+
 Bounds: a batch goes at most every ``batch_interval(n)`` seconds, an interval that doubles every
 ``DOUBLE_EVERY`` batches, so a call of T seconds sends O(log T) batches (at most ~176 in the open route's 5-minute
 limit), whatever the rate of tokens. An endpoint that does not stream (it refuses ``stream: true``, or answers it
@@ -74,11 +79,13 @@ class AnswerPublisher:
         self.call = call
         self._pending: list[str] = []
         self.batches = 0
+        self.sent = 0  # characters of the answer sent so far
         self.received = False  # any text at all (sent or still buffered)
         self._last = 0.0
+        self._started: RunEvent | None = None  # goes with the first batch: a call that sends none sends nothing
 
     def started(self, route: str, model: str) -> None:
-        self._emit(RunEvent(kind="answer_started", call=self.call, route=route, model=model), flush=False)
+        self._started = RunEvent(kind="answer_started", call=self.call, route=route, model=model)
 
     def add(self, text: str) -> None:
         """Buffer ``text``; send the buffer once the interval since the last batch has passed."""
@@ -91,17 +98,26 @@ class AnswerPublisher:
             self.flush(now)
 
     def flush(self, now: float | None = None) -> None:
-        if not self._pending:
+        if not self._pending or self._send is None:  # nowhere to send: the workflow appends it all (finish)
             return
         text = "".join(self._pending)
         self._pending.clear()
         self.batches += 1
+        self.sent += len(text)
         self._last = time.monotonic() if now is None else now
-        self._emit(RunEvent(kind="answer_delta", call=self.call, text=text), flush=True)
+        if self._started is not None:
+            self._send(self._started, False)
+            self._started = None
+        self._send(RunEvent(kind="answer_delta", call=self.call, text=text), True)
 
-    def _emit(self, event: RunEvent, *, flush: bool) -> None:
-        if self._send is not None:
-            self._send(event, flush)
+    def finish(self, text: str) -> tuple[str, int]:
+        """The call's id and how much of ``text`` (the answer the result carries) was sent: the workflow appends
+        the rest. If what streamed is not ``text`` the rest is sent here, and the workflow appends nothing."""
+        if self._send is not None and "".join(self._pending) != text[self.sent :]:
+            self.flush()
+            return "", 0
+        self._pending.clear()
+        return self.call, self.sent
 
 
 @contextlib.asynccontextmanager
@@ -110,10 +126,13 @@ async def _events_of_run(req: ModelCallRequest) -> AsyncIterator[tuple[Send | No
     outside an activity). Nothing here fails the call: the stream is for watchers, the answer is the result."""
     # A local activity ([workers] local_model_calls) holds its workflow task open while it runs: a signal to its own
     # workflow then waits behind that task, and the run hung (tests/test_local_model_calls.py). Its answer comes whole.
-    if not activity.in_activity() or not activity.info().workflow_id or activity.info().is_local:
+    if not activity.in_activity() or not activity.info().workflow_id:
         yield None, "0.1"
         return
     info = activity.info()
+    if info.is_local:
+        yield None, f"{info.activity_id}.{info.attempt}"
+        return
     # Sent by a task of our own, not the client's timed flusher: cancelling that one as a batch is due can lose the
     # cancellation on Python 3.11 (asyncio.wait_for), and the call would never return.
     client = WorkflowStreamClient.from_within_activity(max_retry_duration=PUBLISH_RETRY)
@@ -143,12 +162,9 @@ async def _events_of_run(req: ModelCallRequest) -> AsyncIterator[tuple[Send | No
             log.warning("answer deltas of run %s not all published: %s", req.run_id, type(e).__name__)
 
 
-@contextlib.asynccontextmanager
-async def _publisher(req: ModelCallRequest) -> AsyncIterator[AnswerPublisher]:
-    async with _events_of_run(req) as (send, call):
-        publisher = AnswerPublisher(send, call)
-        yield publisher
-        publisher.flush()
+StreamTail = tuple[
+    str, int
+]  # the call's id in the run's events, characters of the answer sent (AnswerPublisher.finish)
 
 
 async def answer_request(
@@ -159,14 +175,15 @@ async def answer_request(
     req: ModelCallRequest,
     *,
     tokenizer_url: str = "",
-) -> ModelResponse:
+) -> tuple[ModelResponse, StreamTail]:
     """The answer's model request, streamed and published: the response ``model_request`` would have returned (its
-    parts, usage and model name), so models.py parses, prices and maps failures as for any call. ``tokenizer_url``:
-    a llama.cpp server's root, whose stream reports no usage (see ``counted_usage``)."""
-    response = await _streamed_answer(model, messages, settings, params, req)
+    parts, usage and model name), so models.py parses, prices and maps failures as for any call, and what the
+    workflow is to append (the result's ``stream_call``, ``stream_sent``). ``tokenizer_url``: a llama.cpp server's
+    root, whose stream reports no usage (see ``counted_usage``)."""
+    response, tail = await _streamed_answer(model, messages, settings, params, req)
     if tokenizer_url and not response.usage.output_tokens:
         response = await counted_usage(tokenizer_url, model.model_name, messages, response)
-    return response
+    return response, tail
 
 
 async def _streamed_answer(
@@ -175,8 +192,9 @@ async def _streamed_answer(
     settings: ModelSettings,
     params: ModelRequestParameters,
     req: ModelCallRequest,
-) -> ModelResponse:
-    async with _publisher(req) as publisher:
+) -> tuple[ModelResponse, StreamTail]:
+    async with _events_of_run(req) as (send, call):
+        publisher = AnswerPublisher(send, call)
         publisher.started(req.endpoint.route, model.model_name)
         try:
             async with model_request_stream(
@@ -184,14 +202,19 @@ async def _streamed_answer(
             ) as stream:
                 async for event in stream:
                     publisher.add(_text_of(event))
-                return stream.get()
+                response = stream.get()
+            return response, publisher.finish(_answer_text(response))
         except Exception as e:
             if req.endpoint.route != "open" or publisher.received or not _refused_streaming(e):
                 raise
         log.info("the open endpoint did not stream: answer call %s made without streaming", publisher.call)
         response = await model_request(model, messages, model_settings=settings, model_request_parameters=params)
-        publisher.add("".join(p.content for p in response.parts if isinstance(p, TextPart)))
-        return response
+        publisher.add(_answer_text(response))
+        return response, publisher.finish(_answer_text(response))
+
+
+def _answer_text(response: ModelResponse) -> str:
+    return "".join(p.content for p in response.parts if isinstance(p, TextPart))
 
 
 COUNT_TIMEOUT_S = 10.0
@@ -212,7 +235,7 @@ async def counted_usage(
         for p in m.parts
         if isinstance(p, (SystemPromptPart, UserPromptPart)) and isinstance(p.content, str)
     )
-    answer = "".join(p.content for p in response.parts if isinstance(p, TextPart))
+    answer = _answer_text(response)
     try:
         async with httpx.AsyncClient(base_url=root_url, timeout=COUNT_TIMEOUT_S) as http:
             counts = []

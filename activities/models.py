@@ -212,25 +212,28 @@ class ModelActivities:
         shape = self._shapes.get(req, target.model.model_name, self._params.open.dialect)  # built once per key
         started = time.monotonic()
         response: ModelResponse | None = None
+        tail = ("", 0)  # what of a streamed answer's text the workflow is to publish (model_stream.py)
         try:
-            request = (  # the answer streams, published as the model writes it (model_stream.py)
-                answer_request(
-                    target.model,
-                    conversation(req),
-                    shape.settings,
-                    shape.params,
-                    req,
-                    tokenizer_url=_server_root(target.context.url) if self._counts_streams(target) else "",
+            if req.stream:  # the answer streams, published as the model writes it
+                response, tail = await _heartbeating(
+                    answer_request(
+                        target.model,
+                        conversation(req),
+                        shape.settings,
+                        shape.params,
+                        req,
+                        tokenizer_url=_server_root(target.context.url) if self._counts_streams(target) else "",
+                    )
                 )
-                if req.stream
-                else model_request(
-                    target.model,
-                    conversation(req),
-                    model_settings=shape.settings,
-                    model_request_parameters=shape.params,
+            else:
+                response = await _heartbeating(
+                    model_request(
+                        target.model,
+                        conversation(req),
+                        model_settings=shape.settings,
+                        model_request_parameters=shape.params,
+                    )
                 )
-            )
-            response = await _heartbeating(request)
             output = parse_output(shape, response)
         except Exception as e:
             spent = CallFailure(
@@ -253,6 +256,8 @@ class ModelActivities:
             verdict=JudgeVerdict.model_validate(output.model_dump()) if req.purpose == "judge" else None,
             usage=_usage_of_messages([response]),
             latency_ms=(time.monotonic() - started) * 1000,
+            stream_call=tail[0],
+            stream_sent=tail[1],
         )
 
     async def close(self) -> None:

@@ -48,6 +48,14 @@ def answer_text(events: list[RunEvent]) -> str:
     return "".join(e.text for e in events if e.kind == "answer_delta")
 
 
+def streamed(events: list[RunEvent], result) -> str:
+    """The answer a reader puts together: what the activity published, then the rest the workflow appends from the
+    result (``stream_call``, ``stream_sent``: workflows/answering.py)."""
+    sent = answer_text(events)
+    assert result.stream_call == "7.1" and result.stream_sent == len(sent)
+    return sent + result.text[result.stream_sent :]
+
+
 @pytest.mark.parametrize("dialect", ["llamacpp", "vllm"])
 async def test_open_answer_streams_with_the_same_result(
     tmp_path: Path, open_server: FakeOpenAIServer, published: list[RunEvent], dialect: str
@@ -63,7 +71,7 @@ async def test_open_answer_streams_with_the_same_result(
     assert result.usage == Usage(input_tokens=120, output_tokens=11, requests=1)
     assert published[0].kind == "answer_started" and published[0].route == "open"
     deltas = [e for e in published if e.kind == "answer_delta"]
-    assert answer_text(published) == ANSWER and len(deltas) > 1
+    assert streamed(published, result) == ANSWER and len(deltas) > 1
 
 
 async def test_frontier_answer_streams(
@@ -76,7 +84,7 @@ async def test_frontier_answer_streams(
     assert anthropic_server.calls[0].body["stream"] is True
     assert result.text == ANSWER and result.model == "claude-test-1"
     assert result.usage == Usage(input_tokens=100, output_tokens=20, requests=1)
-    assert answer_text(published) == ANSWER
+    assert streamed(published, result) == ANSWER
 
 
 @pytest.mark.parametrize("how", [False, "ignore"])
@@ -92,7 +100,7 @@ async def test_an_open_endpoint_that_does_not_stream_gives_one_chunk(
     assert result.text == ANSWER
     assert [bool(c.body.get("stream")) for c in open_server.calls] == [True, False]
     assert [e.kind for e in published] == ["answer_started", "answer_delta"]
-    assert published[1].text == ANSWER
+    assert published[1].text == ANSWER and (result.stream_call, result.stream_sent) == ("7.1", len(ANSWER))
 
 
 async def test_streamed_failures_map_as_before(
@@ -135,3 +143,49 @@ def test_batches_are_bounded_whatever_the_token_rate(monkeypatch: pytest.MonkeyP
     assert publisher.batches <= 180 and len(events) == publisher.batches
     assert "".join(e.text for e in events) == "tok " * 300_000
     assert (batch_interval(0), batch_interval(25), batch_interval(175)) == (0.2, 0.4, 0.2 * 2**7)
+
+
+async def test_a_fast_answer_sends_one_batch_and_leaves_the_rest_to_the_workflow(
+    tmp_path: Path, open_server: FakeOpenAIServer, published: list[RunEvent]
+) -> None:
+    """Chunks faster than the batch interval: the first goes at once (a reader sees the answer start), the rest
+    comes with the result, where a second signal would have cost the run a workflow task of its own."""
+    open_server.chunk_delay_s = 0.0
+    open_server.script(lambda body: ANSWER)
+
+    result = await call(open_settings(tmp_path, open_server), request("answer", stream=True))
+
+    assert [e.kind for e in published] == ["answer_started", "answer_delta"]
+    assert 0 < result.stream_sent < len(ANSWER) and streamed(published, result) == ANSWER
+
+
+async def test_an_answer_with_nowhere_to_publish_is_left_whole_to_the_workflow(
+    tmp_path: Path, open_server: FakeOpenAIServer
+) -> None:
+    """Outside a workflow's activity (and in a local activity) nothing is signalled: the workflow appends it all."""
+    open_server.script(lambda body: ANSWER)
+
+    result = await call(open_settings(tmp_path, open_server), request("answer", stream=True))
+
+    assert result.text == ANSWER and (result.stream_call, result.stream_sent) == ("0.1", 0)
+
+
+def test_a_stream_that_is_not_the_answer_is_sent_whole_by_the_activity() -> None:
+    """If the streamed text is not the result's, the activity sends what it holds and leaves the workflow nothing:
+    a reader never gets a tail cut from a text it was not sent."""
+    events: list[RunEvent] = []
+    publisher = AnswerPublisher(lambda event, flush: events.append(event), "1.1")
+    publisher.started("open", "m")
+    publisher.add("The total")  # the first batch goes at once
+    publisher.add(" is 42.")
+
+    assert publisher.finish("The total is 41.") == ("", 0)
+    assert answer_text(events) == "The total is 42."
+
+    events.clear()
+    publisher = AnswerPublisher(lambda event, flush: events.append(event), "1.2")
+    publisher.started("open", "m")
+    publisher.add("The total")
+    publisher.add(" is 42.")
+    assert publisher.finish("The total is 42.") == ("1.2", len("The total"))
+    assert [e.kind for e in events] == ["answer_started", "answer_delta"] and answer_text(events) == "The total"

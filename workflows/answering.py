@@ -21,7 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from stakeflow.agents import prompts
     from stakeflow.agents.claims import AnswerCheck, AnswerCheckRequest, Observation, missing_files
     from stakeflow.agents.policy import decide_route, escalate_unsupported
-    from stakeflow.agents.types import ModelCallRequest, RouteDecision, StepRecord, TaskResult
+    from stakeflow.agents.types import ModelCallRequest, ModelCallResult, RouteDecision, StepRecord, TaskResult
     from stakeflow.core import semconv as sc
     from stakeflow.core.contracts import KEYS, Public
     from stakeflow.workflows.calls import check_answer
@@ -57,12 +57,23 @@ class Answering(ModelSteps):
         self._emit("step_started", step=index, title="answer")
         async with self._step_span(index, "answer"):
             reply, decision = await self._call_model(call, decision, record, label="answer")
+            self._append_answer(reply)
             self._mark(decision)
             answer = (reply.text or "").strip()
             if req.routing.check_answer:
                 answer, decision = await self._checked(call, answer, decision, record, seen, missing)
         result.answer_route = decision
         return answer
+
+    def _append_answer(self, reply: ModelCallResult) -> None:
+        """What of a streamed answer its activity left to the run's events (activities/model_stream.py): the rest
+        of the text, and its ``answer_started`` if the activity sent none. A state change, no command."""
+        text = reply.text or ""
+        if not reply.stream_call or len(text) <= reply.stream_sent:
+            return
+        if not reply.stream_sent:
+            self._emit("answer_started", call=reply.stream_call, route=reply.route, model=reply.model)
+        self._emit("answer_delta", call=reply.stream_call, text=text[reply.stream_sent :])
 
     async def _checked(
         self,
@@ -87,6 +98,7 @@ class Answering(ModelSteps):
                 }
             )
             reply, decision = await self._call_model(again, decision, record, label="answer · re-asked")
+            self._append_answer(reply)
             answer = (reply.text or "").strip()
             check = await self._check(seen, answer)
         if not check.supported:
@@ -104,6 +116,7 @@ class Answering(ModelSteps):
                     }
                 )
                 reply, decision = await self._call_model(again, escalated, record, label="answer · escalated")
+                self._append_answer(reply)
                 self._mark(decision)
                 answer = (reply.text or "").strip()
                 check = await self._check(seen, answer)

@@ -311,6 +311,11 @@ class ModelCallResult(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     latency_ms: float = 0.0
     cost: CallCostRecord = Field(default_factory=lambda: CallCostRecord())
+    # A streamed answer: its call's id in the run's events, and how much of ``text`` the activity published there
+    # itself; the workflow appends the rest when the result arrives (activities/model_stream.py). "" from workers
+    # that published it all.
+    stream_call: str = ""
+    stream_sent: int = 0
 
 
 class ToolRequest(BaseModel):

@@ -2,7 +2,9 @@
 
 A run's events are one offset-addressed log (``temporalio.contrib.workflow_streams``, topic ``EVENTS_TOPIC`` in
 stakeflow/core/contracts.py). The workflow appends the step events and ``done``; the ``call_model`` activity that
-writes the answer appends ``answer_started`` and the ``answer_delta`` batches as the model writes them.
+writes the answer appends ``answer_started`` and the ``answer_delta`` batches as the model writes them, but the last:
+the workflow appends that one from the activity's result (``stream_call``, ``stream_sent``), with the
+``answer_started`` too when the call sent nothing (a fast answer, a local activity).
 
 The rule a consumer follows for the answer: ``answer_started`` (a new answer call, a re-asked or escalated answer,
 or a retried attempt after a worker died) discards any partial answer held so far, and only the deltas whose
