@@ -40,7 +40,12 @@ async def test_all_recorded_histories_replay(client):
             yield h
 
     results = await replayer.replay_workflows(each(), raise_on_replay_failure=False)
-    failures = {run_id: str(err) for run_id, err in results.replay_failures.items()}
+    # Named by workflow id (what the test that made the history chose) with the message's end, where core says
+    # which event and command disagree: enough to find the test that made the history.
+    workflow_of = {h.run_id: h.workflow_id for h in histories}
+    failures = {
+        f"{workflow_of.get(run_id, '?')} ({run_id})": str(err)[-400:] for run_id, err in results.replay_failures.items()
+    }
     assert failures == {}
     assert len(histories) >= 10
 

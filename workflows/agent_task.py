@@ -45,7 +45,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from stakeflow.workflows.answering import Answering
     from stakeflow.workflows.approvals import ApprovalGate
-    from stakeflow.workflows.bookkeeping import Bookkeeping
+    from stakeflow.workflows.bookkeeping import THROTTLED_PROGRESS, Bookkeeping
     from stakeflow.workflows.failures import StepFailure, is_cancellation
     from stakeflow.workflows.quality import QualityLoop
     from stakeflow.workflows.replanning import Replanning
@@ -85,6 +85,8 @@ class AgentTaskWorkflow(StepLoop, Replanning, Answering, RunEvents):
     @workflow.run
     async def run(self, req: TaskRequest) -> TaskResult:
         self._req = req
+        # Asked once, first, so the answer never depends on where a run first publishes (bookkeeping.py).
+        self._throttled = workflow.patched(THROTTLED_PROGRESS)
         # The tools as the run started with them; runs from before the snapshot read the catalogue.
         self._specs = {v.name: v for v in req.tool_specs} or {n: CATALOGUE[n].view() for n in CATALOGUE}
         self._allowed = list(req.tools)

@@ -48,6 +48,7 @@ class Bookkeeping:
     _awaiting: dict[int, str]
 
     def __init__(self) -> None:
+        self._throttled = False  # workflow.patched(THROTTLED_PROGRESS), asked as the run starts
         self._published: dict[str, Any] = {}  # the progress search attributes as last upserted
         self._published_at: datetime | None = None
 
@@ -108,7 +109,7 @@ class Bookkeeping:
             "escalations": t.escalations,
             "cost_usd": round(self._progress.cost.total_usd, 6),
         }
-        if not workflow.patched(THROTTLED_PROGRESS):  # a run from before: all of them after every step, no more
+        if not self._throttled:  # a run from before: all of them after every step, no more
             return [KEYS[k].value_set(v) for k, v in values.items()] if after_step else []
         changed = {k: v for k, v in values.items() if k not in self._published or self._published[k] != v}
         now = workflow.now()
