@@ -20,6 +20,7 @@ floor: workflows with the same activity shapes as (b) and (c) and no work in the
     python bench/overhead.py                  # 1 warm-up round + 5 measured rounds, 10 steps
     python bench/overhead.py --runs 9 --steps 20
     python bench/overhead.py --no-poll-flags  # dev server without the history poll-rate flags
+    python bench/overhead.py --traced         # this process traced as `stakeflow worker` is (the trace store's writes)
 
 (cl) is (c) with ``[workers] local_model_calls`` (every model call a local activity), (fcl) its floor.
 
@@ -35,6 +36,7 @@ import functools
 import os
 import platform
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -601,7 +603,8 @@ def report(args: argparse.Namespace, variants: dict[str, Variant], http_ms: floa
         (
             f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, load average "
             f"{os.getloadavg()[0]:.1f} (1 min) at the end; one Temporal dev server (in-memory) "
-            f"{'with' if not args.no_poll_flags else 'WITHOUT'} the history poll-rate flags"
+            f"{'with' if not args.no_poll_flags else 'WITHOUT'} the history poll-rate flags; "
+            + ("traced as `stakeflow worker` is (trace store in a temporary home)" if args.traced else "untraced")
         ),
         (
             "model: scripted, zero latency: FakeOpenAIServer (tests/fakes.py, TCP_NODELAY) on 127.0.0.1 through the "
@@ -684,6 +687,12 @@ def main() -> None:
         action="store_true",
         help="start the dev server without the history poll-rate dynamic-config flags",
     )
+    parser.add_argument(
+        "--traced",
+        action="store_true",
+        help="trace this process as `stakeflow worker` does (spans to a trace store in a temporary home); without it "
+        "no tracer provider is installed and (c), (cl) run untraced",
+    )
     args = parser.parse_args()
     if args.runs < 1 or args.steps < 1 or args.warmup < 0:
         parser.error("--runs and --steps must be >= 1, --warmup >= 0")
@@ -692,6 +701,12 @@ def main() -> None:
         if key.startswith(("STAKEFLOW_", "ANTHROPIC_", "OPENAI_", "OTEL_")):
             del os.environ[key]
     code = 0
+    traces_home = tempfile.mkdtemp(prefix="stakeflow-bench-traces-") if args.traced else None
+    if traces_home:
+        from stakeflow.config import Settings
+        from stakeflow.temporal.telemetry import setup_tracing
+
+        setup_tracing(Settings(home=Path(traces_home)), "worker")  # before the workers start, as `stakeflow worker`
     try:
         print(report(args, *asyncio.run(bench(args))))
     except Exception as e:
@@ -700,6 +715,12 @@ def main() -> None:
         traceback.print_exc()
         print(f"benchmark failed: {e}", file=sys.stderr)
         code = 1
+    if traces_home:
+        from stakeflow.temporal.telemetry import shutdown
+
+        shutdown()
+        print(f"traced: {len(list(Path(traces_home).rglob('*.parquet')))} span segments written to the trace store")
+        shutil.rmtree(traces_home, ignore_errors=True)
     sys.stdout.flush()
     sys.stderr.flush()
     # temporalio can crash at interpreter exit after client use (sdk-python#300, DESIGN.md).

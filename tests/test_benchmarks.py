@@ -20,6 +20,11 @@ REPO = Path(__file__).resolve().parents[1]
 SMALLEST = [
     ("overhead.py", ["--runs", "1", "--warmup", "0", "--steps", "2"], "issue 27's targets, in this invocation"),
     (
+        "overhead.py",
+        ["--runs", "1", "--warmup", "0", "--steps", "2", "--traced"],
+        "span segments written to the trace store",
+    ),
+    (
         "concurrency.py",
         [
             "--n",
@@ -49,7 +54,9 @@ SMALLEST = [
 ]
 
 
-@pytest.mark.parametrize(("script", "args", "printed"), SMALLEST, ids=[s for s, _, _ in SMALLEST])
+@pytest.mark.parametrize(
+    ("script", "args", "printed"), SMALLEST, ids=[s + (" --traced" if "--traced" in a else "") for s, a, _ in SMALLEST]
+)
 def test_the_benchmark_runs_its_scenario(script: str, args: list[str], printed: str, tmp_path: Path) -> None:
     env = {
         **os.environ,
