@@ -162,9 +162,8 @@ async def _events_of_run(req: ModelCallRequest) -> AsyncIterator[tuple[Send | No
             log.warning("answer deltas of run %s not all published: %s", req.run_id, type(e).__name__)
 
 
-StreamTail = tuple[
-    str, int
-]  # the call's id in the run's events, characters of the answer sent (AnswerPublisher.finish)
+# The call's id in the run's events, and the characters of the answer sent (AnswerPublisher.finish).
+StreamTail = tuple[str, int]
 
 
 async def answer_request(

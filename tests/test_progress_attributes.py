@@ -18,7 +18,7 @@ from stakeflow.services import runs
 from stakeflow.workflows import bookkeeping
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply
-from tests.support import EXAMPLE_WORKSPACE, make_settings, running_workers
+from tests.support import EXAMPLE_WORKSPACE, open_settings, running_workers
 
 READS = 4  # read-only steps on the open model, then one write on the frontier
 
@@ -47,11 +47,10 @@ async def _run(client, tmp_path, fakes):
     ws = tmp_path / "ws"
     ws.mkdir()
     (ws / "notes.txt").write_bytes((EXAMPLE_WORKSPACE / "notes.txt").read_bytes())
-    settings = make_settings(
+    settings = open_settings(
         tmp_path,
-        open_base_url=open_fake.url,
-        open_model="qwen-test",
-        open_dialect="vllm",
+        client,
+        open_fake,
         anthropic_api_key="sk-ant-test-progress",
         anthropic_base_url=frontier_fake.url,
         frontier_model="claude-test",

@@ -134,16 +134,17 @@ class AgentTaskWorkflow(StepLoop, Replanning, Answering, RunEvents):
             if req.resume is not None:
                 steps, first = self._resume(req.resume, result), (req.resume.progress or Progress()).current_step + 1
             else:
+                stakes = "high" if req.stakes == "high" else "low"
                 workflow.upsert_search_attributes(
                     [
                         KEYS["source"].value_set(req.source),
                         KEYS["sensitivity"].value_set(req.sensitivity),
-                        KEYS["stakes"].value_set("high" if req.stakes == "high" else "low"),
+                        KEYS["stakes"].value_set(stakes),
                         KEYS["awaiting_approval"].value_set(False),
                         *([KEYS["agent"].value_set(req.agent)] if req.agent else []),
                     ]
                 )
-                self._published_start(stakes="high" if req.stakes == "high" else "low", sensitivity=req.sensitivity)
+                self._published_start(stakes=stakes, sensitivity=req.sensitivity)
                 await self._describe_toolsets()
                 self._read_agreement()
                 steps, first = await self._plan(result), 1

@@ -87,14 +87,15 @@ class Bookkeeping:
     def _publish(self, *, final: bool = False) -> None:
         """Search attributes and details after a step (``final``: as the run ends): what the Web UI and
         `stakeflow list` show. The details at once; the search attributes as THROTTLED_PROGRESS says."""
-        updates = self._progress_updates(after_step=True, final=final)
-        if updates:
-            workflow.upsert_search_attributes(updates)
+        self._upsert_progress(after_step=True, final=final)
         self._show_checklist()
 
     def _publish_pending(self) -> None:
         """Every progress search attribute current, before the run continues as new or stops on an error."""
-        updates = self._progress_updates(after_step=False)
+        self._upsert_progress(after_step=False)
+
+    def _upsert_progress(self, *, after_step: bool, final: bool = False) -> None:
+        updates = self._progress_updates(after_step=after_step, final=final)
         if updates:
             workflow.upsert_search_attributes(updates)
 
