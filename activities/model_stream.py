@@ -9,13 +9,16 @@ batched, and the final answer once (the activity's result); readers read by quer
 
 The last batch is not sent: the activity's result says how much of the answer went (``stream_call``,
 ``stream_sent``) and the workflow appends the rest to the events itself when the result arrives, where a signal
-would have cost a workflow task of its own (bench/overhead.py: one of the two a fast answer sent). An answer
-published nowhere (a local activity, outside a workflow) is appended whole the same way.
+would have cost a workflow task of its own. The first batch goes ``FIRST_INTERVAL_S`` after the call starts at the
+soonest, so an answer written faster than that (a fast model, a short answer) sends nothing at all: it comes with
+the result (bench/overhead.py's answer sent two signals, one of them a batch sent twice, and its run a workflow task
+for them). An answer published nowhere (a local activity, outside a workflow) is appended whole the same way. A
+batch still on its way when the call returns is waited for, never cancelled and sent again.
 
 Bounds: a batch goes at most every ``batch_interval(n)`` seconds, an interval that doubles every
 ``DOUBLE_EVERY`` batches, so a call of T seconds sends O(log T) batches (at most ~176 in the open route's 5-minute
 limit), whatever the rate of tokens. An endpoint that does not stream (it refuses ``stream: true``, or answers it
-with one JSON body) gets the call again without it, and the whole text is published as one batch.
+with one JSON body) gets the call again without it, and the workflow appends the whole text.
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ class AnswerPublisher:
         self.batches = 0
         self.sent = 0  # characters of the answer sent so far
         self.received = False  # any text at all (sent or still buffered)
-        self._last = 0.0
+        self._last = time.monotonic()  # the call's start: the first batch waits an interval too
         self._started: RunEvent | None = None  # goes with the first batch: a call that sends none sends nothing
 
     def started(self, route: str, model: str) -> None:
@@ -138,9 +141,10 @@ async def _events_of_run(req: ModelCallRequest) -> AsyncIterator[tuple[Send | No
     client = WorkflowStreamClient.from_within_activity(max_retry_duration=PUBLISH_RETRY)
     topic = client.topic(EVENTS_TOPIC, type=RunEvent)
     due = asyncio.Event()
+    closing = False
 
     async def sender() -> None:
-        while True:
+        while not closing:
             await due.wait()
             due.clear()
             await client.flush()
@@ -154,12 +158,17 @@ async def _events_of_run(req: ModelCallRequest) -> AsyncIterator[tuple[Send | No
     try:
         yield send, f"{info.activity_id}.{info.attempt}"
     finally:
-        sending.cancel()
+        # The sender ends after the send under way: cancelled, that signal may reach the workflow and still be
+        # pending here, and the flush below would send the batch again (a second signal event, a workflow task).
+        closing = True
+        due.set()
         try:
-            await asyncio.gather(sending, return_exceptions=True)
-            await client.flush()  # what is buffered, and a batch the cancelled send may have left pending
+            await asyncio.wait_for(asyncio.shield(sending), PUBLISH_RETRY.total_seconds())
+            await client.flush()  # what was buffered after the sender's last send
         except Exception as e:  # the run ended, or Temporal is away: watchers miss deltas, not the answer
             log.warning("answer deltas of run %s not all published: %s", req.run_id, type(e).__name__)
+        finally:
+            sending.cancel()  # done already, unless Temporal did not answer in time or this call was cancelled
 
 
 # The call's id in the run's events, and the characters of the answer sent (AnswerPublisher.finish).
@@ -208,8 +217,7 @@ async def _streamed_answer(
                 raise
         log.info("the open endpoint did not stream: answer call %s made without streaming", publisher.call)
         response = await model_request(model, messages, model_settings=settings, model_request_parameters=params)
-        publisher.add(_answer_text(response))
-        return response, publisher.finish(_answer_text(response))
+        return response, (publisher.call, 0)  # nothing streamed: the workflow appends the whole answer
 
 
 def _answer_text(response: ModelResponse) -> str:

@@ -99,8 +99,7 @@ async def test_an_open_endpoint_that_does_not_stream_gives_one_chunk(
 
     assert result.text == ANSWER
     assert [bool(c.body.get("stream")) for c in open_server.calls] == [True, False]
-    assert [e.kind for e in published] == ["answer_started", "answer_delta"]
-    assert published[1].text == ANSWER and (result.stream_call, result.stream_sent) == ("7.1", len(ANSWER))
+    assert published == [] and (result.stream_call, result.stream_sent) == ("7.1", 0)  # the workflow appends it
 
 
 async def test_streamed_failures_map_as_before(
@@ -145,18 +144,19 @@ def test_batches_are_bounded_whatever_the_token_rate(monkeypatch: pytest.MonkeyP
     assert (batch_interval(0), batch_interval(25), batch_interval(175)) == (0.2, 0.4, 0.2 * 2**7)
 
 
-async def test_a_fast_answer_sends_one_batch_and_leaves_the_rest_to_the_workflow(
+async def test_a_fast_answer_sends_nothing_and_leaves_it_all_to_the_workflow(
     tmp_path: Path, open_server: FakeOpenAIServer, published: list[RunEvent]
 ) -> None:
-    """Chunks faster than the batch interval: the first goes at once (a reader sees the answer start), the rest
-    comes with the result, where a second signal would have cost the run a workflow task of its own."""
+    """Written in less than the first batch interval: no batch is due before the call returns, so nothing is sent;
+    the answer (and its ``answer_started``) comes with the result, where a signal would have cost the run a workflow
+    task of its own."""
     open_server.chunk_delay_s = 0.0
     open_server.script(lambda body: ANSWER)
 
     result = await call(open_settings(tmp_path, open_server), request("answer", stream=True))
 
-    assert [e.kind for e in published] == ["answer_started", "answer_delta"]
-    assert 0 < result.stream_sent < len(ANSWER) and streamed(published, result) == ANSWER
+    assert published == [] and (result.stream_call, result.stream_sent) == ("7.1", 0)
+    assert streamed(published, result) == ANSWER
 
 
 async def test_an_answer_with_nowhere_to_publish_is_left_whole_to_the_workflow(
@@ -170,13 +170,16 @@ async def test_an_answer_with_nowhere_to_publish_is_left_whole_to_the_workflow(
     assert result.text == ANSWER and (result.stream_call, result.stream_sent) == ("0.1", 0)
 
 
-def test_a_stream_that_is_not_the_answer_is_sent_whole_by_the_activity() -> None:
+def test_a_stream_that_is_not_the_answer_is_sent_whole_by_the_activity(monkeypatch: pytest.MonkeyPatch) -> None:
     """If the streamed text is not the result's, the activity sends what it holds and leaves the workflow nothing:
     a reader never gets a tail cut from a text it was not sent."""
+    clock = [100.0]
+    monkeypatch.setattr(model_stream.time, "monotonic", lambda: clock[0])
     events: list[RunEvent] = []
     publisher = AnswerPublisher(lambda event, flush: events.append(event), "1.1")
     publisher.started("open", "m")
-    publisher.add("The total")  # the first batch goes at once
+    clock[0] += 0.5
+    publisher.add("The total")  # the first batch is due: the call started an interval ago
     publisher.add(" is 42.")
 
     assert publisher.finish("The total is 41.") == ("", 0)
@@ -185,7 +188,9 @@ def test_a_stream_that_is_not_the_answer_is_sent_whole_by_the_activity() -> None
     events.clear()
     publisher = AnswerPublisher(lambda event, flush: events.append(event), "1.2")
     publisher.started("open", "m")
-    publisher.add("The total")
+    publisher.add("The")  # not yet due
+    clock[0] += 0.5
+    publisher.add(" total")
     publisher.add(" is 42.")
     assert publisher.finish("The total is 42.") == ("1.2", len("The total"))
     assert [e.kind for e in events] == ["answer_started", "answer_delta"] and answer_text(events) == "The total"

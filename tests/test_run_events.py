@@ -13,6 +13,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.contrib.workflow_streams import PublishInput
 
 from stakeflow import Client
+from stakeflow.activities import model_stream
 from stakeflow.agents.types import AnswerSoFar, RunEvent
 from stakeflow.services import runs
 from tests.agent_script import agent, call, plan
@@ -51,9 +52,9 @@ async def collect(events) -> list[RunEvent]:
     return [e async for e in events]
 
 
-async def history_signals(client, workflow_id: str) -> tuple[list[str], int]:
+async def history_signals(client, workflow_id: str, sequences: list[int] | None = None) -> tuple[list[str], int]:
     """The answer text each stream signal of the run's history carries (one entry per signal), and the number of
-    updates in it (a reader polling by update would add some)."""
+    updates in it (a reader polling by update would add some). ``sequences`` gets each signal's batch sequence."""
     converter = client.data_converter
     texts, updates = [], 0
     async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
@@ -63,6 +64,8 @@ async def history_signals(client, workflow_id: str) -> tuple[list[str], int]:
             continue
         attrs = event.workflow_execution_signaled_event_attributes
         [batch] = await converter.decode(attrs.input.payloads, [PublishInput])
+        if sequences is not None:
+            sequences.append(batch.sequence)
         text = ""
         for entry in batch.items:
             payload = Payload()
@@ -107,6 +110,41 @@ async def test_a_reader_sees_steps_the_answer_growing_and_done(client, settings,
     texts, updates = await history_signals(client, handle.workflow_id)
     assert ANSWER.startswith("".join(texts)) and "".join(texts) != ANSWER and updates == 0
     assert len(texts) < len(deltas) and "".join(texts) + deltas[-1].text == ANSWER
+
+
+async def test_an_answer_written_within_the_first_interval_is_signalled_nowhere(client, settings, open_fake, workspace):
+    """The whole answer streams in well under ``FIRST_INTERVAL_S``: no batch is due before the call returns, so the
+    activity signals nothing (no signal event, no workflow task for it) and the workflow appends the answer from the
+    result. The reader sees the same events as when it streamed in batches."""
+    open_fake.chunk_delay_s = 0.0
+    open_fake.script(SCRIPT)
+    async with running_workers(client, settings):
+        handle = await Client(client, settings).start("Summarise notes.txt", workspace=workspace)
+        events = await asyncio.wait_for(collect(handle.stream()), 60)
+
+    texts, updates = await history_signals(client, handle.workflow_id)
+    assert texts == [] and updates == 0
+    kinds = [e.kind for e in events]
+    assert kinds[-3:] == ["answer_started", "answer_delta", "done"] and events[-2].text == ANSWER
+
+
+async def test_a_batch_in_flight_as_the_answer_ends_is_signalled_once(
+    client, settings, open_fake, workspace, monkeypatch
+):
+    """Every chunk due at once and written at once: the call returns while a batch's signal is still on its way.
+    That signal is waited for, not cancelled and sent again: each batch is in the history once."""
+    monkeypatch.setattr(model_stream, "FIRST_INTERVAL_S", 0.0)  # the activity's side: the workflow never reads it
+    open_fake.chunk_delay_s = 0.0
+    open_fake.script(SCRIPT)
+    async with running_workers(client, settings):
+        handle = await Client(client, settings).start("Summarise notes.txt", workspace=workspace)
+        events = await asyncio.wait_for(collect(handle.stream()), 60)
+
+    sequences: list[int] = []
+    texts, _ = await history_signals(client, handle.workflow_id, sequences)
+    assert texts and sorted(sequences) == sorted(set(sequences))
+    assert ANSWER.startswith("".join(texts))
+    assert "".join(e.text for e in events if e.kind == "answer_delta") == ANSWER
 
 
 async def test_a_late_reader_gets_what_it_missed_and_resumes_after_an_offset(client, settings, open_fake, workspace):
