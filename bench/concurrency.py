@@ -485,6 +485,7 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[int, Result]],
     from stakeflow.config import Settings, WorkersConfig
     from stakeflow.services import runs
     from stakeflow.temporal.connection import connect
+    from stakeflow.traces import segment_files
 
     variants = args.variants
     calls = args.calls
@@ -539,7 +540,7 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[int, Result]],
                 )
                 rss_before = rss_mb(pids)
                 spool = tmp / f"home-{key}" / "traces.duckdb.spool"
-                segments_before = len(list(spool.glob("*.parquet")))
+                segments_before = len(segment_files(spool))
                 with Sampler(w.pid) as sampler:
                     # Histories are fetched after every run closed, so that reading them is not measured.
                     handles = await asyncio.gather(*(start_and_wait(key) for _ in range(n)))
@@ -568,7 +569,7 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[int, Result]],
                     rss_before,
                     sampler.peak,
                     summed,
-                    len(list(spool.glob("*.parquet"))) - segments_before,
+                    len(segment_files(spool)) - segments_before,
                 )
 
             async def start_and_wait(key: str):

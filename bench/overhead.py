@@ -719,7 +719,15 @@ def main() -> None:
         from stakeflow.temporal.telemetry import shutdown
 
         shutdown()
-        print(f"traced: {len(list(Path(traces_home).rglob('*.parquet')))} span segments written to the trace store")
+        from stakeflow.traces import TraceStore
+
+        store = TraceStore(Settings(home=Path(traces_home)).traces_path)
+        with store.reader() as con:
+            spans = con.execute("SELECT count(*) FROM spans").fetchone()[0]
+        print(f"traced: {spans} spans reached the trace store")
+        if not spans:
+            print("benchmark failed: traced, and no span reached the trace store", file=sys.stderr)
+            code = 1
         shutil.rmtree(traces_home, ignore_errors=True)
     sys.stdout.flush()
     sys.stderr.flush()

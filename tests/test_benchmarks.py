@@ -22,7 +22,7 @@ SMALLEST = [
     (
         "overhead.py",
         ["--runs", "1", "--warmup", "0", "--steps", "2", "--traced"],
-        "span segments written to the trace store",
+        "spans reached the trace store",
     ),
     (
         "concurrency.py",

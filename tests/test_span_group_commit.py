@@ -6,10 +6,12 @@ import threading
 import time
 
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 
+from stakeflow.config import Settings
 from stakeflow.traces import TraceStore
-from stakeflow.traces._exporter import DuckDBSpanExporter, GroupCommitSpanProcessor
+from stakeflow.traces import _exporter as exporter_module
+from stakeflow.traces._exporter import DuckDBSpanExporter, GroupCommitSpanProcessor, build_span_processors
 from tests.trace_spans import count
 
 
@@ -94,4 +96,98 @@ def test_a_failed_export_releases_its_callers(tmp_path):
     provider.add_span_processor(GroupCommitSpanProcessor(Failing(tmp_path / "traces.duckdb")))
     with provider.get_tracer("t").start_as_current_span("stakeflow.run"):
         pass  # returns (the failure is logged), as SimpleSpanProcessor's did
+    provider.shutdown()
+
+
+def _journaled(tmp_path, processor=GroupCommitSpanProcessor):
+    """A journal exporter behind ``processor``, and a tracer whose spans go through it."""
+    exporter = DuckDBSpanExporter(tmp_path / "traces.duckdb", journal=True)
+    provider = TracerProvider()
+    provider.add_span_processor(processor(exporter))
+    return exporter, provider, provider.get_tracer("t")
+
+
+def _end_steps(tracer, steps) -> None:
+    for i in steps:
+        with tracer.start_as_current_span(f"stakeflow.step {i}"):
+            pass
+
+
+def _journal(exporter: DuckDBSpanExporter) -> list:
+    return sorted(exporter.spool_dir.glob("*.ndjson"))
+
+
+def test_workflow_spans_go_to_a_journal_that_readers_read_and_sync_ingests(tmp_path):
+    """Run and step spans (the ones a workflow task waits for) are journal segments: lines written and renamed into
+    place, no DuckDB query on the way. Readers count them before any sync; a sync ingests and removes them."""
+    settings = Settings(home=tmp_path / "home")
+    group_commit = build_span_processors(settings)[0]._inner
+    assert isinstance(group_commit, GroupCommitSpanProcessor) and group_commit._exporter.journal
+
+    exporter, provider, tracer = _journaled(tmp_path)
+    for i in range(3):
+        _end_steps(tracer, [i])
+        assert len(_journal(exporter)) == i + 1 and _segments(exporter) == []  # on disk when on_end returned
+    store = TraceStore(tmp_path / "traces.duckdb")
+    assert count(store) == 3 and len(store.pending_segments()) == 3  # read from the journal, not ingested
+    store.sync()
+    assert store.pending_segments() == [] and count(store) == 3
+    provider.shutdown()  # nothing left to compact: the sync took it all
+    assert _segments(exporter) == [] and count(store) == 3
+
+
+def test_the_journal_is_compacted_into_one_parquet_segment_when_idle_and_at_shutdown(tmp_path, monkeypatch):
+    monkeypatch.setattr(exporter_module, "COMPACT_AFTER_IDLE_S", 0.05)
+    exporter, provider, tracer = _journaled(tmp_path)
+    _end_steps(tracer, range(4))
+    deadline = time.monotonic() + 10
+    while _journal(exporter):  # idle for COMPACT_AFTER_IDLE_S: compacted
+        assert time.monotonic() < deadline, "the journal was never compacted"
+        time.sleep(0.02)
+    assert len(_segments(exporter)) == 1 and count(TraceStore(tmp_path / "traces.duckdb")) == 4
+
+    monkeypatch.setattr(exporter_module, "COMPACT_AFTER_IDLE_S", 60.0)
+    with tracer.start_as_current_span("stakeflow.run"):
+        pass
+    assert len(_journal(exporter)) == 1
+    provider.shutdown()
+    assert _journal(exporter) == [] and len(_segments(exporter)) == 2
+    store = TraceStore(tmp_path / "traces.duckdb")
+    assert count(store) == 5
+    store.sync()
+    assert count(store) == 5 and store.pending_segments() == []
+
+
+def test_a_busy_writer_compacts_every_compact_every_segments(tmp_path, monkeypatch):
+    """Spans never stop coming (no idle second): the journal is still bounded, compacted every COMPACT_EVERY."""
+    monkeypatch.setattr(exporter_module, "COMPACT_AFTER_IDLE_S", 60.0)
+    monkeypatch.setattr(exporter_module, "COMPACT_EVERY", 5)
+    exporter, provider, tracer = _journaled(tmp_path)
+    for i in range(12):
+        _end_steps(tracer, [i])
+        assert len(_journal(exporter)) < 5 + 1
+    assert len(_segments(exporter)) == 2 and len(_journal(exporter)) == 2
+    provider.shutdown()
+    assert count(TraceStore(tmp_path / "traces.duckdb")) == 12
+
+
+def test_a_compaction_racing_a_reader_loses_and_doubles_nothing(tmp_path):
+    """A sync that took some journal segments before the compaction: those are left out of it. A crash between the
+    compacted segment's rename and the journal's removal leaves both: the store keeps each span once."""
+    exporter, provider, tracer = _journaled(tmp_path, SimpleSpanProcessor)
+    _end_steps(tracer, range(3))
+    store = TraceStore(tmp_path / "traces.duckdb")
+    _journal(exporter)[0].unlink()  # as a sync would after ingesting it; the other two stay
+    exporter.compact()
+    assert _journal(exporter) == [] and len(_segments(exporter)) == 1 and count(store) == 2
+
+    with tracer.start_as_current_span("stakeflow.run"):
+        pass
+    [journal] = _journal(exporter)
+    kept = journal.read_bytes()
+    exporter.compact()
+    journal.write_bytes(kept)  # the removal never happened
+    assert count(store) == 3  # readers: each span once
+    store.sync()
+    assert count(store) == 3 and store.pending_segments() == []
     provider.shutdown()

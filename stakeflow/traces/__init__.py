@@ -32,7 +32,7 @@ from stakeflow.traces._routing import (
     route_events,
     slowest_runs,
 )
-from stakeflow.traces._segments import spool_dir_for
+from stakeflow.traces._segments import segment_files, spool_dir_for
 from stakeflow.traces._sql import run_sql
 from stakeflow.traces._store import SCHEMA_VERSION, SyncResult, TraceStore
 from stakeflow.traces._tables import format_table, to_csv
@@ -66,6 +66,7 @@ __all__ = [
     "keep_attribute",
     "render_tree",
     "run_sql",
+    "segment_files",
     "spool_dir_for",
     "summary_line",
     "to_csv",

@@ -1,7 +1,9 @@
 """The spool's on-disk format, and how a segment row becomes a row of ``spans``.
 
-A segment is one exported batch as Parquet, in ``<traces>.spool/``: the raw spans (``SEGMENT_COLUMNS``)
-with their attributes as JSON. Promoting attributes to columns happens when the store reads
+A segment is one exported batch in ``<traces>.spool/``: the raw spans (``SEGMENT_COLUMNS``) with their
+attributes as JSON, as Parquet (``*.parquet``) or, for the run and step spans a workflow task waits for, as
+newline-delimited JSON (``*.ndjson``, a *journal* segment: a write and a rename, where Parquet costs a DuckDB
+query; the exporter compacts its journal into Parquet when idle). Readers take both (``segments_relation``). Promoting attributes to columns happens when the store reads
 segments (ingest, and the spool view of readers), in SQL: ``json_transform`` parses each span's
 attributes once, the exporter's per-span Python work stays small, and a later migration can
 re-derive columns from ``attributes``. Segments written by any earlier stakeflow keep these columns:
@@ -38,6 +40,40 @@ SEGMENT_COLUMNS = {
     "resource": "JSON",
     "attributes": "JSON",
 }
+
+SEGMENT_SUFFIXES = (".parquet", ".ndjson")
+# read_ndjson's arguments for a journal segment: the segment columns, and objects up to 256 MiB (a span's attributes).
+NDJSON_OPTIONS = (
+    "columns = {" + ", ".join(f"{k}: {quote_literal(v)}" for k, v in SEGMENT_COLUMNS.items()) + "}"
+    ", maximum_object_size = 268435456"
+)
+
+
+def segment_files(spool_dir: Path) -> list[Path]:
+    """The segments waiting in ``spool_dir``, Parquet and journal alike, oldest name first (hidden temporaries
+    never match: their names start with a dot)."""
+    try:
+        return sorted(p for suffix in SEGMENT_SUFFIXES for p in spool_dir.glob(f"[!.]*{suffix}"))
+    except OSError:
+        return []
+
+
+def segments_relation(files: list[str]) -> str:
+    """SQL for the rows of segment ``files`` (at least one), Parquet and journal alike, by column name: segments of
+    every earlier stakeflow keep their columns, the format only ever gains some (``union_by_name``)."""
+    parquet = [f for f in files if f.endswith(".parquet")]
+    journal = [f for f in files if not f.endswith(".parquet")]
+    parts = []
+    if parquet:
+        parts.append(f"SELECT * FROM read_parquet({_listed(parquet)}, union_by_name = true)")
+    if journal:
+        parts.append(f"SELECT * FROM read_ndjson({_listed(journal)}, {NDJSON_OPTIONS})")
+    return "(" + " UNION ALL BY NAME ".join(parts) + ")"
+
+
+def _listed(files: list[str]) -> str:
+    return "[" + ", ".join(quote_literal(f) for f in files) + "]"
+
 
 # Column of `spans`, attribute key, SQL type: what ingest promotes out of the attributes JSON.
 PROMOTED: tuple[tuple[str, str, str], ...] = (

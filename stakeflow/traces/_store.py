@@ -41,11 +41,11 @@ from pathlib import Path
 import duckdb
 
 from stakeflow.core.errors import ConfigError, ServiceError
-from stakeflow.stores.readonly_sql import quote_ident, quote_literal
+from stakeflow.stores.readonly_sql import quote_ident
 from stakeflow.traces import _records
 from stakeflow.traces._migrations import applied_version, migrate, schema_version
 from stakeflow.traces._rows import one_row
-from stakeflow.traces._segments import spans_select, spool_dir_for
+from stakeflow.traces._segments import segment_files, segments_relation, spans_select, spool_dir_for
 
 _log = logging.getLogger(__name__)
 
@@ -107,11 +107,8 @@ class TraceStore:
         return f"TraceStore({str(self.path)!r})"
 
     def pending_segments(self) -> list[Path]:
-        """Segment files waiting to be ingested, oldest name first."""
-        try:
-            return sorted(self.spool_dir.glob("*.parquet"))
-        except OSError:
-            return []
+        """Segment files waiting to be ingested (Parquet and journal), oldest name first."""
+        return segment_files(self.spool_dir)
 
     def sync(self, *, wait_s: float = 1.0, budget_s: float | None = 5.0) -> SyncResult:
         """Ingest pending segments; give up after ``wait_s`` if the write lock stays busy.
@@ -287,13 +284,11 @@ class TraceStore:
         files = [str(p) for p in chunk if p.exists()]
         if not files:
             return
-        source = "read_parquet(?, union_by_name = true)"
+        source = segments_relation(files)
         try:
             con.execute("BEGIN")
-            read = one_row(con, f"SELECT count(*) FROM {source}", [files])[0]
-            inserted = one_row(
-                con, f"INSERT INTO spans BY NAME {spans_select(source)} ON CONFLICT DO NOTHING", [files]
-            )[0]
+            read = one_row(con, f"SELECT count(*) FROM {source}")[0]
+            inserted = one_row(con, f"INSERT INTO spans BY NAME {spans_select(source)} ON CONFLICT DO NOTHING")[0]
             con.execute("COMMIT")
         except duckdb.Error as e:
             con.execute("ROLLBACK")
@@ -315,7 +310,7 @@ class TraceStore:
     @staticmethod
     def _readable(con: duckdb.DuckDBPyConnection, path: Path) -> bool:
         try:
-            con.execute(f"SELECT count(*) FROM ({spans_select('read_parquet(?)')})", [str(path)]).fetchone()
+            con.execute(f"SELECT count(*) FROM ({spans_select(segments_relation([str(path)]))})").fetchone()
             return True
         except duckdb.Error:
             return not path.exists()  # gone is not bad
@@ -344,13 +339,12 @@ class TraceStore:
         if not files:
             return
         try:
-            con.execute("SELECT count(*) FROM read_parquet(?, union_by_name = true)", [files]).fetchone()
+            con.execute(f"SELECT count(*) FROM {segments_relation(files)}").fetchone()
         except duckdb.Error:
             files = [f for f in files if self._readable(con, Path(f))]
             if not files:
                 return
-        listed = "[" + ", ".join(quote_literal(f) for f in files) + "]"
-        spooled = spans_select(f"read_parquet({listed}, union_by_name = true)")
+        spooled = spans_select(segments_relation(files))
         # A temporary view shadows main.spans, and the stored `runs` view then reads it too.
         con.execute(f"""
             CREATE TEMP VIEW spans AS
