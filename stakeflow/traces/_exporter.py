@@ -44,7 +44,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from stakeflow.core import semconv as sc
 from stakeflow.core.errors import ConfigError
 from stakeflow.stores.readonly_sql import quote_literal
-from stakeflow.traces._segments import NDJSON_OPTIONS, spool_dir_for
+from stakeflow.traces._segments import segments_relation, spool_dir_for
 
 if TYPE_CHECKING:
     from stakeflow.config import Settings
@@ -159,9 +159,8 @@ class DuckDBSpanExporter(SpanExporter):
             if not journaled:
                 self._journaled.clear()
                 return
-            listed = "[" + ", ".join(quote_literal(str(p)) for p in journaled) + "]"
             try:
-                self._write_parquet(f"read_ndjson({listed}, {NDJSON_OPTIONS})")
+                self._write_parquet(segments_relation([str(p) for p in journaled]))
             except Exception:  # a reader took some meanwhile: they are in the store, the rest waits for the next try
                 _log.debug("journal compaction of %d segments deferred", len(journaled), exc_info=True)
                 self._journaled = [p for p in journaled if p.exists()]
@@ -234,7 +233,7 @@ class DuckDBSpanExporter(SpanExporter):
                 os.replace(json_tmp, target)
                 self._journaled.append(target)
                 return
-            self._write_parquet(f"read_ndjson({quote_literal(str(json_tmp))}, {NDJSON_OPTIONS})", stem)
+            self._write_parquet(segments_relation([str(json_tmp)]), stem)
         finally:
             json_tmp.unlink(missing_ok=True)
 
@@ -244,7 +243,8 @@ class DuckDBSpanExporter(SpanExporter):
         parquet_tmp = self.spool_dir / f".{stem}.parquet.tmp"
         try:
             self._connection().execute(
-                f"COPY (SELECT * FROM {relation}) TO {quote_literal(str(parquet_tmp))} (FORMAT parquet, COMPRESSION zstd)"
+                f"COPY (SELECT * FROM {relation}) TO {quote_literal(str(parquet_tmp))}"
+                " (FORMAT parquet, COMPRESSION zstd)"
             )
             os.replace(parquet_tmp, self.spool_dir / f"{stem}.parquet")
         finally:

@@ -3,11 +3,11 @@
 A segment is one exported batch in ``<traces>.spool/``: the raw spans (``SEGMENT_COLUMNS``) with their
 attributes as JSON, as Parquet (``*.parquet``) or, for the run and step spans a workflow task waits for, as
 newline-delimited JSON (``*.ndjson``, a *journal* segment: a write and a rename, where Parquet costs a DuckDB
-query; the exporter compacts its journal into Parquet when idle). Readers take both (``segments_relation``). Promoting attributes to columns happens when the store reads
-segments (ingest, and the spool view of readers), in SQL: ``json_transform`` parses each span's
-attributes once, the exporter's per-span Python work stays small, and a later migration can
-re-derive columns from ``attributes``. Segments written by any earlier stakeflow keep these columns:
-the format only ever gains columns (``union_by_name``).
+query; the exporter compacts its journal into Parquet when idle). Readers take both (``segments_relation``).
+Promoting attributes to columns happens when the store reads segments (ingest, and the spool view of readers), in
+SQL: ``json_transform`` parses each span's attributes once, the exporter's per-span Python work stays small, and a
+later migration can re-derive columns from ``attributes``. Segments written by any earlier stakeflow keep these
+columns: the format only ever gains columns (``union_by_name``).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ SEGMENT_COLUMNS = {
 
 SEGMENT_SUFFIXES = (".parquet", ".ndjson")
 # read_ndjson's arguments for a journal segment: the segment columns, and objects up to 256 MiB (a span's attributes).
-NDJSON_OPTIONS = (
+_NDJSON_OPTIONS = (
     "columns = {" + ", ".join(f"{k}: {quote_literal(v)}" for k, v in SEGMENT_COLUMNS.items()) + "}"
     ", maximum_object_size = 268435456"
 )
@@ -67,7 +67,7 @@ def segments_relation(files: list[str]) -> str:
     if parquet:
         parts.append(f"SELECT * FROM read_parquet({_listed(parquet)}, union_by_name = true)")
     if journal:
-        parts.append(f"SELECT * FROM read_ndjson({_listed(journal)}, {NDJSON_OPTIONS})")
+        parts.append(f"SELECT * FROM read_ndjson({_listed(journal)}, {_NDJSON_OPTIONS})")
     return "(" + " UNION ALL BY NAME ".join(parts) + ")"
 
 
