@@ -6,7 +6,7 @@ import threading
 import time
 
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExportResult
 
 from stakeflow.config import Settings
 from stakeflow.traces import TraceStore
@@ -99,9 +99,9 @@ def test_a_failed_export_releases_its_callers(tmp_path):
     provider.shutdown()
 
 
-def _journaled(tmp_path, processor=GroupCommitSpanProcessor):
+def _journaled(tmp_path, processor=GroupCommitSpanProcessor, compact_every=None):
     """A journal exporter behind ``processor``, and a tracer whose spans go through it."""
-    exporter = DuckDBSpanExporter(tmp_path / "traces.duckdb", journal=True)
+    exporter = DuckDBSpanExporter(tmp_path / "traces.duckdb", journal=True, compact_every=compact_every)
     provider = TracerProvider()
     provider.add_span_processor(processor(exporter))
     return exporter, provider, provider.get_tracer("t")
@@ -121,8 +121,9 @@ def test_workflow_spans_go_to_a_journal_that_readers_read_and_sync_ingests(tmp_p
     """Run and step spans (the ones a workflow task waits for) are journal segments: lines written and renamed into
     place, no DuckDB query on the way. Readers count them before any sync; a sync ingests and removes them."""
     settings = Settings(home=tmp_path / "home")
-    group_commit = build_span_processors(settings)[0]._inner
+    group_commit, batched = (p._inner for p in build_span_processors(settings)[:2])
     assert isinstance(group_commit, GroupCommitSpanProcessor) and group_commit._exporter.journal
+    assert isinstance(batched, BatchSpanProcessor) and batched.span_exporter.journal
 
     exporter, provider, tracer = _journaled(tmp_path)
     for i in range(3):
@@ -191,3 +192,16 @@ def test_a_compaction_racing_a_reader_loses_and_doubles_nothing(tmp_path):
     store.sync()
     assert count(store) == 3 and store.pending_segments() == []
     provider.shutdown()
+
+
+def test_a_journal_exporter_with_compact_every_compacts_itself(tmp_path):
+    """The batched spans' exporter (no processor asks it to compact): every ``compact_every`` exports become one
+    Parquet segment, the rest at shutdown."""
+    exporter, provider, tracer = _journaled(tmp_path, SimpleSpanProcessor, compact_every=3)
+    for i in range(7):
+        _end_steps(tracer, [i])
+        assert len(_journal(exporter)) == (i + 1) % 3
+    assert len(_segments(exporter)) == 2
+    provider.shutdown()
+    assert _journal(exporter) == [] and len(_segments(exporter)) == 3
+    assert count(TraceStore(tmp_path / "traces.duckdb")) == 7

@@ -118,13 +118,17 @@ def _encode_attributes(attributes: dict[str, Any]) -> str:
 
 class DuckDBSpanExporter(SpanExporter):
     """Writes each exported batch as one Parquet segment in ``<path>.spool/``; never opens ``path``. With
-    ``journal``, as one journal (NDJSON) segment, which ``compact`` turns into Parquet.
+    ``journal``, as one journal (NDJSON) segment, which ``compact`` turns into Parquet: at shutdown, after every
+    ``compact_every`` segments when set, and whenever the caller asks (``GroupCommitSpanProcessor``).
 
     Safe to call from several threads; a forked child starts its own segment names and connection.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, journal: bool = False) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, journal: bool = False, compact_every: int | None = None
+    ) -> None:
         self.journal = journal
+        self._compact_every = compact_every  # compact in export() once this many journal segments wait
         self._journaled: list[Path] = []  # this process's journal segments not compacted yet
         self.path = Path(path).expanduser()
         self.spool_dir = spool_dir_for(self.path)
@@ -149,6 +153,11 @@ class DuckDBSpanExporter(SpanExporter):
         except Exception:
             _log.exception("could not write %d spans to %s", len(spans), self.spool_dir)
             return SpanExportResult.FAILURE
+        if self._compact_every and len(self._journaled) >= self._compact_every:
+            try:
+                self.compact()
+            except Exception:  # the segments stay journal segments, which readers read too
+                _log.exception("could not compact the span journal in %s", self.spool_dir)
         return SpanExportResult.SUCCESS
 
     def compact(self) -> None:
@@ -444,11 +453,16 @@ def build_span_processors(settings: Settings) -> list[SpanProcessor]:
     # Run and step spans end inside workflow tasks: exported synchronously, before the task completes,
     # so a worker killed afterwards cannot lose them (a task that did not complete runs again live and
     # re-exports the same span id, which the store ignores); the spans that concurrent workflow tasks end
-    # meanwhile share one segment (GroupCommitSpanProcessor). Everything else is batched.
+    # meanwhile share one segment (GroupCommitSpanProcessor). Everything else is batched. Both write journal
+    # segments, compacted into Parquet in batches: a batch's Parquet copy cost its thread ~14 ms of CPU a
+    # 10-step run on the 2 cores the worker shares with the Temporal server (bench/README.md, overhead.py --traced).
     processors: list[SpanProcessor] = [
         _Only(GroupCommitSpanProcessor(DuckDBSpanExporter(settings.traces_path, journal=True)), WORKFLOW_SPANS),
         _Only(
-            BatchSpanProcessor(DuckDBSpanExporter(settings.traces_path), schedule_delay_millis=delay),
+            BatchSpanProcessor(
+                DuckDBSpanExporter(settings.traces_path, journal=True, compact_every=COMPACT_EVERY),
+                schedule_delay_millis=delay,
+            ),
             WORKFLOW_SPANS,
             exclude=True,
         ),
