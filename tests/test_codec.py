@@ -133,6 +133,9 @@ def workspace(tmp_path):
 async def test_no_history_event_holds_a_goal_prompt_tool_output_or_file_in_clear(client, tmp_path, workspace):
     """A run that reads a file, waits for approval of a write, and answers; then its raw history."""
     with FakeOpenAIServer(model="qwen-test") as open_fake:
+        # The answer takes ~0.5 s to stream, so batches of it are signalled (one written faster comes whole with the
+        # activity's result, and is sealed as that is).
+        open_fake.chunk_delay_s = 0.1
         open_fake.script(
             agent(
                 plan(("Read the notes", "read_file"), ("Write the summary", "write_file", "high")),

@@ -1,12 +1,13 @@
 """The DuckDB trace store: spans from every stakeflow process, read back as run trees, bills and SQL.
 
-Workers export spans as Parquet segments into a spool beside the DuckDB file and never open the
-file; readers ingest the segments (span ids are primary keys: nothing lost, nothing counted twice)
+Workers export spans as segments (Parquet, or NDJSON journals compacted into Parquet) into a spool beside the
+DuckDB file and never open the file; readers ingest the segments (span ids are primary keys: nothing lost, nothing counted twice)
 and see those still pending. One job per module:
 
 * ``_migrations``: the schema, as numbered migrations (append only).
 * ``_segments``: the spool's file format, and how a segment row becomes a ``spans`` row.
-* ``_exporter``: ``DuckDBSpanExporter``, the secrets filter, the span processors of a process.
+* ``_exporter``: ``DuckDBSpanExporter``, the span processors of a process.
+* ``_redaction``: the secrets filter every span passes on its way to the store or an OTLP backend.
 * ``_store``: ``TraceStore``: ingest, compaction, the read-only connection that includes the spool.
 * ``_tree``, ``_costs``, ``_sql``, ``_agreement``: the readers (a run's span tree, the cost report, ``stakeflow sql``,
   the open path's measured agreement); ``_evals`` (shadow agreement, grouped) and ``_routing`` (routing events,
@@ -20,9 +21,10 @@ and see those still pending. One job per module:
 from stakeflow.traces._agreement import agreement_table
 from stakeflow.traces._costs import BREAKDOWNS, CostGroup, cost_report, grouped_costs, summary_line, window_start
 from stakeflow.traces._evals import EVAL_KEYS, AgreementGroup, agreement_groups
-from stakeflow.traces._exporter import DuckDBSpanExporter, build_span_processors, keep_attribute
+from stakeflow.traces._exporter import DuckDBSpanExporter, build_span_processors
 from stakeflow.traces._migrations import MIGRATIONS
 from stakeflow.traces._records import RecordWriter
+from stakeflow.traces._redaction import keep_attribute
 from stakeflow.traces._routing import (
     EVENT_MARKERS,
     ObservedRoute,
