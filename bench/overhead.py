@@ -706,7 +706,8 @@ def main() -> None:
         from stakeflow.config import Settings
         from stakeflow.temporal.telemetry import setup_tracing
 
-        setup_tracing(Settings(home=Path(traces_home)), "worker")  # before the workers start, as `stakeflow worker`
+        traced = Settings(home=Path(traces_home))
+        setup_tracing(traced, "worker")  # before the workers start, as `stakeflow worker`
     try:
         print(report(args, *asyncio.run(bench(args))))
     except Exception as e:
@@ -717,12 +718,10 @@ def main() -> None:
         code = 1
     if traces_home:
         from stakeflow.temporal.telemetry import shutdown
-
-        shutdown()
         from stakeflow.traces import TraceStore
 
-        store = TraceStore(Settings(home=Path(traces_home)).traces_path)
-        with store.reader() as con:
+        shutdown()
+        with TraceStore(traced.traces_path).reader() as con:
             spans = con.execute("SELECT count(*) FROM spans").fetchone()[0]
         print(f"traced: {spans} spans reached the trace store")
         if not spans:

@@ -19,6 +19,7 @@ Secrets: every attribute whose key may carry a credential is dropped on the way 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -111,15 +112,13 @@ class DuckDBSpanExporter(SpanExporter):
             _log.exception("could not write %d spans to %s", len(spans), self.spool_dir)
             return SpanExportResult.FAILURE
         if self._compact_every and len(self._journaled) >= self._compact_every:
-            try:
-                self.compact()
-            except Exception:  # the segments stay journal segments, which readers read too
-                _log.exception("could not compact the span journal in %s", self.spool_dir)
+            self.compact()
         return SpanExportResult.SUCCESS
 
     def compact(self) -> None:
         """This process's journal segments as one Parquet segment (nothing when there are none). A segment a reader
-        ingested meanwhile is left out; one read by both is stored once (span ids are unique in the store)."""
+        ingested meanwhile is left out; one read by both is stored once (span ids are unique in the store). Never
+        raises: what it could not compact stays journal, which readers read too."""
         with self._lock:
             journaled = [p for p in self._journaled if p.exists()]
             if not journaled:
@@ -132,7 +131,8 @@ class DuckDBSpanExporter(SpanExporter):
                 self._journaled = [p for p in journaled if p.exists()]
                 return
             for path in journaled:
-                path.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # left behind, it is read twice and stored once
+                    path.unlink(missing_ok=True)
             self._journaled.clear()
 
     @property
@@ -305,19 +305,14 @@ class GroupCommitSpanProcessor(SpanProcessor):
             with self._lock:
                 while not self._pending and not self._shutdown:
                     # A journal waiting to be compacted is compacted once no span came for a while.
-                    if self._exporter.journal_segments and not self._work.wait(COMPACT_AFTER_IDLE_S):
+                    if not self._work.wait(COMPACT_AFTER_IDLE_S if self._exporter.journal_segments else None):
                         break
-                    if not self._exporter.journal_segments:
-                        self._work.wait()
-                if not self._pending:
-                    if self._shutdown:
-                        return  # shutdown() compacts
-                    group: list[ReadableSpan] = []
-                else:
-                    group, self._pending = self._pending, []
-                    upto = self._queued
-            if not group:
-                self._compact()
+                if not self._pending and self._shutdown:
+                    return  # shutdown() compacts
+                group, self._pending = self._pending, []
+                upto = self._queued
+            if not group:  # idle
+                self._exporter.compact()
                 continue
             try:
                 self._exporter.export(group)  # logs and reports its own failures; outside the lock
@@ -328,13 +323,7 @@ class GroupCommitSpanProcessor(SpanProcessor):
                     self._written = upto
                     self._done.notify_all()
             if self._exporter.journal_segments >= COMPACT_EVERY:  # never idle: bound the spool's file count
-                self._compact()
-
-    def _compact(self) -> None:
-        try:
-            self._exporter.compact()
-        except Exception:
-            _log.exception("could not compact the span journal in %s", self._exporter.spool_dir)
+                self._exporter.compact()
 
 
 WORKFLOW_SPANS = frozenset({sc.SPAN_RUN, sc.SPAN_STEP})
