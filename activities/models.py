@@ -18,16 +18,13 @@ from typing import Any
 from anthropic import AsyncAnthropic
 from openai import AsyncOpenAI
 from pydantic_ai.direct import model_request
-from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
-from pydantic_ai.models import Model, ModelRequestParameters
+from pydantic_ai.messages import ModelMessage, ModelResponse
+from pydantic_ai.models import Model
 from pydantic_ai.models.anthropic import AnthropicModel
-from pydantic_ai.models.openai import OpenAIChatModel
-from pydantic_ai.profiles.openai import OpenAIModelProfile
 from pydantic_ai.providers.anthropic import AnthropicProvider
 from pydantic_ai.providers.openai import OpenAIProvider
 from pydantic_ai.providers.openai_compatible import OpenAICompatibleProvider
 from pydantic_ai.providers.vllm import VLLMProvider
-from pydantic_ai.settings import ModelSettings
 from pydantic_ai.usage import RunUsage
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -40,55 +37,13 @@ from stakeflow.activities.model_outputs import to_action, to_plan
 from stakeflow.activities.model_shapes import ShapeCache, parse_output
 from stakeflow.activities.model_stream import answer_request
 from stakeflow.activities.model_trace import model_call_span, record_call
+from stakeflow.activities.open_chat import LLAMACPP_PROFILE, LlamaCppChatModel, OpenChatModel, OpenRouteClient
 from stakeflow.activities.parameters import ModelParameters
 from stakeflow.agents.budgets import worst_case_input_tokens
 from stakeflow.agents.types import CallCostRecord, CallFailure, JudgeVerdict, ModelCallRequest, ModelCallResult, Usage
 from stakeflow.core.contracts import CALL_MODEL, QueueRole
 from stakeflow.core.errors import MODEL_REQUEST_REJECTED, InputError
 from stakeflow.endpoints import check_base_url, same_endpoint
-
-# llama-cpp-python's server reads `max_tokens`, not `max_completion_tokens`, and small chat templates
-# expect a single system message.
-_LLAMACPP_PROFILE = OpenAIModelProfile(
-    openai_chat_supports_max_completion_tokens=False,
-    openai_chat_supports_multiple_system_messages=False,
-)
-
-
-class LlamaCppChatModel(OpenAIChatModel):
-    r"""OpenAIChatModel for llama-cpp-python's server, whose JSON output may hold raw control characters.
-
-    Its JSON-schema grammar (0.3.x: ``char ::= [^"\] | ...``) lets the model put a raw newline or tab
-    inside a string, which strict JSON (and so pydantic) rejects; upstream llama.cpp's grammar excludes
-    them. Seen with SmolLM2 in about one step action in four. Escaping them keeps that output.
-    """
-
-    async def request(
-        self,
-        messages: list[ModelMessage],
-        model_settings: ModelSettings | None,
-        model_request_parameters: ModelRequestParameters,
-    ) -> ModelResponse:
-        response = await super().request(messages, model_settings, model_request_parameters)
-        if model_request_parameters.output_mode != "prompted":
-            return response  # plain text stays as the model wrote it
-        for part in response.parts:
-            if isinstance(part, TextPart):
-                part.content = escape_control_characters(part.content)
-        return response
-
-
-def escape_control_characters(text: str) -> str:
-    """``text`` re-encoded as strict JSON if it is JSON only with raw control characters in strings."""
-    try:
-        json.loads(text)
-        return text
-    except ValueError:
-        pass
-    try:
-        return json.dumps(json.loads(text, strict=False), ensure_ascii=False)
-    except ValueError:
-        return text  # not JSON at all: validation reports it
 
 
 @dataclass
@@ -296,24 +251,24 @@ class ModelActivities:
         if cache_key not in self._models:
             if url != s.url:
                 # STAKEFLOW_OPEN_API_KEY belongs to the configured endpoint: another server never receives it.
-                client = self._other_clients.get(url) or AsyncOpenAI(
+                client = self._other_clients.get(url) or OpenRouteClient(
                     base_url=url, api_key="none", max_retries=0, timeout=s.timeout_s
                 )
                 self._other_clients[url] = client
             else:
                 if self._open_client is None:
-                    self._open_client = AsyncOpenAI(
+                    self._open_client = OpenRouteClient(
                         base_url=s.url, api_key=key or "none", max_retries=0, timeout=s.timeout_s
                     )
                 client = self._open_client
             model: Model
             if s.dialect == "llamacpp":
-                compatible = OpenAICompatibleProvider("llamacpp", openai_client=client, profile=_LLAMACPP_PROFILE)
+                compatible = OpenAICompatibleProvider("llamacpp", openai_client=client, profile=LLAMACPP_PROFILE)
                 model = LlamaCppChatModel(name, provider=compatible)
             elif s.dialect == "vllm":
-                model = OpenAIChatModel(name, provider=VLLMProvider(openai_client=client))
+                model = OpenChatModel(name, provider=VLLMProvider(openai_client=client))
             else:
-                model = OpenAIChatModel(name, provider=OpenAIProvider(openai_client=client))
+                model = OpenChatModel(name, provider=OpenAIProvider(openai_client=client))
             self._models[cache_key] = model
         return _Target(self._models[cache_key], context)
 
