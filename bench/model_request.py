@@ -7,7 +7,10 @@ against tests/fakes.py's FakeOpenAIServer on 127.0.0.1 answering at once:
   (agent)   ``Agent(model, output_type=NativeOutput(Out), retries=0).run(prompt)``: what ``call_model`` did
             until issue 27 (one cached agent per shape)
   (direct)  ``pydantic_ai.direct.model_request(model, messages)`` and the output validated with the output model:
-            what ``call_model`` does since (activities/model_shapes.py)
+            what ``call_model`` did from issue 27's first change (activities/model_shapes.py)
+  (route)   the same through the open route's own model and client (activities/open_chat.py: the request sent
+            without the openai SDK's parameter transform, its parameters customized once): what ``call_model``
+            does now
   (client)  the bare ``openai`` client's ``chat.completions.create``: the anchor, the floor of any route
 
 CPU is ``time.process_time()`` of the whole process per call, so the fake server's work (the same in every
@@ -36,9 +39,12 @@ from pydantic import BaseModel
 from pydantic_ai import Agent, NativeOutput
 from pydantic_ai.direct import model_request
 from pydantic_ai.messages import ModelRequest, SystemPromptPart, UserPromptPart
+from pydantic_ai.models import ModelRequestParameters
 from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.output import OutputObjectDefinition
 from pydantic_ai.providers.openai import OpenAIProvider
 
+from stakeflow.activities.open_chat import OpenChatModel, OpenRouteClient
 from tests.fakes import FakeOpenAIServer
 
 
@@ -55,7 +61,14 @@ async def measure(calls: int, warmup: int, rounds: int) -> dict[str, list[float]
         fake.script(lambda body: ANSWER)
         client = AsyncOpenAI(base_url=fake.url, api_key="k", max_retries=0)
         model = OpenAIChatModel("m", provider=OpenAIProvider(openai_client=client))
+        route_client = OpenRouteClient(base_url=fake.url, api_key="k", max_retries=0)
+        route_model = OpenChatModel("m", provider=OpenAIProvider(openai_client=route_client))
         agent = Agent(model, output_type=NativeOutput(Out), system_prompt="sys", retries=0)
+        # The output as the agent asks for it (NativeOutput: a JSON-schema response format), one object for every
+        # call, as call_model's ShapeCache keeps one per shape; each model customizes it for its profile.
+        params = ModelRequestParameters(
+            output_mode="native", output_object=OutputObjectDefinition(json_schema=Out.model_json_schema(), name="Out")
+        )
         messages = [ModelRequest(parts=[SystemPromptPart("sys"), UserPromptPart("hello")])]
         settings = {"temperature": 0.0}
 
@@ -64,7 +77,13 @@ async def measure(calls: int, warmup: int, rounds: int) -> dict[str, list[float]
             assert result.output.answer == "x"
 
         async def direct() -> None:
-            response = await model_request(model, messages, model_settings=settings)
+            response = await model_request(model, messages, model_settings=settings, model_request_parameters=params)
+            assert Out.model_validate_json(response.text or "").answer == "x"
+
+        async def route() -> None:
+            response = await model_request(
+                route_model, messages, model_settings=settings, model_request_parameters=params
+            )
             assert Out.model_validate_json(response.text or "").answer == "x"
 
         async def bare() -> None:
@@ -73,7 +92,7 @@ async def measure(calls: int, warmup: int, rounds: int) -> dict[str, list[float]
             )
             assert r.choices[0].message.content == ANSWER
 
-        variants = {"agent": by_agent, "direct": direct, "client": bare}
+        variants = {"agent": by_agent, "direct": direct, "route": route, "client": bare}
         found: dict[str, list[float]] = {k: [] for k in variants}
         for _ in range(rounds):
             for key, fn in variants.items():  # interleaved, so drift hits all of them
@@ -84,6 +103,7 @@ async def measure(calls: int, warmup: int, rounds: int) -> dict[str, list[float]
                     await fn()
                 found[key].append((time.process_time() - started) / calls * 1000)
         await client.close()
+        await route_client.close()
     return found
 
 
@@ -96,8 +116,9 @@ def main() -> None:
     found = asyncio.run(measure(args.calls, args.warmup, args.rounds))
     anchor = statistics.median(found["client"])
     labels = {
-        "agent": "(agent) Agent.run, NativeOutput (call_model before)",
-        "direct": "(direct) direct.model_request (call_model now)",
+        "agent": "(agent) Agent.run, NativeOutput (call_model first)",
+        "direct": "(direct) direct.model_request (call_model before)",
+        "route": "(route) the same, open_chat.py (call_model now)",
         "client": "(client) bare openai client (anchor)",
     }
     print(
