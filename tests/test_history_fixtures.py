@@ -7,6 +7,7 @@ replay fail here, before it makes a user's run fail after an upgrade. See docs/v
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,13 @@ async def test_a_recorded_history_replays_on_this_code(path: Path):
     replayer = Replayer(workflows=[AgentTaskWorkflow], data_converter=pydantic_data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.parent.name}/{path.name}: {result.replay_failure}"
+
+
+async def test_the_recorder_stops_a_scenario_that_waits_for_what_never_comes():
+    """tests/histories/record.py ran over 15 minutes in silence on a scenario whose run waited for an approval the
+    scenario never gave; a scenario now has SCENARIO_TIMEOUT_S, and one past it is named, with what to look at."""
+    from tests.histories.record import ScenarioTimeout, within_limit
+
+    with pytest.raises(ScenarioTimeout, match="scenario private_tool_failed did not finish within 0.05s"):
+        await within_limit("private_tool_failed", asyncio.sleep(3600, result="never"), timeout_s=0.05)
+    assert await within_limit("read_and_answer", asyncio.sleep(0, result="wf-1"), timeout_s=5) == "wf-1"

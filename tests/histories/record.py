@@ -183,7 +183,8 @@ async def private_tool_failed(client, tmp, open_fake, frontier_fake):
     settings.policy.private_tools = ["sql_query"]
     async with running_workers(client, settings):
         handle = await _start(client, settings, "Who is in people.csv?", tmp / "ws", tools=["sql_query", "http_get"])
-        await handle.result()
+        # From 0.3.0 the open-world call of a run holding private data waits for a person: approved here.
+        await _waiting_or_done(handle)
     return handle.id
 
 
@@ -270,7 +271,39 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
-async def main(label: str, names: list[str]) -> None:
+# A scenario is a few model calls against scripted fakes: seconds. One still running after this waits for something
+# that will not come (an approval its release asks for and the scenario does not give): stopped, and said so.
+SCENARIO_TIMEOUT_S = 120.0
+
+
+class ScenarioTimeout(Exception):
+    """A scenario did not finish within ``SCENARIO_TIMEOUT_S``."""
+
+
+async def within_limit(name: str, scenario: Awaitable[str], timeout_s: float = SCENARIO_TIMEOUT_S) -> str:
+    """``scenario``'s workflow id; ScenarioTimeout naming it if it runs past ``timeout_s``."""
+    try:
+        return await asyncio.wait_for(scenario, timeout_s)
+    except TimeoutError:
+        raise ScenarioTimeout(
+            f"scenario {name} did not finish within {timeout_s:g}s: its run waits for something the scenario does not "
+            "give (an approval, a signal) or a worker is stuck; see its workflow in the dev server's history. "
+            "Nothing of it was recorded."
+        ) from None
+
+
+async def _save(client: Client, wf_id: str, out: Path, name: str) -> None:
+    """Every generation of the run ``wf_id`` as ``out/<name>[-n].json``."""
+    runs = [wf async for wf in client.list_workflows(f"WorkflowId = '{wf_id}'")]
+    for n, wf in enumerate(sorted(runs, key=lambda w: w.start_time), start=1):
+        history = await client.get_workflow_handle(wf_id, run_id=wf.run_id).fetch_history()
+        suffix = f"-{n}" if len(runs) > 1 else ""
+        (out / f"{name}{suffix}.json").write_text(history.to_json())
+    print(f"{name}: {len(runs)} histor{'y' if len(runs) == 1 else 'ies'}")
+
+
+async def main(label: str, names: list[str]) -> int:
+    """Records the scenarios named (every one when none are); the number that failed."""
     out = Path(__file__).resolve().parent / label
     out.mkdir(parents=True, exist_ok=True)
     env = await WorkflowEnvironment.start_local(
@@ -279,6 +312,7 @@ async def main(label: str, names: list[str]) -> None:
         ip="127.0.0.1",
         dev_server_extra_args=dev_server_args(log_level="error"),
     )
+    failed = 0
     try:
         for name, scenario in SCENARIOS.items():
             if names and name not in names:
@@ -286,20 +320,21 @@ async def main(label: str, names: list[str]) -> None:
             tmp = Path(f"/tmp/stakeflow-fixture-{uuid.uuid4().hex[:8]}")
             (tmp / "ws").mkdir(parents=True)
             (tmp / "ws" / "notes.txt").write_text(NOTES)
-            with FakeOpenAIServer(model="qwen-test") as open_fake, FakeAnthropicServer() as frontier_fake:
-                wf_id = await scenario(env.client, tmp, open_fake, frontier_fake)
-            runs = [wf async for wf in env.client.list_workflows(f"WorkflowId = '{wf_id}'")]
-            for n, wf in enumerate(sorted(runs, key=lambda w: w.start_time), start=1):
-                history = await env.client.get_workflow_handle(wf_id, run_id=wf.run_id).fetch_history()
-                suffix = f"-{n}" if len(runs) > 1 else ""
-                (out / f"{name}{suffix}.json").write_text(history.to_json())
-            print(f"{name}: {len(runs)} histor{'y' if len(runs) == 1 else 'ies'}")
-            shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                with FakeOpenAIServer(model="qwen-test") as open_fake, FakeAnthropicServer() as frontier_fake:
+                    wf_id = await within_limit(name, scenario(env.client, tmp, open_fake, frontier_fake))
+                await _save(env.client, wf_id, out, name)
+            except ScenarioTimeout as e:
+                print(f"{name}: FAILED: {e}", file=sys.stderr)
+                failed += 1
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
     finally:
         await env.shutdown()
+    return failed
 
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or any(n not in SCENARIOS for n in sys.argv[2:]):
         sys.exit(f"usage: python tests/histories/record.py LABEL [SCENARIO ...] (scenarios: {', '.join(SCENARIOS)})")
-    asyncio.run(main(sys.argv[1], sys.argv[2:]))
+    sys.exit(1 if asyncio.run(main(sys.argv[1], sys.argv[2:])) else 0)
