@@ -6,9 +6,9 @@ The client: chat completions go out as pydantic-ai builds them.
 ``AsyncCompletions.create`` runs its request parameters through the SDK's type-driven transform before sending
 (``openai._utils._transform``: key aliases, date and file formats, pydantic models dumped), walking every message
 against the union of message types and the output schema's every node: ~0.35 ms of CPU per call here, a sixth of
-a whole ``call_model`` on an idle worker and twice that on a loaded one (bench/README.md, "Issue 27, third
-session"). Chat-completion parameters have no aliases or formats, and what pydantic-ai's ``OpenAIChatModel``
-passes is already JSON (dicts, lists, strings, numbers), so the transform returns what it was given. This client
+a whole ``call_model`` on an idle worker (bench/README.md, "model_request.py", third session). Chat-completion
+parameters have no aliases or formats, and what pydantic-ai's ``OpenAIChatModel`` passes is already JSON (dicts,
+lists, strings, numbers), so the transform returns what it was given. This client
 sends that as the body through the SDK's own ``post``: the same URL, headers, auth, timeout, error classes,
 response parsing and SSE streams; only the walk goes. Anything that is not plain JSON (a pydantic model, a tuple,
 a date) goes through the SDK's ``create`` as before, so no request changes meaning.
