@@ -15,9 +15,10 @@ import sys
 import uuid
 from pathlib import Path
 
+from pydantic import SecretStr
 from temporalio.client import Client
 
-from stakeflow.agents.types import Progress
+from stakeflow.agents.types import Dialect, Progress
 from stakeflow.config import Settings
 from stakeflow.core.contracts import PROGRESS_QUERY
 
@@ -39,6 +40,30 @@ def make_settings(tmp_path: Path, **overrides) -> Settings:
     values = dict(home=tmp_path / "home", queue_prefix=f"t{uuid.uuid4().hex[:8]}")
     values.update(overrides)
     return Settings(**values)
+
+
+def model_activities(tmp_path: Path, open_url: str, dialect: Dialect = "vllm", api_key: str | None = None):
+    """call_model's holder from its parameters alone, as a team's own worker builds it (no Settings): the open
+    endpoint at ``open_url`` serving ``served-model``, no frontier key."""
+    from stakeflow.activities.models import ModelActivities
+    from stakeflow.activities.parameters import FrontierEndpoint, ModelParameters, OpenEndpoint
+    from stakeflow.prices import PriceTable
+
+    return ModelActivities(
+        ModelParameters(
+            open=OpenEndpoint(
+                url=open_url,
+                model="served-model",
+                api_key=SecretStr(api_key) if api_key else None,
+                dialect=dialect,
+                timeout_s=30.0,
+                embedded=False,
+            ),
+            frontier=FrontierEndpoint(model="claude-sonnet-4-6", api_key=None, base_url=None, timeout_s=30.0),
+            prices=PriceTable.from_config({}),
+            traces_path=tmp_path / "traces.duckdb",
+        )
+    )
 
 
 def open_settings(tmp_path: Path, client: Client, open_fake, **overrides) -> Settings:

@@ -10,12 +10,11 @@ from pydantic_ai import Agent
 from temporalio.exceptions import ApplicationError
 
 from stakeflow.activities.models import ModelActivities
-from stakeflow.activities.parameters import FrontierEndpoint, ModelParameters, OpenEndpoint
 from stakeflow.agents.tools import CATALOGUE, constrained
 from stakeflow.agents.types import Dialect, ModelCallRequest, ModelEndpoint
 from stakeflow.core.errors import MODEL_OUTPUT_INVALID
-from stakeflow.prices import PriceTable
 from tests.fakes import FakeOpenAIServer, Reply, output_schema
+from tests.support import model_activities
 
 PLAN = {"steps": [{"title": "Read the notes", "tool": "read_file", "stakes": "low"}]}
 
@@ -40,17 +39,7 @@ def _step(paths: list[str], max_tokens: int = 256, tool: str = "read_file") -> M
 
 
 def _models(tmp_path: Path, server: FakeOpenAIServer, dialect: Dialect = "vllm") -> ModelActivities:
-    """call_model from its parameters alone, as a team's own worker builds it: no Settings."""
-    return ModelActivities(
-        ModelParameters(
-            open=OpenEndpoint(
-                url=server.url, model="served-model", api_key=None, dialect=dialect, timeout_s=30.0, embedded=False
-            ),
-            frontier=FrontierEndpoint(model="claude-sonnet-4-6", api_key=None, base_url=None, timeout_s=30.0),
-            prices=PriceTable.from_config({}),
-            traces_path=tmp_path / "traces.duckdb",
-        )
-    )
+    return model_activities(tmp_path, server.url, dialect)
 
 
 def _action(path: str) -> dict:

@@ -14,7 +14,6 @@ from openai.resources.chat.completions import completions as sdk_completions
 from stakeflow.activities import models as models_module
 from stakeflow.activities.models import ModelActivities
 from stakeflow.activities.open_chat import OpenRouteClient
-from stakeflow.activities.parameters import FrontierEndpoint, ModelParameters, OpenEndpoint
 from stakeflow.agents.tools import CATALOGUE
 from stakeflow.agents.types import (
     Dialect,
@@ -26,9 +25,9 @@ from stakeflow.agents.types import (
     ToolCall,
     ToolResult,
 )
-from stakeflow.prices import PriceTable
 from tests.agent_script import call, plan
 from tests.fakes import FakeOpenAIServer
+from tests.support import model_activities
 
 OPEN_KEY = "open-endpoint-key"
 
@@ -40,23 +39,7 @@ def server():
 
 
 def _models(tmp_path: Path, server: FakeOpenAIServer, dialect: Dialect) -> ModelActivities:
-    from pydantic import SecretStr
-
-    return ModelActivities(
-        ModelParameters(
-            open=OpenEndpoint(
-                url=server.url,
-                model="served-model",
-                api_key=SecretStr(OPEN_KEY),
-                dialect=dialect,
-                timeout_s=30.0,
-                embedded=False,
-            ),
-            frontier=FrontierEndpoint(model="claude-sonnet-4-6", api_key=None, base_url=None, timeout_s=30.0),
-            prices=PriceTable.from_config({}),
-            traces_path=tmp_path / "traces.duckdb",
-        )
-    )
+    return model_activities(tmp_path, server.url, dialect, api_key=OPEN_KEY)
 
 
 def _requests() -> list[ModelCallRequest]:
