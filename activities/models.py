@@ -8,7 +8,6 @@ Temporal owns retries, so every attempt is in history.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from temporalio.exceptions import ApplicationError
 
 from stakeflow.activities.budgets import CallBudgets
 from stakeflow.activities.capture import Capturer
+from stakeflow.activities.heartbeats import heartbeating
 from stakeflow.activities.model_errors import CallContext, missing_frontier_key, to_application_error
 from stakeflow.activities.model_messages import conversation
 from stakeflow.activities.model_outputs import to_action, to_plan
@@ -44,6 +44,9 @@ from stakeflow.agents.types import CallCostRecord, CallFailure, JudgeVerdict, Mo
 from stakeflow.core.contracts import CALL_MODEL, QueueRole
 from stakeflow.core.errors import MODEL_REQUEST_REJECTED, InputError
 from stakeflow.endpoints import check_base_url, same_endpoint
+
+# A model call beats at least this often, heartbeat timeout or not: a dead worker is noticed within seconds.
+HEARTBEAT_EVERY_S = 5.0
 
 
 @dataclass
@@ -170,7 +173,7 @@ class ModelActivities:
         tail = ("", 0)  # what of a streamed answer's text the workflow is to publish (model_stream.py)
         try:
             if req.stream:  # the answer streams, published as the model writes it
-                response, tail = await _heartbeating(
+                streamed, tail = await heartbeating(
                     answer_request(
                         target.model,
                         conversation(req),
@@ -178,16 +181,19 @@ class ModelActivities:
                         shape.params,
                         req,
                         tokenizer_url=_server_root(target.context.url) if self._counts_streams(target) else "",
-                    )
+                    ),
+                    HEARTBEAT_EVERY_S,
                 )
+                response = streamed
             else:
-                response = await _heartbeating(
+                response = await heartbeating(
                     model_request(
                         target.model,
                         conversation(req),
                         model_settings=shape.settings,
                         model_request_parameters=shape.params,
-                    )
+                    ),
+                    HEARTBEAT_EVERY_S,
                 )
             output = parse_output(shape, response)
         except Exception as e:
@@ -333,27 +339,3 @@ def _usage_of_messages(messages: list[ModelMessage]) -> Usage:
             total.incr(message.usage)
             total.requests += 1
     return to_usage(total)
-
-
-HEARTBEAT_EVERY_S = 5.0
-
-
-async def _heartbeating(coro):
-    """Await ``coro``, heartbeating meanwhile so a dead worker is noticed within the heartbeat
-    timeout instead of the (minutes-long) start-to-close timeout of a slow model call."""
-    task = asyncio.ensure_future(coro)
-    every = HEARTBEAT_EVERY_S
-    heartbeat_timeout = activity.info().heartbeat_timeout if activity.in_activity() else None
-    if heartbeat_timeout:
-        # Three beats per timeout, so one late beat never times a live call out.
-        every = min(every, heartbeat_timeout.total_seconds() / 3)
-    try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=every)
-            if done:
-                return task.result()
-            if activity.in_activity() and not activity.info().is_local:  # local activities cannot heartbeat
-                activity.heartbeat()
-    finally:
-        if not task.done():
-            task.cancel()

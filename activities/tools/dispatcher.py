@@ -19,9 +19,8 @@ module owns what is the same for all of them: validation, the span, timing and t
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +30,7 @@ from pydantic import BaseModel, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from stakeflow.activities.heartbeats import heartbeating
 from stakeflow.activities.mcp.sessions import ServerUnavailable
 from stakeflow.activities.mcp.toolbox import CallMayHaveActed, McpToolbox
 from stakeflow.activities.tools.context import ToolContext, ToolExecutor
@@ -95,7 +95,7 @@ class ToolActivities:
             },
         ) as span:
             try:
-                result = await _heartbeating(self._execute(req))
+                result = await heartbeating(self._execute(req))
             except ToolError as e:
                 result = ToolResult(ok=False, error=_cut(str(e)))
             span.set_attributes({sc.STATUS: "ok" if result.ok else "tool_error", "stakeflow.replayed": result.replayed})
@@ -151,28 +151,6 @@ class ToolActivities:
             )
         ctx = ToolContext(req.workspace, self._tools, self._legacy_ledger_dir, idempotency_key=req.idempotency_key)
         return await execute(args, ctx)
-
-
-async def _heartbeating(call: Awaitable[ToolResult]) -> ToolResult:
-    """Await the tool, heartbeating three times per heartbeat timeout (the SDK throttles what it sends).
-
-    Around every call, built-in, MCP or Python: a call that outlived the heartbeat timeout without beating
-    was retried by Temporal while it still ran (a slow Python or MCP tool started five times).
-    """
-    info = activity.info() if activity.in_activity() else None
-    if info is None or info.is_local or not info.heartbeat_timeout:
-        return await call
-    every = info.heartbeat_timeout.total_seconds() / 3
-    task = asyncio.ensure_future(call)
-    try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=every)
-            if done:
-                return task.result()
-            activity.heartbeat()
-    finally:
-        if not task.done():
-            task.cancel()  # the attempt was cancelled: so is the tool (write_file then stops waiting for its lock)
 
 
 def _retrying() -> str:
