@@ -68,7 +68,8 @@ class Reply:
     usage: dict[str, int] | None = None  # this reply's usage, in the provider's own keys
     model: str | None = None  # the model name to report; default: the one requested
     finish_reason: str | None = None  # OpenAI "length" / Anthropic "max_tokens" for a truncated answer
-    chunk_delay_s: float | None = None  # streamed: the pause before each chunk (default: the server's)
+    # streamed: the pause before each chunk, or before each in turn (a list; none after its end). Default: the server's.
+    chunk_delay_s: float | list[float] | None = None
 
     @classmethod
     def error(
@@ -186,7 +187,7 @@ class _FakeServer:
     ) -> None:
         self.requests: list[RecordedRequest] = []
         self.streams: bool | str = True  # see the module docstring
-        self.chunk_delay_s = 0.0
+        self.chunk_delay_s: float | list[float] = 0.0
         self.usage: dict[str, int] = dict(usage or self.default_usage())
         # When set, a request naming another model gets the provider's "unknown model" 404.
         self.models = models
@@ -344,10 +345,17 @@ class _FakeServer:
 
 @dataclass
 class Streamed:
-    """A streamed answer: its SSE events, sent ``delay_s`` apart (chunked transfer encoding)."""
+    """A streamed answer: its SSE events, sent ``delay_s`` apart, or after the pauses it lists in turn (chunked
+    transfer encoding)."""
 
     events: list[str]
-    delay_s: float = 0.0
+    delay_s: float | list[float] = 0.0
+
+    def pause(self, n: int) -> float:
+        """The pause before event ``n``."""
+        if isinstance(self.delay_s, list):
+            return self.delay_s[n] if n < len(self.delay_s) else 0.0
+        return self.delay_s
 
 
 def chunks(text: str) -> list[str]:
@@ -392,9 +400,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.end_headers()
         try:
-            for event in streamed.events:
-                if streamed.delay_s:
-                    time.sleep(streamed.delay_s)
+            for n, event in enumerate(streamed.events):
+                if pause := streamed.pause(n):
+                    time.sleep(pause)
                 data = event.encode("utf-8")
                 self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
                 self.wfile.flush()

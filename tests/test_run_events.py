@@ -76,6 +76,10 @@ async def history_signals(client, workflow_id: str, sequences: list[int] | None 
 
 
 async def test_a_reader_sees_steps_the_answer_growing_and_done(client, settings, open_fake, workspace):
+    # The answer's first 7 words at once, a pause past the first batch's interval, then the rest at once: the 8th
+    # event (the 7th word) goes in a batch, the words after it come within the next interval, so with the result.
+    # A steady 0.03 s a word put the last word past an interval now and then (CI under load): signalled whole.
+    open_fake.chunk_delay_s = [0.0] * 7 + [model_stream.FIRST_INTERVAL_S + 0.1]
     open_fake.script(SCRIPT)
     async with running_workers(client, settings):
         stakeflow = Client(client, settings)
