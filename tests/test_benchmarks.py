@@ -42,6 +42,7 @@ SMALLEST = [
         ],
         "(sf) stakeflow, 1 worker process",
     ),
+    ("segments.py", ["--runs", "1", "--warmup", "0", "--steps", "2"], "Temporal: act run - body"),
     ("model_request.py", ["--calls", "5", "--warmup", "1", "--rounds", "1"], "bare openai client"),
     ("traces.py", ["--spans", "2000", "--big", "0", "--repeat", "1"], "failed runs' cost"),
     ("budgets.py", ["--runs", "3", "--budget-runs", "2", "--latency", "0.05"], "0.0192"),
