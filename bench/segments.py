@@ -85,6 +85,10 @@ class Samples:
         return statistics.median(self.rows[key]) if self.rows.get(key) else float("nan")
 
 
+# A run's history, per step (overhead.Breakdown's fields): where (c) − (fc) is, model calls or not.
+HISTORY_PARTS = ("wft_wait", "wft_run", "act_wait", "act_run")
+
+
 def install_timers() -> dict[str, Timer]:
     """Wrap call_model and the model request it makes; before the workers are built.
 
@@ -186,6 +190,10 @@ async def bench(args: argparse.Namespace) -> tuple[Samples, Samples]:
                 c.add("answer cpu", answer.cpu * 1000)
                 fc.add("step", fc_ms / steps)
                 fc.add("act run", fc_hist.act_run / fc_hist.act_count)
+                for samples, hist in ((c, c_hist), (fc, fc_hist)):
+                    for part in HISTORY_PARTS:
+                        samples.add(part, getattr(hist, part) / steps)
+                    samples.add("outside", (hist.client_total - hist.server_total) / steps)
         finally:
             stop.set()
             await asyncio.wait_for(sf_workers, 30)
@@ -226,6 +234,11 @@ def report(args: argparse.Namespace, c: Samples, fc: Samples) -> str:
         f"of that, the call_model act runs above a no-op's {(act - floor_act) * (plain + 1) / steps:.1f}:",
         f"  plain requests {request * plain / steps:.1f}, stakeflow around them {(body - request) * plain / steps:.1f}, "
         f"the answer call {answer / steps:.1f}, Temporal above its no-op {(act - every_body - floor_act) * (plain + 1) / steps:.1f}",
+        "the histories, (c) - (fc) per step: "
+        + ", ".join(f"{part.replace('_', ' ')} {m(part) - fc.median(part):+.1f}" for part in HISTORY_PARTS)
+        + f"; the client's start and result calls around the server's first and last events {m('outside') - fc.median('outside'):+.1f}",
+        "(wft = workflow task: wait = scheduled -> started, run = started -> completed, local activities included;",
+        " act = the regular activities, the call_model calls: wait = scheduled -> started)",
     ]
     return "\n".join(lines)
 
