@@ -1,7 +1,7 @@
 """A storm against a frontier budget: N runs started at once, each wanting two frontier calls, with and without
 ``[budgets] frontier_usd_per_day``; the frontier's own log against the budget, and what reserving costs in time.
 
-One dev server, stakeflow's real workers in this process, scripted open and frontier servers (tests/fakes.py)
+One dev server, stakeflow's real workers in this process, scripted open and frontier servers (tests/fakes)
 answering after ``--latency`` seconds, the frontier billing input tokens as a quarter of each request's bytes.
 
     python bench/budgets.py                        # 200 runs, a budget of about 20 runs

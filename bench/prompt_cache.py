@@ -1,7 +1,7 @@
 """What the frontier's prompt cache takes off a run's input bill (issue 27, section 2): one multi-step, multi-round
 task run on a scripted frontier with Anthropic's cache semantics, with the cache and without it.
 
-The frontier fake (tests/fakes.py ``FakeAnthropicServer(cache=PromptCache())``) bills input as the API does: a
+The frontier fake (tests/fakes ``FakeAnthropicServer(cache=PromptCache())``) bills input as the API does: a
 breakpoint's prefix at least ``--min-tokens`` long is written (charged as a cache write), a later request with the
 same prefix reads it (charged as a cache read), the rest is uncached; ``PromptCache(enabled=False)`` counts the
 same tokens and caches nothing, which is what the same requests cost with no cache. Input dollars are those figures

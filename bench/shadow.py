@@ -2,7 +2,7 @@
 
 The goal (issue "Quality next to cost"): the same within noise, since a shadow runs in its own child workflow
 that the run neither waits for nor cancels. One dev server, stakeflow's real workers in this process, scripted
-open and frontier servers (tests/fakes.py) answering after ``--latency`` seconds. Each round runs one task per
+open and frontier servers (tests/fakes) answering after ``--latency`` seconds. Each round runs one task per
 rate, alternating, so drift hits both; shadows of a round are left to finish before the next round.
 
     python bench/shadow.py                    # 5 rounds, a 3-step plan, 0.2 s per model call

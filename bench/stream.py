@@ -2,7 +2,7 @@
 
 Two models:
 
-  scripted   tests/fakes.py's FakeOpenAIServer writing the answer a word every --word-delay seconds (a slow model:
+  scripted   tests/fakes' FakeOpenAIServer writing the answer a word every --word-delay seconds (a slow model:
              0.1 s is ~10 tokens/s), one dev server, stakeflow's real workers in this process;
   embedded   the default a user gets with no endpoint: SmolLM2-135M on llama.cpp, started by `stakeflow up` in an
              isolated STAKEFLOW_HOME with its own ports (as bench/tasks.py does), over examples/workspace.

@@ -1,6 +1,6 @@
 """Shared fixtures and hooks: a real Temporal dev server for the session, a clean environment per test.
 
-Only the paid or remote model APIs are replaced, by HTTP servers on 127.0.0.1 (tests/fakes.py),
+Only the paid or remote model APIs are replaced, by HTTP servers on 127.0.0.1 (tests/fakes),
 so the real openai/anthropic clients and pydantic-ai run.
 """
 

@@ -1,6 +1,6 @@
 """A server that behaves like vLLM's OpenAI-compatible API with LoRA adapters, for tests.
 
-Built on tests/fakes.py's FakeOpenAIServer (chat completions, scripted), plus what vLLM adds for adapters:
+Built on tests/fakes' FakeOpenAIServer (chat completions, scripted), plus what vLLM adds for adapters:
 ``GET /v1/models`` lists the base model and each loaded adapter (``parent`` = the base), and
 ``POST /v1/load_lora_adapter`` / ``POST /v1/unload_lora_adapter`` exist only when runtime updating is on
 (``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``); otherwise they are 404, as in vLLM, where the routes are not

@@ -107,7 +107,7 @@ async def wait_for_approval(handle, step: int) -> Progress:
 
 
 def open_endpoint_env(url: str, model: str = "qwen-test") -> dict[str, str]:
-    """A worker's variables for a scripted open model at ``url`` (tests/fakes.py), spoken to as vLLM."""
+    """A worker's variables for a scripted open model at ``url`` (tests/fakes), spoken to as vLLM."""
     return {"STAKEFLOW_OPEN_BASE_URL": url, "STAKEFLOW_OPEN_MODEL": model, "STAKEFLOW_OPEN_DIALECT": "vllm"}
 
 

@@ -1,6 +1,6 @@
 """The agent loop on a real dev server with real workers: a step's rounds (the model sees what its tools returned
 and fixes what failed), replanning after a step that failed, escalation when the open model is stuck, and the
-answer check. Only the model APIs are scripted servers (tests/fakes.py)."""
+answer check. Only the model APIs are scripted servers (tests/fakes)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ better, and the agent's next run using it. Also `stakeflow models lora` against 
 and off, `stakeflow evals replay` against another server, a failing trainer, and a train worker killed mid-run.
 
 Real dev server, real workers (in-process, and a `stakeflow worker` process for the crash), real CLI; only
-the model APIs are fakes on 127.0.0.1 (tests/fake_vllm.py, tests/fakes.py).
+the model APIs are fakes on 127.0.0.1 (tests/fake_vllm.py, tests/fakes).
 """
 
 from __future__ import annotations

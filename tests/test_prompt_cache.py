@@ -1,7 +1,7 @@
 """The frontier's prompt cache: breakpoints on the stable prefix of every call, cached tokens priced as the price
 table says (reads at the cache-read rate, writes at the cache-write rate), and the saving on the run's bill.
 
-The Anthropic fake bills input as the API does (tests/fakes.py PromptCache): what an earlier request wrote at a
+The Anthropic fake bills input as the API does (tests/fakes PromptCache): what an earlier request wrote at a
 breakpoint is read, later breakpoints are written, the rest is uncached.
 """
 

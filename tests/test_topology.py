@@ -12,7 +12,7 @@ deploy/compose.yaml in its own OS process, started with that file's commands and
   no history holds a goal in clear, and the restarted codec server decodes them.
 
 What differs from a cluster is only what one machine forces: addresses (127.0.0.1 and free ports instead
-of service names and 9464 everywhere), the model endpoints (scripted servers, tests/fakes.py), a shared
+of service names and 9464 everywhere), the model endpoints (scripted servers, tests/fakes), a shared
 folder instead of a volume, and one approvals line (write_file does not wait for a person here).
 """
 

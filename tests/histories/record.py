@@ -10,7 +10,7 @@ upgrade (a new command order without `workflow.patched`) fails CI instead of a u
 docs/versioning.md.
 
 Each scenario is a real run on a dev server this script starts, with real workers and the scripted model
-servers of tests/fakes.py; its history is saved as Temporal's JSON (``WorkflowHistory.to_json``), every
+servers of tests/fakes; its history is saved as Temporal's JSON (``WorkflowHistory.to_json``), every
 generation of a run that continued as new as its own file.
 """
 
