@@ -51,165 +51,26 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+ROLES = str(REPO / "bench" / "concurrency_roles.py")  # the child processes' roles
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from temporalio import activity, workflow
 from temporalio.client import Client
 
-from bench.overhead import bench_runner, event_ms
+from bench.concurrency_roles import (
+    FLOOR_ACTIVITY_QUEUE,
+    FLOOR_QUEUE,
+    MODEL_NAME,
+    PAI_QUEUE,
+    SleepFloorParams,
+    SleepFloorWorkflow,
+)
+from bench.overhead import event_ms
 from bench.procstats import Sampler, cpu_seconds, rss_mb, tree
 from tests.support import free_port
 
-MODEL_NAME = "fake-open-model"
-FLOOR_QUEUE = "bench-cc-floor"
-FLOOR_ACTIVITY_QUEUE = "bench-cc-floor-activities"
-PAI_QUEUE = "bench-pydantic-ai"  # bench/overhead.py's PYDANTIC_AI_QUEUE
 LOCAL_CALLS = {"sfl", "sfl2"}  # the stakeflow variants with [workers] local_model_calls (the starter's too)
 TWO_PROCESSES = {"sf2", "sfl2"}  # the ones run as `stakeflow worker --processes 2`
-
-
-# --- the floor: stakeflow's shape, activities that only sleep ------------------------------------------
-
-
-@activity.defn(name="bench_sleep")
-async def sleep_activity(seconds: float) -> float:
-    await asyncio.sleep(seconds)
-    return seconds
-
-
-@activity.defn(name="bench_cc_noop")
-async def noop_activity(step: int) -> int:
-    return step
-
-
-@dataclass
-class SleepFloorParams:
-    """Input of SleepFloorWorkflow: stakeflow's shape (plan, steps x (model + local tool), answer)."""
-
-    steps: int = 1
-    latency_s: float = 1.0
-    local: bool = False  # the model calls as local activities too (the shape of [workers] local_model_calls)
-    activity_queue: str = ""
-
-
-@workflow.defn(name="BenchSleepFloorWorkflow")
-class SleepFloorWorkflow:
-    """The orchestration alone, with model calls that take ``latency_s``: no model, no tool, tiny payloads."""
-
-    @workflow.run
-    async def run(self, p: SleepFloorParams) -> int:
-        for i in range(p.steps + 2):  # plan, steps, answer
-            if p.local:
-                await workflow.execute_local_activity(
-                    sleep_activity, p.latency_s, start_to_close_timeout=timedelta(seconds=60)
-                )
-            else:
-                await workflow.execute_activity(
-                    sleep_activity,
-                    p.latency_s,
-                    task_queue=p.activity_queue,
-                    start_to_close_timeout=timedelta(seconds=60),
-                )
-            if 0 < i <= p.steps:  # a step's tool, after its model call
-                await workflow.execute_local_activity(noop_activity, i, start_to_close_timeout=timedelta(seconds=30))
-        return p.steps
-
-
-# --- child processes: the model server, the pydantic-ai and floor workers ------------------------------
-
-
-def serve_model(latency: float, sf_steps: int, pai_steps: int) -> None:
-    """The scripted model: stakeflow's plan/step/answer, or pydantic-ai's calculator calls, after ``latency``."""
-    from bench.overhead import pydantic_ai_responder, stakeflow_responder
-    from tests.fakes import FakeOpenAIServer, Reply
-
-    sf, pai = stakeflow_responder(sf_steps), pydantic_ai_responder(pai_steps)
-
-    def respond(body: dict[str, Any]) -> Any:
-        names = [t.get("function", {}).get("name") for t in body.get("tools") or []]
-        item = pai(body) if "calculator" in names else sf(body)
-        return Reply.delayed(latency, item)
-
-    server = FakeOpenAIServer(model=MODEL_NAME, responder=respond)
-    server.start()
-    assert server._httpd is not None
-    # Every run's calls arrive at once: a 5-connection backlog would drop SYNs (1 s client retransmits).
-    server._httpd.socket.listen(4096)
-    print(server.url, flush=True)
-    _wait_for_sigterm()
-    server.stop()
-
-
-async def _serve_workers(kind: str, address: str, model_url: str, pollers: int, slots: int, key: str) -> None:
-    from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
-
-    limits: dict[str, Any] = {}
-    if slots:
-        limits = {
-            "max_concurrent_activities": slots,
-            "max_concurrent_workflow_tasks": slots,
-            "max_concurrent_local_activities": slots,
-        }
-    if pollers:
-        limits.update(
-            workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(pollers),
-            activity_task_poller_behavior=PollerBehaviorSimpleMaximum(pollers),
-        )
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    if kind == "pai":
-        from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
-
-        from bench import overhead
-
-        overhead._OPENAI.base_url = model_url
-        client = await Client.connect(address, plugins=[PydanticAIPlugin()])
-        workers = [
-            Worker(
-                client,
-                task_queue=PAI_QUEUE,
-                workflows=[overhead.BenchPydanticAIWorkflow],
-                workflow_runner=bench_runner(__name__),
-                **limits,
-            )
-        ]
-    else:
-        from temporalio.contrib.pydantic import pydantic_data_converter
-
-        client = await Client.connect(address, data_converter=pydantic_data_converter)
-        workers = [
-            Worker(
-                client,
-                task_queue=f"{FLOOR_QUEUE}-{key}",
-                workflows=[SleepFloorWorkflow],
-                activities=[noop_activity, sleep_activity],
-                workflow_runner=bench_runner(__name__),
-                **limits,
-            ),
-            Worker(client, task_queue=f"{FLOOR_ACTIVITY_QUEUE}-{key}", activities=[sleep_activity], **limits),
-        ]
-    tasks = [asyncio.create_task(w.run()) for w in workers]
-    print("polling", flush=True)
-    await stop.wait()
-    await asyncio.gather(*(w.shutdown() for w in workers))
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _wait_for_sigterm() -> None:
-    done = False
-
-    def handler(*_: object) -> None:
-        nonlocal done
-        done = True
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    while not done:
-        time.sleep(0.2)
 
 
 # --- the variants ---------------------------------------------------------------------------------------
@@ -319,7 +180,7 @@ class Bench:
     def start_model_server(self) -> tuple[str, int]:
         a = self.args
         proc = self.spawn(
-            [sys.executable, __file__, "--role", "model-server", "--latency", str(a.latency), "--calls", str(a.calls)],
+            [sys.executable, ROLES, "model-server", "--latency", str(a.latency), "--calls", str(a.calls)],
             "model",
             ready="url",
         )
@@ -331,8 +192,7 @@ class Bench:
             proc = self.spawn(
                 [
                     sys.executable,
-                    __file__,
-                    "--role",
+                    ROLES,
                     f"{role}-worker",
                     "--address",
                     address,
@@ -753,19 +613,7 @@ def main() -> None:
         help="task slots per queue (activities, workflow tasks, local activities), every worker "
         "but (sf0); default: the largest N if above Temporal's 100, 0 = Temporal's defaults",
     )
-    parser.add_argument("--role", help=argparse.SUPPRESS)
-    parser.add_argument("--key", default="", help=argparse.SUPPRESS)
-    parser.add_argument("--address", help=argparse.SUPPRESS)
-    parser.add_argument("--model-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.role == "model-server":
-        serve_model(args.latency, args.calls - 2, args.calls - 1)
-        return
-    if args.role in ("pai-worker", "floor-worker"):
-        asyncio.run(
-            _serve_workers(args.role.split("-")[0], args.address, args.model_url, args.pollers, args.slots, args.key)
-        )
-        os._exit(0)
     args.n = [int(x) for x in args.n.split(",") if x.strip()]
     if args.slots is None:
         args.slots = max(args.n) if max(args.n) > 100 else 0
