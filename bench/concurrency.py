@@ -65,7 +65,7 @@ from bench.concurrency_roles import (
     SleepFloorParams,
     SleepFloorWorkflow,
 )
-from bench.overhead import event_ms
+from bench.histories import event_ms
 from bench.procstats import Sampler, cpu_seconds, rss_mb, tree
 from tests.support import free_port
 
@@ -96,7 +96,7 @@ class Round:
     bench_cpu_s: float
     rss_before_mb: float
     rss_peak_mb: float
-    breakdown: Any = None  # bench/overhead.py's Breakdown, summed over the round's runs
+    breakdown: Any = None  # bench/histories.py's Breakdown, summed over the round's runs
     segments: int = 0  # trace-store segments the worker wrote (stakeflow variants)
 
     @property
@@ -341,7 +341,7 @@ LABELS = {
 
 
 async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[int, Result]], dict[str, float]]:
-    from bench.overhead import BenchParams, BenchPydanticAIWorkflow, task_answer, task_prompt
+    from bench.calculator_task import BenchParams, BenchPydanticAIWorkflow, task_answer, task_prompt
     from stakeflow.config import Settings, WorkersConfig
     from stakeflow.services import runs
     from stakeflow.temporal.connection import connect
@@ -414,7 +414,7 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, dict[int, Result]],
                 starts_ends = [server_span(h) for h in histories]
                 overheads = [((e - s) - calls * args.latency * 1000) / calls for s, e in starts_ends]
                 window = (max(e for _, e in starts_ends) - min(s for s, _ in starts_ends)) / 1000
-                from bench.overhead import Breakdown, breakdown_of
+                from bench.histories import Breakdown, breakdown_of
 
                 summed = sum((breakdown_of(h, 0.0) for h in histories), Breakdown())
                 return Round(
@@ -549,7 +549,7 @@ def report(
         for key in args.variants:
             rounds = results[key][n].rounds
             runs = sum(r.n for r in rounds)
-            from bench.overhead import Breakdown
+            from bench.histories import Breakdown
 
             m = sum((r.breakdown for r in rounds), Breakdown())
             w, a = max(m.wft_count, 1), max(m.act_count, 1)

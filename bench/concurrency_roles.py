@@ -2,7 +2,7 @@
 
   model-server   the scripted model (tests/fakes' FakeOpenAIServer) answering after ``--latency`` seconds:
                  stakeflow's plan, step and answer, or pydantic-ai's calculator calls; prints its URL
-  pai-worker     pydantic-ai's TemporalDurability worker (bench/overhead.py's agent and workflow); prints "polling"
+  pai-worker     pydantic-ai's TemporalDurability worker (bench/calculator_task.py's agent and workflow); prints "polling"
   floor-worker   the Temporal floor of stakeflow's shape (SleepFloorWorkflow, activities that only sleep); prints
                  "polling"
 
@@ -31,12 +31,12 @@ if str(REPO) not in sys.path:
 from temporalio import activity, workflow
 from temporalio.client import Client
 
-from bench.overhead import bench_runner
+from bench.calculator_task import bench_runner
 
 MODEL_NAME = "fake-open-model"
 FLOOR_QUEUE = "bench-cc-floor"
 FLOOR_ACTIVITY_QUEUE = "bench-cc-floor-activities"
-PAI_QUEUE = "bench-pydantic-ai"  # bench/overhead.py's PYDANTIC_AI_QUEUE
+PAI_QUEUE = "bench-pydantic-ai"  # bench/calculator_task.py's PYDANTIC_AI_QUEUE
 
 
 # --- the floor: stakeflow's shape, activities that only sleep ------------------------------------------
@@ -91,7 +91,7 @@ class SleepFloorWorkflow:
 
 def serve_model(latency: float, sf_steps: int, pai_steps: int) -> None:
     """The scripted model: stakeflow's plan/step/answer, or pydantic-ai's calculator calls, after ``latency``."""
-    from bench.overhead import pydantic_ai_responder, stakeflow_responder
+    from bench.calculator_task import pydantic_ai_responder, stakeflow_responder
     from tests.fakes import FakeOpenAIServer, Reply
 
     sf, pai = stakeflow_responder(sf_steps), pydantic_ai_responder(pai_steps)
@@ -134,15 +134,15 @@ async def serve_workers(kind: str, address: str, model_url: str, pollers: int, s
     if kind == "pai":
         from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
 
-        from bench import overhead
+        from bench import calculator_task
 
-        overhead._OPENAI.base_url = model_url
+        calculator_task.OPENAI.base_url = model_url
         client = await Client.connect(address, plugins=[PydanticAIPlugin()])
         workers = [
             Worker(
                 client,
                 task_queue=PAI_QUEUE,
-                workflows=[overhead.BenchPydanticAIWorkflow],
+                workflows=[calculator_task.BenchPydanticAIWorkflow],
                 workflow_runner=bench_runner(__name__),
                 **limits,
             )

@@ -11,7 +11,7 @@ tool call, then a final answer, run three ways against one Temporal dev server:
       activity, an answer call.
 
 The scripted zero-latency model is the same for all three: tests/fakes' ``FakeOpenAIServer`` (with
-TCP_NODELAY, see ZeroLatencyOpenAIServer) on 127.0.0.1, reached through the real ``openai`` client and
+TCP_NODELAY, see bench/calculator_task.py's ZeroLatencyOpenAIServer) on 127.0.0.1, reached through the real ``openai`` client and
 pydantic-ai's ``OpenAIChatModel``, so every model call pays the same loopback HTTP round trip and the rows
 differ by their orchestration. References: (a0)/(b0) are (a)/(b) with an in-process ``FunctionModel`` (what
 the HTTP hop costs; (b0) is the set-up of the issue's "65 ms per step"), and (fb)/(fc) are the Temporal
@@ -35,7 +35,6 @@ import asyncio
 import functools
 import os
 import platform
-import re
 import shutil
 import statistics
 import sys
@@ -53,270 +52,34 @@ if str(REPO) not in sys.path:
 
 from openai import AsyncOpenAI
 from pydantic_ai import Agent
-from pydantic_ai.durable_exec.temporal import PydanticAIPlugin, PydanticAIWorkflow, TemporalDurability
-from pydantic_ai.messages import (
-    ModelMessage,
-    ModelRequest,
-    ModelResponse,
-    TextPart,
-    ToolCallPart,
-    ToolReturnPart,
-    UserPromptPart,
-)
-from pydantic_ai.models.function import AgentInfo, FunctionModel
-from pydantic_ai.models.openai import OpenAIChatModel
-from pydantic_ai.providers.openai import OpenAIProvider
-from temporalio import activity, workflow
-from temporalio.api.enums.v1 import EventType
+from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from stakeflow.activities.tools import calculate
-from tests.agent_script import agent, call, plan
-from tests.fakes import FakeOpenAIServer, Reply
-
-MODEL_NAME = "fake-open-model"
-PYDANTIC_AI_QUEUE = "bench-pydantic-ai"
-
-# --- (a) and (b): one pydantic-ai agent definition --------------------------------------------------
-
-# The fake server's port is only known once it runs, so the client starts with a placeholder address
-# and main() points it at the server. The agent must exist at import time: TemporalDurability registers
-# its activities from the agent, and the agent must be built outside workflow code.
-_OPENAI = AsyncOpenAI(base_url="http://127.0.0.1:9/v1", api_key="none", max_retries=0)
-_HTTP_MODEL = OpenAIChatModel(MODEL_NAME, provider=OpenAIProvider(openai_client=_OPENAI))
-
-
-async def calculator(expression: str) -> str:
-    """Evaluate an arithmetic expression exactly."""
-    return calculate(expression)  # stakeflow's own calculator, so the tool costs the same everywhere
-
-
-durable_agent = Agent(_HTTP_MODEL, name="bench_agent", tools=[calculator], capabilities=[TemporalDurability()])
-plain_agent = Agent(_HTTP_MODEL, name="bench_plain", tools=[calculator])
-
-
-def task_prompt(steps: int) -> str:
-    return f"Compute the first {steps} multiples of 7, one calculator call each."
-
-
-def task_answer(steps: int) -> str:
-    """The scripted answer: every figure in it is a calculator result, so the answer check passes first time."""
-    return "The multiples are " + ", ".join(str(7 * i) for i in range(1, steps + 1)) + "."
-
-
-def _steps_in(messages: list[ModelMessage]) -> int:
-    for m in messages:
-        if isinstance(m, ModelRequest):
-            for p in m.parts:
-                if isinstance(p, UserPromptPart) and isinstance(p.content, str):
-                    found = re.search(r"first (\d+) multiples", p.content)
-                    if found:
-                        return int(found.group(1))
-    raise ValueError("no step count in the prompt")
-
-
-def _scripted(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
-    """The FunctionModel twin of the fake server's script: calculator until every step ran, then answer."""
-    done = _tool_returns(messages)
-    if done < _steps_in(messages):
-        return ModelResponse(parts=[ToolCallPart("calculator", {"expression": f"{done + 1}*7"})])
-    return ModelResponse(parts=[TextPart(task_answer(_steps_in(messages)))])
-
-
-# (a0) and (b0): the same agents with an in-process FunctionModel, to show what the HTTP hop costs.
-_FUNCTION_MODEL = FunctionModel(_scripted)
-plain_function_agent = Agent(_FUNCTION_MODEL, name="bench_plain_function", tools=[calculator])
-durable_function_agent = Agent(
-    _FUNCTION_MODEL, name="bench_function", tools=[calculator], capabilities=[TemporalDurability()]
+from bench.calculator_task import (
+    FLOOR_ACTIVITY_QUEUE,
+    FLOOR_QUEUE,
+    MODEL_NAME,
+    OPENAI,
+    PYDANTIC_AI_QUEUE,
+    BenchFloorWorkflow,
+    BenchParams,
+    BenchPydanticAIWorkflow,
+    FloorParams,
+    ZeroLatencyOpenAIServer,
+    bench_runner,
+    noop_activity,
+    plain_agent,
+    plain_function_agent,
+    pydantic_ai_responder,
+    stakeflow_responder,
+    task_answer,
+    task_prompt,
+    tool_returns,
 )
-
-
-@dataclass
-class BenchParams:
-    """Input of BenchPydanticAIWorkflow."""
-
-    prompt: str = ""
-    function_model: bool = False
-
-
-@workflow.defn(name="BenchPydanticAIWorkflow")
-class BenchPydanticAIWorkflow(PydanticAIWorkflow):
-    """(b): pydantic-ai's durable agent, one agent run per workflow."""
-
-    __pydantic_ai_agents__ = (durable_agent, durable_function_agent)
-
-    @workflow.run
-    async def run(self, params: BenchParams) -> str:
-        agent = durable_function_agent if params.function_model else durable_agent
-        result = await agent.run(params.prompt)
-        return result.output
-
-
-# --- the Temporal floor: the same activity shapes with no work in them ---------------------------------
-
-FLOOR_QUEUE = "bench-floor"
-FLOOR_ACTIVITY_QUEUE = "bench-floor-activities"
-
-
-@activity.defn(name="bench_noop")
-async def noop_activity(step: int) -> int:
-    return step
-
-
-@dataclass
-class FloorParams:
-    """Input of BenchFloorWorkflow: ``shape`` "b" (2 regular activities per step on the workflow's own
-    queue, as TemporalDurability runs them), "c" (stakeflow's: plan, then per step 1 regular activity on
-    another queue + 1 local activity, then answer) or "cl" (stakeflow's with ``[workers] local_model_calls``:
-    every one of them a local activity)."""
-
-    steps: int = 10
-    shape: str = "c"
-
-
-@workflow.defn(name="BenchFloorWorkflow")
-class BenchFloorWorkflow:
-    """What the orchestration alone costs: no model, no tool, empty payloads."""
-
-    @workflow.run
-    async def run(self, params: FloorParams) -> int:
-        regular = {"start_to_close_timeout": timedelta(seconds=30)}
-        if params.shape == "b":
-            for i in range(params.steps):
-                await workflow.execute_activity(noop_activity, i, **regular)
-                await workflow.execute_activity(noop_activity, i, **regular)
-            await workflow.execute_activity(noop_activity, params.steps, **regular)
-            return params.steps
-        other = {**regular, "task_queue": FLOOR_ACTIVITY_QUEUE}
-        local = {"start_to_close_timeout": timedelta(seconds=30)}
-
-        async def model_call(i: int) -> None:
-            if params.shape == "cl":
-                await workflow.execute_local_activity(noop_activity, i, **local)
-            else:
-                await workflow.execute_activity(noop_activity, i, **other)
-
-        await model_call(0)
-        for i in range(params.steps):
-            await model_call(i)
-            await workflow.execute_local_activity(noop_activity, i, **local)
-        await model_call(params.steps)
-        return params.steps
-
-
-class ZeroLatencyOpenAIServer(FakeOpenAIServer):
-    """tests/fakes' OpenAI-compatible server with TCP_NODELAY on its sockets.
-
-    The test fake writes the response head and body in two sends; with Nagle's algorithm on, the
-    second waits for the client's delayed ACK, about 40 ms per call on Linux loopback (measured:
-    48 ms vs 5 ms per bare request). Real servers (vLLM's uvicorn) set TCP_NODELAY, so the
-    stall would be an artefact of the fake, not of any variant.
-    """
-
-    def start(self) -> ZeroLatencyOpenAIServer:
-        super().start()
-        assert self._httpd is not None
-        self._httpd.RequestHandlerClass.disable_nagle_algorithm = True  # this instance's handler class only
-        return self
-
-
-def pydantic_ai_responder(steps: int):
-    """The fake model for (a)/(b): ask for ``calculator`` until ``steps`` tool results came back, then answer."""
-
-    def respond(body: dict[str, Any]) -> Any:
-        done = sum(1 for m in body.get("messages") or [] if m.get("role") == "tool")
-        if done < steps:
-            return Reply(tool_call=("calculator", {"expression": f"{done + 1}*7"}))
-        return task_answer(steps)
-
-    return respond
-
-
-def stakeflow_responder(steps: int):
-    """The fake model for (c): a plan of ``steps`` calculator steps, each step one call, then the answer."""
-    the_plan = plan(*[(f"Compute {i}*7", "calculator") for i in range(1, steps + 1)])
-    actions = {i: call("calculator", f"computed {i}*7", expression=f"{i}*7") for i in range(1, steps + 1)}
-    return agent(the_plan, actions, answer=task_answer(steps))
-
-
-# --- history breakdown ------------------------------------------------------------------------------
-
-
-@dataclass
-class Breakdown:
-    """Where a run's server-side time went, from its event history (milliseconds, summed)."""
-
-    wft_count: int = 0
-    wft_wait: float = 0.0  # WorkflowTaskScheduled -> Started: server hands the task to the worker
-    wft_run: float = 0.0  # WorkflowTaskStarted -> Completed: workflow code (+ local activities) on the worker
-    act_count: int = 0
-    act_wait: float = 0.0  # ActivityTaskScheduled -> Started: dispatch to an activity worker
-    act_run: float = 0.0  # ActivityTaskStarted -> Completed: the activity (model call over HTTP, tool)
-    markers: int = 0  # local activities (their MarkerRecorded events)
-    server_total: float = 0.0  # WorkflowExecutionStarted -> Completed
-    client_total: float = 0.0  # start_workflow() called -> result() returned
-
-    def __add__(self, o: Breakdown) -> Breakdown:
-        return Breakdown(**{k: getattr(self, k) + getattr(o, k) for k in self.__dataclass_fields__})
-
-    def scaled(self, f: float) -> Breakdown:
-        return Breakdown(**{k: getattr(self, k) * f for k in self.__dataclass_fields__})
-
-
-def event_ms(ts) -> float:
-    """A history event's timestamp in ms."""
-    return ts.seconds * 1000.0 + ts.nanos / 1e6
-
-
-def breakdown_of(history, client_ms: float) -> Breakdown:
-    b = Breakdown(client_total=client_ms)
-    scheduled: dict[int, float] = {}
-    started: dict[int, float] = {}
-    first = last = None
-    for e in history.events:
-        t = event_ms(e.event_time)
-        first = t if first is None else first
-        last = t
-        kind = e.event_type
-        if kind == EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED:
-            scheduled[e.event_id] = t
-        elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
-            sid = e.workflow_task_started_event_attributes.scheduled_event_id
-            started[e.event_id] = t
-            b.wft_wait += t - scheduled[sid]
-        elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
-            b.wft_count += 1
-            b.wft_run += t - started[e.workflow_task_completed_event_attributes.started_event_id]
-        elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            scheduled[e.event_id] = t
-        elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-            started[e.event_id] = t
-            b.act_wait += t - scheduled[e.activity_task_started_event_attributes.scheduled_event_id]
-        elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
-            b.act_count += 1
-            b.act_run += t - started[e.activity_task_completed_event_attributes.started_event_id]
-        elif (
-            kind == EventType.EVENT_TYPE_MARKER_RECORDED
-            and e.marker_recorded_event_attributes.marker_name == "core_local_activity"
-        ):
-            b.markers += 1
-    b.server_total = (last or 0.0) - (first or 0.0)
-    return b
-
-
-def bench_runner(*also: str) -> SandboxedWorkflowRunner:
-    """The default sandbox, with this module (and the benchmark modules in ``also``) passed through.
-
-    Otherwise the sandbox would re-execute this whole file (agents, fake server class, ...) at the
-    start of every (b) and floor run, a cost of this benchmark's layout, not of pydantic-ai. So (b)
-    gets its best case. stakeflow's own workers pass its workflow modules through too (stakeflow/temporal/sandbox.py).
-    """
-    return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(__name__, *also))
-
+from bench.histories import Breakdown, breakdown_of
 
 # --- the variants -----------------------------------------------------------------------------------
 
@@ -344,7 +107,7 @@ async def run_plain(agent: Agent, steps: int) -> float:
     result = await agent.run(task_prompt(steps))
     elapsed = (time.perf_counter() - started) * 1000
     _check(result.output == task_answer(steps), f"plain run answered {result.output!r}")
-    _check(_tool_returns(result.all_messages()) == steps, "plain run made the wrong number of tool calls")
+    _check(tool_returns(result.all_messages()) == steps, "plain run made the wrong number of tool calls")
     return elapsed
 
 
@@ -411,10 +174,6 @@ async def _on_cpu(cpu: dict[str, float], key: str, run: Any) -> Any:
     out = await run
     cpu[key] = (time.process_time() - started) * 1000
     return out
-
-
-def _tool_returns(messages: list[ModelMessage]) -> int:
-    return sum(1 for m in messages if isinstance(m, ModelRequest) for p in m.parts if isinstance(p, ToolReturnPart))
 
 
 def _check(ok: bool, message: str) -> None:
@@ -486,7 +245,7 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Variant], float]:
     ):
         pai_fake.script(pydantic_ai_responder(steps))
         sf_fake.script(stakeflow_responder(steps))
-        _OPENAI.base_url = pai_fake.url
+        OPENAI.base_url = pai_fake.url
 
         env = await WorkflowEnvironment.start_local(
             dev_server_existing_path=temporal_binary(),
@@ -735,8 +494,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    # Run from the module imported under its own name: Temporal's sandbox re-executes a workflow module
-    # named ``__main__`` from its file for every run and cannot pass it through (see bench_runner).
-    from bench import overhead
-
-    overhead.main()
+    main()

@@ -85,7 +85,7 @@ class Samples:
         return statistics.median(self.rows[key]) if self.rows.get(key) else float("nan")
 
 
-# A run's history, per step (overhead.Breakdown's fields): where (c) − (fc) is, model calls or not.
+# A run's history, per step (bench/histories.py's Breakdown fields): where (c) − (fc) is, model calls or not.
 HISTORY_PARTS = ("wft_wait", "wft_run", "act_wait", "act_run")
 
 
@@ -123,6 +123,7 @@ async def bench(args: argparse.Namespace) -> tuple[Samples, Samples]:
     from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
 
+    from bench import calculator_task as task
     from bench import overhead as o
     from stakeflow.config import Settings
     from stakeflow.local.services import dev_server_args, temporal_binary
@@ -133,9 +134,9 @@ async def bench(args: argparse.Namespace) -> tuple[Samples, Samples]:
     c, fc = Samples(), Samples()
     with (
         tempfile.TemporaryDirectory(prefix="stakeflow-bench-") as tmp,
-        o.ZeroLatencyOpenAIServer(model=o.MODEL_NAME) as fake,
+        task.ZeroLatencyOpenAIServer(model=task.MODEL_NAME) as fake,
     ):
-        fake.script(o.stakeflow_responder(steps))
+        fake.script(task.stakeflow_responder(steps))
         env = await WorkflowEnvironment.start_local(
             dev_server_existing_path=temporal_binary(),
             data_converter=pydantic_data_converter,
@@ -147,7 +148,7 @@ async def bench(args: argparse.Namespace) -> tuple[Samples, Samples]:
             home=Path(tmp) / "home",
             queue_prefix=f"bench{uuid.uuid4().hex[:6]}",
             open_base_url=fake.url,
-            open_model=o.MODEL_NAME,
+            open_model=task.MODEL_NAME,
             open_dialect="vllm",
         )
         workspace = Path(tmp) / "workspace"
@@ -157,12 +158,12 @@ async def bench(args: argparse.Namespace) -> tuple[Samples, Samples]:
         floor = [
             Worker(
                 client,
-                task_queue=o.FLOOR_QUEUE,
-                workflows=[o.BenchFloorWorkflow],
-                activities=[o.noop_activity],
-                workflow_runner=o.bench_runner(),
+                task_queue=task.FLOOR_QUEUE,
+                workflows=[task.BenchFloorWorkflow],
+                activities=[task.noop_activity],
+                workflow_runner=task.bench_runner(),
             ),
-            Worker(client, task_queue=o.FLOOR_ACTIVITY_QUEUE, activities=[o.noop_activity]),
+            Worker(client, task_queue=task.FLOOR_ACTIVITY_QUEUE, activities=[task.noop_activity]),
         ]
         floor_tasks = [asyncio.create_task(w.run()) for w in floor]
         try:
