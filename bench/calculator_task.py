@@ -38,7 +38,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from stakeflow.activities.tools import calculate
 from tests.agent_script import agent, call, plan
-from tests.fakes import FakeOpenAIServer, Reply
+from tests.fakes import Reply
 
 MODEL_NAME = "fake-open-model"
 PYDANTIC_AI_QUEUE = "bench-pydantic-ai"
@@ -168,22 +168,6 @@ class BenchFloorWorkflow:
             await workflow.execute_local_activity(noop_activity, i, **local)
         await model_call(params.steps)
         return params.steps
-
-
-class ZeroLatencyOpenAIServer(FakeOpenAIServer):
-    """tests/fakes' OpenAI-compatible server with TCP_NODELAY on its sockets.
-
-    The test fake writes the response head and body in two sends; with Nagle's algorithm on, the
-    second waits for the client's delayed ACK, about 40 ms per call on Linux loopback (measured:
-    48 ms vs 5 ms per bare request). Real servers (vLLM's uvicorn) set TCP_NODELAY, so the
-    stall would be an artefact of the fake, not of any variant.
-    """
-
-    def start(self) -> ZeroLatencyOpenAIServer:
-        super().start()
-        assert self._httpd is not None
-        self._httpd.RequestHandlerClass.disable_nagle_algorithm = True  # this instance's handler class only
-        return self
 
 
 def pydantic_ai_responder(steps: int):

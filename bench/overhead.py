@@ -11,7 +11,7 @@ tool call, then a final answer, run three ways against one Temporal dev server:
       activity, an answer call.
 
 The scripted zero-latency model is the same for all three: tests/fakes' ``FakeOpenAIServer`` (with
-TCP_NODELAY, see bench/calculator_task.py's ZeroLatencyOpenAIServer) on 127.0.0.1, reached through the real ``openai`` client and
+TCP_NODELAY, as real servers set it) on 127.0.0.1, reached through the real ``openai`` client and
 pydantic-ai's ``OpenAIChatModel``, so every model call pays the same loopback HTTP round trip and the rows
 differ by their orchestration. References: (a0)/(b0) are (a)/(b) with an in-process ``FunctionModel`` (what
 the HTTP hop costs; (b0) is the set-up of the issue's "65 ms per step"), and (fb)/(fc) are the Temporal
@@ -68,7 +68,6 @@ from bench.calculator_task import (
     BenchParams,
     BenchPydanticAIWorkflow,
     FloorParams,
-    ZeroLatencyOpenAIServer,
     bench_runner,
     noop_activity,
     plain_agent,
@@ -80,6 +79,7 @@ from bench.calculator_task import (
     tool_returns,
 )
 from bench.histories import Breakdown, breakdown_of
+from tests.fakes import FakeOpenAIServer
 
 # --- the variants -----------------------------------------------------------------------------------
 
@@ -240,8 +240,8 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Variant], float]:
     variants = make_variants(steps)
     with (
         tempfile.TemporaryDirectory(prefix="stakeflow-bench-") as tmp,
-        ZeroLatencyOpenAIServer(model=MODEL_NAME) as pai_fake,
-        ZeroLatencyOpenAIServer(model=MODEL_NAME) as sf_fake,
+        FakeOpenAIServer(model=MODEL_NAME) as pai_fake,
+        FakeOpenAIServer(model=MODEL_NAME) as sf_fake,
     ):
         pai_fake.script(pydantic_ai_responder(steps))
         sf_fake.script(stakeflow_responder(steps))

@@ -128,13 +128,14 @@ async def bench(args: argparse.Namespace) -> tuple[Samples, Samples]:
     from stakeflow.config import Settings
     from stakeflow.local.services import dev_server_args, temporal_binary
     from stakeflow.workers.main import run_workers
+    from tests.fakes import FakeOpenAIServer
 
     timers = install_timers()
     steps = args.steps
     c, fc = Samples(), Samples()
     with (
         tempfile.TemporaryDirectory(prefix="stakeflow-bench-") as tmp,
-        task.ZeroLatencyOpenAIServer(model=task.MODEL_NAME) as fake,
+        FakeOpenAIServer(model=task.MODEL_NAME) as fake,
     ):
         fake.script(task.stakeflow_responder(steps))
         env = await WorkflowEnvironment.start_local(
