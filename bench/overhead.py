@@ -349,6 +349,26 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Variant], float]:
     return variants, http_ms
 
 
+def spread_line(variants: dict[str, Variant]) -> str:
+    """The wall ratio of each round on its own ((c) − (fc) against (b) − (fb), the four runs of one round): how
+    far the invocation's verdict can be trusted. For the same code it spans 0.28–0.83 between invocations on 2
+    cores (bench/README.md, "How far one invocation can be trusted")."""
+    rounds = zip(
+        variants["c"].totals_ms,
+        variants["fc"].totals_ms,
+        variants["b"].totals_ms,
+        variants["fb"].totals_ms,
+        strict=True,
+    )
+    ratios = sorted((c - fc) / (b - fb) for c, fc, b, fb in rounds if b != fb)
+    if not ratios:
+        return "  each round's ratio: none ((b) took as long as (fb))"
+    return (
+        f"  each round's ratio: {ratios[0]:.2f} to {ratios[-1]:.2f}, median {statistics.median(ratios):.2f} "
+        f"({len(ratios)} rounds; a verdict is only as good as this spread)"
+    )
+
+
 def report(args: argparse.Namespace, variants: dict[str, Variant], http_ms: float) -> str:
     steps = args.steps
     per = {k: v.median() / steps for k, v in variants.items()}
@@ -392,6 +412,7 @@ def report(args: argparse.Namespace, variants: dict[str, Variant], http_ms: floa
             f"  (c) - (fc) = {own_c:.1f} ms/step <= 1/3 x ((b) - (fb)) = 1/3 x {own_b:.1f} = {own_b / 3:.1f}  -> "
             f"{'meets' if own_c <= own_b / 3 else 'MISSES'} (ratio {own_c / own_b:.2f})"
         ),
+        spread_line(variants),
         f"  (cl)/(b) = {cl_ratio:.2f} <= 0.4  -> {'meets' if cl_ratio <= 0.4 else 'MISSES'}",
         (
             f"  CPU above the floor: (b) - (fb) = {cpu['b'] - cpu['fb']:.1f} ms/step, (c) - (fc) = "

@@ -77,3 +77,15 @@ def test_the_benchmark_runs_its_scenario(script: str, args: list[str], printed: 
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
     assert printed in output, output[-4000:]
+
+
+def test_the_overhead_verdict_shows_how_far_its_rounds_agree() -> None:
+    """One invocation's wall ratio spans 0.28-0.83 for the same code (bench/README.md): the verdict shows its rounds'."""
+    from bench.overhead import Variant, spread_line
+
+    variants = {key: Variant(key, key, "") for key in ("b", "fb", "c", "fc")}
+    variants["b"].totals_ms, variants["fb"].totals_ms = [300.0, 200.0], [100.0, 100.0]
+    variants["c"].totals_ms, variants["fc"].totals_ms = [200.0, 130.0], [100.0, 100.0]  # rounds: 0.50 and 0.30
+    assert spread_line(variants) == (
+        "  each round's ratio: 0.30 to 0.50, median 0.40 (2 rounds; a verdict is only as good as this spread)"
+    )
