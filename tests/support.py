@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -26,10 +27,40 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_WORKSPACE = REPO / "examples" / "workspace"
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for ports it picks itself (outgoing connections, binds to port 0)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port on 127.0.0.1 for a server a test starts: below the kernel's ephemeral range, and never one this
+    session handed out before.
+
+    A port the kernel picked (a bind to port 0, closed again) is ephemeral: until the child process binds it, any
+    outgoing connection or another bind to port 0 may take it, and the child fails with "Address already in use"
+    (seen in CI: a topology worker's metrics port, tests/test_topology.py).
+    """
+    low, _ = ephemeral_ports()
+    first = max(1024, low - 16384)
+    for _ in range(1000):
+        port = random.randrange(first, low)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"no free port on 127.0.0.1 in {first}-{low - 1}")
 
 
 UI_PORT = free_port()  # the session dev server's Web UI (tests/test_web_ui.py opens it in Chromium)

@@ -41,7 +41,7 @@ from stakeflow.agents.types import TaskResult
 from stakeflow.webhooks import sign
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply, prompt_text
-from tests.support import free_port
+from tests.support import ephemeral_ports, free_port
 from tests.test_codec import KEYS_ENV, sealed_client
 from tests.test_codec_server import TOKEN as CODEC_TOKEN
 
@@ -375,3 +375,12 @@ async def _decode_first_input(client, workflow_id: str, codec_url: str) -> str:
         r = await http.post(f"{codec_url}/decode", json=body, headers={"Authorization": f"Bearer {CODEC_TOKEN}"})
     assert r.status_code == 200, r.text
     return base64.b64decode(r.json()["payloads"][0]["data"]).decode()
+
+
+def test_a_server_s_port_is_never_one_the_kernel_hands_out_itself() -> None:
+    """A port the kernel picked for a bind to port 0 can go to any outgoing connection before the child process
+    binds it: CI saw a worker's metrics port taken ("Address already in use") in the test above."""
+    low, _ = ephemeral_ports()
+    ports = [free_port() for _ in range(200)]
+    assert all(p < low for p in ports), [p for p in ports if p >= low]
+    assert len(set(ports)) == len(ports)
