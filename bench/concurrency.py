@@ -65,6 +65,7 @@ from bench.concurrency_roles import (
     SleepFloorParams,
     SleepFloorWorkflow,
 )
+from bench.harness import exit_now, hermetic, printed
 from bench.histories import event_ms
 from bench.procstats import Sampler, cpu_seconds, rss_mb, tree
 from tests.support import free_port
@@ -623,23 +624,9 @@ def main() -> None:
         parser.error("(sf0) needs --baseline DIR")
     if unknown or args.calls < 3 or args.rounds < 1 or not args.n or min(args.n) < 1:
         parser.error(f"bad arguments {unknown or ''}: variants from {', '.join(LABELS)}, --calls >= 3, --rounds >= 1")
-    for key in list(os.environ):
-        if key.startswith(("STAKEFLOW_", "ANTHROPIC_", "OPENAI_", "OTEL_")):
-            del os.environ[key]
+    hermetic()
     load_before = os.getloadavg()
-    code = 0
-    try:
-        results, load_after = asyncio.run(bench(args))
-        print(report(args, results, load_after, load_before))
-    except Exception as e:
-        import traceback
-
-        traceback.print_exc()
-        print(f"benchmark failed: {e}", file=sys.stderr)
-        code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # temporalio can crash at interpreter exit after client use (sdk-python#300)
+    exit_now(printed(lambda: report(args, *asyncio.run(bench(args)), load_before)))
 
 
 if __name__ == "__main__":

@@ -78,6 +78,7 @@ from bench.calculator_task import (
     task_prompt,
     tool_returns,
 )
+from bench.harness import exit_now, hermetic, printed
 from bench.histories import Breakdown, breakdown_of
 from tests.fakes import FakeOpenAIServer
 
@@ -476,11 +477,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.runs < 1 or args.steps < 1 or args.warmup < 0:
         parser.error("--runs and --steps must be >= 1, --warmup >= 0")
-    # Hermetic: the developer's stakeflow/Anthropic/OTel settings must not change what is measured.
-    for key in list(os.environ):
-        if key.startswith(("STAKEFLOW_", "ANTHROPIC_", "OPENAI_", "OTEL_")):
-            del os.environ[key]
-    code = 0
+    hermetic()
     traces_home = tempfile.mkdtemp(prefix="stakeflow-bench-traces-") if args.traced else None
     if traces_home:
         from stakeflow.config import Settings
@@ -488,14 +485,7 @@ def main() -> None:
 
         traced = Settings(home=Path(traces_home))
         setup_tracing(traced, "worker")  # before the workers start, as `stakeflow worker`
-    try:
-        print(report(args, *asyncio.run(bench(args))))
-    except Exception as e:
-        import traceback
-
-        traceback.print_exc()
-        print(f"benchmark failed: {e}", file=sys.stderr)
-        code = 1
+    code = printed(lambda: report(args, *asyncio.run(bench(args))))
     if traces_home:
         from stakeflow.temporal.telemetry import shutdown
         from stakeflow.traces import TraceStore
@@ -508,10 +498,7 @@ def main() -> None:
             print("benchmark failed: traced, and no span reached the trace store", file=sys.stderr)
             code = 1
         shutil.rmtree(traces_home, ignore_errors=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # temporalio can crash at interpreter exit after client use (sdk-python#300, DESIGN.md).
-    os._exit(code)
+    exit_now(code)
 
 
 if __name__ == "__main__":

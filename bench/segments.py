@@ -45,6 +45,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.harness import exit_now, hermetic, printed
+
 
 @dataclass
 class Timer:
@@ -253,21 +255,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.runs < 1 or args.steps < 1 or args.warmup < 0:
         parser.error("--runs and --steps must be >= 1, --warmup >= 0")
-    for key in list(os.environ):  # hermetic, as overhead.py
-        if key.startswith(("STAKEFLOW_", "ANTHROPIC_", "OPENAI_", "OTEL_")):
-            del os.environ[key]
-    code = 0
-    try:
-        print(report(args, *asyncio.run(bench(args))))
-    except Exception as e:
-        import traceback
-
-        traceback.print_exc()
-        print(f"benchmark failed: {e}", file=sys.stderr)
-        code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # temporalio can crash at interpreter exit after client use (sdk-python#300, DESIGN.md)
+    hermetic()
+    exit_now(printed(lambda: report(args, *asyncio.run(bench(args)))))
 
 
 if __name__ == "__main__":
