@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRunner
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from stakeflow.config import load_settings
 from stakeflow.core.contracts import CALL_MODEL, queue_name
 from stakeflow.core.errors import ConfigError
-from stakeflow.temporal.sandbox import PASSED_THROUGH
+from stakeflow.temporal.sandbox import PASSED_THROUGH, ContextFreeSandbox
 from stakeflow.workers.main import Holders, build_workers
 from tests.support import make_settings, running_workers
 
@@ -55,7 +54,7 @@ async def test_the_workflows_worker_passes_stakeflows_pure_modules_through_its_s
     settings = make_settings(tmp_path)
     wf = _by_queue(client, settings)[queue_name("workflows", settings.queue_prefix)]
     runner = wf["workflow_runner"]
-    assert isinstance(runner, SandboxedWorkflowRunner)
+    assert isinstance(runner, ContextFreeSandbox)  # stakeflow's converter: tests/test_sandbox.py
     assert set(PASSED_THROUGH) <= set(runner.restrictions.passthrough_modules)
     off = make_settings(tmp_path, workers={"workflow_sandbox": False})
     unsandboxed = _by_queue(client, off)[queue_name("workflows", off.queue_prefix)]["workflow_runner"]

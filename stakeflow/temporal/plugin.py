@@ -23,8 +23,10 @@ What every client and worker gets from it:
   a process without one (a script, the tests' in-process workers) the plugin leaves tracing out and says so in
   the log, where Temporal would refuse to build the worker;
 - the **sandbox**: stakeflow's pure modules (``sandbox.PASSED_THROUGH``, and OpenTelemetry when traced) passed
-  through a sandboxed worker's runner, imported once per process instead of once per run; stakeflow's own
-  workflows queue runs sandboxed or not as ``[workers] workflow_sandbox`` says.
+  through a sandboxed worker's runner, imported once per process instead of once per run; with stakeflow's
+  converter the sandbox answers the worker's serialization-context questions without entering it
+  (``sandbox.ContextFreeSandbox``); stakeflow's own workflows queue runs sandboxed or not as
+  ``[workers] workflow_sandbox`` says.
 
 And a worker on one of stakeflow's queues (``queue_roles``: each role's queue under the settings' prefix, and each
 MCP server's own queue, a tools queue) also gets that role's workflows and activities: each activity holder says
@@ -51,7 +53,7 @@ from temporalio.worker import ReplayerConfig, WorkerConfig
 from stakeflow.config import Settings
 from stakeflow.core.contracts import ROLES, QueueRole, queue_name
 from stakeflow.temporal.codec import data_converter
-from stakeflow.temporal.sandbox import with_passthrough, workflow_runner
+from stakeflow.temporal.sandbox import for_converter, with_passthrough, workflow_runner
 
 log = logging.getLogger("stakeflow.temporal")
 
@@ -116,6 +118,8 @@ class StakeflowPlugin(SimplePlugin):
         if role == "workflows":  # stakeflow's own workflows: sandboxed or not as [workers] workflow_sandbox says
             config["workflow_runner"] = workflow_runner(self._sandboxed)
         config = super().configure_worker(config)
+        if "workflow_runner" in config and "client" in config:
+            config["workflow_runner"] = for_converter(config["workflow_runner"], config["client"].data_converter)
         if tracing_on():
             config = self._otel.configure_worker(config)
         elif not self._said_untraced:
