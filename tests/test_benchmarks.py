@@ -18,7 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 SMALLEST = [
-    ("overhead.py", ["--runs", "1", "--warmup", "0", "--steps", "2"], "issue 27's targets, in this invocation"),
+    ("overhead.py", ["--runs", "1", "--warmup", "0", "--steps", "2"], "with (fc) on stakeflow's sandbox too"),
     (
         "overhead.py",
         ["--runs", "1", "--warmup", "0", "--steps", "2", "--traced"],
