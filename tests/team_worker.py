@@ -36,6 +36,23 @@ class TeamWorkflow:
         return await workflow.execute_activity(team_echo, text, start_to_close_timeout=timedelta(seconds=30))
 
 
+# Longer than Temporal's deadlock timeout (2 s): the worker reports the workflow thread stuck, with its stack.
+STUCK_S = 3.0
+
+
+@workflow.defn(name="TeamStuckWorkflow")
+class TeamStuckWorkflow:
+    """A team's workflow that blocks its workflow thread (tests/test_sandbox.py: the deadlock report still shows where)."""
+
+    @workflow.run
+    async def run(self) -> str:
+        with workflow.unsafe.sandbox_unrestricted():
+            import time
+
+            time.sleep(STUCK_S)
+        return "unstuck"
+
+
 async def main(address: str, home: Path) -> None:
     from temporalio.client import Client
     from temporalio.contrib.opentelemetry import create_tracer_provider

@@ -4,6 +4,7 @@ Temporal's own."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 
@@ -24,7 +25,7 @@ from stakeflow.temporal.codec import ENCODING, data_converter
 from stakeflow.temporal.plugin import StakeflowPlugin
 from stakeflow.temporal.sandbox import PASSED_THROUGH, ContextFreeSandbox, context_free, for_converter
 from tests.support import make_settings
-from tests.team_worker import TeamWorkflow, team_echo
+from tests.team_worker import TeamStuckWorkflow, TeamWorkflow, team_echo
 from tests.test_codec import KEYS_ENV
 
 
@@ -118,3 +119,29 @@ async def test_a_run_under_the_plugin_converts_its_payloads_without_entering_the
     assert scheduled.activity_task_scheduled_event_attributes.input.payloads[0].metadata["encoding"] == ENCODING
     replayed = await Replayer(workflows=[TeamWorkflow], plugins=[StakeflowPlugin(settings)]).replay_workflow(history)
     assert replayed.replay_failure is None
+
+
+async def test_a_stuck_workflow_on_the_context_free_sandbox_is_reported_with_its_stack(client, tmp_path):
+    """Temporal's deadlock detector finds the workflow thread through the instance (``get_thread_id``): the
+    workflow task fails naming the potential deadlock and where the workflow is blocked."""
+    settings = make_settings(tmp_path)
+    team = Client(client.service_client, namespace=client.namespace, plugins=[StakeflowPlugin(settings)])
+    queue = f"team-{uuid.uuid4().hex[:8]}"
+    worker = Worker(team, task_queue=queue, workflows=[TeamStuckWorkflow])
+    assert isinstance(worker.config(active_config=True)["workflow_runner"], ContextFreeSandbox)
+    async with worker:
+        handle = await team.start_workflow(TeamStuckWorkflow.run, id=queue, task_queue=queue)
+        failed = None
+        try:
+            for _ in range(100):  # the first attempt fails after the 2 s timeout
+                history = await handle.fetch_history()
+                failed = next((e for e in history.events if e.HasField("workflow_task_failed_event_attributes")), None)
+                if failed is not None:
+                    break
+                await asyncio.sleep(0.2)
+        finally:
+            await handle.terminate("test over")
+    assert failed is not None, "no workflow task failed: the deadlock was not detected"
+    failure = failed.workflow_task_failed_event_attributes.failure
+    assert "Potential deadlock detected" in failure.message
+    assert "team_worker.py" in failure.stack_trace and "time.sleep(STUCK_S)" in failure.stack_trace, failure.stack_trace
