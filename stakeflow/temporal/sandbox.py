@@ -60,9 +60,9 @@ def workflow_runner(sandboxed: bool = True) -> WorkflowRunner:
     """Stakeflow's workflows queue's runner: the sandbox with ``PASSED_THROUGH``, or none.
 
     ``sandboxed=False`` (``[workers] workflow_sandbox = false``): no sandbox at all. Even with everything passed
-    through, the sandbox runs each activation and each payload's serialization context through ``exec`` of a
-    small code string, and checks every attribute access against its restrictions: about 10% of a loaded
-    worker's samples (bench/README.md).
+    through, the sandbox runs each activation through ``exec`` of a small code string and checks every attribute
+    access against its restrictions: 3-9% of a loaded worker's CPU per model call (bench/README.md, fifth
+    session; about 10% before ``ContextFreeSandbox`` took the per-payload entries out).
     """
     return with_passthrough(None) if sandboxed else UnsandboxedWorkflowRunner()
 
