@@ -1,5 +1,5 @@
 """What the Temporal benchmarks' ``main()`` does around the measurement: a hermetic environment, the report or the
-failure printed, and an exit that temporalio cannot crash."""
+failure printed, an exit that temporalio cannot crash, and the check that stops a run gone wrong."""
 
 from __future__ import annotations
 
@@ -8,6 +8,12 @@ import sys
 import traceback
 from collections.abc import Callable
 from typing import NoReturn
+
+
+def check(ok: bool, message: str) -> None:
+    """Stop the benchmark when a run went wrong (wrong answer, wrong counts): ``printed`` then says so."""
+    if not ok:
+        raise RuntimeError(f"benchmark run went wrong: {message}")
 
 
 def hermetic() -> None:

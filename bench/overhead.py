@@ -80,7 +80,7 @@ from bench.calculator_task import (
     task_prompt,
     tool_returns,
 )
-from bench.harness import exit_now, hermetic, printed
+from bench.harness import check, exit_now, hermetic, printed
 from bench.histories import Breakdown, breakdown_of
 from tests.fakes import FakeOpenAIServer
 
@@ -111,8 +111,8 @@ async def run_plain(agent: Agent, steps: int) -> float:
     started = time.perf_counter()
     result = await agent.run(task_prompt(steps))
     elapsed = (time.perf_counter() - started) * 1000
-    _check(result.output == task_answer(steps), f"plain run answered {result.output!r}")
-    _check(tool_returns(result.all_messages()) == steps, "plain run made the wrong number of tool calls")
+    check(result.output == task_answer(steps), f"plain run answered {result.output!r}")
+    check(tool_returns(result.all_messages()) == steps, "plain run made the wrong number of tool calls")
     return elapsed
 
 
@@ -127,9 +127,9 @@ async def run_durable_pydantic_ai(client: Client, steps: int, *, function_model:
     )
     output = await handle.result()
     elapsed = (time.perf_counter() - started) * 1000
-    _check(output == task_answer(steps), f"pydantic-ai durable run answered {output!r}")
+    check(output == task_answer(steps), f"pydantic-ai durable run answered {output!r}")
     b = breakdown_of(await handle.fetch_history(), elapsed)
-    _check(b.act_count == 2 * steps + 1, f"pydantic-ai durable run ran {b.act_count} activities, not {2 * steps + 1}")
+    check(b.act_count == 2 * steps + 1, f"pydantic-ai durable run ran {b.act_count} activities, not {2 * steps + 1}")
     return elapsed, b
 
 
@@ -158,18 +158,18 @@ async def run_stakeflow(client: Client, settings, steps: int, workspace: Path) -
     handle = await runs.start_run(client, settings, req, f"bench-sf-{uuid.uuid4().hex[:8]}")
     result = await handle.result()
     elapsed = (time.perf_counter() - started) * 1000
-    _check(
+    check(
         result.status == "completed" and result.answer == task_answer(steps) and result.answer_supported,
         f"stakeflow run: {result.status} {result.error} {result.unsupported_claims}",
     )
-    _check(
+    check(
         len(result.steps) == steps and all(s.status == "ok" and s.tool_results for s in result.steps),
         "stakeflow run did not run every step's tool",
     )
     b = breakdown_of(await handle.fetch_history(), elapsed)
     # One local tool call per step, the answer check, and with local model calls the plan, steps and answer.
     local = steps + 1 + (steps + 2 if settings.workers.local_model_calls else 0)
-    _check(b.markers == local, f"stakeflow ran {b.markers} local activities, not {local}")
+    check(b.markers == local, f"stakeflow ran {b.markers} local activities, not {local}")
     return elapsed, b
 
 
@@ -179,11 +179,6 @@ async def _on_cpu(cpu: dict[str, float], key: str, run: Any) -> Any:
     out = await run
     cpu[key] = (time.process_time() - started) * 1000
     return out
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise RuntimeError(f"benchmark run went wrong: {message}")
 
 
 async def http_round_trip_ms(url: str, n: int = 50) -> float:
@@ -329,11 +324,11 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Variant], float]:
                     times["fc"], fc_hist = await on_cpu("fc", run_floor(sf_client, steps, "c"))
                     times["fcl"], fcl_hist = await on_cpu("fcl", run_floor(sf_client, steps, "cl"))
                     times["fcs"], fcs_hist = await on_cpu("fcs", run_floor(sf_client, steps, "c", FLOOR_SANDBOX_QUEUE))
-                    _check(
+                    check(
                         len(pai_fake.calls) - pai_before == 2 * (steps + 1),
                         "(a) and (b) made the wrong number of model calls",
                     )
-                    _check(
+                    check(
                         len(sf_fake.calls) - sf_before == 2 * (steps + 2),
                         "(c) and (cl) made the wrong number of model calls",
                     )

@@ -45,7 +45,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.harness import exit_now, hermetic, printed
+from bench.harness import check, exit_now, hermetic, printed
 
 
 @dataclass
@@ -63,11 +63,15 @@ class Timer:
             try:
                 return await fn(*args, **kwargs)
             finally:
-                self.wall += time.perf_counter() - wall
-                self.cpu += time.thread_time() - cpu
-                self.calls += 1
+                self.count(wall, cpu)
 
         return timed
+
+    def count(self, wall: float, cpu: float) -> None:
+        """One call, started at ``time.perf_counter()`` ``wall`` and ``time.thread_time()`` ``cpu``."""
+        self.wall += time.perf_counter() - wall
+        self.cpu += time.thread_time() - cpu
+        self.calls += 1
 
     def reset(self) -> None:
         self.wall = self.cpu = 0.0
@@ -110,10 +114,7 @@ def install_timers() -> dict[str, Timer]:
         try:
             return await call_model(*args, **kwargs)
         finally:
-            t = timers["body"] if request.calls > before else timers["answer"]
-            t.wall += time.perf_counter() - wall
-            t.cpu += time.thread_time() - cpu
-            t.calls += 1
+            (timers["body"] if request.calls > before else timers["answer"]).count(wall, cpu)
 
     models.ModelActivities.call_model = timed_call_model  # type: ignore[method-assign]
     models.model_request = request.wrap(models.model_request)  # type: ignore[attr-defined]
@@ -175,7 +176,7 @@ async def bench(args: argparse.Namespace) -> tuple[Samples, Samples]:
                     t.reset()
                 c_ms, c_hist = await o.run_stakeflow(client, settings, steps, workspace)
                 body, request, answer = timers["body"], timers["request"], timers["answer"]
-                o._check(
+                check(
                     body.calls == request.calls == steps + 1 and answer.calls == 1,
                     f"{body.calls} call_model bodies, {request.calls} model requests and {answer.calls} answer calls "
                     f"timed, not {steps + 1}, {steps + 1} and 1",
