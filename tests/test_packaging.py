@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -40,11 +41,20 @@ def test_a_room_imported_by_its_bare_name_refuses(room):
     assert f"import stakeflow.{room}, not {room}" in out.stderr
 
 
+# Left out of the copy the wheel is built from: what is not source, and setuptools' own build folder, whose stale
+# build/lib (a module deleted since the last in-tree build) would go into the wheel.
+NOT_SOURCE = (".git", ".venv", "build", "*.egg-info", "__pycache__", "node_modules", ".pytest_cache", ".mypy_cache")
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    source = tmp_path_factory.mktemp("source") / "stakeflow"
+    # pip builds in the tree it is given: a copy, so nothing is written into the checkout and nothing left there
+    # by an earlier build is packaged.
+    shutil.copytree(REPO, source, symlinks=True, ignore=shutil.ignore_patterns(*NOT_SOURCE))
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(source)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -66,6 +76,13 @@ def test_the_wheel_has_one_top_level_package_and_every_subpackage(wheel):
     }
     assert len(packages) > 10
     assert packages - set(names) == set()
+
+
+def test_the_wheel_holds_only_modules_of_the_checkout(wheel):
+    """Nothing from an earlier build: a module deleted from the source is gone from the wheel."""
+    modules = [n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("stakeflow/") and n.endswith(".py")]
+    assert len(modules) > 100
+    assert [m for m in modules if not (REPO / m).is_file()] == []
 
 
 @pytest.fixture(scope="module")
