@@ -265,8 +265,8 @@ class WorkersConfig(_Section):
     # server less per call. Only where every worker polling the workflows queue has this set and reaches the
     # open endpoint (one host: the embedded model, a vLLM beside the workers). A run records it when it starts.
     local_model_calls: bool = False
-    # Run workflow code in Temporal's sandbox (the default). false runs it unsandboxed: about a tenth less
-    # worker CPU per model call under load (bench/README.md, concurrency.py), at the price of the sandbox's
+    # Run workflow code in Temporal's sandbox (the default). false runs it unsandboxed: 3-9% less worker CPU per
+    # model call under load (bench/README.md, concurrency.py, fifth session of 12-07), at the price of the sandbox's
     # run-time checks, which the test suite still makes (it replays every history under the strict sandbox).
     # For workers that run stakeflow's own workflows only, as they do.
     workflow_sandbox: bool = True
