@@ -15,6 +15,12 @@ from pathlib import Path
 
 import pytest
 
+# At collection, not inside the test: bench.overhead imports pydantic-ai's Temporal integration, which imports
+# modules pytest rewrites as it loads them (anyio's, a pytest plugin), and CPython 3.11's AST constructor keeps its
+# recursion depth interpreter-wide: parsed while a workflow thread of an earlier test's worker compiled sandbox code,
+# the import raised "SystemError: AST constructor recursion depth mismatch" (CI of 9b923e4). No worker runs yet here.
+from bench.overhead import Variant, spread_line
+
 REPO = Path(__file__).resolve().parents[1]
 
 SMALLEST = [
@@ -81,8 +87,6 @@ def test_the_benchmark_runs_its_scenario(script: str, args: list[str], printed: 
 
 def test_the_overhead_verdict_shows_how_far_its_rounds_agree() -> None:
     """One invocation's wall ratio spans 0.28-0.83 for the same code (bench/README.md): the verdict shows its rounds'."""
-    from bench.overhead import Variant, spread_line
-
     variants = {key: Variant(key, key, "") for key in ("b", "fb", "c", "fc")}
     variants["b"].totals_ms, variants["fb"].totals_ms = [300.0, 200.0], [100.0, 100.0]
     variants["c"].totals_ms, variants["fc"].totals_ms = [200.0, 130.0], [100.0, 100.0]  # rounds: 0.50 and 0.30
