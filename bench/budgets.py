@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -24,14 +23,13 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from bench.harness import dev_server
 from stakeflow.agents.budgets import GLOBAL_BUDGET, BudgetTotals, budget_workflow_id
 from stakeflow.agents.types import TaskResult
 from stakeflow.config import PriceConfig, Settings
 from stakeflow.core.contracts import BUDGET_QUERY
-from stakeflow.local.services import dev_server_args
 from stakeflow.services import runs
 from stakeflow.workers.main import run_workers
 from tests.agent_script import agent, plan, think
@@ -110,12 +108,7 @@ async def main() -> None:
     parser.add_argument("--budget-runs", type=int, default=20, help="the budget, in runs' worth of frontier calls")
     parser.add_argument("--latency", type=float, default=0.1)
     args = parser.parse_args()
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=shutil.which("temporal"),
-        data_converter=pydantic_data_converter,
-        ip="127.0.0.1",
-        dev_server_extra_args=dev_server_args(log_level="error"),
-    )
+    env = await dev_server()
     try:
         rows = [await storm(env, args.runs, None, args.latency)]
         rows.append(await storm(env, args.runs, args.budget_runs * 2 * CALL_USD, args.latency))

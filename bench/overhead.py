@@ -56,8 +56,6 @@ from openai import AsyncOpenAI
 from pydantic_ai import Agent
 from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from bench.calculator_task import (
@@ -80,7 +78,7 @@ from bench.calculator_task import (
     task_prompt,
     tool_returns,
 )
-from bench.harness import check, exit_now, hermetic, printed
+from bench.harness import check, dev_server, exit_now, hermetic, printed
 from bench.histories import Breakdown, breakdown_of
 from tests.fakes import FakeOpenAIServer
 
@@ -234,7 +232,6 @@ def make_variants(steps: int) -> dict[str, Variant]:
 
 async def bench(args: argparse.Namespace) -> tuple[dict[str, Variant], float]:
     from stakeflow.config import Settings, WorkersConfig
-    from stakeflow.local.services import dev_server_args, temporal_binary
     from stakeflow.temporal.sandbox import for_converter
     from stakeflow.workers.main import run_workers
 
@@ -249,12 +246,7 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Variant], float]:
         sf_fake.script(stakeflow_responder(steps))
         OPENAI.base_url = pai_fake.url
 
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=temporal_binary(),
-            data_converter=pydantic_data_converter,
-            ip="127.0.0.1",
-            dev_server_extra_args=dev_server_args(log_level="error", poll_rates=not args.no_poll_flags),
-        )
+        env = await dev_server(poll_rates=not args.no_poll_flags)
         try:
             sf_client = env.client
             pai_client = await Client.connect(

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import shutil
 import sys
 import tempfile
 import time
@@ -36,13 +35,12 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from bench.harness import dev_server
 from stakeflow.agents.billing import cost_line
 from stakeflow.agents.types import TaskResult, Usage
 from stakeflow.config import Settings
-from stakeflow.local.services import dev_server_args
 from stakeflow.prices import PriceTable
 from stakeflow.services import runs
 from stakeflow.workers.main import run_workers
@@ -195,12 +193,7 @@ async def main() -> None:
     parser.add_argument("--model", default="claude-sonnet-4-6", help="priced from the built-in table")
     parser.add_argument("--min-tokens", type=int, default=1024, help="the shortest prefix cached (the API's minimum)")
     args = parser.parse_args()
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=shutil.which("temporal"),
-        data_converter=pydantic_data_converter,
-        ip="127.0.0.1",
-        dev_server_extra_args=dev_server_args(log_level="error"),
-    )
+    env = await dev_server()
     started = time.monotonic()
     try:
         with tempfile.TemporaryDirectory() as tmp:

@@ -45,7 +45,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.harness import check, exit_now, hermetic, printed
+from bench.harness import check, dev_server, exit_now, hermetic, printed
 
 
 @dataclass
@@ -122,14 +122,11 @@ def install_timers() -> dict[str, Timer]:
 
 
 async def bench(args: argparse.Namespace) -> tuple[Samples, Samples]:
-    from temporalio.contrib.pydantic import pydantic_data_converter
-    from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
 
     from bench import calculator_task as task
     from bench import overhead as o
     from stakeflow.config import Settings
-    from stakeflow.local.services import dev_server_args, temporal_binary
     from stakeflow.workers.main import run_workers
     from tests.fakes import FakeOpenAIServer
 
@@ -141,12 +138,7 @@ async def bench(args: argparse.Namespace) -> tuple[Samples, Samples]:
         FakeOpenAIServer(model=task.MODEL_NAME) as fake,
     ):
         fake.script(task.stakeflow_responder(steps))
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=temporal_binary(),
-            data_converter=pydantic_data_converter,
-            ip="127.0.0.1",
-            dev_server_extra_args=dev_server_args(log_level="error"),
-        )
+        env = await dev_server()
         client = env.client
         settings = Settings(
             home=Path(tmp) / "home",

@@ -25,11 +25,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
+from bench.harness import dev_server
 from stakeflow.config import Settings
-from stakeflow.local.services import dev_server_args
 from stakeflow.services import runs
 from stakeflow.workers.main import run_workers
 from tests.agent_script import agent, call, plan
@@ -65,12 +63,7 @@ async def one(client, settings: Settings, rate: float) -> tuple[float, str]:
 
 async def main(args) -> None:
     home = Path(tempfile.mkdtemp(prefix="stakeflow-bench-shadow-"))
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=shutil.which("temporal"),
-        data_converter=pydantic_data_converter,
-        ip="127.0.0.1",
-        dev_server_extra_args=dev_server_args(log_level="error"),
-    )
+    env = await dev_server()
     try:
         with FakeOpenAIServer(model="qwen-bench") as open_fake, FakeAnthropicServer() as frontier_fake:
             open_fake.script(scripted(args.latency))

@@ -36,12 +36,10 @@ if str(REPO) not in sys.path:
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
+from bench.harness import dev_server
 from bench.tasks import isolated_env
 from stakeflow.config import Settings, load_settings
-from stakeflow.local.services import dev_server_args
 from stakeflow.services import runs
 from stakeflow.temporal.connection import connect
 from stakeflow.workers.main import run_workers
@@ -88,12 +86,7 @@ async def scripted(runs_n: int, word_delay: float) -> list[dict[str, float]]:
     words = " ".join(f"word{i}" for i in range(ANSWER_WORDS))
     workspace = Path(tempfile.mkdtemp())
     (workspace / "notes.txt").write_text(words + "\n")
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=shutil.which("temporal"),
-        data_converter=pydantic_data_converter,
-        ip="127.0.0.1",
-        dev_server_extra_args=dev_server_args(log_level="error"),
-    )
+    env = await dev_server()
     try:
         with FakeOpenAIServer(model="qwen-bench") as fake:
             fake.script(agent(plan(("Read the notes", "read_file")), {1: call("read_file", path="notes.txt")}, words))

