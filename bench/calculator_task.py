@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -34,9 +35,12 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
 from temporalio import activity, workflow
+from temporalio.client import Client
+from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from stakeflow.activities.tools import calculate
+from stakeflow.config import Settings
 from tests.agent_script import agent, call, plan
 from tests.fakes import Reply
 
@@ -168,6 +172,32 @@ class BenchFloorWorkflow:
             await workflow.execute_local_activity(noop_activity, i, **local)
         await model_call(params.steps)
         return params.steps
+
+
+def floor_workers(client: Client) -> list[Worker]:
+    """The floor's workers: its workflow (on Temporal's sandbox, as (b)'s runs) and the no-op activities, on the
+    workflow's queue and on the other queue (the shape of (c)'s call_model)."""
+    return [
+        Worker(
+            client,
+            task_queue=FLOOR_QUEUE,
+            workflows=[BenchFloorWorkflow],
+            activities=[noop_activity],
+            workflow_runner=bench_runner(),
+        ),
+        Worker(client, task_queue=FLOOR_ACTIVITY_QUEUE, activities=[noop_activity]),
+    ]
+
+
+def stakeflow_settings(tmp: Path, url: str) -> Settings:
+    """(c)'s settings: a home in ``tmp``, queues of their own, the scripted model at ``url`` spoken to as vLLM."""
+    return Settings(
+        home=tmp / "home",
+        queue_prefix=f"bench{uuid.uuid4().hex[:6]}",
+        open_base_url=url,
+        open_model=MODEL_NAME,
+        open_dialect="vllm",
+    )
 
 
 def pydantic_ai_responder(steps: int):

@@ -59,7 +59,6 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from bench.calculator_task import (
-    FLOOR_ACTIVITY_QUEUE,
     FLOOR_QUEUE,
     MODEL_NAME,
     OPENAI,
@@ -69,11 +68,13 @@ from bench.calculator_task import (
     BenchPydanticAIWorkflow,
     FloorParams,
     bench_runner,
+    floor_workers,
     noop_activity,
     plain_agent,
     plain_function_agent,
     pydantic_ai_responder,
     stakeflow_responder,
+    stakeflow_settings,
     task_answer,
     task_prompt,
     tool_returns,
@@ -231,7 +232,7 @@ def make_variants(steps: int) -> dict[str, Variant]:
 
 
 async def bench(args: argparse.Namespace) -> tuple[dict[str, Variant], float]:
-    from stakeflow.config import Settings, WorkersConfig
+    from stakeflow.config import WorkersConfig
     from stakeflow.temporal.sandbox import for_converter
     from stakeflow.workers.main import run_workers
 
@@ -252,13 +253,7 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Variant], float]:
             pai_client = await Client.connect(
                 sf_client.service_client.config.target_host, namespace=sf_client.namespace, plugins=[PydanticAIPlugin()]
             )
-            settings = Settings(
-                home=Path(tmp) / "home",
-                queue_prefix=f"bench{uuid.uuid4().hex[:6]}",
-                open_base_url=sf_fake.url,
-                open_model=MODEL_NAME,
-                open_dialect="vllm",
-            )
+            settings = stakeflow_settings(Path(tmp), sf_fake.url)
             workspace = Path(tmp) / "workspace"
             workspace.mkdir()
             local_settings = settings.model_copy(
@@ -275,15 +270,8 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Variant], float]:
                 workflow_runner=bench_runner(),
             )
             pai_task = asyncio.create_task(pai_worker.run())
-            floor_workers = [
-                Worker(
-                    sf_client,
-                    task_queue=FLOOR_QUEUE,
-                    workflows=[BenchFloorWorkflow],
-                    activities=[noop_activity],
-                    workflow_runner=bench_runner(),
-                ),
-                Worker(sf_client, task_queue=FLOOR_ACTIVITY_QUEUE, activities=[noop_activity]),
+            floor = [
+                *floor_workers(sf_client),
                 Worker(
                     sf_client,
                     task_queue=FLOOR_SANDBOX_QUEUE,
@@ -292,7 +280,7 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Variant], float]:
                     workflow_runner=for_converter(bench_runner(), sf_client.data_converter),
                 ),
             ]
-            floor_tasks = [asyncio.create_task(w.run()) for w in floor_workers]
+            floor_tasks = [asyncio.create_task(w.run()) for w in floor]
             try:
                 http_ms = await http_round_trip_ms(pai_fake.url)
                 for round_no in range(args.warmup + args.runs):
@@ -345,7 +333,7 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Variant], float]:
             finally:
                 stop.set()
                 await asyncio.wait_for(sf_workers, 30)
-                await asyncio.gather(pai_worker.shutdown(), *(w.shutdown() for w in floor_workers))
+                await asyncio.gather(pai_worker.shutdown(), *(w.shutdown() for w in floor))
                 await asyncio.gather(pai_task, *floor_tasks, return_exceptions=True)
         finally:
             await env.shutdown()

@@ -35,7 +35,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,11 +121,8 @@ def install_timers() -> dict[str, Timer]:
 
 
 async def bench(args: argparse.Namespace) -> tuple[Samples, Samples]:
-    from temporalio.worker import Worker
-
     from bench import calculator_task as task
     from bench import overhead as o
-    from stakeflow.config import Settings
     from stakeflow.workers.main import run_workers
     from tests.fakes import FakeOpenAIServer
 
@@ -140,27 +136,12 @@ async def bench(args: argparse.Namespace) -> tuple[Samples, Samples]:
         fake.script(task.stakeflow_responder(steps))
         env = await dev_server()
         client = env.client
-        settings = Settings(
-            home=Path(tmp) / "home",
-            queue_prefix=f"bench{uuid.uuid4().hex[:6]}",
-            open_base_url=fake.url,
-            open_model=task.MODEL_NAME,
-            open_dialect="vllm",
-        )
+        settings = task.stakeflow_settings(Path(tmp), fake.url)
         workspace = Path(tmp) / "workspace"
         workspace.mkdir()
         stop = asyncio.Event()
         sf_workers = asyncio.create_task(run_workers(client, settings, stop=stop))
-        floor = [
-            Worker(
-                client,
-                task_queue=task.FLOOR_QUEUE,
-                workflows=[task.BenchFloorWorkflow],
-                activities=[task.noop_activity],
-                workflow_runner=task.bench_runner(),
-            ),
-            Worker(client, task_queue=task.FLOOR_ACTIVITY_QUEUE, activities=[task.noop_activity]),
-        ]
+        floor = task.floor_workers(client)
         floor_tasks = [asyncio.create_task(w.run()) for w in floor]
         try:
             for round_no in range(args.warmup + args.runs):
