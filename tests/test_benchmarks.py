@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 
-# At collection, not inside the test: bench.overhead imports pydantic-ai's Temporal integration, which imports
-# modules pytest rewrites as it loads them (anyio's, a pytest plugin), and CPython 3.11's AST constructor keeps its
-# recursion depth interpreter-wide: parsed while a workflow thread of an earlier test's worker compiled sandbox code,
-# the import raised "SystemError: AST constructor recursion depth mismatch" (CI of 9b923e4). No worker runs yet here.
-from bench.overhead import Variant, spread_line
+# At collection, not inside the test: a module first imported while a workflow thread of an earlier test's worker
+# compiles sandbox code can fail with CPython 3.11's "SystemError: AST constructor recursion depth mismatch" (CI of
+# 9b923e4, when this test imported bench.overhead and with it pydantic-ai's Temporal integration). No worker runs yet.
+from bench.overhead_report import Variant, spread_line
 
 REPO = Path(__file__).resolve().parents[1]
 
