@@ -17,7 +17,7 @@ from tests.agent_script import agent, call, plan, round_of
 from tests.fakes import FakeAnthropicServer, prompt_text
 from tests.support import open_endpoint_env, running_workers, spawn_worker, worker_env
 from tests.test_approvals import wait_for_approval
-from tests.test_workflow import frontier_fake, open_fake, run_task, settings_for, workspace  # noqa: F401
+from tests.workflow_support import frontier_fake, open_fake, run_task, settings_for, workspace  # noqa: F401
 
 BAD_QUERY = "SELECT sum(revenue) FROM 'sales.csv'"
 GOOD_QUERY = "SELECT sum(units * unit_price) AS revenue FROM 'sales.csv'"

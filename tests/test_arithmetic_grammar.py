@@ -24,7 +24,7 @@ from tests.fakes import prompt_text
 from tests.support import EXAMPLE_WORKSPACE, make_settings
 from tests.test_embedded_model_calls import embedded_server  # noqa: F401
 from tests.test_model_activity import call, request
-from tests.test_workflow import frontier_fake, open_fake, run_task, settings_for, workspace  # noqa: F401
+from tests.workflow_support import frontier_fake, open_fake, run_task, settings_for, workspace  # noqa: F401
 
 
 def pattern_for(goal: str, *outputs: str) -> str:

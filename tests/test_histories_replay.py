@@ -58,7 +58,7 @@ async def test_no_secret_in_any_history(client):
     from tests.test_doctor import HOOK_SECRET as DOCTOR_HOOK_SECRET
     from tests.test_traces_e2e import SECRET as TRACE_KEY
     from tests.test_webhooks import SECRET as HOOK_SECRET
-    from tests.test_workflow import SECRET_KEY
+    from tests.workflow_support import SECRET_KEY
 
     secrets = [SECRET_KEY, TRACE_KEY, HOOK_SECRET, DOCTOR_HOOK_SECRET, *KEY_SECRETS, CODEC_TOKEN, TEMPORAL_API_KEY]
     scanned = 0

@@ -15,7 +15,7 @@ from stakeflow.services import runs
 from tests.agent_script import agent, call, plan, think
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply
 from tests.support import free_port, make_settings, open_endpoint_env, spawn_worker, worker_env, worker_log
-from tests.test_workflow import SECRET_KEY
+from tests.workflow_support import SECRET_KEY
 
 
 def samples(text: str, name: str) -> dict[str, float]:

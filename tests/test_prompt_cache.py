@@ -32,7 +32,7 @@ from stakeflow.config import Settings
 from tests.agent_script import agent, call, plan
 from tests.fakes import FakeAnthropicServer, PromptCache, purpose_of
 from tests.test_agent_loop import BAD_QUERY, GOAL, GOOD_QUERY
-from tests.test_workflow import open_fake, run_task, settings_for, workspace  # noqa: F401
+from tests.workflow_support import open_fake, run_task, settings_for, workspace  # noqa: F401
 
 EPHEMERAL = {"type": "ephemeral", "ttl": "5m"}
 # claude-sonnet-4-6 in the built-in table, USD per token: input, output, cache write (5 min), cache read

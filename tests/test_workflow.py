@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
 from temporalio.client import WorkflowFailureError
@@ -11,53 +10,9 @@ from temporalio.exceptions import ApplicationError
 
 from stakeflow.services import runs
 from tests.agent_script import agent, call, plan, think
-from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, Reply
-from tests.support import EXAMPLE_WORKSPACE, make_settings, running_workers
-
-SECRET_KEY = "sk-ant-test-SECRET-9f8e7d"
-
-
-@pytest.fixture
-def open_fake():
-    with FakeOpenAIServer(model="qwen-test") as server:
-        yield server
-
-
-@pytest.fixture
-def frontier_fake():
-    with FakeAnthropicServer() as server:
-        yield server
-
-
-@pytest.fixture
-def workspace(tmp_path):
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    for f in EXAMPLE_WORKSPACE.iterdir():
-        (ws / f.name).write_bytes(f.read_bytes())
-    return ws
-
-
-def settings_for(tmp_path, open_fake, frontier_fake=None, **kw):
-    extra = {}
-    if frontier_fake is not None:
-        extra = {
-            "anthropic_api_key": SECRET_KEY,
-            "anthropic_base_url": frontier_fake.url,
-            "frontier_model": "claude-test",
-        }
-    values = {"open_base_url": open_fake.url, "open_model": "qwen-test", "open_dialect": "vllm", **extra, **kw}
-    return make_settings(tmp_path, **values)
-
-
-async def run_task(client, settings, goal, **kw):
-    req = runs.build_request(settings, goal, **kw)
-    async with running_workers(client, settings):
-        handle = await runs.start_run(client, settings, req, f"test-{uuid.uuid4().hex[:8]}")
-        try:
-            return await handle.result()
-        finally:
-            pass
+from tests.fakes import Reply
+from tests.support import running_workers
+from tests.workflow_support import SECRET_KEY, frontier_fake, open_fake, run_task, settings_for, workspace  # noqa: F401
 
 
 async def test_low_stakes_run_stays_on_the_open_model(client, tmp_path, open_fake, frontier_fake, workspace):
@@ -314,95 +269,6 @@ async def test_unpriced_open_model_is_loud(client, tmp_path, open_fake, workspac
     assert result.steps[0].cost_usd is None
     line = cost_line(result.cost)
     assert "3 calls UNPRICED" in line and "saved" not in line
-
-
-async def test_open_endpoint_down_falls_back_to_frontier(client, tmp_path, frontier_fake, workspace):
-    from tests.support import free_port
-
-    frontier_fake.script(agent(plan(("Compute", "calculator")), {1: call("calculator", expression="6*7")}, answer="42"))
-    settings = make_settings(
-        tmp_path,
-        open_base_url=f"http://127.0.0.1:{free_port()}/v1",
-        open_model="qwen-test",
-        open_dialect="vllm",
-        anthropic_api_key=SECRET_KEY,
-        anthropic_base_url=frontier_fake.url,
-        frontier_model="claude-test",
-    )
-    settings.policy.model_max_attempts = 2
-    settings.policy.model_retry_initial_s = 0.1
-    result = await run_task(client, settings, "What is 6*7?", workspace=workspace)
-    [step] = result.steps
-    assert (step.route, step.fallback, step.status) == ("frontier", True, "ok")
-    assert step.reason.endswith("fallback: open model endpoint unavailable")
-    assert result.plan_route is not None and result.answer == "42"
-    assert any("fallback" in n for n in result.notices)
-    assert len(frontier_fake.calls) == 3  # plan, step, answer: all fell back
-
-
-async def test_open_endpoint_down_on_private_run_fails_clearly(client, tmp_path, frontier_fake, workspace):
-    from tests.support import free_port
-
-    settings = make_settings(
-        tmp_path,
-        open_base_url=f"http://127.0.0.1:{free_port()}/v1",
-        open_model="qwen-test",
-        open_dialect="vllm",
-        anthropic_api_key=SECRET_KEY,
-        anthropic_base_url=frontier_fake.url,
-    )
-    settings.policy.model_max_attempts = 2
-    settings.policy.model_retry_initial_s = 0.1
-    with pytest.raises(WorkflowFailureError) as info:
-        await run_task(client, settings, "What is 6*7?", sensitivity="private", workspace=workspace)
-    msg = info.value.cause.message
-    assert "plan 'plan' failed: open model unavailable" in msg and "STAKEFLOW_OPEN_BASE_URL" in msg
-    assert "no fallback: data is private" in msg
-    assert frontier_fake.calls == []
-
-
-async def test_frontier_429_retry_after_is_honoured_in_history(client, tmp_path, open_fake, frontier_fake, workspace):
-    from temporalio.api.enums.v1 import EventType
-
-    open_fake.script(agent(plan(("Decide", None, "high")), {}, answer="ok"))
-    frontier_fake.script(agent(None, {1: think("go")}, answer="ok"))
-    frontier_fake.fail_next(429, headers={"retry-after": "3"})
-    settings = settings_for(tmp_path, open_fake, frontier_fake)
-    settings.policy.model_retry_initial_s = 0.1  # without retry-after, the retry would come after 0.1 s
-    req = runs.build_request(settings, "decide", workspace=workspace)
-    async with running_workers(client, settings):
-        handle = await runs.start_run(client, settings, req)
-        result = await handle.result()
-        history = await handle.fetch_history()
-    assert result.steps[0].route == "frontier" and result.steps[0].status == "ok"
-    # The step's call_model ran twice: attempt 2 started at least retry-after after attempt 1 was scheduled.
-    started = [
-        e
-        for e in history.events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
-        and e.activity_task_started_event_attributes.attempt == 2
-    ]
-    assert len(started) == 1
-    scheduled_id = started[0].activity_task_started_event_attributes.scheduled_event_id
-    scheduled = next(e for e in history.events if e.event_id == scheduled_id)
-    waited = started[0].event_time.ToDatetime() - scheduled.event_time.ToDatetime()
-    assert waited.total_seconds() >= 3.0
-    assert (
-        "429" in started[0].activity_task_started_event_attributes.last_failure.message
-        or started[0].activity_task_started_event_attributes.last_failure.application_failure_info.type
-        == "ModelUnavailable"
-    )
-
-
-async def test_frontier_401_fails_at_once_naming_the_key(client, tmp_path, open_fake, frontier_fake, workspace):
-    open_fake.script(agent(plan(("Decide", None, "high")), {}, answer="ok"))
-    frontier_fake.script(lambda body: Reply.error(401, "invalid x-api-key"))
-    settings = settings_for(tmp_path, open_fake, frontier_fake)
-    with pytest.raises(WorkflowFailureError) as info:
-        await run_task(client, settings, "decide", workspace=workspace)
-    msg = info.value.cause.message
-    assert "ANTHROPIC_API_KEY" in msg and SECRET_KEY not in msg
-    assert len(frontier_fake.calls) == 1  # non-retryable: asked once
 
 
 async def test_200_step_plan_continues_as_new_and_keeps_history_small(client, tmp_path, open_fake, workspace):
