@@ -21,6 +21,7 @@ object per request shape (model_shapes.py's ``ShapeCache``), so each is customiz
 from __future__ import annotations
 
 import json
+from collections.abc import Hashable
 from functools import cached_property
 from typing import Any, cast
 
@@ -33,6 +34,8 @@ from pydantic_ai.models import ModelRequestParameters
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.profiles.openai import OpenAIModelProfile
 from pydantic_ai.settings import ModelSettings
+
+from stakeflow.activities.open_transport import LENIENT_COMPLETION, PlainSender, body_bytes
 
 # Request parameters customized per model, at most this many (model_shapes.MAX_SHAPES: one per shape).
 MAX_CUSTOMIZED = 512
@@ -61,14 +64,46 @@ class _PlainCompletions(AsyncCompletions):
             options["timeout"] = given.pop("timeout")
         if not _plain(given):
             return await super().create(**kwargs)
-        return await self._client.post(
-            "/chat/completions",
-            cast_to=ChatCompletion,
-            body=given,
-            options=cast(Any, options),  # the SDK's RequestOptions, a TypedDict of its private _types
-            stream=bool(given.get("stream")),
-            stream_cls=AsyncStream[ChatCompletionChunk],
-        )
+        stream = bool(given.get("stream"))
+        sender = self._client.sender if isinstance(self._client, OpenRouteClient) and not stream else None
+        token = None
+        content = _content(given, options.get("extra_json")) if sender is not None else None
+        if sender is not None and content is not None:
+            kind = _kind(options)
+            template = sender.template(kind)
+            if template is not None:
+                completion = await sender.send(template, content)
+                if completion is not None:
+                    return completion
+            else:
+                token = sender.observing(kind, content)  # the SDK's request below, shown to the sender
+        try:
+            return await self._client.post(
+                "/chat/completions",
+                cast_to=ChatCompletion,
+                body=given,
+                options=cast(Any, options),  # the SDK's RequestOptions, a TypedDict of its private _types
+                stream=stream,
+                stream_cls=AsyncStream[ChatCompletionChunk],
+            )
+        finally:
+            PlainSender.done_observing(token)
+
+
+def _content(body: dict[str, Any], extra: Any) -> bytes | None:
+    """The request body's bytes with ``extra_body`` merged in as the SDK merges it; None if either is not plain JSON
+    (the SDK then sends it, and raises what it raises)."""
+    if extra is not None and not (isinstance(extra, dict) and _plain(extra)):
+        return None
+    try:
+        return body_bytes({**body, **(extra or {})})
+    except ValueError:  # NaN or infinity: not JSON
+        return None
+
+
+def _kind(options: dict[str, Any]) -> Hashable:
+    """What makes two requests' URL and headers the same: their request options (the body aside)."""
+    return json.dumps(options, sort_keys=True, default=repr)
 
 
 def _plain(value: Any) -> bool:
@@ -87,11 +122,31 @@ class _PlainChat(AsyncChat):
 
 
 class OpenRouteClient(AsyncOpenAI):
-    """``AsyncOpenAI`` whose ``chat.completions.create`` sends plain-JSON parameters without the SDK's transform."""
+    """``AsyncOpenAI`` whose ``chat.completions.create`` sends plain-JSON parameters without the SDK's transform, and
+    plain (unstreamed) ones, once the SDK has shown how it sends them, over aiohttp (open_transport.py).
+
+    Only as constructed here: with an ``http_client`` of the caller's, or an authentication the SDK works out per
+    request (an API-key provider, workload identity, a provider runtime), every request goes through the SDK."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        per_request = ("_provider_runtime", "_workload_identity_auth", "_api_key_provider")
+        plain = kwargs.get("http_client") is None and not any(getattr(self, a, None) for a in per_request)
+        self.sender = PlainSender(self) if plain and self.custom_auth is None else None
 
     @cached_property
     def chat(self) -> AsyncChat:
         return _PlainChat(self)
+
+    async def _prepare_request(self, request: Any) -> None:
+        await super()._prepare_request(request)
+        if self.sender is not None:
+            self.sender.observe(request)
+
+    async def close(self) -> None:
+        if self.sender is not None:
+            await self.sender.close()
+        await super().close()
 
 
 class OpenChatModel(OpenAIChatModel):
@@ -111,6 +166,12 @@ class OpenChatModel(OpenAIChatModel):
             self._customized.clear()
         self._customized[id(model_request_parameters)] = (model_request_parameters, customized)
         return customized
+
+    def _validate_completion(self, response: ChatCompletion) -> Any:
+        # OpenRouteClient returns a completion it validated with this very model (open_transport.py) as it stands.
+        if LENIENT_COMPLETION is not None and type(response) is LENIENT_COMPLETION:
+            return response
+        return super()._validate_completion(response)
 
 
 class LlamaCppChatModel(OpenChatModel):

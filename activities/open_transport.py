@@ -1,0 +1,200 @@
+"""The open route's chat completions sent over aiohttp: the request the openai SDK builds, without the SDK's per-call
+machinery around it.
+
+Why: in a worker, one plain chat completion through the SDK's ``post`` costs ~2.2 ms of the main thread's CPU, the
+largest part of a ``call_model`` (bench/segments.py), and most of it is the SDK's request options, request and
+response objects and httpx's connection layers, not the exchange. The same request over an aiohttp session costs a
+fifth of what the SDK's ``post`` does in a hot loop (bench/README.md, "sixth session").
+
+How it stays the SDK's request: the first requests of each kind (one kind per set of request options: extra
+headers, query, body fields, timeout) go through the SDK as before, and the client's ``_prepare_request`` hook shows
+this module the request the SDK built. Once two of them agree on the URL and every header, and each one's body is the
+bytes ``body_bytes`` writes, later requests of that kind are sent with those headers to that URL. A kind whose
+requests differ (a per-request header, another serializer) stays with the SDK. What comes back is handled as the SDK
+handles it: a 2xx JSON chat completion whose messages are plain text and which pydantic-ai's lenient completion model
+accepts is returned as that model (pydantic-ai validates with it anyway: ``OpenChatModel`` does not validate it
+twice); any other answer becomes the SDK's own response object and goes through the SDK's status errors and parsing;
+a timeout raises the SDK's ``APITimeoutError``, a failed connection its ``APIConnectionError``. A redirect (which the
+SDK's client follows) is not followed here: the request is sent again through the SDK.
+
+The session trusts the environment as httpx does (``HTTP(S)_PROXY``, ``NO_PROXY``); TLS is verified against the
+system's CAs (and ``SSL_CERT_FILE``/``SSL_CERT_DIR``), where httpx uses certifi's unless ``SSL_CERT_FILE`` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+from collections.abc import Hashable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from openai import APIConnectionError, APITimeoutError, AsyncOpenAI
+from openai.types.chat import ChatCompletion
+from pydantic import ValidationError
+
+# pydantic-ai's model for validating completions (private, of newer releases): without it the SDK parses every answer.
+LENIENT_COMPLETION: type[ChatCompletion] | None
+try:
+    from pydantic_ai.models.openai._chat_completions import LenientChatCompletion as LENIENT_COMPLETION
+except ImportError:  # pragma: no cover - depends on the installed pydantic-ai
+    LENIENT_COMPLETION = None
+
+# Headers the session writes itself from the URL and body (the SDK's request has them for its own body).
+_SESSION_WRITES = frozenset({"content-length", "host", "transfer-encoding"})
+# How many distinct kinds of request one client learns (pydantic-ai sends one or two); past it, the SDK sends.
+MAX_KINDS = 64
+
+# The kind of request being sent through the SDK, and its body's bytes, for the client's _prepare_request hook.
+_OBSERVING: ContextVar[tuple[Hashable, bytes] | None] = ContextVar("stakeflow_open_request_kind", default=None)
+
+
+def body_bytes(body: dict[str, Any]) -> bytes:
+    """A plain-JSON body as the SDK serializes it (``openai._utils._json.openapi_dumps``: httpx's defaults)."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+@dataclass(frozen=True)
+class _Template:
+    url: str
+    headers: tuple[tuple[str, str], ...]
+    request: Any  # the SDK's request object (httpx2 or httpx), for its errors and responses
+    timeout: aiohttp.ClientTimeout
+
+
+class PlainSender:
+    """Learns the SDK's request per kind (``observe``) and sends later ones of that kind itself (``send``)."""
+
+    def __init__(self, client: AsyncOpenAI) -> None:
+        self._client = client
+        self._seen: dict[Hashable, tuple[str, tuple[tuple[str, str], ...]]] = {}
+        self._ready: dict[Hashable, _Template] = {}
+        self._refused: set[Hashable] = set()
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def template(self, kind: Hashable) -> _Template | None:
+        return self._ready.get(kind)
+
+    def observing(self, kind: Hashable, content: bytes) -> Any:
+        """Marks the SDK request about to be built (in this task) as one of ``kind``; the token resets it."""
+        if kind in self._ready or kind in self._refused or len(self._seen) + len(self._ready) >= MAX_KINDS:
+            return None
+        return _OBSERVING.set((kind, content))
+
+    @staticmethod
+    def done_observing(token: Any) -> None:
+        if token is not None:
+            _OBSERVING.reset(token)
+
+    def observe(self, request: Any) -> None:
+        """The client's ``_prepare_request`` hook: the request the SDK built for the kind this task marked."""
+        marked = _OBSERVING.get()
+        if marked is None:
+            return
+        kind, content = marked
+        _OBSERVING.set(None)  # one request per mark: a retry's is not compared
+        try:
+            same_body = request.method == "POST" and request.content == content
+        except Exception:  # a streamed body the SDK has not read: not one this module can send
+            same_body = False
+        headers = tuple((k, v) for k, v in request.headers.multi_items() if k.lower() not in _SESSION_WRITES)
+        sample = (str(request.url), headers)
+        if not same_body or self._seen.get(kind, sample) != sample:
+            self._refused.add(kind)
+            self._seen.pop(kind, None)
+        elif kind in self._seen:
+            del self._seen[kind]
+            self._ready[kind] = _Template(sample[0], headers, request, _timeout(request))
+        else:
+            self._seen[kind] = sample
+
+    async def send(self, template: _Template, content: bytes) -> ChatCompletion | None:
+        """The completion for ``content``, or None for a redirect (to be sent through the SDK, which follows it).
+
+        Raises what the SDK raises for the same answer: its status errors, ``APITimeoutError``, ``APIConnectionError``.
+        """
+        try:
+            async with self._open_session().post(
+                template.url, data=content, headers=template.headers, allow_redirects=False, timeout=template.timeout
+            ) as answer:
+                raw = await answer.read()
+                status, headers = answer.status, answer.headers
+        except TimeoutError as e:
+            raise APITimeoutError(request=template.request) from e
+        except aiohttp.ClientError as e:
+            raise APIConnectionError(request=template.request) from e
+        if 300 <= status < 400:
+            return None
+        if 200 <= status < 300 and headers.get("content-type", "").startswith("application/json"):
+            completion = _plain_completion(raw)
+            if completion is not None:
+                return completion
+        response = _sdk_response(template.request, status, headers, raw)
+        if status >= 400:
+            raise self._client._make_status_error_from_response(response)
+        from openai._models import FinalRequestOptions
+
+        options = FinalRequestOptions.construct(method="post", url="/chat/completions")
+        return await self._client._process_response(
+            cast_to=ChatCompletion, options=options, response=response, stream=False, stream_cls=None
+        )
+
+    def _open_session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            # A session belongs to its event loop; one left on another loop is dropped with it.
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=1000),  # the SDK's httpx pool: max_connections=1000
+                timeout=aiohttp.ClientTimeout(total=None),
+                trust_env=True,
+                # The template's headers are the SDK's: nothing of the session's own but Host and Content-Length.
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            )
+            self._loop = loop
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed and self._loop is asyncio.get_running_loop():
+            await self._session.close()
+        self._session = self._loop = None
+
+
+def _plain_completion(raw: bytes) -> ChatCompletion | None:
+    """The completion in ``raw`` as pydantic-ai's lenient model, if it is one whose messages are text (or none);
+    else None, for the SDK's parsing (and pydantic-ai's fill-ins and errors) to handle."""
+    if LENIENT_COMPLETION is None:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(choices := data.get("choices"), list):
+        return None
+    for choice in choices:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict) or not isinstance(message.get("content"), str | None):
+            return None  # content parts: pydantic-ai reads the raw ones before it validates
+    try:
+        return LENIENT_COMPLETION.model_validate(data)
+    except ValidationError:
+        return None
+
+
+def _sdk_response(request: Any, status: int, headers: Any, raw: bytes) -> Any:
+    """The SDK's response object (of its HTTP library, httpx2 or httpx) for an answer received here."""
+    http = importlib.import_module(type(request).__module__.partition(".")[0])
+    # The body is already decoded (aiohttp decompresses) and whole: its encoding and length headers no longer apply.
+    kept = [(k, v) for k, v in headers.items() if k.lower() not in ("content-encoding", "content-length")]
+    return http.Response(status, headers=kept, content=raw, request=request)
+
+
+def _timeout(request: Any) -> aiohttp.ClientTimeout:
+    """The SDK request's timeouts (httpx's per-phase ones, in its extensions) as aiohttp's."""
+    phases = request.extensions.get("timeout") or {}
+    return aiohttp.ClientTimeout(
+        total=None, connect=phases.get("pool"), sock_connect=phases.get("connect"), sock_read=phases.get("read")
+    )
