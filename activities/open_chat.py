@@ -1,7 +1,8 @@
 """The open route's chat models and OpenAI client: pydantic-ai's ``OpenAIChatModel`` and the ``openai`` SDK, with
 two per-call costs taken out, and llama-cpp-python's JSON mended.
 
-The client: chat completions go out as pydantic-ai builds them.
+The client: chat completions go out as pydantic-ai builds them; plain (unstreamed) ones, once the SDK has sent two
+of a kind, over an aiohttp session with the SDK's own URL and headers (open_transport.py).
 
 ``AsyncCompletions.create`` runs its request parameters through the SDK's type-driven transform before sending
 (``openai._utils._transform``: key aliases, date and file formats, pydantic models dumped), walking every message
@@ -21,6 +22,7 @@ object per request shape (model_shapes.py's ``ShapeCache``), so each is customiz
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Hashable
 from functools import cached_property
 from typing import Any, cast
@@ -106,6 +108,12 @@ def _kind(options: dict[str, Any]) -> Hashable:
     return json.dumps(options, sort_keys=True, default=repr)
 
 
+def _proxy_in_environment() -> bool:
+    """Whether any proxy variable is set (``HTTP_PROXY``, ``ALL_PROXY``, ... in either case): the SDK's client and
+    aiohttp read them differently, so with one set, the SDK sends everything."""
+    return any(k.lower().endswith("_proxy") and k.lower() != "no_proxy" and v for k, v in os.environ.items())
+
+
 def _plain(value: Any) -> bool:
     """Whether ``value`` is JSON as it stands: what the SDK's transform would return unchanged."""
     if isinstance(value, dict):
@@ -125,14 +133,17 @@ class OpenRouteClient(AsyncOpenAI):
     """``AsyncOpenAI`` whose ``chat.completions.create`` sends plain-JSON parameters without the SDK's transform, and
     plain (unstreamed) ones, once the SDK has shown how it sends them, over aiohttp (open_transport.py).
 
-    Only as constructed here: with an ``http_client`` of the caller's, or an authentication the SDK works out per
-    request (an API-key provider, workload identity, a provider runtime), every request goes through the SDK."""
+    Only to a plain-HTTP endpoint reached directly (as vLLM is inside a cluster): for ``https``, with a proxy in the
+    environment, an ``http_client`` of the caller's, or an authentication the SDK works out per request (an API-key
+    provider, workload identity, a provider runtime), every request goes through the SDK, whose TLS and proxy
+    settings then apply unchanged."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         per_request = ("_provider_runtime", "_workload_identity_auth", "_api_key_provider")
         plain = kwargs.get("http_client") is None and not any(getattr(self, a, None) for a in per_request)
-        self.sender = PlainSender(self) if plain and self.custom_auth is None else None
+        direct = self.base_url.scheme == "http" and not _proxy_in_environment()
+        self.sender = PlainSender(self) if plain and direct and self.custom_auth is None else None
 
     @cached_property
     def chat(self) -> AsyncChat:

@@ -17,8 +17,8 @@ twice); any other answer becomes the SDK's own response object and goes through 
 a timeout raises the SDK's ``APITimeoutError``, a failed connection its ``APIConnectionError``. A redirect (which the
 SDK's client follows) is not followed here: the request is sent again through the SDK.
 
-The session trusts the environment as httpx does (``HTTP(S)_PROXY``, ``NO_PROXY``); TLS is verified against the
-system's CAs (and ``SSL_CERT_FILE``/``SSL_CERT_DIR``), where httpx uses certifi's unless ``SSL_CERT_FILE`` is set.
+Only a plain-HTTP endpoint reached directly is sent to this way (``OpenRouteClient`` decides): TLS verification and
+proxies stay the SDK's own, with no second reading of them to keep in step.
 """
 
 from __future__ import annotations
@@ -148,9 +148,10 @@ class PlainSender:
         if self._session is None or self._session.closed or self._loop is not loop:
             # A session belongs to its event loop; one left on another loop is dropped with it.
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=1000),  # the SDK's httpx pool: max_connections=1000
+                # The SDK's httpx pool: at most 1000 connections, an idle one kept 5 s (as long as uvicorn's, vLLM's
+                # server, keeps it: aiohttp's default of 15 s would reuse more connections the server is closing).
+                connector=aiohttp.TCPConnector(limit=1000, keepalive_timeout=5.0),
                 timeout=aiohttp.ClientTimeout(total=None),
-                trust_env=True,
                 # The template's headers are the SDK's: nothing of the session's own but Host and Content-Length.
                 skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
             )

@@ -9,8 +9,9 @@ against tests/fakes' FakeOpenAIServer on 127.0.0.1 answering at once:
   (direct)  ``pydantic_ai.direct.model_request(model, messages)`` and the output validated with the output model:
             what ``call_model`` did from issue 27's first change (activities/model_shapes.py)
   (route)   the same through the open route's own model and client (activities/open_chat.py: the request sent
-            without the openai SDK's parameter transform, its parameters customized once): what ``call_model``
-            does now
+            without the openai SDK's parameter transform, its parameters customized once; and since 2026-12-08,
+            after the warm-up's first two, over aiohttp with the SDK's own headers, activities/open_transport.py):
+            what ``call_model`` does now
   (client)  the bare ``openai`` client's ``chat.completions.create``: the anchor, the floor of any route
 
 CPU is ``time.process_time()`` of the whole process per call, so the fake server's work (the same in every

@@ -5,6 +5,7 @@ completion (errors, odd bodies, redirects, timeouts, refused connections) ends a
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -86,6 +87,13 @@ class RawServer:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sender is off with a proxy in the environment (tested below): none from the machine running the tests."""
+    for name in [k for k in os.environ if k.lower().endswith("_proxy")]:
+        monkeypatch.delenv(name)
 
 
 @pytest.fixture
@@ -272,3 +280,24 @@ async def test_a_client_given_its_own_http_client_never_uses_the_sender(raw_serv
     assert own.sender is None
     assert (await _ask(_model(own))).text == "It is 42."
     await own.close()
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "https_proxy", "ALL_PROXY"])
+async def test_with_a_proxy_in_the_environment_the_sdk_sends_everything(
+    raw_server: RawServer, monkeypatch: pytest.MonkeyPatch, variable: str
+):
+    """aiohttp and the SDK's client read proxy variables differently (aiohttp ignores ALL_PROXY): with one set,
+    requests keep the SDK's reading of it. NO_PROXY covers the test server, so the SDK reaches it directly."""
+    monkeypatch.setenv(variable, "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    client = OpenRouteClient(base_url=raw_server.url, api_key=KEY, max_retries=0)
+    assert client.sender is None
+    model = _model(client)
+    for _ in range(3):
+        assert (await _ask(model)).text == "It is 42."
+    await client.close()
+
+
+def test_an_https_endpoint_keeps_the_sdks_tls():
+    assert OpenRouteClient(base_url="https://vllm.internal:8443/v1", api_key=KEY).sender is None
+    assert OpenRouteClient(base_url="http://vllm.internal:8000/v1", api_key=KEY).sender is not None
