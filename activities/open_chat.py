@@ -1,8 +1,8 @@
 """The open route's chat models and OpenAI client: pydantic-ai's ``OpenAIChatModel`` and the ``openai`` SDK, with
 two per-call costs taken out, and llama-cpp-python's JSON mended.
 
-The client: chat completions go out as pydantic-ai builds them; plain (unstreamed) ones, once the SDK has sent two
-of a kind, over an aiohttp session with the SDK's own URL and headers (open_transport.py).
+The client: chat completions go out as pydantic-ai builds them; once the SDK has sent two of a kind, over an aiohttp
+session with the SDK's own URL and headers (open_transport.py).
 
 ``AsyncCompletions.create`` runs its request parameters through the SDK's type-driven transform before sending
 (``openai._utils._transform``: key aliases, date and file formats, pydantic models dumped), walking every message
@@ -67,16 +67,16 @@ class _PlainCompletions(AsyncCompletions):
         if not _plain(given):
             return await super().create(**kwargs)
         stream = bool(given.get("stream"))
-        sender = self._client.sender if isinstance(self._client, OpenRouteClient) and not stream else None
+        sender = self._client.sender if isinstance(self._client, OpenRouteClient) else None
         token = None
         content = _content(given, options.get("extra_json")) if sender is not None else None
         if sender is not None and content is not None:
-            kind = _kind(options)
+            kind = (stream, _kind(options))
             template = sender.template(kind)
             if template is not None:
-                completion = await sender.send(template, content)
-                if completion is not None:
-                    return completion
+                sent = await (sender.send_stream if stream else sender.send)(template, content)
+                if sent is not None:
+                    return sent
             else:
                 token = sender.observing(kind, content)  # the SDK's request below, shown to the sender
         try:
@@ -104,8 +104,9 @@ def _content(body: dict[str, Any], extra: Any) -> bytes | None:
 
 
 def _kind(options: dict[str, Any]) -> Hashable:
-    """What makes two requests' URL and headers the same: their request options (the body aside)."""
-    return json.dumps(options, sort_keys=True, default=repr)
+    """What makes two requests' URL and headers the same: their request options but ``extra_body``, which is body
+    (the sender checks each kind's bodies are serialized as the SDK does, so one merged in differently shows)."""
+    return json.dumps({k: v for k, v in options.items() if k != "extra_json"}, sort_keys=True, default=repr)
 
 
 def _proxy_in_environment() -> bool:
@@ -130,8 +131,8 @@ class _PlainChat(AsyncChat):
 
 
 class OpenRouteClient(AsyncOpenAI):
-    """``AsyncOpenAI`` whose ``chat.completions.create`` sends plain-JSON parameters without the SDK's transform, and
-    plain (unstreamed) ones, once the SDK has shown how it sends them, over aiohttp (open_transport.py).
+    """``AsyncOpenAI`` whose ``chat.completions.create`` sends plain-JSON parameters without the SDK's transform, and,
+    once the SDK has shown how it sends them, over aiohttp (open_transport.py).
 
     Only to a plain-HTTP endpoint reached directly (as vLLM is inside a cluster): for ``https``, with a proxy in the
     environment, an ``http_client`` of the caller's, or an authentication the SDK works out per request (an API-key

@@ -7,15 +7,17 @@ response objects and httpx's connection layers, not the exchange. The same reque
 fifth of what the SDK's ``post`` does in a hot loop (bench/README.md, "sixth session").
 
 How it stays the SDK's request: the first requests of each kind (one kind per set of request options: extra
-headers, query, body fields, timeout) go through the SDK as before, and the client's ``_prepare_request`` hook shows
+headers, query, timeout; streamed or not) go through the SDK as before, and the client's ``_prepare_request`` hook shows
 this module the request the SDK built. Once two of them agree on the URL and every header, and each one's body is the
 bytes ``body_bytes`` writes, later requests of that kind are sent with those headers to that URL. A kind whose
 requests differ (a per-request header, another serializer) stays with the SDK. What comes back is handled as the SDK
 handles it: a 2xx JSON chat completion whose messages are plain text and which pydantic-ai's lenient completion model
 accepts is returned as that model (pydantic-ai validates with it anyway: ``OpenChatModel`` does not validate it
 twice); any other answer becomes the SDK's own response object and goes through the SDK's status errors and parsing;
-a timeout raises the SDK's ``APITimeoutError``, a failed connection its ``APIConnectionError``. A redirect (which the
-SDK's client follows) is not followed here: the request is sent again through the SDK.
+a timeout raises the SDK's ``APITimeoutError``, a failed connection its ``APIConnectionError``. A streamed answer
+is the SDK's own stream (its SSE decoding, its chunks) over the body as aiohttp reads it, failing mid-way with the
+errors of the SDK's HTTP library. A redirect (which the SDK's client follows) is not followed here: the request is
+sent again through the SDK.
 
 Only a plain-HTTP endpoint reached directly is sent to this way (``OpenRouteClient`` decides): TLS verification and
 proxies stay the SDK's own, with no second reading of them to keep in step.
@@ -24,16 +26,18 @@ proxies stay the SDK's own, with no second reading of them to keep in step.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import json
-from collections.abc import Hashable
+from collections.abc import AsyncIterator, Hashable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
-from openai import APIConnectionError, APITimeoutError, AsyncOpenAI
-from openai.types.chat import ChatCompletion
+from openai import APIConnectionError, APITimeoutError, AsyncOpenAI, AsyncStream
+from openai._models import FinalRequestOptions
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import ValidationError
 
 # pydantic-ai's model for validating completions (private, of newer releases): without it the SDK parses every answer.
@@ -47,6 +51,9 @@ except ImportError:  # pragma: no cover - depends on the installed pydantic-ai
 _SESSION_WRITES = frozenset({"content-length", "host", "transfer-encoding"})
 # How many distinct kinds of request one client learns (pydantic-ai sends one or two); past it, the SDK sends.
 MAX_KINDS = 64
+
+# What the SDK's response handling is given for a request sent here (it reads none of it for a chat completion).
+_OPTIONS = FinalRequestOptions.construct(method="post", url="/chat/completions")
 
 # The kind of request being sent through the SDK, and its body's bytes, for the client's _prepare_request hook.
 _OBSERVING: ContextVar[tuple[Hashable, bytes] | None] = ContextVar("stakeflow_open_request_kind", default=None)
@@ -136,11 +143,51 @@ class PlainSender:
         response = _sdk_response(template.request, status, headers, raw)
         if status >= 400:
             raise self._client._make_status_error_from_response(response)
-        from openai._models import FinalRequestOptions
-
-        options = FinalRequestOptions.construct(method="post", url="/chat/completions")
         return await self._client._process_response(
-            cast_to=ChatCompletion, options=options, response=response, stream=False, stream_cls=None
+            cast_to=ChatCompletion, options=_OPTIONS, response=response, stream=False, stream_cls=None
+        )
+
+    async def send_stream(self, template: _Template, content: bytes) -> AsyncStream[ChatCompletionChunk] | None:
+        """The SDK's stream of chunks for ``content``, read from the answer as it arrives; None for a redirect.
+
+        Raises what the SDK raises before the stream opens (its status errors, ``APITimeoutError``,
+        ``APIConnectionError``); a failure while the stream is read is its HTTP library's ``ReadTimeout`` or
+        ``RemoteProtocolError``, as the SDK's own stream raises it."""
+        try:
+            answer = await self._open_session().post(
+                template.url, data=content, headers=template.headers, allow_redirects=False, timeout=template.timeout
+            )
+        except TimeoutError as e:
+            raise APITimeoutError(request=template.request) from e
+        except aiohttp.ClientError as e:
+            raise APIConnectionError(request=template.request) from e
+        http = _http_module(template.request)
+        if answer.status < 300:
+            response = http.Response(
+                answer.status,
+                headers=_decoded_headers(answer.headers),
+                stream=_body_class(http)(answer),
+                request=template.request,
+            )
+            return await self._client._process_response(
+                cast_to=cast(Any, ChatCompletion),  # the SDK's post passes the completion's type for a stream too
+                options=_OPTIONS,
+                response=response,
+                stream=True,
+                stream_cls=AsyncStream[ChatCompletionChunk],
+            )
+        try:
+            raw = await answer.read() if answer.status >= 400 else b""
+        except TimeoutError as e:
+            raise APITimeoutError(request=template.request) from e
+        except aiohttp.ClientError as e:
+            raise APIConnectionError(request=template.request) from e
+        finally:
+            answer.release()
+        if answer.status < 400:
+            return None  # a redirect
+        raise self._client._make_status_error_from_response(
+            _sdk_response(template.request, answer.status, answer.headers, raw)
         )
 
     def _open_session(self) -> aiohttp.ClientSession:
@@ -186,11 +233,43 @@ def _plain_completion(raw: bytes) -> ChatCompletion | None:
 
 
 def _sdk_response(request: Any, status: int, headers: Any, raw: bytes) -> Any:
-    """The SDK's response object (of its HTTP library, httpx2 or httpx) for an answer received here."""
-    http = importlib.import_module(type(request).__module__.partition(".")[0])
-    # The body is already decoded (aiohttp decompresses) and whole: its encoding and length headers no longer apply.
-    kept = [(k, v) for k, v in headers.items() if k.lower() not in ("content-encoding", "content-length")]
-    return http.Response(status, headers=kept, content=raw, request=request)
+    """The SDK's response object (of its HTTP library, httpx2 or httpx) for a whole answer received here."""
+    return _http_module(request).Response(status, headers=_decoded_headers(headers), content=raw, request=request)
+
+
+def _http_module(request: Any) -> Any:
+    """The SDK's HTTP library (httpx2 in newer releases, httpx before), the one its request object is of."""
+    return importlib.import_module(type(request).__module__.partition(".")[0])
+
+
+def _decoded_headers(headers: Any) -> list[tuple[str, str]]:
+    """An answer's headers for a body aiohttp has already decoded (it decompresses): without the encoding and the
+    length, which no longer apply."""
+    return [(k, v) for k, v in headers.items() if k.lower() not in ("content-encoding", "content-length")]
+
+
+@functools.cache
+def _body_class(http: Any) -> type:
+    """The SDK HTTP library's async byte stream over an aiohttp answer, failing as that library's own stream does
+    (its ``ReadTimeout`` when a read times out, its ``RemoteProtocolError`` when the answer breaks off)."""
+
+    class AiohttpBody(http.AsyncByteStream):  # the library is found at run time
+        def __init__(self, answer: aiohttp.ClientResponse) -> None:
+            self._answer = answer
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            try:
+                async for chunk in self._answer.content.iter_any():
+                    yield chunk
+            except TimeoutError as e:
+                raise http.ReadTimeout(str(e) or "timed out reading the stream") from e
+            except aiohttp.ClientError as e:
+                raise http.RemoteProtocolError(str(e)) from e
+
+        async def aclose(self) -> None:
+            self._answer.release()
+
+    return AiohttpBody
 
 
 def _timeout(request: Any) -> aiohttp.ClientTimeout:

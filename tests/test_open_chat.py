@@ -4,6 +4,7 @@ customized for the model once."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pydantic_ai.models
@@ -80,31 +81,36 @@ def _responder(body: dict) -> object:
 async def test_each_request_goes_out_as_the_sdk_sends_it(
     tmp_path: Path, server: FakeOpenAIServer, dialect: Dialect, monkeypatch: pytest.MonkeyPatch
 ):
-    """Every purpose, streamed or not, in each dialect: the same body, headers and result through the SDK's
-    ``create`` and through OpenRouteClient. OPENAI_ADMIN_KEY in the environment goes to neither."""
+    """Every purpose, streamed or not, in each dialect, three times over (the third time through the aiohttp sender,
+    open_transport.py): the same body, headers and result through the SDK's ``create`` and through OpenRouteClient.
+    OPENAI_ADMIN_KEY in the environment goes to neither."""
     monkeypatch.setenv("OPENAI_ADMIN_KEY", "sk-admin-never-sent")
+    for name in [k for k in os.environ if k.lower().endswith("_proxy")]:
+        monkeypatch.delenv(name)  # the sender is off with a proxy in the environment
     server.script(_responder)
     fast = _models(tmp_path, server, dialect)
-    results = [await fast.call_model(r) for r in _requests()]
+    results = [await fast.call_model(r) for r in _requests() * 3]
     sent = list(server.calls)
+    sender = fast._open_client.sender if isinstance(fast._open_client, OpenRouteClient) else None
+    assert sender is not None and len(sender._ready) == 2  # streamed and not
     await fast.close()
     monkeypatch.setattr(models_module, "OpenRouteClient", AsyncOpenAI)  # the SDK's own client, as before
     sdk = _models(tmp_path, server, dialect)
-    expected = [await sdk.call_model(r) for r in _requests()]
+    expected = [await sdk.call_model(r) for r in _requests() * 3]
     assert isinstance(sdk._open_client, AsyncOpenAI) and not isinstance(sdk._open_client, OpenRouteClient)
     await sdk.close()
     by_sdk = server.calls[len(sent) :]
-    assert len(sent) == len(by_sdk) == 4
+    assert len(sent) == len(by_sdk) == 12
     for ours, theirs in zip(sent, by_sdk, strict=True):
         assert ours.path == theirs.path
         assert ours.body == theirs.body
         assert ours.headers == theirs.headers
         assert ours.headers["authorization"] == f"Bearer {OPEN_KEY}"
         assert "sk-admin-never-sent" not in str(ours.headers)
-    assert sent[3].body["stream"] is True
+    assert [c.body.get("stream", False) for c in sent] == [False, False, False, True] * 3
     for mine, theirs in zip(results, expected, strict=True):
         assert mine.model_dump(exclude={"latency_ms", "cost"}) == theirs.model_dump(exclude={"latency_ms", "cost"})
-    assert results[0].plan is not None and results[1].action is not None and results[3].text == "It is 42."
+    assert results[0].plan is not None and results[1].action is not None and results[11].text == "It is 42."
 
 
 async def test_a_call_model_runs_no_sdk_transform_and_customizes_its_shape_once(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Any, cast
 
 import pytest
 from openai import APIConnectionError, APITimeoutError, AsyncOpenAI
-from pydantic_ai.direct import model_request
+from pydantic_ai.direct import model_request, model_request_stream
 from pydantic_ai.messages import ModelRequest, ModelResponse, UserPromptPart
 from pydantic_ai.providers.openai import OpenAIProvider
 
@@ -44,6 +45,35 @@ class Answer:
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=lambda: {"content-type": "application/json"})
+    # A streamed answer instead: these pieces in chunked encoding, ``pause_s`` apart; ``cut``: the connection closes
+    # after them without the last chunk.
+    pieces: list[bytes] | None = None
+    pause_s: float = 0.0
+    cut: bool = False
+
+
+def _sse(*chunks: dict[str, Any], done: bool = True) -> list[bytes]:
+    return [f"data: {json.dumps(c)}\n\n".encode() for c in chunks] + ([b"data: [DONE]\n\n"] if done else [])
+
+
+def _chunk(text: str | None = None, finish: str | None = None, **fields: Any) -> dict[str, Any]:
+    delta = {"role": "assistant", "content": text} if text is not None else {}
+    body = {
+        "id": "s1",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_000,
+        "model": "served-model",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    body.update(fields)
+    return body
+
+
+STREAM = _sse(_chunk("It is "), _chunk("42."), _chunk(finish="stop"))
+
+
+def _streamed(pieces: list[bytes], **kwargs: Any) -> Answer:
+    return Answer(200, b"", {"content-type": "text/event-stream"}, pieces=pieces, **kwargs)
 
 
 @dataclass
@@ -69,20 +99,38 @@ class RawServer:
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("content-length") or 0))
                 outer.seen.append(Seen(self.path, {k.lower(): v for k, v in self.headers.items()}, raw))
-                answer = outer.answers.popleft() if outer.answers else Answer(body=json.dumps(_completion()).encode())
+                answer = outer.answers.popleft() if outer.answers else outer.default(json.loads(raw))
                 self.send_response(answer.status)
                 for k, v in answer.headers.items():
                     self.send_header(k, v)
-                self.send_header("content-length", str(len(answer.body)))
+                if answer.pieces is None:
+                    self.send_header("content-length", str(len(answer.body)))
+                    self.end_headers()
+                    self.wfile.write(answer.body)
+                    return
+                self.send_header("transfer-encoding", "chunked")
                 self.end_headers()
-                self.wfile.write(answer.body)
+                for piece in answer.pieces:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    self.wfile.flush()
+                    time.sleep(answer.pause_s)
+                if answer.cut:
+                    self.close_connection = True
+                    return
+                self.wfile.write(b"0\r\n\r\n")
 
             def log_message(self, *args: Any) -> None:
                 pass
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    @staticmethod
+    def default(body: dict[str, Any]) -> Answer:
+        """A plain completion, streamed if the request asks for a stream."""
+        return _streamed(STREAM) if body.get("stream") else Answer(body=json.dumps(_completion()).encode())
 
     def close(self) -> None:
         self.httpd.shutdown()
@@ -301,3 +349,75 @@ async def test_with_a_proxy_in_the_environment_the_sdk_sends_everything(
 def test_an_https_endpoint_keeps_the_sdks_tls():
     assert OpenRouteClient(base_url="https://vllm.internal:8443/v1", api_key=KEY).sender is None
     assert OpenRouteClient(base_url="http://vllm.internal:8000/v1", api_key=KEY).sender is not None
+
+
+async def _ask_streamed(model: OpenChatModel) -> ModelResponse:
+    async with model_request_stream(model, MESSAGES, model_settings={"temperature": 0.0}) as stream:
+        async for _ in stream:
+            pass
+    return stream.get()
+
+
+async def _end_streamed(model: OpenChatModel, types_only: bool) -> Any:
+    """How a streamed request ends; ``types_only``: the error's type alone (its text is the HTTP library's)."""
+    try:
+        return _outcome(await _ask_streamed(model), None)
+    except Exception as e:
+        return type(e).__name__ if types_only else _outcome(None, e)
+
+
+async def test_streams_after_two_go_out_byte_for_byte_and_read_as_the_sdk_reads_them(
+    raw_server: RawServer, monkeypatch: pytest.MonkeyPatch
+):
+    built: list[object] = []
+    real_build = OpenRouteClient._build_request
+
+    def counted(self: OpenRouteClient, *args: Any, **kwargs: Any) -> Any:
+        built.append(args)
+        return real_build(self, *args, **kwargs)
+
+    monkeypatch.setattr(OpenRouteClient, "_build_request", counted)
+    client = OpenRouteClient(base_url=raw_server.url, api_key=KEY, max_retries=0, timeout=30.0)
+    model = _model(client)
+    responses = [await _ask_streamed(model) for _ in range(4)]
+    await client.close()
+    assert len(built) == 2
+    first = raw_server.seen[0]
+    assert json.loads(first.raw)["stream"] is True
+    for seen in raw_server.seen:
+        assert (seen.path, seen.headers, seen.raw) == (first.path, first.headers, first.raw)
+    assert {_outcome(r, None) for r in responses} == {_outcome(responses[0], None)}
+    assert responses[-1].text == "It is 42."
+
+
+ODD_STREAMS = {
+    # name: (answer, compare the error's type only)
+    "refused before it opens": (Answer(503, json.dumps({"error": {"message": "overloaded"}}).encode()), False),
+    "an error event mid-stream": (
+        _streamed(_sse(_chunk("It is "), {"error": {"message": "engine died", "type": "server_error"}})),
+        False,
+    ),
+    "no [DONE], no finish reason": (_streamed(_sse(_chunk("It is "), _chunk("42."), done=False)), False),
+    "broken off mid-stream": (_streamed(_sse(_chunk("It is "), done=False), cut=True), True),
+    "too slow mid-stream": (_streamed(_sse(_chunk("It is "), _chunk("42.")), pause_s=1.5), True),
+}
+
+
+@pytest.mark.parametrize("case", list(ODD_STREAMS))
+async def test_a_stream_that_is_not_plain_ends_as_through_the_sdk(raw_server: RawServer, case: str):
+    answer, types_only = ODD_STREAMS[case]
+    sdk = AsyncOpenAI(base_url=raw_server.url, api_key=KEY, max_retries=0, timeout=1.0)
+    raw_server.answers.append(answer)
+    expected = await _end_streamed(_model(sdk), types_only)
+    await sdk.close()
+
+    ours = OpenRouteClient(base_url=raw_server.url, api_key=KEY, max_retries=0, timeout=1.0)
+    model = _model(ours)
+    for _ in range(2):
+        await _ask_streamed(model)
+    assert ours.sender is not None and len(ours.sender._ready) == 1
+    raw_server.answers.append(answer)
+    got = await _end_streamed(model, types_only)
+    assert got == expected
+    assert (await _ask_streamed(model)).text == "It is 42."  # and the next stream is the sender's again
+    await ours.close()
