@@ -49,7 +49,8 @@ except ImportError:  # pragma: no cover - depends on the installed pydantic-ai
 
 # Headers the session writes itself from the URL and body (the SDK's request has them for its own body).
 _SESSION_WRITES = frozenset({"content-length", "host", "transfer-encoding"})
-# How many distinct kinds of request one client learns (pydantic-ai sends one or two); past it, the SDK sends.
+# How many distinct kinds of request one client learns or refuses (pydantic-ai sends two: streamed or not); past it,
+# the SDK sends every request of a new kind.
 MAX_KINDS = 64
 
 # What the SDK's response handling is given for a request sent here (it reads none of it for a chat completion).
@@ -88,8 +89,10 @@ class PlainSender:
 
     def observing(self, kind: Hashable, content: bytes) -> Any:
         """Marks the SDK request about to be built (in this task) as one of ``kind``; the token resets it."""
-        if kind in self._ready or kind in self._refused or len(self._seen) + len(self._ready) >= MAX_KINDS:
+        if kind in self._ready or kind in self._refused:
             return None
+        if len(self._seen) + len(self._ready) + len(self._refused) >= MAX_KINDS:
+            return None  # every kind past these stays with the SDK: what is kept here is bounded
         return _OBSERVING.set((kind, content))
 
     @staticmethod

@@ -421,3 +421,29 @@ async def test_a_stream_that_is_not_plain_ends_as_through_the_sdk(raw_server: Ra
     assert got == expected
     assert (await _ask_streamed(model)).text == "It is 42."  # and the next stream is the sender's again
     await ours.close()
+
+
+def test_what_the_sender_keeps_is_bounded_whatever_kinds_come():
+    """Kinds that each differ between their two requests (a header that changes every time) are refused, and past
+    MAX_KINDS of them nothing more is kept: every request of a new kind goes through the SDK."""
+    from types import SimpleNamespace
+
+    from stakeflow.activities.open_transport import MAX_KINDS, PlainSender
+
+    sender = PlainSender(AsyncOpenAI(api_key=KEY, base_url="http://127.0.0.1:9/v1"))
+
+    def request(n: int) -> SimpleNamespace:
+        headers = SimpleNamespace(multi_items=lambda: [("x-request", str(n))])
+        return SimpleNamespace(method="POST", content=b"{}", headers=headers, url="http://127.0.0.1:9/v1/x")
+
+    marked = 0
+    for kind in range(10 * MAX_KINDS):
+        for n in range(2):
+            token = sender.observing(kind, b"{}")
+            if token is not None:
+                marked += 1
+                sender.observe(request(n))
+                sender.done_observing(token)
+    assert len(sender._seen) + len(sender._ready) + len(sender._refused) == MAX_KINDS
+    # MAX_KINDS - 1 kinds refused after their two requests, the last one's first request fills the last place
+    assert not sender._ready and marked == 2 * MAX_KINDS - 1
