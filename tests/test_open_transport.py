@@ -151,6 +151,20 @@ def raw_server() -> Iterator[RawServer]:
     server.close()
 
 
+@pytest.fixture
+def built(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every request the SDK builds for an OpenRouteClient (the ones the sender sends itself are not)."""
+    requests: list[object] = []
+    real_build = OpenRouteClient._build_request
+
+    def counted(self: OpenRouteClient, *args: Any, **kwargs: Any) -> Any:
+        requests.append(args)
+        return real_build(self, *args, **kwargs)
+
+    monkeypatch.setattr(OpenRouteClient, "_build_request", counted)
+    return requests
+
+
 def _model(client: AsyncOpenAI) -> OpenChatModel:
     return OpenChatModel("served-model", provider=OpenAIProvider(openai_client=client))
 
@@ -184,16 +198,8 @@ async def _end(model: OpenChatModel) -> Any:
 
 
 async def test_after_two_requests_through_the_sdk_the_rest_go_out_byte_for_byte_through_the_sender(
-    raw_server: RawServer, monkeypatch: pytest.MonkeyPatch
+    raw_server: RawServer, built: list[object]
 ):
-    built: list[object] = []
-    real_build = OpenRouteClient._build_request
-
-    def counted(self: OpenRouteClient, *args: Any, **kwargs: Any) -> Any:
-        built.append(args)
-        return real_build(self, *args, **kwargs)
-
-    monkeypatch.setattr(OpenRouteClient, "_build_request", counted)
     client = OpenRouteClient(base_url=raw_server.url, api_key=KEY, max_retries=0, timeout=30.0)
     model = _model(client)
     responses = [await _ask(model) for _ in range(5)]
@@ -367,16 +373,8 @@ async def _end_streamed(model: OpenChatModel, types_only: bool) -> Any:
 
 
 async def test_streams_after_two_go_out_byte_for_byte_and_read_as_the_sdk_reads_them(
-    raw_server: RawServer, monkeypatch: pytest.MonkeyPatch
+    raw_server: RawServer, built: list[object]
 ):
-    built: list[object] = []
-    real_build = OpenRouteClient._build_request
-
-    def counted(self: OpenRouteClient, *args: Any, **kwargs: Any) -> Any:
-        built.append(args)
-        return real_build(self, *args, **kwargs)
-
-    monkeypatch.setattr(OpenRouteClient, "_build_request", counted)
     client = OpenRouteClient(base_url=raw_server.url, api_key=KEY, max_retries=0, timeout=30.0)
     model = _model(client)
     responses = [await _ask_streamed(model) for _ in range(4)]
