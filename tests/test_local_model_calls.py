@@ -27,6 +27,7 @@ from tests.support import (
     worker_env,
     worker_log,
 )
+from tests.workflow_support import open_down_settings
 
 SECRET_KEY = "sk-ant-test-LOCAL-5a4b3c"
 LOCAL = WorkersConfig(local_model_calls=True)
@@ -104,18 +105,9 @@ async def test_without_the_setting_a_run_keeps_regular_activities_on_the_open_qu
 async def test_a_local_open_call_that_keeps_failing_falls_back_to_the_frontier(client, tmp_path, workspace):
     with FakeAnthropicServer() as frontier:
         frontier.script(agent(plan(("Compute", "calculator")), {1: call("calculator", expression="6*7")}, answer="42"))
-        settings = make_settings(
-            tmp_path,
-            open_base_url=f"http://127.0.0.1:{free_port()}/v1",
-            open_model="qwen-test",
-            open_dialect="vllm",
-            anthropic_api_key=SECRET_KEY,
-            anthropic_base_url=frontier.url,
-            frontier_model="claude-test",
-            workers=LOCAL,
+        settings = open_down_settings(
+            tmp_path, frontier, anthropic_api_key=SECRET_KEY, frontier_model="claude-test", workers=LOCAL
         )
-        settings.policy.model_max_attempts = 2
-        settings.policy.model_retry_initial_s = 0.1
         async with running_workers(client, settings):
             handle = await runs.start_run(
                 client, settings, runs.build_request(settings, "What is 6*7?", workspace=workspace)

@@ -10,25 +10,21 @@ from temporalio.client import WorkflowFailureError
 from stakeflow.services import runs
 from tests.agent_script import agent, call, plan, think
 from tests.fakes import Reply
-from tests.support import make_settings, running_workers
-from tests.workflow_support import SECRET_KEY, frontier_fake, open_fake, run_task, settings_for, workspace  # noqa: F401
+from tests.support import running_workers
+from tests.workflow_support import (  # noqa: F401  (fixtures are used by name)
+    SECRET_KEY,
+    frontier_fake,
+    open_down_settings,
+    open_fake,
+    run_task,
+    settings_for,
+    workspace,
+)
 
 
 async def test_open_endpoint_down_falls_back_to_frontier(client, tmp_path, frontier_fake, workspace):
-    from tests.support import free_port
-
     frontier_fake.script(agent(plan(("Compute", "calculator")), {1: call("calculator", expression="6*7")}, answer="42"))
-    settings = make_settings(
-        tmp_path,
-        open_base_url=f"http://127.0.0.1:{free_port()}/v1",
-        open_model="qwen-test",
-        open_dialect="vllm",
-        anthropic_api_key=SECRET_KEY,
-        anthropic_base_url=frontier_fake.url,
-        frontier_model="claude-test",
-    )
-    settings.policy.model_max_attempts = 2
-    settings.policy.model_retry_initial_s = 0.1
+    settings = open_down_settings(tmp_path, frontier_fake, frontier_model="claude-test")
     result = await run_task(client, settings, "What is 6*7?", workspace=workspace)
     [step] = result.steps
     assert (step.route, step.fallback, step.status) == ("frontier", True, "ok")
@@ -39,18 +35,7 @@ async def test_open_endpoint_down_falls_back_to_frontier(client, tmp_path, front
 
 
 async def test_open_endpoint_down_on_private_run_fails_clearly(client, tmp_path, frontier_fake, workspace):
-    from tests.support import free_port
-
-    settings = make_settings(
-        tmp_path,
-        open_base_url=f"http://127.0.0.1:{free_port()}/v1",
-        open_model="qwen-test",
-        open_dialect="vllm",
-        anthropic_api_key=SECRET_KEY,
-        anthropic_base_url=frontier_fake.url,
-    )
-    settings.policy.model_max_attempts = 2
-    settings.policy.model_retry_initial_s = 0.1
+    settings = open_down_settings(tmp_path, frontier_fake)
     with pytest.raises(WorkflowFailureError) as info:
         await run_task(client, settings, "What is 6*7?", sensitivity="private", workspace=workspace)
     msg = info.value.cause.message

@@ -10,7 +10,7 @@ import pytest
 
 from stakeflow.services import runs
 from tests.fakes import FakeAnthropicServer, FakeOpenAIServer
-from tests.support import EXAMPLE_WORKSPACE, make_settings, running_workers
+from tests.support import EXAMPLE_WORKSPACE, free_port, make_settings, running_workers
 
 SECRET_KEY = "sk-ant-test-SECRET-9f8e7d"
 
@@ -46,6 +46,23 @@ def settings_for(tmp_path, open_fake, frontier_fake=None, **kw):
         }
     values = {"open_base_url": open_fake.url, "open_model": "qwen-test", "open_dialect": "vllm", **extra, **kw}
     return make_settings(tmp_path, **values)
+
+
+def open_down_settings(tmp_path, frontier_fake, **kw):
+    """Settings whose open endpoint nobody listens on (a free port) and whose frontier is ``frontier_fake``, with two
+    quick attempts per model call, so the fallback (or the failure) comes at once."""
+    values = {
+        "open_base_url": f"http://127.0.0.1:{free_port()}/v1",
+        "open_model": "qwen-test",
+        "open_dialect": "vllm",
+        "anthropic_api_key": SECRET_KEY,
+        "anthropic_base_url": frontier_fake.url,
+        **kw,
+    }
+    settings = make_settings(tmp_path, **values)
+    settings.policy.model_max_attempts = 2
+    settings.policy.model_retry_initial_s = 0.1
+    return settings
 
 
 async def run_task(client, settings, goal, **kw):
