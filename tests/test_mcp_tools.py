@@ -19,9 +19,9 @@ from stakeflow.agents.types import ApprovalRequest, Progress
 from stakeflow.core.contracts import APPROVE_UPDATE, PROGRESS_QUERY
 from stakeflow.services import runs
 from tests.agent_script import agent, call, plan
-from tests.fakes import FakeAnthropicServer, FakeOpenAIServer
 from tests.mcp_support import mcp_settings
 from tests.support import free_port, running_workers, wait_for_approval
+from tests.workflow_support import frontier_fake, open_fake  # noqa: F401  (fixtures are used by name)
 
 SERVER = str(Path(__file__).with_name("mcp_test_server.py"))
 GIT = str(Path(sys.executable).parent / "mcp-server-git")
@@ -40,18 +40,6 @@ def repo(tmp_path) -> Path:
     git(path, "add", "README.md")
     git(path, "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "first")
     return path
-
-
-@pytest.fixture
-def open_fake():
-    with FakeOpenAIServer(model="qwen-test") as server:
-        yield server
-
-
-@pytest.fixture
-def frontier_fake():
-    with FakeAnthropicServer() as server:
-        yield server
 
 
 def git_server(repo: Path) -> dict:
