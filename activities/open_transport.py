@@ -26,10 +26,11 @@ proxies stay the SDK's own, with no second reading of them to keep in step.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import importlib
 import json
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Hashable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, cast
@@ -127,16 +128,9 @@ class PlainSender:
 
         Raises what the SDK raises for the same answer: its status errors, ``APITimeoutError``, ``APIConnectionError``.
         """
-        try:
-            async with self._open_session().post(
-                template.url, data=content, headers=template.headers, allow_redirects=False, timeout=template.timeout
-            ) as answer:
-                raw = await answer.read()
-                status, headers = answer.status, answer.headers
-        except TimeoutError as e:
-            raise APITimeoutError(request=template.request) from e
-        except aiohttp.ClientError as e:
-            raise APIConnectionError(request=template.request) from e
+        answer = await self._post(template, content)
+        raw = await _read(answer, template.request)
+        status, headers = answer.status, answer.headers
         if 300 <= status < 400:
             return None
         if 200 <= status < 300 and headers.get("content-type", "").startswith("application/json"):
@@ -156,14 +150,7 @@ class PlainSender:
         Raises what the SDK raises before the stream opens (its status errors, ``APITimeoutError``,
         ``APIConnectionError``); a failure while the stream is read is its HTTP library's ``ReadTimeout`` or
         ``RemoteProtocolError``, as the SDK's own stream raises it."""
-        try:
-            answer = await self._open_session().post(
-                template.url, data=content, headers=template.headers, allow_redirects=False, timeout=template.timeout
-            )
-        except TimeoutError as e:
-            raise APITimeoutError(request=template.request) from e
-        except aiohttp.ClientError as e:
-            raise APIConnectionError(request=template.request) from e
+        answer = await self._post(template, content)
         http = _http_module(template.request)
         if answer.status < 300:
             response = http.Response(
@@ -179,19 +166,20 @@ class PlainSender:
                 stream=True,
                 stream_cls=AsyncStream[ChatCompletionChunk],
             )
-        try:
-            raw = await answer.read() if answer.status >= 400 else b""
-        except TimeoutError as e:
-            raise APITimeoutError(request=template.request) from e
-        except aiohttp.ClientError as e:
-            raise APIConnectionError(request=template.request) from e
-        finally:
-            answer.release()
         if answer.status < 400:
+            answer.release()
             return None  # a redirect
+        raw = await _read(answer, template.request)
         raise self._client._make_status_error_from_response(
             _sdk_response(template.request, answer.status, answer.headers, raw)
         )
+
+    async def _post(self, template: _Template, content: bytes) -> aiohttp.ClientResponse:
+        """``content`` sent as the template says; the answer's head read, its body not yet."""
+        with _as_sdk_errors(template.request):
+            return await self._open_session().post(
+                template.url, data=content, headers=template.headers, allow_redirects=False, timeout=template.timeout
+            )
 
     def _open_session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -212,6 +200,26 @@ class PlainSender:
         if self._session is not None and not self._session.closed and self._loop is asyncio.get_running_loop():
             await self._session.close()
         self._session = self._loop = None
+
+
+@contextlib.contextmanager
+def _as_sdk_errors(request: Any) -> Iterator[None]:
+    """A timeout as the SDK's ``APITimeoutError``, any other failure to exchange as its ``APIConnectionError``."""
+    try:
+        yield
+    except TimeoutError as e:
+        raise APITimeoutError(request=request) from e
+    except aiohttp.ClientError as e:
+        raise APIConnectionError(request=request) from e
+
+
+async def _read(answer: aiohttp.ClientResponse, request: Any) -> bytes:
+    """The whole body of ``answer``, its connection released after."""
+    try:
+        with _as_sdk_errors(request):
+            return await answer.read()
+    finally:
+        answer.release()
 
 
 def _plain_completion(raw: bytes) -> ChatCompletion | None:
